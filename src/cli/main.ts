@@ -1,0 +1,31 @@
+// The webjit command line: run, conformance, info.
+import { Command, Option } from 'commander';
+import { conformanceCommand } from './conformance.js';
+
+export async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const program = new Command('webjit').description('ONNX inference for the web with just-in-time kernels').exitOverride();
+  const backendOpt = () => new Option('--backend <name>', 'backend').choices(['reference', 'wasm', 'webgpu']).default('reference');
+
+  program.command('conformance')
+    .description('run ONNX backend conformance tests')
+    .option('--dir <dir...>', 'test folders (default: ../shared/onnx-tests/{node,simple,pytorch-operator})')
+    .addOption(backendOpt())
+    .option('--no-fallback', 'count nodes the backend would hand to the reference backend as unsupported')
+    .option('--json <file>', 'write every test result as JSON')
+    .option('--filter <regex>', 'only tests whose folder name matches')
+    .option('--jobs <n>', 'worker threads', (v) => parseInt(v, 10))
+    .option('--timeout <ms>', 'per-test timeout', (v) => parseInt(v, 10), 60000)
+    .option('-v, --verbose', 'print every non-passing test')
+    .action(async (o) => { code = await conformanceCommand(o); });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    const ce = e as { exitCode?: number; code?: string };
+    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.version') return 0;
+    if (ce.exitCode !== undefined && ce.code?.startsWith('commander.')) return ce.exitCode || 1;
+    throw e;
+  }
+  return code;
+}

@@ -1,0 +1,1 @@
+// Reference kernels: attention family (being written).

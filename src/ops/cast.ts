@@ -1,0 +1,1 @@
+// Reference kernels: cast family (being written).

@@ -1,0 +1,1 @@
+// Reference kernels: conv family (being written).

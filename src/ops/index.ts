@@ -1,0 +1,22 @@
+// Registers every reference kernel (each module calls registerOp at import).
+import './elementwise.js';
+import './cast.js';
+import './quantize.js';
+import './reduce.js';
+import './normalization.js';
+import './loss.js';
+import './shape.js';
+import './indexing.js';
+import './resize.js';
+import './conv.js';
+import './pool.js';
+import './matmul.js';
+import './detection.js';
+import './attention.js';
+import './rnn.js';
+import './signal.js';
+import './control.js';
+import './sequence.js';
+import './string.js';
+import './random.js';
+import './training.js';

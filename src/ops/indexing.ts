@@ -1,0 +1,1 @@
+// Reference kernels: indexing family (being written).

@@ -1,0 +1,1 @@
+// Reference kernels: loss family (being written).

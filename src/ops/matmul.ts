@@ -1,0 +1,1 @@
+// Reference kernels: matmul family (being written).

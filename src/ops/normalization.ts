@@ -1,0 +1,1 @@
+// Reference kernels: normalization family (being written).

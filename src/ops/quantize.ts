@@ -1,0 +1,1 @@
+// Reference kernels: quantize family (being written).

@@ -1,0 +1,1 @@
+// Reference kernels: random family (being written).

@@ -1,0 +1,1 @@
+// Reference kernels: resize family (being written).

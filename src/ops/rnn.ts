@@ -1,0 +1,1 @@
+// Reference kernels: rnn family (being written).

@@ -1,0 +1,1 @@
+// Reference kernels: sequence family (being written).

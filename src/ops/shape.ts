@@ -1,0 +1,1 @@
+// Reference kernels: shape family (being written).

@@ -1,0 +1,1 @@
+// Reference kernels: string family (being written).

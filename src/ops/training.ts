@@ -1,0 +1,1 @@
+// Reference kernels: training family (being written).
