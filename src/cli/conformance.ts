@@ -42,6 +42,13 @@ export async function conformanceCommand(a: ConformanceArgs): Promise<number> {
   printSummary(results);
   const count = (s: Status) => results.filter((r) => r.status === s).length;
   if (a.json) fs.writeFileSync(a.json, JSON.stringify({ backend: a.backend, noFallback: !a.fallback, results }, null, 1));
+  const nodeDir = (r: TestResult) => path.basename(path.dirname(r.dir)) === 'node';
+  const node = results.filter(nodeDir);
+  const std = node.filter((r) => r.standard);
+  const pct = (k: number, n: number) => (n ? ((100 * k) / n).toFixed(1) : '0.0');
+  const passed = (rs: TestResult[]) => rs.filter((r) => r.status === 'passed').length;
+  console.log(`node tests: ${passed(node)} of ${node.length} passed (${pct(passed(node), node.length)}%); ` +
+    `standard ai.onnx subset (no string/sequence/optional/training ops): ${passed(std)} of ${std.length} (${pct(passed(std), std.length)}%)`);
   console.log(`conformance ${a.backend}: ${count('passed')} passed, ${count('failed')} failed, ${count('unsupported')} unsupported, ${count('error')} errors of ${results.length}`);
   return 0;
 }

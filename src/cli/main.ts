@@ -1,11 +1,31 @@
 // The webjit command line: run, conformance, info.
 import { Command, Option } from 'commander';
 import { conformanceCommand } from './conformance.js';
+import { infoCommand } from './info.js';
+import { runCommand } from './run.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
   const program = new Command('webjit').description('ONNX inference for the web with just-in-time kernels').exitOverride();
   const backendOpt = () => new Option('--backend <name>', 'backend').choices(['reference', 'wasm', 'webgpu']).default('reference');
+
+  program.command('run <model>')
+    .description('run a model on .npy inputs (or random ones) and write its outputs as .npy')
+    .option('--inputs <dir>', 'folder of <input name>.npy files')
+    .option('--outputs <dir>', 'folder to write <output name>.npy files to')
+    .addOption(backendOpt())
+    .option('--threads <n>', 'worker threads (wasm backend)', (v) => parseInt(v, 10))
+    .option('--repeat <n>', 'timed runs after the first', (v) => parseInt(v, 10), 0)
+    .option('--warmup-ms <ms>', 'warm-up time before the timed runs', (v) => parseFloat(v), 500)
+    .option('--dim <name=value...>', 'values of symbolic dims for random inputs', [])
+    .option('--seed <n>', 'seed of random inputs', (v) => parseInt(v, 10), 1)
+    .option('--json', 'print one JSON line of timings last')
+    .action(async (model, o) => { code = await runCommand(model, o); });
+
+  program.command('info <model>')
+    .description("a model's inputs, outputs, opsets, op histogram and parameters")
+    .option('--json', 'print JSON')
+    .action(async (model, o) => { code = await infoCommand(model, !!o.json); });
 
   program.command('conformance')
     .description('run ONNX backend conformance tests')

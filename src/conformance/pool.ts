@@ -42,7 +42,7 @@ export async function runPool(dirs: string[], opts: PoolOptions): Promise<TestRe
         const dir = dirs[current];
         const t0 = performance.now();
         timer = setTimeout(() => {
-          finish({ name: dir.split('/').pop()!, dir, op: '?', status: 'error', message: `timed out after ${timeoutMs} ms`, ms: performance.now() - t0 });
+          finish({ name: dir.split('/').pop()!, dir, op: '?', status: 'error', standard: true, message: `timed out after ${timeoutMs} ms`, ms: performance.now() - t0 });
           void w.terminate();
           start();
         }, timeoutMs);
@@ -51,7 +51,7 @@ export async function runPool(dirs: string[], opts: PoolOptions): Promise<TestRe
       w.on('message', (r: TestResult) => { finish(r); feed(); });
       w.on('error', (e) => {
         const dir = current >= 0 ? dirs[current] : '';
-        finish({ name: dir.split('/').pop()!, dir, op: '?', status: 'error', message: `worker crashed: ${e.message}`, ms: 0 });
+        finish({ name: dir.split('/').pop()!, dir, op: '?', status: 'error', standard: true, message: `worker crashed: ${e.message}`, ms: 0 });
         start();
       });
       feed();

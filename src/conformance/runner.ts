@@ -2,8 +2,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UnsupportedError, WebjitError } from '../errors.js';
-import type { ValueType } from '../graph/ir.js';
-import { decodeValueProto } from '../onnx/decode.js';
+import type { Graph, ValueType } from '../graph/ir.js';
+import { decodeModel, decodeValueProto } from '../onnx/decode.js';
+import { subgraphsOf } from '../graph/topo.js';
 import { InferenceSession, type BackendName } from '../session.js';
 import type { Value } from '../tensor.js';
 import { compareValues } from './compare.js';
@@ -16,6 +17,8 @@ export interface TestResult {
   /** The op the test is about (for the per-op summary). */
   op: string;
   status: Status;
+  /** In the standard ai.onnx domain and free of string, sequence, optional and training ops. */
+  standard: boolean;
   maxAbsErr?: number;
   message?: string;
   ms: number;
@@ -45,12 +48,17 @@ export async function runTest(dir: string, opts: RunOptions): Promise<TestResult
   const name = path.basename(dir);
   const t0 = performance.now();
   let op = name.replace(/^test_/, '');
+  let standard = true;
+  try {
+    const m = decodeModel(new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx'))));
+    op = primaryOp(name, m.graph.nodes.map((n) => n.opType));
+    standard = isStandard(m.graph);
+  } catch { /* reported by create below */ }
   const result = (status: Status, extra: Partial<TestResult> = {}): TestResult =>
-    ({ name, dir, op, status, ms: performance.now() - t0, ...extra });
+    ({ name, dir, op, status, standard, ms: performance.now() - t0, ...extra });
   let session: InferenceSession;
   try {
     session = await InferenceSession.create(path.join(dir, 'model.onnx'), { backend: opts.backend, optimize: false });
-    op = primaryOp(name, session.model.graph.nodes.map((n) => n.opType));
   } catch (e) {
     return classifyError(e, result);
   }
@@ -103,4 +111,18 @@ function primaryOp(testName: string, ops: string[]): string {
     if (t.startsWith(l) && l.length > bestLen) { best = o; bestLen = l.length; }
   }
   return best;
+}
+
+const NON_STANDARD_OPS = new Set([
+  'StringNormalizer', 'StringConcat', 'StringSplit', 'RegexFullMatch', 'TfIdfVectorizer',
+  'SequenceConstruct', 'SequenceEmpty', 'SequenceAt', 'SequenceInsert', 'SequenceErase', 'SequenceLength',
+  'SplitToSequence', 'ConcatFromSequence', 'SequenceMap', 'Optional', 'OptionalHasElement', 'OptionalGetElement',
+  'Gradient', 'Adagrad', 'Adam', 'Momentum',
+]);
+
+/** The subset the acceptance bar counts: ai.onnx ops only, no string/sequence/optional/training ops or values. */
+function isStandard(g: Graph): boolean {
+  const plain = (t: ValueType | null) => !t || (t.kind === 'tensor' && t.dtype !== 'string');
+  if (![...g.inputs, ...g.outputs].every((v) => plain(v.type))) return false;
+  return g.nodes.every((n) => n.domain === '' && !NON_STANDARD_OPS.has(n.opType) && subgraphsOf(n).every(isStandard));
 }

@@ -6,6 +6,6 @@ parentPort!.on('message', async (msg: { dir: string; opts: RunOptions }) => {
   try {
     parentPort!.postMessage(await runTest(msg.dir, msg.opts));
   } catch (e) {
-    parentPort!.postMessage({ name: msg.dir, dir: msg.dir, op: '?', status: 'error', message: String(e), ms: 0 });
+    parentPort!.postMessage({ name: msg.dir, dir: msg.dir, op: '?', status: 'error', standard: true, message: String(e), ms: 0 });
   }
 });

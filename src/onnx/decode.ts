@@ -1,5 +1,5 @@
 // Decodes ONNX protobuf messages (ModelProto, TensorProto, Sequence/Optional/Map) into the graph IR.
-import { ModelFormatError, UnsupportedError } from '../errors.js';
+import { ModelFormatError, ResourceLimitError, UnsupportedError } from '../errors.js';
 import { WireReader, WT_LEN, WT_VARINT } from './wire.js';
 import type { Attribute, AttrType, Dim, FunctionDef, Graph, Model, Node, ValueInfo, ValueType } from '../graph/ir.js';
 import { functionKey } from '../graph/ir.js';
@@ -15,12 +15,15 @@ export interface DecodeOptions {
 
 interface Ctx {
   opts: DecodeOptions;
+  /** Most elements a decoded structure may expand to (sparse densification): bounded by the file size. */
+  expandLimit: number;
 }
+const expandLimitFor = (bytes: number) => 64 * bytes + (1 << 20);
 
 export function decodeModel(bytes: Uint8Array, opts: DecodeOptions = {}): Model {
   if (!(bytes instanceof Uint8Array)) throw new ModelFormatError('model bytes must be a Uint8Array');
   if (bytes.length === 0) throw new ModelFormatError('model file is empty');
-  const ctx: Ctx = { opts };
+  const ctx: Ctx = { opts, expandLimit: expandLimitFor(bytes.length) };
   const r = new WireReader(bytes, 'model');
   const m: Model = {
     irVersion: 0, producer: '', opsets: new Map(), functions: new Map(), metadata: new Map(),
@@ -291,7 +294,7 @@ function decodeFunction(r: WireReader, ctx: Ctx): FunctionDef {
 // Tensors
 
 export function decodeTensorProto(bytes: Uint8Array, opts: DecodeOptions = {}): { name: string; tensor: Tensor } {
-  return decodeTensor(new WireReader(bytes, 'tensor'), { opts });
+  return decodeTensor(new WireReader(bytes, 'tensor'), { opts, expandLimit: expandLimitFor(bytes.length) });
 }
 
 function decodeTensor(r: WireReader, ctx: Ctx): { name: string; tensor: Tensor } {
@@ -325,6 +328,7 @@ function decodeTensor(r: WireReader, ctx: Ctx): { name: string; tensor: Tensor }
   const dtype = dtypeFromOnnx(code, where);
   for (const d of dims) if (d < 0 || !Number.isSafeInteger(d)) throw new ModelFormatError(`tensor dim ${d} is invalid`, where);
   const n = sizeOf(dims);
+  if (!Number.isSafeInteger(n)) throw new ModelFormatError(`tensor dims [${dims.join(',')}] are too large`, where);
   if (location === 1 || external.size > 0) {
     const loc = external.get('location');
     if (!loc) throw new ModelFormatError('external tensor has no location', where);
@@ -391,6 +395,9 @@ interface Fields {
 }
 
 function fromFields(dtype: DType, n: number, f: Fields, where: object): TensorData {
+  // Never allocate from dims alone: the data fields bound the element count.
+  const avail = f.floatData.length + f.int32Data.length + f.doubleData.length + f.int64Data.length + f.uint64Data.length;
+  if (n > 4 * avail) throw new ModelFormatError(`tensor dims need ${n} values but only ${avail} are stored`, where);
   const out = DTYPES[dtype].make(n) as TypedArray;
   const check = (len: number, field: string, want = n) => {
     if (len !== want) throw new ModelFormatError(`${field} has ${len} values, dims need ${want}`, where);
@@ -434,7 +441,7 @@ function decodeSparseTensor(r: WireReader, ctx: Ctx): { name: string; tensor: Te
   if (!values || !indices) throw new ModelFormatError('sparse tensor lacks values or indices', { path: p });
   const n = sizeOf(dims);
   const v = values.tensor;
-  if (n > 1 << 28) throw new ModelFormatError(`sparse tensor of ${n} elements is too large to densify`, { path: p });
+  if (n > ctx.expandLimit) throw new ResourceLimitError(`sparse tensor of ${n} elements is too large to densify (limit ${ctx.expandLimit} for this file)`, { path: p });
   const out = DTYPES[v.type].make(n) as TypedArray;
   const nnz = v.size;
   const idx = Array.from(indices.data as BigInt64Array, Number);
@@ -456,7 +463,7 @@ function decodeSparseTensor(r: WireReader, ctx: Ctx): { name: string; tensor: Te
 
 /** Decodes a test-data file: TensorProto, or SequenceProto/OptionalProto/MapProto when `kind` says so. */
 export function decodeValueProto(bytes: Uint8Array, kind: 'tensor' | 'sequence' | 'optional' | 'map'): Value {
-  const ctx: Ctx = { opts: {} };
+  const ctx: Ctx = { opts: {}, expandLimit: expandLimitFor(bytes.length) };
   const r = new WireReader(bytes, kind);
   if (kind === 'tensor') return decodeTensor(r, ctx).tensor;
   if (kind === 'sequence') return decodeSequence(r, ctx);

@@ -21,22 +21,20 @@ export class WireReader {
     return this.pos >= this.end;
   }
 
-  /** Varint as a JS number; exact up to 2^53, and int64 negatives come back negative. */
+  /** Varint as a JS number; exact up to 2^53, and int64 negatives (10-byte varints) come back negative. */
   varint(): number {
     const b = this.buf;
-    let x = 0, mul = 1, i = 0;
-    for (;;) {
+    const start = this.pos;
+    let x = 0;
+    // Fast path: up to 4 bytes (28 bits) fit a 32-bit integer exactly.
+    for (let i = 0; i < 4; i++) {
       if (this.pos >= this.end) this.fail('truncated varint');
       const byte = b[this.pos++];
-      if (i < 4) x |= (byte & 0x7f) << (7 * i), x >>>= 0;
-      else x += (byte & 0x7f) * mul;
-      mul = i < 4 ? 2 ** (7 * (i + 1)) : mul * 128;
-      i++;
-      if (!(byte & 0x80)) break;
-      if (i >= 10) this.fail('varint longer than 10 bytes');
+      x |= (byte & 0x7f) << (7 * i);
+      if (!(byte & 0x80)) return x;
     }
-    // Values >= 2^63 are two's-complement negatives (int64 written as uint64).
-    return x >= 2 ** 63 ? x - 2 ** 64 : x;
+    this.pos = start;
+    return Number(this.varintBig());
   }
 
   /** Varint as an exact BigInt (signed int64 interpretation). */

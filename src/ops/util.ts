@@ -103,7 +103,7 @@ export function alloc(dtype: DType, dims: readonly number[]): Tensor {
 }
 
 /** Largest tensor the reference backend will allocate (elements). */
-export const MAX_ELEMENTS = 2 ** 31 - 1;
+export const MAX_ELEMENTS = 2 ** 29;
 
 export function allocData(dtype: DType, n: number): TypedArray | string[] {
   if (!Number.isSafeInteger(n) || n < 0) throw new ExecutionError(`invalid element count ${n}`);

