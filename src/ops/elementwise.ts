@@ -7,7 +7,7 @@
 import { InputError, UnsupportedError, type ErrorWhere } from '../errors.js';
 import { isBig, isEncodedFloat, isFloat, isInt, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
-import { allocData, broadcastIndex, broadcastShape, FLOAT_CODECS, fromNumbers, input, numbers, optInput } from './util.js';
+import { allocData, broadcastShape, FLOAT_CODECS, fromNumbers, input, numbers, optInput } from './util.js';
 
 // --- dtype sets ---------------------------------------------------------------------------------
 
@@ -70,10 +70,53 @@ const f32 = Math.fround;
 
 interface Out<R> { [i: number]: R; readonly length: number }
 
-/** Index map of an operand of `dims` broadcast to `outDims`; null when it is already the output's layout. */
-function operandIndex(len: number, dims: readonly number[], outDims: readonly number[], n: number): Int32Array | null {
-  if (len === n) return null;
-  return broadcastIndex(dims, outDims);
+/**
+ * A broadcast walk: the output shape with its unit dims dropped and adjacent dims merged wherever every
+ * operand is contiguous (or broadcast) across them, and each operand's element stride per merged dim.
+ * The innermost stride of an operand is 0 (broadcast) or 1.
+ */
+interface Walk { shape: number[]; strides: number[][] }
+
+function broadcastWalk(outDims: readonly number[], operands: readonly (readonly number[])[]): Walk {
+  const r = outDims.length;
+  const shape: number[] = [];
+  const strides: number[][] = operands.map(() => []);
+  const acc = operands.map(() => 1);
+  for (let d = r - 1; d >= 0; d--) {
+    const n = outDims[d];
+    if (n === 1) continue;
+    const st = operands.map((dims, k) => {
+      const i = dims.length - r + d;
+      const dim = i >= 0 ? dims[i] : 1;
+      if (dim === 1) return 0;
+      const s = acc[k];
+      acc[k] *= dim;
+      return s;
+    });
+    const last = shape.length - 1;
+    const merge = last >= 0 && st.every((s, k) => {
+      const p = strides[k][last];
+      return s === 0 ? p === 0 : p !== 0 && s === p * shape[last];
+    });
+    if (merge) shape[last] *= n;
+    else { shape.push(n); st.forEach((s, k) => strides[k].push(s)); }
+  }
+  if (shape.length === 0) { shape.push(1); strides.forEach((s) => s.push(0)); }
+  shape.reverse();
+  strides.forEach((s) => s.reverse());
+  return { shape, strides };
+}
+
+/** Advances the outer odometer of a walk (all dims but the innermost); returns the new offsets in `off`. */
+function step(w: Walk, ctr: number[], off: number[]): void {
+  const { shape, strides } = w;
+  for (let d = shape.length - 2; d >= 0; d--) {
+    ctr[d]++;
+    for (let k = 0; k < off.length; k++) off[k] += strides[k][d];
+    if (ctr[d] < shape[d]) return;
+    for (let k = 0; k < off.length; k++) off[k] -= strides[k][d] * shape[d];
+    ctr[d] = 0;
+  }
 }
 
 /** out[i] = f(a[ia], b[ib]) with numpy broadcasting of a (aDims) and b (bDims) to outDims. */
@@ -93,16 +136,23 @@ function bcast2<A, B, R>(
     const x = a[0];
     for (let i = 0; i < n; i++) out[i] = f(x, b[i]);
   } else {
-    const ia = operandIndex(na, aDims, outDims, n);
-    const ib = operandIndex(nb, bDims, outDims, n);
-    if (ia && ib) for (let i = 0; i < n; i++) out[i] = f(a[ia[i]], b[ib[i]]);
-    else if (ia) for (let i = 0; i < n; i++) out[i] = f(a[ia[i]], b[i]);
-    else if (ib) for (let i = 0; i < n; i++) out[i] = f(a[i], b[ib[i]]);
-    else for (let i = 0; i < n; i++) out[i] = f(a[i], b[i]);
+    const w = broadcastWalk(outDims, [aDims, bDims]);
+    const inner = w.shape[w.shape.length - 1];
+    const sa = w.strides[0][w.shape.length - 1], sb = w.strides[1][w.shape.length - 1];
+    const ctr = new Array<number>(w.shape.length).fill(0);
+    const off = [0, 0];
+    for (let o = 0; o < n; o += inner) {
+      const oa = off[0], ob = off[1];
+      if (sa && sb) for (let j = 0; j < inner; j++) out[o + j] = f(a[oa + j], b[ob + j]);
+      else if (sa) { const y = b[ob]; for (let j = 0; j < inner; j++) out[o + j] = f(a[oa + j], y); }
+      else if (sb) { const x = a[oa]; for (let j = 0; j < inner; j++) out[o + j] = f(x, b[ob + j]); }
+      else { const v = f(a[oa], b[ob]); for (let j = 0; j < inner; j++) out[o + j] = v; }
+      step(w, ctr, off);
+    }
   }
 }
 
-/** bcast2 for the number path (kept separate so its array accesses stay monomorphic). */
+/** bcast2 for the number path (a separate copy so its array accesses stay monomorphic). */
 function bcastNum(a: F, aDims: readonly number[], b: F, bDims: readonly number[], out: F, outDims: readonly number[],
   f: (x: number, y: number) => number): void {
   const n = out.length;
@@ -117,9 +167,19 @@ function bcastNum(a: F, aDims: readonly number[], b: F, bDims: readonly number[]
     const x = a[0];
     for (let i = 0; i < n; i++) out[i] = f(x, b[i]);
   } else {
-    const ia = broadcastIndex(aDims, outDims);
-    const ib = broadcastIndex(bDims, outDims);
-    for (let i = 0; i < n; i++) out[i] = f(a[ia[i]], b[ib[i]]);
+    const w = broadcastWalk(outDims, [aDims, bDims]);
+    const inner = w.shape[w.shape.length - 1];
+    const sa = w.strides[0][w.shape.length - 1], sb = w.strides[1][w.shape.length - 1];
+    const ctr = new Array<number>(w.shape.length).fill(0);
+    const off = [0, 0];
+    for (let o = 0; o < n; o += inner) {
+      const oa = off[0], ob = off[1];
+      if (sa && sb) for (let j = 0; j < inner; j++) out[o + j] = f(a[oa + j], b[ob + j]);
+      else if (sa) { const y = b[ob]; for (let j = 0; j < inner; j++) out[o + j] = f(a[oa + j], y); }
+      else if (sb) { const x = a[oa]; for (let j = 0; j < inner; j++) out[o + j] = f(x, b[ob + j]); }
+      else { const v = f(a[oa], b[ob]); for (let j = 0; j < inner; j++) out[o + j] = v; }
+      step(w, ctr, off);
+    }
   }
 }
 
@@ -622,13 +682,19 @@ registerOp('Where', (inputs, ctx) => {
   const out = allocData(x.type, n) as Out<unknown>;
   const cd = c.data as Uint8Array;
   const xd = x.data as ArrayLike<unknown>, yd = y.data as ArrayLike<unknown>;
-  const ic = operandIndex(cd.length, c.dims, dims, n);
-  const ix = operandIndex(xd.length, x.dims, dims, n);
-  const iy = operandIndex(yd.length, y.dims, dims, n);
-  if (!ic && !ix && !iy) {
+  if (cd.length === n && xd.length === n && yd.length === n) {
     for (let i = 0; i < n; i++) out[i] = cd[i] ? xd[i] : yd[i];
-  } else {
-    for (let i = 0; i < n; i++) out[i] = cd[ic ? ic[i] : i] ? xd[ix ? ix[i] : i] : yd[iy ? iy[i] : i];
+  } else if (n > 0) {
+    const w = broadcastWalk(dims, [c.dims, x.dims, y.dims]);
+    const last = w.shape.length - 1, inner = w.shape[last];
+    const sc = w.strides[0][last], sx = w.strides[1][last], sy = w.strides[2][last];
+    const ctr = new Array<number>(w.shape.length).fill(0);
+    const off = [0, 0, 0];
+    for (let o = 0; o < n; o += inner) {
+      const oc = off[0], ox = off[1], oy = off[2];
+      for (let j = 0; j < inner; j++) out[o + j] = cd[oc + j * sc] ? xd[ox + j * sx] : yd[oy + j * sy];
+      step(w, ctr, off);
+    }
   }
   return [new Tensor(x.type, out as unknown as TypedArray, dims)];
 });

@@ -20,3 +20,5 @@ import './sequence.js';
 import './string.js';
 import './random.js';
 import './training.js';
+import './ml.js';
+import './image.js';

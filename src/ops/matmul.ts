@@ -41,28 +41,71 @@ export function zeroPoints(t: Tensor | undefined): Num {
 }
 
 /**
- * C[cOff + i*N + j] += sum_k A[aOff + i*K + k] * B[bOff + k*N + j], i-k-j loops blocked over k and j
- * (row-major contiguous A [M,K] and B [K,N]; C is a Float64Array accumulator).
+ * C[cOff + i*N + j] += sum_k A[aOff + i*K + k] * Bt[bOff + j*K + k]: A row-major [M,K], B given transposed as
+ * Bt [N,K] (both contiguous along k), C a Float64Array accumulator. 4x4 register tiles over (i, j).
  */
-export function gemmAcc(A: Num, aOff: number, B: Num, bOff: number, C: Float64Array, cOff: number,
+export function gemmTiled(A: Num, aOff: number, Bt: Num, bOff: number, C: Float64Array, cOff: number,
   M: number, K: number, N: number): void {
-  const KB = 128, NB = 512;
-  for (let j0 = 0; j0 < N; j0 += NB) {
-    const j1 = Math.min(N, j0 + NB);
-    for (let k0 = 0; k0 < K; k0 += KB) {
-      const k1 = Math.min(K, k0 + KB);
-      for (let i = 0; i < M; i++) {
-        const ci = cOff + i * N;
-        const ai = aOff + i * K;
-        for (let k = k0; k < k1; k++) {
-          const a = A[ai + k];
-          if (a === 0) continue;
-          const bk = bOff + k * N;
-          for (let j = j0; j < j1; j++) C[ci + j] += a * B[bk + j];
-        }
+  const M4 = M - (M % 4), N4 = N - (N % 4);
+  for (let i = 0; i < M4; i += 4) {
+    const a0 = aOff + i * K, a1 = a0 + K, a2 = a1 + K, a3 = a2 + K;
+    for (let j = 0; j < N4; j += 4) {
+      const b0 = bOff + j * K, b1 = b0 + K, b2 = b1 + K, b3 = b2 + K;
+      let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+      let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+      for (let k = 0; k < K; k++) {
+        const x0 = A[a0 + k], x1 = A[a1 + k], x2 = A[a2 + k], x3 = A[a3 + k];
+        const y0 = Bt[b0 + k], y1 = Bt[b1 + k], y2 = Bt[b2 + k], y3 = Bt[b3 + k];
+        c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
+        c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
+        c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
+        c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
       }
+      let o = cOff + i * N + j;
+      C[o] += c00; C[o + 1] += c01; C[o + 2] += c02; C[o + 3] += c03; o += N;
+      C[o] += c10; C[o + 1] += c11; C[o + 2] += c12; C[o + 3] += c13; o += N;
+      C[o] += c20; C[o + 1] += c21; C[o + 2] += c22; C[o + 3] += c23; o += N;
+      C[o] += c30; C[o + 1] += c31; C[o + 2] += c32; C[o + 3] += c33;
+    }
+    for (let j = N4; j < N; j++) {
+      const b0 = bOff + j * K;
+      let c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+      for (let k = 0; k < K; k++) {
+        const y = Bt[b0 + k];
+        c0 += A[a0 + k] * y; c1 += A[a1 + k] * y; c2 += A[a2 + k] * y; c3 += A[a3 + k] * y;
+      }
+      const o = cOff + i * N + j;
+      C[o] += c0; C[o + N] += c1; C[o + 2 * N] += c2; C[o + 3 * N] += c3;
     }
   }
+  for (let i = M4; i < M; i++) {
+    const a0 = aOff + i * K;
+    for (let j = 0; j < N; j++) {
+      const b0 = bOff + j * K;
+      let c = 0;
+      for (let k = 0; k < K; k++) c += A[a0 + k] * Bt[b0 + k];
+      C[cOff + i * N + j] += c;
+    }
+  }
+}
+
+/** Copies v into a Float64Array (no copy when it already is one). */
+export function asF64(v: Num): Float64Array {
+  return v instanceof Float64Array ? v : Float64Array.from(v);
+}
+
+/** Transposes each of `batch` row-major [rows, cols] matrices into a Float64Array of [cols, rows] matrices. */
+export function transposeBatched(v: Num, batch: number, rows: number, cols: number): Float64Array {
+  const o = new Float64Array(batch * rows * cols);
+  const sz = rows * cols;
+  for (let b = 0; b < batch; b++) {
+    const base = b * sz;
+    for (let i = 0; i < rows; i++) {
+      const ri = base + i * cols;
+      for (let j = 0; j < cols; j++) o[base + j * rows + i] = v[ri + j];
+    }
+  }
+  return o;
 }
 
 /** Same as gemmAcc with int32 wrap-around arithmetic (exact int32/uint32 semantics). */
@@ -151,7 +194,10 @@ function batchOffsets(dims: readonly number[], outDims: readonly number[], matSi
 function matmulF64(A: Num, B: Num, p: BatchPlan): Float64Array {
   const { M, K, N } = p;
   const out = new Float64Array(p.batch * M * N);
-  for (let t = 0; t < p.batch; t++) gemmAcc(A, p.aOffs[t], B, p.bOffs[t], out, t * M * N, M, K, N);
+  if (out.length === 0 || K === 0) return out;
+  const Af = asF64(A);
+  const Bt = transposeBatched(B, B.length / (K * N), K, N);
+  for (let t = 0; t < p.batch; t++) gemmTiled(Af, p.aOffs[t], Bt, p.bOffs[t], out, t * M * N, M, K, N);
   return out;
 }
 
@@ -200,12 +246,6 @@ registerOp('MatMul', (inputs, ctx) => {
 
 // --- Gemm --------------------------------------------------------------------------------------
 
-function transpose2d(v: Num, rows: number, cols: number): Float64Array {
-  const o = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) o[j * rows + i] = v[i * cols + j];
-  return o;
-}
-
 registerOp('Gemm', (inputs, ctx) => {
   const a = input(inputs, 0, ctx), b = input(inputs, 1, ctx);
   const c = optInput(inputs, 2);
@@ -227,10 +267,10 @@ registerOp('Gemm', (inputs, ctx) => {
   if (!isFloat(t) && maxAbs(A) * maxAbs(B) * K * Math.abs(alpha) >= 2 ** 53) {
     throw new UnsupportedError(`Gemm on ${t} with values this large is not supported (inexact)`, whereOf(ctx));
   }
-  if (transA) A = transpose2d(A, a.dims[0], a.dims[1]);
-  if (transB) B = transpose2d(B, b.dims[0], b.dims[1]);
+  A = transA ? transposeBatched(A, 1, a.dims[0], a.dims[1]) : asF64(A);
+  B = transB ? asF64(B) : transposeBatched(B, 1, b.dims[0], b.dims[1]);
   const acc = new Float64Array(M * N);
-  gemmAcc(A, 0, B, 0, acc, 0, M, K, N);
+  gemmTiled(A, 0, B, 0, acc, 0, M, K, N);
   if (alpha !== 1) for (let i = 0; i < acc.length; i++) acc[i] *= alpha;
   if (c && beta !== 0 && c.size > 0) {
     const cd = c.dims;

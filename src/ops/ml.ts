@@ -45,7 +45,7 @@ registerOp('Binarizer', (inputs, ctx) => {
   }
   const v = numbers(x);
   const o = new Float64Array(v.length);
-  for (let i = 0; i < v.length; i++) o[i] = v[i] > th ? 1 : Number.isNaN(v[i]) ? NaN : 0;
+  for (let i = 0; i < v.length; i++) o[i] = v[i] > th ? 1 : 0;
   return [fromNumbers(x.type, x.dims, o)];
 }, ML);
 

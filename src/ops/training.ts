@@ -3,8 +3,6 @@ import { InputError } from '../errors.js';
 import { Tensor, type Value } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
 import { fromNumbers, input, numbers } from './util.js';
-// ai.onnx.ml kernels live in ml.ts; imported here so they register even before index.ts lists them.
-import './ml.js';
 
 const DOMAIN = 'ai.onnx.preview.training';
 const where = (ctx: KernelContext) => ({ node: ctx.node.name, op: ctx.node.opType });

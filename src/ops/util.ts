@@ -1,5 +1,5 @@
 // Helpers shared by reference kernels: dtype decoding/encoding, broadcasting, strides, checks.
-import { getFloat16, setFloat16 } from '@petamoriken/float16';
+import { getFloat16 } from '@petamoriken/float16';
 import { ExecutionError, InputError, ResourceLimitError } from '../errors.js';
 import { DTYPES, isBig, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../tensor.js';
 import type { KernelContext } from './registry.js';
@@ -23,10 +23,34 @@ export function f16ToF32(bits: number): number {
   return f16Table()[bits & 0xffff];
 }
 
-const f16dv = new DataView(new ArrayBuffer(2));
+const cvF32 = new Float32Array(1);
+const cvU32 = new Uint32Array(cvF32.buffer);
+/** float → float16 bits, round to nearest even (bit arithmetic: this runs per element). */
 export function f32ToF16(x: number): number {
-  setFloat16(f16dv, 0, x, true);
-  return f16dv.getUint16(0, true);
+  cvF32[0] = x;
+  const u = cvU32[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  // Rounding to float32 first (cvF32) and then to f16 double-rounds only in ties that cannot occur
+  // for values that were float32 already; float64 inputs are rounded to float32 first by design.
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let m = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    if (rest > half || (rest === half && (m & 1))) m++;
+    return sign | m;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+  return sign | h;
 }
 
 const bfF32 = new Float32Array(1);
