@@ -22,3 +22,4 @@ import './random.js';
 import './training.js';
 import './ml.js';
 import './image.js';
+import './linear_attention.js';
