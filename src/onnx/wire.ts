@@ -74,7 +74,10 @@ export class WireReader {
   /** A sub-reader over a length-delimited field. */
   sub(path: string): WireReader {
     const n = this.varint();
-    if (n < 0 || this.pos + n > this.end) this.fail(`length ${n} runs past the end of the message`);
+    if (n < 0 || this.pos + n > this.end) {
+      throw new ModelFormatError(`length ${n} runs past the end of the enclosing message (byte ${this.pos})`, { path },
+        'the file is not a valid ONNX model or is truncated');
+    }
     const r = new WireReader(this.buf, path, this.pos, this.pos + n, this.view);
     this.pos += n;
     return r;

@@ -1,0 +1,8 @@
+// webjit's public API: sessions, tensors, typed errors, and the PP-OCR text recognizer.
+export { InferenceSession, type SessionOptions, type BackendName, type Feeds, type Outputs } from './session.js';
+export { Tensor, TensorSequence, OptionalValue, type DType, type TensorData, type Value } from './tensor.js';
+export {
+  WebjitError, ModelFormatError, UnsupportedError, GraphError, InputError, ExecutionError, ResourceLimitError,
+} from './errors.js';
+export { TextRecognizer, recInput, ctcDecode, parseDict, type RgbaImage, type Recognition } from './apps/ocr.js';
+export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.js';
