@@ -1,6 +1,8 @@
 // InferenceSession: the public API, shaped like onnxruntime-web's (create, inputNames, run, release).
 import { InputError, UnsupportedError } from './errors.js';
 import { GraphExecutor } from './backends/reference/executor.js';
+import { WasmGraphRunner } from './backends/wasm/executor.js';
+import { WasmRuntime } from './backends/wasm/runtime.js';
 import type { Model, ValueInfo } from './graph/ir.js';
 import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
@@ -10,8 +12,12 @@ import { Tensor, type Value } from './tensor.js';
 export type BackendName = 'reference' | 'wasm' | 'webgpu';
 
 export interface SessionOptions extends LoadOptions {
-  /** Which backend runs the kernels (default 'reference' until the fast backends land). */
+  /** Which backend runs the kernels (default 'reference'). */
   backend?: BackendName;
+  /** Wasm backend: threads including the calling one (default: all hardware threads). */
+  threads?: number;
+  /** Fast backends: run nodes they have no kernel for on the reference backend (default true). */
+  fallback?: boolean;
   /** Graph passes (constant folding, dead-node and identity removal); default true. */
   optimize?: boolean;
 }
@@ -24,6 +30,7 @@ export class InferenceSession {
   readonly outputNames: readonly string[];
   readonly backend: BackendName;
   private executor: GraphExecutor | null;
+  private wasm: { runner: WasmGraphRunner; rt: WasmRuntime } | null = null;
 
   private constructor(readonly model: Model, backend: BackendName, private readonly inputs: ValueInfo[]) {
     this.backend = backend;
@@ -34,15 +41,31 @@ export class InferenceSession {
 
   static async create(src: ModelSource, opts: SessionOptions = {}): Promise<InferenceSession> {
     const backend = opts.backend ?? 'reference';
-    if (backend !== 'reference') {
-      throw new UnsupportedError(`backend '${backend}' is not available in this build`, {}, "use backend 'reference'");
+    if (backend === 'webgpu') {
+      throw new UnsupportedError(`backend '${backend}' is not available in this build`, {}, "use backend 'wasm' or 'reference'");
     }
     const model = await loadModel(src, opts);
     const g = model.graph;
     // Graph inputs that also have an initializer are overridable constants, not required feeds.
     const inputs = g.inputs.filter((i) => !g.initializers.has(i.name));
     if (opts.optimize !== false) optimizeGraph(model);
-    return new InferenceSession(model, backend, inputs);
+    const s = new InferenceSession(model, backend, inputs);
+    if (backend === 'wasm') {
+      const rt = await WasmRuntime.create({ threads: opts.threads });
+      const env = { opsets: model.opsets, functions: model.functions };
+      s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback }) };
+    }
+    return s;
+  }
+
+  /** Wasm backend: threads in use and why fewer than asked, if so. */
+  get threads(): { threads: number; note?: string } {
+    return this.wasm ? { threads: this.wasm.rt.threads, note: this.wasm.rt.threadsNote } : { threads: 1 };
+  }
+
+  /** Wasm backend: nodes that ran as generated kernels vs on the reference fallback, over all runs so far. */
+  get stats(): WasmGraphRunner['stats'] | undefined {
+    return this.wasm?.runner.stats;
   }
 
   /** Declared input metadata: name, dtype and shape (symbolic dims as names). */
@@ -51,14 +74,19 @@ export class InferenceSession {
   }
 
   async run(feeds: Feeds, fetches?: readonly string[]): Promise<Outputs> {
-    return this.runSync(feeds, fetches);
+    if (!this.wasm) return this.runSync(feeds, fetches);
+    const values = await this.wasm.runner.run(this.checkFeeds(feeds));
+    return this.collect(values, fetches);
   }
 
   /** Synchronous run on the reference backend (tests, CLI). */
   runSync(feeds: Feeds, fetches?: readonly string[]): Outputs {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
-    const map = this.checkFeeds(feeds);
-    const values = this.executor.run(map);
+    if (this.wasm) throw new UnsupportedError('runSync is only available on the reference backend', {}, 'use await session.run()');
+    return this.collect(this.executor.run(this.checkFeeds(feeds)), fetches);
+  }
+
+  private collect(values: Value[], fetches?: readonly string[]): Outputs {
     const out: Outputs = {};
     const want = fetches ? new Set(fetches) : null;
     this.outputNames.forEach((name, i) => {
@@ -71,9 +99,9 @@ export class InferenceSession {
   }
 
   /** Runs with any value kind (sequences, optionals) in graph order: used by the conformance runner. */
-  runValues(feeds: Map<string, Value>): Value[] {
+  async runValues(feeds: Map<string, Value>): Promise<Value[]> {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
-    return this.executor.run(feeds);
+    return this.wasm ? this.wasm.runner.run(feeds) : this.executor.run(feeds);
   }
 
   private checkFeeds(feeds: Feeds): Map<string, Value> {
@@ -97,6 +125,11 @@ export class InferenceSession {
 
   async release(): Promise<void> {
     this.executor = null;
+    if (this.wasm) {
+      this.wasm.runner.dispose();
+      await this.wasm.rt.dispose();
+      this.wasm = null;
+    }
   }
 }
 

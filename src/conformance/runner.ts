@@ -58,7 +58,7 @@ export async function runTest(dir: string, opts: RunOptions): Promise<TestResult
     ({ name, dir, op, status, standard, ms: performance.now() - t0, ...extra });
   let session: InferenceSession;
   try {
-    session = await InferenceSession.create(path.join(dir, 'model.onnx'), { backend: opts.backend, optimize: false });
+    session = await InferenceSession.create(path.join(dir, 'model.onnx'), { backend: opts.backend, optimize: false, fallback: !opts.noFallback, threads: opts.backend === 'wasm' ? 1 : undefined });
   } catch (e) {
     return classifyError(e, result);
   }
@@ -79,7 +79,7 @@ export async function runTest(dir: string, opts: RunOptions): Promise<TestResult
     }
     let outs: Value[];
     try {
-      outs = session.runValues(feeds);
+      outs = await session.runValues(feeds);
     } catch (e) {
       return classifyError(e, result);
     }
@@ -92,6 +92,7 @@ export async function runTest(dir: string, opts: RunOptions): Promise<TestResult
       maxErr = Math.max(maxErr, c.maxAbsErr);
     }
   }
+  await session.release();
   return result('passed', { maxAbsErr: maxErr });
 }
 

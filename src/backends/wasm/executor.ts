@@ -1,0 +1,267 @@
+// Runs a graph on the Wasm backend: values live in Wasm memory, nodes run as generated kernels over the
+// worker pool, and nodes no Wasm op covers fall back, one by one, to the reference kernels.
+import { runNode, type ExecEnv } from '../reference/executor.js';
+import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
+import type { Graph, Node } from '../../graph/ir.js';
+import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
+import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
+import { findWasmOp, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
+import type { WasmRuntime } from './runtime.js';
+import './ops/index.js';
+
+/** A tensor in Wasm memory. Views (Reshape …) share the Buf and its reference count. */
+interface Buf { ptr: number; bytes: number; refs: number; constant: boolean }
+interface Slot { buf?: Buf; dtype: DType; dims: number[]; js?: Value }
+
+/** Ops the executor handles itself: they only change metadata, or are pure views of their input. */
+const VIEW_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
+
+export interface WasmRunnerOptions {
+  /** When false, a node without a Wasm kernel is an UnsupportedError instead of a reference fallback. */
+  fallback?: boolean;
+}
+
+export interface RunStats {
+  wasmNodes: number;
+  fallbackNodes: number;
+  fallbackOps: Map<string, number>;
+}
+
+const byteSize = (dtype: DType, n: number) => Math.ceil(n * DTYPES[dtype].rawBytes);
+const storable = (dtype: DType) => dtype !== 'string' && DTYPES[dtype].rawBytes >= 1 && !dtype.startsWith('complex');
+
+export class WasmGraphRunner {
+  private readonly order: Node[];
+  private readonly frees: string[][];
+  private readonly consts = new Map<string, Slot>();
+  private readonly transformed = new Map<string, number>();
+  /** Per node: plans by input-shape signature. */
+  private readonly plans: Map<string, OpPlan | null>[];
+  readonly stats: RunStats = { wasmNodes: 0, fallbackNodes: 0, fallbackOps: new Map() };
+
+  constructor(readonly graph: Graph, readonly env: ExecEnv, readonly rt: WasmRuntime, readonly opts: WasmRunnerOptions = {}) {
+    this.order = topoOrder(graph);
+    this.plans = this.order.map(() => new Map());
+    const outputs = new Set(graph.outputs.map((o) => o.name));
+    const last = new Map<string, number>();
+    this.order.forEach((n, i) => {
+      for (const x of n.inputs) if (x) last.set(x, i);
+      for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) last.set(v, i);
+    });
+    this.frees = this.order.map(() => []);
+    for (const [name, i] of last) if (!outputs.has(name) && !graph.initializers.has(name)) this.frees[i].push(name);
+    // Weights are laid out in Wasm memory once, at load.
+    for (const [name, t] of graph.initializers) {
+      if (!storable(t.type)) { this.consts.set(name, { dtype: t.type, dims: [...t.dims], js: t }); continue; }
+      const buf = this.upload(t);
+      buf.constant = true;
+      this.consts.set(name, { buf, dtype: t.type, dims: [...t.dims], js: t });
+    }
+  }
+
+  private upload(t: Tensor): Buf {
+    const d = t.data as TypedArray;
+    const bytes = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    const ptr = this.rt.mem.alloc(bytes.length);
+    this.rt.mem.u8.set(bytes, ptr);
+    return { ptr, bytes: bytes.length, refs: 1, constant: false };
+  }
+
+  private download(s: Slot): Tensor {
+    if (s.js instanceof Tensor) return s.js;
+    const b = s.buf!;
+    const copy = this.rt.mem.u8.slice(b.ptr, b.ptr + byteSize(s.dtype, sizeOf(s.dims)));
+    const C = (DTYPES[s.dtype].make(0) as TypedArray).constructor as { new (buf: ArrayBuffer, o: number, n: number): TypedArray };
+    return new Tensor(s.dtype, new C(copy.buffer, 0, sizeOf(s.dims)), s.dims);
+  }
+
+  private toSlot(v: Value): Slot {
+    if (v instanceof Tensor && storable(v.type)) return { buf: this.upload(v), dtype: v.type, dims: [...v.dims] };
+    return { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v };
+  }
+
+  private release(s: Slot | undefined): void {
+    const b = s?.buf;
+    if (!b || b.constant) return;
+    if (--b.refs === 0) this.rt.mem.release(b.ptr);
+  }
+
+  async run(feeds: Map<string, Value>): Promise<Value[]> {
+    const values = new Map<string, Slot>();
+    const lookup = (name: string): Slot | undefined => values.get(name) ?? this.consts.get(name);
+    try {
+      for (const [k, v] of feeds) values.set(k, this.toSlot(v));
+      for (let i = 0; i < this.order.length; i++) {
+        const node = this.order[i];
+        const ins = node.inputs.map((x) => {
+          if (!x) return undefined;
+          const s = lookup(x);
+          if (!s) throw new GraphError(`value '${x}' is used but never produced`, { node: node.name, op: node.opType, input: x });
+          return s;
+        });
+        const outs = await this.runNode(i, node, ins, lookup);
+        node.outputs.forEach((name, k) => {
+          if (!name) { this.release(outs[k]); return; }
+          if (outs[k]) values.set(name, outs[k]);
+        });
+        for (const x of this.frees[i]) { this.release(values.get(x)); values.delete(x); }
+      }
+      return this.graph.outputs.map((o) => {
+        const s = lookup(o.name);
+        if (!s) throw new GraphError(`graph output '${o.name}' is never produced`, { input: o.name });
+        return s.js ?? this.download(s);
+      });
+    } finally {
+      for (const s of values.values()) this.release(s);
+    }
+  }
+
+  private async runNode(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
+    const allStored = ins.every((s) => !s || (s.buf && !(s.js && !(s.js instanceof Tensor))));
+    if (allStored && node.domain === '' && subgraphsOf(node).length === 0) {
+      const view = this.viewOp(node, ins);
+      if (view) { this.stats.wasmNodes++; return view; }
+      const plan = await this.plan(i, node, ins);
+      if (plan) {
+        this.stats.wasmNodes++;
+        return this.execute(node, plan, ins);
+      }
+    }
+    if (this.opts.fallback === false) {
+      throw new UnsupportedError(`the Wasm backend has no kernel for this node (${describe(ins)})`, { node: node.name, op: node.opType },
+        'allow the reference fallback, or use the reference backend');
+    }
+    this.stats.fallbackNodes++;
+    this.stats.fallbackOps.set(node.opType, (this.stats.fallbackOps.get(node.opType) ?? 0) + 1);
+    const inputs = ins.map((s) => (s ? s.js ?? this.download(s) : undefined));
+    const scope = (name: string) => { const s = lookup(name); return s ? s.js ?? this.download(s) : undefined; };
+    const outs = runNode(node, inputs, this.env, scope);
+    return outs.map((v) => this.toSlot(v));
+  }
+
+  /** Metadata-only ops: a new Slot on the same buffer. */
+  private viewOp(node: Node, ins: (Slot | undefined)[]): Slot[] | null {
+    const x = ins[0];
+    if (!x?.buf || !VIEW_OPS.has(node.opType)) return null;
+    let dims: number[] | null = null;
+    const intsOf = (s: Slot | undefined) => (s ? Array.from(this.download(s).data as ArrayLike<number | bigint>, Number) : null);
+    const opset = this.env.opsets.get('') ?? 1;
+    switch (node.opType) {
+      case 'Identity': dims = x.dims; break;
+      case 'Reshape': {
+        if (opset < 5) return null;
+        const shape = intsOf(ins[1]);
+        if (!shape) return null;
+        const allowzero = node.attrs.get('allowzero')?.value === 1;
+        const out = shape.map((d, k) => (d === 0 && !allowzero ? x.dims[k] : d));
+        const known = out.reduce((p, d) => (d === -1 ? p : p * d), 1);
+        const k = out.indexOf(-1);
+        if (k >= 0) out[k] = known === 0 ? 0 : sizeOf(x.dims) / known;
+        if (out.some((d) => !Number.isInteger(d) || d < 0) || sizeOf(out) !== sizeOf(x.dims)) return null; // the reference kernel reports the error
+        dims = out;
+        break;
+      }
+      case 'Flatten': {
+        const r = x.dims.length;
+        let ax = (node.attrs.get('axis')?.value as number | undefined) ?? 1;
+        if (ax < 0) ax += r;
+        if (ax < 0 || ax > r) return null;
+        dims = [sizeOf(x.dims.slice(0, ax)), sizeOf(x.dims.slice(ax))];
+        break;
+      }
+      case 'Squeeze': case 'Unsqueeze': {
+        const axes = opset >= 13 ? (ins[1] ? intsOf(ins[1]) : null) : ((node.attrs.get('axes')?.value as number[] | undefined) ?? null);
+        if (node.opType === 'Squeeze') {
+          const r = x.dims.length;
+          const set = new Set((axes ?? x.dims.map((d, k) => (d === 1 ? k : -1)).filter((k) => k >= 0)).map((a) => (a < 0 ? a + r : a)));
+          if ([...set].some((a) => x.dims[a] !== 1)) return null;
+          dims = x.dims.filter((_, k) => !set.has(k));
+        } else {
+          if (!axes) return null;
+          const r = x.dims.length + axes.length;
+          const set = new Set(axes.map((a) => (a < 0 ? a + r : a)));
+          if (set.size !== axes.length || [...set].some((a) => a < 0 || a >= r)) return null;
+          dims = [];
+          let j = 0;
+          for (let k = 0; k < r; k++) dims.push(set.has(k) ? 1 : x.dims[j++]);
+        }
+        break;
+      }
+    }
+    if (!dims) return null;
+    x.buf.refs++;
+    return [{ buf: x.buf, dtype: x.dtype, dims }];
+  }
+
+  private async plan(i: number, node: Node, ins: (Slot | undefined)[]): Promise<OpPlan | null> {
+    const key = ins.map((s) => (s ? `${s.dtype}[${s.dims.join(',')}]` : '-')).join(';');
+    const cache = this.plans[i];
+    if (cache.has(key)) return cache.get(key)!;
+    const op = findWasmOp(node.opType);
+    let plan: OpPlan | null = null;
+    if (op) {
+      const descs: (ValueDesc | undefined)[] = ins.map((s, k) => s && ({
+        dtype: s.dtype, dims: s.dims, name: node.inputs[k],
+        constant: s.buf?.constant && s.js instanceof Tensor ? s.js : undefined,
+      }));
+      plan = op(node, descs, this.planContext(), this.env.opsets.get('') ?? 1);
+    }
+    cache.set(key, plan);
+    return plan;
+  }
+
+  private planContext(): PlanContext {
+    return {
+      threads: this.rt.threads,
+      relaxedSimd: this.rt.relaxedSimd,
+      constant: (name, transform, make) => {
+        const k = `${name}|${transform}`;
+        let p = this.transformed.get(k);
+        if (p === undefined) {
+          const bytes = make();
+          p = this.rt.mem.alloc(bytes.length);
+          this.rt.mem.u8.set(bytes, p);
+          this.transformed.set(k, p);
+        }
+        return p;
+      },
+    };
+  }
+
+  private async execute(node: Node, plan: OpPlan, ins: (Slot | undefined)[]): Promise<Slot[]> {
+    const outs: Slot[] = plan.outputs.map((o, k) => {
+      const a = plan.alias?.[k];
+      if (a !== undefined && ins[a]?.buf) { ins[a]!.buf!.refs++; return { buf: ins[a]!.buf, dtype: o.dtype, dims: o.dims }; }
+      const bytes = byteSize(o.dtype, sizeOf(o.dims));
+      return { buf: { ptr: this.rt.mem.alloc(bytes), bytes, refs: 1, constant: false }, dtype: o.dtype, dims: o.dims };
+    });
+    const scratch = plan.scratchBytes ? this.rt.mem.alloc(plan.scratchBytes) : 0;
+    try {
+      const launches = plan.launches({ inputs: ins.map((s) => s?.buf?.ptr ?? 0), outputs: outs.map((s) => s.buf!.ptr), scratch });
+      for (const l of launches) {
+        let id = this.rt.lookup(l.kernel.key);
+        if (id === undefined) {
+          id = await this.rt.compile(l.kernel);
+          await this.rt.sync();
+        }
+        this.rt.launch(id, l.args, l.tasks);
+      }
+    } catch (e) {
+      for (const o of outs) this.release(o);
+      if (e instanceof ExecutionError) throw new ExecutionError(e.message, { node: node.name, op: node.opType });
+      throw e;
+    } finally {
+      if (scratch) this.rt.mem.release(scratch);
+    }
+    return outs;
+  }
+
+  dispose(): void {
+    for (const s of this.consts.values()) if (s.buf) this.rt.mem.release(s.buf.ptr);
+    for (const p of this.transformed.values()) this.rt.mem.release(p);
+  }
+}
+
+function describe(ins: (Slot | undefined)[]): string {
+  return ins.map((s) => (s ? `${s.dtype}[${s.dims.join(',')}]` : '-')).join(', ');
+}

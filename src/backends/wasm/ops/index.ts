@@ -1,0 +1,2 @@
+// Registers the Wasm backend's ops (each module calls registerWasmOp at import).
+import './matmul.js';

@@ -1,0 +1,1 @@
+// MatMul / Gemm (being written).

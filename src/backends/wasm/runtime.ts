@@ -1,0 +1,199 @@
+// Wasm runtime: one shared memory, compiled kernels, and a pool of worker threads that split each launch's tasks.
+import { SHARED_MEMORY } from '../../codegen/wasm/builder.js';
+import { ExecutionError, UnsupportedError } from '../../errors.js';
+import { C, CMD_EXIT, CMD_RUN, CMD_YIELD, MAX_TASKS, TAG_MASK, TAG_SHIFT, takeTask } from './control.js';
+import { hasRelaxedSimd, hasSimd, threadsAvailable } from './features.js';
+import type { KernelSource } from './kernel.js';
+import { WasmMemory } from './memory.js';
+
+type RunFn = (...args: number[]) => void;
+
+interface WorkerLike {
+  postMessage(m: unknown): void;
+  terminate(): unknown;
+  /** Replaces the one message handler (each worker has at most one message awaited at a time). */
+  onMessage(f: (m: { type: string }) => void): void;
+}
+
+export interface RuntimeOptions {
+  /** Threads including the calling one; default: all hardware threads. */
+  threads?: number;
+}
+
+export class WasmRuntime {
+  readonly mem: WasmMemory;
+  readonly relaxedSimd: boolean;
+  /** Why fewer threads than asked are used, if so. */
+  readonly threadsNote?: string;
+  private readonly ctrl: Int32Array;
+  private readonly kernels: RunFn[] = [];
+  private readonly byKey = new Map<string, number>();
+  private readonly pending = new Map<string, Promise<number>>();
+  private unsynced: { id: number; module: WebAssembly.Module }[] = [];
+  private gen = 0;
+  private workers: WorkerLike[] = [];
+
+  private constructor(readonly threads: number, note?: string) {
+    this.mem = new WasmMemory(SHARED_MEMORY);
+    this.relaxedSimd = hasRelaxedSimd();
+    this.threadsNote = note;
+    const sab = SHARED_MEMORY ? new SharedArrayBuffer(C.SIZE * 4) : new ArrayBuffer(C.SIZE * 4);
+    this.ctrl = new Int32Array(sab);
+  }
+
+  static async create(opts: RuntimeOptions = {}): Promise<WasmRuntime> {
+    if (!hasSimd()) throw new UnsupportedError('this runtime has no WebAssembly SIMD128', {}, 'use a browser or Node.js from 2021 or later');
+    let threads = opts.threads ?? (await defaultThreads());
+    let note: string | undefined;
+    if (threads > 1) {
+      const t = threadsAvailable();
+      if (!t.ok) { note = `running on one thread: ${t.why}`; threads = 1; }
+    }
+    const rt = new WasmRuntime(Math.max(1, threads), note);
+    await rt.startWorkers(rt.threads - 1);
+    return rt;
+  }
+
+  private async startWorkers(n: number): Promise<void> {
+    for (let i = 0; i < n; i++) {
+      const w = await spawnWorker();
+      const ready = this.nextMessage(w, 'ready');
+      w.postMessage({ type: 'init', memory: this.mem.memory, ctrl: this.ctrl.buffer });
+      await ready;
+      this.workers.push(w);
+    }
+  }
+
+  private nextMessage(w: WorkerLike, type: string): Promise<void> {
+    return new Promise((resolve) => {
+      w.onMessage((m) => { if (m.type === type) resolve(); });
+    });
+  }
+
+  /** The id of an already compiled kernel, if any (the fast path of every run after the first). */
+  lookup(key: string): number | undefined {
+    return this.unsynced.length ? undefined : this.byKey.get(key);
+  }
+
+  /** Compiles (once per key) and instantiates a kernel; returns its id for launch(). */
+  async compile(src: KernelSource): Promise<number> {
+    const known = this.byKey.get(src.key);
+    if (known !== undefined) return known;
+    let p = this.pending.get(src.key);
+    if (!p) {
+      p = (async () => {
+        const module = await WebAssembly.compile(src.bytes() as BufferSource);
+        const inst = await WebAssembly.instantiate(module, { env: { memory: this.mem.memory } });
+        const id = this.kernels.length;
+        this.kernels.push(inst.exports.run as RunFn);
+        this.byKey.set(src.key, id);
+        this.unsynced.push({ id, module });
+        return id;
+      })();
+      this.pending.set(src.key, p);
+    }
+    const id = await p;
+    this.pending.delete(src.key);
+    return id;
+  }
+
+  /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). */
+  async sync(): Promise<void> {
+    if (this.unsynced.length === 0 || this.workers.length === 0) { this.unsynced = []; return; }
+    const modules = this.unsynced;
+    this.unsynced = [];
+    const yielded = this.workers.map((w) => this.nextMessage(w, 'yielded'));
+    Atomics.store(this.ctrl, C.CMD, CMD_YIELD);
+    this.bump();
+    await Promise.all(yielded);
+    const ready = this.workers.map((w) => this.nextMessage(w, 'ready'));
+    for (const w of this.workers) w.postMessage({ type: 'modules', modules });
+    await Promise.all(ready);
+  }
+
+  private bump(): void {
+    this.gen = (this.gen + 1) | 0;
+    Atomics.store(this.ctrl, C.GEN, this.gen);
+    Atomics.notify(this.ctrl, C.GEN);
+  }
+
+  /** Runs tasks [0, tasks) of kernel `id` over all threads and returns when all are done. */
+  launch(id: number, args: number[], tasks: number): void {
+    const fn = this.kernels[id];
+    const n = args.length;
+    if (tasks <= 0) return;
+    if (tasks > MAX_TASKS) throw new ExecutionError(`a launch of ${tasks} tasks exceeds ${MAX_TASKS}`);
+    const all = new Array<number>(n + 2);
+    for (let i = 0; i < n; i++) all[i] = args[i];
+    if (tasks === 1 || this.workers.length === 0) {
+      for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
+      return;
+    }
+    const c = this.ctrl;
+    c[C.KERNEL] = id;
+    c[C.NTASKS] = tasks;
+    c[C.NARGS] = n;
+    for (let i = 0; i < n; i++) c[C.ARGS + i] = args[i];
+    Atomics.store(c, C.DONE, 0);
+    Atomics.store(c, C.ERROR, 0);
+    Atomics.store(c, C.CMD, CMD_RUN);
+    const gen = (this.gen + 1) | 0;
+    Atomics.store(c, C.NEXT, (gen & TAG_MASK) << TAG_SHIFT);
+    this.bump();
+    let done = 0;
+    for (let t = takeTask(c, gen, tasks); t >= 0; t = takeTask(c, gen, tasks)) {
+      all[n] = t; all[n + 1] = t + 1;
+      fn(...all);
+      done++;
+    }
+    if (done) Atomics.add(c, C.DONE, done);
+    // Wait for the workers' share: spin briefly (they are usually close), then sleep on the counter.
+    for (let spin = 0; ; spin++) {
+      const d = Atomics.load(c, C.DONE);
+      if (d >= tasks) break;
+      if (spin > 2000) {
+        try { Atomics.wait(c, C.DONE, d, 50); } catch { /* a browser main thread cannot wait: keep spinning */ }
+      }
+    }
+    if (Atomics.load(c, C.ERROR)) throw new ExecutionError('a Wasm kernel trapped in a worker thread', {}, 'this is a bug in webjit; please report it with the model');
+  }
+
+  async dispose(): Promise<void> {
+    if (this.workers.length) {
+      Atomics.store(this.ctrl, C.CMD, CMD_EXIT);
+      this.bump();
+      await Promise.all(this.workers.map((w) => w.terminate()));
+      this.workers = [];
+    }
+  }
+}
+
+async function defaultThreads(): Promise<number> {
+  if (typeof process !== 'undefined' && process.versions?.node) {
+    const os = await import('node:os');
+    return os.availableParallelism();
+  }
+  const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
+  return Math.max(1, nav?.hardwareConcurrency ?? 1);
+}
+
+const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
+
+async function spawnWorker(): Promise<WorkerLike> {
+  if (typeof process !== 'undefined' && process.versions?.node) {
+    const { Worker } = await import('node:worker_threads');
+    // From TypeScript sources (development and tests under tsx), register tsx in the worker first.
+    const w = workerUrl.pathname.endsWith('.ts')
+      ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`, { eval: true })
+      : new Worker(workerUrl);
+    w.unref();
+    let handler: (m: { type: string }) => void = () => {};
+    w.on('message', (m) => handler(m));
+    return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), onMessage: (f) => { handler = f; } };
+  }
+  const W = (globalThis as unknown as { Worker: new (u: URL, o: object) => { postMessage(m: unknown): void; terminate(): void; addEventListener(t: string, f: (e: { data: { type: string } }) => void): void } }).Worker;
+  const w = new W(workerUrl, { type: 'module' });
+  let handler: (m: { type: string }) => void = () => {};
+  w.addEventListener('message', (e) => handler(e.data));
+  return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), onMessage: (f) => { handler = f; } };
+}

@@ -1,0 +1,62 @@
+// Worker thread of the Wasm runtime: instantiates kernels on the shared memory and takes tasks of each launch.
+import { C, CMD_EXIT, CMD_YIELD, takeTask } from './control.js';
+
+type RunFn = (...args: number[]) => void;
+interface Port { postMessage(m: unknown): void; on?(e: string, f: (m: unknown) => void): void }
+
+let memory: WebAssembly.Memory;
+let ctrl: Int32Array;
+const kernels: RunFn[] = [];
+let lastGen = 0;
+
+function loop(port: Port): void {
+  for (;;) {
+    Atomics.wait(ctrl, C.GEN, lastGen);
+    const gen = Atomics.load(ctrl, C.GEN);
+    lastGen = gen;
+    const cmd = Atomics.load(ctrl, C.CMD);
+    if (cmd === CMD_YIELD) { port.postMessage({ type: 'yielded' }); return; }
+    if (cmd === CMD_EXIT) { port.postMessage({ type: 'exited' }); return; }
+    const ntasks = ctrl[C.NTASKS];
+    const fn = kernels[ctrl[C.KERNEL]];
+    const nargs = ctrl[C.NARGS];
+    const args = new Array<number>(nargs + 2);
+    for (let i = 0; i < nargs; i++) args[i] = ctrl[C.ARGS + i];
+    let done = 0;
+    for (let t = takeTask(ctrl, gen, ntasks); t >= 0; t = takeTask(ctrl, gen, ntasks)) {
+      args[nargs] = t;
+      args[nargs + 1] = t + 1;
+      try { fn(...args); } catch { Atomics.store(ctrl, C.ERROR, 1); }
+      done++;
+    }
+    if (done) { Atomics.add(ctrl, C.DONE, done); Atomics.notify(ctrl, C.DONE); }
+  }
+}
+
+function onMessage(port: Port, m: { type: string; memory?: WebAssembly.Memory; ctrl?: SharedArrayBuffer; modules?: { id: number; module: WebAssembly.Module }[] }): void {
+  if (m.type === 'init') {
+    memory = m.memory!;
+    ctrl = new Int32Array(m.ctrl!);
+    lastGen = Atomics.load(ctrl, C.GEN);
+    port.postMessage({ type: 'ready' });
+    loop(port);
+  } else if (m.type === 'modules') {
+    for (const { id, module } of m.modules!) {
+      const inst = new WebAssembly.Instance(module, { env: { memory } });
+      kernels[id] = inst.exports.run as RunFn;
+    }
+    lastGen = Atomics.load(ctrl, C.GEN);
+    port.postMessage({ type: 'ready' });
+    loop(port);
+  }
+}
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+if (isNode) {
+  const { parentPort } = await import('node:worker_threads');
+  const port = parentPort as unknown as Port;
+  parentPort!.on('message', (m) => onMessage(port, m));
+} else {
+  const self_ = globalThis as unknown as { onmessage: (e: { data: unknown }) => void; postMessage(m: unknown): void };
+  self_.onmessage = (e) => onMessage(self_, e.data as never);
+}
