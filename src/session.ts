@@ -44,14 +44,22 @@ export class InferenceSession {
     if (backend === 'webgpu') {
       throw new UnsupportedError(`backend '${backend}' is not available in this build`, {}, "use backend 'wasm' or 'reference'");
     }
-    const model = await loadModel(src, opts);
+    // Worker threads boot while the model loads.
+    const rtP = backend === 'wasm' ? WasmRuntime.create({ threads: opts.threads }) : null;
+    let model: Model;
+    try {
+      model = await loadModel(src, opts);
+      if (opts.optimize !== false) optimizeGraph(model);
+    } catch (e) {
+      if (rtP) void rtP.then((rt) => rt.dispose(), () => undefined);
+      throw e;
+    }
     const g = model.graph;
     // Graph inputs that also have an initializer are overridable constants, not required feeds.
     const inputs = g.inputs.filter((i) => !g.initializers.has(i.name));
-    if (opts.optimize !== false) optimizeGraph(model);
     const s = new InferenceSession(model, backend, inputs);
-    if (backend === 'wasm') {
-      const rt = await WasmRuntime.create({ threads: opts.threads });
+    if (rtP) {
+      const rt = await rtP;
       const env = { opsets: model.opsets, functions: model.functions };
       s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback }) };
     }

@@ -4,6 +4,7 @@ import { conformanceCommand } from './conformance.js';
 import { infoCommand } from './info.js';
 import { runCommand } from './run.js';
 import { ocrCommand } from './ocr.js';
+import { benchCommand } from './bench.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -30,6 +31,16 @@ export async function main(argv: string[]): Promise<number> {
     .option('--dict <file>', 'character dictionary (default: ppocr_keys_v1.txt)')
     .option('--json', 'one JSON line per image')
     .action(async (images, o) => { code = await ocrCommand(images, o); });
+
+  program.command('bench')
+    .description('benchmark webjit against onnxruntime-web and onnxruntime-node (outputs checked first)')
+    .addOption(new Option('--suite <suite>', 'cpu or gpu').choices(['cpu', 'gpu']).default('cpu'))
+    .option('--only <what>', 'models (ops come later)')
+    .option('--threads <n>', 'threads for every engine', (v) => parseInt(v, 10), 2)
+    .option('--filter <regex>', 'only models whose name matches')
+    .option('--quick', 'fewer repeats')
+    .option('--json <file>', 'write every measurement as JSON')
+    .action(async (o) => { code = await benchCommand(o); });
 
   program.command('info <model>')
     .description("a model's inputs, outputs, opsets, op histogram and parameters")

@@ -55,13 +55,14 @@ export class WasmRuntime {
   }
 
   private async startWorkers(n: number): Promise<void> {
-    for (let i = 0; i < n; i++) {
+    // Workers boot in parallel; each is ready once it waits on the control block.
+    this.workers = await Promise.all(Array.from({ length: n }, async () => {
       const w = await spawnWorker();
       const ready = this.nextMessage(w, 'ready');
       w.postMessage({ type: 'init', memory: this.mem.memory, ctrl: this.ctrl.buffer });
       await ready;
-      this.workers.push(w);
-    }
+      return w;
+    }));
   }
 
   private nextMessage(w: WorkerLike, type: string): Promise<void> {

