@@ -31,6 +31,19 @@ export function optimizeGraph(model: Model): PassStats {
   stats.constantsLifted = f.lifted;
   stats.folded = f.folded;
   stats.deadRemoved = removeDeadNodes(g);
+  // Subgraphs (If/Loop/Scan bodies) get the same passes on their own constants.
+  const visit = (gr: Graph) => {
+    for (const n of gr.nodes) {
+      for (const sub of subgraphsOf(n)) {
+        const r = foldConstants(sub, env);
+        stats.constantsLifted += r.lifted;
+        stats.folded += r.folded;
+        stats.deadRemoved += removeDeadNodes(sub);
+        visit(sub);
+      }
+    }
+  };
+  visit(g);
   inferShapes(model);
   return stats;
 }

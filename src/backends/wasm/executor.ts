@@ -37,9 +37,10 @@ export class WasmGraphRunner {
   private readonly transformed = new Map<string, number>();
   /** Per node: plans by input-shape signature. */
   private readonly plans: Map<string, OpPlan | null>[];
-  readonly stats: RunStats = { wasmNodes: 0, fallbackNodes: 0, fallbackOps: new Map() };
+  private readonly branches = new Map<Graph, WasmGraphRunner>();
 
-  constructor(readonly graph: Graph, readonly env: ExecEnv, readonly rt: WasmRuntime, readonly opts: WasmRunnerOptions = {}) {
+  constructor(readonly graph: Graph, readonly env: ExecEnv, readonly rt: WasmRuntime, readonly opts: WasmRunnerOptions = {},
+    readonly stats: RunStats = { wasmNodes: 0, fallbackNodes: 0, fallbackOps: new Map() }) {
     this.order = topoOrder(graph);
     this.plans = this.order.map(() => new Map());
     const outputs = new Set(graph.outputs.map((o) => o.name));
@@ -87,10 +88,24 @@ export class WasmGraphRunner {
   }
 
   async run(feeds: Map<string, Value>): Promise<Value[]> {
-    const values = new Map<string, Slot>();
-    const lookup = (name: string): Slot | undefined => values.get(name) ?? this.consts.get(name);
+    const slots = new Map<string, Slot>();
+    for (const [k, v] of feeds) slots.set(k, this.toSlot(v));
+    const outs = await this.runSlots(slots);
     try {
-      for (const [k, v] of feeds) values.set(k, this.toSlot(v));
+      return outs.map((s) => s.js ?? this.download(s));
+    } finally {
+      for (const s of outs) this.release(s);
+    }
+  }
+
+  /**
+   * Runs the graph on slots (taking ownership of `feeds`); `outer` resolves names of enclosing graphs
+   * (If branches). Returns the outputs, each holding a reference the caller must release.
+   */
+  async runSlots(feeds: Map<string, Slot>, outer?: (name: string) => Slot | undefined): Promise<Slot[]> {
+    const values = new Map<string, Slot>(feeds);
+    const lookup = (name: string): Slot | undefined => values.get(name) ?? this.consts.get(name) ?? outer?.(name);
+    try {
       for (let i = 0; i < this.order.length; i++) {
         const node = this.order[i];
         const ins = node.inputs.map((x) => {
@@ -109,16 +124,30 @@ export class WasmGraphRunner {
       return this.graph.outputs.map((o) => {
         const s = lookup(o.name);
         if (!s) throw new GraphError(`graph output '${o.name}' is never produced`, { input: o.name });
-        return s.js ?? this.download(s);
+        if (s.buf && !s.buf.constant) s.buf.refs++;
+        return s;
       });
     } finally {
       for (const s of values.values()) this.release(s);
     }
   }
 
+  /** If: the chosen branch runs on this backend too, reading the enclosing graph's values in place. */
+  private async runIf(node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
+    const cond = ins[0];
+    if (!cond || sizeOf(cond.dims) < 1) throw new ExecutionError('If condition is empty', { node: node.name, op: node.opType });
+    const c = cond.js instanceof Tensor ? (cond.js.data as Uint8Array)[0] : this.rt.mem.u8[cond.buf!.ptr];
+    const branch = node.attrs.get(c ? 'then_branch' : 'else_branch')?.value as Graph | undefined;
+    if (!branch) throw new GraphError(`If has no ${c ? 'then' : 'else'}_branch`, { node: node.name, op: node.opType });
+    let sub = this.branches.get(branch);
+    if (!sub) { sub = new WasmGraphRunner(branch, this.env, this.rt, this.opts, this.stats); this.branches.set(branch, sub); }
+    return sub.runSlots(new Map(), lookup);
+  }
+
   private async runNode(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
+    if (node.opType === 'If' && node.domain === '' && ins[0] && (ins[0].buf || ins[0].js instanceof Tensor)) return this.runIf(node, ins, lookup);
     const allStored = ins.every((s) => !s || (s.buf && !(s.js && !(s.js instanceof Tensor))));
-    if (allStored && node.domain === '' && subgraphsOf(node).length === 0) {
+    if (allStored && (node.domain === '' || node.domain === 'webjit') && subgraphsOf(node).length === 0) {
       const view = this.viewOp(node, ins);
       if (view) { this.stats.wasmNodes++; return view; }
       const plan = await this.plan(i, node, ins);
@@ -257,6 +286,7 @@ export class WasmGraphRunner {
   }
 
   dispose(): void {
+    for (const b of this.branches.values()) b.dispose();
     for (const s of this.consts.values()) if (s.buf) this.rt.mem.release(s.buf.ptr);
     for (const p of this.transformed.values()) this.rt.mem.release(p);
   }
