@@ -127,7 +127,11 @@ export class WasmRuntime {
     const all = new Array<number>(n + 2);
     for (let i = 0; i < n; i++) all[i] = args[i];
     if (tasks === 1 || this.workers.length === 0) {
-      for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
+      try {
+        for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
+      } catch (e) {
+        throw trapError(e);
+      }
       return;
     }
     const c = this.ctrl;
@@ -142,9 +146,11 @@ export class WasmRuntime {
     Atomics.store(c, C.NEXT, (gen & TAG_MASK) << TAG_SHIFT);
     this.bump();
     let done = 0;
+    let trap: unknown;
     for (let t = takeTask(c, gen, tasks); t >= 0; t = takeTask(c, gen, tasks)) {
       all[n] = t; all[n + 1] = t + 1;
-      fn(...all);
+      // A trap still counts the task as done, so the wait below ends; the error is raised after it.
+      try { fn(...all); } catch (e) { trap ??= e; }
       done++;
     }
     if (done) Atomics.add(c, C.DONE, done);
@@ -156,7 +162,8 @@ export class WasmRuntime {
         try { Atomics.wait(c, C.DONE, d, 50); } catch { /* a browser main thread cannot wait: keep spinning */ }
       }
     }
-    if (Atomics.load(c, C.ERROR)) throw new ExecutionError('a Wasm kernel trapped in a worker thread', {}, 'this is a bug in webjit; please report it with the model');
+    if (trap !== undefined) throw trapError(trap);
+    if (Atomics.load(c, C.ERROR)) throw trapError(undefined);
   }
 
   async dispose(): Promise<void> {
@@ -167,6 +174,13 @@ export class WasmRuntime {
       this.workers = [];
     }
   }
+}
+
+/** Kernels trap (unreachable) on data they must not run on, such as an out-of-range gather index. */
+function trapError(e: unknown): ExecutionError {
+  const what = e instanceof Error ? e.message : 'a worker thread trapped';
+  return new ExecutionError(`a Wasm kernel stopped: ${what}`, {},
+    'check the input data (for example indices out of range); if the data is valid, this is a bug in webjit: please report it with the model');
 }
 
 async function defaultThreads(): Promise<number> {
