@@ -6,6 +6,7 @@ import { WasmRuntime } from './backends/wasm/runtime.js';
 import type { Model, ValueInfo } from './graph/ir.js';
 import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
+import { fuseElementwise } from './graph/fuse.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
 
@@ -49,7 +50,11 @@ export class InferenceSession {
     let model: Model;
     try {
       model = await loadModel(src, opts);
-      if (opts.optimize !== false) optimizeGraph(model);
+      if (opts.optimize !== false) {
+        optimizeGraph(model);
+        // Fusion serves the generated kernels; the reference backend stays op-by-op, the oracle.
+        if (backend === 'wasm') fuseElementwise(model);
+      }
     } catch (e) {
       if (rtP) void rtP.then((rt) => rt.dispose(), () => undefined);
       throw e;

@@ -23,3 +23,5 @@ import './training.js';
 import './ml.js';
 import './image.js';
 import './linear_attention.js';
+import './fused_attention.js';
+import './fused.js';

@@ -147,7 +147,7 @@ export class WasmGraphRunner {
   private async runNode(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
     if (node.opType === 'If' && node.domain === '' && ins[0] && (ins[0].buf || ins[0].js instanceof Tensor)) return this.runIf(node, ins, lookup);
     const allStored = ins.every((s) => !s || (s.buf && !(s.js && !(s.js instanceof Tensor))));
-    if (allStored && (node.domain === '' || node.domain === 'webjit') && subgraphsOf(node).length === 0) {
+    if (allStored && (node.domain === '' || node.domain === 'webjit') && (subgraphsOf(node).length === 0 || node.domain === 'webjit')) {
       const view = this.viewOp(node, ins);
       if (view) { this.stats.wasmNodes++; return view; }
       const plan = await this.plan(i, node, ins);

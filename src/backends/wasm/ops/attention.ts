@@ -1,0 +1,199 @@
+// Wasm attention (f32): webjit.FusedAttention (from graph/fuse_attention.ts) and ONNX Attention, on kernels/attention.ts.
+import type { Node } from '../../../graph/ir.js';
+import type { Tensor } from '../../../tensor.js';
+import { type AttentionParams, attentionScratchPerTask, attentionTasks, genAttention } from '../kernels/attention.js';
+import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+
+const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
+
+function contiguous(dims: readonly number[]): number[] {
+  const s = new Array<number>(dims.length);
+  let acc = 1;
+  for (let i = dims.length - 1; i >= 0; i--) { s[i] = acc; acc *= dims[i]; }
+  return s;
+}
+
+/** Numpy broadcast of batch shapes, or null. */
+function broadcast(...shapes: (readonly number[])[]): number[] | null {
+  const n = Math.max(0, ...shapes.map((s) => s.length));
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let d = 1;
+    for (const s of shapes) {
+      const x = s[s.length - n + i] ?? 1;
+      if (x === 1) continue;
+      if (d !== 1 && d !== x) return null;
+      d = x;
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+/** Per output batch dim, the stride of an operand with batch dims `own` and per-dim strides `strides` (0 where broadcast). */
+function alignStrides(own: readonly number[], strides: readonly number[], out: readonly number[]): number[] {
+  return out.map((_, i) => {
+    const k = own.length - out.length + i;
+    return k >= 0 && own[k] !== 1 ? strides[k] : 0;
+  });
+}
+
+function attrOf(node: Node, name: string): number | string | number[] | Tensor | undefined {
+  return node.attrs.get(name)?.value as number | string | number[] | Tensor | undefined;
+}
+
+/** Query rows per unit and units per task, so each task is a sizeable share of the work and threads balance. */
+function schedule(Sq: number, Skv: number, D: number, Dv: number, batch: number, threads: number): { rows: number; upt: number } {
+  const rows = Math.min(8, Sq);
+  const units = batch * Math.ceil(Sq / rows);
+  if (threads <= 1) return { rows, upt: units };
+  const unitFlops = 2 * rows * Skv * (D + Dv);
+  const minUnits = Math.max(1, Math.ceil((1 << 16) / unitFlops));
+  const tasks = taskCount(units, threads, minUnits);
+  return { rows, upt: Math.ceil(units / tasks) };
+}
+
+function plan(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relaxed'>, outDims: number[], ctx: PlanContext): OpPlan {
+  const outputs = [{ dtype: 'float32' as const, dims: outDims }];
+  const batch = prod(p.batch);
+  if (batch === 0 || p.Sq === 0 || p.Dv === 0) return { outputs, launches: () => [] };
+  const { rows, upt } = schedule(p.Sq, p.Skv, p.D, p.Dv, batch, ctx.threads);
+  const params: AttentionParams = { ...p, rows, unitsPerTask: upt, relaxed: ctx.relaxedSimd };
+  const tasks = attentionTasks(params);
+  const kernel = genAttention(params);
+  return {
+    outputs,
+    scratchBytes: tasks * attentionScratchPerTask(params),
+    launches: (b) => [{ kernel, args: [b.inputs[0], b.inputs[1], b.inputs[2], p.mask ? b.inputs[3] : 0, b.outputs[0], b.scratch], tasks }],
+  };
+}
+
+/** Largest head size the unrolled dot products are generated for. */
+const MAX_D = 1024;
+
+registerWasmOp('FusedAttention', (node, inputs, ctx) => {
+  if (node.domain !== 'webjit') return null;
+  const [q, k, v, m] = inputs;
+  if (!q || !k || !v || q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') return null;
+  if (m && m.dtype !== 'float32') return null;
+  if (node.inputs.length > 4) return null;
+  const qd = q.dims, vd = v.dims;
+  if (qd.length < 2 || vd.length < 2 || k.dims.length < 2) return null;
+  // Kᵀ as the MatMul saw it: dims and strides into K's buffer.
+  let ktDims = [...k.dims], ktStr = contiguous(k.dims);
+  if (attrOf(node, 'transpose_k') === 1) {
+    const r = k.dims.length;
+    const perm = (attrOf(node, 'k_perm') as number[] | undefined) ?? [...Array(r).keys()].reverse();
+    if (perm.length !== r || new Set(perm).size !== r || perm.some((x) => x < 0 || x >= r)) return null;
+    const ks = contiguous(k.dims);
+    ktDims = perm.map((a) => k.dims[a]);
+    ktStr = perm.map((a) => ks[a]);
+  }
+  const Sq = qd[qd.length - 2], D = qd[qd.length - 1];
+  if (ktDims[ktDims.length - 2] !== D) return null;
+  const Skv = ktDims[ktDims.length - 1];
+  if (vd[vd.length - 2] !== Skv || Skv === 0 || D > MAX_D) return null;
+  const Dv = vd[vd.length - 1];
+  // Scaling broadcasts like any Mul/Div: a constant of higher rank would change the shape.
+  const st = attrOf(node, 'scale_tensor') as Tensor | undefined;
+  const scaleOn = attrOf(node, 'scale_on');
+  if (st && st.dims.length > (scaleOn === 'q' ? qd.length : Math.max(qd.length, ktDims.length))) return null;
+  const qb = qd.slice(0, -2), kb = ktDims.slice(0, -2), vb = vd.slice(0, -2);
+  const sBatch = broadcast(qb, kb);
+  if (!sBatch) return null;
+  let scoreBatch = sBatch;
+  let mask: AttentionParams['mask'];
+  let mb: number[] = [], mStr: number[] = [];
+  if (m) {
+    const md = m.dims;
+    if (md.length < 1) return null;
+    const mLast = md[md.length - 1], mRow = md.length >= 2 ? md[md.length - 2] : 1;
+    if ((mLast !== 1 && mLast !== Skv) || (mRow !== 1 && mRow !== Sq)) return null;
+    mb = md.slice(0, -2);
+    const bb = broadcast(sBatch, mb);
+    if (!bb) return null;
+    scoreBatch = bb;
+    const ms = contiguous(md);
+    mStr = ms.slice(0, -2);
+    mask = { b: [], row: md.length >= 2 && mRow !== 1 ? ms[md.length - 2] : 0, key: mLast === 1 ? 0 : 1 };
+  }
+  // Softmax must run over the last axis of the scores.
+  const rank = scoreBatch.length + 2;
+  const opset = (attrOf(node, 'onnx_opset') as number | undefined) ?? 18;
+  let axis = (attrOf(node, 'softmax_axis') as number | undefined) ?? (opset >= 13 ? -1 : 1);
+  if (axis < 0) axis += rank;
+  if (axis !== rank - 1) return null;
+  const batch = broadcast(scoreBatch, vb);
+  if (!batch) return null;
+  const scale = (attrOf(node, 'scale') as number | undefined) ?? 1;
+  const qs = contiguous(qd), vs = contiguous(vd), os = contiguous([...batch, Sq, Dv]);
+  if (mask) mask.b = alignStrides(mb, mStr, batch);
+  return plan({
+    batch, Sq, Skv, D, Dv,
+    q: { b: alignStrides(qb, qs.slice(0, -2), batch), row: D },
+    k: { b: alignStrides(kb, ktStr.slice(0, -2), batch), key: ktStr[ktStr.length - 1], d: ktStr[ktStr.length - 2] },
+    v: { b: alignStrides(vb, vs.slice(0, -2), batch), key: Dv },
+    mask,
+    o: { b: os.slice(0, -2), row: Dv },
+    scale,
+  }, [...batch, Sq, Dv], ctx);
+});
+
+registerWasmOp('Attention', (node, inputs, ctx, opset) => {
+  const [q, k, v, m] = inputs;
+  if (node.domain !== '' || opset < 23 || !q || !k || !v || q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') return null;
+  // Only the output Y: no KV cache, no causal/softcap/padding variants.
+  if (inputs.slice(4).some((x) => x) || node.outputs.slice(1).some((o) => o)) return null;
+  if ((attrOf(node, 'is_causal') ?? 0) !== 0 || (attrOf(node, 'softcap') ?? 0) !== 0) return null;
+  if (m && m.dtype !== 'float32') return null;
+  const rank = q.dims.length;
+  if (k.dims.length !== rank || v.dims.length !== rank || (rank !== 3 && rank !== 4)) return null;
+  let B: number, Hq: number, Hkv: number, Sq: number, Skv: number, D: number, Dv: number;
+  if (rank === 4) {
+    [B, Hq, Sq, D] = q.dims;
+    Hkv = k.dims[1]; Skv = k.dims[2];
+    if (k.dims[0] !== B || k.dims[3] !== D || v.dims[0] !== B || v.dims[1] !== Hkv || v.dims[2] !== Skv) return null;
+    Dv = v.dims[3];
+  } else {
+    Hq = (attrOf(node, 'q_num_heads') as number | undefined) ?? 0;
+    Hkv = (attrOf(node, 'kv_num_heads') as number | undefined) ?? 0;
+    if (Hq <= 0 || Hkv <= 0) return null;
+    [B, Sq] = q.dims;
+    Skv = k.dims[1];
+    if (q.dims[2] % Hq || k.dims[2] % Hkv || v.dims[2] % Hkv) return null;
+    D = q.dims[2] / Hq; Dv = v.dims[2] / Hkv;
+    if (k.dims[0] !== B || v.dims[0] !== B || v.dims[1] !== Skv || k.dims[2] / Hkv !== D) return null;
+  }
+  if (Hq % Hkv !== 0 || Skv === 0 || D > MAX_D) return null;
+  const G = Hq / Hkv;
+  const batch = [B, Hkv, G];
+  let mask: AttentionParams['mask'];
+  if (m) {
+    const md = m.dims;
+    if (md.length < 1 || md.length > 4) return null;
+    const full = [1, 1, 1, 1];
+    md.forEach((d, i) => { full[4 - md.length + i] = d; });
+    const target = [B, Hq, Sq, Skv];
+    // A shorter last axis is padded with -inf by the reference: leave that case to it.
+    if (full[3] !== Skv || full.some((d, i) => d !== 1 && d !== target[i])) return null;
+    const ms = contiguous(full);
+    const hs = full[1] === 1 ? 0 : ms[1];
+    mask = { b: [full[0] === 1 ? 0 : ms[0], G * hs, hs], row: full[2] === 1 ? 0 : ms[2], key: 1 };
+  }
+  const scale = (attrOf(node, 'scale') as number | undefined) ?? 1 / Math.sqrt(D);
+  const outDims = rank === 4 ? [B, Hq, Sq, Dv] : [B, Sq, Hq * Dv];
+  const p = rank === 4
+    ? {
+      q: { b: [Hq * Sq * D, G * Sq * D, Sq * D], row: D },
+      k: { b: [Hkv * Skv * D, Skv * D, 0], key: D, d: 1 },
+      v: { b: [Hkv * Skv * Dv, Skv * Dv, 0], key: Dv },
+      o: { b: [Hq * Sq * Dv, G * Sq * Dv, Sq * Dv], row: Dv },
+    }
+    : {
+      q: { b: [Sq * Hq * D, G * D, D], row: Hq * D },
+      k: { b: [Skv * Hkv * D, D, 0], key: Hkv * D, d: 1 },
+      v: { b: [Skv * Hkv * Dv, Dv, 0], key: Hkv * Dv },
+      o: { b: [Sq * Hq * Dv, G * Dv, Dv], row: Hq * Dv },
+    };
+  return plan({ batch, Sq, Skv, D, Dv, ...p, mask, scale }, outDims, ctx);
+});

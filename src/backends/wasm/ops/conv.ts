@@ -1,0 +1,153 @@
+// Wasm Conv (f32, NCHW, 1-D and 2-D): direct depthwise, 1x1 as a GEMM on the input, im2col + GEMM otherwise.
+import type { Node } from '../../../graph/ir.js';
+import {
+  type ConvActivation, type Geom2, NO_ACT, convGemmTasks, packConvA, convGemmTile, depthwisePadding, depthwiseTasks, genConvGemm, genDepthwise,
+  genIm2col, im2colTasks,
+} from '../kernels/conv.js';
+import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+
+export function attrInts(node: Node, name: string): number[] | undefined {
+  const a = node.attrs.get(name);
+  if (!a) return undefined;
+  if (Array.isArray(a.value) && a.value.every((v) => typeof v === 'number')) return a.value as number[];
+  return undefined;
+}
+export function attrInt(node: Node, name: string, dflt: number): number {
+  const v = node.attrs.get(name)?.value;
+  return typeof v === 'number' ? v : dflt;
+}
+export function attrStr(node: Node, name: string, dflt: string): string {
+  const v = node.attrs.get(name)?.value;
+  return typeof v === 'string' ? v : dflt;
+}
+
+/** Spatial geometry shared by Conv and the pools: returns null for what the kernels do not cover (3-D). */
+export interface SpatialGeom { g: Geom2; outSpatial: number[]; padEnd: [number, number] }
+
+/** Conv output geometry, as the reference computes it (rank 3 or 4 input); null when invalid or unsupported. */
+export function convGeom(node: Node, inS: number[], kS: number[]): SpatialGeom | null {
+  const sp = inS.length;
+  if (sp < 1 || sp > 2) return null;
+  const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
+  const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
+  let pads = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
+  if (strides.length !== sp || dils.length !== sp || pads.length !== 2 * sp) return null;
+  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || pads.some((p) => p < 0)) return null;
+  const autoPad = attrStr(node, 'auto_pad', 'NOTSET');
+  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
+    pads = new Array(2 * sp).fill(0);
+    for (let i = 0; i < sp; i++) {
+      const o = Math.ceil(inS[i] / strides[i]);
+      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
+      const half = Math.floor(total / 2);
+      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
+      pads[i + sp] = total - pads[i];
+    }
+  } else if (autoPad === 'VALID') pads = new Array(2 * sp).fill(0);
+  else if (autoPad !== 'NOTSET') return null;
+  const out: number[] = [];
+  for (let i = 0; i < sp; i++) {
+    const o = Math.floor((inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1;
+    if (o < 1) return null;
+    out.push(o);
+  }
+  return { g: geom2(inS, kS, out, strides, pads.slice(0, sp), dils), outSpatial: out, padEnd: sp === 1 ? [0, pads[1]] : [pads[2], pads[3]] };
+}
+
+export function geom2(inS: number[], kS: number[], outS: number[], strides: number[], padB: number[], dils: number[]): Geom2 {
+  const two = (v: number[], fill: number) => (v.length === 1 ? [fill, v[0]] : v);
+  const [iH, iW] = two(inS, 1), [kH, kW] = two(kS, 1), [oH, oW] = two(outS, 1);
+  const [sH, sW] = two(strides, 1), [pH, pW] = two(padB, 0), [dH, dW] = two(dils, 1);
+  return { iH, iW, kH, kW, oH, oW, sH, sW, pH, pW, dH, dW };
+}
+
+const prod = (v: readonly number[]) => v.reduce((a, b) => a * b, 1);
+
+/** Plans a Conv node with an optional fused activation (the fusion pass calls this with act set). */
+export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext, act: ConvActivation = NO_ACT): OpPlan | null {
+  const [x, w, b] = inputs;
+  if (!x || !w || x.dtype !== 'float32' || w.dtype !== 'float32') return null;
+  if (b && (b.dtype !== 'float32' || prod(b.dims) !== w.dims[0])) return null;
+  const r = x.dims.length;
+  if ((r !== 3 && r !== 4) || w.dims.length !== r) return null;
+  const [N, C] = x.dims, M = w.dims[0];
+  const group = attrInt(node, 'group', 1);
+  if (group < 1 || C % group !== 0 || M % group !== 0 || w.dims[1] * group !== C) return null;
+  const kS = w.dims.slice(2);
+  const ks = attrInts(node, 'kernel_shape');
+  if (ks && (ks.length !== kS.length || ks.some((k, i) => k !== kS[i]))) return null;
+  const geo = convGeom(node, x.dims.slice(2), kS);
+  if (!geo) return null;
+  const { g } = geo;
+  const outDims = [N, M, ...geo.outSpatial];
+  const outputs = [{ dtype: 'float32' as const, dims: outDims }];
+  if (prod(outDims) === 0) return { outputs, launches: () => [] };
+  const inPlane = g.iH * g.iW, P = g.oH * g.oW;
+  const Cg = C / group, Mg = M / group, KK = g.kH * g.kW, R = Cg * KK;
+  const hasBias = !!b;
+  if (prod(x.dims) === 0 || R === 0) return null;
+
+  if (Cg === 1 && Mg === 1) {
+    const planes = N * C;
+    const tasks = taskCount(planes * P * KK, ctx.threads, 1 << 15);
+    const ppt = Math.ceil(planes / Math.min(tasks, planes));
+    const nt0 = Math.ceil(planes / ppt);
+    // Small planes (borders a large share of the work) run on zero-padded copies in per-task scratch.
+    const { slotBytes } = depthwisePadding(g);
+    const padded = slotBytes * nt0 <= 8 * 1024 * 1024;
+    const dw = { planes, C, g, bias: hasBias, act, relaxed: ctx.relaxedSimd, ppt, padded };
+    const kernel = genDepthwise(dw);
+    const nt = depthwiseTasks(dw);
+    return {
+      outputs,
+      scratchBytes: padded ? slotBytes * nt : 0,
+      launches: (bf) => [{ kernel, args: [bf.inputs[0], bf.inputs[1], hasBias ? bf.inputs[2] : 0, bf.outputs[0], bf.scratch], tasks: nt }],
+    };
+  }
+
+  const pointwise = KK === 1 && g.sH === 1 && g.sW === 1 && g.pH === 0 && g.pW === 0 && g.oH === g.iH && g.oW === g.iW;
+  const tile = convGemmTile(Mg, R, P, (pointwise ? N : 1) * group, ctx.threads);
+  // Constant weights are packed once into tiles of mr rows (one contiguous stream per register tile).
+  const wc = w.constant;
+  let packedW = -1;
+  if (wc && wc.data instanceof Float32Array && tile.mr > 1) {
+    const data = wc.data;
+    packedW = ctx.constant(w.name, `convA:g${group}:${Mg}x${R}:mr${tile.mr}`, () => new Uint8Array(packConvA(data, group, Mg, R, tile.mr).buffer));
+  }
+  const packedA = packedW >= 0;
+  const aStride = packedA ? Math.ceil(Mg / tile.mr) * tile.mr * R : Mg * R;
+  const wPtr = (bf: { inputs: number[] }) => (packedA ? packedW : bf.inputs[1]);
+  const common = { M: Mg, K: R, P, lda: R, ldb: P, ldc: P, ...tile, bias: hasBias, act, relaxed: ctx.relaxedSimd, packedA };
+  if (pointwise) {
+    const p = { ...common, batch: { dims: [N, group], a: [0, aStride], b: [C * P, Cg * P], c: [M * P, Mg * P], bias: [0, Mg] } };
+    const kernel = genConvGemm(p);
+    const tasks = convGemmTasks(p);
+    return {
+      outputs,
+      launches: (bf) => [{ kernel, args: [wPtr(bf), bf.inputs[0], bf.outputs[0], hasBias ? bf.inputs[2] : 0], tasks }],
+    };
+  }
+  const colBytes = C * KK * P * 4;
+  if (colBytes > 512 * 1024 * 1024) return null;
+  const itasks = taskCount(C * KK * P, ctx.threads, 1 << 14);
+  const cpt = Math.ceil(C / Math.min(itasks, C));
+  const im2col = genIm2col(C, g, cpt);
+  const nIm = im2colTasks(C, cpt);
+  const p = { ...common, batch: { dims: [group], a: [aStride], b: [R * P], c: [Mg * P], bias: [Mg] } };
+  const kernel = genConvGemm(p);
+  const tasks = convGemmTasks(p);
+  return {
+    outputs,
+    scratchBytes: colBytes,
+    launches: (bf) => {
+      const ls: Launch[] = [];
+      for (let n = 0; n < N; n++) {
+        ls.push({ kernel: im2col, args: [bf.inputs[0] + n * C * inPlane * 4, bf.scratch], tasks: nIm });
+        ls.push({ kernel, args: [wPtr(bf), bf.scratch, bf.outputs[0] + n * M * P * 4, hasBias ? bf.inputs[2] : 0], tasks });
+      }
+      return ls;
+    },
+  };
+}
+
+registerWasmOp('Conv', (node, inputs, ctx) => planConv(node, inputs, ctx));

@@ -1,0 +1,471 @@
+// Wasm data movement for any dtype by byte width: Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad,
+// Resize (nearest), ConstantOfShape, Shape. Shape-like inputs (starts, pads, repeats …) must be model constants.
+import type { Node } from '../../../graph/ir.js';
+import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js';
+import { encodeScalar } from '../../../ops/shape.js';
+import {
+  type CopyParams, type Width, copyTasks, fillTasks, gatherTasks, genCopy, genFill, genGather, genStoreBytes,
+  genTableGather, packTables, simplifyCopy, tableGatherTasks,
+} from '../kernels/data.js';
+import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+import { attrInt, attrInts, attrStr } from './conv.js';
+
+const prod = (v: readonly number[]) => v.reduce((a, b) => a * b, 1);
+
+function widthOf(t: DType): Width | null {
+  if (t === 'string' || t.startsWith('complex')) return null;
+  const b = DTYPES[t].rawBytes;
+  return b === 1 || b === 2 || b === 4 || b === 8 ? b : null;
+}
+
+function stridesOf(dims: readonly number[]): number[] {
+  const s = new Array<number>(dims.length);
+  let acc = 1;
+  for (let i = dims.length - 1; i >= 0; i--) { s[i] = acc; acc *= dims[i]; }
+  return s;
+}
+
+/** Integer values of a constant input, or null when the input is not a model constant. */
+function constInts(v: ValueDesc | undefined): number[] | null {
+  const t = v?.constant;
+  if (!t || !(t instanceof Tensor)) return null;
+  if (t.type === 'int64' || t.type === 'uint64') return Array.from(t.data as BigInt64Array, Number);
+  if (t.type === 'int32' || t.type === 'int16' || t.type === 'int8' || t.type === 'uint8' || t.type === 'uint16' || t.type === 'uint32') {
+    return Array.from(t.data as ArrayLike<number>);
+  }
+  return null;
+}
+
+const normAxis = (a: number, r: number): number | null => {
+  const b = a < 0 ? a + r : a;
+  return b >= 0 && b < r && Number.isInteger(b) ? b : null;
+};
+
+/** A strided copy launch (src/dst pointers resolved at launch time, plus element offsets). */
+interface CopySpec { params: CopyParams; srcOff: number; dstOff: number; src: (b: { inputs: number[]; outputs: number[] }) => number; dst: (b: { inputs: number[]; outputs: number[] }) => number }
+
+function copySpec(w: Width, dims: number[], src: number[], dst: number[], threads: number): CopyParams | null {
+  if (prod(dims) === 0) return null;
+  const s = simplifyCopy(dims, src, dst);
+  const rows = prod(s.dims.slice(0, -1));
+  const tasks = Math.min(rows, taskCount(prod(s.dims) * w, threads, 1 << 16));
+  return { w, ...s, rpt: Math.ceil(rows / tasks) };
+}
+
+function copyLaunches(specs: CopySpec[], w: Width) {
+  const ks = specs.map((s) => ({ s, kernel: genCopy(s.params), tasks: copyTasks(s.params) }));
+  return (b: { inputs: number[]; outputs: number[] }): Launch[] =>
+    ks.map(({ s, kernel, tasks }) => ({ kernel, args: [s.src(b) + s.srcOff * w, s.dst(b) + s.dstOff * w], tasks }));
+}
+
+/** out = x viewed through (dims, strides, element offset) — Transpose, Slice, Expand, Tile. */
+function planView(x: ValueDesc, outDims: number[], dims: number[], src: number[], srcOff: number, ctx: PlanContext): OpPlan | null {
+  const w = widthOf(x.dtype);
+  if (!w) return null;
+  const outputs = [{ dtype: x.dtype, dims: outDims }];
+  if (prod(outDims) === 0) return { outputs, launches: () => [] };
+  const params = copySpec(w, dims, src, stridesOf(dims), ctx.threads);
+  if (!params) return { outputs, launches: () => [] };
+  return { outputs, launches: copyLaunches([{ params, srcOff, dstOff: 0, src: (b) => b.inputs[0], dst: (b) => b.outputs[0] }], w) };
+}
+
+// --- Transpose ---------------------------------------------------------------------------------------
+
+registerWasmOp('Transpose', (node, inputs, ctx) => {
+  const x = inputs[0];
+  if (!x) return null;
+  const r = x.dims.length;
+  const perm = attrInts(node, 'perm') ?? x.dims.map((_, i) => r - 1 - i);
+  if (perm.length !== r || new Set(perm).size !== r || perm.some((p) => p < 0 || p >= r)) return null;
+  const st = stridesOf(x.dims);
+  const outDims = perm.map((p) => x.dims[p]);
+  return planView(x, outDims, outDims, perm.map((p) => st[p]), 0, ctx);
+});
+
+// --- Concat / Split ------------------------------------------------------------------------------------
+
+registerWasmOp('Concat', (node, inputs, ctx, opset) => {
+  const xs = inputs;
+  if (xs.length === 0 || xs.some((x) => !x)) return null;
+  const x0 = xs[0]!;
+  const w = widthOf(x0.dtype);
+  const r = x0.dims.length;
+  if (!w || r === 0) return null;
+  const axis = normAxis(attrInt(node, 'axis', opset < 4 ? 1 : NaN), r);
+  if (axis === null) return null;
+  let total = 0;
+  for (const x of xs) {
+    if (x!.dtype !== x0.dtype || x!.dims.length !== r) return null;
+    for (let d = 0; d < r; d++) if (d !== axis && x!.dims[d] !== x0.dims[d]) return null;
+    total += x!.dims[axis];
+  }
+  const outDims = x0.dims.slice();
+  outDims[axis] = total;
+  const outputs = [{ dtype: x0.dtype, dims: outDims }];
+  const outer = prod(outDims.slice(0, axis)), inner = prod(outDims.slice(axis + 1));
+  const specs: CopySpec[] = [];
+  let off = 0;
+  xs.forEach((x, i) => {
+    const blk = x!.dims[axis] * inner;
+    const params = copySpec(w, [outer, blk], [blk, 1], [total * inner, 1], ctx.threads);
+    if (params) specs.push({ params, srcOff: 0, dstOff: off, src: (b) => b.inputs[i], dst: (b) => b.outputs[0] });
+    off += blk;
+  });
+  return { outputs, launches: copyLaunches(specs, w) };
+});
+
+registerWasmOp('Split', (node, inputs, ctx, opset) => {
+  const x = inputs[0];
+  if (!x) return null;
+  const w = widthOf(x.dtype);
+  const r = x.dims.length;
+  if (!w || r === 0) return null;
+  const axis = normAxis(attrInt(node, 'axis', 0), r);
+  if (axis === null) return null;
+  const d = x.dims[axis];
+  const nOut = node.outputs.length;
+  let split: number[] | null = null;
+  if (opset >= 13) {
+    if (inputs[1]) { split = constInts(inputs[1]); if (!split) return null; }
+  } else split = attrInts(node, 'split') ?? (opset < 2 && inputs[1] ? constInts(inputs[1]) : null);
+  if (split && split.length === 0) split = null;
+  if (!split) {
+    const n = opset >= 18 && node.attrs.has('num_outputs') ? attrInt(node, 'num_outputs', 0) : nOut;
+    if (n < 1) return null;
+    if (opset < 18 && d % n !== 0) return null;
+    const chunk = Math.ceil(d / n);
+    split = [];
+    let left = d;
+    for (let i = 0; i < n; i++) { const c = Math.max(0, Math.min(chunk, left)); split.push(c); left -= c; }
+  }
+  if (split.some((s) => s < 0) || split.reduce((a, b) => a + b, 0) !== d || split.length !== nOut) return null;
+  const outer = prod(x.dims.slice(0, axis)), inner = prod(x.dims.slice(axis + 1));
+  const outputs = split.map((s) => { const dims = x.dims.slice(); dims[axis] = s; return { dtype: x.dtype, dims }; });
+  const specs: CopySpec[] = [];
+  let off = 0;
+  split.forEach((s, i) => {
+    const blk = s * inner;
+    const params = copySpec(w, [outer, blk], [d * inner, 1], [blk, 1], ctx.threads);
+    if (params) specs.push({ params, srcOff: off, dstOff: 0, src: (b) => b.inputs[0], dst: (b) => b.outputs[i] });
+    off += blk;
+  });
+  return { outputs, launches: copyLaunches(specs, w) };
+});
+
+// --- Slice -------------------------------------------------------------------------------------------
+
+registerWasmOp('Slice', (node, inputs, _ctx, opset) => {
+  const x = inputs[0];
+  if (!x) return null;
+  const r = x.dims.length;
+  let starts: number[] | null, ends: number[] | null, axes: number[] | null = null, steps: number[] | null = null;
+  if (opset < 10) {
+    starts = attrInts(node, 'starts') ?? null;
+    ends = attrInts(node, 'ends') ?? null;
+    axes = attrInts(node, 'axes') ?? null;
+  } else {
+    starts = constInts(inputs[1]);
+    ends = constInts(inputs[2]);
+    if (inputs[3]) { axes = constInts(inputs[3]); if (!axes) return null; }
+    if (inputs[4]) { steps = constInts(inputs[4]); if (!steps) return null; }
+  }
+  if (!starts || !ends || ends.length !== starts.length) return null;
+  axes ??= starts.map((_, i) => i);
+  steps ??= starts.map(() => 1);
+  if (axes.length !== starts.length || steps.length !== starts.length) return null;
+  const st = new Array<number>(r).fill(0), sp = new Array<number>(r).fill(1);
+  const outDims = x.dims.slice();
+  const seen = new Set<number>();
+  for (let i = 0; i < axes.length; i++) {
+    const a = normAxis(axes[i], r);
+    if (a === null || seen.has(a)) return null;
+    seen.add(a);
+    const d = x.dims[a], step = steps[i];
+    if (step === 0 || !Number.isFinite(step)) return null;
+    let s = starts[i], e = ends[i], n: number;
+    if (s < 0) s += d;
+    if (e < 0) e += d;
+    if (step > 0) {
+      s = Math.min(Math.max(s, 0), d); e = Math.min(Math.max(e, 0), d);
+      n = e > s ? Math.ceil((e - s) / step) : 0;
+    } else {
+      s = Math.min(Math.max(s, 0), d - 1); e = Math.min(Math.max(e, -1), d - 1);
+      n = s > e ? Math.ceil((s - e) / -step) : 0;
+    }
+    st[a] = s; sp[a] = step; outDims[a] = n;
+  }
+  const xs = stridesOf(x.dims);
+  const off = st.reduce((acc, s, a) => acc + s * xs[a], 0);
+  return planView(x, outDims, outDims, xs.map((s, a) => s * sp[a]), off, _ctx);
+});
+
+// --- Expand / Tile -----------------------------------------------------------------------------------
+
+registerWasmOp('Expand', (_node, inputs, ctx) => {
+  const x = inputs[0];
+  const shape = constInts(inputs[1]);
+  if (!x || !shape) return null;
+  const rank = Math.max(x.dims.length, shape.length);
+  const outDims: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    const a = x.dims[x.dims.length - rank + i] ?? 1, b = shape[shape.length - rank + i] ?? 1;
+    if (a !== b && a !== 1 && b !== 1) return null;
+    outDims.push(a === 1 ? b : a);
+  }
+  const xs = stridesOf(x.dims);
+  const src = outDims.map((_, i) => {
+    const ia = i - (rank - x.dims.length);
+    return ia >= 0 && x.dims[ia] !== 1 ? xs[ia] : 0;
+  });
+  return planView(x, outDims, outDims, src, 0, ctx);
+});
+
+registerWasmOp('Tile', (_node, inputs, ctx) => {
+  const x = inputs[0];
+  const reps = constInts(inputs[1]);
+  if (!x || !reps || reps.length !== x.dims.length || reps.some((v) => v < 0 || !Number.isInteger(v))) return null;
+  const outDims = x.dims.map((d, i) => d * reps[i]);
+  // Each axis becomes (repeat, dim) with strides (0, stride): the copy walks the input reps times.
+  const xs = stridesOf(x.dims);
+  const dims: number[] = [], src: number[] = [];
+  x.dims.forEach((d, i) => { dims.push(reps[i], d); src.push(0, xs[i]); });
+  return planView(x, outDims, dims, src, 0, ctx);
+});
+
+// --- Pad (constant) ------------------------------------------------------------------------------------
+
+function scalarBytes(dtype: DType, t: Tensor | undefined, fallback: number): Uint8Array | null {
+  const w = widthOf(dtype);
+  if (!w) return null;
+  if (t) {
+    if (t.type !== dtype || t.size < 1) return null;
+    const d = t.data as TypedArray;
+    return new Uint8Array(d.buffer, d.byteOffset, w).slice();
+  }
+  const one = DTYPES[dtype].make(1) as TypedArray;
+  (one as unknown as unknown[])[0] = encodeScalar(dtype, fallback);
+  return new Uint8Array(one.buffer, one.byteOffset, w).slice();
+}
+
+registerWasmOp('Pad', (node, inputs, ctx, opset) => {
+  const x = inputs[0];
+  if (!x) return null;
+  const w = widthOf(x.dtype);
+  const r = x.dims.length;
+  if (!w || attrStr(node, 'mode', 'constant') !== 'constant') return null;
+  let pads: number[] | null;
+  let fill: Uint8Array | null;
+  let axes: number[] | null = null;
+  if (opset < 11) {
+    pads = (opset < 2 ? attrInts(node, 'paddings') : attrInts(node, 'pads')) ?? null;
+    const v = node.attrs.get('value')?.value;
+    fill = scalarBytes(x.dtype, undefined, typeof v === 'number' ? v : 0);
+  } else {
+    pads = constInts(inputs[1]);
+    const cv = inputs[2];
+    if (cv && !cv.constant) return null;
+    fill = scalarBytes(x.dtype, cv?.constant && cv.constant.size > 0 ? cv.constant : undefined, 0);
+    if (opset >= 18 && inputs[3]) {
+      const a = constInts(inputs[3]);
+      if (!a) return null;
+      axes = [];
+      for (const v of a) { const b = normAxis(v, r); if (b === null) return null; axes.push(b); }
+    }
+  }
+  if (!pads || !fill) return null;
+  axes ??= x.dims.map((_, i) => i);
+  const k = axes.length;
+  if (pads.length !== 2 * k) return null;
+  const begins = new Array<number>(r).fill(0), ends = new Array<number>(r).fill(0);
+  for (let i = 0; i < k; i++) { begins[axes[i]] = pads[i]; ends[axes[i]] = pads[i + k]; }
+  const outDims: number[] = [], inner: number[] = [], srcStart: number[] = [], dstStart: number[] = [];
+  for (let a = 0; a < r; a++) {
+    const d = x.dims[a], pb = begins[a], pe = ends[a];
+    const lo = Math.max(0, -pb);
+    const de = d - lo - Math.max(0, -pe);
+    const od = d + pb + pe;
+    if (de < 0 || od < 0) return null; // the reference reports the error
+    outDims.push(od); inner.push(de); srcStart.push(lo); dstStart.push(Math.max(pb, 0));
+  }
+  const outputs = [{ dtype: x.dtype, dims: outDims }];
+  const n = prod(outDims);
+  if (n === 0) return { outputs, launches: () => [] };
+  const ept = Math.ceil(n / Math.min(taskCount(n * w, ctx.threads, 1 << 16), n));
+  const fillK = genFill(w, fill, n, Math.ceil(ept / 16) * 16);
+  const fillT = fillTasks(n, Math.ceil(ept / 16) * 16);
+  const xs = stridesOf(x.dims), os = stridesOf(outDims);
+  const params = copySpec(w, inner, xs, os, ctx.threads);
+  const srcOff = srcStart.reduce((acc, s, a) => acc + s * xs[a], 0);
+  const dstOff = dstStart.reduce((acc, s, a) => acc + s * os[a], 0);
+  const copy = params ? copyLaunches([{ params, srcOff, dstOff, src: (b) => b.inputs[0], dst: (b) => b.outputs[0] }], w) : () => [];
+  return {
+    outputs,
+    launches: (b) => [{ kernel: fillK, args: [b.outputs[0]], tasks: fillT }, ...copy(b)],
+  };
+});
+
+// --- ConstantOfShape / Shape -------------------------------------------------------------------------
+
+registerWasmOp('ConstantOfShape', (node, inputs, ctx) => {
+  const shape = constInts(inputs[0]);
+  if (!shape || shape.some((d) => d < 0 || !Number.isInteger(d))) return null;
+  const a = node.attrs.get('value')?.value;
+  const v = a instanceof Tensor ? a : undefined;
+  if (v && v.size !== 1) return null;
+  const dtype: DType = v ? v.type : 'float32';
+  const w = widthOf(dtype);
+  const bytes = scalarBytes(dtype, v, 0);
+  if (!w || !bytes) return null;
+  const outputs = [{ dtype, dims: shape }];
+  const n = prod(shape);
+  if (n === 0) return { outputs, launches: () => [] };
+  const ept = Math.ceil(Math.ceil(n / Math.min(taskCount(n * w, ctx.threads, 1 << 16), n)) / 16) * 16;
+  const k = genFill(w, bytes, n, ept);
+  const t = fillTasks(n, ept);
+  return { outputs, launches: (b) => [{ kernel: k, args: [b.outputs[0]], tasks: t }] };
+});
+
+registerWasmOp('Shape', (node, inputs, _ctx, opset) => {
+  const x = inputs[0];
+  if (!x) return null;
+  const r = x.dims.length;
+  let s = opset >= 15 ? attrInt(node, 'start', 0) : 0;
+  let e = opset >= 15 && node.attrs.has('end') ? attrInt(node, 'end', r) : r;
+  if (s < 0) s += r;
+  if (e < 0) e += r;
+  s = Math.min(Math.max(s, 0), r);
+  e = Math.min(Math.max(e, 0), r);
+  const dims = e > s ? x.dims.slice(s, e) : [];
+  const outputs = [{ dtype: 'int64' as const, dims: [dims.length] }];
+  if (dims.length === 0) return { outputs, launches: () => [] };
+  const k = genStoreBytes(new Uint8Array(BigInt64Array.from(dims, (d) => BigInt(d)).buffer));
+  return { outputs, launches: (b) => [{ kernel: k, args: [b.outputs[0]], tasks: 1 }] };
+});
+
+// --- Gather ------------------------------------------------------------------------------------------
+
+registerWasmOp('Gather', (node, inputs, ctx) => {
+  const [x, ind] = inputs;
+  if (!x || !ind || (ind.dtype !== 'int32' && ind.dtype !== 'int64')) return null;
+  const w = widthOf(x.dtype);
+  const r = x.dims.length;
+  if (!w || r === 0) return null;
+  const axis = normAxis(attrInt(node, 'axis', 0), r);
+  if (axis === null) return null;
+  const L = x.dims[axis];
+  // Constant indices are checked here: out of range → the reference kernel reports the error.
+  const c = constInts(ind);
+  if (c && c.some((v) => v < -L || v >= L)) return null;
+  const outer = prod(x.dims.slice(0, axis)), inner = prod(x.dims.slice(axis + 1)), nIdx = prod(ind.dims);
+  const outDims = [...x.dims.slice(0, axis), ...ind.dims, ...x.dims.slice(axis + 1)];
+  const outputs = [{ dtype: x.dtype, dims: outDims }];
+  if (prod(outDims) === 0) return { outputs, launches: () => [] };
+  const units = outer * nIdx;
+  const tasks = Math.min(units, taskCount(units * inner * w, ctx.threads, 1 << 15));
+  const p = { w, outer, axisLen: L, nIdx, inner, idx64: ind.dtype === 'int64', upt: Math.ceil(units / tasks) };
+  const k = genGather(p);
+  const t = gatherTasks(p);
+  return { outputs, launches: (b) => [{ kernel: k, args: [b.inputs[0], b.inputs[1], b.outputs[0]], tasks: t }] };
+});
+
+// --- Resize (nearest) --------------------------------------------------------------------------------
+
+function sourceCoord(x: number, scale: number, inLen: number, outLen: number, coord: string): number | null {
+  const outW = scale * inLen;
+  switch (coord) {
+    case 'half_pixel': return (x + 0.5) / scale - 0.5;
+    case 'asymmetric': return x / scale;
+    case 'align_corners': return outW === 1 ? 0 : (x * (inLen - 1)) / (outW - 1);
+    case 'pytorch_half_pixel': return outW === 1 ? -0.5 : (x + 0.5) / scale - 0.5;
+    case 'tf_half_pixel_for_nn': return (x + 0.5) / scale;
+    case 'half_pixel_symmetric': {
+      const adj = outLen / outW;
+      const center = inLen / 2;
+      return center * (1 - adj) + (x + 0.5) / scale - 0.5;
+    }
+  }
+  return null;
+}
+
+function nearestIndex(xo: number, mode: string, downsample: boolean): number | null {
+  if (Number.isInteger(xo)) return xo;
+  const f = Math.floor(xo), r = xo - f;
+  switch (mode) {
+    case 'round_prefer_floor': return r <= 0.5 ? f : f + 1;
+    case 'round_prefer_ceil': return r < 0.5 ? f : f + 1;
+    case 'floor': return f;
+    case 'ceil': return f + 1;
+    case 'simple': return downsample ? Math.ceil(xo) : Math.trunc(xo);
+  }
+  return null;
+}
+
+function constFloats(v: ValueDesc | undefined): number[] | null {
+  const t = v?.constant;
+  if (!t || (t.type !== 'float32' && t.type !== 'float64')) return null;
+  return Array.from(t.data as Float32Array);
+}
+
+registerWasmOp('Resize', (node, inputs, ctx, opset) => {
+  const x = inputs[0];
+  if (!x || x.dtype !== 'float32' || x.dims.length === 0) return null;
+  if (attrStr(node, 'mode', 'nearest') !== 'nearest') return null;
+  const r = x.dims.length;
+  let coord = 'asymmetric', nearestMode = 'simple';
+  let scalesV: number[] | null = null, sizesV: number[] | null = null;
+  if (opset < 11) {
+    scalesV = constFloats(inputs[1]);
+    if (!scalesV) return null;
+  } else {
+    coord = attrStr(node, 'coordinate_transformation_mode', 'half_pixel');
+    nearestMode = attrStr(node, 'nearest_mode', 'round_prefer_floor');
+    if (inputs[2] && prod(inputs[2].dims) > 0) { scalesV = constFloats(inputs[2]); if (!scalesV) return null; }
+    if (inputs[3] && prod(inputs[3].dims) > 0) { sizesV = constInts(inputs[3]); if (!sizesV) return null; }
+  }
+  if (coord === 'tf_crop_and_resize' || (!scalesV && !sizesV) || (scalesV && sizesV)) return null;
+  let axes = x.dims.map((_, i) => i);
+  if (opset >= 18 && node.attrs.has('axes')) {
+    const a = attrInts(node, 'axes') ?? [];
+    const n: number[] = [];
+    for (const v of a) { const b = normAxis(v, r); if (b === null) return null; n.push(b); }
+    axes = n;
+  }
+  const k = axes.length;
+  const scales = new Array<number>(r).fill(1);
+  const outDims = x.dims.slice();
+  if (scalesV) {
+    if (scalesV.length !== k || scalesV.some((s) => !(s > 0))) return null;
+    for (let i = 0; i < k; i++) { scales[axes[i]] = scalesV[i]; outDims[axes[i]] = Math.floor(scalesV[i] * x.dims[axes[i]]); }
+  } else {
+    if (sizesV!.length !== k) return null;
+    if (opset >= 18 && attrStr(node, 'keep_aspect_ratio_policy', 'stretch') !== 'stretch') return null;
+    for (let i = 0; i < k; i++) { outDims[axes[i]] = sizesV![i]; scales[axes[i]] = sizesV![i] / x.dims[axes[i]]; }
+  }
+  for (let a = 0; a < r; a++) {
+    if (!(outDims[a] >= 0) || !Number.isInteger(outDims[a]) || (x.dims[a] === 0 && outDims[a] > 0)) return null;
+  }
+  const outputs = [{ dtype: x.dtype, dims: outDims }];
+  if (prod(outDims) === 0) return { outputs, launches: () => [] };
+  const st = stridesOf(x.dims);
+  const tables: Int32Array[] = [];
+  for (let a = 0; a < r; a++) {
+    const tab = new Int32Array(outDims[a]);
+    for (let p = 0; p < outDims[a]; p++) {
+      const xo = sourceCoord(p, scales[a], x.dims[a], outDims[a], coord);
+      if (xo === null) return null;
+      const i = nearestIndex(xo, nearestMode, scales[a] < 1);
+      if (i === null) return null;
+      tab[p] = Math.min(Math.max(i, 0), x.dims[a] - 1) * st[a];
+    }
+    tables.push(tab);
+  }
+  const packed = packTables(tables);
+  const tkey = `nearest:${x.dims}:${outDims}:${Array.from(new Int32Array(packed.buffer)).join(',')}`;
+  const tp = ctx.constant('#resize-tables', tkey, () => packed);
+  const rows = prod(outDims.slice(0, -1));
+  const tasks = Math.min(rows, taskCount(prod(outDims) * 4, ctx.threads, 1 << 15));
+  const p = { w: 4 as const, dims: outDims, rpt: Math.ceil(rows / tasks) };
+  const kernel = genTableGather(p);
+  const t = tableGatherTasks(p);
+  return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.outputs[0], tp], tasks: t }] };
+});

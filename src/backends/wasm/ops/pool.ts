@@ -1,0 +1,84 @@
+// Wasm pooling (f32, NCHW, 1-D and 2-D): MaxPool (no Indices output), AveragePool, GlobalAveragePool, GlobalMaxPool.
+import type { Node } from '../../../graph/ir.js';
+import { genGlobalPool, genPool } from '../kernels/conv.js';
+import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+import { attrInt, attrInts, attrStr, geom2 } from './conv.js';
+
+const prod = (v: readonly number[]) => v.reduce((a, b) => a * b, 1);
+
+function planPool(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext, kind: 'max' | 'avg'): OpPlan | null {
+  const x = inputs[0];
+  if (!x || x.dtype !== 'float32') return null;
+  if (kind === 'max' && node.outputs.length > 1 && node.outputs[1] !== '') return null;
+  const r = x.dims.length;
+  if (r !== 3 && r !== 4) return null;
+  const sp = r - 2;
+  const inS = x.dims.slice(2);
+  const kS = attrInts(node, 'kernel_shape');
+  if (!kS || kS.length !== sp || kS.some((k) => k < 1)) return null;
+  const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
+  const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
+  let pads = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
+  if (strides.length !== sp || dils.length !== sp || pads.length !== 2 * sp) return null;
+  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || pads.some((p) => p < 0)) return null;
+  const ceil = attrInt(node, 'ceil_mode', 0) !== 0;
+  const autoPad = attrStr(node, 'auto_pad', 'NOTSET');
+  const outS: number[] = [];
+  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
+    pads = new Array(2 * sp).fill(0);
+    for (let i = 0; i < sp; i++) {
+      const o = Math.floor((inS[i] - 1) / strides[i]) + 1;
+      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
+      const half = Math.floor(total / 2);
+      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
+      pads[i + sp] = total - pads[i];
+      outS.push(o);
+    }
+  } else if (autoPad === 'VALID') {
+    pads = new Array(2 * sp).fill(0);
+    for (let i = 0; i < sp; i++) outS.push(Math.floor((inS[i] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1);
+  } else if (autoPad === 'NOTSET') {
+    for (let i = 0; i < sp; i++) {
+      const v = (inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i] + 1;
+      let o: number;
+      if (ceil) {
+        o = Math.ceil(v);
+        if ((o - 1) * strides[i] >= inS[i] + pads[i]) o--;
+      } else o = Math.floor(v);
+      outS.push(o);
+    }
+  } else return null;
+  if (outS.some((o) => o < 0)) return null;
+  const outDims = [x.dims[0], x.dims[1], ...outS];
+  const outputs = [{ dtype: 'float32' as const, dims: outDims }];
+  if (prod(outDims) === 0) return { outputs, launches: () => [] };
+  if (prod(x.dims) === 0) return null;
+  const g = geom2(inS, kS, outS, strides, pads.slice(0, sp), dils);
+  const planes = x.dims[0] * x.dims[1];
+  const tasks = taskCount(planes * prod(outS) * prod(kS), ctx.threads, 1 << 14);
+  const ppt = Math.ceil(planes / Math.min(tasks, planes));
+  const countPad = kind === 'avg' && attrInt(node, 'count_include_pad', 0) !== 0;
+  const padE = sp === 1 ? [0, pads[1]] : [pads[2], pads[3]];
+  const kernel = genPool({ kind, planes, g, countPad, padEH: padE[0], padEW: padE[1], ppt });
+  const nt = Math.ceil(planes / ppt);
+  return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.outputs[0]], tasks: nt }] };
+}
+
+function planGlobal(inputs: (ValueDesc | undefined)[], ctx: PlanContext, kind: 'max' | 'avg'): OpPlan | null {
+  const x = inputs[0];
+  if (!x || x.dtype !== 'float32' || x.dims.length < 2) return null;
+  const planes = x.dims[0] * x.dims[1], size = prod(x.dims.slice(2));
+  const outputs = [{ dtype: 'float32' as const, dims: [x.dims[0], x.dims[1], ...x.dims.slice(2).map(() => 1)] }];
+  if (planes === 0) return { outputs, launches: () => [] };
+  if (size === 0) return null;
+  const tasks = taskCount(planes * size, ctx.threads, 1 << 15);
+  const ppt = Math.ceil(planes / Math.min(tasks, planes));
+  const kernel = genGlobalPool(kind, planes, size, ppt);
+  const nt = Math.ceil(planes / ppt);
+  return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.outputs[0]], tasks: nt }] };
+}
+
+registerWasmOp('MaxPool', (node, inputs, ctx) => planPool(node, inputs, ctx, 'max'));
+registerWasmOp('AveragePool', (node, inputs, ctx) => planPool(node, inputs, ctx, 'avg'));
+registerWasmOp('GlobalAveragePool', (_node, inputs, ctx) => planGlobal(inputs, ctx, 'avg'));
+registerWasmOp('GlobalMaxPool', (_node, inputs, ctx) => planGlobal(inputs, ctx, 'max'));

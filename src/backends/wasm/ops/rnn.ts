@@ -1,0 +1,69 @@
+// Wasm LSTM (f32, default activations, no sequence_lens): plans kernels/rnn.ts for the node's shapes.
+import { type LstmParams, genLstm, lstmScratchPerTask, lstmTasks } from '../kernels/rnn.js';
+import { type ValueDesc, registerWasmOp } from '../kernel.js';
+
+/** Largest input/hidden size the unrolled dot products are generated for. */
+const MAX_SIZE = 1024;
+
+const DEFAULT_ACTS = ['sigmoid', 'tanh', 'tanh'];
+
+const isF32 = (v: ValueDesc | undefined) => !v || v.dtype === 'float32';
+const dimsAre = (v: ValueDesc | undefined, dims: number[]) => !v || v.dims.join(',') === dims.join(',');
+
+registerWasmOp('LSTM', (node, inputs, ctx) => {
+  if (node.domain !== '') return null;
+  const [x, w, r, bias, seqLens, h0, c0, peep] = inputs;
+  if (!x || !w || !r || seqLens) return null;
+  if (![x, w, r, bias, h0, c0, peep].every(isF32)) return null;
+  const a = (name: string) => node.attrs.get(name)?.value;
+  const layout = (a('layout') as number | undefined) ?? 0;
+  const direction = (a('direction') as string | undefined) ?? 'forward';
+  if ((layout !== 0 && layout !== 1) || !['forward', 'reverse', 'bidirectional'].includes(direction)) return null;
+  const dirs = direction === 'bidirectional' ? 2 : 1;
+  const acts = a('activations') as string[] | undefined;
+  if (acts && acts.length) {
+    const want = dirs === 2 && acts.length === 6 ? [...DEFAULT_ACTS, ...DEFAULT_ACTS] : DEFAULT_ACTS;
+    if (acts.length !== want.length || acts.some((s, i) => s.toLowerCase() !== want[i])) return null;
+  }
+  if (x.dims.length !== 3 || w.dims.length !== 3 || r.dims.length !== 3) return null;
+  const [T, B, I] = layout === 0 ? x.dims : [x.dims[1], x.dims[0], x.dims[2]];
+  const H = (a('hidden_size') as number | undefined) ?? r.dims[2];
+  if (!dimsAre(w, [dirs, 4 * H, I]) || !dimsAre(r, [dirs, 4 * H, H]) || !dimsAre(bias, [dirs, 8 * H]) || !dimsAre(peep, [dirs, 3 * H])) return null;
+  const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
+  if (!dimsAre(h0, st) || !dimsAre(c0, st)) return null;
+  if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
+  const clipA = a('clip') as number | undefined;
+  const threads = ctx.threads;
+  const rowsPerTask = threads > 1 ? Math.max(1, Math.min(4, Math.ceil(B / Math.ceil(threads / dirs)))) : Math.min(B, 4);
+  const p: LstmParams = {
+    T, B, I, H, dirs, reverse: direction === 'reverse', layout,
+    hasBias: !!bias, hasH0: !!h0, hasC0: !!c0, hasP: !!peep,
+    clip: clipA === undefined ? Infinity : clipA,
+    inputForget: ((a('input_forget') as number | undefined) ?? 0) !== 0,
+    rowsPerTask, relaxed: ctx.relaxedSimd,
+  };
+  const kernel = genLstm(p);
+  const tasks = lstmTasks(p);
+  const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
+  const nOut = Math.min(3, Math.max(1, node.outputs.length));
+  const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
+  const perTask = lstmScratchPerTask(p);
+  const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
+  // Final states nobody asked for go to scratch.
+  const spare = 3 - nOut;
+  return {
+    outputs,
+    scratchBytes: tasks * perTask + spare * stateBytes,
+    launches: (b) => {
+      const extra = (k: number) => b.scratch + tasks * perTask + k * stateBytes;
+      const yh = nOut > 1 ? b.outputs[1] : extra(0);
+      const yc = nOut > 2 ? b.outputs[2] : extra(nOut > 1 ? 0 : 1);
+      const ins = b.inputs;
+      return [{
+        kernel,
+        args: [ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc, b.scratch],
+        tasks,
+      }];
+    },
+  };
+});

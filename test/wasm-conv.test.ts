@@ -1,0 +1,147 @@
+// Wasm Conv and pooling kernels against the reference kernels at realistic and ragged shapes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WasmGraphRunner } from '../src/backends/wasm/executor.js';
+import { WasmRuntime } from '../src/backends/wasm/runtime.js';
+import { runNode } from '../src/backends/reference/executor.js';
+import { planConv } from '../src/backends/wasm/ops/conv.js';
+import type { ConvActivation } from '../src/backends/wasm/kernels/conv.js';
+import type { Attribute, Graph, Node } from '../src/graph/ir.js';
+import { Tensor } from '../src/tensor.js';
+import { randomFloat, relErr } from './helpers.js';
+
+type AttrVal = number | number[] | string;
+interface In { t: Tensor; constant?: boolean }
+
+function attrsOf(a: Record<string, AttrVal>): Map<string, Attribute> {
+  const m = new Map<string, Attribute>();
+  for (const [name, value] of Object.entries(a)) {
+    const type = typeof value === 'string' ? 'string' : Array.isArray(value) ? 'ints' : Number.isInteger(value) ? 'int' : 'float';
+    m.set(name, { name, type, value });
+  }
+  return m;
+}
+
+/** Runs one node on the Wasm backend (no fallback) and on the reference kernels; returns the max relative error. */
+async function oneNode(rt: WasmRuntime, opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1, opset = 17): Promise<number> {
+  const node: Node = {
+    name: opType, opType, domain: '', attrs: attrsOf(attrs),
+    inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
+  };
+  const graph: Graph = {
+    name: 'g', nodes: [node], valueInfo: new Map(), initializers: new Map(),
+    inputs: [], outputs: node.outputs.map((name) => ({ name, type: null })),
+  };
+  const feeds = new Map<string, Tensor>();
+  ins.forEach((x, i) => {
+    if (!x) return;
+    if (x.constant) graph.initializers.set(`in${i}`, x.t);
+    else { graph.inputs.push({ name: `in${i}`, type: null }); feeds.set(`in${i}`, x.t); }
+  });
+  const env = { opsets: new Map([['', opset]]), functions: new Map() };
+  const runner = new WasmGraphRunner(graph, env, rt, { fallback: false });
+  try {
+    const got = await runner.run(feeds);
+    const want = runNode(node, ins.map((x) => x?.t), env, () => undefined);
+    let worst = 0;
+    for (let k = 0; k < nOut; k++) worst = Math.max(worst, relErr(got[k] as Tensor, want[k] as Tensor));
+    return worst;
+  } finally {
+    runner.dispose();
+  }
+}
+
+const TOL = 1e-5;
+let seed = 1;
+const rnd = (dims: number[]) => randomFloat(dims, seed++);
+
+interface ConvCase { x: number[]; w: number[]; bias?: boolean; attrs?: Record<string, AttrVal>; constW?: boolean }
+
+const convCases: Record<string, ConvCase> = {
+  'OCR 1x1 240→240 at 12x80': { x: [1, 240, 12, 80], w: [240, 240, 1, 1], bias: true },
+  'OCR 1x1 16→32 at 24x160': { x: [1, 16, 24, 160], w: [32, 16, 1, 1], bias: true },
+  'ragged 1x1 13→11 at 7x9, batch 2': { x: [2, 13, 7, 9], w: [11, 13, 1, 1], bias: true },
+  'SE 1x1 240→60 at 1x1': { x: [1, 240, 1, 1], w: [60, 240, 1, 1], bias: true },
+  'OCR depthwise 3x3 at 24x160': { x: [1, 32, 24, 160], w: [32, 1, 3, 3], bias: true, attrs: { group: 32, pads: [1, 1, 1, 1] } },
+  'OCR depthwise 3x3 stride [2,1]': { x: [1, 64, 24, 160], w: [64, 1, 3, 3], bias: true, attrs: { group: 64, pads: [1, 1, 1, 1], strides: [2, 1] } },
+  'OCR depthwise 3x3 stride [1,2]': { x: [1, 128, 12, 160], w: [128, 1, 3, 3], bias: true, attrs: { group: 128, pads: [1, 1, 1, 1], strides: [1, 2] } },
+  'OCR depthwise 5x5 at 12x80': { x: [1, 240, 12, 80], w: [240, 1, 5, 5], bias: true, attrs: { group: 240, pads: [2, 2, 2, 2] } },
+  'ragged depthwise 3x3 s2 d2, batch 2, no bias': { x: [2, 5, 13, 23], w: [5, 1, 3, 3], attrs: { group: 5, pads: [2, 1, 0, 2], strides: [2, 2], dilations: [2, 2] } },
+  'ragged depthwise 4x3 stride 3, weights as input': { x: [1, 3, 17, 29], w: [3, 1, 4, 3], bias: true, constW: false, attrs: { group: 3, pads: [1, 2, 2, 1], strides: [3, 3] } },
+  'large-plane depthwise 3x3 (border path)': { x: [1, 2, 1100, 1100], w: [2, 1, 3, 3], bias: true, attrs: { group: 2, pads: [1, 1, 1, 1] } },
+  'large-plane depthwise 5x5 s2 (border path)': { x: [1, 2, 1201, 1203], w: [2, 1, 5, 5], attrs: { group: 2, pads: [2, 2, 2, 2], strides: [2, 2] } },
+  'OCR stem 3x3 s2 3→16 at 48x320': { x: [1, 3, 48, 320], w: [16, 3, 3, 3], attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } },
+  'OCR 1x3 480→60 at 1x40': { x: [1, 480, 1, 40], w: [60, 480, 1, 3], attrs: { pads: [0, 1, 0, 1] } },
+  'dense 3x3 SAME_UPPER stride 2 ragged, batch 2': { x: [2, 7, 11, 13], w: [9, 7, 3, 3], bias: true, attrs: { auto_pad: 'SAME_UPPER', strides: [2, 2] } },
+  'grouped 3x3 group 2': { x: [1, 8, 10, 10], w: [6, 4, 3, 3], bias: true, attrs: { group: 2, pads: [1, 1, 1, 1] } },
+  '1-D k3 129→128 (Silero)': { x: [1, 129, 64], w: [128, 129, 3], bias: true, attrs: { pads: [1, 1] } },
+  '1-D STFT-like k256 s128': { x: [1, 1, 640], w: [258, 1, 256], attrs: { strides: [128] } },
+  '1-D depthwise k5 dilation 2': { x: [1, 6, 50], w: [6, 1, 5], bias: true, attrs: { group: 6, pads: [4, 4], dilations: [2] } },
+  'dense 3x3 weights as input': { x: [1, 6, 9, 14], w: [10, 6, 3, 3], bias: true, constW: false, attrs: { pads: [1, 1, 1, 1] } },
+  '1x1 weights as input': { x: [1, 20, 9, 14], w: [10, 20, 1, 1], constW: false },
+  '1x1 stride 2': { x: [1, 16, 9, 10], w: [24, 16, 1, 1], bias: true, attrs: { strides: [2, 2] } },
+};
+
+test('Conv matches the reference', { timeout: 120_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  try {
+    for (const [name, c] of Object.entries(convCases)) {
+      const ins: (In | undefined)[] = [{ t: rnd(c.x) }, { t: rnd(c.w), constant: c.constW ?? true }];
+      if (c.bias) ins.push({ t: rnd([c.w[0]]), constant: true });
+      const e = await oneNode(rt, 'Conv', ins, c.attrs ?? {});
+      assert.ok(e <= TOL, `${name}: relative error ${e}`);
+    }
+  } finally {
+    await rt.dispose();
+  }
+});
+
+test('Conv with a fused activation matches reference conv + activation', { timeout: 60_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  const acts: [ConvActivation, (v: number) => number][] = [
+    [{ kind: 'relu' }, (v) => Math.max(v, 0)],
+    [{ kind: 'clip', min: 0, max: 6 }, (v) => Math.min(Math.max(v, 0), 6)],
+    [{ kind: 'hardswish' }, (v) => (v * Math.min(Math.max(v + 3, 0), 6)) / 6],
+    [{ kind: 'sigmoid' }, (v) => 1 / (1 + Math.exp(-v))],
+  ];
+  const shapes: ConvCase[] = [
+    { x: [1, 24, 10, 20], w: [20, 24, 1, 1], bias: true },
+    { x: [1, 12, 10, 21], w: [12, 1, 3, 3], bias: true, attrs: { group: 12, pads: [1, 1, 1, 1] } },
+    { x: [1, 3, 16, 18], w: [8, 3, 3, 3], bias: true, attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } },
+  ];
+  try {
+    for (const [act, fn] of acts) for (const c of shapes) {
+      const x = randomFloat(c.x, seed++, -4, 4), w = rnd(c.w), b = rnd([c.w[0]]);
+      const node: Node = { name: 'c', opType: 'Conv', domain: '', inputs: ['x', 'w', 'b'], outputs: ['y'], attrs: attrsOf(c.attrs ?? {}) };
+      const env = { opsets: new Map([['', 17]]), functions: new Map() };
+      const ref = runNode(node, [x, w, b], env, () => undefined)[0] as Tensor;
+      const want = new Tensor('float32', Float32Array.from(ref.data as Float32Array, fn), ref.dims);
+      const ctx = { threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: () => { throw new Error('unused'); } };
+      const descs = [x, w, b].map((t, i) => ({ dtype: t.type, dims: [...t.dims], name: `v${i}` }));
+      const plan = planConv(node, descs, ctx, act)!;
+      assert.ok(plan);
+      const ptrs = [x, w, b].map((t) => {
+        const d = t.data as Float32Array;
+        const p = rt.mem.alloc(d.byteLength);
+        rt.mem.u8.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), p);
+        return p;
+      });
+      const n = want.data.length;
+      const out = rt.mem.alloc(n * 4);
+      new Float32Array(rt.mem.u8.buffer, out, n).fill(NaN);
+      const scratch = plan.scratchBytes ? rt.mem.alloc(plan.scratchBytes) : 0;
+      for (const l of plan.launches({ inputs: ptrs, outputs: [out], scratch })) {
+        const id = await rt.compile(l.kernel);
+        await rt.sync();
+        rt.launch(id, l.args, l.tasks);
+      }
+      const got = new Tensor('float32', new Float32Array(rt.mem.u8.buffer.slice(out, out + n * 4)), want.dims);
+      const e = relErr(got, want);
+      assert.ok(e <= TOL, `${act.kind} on [${c.x}] * [${c.w}]: ${e}`);
+      for (const p of [...ptrs, out]) rt.mem.release(p);
+      if (scratch) rt.mem.release(scratch);
+    }
+  } finally {
+    await rt.dispose();
+  }
+});
