@@ -5,13 +5,14 @@ import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
-import { findWasmOp, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
+import { findWasmOp, type Launch, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
 import type { WasmRuntime } from './runtime.js';
 import './ops/index.js';
 
 /** A tensor in Wasm memory. Views (Reshape …) share the Buf and its reference count. */
 interface Buf { ptr: number; bytes: number; refs: number; constant: boolean }
-interface Slot { buf?: Buf; dtype: DType; dims: number[]; js?: Value }
+interface Slot { buf?: Buf; dtype: DType; dims: number[]; js?: Value; /** dtype[dims], cached for plan lookups */ key?: string }
+const slotKey = (s: Slot) => (s.key ??= `${s.dtype}[${s.dims.join(',')}]`);
 
 /** Ops the executor handles itself: they only change metadata, or are pure views of their input. */
 const VIEW_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
@@ -38,11 +39,14 @@ export class WasmGraphRunner {
   /** Per node: plans by input-shape signature. */
   private readonly plans: Map<string, OpPlan | null>[];
   private readonly branches = new Map<Graph, WasmGraphRunner>();
+  /** Per node: may run as a Wasm plan (standard or webjit domain, and no subgraph unless it is a webjit fused node). */
+  private readonly wasmEligible: boolean[];
 
   constructor(readonly graph: Graph, readonly env: ExecEnv, readonly rt: WasmRuntime, readonly opts: WasmRunnerOptions = {},
     readonly stats: RunStats = { wasmNodes: 0, fallbackNodes: 0, fallbackOps: new Map() }) {
     this.order = topoOrder(graph);
     this.plans = this.order.map(() => new Map());
+    this.wasmEligible = this.order.map((n) => (n.domain === '' || n.domain === 'webjit') && (n.domain === 'webjit' || subgraphsOf(n).length === 0));
     const outputs = new Set(graph.outputs.map((o) => o.name));
     const last = new Map<string, number>();
     this.order.forEach((n, i) => {
@@ -114,7 +118,9 @@ export class WasmGraphRunner {
           if (!s) throw new GraphError(`value '${x}' is used but never produced`, { node: node.name, op: node.opType, input: x });
           return s;
         });
-        const outs = await this.runNode(i, node, ins, lookup);
+        // Nodes whose kernels are compiled run synchronously; only first runs and If branches await.
+        const r = this.runNode(i, node, ins, lookup);
+        const outs = r instanceof Promise ? await r : r;
         node.outputs.forEach((name, k) => {
           if (!name) { this.release(outs[k]); return; }
           if (outs[k]) values.set(name, outs[k]);
@@ -144,13 +150,13 @@ export class WasmGraphRunner {
     return sub.runSlots(new Map(), lookup);
   }
 
-  private async runNode(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
+  private runNode(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Slot[] | Promise<Slot[]> {
     if (node.opType === 'If' && node.domain === '' && ins[0] && (ins[0].buf || ins[0].js instanceof Tensor)) return this.runIf(node, ins, lookup);
     const allStored = ins.every((s) => !s || (s.buf && !(s.js && !(s.js instanceof Tensor))));
-    if (allStored && (node.domain === '' || node.domain === 'webjit') && (subgraphsOf(node).length === 0 || node.domain === 'webjit')) {
+    if (allStored && this.wasmEligible[i]) {
       const view = this.viewOp(node, ins);
       if (view) { this.stats.wasmNodes++; return view; }
-      const plan = await this.plan(i, node, ins);
+      const plan = this.plan(i, node, ins);
       if (plan) {
         this.stats.wasmNodes++;
         return this.execute(node, plan, ins);
@@ -222,8 +228,8 @@ export class WasmGraphRunner {
     return [{ buf: x.buf, dtype: x.dtype, dims }];
   }
 
-  private async plan(i: number, node: Node, ins: (Slot | undefined)[]): Promise<OpPlan | null> {
-    const key = ins.map((s) => (s ? `${s.dtype}[${s.dims.join(',')}]` : '-')).join(';');
+  private plan(i: number, node: Node, ins: (Slot | undefined)[]): OpPlan | null {
+    const key = ins.map((s) => (s ? slotKey(s) : '-')).join(';');
     const cache = this.plans[i];
     if (cache.has(key)) return cache.get(key)!;
     const op = findWasmOp(node.opType);
@@ -257,7 +263,7 @@ export class WasmGraphRunner {
     };
   }
 
-  private async execute(node: Node, plan: OpPlan, ins: (Slot | undefined)[]): Promise<Slot[]> {
+  private execute(node: Node, plan: OpPlan, ins: (Slot | undefined)[]): Slot[] | Promise<Slot[]> {
     const outs: Slot[] = plan.outputs.map((o, k) => {
       const a = plan.alias?.[k];
       if (a !== undefined && ins[a]?.buf) { ins[a]!.buf!.refs++; return { buf: ins[a]!.buf, dtype: o.dtype, dims: o.dims }; }
@@ -265,24 +271,42 @@ export class WasmGraphRunner {
       return { buf: { ptr: this.rt.mem.alloc(bytes), bytes, refs: 1, constant: false }, dtype: o.dtype, dims: o.dims };
     });
     const scratch = plan.scratchBytes ? this.rt.mem.alloc(plan.scratchBytes) : 0;
-    try {
-      const launches = plan.launches({ inputs: ins.map((s) => s?.buf?.ptr ?? 0), outputs: outs.map((s) => s.buf!.ptr), scratch });
-      for (const l of launches) {
-        let id = this.rt.lookup(l.kernel.key);
-        if (id === undefined) {
-          id = await this.rt.compile(l.kernel);
-          await this.rt.sync();
-        }
-        this.rt.launch(id, l.args, l.tasks);
-      }
-    } catch (e) {
+    let launches: Launch[];
+    const fail = (e: unknown): never => {
       for (const o of outs) this.release(o);
       if (e instanceof ExecutionError) throw new ExecutionError(e.message, { node: node.name, op: node.opType });
       throw e;
-    } finally {
+    };
+    try {
+      launches = plan.launches({ inputs: ins.map((s) => s?.buf?.ptr ?? 0), outputs: outs.map((s) => s.buf!.ptr), scratch });
+    } catch (e) {
       if (scratch) this.rt.mem.release(scratch);
+      return fail(e);
     }
-    return outs;
+    const ids = launches.map((l) => this.rt.lookup(l.kernel.key));
+    const runAll = (idsNow: number[]) => {
+      try {
+        launches.forEach((l, k) => this.rt.launch(idsNow[k], l.args, l.tasks));
+      } catch (e) {
+        fail(e);
+      } finally {
+        if (scratch) this.rt.mem.release(scratch);
+      }
+      return outs;
+    };
+    if (ids.every((id) => id !== undefined)) return runAll(ids as number[]);
+    // First run of this shape: compile what is missing (in parallel), hand it to the workers, then run.
+    return (async () => {
+      let compiled: number[];
+      try {
+        compiled = await Promise.all(launches.map((l) => this.rt.compile(l.kernel)));
+        await this.rt.sync();
+      } catch (e) {
+        if (scratch) this.rt.mem.release(scratch);
+        return fail(e);
+      }
+      return runAll(compiled);
+    })();
   }
 
   dispose(): void {
