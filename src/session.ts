@@ -7,6 +7,7 @@ import type { Model, ValueInfo } from './graph/ir.js';
 import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
 import { fuseElementwise } from './graph/fuse.js';
+import { fuseAttention } from './graph/fuse_attention.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
 
@@ -53,7 +54,10 @@ export class InferenceSession {
       if (opts.optimize !== false) {
         optimizeGraph(model);
         // Fusion serves the generated kernels; the reference backend stays op-by-op, the oracle.
-        if (backend === 'wasm') fuseElementwise(model);
+        if (backend === 'wasm') {
+          fuseAttention(model);
+          fuseElementwise(model);
+        }
       }
     } catch (e) {
       if (rtP) void rtP.then((rt) => rt.dispose(), () => undefined);

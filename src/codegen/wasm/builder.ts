@@ -28,10 +28,10 @@ export class ByteWriter {
       this.bytes.push(b | 0x80);
     }
   }
-  f32(x: number): this { const a = new Uint8Array(new Float32Array([x]).buffer); this.bytes.push(...a); return this; }
-  f64(x: number): this { const a = new Uint8Array(new Float64Array([x]).buffer); this.bytes.push(...a); return this; }
-  str(s: string): this { const b = new TextEncoder().encode(s); this.u32(b.length); this.bytes.push(...b); return this; }
-  vec(items: ArrayLike<number>): this { this.bytes.push(...Array.from(items)); return this; }
+  f32(x: number): this { return this.vec(new Uint8Array(new Float32Array([x]).buffer)); }
+  f64(x: number): this { return this.vec(new Uint8Array(new Float64Array([x]).buffer)); }
+  str(s: string): this { const b = new TextEncoder().encode(s); this.u32(b.length); return this.vec(b); }
+  vec(items: ArrayLike<number>): this { for (let i = 0; i < items.length; i++) this.bytes.push(items[i]); return this; }
 }
 
 export interface Local { index: number; type: ValType }
