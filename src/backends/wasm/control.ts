@@ -8,7 +8,8 @@ export const C = {
   DONE: 5, // tasks finished in this launch
   NARGS: 6,
   ERROR: 7,
-  ARGS: 8,
+  SLEEPERS: 8, // workers blocked in Atomics.wait: only then does a launch pay for a notify
+  ARGS: 9,
   SIZE: 48,
 } as const;
 export const CMD_RUN = 1, CMD_YIELD = 2, CMD_EXIT = 3;
@@ -27,3 +28,6 @@ export function takeTask(ctrl: Int32Array, gen: number, ntasks: number): number 
     if (Atomics.compareExchange(ctrl, C.NEXT, cur, cur + 1) === cur) return idx;
   }
 }
+
+/** How long a worker polls for the next launch before it sleeps (launches come in bursts, a model's nodes). */
+export const SPIN_ITERATIONS = 20000;

@@ -95,6 +95,7 @@ export class WasmGraphRunner {
     const slots = new Map<string, Slot>();
     for (const [k, v] of feeds) slots.set(k, this.toSlot(v));
     const outs = await this.runSlots(slots);
+    if (this.rt.needsSync) await this.rt.sync();
     try {
       return outs.map((s) => s.js ?? this.download(s));
     } finally {
@@ -299,8 +300,8 @@ export class WasmGraphRunner {
     return (async () => {
       let compiled: number[];
       try {
+        // Until the run ends and sync() hands them to the workers, new kernels run on this thread only.
         compiled = await Promise.all(launches.map((l) => this.rt.compile(l.kernel)));
-        await this.rt.sync();
       } catch (e) {
         if (scratch) this.rt.mem.release(scratch);
         return fail(e);

@@ -30,6 +30,7 @@ export class WasmRuntime {
   private readonly byKey = new Map<string, number>();
   private readonly pending = new Map<string, Promise<number>>();
   private unsynced: { id: number; module: WebAssembly.Module }[] = [];
+  private readonly modules: { id: number; module: WebAssembly.Module }[] = [];
   private gen = 0;
   private workers: WorkerLike[] = [];
 
@@ -50,13 +51,16 @@ export class WasmRuntime {
       if (!t.ok) { note = `running on one thread: ${t.why}`; threads = 1; }
     }
     const rt = new WasmRuntime(Math.max(1, threads), note);
-    await rt.startWorkers(rt.threads - 1);
+    // Workers boot in the background: until the first sync() (the end of the first run) this thread works alone.
+    if (rt.threads > 1) rt.booting = rt.startWorkers(rt.threads - 1);
     return rt;
   }
 
-  private async startWorkers(n: number): Promise<void> {
+  private booting: Promise<WorkerLike[]> | null = null;
+
+  private startWorkers(n: number): Promise<WorkerLike[]> {
     // Workers boot in parallel; each is ready once it waits on the control block.
-    this.workers = await Promise.all(Array.from({ length: n }, async () => {
+    return Promise.all(Array.from({ length: n }, async () => {
       const w = await spawnWorker();
       const ready = this.nextMessage(w, 'ready');
       w.postMessage({ type: 'init', memory: this.mem.memory, ctrl: this.ctrl.buffer });
@@ -71,9 +75,17 @@ export class WasmRuntime {
     });
   }
 
+  /** Kernels with an id below this are instantiated in every worker. */
+  private synced = 0;
+
   /** The id of an already compiled kernel, if any (the fast path of every run after the first). */
   lookup(key: string): number | undefined {
-    return this.unsynced.length ? undefined : this.byKey.get(key);
+    return this.byKey.get(key);
+  }
+
+  /** Whether kernels compiled since the last sync(), or workers still booting, wait to be brought in. */
+  get needsSync(): boolean {
+    return this.unsynced.length > 0 || this.booting !== null;
   }
 
   /** Compiles (once per key) and instantiates a kernel; returns its id for launch(). */
@@ -89,6 +101,7 @@ export class WasmRuntime {
         this.kernels.push(inst.exports.run as RunFn);
         this.byKey.set(src.key, id);
         this.unsynced.push({ id, module });
+        this.modules.push({ id, module });
         return id;
       })();
       this.pending.set(src.key, p);
@@ -100,9 +113,24 @@ export class WasmRuntime {
 
   /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). */
   async sync(): Promise<void> {
-    if (this.unsynced.length === 0 || this.workers.length === 0) { this.unsynced = []; return; }
+    if (this.booting) {
+      // Workers that just booted take every kernel compiled so far.
+      const fresh = await this.booting;
+      this.booting = null;
+      const all = this.kernels.length;
+      const modules = this.modules.slice(0, all);
+      const ready = fresh.map((w) => this.nextMessage(w, 'ready'));
+      for (const w of fresh) w.postMessage({ type: 'modules', modules });
+      await Promise.all(ready);
+      this.workers = fresh;
+      this.unsynced = [];
+      this.synced = all;
+      return;
+    }
+    if (this.unsynced.length === 0 || this.workers.length === 0) { this.unsynced = []; this.synced = this.kernels.length; return; }
     const modules = this.unsynced;
     this.unsynced = [];
+    const upTo = this.kernels.length;
     const yielded = this.workers.map((w) => this.nextMessage(w, 'yielded'));
     Atomics.store(this.ctrl, C.CMD, CMD_YIELD);
     this.bump();
@@ -110,12 +138,14 @@ export class WasmRuntime {
     const ready = this.workers.map((w) => this.nextMessage(w, 'ready'));
     for (const w of this.workers) w.postMessage({ type: 'modules', modules });
     await Promise.all(ready);
+    this.synced = Math.max(this.synced, upTo);
   }
 
   private bump(): void {
     this.gen = (this.gen + 1) | 0;
     Atomics.store(this.ctrl, C.GEN, this.gen);
-    Atomics.notify(this.ctrl, C.GEN);
+    // Polling workers see the new generation by themselves; a wake-up syscall only for sleeping ones.
+    if (Atomics.load(this.ctrl, C.SLEEPERS) > 0) Atomics.notify(this.ctrl, C.GEN);
   }
 
   /** Runs tasks [0, tasks) of kernel `id` over all threads and returns when all are done. */
@@ -126,7 +156,8 @@ export class WasmRuntime {
     if (tasks > MAX_TASKS) throw new ExecutionError(`a launch of ${tasks} tasks exceeds ${MAX_TASKS}`);
     const all = new Array<number>(n + 2);
     for (let i = 0; i < n; i++) all[i] = args[i];
-    if (tasks === 1 || this.workers.length === 0) {
+    // Kernels the workers have not received yet (a first run) run on this thread alone.
+    if (tasks === 1 || this.workers.length === 0 || id >= this.synced) {
       try {
         for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
       } catch (e) {
@@ -167,6 +198,7 @@ export class WasmRuntime {
   }
 
   async dispose(): Promise<void> {
+    if (this.booting) { this.workers = await this.booting; this.booting = null; }
     if (this.workers.length) {
       Atomics.store(this.ctrl, C.CMD, CMD_EXIT);
       this.bump();

@@ -1,5 +1,5 @@
 // Worker thread of the Wasm runtime: instantiates kernels on the shared memory and takes tasks of each launch.
-import { C, CMD_EXIT, CMD_YIELD, takeTask } from './control.js';
+import { C, CMD_EXIT, CMD_YIELD, SPIN_ITERATIONS, takeTask } from './control.js';
 
 type RunFn = (...args: number[]) => void;
 interface Port { postMessage(m: unknown): void; on?(e: string, f: (m: unknown) => void): void }
@@ -11,7 +11,13 @@ let lastGen = 0;
 
 function loop(port: Port): void {
   for (;;) {
-    Atomics.wait(ctrl, C.GEN, lastGen);
+    let spins = 0;
+    while (Atomics.load(ctrl, C.GEN) === lastGen && spins++ < SPIN_ITERATIONS);
+    if (Atomics.load(ctrl, C.GEN) === lastGen) {
+      Atomics.add(ctrl, C.SLEEPERS, 1);
+      Atomics.wait(ctrl, C.GEN, lastGen);
+      Atomics.sub(ctrl, C.SLEEPERS, 1);
+    }
     const gen = Atomics.load(ctrl, C.GEN);
     lastGen = gen;
     const cmd = Atomics.load(ctrl, C.CMD);
@@ -19,6 +25,7 @@ function loop(port: Port): void {
     if (cmd === CMD_EXIT) { port.postMessage({ type: 'exited' }); return; }
     const ntasks = ctrl[C.NTASKS];
     const fn = kernels[ctrl[C.KERNEL]];
+    if (!fn) continue; // a launch of a kernel this worker has not received yet: the others take its tasks
     const nargs = ctrl[C.NARGS];
     const args = new Array<number>(nargs + 2);
     for (let i = 0; i < nargs; i++) args[i] = ctrl[C.ARGS + i];
@@ -37,9 +44,8 @@ function onMessage(port: Port, m: { type: string; memory?: WebAssembly.Memory; c
   if (m.type === 'init') {
     memory = m.memory!;
     ctrl = new Int32Array(m.ctrl!);
-    lastGen = Atomics.load(ctrl, C.GEN);
+    // Booted: the first 'modules' message (possibly empty) starts the wait loop.
     port.postMessage({ type: 'ready' });
-    loop(port);
   } else if (m.type === 'modules') {
     for (const { id, module } of m.modules!) {
       const inst = new WebAssembly.Instance(module, { env: { memory } });
