@@ -80,6 +80,20 @@ const convCases: Record<string, ConvCase> = {
   'dense 3x3 weights as input': { x: [1, 6, 9, 14], w: [10, 6, 3, 3], bias: true, constW: false, attrs: { pads: [1, 1, 1, 1] } },
   '1x1 weights as input': { x: [1, 20, 9, 14], w: [10, 20, 1, 1], constW: false },
   '1x1 stride 2': { x: [1, 16, 9, 10], w: [24, 16, 1, 1], bias: true, attrs: { strides: [2, 2] } },
+  // Narrow outputs (oH*oW <= 4): the channel-vector kernel.
+  'narrow: Silero STFT k256 s128 → 3 frames': { x: [1, 1, 576], w: [258, 1, 256], attrs: { strides: [128] } },
+  'narrow: Silero k3 129→128 on 3 frames': { x: [1, 129, 3], w: [128, 129, 3], bias: true, attrs: { pads: [1, 1] } },
+  'narrow: Silero k3 s2 128→64 on 3 frames': { x: [1, 128, 3], w: [64, 128, 3], bias: true, attrs: { pads: [1, 1], strides: [2] } },
+  'narrow: Silero k3 s2 64→64 on 2 frames': { x: [1, 64, 2], w: [64, 64, 3], bias: true, attrs: { pads: [1, 1], strides: [2] } },
+  'narrow: Silero k3 64→128 on 1 frame': { x: [1, 64, 1], w: [128, 64, 3], bias: true, attrs: { pads: [1, 1] } },
+  'narrow: Silero 1x1 128→1': { x: [1, 128, 1], w: [1, 128, 1], bias: true },
+  'narrow: ragged 2-D 3x3 s[2,1] 7→13, batch 2': { x: [2, 7, 3, 2], w: [13, 7, 3, 3], bias: true, attrs: { pads: [1, 1, 1, 1], strides: [2, 1] } },
+  'narrow: 1x20 taps s10 (runtime tap loop)': { x: [1, 3, 1, 40], w: [10, 3, 1, 20], bias: true, attrs: { strides: [1, 10] } },
+  'narrow: 1-D dilation 3 stride 3, 6 channels': { x: [3, 4, 9], w: [6, 4, 3], attrs: { pads: [2, 2], dilations: [3], strides: [3] } },
+  'narrow: 5 channels, 1 position': { x: [1, 9, 4], w: [5, 9, 4] },
+  'narrow: large batch splits over tasks': { x: [64, 96, 2], w: [100, 96, 3], bias: true, attrs: { pads: [1, 1] } },
+  'narrow-sized 5x5 (GEMM path)': { x: [1, 2, 5, 5], w: [6, 2, 5, 5], bias: true },
+  'narrow-sized with padded 1x20 taps (GEMM path)': { x: [1, 3, 1, 30], w: [10, 3, 1, 20], attrs: { strides: [1, 10], pads: [0, 2, 0, 2] } },
 };
 
 test('Conv matches the reference', { timeout: 120_000 }, async () => {
@@ -142,6 +156,53 @@ test('Conv with a fused activation matches reference conv + activation', { timeo
       if (scratch) rt.mem.release(scratch);
     }
   } finally {
+    await rt.dispose();
+  }
+});
+
+test('narrow Conv (few output positions, constant weights) takes the channel-vector kernel, with fused activations', { timeout: 60_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  const acts: [ConvActivation, (v: number) => number][] = [
+    [{ kind: 'none' }, (v) => v],
+    [{ kind: 'relu' }, (v) => Math.max(v, 0)],
+    [{ kind: 'sigmoid' }, (v) => 1 / (1 + Math.exp(-v))],
+  ];
+  const shapes: ConvCase[] = [
+    { x: [1, 1, 576], w: [258, 1, 256], bias: true, attrs: { strides: [128] } },
+    { x: [1, 129, 3], w: [128, 129, 3], bias: true, attrs: { pads: [1, 1] } },
+    { x: [2, 5, 3, 3], w: [7, 5, 3, 3], bias: true, attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } },
+  ];
+  const allocs: number[] = [];
+  const put = (bytes: Uint8Array) => { const p = rt.mem.alloc(bytes.length); rt.mem.u8.set(bytes, p); allocs.push(p); return p; };
+  try {
+    for (const [act, fn] of acts) for (const c of shapes) {
+      const x = randomFloat(c.x, seed++, -4, 4), w = rnd(c.w), b = rnd([c.w[0]]);
+      const node: Node = { name: 'c', opType: 'Conv', domain: '', inputs: ['x', 'w', 'b'], outputs: ['y'], attrs: attrsOf(c.attrs ?? {}) };
+      const env = { opsets: new Map([['', 17]]), functions: new Map() };
+      const ref = runNode(node, [x, w, b], env, () => undefined)[0] as Tensor;
+      const want = new Tensor('float32', Float32Array.from(ref.data as Float32Array, fn), ref.dims);
+      const ctx = { threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: (_n: string, _t: string, make: () => Uint8Array) => put(make()) };
+      const descs = [x, w, b].map((t, i) => ({ dtype: t.type, dims: [...t.dims], name: `v${i}`, constant: i > 0 ? t : undefined }));
+      const plan = planConv(node, descs, ctx, act)!;
+      assert.ok(plan);
+      const ptrs = [x, w, b].map((t) => { const d = t.data as Float32Array; return put(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)); });
+      const n = want.data.length;
+      const out = rt.mem.alloc(n * 4);
+      allocs.push(out);
+      new Float32Array(rt.mem.u8.buffer, out, n).fill(NaN);
+      const launches = plan.launches({ inputs: ptrs, outputs: [out], scratch: 0 });
+      assert.ok(launches.length === 1 && launches[0].kernel.key.startsWith('convnarrow:'), `narrow kernel for [${c.x}] * [${c.w}]`);
+      for (const l of launches) {
+        const id = await rt.compile(l.kernel);
+        await rt.sync();
+        rt.launch(id, l.args, l.tasks);
+      }
+      const got = new Tensor('float32', new Float32Array(rt.mem.u8.buffer.slice(out, out + n * 4)), want.dims);
+      const e = relErr(got, want);
+      assert.ok(e <= TOL, `${act.kind} on [${c.x}] * [${c.w}]: ${e}`);
+    }
+  } finally {
+    for (const p of allocs) rt.mem.release(p);
     await rt.dispose();
   }
 });

@@ -144,7 +144,7 @@ test('Gather: axes, int32/int64 indices, negative indices; out of range is an er
   } finally { await rt.dispose(); }
 });
 
-test('Expand, Tile, Pad (constant), ConstantOfShape, Shape', { timeout: 60_000 }, async () => {
+test('Expand, Tile, Pad (constant, edge, reflect, wrap), ConstantOfShape, Shape, Size', { timeout: 60_000 }, async () => {
   const rt = await WasmRuntime.create({ threads: 2 });
   try {
     for (const dt of DT) {
@@ -163,6 +163,19 @@ test('Expand, Tile, Pad (constant), ConstantOfShape, Shape', { timeout: 60_000 }
     await check(rt, 'ConstantOfShape bool', 'ConstantOfShape', [i64([3, 3])], { value: new Tensor('bool', Uint8Array.of(1), [1]) });
     await check(rt, 'Shape', 'Shape', [{ t: rand('float32', [1, 120, 1, 40]) }]);
     await check(rt, 'Shape start/end', 'Shape', [{ t: rand('int64', [2, 3, 4]) }], { start: -2, end: 3 }, 1, 15);
+    await check(rt, 'Size', 'Size', [{ t: rand('float32', [3, 1, 7]) }]);
+    await check(rt, 'Size of an empty tensor', 'Size', [{ t: rand('int64', [2, 0, 3]) }]);
+    // edge / reflect / wrap: Silero's STFT padding and ragged shapes, pads past the axis length (reflect folds again)
+    await check(rt, 'Pad reflect (Silero [1,512] +64)', 'Pad', [{ t: rand('float32', [1, 512]) }, i64([0, 0, 0, 64])], { mode: 'reflect' }, 1, 13);
+    for (const mode of ['reflect', 'edge', 'wrap']) {
+      for (const dt of ['float32', 'int64', 'uint8', 'float16'] as const) {
+        await check(rt, `Pad ${mode} ${dt}`, 'Pad', [{ t: rand(dt, [3, 5, 6]) }, i64([1, 0, 2, 2, 3, 1])], { mode }, 1, 19);
+      }
+      await check(rt, `Pad ${mode} long pads`, 'Pad', [{ t: rand('float32', [2, 3]) }, i64([0, 7, 0, 9])], { mode }, 1, 19);
+      await check(rt, `Pad ${mode} crop and pad`, 'Pad', [{ t: rand('float32', [4, 9]) }, i64([-1, 3, 2, -2])], { mode }, 1, 19);
+      await check(rt, `Pad ${mode} axes`, 'Pad', [{ t: rand('float32', [2, 5, 6]) }, i64([1, 2, 3, 4]), undefined, i64([-1, 1])], { mode }, 1, 19);
+    }
+    await check(rt, 'Pad reflect length-1 axis', 'Pad', [{ t: rand('float32', [1, 4]) }, i64([2, 1, 1, 0])], { mode: 'reflect' }, 1, 13);
   } finally { await rt.dispose(); }
 });
 

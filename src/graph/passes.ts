@@ -31,19 +31,22 @@ export function optimizeGraph(model: Model): PassStats {
   stats.constantsLifted = f.lifted;
   stats.folded = f.folded;
   stats.deadRemoved = removeDeadNodes(g);
-  // Subgraphs (If/Loop/Scan bodies) get the same passes on their own constants.
-  const visit = (gr: Graph) => {
+  // Subgraphs (If/Loop/Scan bodies) get the same passes, on their own constants and those of the enclosing graphs
+  // (Silero VAD slices and concatenates its LSTM weights inside If branches: 1 MB of copies per run otherwise).
+  const visit = (gr: Graph, outer: ReadonlyMap<string, Tensor>) => {
+    const visible = new Map(outer);
+    for (const k of constantNames(gr)) visible.set(k, gr.initializers.get(k)!);
     for (const n of gr.nodes) {
       for (const sub of subgraphsOf(n)) {
-        const r = foldConstants(sub, env);
+        const r = foldConstants(sub, env, visible);
         stats.constantsLifted += r.lifted;
         stats.folded += r.folded;
         stats.deadRemoved += removeDeadNodes(sub);
-        visit(sub);
+        visit(sub, visible);
       }
     }
   };
-  visit(g);
+  visit(g, new Map());
   inferShapes(model);
   return stats;
 }
@@ -84,9 +87,16 @@ export function eliminateIdentities(g: Graph): number {
   return removed;
 }
 
-/** Runs nodes whose inputs are all constant once, at load, and stores their outputs as initializers. */
-export function foldConstants(g: Graph, env: ExecEnv): { lifted: number; folded: number } {
+/**
+ * Runs nodes whose inputs are all constant once, at load, and stores their outputs as initializers. `outer`: constants
+ * of enclosing graphs a subgraph may read (names the subgraph defines itself shadow them).
+ */
+export function foldConstants(g: Graph, env: ExecEnv, outer: ReadonlyMap<string, Tensor> = new Map()): { lifted: number; folded: number } {
   const consts = constantNames(g);
+  const own = new Set([...g.initializers.keys(), ...g.inputs.map((i) => i.name), ...g.nodes.flatMap((n) => n.outputs)]);
+  const fromOuter = new Map([...outer].filter(([k]) => !own.has(k)));
+  for (const k of fromOuter.keys()) consts.add(k);
+  const valueOf = (x: string) => g.initializers.get(x) ?? fromOuter.get(x);
   const outputs = new Set(g.outputs.map((o) => o.name));
   let lifted = 0, folded = 0;
   const keep: Node[] = [];
@@ -95,12 +105,12 @@ export function foldConstants(g: Graph, env: ExecEnv): { lifted: number; folded:
     const foldable = isConstNode || (
       n.domain === '' && !NO_FOLD.has(n.opType) && subgraphsOf(n).length === 0 && findKernel(n.domain, n.opType) !== undefined &&
       n.inputs.length > 0 && n.inputs.every((x) => !x || consts.has(x)) && n.outputs.every((o) => !outputs.has(o)) &&
-      (n.opType !== 'ConstantOfShape' || sizeOf(Array.from(g.initializers.get(n.inputs[0])?.data as ArrayLike<number | bigint> ?? [], Number)) <= FOLD_LIMIT)
+      (n.opType !== 'ConstantOfShape' || sizeOf(Array.from(valueOf(n.inputs[0])?.data as ArrayLike<number | bigint> ?? [], Number)) <= FOLD_LIMIT)
     );
     if (!foldable) { keep.push(n); continue; }
     let outs;
     try {
-      outs = runNode(n, n.inputs.map((x) => (x ? g.initializers.get(x) : undefined)), env, () => undefined);
+      outs = runNode(n, n.inputs.map((x) => (x ? valueOf(x) : undefined)), env, () => undefined);
     } catch (e) {
       // A node that fails on constants fails the same way at run time, where the error reaches the user.
       if (e instanceof WebjitError) { keep.push(n); continue; }

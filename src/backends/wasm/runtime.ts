@@ -11,6 +11,9 @@ type RunFn = (...args: number[]) => void;
 interface WorkerLike {
   postMessage(m: unknown): void;
   terminate(): unknown;
+  /** Lets the process exit while this (idle) worker lives; ref() while a reply from it is awaited. */
+  unref(): void;
+  ref(): void;
   /** Replaces the one message handler (each worker has at most one message awaited at a time). */
   onMessage(f: (m: { type: string }) => void): void;
 }
@@ -70,8 +73,10 @@ export class WasmRuntime {
   }
 
   private nextMessage(w: WorkerLike, type: string): Promise<void> {
+    // An awaited reply must keep the process alive; an idle pool must not.
+    w.ref();
     return new Promise((resolve) => {
-      w.onMessage((m) => { if (m.type === type) resolve(); });
+      w.onMessage((m) => { if (m.type === type) { w.unref(); resolve(); } });
     });
   }
 
@@ -233,14 +238,13 @@ async function spawnWorker(): Promise<WorkerLike> {
     const w = workerUrl.pathname.endsWith('.ts')
       ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`, { eval: true })
       : new Worker(workerUrl);
-    w.unref();
     let handler: (m: { type: string }) => void = () => {};
     w.on('message', (m) => handler(m));
-    return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), onMessage: (f) => { handler = f; } };
+    return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), unref: () => w.unref(), ref: () => w.ref(), onMessage: (f) => { handler = f; } };
   }
   const W = (globalThis as unknown as { Worker: new (u: URL, o: object) => { postMessage(m: unknown): void; terminate(): void; addEventListener(t: string, f: (e: { data: { type: string } }) => void): void } }).Worker;
   const w = new W(workerUrl, { type: 'module' });
   let handler: (m: { type: string }) => void = () => {};
   w.addEventListener('message', (e) => handler(e.data));
-  return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), onMessage: (f) => { handler = f; } };
+  return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), unref: () => {}, ref: () => {}, onMessage: (f) => { handler = f; } };
 }

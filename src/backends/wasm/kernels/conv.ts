@@ -1,4 +1,4 @@
-// Conv and pooling kernel generators (f32, NCHW): register-blocked conv GEMM, im2col, direct depthwise, pools.
+// Conv and pooling kernel generators (f32, NCHW): register-blocked conv GEMM, im2col, narrow (channel-vector) conv, direct depthwise, pools.
 import { type FunctionBuilder, type Local, ModuleBuilder, OP, SIMD, call } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
 import { ActTemps, emitExp } from './gemm.js';
@@ -328,6 +328,184 @@ function buildIm2col(C: number, g: Geom2, cpt: number): Uint8Array {
         });
       });
       f.get(c); f.i32(1); add(f); f.tee(c); f.get(cEnd); f.op(OP.i32_lt_s); f.br_if(0);
+    });
+  });
+  return mod.build();
+}
+
+// --- narrow conv: few output positions, vectors across output channels ---------------------------
+
+/**
+ * Conv whose output plane is tiny (P = oH*oW a handful, e.g. an STFT-like Conv1d or a conv on a few frames):
+ * the GEMM's vectors along P would be mostly empty, so here a vector holds 4 output channels instead.
+ * Weights are packed once (packConvNarrow) into tiles of `mt` channels, k-major, and stream through
+ * exactly once; each input value is splatted and used for the whole tile. Taps that fall in the padding
+ * are skipped at generation time, so no im2col and no bounds checks.
+ */
+export interface ConvNarrowParams {
+  N: number; C: number; M: number; g: Geom2;
+  /** Channels per tile (multiple of 4). */
+  mt: number;
+  /** Units (batch × tile) per task. */
+  upt: number;
+  bias: boolean; act: ConvActivation; relaxed: boolean;
+}
+
+/** Largest kernel (taps per channel) whose taps are unrolled with padding resolved at generation time. */
+const NARROW_UNROLL = 16;
+
+/** Whether the narrow kernel covers this geometry: unrolled taps, or a 1-row kernel whose taps are all in range. */
+export function narrowSupported(g: Geom2): boolean {
+  if (g.kH * g.kW <= NARROW_UNROLL) return true;
+  if (g.kH !== 1) return false;
+  for (let oh = 0; oh < g.oH; oh++) {
+    const ih = oh * g.sH - g.pH;
+    if (ih < 0 || ih >= g.iH) return false;
+  }
+  for (let ow = 0; ow < g.oW; ow++) {
+    const lo = ow * g.sW - g.pW, hi = lo + (g.kW - 1) * g.dW;
+    if (lo < 0 || hi >= g.iW) return false;
+  }
+  return true;
+}
+
+/** Channels per tile for P output positions: P*nv accumulators + P splats + 1 weight vector within 16 registers. */
+export function narrowTile(P: number, M: number): number {
+  const nv = Math.max(1, Math.min(8, Math.floor((15 - P) / P), Math.ceil(M / 4)));
+  return nv * 4;
+}
+
+export const narrowUnits = (p: ConvNarrowParams) => p.N * Math.ceil(p.M / p.mt);
+export const narrowTasks = (p: ConvNarrowParams) => Math.ceil(narrowUnits(p) / p.upt);
+
+/** W [M][C*KK] → tiles of mt channels: element (tile, c*KK + kk, j) at (tile*R + r)*mt + j (zero past M). */
+export function packConvNarrow(w: Float32Array, M: number, R: number, mt: number): Float32Array {
+  const tiles = Math.ceil(M / mt);
+  const out = new Float32Array(tiles * R * mt);
+  for (let m = 0; m < M; m++) {
+    const t = Math.floor(m / mt), j = m % mt;
+    for (let r = 0; r < R; r++) out[(t * R + r) * mt + j] = w[m * R + r];
+  }
+  return out;
+}
+
+/** bias [M] → tiles*mt floats, zero past M. */
+export function packBiasNarrow(b: Float32Array, M: number, mt: number): Float32Array {
+  const out = new Float32Array(Math.ceil(M / mt) * mt);
+  out.set(b.subarray(0, M));
+  return out;
+}
+
+/** A kernel `run(X, Wpacked, Bpacked, Y, t0, t1)`. */
+export function genConvNarrow(p: ConvNarrowParams): KernelSource {
+  return {
+    key: `convnarrow:${p.N},${p.C},${p.M}:${geomKey(p.g)}:t${p.mt},${p.upt}:${p.bias ? 'b' : ''}:${actKey(p.act)}:${p.relaxed ? 'R' : ''}`,
+    bytes: () => buildConvNarrow(p),
+  };
+}
+
+function buildConvNarrow(p: ConvNarrowParams): Uint8Array {
+  const { N, C, M, g, mt, relaxed, act } = p;
+  const { iH, iW, kH, kW, oH, oW, sH, sW, pH, pW, dH, dW } = g;
+  const KK = kH * kW, R = C * KK, P = oH * oW, plane = iH * iW;
+  const tiles = Math.ceil(M / mt), units = N * tiles;
+  const mod = new ModuleBuilder();
+
+  // tile(x, w, b, y, channels): one tile of `channels` valid output channels (x: batch row, w/b: the tile's packed weights/bias).
+  const tileFn = (channels: number) => {
+    const nv = Math.ceil(channels / 4);
+    const f = mod.func(`tile${channels}`, ['i32', 'i32', 'i32', 'i32']);
+    const [x, w, b, y] = [0, 1, 2, 3].map((i) => f.param(i));
+    const wEnd = f.local('i32'), xk = f.local('i32'), wk = f.local('i32'), kEnd = f.local('i32');
+    const acc: Local[][] = [];
+    for (let q = 0; q < P; q++) { acc.push([]); for (let v = 0; v < nv; v++) acc[q].push(f.local('v128')); }
+    const xs: Local[] = []; for (let q = 0; q < P; q++) xs.push(f.local('v128'));
+    const wv = f.local('v128');
+    const tmpA = needsTemps(act) ? new ActTemps(f) : undefined;
+    for (let v = 0; v < nv; v++) {
+      if (p.bias) { f.get(b); f.v128_load(v * 16, 0); } else f.f32x4_const(0);
+      f.set(acc[0][v]);
+      for (let q = 1; q < P; q++) { f.get(acc[0][v]); f.set(acc[q][v]); }
+    }
+    // One tap: xs[q] = x at byte offsets offs[q] from `base` (null: padding), then acc[q][v] += w[v] * xs[q].
+    const tap = (base: Local, offs: (number | null)[], wBase: Local, wOff: number) => {
+      const live = offs.map((o, q) => (o === null ? -1 : q)).filter((q) => q >= 0);
+      if (live.length === 0) return;
+      for (const q of live) { f.get(base); f.v128_load32_splat(offs[q]!); f.set(xs[q]); }
+      for (let v = 0; v < nv; v++) {
+        f.get(wBase); f.v128_load(wOff + v * 16, 0); f.set(wv);
+        for (const q of live) {
+          if (relaxed) { f.get(wv); f.get(xs[q]); f.get(acc[q][v]); } else { f.get(acc[q][v]); f.get(wv); f.get(xs[q]); }
+          fma(f, relaxed); f.set(acc[q][v]);
+        }
+      }
+    };
+    f.get(w); f.i32(R * mt * 4); add(f); f.set(wEnd);
+    f.get(x); f.set(xk);
+    f.get(w); f.set(wk);
+    f.block(() => f.loop(() => {
+      if (KK <= NARROW_UNROLL) {
+        for (let kh = 0; kh < kH; kh++) for (let kw = 0; kw < kW; kw++) {
+          const offs: (number | null)[] = [];
+          for (let oh = 0; oh < oH; oh++) for (let ow = 0; ow < oW; ow++) {
+            const ih = oh * sH - pH + kh * dH, iw = ow * sW - pW + kw * dW;
+            offs.push(ih >= 0 && ih < iH && iw >= 0 && iw < iW ? (ih * iW + iw) * 4 : null);
+          }
+          tap(xk, offs, wk, (kh * kW + kw) * mt * 4);
+        }
+        f.get(wk); f.i32(KK * mt * 4); add(f); f.set(wk);
+        f.get(xk); f.i32(plane * 4); add(f); f.set(xk);
+      } else {
+        // kH = 1 and every tap in range (narrowSupported): a runtime loop over the taps of this channel.
+        const offs: number[] = [];
+        for (let oh = 0; oh < oH; oh++) for (let ow = 0; ow < oW; ow++) offs.push(((oh * sH - pH) * iW + ow * sW - pW) * 4);
+        const xc = f.local('i32');
+        f.get(xk); f.set(xc);
+        f.get(wk); f.i32(KK * mt * 4); add(f); f.set(kEnd);
+        f.loop(() => {
+          tap(xk, offs, wk, 0);
+          f.get(xk); f.i32(dW * 4); add(f); f.set(xk);
+          f.get(wk); f.i32(mt * 4); add(f); f.tee(wk); f.get(kEnd); f.op(OP.i32_lt_u); f.br_if(0);
+        });
+        f.get(xc); f.i32(plane * 4); add(f); f.set(xk);
+      }
+      f.get(wk); f.get(wEnd); f.op(OP.i32_lt_u); f.br_if(0);
+    }));
+    // Activation, then out[m*P + q] for the valid channels.
+    for (let q = 0; q < P; q++) for (let v = 0; v < nv; v++) {
+      emitConvAct(f, act, acc[q][v], tmpA);
+      const lanes = Math.min(4, channels - v * 4);
+      if (P === 1 && lanes === 4) { f.get(y); f.get(acc[q][v]); f.v128_store(v * 16, 0); continue; }
+      for (let l = 0; l < lanes; l++) { f.get(y); f.get(acc[q][v]); f.f32x4_extract_lane(l); f.f32_store(((v * 4 + l) * P + q) * 4); }
+    }
+    return f;
+  };
+  const full = tileFn(mt);
+  const lastCh = M - (tiles - 1) * mt;
+  const last = lastCh === mt ? full : tileFn(lastCh);
+
+  const f = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
+  const [X, W, B, Y, t0, t1] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
+  const u = f.local('i32'), uEnd = f.local('i32'), tmp = f.local('i32'), n = f.local('i32'), t = f.local('i32');
+  f.get(t0); f.i32(p.upt); mul(f); f.set(u);
+  minConst(f, () => { f.get(t1); f.i32(p.upt); mul(f); }, units, tmp); f.set(uEnd);
+  f.block(() => {
+    f.get(u); f.get(uEnd); f.op(OP.i32_ge_s); f.br_if(0);
+    f.loop(() => {
+      f.get(u); f.i32(tiles); f.op(OP.i32_div_u); f.set(n);
+      f.get(u); f.i32(tiles); f.op(OP.i32_rem_u); f.set(t);
+      const args = () => {
+        f.get(X); f.get(n); f.i32(C * plane * 4); mul(f); add(f);
+        f.get(W); f.get(t); f.i32(R * mt * 4); mul(f); add(f);
+        f.get(B); f.get(t); f.i32(mt * 4); mul(f); add(f);
+        f.get(Y); f.get(n); f.i32(M * P * 4); mul(f); add(f); f.get(t); f.i32(mt * P * 4); mul(f); add(f);
+      };
+      if (last === full) { args(); call(f, mod.indexOf(full)); }
+      else {
+        f.get(t); f.i32(tiles - 1); f.op(OP.i32_eq);
+        f.if_(() => { args(); call(f, mod.indexOf(last)); }, () => { args(); call(f, mod.indexOf(full)); });
+      }
+      f.get(u); f.i32(1); add(f); f.tee(u); f.get(uEnd); f.op(OP.i32_lt_s); f.br_if(0);
     });
   });
   return mod.build();

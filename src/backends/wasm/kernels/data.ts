@@ -32,13 +32,16 @@ function copyBytes(f: FunctionBuilder, dst: Local, src: Local, n: number, d: Loc
   const nv = Math.floor(n / 16);
   let off = 0;
   if (nv > 4) {
+    // 4 vectors per iteration (large copies of weights are bandwidth-bound; fewer branches help), then the rest.
+    const nv4 = Math.floor(nv / 4) * 4;
     f.get(dst); f.set(d); f.get(src); f.set(s);
-    f.get(dst); f.i32(nv * 16); add(f); f.set(e);
+    f.get(dst); f.i32(nv4 * 16); add(f); f.set(e);
     f.loop(() => {
-      f.get(d); f.get(s); f.v128_load(0, 0); f.v128_store(0, 0);
-      f.get(s); f.i32(16); add(f); f.set(s);
-      f.get(d); f.i32(16); add(f); f.tee(d); f.get(e); f.op(OP.i32_ne); f.br_if(0);
+      for (let u = 0; u < 4; u++) { f.get(d); f.get(s); f.v128_load(u * 16, 0); f.v128_store(u * 16, 0); }
+      f.get(s); f.i32(64); add(f); f.set(s);
+      f.get(d); f.i32(64); add(f); f.tee(d); f.get(e); f.op(OP.i32_ne); f.br_if(0);
     });
+    for (let u = nv4; u < nv; u++) { f.get(dst); f.get(src); f.v128_load(u * 16, 0); f.v128_store(u * 16, 0); }
     off = nv * 16;
   } else {
     for (let i = 0; i < nv; i++) { f.get(dst); f.get(src); f.v128_load(off, 0); f.v128_store(off, 0); off += 16; }

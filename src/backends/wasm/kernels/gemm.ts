@@ -37,6 +37,11 @@ export interface GemmTile {
   unroll: number;
   /** Panels of nr columns per task. */
   panelsPerTask: number;
+  /**
+   * Separate the unrolled K steps by a never-taken branch: V8 schedules a basic block's loads first, so without it an
+   * unrolled body keeps every step's A and B values live at once and spills accumulators.
+   */
+  barrier?: boolean;
 }
 
 /** Batch dimensions of the output with each operand's element stride per dim (0 where it broadcasts). */
@@ -192,7 +197,7 @@ export function genGemm(p: GemmParams): KernelSource {
   const bt = p.batch;
   const key = `gemm:${M}x${N}x${K}:a${sAm},${sAk}:c${ldc}:` +
     (bt ? `B${bt.dims.join(',')}/${bt.a.join(',')}/${bt.b.join(',')}/${(bt.r ?? []).join(',')}:` : '') +
-    `t${tile.mr},${tile.nr},${tile.mb},${tile.kb},${tile.unroll},${tile.panelsPerTask}:${p.relaxed ? 'R' : ''}:${epKey(p.epilogue)}`;
+    `t${tile.mr},${tile.nr},${tile.mb},${tile.kb},${tile.unroll}${tile.barrier ? 'b' : ''},${tile.panelsPerTask}:${p.relaxed ? 'R' : ''}:${epKey(p.epilogue)}`;
   return { key, bytes: () => buildGemm(p) };
 }
 
@@ -212,7 +217,7 @@ function buildGemm(p: GemmParams): Uint8Array {
     let m = micros.get(k);
     if (!m) {
       const f = mod.func(`m${micros.size}`, ['i32', 'i32', 'i32', 'i32', 'i32']);
-      emitMicro(f, { rows, cols, klen, phase, nr, unroll, sAm, sAk, ldc, relaxed: !!p.relaxed, ep });
+      emitMicro(f, { rows, cols, klen, phase, nr, unroll, barrier: tile.barrier, sAm, sAk, ldc, relaxed: !!p.relaxed, ep });
       m = { f };
       micros.set(k, m);
     }
@@ -225,7 +230,6 @@ function buildGemm(p: GemmParams): Uint8Array {
   const nP = Math.ceil(N / nr), fullP = Math.floor(N / nr), colTail = N % nr;
   const nRB = Math.ceil(M / mb), nG = Math.ceil(nP / ppt);
   const fullM = Math.floor(M / mr) * mr, rowTail = M % mr;
-  const psize = packedBSize(K, N, nr);
   const t = f.local('i32'), bi = f.local('i32'), rb = f.local('i32'), g = f.local('i32');
   const aB = f.local('i32'), bB = f.local('i32'), cB = f.local('i32'), rB = f.local('i32');
   const m = f.local('i32'), mEnd = f.local('i32'), pn = f.local('i32'), pEnd = f.local('i32'), k0 = f.local('i32');
@@ -314,7 +318,7 @@ function buildGemm(p: GemmParams): Uint8Array {
 }
 
 interface MicroSpec {
-  rows: number; cols: number; klen: number; phase: Phase; nr: number; unroll: number;
+  rows: number; cols: number; klen: number; phase: Phase; nr: number; unroll: number; barrier?: boolean;
   sAm: number; sAk: number; ldc: number; relaxed: boolean; ep: GemmEpilogue;
 }
 
@@ -364,12 +368,15 @@ function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
   } else if (iters > 1) {
     const pe = f.local('i32');
     f.get(pb); f.i32(iters * u * nr * 4); f.op(OP.i32_add); f.set(pe);
-    f.loop(() => {
-      for (let kk = 0; kk < u; kk++) step(kk);
+    f.block(() => f.loop(() => {
+      for (let kk = 0; kk < u; kk++) {
+        step(kk);
+        if (s.barrier && kk < u - 1) { f.get(pb); f.op(OP.i32_eqz); f.br_if(1); }
+      }
       f.get(pa); f.i32(u * sAk * 4); f.op(OP.i32_add); f.set(pa);
       f.get(pb); f.i32(u * nr * 4); f.op(OP.i32_add); f.tee(pb);
       f.get(pe); f.op(OP.i32_ne); f.br_if(0);
-    });
+    }));
   }
   for (let kk = 0; kk < rem; kk++) step(kk);
 

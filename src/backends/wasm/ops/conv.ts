@@ -1,8 +1,8 @@
-// Wasm Conv (f32, NCHW, 1-D and 2-D): direct depthwise, 1x1 as a GEMM on the input, im2col + GEMM otherwise.
+// Wasm Conv (f32, NCHW, 1-D and 2-D): direct depthwise, channel-vector kernel for tiny output planes, 1x1 as a GEMM on the input, im2col + GEMM otherwise.
 import type { Node } from '../../../graph/ir.js';
 import {
   type ConvActivation, type Geom2, NO_ACT, convGemmTasks, packConvA, convGemmTile, depthwisePadding, depthwiseTasks, genConvGemm, genDepthwise,
-  genIm2col, im2colTasks,
+  genIm2col, im2colTasks, genConvNarrow, narrowSupported, narrowTasks, narrowTile, packBiasNarrow, packConvNarrow,
 } from '../kernels/conv.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 
@@ -105,6 +105,9 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
     };
   }
 
+  const narrow = planNarrow(node, inputs, ctx, act, g, outputs);
+  if (narrow) return narrow;
+
   const pointwise = KK === 1 && g.sH === 1 && g.sW === 1 && g.pH === 0 && g.pW === 0 && g.oH === g.iH && g.oW === g.iW;
   const tile = convGemmTile(Mg, R, P, (pointwise ? N : 1) * group, ctx.threads);
   // Constant weights are packed once into tiles of mr rows (one contiguous stream per register tile).
@@ -148,6 +151,36 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
       return ls;
     },
   };
+}
+
+/** Largest output plane (oH*oW) the narrow kernel takes; wider planes fill the GEMM's vectors along P. */
+const NARROW_MAX_P = 4;
+/** Below this many multiply-adds a narrow conv runs as one task: waking the other threads costs more. */
+const NARROW_SPLIT_MACS = 1 << 20;
+
+/** Few output positions, constant weights (packed once), group 1: vectors across output channels. */
+function planNarrow(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext, act: ConvActivation, g: Geom2,
+  outputs: OpPlan['outputs']): OpPlan | null {
+  const [x, w, b] = inputs;
+  if (!x || !w || attrInt(node, 'group', 1) !== 1) return null;
+  const P = g.oH * g.oW;
+  if (P > NARROW_MAX_P || !narrowSupported(g)) return null;
+  const wc = w.constant, bc = b?.constant;
+  if (!wc || !(wc.data instanceof Float32Array) || (b && !(bc && bc.data instanceof Float32Array))) return null;
+  const [N, C] = x.dims, M = w.dims[0];
+  const R = C * g.kH * g.kW;
+  const mt = narrowTile(P, M);
+  const units = N * Math.ceil(M / mt);
+  const macs = N * M * P * R;
+  const tasks = macs < NARROW_SPLIT_MACS ? 1 : Math.min(units, taskCount(macs, ctx.threads, NARROW_SPLIT_MACS / 4));
+  const p = { N, C, M, g, mt, upt: Math.ceil(units / tasks), bias: !!b, act, relaxed: ctx.relaxedSimd };
+  const wData = wc.data;
+  const wp = ctx.constant(w.name, `convNarrow:${M}x${R}:mt${mt}`, () => new Uint8Array(packConvNarrow(wData, M, R, mt).buffer));
+  const bData = bc?.data as Float32Array | undefined;
+  const bp = bData ? ctx.constant(b!.name, `convNarrowBias:${M}:mt${mt}`, () => new Uint8Array(packBiasNarrow(bData, M, mt).buffer)) : 0;
+  const kernel = genConvNarrow(p);
+  const nt = narrowTasks(p);
+  return { outputs, launches: (bf) => [{ kernel, args: [bf.inputs[0], wp, bp, bf.outputs[0]], tasks: nt }] };
 }
 
 registerWasmOp('Conv', (node, inputs, ctx) => planConv(node, inputs, ctx));

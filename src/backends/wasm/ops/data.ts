@@ -1,5 +1,5 @@
 // Wasm data movement for any dtype by byte width: Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad,
-// Resize (nearest), ConstantOfShape, Shape. Shape-like inputs (starts, pads, repeats …) must be model constants.
+// Resize (nearest), ConstantOfShape, Shape, Size. Shape-like inputs (starts, pads, repeats …) must be model constants.
 import type { Node } from '../../../graph/ir.js';
 import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js';
 import { encodeScalar } from '../../../ops/shape.js';
@@ -252,7 +252,8 @@ registerWasmOp('Pad', (node, inputs, ctx, opset) => {
   if (!x) return null;
   const w = widthOf(x.dtype);
   const r = x.dims.length;
-  if (!w || attrStr(node, 'mode', 'constant') !== 'constant') return null;
+  const mode = attrStr(node, 'mode', 'constant');
+  if (!w || !['constant', 'edge', 'reflect', 'wrap'].includes(mode)) return null;
   let pads: number[] | null;
   let fill: Uint8Array | null;
   let axes: number[] | null = null;
@@ -287,6 +288,7 @@ registerWasmOp('Pad', (node, inputs, ctx, opset) => {
     if (de < 0 || od < 0) return null; // the reference reports the error
     outDims.push(od); inner.push(de); srcStart.push(lo); dstStart.push(Math.max(pb, 0));
   }
+  if (mode !== 'constant') return planPadTable(x, w, begins, ends, mode, ctx);
   const outputs = [{ dtype: x.dtype, dims: outDims }];
   const n = prod(outDims);
   if (n === 0) return { outputs, launches: () => [] };
@@ -303,6 +305,51 @@ registerWasmOp('Pad', (node, inputs, ctx, opset) => {
     launches: (b) => [{ kernel: fillK, args: [b.outputs[0]], tasks: fillT }, ...copy(b)],
   };
 });
+
+/** edge / reflect / wrap Pad as a gather through per-axis source-offset tables (the reference's indexing). */
+function planPadTable(x: ValueDesc, w: Width, begins: number[], ends: number[], mode: string, ctx: PlanContext): OpPlan | null {
+  const r = x.dims.length;
+  if (r === 0) return null;
+  const st = stridesOf(x.dims);
+  const outDims: number[] = [];
+  const tables: Int32Array[] = [];
+  for (let a = 0; a < r; a++) {
+    const d = x.dims[a], pb = begins[a], pe = ends[a];
+    const lo = Math.max(0, -pb);
+    const de = d - lo - Math.max(0, -pe);
+    const od = d + pb + pe;
+    if (de < 0 || od < 0 || (de === 0 && od > 0)) return null; // the reference reports the error
+    const padB = Math.max(pb, 0);
+    const tab = new Int32Array(od);
+    for (let o = 0; o < od; o++) {
+      let i = o - padB;
+      if (i < 0 || i >= de) {
+        if (mode === 'edge') i = i < 0 ? 0 : de - 1;
+        else if (mode === 'wrap') i = ((i % de) + de) % de;
+        else if (de === 1) i = 0;
+        else {
+          const per = 2 * (de - 1);
+          i = ((i % per) + per) % per;
+          if (i >= de) i = per - i;
+        }
+      }
+      tab[o] = (lo + i) * st[a];
+    }
+    outDims.push(od);
+    tables.push(tab);
+  }
+  const outputs = [{ dtype: x.dtype, dims: outDims }];
+  if (prod(outDims) === 0) return { outputs, launches: () => [] };
+  const packed = packTables(tables);
+  const tkey = `pad:${mode}:${x.dims}:${begins}:${ends}`;
+  const tp = ctx.constant('#pad-tables', tkey, () => packed);
+  const rows = prod(outDims.slice(0, -1));
+  const tasks = Math.min(rows, taskCount(prod(outDims) * w, ctx.threads, 1 << 16));
+  const p = { w, dims: outDims, rpt: Math.ceil(rows / tasks) };
+  const kernel = genTableGather(p);
+  const t = tableGatherTasks(p);
+  return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.outputs[0], tp], tasks: t }] };
+}
 
 // --- ConstantOfShape / Shape -------------------------------------------------------------------------
 
@@ -339,6 +386,14 @@ registerWasmOp('Shape', (node, inputs, _ctx, opset) => {
   const outputs = [{ dtype: 'int64' as const, dims: [dims.length] }];
   if (dims.length === 0) return { outputs, launches: () => [] };
   const k = genStoreBytes(new Uint8Array(BigInt64Array.from(dims, (d) => BigInt(d)).buffer));
+  return { outputs, launches: (b) => [{ kernel: k, args: [b.outputs[0]], tasks: 1 }] };
+});
+
+registerWasmOp('Size', (_node, inputs) => {
+  const x = inputs[0];
+  if (!x) return null;
+  const outputs = [{ dtype: 'int64' as const, dims: [] as number[] }];
+  const k = genStoreBytes(new Uint8Array(BigInt64Array.of(BigInt(prod(x.dims))).buffer));
   return { outputs, launches: (b) => [{ kernel: k, args: [b.outputs[0]], tasks: 1 }] };
 });
 

@@ -4,25 +4,25 @@ import { type GemmBatch, type GemmEpilogue, type GemmParams, type GemmTile, gemm
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
 
 /**
- * The register and cache tile for an M x N x K product: 4x8 tiles with the A block and B panel chunk in L1
- * (measured on Zen 5 / V8, bench/wasm-matmul.mjs); narrow-M products (decode) take wide panels of one to three rows.
+ * The register and cache tile for an M x N x K product, from the tile search of bench/wasm-matmul.mjs (Xeon/V8):
+ * V8 hoists a basic block's loads, so mr*(nr/4) + mr + nr/4 must fit the 15 usable XMM registers: 3x12 with fused
+ * multiply-add (relaxed SIMD), 4x8 with mul+add; K unrolled by 2 behind a scheduling barrier. Narrow M (decode) takes
+ * panels of 16 columns and one to three rows.
  */
-export function chooseGemmTile(M: number, N: number, K: number, batch: number, threads: number): GemmTile {
-  let mr = 4, nr = 8;
-  if (M === 1) { mr = 1; nr = N >= 24 ? 24 : N >= 16 ? 16 : 8; }
-  else if (M === 2) { mr = 2; nr = N >= 16 ? 16 : 8; }
-  else if (M === 3) { mr = 3; nr = N >= 12 ? 12 : 8; }
-  const kb = K <= 384 ? K : 256;
-  const mb = Math.min(Math.ceil(M / mr) * mr, mr * 16);
+export function chooseGemmTile(M: number, N: number, K: number, batch: number, threads: number, relaxed = false): GemmTile {
+  let mr = relaxed ? 3 : 4, nr = relaxed ? 12 : 8;
+  if (M === 1) { mr = 1; nr = N > 8 ? 16 : 8; }
+  else if (M === 2) { mr = 2; nr = N > 8 ? 16 : 8; }
+  else if (M === 3) { mr = 3; nr = N > 8 ? 12 : 8; }
+  const kb = K <= 1024 ? K : 512;
+  const mb = Math.min(Math.ceil(M / mr) * mr, mr * Math.ceil(64 / mr));
   const nP = Math.ceil(N / nr), nRB = Math.ceil(M / mb);
-  // Enough tasks for the dynamic scheduler to balance the threads, each still a sizeable share of work.
+  // A task's group of B panels stays in L2 (~512 KiB of it) while consecutive tasks walk the row blocks.
+  const l2Panels = Math.max(1, Math.floor((512 * 1024) / (Math.max(1, K) * nr * 4)));
+  // Enough tasks for the runtime's dynamic scheduler to balance the threads.
   const want = threads > 1 ? threads * 8 : 1;
-  let ppt = Math.max(1, Math.floor((nP * nRB * batch) / want));
-  const minFlops = 1 << 18;
-  while (ppt < nP && 2 * Math.min(M, mb) * ppt * nr * K < minFlops) ppt *= 2;
-  ppt = Math.min(ppt, nP, threads > 1 ? nP : 1 << 30);
-  if (threads <= 1) ppt = nP;
-  return { mr, nr, mb, kb, unroll: 4, panelsPerTask: Math.max(1, ppt) };
+  const ppt = Math.max(1, Math.min(nP, l2Panels, Math.ceil((nP * nRB * batch) / want)));
+  return { mr, nr, mb, kb, unroll: 2, barrier: true, panelsPerTask: ppt };
 }
 
 interface Operands {
@@ -97,7 +97,7 @@ function planGemm(x: GemmPlanIn, ctx: PlanContext, inputIndex: { a: number; b: n
   const outputs = [{ dtype: 'float32' as const, dims: ops.outDims }];
   const batchCount = ops.batchDims.reduce((p, q) => p * q, 1);
   if (M === 0 || N === 0 || batchCount === 0) return { outputs, launches: () => [] };
-  const tile = chooseGemmTile(M, N, K, batchCount, ctx.threads);
+  const tile = chooseGemmTile(M, N, K, batchCount, ctx.threads, ctx.relaxedSimd);
   const psize = packedBSize(K, N, tile.nr);
   const batch: GemmBatch | undefined = ops.batchDims.length
     ? { dims: ops.batchDims, a: ops.aStrides, b: ops.bMatStrides.map((s) => s * psize) }
