@@ -119,7 +119,9 @@ export class WasmGraphRunner {
           if (!s) throw new GraphError(`value '${x}' is used but never produced`, { node: node.name, op: node.opType, input: x });
           return s;
         });
-        // Nodes whose kernels are compiled run synchronously; only first runs and If branches await.
+        // Workers that finished booting during a first run join at the next node.
+        if (this.rt.workersWaiting) await this.rt.sync();
+        // Nodes run synchronously; only If branches await.
         const r = this.runNode(i, node, ins, lookup);
         const outs = r instanceof Promise ? await r : r;
         node.outputs.forEach((name, k) => {
@@ -264,7 +266,7 @@ export class WasmGraphRunner {
     };
   }
 
-  private execute(node: Node, plan: OpPlan, ins: (Slot | undefined)[]): Slot[] | Promise<Slot[]> {
+  private execute(node: Node, plan: OpPlan, ins: (Slot | undefined)[]): Slot[] {
     const outs: Slot[] = plan.outputs.map((o, k) => {
       const a = plan.alias?.[k];
       if (a !== undefined && ins[a]?.buf) { ins[a]!.buf!.refs++; return { buf: ins[a]!.buf, dtype: o.dtype, dims: o.dims }; }
@@ -284,30 +286,15 @@ export class WasmGraphRunner {
       if (scratch) this.rt.mem.release(scratch);
       return fail(e);
     }
-    const ids = launches.map((l) => this.rt.lookup(l.kernel.key));
-    const runAll = (idsNow: number[]) => {
-      try {
-        launches.forEach((l, k) => this.rt.launch(idsNow[k], l.args, l.tasks));
-      } catch (e) {
-        fail(e);
-      } finally {
-        if (scratch) this.rt.mem.release(scratch);
-      }
-      return outs;
-    };
-    if (ids.every((id) => id !== undefined)) return runAll(ids as number[]);
-    // First run of this shape: compile what is missing (in parallel), hand it to the workers, then run.
-    return (async () => {
-      let compiled: number[];
-      try {
-        // Until the run ends and sync() hands them to the workers, new kernels run on this thread only.
-        compiled = await Promise.all(launches.map((l) => this.rt.compile(l.kernel)));
-      } catch (e) {
-        if (scratch) this.rt.mem.release(scratch);
-        return fail(e);
-      }
-      return runAll(compiled);
-    })();
+    try {
+      // First run of a shape compiles here, synchronously; new kernels run on this thread until sync().
+      for (const l of launches) this.rt.launch(this.rt.compileSync(l.kernel), l.args, l.tasks);
+    } catch (e) {
+      fail(e);
+    } finally {
+      if (scratch) this.rt.mem.release(scratch);
+    }
+    return outs;
   }
 
   dispose(): void {

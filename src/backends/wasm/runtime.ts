@@ -31,7 +31,6 @@ export class WasmRuntime {
   private readonly ctrl: Int32Array;
   private readonly kernels: RunFn[] = [];
   private readonly byKey = new Map<string, number>();
-  private readonly pending = new Map<string, Promise<number>>();
   private unsynced: { id: number; module: WebAssembly.Module }[] = [];
   private readonly modules: { id: number; module: WebAssembly.Module }[] = [];
   private gen = 0;
@@ -55,11 +54,15 @@ export class WasmRuntime {
     }
     const rt = new WasmRuntime(Math.max(1, threads), note);
     // Workers boot in the background: until the first sync() (the end of the first run) this thread works alone.
-    if (rt.threads > 1) rt.booting = rt.startWorkers(rt.threads - 1);
+    if (rt.threads > 1) {
+      rt.booting = rt.startWorkers(rt.threads - 1);
+      rt.booting.then(() => { rt.booted = true; }, () => undefined);
+    }
     return rt;
   }
 
   private booting: Promise<WorkerLike[]> | null = null;
+  private booted = false;
 
   private startWorkers(n: number): Promise<WorkerLike[]> {
     // Workers boot in parallel; each is ready once it waits on the control block.
@@ -95,25 +98,29 @@ export class WasmRuntime {
 
   /** Compiles (once per key) and instantiates a kernel; returns its id for launch(). */
   async compile(src: KernelSource): Promise<number> {
+    return this.compileSync(src);
+  }
+
+  /**
+   * Compiles and instantiates a kernel synchronously: kernels are a few KB, which every engine compiles at once
+   * (Liftoff), and no await per node keeps a first run short. Returns the id for launch().
+   */
+  compileSync(src: KernelSource): number {
     const known = this.byKey.get(src.key);
     if (known !== undefined) return known;
-    let p = this.pending.get(src.key);
-    if (!p) {
-      p = (async () => {
-        const module = await WebAssembly.compile(src.bytes() as BufferSource);
-        const inst = await WebAssembly.instantiate(module, { env: { memory: this.mem.memory } });
-        const id = this.kernels.length;
-        this.kernels.push(inst.exports.run as RunFn);
-        this.byKey.set(src.key, id);
-        this.unsynced.push({ id, module });
-        this.modules.push({ id, module });
-        return id;
-      })();
-      this.pending.set(src.key, p);
-    }
-    const id = await p;
-    this.pending.delete(src.key);
+    const module = new WebAssembly.Module(src.bytes() as BufferSource);
+    const inst = new WebAssembly.Instance(module, { env: { memory: this.mem.memory } });
+    const id = this.kernels.length;
+    this.kernels.push(inst.exports.run as RunFn);
+    this.byKey.set(src.key, id);
+    this.unsynced.push({ id, module });
+    this.modules.push({ id, module });
     return id;
+  }
+
+  /** Workers finished booting and wait to be brought in by sync(). */
+  get workersWaiting(): boolean {
+    return this.booted;
   }
 
   /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). */
@@ -122,6 +129,7 @@ export class WasmRuntime {
       // Workers that just booted take every kernel compiled so far.
       const fresh = await this.booting;
       this.booting = null;
+      this.booted = false;
       const all = this.kernels.length;
       const modules = this.modules.slice(0, all);
       const ready = fresh.map((w) => this.nextMessage(w, 'ready'));
