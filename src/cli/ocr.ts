@@ -9,6 +9,7 @@ import type { BackendName } from '../session.js';
 
 export interface OcrArgs {
   backend: BackendName;
+  threads?: number;
   model?: string;
   dict?: string;
   json?: boolean;
@@ -27,7 +28,7 @@ export async function ocrCommand(images: string[], a: OcrArgs): Promise<number> 
   const model = a.model ?? defaultAsset('ch_PP-OCRv4_rec_infer.onnx');
   const dict = a.dict ?? defaultAsset('ppocr_keys_v1.txt');
   const t0 = performance.now();
-  const rec = await TextRecognizer.create(model, fs.readFileSync(dict, 'utf8'), { backend: a.backend });
+  const rec = await TextRecognizer.create(model, fs.readFileSync(dict, 'utf8'), { backend: a.backend, threads: a.threads });
   if (!a.json) console.error(`PP-OCRv4 recognition loaded on ${a.backend} in ${(performance.now() - t0).toFixed(0)} ms`);
   for (const f of images) {
     let png: PNG;

@@ -7,6 +7,7 @@ import { fromNumbers } from '../ops/util.js';
 import { InferenceSession, type BackendName, type Feeds } from '../session.js';
 import { isFloat, type DType, Tensor } from '../tensor.js';
 import { decodeNpy, encodeNpy, npyFileName } from './npy.js';
+import { mulberry32 } from '../util/random.js';
 
 export interface RunArgs {
   inputs?: string;
@@ -24,7 +25,8 @@ export async function runCommand(model: string, a: RunArgs): Promise<number> {
   const log = (s: string) => { if (!a.json) console.error(s); };
   const t0 = performance.now();
   log(`loading ${model} on ${a.backend}…`);
-  const session = await InferenceSession.create(model, { backend: a.backend });
+  const session = await InferenceSession.create(model, { backend: a.backend, threads: a.threads });
+  if (session.threads.note) log(session.threads.note);
   const createMs = performance.now() - t0;
   log(`session created in ${createMs.toFixed(1)} ms`);
   const dims = parseDims(a.dim);
@@ -61,7 +63,7 @@ export async function runCommand(model: string, a: RunArgs): Promise<number> {
   const median = times.length ? times[Math.floor(times.length / 2)] : firstMs;
   if (a.repeat > 0) log(`median of ${a.repeat} runs: ${median.toFixed(2)} ms`);
   if (a.json) {
-    console.log(JSON.stringify({ backend: a.backend, threads: a.threads ?? 1, create_ms: round(createMs), first_run_ms: round(firstMs), median_ms: round(median), runs: a.repeat }));
+    console.log(JSON.stringify({ backend: a.backend, threads: session.threads.threads, create_ms: round(createMs), first_run_ms: round(firstMs), median_ms: round(median), runs: a.repeat }));
   }
   await session.release();
   return 0;
@@ -106,15 +108,4 @@ function preview(t: Tensor): string {
   const items: string[] = [];
   for (let i = 0; i < k; i++) items.push(typeof d[i] === 'number' ? Number((d[i] as number).toPrecision(5)).toString() : String(d[i]));
   return `[${items.join(', ')}${d.length > k ? ', …' : ''}]`;
-}
-
-export function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

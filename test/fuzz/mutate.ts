@@ -1,4 +1,9 @@
 // Byte-level mutations of model files for fuzzing: bit flips, truncation, overwrites, insertions, splices.
+import { mulberry32 } from '../../src/util/random.js';
+
+/** Case numbers are spread over the generator's seeds. */
+const prng = (seed: number) => mulberry32(Math.imul(seed, 2654435761));
+
 export type Mutation = 'bitflip' | 'truncate' | 'overwrite' | 'varint' | 'insert' | 'splice' | 'zero-run';
 export const MUTATIONS: Mutation[] = ['bitflip', 'truncate', 'overwrite', 'varint', 'insert', 'splice', 'zero-run'];
 
@@ -56,15 +61,4 @@ export function mutate(src: Uint8Array, seed: number): { bytes: Uint8Array; kind
     }
   }
   return { bytes: out, kind };
-}
-
-function prng(seed: number): () => number {
-  let s = (seed * 2654435761) >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
