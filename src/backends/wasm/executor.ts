@@ -28,6 +28,7 @@ export interface RunStats {
   fallbackOps: Map<string, number>;
 }
 
+const intsCache = new WeakMap<Tensor, number[]>();
 const byteSize = (dtype: DType, n: number) => Math.ceil(n * DTYPES[dtype].rawBytes);
 const storable = (dtype: DType) => dtype !== 'string' && DTYPES[dtype].rawBytes >= 1 && !dtype.startsWith('complex');
 
@@ -182,7 +183,15 @@ export class WasmGraphRunner {
     const x = ins[0];
     if (!x?.buf || !VIEW_OPS.has(node.opType)) return null;
     let dims: number[] | null = null;
-    const intsOf = (s: Slot | undefined) => (s ? Array.from(this.download(s).data as ArrayLike<number | bigint>, Number) : null);
+    const intsOf = (s: Slot | undefined) => {
+      if (!s) return null;
+      // Shape and axes inputs are usually model constants: convert those once, not on every run.
+      const c = s.js instanceof Tensor ? intsCache.get(s.js) : undefined;
+      if (c) return c;
+      const v = Array.from(this.download(s).data as ArrayLike<number | bigint>, Number);
+      if (s.js instanceof Tensor) intsCache.set(s.js, v);
+      return v;
+    };
     const opset = this.env.opsets.get('') ?? 1;
     switch (node.opType) {
       case 'Identity': dims = x.dims; break;
