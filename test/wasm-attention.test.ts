@@ -22,6 +22,10 @@ interface Case {
   mask?: 'pad' | 'causal' | 'full';
   /** Softmax axis attribute (default: none, i.e. -1 at opset 17). */
   axis?: number;
+  /** Value of the masked entries ('pad': -10000, 'causal': -1e9 unless given). */
+  maskFill?: number;
+  /** 'pad' only: V rows of masked keys set to 1e36, so a masked key's softmax weight must be exactly 0 as in the reference. */
+  hugeMaskedV?: boolean;
 }
 
 function build(c: Case): { model: Model; feeds: Map<string, Value> } {
@@ -54,11 +58,17 @@ function build(c: Case): { model: Model; feeds: Map<string, Value> } {
     if (c.mask === 'pad') {
       md = [B, 1, 1, Skv];
       mv = new Float32Array(B * Skv);
-      for (let b = 0; b < B; b++) { const len = Math.max(1, Math.round(Skv * (0.5 + 0.5 * r()))); for (let j = len; j < Skv; j++) mv[b * Skv + j] = -10000; }
+      for (let b = 0; b < B; b++) { const len = Math.max(1, Math.round(Skv * (0.5 + 0.5 * r()))); for (let j = len; j < Skv; j++) mv[b * Skv + j] = c.maskFill ?? -10000; }
+      if (c.hugeMaskedV) {
+        const v = feeds.get('v') as Tensor, vd = v.data as Float32Array, Dv = v.dims[3];
+        for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let j = 0; j < Skv; j++) {
+          if (mv[b * Skv + j] < -1000) vd.fill(1e36, ((b * H + h) * Skv + j) * Dv, ((b * H + h) * Skv + j + 1) * Dv);
+        }
+      }
     } else if (c.mask === 'causal') {
       md = [1, 1, Sq, Skv];
       mv = new Float32Array(Sq * Skv);
-      for (let i = 0; i < Sq; i++) for (let j = 0; j < Skv; j++) if (j > i + Skv - Sq) mv[i * Skv + j] = -1e9;
+      for (let i = 0; i < Sq; i++) for (let j = 0; j < Skv; j++) if (j > i + Skv - Sq) mv[i * Skv + j] = c.maskFill ?? -1e9;
     } else {
       md = [B, H, Sq, Skv];
       mv = new Float32Array(B * H * Sq * Skv).map(() => 3 * r() - 1.5);
@@ -134,6 +144,23 @@ test('fused Wasm attention on ragged shapes (sequence 1..128, heads 1..12, head 
     await checkCase(rt, { B: 2, H: 1, Sq: 17, Skv: 3, D: 7, Dv: 13, k: 'kt', mask: 'pad' });
     // Long heads: the dot products loop instead of unrolling.
     await checkCase(rt, { B: 1, H: 2, Sq: 10, Skv: 21, D: 150, Dv: 36, k: 'bshd', scale: { op: 'Div', on: 'scores' }, mask: 'full' });
+  } finally {
+    await rt.dispose();
+  }
+});
+
+test('fused Wasm attention: masked softmax terms are exactly 0 (no saturated exp; no denormal products with V)', async () => {
+  // emitExp saturates near exp(-87) ~ 1.6e-38 for very negative inputs; a masked key's weight must still be 0, or its
+  // products with V are denormals (a ~15x slowdown of the decoder's causal attention) and a large V leaks through.
+  const rt = await WasmRuntime.create({ threads: 2 });
+  try {
+    for (const maskFill of [-10000, -1e9, -3.4028234663852886e38, -Infinity]) {
+      await checkCase(rt, { B: 2, H: 4, Sq: 33, Skv: 37, D: 32, k: 'bhsd', scale: { op: 'Div', on: 'scores' }, mask: 'pad', maskFill, hugeMaskedV: true });
+      await checkCase(rt, { B: 1, H: 2, Sq: 1, Skv: 128, D: 32, k: 'bshd', scale: { op: 'Div', on: 'scores' }, mask: 'pad', maskFill, hugeMaskedV: true });
+    }
+    // The decoder's shape: causal mask [1,1,S,S] filled with finfo(float32).min, K from the KV cache as [B,H,S,D].
+    await checkCase(rt, { B: 1, H: 4, Sq: 128, Skv: 128, D: 32, k: 'bhsd', scale: { op: 'Div', on: 'scores' }, mask: 'causal', maskFill: -3.4028234663852886e38 });
+    await checkCase(rt, { B: 1, H: 4, Sq: 1, Skv: 128, D: 32, k: 'bhsd', scale: { op: 'Div', on: 'scores' }, mask: 'causal', maskFill: -Infinity });
   } finally {
     await rt.dispose();
   }

@@ -166,6 +166,12 @@ export function attentionTasks(p: AttentionParams): number {
 
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
 
+/**
+ * Softmax terms exp(x - max) with x - max below this are taken as 0: at most e^-64 ~ 1.6e-28 of the row sum each,
+ * far under f32 resolution, and the surviving ones times any |V| > 1e-10 stay normal floats.
+ */
+const SOFTMAX_FLUSH = -64;
+
 /** Scratch bytes per task: the score block and the prepared Q rows. */
 export function attentionScratchPerTask(p: AttentionParams): number {
   return Math.ceil((p.rows * pad4(p.Skv) + p.rows * pad4(p.D)) * 4 / 64) * 64;
@@ -286,6 +292,9 @@ function buildAttention(p: AttentionParams): Uint8Array {
       const body = (last: boolean) => {
         f.get(pp); f.v128_load(r * SkvP * 4, 0); f.get(mrow); f.simd(SIMD.f32x4_sub); f.set(e);
         emitExp(f, e, temps);
+        // Flush to exactly 0 where x - max < FLUSH: emitExp saturates at exp(-87) ~ 1e-38 there, and a masked score
+        // (-1e4, -1e9, finfo.min, -inf) would then make every product with V a denormal, which x86 runs ~100x slower.
+        f.get(e); f.f32x4_const(SOFTMAX_FLUSH); f.simd(SIMD.f32x4_ge); f.simd(SIMD.v128_and);
         if (last) { f.v128_const(laneMask((l) => l < Skv % 4)); f.simd(SIMD.v128_and); }
         f.set(e);
         f.get(pp); f.get(e); f.v128_store(r * SkvP * 4, 0);
