@@ -8,6 +8,7 @@ import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
 import { fuseElementwise } from './graph/fuse.js';
 import { fuseAttention } from './graph/fuse_attention.js';
+import { fuseMatMul } from './graph/fuse_matmul.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
 
@@ -56,6 +57,7 @@ export class InferenceSession {
         // Fusion serves the generated kernels; the reference backend stays op-by-op, the oracle.
         if (backend === 'wasm') {
           fuseAttention(model);
+          fuseMatMul(model);
           fuseElementwise(model);
         }
       }

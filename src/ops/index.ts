@@ -25,3 +25,4 @@ import './image.js';
 import './linear_attention.js';
 import './fused_attention.js';
 import './fused.js';
+import './fused_matmul.js';

@@ -7,3 +7,4 @@ import './elementwise.js';
 import './reduce.js';
 import './rnn.js';
 import './data.js';
+import './fused_matmul.js';
