@@ -12,7 +12,14 @@ import './ops/index.js';
 /** A tensor in Wasm memory. Views (Reshape …) share the Buf and its reference count. */
 interface Buf { ptr: number; bytes: number; refs: number; constant: boolean }
 interface Slot { buf?: Buf; dtype: DType; dims: number[]; js?: Value; /** dtype[dims], cached for plan lookups */ key?: string }
-const slotKey = (s: Slot) => (s.key ??= `${s.dtype}[${s.dims.join(',')}]`);
+/** Shape keys by dims array: plan outputs reuse their dims arrays every run, so most lookups hit. */
+const dimsKeys = new WeakMap<number[], string>();
+function slotKey(s: Slot): string {
+  if (s.key !== undefined) return s.key;
+  let d = dimsKeys.get(s.dims);
+  if (d === undefined) { d = s.dims.join(','); dimsKeys.set(s.dims, d); }
+  return (s.key = `${s.dtype}[${d}]`);
+}
 
 /** Ops the executor handles itself: they only change metadata, or are pure views of their input. */
 const VIEW_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
@@ -39,6 +46,7 @@ export class WasmGraphRunner {
   private readonly transformed = new Map<string, number>();
   /** Per node: plans by input-shape signature. */
   private readonly plans: Map<string, OpPlan | null>[];
+  private readonly lastPlan: ({ keys: string[]; plan: OpPlan | null } | undefined)[] = [];
   private readonly branches = new Map<Graph, WasmGraphRunner>();
   /** Per node: may run as a Wasm plan (standard or webjit domain, and no subgraph unless it is a webjit fused node). */
   private readonly wasmEligible: boolean[];
@@ -241,9 +249,13 @@ export class WasmGraphRunner {
   }
 
   private plan(i: number, node: Node, ins: (Slot | undefined)[]): OpPlan | null {
-    const key = ins.map((s) => (s ? slotKey(s) : '-')).join(';');
+    // Fast path: the same input shapes as this node's last run (every steady-state run).
+    const last = this.lastPlan[i];
+    if (last && last.keys.length === ins.length && ins.every((s, k) => (s ? slotKey(s) : '-') === last.keys[k])) return last.plan;
+    const keys = ins.map((s) => (s ? slotKey(s) : '-'));
+    const key = keys.join(';');
     const cache = this.plans[i];
-    if (cache.has(key)) return cache.get(key)!;
+    if (cache.has(key)) { const p = cache.get(key)!; this.lastPlan[i] = { keys, plan: p }; return p; }
     const op = findWasmOp(node.opType);
     let plan: OpPlan | null = null;
     if (op) {
@@ -254,6 +266,7 @@ export class WasmGraphRunner {
       plan = op(node, descs, this.planContext(), this.env.opsets.get('') ?? 1);
     }
     cache.set(key, plan);
+    this.lastPlan[i] = { keys, plan };
     return plan;
   }
 
