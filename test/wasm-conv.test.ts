@@ -66,6 +66,9 @@ const convCases: Record<string, ConvCase> = {
   'OCR depthwise 3x3 stride [2,1]': { x: [1, 64, 24, 160], w: [64, 1, 3, 3], bias: true, attrs: { group: 64, pads: [1, 1, 1, 1], strides: [2, 1] } },
   'OCR depthwise 3x3 stride [1,2]': { x: [1, 128, 12, 160], w: [128, 1, 3, 3], bias: true, attrs: { group: 128, pads: [1, 1, 1, 1], strides: [1, 2] } },
   'OCR depthwise 5x5 at 12x80': { x: [1, 240, 12, 80], w: [240, 1, 5, 5], bias: true, attrs: { group: 240, pads: [2, 2, 2, 2] } },
+  'OCR depthwise 5x5 at 3x80 (odd row count)': { x: [1, 480, 3, 80], w: [480, 1, 5, 5], bias: true, attrs: { group: 480, pads: [2, 2, 2, 2] } },
+  'ragged depthwise 5x5 at 11x13, batch 2': { x: [2, 7, 11, 13], w: [7, 1, 5, 5], bias: true, attrs: { group: 7, pads: [2, 2, 2, 2] } },
+  'ragged depthwise 3x3 stride [2,1], odd rows, dilation [2,1]': { x: [1, 6, 13, 10], w: [6, 1, 3, 3], attrs: { group: 6, pads: [2, 1, 1, 1], strides: [2, 1], dilations: [2, 1] } },
   'ragged depthwise 3x3 s2 d2, batch 2, no bias': { x: [2, 5, 13, 23], w: [5, 1, 3, 3], attrs: { group: 5, pads: [2, 1, 0, 2], strides: [2, 2], dilations: [2, 2] } },
   'ragged depthwise 4x3 stride 3, weights as input': { x: [1, 3, 17, 29], w: [3, 1, 4, 3], bias: true, constW: false, attrs: { group: 3, pads: [1, 2, 2, 1], strides: [3, 3] } },
   'large-plane depthwise 3x3 (border path)': { x: [1, 2, 1100, 1100], w: [2, 1, 3, 3], bias: true, attrs: { group: 2, pads: [1, 1, 1, 1] } },
@@ -79,6 +82,15 @@ const convCases: Record<string, ConvCase> = {
   '1-D depthwise k5 dilation 2': { x: [1, 6, 50], w: [6, 1, 5], bias: true, attrs: { group: 6, pads: [4, 4], dilations: [2] } },
   'dense 3x3 weights as input': { x: [1, 6, 9, 14], w: [10, 6, 3, 3], bias: true, constW: false, attrs: { pads: [1, 1, 1, 1] } },
   '1x1 weights as input': { x: [1, 20, 9, 14], w: [10, 20, 1, 1], constW: false },
+  // Pointwise (1x1, stride 1, group 1, oH*oW >= 16): the packed-B GEMM with the bias as a per-row residual.
+  'pointwise OCR 480→480 at 3x80': { x: [1, 480, 3, 80], w: [480, 480, 1, 1], bias: true },
+  'pointwise OCR 64→128 at 12x160': { x: [1, 64, 12, 160], w: [128, 64, 1, 1], bias: true },
+  'pointwise OCR 60→120 at 1x40': { x: [1, 60, 1, 40], w: [120, 60, 1, 1], bias: true },
+  'pointwise ragged 37→19 at 5x7, batch 2, no bias': { x: [2, 37, 5, 7], w: [19, 37, 1, 1] },
+  'pointwise ragged 5→3 at 1x17, batch 3': { x: [3, 5, 1, 17], w: [3, 5, 1, 1], bias: true },
+  'pointwise 1-D 33→10 at 16, batch 2': { x: [2, 33, 16], w: [10, 33, 1], bias: true },
+  'pointwise K > 1024 (K blocks) 1100→7 at 4x5': { x: [1, 1100, 4, 5], w: [7, 1100, 1, 1], bias: true },
+  'pointwise weights as input, batch 2, bias': { x: [2, 9, 6, 7], w: [13, 9, 1, 1], bias: true, constW: false },
   '1x1 stride 2': { x: [1, 16, 9, 10], w: [24, 16, 1, 1], bias: true, attrs: { strides: [2, 2] } },
   // Narrow outputs (oH*oW <= 4): the channel-vector kernel.
   'narrow: Silero STFT k256 s128 → 3 frames': { x: [1, 1, 576], w: [258, 1, 256], attrs: { strides: [128] } },
@@ -121,20 +133,27 @@ test('Conv with a fused activation matches reference conv + activation', { timeo
   const shapes: ConvCase[] = [
     { x: [1, 24, 10, 20], w: [20, 24, 1, 1], bias: true },
     { x: [1, 12, 10, 21], w: [12, 1, 3, 3], bias: true, attrs: { group: 12, pads: [1, 1, 1, 1] } },
+    { x: [1, 8, 9, 14], w: [8, 1, 5, 5], bias: true, attrs: { group: 8, pads: [2, 2, 2, 2] } },
     { x: [1, 3, 16, 18], w: [8, 3, 3, 3], bias: true, attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } },
+    // pointwise GEMM path: OCR-sized, and ragged in Cout, Cin and HW with batch 2 and no bias
+    { x: [1, 240, 12, 80], w: [240, 240, 1, 1], bias: true },
+    { x: [2, 13, 5, 7], w: [11, 13, 1, 1], bias: true },
+    { x: [2, 13, 5, 7], w: [11, 13, 1, 1] },
+    { x: [1, 30, 3, 7], w: [6, 30, 1, 1] },
   ];
   try {
     for (const [act, fn] of acts) for (const c of shapes) {
-      const x = randomFloat(c.x, seed++, -4, 4), w = rnd(c.w), b = rnd([c.w[0]]);
-      const node: Node = { name: 'c', opType: 'Conv', domain: '', inputs: ['x', 'w', 'b'], outputs: ['y'], attrs: attrsOf(c.attrs ?? {}) };
+      const x = randomFloat(c.x, seed++, -4, 4), w = rnd(c.w), b = c.bias ? rnd([c.w[0]]) : undefined;
+      const node: Node = { name: 'c', opType: 'Conv', domain: '', inputs: b ? ['x', 'w', 'b'] : ['x', 'w'], outputs: ['y'], attrs: attrsOf(c.attrs ?? {}) };
       const env = { opsets: new Map([['', 17]]), functions: new Map() };
-      const ref = runNode(node, [x, w, b], env, () => undefined)[0] as Tensor;
+      const ts = b ? [x, w, b] : [x, w];
+      const ref = runNode(node, ts, env, () => undefined)[0] as Tensor;
       const want = new Tensor('float32', Float32Array.from(ref.data as Float32Array, fn), ref.dims);
       const ctx = { threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: () => { throw new Error('unused'); } };
-      const descs = [x, w, b].map((t, i) => ({ dtype: t.type, dims: [...t.dims], name: `v${i}` }));
+      const descs = ts.map((t, i) => ({ dtype: t.type, dims: [...t.dims], name: `v${i}` }));
       const plan = planConv(node, descs, ctx, act)!;
       assert.ok(plan);
-      const ptrs = [x, w, b].map((t) => {
+      const ptrs = ts.map((t) => {
         const d = t.data as Float32Array;
         const p = rt.mem.alloc(d.byteLength);
         rt.mem.u8.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), p);
@@ -144,7 +163,10 @@ test('Conv with a fused activation matches reference conv + activation', { timeo
       const out = rt.mem.alloc(n * 4);
       new Float32Array(rt.mem.u8.buffer, out, n).fill(NaN);
       const scratch = plan.scratchBytes ? rt.mem.alloc(plan.scratchBytes) : 0;
-      for (const l of plan.launches({ inputs: ptrs, outputs: [out], scratch })) {
+      const launches = plan.launches({ inputs: ptrs, outputs: [out], scratch });
+      const pointwise = c.w[2] === 1 && c.w[3] === 1 && !c.attrs;
+      if (pointwise) assert.ok(launches.some((l) => l.kernel.key.startsWith('gemm:')), `pointwise [${c.x}] * [${c.w}] runs on genGemm`);
+      for (const l of launches) {
         const id = await rt.compile(l.kernel);
         await rt.sync();
         rt.launch(id, l.args, l.tasks);

@@ -678,20 +678,24 @@ function buildDepthwisePadded(p: DepthwiseParams): Uint8Array {
   for (let r = 0; r < (Hp * Wp) % 4; r++) { f.get(d); f.f32c(0); f.f32_store(r * 4); }
   f.get(t0); f.i32(p.ppt); mul(f); f.set(q);
   minConst(f, () => { f.get(t1); f.i32(p.ppt); mul(f); }, planes, tmp); f.set(qEnd);
+  // Pushes the input vector of output lanes 0..3 at byte offset `off` from xr.
+  const loadIn = (off: number) => {
+    if (sW === 1) { f.get(xr); f.v128_load(off, 0); }
+    else if (sW === 2) {
+      f.get(xr); f.v128_load(off, 0); f.get(xr); f.v128_load(off + 16, 0);
+      f.i8x16_shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
+    } else {
+      f.get(xr); f.v128_load32_splat(off);
+      for (let l = 1; l < 4; l++) { f.get(xr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); }
+    }
+  };
   // One output vector at xr (padded input) → yr; `lanes` < 4 stores only those lanes.
   const vec = (lanes: number) => {
     f.get(bzv); f.set(acc);
     for (let kh = 0; kh < kH; kh++) for (let kw = 0; kw < kW; kw++) {
       const off = (kh * dH * Wp + kw * dW) * 4;
       if (!relaxed) f.get(acc);
-      if (sW === 1) { f.get(xr); f.v128_load(off, 0); }
-      else if (sW === 2) {
-        f.get(xr); f.v128_load(off, 0); f.get(xr); f.v128_load(off + 16, 0);
-        f.i8x16_shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
-      } else {
-        f.get(xr); f.v128_load32_splat(off);
-        for (let l = 1; l < 4; l++) { f.get(xr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); }
-      }
+      loadIn(off);
       f.get(wv[kh * kW + kw]);
       if (relaxed) f.get(acc);
       fma(f, relaxed); f.set(acc);
@@ -699,6 +703,35 @@ function buildDepthwisePadded(p: DepthwiseParams): Uint8Array {
     emitConvAct(f, act, acc, tmpA);
     if (lanes === 4) { f.get(yr); f.get(acc); f.v128_store(0, 0); }
     else for (let l = 0; l < lanes; l++) { f.get(yr); f.get(acc); f.f32x4_extract_lane(l); f.f32_store(l * 4); }
+  };
+  // Two output vectors, rows oh and oh+1 (at yr and yr + oW*4): independent accumulator chains, and each input vector
+  // the two windows share (sH = 1) is loaded once.
+  const acc1 = f.local('v128'), xin = f.local('v128');
+  const vec2 = (lanes: number) => {
+    f.get(bzv); f.set(acc); f.get(bzv); f.set(acc1);
+    const uses = new Map<number, [Local, Local][]>();
+    for (let r = 0; r < 2; r++) for (let kh = 0; kh < kH; kh++) for (let kw = 0; kw < kW; kw++) {
+      const off = ((r * sH + kh * dH) * Wp + kw * dW) * 4;
+      const u = uses.get(off) ?? [];
+      u.push([r ? acc1 : acc, wv[kh * kW + kw]]);
+      uses.set(off, u);
+    }
+    for (const off of [...uses.keys()].sort((a, b) => a - b)) {
+      const u = uses.get(off)!;
+      if (u.length > 1) { loadIn(off); f.set(xin); }
+      for (const [a, w] of u) {
+        if (!relaxed) f.get(a);
+        if (u.length > 1) f.get(xin); else loadIn(off);
+        f.get(w);
+        if (relaxed) f.get(a);
+        fma(f, relaxed); f.set(a);
+      }
+    }
+    for (const [a, o] of [[acc, 0], [acc1, oW * 4]] as [Local, number][]) {
+      emitConvAct(f, act, a, tmpA);
+      if (lanes === 4) { f.get(yr); f.get(a); f.v128_store(o, 0); }
+      else for (let l = 0; l < lanes; l++) { f.get(yr); f.get(a); f.f32x4_extract_lane(l); f.f32_store(o + l * 4); }
+    }
   };
   f.block(() => {
     f.get(q); f.get(qEnd); f.op(OP.i32_ge_s); f.br_if(0);
@@ -716,8 +749,23 @@ function buildDepthwisePadded(p: DepthwiseParams): Uint8Array {
         for (let c = Math.floor(iW / 4) * 4; c < iW; c++) { f.get(d); f.get(s); f.f32_load(c * 4); f.f32_store(c * 4); }
       });
       f.get(Y); f.get(q); f.i32(oH * oW * 4); mul(f); add(f); f.set(yr);
-      f.for_(oh, () => f.i32(0), () => f.i32(oH), 1, () => {
-        f.get(slot); f.get(oh); f.i32(sH * Wp * 4); mul(f); add(f); f.set(xr);
+      const pairs = Math.floor(oH / 2);
+      if (pairs > 0) {
+        f.for_(oh, () => f.i32(0), () => f.i32(pairs), 1, () => {
+          f.get(slot); f.get(oh); f.i32(2 * sH * Wp * 4); mul(f); add(f); f.set(xr);
+          if (nFull > 0) {
+            f.for_(ow, () => f.i32(0), () => f.i32(nFull), 1, () => {
+              vec2(4);
+              f.get(xr); f.i32(4 * sW * 4); add(f); f.set(xr);
+              f.get(yr); f.i32(16); add(f); f.set(yr);
+            });
+          }
+          if (tail) { vec2(tail); f.get(yr); f.i32(tail * 4); add(f); f.set(yr); }
+          f.get(yr); f.i32(oW * 4); add(f); f.set(yr);
+        });
+      }
+      if (oH % 2) {
+        f.get(slot); f.i32((oH - 1) * sH * Wp * 4); add(f); f.set(xr);
         if (nFull > 0) {
           f.for_(ow, () => f.i32(0), () => f.i32(nFull), 1, () => {
             vec(4);
@@ -725,8 +773,8 @@ function buildDepthwisePadded(p: DepthwiseParams): Uint8Array {
             f.get(yr); f.i32(16); add(f); f.set(yr);
           });
         }
-        if (tail) { vec(tail); f.get(yr); f.i32(tail * 4); add(f); f.set(yr); }
-      });
+        if (tail) vec(tail);
+      }
       f.get(q); f.i32(1); add(f); f.tee(q); f.get(qEnd); f.op(OP.i32_lt_s); f.br_if(0);
     });
   });

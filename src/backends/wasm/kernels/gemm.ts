@@ -22,6 +22,11 @@ export interface GemmEpilogue {
   residualStrideN?: 0 | 1;
   residualScale?: number;
   residualAfterAct?: boolean;
+  /**
+   * Extra elementwise code applied after `act` (before a residualAfterAct add), e.g. a conv's clip or hardswish:
+   * `emit` replaces the v128 in local v; `key` must capture everything it emits.
+   */
+  postAct?: { key: string; emit: (f: FunctionBuilder, v: Local, t: ActTemps) => void };
 }
 
 /** The register/cache tile of one kernel. */
@@ -184,7 +189,8 @@ export function gemmTasks(p: GemmParams): number {
 function epKey(e: GemmEpilogue | undefined): string {
   if (!e) return '';
   return [e.scale ?? 1, e.bias ? `b${e.biasStride ?? 1}*${e.biasScale ?? 1}` : '', e.act ?? 'none',
-    e.residual ? `r${e.residualStrideM},${e.residualStrideN ?? 1}*${e.residualScale ?? 1}${e.residualAfterAct ? 'a' : ''}` : ''].join(':');
+    e.residual ? `r${e.residualStrideM},${e.residualStrideN ?? 1}*${e.residualScale ?? 1}${e.residualAfterAct ? 'a' : ''}` : '',
+    ...(e.postAct ? [`p(${e.postAct.key})`] : [])].join(':');
 }
 
 /**
@@ -396,7 +402,8 @@ function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
       biasV.push(l);
     }
   }
-  const tmp = act !== 'none' || useRes ? new ActTemps(f) : undefined;
+  const post = final ? ep.postAct : undefined;
+  const tmp = act !== 'none' || useRes || post ? new ActTemps(f) : undefined;
   const addRes = (i: number, j: number, v: Local) => {
     f.get(v); loadLanes(pres, (i * rsm + (rsn ? j * 4 : 0)) * 4, lanes(j), rsn);
     if ((ep.residualScale ?? 1) !== 1) { f.f32x4_const(ep.residualScale!); f.simd(SIMD.f32x4_mul); }
@@ -408,6 +415,7 @@ function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
     if (useBias) { f.get(v); f.get(biasV[j]); f.simd(SIMD.f32x4_add); f.set(v); }
     if (useRes && !ep.residualAfterAct) addRes(i, j, v);
     if (act !== 'none') emitActivation(f, act, v, tmp!);
+    if (post) post.emit(f, v, tmp!);
     if (useRes && ep.residualAfterAct) addRes(i, j, v);
     const off = (i * ldc + j * 4) * 4, n = lanes(j);
     if (n === 4) { f.get(pc); f.get(v); f.v128_store(off, 0); }

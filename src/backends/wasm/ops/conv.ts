@@ -1,10 +1,12 @@
 // Wasm Conv (f32, NCHW, 1-D and 2-D): direct depthwise, channel-vector kernel for tiny output planes, 1x1 as a GEMM on the input, im2col + GEMM otherwise.
 import type { Node } from '../../../graph/ir.js';
 import {
-  type ConvActivation, type Geom2, NO_ACT, convGemmTasks, packConvA, convGemmTile, depthwisePadding, depthwiseTasks, genConvGemm, genDepthwise,
+  type ConvActivation, type Geom2, NO_ACT, actKey, emitConvAct, convGemmTasks, packConvA, convGemmTile, depthwisePadding, depthwiseTasks, genConvGemm, genDepthwise,
   genIm2col, im2colTasks, genConvNarrow, narrowSupported, narrowTasks, narrowTile, packBiasNarrow, packConvNarrow,
 } from '../kernels/conv.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+import { type GemmEpilogue, type GemmParams, gemmTasks, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
+import { chooseGemmTile } from './matmul.js';
 
 export function attrInts(node: Node, name: string): number[] | undefined {
   const a = node.attrs.get(name);
@@ -109,6 +111,7 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
   if (narrow) return narrow;
 
   const pointwise = KK === 1 && g.sH === 1 && g.sW === 1 && g.pH === 0 && g.pW === 0 && g.oH === g.iH && g.oW === g.iW;
+  if (pointwise && group === 1 && P >= POINTWISE_GEMM_MIN_P) return planPointwise(N, C, M, P, hasBias, act, ctx, outputs);
   const tile = convGemmTile(Mg, R, P, (pointwise ? N : 1) * group, ctx.threads);
   // Constant weights are packed once into tiles of mr rows (one contiguous stream per register tile).
   const wc = w.constant;
@@ -150,6 +153,40 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
       }
       return ls;
     },
+  };
+}
+
+/** From this many output positions a pointwise conv runs on the packed-B GEMM (narrower planes waste its 8-wide panels). */
+const POINTWISE_GEMM_MIN_P = 16;
+
+/**
+ * A 1x1, stride 1, unpadded, group 1 conv is Y[n] = W[M x C] · X[n][C x P] (+ bias[m] per row): the input is packed
+ * into the GEMM's B panels per run, the weights are read in place as A, and the bias enters as a residual that is
+ * constant along N (stride 0). The activation runs in the GEMM's epilogue.
+ */
+function planPointwise(N: number, C: number, M: number, P: number, hasBias: boolean, act: ConvActivation, ctx: PlanContext,
+  outputs: OpPlan['outputs']): OpPlan {
+  const tile = chooseGemmTile(M, P, C, N, ctx.threads, ctx.relaxedSimd);
+  const psize = packedBSize(C, P, tile.nr);
+  const epilogue: GemmEpilogue = {};
+  if (hasBias) Object.assign(epilogue, { residual: true, residualStrideM: 1, residualStrideN: 0 });
+  if (act.kind !== 'none') epilogue.postAct = { key: actKey(act), emit: (f, v, t) => emitConvAct(f, act, v, t) };
+  const params: GemmParams = {
+    M, N: P, K: C, sAm: C, sAk: 1, tile, relaxed: ctx.relaxedSimd, epilogue,
+    batch: N > 1 ? { dims: [N], a: [0], b: [psize], r: [0] } : undefined,
+  };
+  const kernel = genGemm(params);
+  const tasks = gemmTasks(params);
+  const pp = { K: C, N: P, sBk: P, sBn: 1, nr: tile.nr, count: N, stride: C * P };
+  const pack = genPackB(pp);
+  const packTasks = packBTasks(pp);
+  return {
+    outputs,
+    scratchBytes: N * psize * 4,
+    launches: (bf) => [
+      { kernel: pack, args: [bf.inputs[0], bf.scratch], tasks: packTasks },
+      { kernel, args: [bf.inputs[1], bf.scratch, bf.outputs[0], 0, hasBias ? bf.inputs[2] : 0], tasks },
+    ],
   };
 }
 
