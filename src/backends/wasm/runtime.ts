@@ -126,6 +126,11 @@ export class WasmRuntime {
   /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). */
   async sync(): Promise<void> {
     if (this.booting) {
+      // Never wait for booting workers (a first run would wait tens of ms, longer than it computes): one turn of the
+      // event loop lets a finished boot report in (runs that only await microtasks would never see it); if not
+      // booted yet, they join at a later node or run.
+      if (!this.booted) await nextTurn();
+      if (!this.booted) return;
       // Workers that just booted take every kernel compiled so far.
       const fresh = await this.booting;
       this.booting = null;
@@ -226,6 +231,12 @@ function trapError(e: unknown): ExecutionError {
   const what = e instanceof Error ? e.message : 'a worker thread trapped';
   return new ExecutionError(`a Wasm kernel stopped: ${what}`, {},
     'check the input data (for example indices out of range); if the data is valid, this is a bug in webjit: please report it with the model');
+}
+
+/** Resolves after the event loop has handled what is pending (worker messages included). */
+function nextTurn(): Promise<void> {
+  const g = globalThis as { setImmediate?: (f: () => void) => void };
+  return new Promise((resolve) => (g.setImmediate ? g.setImmediate(resolve) : setTimeout(resolve, 0)));
 }
 
 async function defaultThreads(): Promise<number> {

@@ -3,35 +3,76 @@
 export type ValType = 'i32' | 'i64' | 'f32' | 'f64' | 'v128';
 const VT: Record<ValType, number> = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64: 0x7c, v128: 0x7b };
 
+/** Scratch for float constants: their little-endian bytes without a new typed array per constant. */
+const F32 = new Float32Array(4);
+const F32_BYTES = new Uint8Array(F32.buffer);
+const F64 = new Float64Array(1);
+const F64_BYTES = new Uint8Array(F64.buffer);
+
 export class ByteWriter {
-  bytes: number[] = [];
-  u8(b: number): this { this.bytes.push(b & 0xff); return this; }
+  // A growable byte buffer: generators emit tens of thousands of bytes, often from cold (interpreted) code.
+  private buf = new Uint8Array(256);
+  private len = 0;
+
+  /** The bytes written so far (a copy). */
+  get bytes(): number[] { return Array.from(this.buf.subarray(0, this.len)); }
+
+  /** Number of bytes written so far. */
+  get length(): number { return this.len; }
+
+  /** The bytes written so far, as a view that the next write may invalidate. */
+  view(): Uint8Array { return this.buf.subarray(0, this.len); }
+
+  private grow(n: number): void {
+    const b = new Uint8Array(Math.max(this.buf.length * 2, this.len + n));
+    b.set(this.buf.subarray(0, this.len));
+    this.buf = b;
+  }
+
+  u8(b: number): this {
+    if (this.len === this.buf.length) this.grow(1);
+    this.buf[this.len++] = b;
+    return this;
+  }
   u32(v: number): this {
     v >>>= 0;
-    do { let b = v & 0x7f; v >>>= 7; if (v) b |= 0x80; this.bytes.push(b); } while (v);
+    if (this.len + 5 > this.buf.length) this.grow(5);
+    const buf = this.buf;
+    if (v < 0x80) { buf[this.len++] = v; return this; }
+    do { let b = v & 0x7f; v >>>= 7; if (v) b |= 0x80; buf[this.len++] = b; } while (v);
     return this;
   }
   s32(v: number): this {
     v |= 0;
+    if (this.len + 5 > this.buf.length) this.grow(5);
+    const buf = this.buf;
+    if (v >= -64 && v < 64) { buf[this.len++] = v & 0x7f; return this; }
     for (;;) {
       const b = v & 0x7f;
       v >>= 7;
-      if ((v === 0 && !(b & 0x40)) || (v === -1 && b & 0x40)) { this.bytes.push(b); return this; }
-      this.bytes.push(b | 0x80);
+      if ((v === 0 && !(b & 0x40)) || (v === -1 && b & 0x40)) { buf[this.len++] = b; return this; }
+      buf[this.len++] = b | 0x80;
     }
   }
   s64(v: bigint): this {
     for (;;) {
       const b = Number(v & 0x7fn);
       v >>= 7n;
-      if ((v === 0n && !(b & 0x40)) || (v === -1n && b & 0x40)) { this.bytes.push(b); return this; }
-      this.bytes.push(b | 0x80);
+      if ((v === 0n && !(b & 0x40)) || (v === -1n && b & 0x40)) { this.u8(b); return this; }
+      this.u8(b | 0x80);
     }
   }
-  f32(x: number): this { return this.vec(new Uint8Array(new Float32Array([x]).buffer)); }
-  f64(x: number): this { return this.vec(new Uint8Array(new Float64Array([x]).buffer)); }
+  f32(x: number): this { F32[0] = x; return this.vec(F32_BYTES.subarray(0, 4)); }
+  f64(x: number): this { F64[0] = x; return this.vec(F64_BYTES); }
   str(s: string): this { const b = new TextEncoder().encode(s); this.u32(b.length); return this.vec(b); }
-  vec(items: ArrayLike<number>): this { for (let i = 0; i < items.length; i++) this.bytes.push(items[i]); return this; }
+  vec(items: ArrayLike<number>): this {
+    const n = items.length;
+    if (this.len + n > this.buf.length) this.grow(n);
+    if (items instanceof Uint8Array) this.buf.set(items, this.len);
+    else for (let i = 0; i < n; i++) this.buf[this.len + i] = items[i];
+    this.len += n;
+    return this;
+  }
 }
 
 export interface Local { index: number; type: ValType }
@@ -123,12 +164,20 @@ export class FunctionBuilder {
   v128_store(offset = 0, align = 4): this { this.code.u8(0xfd).u32(0x0b).u32(align).u32(offset >>> 0); return this; }
   v128_load32_splat(offset = 0): this { this.code.u8(0xfd).u32(0x09).u32(2).u32(offset >>> 0); return this; }
   v128_const(bytes: ArrayLike<number>): this { this.code.u8(0xfd).u32(0x0c).vec(bytes); return this; }
-  f32x4_const(a: number, b = a, c = a, d = a): this { return this.v128_const(new Uint8Array(new Float32Array([a, b, c, d]).buffer)); }
+  f32x4_const(a: number, b = a, c = a, d = a): this {
+    F32[0] = a; F32[1] = b; F32[2] = c; F32[3] = d;
+    return this.v128_const(F32_BYTES);
+  }
   f32x4_extract_lane(l: number): this { this.code.u8(0xfd).u32(0x1f).u8(l); return this; }
   f32x4_replace_lane(l: number): this { this.code.u8(0xfd).u32(0x20).u8(l); return this; }
   i8x16_shuffle(lanes: number[]): this { this.code.u8(0xfd).u32(0x0d).vec(lanes); return this; }
 
   finish(): { params: ValType[]; results: ValType[]; body: number[] } {
+    return { params: this.params.map((p) => p.type), results: this.results, body: Array.from(this.body()) };
+  }
+
+  /** The function body (locals, code, end) as bytes. */
+  body(): Uint8Array {
     const body = new ByteWriter();
     // Locals grouped in runs of the same type.
     const groups: [number, ValType][] = [];
@@ -139,9 +188,9 @@ export class FunctionBuilder {
     }
     body.u32(groups.length);
     for (const [n, t] of groups) body.u32(n).u8(VT[t]);
-    body.vec(this.code.bytes);
+    body.vec(this.code.view());
     body.u8(0x0b);
-    return { params: this.params.map((p) => p.type), results: this.results, body: body.bytes };
+    return body.view();
   }
 }
 
@@ -193,12 +242,12 @@ export class ModuleBuilder {
 
   build(): Uint8Array {
     const out = new ByteWriter().vec([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
-    const section = (id: number, w: ByteWriter) => { out.u8(id).u32(w.bytes.length).vec(w.bytes); };
-    const fins = this.funcs.map((f) => f.finish());
-    const types = new ByteWriter().u32(fins.length);
-    for (const f of fins) {
+    const section = (id: number, w: ByteWriter) => { out.u8(id).u32(w.length).vec(w.view()); };
+    const bodies = this.funcs.map((f) => f.body());
+    const types = new ByteWriter().u32(this.funcs.length);
+    for (const f of this.funcs) {
       types.u8(0x60).u32(f.params.length);
-      for (const p of f.params) types.u8(VT[p]);
+      for (const p of f.params) types.u8(VT[p.type]);
       types.u32(f.results.length);
       for (const r of f.results) types.u8(VT[r]);
     }
@@ -206,16 +255,16 @@ export class ModuleBuilder {
     const imports = new ByteWriter().u32(1).str('env').str('memory').u8(0x02)
       .u8(this.shared ? 0x03 : 0x01).u32(this.memoryPages.min).u32(this.memoryPages.max);
     section(2, imports);
-    const fsec = new ByteWriter().u32(fins.length);
-    fins.forEach((_, i) => fsec.u32(i));
+    const fsec = new ByteWriter().u32(bodies.length);
+    bodies.forEach((_, i) => fsec.u32(i));
     section(3, fsec);
     const exp = new ByteWriter().u32(this.funcs.length);
     this.funcs.forEach((f, i) => exp.str(f.name).u8(0x00).u32(i));
     section(7, exp);
-    const code = new ByteWriter().u32(fins.length);
-    for (const f of fins) code.u32(f.body.length).vec(f.body);
+    const code = new ByteWriter().u32(bodies.length);
+    for (const b of bodies) code.u32(b.length).vec(b);
     section(10, code);
-    return new Uint8Array(out.bytes);
+    return out.view().slice();
   }
 }
 
