@@ -10,6 +10,8 @@ export interface BenchArgs {
   json?: string;
   filter?: string;
   quick?: boolean;
+  /** Repeat the whole suite this many times, engines interleaved; report the median of each figure. */
+  rounds: number;
 }
 
 export async function benchCommand(a: BenchArgs): Promise<number> {
@@ -17,20 +19,45 @@ export async function benchCommand(a: BenchArgs): Promise<number> {
   const cases = modelCases().filter((c) => !a.filter || new RegExp(a.filter, 'i').test(c.name));
   const engines: Engine[] = [webjitEngine('wasm', a.threads), ortWebWasm(a.threads), ortNode(a.threads)];
   const opts = a.quick ? { warmupMs: 200, minRuns: 3, minMs: 300 } : { warmupMs: 1000, minRuns: 10, minMs: 2000 };
-  const rows: Measurement[] = [];
+  const all: Measurement[] = [];
+  const oracles = new Map<string, Record<string, import('../tensor.js').Tensor>>();
   for (const c of cases) {
     // The oracle: onnxruntime-node's output on the same feeds.
     const oracleSession = await ortNode(1).create(new Uint8Array(fs.readFileSync(c.file)));
-    const oracle = await oracleSession.run(c.feeds());
+    oracles.set(c.name, await oracleSession.run(c.feeds()));
     await oracleSession.release();
-    for (const e of engines) {
-      process.stderr.write(`${c.name} on ${e.name}…\n`);
-      rows.push(await measure(e, c, oracle, opts));
+  }
+  for (let r = 0; r < a.rounds; r++) {
+    for (const c of cases) {
+      for (const e of engines) {
+        process.stderr.write(`round ${r + 1}/${a.rounds}: ${c.name} on ${e.name}…\n`);
+        all.push(await measure(e, c, oracles.get(c.name)!, opts));
+      }
     }
   }
+  const rows = a.rounds > 1 ? medianRows(all) : all;
   printTable(rows, engines[0].name, engines[1].name, engines[2].name);
-  if (a.json) fs.writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), suite: a.suite, threads: a.threads, rows }, null, 1));
+  if (a.json) fs.writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), suite: a.suite, threads: a.threads, rounds: a.rounds, rows, all }, null, 1));
   return 0;
+}
+
+/** One row per (model, engine): the median over rounds of each time; the worst check. */
+function medianRows(all: Measurement[]): Measurement[] {
+  const groups = new Map<string, Measurement[]>();
+  for (const m of all) {
+    const k = `${m.model}\u0000${m.engine}`;
+    groups.set(k, [...(groups.get(k) ?? []), m]);
+  }
+  const med = (xs: number[]) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
+  return [...groups.values()].map((ms) => {
+    const ok = ms.filter((m) => !m.error);
+    if (ok.length < ms.length) return ms.find((m) => m.error)!;
+    return {
+      ...ms[0], createMs: med(ok.map((m) => m.createMs)), firstMs: med(ok.map((m) => m.firstMs)), medianMs: med(ok.map((m) => m.medianMs)),
+      minMs: Math.min(...ok.map((m) => m.minMs)), maxMs: Math.max(...ok.map((m) => m.maxMs)), runs: ok.reduce((n, m) => n + m.runs, 0),
+      relErr: ok.some((m) => m.relErr === null) ? null : Math.max(...ok.map((m) => m.relErr!)),
+    };
+  });
 }
 
 function printTable(rows: Measurement[], ours: string, peer: string, native: string): void {

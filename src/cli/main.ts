@@ -40,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--threads <n>', 'threads for every engine', (v) => parseInt(v, 10), 2)
     .option('--filter <regex>', 'only models whose name matches')
     .option('--quick', 'fewer repeats')
+    .option('--rounds <n>', 'repeat the suite, engines interleaved, and report medians over rounds', (v) => parseInt(v, 10), 3)
     .option('--json <file>', 'write every measurement as JSON')
     .action(async (o) => { code = await benchCommand(o); });
 
