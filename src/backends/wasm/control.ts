@@ -30,4 +30,4 @@ export function takeTask(ctrl: Int32Array, gen: number, ntasks: number): number 
 }
 
 /** How long a worker polls for the next launch before it sleeps (launches come in bursts, a model's nodes). */
-export const SPIN_ITERATIONS = 20000;
+export const SPIN_ITERATIONS = 200000;
