@@ -471,30 +471,49 @@ export function emitActivation(f: FunctionBuilder, act: GemmActivation, v: Local
     case 'tanh':
       f.get(v); f.set(t.c); emitTanh(f, t); f.set(v); return;
     case 'gelu_tanh': {
-      // 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3)))
-      f.get(v); f.get(v); f.simd(F.f32x4_mul); f.get(v); f.simd(F.f32x4_mul); splat(f, 0.044715); f.simd(F.f32x4_mul);
-      f.get(v); f.simd(F.f32x4_add); splat(f, Math.sqrt(2 / Math.PI)); f.simd(F.f32x4_mul); f.set(t.c);
-      emitTanh(f, t); splat(f, 1); f.simd(F.f32x4_add); f.get(v); f.simd(F.f32x4_mul); splat(f, 0.5); f.simd(F.f32x4_mul);
+      // 0.5 v (1 + tanh(u)), u = sqrt(2/pi) (v + 0.044715 v^3); tanh(u) = u P(u^2) / Q(u^2) on u clamped to +-7.905 (the
+      // rational form of Eigen's ptanh_float, |error| < 4e-7), the 0.5 folded into P: v (0.5 + u P'(u^2) / Q(u^2)).
+      const c = Math.sqrt(2 / Math.PI);
+      f.get(v); f.get(v); f.simd(F.f32x4_mul); splat(f, c * 0.044715); f.simd(F.f32x4_mul); splat(f, c); f.simd(F.f32x4_add);
+      f.get(v); f.simd(F.f32x4_mul);
+      splat(f, -TANH_CLAMP); f.simd(F.f32x4_pmax); splat(f, TANH_CLAMP); f.simd(F.f32x4_pmin); f.tee(t.a);
+      f.get(t.a); f.simd(F.f32x4_mul); f.set(t.b);
+      emitPoly(f, t.b, TANH_P.map((x) => 0.5 * x)); f.get(t.a); f.simd(F.f32x4_mul);
+      emitPoly(f, t.b, TANH_Q); f.simd(F.f32x4_div);
+      splat(f, 0.5); f.simd(F.f32x4_add); f.get(v); f.simd(F.f32x4_mul);
       f.set(v); return;
     }
     case 'gelu': {
-      // 0.5 v (1 + erf(v/sqrt2)); erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7)
-      const z = t.d, tt = t.c;
-      f.get(v); splat(f, Math.SQRT1_2); f.simd(F.f32x4_mul); f.simd(F.f32x4_abs); f.set(z);
-      splat(f, 1); splat(f, 1); f.get(z); splat(f, 0.3275911); f.simd(F.f32x4_mul); f.simd(F.f32x4_add); f.simd(F.f32x4_div); f.set(tt);
-      const a = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
-      splat(f, a[0]);
-      for (let i = 1; i < a.length; i++) { f.get(tt); f.simd(F.f32x4_mul); splat(f, a[i]); f.simd(F.f32x4_add); }
-      f.get(tt); f.simd(F.f32x4_mul); f.set(tt); // poly
-      f.get(z); f.get(z); f.simd(F.f32x4_mul); f.simd(F.f32x4_neg); f.set(z); emitExp(f, z, t); f.set(z);
-      // e = 1 - poly*exp(-z^2), with the sign of v
-      splat(f, 1); f.get(tt); f.get(z); f.simd(F.f32x4_mul); f.simd(F.f32x4_sub);
-      f.get(v); f.v128_const(new Uint8Array(new Uint32Array([0x80000000, 0x80000000, 0x80000000, 0x80000000]).buffer)); f.simd(F.v128_and);
-      f.simd(F.v128_or);
-      splat(f, 1); f.simd(F.f32x4_add); f.get(v); f.simd(F.f32x4_mul); splat(f, 0.5); f.simd(F.f32x4_mul);
+      // 0.5 v (1 + erf(v/sqrt2)); erf(x) = x P(x^2) / Q(x^2) on x clamped to +-4 (the rational form of Eigen's / XLA's
+      // f32 erf, |error| < 5e-7), with x = v/sqrt2 and the 0.5 folded into the coefficients: v (0.5 + v P'(v^2) / Q'(v^2)).
+      splat(f, -4 * Math.SQRT2); f.get(v); f.simd(F.f32x4_pmax); f.set(t.a);
+      f.get(t.a); splat(f, 4 * Math.SQRT2); f.simd(F.f32x4_pmin); f.tee(t.a);
+      f.get(t.a); f.simd(F.f32x4_mul); f.set(t.b);
+      // P(x^2) with x^2 = v^2/2: the coefficient of v^(2i) is alpha_i / 2^i; times x = v/sqrt2 and 0.5.
+      const n = ERF_P.length, m = ERF_Q.length;
+      emitPoly(f, t.b, ERF_P.map((a, i) => (0.5 * Math.SQRT1_2 * a) / 2 ** (n - 1 - i))); f.get(t.a); f.simd(F.f32x4_mul);
+      emitPoly(f, t.b, ERF_Q.map((b, i) => b / 2 ** (m - 1 - i))); f.simd(F.f32x4_div);
+      splat(f, 0.5); f.simd(F.f32x4_add); f.get(v); f.simd(F.f32x4_mul);
       f.set(v); return;
     }
   }
+}
+
+/** Odd numerator / even denominator coefficients (highest power first) of the rational f32 erf (Eigen, XLA). */
+const ERF_P = [-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+  -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02];
+const ERF_Q = [-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+  -1.42647390514189e-02];
+/** The same for tanh (Eigen's ptanh_float), valid on |x| <= TANH_CLAMP (beyond it tanh rounds to +-1). */
+const TANH_CLAMP = 7.90531110763549805;
+const TANH_P = [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+  1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03];
+const TANH_Q = [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03];
+
+/** Pushes the polynomial c[0] z^(n-1) + ... + c[n-1] of the v128 in local z (Horner). */
+function emitPoly(f: FunctionBuilder, z: Local, c: readonly number[]): void {
+  splat(f, c[0]);
+  for (let i = 1; i < c.length; i++) { f.get(z); f.simd(SIMD.f32x4_mul); splat(f, c[i]); f.simd(SIMD.f32x4_add); }
 }
 
 /** Pushes tanh(t.c) = 1 - 2 / (exp(2x) + 1). Uses t.a, t.b, t.c. */
