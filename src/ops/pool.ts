@@ -35,35 +35,10 @@ function poolGeometry(x: Tensor, ctx: KernelContext, allowCeil: boolean): PoolGe
   let pads = ctx.attr.ints('pads', new Array(2 * sp).fill(0));
   const autoPad = ctx.attr.string('auto_pad', 'NOTSET');
   const ceil = allowCeil ? ctx.attr.int('ceil_mode', 0) : 0;
-  const outS: number[] = [];
-  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) {
-      const o = Math.floor((inS[i] - 1) / strides[i]) + 1;
-      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
-      const half = Math.floor(total / 2);
-      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
-      pads[i + sp] = total - pads[i];
-      outS.push(o);
-    }
-  } else if (autoPad === 'VALID') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) outS.push(Math.floor((inS[i] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1);
-  } else if (autoPad === 'NOTSET') {
-    for (let i = 0; i < sp; i++) {
-      const v = (inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i] + 1;
-      let o: number;
-      if (ceil) {
-        o = Math.ceil(v);
-        if ((o - 1) * strides[i] >= inS[i] + pads[i]) o--;
-      } else {
-        o = Math.floor(v);
-      }
-      outS.push(o);
-    }
-  } else {
-    throw new InputError(`unknown auto_pad '${autoPad}'`, whereOf(ctx));
-  }
+  const shaped = poolOutputShape(inS, kS, strides, dils, pads, autoPad, ceil !== 0);
+  if (!shaped) throw new InputError(`unknown auto_pad '${autoPad}'`, whereOf(ctx));
+  const outS = shaped.outS;
+  pads = shaped.pads;
   for (const o of outS) if (o < 0) throw new InputError(`pooling window larger than the padded input`, whereOf(ctx));
   return {
     N: x.dims[0], C: x.dims[1], inS: pad3(inS, 1), kS: pad3(kS, 1), outS: pad3(outS, 1),
@@ -341,3 +316,36 @@ registerOp('MaxRoiPool', (inputs, ctx) => {
   }
   return [fromNumbers(x.type, [R, C, pH, pW], out)];
 });
+
+/**
+ * Output spatial dims of a pooling window and the effective pads (auto_pad resolved), shared by the
+ * reference kernels and the Wasm backend; null for an unknown auto_pad.
+ */
+export function poolOutputShape(inS: number[], kS: number[], strides: number[], dils: number[], pads: number[], autoPad: string,
+  ceil: boolean): { outS: number[]; pads: number[] } | null {
+  const sp = inS.length;
+  const outS: number[] = [];
+  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
+    pads = new Array(2 * sp).fill(0);
+    for (let i = 0; i < sp; i++) {
+      const o = Math.floor((inS[i] - 1) / strides[i]) + 1;
+      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
+      const half = Math.floor(total / 2);
+      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
+      pads[i + sp] = total - pads[i];
+      outS.push(o);
+    }
+  } else if (autoPad === 'VALID') {
+    pads = new Array(2 * sp).fill(0);
+    for (let i = 0; i < sp; i++) outS.push(Math.floor((inS[i] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1);
+  } else if (autoPad === 'NOTSET') {
+    for (let i = 0; i < sp; i++) {
+      const v = (inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i] + 1;
+      let o = ceil ? Math.ceil(v) : Math.floor(v);
+      // With ceil_mode, the last window must start inside the input or its left padding.
+      if (ceil && (o - 1) * strides[i] >= inS[i] + pads[i]) o--;
+      outS.push(o);
+    }
+  } else return null;
+  return { outS, pads };
+}

@@ -1,4 +1,5 @@
 // Wasm pooling (f32, NCHW, 1-D and 2-D): MaxPool (no Indices output), AveragePool, GlobalAveragePool, GlobalMaxPool.
+import { poolOutputShape } from '../../../ops/pool.js';
 import type { Node } from '../../../graph/ir.js';
 import { genGlobalPool, genPool } from '../kernels/conv.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
@@ -23,31 +24,10 @@ function planPool(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContex
   if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || pads.some((p) => p < 0)) return null;
   const ceil = attrInt(node, 'ceil_mode', 0) !== 0;
   const autoPad = attrStr(node, 'auto_pad', 'NOTSET');
-  const outS: number[] = [];
-  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) {
-      const o = Math.floor((inS[i] - 1) / strides[i]) + 1;
-      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
-      const half = Math.floor(total / 2);
-      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
-      pads[i + sp] = total - pads[i];
-      outS.push(o);
-    }
-  } else if (autoPad === 'VALID') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) outS.push(Math.floor((inS[i] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1);
-  } else if (autoPad === 'NOTSET') {
-    for (let i = 0; i < sp; i++) {
-      const v = (inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i] + 1;
-      let o: number;
-      if (ceil) {
-        o = Math.ceil(v);
-        if ((o - 1) * strides[i] >= inS[i] + pads[i]) o--;
-      } else o = Math.floor(v);
-      outS.push(o);
-    }
-  } else return null;
+  const shaped = poolOutputShape(inS, kS, strides, dils, pads, autoPad, ceil);
+  if (!shaped) return null;
+  const outS = shaped.outS;
+  pads = shaped.pads;
   if (outS.some((o) => o < 0)) return null;
   const outDims = [x.dims[0], x.dims[1], ...outS];
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
