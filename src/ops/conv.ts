@@ -45,23 +45,10 @@ function convGeometry(x: Tensor, w: Tensor, ctx: KernelContext): ConvGeom {
   }
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const dils = ctx.attr.ints('dilations', new Array(sp).fill(1));
-  let pads = ctx.attr.ints('pads', new Array(2 * sp).fill(0));
   const autoPad = ctx.attr.string('auto_pad', 'NOTSET');
+  const pads = resolveAutoPad(autoPad, inS, kS, strides, dils, ctx.attr.ints('pads', new Array(2 * sp).fill(0)));
+  if (!pads) throw new InputError(`unknown auto_pad '${autoPad}'`, whereOf(ctx));
   const outS: number[] = [];
-  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) {
-      const o = Math.ceil(inS[i] / strides[i]);
-      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
-      const half = Math.floor(total / 2);
-      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
-      pads[i + sp] = total - pads[i];
-    }
-  } else if (autoPad === 'VALID') {
-    pads = new Array(2 * sp).fill(0);
-  } else if (autoPad !== 'NOTSET') {
-    throw new InputError(`unknown auto_pad '${autoPad}'`, whereOf(ctx));
-  }
   for (let i = 0; i < sp; i++) {
     const eff = (kS[i] - 1) * dils[i] + 1;
     const o = Math.floor((inS[i] + pads[i] + pads[i + sp] - eff) / strides[i]) + 1;
@@ -475,3 +462,25 @@ registerOp('CausalConvWithState', (inputs, ctx) => {
   return [fromNumbers(x.type, [B, C, L], out), fromNumbers(x.type, [B, C, S], state)];
 });
 
+
+/**
+ * Explicit begin/end pads for `auto_pad` (ONNX conv and pooling): SAME_* pad so the output has ceil(in/stride)
+ * positions (the odd one at the end for SAME_UPPER, at the start for SAME_LOWER), VALID pads nothing, NOTSET keeps
+ * `pads`. Null for an unknown auto_pad.
+ */
+export function resolveAutoPad(autoPad: string, inS: readonly number[], kS: readonly number[], strides: readonly number[],
+  dils: readonly number[], pads: number[]): number[] | null {
+  const sp = inS.length;
+  if (autoPad === 'NOTSET') return pads;
+  if (autoPad === 'VALID') return new Array(2 * sp).fill(0);
+  if (autoPad !== 'SAME_UPPER' && autoPad !== 'SAME_LOWER') return null;
+  const out = new Array<number>(2 * sp).fill(0);
+  for (let i = 0; i < sp; i++) {
+    const o = Math.ceil(inS[i] / strides[i]);
+    const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
+    const half = Math.floor(total / 2);
+    out[i] = autoPad === 'SAME_UPPER' ? half : total - half;
+    out[i + sp] = total - out[i];
+  }
+  return out;
+}

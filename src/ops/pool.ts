@@ -3,6 +3,7 @@ import { InputError, UnsupportedError } from '../errors.js';
 import { isFloat, sizeOf, type DType, type Tensor } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
 import { alloc, fromNumbers, input, numbers, optInput } from './util.js';
+import { resolveAutoPad } from './conv.js';
 
 type Num = ArrayLike<number>;
 
@@ -325,18 +326,12 @@ export function poolOutputShape(inS: number[], kS: number[], strides: number[], 
   ceil: boolean): { outS: number[]; pads: number[] } | null {
   const sp = inS.length;
   const outS: number[] = [];
+  const resolved = resolveAutoPad(autoPad, inS, kS, strides, dils, pads);
+  if (!resolved) return null;
+  pads = resolved;
   if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) {
-      const o = Math.floor((inS[i] - 1) / strides[i]) + 1;
-      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
-      const half = Math.floor(total / 2);
-      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
-      pads[i + sp] = total - pads[i];
-      outS.push(o);
-    }
+    for (let i = 0; i < sp; i++) outS.push(Math.ceil(inS[i] / strides[i]));
   } else if (autoPad === 'VALID') {
-    pads = new Array(2 * sp).fill(0);
     for (let i = 0; i < sp; i++) outS.push(Math.floor((inS[i] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1);
   } else if (autoPad === 'NOTSET') {
     for (let i = 0; i < sp; i++) {
@@ -346,6 +341,6 @@ export function poolOutputShape(inS: number[], kS: number[], strides: number[], 
       if (ceil && (o - 1) * strides[i] >= inS[i] + pads[i]) o--;
       outS.push(o);
     }
-  } else return null;
+  }
   return { outS, pads };
 }

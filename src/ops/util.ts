@@ -165,6 +165,17 @@ export function broadcastShape(...shapes: (readonly number[])[]): number[] {
   return out;
 }
 
+/** Numpy broadcast of two shapes, or null where they do not broadcast (for planners that decline instead of throwing). */
+export function tryBroadcastShape(a: readonly number[], b: readonly number[]): number[] | null {
+  const n = Math.max(a.length, b.length), out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = a[a.length - n + i] ?? 1, y = b[b.length - n + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) return null;
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
 /**
  * For an input of `dims` broadcast to `outDims`, the input offset of every output element
  * (an index map; computed without per-element allocation).

@@ -7,6 +7,7 @@ import {
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { type GemmEpilogue, type GemmParams, gemmTasks, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
 import { chooseGemmTile } from './matmul.js';
+import { resolveAutoPad } from '../../../ops/conv.js';
 
 export function attrInts(node: Node, name: string): number[] | undefined {
   const a = node.attrs.get(name);
@@ -32,21 +33,11 @@ export function convGeom(node: Node, inS: number[], kS: number[]): SpatialGeom |
   if (sp < 1 || sp > 2) return null;
   const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
   const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
-  let pads = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
-  if (strides.length !== sp || dils.length !== sp || pads.length !== 2 * sp) return null;
-  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || pads.some((p) => p < 0)) return null;
-  const autoPad = attrStr(node, 'auto_pad', 'NOTSET');
-  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) {
-      const o = Math.ceil(inS[i] / strides[i]);
-      const total = Math.max(0, (o - 1) * strides[i] + (kS[i] - 1) * dils[i] + 1 - inS[i]);
-      const half = Math.floor(total / 2);
-      pads[i] = autoPad === 'SAME_UPPER' ? half : total - half;
-      pads[i + sp] = total - pads[i];
-    }
-  } else if (autoPad === 'VALID') pads = new Array(2 * sp).fill(0);
-  else if (autoPad !== 'NOTSET') return null;
+  const given = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
+  if (strides.length !== sp || dils.length !== sp || given.length !== 2 * sp) return null;
+  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || given.some((p) => p < 0)) return null;
+  const pads = resolveAutoPad(attrStr(node, 'auto_pad', 'NOTSET'), inS, kS, strides, dils, given);
+  if (!pads) return null;
   const out: number[] = [];
   for (let i = 0; i < sp; i++) {
     const o = Math.floor((inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1;

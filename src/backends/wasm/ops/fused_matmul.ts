@@ -3,21 +3,11 @@ import type { GemmActivation, GemmEpilogue, GemmParams } from '../kernels/gemm.j
 import { gemmTasks, genGemm, genPackB, packBHost, packBTasks, packedBSize } from '../kernels/gemm.js';
 import { type Launch, registerWasmOp } from '../kernel.js';
 import { chooseGemmTile } from './matmul.js';
+import { tryBroadcastShape as broadcast } from '../../../ops/util.js';
+import { sizeOf } from '../../../tensor.js';
 
 const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
 
-const sizeOf = (d: readonly number[]) => d.reduce((p, q) => p * q, 1);
-
-/** Numpy broadcast of two shapes, or null where they do not broadcast. */
-function broadcast(a: readonly number[], b: readonly number[]): number[] | null {
-  const n = Math.max(a.length, b.length), out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const x = a[a.length - n + i] ?? 1, y = b[b.length - n + i] ?? 1;
-    if (x !== y && x !== 1 && y !== 1) return null;
-    out.push(x === 1 ? y : x);
-  }
-  return out;
-}
 
 registerWasmOp('FusedMatMul', (node, inputs, ctx) => {
   if (node.domain !== 'webjit') return null;

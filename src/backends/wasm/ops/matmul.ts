@@ -2,6 +2,7 @@
 import type { Node } from '../../../graph/ir.js';
 import { type GemmBatch, type GemmEpilogue, type GemmParams, type GemmTile, gemmTasks, genGemm, genPackB, packBHost, packBTasks, packedBSize } from '../kernels/gemm.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
+import { tryBroadcastShape } from '../../../ops/util.js';
 
 /**
  * The register and cache tile for an M x N x K product, from the tile search of bench/wasm-matmul.mjs (Xeon/V8):
@@ -36,15 +37,6 @@ interface Operands {
   outDims: number[];
 }
 
-function broadcastBatch(a: readonly number[], b: readonly number[]): number[] | null {
-  const n = Math.max(a.length, b.length), out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const x = a[a.length - n + i] ?? 1, y = b[b.length - n + i] ?? 1;
-    if (x !== y && x !== 1 && y !== 1) return null;
-    out.push(x === 1 ? y : x);
-  }
-  return out;
-}
 
 /** Per output batch dim, the element stride of an operand whose batch dims are `own` (right-aligned). */
 function batchStrides(own: readonly number[], out: readonly number[], matrix: number): number[] {
@@ -65,7 +57,7 @@ function planOperands(ad: readonly number[], bd: readonly number[]): Operands | 
   const M = a2[a2.length - 2], K = a2[a2.length - 1], K2 = b2[b2.length - 2], N = b2[b2.length - 1];
   if (K !== K2) return null;
   const ba = a2.slice(0, -2), bb = b2.slice(0, -2);
-  const batch = broadcastBatch(ba, bb);
+  const batch = tryBroadcastShape(ba, bb);
   if (!batch) return null;
   const outDims = [...batch];
   if (ad.length > 1) outDims.push(M);
