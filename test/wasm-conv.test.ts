@@ -1,54 +1,21 @@
 // Wasm Conv and pooling kernels against the reference kernels at realistic and ragged shapes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WasmGraphRunner } from '../src/backends/wasm/executor.js';
 import { WasmRuntime } from '../src/backends/wasm/runtime.js';
 import { runNode } from '../src/backends/reference/executor.js';
 import { planConv } from '../src/backends/wasm/ops/conv.js';
 import type { ConvActivation } from '../src/backends/wasm/kernels/conv.js';
-import type { Attribute, Graph, Node } from '../src/graph/ir.js';
+import type { Node } from '../src/graph/ir.js';
 import { Tensor } from '../src/tensor.js';
 import { randomFloat, relErr } from './helpers.js';
-
-type AttrVal = number | number[] | string;
-interface In { t: Tensor; constant?: boolean }
-
-function attrsOf(a: Record<string, AttrVal>): Map<string, Attribute> {
-  const m = new Map<string, Attribute>();
-  for (const [name, value] of Object.entries(a)) {
-    const type = typeof value === 'string' ? 'string' : Array.isArray(value) ? 'ints' : Number.isInteger(value) ? 'int' : 'float';
-    m.set(name, { name, type, value });
-  }
-  return m;
-}
+import { attrsOf, runOneNode, type AttrVal, type In } from './wasm-one-node.js';
 
 /** Runs one node on the Wasm backend (no fallback) and on the reference kernels; returns the max relative error. */
 async function oneNode(rt: WasmRuntime, opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1, opset = 17): Promise<number> {
-  const node: Node = {
-    name: opType, opType, domain: '', attrs: attrsOf(attrs),
-    inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
-  };
-  const graph: Graph = {
-    name: 'g', nodes: [node], valueInfo: new Map(), initializers: new Map(),
-    inputs: [], outputs: node.outputs.map((name) => ({ name, type: null })),
-  };
-  const feeds = new Map<string, Tensor>();
-  ins.forEach((x, i) => {
-    if (!x) return;
-    if (x.constant) graph.initializers.set(`in${i}`, x.t);
-    else { graph.inputs.push({ name: `in${i}`, type: null }); feeds.set(`in${i}`, x.t); }
-  });
-  const env = { opsets: new Map([['', opset]]), functions: new Map() };
-  const runner = new WasmGraphRunner(graph, env, rt, { fallback: false });
-  try {
-    const got = await runner.run(feeds);
-    const want = runNode(node, ins.map((x) => x?.t), env, () => undefined);
-    let worst = 0;
-    for (let k = 0; k < nOut; k++) worst = Math.max(worst, relErr(got[k] as Tensor, want[k] as Tensor));
-    return worst;
-  } finally {
-    runner.dispose();
-  }
+  const { got, want } = await runOneNode(rt, opType, ins, attrs, nOut, opset);
+  let worst = 0;
+  for (let k = 0; k < nOut; k++) worst = Math.max(worst, relErr(got[k], want[k]));
+  return worst;
 }
 
 const TOL = 1e-5;

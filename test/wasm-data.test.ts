@@ -3,22 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WasmGraphRunner } from '../src/backends/wasm/executor.js';
 import { WasmRuntime } from '../src/backends/wasm/runtime.js';
-import { runNode } from '../src/backends/reference/executor.js';
-import type { Attribute, Graph, Node } from '../src/graph/ir.js';
+import type { Graph, Node } from '../src/graph/ir.js';
 import { Tensor, type DType } from '../src/tensor.js';
 import { randomFloat, relErr, rng } from './helpers.js';
-
-type AttrVal = number | number[] | string | Tensor;
-interface In { t: Tensor; constant?: boolean }
-
-function attrsOf(a: Record<string, AttrVal>): Map<string, Attribute> {
-  const m = new Map<string, Attribute>();
-  for (const [name, value] of Object.entries(a)) {
-    const type = value instanceof Tensor ? 'tensor' : typeof value === 'string' ? 'string' : Array.isArray(value) ? 'ints' : Number.isInteger(value) ? 'int' : 'float';
-    m.set(name, { name, type, value });
-  }
-  return m;
-}
+import { runOneNode, type AttrVal, type In } from './wasm-one-node.js';
 
 function same(got: Tensor, want: Tensor): boolean {
   if (got.type !== want.type || got.dims.join() !== want.dims.join()) return false;
@@ -30,31 +18,10 @@ function same(got: Tensor, want: Tensor): boolean {
 
 /** Runs one node on the Wasm backend (no fallback) and on the reference kernels; asserts exact equality. */
 async function check(rt: WasmRuntime, what: string, opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1, opset = 17): Promise<void> {
-  const node: Node = {
-    name: opType, opType, domain: '', attrs: attrsOf(attrs),
-    inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
-  };
-  const graph: Graph = {
-    name: 'g', nodes: [node], valueInfo: new Map(), initializers: new Map(),
-    inputs: [], outputs: node.outputs.map((name) => ({ name, type: null })),
-  };
-  const feeds = new Map<string, Tensor>();
-  ins.forEach((x, i) => {
-    if (!x) return;
-    if (x.constant) graph.initializers.set(`in${i}`, x.t);
-    else { graph.inputs.push({ name: `in${i}`, type: null }); feeds.set(`in${i}`, x.t); }
-  });
-  const env = { opsets: new Map([['', opset]]), functions: new Map() };
-  const runner = new WasmGraphRunner(graph, env, rt, { fallback: false });
-  try {
-    const got = await runner.run(feeds);
-    const want = runNode(node, ins.map((x) => x?.t), env, () => undefined);
-    for (let k = 0; k < nOut; k++) {
-      const g = got[k] as Tensor, w = want[k] as Tensor;
-      assert.ok(same(g, w), `${what}: output ${k} differs (${g.type}[${g.dims}] vs ${w.type}[${w.dims}], rel ${g.type === 'float32' ? relErr(g, w) : '-'})`);
-    }
-  } finally {
-    runner.dispose();
+  const { got, want } = await runOneNode(rt, opType, ins, attrs, nOut, opset);
+  for (let k = 0; k < nOut; k++) {
+    const g = got[k], w = want[k];
+    assert.ok(same(g, w), `${what}: output ${k} differs (${g.type}[${g.dims}] vs ${w.type}[${w.dims}], rel ${g.type === 'float32' ? relErr(g, w) : '-'})`);
   }
 }
 
