@@ -7,7 +7,7 @@
 import { InputError, UnsupportedError, type ErrorWhere } from '../errors.js';
 import { isBig, isEncodedFloat, isFloat, isInt, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
-import { allocData, broadcastShape, FLOAT_CODECS, fromNumbers, input, numbers, optInput } from './util.js';
+import { allocData, broadcastShape, broadcastWalk, FLOAT_CODECS, fromNumbers, input, numbers, optInput, type Walk } from './util.js';
 
 // --- dtype sets ---------------------------------------------------------------------------------
 
@@ -75,39 +75,6 @@ interface Out<R> { [i: number]: R; readonly length: number }
  * operand is contiguous (or broadcast) across them, and each operand's element stride per merged dim.
  * The innermost stride of an operand is 0 (broadcast) or 1.
  */
-interface Walk { shape: number[]; strides: number[][] }
-
-function broadcastWalk(outDims: readonly number[], operands: readonly (readonly number[])[]): Walk {
-  const r = outDims.length;
-  const shape: number[] = [];
-  const strides: number[][] = operands.map(() => []);
-  const acc = operands.map(() => 1);
-  for (let d = r - 1; d >= 0; d--) {
-    const n = outDims[d];
-    if (n === 1) continue;
-    const st = operands.map((dims, k) => {
-      const i = dims.length - r + d;
-      const dim = i >= 0 ? dims[i] : 1;
-      if (dim === 1) return 0;
-      const s = acc[k];
-      acc[k] *= dim;
-      return s;
-    });
-    const last = shape.length - 1;
-    const merge = last >= 0 && st.every((s, k) => {
-      const p = strides[k][last];
-      return s === 0 ? p === 0 : p !== 0 && s === p * shape[last];
-    });
-    if (merge) shape[last] *= n;
-    else { shape.push(n); st.forEach((s, k) => strides[k].push(s)); }
-  }
-  if (shape.length === 0) { shape.push(1); strides.forEach((s) => s.push(0)); }
-  shape.reverse();
-  strides.forEach((s) => s.reverse());
-  return { shape, strides };
-}
-
-/** Advances the outer odometer of a walk (all dims but the innermost); returns the new offsets in `off`. */
 function step(w: Walk, ctr: number[], off: number[]): void {
   const { shape, strides } = w;
   for (let d = shape.length - 2; d >= 0; d--) {

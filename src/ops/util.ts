@@ -202,6 +202,45 @@ export function broadcastIndex(dims: readonly number[], outDims: readonly number
   return idx;
 }
 
+/** A broadcast walk: the output's dims (unit dims dropped, neighbours merged) and each operand's stride per dim. */
+export interface Walk { shape: number[]; strides: number[][] }
+
+/**
+ * The output dims with unit dims dropped and neighbours merged where every operand is contiguous or broadcast
+ * across both, and each operand's element stride per merged dim (operands already broadcastable to outDims).
+ */
+export function broadcastWalk(outDims: readonly number[], operands: readonly (readonly number[])[]): Walk {
+  const r = outDims.length;
+  const shape: number[] = [];
+  const strides: number[][] = operands.map(() => []);
+  const acc = operands.map(() => 1);
+  for (let d = r - 1; d >= 0; d--) {
+    const n = outDims[d];
+    if (n === 1) continue;
+    const st = operands.map((dims, k) => {
+      const i = dims.length - r + d;
+      const dim = i >= 0 ? dims[i] : 1;
+      if (dim === 1) return 0;
+      const s = acc[k];
+      acc[k] *= dim;
+      return s;
+    });
+    const last = shape.length - 1;
+    const merge = last >= 0 && st.every((s, k) => {
+      const p = strides[k][last];
+      return s === 0 ? p === 0 : p !== 0 && s === p * shape[last];
+    });
+    if (merge) shape[last] *= n;
+    else { shape.push(n); st.forEach((s, k) => strides[k].push(s)); }
+  }
+  if (shape.length === 0) { shape.push(1); strides.forEach((s) => s.push(0)); }
+  shape.reverse();
+  strides.forEach((s) => s.reverse());
+  return { shape, strides };
+}
+
+/** Advances the outer odometer of a walk (all dims but the innermost); returns the new offsets in `off`. */
+
 export function normAxis(axis: number, rank: number, ctx?: KernelContext): number {
   const a = axis < 0 ? axis + rank : axis;
   if (a < 0 || a >= Math.max(rank, 1)) {

@@ -4,6 +4,7 @@ import type { Graph, Node } from '../../../graph/ir.js';
 import { sizeOf, type DType } from '../../../tensor.js';
 import { type EwDType, type EwInstr, type EwSpec, EwUnsupported, ewLayout, genElementwise } from '../kernels/elementwise.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
+import { broadcastWalk as sharedWalk } from '../../../ops/util.js';
 
 const EW_DTYPES: ReadonlySet<string> = new Set(['float32', 'int32', 'uint8', 'bool', 'int64']);
 export const ewDType = (d: DType): EwDType | null => (EW_DTYPES.has(d) ? (d as EwDType) : null);
@@ -85,10 +86,7 @@ function bcast(...shapes: number[][]): number[] | null {
   return out;
 }
 
-/**
- * The output dims with unit dims dropped and neighbours merged where every input is contiguous or broadcast across
- * both, and each input's element stride per merged dim. Inputs of higher rank than the output need unit leading dims.
- */
+/** broadcastWalk of src/ops/util.ts, after checking the inputs broadcast to outDims (null otherwise); inputs of higher rank need unit leading dims. */
 export function broadcastWalk(outDims: readonly number[], ins: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } | null {
   const r = outDims.length;
   const trimmed: number[][] = [];
@@ -98,32 +96,7 @@ export function broadcastWalk(outDims: readonly number[], ins: readonly (readonl
     for (let i = 0; i < t.length; i++) if (t[i] !== 1 && t[i] !== outDims[r - t.length + i]) return null;
     trimmed.push(t);
   }
-  const shape: number[] = [];
-  const strides: number[][] = trimmed.map(() => []);
-  const acc = trimmed.map(() => 1);
-  for (let d = r - 1; d >= 0; d--) {
-    const n = outDims[d];
-    if (n === 1) continue;
-    const st = trimmed.map((dims, k) => {
-      const i = dims.length - r + d;
-      const dim = i >= 0 ? dims[i] : 1;
-      if (dim === 1) return 0;
-      const s = acc[k];
-      acc[k] *= dim;
-      return s;
-    });
-    const last = shape.length - 1;
-    const merge = last >= 0 && st.every((s, k) => {
-      const p = strides[k][last];
-      return s === 0 ? p === 0 : p !== 0 && s === p * shape[last];
-    });
-    if (merge) shape[last] *= n;
-    else { shape.push(n); st.forEach((s, k) => strides[k].push(s)); }
-  }
-  if (shape.length === 0) { shape.push(1); strides.forEach((s) => s.push(0)); }
-  shape.reverse();
-  strides.forEach((s) => s.reverse());
-  return { shape, strides };
+  return sharedWalk(outDims, trimmed);
 }
 
 const attrF = (n: Node, name: string, d: number) => { const a = n.attrs.get(name); return a && a.type === 'float' ? (a.value as number) : d; };
