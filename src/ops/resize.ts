@@ -17,7 +17,7 @@ interface ResizeOpts {
 }
 
 /** Source coordinate of output position x along one axis (NaN marks "extrapolate"). */
-function sourceCoord(x: number, scale: number, inLen: number, outLen: number, roiS: number, roiE: number, coord: string): number {
+export function sourceCoord(x: number, scale: number, inLen: number, outLen: number, roiS: number, roiE: number, coord: string): number {
   const outW = scale * inLen;
   switch (coord) {
     case 'half_pixel': return (x + 0.5) / scale - 0.5;
@@ -39,7 +39,7 @@ function sourceCoord(x: number, scale: number, inLen: number, outLen: number, ro
   throw new UnsupportedError(`coordinate_transformation_mode '${coord}' is not supported`);
 }
 
-function nearestIndex(xo: number, mode: string, downsample: boolean): number {
+export function nearestIndex(xo: number, mode: string, downsample: boolean): number {
   if (Number.isInteger(xo)) return xo;
   const f = Math.floor(xo);
   const r = xo - f;

@@ -3,6 +3,8 @@
 import type { Node } from '../../../graph/ir.js';
 import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js';
 import { encodeScalar } from '../../../ops/shape.js';
+import { nearestIndex, sourceCoord } from '../../../ops/resize.js';
+import { UnsupportedError } from '../../../errors.js';
 import {
   type CopyParams, type Width, copyTasks, fillTasks, gatherTasks, genCopy, genFill, genGather, genStoreBytes,
   genTableGather, packTables, simplifyCopy, tableGatherTasks,
@@ -425,34 +427,14 @@ registerWasmOp('Gather', (node, inputs, ctx) => {
 
 // --- Resize (nearest) --------------------------------------------------------------------------------
 
-function sourceCoord(x: number, scale: number, inLen: number, outLen: number, coord: string): number | null {
-  const outW = scale * inLen;
-  switch (coord) {
-    case 'half_pixel': return (x + 0.5) / scale - 0.5;
-    case 'asymmetric': return x / scale;
-    case 'align_corners': return outW === 1 ? 0 : (x * (inLen - 1)) / (outW - 1);
-    case 'pytorch_half_pixel': return outW === 1 ? -0.5 : (x + 0.5) / scale - 0.5;
-    case 'tf_half_pixel_for_nn': return (x + 0.5) / scale;
-    case 'half_pixel_symmetric': {
-      const adj = outLen / outW;
-      const center = inLen / 2;
-      return center * (1 - adj) + (x + 0.5) / scale - 0.5;
-    }
+/** The reference's index rule for one output position (null for a mode it does not know: the node falls back). */
+function nearestSource(p: number, scale: number, inLen: number, outLen: number, coord: string, mode: string): number | null {
+  try {
+    return nearestIndex(sourceCoord(p, scale, inLen, outLen, 0, 1, coord), mode, scale < 1);
+  } catch (e) {
+    if (e instanceof UnsupportedError) return null;
+    throw e;
   }
-  return null;
-}
-
-function nearestIndex(xo: number, mode: string, downsample: boolean): number | null {
-  if (Number.isInteger(xo)) return xo;
-  const f = Math.floor(xo), r = xo - f;
-  switch (mode) {
-    case 'round_prefer_floor': return r <= 0.5 ? f : f + 1;
-    case 'round_prefer_ceil': return r < 0.5 ? f : f + 1;
-    case 'floor': return f;
-    case 'ceil': return f + 1;
-    case 'simple': return downsample ? Math.ceil(xo) : Math.trunc(xo);
-  }
-  return null;
 }
 
 function constFloats(v: ValueDesc | undefined): number[] | null {
@@ -506,9 +488,7 @@ registerWasmOp('Resize', (node, inputs, ctx, opset) => {
   for (let a = 0; a < r; a++) {
     const tab = new Int32Array(outDims[a]);
     for (let p = 0; p < outDims[a]; p++) {
-      const xo = sourceCoord(p, scales[a], x.dims[a], outDims[a], coord);
-      if (xo === null) return null;
-      const i = nearestIndex(xo, nearestMode, scales[a] < 1);
+      const i = nearestSource(p, scales[a], x.dims[a], outDims[a], coord, nearestMode);
       if (i === null) return null;
       tab[p] = Math.min(Math.max(i, 0), x.dims[a] - 1) * st[a];
     }
