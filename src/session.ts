@@ -9,6 +9,7 @@ import { optimizeGraph } from './graph/passes.js';
 import { fuseElementwise } from './graph/fuse.js';
 import { fuseAttention } from './graph/fuse_attention.js';
 import { fuseMatMul } from './graph/fuse_matmul.js';
+import { fuseConv } from './graph/fuse_conv.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
 
@@ -58,6 +59,7 @@ export class InferenceSession {
         if (backend === 'wasm') {
           fuseAttention(model);
           fuseMatMul(model);
+          fuseConv(model);
           fuseElementwise(model);
         }
       }

@@ -1,10 +1,13 @@
 // Test helpers: onnxruntime-node as the oracle, relative error, seeded random tensors, fixture paths.
+import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
+import { PNG } from 'pngjs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor, type DType } from '../src/tensor.js';
 import { numbers } from '../src/ops/util.js';
 import { mulberry32 } from '../src/util/random.js';
+import { detInput as detInputOf } from '../src/apps/ocr.js';
 
 const require = createRequire(import.meta.url);
 // Compiled tests live in dist/test; sources in test/. Both resolve the repo root two or one levels up.
@@ -66,4 +69,10 @@ export function randomInt64(dims: number[], seed: number, hi: number): Tensor {
   const d = new BigInt64Array(n);
   for (let i = 0; i < n; i++) d[i] = BigInt(Math.floor(r() * hi));
   return new Tensor('int64', d, dims);
+}
+
+/** A PNG file as the PP-OCR detector's input (src/apps/ocr.ts detInput). */
+export function detInput(file: string, padTo = 32): Tensor {
+  const png = PNG.sync.read(fs.readFileSync(file));
+  return detInputOf({ width: png.width, height: png.height, data: png.data }, padTo);
 }

@@ -5,7 +5,7 @@ import { InferenceSession } from '../src/session.js';
 import { Tensor } from '../src/tensor.js';
 import * as fs from 'node:fs';
 import { PNG } from 'pngjs';
-import { fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
+import { detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
 
 const TOL = 1e-4;
 
@@ -86,25 +86,8 @@ test('GPT-2-style decoder: 8-token prefill, then a decode step on the KV cache, 
   assert.deepEqual(dec['present.1.value'].dims, [1, H, 9, hd]);
 });
 
-/** A text-line PNG as a detector/classifier input: padded to multiples of 32, ImageNet-normalised. */
-function imageInput(file: string, padTo = 32): Tensor {
-  const png = PNG.sync.read(fs.readFileSync(file));
-  const H = Math.ceil(png.height / padTo) * padTo, W = Math.ceil(png.width / padTo) * padTo;
-  const mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225];
-  const out = new Float32Array(3 * H * W);
-  for (let c = 0; c < 3; c++) {
-    for (let y = 0; y < H; y++) {
-      for (let x = 0; x < W; x++) {
-        const v = y < png.height && x < png.width ? png.data[(y * png.width + x) * 4 + c] : 255;
-        out[c * H * W + y * W + x] = (v / 255 - mean[c]) / std[c];
-      }
-    }
-  }
-  return new Tensor('float32', out, [1, 3, H, W]);
-}
-
 test('PP-OCRv4 text detection on a real text line matches onnxruntime and finds the text', { timeout: 300_000 }, async () => {
-  const out = await compare(OCR_DET, { x: imageInput(fixture('ocr/hello.png')) });
+  const out = await compare(OCR_DET, { x: detInput(fixture('ocr/hello.png')) });
   const y = Object.values(out)[0];
   const d = y.data as Float32Array;
   let text = 0;

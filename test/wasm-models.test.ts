@@ -6,7 +6,7 @@ import { PNG } from 'pngjs';
 import { InferenceSession } from '../src/session.js';
 import { recInput } from '../src/apps/ocr.js';
 import { Tensor } from '../src/tensor.js';
-import { fixture, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
+import { detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
 
 async function compare(model: string, feeds: Record<string, Tensor>[], label: string): Promise<void> {
   const s = await InferenceSession.create(model, { backend: 'wasm', threads: 2 });
@@ -29,6 +29,13 @@ async function compare(model: string, feeds: Record<string, Tensor>[], label: st
 test('wasm: PP-OCRv4 recognition on a real text line', { timeout: 300_000 }, async () => {
   const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
   await compare(OCR_REC, [{ x: recInput({ width: png.width, height: png.height, data: png.data }) }], 'PP-OCRv4 rec');
+});
+
+test('wasm: PP-OCRv4 detection and the direction classifier (ConvTranspose, folded BatchNorm, fused conv activations)', { timeout: 300_000 }, async () => {
+  // A real text line: the probability map has text (values near 1), not only ~0 as for random input.
+  const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+  await compare(OCR_DET, [{ x: detInput(fixture('ocr/hello.png')) }], 'PP-OCRv4 det');
+  await compare(OCR_CLS, [{ x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 192) }], 'PP-OCR cls');
 });
 
 test('wasm: Silero VAD streams three chunks', { timeout: 120_000 }, async () => {

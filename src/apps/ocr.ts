@@ -45,6 +45,23 @@ export function recInput(img: RgbaImage, height = 48, minWidth = 320): Tensor {
 }
 
 /** CTC greedy decoding: argmax per step, repeats collapsed, blank (class 0) dropped. */
+/** An image as the PP-OCR detector's (and classifier's) input: ImageNet-normalised, padded with white to multiples of `padTo`. */
+export function detInput(img: RgbaImage, padTo = 32): Tensor {
+  if (img.width <= 0 || img.height <= 0) throw new InputError(`image of ${img.width}x${img.height} pixels is empty`);
+  const H = Math.ceil(img.height / padTo) * padTo, W = Math.ceil(img.width / padTo) * padTo;
+  const mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225];
+  const out = new Float32Array(3 * H * W);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const v = y < img.height && x < img.width ? img.data[(y * img.width + x) * 4 + c] : 255;
+        out[c * H * W + y * W + x] = (v / 255 - mean[c]) / std[c];
+      }
+    }
+  }
+  return new Tensor('float32', out, [1, 3, H, W]);
+}
+
 export function ctcDecode(probs: Tensor, dict: string[]): { text: string; confidence: number } {
   const [, T, C] = probs.dims;
   const p = probs.data as Float32Array;

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PNG } from 'pngjs';
-import { recInput } from '../apps/ocr.js';
+import { detInput, recInput } from '../apps/ocr.js';
 import { numbers } from '../ops/util.js';
 import { Tensor } from '../tensor.js';
 import type { Engine, Feeds } from './engines.js';
@@ -36,6 +36,23 @@ export function modelCases(): ModelCase[] {
       feeds: () => {
         const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
         return { x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 320) };
+      },
+    },
+    {
+      name: 'PP-OCRv4 det [1,3,64,352]',
+      file: path.join(ocrDir, 'assets', 'ch_PP-OCRv4_det_infer.onnx'),
+      feeds: () => {
+        const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+        const x = detInput({ width: png.width, height: png.height, data: png.data });
+        return { x };
+      },
+    },
+    {
+      name: 'PP-OCR direction cls [1,3,48,304]',
+      file: path.join(ocrDir, 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx'),
+      feeds: () => {
+        const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+        return { x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 192) };
       },
     },
     {

@@ -61,6 +61,19 @@ export function inferGraph(g: Graph, opset: number): Map<string, ValueType> {
   return result;
 }
 
+/** webjit's fused nodes carry their original nodes as a 'graph' attribute: their types follow from it. */
+function inferFused(n: Node, ins: (TT | null)[], opset: number): (TT | null)[] {
+  const sub = n.attrs.get('graph')?.value as Graph | undefined;
+  if (!sub || typeof sub !== 'object' || !Array.isArray((sub as Graph).nodes)) return [];
+  const g: Graph = {
+    ...sub,
+    inputs: sub.inputs.map((v, i) => ({ name: v.name, type: ins[i] ? { kind: 'tensor' as const, dtype: ins[i]!.dtype, shape: ins[i]!.shape } : v.type })),
+    valueInfo: new Map(),
+  };
+  const t = inferGraph(g, opset);
+  return sub.outputs.map((o) => { const v = t.get(o.name); return v?.kind === 'tensor' ? { dtype: v.dtype, shape: v.shape } : null; });
+}
+
 /** Tracked values as plain numbers, or null where any element is unknown or symbolic. */
 const ints = (v: Dim[] | null): number[] | null => (v && v.every((d) => typeof d === 'number') ? (v as number[]) : null);
 
@@ -141,6 +154,7 @@ function inferNode(n: Node, ins: (TT | null)[], constIn: (i: number) => Dim[] | 
   const a = (name: string) => n.attrs.get(name)?.value;
   const x = ins[0];
   const op = n.opType;
+  if (n.domain === 'webjit') return inferFused(n, ins, opset);
   if (n.domain !== '') return [];
   if (UNARY.has(op)) return [x ? { ...x } : null];
   if (BOOL_UNARY.has(op)) return [x ? { dtype: 'bool', shape: x.shape } : null];

@@ -239,6 +239,36 @@ registerOp('QLinearConv', (inputs, ctx) => {
 
 // --- ConvTranspose -----------------------------------------------------------------------------
 
+/** ConvTranspose's pads and output spatial size from its attributes (output_shape and auto_pad resolve the pads). */
+export function convTransposeShape(inS: number[], kS: number[], a: {
+  strides: number[]; dils: number[]; outPad: number[]; autoPad: string; outShape?: number[]; pads?: number[];
+}): { pads: number[]; outS: number[] } {
+  const sp = inS.length;
+  const { strides, dils, outPad, autoPad } = a;
+  let outShape = a.outShape;
+  if (outShape && outShape.length === sp + 2) outShape = outShape.slice(2);
+  let pads = a.pads;
+  if (autoPad === 'VALID') pads = new Array(2 * sp).fill(0);
+  if (!pads && autoPad !== 'SAME_UPPER' && autoPad !== 'SAME_LOWER' && !outShape) pads = new Array(2 * sp).fill(0);
+  const full = (i: number) => strides[i] * (inS[i] - 1) + outPad[i] + (kS[i] - 1) * dils[i] + 1;
+  let outS: number[];
+  if (!pads) {
+    const target = outShape ?? inS.map((v, i) => v * strides[i]);
+    pads = new Array(2 * sp).fill(0);
+    for (let i = 0; i < sp; i++) {
+      const total = full(i) - target[i];
+      const half = Math.floor(total / 2);
+      if (autoPad === 'SAME_UPPER') { pads[i] = half; pads[i + sp] = total - half; }
+      else { pads[i] = total - half; pads[i + sp] = half; }
+    }
+    outS = target.slice();
+  } else {
+    const p = pads;
+    outS = outShape ? outShape.slice() : inS.map((_, i) => full(i) - p[i] - p[i + sp]);
+  }
+  return { pads, outS };
+}
+
 registerOp('ConvTranspose', (inputs, ctx) => {
   const x = input(inputs, 0, ctx), w = input(inputs, 1, ctx), b = optInput(inputs, 2);
   checkFloat(x, ctx);
@@ -257,28 +287,11 @@ registerOp('ConvTranspose', (inputs, ctx) => {
   const kS = w.dims.slice(2) as number[];
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const dils = ctx.attr.ints('dilations', new Array(sp).fill(1));
-  const outPad = ctx.attr.ints('output_padding', new Array(sp).fill(0));
-  const autoPad = ctx.attr.string('auto_pad', 'NOTSET');
-  let outShape: number[] | undefined = ctx.attr.has('output_shape') ? ctx.attr.ints('output_shape') : undefined;
-  if (outShape && outShape.length === sp + 2) outShape = outShape.slice(2);
-  let pads: number[] | undefined = ctx.attr.has('pads') ? ctx.attr.ints('pads') : undefined;
-  if (autoPad === 'VALID') pads = new Array(2 * sp).fill(0);
-  if (!pads && autoPad !== 'SAME_UPPER' && autoPad !== 'SAME_LOWER' && !outShape) pads = new Array(2 * sp).fill(0);
-  const full = (i: number) => strides[i] * (inS[i] - 1) + outPad[i] + (kS[i] - 1) * dils[i] + 1;
-  let outS: number[];
-  if (!pads) {
-    const target = outShape ?? inS.map((v, i) => v * strides[i]);
-    pads = new Array(2 * sp).fill(0);
-    for (let i = 0; i < sp; i++) {
-      const total = full(i) - target[i];
-      const half = Math.floor(total / 2);
-      if (autoPad === 'SAME_UPPER') { pads[i] = half; pads[i + sp] = total - half; }
-      else { pads[i] = total - half; pads[i + sp] = half; }
-    }
-    outS = target.slice();
-  } else {
-    outS = outShape ? outShape.slice() : inS.map((_, i) => full(i) - pads![i] - pads![i + sp]);
-  }
+  const { pads, outS } = convTransposeShape(inS, kS, {
+    strides, dils, outPad: ctx.attr.ints('output_padding', new Array(sp).fill(0)), autoPad: ctx.attr.string('auto_pad', 'NOTSET'),
+    outShape: ctx.attr.has('output_shape') ? ctx.attr.ints('output_shape') : undefined,
+    pads: ctx.attr.has('pads') ? ctx.attr.ints('pads') : undefined,
+  });
   for (const o of outS) if (o < 0) throw new InputError(`negative ConvTranspose output size [${outS.join(',')}]`, whereOf(ctx));
   const outDims = [N, M, ...outS];
   const out = new Float64Array(sizeOf(outDims));

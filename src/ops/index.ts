@@ -26,3 +26,4 @@ import './linear_attention.js';
 import './fused_attention.js';
 import './fused.js';
 import './fused_matmul.js';
+import './fused_conv.js';

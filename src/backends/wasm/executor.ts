@@ -35,6 +35,42 @@ export interface RunStats {
   fallbackOps: Map<string, number>;
 }
 
+/** WEBJIT_PROFILE=1: time per op type and shape, printed at exit (stderr). */
+const PROFILE = typeof process !== 'undefined' && !!process.env?.WEBJIT_PROFILE;
+const profile = new Map<string, { ms: number; n: number; seen: number }>();
+function profileAdd(node: Node, ins: (Slot | undefined)[], ms: number): void {
+  const k = `${node.opType}(${describe(ins)})`;
+  const e = profile.get(k) ?? { ms: 0, n: 0, seen: 0 };
+  // The first runs of a shape compile and plan: leave them out.
+  if (++e.seen <= 3) { profile.set(k, e); return; }
+  e.ms += ms; e.n++;
+  profile.set(k, e);
+}
+/** Launch times by node and kernel family (the key up to its first ':'). */
+function profileLaunch(node: Node, key: string, ms: number): void {
+  const k = `  launch ${key.slice(0, key.indexOf(':') >>> 0 === 4294967295 ? key.length : key.indexOf(':'))} in ${node.opType} ${node.name}`;
+  const e = profile.get(k) ?? { ms: 0, n: 0, seen: 0 };
+  if (++e.seen <= 3) { profile.set(k, e); return; }
+  e.ms += ms; e.n++;
+  profile.set(k, e);
+}
+if (PROFILE) {
+  process.on('exit', () => {
+    const all = [...profile].filter(([, e]) => e.n > 0).sort((a, b) => b[1].ms - a[1].ms);
+    const rows = all.filter(([k]) => !k.startsWith('  launch'));
+    const launches = all.filter(([k]) => k.startsWith('  launch'));
+    const total = rows.reduce((s, [, e]) => s + e.ms, 0);
+    const byOp = new Map<string, number>();
+    for (const [k, e] of rows) { const op = k.slice(0, k.indexOf('(')); byOp.set(op, (byOp.get(op) ?? 0) + e.ms); }
+    process.stderr.write(`profile: total ${total.toFixed(1)} ms\n`);
+    for (const [op, ms] of [...byOp].sort((a, b) => b[1] - a[1])) process.stderr.write(`  ${(100 * ms / total).toFixed(1).padStart(5)}%  ${op}\n`);
+    for (const [k, e] of rows.slice(0, Number(process.env.WEBJIT_PROFILE) > 1 ? Number(process.env.WEBJIT_PROFILE) : 25)) {
+      process.stderr.write(`  ${(100 * e.ms / total).toFixed(1).padStart(5)}% ${(1000 * e.ms / e.n).toFixed(1).padStart(8)} µs x${e.n}  ${k}\n`);
+    }
+    for (const [k, e] of launches.slice(0, 12)) process.stderr.write(`  ${(100 * e.ms / total).toFixed(1).padStart(5)}% ${(1000 * e.ms / e.n).toFixed(1).padStart(8)} µs x${e.n} ${k}\n`);
+  });
+}
+
 const intsCache = new WeakMap<Tensor, number[]>();
 const byteSize = (dtype: DType, n: number) => Math.ceil(n * DTYPES[dtype].rawBytes);
 const storable = (dtype: DType) => dtype !== 'string' && DTYPES[dtype].rawBytes >= 1 && !dtype.startsWith('complex');
@@ -131,8 +167,10 @@ export class WasmGraphRunner {
         // Workers that finished booting during a first run join at the next node.
         if (this.rt.workersWaiting) await this.rt.sync();
         // Nodes run synchronously; only If branches await.
+        const t0 = PROFILE ? performance.now() : 0;
         const r = this.runNode(i, node, ins, lookup);
         const outs = r instanceof Promise ? await r : r;
+        if (PROFILE) profileAdd(node, ins, performance.now() - t0);
         node.outputs.forEach((name, k) => {
           if (!name) { this.release(outs[k]); return; }
           if (outs[k]) values.set(name, outs[k]);
@@ -310,7 +348,11 @@ export class WasmGraphRunner {
     }
     try {
       // First run of a shape compiles here, synchronously; new kernels run on this thread until sync().
-      for (const l of launches) this.rt.launch(this.rt.compileSync(l.kernel), l.args, l.tasks);
+      for (const l of launches) {
+        const t0 = PROFILE ? performance.now() : 0;
+        this.rt.launch(this.rt.compileSync(l.kernel), l.args, l.tasks);
+        if (PROFILE) profileLaunch(node, l.kernel.key, performance.now() - t0);
+      }
     } catch (e) {
       fail(e);
     } finally {

@@ -10,12 +10,16 @@ export type ConvActivation =
   | { kind: 'clip'; min: number; max: number }
   /** x * clip(x + 3, 0, 6) / 6 */
   | { kind: 'hardswish' }
+  /** max(0, min(1, alpha * x + beta)) */
+  | { kind: 'hardsigmoid'; alpha: number; beta: number }
   | { kind: 'sigmoid' };
 
 export const NO_ACT: ConvActivation = { kind: 'none' };
 
 export function actKey(a: ConvActivation): string {
-  return a.kind === 'clip' ? `clip${a.min},${a.max}` : a.kind;
+  if (a.kind === 'clip') return `clip${a.min},${a.max}`;
+  if (a.kind === 'hardsigmoid') return `hsig${a.alpha},${a.beta}`;
+  return a.kind;
 }
 
 const splat = (f: FunctionBuilder, x: number) => f.f32x4_const(x);
@@ -30,6 +34,9 @@ export function emitConvAct(f: FunctionBuilder, a: ConvActivation, v: Local, t: 
     case 'hardswish':
       f.get(v); f.get(v); splat(f, 3); f.simd(SIMD.f32x4_add); splat(f, 0); f.simd(SIMD.f32x4_pmax); splat(f, 6); f.simd(SIMD.f32x4_pmin);
       f.simd(SIMD.f32x4_mul); splat(f, 6); f.simd(SIMD.f32x4_div); f.set(v); return;
+    case 'hardsigmoid':
+      f.get(v); splat(f, a.alpha); f.simd(SIMD.f32x4_mul); splat(f, a.beta); f.simd(SIMD.f32x4_add);
+      splat(f, 0); f.simd(SIMD.f32x4_pmax); splat(f, 1); f.simd(SIMD.f32x4_pmin); f.set(v); return;
     case 'sigmoid':
       f.get(v); f.simd(SIMD.f32x4_neg); f.set(t!.c); emitExp(f, t!.c, t!); f.set(t!.c);
       splat(f, 1); splat(f, 1); f.get(t!.c); f.simd(SIMD.f32x4_add); f.simd(SIMD.f32x4_div); f.set(v); return;
@@ -895,6 +902,211 @@ function buildGlobalPool(kind: 'max' | 'avg', planes: number, size: number, ppt:
       f.get(s); if (!max) { f.f32c(size); f.op(OP.f32_div); }
       f.f32_store();
       f.get(q); f.i32(1); add(f); f.tee(q); f.get(qEnd); f.op(OP.i32_lt_s); f.br_if(0);
+    });
+  });
+  return mod.build();
+}
+
+// --- col2im (ConvTranspose) ------------------------------------------------------------------------
+
+/** Geometry of a 2-D transposed convolution (1-D as H = 1): input H x W, kernel, output oH x oW. */
+export interface Col2imParams {
+  /** Output planes (N * M). */
+  planes: number;
+  H: number; W: number; kH: number; kW: number; oH: number; oW: number;
+  sH: number; sW: number; pH: number; pW: number; dH: number; dW: number;
+  /** Output channels per batch item (the bias index is plane % M). */
+  M: number;
+  bias: boolean;
+  /** Output rows per task. */
+  rpt: number;
+}
+
+export function col2imTasks(p: Col2imParams): number {
+  return Math.ceil((p.planes * p.oH) / p.rpt);
+}
+
+/**
+ * `run(COL, BIAS, Y, t0, t1)`: Y[plane][oy][ox] = bias + Σ over kernel taps of COL[plane*kk + ky*kW + kx][iy*W + ix]
+ * with oy = iy*sH - pH + ky*dH, ox = ix*sW - pW + kx*dW: the scatter of a transposed convolution, done as a gather
+ * by output row so that tasks never write the same element.
+ */
+export function genCol2im(p: Col2imParams): KernelSource {
+  return { key: `col2im:${JSON.stringify(p)}`, bytes: () => buildCol2im(p) };
+}
+
+function buildCol2im(p: Col2imParams): Uint8Array {
+  const mod = new ModuleBuilder();
+  const f = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32']);
+  const [COL, BIAS, Y, t0, t1] = [0, 1, 2, 3, 4].map((i) => f.param(i));
+  const r = f.local('i32'), rEnd = f.local('i32'), tmp = f.local('i32'), plane = f.local('i32'), oy = f.local('i32');
+  const yrow = f.local('i32'), yp = f.local('i32'), ye = f.local('i32'), cp = f.local('i32'), t = f.local('i32');
+  const bv = f.local('f32'), bvec = f.local('v128');
+  const HW = p.H * p.W, kk = p.kH * p.kW;
+  const total = p.planes * p.oH;
+  f.get(t0); f.i32(p.rpt); mul(f); f.set(r);
+  minConst(f, () => { f.get(t1); f.i32(p.rpt); mul(f); }, total, tmp); f.set(rEnd);
+  f.block(() => {
+    f.get(r); f.get(rEnd); f.op(OP.i32_ge_s); f.br_if(0);
+    f.loop(() => {
+      f.get(r); f.i32(p.oH); f.op(OP.i32_div_u); f.set(plane);
+      f.get(r); f.i32(p.oH); f.op(OP.i32_rem_u); f.set(oy);
+      f.get(Y); f.get(r); f.i32(p.oW * 4); mul(f); add(f); f.set(yrow);
+      // The row starts as the bias (or zero).
+      if (p.bias) { f.get(BIAS); f.get(plane); f.i32(p.M); f.op(OP.i32_rem_u); f.i32(4); mul(f); add(f); f.f32_load(); }
+      else f.f32c(0);
+      f.tee(bv);
+      f.simd(SIMD.f32x4_splat); f.set(bvec);
+      const nv = Math.floor(p.oW / 4);
+      f.get(yrow); f.set(yp);
+      if (nv > 0) {
+        f.get(yrow); f.i32(nv * 16); add(f); f.set(ye);
+        f.loop(() => {
+          f.get(yp); f.get(bvec); f.v128_store(0, 0);
+          f.get(yp); f.i32(16); add(f); f.tee(yp); f.get(ye); f.op(OP.i32_ne); f.br_if(0);
+        });
+      }
+      for (let j = 0; j < p.oW - nv * 4; j++) { f.get(yp); f.get(bv); f.f32_store(j * 4); }
+      for (let ky = 0; ky < p.kH; ky++) {
+        // iy = (oy + pH - ky*dH) / sH when that divides and lands inside the input.
+        f.get(oy); f.i32(p.pH - ky * p.dH); add(f); f.set(t);
+        f.block(() => {
+          f.get(t); f.i32(0); f.op(OP.i32_lt_s); f.br_if(0);
+          if (p.sH > 1) { f.get(t); f.i32(p.sH); f.op(OP.i32_rem_u); f.br_if(0); f.get(t); f.i32(p.sH); f.op(OP.i32_div_u); f.set(t); }
+          f.get(t); f.i32(p.H); f.op(OP.i32_ge_s); f.br_if(0);
+          for (let kx = 0; kx < p.kW; kx++) {
+            // ix ranges over ox = ix*sW - pW + kx*dW in [0, oW).
+            const base = kx * p.dW - p.pW;
+            const ix0 = Math.max(0, base >= 0 ? 0 : Math.ceil(-base / p.sW));
+            const ix1 = Math.min(p.W, Math.floor((p.oW - 1 - base) / p.sW) + 1);
+            if (ix1 <= ix0) continue;
+            // cp = COL + ((plane*kk + ky*kW + kx)*HW + iy*W + ix0)*4; yp = yrow + (ix0*sW + base)*4
+            f.get(COL); f.get(plane); f.i32(kk * HW * 4); mul(f); add(f); f.get(t); f.i32(p.W * 4); mul(f); add(f);
+            f.i32(((ky * p.kW + kx) * HW + ix0) * 4); add(f); f.set(cp);
+            f.get(yrow); f.i32((ix0 * p.sW + base) * 4); add(f); f.set(yp);
+            const n = ix1 - ix0;
+            if (p.sW === 1 && n >= 4) {
+              const nv4 = Math.floor(n / 4);
+              f.get(cp); f.i32(nv4 * 16); add(f); f.set(ye);
+              f.loop(() => {
+                f.get(yp); f.get(yp); f.v128_load(0, 0); f.get(cp); f.v128_load(0, 0); f.simd(SIMD.f32x4_add); f.v128_store(0, 0);
+                f.get(yp); f.i32(16); add(f); f.set(yp);
+                f.get(cp); f.i32(16); add(f); f.tee(cp); f.get(ye); f.op(OP.i32_ne); f.br_if(0);
+              });
+              for (let j = 0; j < n - nv4 * 4; j++) { f.get(yp); f.get(yp); f.f32_load(j * 4); f.get(cp); f.f32_load(j * 4); f.op(OP.f32_add); f.f32_store(j * 4); }
+            } else {
+              f.get(cp); f.i32(n * 4); add(f); f.set(ye);
+              f.loop(() => {
+                f.get(yp); f.get(yp); f.f32_load(); f.get(cp); f.f32_load(); f.op(OP.f32_add); f.f32_store();
+                f.get(yp); f.i32(p.sW * 4); add(f); f.set(yp);
+                f.get(cp); f.i32(4); add(f); f.tee(cp); f.get(ye); f.op(OP.i32_ne); f.br_if(0);
+              });
+            }
+          }
+        });
+      }
+      f.get(r); f.i32(1); add(f); f.tee(r); f.get(rEnd); f.op(OP.i32_lt_s); f.br_if(0);
+    });
+  });
+  return mod.build();
+}
+
+// --- im2col straight into GEMM B panels -------------------------------------------------------------
+
+/**
+ * `run(X, PK, t0, t1)`: the unfolded input COL [C*kH*kW, oH*oW] of X [C, iH, iW], written directly in the packed-B
+ * layout of kernels/gemm.ts (panels of nr output positions, each R = C*kH*kW rows of nr floats; zeros outside the
+ * input and past P). Tasks are chunks of `ppt` panels. Where a panel's nr positions lie in one output row and, for a
+ * tap, inside the input, a row of the panel is nr contiguous floats of X (stride 1): vector copies.
+ */
+export function genIm2colPacked(C: number, g: Geom2, nr: number, ppt: number): KernelSource {
+  return { key: `im2colpk:${C}:${geomKey(g)}:${nr}:${ppt}`, bytes: () => buildIm2colPacked(C, g, nr, ppt) };
+}
+
+export function im2colPackedTasks(g: Geom2, nr: number, ppt: number): number {
+  return Math.ceil(Math.ceil((g.oH * g.oW) / nr) / ppt);
+}
+
+function buildIm2colPacked(C: number, g: Geom2, nr: number, ppt: number): Uint8Array {
+  const { iH, iW, kH, kW, oH, oW, sH, sW, pH, pW, dH, dW } = g;
+  const P = oH * oW, KK = kH * kW, R = C * KK, inPlane = iH * iW;
+  const nPanels = Math.ceil(P / nr);
+  const mod = new ModuleBuilder();
+  const f = mod.func('run', ['i32', 'i32', 'i32', 'i32']);
+  const [X, PK, t0, t1] = [0, 1, 2, 3].map((i) => f.param(i));
+  const j = f.local('i32'), jEnd = f.local('i32'), tmp = f.local('i32'), p0 = f.local('i32');
+  const oy0 = f.local('i32'), ox0 = f.local('i32'), d = f.local('i32'), s = f.local('i32'), de = f.local('i32');
+  const iy = f.local('i32'), ix = f.local('i32'), fast = f.local('i32');
+  const oyL = Array.from({ length: nr }, () => f.local('i32')), oxL = Array.from({ length: nr }, () => f.local('i32'));
+  const offL = Array.from({ length: nr }, () => f.local('i32'));
+  const nv = nr / 4;
+  f.get(t0); f.i32(ppt); mul(f); f.set(j);
+  minConst(f, () => { f.get(t1); f.i32(ppt); mul(f); }, nPanels, tmp); f.set(jEnd);
+  f.block(() => {
+    f.get(j); f.get(jEnd); f.op(OP.i32_ge_s); f.br_if(0);
+    f.loop(() => {
+      f.get(j); f.i32(nr); mul(f); f.tee(p0);
+      f.i32(oW); f.op(OP.i32_div_u); f.set(oy0);
+      f.get(p0); f.i32(oW); f.op(OP.i32_rem_u); f.set(ox0);
+      // Lane l is output position p0 + l: (oy, ox) by stepping along the row; positions past P get oy = oH (invalid).
+      for (let l = 0; l < nr; l++) {
+        if (l === 0) { f.get(oy0); f.set(oyL[0]); f.get(ox0); f.set(oxL[0]); continue; }
+        f.get(oxL[l - 1]); f.i32(1); add(f); f.set(oxL[l]); f.get(oyL[l - 1]); f.set(oyL[l]);
+        f.get(oxL[l]); f.i32(oW); f.op(OP.i32_ge_s);
+        f.if_(() => { f.i32(0); f.set(oxL[l]); f.get(oyL[l]); f.i32(1); add(f); f.set(oyL[l]); });
+      }
+      // One row of the panel: all nr positions in one output row and not past P.
+      f.get(ox0); f.i32(oW - nr); f.op(OP.i32_le_s); f.get(p0); f.i32(P - nr); f.op(OP.i32_le_s); f.op(OP.i32_and); f.set(fast);
+      for (let ky = 0; ky < kH; ky++) {
+        for (let kx = 0; kx < kW; kx++) {
+          const tap = ky * kW + kx;
+          // d = PK + (j*R + tap)*nr*4: row `tap` of channel 0 in panel j; rows of channel c are KK*nr floats apart.
+          f.get(PK); f.get(j); f.i32(R * nr * 4); mul(f); add(f); f.i32(tap * nr * 4); add(f); f.set(d);
+          f.get(d); f.i32(R * nr * 4); add(f); f.set(de);
+          const general = () => {
+            for (let l = 0; l < nr; l++) {
+              // off_l = byte offset in a channel plane, or -1 outside the input.
+              f.get(oyL[l]); f.i32(sH); mul(f); f.i32(ky * dH - pH); add(f); f.set(iy);
+              f.get(oxL[l]); f.i32(sW); mul(f); f.i32(kx * dW - pW); add(f); f.set(ix);
+              f.get(iy); f.i32(iW); mul(f); f.get(ix); add(f); f.i32(4); mul(f);
+              f.i32(-1);
+              f.get(iy); f.i32(iH); f.op(OP.i32_lt_u); f.get(ix); f.i32(iW); f.op(OP.i32_lt_u); f.op(OP.i32_and);
+              f.get(oyL[l]); f.i32(oH); f.op(OP.i32_lt_u); f.op(OP.i32_and);
+              f.select(); f.set(offL[l]);
+            }
+            f.get(X); f.set(s);
+            f.loop(() => {
+              for (let l = 0; l < nr; l++) {
+                f.get(d);
+                f.get(s); f.get(offL[l]); add(f); f.f32_load(); f.f32c(0);
+                // The load address is in bounds either way (X + off or X - 1 + ...); select zero when off is -1.
+                f.get(offL[l]); f.i32(0); f.op(OP.i32_ge_s); f.select();
+                f.f32_store(l * 4);
+              }
+              f.get(s); f.i32(inPlane * 4); add(f); f.set(s);
+              f.get(d); f.i32(KK * nr * 4); add(f); f.tee(d); f.get(de); f.op(OP.i32_ne); f.br_if(0);
+            });
+          };
+          if (sW === 1) {
+            // Fast: the row is inside the input for this tap: iy in range and ix0 .. ix0+nr-1 in range.
+            f.get(oy0); f.i32(sH); mul(f); f.i32(ky * dH - pH); add(f); f.set(iy);
+            f.get(ox0); f.i32(kx * dW - pW); add(f); f.set(ix);
+            f.get(fast);
+            f.get(iy); f.i32(iH); f.op(OP.i32_lt_u); f.op(OP.i32_and);
+            f.get(ix); f.i32(0); f.op(OP.i32_ge_s); f.op(OP.i32_and);
+            f.get(ix); f.i32(iW - nr); f.op(OP.i32_le_s); f.op(OP.i32_and);
+            f.if_(() => {
+              f.get(X); f.get(iy); f.i32(iW); mul(f); f.get(ix); add(f); f.i32(4); mul(f); add(f); f.set(s);
+              f.loop(() => {
+                for (let v = 0; v < nv; v++) { f.get(d); f.get(s); f.v128_load(v * 16, 0); f.v128_store(v * 16, 0); }
+                f.get(s); f.i32(inPlane * 4); add(f); f.set(s);
+                f.get(d); f.i32(KK * nr * 4); add(f); f.tee(d); f.get(de); f.op(OP.i32_ne); f.br_if(0);
+              });
+            }, general);
+          } else general();
+        }
+      }
+      f.get(j); f.i32(1); add(f); f.tee(j); f.get(jEnd); f.op(OP.i32_lt_s); f.br_if(0);
     });
   });
   return mod.build();

@@ -2,7 +2,7 @@
 import type { Node } from '../../../graph/ir.js';
 import {
   type ConvActivation, type Geom2, NO_ACT, actKey, emitConvAct, convGemmTasks, packConvA, convGemmTile, depthwisePadding, depthwiseTasks, genConvGemm, genDepthwise,
-  genIm2col, im2colTasks, genConvNarrow, narrowSupported, narrowTasks, narrowTile, packBiasNarrow, packConvNarrow,
+  genIm2col, im2colTasks, genIm2colPacked, im2colPackedTasks, genConvNarrow, narrowSupported, narrowTasks, narrowTile, packBiasNarrow, packConvNarrow,
 } from '../kernels/conv.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { type GemmEpilogue, type GemmParams, gemmTasks, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
@@ -103,25 +103,27 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
 
   const pointwise = KK === 1 && g.sH === 1 && g.sW === 1 && g.pH === 0 && g.pW === 0 && g.oH === g.iH && g.oW === g.iW;
   if (pointwise && group === 1 && P >= POINTWISE_GEMM_MIN_P) return planPointwise(N, C, M, P, hasBias, act, ctx, outputs);
-  const tile = convGemmTile(Mg, R, P, (pointwise ? N : 1) * group, ctx.threads);
-  // Constant weights are packed once into tiles of mr rows (one contiguous stream per register tile).
-  const wc = w.constant;
-  let packedW = -1;
-  if (wc && wc.data instanceof Float32Array && tile.mr > 1) {
-    const data = wc.data;
-    packedW = ctx.constant(w.name, `convA:g${group}:${Mg}x${R}:mr${tile.mr}`, () => new Uint8Array(packConvA(data, group, Mg, R, tile.mr).buffer));
-  }
-  const packedA = packedW >= 0;
-  const aStride = packedA ? Math.ceil(Mg / tile.mr) * tile.mr * R : Mg * R;
-  const wPtr = (bf: { inputs: number[] }) => (packedA ? packedW : bf.inputs[1]);
-  const common = { M: Mg, K: R, P, lda: R, ldb: P, ldc: P, ...tile, bias: hasBias, act, relaxed: ctx.relaxedSimd, packedA };
   if (pointwise) {
-    const p = { ...common, batch: { dims: [N, group], a: [0, aStride], b: [C * P, Cg * P], c: [M * P, Mg * P], bias: [0, Mg] } };
+    // Grouped (or narrow-plane) 1x1: the conv GEMM reads the input in place.
+    const tile = convGemmTile(Mg, R, P, N * group, ctx.threads);
+    // Constant weights are packed once into tiles of mr rows (one contiguous stream per register tile).
+    const wc = w.constant;
+    let packedW = -1;
+    if (wc && wc.data instanceof Float32Array && tile.mr > 1) {
+      const data = wc.data;
+      packedW = ctx.constant(w.name, `convA:g${group}:${Mg}x${R}:mr${tile.mr}`, () => new Uint8Array(packConvA(data, group, Mg, R, tile.mr).buffer));
+    }
+    const packedA = packedW >= 0;
+    const aStride = packedA ? Math.ceil(Mg / tile.mr) * tile.mr * R : Mg * R;
+    const p = {
+      M: Mg, K: R, P, lda: R, ldb: P, ldc: P, ...tile, bias: hasBias, act, relaxed: ctx.relaxedSimd, packedA,
+      batch: { dims: [N, group], a: [0, aStride], b: [C * P, Cg * P], c: [M * P, Mg * P], bias: [0, Mg] },
+    };
     const kernel = genConvGemm(p);
     const tasks = convGemmTasks(p);
     return {
       outputs,
-      launches: (bf) => [{ kernel, args: [wPtr(bf), bf.inputs[0], bf.outputs[0], hasBias ? bf.inputs[2] : 0], tasks }],
+      launches: (bf) => [{ kernel, args: [packedA ? packedW : bf.inputs[1], bf.inputs[0], bf.outputs[0], hasBias ? bf.inputs[2] : 0], tasks }],
     };
   }
   const colBytes = C * KK * P * 4;
@@ -130,17 +132,52 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
   const cpt = Math.ceil(C / Math.min(itasks, C));
   const im2col = genIm2col(C, g, cpt);
   const nIm = im2colTasks(C, cpt);
-  const p = { ...common, batch: { dims: [group], a: [aStride], b: [R * P], c: [Mg * P], bias: [Mg] } };
-  const kernel = genConvGemm(p);
-  const tasks = convGemmTasks(p);
+  // The unfolded input is packed into the GEMM's B panels (per group), then one packed-B GEMM per batch item
+  // computes W_g [Mg x R] · COL_g [R x P]; the bias enters as a residual constant along P.
+  const gt = chooseGemmTile(Mg, P, R, group, ctx.threads, ctx.relaxedSimd);
+  const psize = packedBSize(R, P, gt.nr);
+  const epilogue: GemmEpilogue = {};
+  if (hasBias) Object.assign(epilogue, { residual: true, residualStrideM: 1, residualStrideN: 0 });
+  if (act.kind !== 'none') epilogue.postAct = { key: actKey(act), emit: (f, v, t) => emitConvAct(f, act, v, t) };
+  const gp: GemmParams = {
+    M: Mg, N: P, K: R, sAm: R, sAk: 1, tile: gt, relaxed: ctx.relaxedSimd, epilogue,
+    batch: group > 1 ? { dims: [group], a: [Mg * R], b: [psize], r: [Mg] } : undefined,
+  };
+  const gk = genGemm(gp);
+  const gTasks = gemmTasks(gp);
+  const pp = { K: R, N: P, sBk: P, sBn: 1, nr: gt.nr, count: group, stride: R * P };
+  const pack = genPackB(pp);
+  const packTasks = packBTasks(pp);
+  if (group === 1) {
+    // One pass: the input unfolds straight into the GEMM's panels.
+    const nPanels = Math.ceil(P / gt.nr);
+    const ppt = Math.max(1, Math.ceil(nPanels / taskCount(nPanels * R * gt.nr, ctx.threads, 1 << 14)));
+    const unfold = genIm2colPacked(C, g, gt.nr, ppt);
+    const uTasks = im2colPackedTasks(g, gt.nr, ppt);
+    return {
+      outputs,
+      scratchBytes: psize * 4,
+      launches: (bf) => {
+        const ls: Launch[] = [];
+        for (let n = 0; n < N; n++) {
+          ls.push({ kernel: unfold, args: [bf.inputs[0] + n * C * inPlane * 4, bf.scratch], tasks: uTasks });
+          ls.push({ kernel: gk, args: [bf.inputs[1], bf.scratch, bf.outputs[0] + n * M * P * 4, 0, hasBias ? bf.inputs[2] : 0], tasks: gTasks });
+        }
+        return ls;
+      },
+    };
+  }
+  const packOff = Math.ceil(colBytes / 64) * 64;
   return {
     outputs,
-    scratchBytes: colBytes,
+    scratchBytes: packOff + group * psize * 4,
     launches: (bf) => {
       const ls: Launch[] = [];
+      const packed = bf.scratch + packOff;
       for (let n = 0; n < N; n++) {
         ls.push({ kernel: im2col, args: [bf.inputs[0] + n * C * inPlane * 4, bf.scratch], tasks: nIm });
-        ls.push({ kernel, args: [wPtr(bf), bf.scratch, bf.outputs[0] + n * M * P * 4, hasBias ? bf.inputs[2] : 0], tasks });
+        ls.push({ kernel: pack, args: [bf.scratch, packed], tasks: packTasks });
+        ls.push({ kernel: gk, args: [bf.inputs[1], packed, bf.outputs[0] + n * M * P * 4, 0, hasBias ? bf.inputs[2] : 0], tasks: gTasks });
       }
       return ls;
     },
@@ -211,4 +248,21 @@ function planNarrow(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanCont
   return { outputs, launches: (bf) => [{ kernel, args: [bf.inputs[0], wp, bp, bf.outputs[0]], tasks: nt }] };
 }
 
-registerWasmOp('Conv', (node, inputs, ctx) => planConv(node, inputs, ctx));
+registerWasmOp('Conv', (node, inputs, ctx) => (node.domain === '' ? planConv(node, inputs, ctx) : null));
+
+/** webjit.FusedConv (graph/fuse_conv.ts): the conv kernels apply the activation as they store. */
+registerWasmOp('FusedConv', (node, inputs, ctx) => {
+  if (node.domain !== 'webjit') return null;
+  const num = (k: string) => { const v = node.attrs.get(k)?.value; return typeof v === 'number' ? v : NaN; };
+  let act: ConvActivation;
+  switch (node.attrs.get('activation')?.value) {
+    case 'relu': act = { kind: 'relu' }; break;
+    case 'sigmoid': act = { kind: 'sigmoid' }; break;
+    case 'hardswish': act = { kind: 'hardswish' }; break;
+    case 'clip': act = { kind: 'clip', min: num('act_min'), max: num('act_max') }; break;
+    case 'hardsigmoid': act = { kind: 'hardsigmoid', alpha: num('act_alpha'), beta: num('act_beta') }; break;
+    default: return null;
+  }
+  if (Object.values(act).some((v) => typeof v === 'number' && Number.isNaN(v))) return null;
+  return planConv(node, inputs, ctx, act);
+});

@@ -8,3 +8,4 @@ import './reduce.js';
 import './rnn.js';
 import './data.js';
 import './fused_matmul.js';
+import './conv_transpose.js';
