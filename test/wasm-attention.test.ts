@@ -258,6 +258,10 @@ interface LstmCase {
   layout?: 0 | 1;
   bias?: boolean; init?: boolean; peep?: boolean; clip?: number; inputForget?: boolean;
   outputs?: number;
+  /** GRU (linear_before_reset = 1) instead of LSTM. */
+  gru?: boolean;
+  /** W as a model constant: the input projections then run as one GEMM before the recurrence (when H % 4 == 0). */
+  constW?: boolean;
 }
 
 async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
@@ -267,14 +271,17 @@ async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
   const seed = T * 7 + B * 11 + I * 13 + H * 17 + dirs;
   const feeds = new Map<string, Value>();
   const inputs = ['x', 'w', 'r', '', '', '', '', ''];
+  const G = c.gru ? 3 : 4;
   feeds.set('x', randomFloat(layout === 0 ? [T, B, I] : [B, T, I], seed, -2, 2));
-  feeds.set('w', randomFloat([dirs, 4 * H, I], seed + 1, -0.5, 0.5));
-  feeds.set('r', randomFloat([dirs, 4 * H, H], seed + 2, -0.5, 0.5));
-  if (c.bias) { feeds.set('b', randomFloat([dirs, 8 * H], seed + 3)); inputs[3] = 'b'; }
+  const w = randomFloat([dirs, G * H, I], seed + 1, -0.5, 0.5);
+  const initializers = new Map<string, Tensor>();
+  if (c.constW) initializers.set('w', w); else feeds.set('w', w);
+  feeds.set('r', randomFloat([dirs, G * H, H], seed + 2, -0.5, 0.5));
+  if (c.bias) { feeds.set('b', randomFloat([dirs, 2 * G * H], seed + 3)); inputs[3] = 'b'; }
   const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
   if (c.init) {
     feeds.set('h0', randomFloat(st, seed + 4)); inputs[5] = 'h0';
-    feeds.set('c0', randomFloat(st, seed + 5, -3, 3)); inputs[6] = 'c0';
+    if (!c.gru) { feeds.set('c0', randomFloat(st, seed + 5, -3, 3)); inputs[6] = 'c0'; }
   }
   if (c.peep) { feeds.set('p', randomFloat([dirs, 3 * H], seed + 6)); inputs[7] = 'p'; }
   while (inputs[inputs.length - 1] === '') inputs.pop();
@@ -283,9 +290,10 @@ async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
   if (layout) attrs.push({ name: 'layout', type: 'int', value: layout });
   if (c.clip !== undefined) attrs.push({ name: 'clip', type: 'float', value: c.clip });
   if (c.inputForget) attrs.push({ name: 'input_forget', type: 'int', value: 1 });
-  const outs = ['y', 'yh', 'yc'].slice(0, c.outputs ?? 3);
+  if (c.gru) attrs.push({ name: 'linear_before_reset', type: 'int', value: 1 });
+  const outs = ['y', 'yh', 'yc'].slice(0, c.outputs ?? (c.gru ? 2 : 3));
   const graph: Graph = {
-    name: 'lstm', nodes: [node('LSTM', inputs, outs, attrs)], initializers: new Map(), valueInfo: new Map(),
+    name: 'lstm', nodes: [node(c.gru ? 'GRU' : 'LSTM', inputs, outs, attrs)], initializers, valueInfo: new Map(),
     inputs: [...feeds.keys()].map((name) => ({ name, type: null })), outputs: outs.map((name) => ({ name, type: null })),
   };
   const env = { opsets: new Map([['', 14]]), functions: new Map() };
@@ -315,6 +323,23 @@ test('Wasm LSTM matches the reference: Silero VAD shape, bidirectional, batchwis
     await checkLstm(rt, { T: 4, B: 1, I: 8, H: 2, inputForget: true, init: true, outputs: 1 });
     await checkLstm(rt, { T: 33, B: 1, I: 40, H: 64, direction: 'bidirectional', bias: true, outputs: 2 });
     await checkLstm(rt, { T: 3, B: 6, I: 150, H: 70, bias: true, init: true, peep: true });
+    // Constant W: input projections as a GEMM first.
+    await checkLstm(rt, { T: 20, B: 1, I: 40, H: 64, direction: 'bidirectional', bias: true, constW: true, outputs: 1 });
+    await checkLstm(rt, { T: 6, B: 3, I: 10, H: 8, layout: 1, bias: true, init: true, peep: true, constW: true });
+  } finally {
+    await rt.dispose();
+  }
+});
+
+test('Wasm GRU (linear_before_reset = 1, as PyTorch exports it) matches the reference', { timeout: 120_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  try {
+    await checkLstm(rt, { gru: true, T: 12, B: 1, I: 64, H: 128, bias: true, constW: true });
+    await checkLstm(rt, { gru: true, T: 12, B: 1, I: 64, H: 128, bias: true, init: true });
+    await checkLstm(rt, { gru: true, T: 9, B: 3, I: 20, H: 32, direction: 'bidirectional', bias: true, init: true, constW: true });
+    await checkLstm(rt, { gru: true, T: 7, B: 5, I: 13, H: 11, direction: 'bidirectional', layout: 1, bias: true, init: true });
+    await checkLstm(rt, { gru: true, T: 5, B: 2, I: 3, H: 6, direction: 'reverse', clip: 0.7, outputs: 1 });
+    await checkLstm(rt, { gru: true, T: 6, B: 4, I: 8, H: 16, layout: 1, init: true, constW: true });
   } finally {
     await rt.dispose();
   }

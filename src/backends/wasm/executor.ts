@@ -71,6 +71,19 @@ if (PROFILE) {
   });
 }
 
+/**
+ * Inputs (by op type) that are small integer shape-like values: when the graph computes them, the executor reads their
+ * values at plan time, hands them to the op as ValueDesc.value, and keys the plan by them.
+ */
+const VALUE_INPUTS: Record<string, readonly number[]> = {
+  Slice: [1, 2, 3, 4], Expand: [1], Tile: [1], Pad: [1, 3], ConstantOfShape: [0], Split: [1],
+  ReduceSum: [1], ReduceMean: [1], ReduceMax: [1], ReduceMin: [1], ReduceProd: [1], ReduceL1: [1], ReduceL2: [1],
+  ReduceLogSum: [1], ReduceLogSumExp: [1], ReduceSumSquare: [1],
+};
+/** Plans a node keeps for distinct input values before its cache starts over (values vary, e.g. per decode step). */
+const MAX_PLANS_PER_NODE = 64;
+const VALUE_MAX_ELEMS = 16;
+
 const intsCache = new WeakMap<Tensor, number[]>();
 const byteSize = (dtype: DType, n: number) => Math.ceil(n * DTYPES[dtype].rawBytes);
 const storable = (dtype: DType) => dtype !== 'string' && DTYPES[dtype].rawBytes >= 1 && !dtype.startsWith('complex');
@@ -287,10 +300,25 @@ export class WasmGraphRunner {
   }
 
   private plan(i: number, node: Node, ins: (Slot | undefined)[]): OpPlan | null {
-    // Fast path: the same input shapes as this node's last run (every steady-state run).
+    const valueIdx = node.domain === '' ? VALUE_INPUTS[node.opType] : undefined;
+    // Values of computed shape-like inputs, part of the plan's key.
+    let values: (Tensor | undefined)[] | undefined;
+    if (valueIdx) {
+      for (const k of valueIdx) {
+        const s = ins[k];
+        if (!s?.buf || s.buf.constant || (s.dtype !== 'int64' && s.dtype !== 'int32') || sizeOf(s.dims) > VALUE_MAX_ELEMS) continue;
+        (values ??= [])[k] = this.download(s);
+      }
+    }
+    const keyOf = (s: Slot | undefined, k: number) => {
+      if (!s) return '-';
+      const v = values?.[k];
+      return v ? `${slotKey(s)}=${Array.from(v.data as ArrayLike<number | bigint>).join(',')}` : slotKey(s);
+    };
+    // Fast path: the same input shapes (and values) as this node's last run (every steady-state run).
     const last = this.lastPlan[i];
-    if (last && last.keys.length === ins.length && ins.every((s, k) => (s ? slotKey(s) : '-') === last.keys[k])) return last.plan;
-    const keys = ins.map((s) => (s ? slotKey(s) : '-'));
+    if (last && last.keys.length === ins.length && ins.every((s, k) => keyOf(s, k) === last.keys[k])) return last.plan;
+    const keys = ins.map(keyOf);
     const key = keys.join(';');
     const cache = this.plans[i];
     if (cache.has(key)) { const p = cache.get(key)!; this.lastPlan[i] = { keys, plan: p }; return p; }
@@ -300,9 +328,11 @@ export class WasmGraphRunner {
       const descs: (ValueDesc | undefined)[] = ins.map((s, k) => s && ({
         dtype: s.dtype, dims: s.dims, name: node.inputs[k],
         constant: s.buf?.constant && s.js instanceof Tensor ? s.js : undefined,
+        value: values?.[k],
       }));
       plan = op(node, descs, this.planContext(), this.env.opsets.get('') ?? 1);
     }
+    if (cache.size >= MAX_PLANS_PER_NODE) cache.clear();
     cache.set(key, plan);
     this.lastPlan[i] = { keys, plan };
     return plan;

@@ -10,6 +10,11 @@ export interface ValueDesc {
   constant?: Tensor;
   /** Graph value name (stable key for constant transforms). */
   name: string;
+  /**
+   * The current value of a small integer input that is computed in the graph (starts, shape, axes, pads …), read at
+   * plan time for the ops that take such inputs (the executor keys their plans by it). Never use it for ctx.constant.
+   */
+  value?: Tensor;
 }
 
 /**

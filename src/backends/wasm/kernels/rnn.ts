@@ -1,10 +1,13 @@
-// f32 LSTM code generator: per (direction, batch group) task, each time step's gates x·Wᵀ + h·Rᵀ + b with SIMD dots, then the cell.
+// f32 LSTM and GRU code generator: per (direction, batch group) task, each time step's gates x·Wᵀ + h·Rᵀ + b with SIMD
+// dots, then the cell.
 import { type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
 import { emitDots4, emitLoadLanes, emitPrepRow, emitStoreLanes } from './attention.js';
 import { ActTemps, emitActivation } from './gemm.js';
 
 export interface LstmParams {
+  /** 'gru': ONNX GRU with linear_before_reset = 1 (gates z, r, h; only Y and Y_h; no C0, peepholes or input_forget). */
+  kind?: 'lstm' | 'gru';
   T: number;
   B: number;
   I: number;
@@ -22,6 +25,11 @@ export interface LstmParams {
   inputForget: boolean;
   /** Batch rows per task. */
   rowsPerTask: number;
+  /**
+   * X·Wᵀ for all steps is precomputed (a GEMM before the launch): the X argument then points at XW [dirs][rows of X]
+   * [gates*H] and a step reads its input projections instead of computing them. Requires H % 4 == 0.
+   */
+  xproj?: boolean;
   relaxed: boolean;
 }
 
@@ -45,8 +53,8 @@ export function lstmScratchPerTask(p: LstmParams): number {
 
 /** A kernel `run(X, W, R, Bias, H0, C0, P, Y, Yh, Yc, scratch, t0, t1)`; absent inputs are 0, outputs must all exist. */
 export function genLstm(p: LstmParams): KernelSource {
-  const key = `lstm:${p.T}x${p.B}x${p.I}x${p.H}:d${p.dirs}${p.reverse ? 'r' : ''}:l${p.layout}:` +
-    `${+p.hasBias}${+p.hasH0}${+p.hasC0}${+p.hasP}:c${p.clip}:${p.inputForget ? 'if' : ''}:g${p.rowsPerTask}:${p.relaxed ? 'R' : ''}`;
+  const key = `${p.kind ?? 'lstm'}:${p.T}x${p.B}x${p.I}x${p.H}:d${p.dirs}${p.reverse ? 'r' : ''}:l${p.layout}:` +
+    `${+p.hasBias}${+p.hasH0}${+p.hasC0}${+p.hasP}:c${p.clip}:${p.inputForget ? 'if' : ''}:g${p.rowsPerTask}:${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}`;
   return { key, bytes: () => buildLstm(p) };
 }
 
@@ -68,7 +76,16 @@ function buildLstm(p: LstmParams): Uint8Array {
   const sx = [f.local('v128'), f.local('v128')], sh = [f.local('v128'), f.local('v128')];
   const vi = f.local('v128'), vo = f.local('v128'), vf = f.local('v128'), vc = f.local('v128'), cOld = f.local('v128'), cNew = f.local('v128');
   const temps = new ActTemps(f);
-  const G4 = 4 * H;
+  const gru = p.kind === 'gru';
+  const G4 = (gru ? 3 : 4) * H;
+  /**
+   * The 4 gate slots of the scratch: per slot, the gate rows of W and of R it dots with (null: none) and the bias
+   * vectors (offsets in the direction's bias, in units of H) it adds. GRU keeps x·Whᵀ and h·Rhᵀ apart (r scales the
+   * latter before the sum).
+   */
+  const slots: { w: number | null; r: number | null; b: number[] }[] = gru
+    ? [{ w: 0, r: 0, b: [0, 3] }, { w: 1, r: 1, b: [1, 4] }, { w: 2, r: null, b: [2] }, { w: null, r: 2, b: [5] }]
+    : [0, 1, 2, 3].map((q) => ({ w: q, r: q, b: [q, 4 + q] }));
   // Element strides of consecutive batch rows.
   const xRow = layout === 0 ? I : T * I;
   const yRow = layout === 0 ? H : T * dirs * H;
@@ -102,8 +119,9 @@ function buildLstm(p: LstmParams): Uint8Array {
     if (p.hasBias) {
       for (let q = 0; q < 4; q++) {
         overH((cOff, n) => {
-          at(bd, cOff, tp); emitLoadLanes(f, tp, q * H * 4, n, 4); emitLoadLanes(f, tp, (G4 + q * H) * 4, n, 4);
-          f.simd(SIMD.f32x4_add); f.set(vc);
+          at(bd, cOff, tp);
+          slots[q].b.forEach((o, k) => { emitLoadLanes(f, tp, o * H * 4, n, 4); if (k) f.simd(SIMD.f32x4_add); });
+          f.set(vc);
           at(sp, cOff, tp); f.get(tp); f.get(vc); f.v128_store(L.bias + q * HP * 4, 0);
         });
       }
@@ -116,7 +134,7 @@ function buildLstm(p: LstmParams): Uint8Array {
     });
     for (let r = 0; r < rows; r++) {
       init(p.hasH0, H0, hDirect ? L.hprep : L.hplain, r);
-      init(p.hasC0, C0, L.cst, r);
+      if (!gru) init(p.hasC0, C0, L.cst, r);
     }
     const prepH = () => {
       if (hDirect) return;
@@ -128,46 +146,60 @@ function buildLstm(p: LstmParams): Uint8Array {
     f.for_(step, () => f.i32(0), () => f.i32(T), 1, () => {
       // tt = rev ? T-1-step : step
       f.i32(T - 1); f.get(step); f.op(OP.i32_sub); f.get(step); f.get(rev); f.select(); f.set(tt);
+      if (p.xproj) {
+        // xb = XW of direction d at the row of (tt, b0).
+        f.get(X); f.get(d); f.i32(T * B * G4 * 4); mul(); add();
+        if (layout === 0) { f.get(tt); f.i32(B); mul(); f.get(b0); add(); } else { f.get(b0); f.i32(T); mul(); f.get(tt); add(); }
+        f.i32(G4 * 4); mul(); add(); f.set(xb);
+        f.get(xb); f.set(xa);
+      } else {
       f.get(X); xOff(); add(); f.set(xb);
       if (xDirect) { f.get(xb); f.set(xa); }
       else {
         f.get(sp); f.i32(L.xprep); add(); f.set(xa);
         for (let r = 0; r < rows; r++) emitPrepRow(f, xb, r * xRow * 4, xa, r * IP * 4, I);
       }
+      }
       const aRowX = xDirect ? xRow * 4 : IP * 4;
       f.get(sp); f.i32(L.hprep); add(); f.set(gp);
       // gates[r][gate][j..j+3] = x·W[rows]ᵀ + h·R[rows]ᵀ + bias, 4 gate rows at a time.
-      const block = (valid: number) => {
+      const block = (valid: number, q: number) => {
         const keyOffW = [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * I * 4);
         const keyOffR = [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * H * 4);
+        const { w: useW, r: useR } = slots[q];
         for (let r0 = 0; r0 < rows; r0 += 2) {
           const nr = Math.min(2, rows - r0);
-          emitDots4(f, { rows: nr, a: xa, aOff: r0 * aRowX, aRowBytes: aRowX, kp: wk, keyOff: keyOffW, dBytes: 4, D: I, acc, av, kv, tmp, out: sx, relaxed });
-          emitDots4(f, { rows: nr, a: gp, aOff: r0 * HP * 4, aRowBytes: HP * 4, kp: rk, keyOff: keyOffR, dBytes: 4, D: H, acc, av, kv, tmp, out: sh, relaxed });
+          if (useW !== null && p.xproj) {
+            // The row's projections: XW[row][useW*H + j .. + 4].
+            const rowBytes = (layout === 0 ? 1 : T) * G4 * 4;
+            for (let i = 0; i < nr; i++) { f.get(xa); f.get(j); f.i32(4); mul(); add(); f.v128_load((r0 + i) * rowBytes + useW * H * 4, 0); f.set(sx[i]); }
+          } else if (useW !== null) emitDots4(f, { rows: nr, a: xa, aOff: r0 * aRowX, aRowBytes: aRowX, kp: wk, keyOff: keyOffW, dBytes: 4, D: I, acc, av, kv, tmp, out: sx, relaxed });
+          if (useR !== null) emitDots4(f, { rows: nr, a: gp, aOff: r0 * HP * 4, aRowBytes: HP * 4, kp: rk, keyOff: keyOffR, dBytes: 4, D: H, acc, av, kv, tmp, out: sh, relaxed });
           for (let i = 0; i < nr; i++) {
-            // address: sp + gates + (r*4*HP + gate*HP + j)*4
-            f.get(sp); f.get(gate); f.i32(HP * 4); mul(); add(); f.get(j); f.i32(4); mul(); add();
-            f.get(sx[i]); f.get(sh[i]); f.simd(SIMD.f32x4_add);
+            // address: sp + gates + (r*4*HP + q*HP + j)*4
+            f.get(sp); f.get(j); f.i32(4); mul(); add();
+            if (useW !== null && useR !== null) { f.get(sx[i]); f.get(sh[i]); f.simd(SIMD.f32x4_add); } else f.get(useW !== null ? sx[i] : sh[i]);
             if (p.hasBias) {
-              f.get(sp); f.get(gate); f.i32(HP * 4); mul(); add(); f.get(j); f.i32(4); mul(); add(); f.v128_load(L.bias, 0);
+              f.get(sp); f.get(j); f.i32(4); mul(); add(); f.v128_load(L.bias + q * HP * 4, 0);
               f.simd(SIMD.f32x4_add);
             }
-            f.v128_store(L.gates + (r0 + i) * 4 * HP * 4, 0);
+            f.v128_store(L.gates + (r0 + i) * 4 * HP * 4 + q * HP * 4, 0);
           }
         }
       };
-      f.for_(gate, () => f.i32(0), () => f.i32(4), 1, () => {
-        f.get(wd); f.get(gate); f.i32(H * I * 4); mul(); add(); f.set(wk);
-        f.get(rd); f.get(gate); f.i32(H * H * 4); mul(); add(); f.set(rk);
+      for (let q = 0; q < 4; q++) {
+        const { w: gw, r: gr } = slots[q];
+        if (gw !== null) { f.get(wd); f.i32(gw * H * I * 4); add(); f.set(wk); }
+        if (gr !== null) { f.get(rd); f.i32(gr * H * H * 4); add(); f.set(rk); }
         if (fullH > 0) {
           f.for_(j, () => f.i32(0), () => f.i32(fullH), 4, () => {
-            block(4);
-            f.get(wk); f.i32(4 * I * 4); add(); f.set(wk);
-            f.get(rk); f.i32(4 * H * 4); add(); f.set(rk);
+            block(4, q);
+            if (gw !== null) { f.get(wk); f.i32(4 * I * 4); add(); f.set(wk); }
+            if (gr !== null) { f.get(rk); f.i32(4 * H * 4); add(); f.set(rk); }
           });
         }
-        if (H % 4) { f.i32(fullH); f.set(j); block(H % 4); }
-      });
+        if (H % 4) { f.i32(fullH); f.set(j); block(H % 4, q); }
+      }
       // The cell, 4 hidden units at a time (ONNX gate order i, o, f, c; peepholes Pi, Po, Pf).
       f.get(Y); yOff(); add(); f.set(yb);
       for (let r = 0; r < rows; r++) {
@@ -175,6 +207,19 @@ function buildLstm(p: LstmParams): Uint8Array {
         overH((cOff, n) => {
           at(sp, cOff, tp);
           const ld = (q: number, v: Local) => { f.get(tp); f.v128_load(gOff + q * HP * 4, 0); f.set(v); };
+          if (gru) {
+            // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~).
+            ld(0, vi); ld(1, vo); ld(2, vf); ld(3, vc);
+            clip(vi); emitActivation(f, 'sigmoid', vi, temps);
+            clip(vo); emitActivation(f, 'sigmoid', vo, temps);
+            f.get(vf); f.get(vo); f.get(vc); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
+            clip(vc); emitActivation(f, 'tanh', vc, temps);
+            f.get(tp); f.v128_load((hDirect ? L.hprep : L.hplain) + r * HP * 4, 0); f.set(cOld);
+            f.get(vc); f.get(vi); f.get(cOld); f.get(vc); f.simd(SIMD.f32x4_sub); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
+            f.get(tp); f.get(vc); f.v128_store((hDirect ? L.hprep : L.hplain) + r * HP * 4, 0);
+            at(yb, cOff, tp2); emitStoreLanes(f, tp2, r * yRow * 4, n, vc);
+            return;
+          }
           ld(0, vi); ld(1, vo); ld(2, vf); ld(3, vc);
           f.get(tp); f.v128_load(L.cst + r * HP * 4, 0); f.set(cOld);
           if (p.hasP) at(pd, cOff, tp2);
@@ -200,7 +245,7 @@ function buildLstm(p: LstmParams): Uint8Array {
       prepH();
     });
     // Final state.
-    for (const [dst, src] of [[Yh, hDirect ? L.hprep : L.hplain], [Yc, L.cst]] as const) {
+    for (const [dst, src] of [[Yh, hDirect ? L.hprep : L.hplain], ...(gru ? [] : [[Yc, L.cst]])] as [Local, number][]) {
       f.get(dst); f.get(stb); add(); f.set(gp);
       for (let r = 0; r < rows; r++) {
         overH((cOff, n) => {

@@ -27,9 +27,9 @@ function stridesOf(dims: readonly number[]): number[] {
   return s;
 }
 
-/** Integer values of a constant input, or null when the input is not a model constant. */
+/** Integer values of a constant input (or one the executor read at plan time), else null. */
 function constInts(v: ValueDesc | undefined): number[] | null {
-  const t = v?.constant;
+  const t = v?.constant ?? v?.value;
   if (!t || !(t instanceof Tensor)) return null;
   if (t.type === 'int64' || t.type === 'uint64') return Array.from(t.data as BigInt64Array, Number);
   if (t.type === 'int32' || t.type === 'int16' || t.type === 'int8' || t.type === 'uint8' || t.type === 'uint16' || t.type === 'uint32') {

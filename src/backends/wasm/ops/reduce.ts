@@ -149,9 +149,10 @@ function reduceAxes(node: Node, inputs: (ValueDesc | undefined)[], opset: number
   }
   const t = inputs[1];
   if (!t) return null;
-  if (!t.constant) return 'dynamic';
-  if (t.constant.size === 0) return null;
-  return Array.from(t.constant.data as ArrayLike<number | bigint>, Number);
+  const c = t.constant ?? t.value;
+  if (!c) return 'dynamic';
+  if (c.size === 0) return null;
+  return Array.from(c.data as ArrayLike<number | bigint>, Number);
 }
 
 function planReduce(kind: RKind | 'mean', inputFrom: number) {

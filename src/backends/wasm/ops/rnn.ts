@@ -1,6 +1,36 @@
 // Wasm LSTM (f32, default activations, no sequence_lens): plans kernels/rnn.ts for the node's shapes.
 import { type LstmParams, genLstm, lstmScratchPerTask, lstmTasks } from '../kernels/rnn.js';
-import { type ValueDesc, registerWasmOp } from '../kernel.js';
+import { type Launch, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
+import { type GemmParams, gemmTasks, genGemm, packBHost, packedBSize } from '../kernels/gemm.js';
+import { chooseGemmTile } from './matmul.js';
+
+/**
+ * The input projections X·W_dᵀ of every step as one GEMM per direction (before the recurrence, on all threads), when W
+ * is a model constant and H a multiple of 4; null otherwise (the recurrence computes them per step).
+ */
+function inputProjection(p: LstmParams, x: ValueDesc, w: ValueDesc, gates: number, ctx: PlanContext):
+  { bytes: number; launch: (xPtr: number, out: number) => Launch } | null {
+  const wc = w.constant;
+  if (!wc || !(wc.data instanceof Float32Array) || p.H % 4 !== 0) return null;
+  const rows = p.T * p.B, N = gates * p.H, K = p.I;
+  const tile = chooseGemmTile(rows, N, K, p.dirs, ctx.threads, ctx.relaxedSimd);
+  const psize = packedBSize(K, N, tile.nr);
+  const data = wc.data;
+  // B = W_dᵀ: element (k, n) at W + d*N*K + n*K + k.
+  const packed = ctx.constant(w.name, `rnnWt:nr${tile.nr}:${p.dirs}x${N}x${K}`, () => {
+    const out = new Float32Array(p.dirs * psize);
+    for (let d = 0; d < p.dirs; d++) packBHost(data, d * N * K, K, N, 1, K, tile.nr, out, d * psize);
+    return new Uint8Array(out.buffer);
+  });
+  const params: GemmParams = {
+    M: rows, N, K, sAm: K, sAk: 1, tile, relaxed: ctx.relaxedSimd,
+    batch: p.dirs > 1 ? { dims: [p.dirs], a: [0], b: [psize] } : undefined,
+  };
+  const kernel = genGemm(params);
+  const tasks = gemmTasks(params);
+  void x;
+  return { bytes: Math.ceil((p.dirs * rows * N * 4) / 64) * 64, launch: (xPtr, out) => ({ kernel, args: [xPtr, packed, out, 0, 0], tasks }) };
+}
 
 /** Largest input/hidden size the unrolled dot products are generated for. */
 const MAX_SIZE = 1024;
@@ -42,6 +72,8 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
     inputForget: ((a('input_forget') as number | undefined) ?? 0) !== 0,
     rowsPerTask, relaxed: ctx.relaxedSimd,
   };
+  const xp = inputProjection(p, x, w, 4, ctx);
+  p.xproj = !!xp;
   const kernel = genLstm(p);
   const tasks = lstmTasks(p);
   const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
@@ -53,17 +85,74 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
   const spare = 3 - nOut;
   return {
     outputs,
-    scratchBytes: tasks * perTask + spare * stateBytes,
+    scratchBytes: tasks * perTask + spare * stateBytes + (xp?.bytes ?? 0),
     launches: (b) => {
       const extra = (k: number) => b.scratch + tasks * perTask + k * stateBytes;
       const yh = nOut > 1 ? b.outputs[1] : extra(0);
       const yc = nOut > 2 ? b.outputs[2] : extra(nOut > 1 ? 0 : 1);
       const ins = b.inputs;
-      return [{
+      const xw = extra(spare);
+      return [...(xp ? [xp.launch(ins[0], xw)] : []), {
         kernel,
-        args: [ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc, b.scratch],
+        args: [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc, b.scratch],
         tasks,
       }];
+    },
+  };
+});
+
+const GRU_ACTS = ['sigmoid', 'tanh'];
+
+/** GRU with linear_before_reset = 1 (as PyTorch and Keras export it), default activations, no sequence_lens. */
+registerWasmOp('GRU', (node, inputs, ctx) => {
+  if (node.domain !== '') return null;
+  const [x, w, r, bias, seqLens, h0] = inputs;
+  if (!x || !w || !r || seqLens || inputs.length > 6) return null;
+  if (![x, w, r, bias, h0].every(isF32)) return null;
+  const a = (name: string) => node.attrs.get(name)?.value;
+  if (((a('linear_before_reset') as number | undefined) ?? 0) !== 1) return null;
+  const layout = (a('layout') as number | undefined) ?? 0;
+  const direction = (a('direction') as string | undefined) ?? 'forward';
+  if ((layout !== 0 && layout !== 1) || !['forward', 'reverse', 'bidirectional'].includes(direction)) return null;
+  const dirs = direction === 'bidirectional' ? 2 : 1;
+  const acts = a('activations') as string[] | undefined;
+  if (acts && acts.length) {
+    const want = dirs === 2 && acts.length === 4 ? [...GRU_ACTS, ...GRU_ACTS] : GRU_ACTS;
+    if (acts.length !== want.length || acts.some((s, i) => s.toLowerCase() !== want[i])) return null;
+  }
+  if (x.dims.length !== 3 || w.dims.length !== 3 || r.dims.length !== 3) return null;
+  const [T, B, I] = layout === 0 ? x.dims : [x.dims[1], x.dims[0], x.dims[2]];
+  const H = (a('hidden_size') as number | undefined) ?? r.dims[2];
+  if (!dimsAre(w, [dirs, 3 * H, I]) || !dimsAre(r, [dirs, 3 * H, H]) || !dimsAre(bias, [dirs, 6 * H])) return null;
+  const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
+  if (!dimsAre(h0, st)) return null;
+  if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
+  const clipA = a('clip') as number | undefined;
+  const threads = ctx.threads;
+  const rowsPerTask = threads > 1 ? Math.max(1, Math.min(4, Math.ceil(B / Math.ceil(threads / dirs)))) : Math.min(B, 4);
+  const p: LstmParams = {
+    kind: 'gru', T, B, I, H, dirs, reverse: direction === 'reverse', layout,
+    hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
+    clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask, relaxed: ctx.relaxedSimd,
+  };
+  const xp = inputProjection(p, x, w, 3, ctx);
+  p.xproj = !!xp;
+  const kernel = genLstm(p);
+  const tasks = lstmTasks(p);
+  const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
+  const nOut = Math.min(2, Math.max(1, node.outputs.length));
+  const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
+  const perTask = lstmScratchPerTask(p);
+  const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
+  return {
+    outputs,
+    scratchBytes: tasks * perTask + stateBytes + (xp?.bytes ?? 0),
+    launches: (b) => {
+      const yh = nOut > 1 ? b.outputs[1] : b.scratch + tasks * perTask;
+      const ins = b.inputs;
+      const xw = b.scratch + tasks * perTask + stateBytes;
+      return [...(xp ? [xp.launch(ins[0], xw)] : []),
+        { kernel, args: [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0, b.scratch], tasks }];
     },
   };
 });
