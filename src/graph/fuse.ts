@@ -2,7 +2,7 @@
 // (domain 'webjit') carrying the original nodes as its 'graph' attribute; the Wasm backend compiles each into one loop.
 import type { Attribute, Graph, Model, Node, ValueType } from './ir.js';
 import { inferShapes } from './shapes.js';
-import { nodeDeps, subgraphsOf, topoOrder } from './topo.js';
+import { nodeDeps, replaceNodes, subgraphsOf, topoOrder } from './topo.js';
 
 /** Op types the fused kernel translates (kept in step with backends/wasm/ops/elementwise.ts). */
 export const FUSIBLE_OPS: ReadonlySet<string> = new Set([
@@ -87,13 +87,6 @@ export function fuseElementwise(model: Model): FuseStats {
     stats.nodesFused += members.length;
   }
   if (stats.groups === 0) return stats;
-  const nodes: Node[] = [];
-  for (const n of g.nodes) {
-    const r = replace.get(n);
-    if (r === undefined) nodes.push(n);
-    else if (r) nodes.push(r);
-  }
-  g.nodes = nodes;
-  if (!model.opsets.has('webjit')) model.opsets.set('webjit', 1);
+  replaceNodes(model, replace);
   return stats;
 }

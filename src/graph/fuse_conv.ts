@@ -5,7 +5,7 @@
 //   x·HardSigmoid(x) and x·Clip(x+3, 0, 6)/6) becomes one webjit.FusedConv node whose kernel applies the activation
 //   in its store.
 import type { Attribute, Graph, Model, Node } from './ir.js';
-import { freeVariables, subgraphsOf, topoOrder } from './topo.js';
+import { freeVariables, replaceNodes, subgraphsOf, topoOrder } from './topo.js';
 import { Tensor } from '../tensor.js';
 
 /** Op type of the fused node in domain 'webjit' (reference kernel: src/ops/fused_conv.ts; Wasm: backends/wasm/ops/conv.ts). */
@@ -253,14 +253,7 @@ export function fuseConvActivation(model: Model): Map<string, number> {
     stats.set(m.act, (stats.get(m.act) ?? 0) + 1);
   }
   if (replace.size === 0) return stats;
-  const nodes: Node[] = [];
-  for (const n of g.nodes) {
-    const r = replace.get(n);
-    if (r === undefined) nodes.push(n);
-    else if (r) nodes.push(r);
-  }
-  g.nodes = nodes;
-  if (!model.opsets.has('webjit')) model.opsets.set('webjit', 1);
+  replaceNodes(model, replace);
   return stats;
 }
 

@@ -1,7 +1,7 @@
 // Graph pass: MatMul by a constant weight → Add(bias) → [activation] → [residual Add] becomes one webjit.FusedMatMul node.
 import type { Attribute, Dim, Graph, Model, Node, ValueType } from './ir.js';
 import { inferShapes } from './shapes.js';
-import { freeVariables, subgraphsOf, topoOrder } from './topo.js';
+import { freeVariables, replaceNodes, subgraphsOf, topoOrder } from './topo.js';
 import type { Tensor } from '../tensor.js';
 
 /** Domain and op type of the fused node (reference kernel: src/ops/fused_matmul.ts; Wasm: backends/wasm/ops/fused_matmul.ts). */
@@ -255,14 +255,7 @@ export function fuseMatMul(model: Model): FuseMatMulStats {
     if (residual) stats.residuals++;
   }
   if (stats.fused === 0) return stats;
-  const nodes: Node[] = [];
-  for (const n of g.nodes) {
-    const r = fusedNodes.get(n);
-    if (r === undefined) nodes.push(n);
-    else if (r) nodes.push(r);
-  }
-  g.nodes = nodes;
-  if (!model.opsets.has('webjit')) model.opsets.set('webjit', 1);
+  replaceNodes(model, fusedNodes);
   return stats;
 }
 

@@ -74,3 +74,18 @@ export function topoOrder(g: Graph): Node[] {
   }
   return order;
 }
+
+/**
+ * Rewrites g.nodes after a fusion pass: a node mapped to a node is replaced by it, one mapped to null is dropped, the
+ * rest stay in order. Registers the 'webjit' domain the fused nodes live in.
+ */
+export function replaceNodes(model: { graph: Graph; opsets: Map<string, number> }, replace: Map<Node, Node | null>): void {
+  const nodes: Node[] = [];
+  for (const n of model.graph.nodes) {
+    const r = replace.get(n);
+    if (r === undefined) nodes.push(n);
+    else if (r) nodes.push(r);
+  }
+  model.graph.nodes = nodes;
+  if (!model.opsets.has('webjit')) model.opsets.set('webjit', 1);
+}

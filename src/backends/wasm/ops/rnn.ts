@@ -1,5 +1,6 @@
-// Wasm LSTM (f32, default activations, no sequence_lens): plans kernels/rnn.ts for the node's shapes.
+// Wasm LSTM and GRU (f32, default activations, no sequence_lens): plan kernels/rnn.ts for the node's shapes.
 import { type LstmParams, genLstm, lstmScratchPerTask, lstmTasks } from '../kernels/rnn.js';
+import type { Node } from '../../../graph/ir.js';
 import { type Launch, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
 import { type GemmParams, gemmTasks, genGemm, packBHost, packedBSize } from '../kernels/gemm.js';
 import { chooseGemmTile } from './matmul.js';
@@ -40,26 +41,35 @@ const DEFAULT_ACTS = ['sigmoid', 'tanh', 'tanh'];
 const isF32 = (v: ValueDesc | undefined) => !v || v.dtype === 'float32';
 const dimsAre = (v: ValueDesc | undefined, dims: number[]) => !v || v.dims.join(',') === dims.join(',');
 
+/** The attributes and sizes LSTM and GRU share; null when the kernels do not cover them (layout, direction, activations). */
+function rnnGeometry(node: Node, x: ValueDesc, w: ValueDesc, r: ValueDesc, acts1: string[]):
+  { T: number; B: number; I: number; H: number; dirs: 1 | 2; layout: 0 | 1; direction: string; st: number[] } | null {
+  const attr = (name: string) => node.attrs.get(name)?.value;
+  const layout = (attr('layout') as number | undefined) ?? 0;
+  const direction = (attr('direction') as string | undefined) ?? 'forward';
+  if ((layout !== 0 && layout !== 1) || !['forward', 'reverse', 'bidirectional'].includes(direction)) return null;
+  const dirs = direction === 'bidirectional' ? 2 : 1;
+  const acts = attr('activations') as string[] | undefined;
+  if (acts && acts.length) {
+    const want = dirs === 2 && acts.length === 2 * acts1.length ? [...acts1, ...acts1] : acts1;
+    if (acts.length !== want.length || acts.some((s, i) => s.toLowerCase() !== want[i])) return null;
+  }
+  if (x.dims.length !== 3 || w.dims.length !== 3 || r.dims.length !== 3) return null;
+  const [T, B, I] = layout === 0 ? x.dims : [x.dims[1], x.dims[0], x.dims[2]];
+  const H = (attr('hidden_size') as number | undefined) ?? r.dims[2];
+  return { T, B, I, H, dirs, layout, direction, st: layout === 0 ? [dirs, B, H] : [B, dirs, H] };
+}
+
 registerWasmOp('LSTM', (node, inputs, ctx) => {
   if (node.domain !== '') return null;
   const [x, w, r, bias, seqLens, h0, c0, peep] = inputs;
   if (!x || !w || !r || seqLens) return null;
   if (![x, w, r, bias, h0, c0, peep].every(isF32)) return null;
   const a = (name: string) => node.attrs.get(name)?.value;
-  const layout = (a('layout') as number | undefined) ?? 0;
-  const direction = (a('direction') as string | undefined) ?? 'forward';
-  if ((layout !== 0 && layout !== 1) || !['forward', 'reverse', 'bidirectional'].includes(direction)) return null;
-  const dirs = direction === 'bidirectional' ? 2 : 1;
-  const acts = a('activations') as string[] | undefined;
-  if (acts && acts.length) {
-    const want = dirs === 2 && acts.length === 6 ? [...DEFAULT_ACTS, ...DEFAULT_ACTS] : DEFAULT_ACTS;
-    if (acts.length !== want.length || acts.some((s, i) => s.toLowerCase() !== want[i])) return null;
-  }
-  if (x.dims.length !== 3 || w.dims.length !== 3 || r.dims.length !== 3) return null;
-  const [T, B, I] = layout === 0 ? x.dims : [x.dims[1], x.dims[0], x.dims[2]];
-  const H = (a('hidden_size') as number | undefined) ?? r.dims[2];
+  const geo = rnnGeometry(node, x, w, r, DEFAULT_ACTS);
+  if (!geo) return null;
+  const { T, B, I, H, dirs, layout, direction, st } = geo;
   if (!dimsAre(w, [dirs, 4 * H, I]) || !dimsAre(r, [dirs, 4 * H, H]) || !dimsAre(bias, [dirs, 8 * H]) || !dimsAre(peep, [dirs, 3 * H])) return null;
-  const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
   if (!dimsAre(h0, st) || !dimsAre(c0, st)) return null;
   if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
   const clipA = a('clip') as number | undefined;
@@ -111,20 +121,10 @@ registerWasmOp('GRU', (node, inputs, ctx) => {
   if (![x, w, r, bias, h0].every(isF32)) return null;
   const a = (name: string) => node.attrs.get(name)?.value;
   if (((a('linear_before_reset') as number | undefined) ?? 0) !== 1) return null;
-  const layout = (a('layout') as number | undefined) ?? 0;
-  const direction = (a('direction') as string | undefined) ?? 'forward';
-  if ((layout !== 0 && layout !== 1) || !['forward', 'reverse', 'bidirectional'].includes(direction)) return null;
-  const dirs = direction === 'bidirectional' ? 2 : 1;
-  const acts = a('activations') as string[] | undefined;
-  if (acts && acts.length) {
-    const want = dirs === 2 && acts.length === 4 ? [...GRU_ACTS, ...GRU_ACTS] : GRU_ACTS;
-    if (acts.length !== want.length || acts.some((s, i) => s.toLowerCase() !== want[i])) return null;
-  }
-  if (x.dims.length !== 3 || w.dims.length !== 3 || r.dims.length !== 3) return null;
-  const [T, B, I] = layout === 0 ? x.dims : [x.dims[1], x.dims[0], x.dims[2]];
-  const H = (a('hidden_size') as number | undefined) ?? r.dims[2];
+  const geo = rnnGeometry(node, x, w, r, GRU_ACTS);
+  if (!geo) return null;
+  const { T, B, I, H, dirs, layout, direction, st } = geo;
   if (!dimsAre(w, [dirs, 3 * H, I]) || !dimsAre(r, [dirs, 3 * H, H]) || !dimsAre(bias, [dirs, 6 * H])) return null;
-  const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
   if (!dimsAre(h0, st)) return null;
   if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
   const clipA = a('clip') as number | undefined;
