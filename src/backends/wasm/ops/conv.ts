@@ -128,10 +128,6 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
   }
   const colBytes = C * KK * P * 4;
   if (colBytes > 512 * 1024 * 1024) return null;
-  const itasks = taskCount(C * KK * P, ctx.threads, 1 << 14);
-  const cpt = Math.ceil(C / Math.min(itasks, C));
-  const im2col = genIm2col(C, g, cpt);
-  const nIm = im2colTasks(C, cpt);
   // The unfolded input is packed into the GEMM's B panels (per group), then one packed-B GEMM per batch item
   // computes W_g [Mg x R] · COL_g [R x P]; the bias enters as a residual constant along P.
   const gt = chooseGemmTile(Mg, P, R, group, ctx.threads, ctx.relaxedSimd);
@@ -167,6 +163,11 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
       },
     };
   }
+  // Grouped: unfold all channels, then pack each group's rows into panels.
+  const itasks = taskCount(C * KK * P, ctx.threads, 1 << 14);
+  const cpt = Math.ceil(C / Math.min(itasks, C));
+  const im2col = genIm2col(C, g, cpt);
+  const nIm = im2colTasks(C, cpt);
   const packOff = Math.ceil(colBytes / 64) * 64;
   return {
     outputs,

@@ -9,7 +9,7 @@ import { chooseGemmTile } from './matmul.js';
  * The input projections X·W_dᵀ of every step as one GEMM per direction (before the recurrence, on all threads), when W
  * is a model constant and H a multiple of 4; null otherwise (the recurrence computes them per step).
  */
-function inputProjection(p: LstmParams, x: ValueDesc, w: ValueDesc, gates: number, ctx: PlanContext):
+function inputProjection(p: LstmParams, w: ValueDesc, gates: number, ctx: PlanContext):
   { bytes: number; launch: (xPtr: number, out: number) => Launch } | null {
   const wc = w.constant;
   if (!wc || !(wc.data instanceof Float32Array) || p.H % 4 !== 0) return null;
@@ -29,7 +29,6 @@ function inputProjection(p: LstmParams, x: ValueDesc, w: ValueDesc, gates: numbe
   };
   const kernel = genGemm(params);
   const tasks = gemmTasks(params);
-  void x;
   return { bytes: Math.ceil((p.dirs * rows * N * 4) / 64) * 64, launch: (xPtr, out) => ({ kernel, args: [xPtr, packed, out, 0, 0], tasks }) };
 }
 
@@ -82,7 +81,7 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
     inputForget: ((a('input_forget') as number | undefined) ?? 0) !== 0,
     rowsPerTask, relaxed: ctx.relaxedSimd,
   };
-  const xp = inputProjection(p, x, w, 4, ctx);
+  const xp = inputProjection(p, w, 4, ctx);
   p.xproj = !!xp;
   const kernel = genLstm(p);
   const tasks = lstmTasks(p);
@@ -135,7 +134,7 @@ registerWasmOp('GRU', (node, inputs, ctx) => {
     hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
     clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask, relaxed: ctx.relaxedSimd,
   };
-  const xp = inputProjection(p, x, w, 3, ctx);
+  const xp = inputProjection(p, w, 3, ctx);
   p.xproj = !!xp;
   const kernel = genLstm(p);
   const tasks = lstmTasks(p);
