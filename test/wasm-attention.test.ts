@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { GraphExecutor } from '../src/backends/reference/executor.js';
 import { WasmGraphRunner } from '../src/backends/wasm/executor.js';
 import { WasmRuntime } from '../src/backends/wasm/runtime.js';
+import { slicesPerUnit } from '../src/backends/wasm/ops/rnn.js';
 import { fuseAttention } from '../src/graph/fuse_attention.js';
 import type { Attribute, Graph, Model, Node } from '../src/graph/ir.js';
 import { optimizeGraph } from '../src/graph/passes.js';
@@ -262,6 +263,8 @@ interface LstmCase {
   gru?: boolean;
   /** W as a model constant: the input projections then run as one GEMM before the recurrence (when H % 4 == 0). */
   constW?: boolean;
+  /** Runs to check (a node's first run is on one thread; later ones share the recurrence between threads). */
+  runs?: number;
 }
 
 async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
@@ -300,12 +303,14 @@ async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
   const want = new GraphExecutor(graph, env).run(feeds) as Tensor[];
   const runner = new WasmGraphRunner(graph, env, rt, { fallback: false });
   try {
-    const got = (await runner.run(feeds)) as Tensor[];
-    want.forEach((w, i) => {
-      const err = relErr(got[i], w);
-      if (process.env.ATTN_VERBOSE) console.log(JSON.stringify(c), outs[i], err);
-      assert.ok(err <= 1e-5, `${JSON.stringify(c)} output ${outs[i]}: rel err ${err}`);
-    });
+    for (let run = 0; run < (c.runs ?? 1); run++) {
+      const got = (await runner.run(feeds)) as Tensor[];
+      want.forEach((w, i) => {
+        const err = relErr(got[i], w);
+        if (process.env.ATTN_VERBOSE) console.log(JSON.stringify(c), run, outs[i], err);
+        assert.ok(err <= 1e-5, `${JSON.stringify(c)} run ${run} output ${outs[i]}: rel err ${err}`);
+      });
+    }
   } finally {
     runner.dispose();
   }
@@ -342,5 +347,29 @@ test('Wasm GRU (linear_before_reset = 1, as PyTorch exports it) matches the refe
     await checkLstm(rt, { gru: true, T: 6, B: 4, I: 8, H: 16, layout: 1, init: true, constW: true });
   } finally {
     await rt.dispose();
+  }
+});
+
+test('Wasm LSTM and GRU share one recurrence between threads (hidden units sliced per step)', { timeout: 120_000 }, async () => {
+  // The cases below are sliced (and Silero VAD's one-step LSTM is not).
+  const p = (kind: 'gru' | 'lstm', T: number, H: number, dirs: 1 | 2, threads: number) =>
+    slicesPerUnit({ kind, T, B: 1, I: 16, H, dirs, reverse: false, layout: 0, hasBias: true, hasH0: false, hasC0: false, hasP: false,
+      clip: Infinity, inputForget: false, rowsPerTask: 1, xproj: true, relaxed: false }, threads);
+  assert.deepEqual([p('gru', 40, 128, 1, 2), p('gru', 25, 100, 1, 4), p('lstm', 30, 128, 1, 3), p('lstm', 30, 68, 1, 4)], [2, 3, 3, 2]);
+  assert.deepEqual([p('gru', 45, 64, 2, 4), p('gru', 45, 64, 2, 3), p('lstm', 1, 128, 1, 2)], [2, 1, 1]);
+  // One direction, batch 1, constant W, H >= 64: each step's hidden units split over the threads. The first run is on
+  // one thread (kernels not yet on the workers); the later runs are shared.
+  for (const threads of [2, 3, 4]) {
+    const rt = await WasmRuntime.create({ threads });
+    try {
+      await checkLstm(rt, { gru: true, T: 40, B: 1, I: 64, H: 128, bias: true, constW: true, runs: 4 });
+      await checkLstm(rt, { gru: true, T: 25, B: 1, I: 24, H: 100, direction: 'reverse', init: true, constW: true, runs: 3 });
+      await checkLstm(rt, { T: 30, B: 1, I: 40, H: 128, bias: true, init: true, peep: true, constW: true, runs: 3 });
+      await checkLstm(rt, { T: 30, B: 1, I: 12, H: 68, layout: 1, bias: true, init: true, clip: 2, constW: true, outputs: 2, runs: 3 });
+      // Two directions on more threads than directions.
+      await checkLstm(rt, { gru: true, T: 45, B: 1, I: 16, H: 64, direction: 'bidirectional', bias: true, init: true, constW: true, runs: 3 });
+    } finally {
+      await rt.dispose();
+    }
   }
 });

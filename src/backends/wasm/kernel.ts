@@ -25,6 +25,11 @@ export interface ValueDesc {
 export interface KernelSource {
   key: string;
   bytes: () => Uint8Array;
+  /**
+   * Threads of the launch cooperate inside the kernel (they wait for each other's tasks), so a thread running
+   * several tasks alone must get them as one call run(…, t0, t1) rather than one call per task.
+   */
+  wholeRange?: boolean;
 }
 
 export interface Launch {

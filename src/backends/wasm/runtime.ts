@@ -30,6 +30,8 @@ export class WasmRuntime {
   readonly threadsNote?: string;
   private readonly ctrl: Int32Array;
   private readonly kernels: RunFn[] = [];
+  /** Kernels whose tasks wait for each other (KernelSource.wholeRange). */
+  private readonly whole = new Set<number>();
   private readonly byKey = new Map<string, number>();
   private unsynced: { id: number; module: WebAssembly.Module }[] = [];
   private readonly modules: { id: number; module: WebAssembly.Module }[] = [];
@@ -112,6 +114,7 @@ export class WasmRuntime {
     const inst = new WebAssembly.Instance(module, { env: { memory: this.mem.memory } });
     const id = this.kernels.length;
     this.kernels.push(inst.exports.run as RunFn);
+    if (src.wholeRange) this.whole.add(id);
     this.byKey.set(src.key, id);
     this.unsynced.push({ id, module });
     this.modules.push({ id, module });
@@ -177,7 +180,8 @@ export class WasmRuntime {
     // Kernels the workers have not received yet (a first run) run on this thread alone.
     if (tasks === 1 || this.workers.length === 0 || id >= this.synced) {
       try {
-        for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
+        if (this.whole.has(id)) { all[n] = 0; all[n + 1] = tasks; fn(...all); }
+        else for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
       } catch (e) {
         throw trapError(e);
       }

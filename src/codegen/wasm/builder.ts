@@ -162,6 +162,12 @@ export class FunctionBuilder {
   simd(code: number): this { this.code.u8(0xfd).u32(code); return this; }
   v128_load(offset = 0, align = 4): this { this.code.u8(0xfd).u32(0x00).u32(align).u32(offset >>> 0); return this; }
   v128_store(offset = 0, align = 4): this { this.code.u8(0xfd).u32(0x0b).u32(align).u32(offset >>> 0); return this; }
+  // Threads proposal (0xFE prefix); natural alignment is required. Valid on unshared memories too.
+  i32_atomic_load(offset = 0): this { this.code.u8(0xfe).u32(0x10).u32(2).u32(offset >>> 0); return this; }
+  i32_atomic_rmw_add(offset = 0): this { this.code.u8(0xfe).u32(0x1e).u32(2).u32(offset >>> 0); return this; }
+  /** [addr, expected, replacement] → the old value. */
+  i32_atomic_rmw_cmpxchg(offset = 0): this { this.code.u8(0xfe).u32(0x48).u32(2).u32(offset >>> 0); return this; }
+  unreachable(): this { this.code.u8(0x00); return this; }
   v128_load32_splat(offset = 0): this { this.code.u8(0xfd).u32(0x09).u32(2).u32(offset >>> 0); return this; }
   v128_const(bytes: ArrayLike<number>): this { this.code.u8(0xfd).u32(0x0c).vec(bytes); return this; }
   f32x4_const(a: number, b = a, c = a, d = a): this {

@@ -30,47 +30,84 @@ export interface LstmParams {
    * [gates*H] and a step reads its input projections instead of computing them. Requires H % 4 == 0.
    */
   xproj?: boolean;
+  /**
+   * Threads sharing one recurrence (a unit: direction × batch group). Above 1, each time step's hidden units split
+   * into this many slices, one task each: a task claims its slice of a step with compare-exchange, then waits for the
+   * step's other slices, taking any still unclaimed after a short spin, so a thread alone runs them all and late
+   * threads never stall it. 1 (default): a unit is one task and never synchronises. Above 1 requires xproj.
+   */
+  chunks?: number;
   relaxed: boolean;
 }
 
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
 
+const chunksOfUnit = (p: LstmParams) => Math.max(1, p.chunks ?? 1);
+const unitsOf = (p: LstmParams) => p.dirs * Math.ceil(p.B / p.rowsPerTask);
+
 export function lstmTasks(p: LstmParams): number {
-  return p.dirs * Math.ceil(p.B / p.rowsPerTask);
+  return unitsOf(p) * chunksOfUnit(p);
 }
 
-/** Scratch floats per task: summed bias, gates, h in dot layout, h, c, x rows in dot layout. */
+/**
+ * Scratch of a unit: summed bias, gates, h in dot layout (two buffers when slices share it: a step reads one and
+ * writes the other), h, c, x rows in dot layout. Units with slices also have a control block (a done counter and one
+ * claim word per slice, each on its own cache line), all units' blocks first, zeroed before each launch.
+ */
 function scratchLayout(p: LstmParams) {
-  const HP = pad4(p.H), IP = pad4(p.I), bg = p.rowsPerTask;
-  const bias = 0, gates = bias + 4 * HP, hprep = gates + bg * 4 * HP, hplain = hprep + bg * HP, cst = hplain + bg * HP, xprep = cst + bg * HP;
-  const total = Math.ceil((xprep + bg * IP) * 4 / 64) * 64;
-  return { HP, IP, bias: bias * 4, gates: gates * 4, hprep: hprep * 4, hplain: hplain * 4, cst: cst * 4, xprep: xprep * 4, bytes: total };
+  const HP = pad4(p.H), IP = pad4(p.I), bg = p.rowsPerTask, chunks = chunksOfUnit(p);
+  const bias = 0, gates = bias + 4 * HP, hprep = gates + bg * 4 * HP, hplain = hprep + (chunks > 1 ? 2 : 1) * bg * HP;
+  const cst = hplain + bg * HP, xprep = cst + bg * HP;
+  const unit = Math.ceil((xprep + bg * IP) * 4 / 64) * 64;
+  const ctrlPerUnit = chunks > 1 ? 64 * (1 + chunks) : 0;
+  const ctrl = unitsOf(p) * ctrlPerUnit;
+  return {
+    HP, IP, bias: bias * 4, gates: gates * 4, hprep: hprep * 4, hBuf: bg * HP * 4, hplain: hplain * 4, cst: cst * 4,
+    xprep: xprep * 4, unit, ctrlPerUnit, ctrl, bytes: ctrl + unitsOf(p) * unit,
+  };
 }
 
-export function lstmScratchPerTask(p: LstmParams): number {
-  return scratchLayout(p).bytes;
+/** Scratch bytes of a launch; its first `ctrlBytes` must be zero when the kernel starts. */
+export function lstmScratch(p: LstmParams): { bytes: number; ctrlBytes: number } {
+  const L = scratchLayout(p);
+  return { bytes: L.bytes, ctrlBytes: L.ctrl };
 }
 
-/** A kernel `run(X, W, R, Bias, H0, C0, P, Y, Yh, Yc, scratch, t0, t1)`; absent inputs are 0, outputs must all exist. */
+/** Spins between attempts to take a waited-for slice that no thread has claimed yet. */
+const STEAL_SPINS = 256;
+/** Spins after which a wait is a bug (a thread died holding a slice): trap instead of hanging. */
+const MAX_SPINS = 1 << 29;
+
+/**
+ * A kernel `run(X, W, R, Bias, H0, C0, P, Y, Yh, Yc, scratch, t0, t1)`; absent inputs are 0, outputs must all exist.
+ * Sliced kernels (chunks > 1) expect [t0, t1) to be all the tasks a thread runs at once (wholeRange).
+ */
 export function genLstm(p: LstmParams): KernelSource {
   const key = `${p.kind ?? 'lstm'}:${p.T}x${p.B}x${p.I}x${p.H}:d${p.dirs}${p.reverse ? 'r' : ''}:l${p.layout}:` +
-    `${+p.hasBias}${+p.hasH0}${+p.hasC0}${+p.hasP}:c${p.clip}:${p.inputForget ? 'if' : ''}:g${p.rowsPerTask}:${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}`;
-  return { key, bytes: () => buildLstm(p) };
+    `${+p.hasBias}${+p.hasH0}${+p.hasC0}${+p.hasP}:c${p.clip}:${p.inputForget ? 'if' : ''}:g${p.rowsPerTask}:` +
+    `${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}:k${chunksOfUnit(p)}`;
+  return { key, bytes: () => buildLstm(p), wholeRange: chunksOfUnit(p) > 1 };
 }
 
 function buildLstm(p: LstmParams): Uint8Array {
   const { T, B, I, H, dirs, layout, relaxed } = p;
   const L = scratchLayout(p);
   const { HP, IP } = L;
+  const chunks = chunksOfUnit(p), coop = chunks > 1;
+  if (coop && (!p.xproj || H % 4 !== 0)) throw new Error('sliced LSTM/GRU needs input projections and H % 4 == 0');
+  // Hidden units per slice (a multiple of 4).
+  const HC = pad4(Math.ceil(H / chunks));
   const bg = p.rowsPerTask, nBG = Math.ceil(B / bg), tailRows = B - (nBG - 1) * bg;
   const mod = new ModuleBuilder();
   const f = mod.func('run', new Array(13).fill('i32'));
   const [X, W, R, Bi, H0, C0, Pp, Y, Yh, Yc, S, t0, t1] = [...Array(13).keys()].map((i) => f.param(i));
   const add = () => f.op(OP.i32_add), mul = () => f.op(OP.i32_mul);
-  const t = f.local('i32'), d = f.local('i32'), g = f.local('i32'), b0 = f.local('i32'), rev = f.local('i32');
-  const sp = f.local('i32'), step = f.local('i32'), tt = f.local('i32'), gate = f.local('i32'), j = f.local('i32');
+  const t = f.local('i32'), u = f.local('i32'), d = f.local('i32'), g = f.local('i32'), b0 = f.local('i32'), rev = f.local('i32');
+  const sp = f.local('i32'), ctl = f.local('i32'), step = f.local('i32'), tt = f.local('i32'), j = f.local('i32');
   const xb = f.local('i32'), xa = f.local('i32'), yb = f.local('i32'), wk = f.local('i32'), rk = f.local('i32');
   const stb = f.local('i32'), gp = f.local('i32'), wd = f.local('i32'), rd = f.local('i32'), pd = f.local('i32'), bd = f.local('i32');
+  const c = f.local('i32'), c0 = f.local('i32'), c1 = f.local('i32'), ci = f.local('i32'), spins = f.local('i32');
+  const ja = f.local('i32'), jb = f.local('i32'), ho = f.local('i32'), hn = f.local('i32');
   const acc = [0, 1].map(() => [0, 1, 2, 3].map(() => f.local('v128')));
   const av = [f.local('v128'), f.local('v128')], kv = f.local('v128'), tmp = f.local('v128');
   const sx = [f.local('v128'), f.local('v128')], sh = [f.local('v128'), f.local('v128')];
@@ -103,9 +140,12 @@ function buildLstm(p: LstmParams): Uint8Array {
   const cb = f.local('i32'), tp = f.local('i32'), tp2 = f.local('i32');
   /** dst = base + c*4 (cOff pushes c*4). */
   const at = (base: Local, cOff: () => void, dst: Local) => { f.get(base); cOff(); add(); f.set(dst); };
-  /** The hidden units 4 at a time: full vectors in a runtime loop, then the ragged one (n lanes valid). */
+  /**
+   * The slice's hidden units [ja, jb) 4 at a time: full vectors in a runtime loop, then (unsliced, H % 4) the ragged
+   * one (n lanes valid).
+   */
   const overH = (body: (cOff: () => void, n: number) => void) => {
-    if (fullH > 0) f.for_(cb, () => f.i32(0), () => f.i32(fullH * 4), 16, () => body(() => f.get(cb), 4));
+    if (fullH > 0) f.for_(cb, () => { f.get(ja); f.i32(4); mul(); }, () => { f.get(jb); f.i32(4); mul(); }, 16, () => body(() => f.get(cb), 4));
     if (H % 4) body(() => f.i32(fullH * 4), H % 4);
   };
 
@@ -114,8 +154,16 @@ function buildLstm(p: LstmParams): Uint8Array {
     f.get(v); f.f32x4_const(-p.clip); f.simd(SIMD.f32x4_max); f.f32x4_const(p.clip); f.simd(SIMD.f32x4_min); f.set(v);
   };
 
-  const body = (rows: number) => {
-    // Summed bias per gate (pad lanes 0), initial state.
+  /** h as the dot products read it (hDirect: the state itself; else a prepared copy in chunk layout). */
+  const prepH = (rows: number) => {
+    if (hDirect) return;
+    f.get(sp); f.i32(L.hplain); add(); f.set(gp);
+    f.get(sp); f.i32(L.hprep); add(); f.set(wk);
+    for (let r = 0; r < rows; r++) emitPrepRow(f, gp, r * HP * 4, wk, r * HP * 4, H);
+  };
+
+  /** Step 0 of a slice: its summed bias and initial state. */
+  const init = (rows: number) => {
     if (p.hasBias) {
       for (let q = 0; q < 4; q++) {
         overH((cOff, n) => {
@@ -126,100 +174,93 @@ function buildLstm(p: LstmParams): Uint8Array {
         });
       }
     }
-    stOff(); f.set(stb);
-    const init = (has: boolean, src: Local, dst: number, r: number) => overH((cOff, n) => {
+    const state = (has: boolean, src: Local, dst: Local, r: number) => overH((cOff, n) => {
       if (has) { f.get(src); f.get(stb); add(); cOff(); add(); f.set(tp); emitLoadLanes(f, tp, r * stRow * 4, n, 4); } else f.f32x4_const(0);
       f.set(vc);
-      at(sp, cOff, tp); f.get(tp); f.get(vc); f.v128_store(dst + r * HP * 4, 0);
+      at(dst, cOff, tp); f.get(tp); f.get(vc); f.v128_store(r * HP * 4, 0);
     });
     for (let r = 0; r < rows; r++) {
-      init(p.hasH0, H0, hDirect ? L.hprep : L.hplain, r);
-      if (!gru) init(p.hasC0, C0, L.cst, r);
+      state(p.hasH0, H0, hn, r);
+      if (!gru) { f.get(sp); f.i32(L.cst); add(); f.set(gp); state(p.hasC0, C0, gp, r); }
     }
-    const prepH = () => {
-      if (hDirect) return;
-      f.get(sp); f.i32(L.hplain); add(); f.set(gp);
-      f.get(sp); f.i32(L.hprep); add(); f.set(wk);
-      for (let r = 0; r < rows; r++) emitPrepRow(f, gp, r * HP * 4, wk, r * HP * 4, H);
-    };
-    prepH();
-    f.for_(step, () => f.i32(0), () => f.i32(T), 1, () => {
-      // tt = rev ? T-1-step : step
-      f.i32(T - 1); f.get(step); f.op(OP.i32_sub); f.get(step); f.get(rev); f.select(); f.set(tt);
-      if (p.xproj) {
-        // xb = XW of direction d at the row of (tt, b0).
-        f.get(X); f.get(d); f.i32(T * B * G4 * 4); mul(); add();
-        if (layout === 0) { f.get(tt); f.i32(B); mul(); f.get(b0); add(); } else { f.get(b0); f.i32(T); mul(); f.get(tt); add(); }
-        f.i32(G4 * 4); mul(); add(); f.set(xb);
-        f.get(xb); f.set(xa);
-      } else {
+    prepH(rows);
+  };
+
+  /** Step s ≥ 1 of a slice: its gates (x·Wᵀ + h·Rᵀ + b) for hidden units [ja, jb), then the cell. */
+  const timeStep = (rows: number) => {
+    // tt = rev ? T-s : s-1
+    f.i32(T); f.get(step); f.op(OP.i32_sub); f.get(step); f.i32(1); f.op(OP.i32_sub); f.get(rev); f.select(); f.set(tt);
+    if (p.xproj) {
+      // xb = XW of direction d at the row of (tt, b0).
+      f.get(X); f.get(d); f.i32(T * B * G4 * 4); mul(); add();
+      if (layout === 0) { f.get(tt); f.i32(B); mul(); f.get(b0); add(); } else { f.get(b0); f.i32(T); mul(); f.get(tt); add(); }
+      f.i32(G4 * 4); mul(); add(); f.set(xb);
+      f.get(xb); f.set(xa);
+    } else {
       f.get(X); xOff(); add(); f.set(xb);
       if (xDirect) { f.get(xb); f.set(xa); }
       else {
         f.get(sp); f.i32(L.xprep); add(); f.set(xa);
         for (let r = 0; r < rows; r++) emitPrepRow(f, xb, r * xRow * 4, xa, r * IP * 4, I);
       }
-      }
-      const aRowX = xDirect ? xRow * 4 : IP * 4;
-      f.get(sp); f.i32(L.hprep); add(); f.set(gp);
-      // gates[r][gate][j..j+3] = x·W[rows]ᵀ + h·R[rows]ᵀ + bias, 4 gate rows at a time.
-      const block = (valid: number, q: number) => {
-        const keyOffW = [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * I * 4);
-        const keyOffR = [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * H * 4);
-        const { w: useW, r: useR } = slots[q];
-        for (let r0 = 0; r0 < rows; r0 += 2) {
-          const nr = Math.min(2, rows - r0);
-          if (useW !== null && p.xproj) {
-            // The row's projections: XW[row][useW*H + j .. + 4].
-            const rowBytes = (layout === 0 ? 1 : T) * G4 * 4;
-            for (let i = 0; i < nr; i++) { f.get(xa); f.get(j); f.i32(4); mul(); add(); f.v128_load((r0 + i) * rowBytes + useW * H * 4, 0); f.set(sx[i]); }
-          } else if (useW !== null) emitDots4(f, { rows: nr, a: xa, aOff: r0 * aRowX, aRowBytes: aRowX, kp: wk, keyOff: keyOffW, dBytes: 4, D: I, acc, av, kv, tmp, out: sx, relaxed });
-          if (useR !== null) emitDots4(f, { rows: nr, a: gp, aOff: r0 * HP * 4, aRowBytes: HP * 4, kp: rk, keyOff: keyOffR, dBytes: 4, D: H, acc, av, kv, tmp, out: sh, relaxed });
-          for (let i = 0; i < nr; i++) {
-            // address: sp + gates + (r*4*HP + q*HP + j)*4
-            f.get(sp); f.get(j); f.i32(4); mul(); add();
-            if (useW !== null && useR !== null) { f.get(sx[i]); f.get(sh[i]); f.simd(SIMD.f32x4_add); } else f.get(useW !== null ? sx[i] : sh[i]);
-            if (p.hasBias) {
-              f.get(sp); f.get(j); f.i32(4); mul(); add(); f.v128_load(L.bias + q * HP * 4, 0);
-              f.simd(SIMD.f32x4_add);
-            }
-            f.v128_store(L.gates + (r0 + i) * 4 * HP * 4 + q * HP * 4, 0);
+    }
+    const aRowX = xDirect ? xRow * 4 : IP * 4;
+    if (hDirect) { f.get(ho); f.set(gp); } else { f.get(sp); f.i32(L.hprep); add(); f.set(gp); }
+    // gates[r][gate][j..j+3] = x·W[rows]ᵀ + h·R[rows]ᵀ + bias, 4 gate rows at a time.
+    const block = (valid: number, q: number) => {
+      const keyOffW = [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * I * 4);
+      const keyOffR = [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * H * 4);
+      const { w: useW, r: useR } = slots[q];
+      for (let r0 = 0; r0 < rows; r0 += 2) {
+        const nr = Math.min(2, rows - r0);
+        if (useW !== null && p.xproj) {
+          // The row's projections: XW[row][useW*H + j .. + 4].
+          const rowBytes = (layout === 0 ? 1 : T) * G4 * 4;
+          for (let i = 0; i < nr; i++) { f.get(xa); f.get(j); f.i32(4); mul(); add(); f.v128_load((r0 + i) * rowBytes + useW * H * 4, 0); f.set(sx[i]); }
+        } else if (useW !== null) emitDots4(f, { rows: nr, a: xa, aOff: r0 * aRowX, aRowBytes: aRowX, kp: wk, keyOff: keyOffW, dBytes: 4, D: I, acc, av, kv, tmp, out: sx, relaxed });
+        if (useR !== null) emitDots4(f, { rows: nr, a: gp, aOff: r0 * HP * 4, aRowBytes: HP * 4, kp: rk, keyOff: keyOffR, dBytes: 4, D: H, acc, av, kv, tmp, out: sh, relaxed });
+        for (let i = 0; i < nr; i++) {
+          // address: sp + gates + (r*4*HP + q*HP + j)*4
+          f.get(sp); f.get(j); f.i32(4); mul(); add();
+          if (useW !== null && useR !== null) { f.get(sx[i]); f.get(sh[i]); f.simd(SIMD.f32x4_add); } else f.get(useW !== null ? sx[i] : sh[i]);
+          if (p.hasBias) {
+            f.get(sp); f.get(j); f.i32(4); mul(); add(); f.v128_load(L.bias + q * HP * 4, 0);
+            f.simd(SIMD.f32x4_add);
           }
+          f.v128_store(L.gates + (r0 + i) * 4 * HP * 4 + q * HP * 4, 0);
         }
-      };
-      for (let q = 0; q < 4; q++) {
-        const { w: gw, r: gr } = slots[q];
-        if (gw !== null) { f.get(wd); f.i32(gw * H * I * 4); add(); f.set(wk); }
-        if (gr !== null) { f.get(rd); f.i32(gr * H * H * 4); add(); f.set(rk); }
-        if (fullH > 0) {
-          f.for_(j, () => f.i32(0), () => f.i32(fullH), 4, () => {
-            block(4, q);
-            if (gw !== null) { f.get(wk); f.i32(4 * I * 4); add(); f.set(wk); }
-            if (gr !== null) { f.get(rk); f.i32(4 * H * 4); add(); f.set(rk); }
-          });
-        }
-        if (H % 4) { f.i32(fullH); f.set(j); block(H % 4, q); }
       }
-      // The cell, 4 hidden units at a time (ONNX gate order i, o, f, c; peepholes Pi, Po, Pf).
-      f.get(Y); yOff(); add(); f.set(yb);
-      for (let r = 0; r < rows; r++) {
-        const gOff = L.gates + r * 4 * HP * 4;
-        overH((cOff, n) => {
-          at(sp, cOff, tp);
-          const ld = (q: number, v: Local) => { f.get(tp); f.v128_load(gOff + q * HP * 4, 0); f.set(v); };
-          if (gru) {
-            // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~).
-            ld(0, vi); ld(1, vo); ld(2, vf); ld(3, vc);
-            clip(vi); emitActivation(f, 'sigmoid', vi, temps);
-            clip(vo); emitActivation(f, 'sigmoid', vo, temps);
-            f.get(vf); f.get(vo); f.get(vc); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
-            clip(vc); emitActivation(f, 'tanh', vc, temps);
-            f.get(tp); f.v128_load((hDirect ? L.hprep : L.hplain) + r * HP * 4, 0); f.set(cOld);
-            f.get(vc); f.get(vi); f.get(cOld); f.get(vc); f.simd(SIMD.f32x4_sub); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
-            f.get(tp); f.get(vc); f.v128_store((hDirect ? L.hprep : L.hplain) + r * HP * 4, 0);
-            at(yb, cOff, tp2); emitStoreLanes(f, tp2, r * yRow * 4, n, vc);
-            return;
-          }
+    };
+    for (let q = 0; q < 4; q++) {
+      const { w: gw, r: gr } = slots[q];
+      if (gw !== null && !p.xproj) { f.get(wd); f.i32(gw * H * I * 4); add(); f.get(ja); f.i32(I * 4); mul(); add(); f.set(wk); }
+      if (gr !== null) { f.get(rd); f.i32(gr * H * H * 4); add(); f.get(ja); f.i32(H * 4); mul(); add(); f.set(rk); }
+      if (fullH > 0) {
+        f.for_(j, () => f.get(ja), () => f.get(jb), 4, () => {
+          block(4, q);
+          if (gw !== null && !p.xproj) { f.get(wk); f.i32(4 * I * 4); add(); f.set(wk); }
+          if (gr !== null) { f.get(rk); f.i32(4 * H * 4); add(); f.set(rk); }
+        });
+      }
+      if (H % 4) { f.i32(fullH); f.set(j); block(H % 4, q); }
+    }
+    // The cell, 4 hidden units at a time (ONNX gate order i, o, f, c; peepholes Pi, Po, Pf).
+    f.get(Y); yOff(); add(); f.set(yb);
+    for (let r = 0; r < rows; r++) {
+      const gOff = L.gates + r * 4 * HP * 4;
+      overH((cOff, n) => {
+        at(sp, cOff, tp);
+        const ld = (q: number, v: Local) => { f.get(tp); f.v128_load(gOff + q * HP * 4, 0); f.set(v); };
+        if (gru) {
+          // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~).
+          ld(0, vi); ld(1, vo); ld(2, vf); ld(3, vc);
+          clip(vi); emitActivation(f, 'sigmoid', vi, temps);
+          clip(vo); emitActivation(f, 'sigmoid', vo, temps);
+          f.get(vf); f.get(vo); f.get(vc); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
+          clip(vc); emitActivation(f, 'tanh', vc, temps);
+          f.get(ho); cOff(); add(); f.v128_load(r * HP * 4, 0); f.set(cOld);
+          f.get(vc); f.get(vi); f.get(cOld); f.get(vc); f.simd(SIMD.f32x4_sub); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
+        } else {
           ld(0, vi); ld(1, vo); ld(2, vf); ld(3, vc);
           f.get(tp); f.v128_load(L.cst + r * HP * 4, 0); f.set(cOld);
           if (p.hasP) at(pd, cOff, tp2);
@@ -238,38 +279,100 @@ function buildLstm(p: LstmParams): Uint8Array {
           f.get(tp); f.get(cNew); f.v128_store(L.cst + r * HP * 4, 0);
           f.get(cNew); f.set(vc); emitActivation(f, 'tanh', vc, temps);
           f.get(vc); f.get(vo); f.simd(SIMD.f32x4_mul); f.set(vc);
-          f.get(tp); f.get(vc); f.v128_store((hDirect ? L.hprep : L.hplain) + r * HP * 4, 0);
-          at(yb, cOff, tp2); emitStoreLanes(f, tp2, r * yRow * 4, n, vc);
+        }
+        f.get(hn); cOff(); add(); f.get(vc); f.v128_store(r * HP * 4, 0);
+        at(yb, cOff, tp2); emitStoreLanes(f, tp2, r * yRow * 4, n, vc);
+        // The last step also writes the final state.
+        f.get(step); f.i32(T); f.op(OP.i32_eq);
+        f.if_(() => {
+          f.get(Yh); f.get(stb); add(); cOff(); add(); f.set(tp2); emitStoreLanes(f, tp2, r * stRow * 4, n, vc);
+          if (!gru) { f.get(Yc); f.get(stb); add(); cOff(); add(); f.set(tp2); emitStoreLanes(f, tp2, r * stRow * 4, n, cNew); }
         });
-      }
-      prepH();
-    });
-    // Final state.
-    for (const [dst, src] of [[Yh, hDirect ? L.hprep : L.hplain], ...(gru ? [] : [[Yc, L.cst]])] as [Local, number][]) {
-      f.get(dst); f.get(stb); add(); f.set(gp);
-      for (let r = 0; r < rows; r++) {
-        overH((cOff, n) => {
-          at(sp, cOff, tp); f.get(tp); f.v128_load(src + r * HP * 4, 0); f.set(vc);
-          at(gp, cOff, tp2); emitStoreLanes(f, tp2, r * stRow * 4, n, vc);
-        });
-      }
+      });
     }
+    prepH(rows);
   };
 
-  const perTask = L.bytes;
-  f.for_(t, () => f.get(t0), () => f.get(t1), 1, () => {
-    f.get(S); f.get(t); f.i32(perTask); mul(); add(); f.set(sp);
-    f.get(t); f.i32(nBG); f.op(OP.i32_div_u); f.set(d);
-    f.get(t); f.i32(nBG); f.op(OP.i32_rem_u); f.tee(g); f.i32(bg); mul(); f.set(b0);
+  /** Step `step` of slice c. */
+  const slice = (rows: number) => {
+    if (coop) {
+      f.get(c); f.i32(HC); mul(); f.set(ja);
+      f.get(ja); f.i32(HC); add(); f.set(jb);
+      f.get(jb); f.i32(H); f.get(jb); f.i32(H); f.op(OP.i32_lt_s); f.select(); f.set(jb);
+      // Step s reads h from buffer (s+1)&1 and writes buffer s&1.
+      f.get(sp); f.i32(L.hprep + L.hBuf); add(); f.get(sp); f.i32(L.hprep); add(); f.get(step); f.i32(1); f.op(OP.i32_and); f.select(); f.set(hn);
+      f.get(sp); f.i32(L.hprep); add(); f.get(sp); f.i32(L.hprep + L.hBuf); add(); f.get(step); f.i32(1); f.op(OP.i32_and); f.select(); f.set(ho);
+    }
+    f.get(step); f.op(OP.i32_eqz);
+    f.if_(() => init(rows), () => timeStep(rows));
+  };
+
+  /** Claims slice k of the current step: pushes 1 when this thread won it. */
+  const claim = (k: () => void) => {
+    f.get(ctl); k(); f.i32(64); mul(); add(); f.get(step); f.get(step); f.i32(1); add(); f.i32_atomic_rmw_cmpxchg(64);
+    f.get(step); f.op(OP.i32_eq);
+  };
+
+  const unit = (rows: number) => {
+    if (!coop) {
+      f.i32(0); f.set(ja); f.i32(fullH); f.set(jb);
+      // One h, updated in place: the state itself or (H % 4) its plain copy.
+      f.get(sp); f.i32(hDirect ? L.hprep : L.hplain); add(); f.tee(ho); f.set(hn);
+    }
+    f.for_(step, () => f.i32(0), () => f.i32(T + 1), 1, () => {
+      if (!coop) { slice(rows); return; }
+      // Own slices first, then wait for the step's others, taking unclaimed ones now and then.
+      f.get(c0); f.set(ci); f.i32(0); f.set(spins);
+      f.block(() => f.loop(() => {
+        f.i32(-1); f.set(c);
+        f.get(ci); f.get(c1); f.op(OP.i32_lt_s);
+        f.if_(() => {
+          claim(() => f.get(ci));
+          f.if_(() => { f.get(ci); f.set(c); });
+          f.get(ci); f.i32(1); add(); f.set(ci);
+        }, () => {
+          f.get(ctl); f.i32_atomic_load(0); f.get(step); f.i32(1); add(); f.i32(chunks); mul(); f.op(OP.i32_ge_s); f.br_if(2);
+          f.get(spins); f.i32(1); add(); f.tee(spins); f.i32(MAX_SPINS); f.op(OP.i32_gt_u); f.if_(() => f.unreachable());
+          f.get(spins); f.i32(STEAL_SPINS - 1); f.op(OP.i32_and); f.op(OP.i32_eqz);
+          f.if_(() => {
+            for (let k = 0; k < chunks; k++) {
+              f.get(c); f.i32(0); f.op(OP.i32_lt_s);
+              f.if_(() => { claim(() => f.i32(k)); f.if_(() => { f.i32(k); f.set(c); }); });
+            }
+          });
+        });
+        f.get(c); f.i32(0); f.op(OP.i32_ge_s);
+        f.if_(() => { slice(rows); f.get(ctl); f.i32(1); f.i32_atomic_rmw_add(0); f.drop(); });
+        f.br(0);
+      }));
+    });
+  };
+
+  // Tasks [t0, t1): unit t / chunks, slices [t % chunks, …) of it.
+  f.get(t0); f.set(t);
+  f.block(() => f.loop(() => {
+    f.get(t); f.get(t1); f.op(OP.i32_ge_s); f.br_if(1);
+    f.get(t); f.i32(chunks); f.op(OP.i32_div_u); f.set(u);
+    f.get(t); f.get(u); f.i32(chunks); mul(); f.op(OP.i32_sub); f.set(c0);
+    // c1 = min(chunks, c0 + t1 - t)
+    f.get(c0); f.get(t1); add(); f.get(t); f.op(OP.i32_sub); f.set(c1);
+    f.i32(chunks); f.get(c1); f.get(c1); f.i32(chunks); f.op(OP.i32_gt_s); f.select(); f.set(c1);
+    f.get(S); f.i32(L.ctrl); add(); f.get(u); f.i32(L.unit); mul(); add(); f.set(sp);
+    f.get(S); f.get(u); f.i32(L.ctrlPerUnit); mul(); add(); f.set(ctl);
+    f.get(u); f.i32(nBG); f.op(OP.i32_div_u); f.set(d);
+    f.get(u); f.i32(nBG); f.op(OP.i32_rem_u); f.tee(g); f.i32(bg); mul(); f.set(b0);
     if (dirs === 2) { f.get(d); f.set(rev); } else { f.i32(p.reverse ? 1 : 0); f.set(rev); }
     f.get(W); f.get(d); f.i32(G4 * I * 4); mul(); add(); f.set(wd);
     f.get(R); f.get(d); f.i32(G4 * H * 4); mul(); add(); f.set(rd);
     f.get(Bi); f.get(d); f.i32(2 * G4 * 4); mul(); add(); f.set(bd);
     f.get(Pp); f.get(d); f.i32(3 * H * 4); mul(); add(); f.set(pd);
+    stOff(); f.set(stb);
     if (tailRows !== bg) {
       f.get(g); f.i32(nBG - 1); f.op(OP.i32_eq);
-      f.if_(() => body(tailRows), () => body(bg));
-    } else body(bg);
-  });
+      f.if_(() => unit(tailRows), () => unit(bg));
+    } else unit(bg);
+    f.get(t); f.get(c1); add(); f.get(c0); f.op(OP.i32_sub); f.set(t);
+    f.br(0);
+  }));
   return mod.build();
 }

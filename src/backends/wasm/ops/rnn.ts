@@ -1,5 +1,6 @@
 // Wasm LSTM and GRU (f32, default activations, no sequence_lens): plan kernels/rnn.ts for the node's shapes.
-import { type LstmParams, genLstm, lstmScratchPerTask, lstmTasks } from '../kernels/rnn.js';
+import { type LstmParams, genLstm, lstmScratch, lstmTasks } from '../kernels/rnn.js';
+import { genFill } from '../kernels/data.js';
 import type { Node } from '../../../graph/ir.js';
 import { type Launch, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
 import { type GemmParams, gemmTasks, genGemm, packBHost, packedBSize } from '../kernels/gemm.js';
@@ -30,6 +31,42 @@ function inputProjection(p: LstmParams, w: ValueDesc, gates: number, ctx: PlanCo
   const kernel = genGemm(params);
   const tasks = gemmTasks(params);
   return { bytes: Math.ceil((p.dirs * rows * N * 4) / 64) * 64, launch: (xPtr, out) => ({ kernel, args: [xPtr, packed, out, 0, 0], tasks }) };
+}
+
+/** Hidden size from which one recurrence is split over threads (smaller steps cost less than the threads' handshake). */
+const MIN_SLICED_H = 64;
+/**
+ * Multiply-adds of h·Rᵀ over all steps from which splitting pays for a launch on several threads (~20 µs; a single
+ * task runs at once on the calling thread): Silero VAD's one-step LSTM stays on one thread.
+ */
+const MIN_SLICED_MACS = 1 << 19;
+
+/**
+ * Threads per recurrence: when there are fewer recurrences (directions × batch groups) than threads and the input
+ * projections are precomputed, each step's hidden units split over the spare threads.
+ */
+export function slicesPerUnit(p: LstmParams, threads: number): number {
+  const units = p.dirs * Math.ceil(p.B / p.rowsPerTask);
+  const gates = p.kind === 'gru' ? 3 : 4;
+  if (!p.xproj || p.H % 4 !== 0 || p.H < MIN_SLICED_H || units >= threads) return 1;
+  if (p.T * gates * p.H * p.H < MIN_SLICED_MACS) return 1;
+  return Math.max(1, Math.min(Math.floor(threads / units), Math.floor(p.H / 32)));
+}
+
+/**
+ * The recurrence's launches for given buffers: the projection GEMM (if any), zeroing the slices' control words, then
+ * the kernel. `args` are the kernel's arguments before the scratch pointer.
+ */
+function recurrence(p: LstmParams): (scratch: number, args: number[], pre: Launch[]) => Launch[] {
+  const kernel = genLstm(p);
+  const tasks = lstmTasks(p);
+  const { ctrlBytes } = lstmScratch(p);
+  const fill = ctrlBytes ? genFill(4, new Uint8Array(4), ctrlBytes / 4, ctrlBytes / 4) : null;
+  return (scratch, args, pre) => [
+    ...pre,
+    ...(fill ? [{ kernel: fill, args: [scratch], tasks: 1 }] : []),
+    { kernel, args: [...args, scratch], tasks },
+  ];
 }
 
 /** Largest input/hidden size the unrolled dot products are generated for. */
@@ -83,29 +120,27 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
   };
   const xp = inputProjection(p, w, 4, ctx);
   p.xproj = !!xp;
-  const kernel = genLstm(p);
-  const tasks = lstmTasks(p);
+  p.chunks = slicesPerUnit(p, threads);
+  const run = recurrence(p);
   const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
   const nOut = Math.min(3, Math.max(1, node.outputs.length));
   const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
-  const perTask = lstmScratchPerTask(p);
+  const own = lstmScratch(p).bytes;
   const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
   // Final states nobody asked for go to scratch.
   const spare = 3 - nOut;
   return {
     outputs,
-    scratchBytes: tasks * perTask + spare * stateBytes + (xp?.bytes ?? 0),
+    scratchBytes: own + spare * stateBytes + (xp?.bytes ?? 0),
     launches: (b) => {
-      const extra = (k: number) => b.scratch + tasks * perTask + k * stateBytes;
+      const extra = (k: number) => b.scratch + own + k * stateBytes;
       const yh = nOut > 1 ? b.outputs[1] : extra(0);
       const yc = nOut > 2 ? b.outputs[2] : extra(nOut > 1 ? 0 : 1);
       const ins = b.inputs;
       const xw = extra(spare);
-      return [...(xp ? [xp.launch(ins[0], xw)] : []), {
-        kernel,
-        args: [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc, b.scratch],
-        tasks,
-      }];
+      return run(b.scratch,
+        [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc],
+        xp ? [xp.launch(ins[0], xw)] : []);
     },
   };
 });
@@ -136,22 +171,22 @@ registerWasmOp('GRU', (node, inputs, ctx) => {
   };
   const xp = inputProjection(p, w, 3, ctx);
   p.xproj = !!xp;
-  const kernel = genLstm(p);
-  const tasks = lstmTasks(p);
+  p.chunks = slicesPerUnit(p, threads);
+  const run = recurrence(p);
   const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
   const nOut = Math.min(2, Math.max(1, node.outputs.length));
   const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
-  const perTask = lstmScratchPerTask(p);
+  const own = lstmScratch(p).bytes;
   const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
   return {
     outputs,
-    scratchBytes: tasks * perTask + stateBytes + (xp?.bytes ?? 0),
+    scratchBytes: own + stateBytes + (xp?.bytes ?? 0),
     launches: (b) => {
-      const yh = nOut > 1 ? b.outputs[1] : b.scratch + tasks * perTask;
+      const yh = nOut > 1 ? b.outputs[1] : b.scratch + own;
       const ins = b.inputs;
-      const xw = b.scratch + tasks * perTask + stateBytes;
-      return [...(xp ? [xp.launch(ins[0], xw)] : []),
-        { kernel, args: [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0, b.scratch], tasks }];
+      const xw = b.scratch + own + stateBytes;
+      return run(b.scratch, [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
+        xp ? [xp.launch(ins[0], xw)] : []);
     },
   };
 });
