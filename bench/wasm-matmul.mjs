@@ -98,7 +98,7 @@ async function multiThread(M, K, N, threads) {
     new Float32Array(rt.mem.memory.buffer, pb, psize).set(packBHost(rand(K * N), 0, K, N, N, 1, tile.nr));
     const params = { M, N, K, sAm: K, sAk: 1, tile, relaxed: rt.relaxedSimd };
     const id = await rt.compile(genGemm(params));
-    await rt.sync();
+    await rt.ready();
     const tasks = gemmTasks(params);
     const ms = timeIt(() => rt.launch(id, [pa, pb, pc, 0, 0], tasks));
     return { ms, threads: rt.threads, tile, tasks };

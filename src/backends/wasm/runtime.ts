@@ -110,7 +110,7 @@ export class WasmRuntime {
   compileSync(src: KernelSource): number {
     const known = this.byKey.get(src.key);
     if (known !== undefined) return known;
-    const module = new WebAssembly.Module(src.bytes() as BufferSource);
+    const module = compiledModule(src);
     const inst = new WebAssembly.Instance(module, { env: { memory: this.mem.memory } });
     const id = this.kernels.length;
     this.kernels.push(inst.exports.run as RunFn);
@@ -124,6 +124,12 @@ export class WasmRuntime {
   /** Workers finished booting and wait to be brought in by sync(). */
   get workersWaiting(): boolean {
     return this.booted;
+  }
+
+  /** Waits for the workers to boot and take every kernel compiled so far (benchmarks: all threads from the start). */
+  async ready(): Promise<void> {
+    if (this.booting) await this.booting;
+    await this.sync();
   }
 
   /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). */
@@ -228,6 +234,24 @@ export class WasmRuntime {
       this.workers = [];
     }
   }
+}
+
+/**
+ * Compiled kernel modules of this process by key: modules import the memory rather than own it, so every runtime
+ * (session) instantiates the same module, and a later session of the same or a similar model (OCR's detector,
+ * classifier and recogniser share most kernels) skips code generation and compilation, and gets the engine's
+ * optimised code at once. Bounded: the oldest entries go first.
+ */
+const MODULES = new Map<string, WebAssembly.Module>();
+const MAX_CACHED_MODULES = 4096;
+
+function compiledModule(src: KernelSource): WebAssembly.Module {
+  let module = MODULES.get(src.key);
+  if (module) return module;
+  module = new WebAssembly.Module(src.bytes() as BufferSource);
+  if (MODULES.size >= MAX_CACHED_MODULES) MODULES.delete(MODULES.keys().next().value as string);
+  MODULES.set(src.key, module);
+  return module;
 }
 
 /** Kernels trap (unreachable) on data they must not run on, such as an out-of-range gather index. */

@@ -1,7 +1,7 @@
 // f32 attention code generator: per (batch, query-row block) task, SIMD scores, a stable softmax and the weighted sum of V.
-import { type FunctionBuilder, type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
+import { call, type FunctionBuilder, type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
-import { ActTemps, emitExp } from './gemm.js';
+import { ActTemps, emitExp, emitMicro } from './gemm.js';
 
 /**
  * Element strides of the operands. Batch strides are per output batch dim (0 where the operand broadcasts);
@@ -172,9 +172,11 @@ const pad4 = (n: number) => Math.ceil(n / 4) * 4;
  */
 const SOFTMAX_FLUSH = -64;
 
-/** Scratch bytes per task: the score block and the prepared Q rows. */
+const pad8 = (n: number) => Math.ceil(n / 8) * 8;
+
+/** Scratch bytes per task: the score block, the prepared (scaled) Q rows and Kᵀ of the current K. */
 export function attentionScratchPerTask(p: AttentionParams): number {
-  return Math.ceil((p.rows * pad4(p.Skv) + p.rows * pad4(p.D)) * 4 / 64) * 64;
+  return Math.ceil((p.rows * pad8(p.Skv) + p.rows * pad4(p.D) + p.D * pad8(p.Skv)) * 4 / 64) * 64;
 }
 
 const stridesKey = (s: { b: number[] } & Record<string, number | number[]>) =>
@@ -195,20 +197,21 @@ function buildAttention(p: AttentionParams): Uint8Array {
   const add = () => f.op(OP.i32_add), mul = () => f.op(OP.i32_mul);
   const nRB = Math.ceil(Sq / R), units = attentionUnits(p);
   const tailRows = Sq - (nRB - 1) * R;
-  const SkvP = pad4(Skv), DP = pad4(D);
+  // P rows are padded to whole 8-key blocks; Kᵀ has the same row length.
+  const SkvP = pad8(Skv), DP = pad4(D);
   const perTask = attentionScratchPerTask(p);
   const t = f.local('i32'), u = f.local('i32'), uEnd = f.local('i32'), bi = f.local('i32'), rb = f.local('i32');
   const qB = f.local('i32'), kB = f.local('i32'), vB = f.local('i32'), mB = f.local('i32'), oB = f.local('i32');
-  const P = f.local('i32'), QS = f.local('i32');
+  const P = f.local('i32'), QS = f.local('i32'), KT = f.local('i32'), lastK = f.local('i32');
   const kp = f.local('i32'), mp = f.local('i32'), j = f.local('i32'), pp = f.local('i32'), vp = f.local('i32');
-  // Vector registers: dot accumulators (2 rows x 4 keys), operands, per-row running max, temporaries.
-  const acc = [0, 1].map(() => [0, 1, 2, 3].map(() => f.local('v128')));
-  const av = [f.local('v128'), f.local('v128')], kv = f.local('v128'), vtmp = f.local('v128');
-  const sv = [f.local('v128'), f.local('v128')];
-  const mx: Local[] = []; for (let r = 0; r < R; r++) mx.push(f.local('v128'));
+  const src = f.local('i32'), dst = f.local('i32'), dd = f.local('i32');
+  const mx = f.local('v128');
   const inv: Local[] = []; for (let r = 0; r < R; r++) inv.push(f.local('f32'));
+  const nzEnd: Local[] = []; for (let r = 0; r < R; r++) nzEnd.push(f.local('i32'));
+  const jEnd = f.local('i32');
   const mrow = f.local('v128'), sum = f.local('v128'), e = f.local('v128');
   const temps = new ActTemps(f);
+  // Accumulators of a 4-row x 8-column block (scores, then outputs), and operands.
   const pacc = [0, 1, 2, 3].map(() => [f.local('v128'), f.local('v128')]);
   const vv = [f.local('v128'), f.local('v128')], ps = f.local('v128');
 
@@ -228,31 +231,60 @@ function buildAttention(p: AttentionParams): Uint8Array {
 
   const kBytes = p.k.key * 4, dBytes = p.k.d * 4;
   const mask = p.mask;
+  /** Kᵀ as GEMM panels: per block of 8 keys, D rows of 8 (key k, dim d at (k>>3)*D*32 + d*32 + (k&7)*4). */
+  const panel = D * 32;
+  /** Head dims unrolled in straight code; longer heads loop over blocks of 4. */
+  const UNROLL_D = 128;
+  /** body(dOff, qOff, kOff) for every head dim d: a runtime loop (dd = 0, 4, …) adds dd to both pointers. */
+  const overD = (body: (d: number) => void, ptrs: { local: Local; step: number }[]) => {
+    if (D <= UNROLL_D) { for (let d = 0; d < D; d++) body(d); return; }
+    const d4 = Math.floor(D / 4) * 4;
+    const saved = ptrs.map(() => f.local('i32'));
+    ptrs.forEach((q, i) => { f.get(q.local); f.set(saved[i]); });
+    f.for_(dd, () => f.i32(0), () => f.i32(d4), 4, () => {
+      for (let k = 0; k < 4; k++) body(k);
+      for (const q of ptrs) { f.get(q.local); f.i32(4 * q.step); add(); f.set(q.local); }
+    });
+    for (let d = d4; d < D; d++) body(d - d4);
+    ptrs.forEach((q, i) => { f.get(saved[i]); f.set(q.local); });
+  };
 
-  /** Scores of `rows` rows for the key block at kp (4 keys, key k at offset keyOff[k]), into P at column j. */
-  const scoreBlock = (rows: number, keyOff: number[], validKeys: number) => {
-    for (let r0 = 0; r0 < rows; r0 += 2) {
-      const nr = Math.min(2, rows - r0);
-      emitDots4(f, { rows: nr, a: QS, aOff: r0 * DP * 4, aRowBytes: DP * 4, kp, keyOff, dBytes, D, acc, av, kv, tmp: vtmp, out: sv, relaxed });
-      for (let i = 0; i < nr; i++) {
-        const r = r0 + i;
-        if (p.scale !== 1) { f.get(sv[i]); f.f32x4_const(p.scale); f.simd(SIMD.f32x4_mul); f.set(sv[i]); }
-        if (mask) {
-          f.get(sv[i]);
-          if (mask.key === 0) { f.get(mp); f.v128_load32_splat(r * mask.row * 4); }
-          else if (validKeys === 4) { f.get(mp); f.v128_load(r * mask.row * 4, 0); }
-          else {
-            // Ragged key block: invalid lanes repeat the last key.
-            f.f32x4_const(0);
-            for (let l = 0; l < 4; l++) { f.get(mp); f.f32_load(r * mask.row * 4 + Math.min(l, validKeys - 1) * 4); f.f32x4_replace_lane(l); }
-          }
-          f.simd(SIMD.f32x4_add); f.set(sv[i]);
-        }
-        // P[r][j..j+3] = s; mx[r] = max(mx[r], s)
-        f.get(P); f.get(j); f.i32(4); mul(); add(); f.get(sv[i]); f.v128_store(r * SkvP * 4, 0);
-        f.get(mx[r]); f.get(sv[i]); f.simd(SIMD.f32x4_max); f.set(mx[r]);
-      }
+  /** Kᵀ of the K at kB into KT (row d: keys 0 … SkvP-1; the padding repeats the last key), unless it is there already. */
+  const transposeK = () => {
+    f.get(kB); f.get(lastK); f.op(OP.i32_ne);
+    f.if_(() => {
+      f.get(kB); f.set(lastK);
+      const column = (srcKey: () => void, dstKey: () => void) => {
+        f.get(kB); srcKey(); f.i32(kBytes); mul(); add(); f.set(src);
+        f.get(KT); dstKey(); f.i32(3); f.op(OP.i32_shr_u); f.i32(panel); mul(); add(); dstKey(); f.i32(7); f.op(OP.i32_and); f.i32(4); mul(); add(); f.set(dst);
+        overD((d) => { f.get(dst); f.get(src); f.f32_load(d * dBytes); f.f32_store(d * 32); },
+          [{ local: src, step: dBytes }, { local: dst, step: 32 }]);
+      };
+      f.for_(j, () => f.i32(0), () => f.i32(Skv), 1, () => column(() => f.get(j), () => f.get(j)));
+      for (let k = Skv; k < SkvP; k++) column(() => f.i32(Skv - 1), () => f.i32(k));
+    });
+  };
+
+  // Scores: the GEMM micro-kernel (4 rows x 8 keys of Q·Kᵀ over D, loads split from the multiply-adds) writes P.
+  const micros = new Map<number, number>();
+  const microFor = (rows: number): number => {
+    let idx = micros.get(rows);
+    if (idx === undefined) {
+      const mf = mod.func(`m${rows}`, ['i32', 'i32', 'i32', 'i32', 'i32']);
+      emitMicro(mf, { rows, cols: 8, klen: D, phase: 'only', nr: 8, unroll: 2, barrier: true, sAm: DP, sAk: 1, ldc: SkvP, relaxed, ep: {} });
+      idx = mod.indexOf(mf);
+      micros.set(rows, idx);
     }
+    return idx;
+  };
+  /** Q·Kᵀ of rows r0 … r0+nr-1 for the 8 keys from column j (their Kᵀ panel at kp), into P. */
+  const scoreBlock = (r0: number, nr: number) => {
+    const idx = microFor(nr);
+    f.get(QS); if (r0) { f.i32(r0 * DP * 4); add(); }
+    f.get(kp);
+    f.get(P); f.i32(r0 * SkvP * 4); add(); f.get(j); f.i32(4); mul(); add();
+    f.i32(0); f.i32(0);
+    call(f, idx);
   };
 
   /** Column chunks of V/O: up to 8 columns (2 vectors) each; a ragged end overlaps the previous chunk. */
@@ -266,55 +298,84 @@ function buildAttention(p: AttentionParams): Uint8Array {
   }
 
   const unit = (rows: number) => {
-    // Prepared Q rows.
-    for (let r = 0; r < rows; r++) emitPrepRow(f, qB, r * p.q.row * 4, QS, r * DP * 4, D);
-    for (let r = 0; r < rows; r++) { f.f32x4_const(-Infinity); f.set(mx[r]); }
-    // Scores, 4 keys at a time; the ragged last block repeats the last key (same score, same max).
-    const full = Math.floor(Skv / 4) * 4;
-    f.get(kB); f.set(kp); f.get(mB); f.set(mp);
-    const keyOff = [0, 1, 2, 3].map((k) => k * kBytes);
-    if (full > 0) {
-      f.for_(j, () => f.i32(0), () => f.i32(full), 4, () => {
-        scoreBlock(rows, keyOff, 4);
-        f.get(kp); f.i32(4 * kBytes); add(); f.set(kp);
-        if (mask && mask.key) { f.get(mp); f.i32(16); add(); f.set(mp); }
-      });
+    // Q rows times the scale, contiguous.
+    for (let r = 0; r < rows; r++) {
+      if (D % 4 === 0) emitPrepRow(f, qB, r * p.q.row * 4, QS, r * DP * 4, D, p.scale);
+      else {
+        overD((d) => {
+          f.get(QS); f.get(qB); f.f32_load((r * p.q.row + d) * 4); if (p.scale !== 1) { f.f32c(p.scale); f.op(OP.f32_mul); }
+          f.f32_store((r * DP + d) * 4);
+        }, [{ local: qB, step: 4 }, { local: QS, step: 4 }]);
+      }
     }
-    if (Skv % 4) {
-      const valid = Skv % 4;
-      f.i32(full); f.set(j);
-      scoreBlock(rows, [0, 1, 2, 3].map((k) => Math.min(k, valid - 1) * kBytes), valid);
-    }
+    transposeK();
+    // Scores, 8 keys at a time; keys past Skv in the last block repeat the last key.
+    const blocks = () => { for (let r0 = 0; r0 < rows; r0 += 4) scoreBlock(r0, Math.min(4, rows - r0)); };
+    f.get(KT); f.set(kp);
+    f.for_(j, () => f.i32(0), () => f.i32(SkvP), 8, () => {
+      blocks();
+      f.get(kp); f.i32(panel); add(); f.set(kp);
+    });
     // Softmax numerators in place, and 1/sum per row.
     for (let r = 0; r < rows; r++) {
-      emitHorizontal(f, mx[r], SIMD.f32x4_max); f.simd(SIMD.f32x4_splat); f.set(mrow);
-      f.f32x4_const(0); f.set(sum);
-      const body = (last: boolean) => {
-        f.get(pp); f.v128_load(r * SkvP * 4, 0); f.get(mrow); f.simd(SIMD.f32x4_sub); f.set(e);
-        emitExp(f, e, temps);
-        // Flush to exactly 0 where x - max < FLUSH: emitExp saturates at exp(-87) ~ 1e-38 there, and a masked score
-        // (-1e4, -1e9, finfo.min, -inf) would then make every product with V a denormal, which x86 runs ~100x slower.
-        f.get(e); f.f32x4_const(SOFTMAX_FLUSH); f.simd(SIMD.f32x4_ge); f.simd(SIMD.v128_and);
-        if (last) { f.v128_const(laneMask((l) => l < Skv % 4)); f.simd(SIMD.v128_and); }
-        f.set(e);
-        f.get(pp); f.get(e); f.v128_store(r * SkvP * 4, 0);
-        f.get(sum); f.get(e); f.simd(SIMD.f32x4_add); f.set(sum);
+      // Scores plus the mask, and their row max (over whole vectors: the padding repeats the last key).
+      f.get(P); f.set(pp);
+      f.f32x4_const(-Infinity); f.set(mx);
+      const full4 = Math.floor(Skv / 4) * 4;
+      const maskVec = (keys: number[]) => {
+        if (!mask) return;
+        if (mask.key === 0) { f.get(mB); f.v128_load32_splat(r * mask.row * 4); }
+        else if (keys.length === 0) { f.get(mp); f.v128_load(r * mask.row * 4, 0); }
+        else { f.f32x4_const(0); keys.forEach((k, l) => { f.get(mB); f.f32_load((r * mask.row + k) * 4); f.f32x4_replace_lane(l); }); }
+        f.simd(SIMD.f32x4_add);
       };
-      if (full > 0) {
+      const vec = (keys: number[]) => {
+        f.get(pp); f.get(pp); f.v128_load(r * SkvP * 4, 0); maskVec(keys); f.tee(e); f.v128_store(r * SkvP * 4, 0);
+        f.get(mx); f.get(e); f.simd(SIMD.f32x4_max); f.set(mx);
+        f.get(pp); f.i32(16); add(); f.set(pp);
+        if (mask && mask.key) { f.get(mp); f.i32(16); add(); f.set(mp); }
+      };
+      f.get(mB); f.set(mp);
+      if (full4 > 0) f.for_(j, () => f.i32(0), () => f.i32(full4), 4, () => vec([]));
+      for (let c = full4; c < SkvP; c += 4) vec([0, 1, 2, 3].map((l) => Math.min(c + l, Skv - 1)));
+      emitHorizontal(f, mx, SIMD.f32x4_max); f.simd(SIMD.f32x4_splat); f.set(mrow);
+      f.f32x4_const(0); f.set(sum);
+      // Vectors whose scores all sit FLUSH below the max (masked keys: a causal mask's future, padding) skip the exp;
+      // nzEnd[r] ends the keys with a non-zero weight, where the weighted sum of V stops.
+      const body = (last: boolean) => {
+        f.get(pp); f.v128_load(r * SkvP * 4, 0); f.get(mrow); f.simd(SIMD.f32x4_sub); f.tee(e);
+        f.f32x4_const(SOFTMAX_FLUSH); f.simd(SIMD.f32x4_ge); f.simd(SIMD.v128_any_true);
+        f.if_(() => {
+          emitExp(f, e, temps);
+          // Flush to exactly 0 where x - max < FLUSH: emitExp saturates at exp(-87) ~ 1e-38 there, and a masked score
+          // (-1e4, -1e9, finfo.min, -inf) would then make every product with V a denormal, which x86 runs ~100x slower.
+          f.get(e); f.f32x4_const(SOFTMAX_FLUSH); f.simd(SIMD.f32x4_ge); f.simd(SIMD.v128_and);
+          if (last) { f.v128_const(laneMask((l) => l < Skv % 4)); f.simd(SIMD.v128_and); }
+          f.set(e);
+          f.get(pp); f.get(e); f.v128_store(r * SkvP * 4, 0);
+          f.get(sum); f.get(e); f.simd(SIMD.f32x4_add); f.set(sum);
+          if (last) f.i32(Skv); else { f.get(j); f.i32(4); add(); }
+          f.set(nzEnd[r]);
+        }, () => { f.get(pp); f.f32x4_const(0); f.v128_store(r * SkvP * 4, 0); });
+      };
+      if (full4 > 0) {
         f.get(P); f.set(pp);
-        f.for_(j, () => f.i32(0), () => f.i32(full), 4, () => { body(false); f.get(pp); f.i32(16); add(); f.set(pp); });
+        f.for_(j, () => f.i32(0), () => f.i32(full4), 4, () => { body(false); f.get(pp); f.i32(16); add(); f.set(pp); });
       }
-      if (Skv % 4) { f.get(P); f.i32(full * 4); add(); f.set(pp); body(true); }
+      if (Skv % 4) { f.get(P); f.i32(full4 * 4); add(); f.set(pp); body(true); }
       f.f32c(1); emitHorizontal(f, sum, SIMD.f32x4_add); f.op(OP.f32_div); f.set(inv[r]);
     }
     // O[r, cols] = inv[r] * Σ_j P[r][j] V[j, cols], 4 rows x 8 columns at a time.
     for (let r0 = 0; r0 < rows; r0 += 4) {
       const nr = Math.min(4, rows - r0);
+      // Keys up to the last non-zero weight of these rows.
+      f.get(nzEnd[r0]); f.set(jEnd);
+      for (let r = 1; r < nr; r++) { f.get(nzEnd[r0 + r]); f.get(jEnd); f.get(nzEnd[r0 + r]); f.get(jEnd); f.op(OP.i32_gt_s); f.select(); f.set(jEnd); }
       for (const cc of colChunks) {
         for (let r = 0; r < nr; r++) for (let c = 0; c < cc.nv; c++) { f.f32x4_const(0); f.set(pacc[r][c]); }
         f.get(P); f.i32(r0 * SkvP * 4); add(); f.set(pp);
         f.get(vB); f.set(vp);
-        f.for_(j, () => f.i32(0), () => f.i32(Skv), 1, () => {
+        f.for_(j, () => f.i32(0), () => f.get(jEnd), 1, () => {
           for (let c = 0; c < cc.nv; c++) { emitLoadLanes(f, vp, (cc.off + 4 * c) * 4, cc.lanes, 4); f.set(vv[c]); }
           for (let r = 0; r < nr; r++) {
             f.get(pp); f.v128_load32_splat(r * SkvP * 4); f.set(ps);
@@ -335,7 +396,9 @@ function buildAttention(p: AttentionParams): Uint8Array {
 
   const upt = p.unitsPerTask;
   f.for_(t, () => f.get(t0), () => f.get(t1), 1, () => {
-    f.get(S); f.get(t); f.i32(perTask); mul(); add(); f.tee(P); f.i32(R * SkvP * 4); add(); f.set(QS);
+    f.get(S); f.get(t); f.i32(perTask); mul(); add(); f.tee(P); f.i32(R * SkvP * 4); add(); f.tee(QS);
+    f.i32(R * DP * 4); add(); f.set(KT);
+    f.i32(-1); f.set(lastK);
     f.get(t); f.i32(upt); mul(); f.tee(u); f.i32(upt); add(); f.tee(uEnd);
     f.i32(units); f.get(uEnd); f.i32(units); f.op(OP.i32_lt_s); f.select(); f.set(uEnd);
     f.block(() => f.loop(() => {

@@ -69,10 +69,20 @@ function levels(spec: EwSpec): number[] {
 export function genElementwise(spec: EwSpec, layout: EwLayout): KernelSource {
   const scalar = spec.inputs.some((x) => x.dtype === 'int64') || spec.instrs.some((x) => x.dtype === 'int64');
   const key = `ew:${scalar ? 's' : 'v'}:${keyOf([spec, layout])}`;
-  // Validate now so that unsupported programs fail at plan time, not at compile time.
-  const bytes = build(spec, layout, scalar);
-  return { key, bytes: () => bytes };
+  // Build (and so validate) now so that unsupported programs fail at plan time, not at compile time; programs already
+  // built in this process (by an earlier node or session) are not built again.
+  let bytes = BUILT.get(key);
+  if (!bytes) {
+    bytes = build(spec, layout, scalar);
+    if (BUILT.size >= MAX_BUILT) BUILT.delete(BUILT.keys().next().value as string);
+    BUILT.set(key, bytes);
+  }
+  const out = bytes;
+  return { key, bytes: () => out };
 }
+
+const BUILT = new Map<string, Uint8Array>();
+const MAX_BUILT = 2048;
 
 /** JSON with the numbers JSON cannot tell apart (±Infinity, NaN, -0) spelled out. */
 export function keyOf(x: unknown): string {

@@ -177,7 +177,7 @@ export function genPackB(p: PackBParams): KernelSource {
 
 // --- the GEMM kernel -----------------------------------------------------------------------------
 
-type Phase = 'only' | 'first' | 'mid' | 'last';
+export type Phase = 'only' | 'first' | 'mid' | 'last';
 
 /** Number of tasks of a genGemm launch. */
 export function gemmTasks(p: GemmParams): number {
@@ -329,7 +329,7 @@ interface MicroSpec {
 }
 
 /** micro(pa, pb, pc, pbias, pres): the rows x cols register tile over klen steps of K. */
-function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
+export function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
   const { rows, cols, klen, phase, nr, sAm, sAk, ldc, relaxed, ep } = s;
   const u = Math.max(1, s.unroll);
   const [pa, pb, pc, pbias, pres] = [0, 1, 2, 3, 4].map((i) => f.param(i));
