@@ -217,7 +217,7 @@ export class WasmRuntime {
     for (let spin = 0; ; spin++) {
       const d = Atomics.load(c, C.DONE);
       if (d >= tasks) break;
-      if (spin > 2000) {
+      if (spin > MAIN_SPINS) {
         try { Atomics.wait(c, C.DONE, d, 50); } catch { /* a browser main thread cannot wait: keep spinning */ }
       }
     }
@@ -253,6 +253,13 @@ function compiledModule(src: KernelSource): WebAssembly.Module {
   MODULES.set(src.key, module);
   return module;
 }
+
+/**
+ * Polls of the done counter before the launching thread sleeps on it. The workers are finishing the launch's last
+ * tasks (up to one task long, tens of µs), and a sleep costs a wake-up of tens of µs on top; spinning costs nothing
+ * but this thread's otherwise idle core.
+ */
+const MAIN_SPINS = 1 << 17;
 
 /** Kernels trap (unreachable) on data they must not run on, such as an out-of-range gather index. */
 function trapError(e: unknown): ExecutionError {

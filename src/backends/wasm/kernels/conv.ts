@@ -250,7 +250,7 @@ export interface Geom2 {
   sH: number; sW: number; pH: number; pW: number; dH: number; dW: number;
 }
 
-const geomKey = (g: Geom2) => `${g.iH}x${g.iW}:k${g.kH}x${g.kW}:o${g.oH}x${g.oW}:s${g.sH},${g.sW}:p${g.pH},${g.pW}:d${g.dH},${g.dW}`;
+export const geomKey = (g: Geom2) => `${g.iH}x${g.iW}:k${g.kH}x${g.kW}:o${g.oH}x${g.oW}:s${g.sH},${g.sW}:p${g.pH},${g.pW}:d${g.dH},${g.dW}`;
 
 /** Pushes lo = first o with 0 <= o*s + b (b a local), i.e. b >= 0 ? 0 : ceil(-b / s). */
 function emitLo(f: FunctionBuilder, b: Local, s: number): void {
@@ -1014,34 +1014,27 @@ function buildCol2im(p: Col2imParams): Uint8Array {
 // --- im2col straight into GEMM B panels -------------------------------------------------------------
 
 /**
- * `run(X, PK, t0, t1)`: the unfolded input COL [C*kH*kW, oH*oW] of X [C, iH, iW], written directly in the packed-B
- * layout of kernels/gemm.ts (panels of nr output positions, each R = C*kH*kW rows of nr floats; zeros outside the
- * input and past P). Tasks are chunks of `ppt` panels. Where a panel's nr positions lie in one output row and, for a
- * tap, inside the input, a row of the panel is nr contiguous floats of X (stride 1): vector copies.
+ * The unfolded input COL [C*kH*kW, oH*oW] of X [C, iH, iW], written directly in the packed-B layout of
+ * kernels/gemm.ts (panels of nr output positions, each R = C*kH*kW rows of nr floats; zeros outside the input and past
+ * P). Where a panel's nr positions lie in one output row and, for a tap, inside the input, a row of the panel is nr
+ * contiguous floats of X (stride 1): vector copies.
  */
-export function genIm2colPacked(C: number, g: Geom2, nr: number, ppt: number): KernelSource {
-  return { key: `im2colpk:${C}:${geomKey(g)}:${nr}:${ppt}`, bytes: () => buildIm2colPacked(C, g, nr, ppt) };
-}
-
-export function im2colPackedTasks(g: Geom2, nr: number, ppt: number): number {
-  return Math.ceil(Math.ceil((g.oH * g.oW) / nr) / ppt);
-}
-
-function buildIm2colPacked(C: number, g: Geom2, nr: number, ppt: number): Uint8Array {
+/**
+ * Adds `unfold(X, PK, j0, j1)` to `mod` (returns its index): the packed unfolded input above, panels j0 ≤ j < j1 of the packed unfolded input, panel j
+ * at PK + j*R*nr*4 (PK may be offset so that a range of panels lands in a small buffer: the address arithmetic wraps).
+ */
+export function emitIm2colPacked(mod: ModuleBuilder, C: number, g: Geom2, nr: number): number {
   const { iH, iW, kH, kW, oH, oW, sH, sW, pH, pW, dH, dW } = g;
   const P = oH * oW, KK = kH * kW, R = C * KK, inPlane = iH * iW;
-  const nPanels = Math.ceil(P / nr);
-  const mod = new ModuleBuilder();
-  const f = mod.func('run', ['i32', 'i32', 'i32', 'i32']);
-  const [X, PK, t0, t1] = [0, 1, 2, 3].map((i) => f.param(i));
-  const j = f.local('i32'), jEnd = f.local('i32'), tmp = f.local('i32'), p0 = f.local('i32');
+  const f = mod.func('unfold', ['i32', 'i32', 'i32', 'i32']);
+  const [X, PK, j0, j1] = [0, 1, 2, 3].map((i) => f.param(i));
+  const j = f.local('i32'), jEnd = f.local('i32'), p0 = f.local('i32');
   const oy0 = f.local('i32'), ox0 = f.local('i32'), d = f.local('i32'), s = f.local('i32'), de = f.local('i32');
   const iy = f.local('i32'), ix = f.local('i32'), fast = f.local('i32');
   const oyL = Array.from({ length: nr }, () => f.local('i32')), oxL = Array.from({ length: nr }, () => f.local('i32'));
   const offL = Array.from({ length: nr }, () => f.local('i32'));
   const nv = nr / 4;
-  f.get(t0); f.i32(ppt); mul(f); f.set(j);
-  minConst(f, () => { f.get(t1); f.i32(ppt); mul(f); }, nPanels, tmp); f.set(jEnd);
+  f.get(j0); f.set(j); f.get(j1); f.set(jEnd);
   f.block(() => {
     f.get(j); f.get(jEnd); f.op(OP.i32_ge_s); f.br_if(0);
     f.loop(() => {
@@ -1109,5 +1102,5 @@ function buildIm2colPacked(C: number, g: Geom2, nr: number, ppt: number): Uint8A
       f.get(j); f.i32(1); add(f); f.tee(j); f.get(jEnd); f.op(OP.i32_lt_s); f.br_if(0);
     });
   });
-  return mod.build();
+  return mod.indexOf(f);
 }

@@ -73,6 +73,18 @@ export interface GemmParams {
   tile: GemmTile;
   relaxed?: boolean;
   epilogue?: GemmEpilogue;
+  /**
+   * B is made by the kernel instead of read packed (an im2col): `emit` adds unfold(src, PK, j0, j1) to the module,
+   * writing panels j0 ≤ j < j1 at PK + j*K*nr*4. The kernel is then run(A, src, C, bias, res, scratch, t0, t1): task t
+   * takes groupsPerTask groups of tile.panelsPerTask panels in turn, unfolds each group into its own slot of scratch
+   * (gemmUnfoldSlotBytes; gemmTasks slots in all) and computes every row on it while it is in cache. No batch.
+   */
+  unfoldB?: { key: string; emit: (mod: ModuleBuilder) => number; groupsPerTask: number };
+}
+
+/** Scratch bytes per task of a GEMM with unfoldB: one group of panels. */
+export function gemmUnfoldSlotBytes(p: GemmParams): number {
+  return Math.ceil((p.tile.panelsPerTask * p.K * p.tile.nr * 4) / 64) * 64;
 }
 
 /** Floats of one packed B matrix: ceil(N/nr) panels of K rows of nr floats. */
@@ -182,6 +194,7 @@ export type Phase = 'only' | 'first' | 'mid' | 'last';
 /** Number of tasks of a genGemm launch. */
 export function gemmTasks(p: GemmParams): number {
   const { M, N, tile } = p;
+  if (p.unfoldB) return Math.ceil(Math.ceil(Math.ceil(N / tile.nr) / tile.panelsPerTask) / p.unfoldB.groupsPerTask);
   const batch = (p.batch?.dims ?? []).reduce((a, b) => a * b, 1);
   return batch * Math.ceil(M / tile.mb) * Math.ceil(Math.ceil(N / tile.nr) / tile.panelsPerTask);
 }
@@ -203,7 +216,8 @@ export function genGemm(p: GemmParams): KernelSource {
   const bt = p.batch;
   const key = `gemm:${M}x${N}x${K}:a${sAm},${sAk}:c${ldc}:` +
     (bt ? `B${bt.dims.join(',')}/${bt.a.join(',')}/${bt.b.join(',')}/${(bt.r ?? []).join(',')}:` : '') +
-    `t${tile.mr},${tile.nr},${tile.mb},${tile.kb},${tile.unroll}${tile.barrier ? 'b' : ''},${tile.panelsPerTask}:${p.relaxed ? 'R' : ''}:${epKey(p.epilogue)}`;
+    `t${tile.mr},${tile.nr},${tile.mb},${tile.kb},${tile.unroll}${tile.barrier ? 'b' : ''},${tile.panelsPerTask}:${p.relaxed ? 'R' : ''}:${epKey(p.epilogue)}` +
+    (p.unfoldB ? `:u${p.unfoldB.groupsPerTask}(${p.unfoldB.key})` : '');
   return { key, bytes: () => buildGemm(p) };
 }
 
@@ -230,9 +244,12 @@ function buildGemm(p: GemmParams): Uint8Array {
     return m.f;
   };
 
-  const run = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
+  const U = p.unfoldB;
+  if (U && bt) throw new Error('a GEMM that unfolds its B has no batch');
+  const run = mod.func('run', new Array(U ? 8 : 7).fill('i32'));
   const f = run;
-  const [A, B, Cp, bias, res, t0, t1] = [0, 1, 2, 3, 4, 5, 6].map((i) => f.param(i));
+  const [A, B, Cp, bias, res] = [0, 1, 2, 3, 4].map((i) => f.param(i));
+  const [S, t0, t1] = U ? [f.param(5), f.param(6), f.param(7)] : [null, f.param(5), f.param(6)];
   const nP = Math.ceil(N / nr), fullP = Math.floor(N / nr), colTail = N % nr;
   const nRB = Math.ceil(M / mb), nG = Math.ceil(nP / ppt);
   const fullM = Math.floor(M / mr) * mr, rowTail = M % mr;
@@ -296,18 +313,7 @@ function buildGemm(p: GemmParams): Uint8Array {
     }
   };
 
-  const perBatch = nRB * nG;
-  f.for_(t, () => f.get(t0), () => f.get(t1), 1, () => {
-    f.get(t); f.i32(perBatch); f.op(OP.i32_div_u); f.set(bi);
-    f.get(t); f.i32(perBatch); f.op(OP.i32_rem_u); f.tee(g); f.i32(nRB); f.op(OP.i32_rem_u); f.set(rb);
-    f.get(g); f.i32(nRB); f.op(OP.i32_div_u); f.set(g);
-    f.get(A); batchOffset(bt?.a); f.i32(4); mul(); add(); f.set(aB);
-    f.get(B); batchOffset(bt?.b); f.i32(4); mul(); add(); f.set(bB);
-    f.get(Cp); f.get(bi); f.i32(M * ldc * 4); mul(); add(); f.set(cB);
-    f.get(res); batchOffset(bt?.r); f.i32(4); mul(); add(); f.set(rB);
-    // mEnd = min(rb*mb + mb, fullM); pEnd = min(g*ppt + ppt, fullP)
-    f.get(rb); f.i32(mb); mul(); f.i32(mb); add(); f.tee(mEnd); f.i32(fullM); f.get(mEnd); f.i32(fullM); f.op(OP.i32_lt_s); f.select(); f.set(mEnd);
-    f.get(g); f.i32(ppt); mul(); f.i32(ppt); add(); f.tee(pEnd); f.i32(fullP); f.get(pEnd); f.i32(fullP); f.op(OP.i32_lt_s); f.select(); f.set(pEnd);
+  const kBlocks = () => {
     const nKB = Math.max(1, Math.ceil(K / kb));
     if (nKB === 1) {
       kBlock(K, 'only', 0);
@@ -319,6 +325,45 @@ function buildGemm(p: GemmParams): Uint8Array {
       }
       kBlock(lastLen, 'last', (nKB - 1) * kb);
     }
+  };
+  // mEnd = min(rb*mb + mb, fullM); pEnd = min(g*ppt + ppt, fullP)
+  const ends = () => {
+    f.get(rb); f.i32(mb); mul(); f.i32(mb); add(); f.tee(mEnd); f.i32(fullM); f.get(mEnd); f.i32(fullM); f.op(OP.i32_lt_s); f.select(); f.set(mEnd);
+    f.get(g); f.i32(ppt); mul(); f.i32(ppt); add(); f.tee(pEnd); f.i32(fullP); f.get(pEnd); f.i32(fullP); f.op(OP.i32_lt_s); f.select(); f.set(pEnd);
+  };
+
+  if (U) {
+    const unfold = U.emit(mod);
+    const slotBytes = gemmUnfoldSlotBytes(p), gpt = U.groupsPerTask;
+    const slot = f.local('i32'), gEnd = f.local('i32');
+    f.get(A); f.set(aB); f.get(Cp); f.set(cB); f.get(res); f.set(rB);
+    f.for_(t, () => f.get(t0), () => f.get(t1), 1, () => {
+      f.get(S!); f.get(t); f.i32(slotBytes); mul(); add(); f.set(slot);
+      f.get(t); f.i32(gpt); mul(); f.i32(gpt); add(); f.tee(gEnd); f.i32(nG); f.get(gEnd); f.i32(nG); f.op(OP.i32_lt_s); f.select(); f.set(gEnd);
+      f.for_(g, () => { f.get(t); f.i32(gpt); mul(); }, () => f.get(gEnd), 1, () => {
+        // The group's panels land in the slot: bB is offset so that panel pn is at bB + pn*K*nr*4.
+        f.get(slot); f.get(g); f.i32(ppt * K * nr * 4); mul(); f.op(OP.i32_sub); f.set(bB);
+        f.get(B); f.get(bB);
+        f.get(g); f.i32(ppt); mul();
+        f.get(g); f.i32(ppt); mul(); f.i32(ppt); add(); f.tee(pEnd); f.i32(nP); f.get(pEnd); f.i32(nP); f.op(OP.i32_lt_s); f.select();
+        call(f, unfold);
+        f.for_(rb, () => f.i32(0), () => f.i32(nRB), 1, () => { ends(); kBlocks(); });
+      });
+    });
+    return mod.build();
+  }
+
+  const perBatch = nRB * nG;
+  f.for_(t, () => f.get(t0), () => f.get(t1), 1, () => {
+    f.get(t); f.i32(perBatch); f.op(OP.i32_div_u); f.set(bi);
+    f.get(t); f.i32(perBatch); f.op(OP.i32_rem_u); f.tee(g); f.i32(nRB); f.op(OP.i32_rem_u); f.set(rb);
+    f.get(g); f.i32(nRB); f.op(OP.i32_div_u); f.set(g);
+    f.get(A); batchOffset(bt?.a); f.i32(4); mul(); add(); f.set(aB);
+    f.get(B); batchOffset(bt?.b); f.i32(4); mul(); add(); f.set(bB);
+    f.get(Cp); f.get(bi); f.i32(M * ldc * 4); mul(); add(); f.set(cB);
+    f.get(res); batchOffset(bt?.r); f.i32(4); mul(); add(); f.set(rB);
+    ends();
+    kBlocks();
   });
   return mod.build();
 }

@@ -2,10 +2,10 @@
 import type { Node } from '../../../graph/ir.js';
 import {
   type ConvActivation, type Geom2, NO_ACT, actKey, emitConvAct, convGemmTasks, packConvA, convGemmTile, depthwisePadding, depthwiseTasks, genConvGemm, genDepthwise,
-  genIm2col, im2colTasks, genIm2colPacked, im2colPackedTasks, genConvNarrow, narrowSupported, narrowTasks, narrowTile, packBiasNarrow, packConvNarrow,
+  genIm2col, im2colTasks, emitIm2colPacked, geomKey, genConvNarrow, narrowSupported, narrowTasks, narrowTile, packBiasNarrow, packConvNarrow,
 } from '../kernels/conv.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
-import { type GemmEpilogue, type GemmParams, gemmTasks, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
+import { type GemmEpilogue, type GemmParams, gemmTasks, gemmUnfoldSlotBytes, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
 import { chooseGemmTile } from './matmul.js';
 import { resolveAutoPad } from '../../../ops/conv.js';
 
@@ -126,10 +126,8 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
       launches: (bf) => [{ kernel, args: [packedA ? packedW : bf.inputs[1], bf.inputs[0], bf.outputs[0], hasBias ? bf.inputs[2] : 0], tasks }],
     };
   }
-  const colBytes = C * KK * P * 4;
-  if (colBytes > 512 * 1024 * 1024) return null;
-  // The unfolded input is packed into the GEMM's B panels (per group), then one packed-B GEMM per batch item
-  // computes W_g [Mg x R] · COL_g [R x P]; the bias enters as a residual constant along P.
+  // The unfolded input in the GEMM's B panels, times W_g [Mg x R]: COL_g [R x P] per group and batch item; the bias
+  // enters as a residual constant along P.
   const gt = chooseGemmTile(Mg, P, R, group, ctx.threads, ctx.relaxedSimd);
   const psize = packedBSize(R, P, gt.nr);
   const epilogue: GemmEpilogue = {};
@@ -139,31 +137,40 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
     M: Mg, N: P, K: R, sAm: R, sAk: 1, tile: gt, relaxed: ctx.relaxedSimd, epilogue,
     batch: group > 1 ? { dims: [group], a: [Mg * R], b: [psize], r: [Mg] } : undefined,
   };
-  const gk = genGemm(gp);
-  const gTasks = gemmTasks(gp);
-  const pp = { K: R, N: P, sBk: P, sBn: 1, nr: gt.nr, count: group, stride: R * P };
-  const pack = genPackB(pp);
-  const packTasks = packBTasks(pp);
   if (group === 1) {
-    // One pass: the input unfolds straight into the GEMM's panels.
+    // One kernel: each task unfolds a group of output positions straight into GEMM panels in its own cache-sized
+    // slot and multiplies every output channel on them (the unfolded input is never all in memory).
     const nPanels = Math.ceil(P / gt.nr);
-    const ppt = Math.max(1, Math.ceil(nPanels / taskCount(nPanels * R * gt.nr, ctx.threads, 1 << 14)));
-    const unfold = genIm2colPacked(C, g, gt.nr, ppt);
-    const uTasks = im2colPackedTasks(g, gt.nr, ppt);
+    const panelBytes = R * gt.nr * 4;
+    const ppt = Math.max(1, Math.min(nPanels, Math.floor(UNFOLD_SLOT_BYTES / panelBytes)));
+    const nGroups = Math.ceil(nPanels / ppt);
+    const tasks = taskCount(nGroups, ctx.threads, 1);
+    const fused: GemmParams = {
+      M, N: P, K: R, sAm: R, sAk: 1, tile: { ...gt, panelsPerTask: ppt }, relaxed: ctx.relaxedSimd, epilogue,
+      unfoldB: { key: `im2colpk:${C}:${geomKey(g)}`, emit: (mod) => emitIm2colPacked(mod, C, g, gt.nr), groupsPerTask: Math.ceil(nGroups / tasks) },
+    };
+    const fk = genGemm(fused);
+    const fTasks = gemmTasks(fused);
     return {
       outputs,
-      scratchBytes: psize * 4,
+      scratchBytes: fTasks * gemmUnfoldSlotBytes(fused),
       launches: (bf) => {
         const ls: Launch[] = [];
         for (let n = 0; n < N; n++) {
-          ls.push({ kernel: unfold, args: [bf.inputs[0] + n * C * inPlane * 4, bf.scratch], tasks: uTasks });
-          ls.push({ kernel: gk, args: [bf.inputs[1], bf.scratch, bf.outputs[0] + n * M * P * 4, 0, hasBias ? bf.inputs[2] : 0], tasks: gTasks });
+          ls.push({ kernel: fk, args: [bf.inputs[1], bf.inputs[0] + n * C * inPlane * 4, bf.outputs[0] + n * M * P * 4, 0, hasBias ? bf.inputs[2] : 0, bf.scratch], tasks: fTasks });
         }
         return ls;
       },
     };
   }
   // Grouped: unfold all channels, then pack each group's rows into panels.
+  const colBytes = C * KK * P * 4;
+  if (colBytes > 512 * 1024 * 1024) return null;
+  const gk = genGemm(gp);
+  const gTasks = gemmTasks(gp);
+  const pp = { K: R, N: P, sBk: P, sBn: 1, nr: gt.nr, count: group, stride: R * P };
+  const pack = genPackB(pp);
+  const packTasks = packBTasks(pp);
   const itasks = taskCount(C * KK * P, ctx.threads, 1 << 14);
   const cpt = Math.ceil(C / Math.min(itasks, C));
   const im2col = genIm2col(C, g, cpt);
@@ -184,6 +191,9 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
     },
   };
 }
+
+/** Bytes of unfolded input a conv task keeps at once (its GEMM panels stay in the core's L2 while every row uses them). */
+const UNFOLD_SLOT_BYTES = 160 * 1024;
 
 /** From this many output positions a pointwise conv runs on the packed-B GEMM (narrower planes waste its 8-wide panels). */
 const POINTWISE_GEMM_MIN_P = 16;
