@@ -263,6 +263,8 @@ interface LstmCase {
   gru?: boolean;
   /** W as a model constant: the input projections then run as one GEMM before the recurrence (when H % 4 == 0). */
   constW?: boolean;
+  /** R as a model constant too: with several batch rows per task, h·Rᵀ then runs on the GEMM micro-kernel. */
+  constR?: boolean;
   /** Runs to check (a node's first run is on one thread; later ones share the recurrence between threads). */
   runs?: number;
 }
@@ -279,7 +281,8 @@ async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
   const w = randomFloat([dirs, G * H, I], seed + 1, -0.5, 0.5);
   const initializers = new Map<string, Tensor>();
   if (c.constW) initializers.set('w', w); else feeds.set('w', w);
-  feeds.set('r', randomFloat([dirs, G * H, H], seed + 2, -0.5, 0.5));
+  const r = randomFloat([dirs, G * H, H], seed + 2, -0.5, 0.5);
+  if (c.constR) initializers.set('r', r); else feeds.set('r', r);
   if (c.bias) { feeds.set('b', randomFloat([dirs, 2 * G * H], seed + 3)); inputs[3] = 'b'; }
   const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
   if (c.init) {
@@ -345,6 +348,20 @@ test('Wasm GRU (linear_before_reset = 1, as PyTorch exports it) matches the refe
     await checkLstm(rt, { gru: true, T: 7, B: 5, I: 13, H: 11, direction: 'bidirectional', layout: 1, bias: true, init: true });
     await checkLstm(rt, { gru: true, T: 5, B: 2, I: 3, H: 6, direction: 'reverse', clip: 0.7, outputs: 1 });
     await checkLstm(rt, { gru: true, T: 6, B: 4, I: 8, H: 16, layout: 1, init: true, constW: true });
+  } finally {
+    await rt.dispose();
+  }
+});
+
+test('Wasm LSTM and GRU with constant weights and several batch rows run each step on the GEMM micro-kernel', { timeout: 120_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  try {
+    await checkLstm(rt, { gru: true, T: 7, B: 4, I: 12, H: 16, direction: 'bidirectional', bias: true, init: true, constW: true, constR: true, runs: 2 });
+    await checkLstm(rt, { gru: true, T: 9, B: 5, I: 20, H: 40, bias: true, constW: true, constR: true, runs: 2 });
+    await checkLstm(rt, { gru: true, T: 6, B: 3, I: 8, H: 8, layout: 1, init: true, constW: true, constR: true, outputs: 1, runs: 2 });
+    await checkLstm(rt, { T: 8, B: 3, I: 10, H: 24, layout: 1, bias: true, init: true, peep: true, constW: true, constR: true, runs: 2 });
+    await checkLstm(rt, { T: 5, B: 6, I: 16, H: 32, direction: 'bidirectional', bias: true, clip: 1.5, constW: true, constR: true, runs: 2 });
+    await checkLstm(rt, { T: 4, B: 2, I: 7, H: 16, direction: 'reverse', init: true, constW: true, constR: true, outputs: 3, runs: 2 });
   } finally {
     await rt.dispose();
   }

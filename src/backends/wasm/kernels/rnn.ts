@@ -1,9 +1,9 @@
 // f32 LSTM and GRU code generator: per (direction, batch group) task, each time step's gates x·Wᵀ + h·Rᵀ + b with SIMD
 // dots, then the cell.
-import { type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
+import { call, type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
 import { emitDots4, emitLoadLanes, emitPrepRow, emitStoreLanes } from './attention.js';
-import { ActTemps, emitActivation } from './gemm.js';
+import { ActTemps, emitActivation, emitMicro, packBHost, packedBSize } from './gemm.js';
 
 export interface LstmParams {
   /** 'gru': ONNX GRU with linear_before_reset = 1 (gates z, r, h; only Y and Y_h; no C0, peepholes or input_forget). */
@@ -37,7 +37,23 @@ export interface LstmParams {
    * threads never stall it. 1 (default): a unit is one task and never synchronises. Above 1 requires xproj.
    */
   chunks?: number;
+  /**
+   * R comes as GEMM B panels per direction (rnnPackedR), and each step's h·Rᵀ for the task's rows runs on the GEMM
+   * micro-kernel, which also adds the input projections and bias. Requires xproj, H % 8 == 0 and unsliced tasks.
+   */
+  packedR?: boolean;
   relaxed: boolean;
+}
+
+/** Panel width of a packed R. */
+const RNR = 8;
+
+/** Rᵀ of every direction as GEMM B panels (K = H, N = gates*H, nr 8), the layout the packedR kernel reads. */
+export function rnnPackedR(r: Float32Array, p: LstmParams): Float32Array {
+  const G = p.kind === 'gru' ? 3 : 4, N = G * p.H, size = packedBSize(p.H, N, RNR);
+  const out = new Float32Array(p.dirs * size);
+  for (let d = 0; d < p.dirs; d++) packBHost(r, d * N * p.H, p.H, N, 1, p.H, RNR, out, d * size);
+  return out;
 }
 
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
@@ -85,7 +101,7 @@ const MAX_SPINS = 1 << 29;
 export function genLstm(p: LstmParams): KernelSource {
   const key = `${p.kind ?? 'lstm'}:${p.T}x${p.B}x${p.I}x${p.H}:d${p.dirs}${p.reverse ? 'r' : ''}:l${p.layout}:` +
     `${+p.hasBias}${+p.hasH0}${+p.hasC0}${+p.hasP}:c${p.clip}:${p.inputForget ? 'if' : ''}:g${p.rowsPerTask}:` +
-    `${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}:k${chunksOfUnit(p)}`;
+    `${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}:k${chunksOfUnit(p)}${p.packedR ? ':pr' : ''}`;
   return { key, bytes: () => buildLstm(p), wholeRange: chunksOfUnit(p) > 1 };
 }
 
@@ -95,6 +111,7 @@ function buildLstm(p: LstmParams): Uint8Array {
   const { HP, IP } = L;
   const chunks = chunksOfUnit(p), coop = chunks > 1;
   if (coop && (!p.xproj || H % 4 !== 0)) throw new Error('sliced LSTM/GRU needs input projections and H % 4 == 0');
+  if (p.packedR && (coop || !p.xproj || H % 8 !== 0)) throw new Error('packed-R LSTM/GRU needs input projections, H % 8 == 0 and no slices');
   // Hidden units per slice (a multiple of 4).
   const HC = pad4(Math.ceil(H / chunks));
   const bg = p.rowsPerTask, nBG = Math.ceil(B / bg), tailRows = B - (nBG - 1) * bg;
@@ -115,13 +132,31 @@ function buildLstm(p: LstmParams): Uint8Array {
   const temps = new ActTemps(f);
   const gru = p.kind === 'gru';
   const G4 = (gru ? 3 : 4) * H;
+  /** Floats between the projections of consecutive batch rows of XW. */
+  const xwRow = (layout === 0 ? 1 : T) * G4;
+  const micros = new Map<string, number>();
+  /** micro(h rows, R panel, gates, bias, XW): rows x 8 gate columns of h·Rᵀ (+ bias, + XW when withRes). */
+  const microFor = (rows: number, withRes: boolean): number => {
+    const k = `${rows}:${withRes}`;
+    let idx = micros.get(k);
+    if (idx === undefined) {
+      const mf = mod.func(`m${micros.size}`, ['i32', 'i32', 'i32', 'i32', 'i32']);
+      emitMicro(mf, {
+        rows, cols: RNR, klen: H, phase: 'only', nr: RNR, unroll: 2, barrier: true, sAm: pad4(H), sAk: 1, ldc: 4 * pad4(H), relaxed,
+        ep: { bias: p.hasBias, ...(withRes ? { residual: true, residualStrideM: xwRow, residualStrideN: 1 as const } : {}) },
+      });
+      idx = mod.indexOf(mf);
+      micros.set(k, idx);
+    }
+    return idx;
+  };
   /**
    * The 4 gate slots of the scratch: per slot, the gate rows of W and of R it dots with (null: none) and the bias
    * vectors (offsets in the direction's bias, in units of H) it adds. GRU keeps x·Whᵀ and h·Rhᵀ apart (r scales the
    * latter before the sum).
    */
   const slots: { w: number | null; r: number | null; b: number[] }[] = gru
-    ? [{ w: 0, r: 0, b: [0, 3] }, { w: 1, r: 1, b: [1, 4] }, { w: 2, r: null, b: [2] }, { w: null, r: 2, b: [5] }]
+    ? [{ w: 0, r: 0, b: [0, 3] }, { w: 1, r: 1, b: [1, 4] }, { w: null, r: 2, b: [5] }, { w: 2, r: null, b: [2] }]
     : [0, 1, 2, 3].map((q) => ({ w: q, r: q, b: [q, 4 + q] }));
   // Element strides of consecutive batch rows.
   const xRow = layout === 0 ? I : T * I;
@@ -231,7 +266,23 @@ function buildLstm(p: LstmParams): Uint8Array {
         }
       }
     };
-    for (let q = 0; q < 4; q++) {
+    if (p.packedR) {
+      // gates[rows][0 … G·H) = h·Rᵀ (+ XW + summed bias where the gate has an x part), 8 gate columns per call.
+      const xPanels = (gru ? 2 * H : G4) / RNR;
+      const panels = (from: number, to: number, withRes: boolean) => {
+        const idx = microFor(rows, withRes);
+        f.for_(j, () => f.i32(from), () => f.i32(to), 1, () => {
+          f.get(gp);
+          f.get(rd); f.get(j); f.i32(H * RNR * 4); mul(); add();
+          f.get(sp); f.i32(L.gates); add(); f.get(j); f.i32(RNR * 4); mul(); add();
+          f.get(sp); f.i32(L.bias); add(); f.get(j); f.i32(RNR * 4); mul(); add();
+          if (withRes) { f.get(xa); f.get(j); f.i32(RNR * 4); mul(); add(); } else f.i32(0);
+          call(f, idx);
+        });
+      };
+      panels(0, xPanels, true);
+      if (gru) panels(xPanels, G4 / RNR, false);
+    } else for (let q = 0; q < 4; q++) {
       const { w: gw, r: gr } = slots[q];
       if (gw !== null && !p.xproj) { f.get(wd); f.i32(gw * H * I * 4); add(); f.get(ja); f.i32(I * 4); mul(); add(); f.set(wk); }
       if (gr !== null) { f.get(rd); f.i32(gr * H * H * 4); add(); f.get(ja); f.i32(H * 4); mul(); add(); f.set(rk); }
@@ -252,8 +303,14 @@ function buildLstm(p: LstmParams): Uint8Array {
         at(sp, cOff, tp);
         const ld = (q: number, v: Local) => { f.get(tp); f.v128_load(gOff + q * HP * 4, 0); f.set(v); };
         if (gru) {
-          // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~).
-          ld(0, vi); ld(1, vo); ld(2, vf); ld(3, vc);
+          // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~); vf = x·Whᵀ + Wbh, vc = h·Rhᵀ + Rbh.
+          ld(0, vi); ld(1, vo); ld(2, vc);
+          if (p.packedR) {
+            // The micro-kernel leaves x·Whᵀ in the projections: XW[row][2H + j] plus the slot's bias.
+            f.get(xa); cOff(); add(); f.v128_load(r * xwRow * 4 + 2 * H * 4, 0);
+            if (p.hasBias) { f.get(tp); f.v128_load(L.bias + 3 * HP * 4, 0); f.simd(SIMD.f32x4_add); }
+            f.set(vf);
+          } else ld(3, vf);
           clip(vi); emitActivation(f, 'sigmoid', vi, temps);
           clip(vo); emitActivation(f, 'sigmoid', vo, temps);
           f.get(vf); f.get(vo); f.get(vc); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
@@ -363,7 +420,7 @@ function buildLstm(p: LstmParams): Uint8Array {
     f.get(u); f.i32(nBG); f.op(OP.i32_rem_u); f.tee(g); f.i32(bg); mul(); f.set(b0);
     if (dirs === 2) { f.get(d); f.set(rev); } else { f.i32(p.reverse ? 1 : 0); f.set(rev); }
     f.get(W); f.get(d); f.i32(G4 * I * 4); mul(); add(); f.set(wd);
-    f.get(R); f.get(d); f.i32(G4 * H * 4); mul(); add(); f.set(rd);
+    f.get(R); f.get(d); f.i32(p.packedR ? packedBSize(H, G4, RNR) * 4 : G4 * H * 4); mul(); add(); f.set(rd);
     f.get(Bi); f.get(d); f.i32(2 * G4 * 4); mul(); add(); f.set(bd);
     f.get(Pp); f.get(d); f.i32(3 * H * 4); mul(); add(); f.set(pd);
     stOff(); f.set(stb);

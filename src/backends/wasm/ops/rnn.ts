@@ -1,5 +1,5 @@
 // Wasm LSTM and GRU (f32, default activations, no sequence_lens): plan kernels/rnn.ts for the node's shapes.
-import { type LstmParams, genLstm, lstmScratch, lstmTasks } from '../kernels/rnn.js';
+import { type LstmParams, genLstm, lstmScratch, lstmTasks, rnnPackedR } from '../kernels/rnn.js';
 import { genFill } from '../kernels/data.js';
 import type { Node } from '../../../graph/ir.js';
 import { type Launch, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
@@ -51,6 +51,19 @@ export function slicesPerUnit(p: LstmParams, threads: number): number {
   if (!p.xproj || p.H % 4 !== 0 || p.H < MIN_SLICED_H || units >= threads) return 1;
   if (p.T * gates * p.H * p.H < MIN_SLICED_MACS) return 1;
   return Math.max(1, Math.min(Math.floor(threads / units), Math.floor(p.H / 32)));
+}
+
+/**
+ * With several batch rows per task, a constant R and precomputed projections, each step's h·Rᵀ runs on the GEMM
+ * micro-kernel over R packed once at load: sets p.packedR and returns the packed R's pointer (else null).
+ */
+function packRecurrence(p: LstmParams, r: ValueDesc, ctx: PlanContext): number | null {
+  const rc = r.constant;
+  if (!rc || !(rc.data instanceof Float32Array) || !p.xproj || (p.chunks ?? 1) > 1 || p.H % 8 !== 0) return null;
+  if (Math.min(p.rowsPerTask, p.B) < 2) return null;
+  const data = rc.data;
+  p.packedR = true;
+  return ctx.constant(r.name, `rnnRp:${p.kind ?? 'lstm'}:${p.dirs}x${p.H}`, () => new Uint8Array(rnnPackedR(data, p).buffer));
 }
 
 /**
@@ -121,6 +134,7 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
   const xp = inputProjection(p, w, 4, ctx);
   p.xproj = !!xp;
   p.chunks = slicesPerUnit(p, threads);
+  const rp = packRecurrence(p, r, ctx);
   const run = recurrence(p);
   const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
   const nOut = Math.min(3, Math.max(1, node.outputs.length));
@@ -139,7 +153,7 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
       const ins = b.inputs;
       const xw = extra(spare);
       return run(b.scratch,
-        [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc],
+        [xp ? xw : ins[0], ins[1], rp ?? ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, c0 ? ins[6] : 0, peep ? ins[7] : 0, b.outputs[0], yh, yc],
         xp ? [xp.launch(ins[0], xw)] : []);
     },
   };
@@ -172,6 +186,7 @@ registerWasmOp('GRU', (node, inputs, ctx) => {
   const xp = inputProjection(p, w, 3, ctx);
   p.xproj = !!xp;
   p.chunks = slicesPerUnit(p, threads);
+  const rp = packRecurrence(p, r, ctx);
   const run = recurrence(p);
   const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
   const nOut = Math.min(2, Math.max(1, node.outputs.length));
@@ -185,7 +200,7 @@ registerWasmOp('GRU', (node, inputs, ctx) => {
       const yh = nOut > 1 ? b.outputs[1] : b.scratch + own;
       const ins = b.inputs;
       const xw = b.scratch + own + stateBytes;
-      return run(b.scratch, [xp ? xw : ins[0], ins[1], ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
+      return run(b.scratch, [xp ? xw : ins[0], ins[1], rp ?? ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
         xp ? [xp.launch(ins[0], xw)] : []);
     },
   };
