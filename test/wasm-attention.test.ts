@@ -259,8 +259,13 @@ interface LstmCase {
   layout?: 0 | 1;
   bias?: boolean; init?: boolean; peep?: boolean; clip?: number; inputForget?: boolean;
   outputs?: number;
-  /** GRU (linear_before_reset = 1) instead of LSTM. */
+  /** GRU (linear_before_reset = 1 unless lbr0) instead of LSTM. */
   gru?: boolean;
+  lbr0?: boolean;
+  /** RNN (tanh) instead of LSTM. */
+  rnn?: boolean;
+  /** R drawn from ±0.5·rScale (long RNNs with large R are chaotic: rounding differences grow without bound). */
+  rScale?: number;
   /** W as a model constant: the input projections then run as one GEMM before the recurrence (when H % 4 == 0). */
   constW?: boolean;
   /** R as a model constant too: with several batch rows per task, h·Rᵀ then runs on the GEMM micro-kernel. */
@@ -276,18 +281,18 @@ async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
   const seed = T * 7 + B * 11 + I * 13 + H * 17 + dirs;
   const feeds = new Map<string, Value>();
   const inputs = ['x', 'w', 'r', '', '', '', '', ''];
-  const G = c.gru ? 3 : 4;
+  const G = c.rnn ? 1 : c.gru ? 3 : 4;
   feeds.set('x', randomFloat(layout === 0 ? [T, B, I] : [B, T, I], seed, -2, 2));
   const w = randomFloat([dirs, G * H, I], seed + 1, -0.5, 0.5);
   const initializers = new Map<string, Tensor>();
   if (c.constW) initializers.set('w', w); else feeds.set('w', w);
-  const r = randomFloat([dirs, G * H, H], seed + 2, -0.5, 0.5);
+  const r = randomFloat([dirs, G * H, H], seed + 2, -0.5 * (c.rScale ?? 1), 0.5 * (c.rScale ?? 1));
   if (c.constR) initializers.set('r', r); else feeds.set('r', r);
   if (c.bias) { feeds.set('b', randomFloat([dirs, 2 * G * H], seed + 3)); inputs[3] = 'b'; }
   const st = layout === 0 ? [dirs, B, H] : [B, dirs, H];
   if (c.init) {
     feeds.set('h0', randomFloat(st, seed + 4)); inputs[5] = 'h0';
-    if (!c.gru) { feeds.set('c0', randomFloat(st, seed + 5, -3, 3)); inputs[6] = 'c0'; }
+    if (!c.gru && !c.rnn) { feeds.set('c0', randomFloat(st, seed + 5, -3, 3)); inputs[6] = 'c0'; }
   }
   if (c.peep) { feeds.set('p', randomFloat([dirs, 3 * H], seed + 6)); inputs[7] = 'p'; }
   while (inputs[inputs.length - 1] === '') inputs.pop();
@@ -296,10 +301,10 @@ async function checkLstm(rt: WasmRuntime, c: LstmCase): Promise<void> {
   if (layout) attrs.push({ name: 'layout', type: 'int', value: layout });
   if (c.clip !== undefined) attrs.push({ name: 'clip', type: 'float', value: c.clip });
   if (c.inputForget) attrs.push({ name: 'input_forget', type: 'int', value: 1 });
-  if (c.gru) attrs.push({ name: 'linear_before_reset', type: 'int', value: 1 });
-  const outs = ['y', 'yh', 'yc'].slice(0, c.outputs ?? (c.gru ? 2 : 3));
+  if (c.gru && !c.lbr0) attrs.push({ name: 'linear_before_reset', type: 'int', value: 1 });
+  const outs = ['y', 'yh', 'yc'].slice(0, c.outputs ?? (c.gru || c.rnn ? 2 : 3));
   const graph: Graph = {
-    name: 'lstm', nodes: [node(c.gru ? 'GRU' : 'LSTM', inputs, outs, attrs)], initializers, valueInfo: new Map(),
+    name: 'lstm', nodes: [node(c.rnn ? 'RNN' : c.gru ? 'GRU' : 'LSTM', inputs, outs, attrs)], initializers, valueInfo: new Map(),
     inputs: [...feeds.keys()].map((name) => ({ name, type: null })), outputs: outs.map((name) => ({ name, type: null })),
   };
   const env = { opsets: new Map([['', 14]]), functions: new Map() };
@@ -353,6 +358,21 @@ test('Wasm GRU (linear_before_reset = 1, as PyTorch exports it) matches the refe
   }
 });
 
+test('Wasm GRU with linear_before_reset = 0 (the ONNX default) and RNN match the reference', { timeout: 120_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  try {
+    await checkLstm(rt, { gru: true, lbr0: true, T: 12, B: 1, I: 64, H: 128, bias: true, constW: true, runs: 2 });
+    await checkLstm(rt, { gru: true, lbr0: true, T: 9, B: 3, I: 20, H: 32, direction: 'bidirectional', bias: true, init: true, constW: true, constR: true, runs: 2 });
+    await checkLstm(rt, { gru: true, lbr0: true, T: 7, B: 5, I: 13, H: 11, direction: 'bidirectional', layout: 1, bias: true, init: true });
+    await checkLstm(rt, { gru: true, lbr0: true, T: 5, B: 2, I: 3, H: 6, direction: 'reverse', clip: 0.7, outputs: 1 });
+    await checkLstm(rt, { rnn: true, T: 40, B: 1, I: 16, H: 128, bias: true, init: true, constW: true, rScale: 0.1, runs: 3 });
+    await checkLstm(rt, { rnn: true, T: 8, B: 4, I: 10, H: 16, direction: 'bidirectional', bias: true, constW: true, constR: true, runs: 2 });
+    await checkLstm(rt, { rnn: true, T: 6, B: 3, I: 5, H: 7, layout: 1, init: true, clip: 0.9 });
+  } finally {
+    await rt.dispose();
+  }
+});
+
 test('Wasm LSTM and GRU with constant weights and several batch rows run each step on the GEMM micro-kernel', { timeout: 120_000 }, async () => {
   const rt = await WasmRuntime.create({ threads: 2 });
   try {
@@ -369,11 +389,11 @@ test('Wasm LSTM and GRU with constant weights and several batch rows run each st
 
 test('Wasm LSTM and GRU share one recurrence between threads (hidden units sliced per step)', { timeout: 120_000 }, async () => {
   // The cases below are sliced (and Silero VAD's one-step LSTM is not).
-  const p = (kind: 'gru' | 'lstm', T: number, H: number, dirs: 1 | 2, threads: number) =>
+  const p = (kind: 'gru' | 'lstm' | 'rnn', T: number, H: number, dirs: 1 | 2, threads: number) =>
     slicesPerUnit({ kind, T, B: 1, I: 16, H, dirs, reverse: false, layout: 0, hasBias: true, hasH0: false, hasC0: false, hasP: false,
       clip: Infinity, inputForget: false, rowsPerTask: 1, xproj: true, relaxed: false }, threads);
   assert.deepEqual([p('gru', 40, 128, 1, 2), p('gru', 25, 100, 1, 4), p('lstm', 30, 128, 1, 3), p('lstm', 30, 68, 1, 4)], [2, 3, 3, 2]);
-  assert.deepEqual([p('gru', 45, 64, 2, 4), p('gru', 45, 64, 2, 3), p('lstm', 1, 128, 1, 2)], [2, 1, 1]);
+  assert.deepEqual([p('gru', 45, 64, 2, 4), p('gru', 45, 64, 2, 3), p('lstm', 1, 128, 1, 2), p('rnn', 40, 128, 1, 2)], [2, 1, 1, 2]);
   // One direction, batch 1, constant W, H >= 64: each step's hidden units split over the threads. The first run is on
   // one thread (kernels not yet on the workers); the later runs are shared.
   for (const threads of [2, 3, 4]) {

@@ -1,13 +1,18 @@
-// f32 LSTM and GRU code generator: per (direction, batch group) task, each time step's gates x·Wᵀ + h·Rᵀ + b with SIMD
-// dots, then the cell.
+// f32 LSTM, GRU and RNN code generator: per (direction, batch group) task, each time step's gates x·Wᵀ + h·Rᵀ + b with
+// SIMD dots (or the GEMM micro-kernel), then the cell.
 import { call, type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
 import { emitDots4, emitLoadLanes, emitPrepRow, emitStoreLanes } from './attention.js';
 import { ActTemps, emitActivation, emitMicro, packBHost, packedBSize } from './gemm.js';
 
 export interface LstmParams {
-  /** 'gru': ONNX GRU with linear_before_reset = 1 (gates z, r, h; only Y and Y_h; no C0, peepholes or input_forget). */
-  kind?: 'lstm' | 'gru';
+  /**
+   * 'gru': ONNX GRU (gates z, r, h; only Y and Y_h; no C0, peepholes or input_forget); 'rnn': ONNX RNN with tanh (one
+   * gate). Default 'lstm'.
+   */
+  kind?: 'lstm' | 'gru' | 'rnn';
+  /** GRU: h·Rhᵀ before r scales it (1, PyTorch's and Keras's form) or after (0, the ONNX default: r ⊙ h first). */
+  linearBeforeReset?: boolean;
   T: number;
   B: number;
   I: number;
@@ -50,13 +55,18 @@ const RNR = 8;
 
 /** Rᵀ of every direction as GEMM B panels (K = H, N = gates*H, nr 8), the layout the packedR kernel reads. */
 export function rnnPackedR(r: Float32Array, p: LstmParams): Float32Array {
-  const G = p.kind === 'gru' ? 3 : 4, N = G * p.H, size = packedBSize(p.H, N, RNR);
+  const N = gatesOf(p) * p.H, size = packedBSize(p.H, N, RNR);
   const out = new Float32Array(p.dirs * size);
   for (let d = 0; d < p.dirs; d++) packBHost(r, d * N * p.H, p.H, N, 1, p.H, RNR, out, d * size);
   return out;
 }
 
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
+
+/** Gate blocks of W and R: LSTM 4, GRU 3, RNN 1. */
+export const gatesOf = (p: LstmParams): number => (p.kind === 'gru' ? 3 : p.kind === 'rnn' ? 1 : 4);
+/** GRU with r applied to h before its product with Rh (needs r of every unit first: no slices, no packed R). */
+const resetFirst = (p: LstmParams) => p.kind === 'gru' && p.linearBeforeReset === false;
 
 const chunksOfUnit = (p: LstmParams) => Math.max(1, p.chunks ?? 1);
 const unitsOf = (p: LstmParams) => p.dirs * Math.ceil(p.B / p.rowsPerTask);
@@ -73,13 +83,13 @@ export function lstmTasks(p: LstmParams): number {
 function scratchLayout(p: LstmParams) {
   const HP = pad4(p.H), IP = pad4(p.I), bg = p.rowsPerTask, chunks = chunksOfUnit(p);
   const bias = 0, gates = bias + 4 * HP, hprep = gates + bg * 4 * HP, hplain = hprep + (chunks > 1 ? 2 : 1) * bg * HP;
-  const cst = hplain + bg * HP, xprep = cst + bg * HP;
-  const unit = Math.ceil((xprep + bg * IP) * 4 / 64) * 64;
+  const cst = hplain + bg * HP, xprep = cst + bg * HP, rh = xprep + bg * IP, rhprep = rh + bg * HP;
+  const unit = Math.ceil((rhprep + bg * HP) * 4 / 64) * 64;
   const ctrlPerUnit = chunks > 1 ? 64 * (1 + chunks) : 0;
   const ctrl = unitsOf(p) * ctrlPerUnit;
   return {
     HP, IP, bias: bias * 4, gates: gates * 4, hprep: hprep * 4, hBuf: bg * HP * 4, hplain: hplain * 4, cst: cst * 4,
-    xprep: xprep * 4, unit, ctrlPerUnit, ctrl, bytes: ctrl + unitsOf(p) * unit,
+    xprep: xprep * 4, rh: rh * 4, rhprep: rhprep * 4, unit, ctrlPerUnit, ctrl, bytes: ctrl + unitsOf(p) * unit,
   };
 }
 
@@ -101,7 +111,7 @@ const MAX_SPINS = 1 << 29;
 export function genLstm(p: LstmParams): KernelSource {
   const key = `${p.kind ?? 'lstm'}:${p.T}x${p.B}x${p.I}x${p.H}:d${p.dirs}${p.reverse ? 'r' : ''}:l${p.layout}:` +
     `${+p.hasBias}${+p.hasH0}${+p.hasC0}${+p.hasP}:c${p.clip}:${p.inputForget ? 'if' : ''}:g${p.rowsPerTask}:` +
-    `${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}:k${chunksOfUnit(p)}${p.packedR ? ':pr' : ''}`;
+    `${p.relaxed ? 'R' : ''}${p.xproj ? ':xp' : ''}:k${chunksOfUnit(p)}${p.packedR ? ':pr' : ''}${resetFirst(p) ? ':r0' : ''}`;
   return { key, bytes: () => buildLstm(p), wholeRange: chunksOfUnit(p) > 1 };
 }
 
@@ -112,6 +122,7 @@ function buildLstm(p: LstmParams): Uint8Array {
   const chunks = chunksOfUnit(p), coop = chunks > 1;
   if (coop && (!p.xproj || H % 4 !== 0)) throw new Error('sliced LSTM/GRU needs input projections and H % 4 == 0');
   if (p.packedR && (coop || !p.xproj || H % 8 !== 0)) throw new Error('packed-R LSTM/GRU needs input projections, H % 8 == 0 and no slices');
+  if (resetFirst(p) && (coop || p.packedR)) throw new Error('GRU with linear_before_reset = 0 runs unsliced on SIMD dots');
   // Hidden units per slice (a multiple of 4).
   const HC = pad4(Math.ceil(H / chunks));
   const bg = p.rowsPerTask, nBG = Math.ceil(B / bg), tailRows = B - (nBG - 1) * bg;
@@ -124,14 +135,14 @@ function buildLstm(p: LstmParams): Uint8Array {
   const xb = f.local('i32'), xa = f.local('i32'), yb = f.local('i32'), wk = f.local('i32'), rk = f.local('i32');
   const stb = f.local('i32'), gp = f.local('i32'), wd = f.local('i32'), rd = f.local('i32'), pd = f.local('i32'), bd = f.local('i32');
   const c = f.local('i32'), c0 = f.local('i32'), c1 = f.local('i32'), ci = f.local('i32'), spins = f.local('i32');
-  const ja = f.local('i32'), jb = f.local('i32'), ho = f.local('i32'), hn = f.local('i32');
+  const ja = f.local('i32'), jb = f.local('i32'), ho = f.local('i32'), hn = f.local('i32'), rhp = f.local('i32');
   const acc = [0, 1].map(() => [0, 1, 2, 3].map(() => f.local('v128')));
   const av = [f.local('v128'), f.local('v128')], kv = f.local('v128'), tmp = f.local('v128');
   const sx = [f.local('v128'), f.local('v128')], sh = [f.local('v128'), f.local('v128')];
   const vi = f.local('v128'), vo = f.local('v128'), vf = f.local('v128'), vc = f.local('v128'), cOld = f.local('v128'), cNew = f.local('v128');
   const temps = new ActTemps(f);
-  const gru = p.kind === 'gru';
-  const G4 = (gru ? 3 : 4) * H;
+  const gru = p.kind === 'gru', rnn = p.kind === 'rnn', r0First = resetFirst(p);
+  const G4 = gatesOf(p) * H;
   /** Floats between the projections of consecutive batch rows of XW. */
   const xwRow = (layout === 0 ? 1 : T) * G4;
   const micros = new Map<string, number>();
@@ -157,7 +168,7 @@ function buildLstm(p: LstmParams): Uint8Array {
    */
   const slots: { w: number | null; r: number | null; b: number[] }[] = gru
     ? [{ w: 0, r: 0, b: [0, 3] }, { w: 1, r: 1, b: [1, 4] }, { w: null, r: 2, b: [5] }, { w: 2, r: null, b: [2] }]
-    : [0, 1, 2, 3].map((q) => ({ w: q, r: q, b: [q, 4 + q] }));
+    : rnn ? [{ w: 0, r: 0, b: [0, 1] }] : [0, 1, 2, 3].map((q) => ({ w: q, r: q, b: [q, 4 + q] }));
   // Element strides of consecutive batch rows.
   const xRow = layout === 0 ? I : T * I;
   const yRow = layout === 0 ? H : T * dirs * H;
@@ -197,10 +208,28 @@ function buildLstm(p: LstmParams): Uint8Array {
     for (let r = 0; r < rows; r++) emitPrepRow(f, gp, r * HP * 4, wk, r * HP * 4, H);
   };
 
+  /** GRU, linear_before_reset 0: rh = σ(r) ⊙ h of every unit, where the h gate's dot products read it (rhp). */
+  const resetH = (rows: number) => {
+    for (let r = 0; r < rows; r++) {
+      overH((cOff) => {
+        f.get(sp); cOff(); add(); f.v128_load(L.gates + (r * 4 + 1) * HP * 4, 0); f.set(vo);
+        clip(vo); emitActivation(f, 'sigmoid', vo, temps);
+        f.get(sp); cOff(); add();
+        f.get(vo); f.get(ho); cOff(); add(); f.v128_load(r * HP * 4, 0); f.simd(SIMD.f32x4_mul);
+        f.v128_store(L.rh + r * HP * 4, 0);
+      });
+    }
+    f.get(sp); f.i32(L.rh); add(); f.set(rhp);
+    if (hDirect) return;
+    f.get(sp); f.i32(L.rhprep); add(); f.set(wk);
+    for (let r = 0; r < rows; r++) emitPrepRow(f, rhp, r * HP * 4, wk, r * HP * 4, H);
+    f.get(wk); f.set(rhp);
+  };
+
   /** Step 0 of a slice: its summed bias and initial state. */
   const init = (rows: number) => {
     if (p.hasBias) {
-      for (let q = 0; q < 4; q++) {
+      for (let q = 0; q < slots.length; q++) {
         overH((cOff, n) => {
           at(bd, cOff, tp);
           slots[q].b.forEach((o, k) => { emitLoadLanes(f, tp, o * H * 4, n, 4); if (k) f.simd(SIMD.f32x4_add); });
@@ -216,7 +245,7 @@ function buildLstm(p: LstmParams): Uint8Array {
     });
     for (let r = 0; r < rows; r++) {
       state(p.hasH0, H0, hn, r);
-      if (!gru) { f.get(sp); f.i32(L.cst); add(); f.set(gp); state(p.hasC0, C0, gp, r); }
+      if (!gru && !rnn) { f.get(sp); f.i32(L.cst); add(); f.set(gp); state(p.hasC0, C0, gp, r); }
     }
     prepH(rows);
   };
@@ -253,7 +282,7 @@ function buildLstm(p: LstmParams): Uint8Array {
           const rowBytes = (layout === 0 ? 1 : T) * G4 * 4;
           for (let i = 0; i < nr; i++) { f.get(xa); f.get(j); f.i32(4); mul(); add(); f.v128_load((r0 + i) * rowBytes + useW * H * 4, 0); f.set(sx[i]); }
         } else if (useW !== null) emitDots4(f, { rows: nr, a: xa, aOff: r0 * aRowX, aRowBytes: aRowX, kp: wk, keyOff: keyOffW, dBytes: 4, D: I, acc, av, kv, tmp, out: sx, relaxed });
-        if (useR !== null) emitDots4(f, { rows: nr, a: gp, aOff: r0 * HP * 4, aRowBytes: HP * 4, kp: rk, keyOff: keyOffR, dBytes: 4, D: H, acc, av, kv, tmp, out: sh, relaxed });
+        if (useR !== null) emitDots4(f, { rows: nr, a: r0First && q === 2 ? rhp : gp, aOff: r0 * HP * 4, aRowBytes: HP * 4, kp: rk, keyOff: keyOffR, dBytes: 4, D: H, acc, av, kv, tmp, out: sh, relaxed });
         for (let i = 0; i < nr; i++) {
           // address: sp + gates + (r*4*HP + q*HP + j)*4
           f.get(sp); f.get(j); f.i32(4); mul(); add();
@@ -282,7 +311,8 @@ function buildLstm(p: LstmParams): Uint8Array {
       };
       panels(0, xPanels, true);
       if (gru) panels(xPanels, G4 / RNR, false);
-    } else for (let q = 0; q < 4; q++) {
+    } else for (const q of r0First ? [0, 1, 3, -1, 2] : slots.map((_, i) => i)) {
+      if (q < 0) { resetH(rows); continue; }
       const { w: gw, r: gr } = slots[q];
       if (gw !== null && !p.xproj) { f.get(wd); f.i32(gw * H * I * 4); add(); f.get(ja); f.i32(I * 4); mul(); add(); f.set(wk); }
       if (gr !== null) { f.get(rd); f.i32(gr * H * H * 4); add(); f.get(ja); f.i32(H * 4); mul(); add(); f.set(rk); }
@@ -302,9 +332,12 @@ function buildLstm(p: LstmParams): Uint8Array {
       overH((cOff, n) => {
         at(sp, cOff, tp);
         const ld = (q: number, v: Local) => { f.get(tp); f.v128_load(gOff + q * HP * 4, 0); f.set(v); };
-        if (gru) {
-          // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~); vf = x·Whᵀ + Wbh, vc = h·Rhᵀ + Rbh.
-          ld(0, vi); ld(1, vo); ld(2, vc);
+        if (rnn) {
+          ld(0, vc); clip(vc); emitActivation(f, 'tanh', vc, temps);
+        } else if (gru) {
+          // z = σ(vi), r = σ(vo), h~ = tanh(vf + r ⊙ vc), h' = h~ + z ⊙ (h - h~); vf = x·Whᵀ + Wbh, vc = h·Rhᵀ + Rbh
+          // (linear_before_reset 0: vc = (r ⊙ h)·Rhᵀ + Rbh, r already applied).
+          ld(0, vi); if (!r0First) ld(1, vo); ld(2, vc);
           if (p.packedR) {
             // The micro-kernel leaves x·Whᵀ in the projections: XW[row][2H + j] plus the slot's bias.
             f.get(xa); cOff(); add(); f.v128_load(r * xwRow * 4 + 2 * H * 4, 0);
@@ -312,8 +345,11 @@ function buildLstm(p: LstmParams): Uint8Array {
             f.set(vf);
           } else ld(3, vf);
           clip(vi); emitActivation(f, 'sigmoid', vi, temps);
-          clip(vo); emitActivation(f, 'sigmoid', vo, temps);
-          f.get(vf); f.get(vo); f.get(vc); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
+          if (r0First) { f.get(vf); f.get(vc); f.simd(SIMD.f32x4_add); f.set(vc); }
+          else {
+            clip(vo); emitActivation(f, 'sigmoid', vo, temps);
+            f.get(vf); f.get(vo); f.get(vc); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
+          }
           clip(vc); emitActivation(f, 'tanh', vc, temps);
           f.get(ho); cOff(); add(); f.v128_load(r * HP * 4, 0); f.set(cOld);
           f.get(vc); f.get(vi); f.get(cOld); f.get(vc); f.simd(SIMD.f32x4_sub); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(vc);
@@ -343,7 +379,7 @@ function buildLstm(p: LstmParams): Uint8Array {
         f.get(step); f.i32(T); f.op(OP.i32_eq);
         f.if_(() => {
           f.get(Yh); f.get(stb); add(); cOff(); add(); f.set(tp2); emitStoreLanes(f, tp2, r * stRow * 4, n, vc);
-          if (!gru) { f.get(Yc); f.get(stb); add(); cOff(); add(); f.set(tp2); emitStoreLanes(f, tp2, r * stRow * 4, n, cNew); }
+          if (!gru && !rnn) { f.get(Yc); f.get(stb); add(); cOff(); add(); f.set(tp2); emitStoreLanes(f, tp2, r * stRow * 4, n, cNew); }
         });
       });
     }

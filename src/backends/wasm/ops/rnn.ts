@@ -1,5 +1,5 @@
-// Wasm LSTM and GRU (f32, default activations, no sequence_lens): plan kernels/rnn.ts for the node's shapes.
-import { type LstmParams, genLstm, lstmScratch, lstmTasks, rnnPackedR } from '../kernels/rnn.js';
+// Wasm LSTM, GRU and RNN (f32, default activations, no sequence_lens): plan kernels/rnn.ts for the node's shapes.
+import { type LstmParams, gatesOf, genLstm, lstmScratch, lstmTasks, rnnPackedR } from '../kernels/rnn.js';
 import { genFill } from '../kernels/data.js';
 import type { Node } from '../../../graph/ir.js';
 import { type Launch, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
@@ -47,7 +47,8 @@ const MIN_SLICED_MACS = 1 << 19;
  */
 export function slicesPerUnit(p: LstmParams, threads: number): number {
   const units = p.dirs * Math.ceil(p.B / p.rowsPerTask);
-  const gates = p.kind === 'gru' ? 3 : 4;
+  const gates = gatesOf(p);
+  if (p.linearBeforeReset === false) return 1;
   if (!p.xproj || p.H % 4 !== 0 || p.H < MIN_SLICED_H || units >= threads) return 1;
   if (p.T * gates * p.H * p.H < MIN_SLICED_MACS) return 1;
   return Math.max(1, Math.min(Math.floor(threads / units), Math.floor(p.H / 32)));
@@ -60,6 +61,7 @@ export function slicesPerUnit(p: LstmParams, threads: number): number {
 function packRecurrence(p: LstmParams, r: ValueDesc, ctx: PlanContext): number | null {
   const rc = r.constant;
   if (!rc || !(rc.data instanceof Float32Array) || !p.xproj || (p.chunks ?? 1) > 1 || p.H % 8 !== 0) return null;
+  if (p.linearBeforeReset === false) return null;
   if (Math.min(p.rowsPerTask, p.B) < 2) return null;
   const data = rc.data;
   p.packedR = true;
@@ -80,6 +82,11 @@ function recurrence(p: LstmParams): (scratch: number, args: number[], pre: Launc
     ...(fill ? [{ kernel: fill, args: [scratch], tasks: 1 }] : []),
     { kernel, args: [...args, scratch], tasks },
   ];
+}
+
+/** Batch rows per task: enough tasks for the threads when there are fewer directions than threads, at most 4. */
+function rowsPerTask(B: number, dirs: number, threads: number): number {
+  return threads > 1 ? Math.max(1, Math.min(4, Math.ceil(B / Math.ceil(threads / dirs)))) : Math.min(B, 4);
 }
 
 /** Largest input/hidden size the unrolled dot products are generated for. */
@@ -123,13 +130,12 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
   if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
   const clipA = a('clip') as number | undefined;
   const threads = ctx.threads;
-  const rowsPerTask = threads > 1 ? Math.max(1, Math.min(4, Math.ceil(B / Math.ceil(threads / dirs)))) : Math.min(B, 4);
   const p: LstmParams = {
     T, B, I, H, dirs, reverse: direction === 'reverse', layout,
     hasBias: !!bias, hasH0: !!h0, hasC0: !!c0, hasP: !!peep,
     clip: clipA === undefined ? Infinity : clipA,
     inputForget: ((a('input_forget') as number | undefined) ?? 0) !== 0,
-    rowsPerTask, relaxed: ctx.relaxedSimd,
+    rowsPerTask: rowsPerTask(B, dirs, threads), relaxed: ctx.relaxedSimd,
   };
   const xp = inputProjection(p, w, 4, ctx);
   p.xproj = !!xp;
@@ -161,14 +167,13 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
 
 const GRU_ACTS = ['sigmoid', 'tanh'];
 
-/** GRU with linear_before_reset = 1 (as PyTorch and Keras export it), default activations, no sequence_lens. */
+/** GRU (either linear_before_reset), default activations, no sequence_lens. */
 registerWasmOp('GRU', (node, inputs, ctx) => {
   if (node.domain !== '') return null;
   const [x, w, r, bias, seqLens, h0] = inputs;
   if (!x || !w || !r || seqLens || inputs.length > 6) return null;
   if (![x, w, r, bias, h0].every(isF32)) return null;
   const a = (name: string) => node.attrs.get(name)?.value;
-  if (((a('linear_before_reset') as number | undefined) ?? 0) !== 1) return null;
   const geo = rnnGeometry(node, x, w, r, GRU_ACTS);
   if (!geo) return null;
   const { T, B, I, H, dirs, layout, direction, st } = geo;
@@ -177,15 +182,55 @@ registerWasmOp('GRU', (node, inputs, ctx) => {
   if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
   const clipA = a('clip') as number | undefined;
   const threads = ctx.threads;
-  const rowsPerTask = threads > 1 ? Math.max(1, Math.min(4, Math.ceil(B / Math.ceil(threads / dirs)))) : Math.min(B, 4);
   const p: LstmParams = {
-    kind: 'gru', T, B, I, H, dirs, reverse: direction === 'reverse', layout,
+    kind: 'gru', linearBeforeReset: ((a('linear_before_reset') as number | undefined) ?? 0) !== 0, T, B, I, H, dirs, reverse: direction === 'reverse', layout,
     hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
-    clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask, relaxed: ctx.relaxedSimd,
+    clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask: rowsPerTask(B, dirs, threads), relaxed: ctx.relaxedSimd,
   };
   const xp = inputProjection(p, w, 3, ctx);
   p.xproj = !!xp;
   p.chunks = slicesPerUnit(p, threads);
+  const rp = packRecurrence(p, r, ctx);
+  const run = recurrence(p);
+  const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
+  const nOut = Math.min(2, Math.max(1, node.outputs.length));
+  const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
+  const own = lstmScratch(p).bytes;
+  const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
+  return {
+    outputs,
+    scratchBytes: own + stateBytes + (xp?.bytes ?? 0),
+    launches: (b) => {
+      const yh = nOut > 1 ? b.outputs[1] : b.scratch + own;
+      const ins = b.inputs;
+      const xw = b.scratch + own + stateBytes;
+      return run(b.scratch, [xp ? xw : ins[0], ins[1], rp ?? ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
+        xp ? [xp.launch(ins[0], xw)] : []);
+    },
+  };
+});
+
+/** RNN with tanh (the default), no sequence_lens. */
+registerWasmOp('RNN', (node, inputs, ctx) => {
+  if (node.domain !== '') return null;
+  const [x, w, r, bias, seqLens, h0] = inputs;
+  if (!x || !w || !r || seqLens || inputs.length > 6) return null;
+  if (![x, w, r, bias, h0].every(isF32)) return null;
+  const a = (name: string) => node.attrs.get(name)?.value;
+  const geo = rnnGeometry(node, x, w, r, ['tanh']);
+  if (!geo) return null;
+  const { T, B, I, H, dirs, layout, direction, st } = geo;
+  if (!dimsAre(w, [dirs, H, I]) || !dimsAre(r, [dirs, H, H]) || !dimsAre(bias, [dirs, 2 * H]) || !dimsAre(h0, st)) return null;
+  if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
+  const clipA = a('clip') as number | undefined;
+  const p: LstmParams = {
+    kind: 'rnn', T, B, I, H, dirs, reverse: direction === 'reverse', layout,
+    hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
+    clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask: rowsPerTask(B, dirs, ctx.threads), relaxed: ctx.relaxedSimd,
+  };
+  const xp = inputProjection(p, w, 1, ctx);
+  p.xproj = !!xp;
+  p.chunks = slicesPerUnit(p, ctx.threads);
   const rp = packRecurrence(p, r, ctx);
   const run = recurrence(p);
   const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
