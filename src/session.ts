@@ -49,7 +49,7 @@ export class InferenceSession {
       throw new UnsupportedError(`backend '${backend}' is not available in this build`, {}, "use backend 'wasm' or 'reference'");
     }
     // Worker threads boot while the model loads.
-    const rtP = backend === 'wasm' ? WasmRuntime.create({ threads: opts.threads }) : null;
+    const rtP = backend === 'wasm' ? WasmRuntime.acquire({ threads: opts.threads }) : null;
     let model: Model;
     try {
       model = await loadModel(src, opts);
@@ -64,7 +64,7 @@ export class InferenceSession {
         }
       }
     } catch (e) {
-      if (rtP) void rtP.then((rt) => rt.dispose(), () => undefined);
+      if (rtP) void rtP.then((rt) => rt.releaseShared(), () => undefined);
       throw e;
     }
     const g = model.graph;
@@ -148,7 +148,7 @@ export class InferenceSession {
     this.executor = null;
     if (this.wasm) {
       this.wasm.runner.dispose();
-      await this.wasm.rt.dispose();
+      this.wasm.rt.releaseShared();
       this.wasm = null;
     }
   }

@@ -46,6 +46,43 @@ export class WasmRuntime {
     this.ctrl = new Int32Array(sab);
   }
 
+  /**
+   * The runtime the sessions of this process share for a thread count: one memory, one worker pool and one set of
+   * instantiated kernels, so a session created after another (OCR's detector, classifier and recogniser; a model
+   * reloaded) runs its first inference on warm workers with kernels they already hold. Give it back with
+   * releaseShared(); the last one out disposes it after SHARED_LINGER_MS unless a new session takes it first.
+   */
+  static acquire(opts: RuntimeOptions = {}): Promise<WasmRuntime> {
+    const key = opts.threads ?? 0;
+    let e = SHARED.get(key);
+    if (!e) {
+      const entry: SharedEntry = { rt: WasmRuntime.create(opts), users: 0 };
+      entry.rt.catch(() => { if (SHARED.get(key) === entry) SHARED.delete(key); });
+      SHARED.set(key, entry);
+      e = entry;
+    }
+    if (e.timer) { clearTimeout(e.timer); e.timer = undefined; }
+    e.users++;
+    const entry = e;
+    return e.rt.then((rt) => { rt.sharedEntry = { key, entry }; return rt; });
+  }
+
+  private sharedEntry?: { key: number; entry: SharedEntry };
+
+  /** A session is done with a runtime from acquire() (its buffers must already be released). */
+  releaseShared(): void {
+    const s = this.sharedEntry;
+    if (!s) { void this.dispose(); return; }
+    const e = s.entry;
+    if (--e.users > 0) return;
+    e.timer = setTimeout(() => {
+      if (e.users > 0) return;
+      if (SHARED.get(s.key) === e) SHARED.delete(s.key);
+      void this.dispose();
+    }, SHARED_LINGER_MS);
+    (e.timer as { unref?: () => void }).unref?.();
+  }
+
   static async create(opts: RuntimeOptions = {}): Promise<WasmRuntime> {
     if (!hasSimd()) throw new UnsupportedError('this runtime has no WebAssembly SIMD128', {}, 'use a browser or Node.js from 2021 or later');
     let threads = opts.threads ?? (await defaultThreads());
@@ -132,8 +169,17 @@ export class WasmRuntime {
     await this.sync();
   }
 
-  /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). */
+  /** A sync in progress: launches meanwhile run on the calling thread (another session may launch while one syncs). */
+  private syncing: Promise<void> | null = null;
+
+  /** Sends newly compiled kernels to the workers (they leave their wait loop to take them). One at a time. */
   async sync(): Promise<void> {
+    while (this.syncing) await this.syncing;
+    this.syncing = this.syncNow().finally(() => { this.syncing = null; });
+    return this.syncing;
+  }
+
+  private async syncNow(): Promise<void> {
     if (this.booting) {
       // Never wait for booting workers (a first run would wait tens of ms, longer than it computes): one turn of the
       // event loop lets a finished boot report in (runs that only await microtasks would never see it); if not
@@ -184,7 +230,7 @@ export class WasmRuntime {
     const all = new Array<number>(n + 2);
     for (let i = 0; i < n; i++) all[i] = args[i];
     // Kernels the workers have not received yet (a first run) run on this thread alone.
-    if (tasks === 1 || this.workers.length === 0 || id >= this.synced) {
+    if (tasks === 1 || this.workers.length === 0 || id >= this.synced || this.syncing) {
       try {
         if (this.whole.has(id)) { all[n] = 0; all[n + 1] = tasks; fn(...all); }
         else for (let t = 0; t < tasks; t++) { all[n] = t; all[n + 1] = t + 1; fn(...all); }
@@ -253,6 +299,11 @@ function compiledModule(src: KernelSource): WebAssembly.Module {
   MODULES.set(src.key, module);
   return module;
 }
+
+interface SharedEntry { rt: Promise<WasmRuntime>; users: number; timer?: ReturnType<typeof setTimeout> }
+const SHARED = new Map<number, SharedEntry>();
+/** How long a shared runtime outlives its last session (its idle workers do not keep the process alive). */
+const SHARED_LINGER_MS = 10_000;
 
 /**
  * Polls of the done counter before the launching thread sleeps on it. The workers are finishing the launch's last

@@ -1,0 +1,70 @@
+// Sessions of one process share a Wasm runtime (memory, workers, kernels): runs of different sessions may interleave,
+// a released session leaves the others intact, and results never depend on what else ran.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { test } from 'node:test';
+import { InferenceSession } from '../src/session.js';
+import { Tensor } from '../src/tensor.js';
+import { fixture, SILERO } from './helpers.js';
+import { mulberry32 } from '../src/util/random.js';
+
+const ids = (n: number, seed: number) => {
+  const r = mulberry32(seed);
+  return new Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(r() * 1000))), [1, n]);
+};
+const encFeeds = (n: number, seed: number) => ({
+  input_ids: ids(n, seed),
+  attention_mask: new Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+  token_type_ids: new Tensor('int64', new BigInt64Array(n), [1, n]),
+});
+const vadFeeds = (seed: number) => {
+  const r = mulberry32(seed);
+  return {
+    input: new Tensor('float32', Float32Array.from({ length: 512 }, () => r() - 0.5), [1, 512]),
+    state: new Tensor('float32', new Float32Array(256), [2, 1, 128]),
+    sr: new Tensor('int64', [16000n], []),
+  };
+};
+
+function same(a: Record<string, Tensor>, b: Record<string, Tensor>, what: string): void {
+  assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort());
+  for (const k of Object.keys(a)) {
+    assert.deepEqual(a[k].dims, b[k].dims, `${what}: ${k} dims`);
+    const x = a[k].data as Float32Array, y = b[k].data as Float32Array;
+    for (let i = 0; i < x.length; i++) assert.equal(x[i], y[i], `${what}: ${k}[${i}] ${x[i]} vs ${y[i]}`);
+  }
+}
+
+test('Wasm sessions share one runtime: interleaved runs and releases leave every result unchanged', { timeout: 300_000 }, async () => {
+  const enc = new Uint8Array(fs.readFileSync(fixture('encoder-small.onnx')));
+  const vad = new Uint8Array(fs.readFileSync(SILERO('silero_vad')));
+  // Each model alone, in a process where it is the only session.
+  const a0 = await InferenceSession.create(enc, { backend: 'wasm', threads: 2 });
+  const wantE1 = await a0.run(encFeeds(64, 1));
+  const wantE2 = await a0.run(encFeeds(40, 2));
+  await a0.release();
+  const v0 = await InferenceSession.create(vad, { backend: 'wasm', threads: 2 });
+  const wantV = await v0.run(vadFeeds(3));
+  await v0.release();
+
+  // Now together: three sessions on the shared runtime, runs started without waiting for each other.
+  const [a, b, v] = await Promise.all([enc, enc, vad].map((m) => InferenceSession.create(m, { backend: 'wasm', threads: 2 })));
+  for (let round = 0; round < 3; round++) {
+    const got = await Promise.all([a.run(encFeeds(64, 1)), v.run(vadFeeds(3)), b.run(encFeeds(40, 2)), a.run(encFeeds(40, 2))]);
+    same(got[0], wantE1, `round ${round} encoder A seq 64`);
+    same(got[1], wantV, `round ${round} VAD`);
+    same(got[2], wantE2, `round ${round} encoder B seq 40`);
+    same(got[3], wantE2, `round ${round} encoder A seq 40`);
+  }
+  // Releasing one session frees its buffers only.
+  await b.release();
+  await assert.rejects(b.run(encFeeds(40, 2)), /released/);
+  same(await a.run(encFeeds(64, 1)), wantE1, 'encoder A after B was released');
+  same(await v.run(vadFeeds(3)), wantV, 'VAD after B was released');
+  await a.release();
+  await v.release();
+  // A session created after all were released (the runtime lingers) still computes the same.
+  const c = await InferenceSession.create(vad, { backend: 'wasm', threads: 2 });
+  same(await c.run(vadFeeds(3)), wantV, 'VAD in a later session');
+  await c.release();
+});
