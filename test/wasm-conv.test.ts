@@ -41,6 +41,9 @@ const convCases: Record<string, ConvCase> = {
   'large-plane depthwise 3x3 (border path)': { x: [1, 2, 1100, 1100], w: [2, 1, 3, 3], bias: true, attrs: { group: 2, pads: [1, 1, 1, 1] } },
   'large-plane depthwise 5x5 s2 (border path)': { x: [1, 2, 1201, 1203], w: [2, 1, 5, 5], attrs: { group: 2, pads: [2, 2, 2, 2], strides: [2, 2] } },
   'OCR stem 3x3 s2 3→16 at 48x320': { x: [1, 3, 48, 320], w: [16, 3, 3, 3], attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } },
+  'ResNet stem 7x7 s2 p3 3→32 at 64x96 (stride-2 vector unfold)': { x: [1, 3, 64, 96], w: [32, 3, 7, 7], attrs: { pads: [3, 3, 3, 3], strides: [2, 2] } },
+  'dense 3x3 s2 ragged 16→24 at 21x70, batch 2': { x: [2, 16, 21, 70], w: [24, 16, 3, 3], bias: true, attrs: { pads: [1, 1, 1, 1], strides: [2, 2] } },
+  'dense 3x3 s2 dilation 2 at 30x75': { x: [1, 5, 30, 75], w: [7, 5, 3, 3], attrs: { pads: [2, 2, 2, 2], strides: [2, 2], dilations: [2, 2] } },
   'OCR 1x3 480→60 at 1x40': { x: [1, 480, 1, 40], w: [60, 480, 1, 3], attrs: { pads: [0, 1, 0, 1] } },
   'dense 3x3 SAME_UPPER stride 2 ragged, batch 2': { x: [2, 7, 11, 13], w: [9, 7, 3, 3], bias: true, attrs: { auto_pad: 'SAME_UPPER', strides: [2, 2] } },
   'grouped 3x3 group 2': { x: [1, 8, 10, 10], w: [6, 4, 3, 3], bias: true, attrs: { group: 2, pads: [1, 1, 1, 1] } },
@@ -192,6 +195,36 @@ test('narrow Conv (few output positions, constant weights) takes the channel-vec
     }
   } finally {
     for (const p of allocs) rt.mem.release(p);
+    await rt.dispose();
+  }
+});
+
+test('MaxPool and AveragePool match the reference (SIMD interior, scalar borders, strides 1-3, NaN taps)', { timeout: 120_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  const cases: [string, 'MaxPool' | 'AveragePool', number[], Record<string, AttrVal>][] = [
+    ['ResNet stem 3x3 s2 p1', 'MaxPool', [1, 32, 112, 112], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }],
+    ['U-Net 2x2 s2', 'MaxPool', [1, 16, 128, 128], { kernel_shape: [2, 2], strides: [2, 2] }],
+    ['3x3 s1 p1 ragged', 'MaxPool', [2, 3, 13, 17], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }],
+    ['3x2 s3 dilation 2 ceil', 'MaxPool', [1, 4, 23, 29], { kernel_shape: [3, 2], strides: [3, 3], dilations: [2, 2], ceil_mode: 1 }],
+    ['5x5 s2 asymmetric pads', 'MaxPool', [1, 5, 31, 37], { kernel_shape: [5, 5], strides: [2, 2], pads: [2, 1, 0, 2] }],
+    ['avg 3x3 s2 p1 exclude pad', 'AveragePool', [1, 8, 57, 59], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }],
+    ['avg 3x3 s1 p1 count pad', 'AveragePool', [1, 6, 20, 21], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], count_include_pad: 1 }],
+    ['avg 2x2 s2', 'AveragePool', [2, 7, 30, 30], { kernel_shape: [2, 2], strides: [2, 2] }],
+    ['avg 1-D k4 s2', 'AveragePool', [1, 9, 101], { kernel_shape: [4], strides: [2] }],
+  ];
+  try {
+    for (const [name, op, dims, attrs] of cases) {
+      const x = rnd(dims);
+      if (op === 'MaxPool') { const d = x.data as Float32Array; for (let i = 0; i < d.length; i += 97) d[i] = NaN; }
+      const { got, want } = await runOneNode(rt, op, [{ t: x }], attrs, 1, 19);
+      assert.deepEqual(got[0].dims, want[0].dims, name);
+      const g = got[0].data as Float32Array, w = want[0].data as Float32Array;
+      for (let i = 0; i < w.length; i++) {
+        const ok = op === 'MaxPool' ? Object.is(g[i], w[i]) || (Number.isNaN(g[i]) && Number.isNaN(w[i])) : Math.abs(g[i] - w[i]) <= 1e-6 * Math.max(1, Math.abs(w[i]));
+        assert.ok(ok, `${name}: output ${i} is ${g[i]}, reference ${w[i]}`);
+      }
+    }
+  } finally {
     await rt.dispose();
   }
 });

@@ -798,6 +798,9 @@ export interface PoolParams {
   ppt: number;
 }
 
+/** Shuffle taking lanes 0 and 2 of each of two f32x4 (the even elements of 8 consecutive floats). */
+const EVEN_LANES = [0, 2, 4, 6].flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
+
 export function genPool(p: PoolParams): KernelSource {
   return { key: `pool:${p.kind}:${p.planes}:${geomKey(p.g)}:${p.countPad ? `cp${p.padEH},${p.padEW}` : ''}:${p.ppt}`, bytes: () => buildPool(p) };
 }
@@ -810,7 +813,7 @@ function buildPool(p: PoolParams): Uint8Array {
   const q = f.local('i32'), qEnd = f.local('i32'), tmp = f.local('i32'), xp = f.local('i32'), yp = f.local('i32');
   const oh = f.local('i32'), ow = f.local('i32'), kh = f.local('i32'), kw = f.local('i32'), ih = f.local('i32'), iw = f.local('i32');
   const cnt = f.local('i32'), cntH = f.local('i32'), cntW = f.local('i32'), any = f.local('i32'), hOk = f.local('i32');
-  const acc = f.local('f32'), v = f.local('f32');
+  const acc = f.local('f32'), v = f.local('f32'), xr = f.local('i32'), vacc = f.local('v128'), vv = f.local('v128');
   const max = p.kind === 'max';
   f.get(t0); f.i32(p.ppt); mul(f); f.set(q);
   minConst(f, () => { f.get(t1); f.i32(p.ppt); mul(f); }, p.planes, tmp); f.set(qEnd);
@@ -821,8 +824,8 @@ function buildPool(p: PoolParams): Uint8Array {
     f.loop(() => {
       f.get(X); f.get(q); f.i32(iH * iW * 4); mul(f); add(f); f.set(xp);
       f.get(Y); f.get(q); f.i32(oH * oW * 4); mul(f); add(f); f.set(yp);
-      f.for_(oh, () => f.i32(0), () => f.i32(oH), 1, () => {
-        f.for_(ow, () => f.i32(0), () => f.i32(oW), 1, () => {
+      /** The output at (oh, ow), any window: taps checked against the input (and the padding count). */
+      const scalarOut = () => {
           f.f32c(max ? -Infinity : 0); f.set(acc); f.i32(0); f.set(cnt); f.i32(0); f.set(any);
           f.i32(0); f.set(cntH); f.i32(0); f.set(cntW);
           f.for_(kh, () => f.i32(0), () => f.i32(kH), 1, () => {
@@ -856,7 +859,47 @@ function buildPool(p: PoolParams): Uint8Array {
           if (max) f.get(acc);
           else { f.get(acc); f.get(cnt); f.op(OP.f32_convert_i32_s); f.op(OP.f32_div); }
           f.f32_store();
-        });
+      };
+      /**
+       * Outputs ow … ow+3 of an interior row, all of whose taps lie inside the input: SIMD over the 4 outputs, taps
+       * unrolled. Max uses pmax (acc < v ? v : acc): the first tap's NaN stays and later NaNs are skipped, as above.
+       */
+      const vectorOut = () => {
+        f.get(xp); f.get(oh); f.i32(sH * iW * 4); mul(f); add(f); f.get(ow); f.i32(sW * 4); mul(f); add(f); f.i32(pH * iW * 4 + pW * 4); f.op(OP.i32_sub); f.set(xr);
+        let first = true;
+        for (let y = 0; y < kH; y++) {
+          for (let x = 0; x < kW; x++) {
+            const off = (y * dH * iW + x * dW) * 4;
+            if (sW === 1) { f.get(xr); f.v128_load(off, 0); }
+            else if (sW === 2) { f.get(xr); f.v128_load(off, 0); f.get(xr); f.v128_load(off + 16, 0); f.i8x16_shuffle(EVEN_LANES); }
+            else { f.f32x4_const(0); for (let l = 0; l < 4; l++) { f.get(xr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); } }
+            if (first) { f.set(vacc); first = false; continue; }
+            f.set(vv);
+            if (max) { f.get(vacc); f.get(vv); f.simd(SIMD.f32x4_pmax); } else { f.get(vacc); f.get(vv); f.simd(SIMD.f32x4_add); }
+            f.set(vacc);
+          }
+        }
+        f.get(yp); f.get(oh); f.i32(oW); mul(f); f.get(ow); add(f); f.i32(4); mul(f); add(f);
+        f.get(vacc); if (!max) { f.f32x4_const(kH * kW); f.simd(SIMD.f32x4_div); }
+        f.v128_store(0, 0);
+      };
+      // Interior: every tap inside the input (the average then divides by kH*kW either way).
+      const lo = (pad: number, st: number) => Math.ceil(pad / st);
+      const hi = (n: number, pad: number, k: number, d: number, st: number, o: number) => Math.min(o, Math.floor((n - 1 + pad - (k - 1) * d) / st) + 1);
+      const ohLo = Math.min(oH, lo(pH, sH)), ohHi = Math.max(ohLo, hi(iH, pH, kH, dH, sH, oH));
+      const owLo = Math.min(oW, lo(pW, sW)), owHi = Math.max(owLo, hi(iW, pW, kW, dW, sW, oW));
+      // SIMD needs 4 interior outputs; a stride-2 pair of vectors reads 4 floats past the last tap, inside the row.
+      const vecEnd = owLo + Math.floor((owHi - owLo) / 4) * 4;
+      const vecOk = kH * kW <= 64 && vecEnd > owLo && (sW !== 2 || (vecEnd - 1) * sW - pW + (kW - 1) * dW + 4 < iW);
+      f.for_(oh, () => f.i32(0), () => f.i32(oH), 1, () => {
+        const scalarRange = (from: () => void, to: () => void) => f.for_(ow, from, to, 1, scalarOut);
+        if (!vecOk) { scalarRange(() => f.i32(0), () => f.i32(oW)); return; }
+        f.get(oh); f.i32(ohLo); f.op(OP.i32_ge_s); f.get(oh); f.i32(ohHi); f.op(OP.i32_lt_s); f.op(OP.i32_and);
+        f.if_(() => {
+          scalarRange(() => f.i32(0), () => f.i32(owLo));
+          f.for_(ow, () => f.i32(owLo), () => f.i32(vecEnd), 4, vectorOut);
+          scalarRange(() => f.i32(vecEnd), () => f.i32(oW));
+        }, () => scalarRange(() => f.i32(0), () => f.i32(oW)));
       });
       f.get(q); f.i32(1); add(f); f.tee(q); f.get(qEnd); f.op(OP.i32_lt_s); f.br_if(0);
     });
@@ -1080,18 +1123,25 @@ export function emitIm2colPacked(mod: ModuleBuilder, C: number, g: Geom2, nr: nu
               f.get(d); f.i32(KK * nr * 4); add(f); f.tee(d); f.get(de); f.op(OP.i32_ne); f.br_if(0);
             });
           };
-          if (sW === 1) {
-            // Fast: the row is inside the input for this tap: iy in range and ix0 .. ix0+nr-1 in range.
+          if (sW === 1 || sW === 2) {
+            // Fast: the row is inside the input for this tap: iy in range and ix0 .. ix0+(nr-1)*sW in range (stride 2
+            // reads one float past the last tap and keeps the even ones).
+            const span = sW === 1 ? nr : 2 * nr;
             f.get(oy0); f.i32(sH); mul(f); f.i32(ky * dH - pH); add(f); f.set(iy);
-            f.get(ox0); f.i32(kx * dW - pW); add(f); f.set(ix);
+            f.get(ox0); f.i32(sW); mul(f); f.i32(kx * dW - pW); add(f); f.set(ix);
             f.get(fast);
             f.get(iy); f.i32(iH); f.op(OP.i32_lt_u); f.op(OP.i32_and);
             f.get(ix); f.i32(0); f.op(OP.i32_ge_s); f.op(OP.i32_and);
-            f.get(ix); f.i32(iW - nr); f.op(OP.i32_le_s); f.op(OP.i32_and);
+            f.get(ix); f.i32(iW - span); f.op(OP.i32_le_s); f.op(OP.i32_and);
             f.if_(() => {
               f.get(X); f.get(iy); f.i32(iW); mul(f); f.get(ix); add(f); f.i32(4); mul(f); add(f); f.set(s);
               f.loop(() => {
-                for (let v = 0; v < nv; v++) { f.get(d); f.get(s); f.v128_load(v * 16, 0); f.v128_store(v * 16, 0); }
+                for (let v = 0; v < nv; v++) {
+                  f.get(d);
+                  if (sW === 1) { f.get(s); f.v128_load(v * 16, 0); }
+                  else { f.get(s); f.v128_load(v * 32, 0); f.get(s); f.v128_load(v * 32 + 16, 0); f.i8x16_shuffle(EVEN_LANES); }
+                  f.v128_store(v * 16, 0);
+                }
                 f.get(s); f.i32(inPlane * 4); add(f); f.set(s);
                 f.get(d); f.i32(KK * nr * 4); add(f); f.tee(d); f.get(de); f.op(OP.i32_ne); f.br_if(0);
               });
