@@ -9,6 +9,7 @@ import { optimizeGraph } from './graph/passes.js';
 import { fuseElementwise } from './graph/fuse.js';
 import { fuseAttention } from './graph/fuse_attention.js';
 import { fuseMatMul } from './graph/fuse_matmul.js';
+import { fuseLayerNorm } from './graph/fuse_norm.js';
 import { fuseConv } from './graph/fuse_conv.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
@@ -57,6 +58,7 @@ export class InferenceSession {
         optimizeGraph(model);
         // Fusion serves the generated kernels; the reference backend stays op-by-op, the oracle.
         if (backend === 'wasm') {
+          fuseLayerNorm(model);
           fuseAttention(model);
           fuseMatMul(model);
           fuseConv(model);
