@@ -77,9 +77,11 @@ export interface GemmParams {
    * B is made by the kernel instead of read packed (an im2col): `emit` adds unfold(src, PK, j0, j1) to the module,
    * writing panels j0 ≤ j < j1 at PK + j*K*nr*4. The kernel is then run(A, src, C, bias, res, scratch, t0, t1): task t
    * takes groupsPerTask groups of tile.panelsPerTask panels in turn, unfolds each group into its own slot of scratch
-   * (gemmUnfoldSlotBytes; gemmTasks slots in all) and computes every row on it while it is in cache. No batch.
+   * (gemmUnfoldSlotBytes; gemmTasks slots in all) and computes its rows on it while it is in cache. With rowSplits
+   * > 1 (few groups, many rows), tasks also split the row blocks: each unfolds its groups and computes a share of the
+   * rows. No batch.
    */
-  unfoldB?: { key: string; emit: (mod: ModuleBuilder) => number; groupsPerTask: number };
+  unfoldB?: { key: string; emit: (mod: ModuleBuilder) => number; groupsPerTask: number; rowSplits?: number };
 }
 
 /** Scratch bytes per task of a GEMM with unfoldB: one group of panels. */
@@ -194,7 +196,7 @@ export type Phase = 'only' | 'first' | 'mid' | 'last';
 /** Number of tasks of a genGemm launch. */
 export function gemmTasks(p: GemmParams): number {
   const { M, N, tile } = p;
-  if (p.unfoldB) return Math.ceil(Math.ceil(Math.ceil(N / tile.nr) / tile.panelsPerTask) / p.unfoldB.groupsPerTask);
+  if (p.unfoldB) return Math.ceil(Math.ceil(Math.ceil(N / tile.nr) / tile.panelsPerTask) / p.unfoldB.groupsPerTask) * (p.unfoldB.rowSplits ?? 1);
   const batch = (p.batch?.dims ?? []).reduce((a, b) => a * b, 1);
   return batch * Math.ceil(M / tile.mb) * Math.ceil(Math.ceil(N / tile.nr) / tile.panelsPerTask);
 }
@@ -217,7 +219,7 @@ export function genGemm(p: GemmParams): KernelSource {
   const key = `gemm:${M}x${N}x${K}:a${sAm},${sAk}:c${ldc}:` +
     (bt ? `B${bt.dims.join(',')}/${bt.a.join(',')}/${bt.b.join(',')}/${(bt.r ?? []).join(',')}:` : '') +
     `t${tile.mr},${tile.nr},${tile.mb},${tile.kb},${tile.unroll}${tile.barrier ? 'b' : ''},${tile.panelsPerTask}:${p.relaxed ? 'R' : ''}:${epKey(p.epilogue)}` +
-    (p.unfoldB ? `:u${p.unfoldB.groupsPerTask}(${p.unfoldB.key})` : '');
+    (p.unfoldB ? `:u${p.unfoldB.groupsPerTask}r${p.unfoldB.rowSplits ?? 1}(${p.unfoldB.key})` : '');
   return { key, bytes: () => buildGemm(p) };
 }
 
@@ -335,19 +337,24 @@ function buildGemm(p: GemmParams): Uint8Array {
   if (U) {
     const unfold = U.emit(mod);
     const slotBytes = gemmUnfoldSlotBytes(p), gpt = U.groupsPerTask;
-    const slot = f.local('i32'), gEnd = f.local('i32');
+    const rs = Math.max(1, Math.min(U.rowSplits ?? 1, nRB)), rbPer = Math.ceil(nRB / rs);
+    const slot = f.local('i32'), gEnd = f.local('i32'), gt = f.local('i32'), rb0 = f.local('i32'), rbEnd = f.local('i32');
     f.get(A); f.set(aB); f.get(Cp); f.set(cB); f.get(res); f.set(rB);
     f.for_(t, () => f.get(t0), () => f.get(t1), 1, () => {
       f.get(S!); f.get(t); f.i32(slotBytes); mul(); add(); f.set(slot);
-      f.get(t); f.i32(gpt); mul(); f.i32(gpt); add(); f.tee(gEnd); f.i32(nG); f.get(gEnd); f.i32(nG); f.op(OP.i32_lt_s); f.select(); f.set(gEnd);
-      f.for_(g, () => { f.get(t); f.i32(gpt); mul(); }, () => f.get(gEnd), 1, () => {
+      // Task t: groups of gt = t / rs, row blocks of share t % rs.
+      f.get(t); f.i32(rs); f.op(OP.i32_div_u); f.set(gt);
+      f.get(t); f.i32(rs); f.op(OP.i32_rem_u); f.i32(rbPer); mul(); f.set(rb0);
+      f.get(rb0); f.i32(rbPer); add(); f.tee(rbEnd); f.i32(nRB); f.get(rbEnd); f.i32(nRB); f.op(OP.i32_lt_s); f.select(); f.set(rbEnd);
+      f.get(gt); f.i32(gpt); mul(); f.i32(gpt); add(); f.tee(gEnd); f.i32(nG); f.get(gEnd); f.i32(nG); f.op(OP.i32_lt_s); f.select(); f.set(gEnd);
+      f.for_(g, () => { f.get(gt); f.i32(gpt); mul(); }, () => f.get(gEnd), 1, () => {
         // The group's panels land in the slot: bB is offset so that panel pn is at bB + pn*K*nr*4.
         f.get(slot); f.get(g); f.i32(ppt * K * nr * 4); mul(); f.op(OP.i32_sub); f.set(bB);
         f.get(B); f.get(bB);
         f.get(g); f.i32(ppt); mul();
         f.get(g); f.i32(ppt); mul(); f.i32(ppt); add(); f.tee(pEnd); f.i32(nP); f.get(pEnd); f.i32(nP); f.op(OP.i32_lt_s); f.select();
         call(f, unfold);
-        f.for_(rb, () => f.i32(0), () => f.i32(nRB), 1, () => { ends(); kBlocks(); });
+        f.for_(rb, () => f.get(rb0), () => f.get(rbEnd), 1, () => { ends(); kBlocks(); });
       });
     });
     return mod.build();

@@ -145,9 +145,15 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
     const ppt = Math.max(1, Math.min(nPanels, Math.floor(UNFOLD_SLOT_BYTES / panelBytes)));
     const nGroups = Math.ceil(nPanels / ppt);
     const tasks = taskCount(nGroups, ctx.threads, 1);
+    // Few groups (a short 1-D signal, a small plane) for the threads: tasks also split the output channels.
+    const nRB = Math.ceil(M / gt.mb);
+    const rowSplits = ctx.threads > 1 && nGroups < 2 * ctx.threads ? Math.min(nRB, Math.ceil((2 * ctx.threads) / nGroups)) : 1;
     const fused: GemmParams = {
       M, N: P, K: R, sAm: R, sAk: 1, tile: { ...gt, panelsPerTask: ppt }, relaxed: ctx.relaxedSimd, epilogue,
-      unfoldB: { key: `im2colpk:${C}:${geomKey(g)}`, emit: (mod) => emitIm2colPacked(mod, C, g, gt.nr), groupsPerTask: Math.ceil(nGroups / tasks) },
+      unfoldB: {
+        key: `im2colpk:${C}:${geomKey(g)}`, emit: (mod) => emitIm2colPacked(mod, C, g, gt.nr),
+        groupsPerTask: rowSplits > 1 ? 1 : Math.ceil(nGroups / tasks), rowSplits,
+      },
     };
     const fk = genGemm(fused);
     const fTasks = gemmTasks(fused);
