@@ -160,3 +160,34 @@ test('Resize nearest (f32): up and down, modes, sizes and axes', { timeout: 60_0
     await check(rt, 'Resize opset 10', 'Resize', [x(), f32([1, 1, 2, 3])], { mode: 'nearest' }, 1, 10);
   } finally { await rt.dispose(); }
 });
+
+test('Range on int64/int32 runs natively; plans are keyed by the length, so new starts with one length reuse a plan', { timeout: 60_000 }, async () => {
+  const rt = await WasmRuntime.create({ threads: 2 });
+  const graph = (dtype: DType): Graph => ({
+    name: 'range', initializers: new Map(), valueInfo: new Map(),
+    nodes: [{ name: 'r', opType: 'Range', domain: '', inputs: ['s', 'l', 'd'], outputs: ['y'], attrs: new Map() } as Node],
+    inputs: ['s', 'l', 'd'].map((name) => ({ name, type: { kind: 'tensor' as const, dtype, shape: [] } })),
+    outputs: [{ name: 'y', type: null }],
+  });
+  try {
+    for (const dtype of ['int64', 'int32'] as const) {
+      const runner = new WasmGraphRunner(graph(dtype), { opsets: new Map([['', 17]]), functions: new Map() }, rt, { fallback: false });
+      const sc = (v: number) => (dtype === 'int64' ? new Tensor('int64', BigInt64Array.of(BigInt(v)), []) : new Tensor('int32', Int32Array.of(v), []));
+      try {
+        // A decode loop's positions: Range(past, past + 1, 1), then prefills and negative steps.
+        for (const [s, l, d] of [[0, 1, 1], [7, 8, 1], [41, 42, 1], [3, 10, 2], [100, 93, -3], [-5, 5, 1], [5, 5, 1], [2, 12, 3]]) {
+          const out = (await runner.run(new Map([['s', sc(s)], ['l', sc(l)], ['d', sc(d)]]))) as Tensor[];
+          const want: number[] = [];
+          for (let v = s; d > 0 ? v < l : v > l; v += d) want.push(v);
+          assert.deepEqual(out[0].dims, [want.length], `${dtype} Range(${s}, ${l}, ${d}) dims`);
+          assert.deepEqual(Array.from(out[0].data as ArrayLike<number | bigint>, Number), want, `${dtype} Range(${s}, ${l}, ${d})`);
+        }
+        assert.equal(runner.stats.fallbackNodes, 0);
+      } finally {
+        runner.dispose();
+      }
+    }
+  } finally {
+    await rt.dispose();
+  }
+});

@@ -78,8 +78,16 @@ if (PROFILE) {
 const VALUE_INPUTS: Record<string, readonly number[]> = {
   Slice: [1, 2, 3, 4], Expand: [1], Tile: [1], Pad: [1, 3], ConstantOfShape: [0], Split: [1],
   ReduceSum: [1], ReduceMean: [1], ReduceMax: [1], ReduceMin: [1], ReduceProd: [1], ReduceL1: [1], ReduceL2: [1],
-  ReduceLogSum: [1], ReduceLogSumExp: [1], ReduceSumSquare: [1],
+  ReduceLogSum: [1], ReduceLogSumExp: [1], ReduceSumSquare: [1], Range: [0, 1, 2],
 };
+
+/** Integer Range's length from its read values, or null: its plans are keyed by the length, not the values. */
+function rangeLength(values: (Tensor | undefined)[] | undefined): number | null {
+  if (!values || !values[0] || !values[1] || !values[2]) return null;
+  const [s, l, d] = values.map((t) => Number((t!.data as ArrayLike<number | bigint>)[0]));
+  if (d === 0 || !Number.isFinite(s) || !Number.isFinite(l)) return null;
+  return Math.max(0, Math.ceil((l - s) / d));
+}
 /** Plans a node keeps for distinct input values before its cache starts over (values vary, e.g. per decode step). */
 const MAX_PLANS_PER_NODE = 64;
 const VALUE_MAX_ELEMS = 16;
@@ -310,8 +318,11 @@ export class WasmGraphRunner {
         (values ??= [])[k] = this.download(s);
       }
     }
+    // A Range kernel reads start and delta at run time: only its length makes a new plan (a decode loop's positions).
+    const rangeN = node.opType === 'Range' ? rangeLength(values) : null;
     const keyOf = (s: Slot | undefined, k: number) => {
       if (!s) return '-';
+      if (rangeN !== null) return `${slotKey(s)}#${rangeN}`;
       const v = values?.[k];
       return v ? `${slotKey(s)}=${Array.from(v.data as ArrayLike<number | bigint>).join(',')}` : slotKey(s);
     };

@@ -189,6 +189,29 @@ function buildFill(w: Width, value: Uint8Array, n: number, ept: number): Uint8Ar
 
 // --- constants -------------------------------------------------------------------------------------
 
+/** `run(S, Dl, Y, t0, t1)`: Y[i] = S + i*Dl for i < n, integers of w bytes (start and delta read from memory). */
+export function genRange(w: 4 | 8, n: number): KernelSource {
+  return {
+    key: `range:${w}:${n}`,
+    bytes: () => {
+      const mod = new ModuleBuilder();
+      const f = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32']);
+      const [S, Dl, Y] = [0, 1, 2].map((i) => f.param(i));
+      const t = w === 8 ? 'i64' : 'i32';
+      const v = f.local(t), d = f.local(t), y = f.local('i32'), end = f.local('i32');
+      const load = () => (w === 8 ? f.i64_load(0) : f.i32_load(0));
+      f.get(S); load(); f.set(v);
+      f.get(Dl); load(); f.set(d);
+      f.get(Y); f.i32(n * w); add(f); f.set(end);
+      f.for_(y, () => f.get(Y), () => f.get(end), w, () => {
+        f.get(y); f.get(v); if (w === 8) f.i64_store(0); else f.i32_store(0);
+        f.get(v); f.get(d); f.op(w === 8 ? OP.i64_add : OP.i32_add); f.set(v);
+      });
+      return mod.build();
+    },
+  };
+}
+
 /** `run(D, t0, t1)`: writes `bytes` at D (a few values, e.g. Shape's dims). */
 export function genStoreBytes(bytes: Uint8Array): KernelSource {
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');

@@ -6,7 +6,7 @@ import { encodeScalar } from '../../../ops/shape.js';
 import { nearestIndex, sourceCoord } from '../../../ops/resize.js';
 import { UnsupportedError } from '../../../errors.js';
 import {
-  type CopyParams, type Width, copyTasks, fillTasks, gatherTasks, genCopy, genFill, genGather, genStoreBytes,
+  type CopyParams, type Width, copyTasks, fillTasks, gatherTasks, genCopy, genFill, genGather, genRange, genStoreBytes,
   genTableGather, packTables, simplifyCopy, tableGatherTasks,
 } from '../kernels/data.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
@@ -372,6 +372,26 @@ registerWasmOp('ConstantOfShape', (node, inputs, ctx) => {
   const k = genFill(w, bytes, n, ept);
   const t = fillTasks(n, ept);
   return { outputs, launches: (b) => [{ kernel: k, args: [b.outputs[0]], tasks: t }] };
+});
+
+/**
+ * Range on int64 or int32 (the position ids of transformers): out[i] = start + i*delta, start and delta read at run
+ * time, the length from the values the executor read at plan time (its plans are keyed by the length).
+ */
+registerWasmOp('Range', (node, inputs) => {
+  const [s, l, d] = inputs;
+  if (!s || !l || !d || node.domain !== '') return null;
+  const dtype = s.dtype;
+  if ((dtype !== 'int64' && dtype !== 'int32') || l.dtype !== dtype || d.dtype !== dtype) return null;
+  const vals = [s, l, d].map((x) => constInts(x));
+  if (vals.some((v) => !v || v.length !== 1)) return null;
+  const [start, limit, delta] = vals.map((v) => v![0]);
+  if (delta === 0) return null;
+  const n = Math.max(0, Math.ceil((limit - start) / delta));
+  const outputs = [{ dtype, dims: [n] }];
+  if (n === 0) return { outputs, launches: () => [] };
+  const kernel = genRange(dtype === 'int64' ? 8 : 4, n);
+  return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.inputs[2], b.outputs[0]], tasks: 1 }] };
 });
 
 registerWasmOp('Shape', (node, inputs, _ctx, opset) => {
