@@ -28,9 +28,10 @@ function getOrt(): Ort {
 }
 
 /** Runs a model on onnxruntime-node (native CPU), the oracle for whole models. */
-export async function ortRun(model: string, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+export async function ortRun(model: string | Uint8Array, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
   const o = getOrt();
-  const s = await o.InferenceSession.create(model, { graphOptimizationLevel: 'disabled' });
+  const opts = { graphOptimizationLevel: 'disabled' as const };
+  const s = typeof model === 'string' ? await o.InferenceSession.create(model, opts) : await o.InferenceSession.create(model, opts);
   const of: Record<string, import('onnxruntime-node').Tensor> = {};
   for (const [k, t] of Object.entries(feeds)) of[k] = new o.Tensor(t.type as 'float32', t.data as Float32Array, t.dims as number[]);
   const r = await s.run(of);

@@ -12,9 +12,13 @@ import { mulberry32 as rng } from '../util/random.js';
 
 export interface ModelCase {
   name: string;
+  /** The model file, or its bytes (generated op models). */
   file: string;
+  bytes?: () => Uint8Array;
   feeds: () => Feeds;
 }
+
+export const modelBytes = (c: ModelCase): Uint8Array => (c.bytes ? c.bytes() : new Uint8Array(fs.readFileSync(c.file)));
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../..' : '../../..');
@@ -113,7 +117,7 @@ export function relErr(got: Tensor, want: Tensor): number {
 
 /** Times one model on one engine: create, first run, then warm runs after a warm-up. */
 export async function measure(engine: Engine, c: ModelCase, oracle: Record<string, Tensor> | null, opts: { warmupMs: number; minRuns: number; minMs: number }): Promise<Measurement> {
-  const bytes = new Uint8Array(fs.readFileSync(c.file));
+  const bytes = modelBytes(c);
   const feeds = c.feeds();
   const base = { engine: engine.name, model: c.name };
   try {

@@ -1,81 +1,161 @@
-// `webjit bench`: models (and later ops) on webjit and its peers; a table with ratios, JSON on request.
+// `webjit bench`: the op suite and the model suite on webjit and its peers; a table with ratios, JSON and a
+// self-contained HTML report on request. Every engine's output is checked against onnxruntime-node first.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { ortNode, ortWebWasm, webjitEngine, type Engine } from '../bench/engines.js';
-import { measure, modelCases, type Measurement } from '../bench/models.js';
+import { measure, modelCases, type Measurement, type ModelCase } from '../bench/models.js';
+import { opCases, opModel, tfjsOpEngine, type OpCase } from '../bench/ops.js';
+import { type BenchReport, type BenchRow, renderHtml } from '../bench/report.js';
+import type { Tensor } from '../tensor.js';
 
 export interface BenchArgs {
   suite: 'cpu' | 'gpu';
+  /** 'ops', 'models' or both (undefined). */
   only?: string;
   threads: number;
   json?: string;
+  html?: string;
   filter?: string;
   quick?: boolean;
-  /** Repeat the whole suite this many times, engines interleaved; report the median of each figure. */
+  /** Repeat each suite this many times, engines interleaved; report the median of each figure. */
   rounds: number;
 }
 
+const WEBJIT = 'webjit';
+
 export async function benchCommand(a: BenchArgs): Promise<number> {
-  if (a.suite !== 'cpu') { console.error('only --suite cpu is implemented so far'); return 2; }
-  const cases = modelCases().filter((c) => !a.filter || new RegExp(a.filter, 'i').test(c.name));
-  const engines: Engine[] = [webjitEngine('wasm', a.threads), ortWebWasm(a.threads), ortNode(a.threads)];
-  const opts = a.quick ? { warmupMs: 200, minRuns: 3, minMs: 300 } : { warmupMs: 1000, minRuns: 10, minMs: 2000 };
+  if (a.suite !== 'cpu') {
+    console.error('--suite gpu needs the WebGPU backend, which is not built yet (see the README); use --suite cpu');
+    return 2;
+  }
+  if (a.only && a.only !== 'ops' && a.only !== 'models') { console.error(`--only takes ops or models, not '${a.only}'`); return 2; }
+  const match = (name: string) => !a.filter || new RegExp(a.filter, 'i').test(name);
+  const rows: BenchRow[] = [];
   const all: Measurement[] = [];
-  const oracles = new Map<string, Record<string, import('../tensor.js').Tensor>>();
-  for (const c of cases) {
-    // The oracle: onnxruntime-node's output on the same feeds.
-    const oracleSession = await ortNode(1).create(new Uint8Array(fs.readFileSync(c.file)));
-    oracles.set(c.name, await oracleSession.run(c.feeds()));
-    await oracleSession.release();
+
+  if (a.only !== 'models') {
+    const ops = opCases().filter((c) => match(`${c.category} ${c.name}`));
+    const opts = a.quick ? { warmupMs: 100, minRuns: 3, minMs: 150 } : { warmupMs: 300, minRuns: 10, minMs: 600 };
+    const cases = ops.map((c): [OpCase, ModelCase] => [c, { name: c.name, file: '', bytes: () => opModel(c), feeds: c.feeds }]);
+    const engines = (c: OpCase): Engine[] => [webjitEngine('wasm', a.threads), ortWebWasm(a.threads), ortNode(a.threads), tfjsOpEngine(c)];
+    const got = await runSuite('ops', cases.map(([, m]) => m), (m) => engines(cases.find(([, x]) => x === m)![0]), a.rounds, opts);
+    all.push(...got);
+    for (const [c] of cases) rows.push(...summarise(got.filter((m) => m.model === c.name), 'ops', c.category, c.flops, c.bytes));
   }
-  for (let r = 0; r < a.rounds; r++) {
-    for (const c of cases) {
-      for (const e of engines) {
-        process.stderr.write(`round ${r + 1}/${a.rounds}: ${c.name} on ${e.name}…\n`);
-        all.push(await measure(e, c, oracles.get(c.name)!, opts));
-      }
-    }
+  if (a.only !== 'ops') {
+    const models = modelCases().filter((c) => match(c.name));
+    const opts = a.quick ? { warmupMs: 200, minRuns: 3, minMs: 300 } : { warmupMs: 1000, minRuns: 10, minMs: 2000 };
+    const got = await runSuite('models', models, () => [webjitEngine('wasm', a.threads), ortWebWasm(a.threads), ortNode(a.threads)], a.rounds, opts);
+    all.push(...got);
+    for (const c of models) rows.push(...summarise(got.filter((m) => m.model === c.name), 'models', 'model'));
   }
-  const rows = a.rounds > 1 ? medianRows(all) : all;
-  printTable(rows, engines[0].name, engines[1].name, engines[2].name);
-  if (a.json) fs.writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), suite: a.suite, threads: a.threads, rounds: a.rounds, rows, all }, null, 1));
+
+  printTable(rows);
+  const report: BenchReport = {
+    date: new Date().toISOString(), commit: gitCommit(), device: cpuName(), node: process.version, threads: a.threads, rounds: a.rounds,
+    suite: a.suite, rows,
+  };
+  if (a.json) fs.writeFileSync(a.json, JSON.stringify({ ...report, all }, null, 1));
+  if (a.html) { fs.writeFileSync(a.html, renderHtml(report)); console.log(`report: ${a.html}`); }
   return 0;
 }
 
-/** One row per (model, engine): the median over rounds of each time; the worst check. */
-function medianRows(all: Measurement[]): Measurement[] {
-  const groups = new Map<string, Measurement[]>();
-  for (const m of all) {
-    const k = `${m.model}\u0000${m.engine}`;
-    groups.set(k, [...(groups.get(k) ?? []), m]);
+/** Every case on every engine, `rounds` times (engines interleaved per case); the oracle is onnxruntime-node. */
+async function runSuite(label: string, cases: ModelCase[], engines: (c: ModelCase) => Engine[], rounds: number,
+  opts: { warmupMs: number; minRuns: number; minMs: number }): Promise<Measurement[]> {
+  const oracles = new Map<string, Record<string, Tensor> | null>();
+  for (const c of cases) {
+    try {
+      const s = await ortNode(1).create(c.bytes ? c.bytes() : new Uint8Array(fs.readFileSync(c.file)));
+      oracles.set(c.name, await s.run(c.feeds()));
+      await s.release();
+    } catch {
+      oracles.set(c.name, null);
+    }
   }
-  const med = (xs: number[]) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
-  return [...groups.values()].map((ms) => {
-    const ok = ms.filter((m) => !m.error);
-    if (ok.length < ms.length) return ms.find((m) => m.error)!;
-    return {
-      ...ms[0], createMs: med(ok.map((m) => m.createMs)), firstMs: med(ok.map((m) => m.firstMs)), medianMs: med(ok.map((m) => m.medianMs)),
-      minMs: Math.min(...ok.map((m) => m.minMs)), maxMs: Math.max(...ok.map((m) => m.maxMs)), runs: ok.reduce((n, m) => n + m.runs, 0),
-      relErr: ok.some((m) => m.relErr === null) ? null : Math.max(...ok.map((m) => m.relErr!)),
-    };
-  });
+  const out: Measurement[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const c of cases) {
+      for (const e of engines(c)) {
+        process.stderr.write(`${label} round ${r + 1}/${rounds}: ${c.name} on ${e.name}…\n`);
+        // Idle pools of the previous engine spin a while after its last run: let them sleep first.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        out.push(await measure(e, c, oracles.get(c.name) ?? null, opts));
+      }
+    }
+  }
+  return out;
 }
 
-function printTable(rows: Measurement[], ours: string, peer: string, native: string): void {
-  const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 2 : 1) : '—');
-  console.log(`${'model'.padEnd(46)}${'engine'.padEnd(26)}${'create'.padStart(9)}${'first'.padStart(9)}${'median'.padStart(9)}${'min'.padStart(9)}${'max'.padStart(9)}  check`);
-  const models = [...new Set(rows.map((r) => r.model))];
-  const ratios: number[] = [];
-  for (const m of models) {
-    for (const r of rows.filter((x) => x.model === m)) {
-      const check = r.error ? `ERROR ${r.error.slice(0, 60)}` : r.relErr === null ? '' : r.relErr <= 1e-4 ? `ok ${r.relErr.toExponential(1)}` : `WRONG ${r.relErr.toExponential(1)}`;
-      console.log(`${m.padEnd(46)}${r.engine.padEnd(26)}${fmt(r.createMs).padStart(9)}${fmt(r.firstMs).padStart(9)}${fmt(r.medianMs).padStart(9)}${fmt(r.minMs).padStart(9)}${fmt(r.maxMs).padStart(9)}  ${check}`);
-    }
-    const w = rows.find((x) => x.model === m && x.engine === ours), p = rows.find((x) => x.model === m && x.engine === peer), n = rows.find((x) => x.model === m && x.engine === native);
-    if (w && p && !w.error && !p.error && w.relErr !== null && w.relErr <= 1e-4) {
-      const r = p.medianMs / w.medianMs;
-      ratios.push(r);
-      console.log(`${''.padEnd(46)}→ webjit is ${r.toFixed(2)}× ${peer}, ${n && !n.error ? (n.medianMs / w.medianMs).toFixed(2) : '—'}× ${native}; cold start ${((p.createMs + p.firstMs) / (w.createMs + w.firstMs)).toFixed(2)}×`);
+const median = (xs: number[]) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
+
+/** One row per engine of a case: medians over rounds, the worst check, throughput and the ratios of webjit. */
+function summarise(ms: Measurement[], suite: 'ops' | 'models', category: string, flops?: number, bytes?: number): BenchRow[] {
+  const byEngine = new Map<string, Measurement[]>();
+  for (const m of ms) byEngine.set(m.engine, [...(byEngine.get(m.engine) ?? []), m]);
+  const rows: BenchRow[] = [];
+  for (const [engine, list] of byEngine) {
+    const ok = list.filter((m) => !m.error);
+    const err = list.find((m) => m.error)?.error;
+    const check = err ? 'error' : ok.some((m) => m.relErr === null) ? 'unchecked' : Math.max(...ok.map((m) => m.relErr!)) <= 1e-4 ? 'ok' : 'wrong';
+    const med = err ? NaN : median(ok.map((m) => m.medianMs));
+    rows.push({
+      suite, category, name: list[0].model, engine, check, error: err,
+      relErr: err ? null : Math.max(...ok.map((m) => m.relErr ?? 0)),
+      createMs: err ? NaN : median(ok.map((m) => m.createMs)), firstMs: err ? NaN : median(ok.map((m) => m.firstMs)),
+      medianMs: med, minMs: err ? NaN : Math.min(...ok.map((m) => m.minMs)), maxMs: err ? NaN : Math.max(...ok.map((m) => m.maxMs)),
+      gflops: flops && check === 'ok' ? flops / med / 1e6 : undefined,
+      gbs: bytes && check === 'ok' ? bytes / med / 1e6 : undefined,
+    });
+  }
+  // Ratios: a peer's median over webjit's (above 1: webjit is faster), against the best correct peer and the best
+  // web peer (onnxruntime-web, TensorFlow.js) measured in the same run.
+  const w = rows.find((r) => r.engine.startsWith(WEBJIT));
+  const peers = rows.filter((r) => !r.engine.startsWith(WEBJIT) && r.check === 'ok');
+  if (w && w.check === 'ok' && peers.length) {
+    const best = peers.reduce((x, y) => (y.medianMs < x.medianMs ? y : x));
+    w.vsBest = { engine: best.engine, ratio: best.medianMs / w.medianMs };
+    const web = peers.filter((r) => !r.engine.includes('onnxruntime-node'));
+    if (web.length) {
+      const bw = web.reduce((x, y) => (y.medianMs < x.medianMs ? y : x));
+      w.vsWeb = { engine: bw.engine, ratio: bw.medianMs / w.medianMs };
     }
   }
-  if (ratios.length) console.log(`geometric mean speedup over ${peer}: ${Math.exp(ratios.reduce((s, r) => s + Math.log(r), 0) / ratios.length).toFixed(2)}× over ${ratios.length} models`);
+  return rows;
+}
+
+function printTable(rows: BenchRow[]): void {
+  const fmt = (x: number | undefined, d = 2) => (x !== undefined && Number.isFinite(x) ? x.toFixed(x < 10 ? d : 1) : '—');
+  for (const suite of ['ops', 'models'] as const) {
+    const rs = rows.filter((r) => r.suite === suite);
+    if (!rs.length) continue;
+    console.log(`\n${suite === 'ops' ? 'op suite' : 'model suite'} (medians over rounds, ms)`);
+    console.log(`${'case'.padEnd(48)}${'engine'.padEnd(26)}${'median'.padStart(9)}${'min'.padStart(9)}${'max'.padStart(9)}${'GFLOP/s'.padStart(9)}${'GB/s'.padStart(7)}  check`);
+    const names = [...new Set(rs.map((r) => r.name))];
+    const webRatios: number[] = [], bestRatios: number[] = [];
+    for (const n of names) {
+      for (const r of rs.filter((x) => x.name === n)) {
+        const check = r.check === 'error' ? `n/a: ${(r.error ?? '').slice(0, 50)}` : r.check === 'wrong' ? `WRONG ${r.relErr?.toExponential(1)}` : r.check === 'ok' ? `ok ${r.relErr?.toExponential(1)}` : r.check;
+        console.log(`${n.slice(0, 47).padEnd(48)}${r.engine.padEnd(26)}${fmt(r.medianMs).padStart(9)}${fmt(r.minMs).padStart(9)}${fmt(r.maxMs).padStart(9)}${fmt(r.gflops, 1).padStart(9)}${fmt(r.gbs, 1).padStart(7)}  ${check}`);
+      }
+      const w = rs.find((x) => x.name === n && x.vsBest);
+      if (w) {
+        bestRatios.push(w.vsBest!.ratio);
+        if (w.vsWeb) webRatios.push(w.vsWeb.ratio);
+        console.log(`${''.padEnd(48)}→ webjit ${w.vsWeb ? `${w.vsWeb.ratio.toFixed(2)}× the best web peer (${w.vsWeb.engine}), ` : ''}${w.vsBest!.ratio.toFixed(2)}× the best peer (${w.vsBest!.engine})`);
+      }
+    }
+    const gm = (xs: number[]) => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
+    if (webRatios.length) console.log(`geometric mean: ${gm(webRatios).toFixed(2)}× the best web peer over ${webRatios.length} cases; ${gm(bestRatios).toFixed(2)}× the best peer including native`);
+  }
+}
+
+function gitCommit(): string {
+  try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return 'unknown'; }
+}
+
+function cpuName(): string {
+  const c = os.cpus();
+  return `${c[0]?.model ?? 'unknown CPU'}, ${c.length} logical cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB`;
 }

@@ -34,14 +34,15 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (images, o) => { code = await ocrCommand(images, o); });
 
   program.command('bench')
-    .description('benchmark webjit against onnxruntime-web and onnxruntime-node (outputs checked first)')
+    .description('benchmark webjit against onnxruntime-web, onnxruntime-node and TensorFlow.js (outputs checked first)')
     .addOption(new Option('--suite <suite>', 'cpu or gpu').choices(['cpu', 'gpu']).default('cpu'))
-    .option('--only <what>', 'models (ops come later)')
+    .addOption(new Option('--only <what>', 'only the op suite or only the model suite').choices(['ops', 'models']))
     .option('--threads <n>', 'threads for every engine', (v) => parseInt(v, 10), 2)
-    .option('--filter <regex>', 'only models whose name matches')
+    .option('--filter <regex>', 'only cases whose name (or op category) matches')
     .option('--quick', 'fewer repeats')
-    .option('--rounds <n>', 'repeat the suite, engines interleaved, and report medians over rounds', (v) => parseInt(v, 10), 3)
+    .option('--rounds <n>', 'repeat each suite, engines interleaved, and report medians over rounds', (v) => parseInt(v, 10), 3)
     .option('--json <file>', 'write every measurement as JSON')
+    .option('--html <file>', 'write a self-contained HTML report with bar charts')
     .action(async (o) => { code = await benchCommand(o); });
 
   program.command('info <model>')

@@ -141,9 +141,17 @@ export class WasmGraphRunner {
   private download(s: Slot): Tensor {
     if (s.js instanceof Tensor) return s.js;
     const b = s.buf!;
-    const copy = this.rt.mem.u8.slice(b.ptr, b.ptr + byteSize(s.dtype, sizeOf(s.dims)));
-    const C = (DTYPES[s.dtype].make(0) as TypedArray).constructor as { new (buf: ArrayBuffer, o: number, n: number): TypedArray };
-    return new Tensor(s.dtype, new C(copy.buffer, 0, sizeOf(s.dims)), s.dims);
+    const n = sizeOf(s.dims);
+    const C = (DTYPES[s.dtype].make(0) as TypedArray).constructor as { new (n: number): TypedArray; new (buf: ArrayBufferLike, o: number, n: number): TypedArray; BYTES_PER_ELEMENT?: number };
+    const bytes = byteSize(s.dtype, n);
+    // A typed copy from a typed view of the shared memory: u8.slice of a shared buffer is ~1.7× slower.
+    if (C.BYTES_PER_ELEMENT && bytes === n * C.BYTES_PER_ELEMENT && b.ptr % C.BYTES_PER_ELEMENT === 0) {
+      const out = new C(n);
+      out.set(new C(this.rt.mem.memory.buffer, b.ptr, n) as never);
+      return new Tensor(s.dtype, out, s.dims);
+    }
+    const copy = this.rt.mem.u8.slice(b.ptr, b.ptr + bytes);
+    return new Tensor(s.dtype, new C(copy.buffer, 0, n), s.dims);
   }
 
   private toSlot(v: Value): Slot {

@@ -306,9 +306,10 @@ function planSoftmax(log: boolean) {
         const ls = vlog(v, s);
         vmap(f, v, L, [xr], orow, ([q]) => v.sub(v.sub(q, mx), ls));
       } else {
-        const s = vreduce(f, v, xr, L, 'sum', (q) => vexp(v, v.sub(q, shift)));
-        const inv = v.div(1, s);
-        vmap(f, v, L, [xr], orow, ([q]) => v.mul(vexp(v, v.sub(q, shift)), inv));
+        // One exp per element: the numerators go to the output, then their sum scales them in place.
+        vmap(f, v, L, [xr], orow, ([q]) => vexp(v, v.sub(q, shift)));
+        const inv = v.div(1, vreduce(f, v, orow, L, 'sum'));
+        vmap(f, v, L, [orow], orow, ([q]) => v.mul(q, inv));
       }
     });
     return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.outputs[0]], tasks }] };

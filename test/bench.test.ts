@@ -1,0 +1,71 @@
+// The benchmark suite's own machinery: the ONNX writer, the op cases, and an end-to-end `webjit bench` run that
+// must check every engine's output and write the JSON and HTML reports.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { GraphExecutor } from '../src/backends/reference/executor.js';
+import { opCases, opModel } from '../src/bench/ops.js';
+import { writeModel } from '../src/bench/onnx_writer.js';
+import { loadModel } from '../src/onnx/load.js';
+import { Tensor } from '../src/tensor.js';
+import { ortRun, relErr, ROOT } from './helpers.js';
+
+test('the ONNX writer round-trips through the loader: nodes, attributes, initializers, typed inputs', async () => {
+  const w = new Tensor('float32', Float32Array.from({ length: 6 }, (_, i) => i - 2.5), [2, 3]);
+  const bytes = writeModel({
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
+      { op: 'LeakyRelu', inputs: ['m'], outputs: ['l'], attrs: { alpha: { float: 0.25 } } },
+      { op: 'Transpose', inputs: ['l'], outputs: ['y'], attrs: { perm: [1, 0] } },
+    ],
+    inputs: [{ name: 'x', dtype: 'float32', dims: [4, 2] }], outputs: [{ name: 'y', dtype: 'float32' }], initializers: { w },
+  });
+  const m = await loadModel(bytes);
+  assert.deepEqual(m.graph.nodes.map((n) => n.opType), ['MatMul', 'LeakyRelu', 'Transpose']);
+  assert.equal(m.graph.nodes[1].attrs.get('alpha')?.value, 0.25);
+  assert.deepEqual(m.graph.nodes[2].attrs.get('perm')?.value, [1, 0]);
+  assert.deepEqual([...(m.graph.initializers.get('w')!.data as Float32Array)], [...(w.data as Float32Array)]);
+  const x = new Tensor('float32', Float32Array.from({ length: 8 }, (_, i) => i * 0.5 - 1), [4, 2]);
+  const [y] = new GraphExecutor(m.graph, m).run(new Map([['x', x]])) as Tensor[];
+  const want = (await ortRun(bytes, { x })).y;
+  assert.deepEqual(y.dims, [3, 4]);
+  assert.ok(relErr(y, want) <= 1e-6);
+});
+
+test('every op case is a valid model whose small cases agree between the reference backend and onnxruntime-node', async () => {
+  for (const c of opCases()) {
+    const m = await loadModel(opModel(c));
+    assert.ok(m.graph.nodes.length >= 1, c.name);
+    assert.ok(c.flops || c.bytes, `${c.name} has a throughput measure`);
+    const size = Object.values(c.feeds()).reduce((s, t) => s + t.size, 0);
+    if (size > 300_000 || (c.flops ?? 0) > 5e7) continue; // the reference backend is the oracle, not fast
+    const feeds = c.feeds();
+    const got = new GraphExecutor(m.graph, m).run(new Map(Object.entries(feeds))) as Tensor[];
+    const want = await ortRun(opModel(c), feeds);
+    assert.ok(relErr(got[0], want[c.graph.outputs[0].name]) <= 1e-5, c.name);
+  }
+});
+
+test('webjit bench --only ops checks every engine and writes JSON and an HTML report with charts', { timeout: 180_000 }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-bench-'));
+  const json = path.join(dir, 'r.json'), html = path.join(dir, 'r.html');
+  const out = execFileSync(process.execPath, [path.join(ROOT, 'bin/webjit.js'), 'bench', '--only', 'ops', '--quick', '--rounds', '1',
+    '--filter', 'Transpose|LayerNorm', '--json', json, '--html', html], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  assert.match(out, /geometric mean: [\d.]+× the best web peer over 2 cases/);
+  const r = JSON.parse(fs.readFileSync(json, 'utf8'));
+  const engines = new Set(r.rows.map((x: { engine: string }) => x.engine));
+  for (const e of ['webjit wasm 2t', 'onnxruntime-web wasm 2t', 'onnxruntime-node 2t', 'TensorFlow.js wasm 1t']) assert.ok(engines.has(e), e);
+  for (const row of r.rows) {
+    assert.equal(row.check, 'ok', `${row.name} on ${row.engine}: ${row.check} ${row.error ?? ''}`);
+    assert.ok(row.medianMs > 0 && row.minMs <= row.medianMs && row.medianMs <= row.maxMs);
+    if (row.engine.startsWith('webjit')) assert.ok(row.vsBest.ratio > 0 && row.vsWeb.ratio > 0 && row.gbs > 0);
+  }
+  const page = fs.readFileSync(html, 'utf8');
+  assert.match(page, /<svg[^>]*>.*<rect/s);
+  assert.match(page, /LayerNormalization \[128,768\]/);
+  assert.match(page, new RegExp(r.commit));
+  fs.rmSync(dir, { recursive: true });
+});
