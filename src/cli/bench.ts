@@ -3,8 +3,10 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ortNode, ortWebWasm, webjitEngine, type Engine } from '../bench/engines.js';
-import { measure, modelCases, type Measurement, type ModelCase } from '../bench/models.js';
+import { BASE_MODELS_DIR, measure, modelCases, type Measurement, type ModelCase } from '../bench/models.js';
 import { opCases, opModel, tfjsOpEngine, type OpCase } from '../bench/ops.js';
 import { type BenchReport, type BenchRow, renderHtml } from '../bench/report.js';
 import type { Tensor } from '../tensor.js';
@@ -23,6 +25,7 @@ export interface BenchArgs {
 }
 
 const WEBJIT = 'webjit';
+const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../..' : '../../..');
 
 export async function benchCommand(a: BenchArgs): Promise<number> {
   if (a.suite !== 'cpu') {
@@ -44,6 +47,7 @@ export async function benchCommand(a: BenchArgs): Promise<number> {
     for (const [c] of cases) rows.push(...summarise(got.filter((m) => m.model === c.name), 'ops', c.category, c.flops, c.bytes));
   }
   if (a.only !== 'ops') {
+    if (!a.quick) makeBaseModels();
     const models = modelCases().filter((c) => match(c.name));
     const opts = a.quick ? { warmupMs: 200, minRuns: 3, minMs: 300 } : { warmupMs: 1000, minRuns: 10, minMs: 2000 };
     const got = await runSuite('models', models, () => [webjitEngine('wasm', a.threads), ortWebWasm(a.threads), ortNode(a.threads)], a.rounds, opts);
@@ -77,11 +81,13 @@ async function runSuite(label: string, cases: ModelCase[], engines: (c: ModelCas
   const out: Measurement[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const c of cases) {
+      // Base-size models: one round of a few runs (each run takes about a second on the CPU).
+      if (c.heavy && r > 0) continue;
       for (const e of engines(c)) {
         process.stderr.write(`${label} round ${r + 1}/${rounds}: ${c.name} on ${e.name}…\n`);
         // Idle pools of the previous engine spin a while after its last run: let them sleep first.
         await new Promise((resolve) => setTimeout(resolve, 50));
-        out.push(await measure(e, c, oracles.get(c.name) ?? null, opts));
+        out.push(await measure(e, c, oracles.get(c.name) ?? null, c.heavy ? { warmupMs: 0, minRuns: 3, minMs: 0 } : opts));
       }
     }
   }
@@ -131,23 +137,44 @@ function printTable(rows: BenchRow[]): void {
     const rs = rows.filter((r) => r.suite === suite);
     if (!rs.length) continue;
     console.log(`\n${suite === 'ops' ? 'op suite' : 'model suite'} (medians over rounds, ms)`);
-    console.log(`${'case'.padEnd(48)}${'engine'.padEnd(26)}${'median'.padStart(9)}${'min'.padStart(9)}${'max'.padStart(9)}${'GFLOP/s'.padStart(9)}${'GB/s'.padStart(7)}  check`);
+    const models = suite === 'models';
+    console.log(`${'case'.padEnd(48)}${'engine'.padEnd(26)}${'median'.padStart(9)}${'min'.padStart(9)}${'max'.padStart(9)}` +
+      `${(models ? 'create' : 'GFLOP/s').padStart(9)}${(models ? 'first' : 'GB/s').padStart(models ? 9 : 7)}  check`);
     const names = [...new Set(rs.map((r) => r.name))];
     const webRatios: number[] = [], bestRatios: number[] = [];
     for (const n of names) {
       for (const r of rs.filter((x) => x.name === n)) {
         const check = r.check === 'error' ? `n/a: ${(r.error ?? '').slice(0, 50)}` : r.check === 'wrong' ? `WRONG ${r.relErr?.toExponential(1)}` : r.check === 'ok' ? `ok ${r.relErr?.toExponential(1)}` : r.check;
-        console.log(`${n.slice(0, 47).padEnd(48)}${r.engine.padEnd(26)}${fmt(r.medianMs).padStart(9)}${fmt(r.minMs).padStart(9)}${fmt(r.maxMs).padStart(9)}${fmt(r.gflops, 1).padStart(9)}${fmt(r.gbs, 1).padStart(7)}  ${check}`);
+        const extra = models ? `${fmt(r.createMs, 1).padStart(9)}${fmt(r.firstMs, 1).padStart(9)}` : `${fmt(r.gflops, 1).padStart(9)}${fmt(r.gbs, 1).padStart(7)}`;
+        console.log(`${n.slice(0, 47).padEnd(48)}${r.engine.padEnd(26)}${fmt(r.medianMs).padStart(9)}${fmt(r.minMs).padStart(9)}${fmt(r.maxMs).padStart(9)}${extra}  ${check}`);
       }
       const w = rs.find((x) => x.name === n && x.vsBest);
       if (w) {
         bestRatios.push(w.vsBest!.ratio);
         if (w.vsWeb) webRatios.push(w.vsWeb.ratio);
-        console.log(`${''.padEnd(48)}→ webjit ${w.vsWeb ? `${w.vsWeb.ratio.toFixed(2)}× the best web peer (${w.vsWeb.engine}), ` : ''}${w.vsBest!.ratio.toFixed(2)}× the best peer (${w.vsBest!.engine})`);
+        const web = rs.find((x) => x.name === n && x.engine.startsWith('onnxruntime-web'));
+        const cold = models && web && web.check === 'ok' ? `; cold start ${((web.createMs + web.firstMs) / (w.createMs + w.firstMs)).toFixed(2)}× onnxruntime-web's` : '';
+        console.log(`${''.padEnd(48)}→ webjit ${w.vsWeb ? `${w.vsWeb.ratio.toFixed(2)}× the best web peer (${w.vsWeb.engine}), ` : ''}${w.vsBest!.ratio.toFixed(2)}× the best peer (${w.vsBest!.engine})${cold}`);
       }
     }
     const gm = (xs: number[]) => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
     if (webRatios.length) console.log(`geometric mean: ${gm(webRatios).toFixed(2)}× the best web peer over ${webRatios.length} cases; ${gm(bestRatios).toFixed(2)}× the best peer including native`);
+  }
+}
+
+/**
+ * The base-size encoder and decoder (random weights; ~1 GB, not in git) for the model suite, made once with Debian's
+ * python3-torch and python3-onnx when they are installed; otherwise the suite runs without them and says so.
+ */
+function makeBaseModels(): void {
+  if (fs.existsSync(path.join(BASE_MODELS_DIR, 'encoder-base.onnx')) && fs.existsSync(path.join(BASE_MODELS_DIR, 'decoder-base.onnx'))) return;
+  const script = path.join(ROOT_DIR, 'scripts', 'make_fixtures.py');
+  try {
+    process.stderr.write(`making the base-size models in ${BASE_MODELS_DIR} (scripts/make_fixtures.py --size base)…\n`);
+    execFileSync('/usr/bin/python3', [script, BASE_MODELS_DIR, '--size', 'base'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    for (const f of ['encoder-base-external.onnx', 'encoder-base-external.data']) fs.rmSync(path.join(BASE_MODELS_DIR, f), { force: true });
+  } catch {
+    process.stderr.write('could not make the base-size models (needs python3-torch and python3-onnx): the model suite runs without them\n');
   }
 }
 
