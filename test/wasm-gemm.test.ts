@@ -281,3 +281,13 @@ test('MatMul op returns null for non-f32', () => {
   const plan = findWasmOp('MatMul')!(node, [{ dtype: 'float64', dims: [2, 2], name: 'a' }, { dtype: 'float64', dims: [2, 2], name: 'b' }], planCtx(new Harness(), 1), 17);
   assert.equal(plan, null);
 });
+
+test('weights pack into B panels in WebAssembly exactly as the JavaScript packer does (ragged panels, strides, offsets)', () => {
+  for (const [K, N, nr, sBk, off] of [[768, 3072, 8, 3072, 0], [300, 203, 16, 203, 0], [64, 1000, 12, 1000, 5], [33, 45, 8, 50, 7], [200, 9, 4, 9, 0]]) {
+    const src = Float32Array.from({ length: off + K * sBk + 3 }, (_, i) => ((i * 7919) % 1013) / 7 - 60);
+    const got = packBHost(src, off, K, N, sBk, 1, nr);
+    const want = packBHost(Array.from(src), off, K, N, sBk, 1, nr); // an Array source takes the JavaScript loop
+    assert.equal(got.length, want.length);
+    for (let i = 0; i < want.length; i++) assert.equal(got[i], want[i], `K ${K} N ${N} nr ${nr}: element ${i}`);
+  }
+});

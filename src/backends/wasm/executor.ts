@@ -90,6 +90,8 @@ function rangeLength(values: (Tensor | undefined)[] | undefined): number | null 
 }
 /** Plans a node keeps for distinct input values before its cache starts over (values vary, e.g. per decode step). */
 const MAX_PLANS_PER_NODE = 64;
+/** Work on the calling thread alone (new kernels not on the workers yet) after which a run stops to hand them over. */
+const SYNC_AFTER_MS = 25;
 const VALUE_MAX_ELEMS = 16;
 
 const intsCache = new WeakMap<Tensor, number[]>();
@@ -184,6 +186,7 @@ export class WasmGraphRunner {
   async runSlots(feeds: Map<string, Slot>, outer?: (name: string) => Slot | undefined): Promise<Slot[]> {
     const values = new Map<string, Slot>(feeds);
     const lookup = (name: string): Slot | undefined => values.get(name) ?? this.consts.get(name) ?? outer?.(name);
+    let syncClock = performance.now();
     try {
       for (let i = 0; i < this.order.length; i++) {
         const node = this.order[i];
@@ -193,8 +196,10 @@ export class WasmGraphRunner {
           if (!s) throw new GraphError(`value '${x}' is used but never produced`, { node: node.name, op: node.opType, input: x });
           return s;
         });
-        // Workers that finished booting during a first run join at the next node.
-        if (this.rt.workersWaiting) await this.rt.sync();
+        // Workers that finished booting during a first run join at the next node; kernels compiled during a long
+        // first run (a BERT-base runs for seconds) go to the workers every SYNC_AFTER_MS of work on this thread alone.
+        if (this.rt.workersWaiting) { await this.rt.sync(); syncClock = performance.now(); }
+        else if (this.rt.needsSync && performance.now() - syncClock > SYNC_AFTER_MS) { await this.rt.sync(); syncClock = performance.now(); }
         // Nodes run synchronously; only If branches await.
         const t0 = PROFILE ? performance.now() : 0;
         const r = this.runNode(i, node, ins, lookup);
