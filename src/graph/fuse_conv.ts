@@ -5,7 +5,7 @@
 //   x·HardSigmoid(x) and x·Clip(x+3, 0, 6)/6) becomes one webjit.FusedConv node whose kernel applies the activation
 //   in its store.
 import type { Attribute, Graph, Model, Node } from './ir.js';
-import { freeVariables, replaceNodes, subgraphsOf, topoOrder } from './topo.js';
+import { consumersOf, freeVariables, replaceNodes, subgraphsOf, topoOrder } from './topo.js';
 import { Tensor } from '../tensor.js';
 
 /** Op type of the fused node in domain 'webjit' (reference kernel: src/ops/fused_conv.ts; Wasm: backends/wasm/ops/conv.ts). */
@@ -40,12 +40,7 @@ interface Ctx {
 function context(model: Model): Ctx {
   const g = model.graph;
   const graphInputs = new Set(g.inputs.map((i) => i.name));
-  const consumers = new Map<string, Node[]>();
-  const pinned = new Set(g.outputs.map((o) => o.name));
-  for (const n of g.nodes) {
-    for (const x of new Set(n.inputs)) if (x) { if (!consumers.has(x)) consumers.set(x, []); consumers.get(x)!.push(n); }
-    for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) pinned.add(v);
-  }
+  const { consumers, pinned } = consumersOf(g);
   const constant = (x: string | undefined) => (x && g.initializers.has(x) && !graphInputs.has(x) ? g.initializers.get(x)! : null);
   const scalar = (x: string | undefined) => {
     const t = constant(x);

@@ -5,7 +5,7 @@
 // (LayerNormalization computes the same: (x - mean) / sqrt(var + eps) · γ + β, with var the mean square deviation.)
 import type { Dim, Model, Node, ValueType } from './ir.js';
 import { inferShapes } from './shapes.js';
-import { freeVariables, replaceNodes, subgraphsOf } from './topo.js';
+import { consumersOf, replaceNodes } from './topo.js';
 import { Tensor } from '../tensor.js';
 
 const near = (x: number, y: number) => Math.abs(x - y) <= 1e-6 * Math.max(1, Math.abs(y));
@@ -17,12 +17,7 @@ export function fuseLayerNorm(model: Model): number {
   try { types = inferShapes(model); } catch { return 0; }
   const shapeOf = (x: string): Dim[] | null => { const t = types.get(x); return t && t.kind === 'tensor' ? t.shape : null; };
   const graphInputs = new Set(g.inputs.map((i) => i.name));
-  const consumers = new Map<string, Node[]>();
-  const pinned = new Set(g.outputs.map((o) => o.name));
-  for (const n of g.nodes) {
-    for (const x of new Set(n.inputs)) if (x) { if (!consumers.has(x)) consumers.set(x, []); consumers.get(x)!.push(n); }
-    for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) pinned.add(v);
-  }
+  const { consumers, pinned } = consumersOf(g);
   const constant = (x: string | undefined): Tensor | null =>
     (x && g.initializers.has(x) && !graphInputs.has(x) ? g.initializers.get(x)! : null);
   const scalar = (x: string | undefined): number | null => {

@@ -89,3 +89,17 @@ export function replaceNodes(model: { graph: Graph; opsets: Map<string, number> 
   model.graph.nodes = nodes;
   if (!model.opsets.has('webjit')) model.opsets.set('webjit', 1);
 }
+
+/**
+ * The readers of each value of g's top level, and the values a fusion must keep (graph outputs and values read inside
+ * subgraphs).
+ */
+export function consumersOf(g: Graph): { consumers: Map<string, Node[]>; pinned: Set<string> } {
+  const consumers = new Map<string, Node[]>();
+  const pinned = new Set(g.outputs.map((o) => o.name));
+  for (const n of g.nodes) {
+    for (const x of new Set(n.inputs)) if (x) { if (!consumers.has(x)) consumers.set(x, []); consumers.get(x)!.push(n); }
+    for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) pinned.add(v);
+  }
+  return { consumers, pinned };
+}

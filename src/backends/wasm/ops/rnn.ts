@@ -2,7 +2,7 @@
 import { type LstmParams, gatesOf, genLstm, lstmScratch, lstmTasks, rnnPackedR } from '../kernels/rnn.js';
 import { genFill } from '../kernels/data.js';
 import type { Node } from '../../../graph/ir.js';
-import { type Launch, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
+import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
 import { type GemmParams, gemmTasks, genGemm, packBHost, packedBSize } from '../kernels/gemm.js';
 import { chooseGemmTile } from './matmul.js';
 
@@ -165,88 +165,53 @@ registerWasmOp('LSTM', (node, inputs, ctx) => {
   };
 });
 
-const GRU_ACTS = ['sigmoid', 'tanh'];
+/** GRU (either linear_before_reset) and RNN (tanh): default activations, no sequence_lens; a hidden state only. */
+function planStateOnly(kind: 'gru' | 'rnn') {
+  const gates = kind === 'gru' ? 3 : 1;
+  const acts = kind === 'gru' ? ['sigmoid', 'tanh'] : ['tanh'];
+  return (node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext): OpPlan | null => {
+    if (node.domain !== '') return null;
+    const [x, w, r, bias, seqLens, h0] = inputs;
+    if (!x || !w || !r || seqLens || inputs.length > 6) return null;
+    if (![x, w, r, bias, h0].every(isF32)) return null;
+    const a = (name: string) => node.attrs.get(name)?.value;
+    const geo = rnnGeometry(node, x, w, r, acts);
+    if (!geo) return null;
+    const { T, B, I, H, dirs, layout, direction, st } = geo;
+    if (!dimsAre(w, [dirs, gates * H, I]) || !dimsAre(r, [dirs, gates * H, H]) || !dimsAre(bias, [dirs, 2 * gates * H])) return null;
+    if (!dimsAre(h0, st)) return null;
+    if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
+    const clipA = a('clip') as number | undefined;
+    const threads = ctx.threads;
+    const p: LstmParams = {
+      kind, T, B, I, H, dirs, reverse: direction === 'reverse', layout,
+      hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
+      clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask: rowsPerTask(B, dirs, threads), relaxed: ctx.relaxedSimd,
+    };
+    if (kind === 'gru') p.linearBeforeReset = ((a('linear_before_reset') as number | undefined) ?? 0) !== 0;
+    const xp = inputProjection(p, w, gates, ctx);
+    p.xproj = !!xp;
+    p.chunks = slicesPerUnit(p, threads);
+    const rp = packRecurrence(p, r, ctx);
+    const run = recurrence(p);
+    const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
+    const nOut = Math.min(2, Math.max(1, node.outputs.length));
+    const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
+    const own = lstmScratch(p).bytes;
+    const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
+    return {
+      outputs,
+      scratchBytes: own + stateBytes + (xp?.bytes ?? 0),
+      launches: (b) => {
+        const yh = nOut > 1 ? b.outputs[1] : b.scratch + own;
+        const ins = b.inputs;
+        const xw = b.scratch + own + stateBytes;
+        return run(b.scratch, [xp ? xw : ins[0], ins[1], rp ?? ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
+          xp ? [xp.launch(ins[0], xw)] : []);
+      },
+    };
+  };
+}
 
-/** GRU (either linear_before_reset), default activations, no sequence_lens. */
-registerWasmOp('GRU', (node, inputs, ctx) => {
-  if (node.domain !== '') return null;
-  const [x, w, r, bias, seqLens, h0] = inputs;
-  if (!x || !w || !r || seqLens || inputs.length > 6) return null;
-  if (![x, w, r, bias, h0].every(isF32)) return null;
-  const a = (name: string) => node.attrs.get(name)?.value;
-  const geo = rnnGeometry(node, x, w, r, GRU_ACTS);
-  if (!geo) return null;
-  const { T, B, I, H, dirs, layout, direction, st } = geo;
-  if (!dimsAre(w, [dirs, 3 * H, I]) || !dimsAre(r, [dirs, 3 * H, H]) || !dimsAre(bias, [dirs, 6 * H])) return null;
-  if (!dimsAre(h0, st)) return null;
-  if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
-  const clipA = a('clip') as number | undefined;
-  const threads = ctx.threads;
-  const p: LstmParams = {
-    kind: 'gru', linearBeforeReset: ((a('linear_before_reset') as number | undefined) ?? 0) !== 0, T, B, I, H, dirs, reverse: direction === 'reverse', layout,
-    hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
-    clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask: rowsPerTask(B, dirs, threads), relaxed: ctx.relaxedSimd,
-  };
-  const xp = inputProjection(p, w, 3, ctx);
-  p.xproj = !!xp;
-  p.chunks = slicesPerUnit(p, threads);
-  const rp = packRecurrence(p, r, ctx);
-  const run = recurrence(p);
-  const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
-  const nOut = Math.min(2, Math.max(1, node.outputs.length));
-  const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
-  const own = lstmScratch(p).bytes;
-  const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
-  return {
-    outputs,
-    scratchBytes: own + stateBytes + (xp?.bytes ?? 0),
-    launches: (b) => {
-      const yh = nOut > 1 ? b.outputs[1] : b.scratch + own;
-      const ins = b.inputs;
-      const xw = b.scratch + own + stateBytes;
-      return run(b.scratch, [xp ? xw : ins[0], ins[1], rp ?? ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
-        xp ? [xp.launch(ins[0], xw)] : []);
-    },
-  };
-});
-
-/** RNN with tanh (the default), no sequence_lens. */
-registerWasmOp('RNN', (node, inputs, ctx) => {
-  if (node.domain !== '') return null;
-  const [x, w, r, bias, seqLens, h0] = inputs;
-  if (!x || !w || !r || seqLens || inputs.length > 6) return null;
-  if (![x, w, r, bias, h0].every(isF32)) return null;
-  const a = (name: string) => node.attrs.get(name)?.value;
-  const geo = rnnGeometry(node, x, w, r, ['tanh']);
-  if (!geo) return null;
-  const { T, B, I, H, dirs, layout, direction, st } = geo;
-  if (!dimsAre(w, [dirs, H, I]) || !dimsAre(r, [dirs, H, H]) || !dimsAre(bias, [dirs, 2 * H]) || !dimsAre(h0, st)) return null;
-  if (T === 0 || B === 0 || H === 0 || I === 0 || I > MAX_SIZE || H > MAX_SIZE) return null;
-  const clipA = a('clip') as number | undefined;
-  const p: LstmParams = {
-    kind: 'rnn', T, B, I, H, dirs, reverse: direction === 'reverse', layout,
-    hasBias: !!bias, hasH0: !!h0, hasC0: false, hasP: false,
-    clip: clipA === undefined ? Infinity : clipA, inputForget: false, rowsPerTask: rowsPerTask(B, dirs, ctx.threads), relaxed: ctx.relaxedSimd,
-  };
-  const xp = inputProjection(p, w, 1, ctx);
-  p.xproj = !!xp;
-  p.chunks = slicesPerUnit(p, ctx.threads);
-  const rp = packRecurrence(p, r, ctx);
-  const run = recurrence(p);
-  const yDims = layout === 0 ? [T, dirs, B, H] : [B, T, dirs, H];
-  const nOut = Math.min(2, Math.max(1, node.outputs.length));
-  const outputs = [{ dtype: 'float32' as const, dims: yDims }, { dtype: 'float32' as const, dims: st }].slice(0, nOut);
-  const own = lstmScratch(p).bytes;
-  const stateBytes = Math.ceil((dirs * B * H * 4) / 64) * 64;
-  return {
-    outputs,
-    scratchBytes: own + stateBytes + (xp?.bytes ?? 0),
-    launches: (b) => {
-      const yh = nOut > 1 ? b.outputs[1] : b.scratch + own;
-      const ins = b.inputs;
-      const xw = b.scratch + own + stateBytes;
-      return run(b.scratch, [xp ? xw : ins[0], ins[1], rp ?? ins[2], bias ? ins[3] : 0, h0 ? ins[5] : 0, 0, 0, b.outputs[0], yh, 0],
-        xp ? [xp.launch(ins[0], xw)] : []);
-    },
-  };
-});
+registerWasmOp('GRU', planStateOnly('gru'));
+registerWasmOp('RNN', planStateOnly('rnn'));
