@@ -91,7 +91,7 @@ function rangeLength(values: (Tensor | undefined)[] | undefined): number | null 
 /** Plans a node keeps for distinct input values before its cache starts over (values vary, e.g. per decode step). */
 const MAX_PLANS_PER_NODE = 64;
 /** Work on the calling thread alone (new kernels not on the workers yet) after which a run stops to hand them over. */
-const SYNC_AFTER_MS = 25;
+const SYNC_AFTER_MS = 100;
 const VALUE_MAX_ELEMS = 16;
 
 const intsCache = new WeakMap<Tensor, number[]>();
