@@ -29,5 +29,9 @@ export function takeTask(ctrl: Int32Array, gen: number, ntasks: number): number 
   }
 }
 
-/** How long a worker polls for the next launch before it sleeps (launches come in bursts, a model's nodes). */
-export const SPIN_ITERATIONS = 200000;
+/**
+ * How long a worker polls for the next launch before it sleeps (launches come in bursts, a model's nodes, with the
+ * calling thread's own work between them: a decode step's cache updates take a few hundred µs, and a sleeping worker
+ * costs a wake-up of tens of µs and a late start at every launch after such a gap).
+ */
+export const SPIN_MS = 3;

@@ -1,5 +1,5 @@
 // Worker thread of the Wasm runtime: instantiates kernels on the shared memory and takes tasks of each launch.
-import { C, CMD_EXIT, CMD_YIELD, SPIN_ITERATIONS, takeTask } from './control.js';
+import { C, CMD_EXIT, CMD_YIELD, SPIN_MS, takeTask } from './control.js';
 
 type RunFn = (...args: number[]) => void;
 interface Port { postMessage(m: unknown): void; on?(e: string, f: (m: unknown) => void): void }
@@ -12,7 +12,9 @@ let lastGen = 0;
 function loop(port: Port): void {
   for (;;) {
     let spins = 0;
-    while (Atomics.load(ctrl, C.GEN) === lastGen && spins++ < SPIN_ITERATIONS);
+    // Poll, looking at the clock every 4096 polls only.
+    const until = performance.now() + SPIN_MS;
+    while (Atomics.load(ctrl, C.GEN) === lastGen && ((++spins & 4095) !== 0 || performance.now() < until));
     if (Atomics.load(ctrl, C.GEN) === lastGen) {
       Atomics.add(ctrl, C.SLEEPERS, 1);
       Atomics.wait(ctrl, C.GEN, lastGen);
