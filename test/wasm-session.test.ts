@@ -68,3 +68,34 @@ test('Wasm sessions share one runtime: interleaved runs and releases leave every
   same(await c.run(vadFeeds(3)), wantV, 'VAD in a later session');
   await c.release();
 });
+
+// Wasm memory must not grow at all after the first run's plans. The JS heap is compared from run 1,000 on: until
+// then V8 is still optimising code and collecting type feedback (~0.3 MB of its heap, measured to plateau by run
+// 2,000 and stay flat to 20,000).
+test('10,000 streaming runs of Silero VAD on Wasm: no growth of Wasm memory, and JS heap within 5%', { timeout: 300_000 }, async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const s = await InferenceSession.create(new Uint8Array(fs.readFileSync(SILERO('silero_vad'))), { backend: 'wasm', threads: 2 });
+  const rt = (s as unknown as { wasm: { rt: { mem: { bytesInUse: number; memory: WebAssembly.Memory } } } }).wasm.rt;
+  const r = mulberry32(5);
+  let state = new Tensor('float32', new Float32Array(256), [2, 1, 128]);
+  const sr = new Tensor('int64', [16000n], []);
+  const marks: { wasm: number; pages: number; heap: number }[] = [];
+  const mark = () => { gc(); marks.push({ wasm: rt.mem.bytesInUse, pages: rt.mem.memory.buffer.byteLength, heap: process.memoryUsage().heapUsed }); };
+  for (let i = 1; i <= 10_000; i++) {
+    const input = new Tensor('float32', Float32Array.from({ length: 512 }, () => r() - 0.5), [1, 512]);
+    const out = await s.run({ input, state, sr });
+    state = out.stateN ?? Object.values(out).find((t) => t.dims.length === 3)!;
+    const p = out.output ?? Object.values(out).find((t) => t.dims.length === 2)!;
+    const v = (p.data as Float32Array)[0];
+    assert.ok(v >= 0 && v <= 1, `run ${i}: speech probability ${v}`);
+    if (i === 100 || i === 1_000 || i === 10_000) mark();
+  }
+  await s.release();
+  const [a, k, b] = marks;
+  assert.equal(b.wasm, a.wasm, 'Wasm bytes in use, run 100 to 10,000');
+  assert.equal(b.pages, a.pages, 'Wasm memory size, run 100 to 10,000');
+  assert.ok(b.heap <= k.heap * 1.05, `JS heap grew from ${k.heap} (run 1,000) to ${b.heap} bytes (run 10,000)`);
+});
