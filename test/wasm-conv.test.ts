@@ -6,6 +6,7 @@ import { runNode } from '../src/backends/reference/executor.js';
 import { planConv } from '../src/backends/wasm/ops/conv.js';
 import type { ConvActivation } from '../src/backends/wasm/kernels/conv.js';
 import type { Node } from '../src/graph/ir.js';
+import type { Launch } from '../src/backends/wasm/kernel.js';
 import { Tensor } from '../src/tensor.js';
 import { randomFloat, relErr } from './helpers.js';
 import { attrsOf, runOneNode, type AttrVal, type In } from './wasm-one-node.js';
@@ -19,6 +20,17 @@ async function oneNode(rt: WasmRuntime, opType: string, ins: (In | undefined)[],
 }
 
 const TOL = 1e-5;
+
+/** Compiles and runs a plan's launches in order (kernels on all threads); returns the float32 output at `out`. */
+async function launchAll(rt: WasmRuntime, launches: Launch[], out: number, dims: readonly number[]): Promise<Tensor> {
+  for (const l of launches) {
+    const id = await rt.compile(l.kernel);
+    await rt.sync();
+    rt.launch(id, l.args, l.tasks);
+  }
+  const n = dims.reduce((a, b) => a * b, 1);
+  return new Tensor('float32', new Float32Array(rt.mem.u8.buffer.slice(out, out + n * 4)), [...dims]);
+}
 let seed = 1;
 const rnd = (dims: number[]) => randomFloat(dims, seed++);
 
@@ -136,13 +148,7 @@ test('Conv with a fused activation matches reference conv + activation', { timeo
       const launches = plan.launches({ inputs: ptrs, outputs: [out], scratch });
       const pointwise = c.w[2] === 1 && c.w[3] === 1 && !c.attrs;
       if (pointwise) assert.ok(launches.some((l) => l.kernel.key.startsWith('gemm:')), `pointwise [${c.x}] * [${c.w}] runs on genGemm`);
-      for (const l of launches) {
-        const id = await rt.compile(l.kernel);
-        await rt.sync();
-        rt.launch(id, l.args, l.tasks);
-      }
-      const got = new Tensor('float32', new Float32Array(rt.mem.u8.buffer.slice(out, out + n * 4)), want.dims);
-      const e = relErr(got, want);
+      const e = relErr(await launchAll(rt, launches, out, want.dims), want);
       assert.ok(e <= TOL, `${act.kind} on [${c.x}] * [${c.w}]: ${e}`);
       for (const p of [...ptrs, out]) rt.mem.release(p);
       if (scratch) rt.mem.release(scratch);
@@ -184,13 +190,7 @@ test('narrow Conv (few output positions, constant weights) takes the channel-vec
       new Float32Array(rt.mem.u8.buffer, out, n).fill(NaN);
       const launches = plan.launches({ inputs: ptrs, outputs: [out], scratch: 0 });
       assert.ok(launches.length === 1 && launches[0].kernel.key.startsWith('convnarrow:'), `narrow kernel for [${c.x}] * [${c.w}]`);
-      for (const l of launches) {
-        const id = await rt.compile(l.kernel);
-        await rt.sync();
-        rt.launch(id, l.args, l.tasks);
-      }
-      const got = new Tensor('float32', new Float32Array(rt.mem.u8.buffer.slice(out, out + n * 4)), want.dims);
-      const e = relErr(got, want);
+      const e = relErr(await launchAll(rt, launches, out, want.dims), want);
       assert.ok(e <= TOL, `${act.kind} on [${c.x}] * [${c.w}]: ${e}`);
     }
   } finally {

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ortNode, ortWebWasm, webjitEngine, type Engine } from '../bench/engines.js';
-import { BASE_MODELS_DIR, measure, modelCases, type Measurement, type ModelCase } from '../bench/models.js';
+import { BASE_MODELS_DIR, measure, modelBytes, modelCases, type Measurement, type ModelCase } from '../bench/models.js';
 import { opCases, opModel, tfjsOpEngine, type OpCase } from '../bench/ops.js';
 import { type BenchReport, type BenchRow, renderHtml } from '../bench/report.js';
 import type { Tensor } from '../tensor.js';
@@ -71,7 +71,7 @@ async function runSuite(label: string, cases: ModelCase[], engines: (c: ModelCas
   const oracles = new Map<string, Record<string, Tensor> | null>();
   for (const c of cases) {
     try {
-      const s = await ortNode(1).create(c.bytes ? c.bytes() : new Uint8Array(fs.readFileSync(c.file)));
+      const s = await ortNode(1).create(modelBytes(c));
       oracles.set(c.name, await s.run(c.feeds()));
       await s.release();
     } catch {
@@ -83,11 +83,14 @@ async function runSuite(label: string, cases: ModelCase[], engines: (c: ModelCas
     for (const c of cases) {
       // Base-size models: one round of a few runs (each run takes about a second on the CPU).
       if (c.heavy && r > 0) continue;
+      // The model's bytes once per case and round, for all engines (base-size files are ~0.5 GB).
+      const bytes = modelBytes(c);
+      const once: ModelCase = { ...c, bytes: () => bytes };
       for (const e of engines(c)) {
         process.stderr.write(`${label} round ${r + 1}/${rounds}: ${c.name} on ${e.name}…\n`);
         // Idle pools of the previous engine spin a while after its last run: let them sleep first.
         await new Promise((resolve) => setTimeout(resolve, 50));
-        out.push(await measure(e, c, oracles.get(c.name) ?? null, c.heavy ? { warmupMs: 0, minRuns: 3, minMs: 0 } : opts));
+        out.push(await measure(e, once, oracles.get(c.name) ?? null, c.heavy ? { warmupMs: 0, minRuns: 3, minMs: 0 } : opts));
       }
     }
   }

@@ -564,6 +564,9 @@ registerOp('Constant', (_inputs, ctx) => {
   throw new InputError('Constant has none of the value attributes', where(ctx));
 });
 
+/** Range's element count for number operands: max(ceil((limit - start) / delta), 0) (the Wasm backend plans by it). */
+export const rangeCount = (start: number, limit: number, delta: number): number => Math.max(Math.ceil((limit - start) / delta), 0);
+
 registerOp('Range', (inputs, ctx) => {
   const ts = [0, 1, 2].map((i) => input(inputs, i, ctx));
   const type = ts[0].type;
@@ -586,7 +589,7 @@ registerOp('Range', (inputs, ctx) => {
   }
   const [s, l, d] = ts.map((t) => numbers(t)[0]);
   if (d === 0) throw new InputError('delta must be non-zero', where(ctx, 2));
-  const cnt = Math.max(Math.ceil((l - s) / d), 0);
+  const cnt = rangeCount(s, l, d);
   if (!Number.isFinite(cnt)) throw new InputError(`Range(${s}, ${l}, ${d}) has no finite length`, where(ctx));
   const vals = new Float64Array(cnt);
   for (let i = 0; i < cnt; i++) vals[i] = s + i * d;

@@ -1,6 +1,7 @@
 // Runs a graph on the Wasm backend: values live in Wasm memory, nodes run as generated kernels over the
 // worker pool, and nodes no Wasm op covers fall back, one by one, to the reference kernels.
 import { runNode, type ExecEnv } from '../reference/executor.js';
+import { rangeCount } from '../../ops/shape.js';
 import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
@@ -86,7 +87,7 @@ function rangeLength(values: (Tensor | undefined)[] | undefined): number | null 
   if (!values || !values[0] || !values[1] || !values[2]) return null;
   const [s, l, d] = values.map((t) => Number((t!.data as ArrayLike<number | bigint>)[0]));
   if (d === 0 || !Number.isFinite(s) || !Number.isFinite(l)) return null;
-  return Math.max(0, Math.ceil((l - s) / d));
+  return rangeCount(s, l, d);
 }
 /** Plans a node keeps for distinct input values before its cache starts over (values vary, e.g. per decode step). */
 const MAX_PLANS_PER_NODE = 64;

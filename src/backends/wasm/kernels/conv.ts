@@ -529,6 +529,22 @@ export interface DepthwiseParams {
   padded?: boolean;
 }
 
+/** Shuffle taking lanes 0 and 2 of each of two f32x4 (the even elements of 8 consecutive floats). */
+const EVEN_LANES = [0, 2, 4, 6].flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
+
+/**
+ * Pushes 4 floats at ptr + off + l*sW*4 (l = 0..3): one load at stride 1, two loads and an even-lane shuffle at
+ * stride 2 (reading one float past the last lane), lane loads otherwise.
+ */
+function emitStridedLoad(f: FunctionBuilder, ptr: Local, off: number, sW: number): void {
+  if (sW === 1) { f.get(ptr); f.v128_load(off, 0); }
+  else if (sW === 2) { f.get(ptr); f.v128_load(off, 0); f.get(ptr); f.v128_load(off + 16, 0); f.i8x16_shuffle(EVEN_LANES); }
+  else {
+    f.get(ptr); f.v128_load32_splat(off);
+    for (let l = 1; l < 4; l++) { f.get(ptr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); }
+  }
+}
+
 /** Size of the zero-padded plane of the padded depthwise variant: rows, row length (floats), bytes per task slot. */
 export function depthwisePadding(g: Geom2): { Hp: number; Wp: number; slotBytes: number } {
   const oWv = Math.ceil(g.oW / 4) * 4;
@@ -631,14 +647,7 @@ function buildDepthwise(p: DepthwiseParams): Uint8Array {
               for (let kh = 0; kh < kH; kh++) for (let kw = 0; kw < kW; kw++) {
                 const off = (kh * dH * iW + kw * dW) * 4;
                 if (relaxed) { /* a, b, c */ } else f.get(acc);
-                if (sW === 1) { f.get(xr); f.v128_load(off, 0); }
-                else if (sW === 2) {
-                  f.get(xr); f.v128_load(off, 0); f.get(xr); f.v128_load(off + 16, 0);
-                  f.i8x16_shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
-                } else {
-                  f.get(xr); f.v128_load32_splat(off);
-                  for (let l = 1; l < 4; l++) { f.get(xr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); }
-                }
+                emitStridedLoad(f, xr, off, sW);
                 f.get(wv[kh * kW + kw]);
                 if (relaxed) { f.get(acc); }
                 fma(f, relaxed); f.set(acc);
@@ -686,16 +695,7 @@ function buildDepthwisePadded(p: DepthwiseParams): Uint8Array {
   f.get(t0); f.i32(p.ppt); mul(f); f.set(q);
   minConst(f, () => { f.get(t1); f.i32(p.ppt); mul(f); }, planes, tmp); f.set(qEnd);
   // Pushes the input vector of output lanes 0..3 at byte offset `off` from xr.
-  const loadIn = (off: number) => {
-    if (sW === 1) { f.get(xr); f.v128_load(off, 0); }
-    else if (sW === 2) {
-      f.get(xr); f.v128_load(off, 0); f.get(xr); f.v128_load(off + 16, 0);
-      f.i8x16_shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
-    } else {
-      f.get(xr); f.v128_load32_splat(off);
-      for (let l = 1; l < 4; l++) { f.get(xr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); }
-    }
-  };
+  const loadIn = (off: number) => emitStridedLoad(f, xr, off, sW);
   // One output vector at xr (padded input) → yr; `lanes` < 4 stores only those lanes.
   const vec = (lanes: number) => {
     f.get(bzv); f.set(acc);
@@ -798,8 +798,6 @@ export interface PoolParams {
   ppt: number;
 }
 
-/** Shuffle taking lanes 0 and 2 of each of two f32x4 (the even elements of 8 consecutive floats). */
-const EVEN_LANES = [0, 2, 4, 6].flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
 
 export function genPool(p: PoolParams): KernelSource {
   return { key: `pool:${p.kind}:${p.planes}:${geomKey(p.g)}:${p.countPad ? `cp${p.padEH},${p.padEW}` : ''}:${p.ppt}`, bytes: () => buildPool(p) };
@@ -870,9 +868,7 @@ function buildPool(p: PoolParams): Uint8Array {
         for (let y = 0; y < kH; y++) {
           for (let x = 0; x < kW; x++) {
             const off = (y * dH * iW + x * dW) * 4;
-            if (sW === 1) { f.get(xr); f.v128_load(off, 0); }
-            else if (sW === 2) { f.get(xr); f.v128_load(off, 0); f.get(xr); f.v128_load(off + 16, 0); f.i8x16_shuffle(EVEN_LANES); }
-            else { f.f32x4_const(0); for (let l = 0; l < 4; l++) { f.get(xr); f.f32_load(off + l * sW * 4); f.f32x4_replace_lane(l); } }
+            emitStridedLoad(f, xr, off, sW);
             if (first) { f.set(vacc); first = false; continue; }
             f.set(vv);
             if (max) { f.get(vacc); f.get(vv); f.simd(SIMD.f32x4_pmax); } else { f.get(vacc); f.get(vv); f.simd(SIMD.f32x4_add); }
@@ -1138,8 +1134,7 @@ export function emitIm2colPacked(mod: ModuleBuilder, C: number, g: Geom2, nr: nu
               f.loop(() => {
                 for (let v = 0; v < nv; v++) {
                   f.get(d);
-                  if (sW === 1) { f.get(s); f.v128_load(v * 16, 0); }
-                  else { f.get(s); f.v128_load(v * 32, 0); f.get(s); f.v128_load(v * 32 + 16, 0); f.i8x16_shuffle(EVEN_LANES); }
+                  emitStridedLoad(f, s, v * 16 * sW, sW);
                   f.v128_store(v * 16, 0);
                 }
                 f.get(s); f.i32(inPlane * 4); add(f); f.set(s);

@@ -149,7 +149,7 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
     const nRB = Math.ceil(M / gt.mb);
     const rowSplits = ctx.threads > 1 && nGroups < 2 * ctx.threads ? Math.min(nRB, Math.ceil((2 * ctx.threads) / nGroups)) : 1;
     const fused: GemmParams = {
-      M, N: P, K: R, sAm: R, sAk: 1, tile: { ...gt, panelsPerTask: ppt }, relaxed: ctx.relaxedSimd, epilogue,
+      ...gp, tile: { ...gt, panelsPerTask: ppt },
       unfoldB: {
         key: `im2colpk:${C}:${geomKey(g)}`, emit: (mod) => emitIm2colPacked(mod, C, g, gt.nr),
         groupsPerTask: rowSplits > 1 ? 1 : Math.ceil(nGroups / tasks), rowSplits,

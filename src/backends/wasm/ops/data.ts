@@ -2,7 +2,7 @@
 // Resize (nearest), ConstantOfShape, Shape, Size. Shape-like inputs (starts, pads, repeats …) must be model constants.
 import type { Node } from '../../../graph/ir.js';
 import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js';
-import { encodeScalar } from '../../../ops/shape.js';
+import { encodeScalar, rangeCount } from '../../../ops/shape.js';
 import { nearestIndex, sourceCoord } from '../../../ops/resize.js';
 import { UnsupportedError } from '../../../errors.js';
 import {
@@ -387,7 +387,7 @@ registerWasmOp('Range', (node, inputs) => {
   if (vals.some((v) => !v || v.length !== 1)) return null;
   const [start, limit, delta] = vals.map((v) => v![0]);
   if (delta === 0) return null;
-  const n = Math.max(0, Math.ceil((limit - start) / delta));
+  const n = rangeCount(start, limit, delta);
   const outputs = [{ dtype, dims: [n] }];
   if (n === 0) return { outputs, launches: () => [] };
   const kernel = genRange(dtype === 'int64' ? 8 : 4, n);
