@@ -2,26 +2,8 @@
 // scalar lanes when int64 is involved), with row-invariant work hoisted out of the contiguous inner loop.
 import { type FunctionBuilder, type Local, ModuleBuilder, OP, type ValType } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
+import type { EwDType, EwInstr, EwSpec } from '../../../codegen/ew.js';
 import { type Arg, V, Vec, vexp, vexpm1, vlog, vlog1p, vOnePlusErf, verf, vsigmoid, vtanh } from './math.js';
-
-/** Memory dtypes the generator reads and writes. uint8 values live in i32 lanes; bool in mask lanes. */
-export type EwDType = 'float32' | 'int32' | 'uint8' | 'bool' | 'int64';
-
-/**
- * One SSA instruction. `in` reads input p[0]; `const` is the value p[0]; `cast` converts args[0] to `dtype`;
- * every other op takes its operands from `args` and parameters from `p` (see emitVec for the list).
- */
-export interface EwInstr { op: string; args: number[]; dtype: EwDType; p?: number[] }
-
-export interface EwSpec {
-  /** The output's dims with unit dims dropped and compatible neighbours merged; the last one is contiguous. */
-  shape: number[];
-  /** Element strides per walk dim (0 = broadcast). */
-  inputs: { dtype: EwDType; strides: number[] }[];
-  instrs: EwInstr[];
-  /** Outputs are dense over `shape`. */
-  outputs: { value: number; dtype: EwDType }[];
-}
 
 export interface EwLayout {
   /** Rows (all walk dims but the last) per task when rows are split; 1 when columns are split. */

@@ -7,7 +7,8 @@ import { sizeOf } from '../../../tensor.js';
 import { keyOf } from '../kernels/elementwise.js';
 import { V, Vec, vexp, vlog } from '../kernels/math.js';
 import { type KernelSource, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
-import { EwProgram, planProgram } from './elementwise.js';
+import { EwProgram } from '../../../codegen/ew.js';
+import { planProgram } from './elementwise.js';
 
 type RKind = 'sum' | 'max' | 'min';
 const IDENTITY: Record<RKind, number> = { sum: 0, max: -Infinity, min: Infinity };
