@@ -57,3 +57,5 @@ function stripLoc(err: WebjitError): string {
   const hasLoc = err.where.op || err.where.input !== undefined || err.where.path;
   return hasLoc && i >= 0 ? m.slice(i + 2) : m;
 }
+/** The GPU device was lost (destroyed, driver reset, out of memory): the session must be created again. */
+export class DeviceLostError extends WebjitError {}

@@ -2,7 +2,7 @@
 export { InferenceSession, type SessionOptions, type BackendName, type Feeds, type Outputs } from './session.js';
 export { Tensor, TensorSequence, OptionalValue, type DType, type TensorData, type Value } from './tensor.js';
 export {
-  WebjitError, ModelFormatError, UnsupportedError, GraphError, InputError, ExecutionError, ResourceLimitError,
+  WebjitError, ModelFormatError, UnsupportedError, GraphError, InputError, ExecutionError, ResourceLimitError, DeviceLostError,
 } from './errors.js';
 export { TextRecognizer, recInput, ctcDecode, parseDict, type RgbaImage, type Recognition } from './apps/ocr.js';
 export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.js';

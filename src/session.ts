@@ -3,6 +3,8 @@ import { InputError, UnsupportedError } from './errors.js';
 import { GraphExecutor } from './backends/reference/executor.js';
 import { WasmGraphRunner } from './backends/wasm/executor.js';
 import { WasmRuntime } from './backends/wasm/runtime.js';
+import { GpuGraphRunner, type GpuRunStats } from './backends/webgpu/executor.js';
+import { acquireGpu } from './backends/webgpu/device.js';
 import type { Model, ValueInfo } from './graph/ir.js';
 import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
@@ -25,6 +27,8 @@ export interface SessionOptions extends LoadOptions {
   fallback?: boolean;
   /** Graph passes (constant folding, dead-node and identity removal); default true. */
   optimize?: boolean;
+  /** WebGPU backend: 'f16' computes in half precision where the adapter has shader-f16 (default 'f32'). */
+  precision?: 'f32' | 'f16';
 }
 
 export type Feeds = Record<string, Tensor>;
@@ -36,6 +40,7 @@ export class InferenceSession {
   readonly backend: BackendName;
   private executor: GraphExecutor | null;
   private wasm: { runner: WasmGraphRunner; rt: WasmRuntime } | null = null;
+  private gpu: GpuGraphRunner | null = null;
 
   private constructor(readonly model: Model, backend: BackendName, private readonly inputs: ValueInfo[]) {
     this.backend = backend;
@@ -46,18 +51,20 @@ export class InferenceSession {
 
   static async create(src: ModelSource, opts: SessionOptions = {}): Promise<InferenceSession> {
     const backend = opts.backend ?? 'reference';
-    if (backend === 'webgpu') {
-      throw new UnsupportedError(`backend '${backend}' is not available in this build`, {}, "use backend 'wasm' or 'reference'");
+    if (backend !== 'reference' && backend !== 'wasm' && backend !== 'webgpu') {
+      throw new UnsupportedError(`unknown backend '${String(backend)}'`, {}, "use 'webgpu', 'wasm' or 'reference'");
     }
-    // Worker threads boot while the model loads.
+    // Worker threads boot, or the GPU device opens, while the model loads.
     const rtP = backend === 'wasm' ? WasmRuntime.acquire({ threads: opts.threads }) : null;
+    const gpuP = backend === 'webgpu' ? acquireGpu() : null;
+    gpuP?.catch(() => undefined);
     let model: Model;
     try {
       model = await loadModel(src, opts);
       if (opts.optimize !== false) {
         optimizeGraph(model);
         // Fusion serves the generated kernels; the reference backend stays op-by-op, the oracle.
-        if (backend === 'wasm') {
+        if (backend === 'wasm' || backend === 'webgpu') {
           fuseLayerNorm(model);
           fuseAttention(model);
           fuseMatMul(model);
@@ -78,6 +85,11 @@ export class InferenceSession {
       const env = { opsets: model.opsets, functions: model.functions };
       s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback }) };
     }
+    if (gpuP) {
+      const gpu = await gpuP;
+      const env = { opsets: model.opsets, functions: model.functions };
+      s.gpu = new GpuGraphRunner(model.graph, env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16' });
+    }
     return s;
   }
 
@@ -91,21 +103,34 @@ export class InferenceSession {
     return this.wasm?.runner.stats;
   }
 
+  /** WebGPU backend: nodes run as GPU kernels, on the CPU (small shape arithmetic) and on the reference fallback, and mid-run readbacks. */
+  get gpuStats(): GpuRunStats | undefined {
+    return this.gpu?.stats;
+  }
+
+  /** WebGPU backend: the adapter, its features, and the GPU memory this session holds. */
+  get gpuInfo(): { adapter: string; f16: boolean; subgroups: boolean; subgroupMatrix: boolean; memory: { buffers: number; bytes: number } } | undefined {
+    if (!this.gpu) return undefined;
+    const c = this.gpu.gpu.caps;
+    return { adapter: c.name, f16: c.f16, subgroups: c.subgroups, subgroupMatrix: c.subgroupMatrix.length > 0, memory: this.gpu.memory };
+  }
+
   /** Declared input metadata: name, dtype and shape (symbolic dims as names). */
   get inputMetadata(): { name: string; type: string }[] {
     return this.inputs.map((i) => ({ name: i.name, type: formatType(i.type) }));
   }
 
   async run(feeds: Feeds, fetches?: readonly string[]): Promise<Outputs> {
-    if (!this.wasm) return this.runSync(feeds, fetches);
-    const values = await this.wasm.runner.run(this.checkFeeds(feeds));
+    if (!this.wasm && !this.gpu) return this.runSync(feeds, fetches);
+    const feedMap = this.checkFeeds(feeds);
+    const values = await (this.gpu ? this.gpu.run(feedMap) : this.wasm!.runner.run(feedMap));
     return this.collect(values, fetches);
   }
 
   /** Synchronous run on the reference backend (tests, CLI). */
   runSync(feeds: Feeds, fetches?: readonly string[]): Outputs {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
-    if (this.wasm) throw new UnsupportedError('runSync is only available on the reference backend', {}, 'use await session.run()');
+    if (this.wasm || this.gpu) throw new UnsupportedError('runSync is only available on the reference backend', {}, 'use await session.run()');
     return this.collect(this.executor.run(this.checkFeeds(feeds)), fetches);
   }
 
@@ -124,6 +149,7 @@ export class InferenceSession {
   /** Runs with any value kind (sequences, optionals) in graph order: used by the conformance runner. */
   async runValues(feeds: Map<string, Value>): Promise<Value[]> {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
+    if (this.gpu) return this.gpu.run(feeds);
     return this.wasm ? this.wasm.runner.run(feeds) : this.executor.run(feeds);
   }
 
@@ -152,6 +178,10 @@ export class InferenceSession {
       this.wasm.runner.dispose();
       this.wasm.rt.releaseShared();
       this.wasm = null;
+    }
+    if (this.gpu) {
+      this.gpu.dispose();
+      this.gpu = null;
     }
   }
 }

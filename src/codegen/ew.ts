@@ -1,6 +1,6 @@
 // The elementwise program IR shared by the backends: ONNX elementwise nodes translated into one SSA program over
 // broadcast inputs (EwProgram, translate); each backend compiles an EwSpec into its own loop (Wasm bytes, WGSL).
-import type { Node } from '../graph/ir.js';
+import type { Graph, Node } from '../graph/ir.js';
 import { sizeOf, type DType, type Tensor } from '../tensor.js';
 import { broadcastWalk as sharedWalk } from '../ops/util.js';
 
@@ -258,3 +258,45 @@ export function translate(P: EwProgram, node: Node, a: (EwVal | undefined)[], op
   }
 }
 
+
+/** The program of one elementwise node, or null where it is not covered. */
+export function nodeProgram(node: Node, inputs: (EwInputDesc | undefined)[], opset: number): { P: EwProgram; outs: EwVal[] } | null {
+  if (node.outputs.length !== 1) return null;
+  const P = new EwProgram();
+  const args: (EwVal | undefined)[] = [];
+  for (let i = 0; i < inputs.length; i++) {
+    const d = inputs[i];
+    if (!d) { args.push(undefined); continue; }
+    const v = P.external(i, d);
+    if (!v) return null;
+    args.push(v);
+  }
+  const out = translate(P, node, args, opset);
+  return out ? { P, outs: [out] } : null;
+}
+
+/** The program of a FusedElementwise node (domain webjit): its 'graph' attribute's nodes, translated in order. */
+export function fusedProgram(node: Node, inputs: (EwInputDesc | undefined)[], opset: number): { P: EwProgram; outs: EwVal[] } | null {
+  const g = node.attrs.get('graph');
+  if (!g || g.type !== 'graph') return null;
+  const sub = g.value as Graph;
+  if (sub.inputs.length !== inputs.length || sub.outputs.length !== node.outputs.length) return null;
+  const P = new EwProgram();
+  const vals = new Map<string, EwVal>();
+  for (let i = 0; i < inputs.length; i++) {
+    const d = inputs[i];
+    if (!d) return null;
+    const v = P.external(i, d);
+    if (!v) return null;
+    vals.set(sub.inputs[i].name, v);
+  }
+  for (const n of sub.nodes) {
+    const args = n.inputs.map((x) => (x ? vals.get(x) : undefined));
+    if (n.inputs.some((x, k) => x && !args[k]) || n.outputs.length !== 1) return null;
+    const out = translate(P, n, args, opset);
+    if (!out) return null;
+    vals.set(n.outputs[0], out);
+  }
+  const outs = sub.outputs.map((o) => vals.get(o.name));
+  return outs.every((o) => o) ? { P, outs: outs as EwVal[] } : null;
+}

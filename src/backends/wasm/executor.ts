@@ -1,7 +1,7 @@
 // Runs a graph on the Wasm backend: values live in Wasm memory, nodes run as generated kernels over the
 // worker pool, and nodes no Wasm op covers fall back, one by one, to the reference kernels.
 import { runNode, type ExecEnv } from '../reference/executor.js';
-import { rangeCount } from '../../ops/shape.js';
+import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
 import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
@@ -72,23 +72,6 @@ if (PROFILE) {
   });
 }
 
-/**
- * Inputs (by op type) that are small integer shape-like values: when the graph computes them, the executor reads their
- * values at plan time, hands them to the op as ValueDesc.value, and keys the plan by them.
- */
-const VALUE_INPUTS: Record<string, readonly number[]> = {
-  Slice: [1, 2, 3, 4], Expand: [1], Tile: [1], Pad: [1, 3], ConstantOfShape: [0], Split: [1],
-  ReduceSum: [1], ReduceMean: [1], ReduceMax: [1], ReduceMin: [1], ReduceProd: [1], ReduceL1: [1], ReduceL2: [1],
-  ReduceLogSum: [1], ReduceLogSumExp: [1], ReduceSumSquare: [1], Range: [0, 1, 2],
-};
-
-/** Integer Range's length from its read values, or null: its plans are keyed by the length, not the values. */
-function rangeLength(values: (Tensor | undefined)[] | undefined): number | null {
-  if (!values || !values[0] || !values[1] || !values[2]) return null;
-  const [s, l, d] = values.map((t) => Number((t!.data as ArrayLike<number | bigint>)[0]));
-  if (d === 0 || !Number.isFinite(s) || !Number.isFinite(l)) return null;
-  return rangeCount(s, l, d);
-}
 /** Plans a node keeps for distinct input values before its cache starts over (values vary, e.g. per decode step). */
 const MAX_PLANS_PER_NODE = 64;
 /** Work on the calling thread alone (new kernels not on the workers yet) after which a run stops to hand them over. */

@@ -1,0 +1,111 @@
+// The WebGPU device: found through navigator.gpu (browsers) or the `webgpu` package (Dawn, in Node), with the features
+// and limits the kernel generators specialise to; one device per process, shared by sessions, recreated after a loss.
+import { DeviceLostError, UnsupportedError } from '../../errors.js';
+
+/** What the generators may use on this device. */
+export interface GpuCaps {
+  f16: boolean;
+  subgroups: boolean;
+  /** Subgroup-matrix configurations (tensor cores from WGSL, Dawn's chromium-experimental-subgroup-matrix). */
+  subgroupMatrix: { M: number; N: number; K: number; componentType: string; resultComponentType: string }[];
+  timestamps: boolean;
+  maxWorkgroupStorage: number;
+  maxInvocations: number;
+  maxWorkgroupSizeX: number;
+  maxBufferSize: number;
+  maxBindingSize: number;
+  maxStorageBuffers: number;
+  maxWorkgroupsPerDim: number;
+  /** e.g. 'nvidia nvidia-h100-80gb-hbm3' or 'mesa llvmpipe' */
+  name: string;
+  /** Software drivers (lavapipe, SwiftShader): correct, never fast. */
+  software: boolean;
+}
+
+export interface GpuContext {
+  device: GPUDevice;
+  caps: GpuCaps;
+  /** Set once the device is lost (destroyed, driver reset); every later use throws a DeviceLostError. */
+  lost: { reason: string; message: string } | null;
+}
+
+/** Dawn toggles that expose shader-f16 and the tensor-core subgroup matrices on NVIDIA's Vulkan driver. */
+const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+const WANTED: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
+
+let shared: Promise<GpuContext> | null = null;
+
+/** The process's GPU device (created on first use; a lost one is replaced). */
+export function acquireGpu(): Promise<GpuContext> {
+  if (shared) {
+    const p = shared;
+    return p.then((ctx) => (ctx.lost ? ((shared === p ? (shared = null) : null), acquireGpu()) : ctx));
+  }
+  const p = createGpu();
+  shared = p;
+  p.catch(() => { if (shared === p) shared = null; });
+  return p;
+}
+
+async function gpuEntry(): Promise<GPU> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu) return nav.gpu;
+  if (typeof process === 'undefined' || !process.versions?.node) {
+    throw new UnsupportedError('this browser has no WebGPU (navigator.gpu is missing)', {}, "use backend 'wasm'");
+  }
+  let mod: { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
+  try {
+    mod = (await import('webgpu' as string)) as typeof mod;
+  } catch (e) {
+    throw new UnsupportedError(`WebGPU in Node needs the 'webgpu' package (${(e as Error).message})`, {}, "npm install webgpu, or use backend 'wasm'");
+  }
+  // Dawn's enums (GPUBufferUsage …) as globals, as in a browser.
+  for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  return mod.create(DAWN_FLAGS);
+}
+
+async function createGpu(): Promise<GpuContext> {
+  const gpu = await gpuEntry();
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) {
+    throw new UnsupportedError('no WebGPU adapter is available', {},
+      "use backend 'wasm'; without a GPU, a software Vulkan driver (Mesa lavapipe) gives Dawn an adapter");
+  }
+  const features = WANTED.filter((f) => adapter.features.has(f));
+  const L = adapter.limits;
+  const requiredLimits: Record<string, number> = {};
+  for (const k of ['maxBufferSize', 'maxStorageBufferBindingSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupsPerDimension']) {
+    const v = (L as unknown as Record<string, number>)[k];
+    if (typeof v === 'number') requiredLimits[k] = v;
+  }
+  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: GpuCaps['subgroupMatrix'] };
+  const name = `${info.vendor ?? ''} ${info.device || info.description || info.architecture || ''}`.trim() || 'unknown adapter';
+  const caps: GpuCaps = {
+    f16: device.features.has('shader-f16'),
+    subgroups: device.features.has('subgroups'),
+    subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) ? [...(info.subgroupMatrixConfigs ?? [])] : [],
+    timestamps: device.features.has('timestamp-query'),
+    maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+    maxWorkgroupSizeX: device.limits.maxComputeWorkgroupSizeX,
+    maxBufferSize: device.limits.maxBufferSize,
+    maxBindingSize: device.limits.maxStorageBufferBindingSize,
+    maxStorageBuffers: device.limits.maxStorageBuffersPerShaderStage,
+    maxWorkgroupsPerDim: device.limits.maxComputeWorkgroupsPerDimension,
+    name,
+    software: /llvmpipe|lavapipe|swiftshader|software/i.test(`${name} ${info.description ?? ''} ${info.architecture ?? ''}`),
+  };
+  const ctx: GpuContext = { device, caps, lost: null };
+  void device.lost.then((l) => { ctx.lost = { reason: String(l.reason), message: l.message }; });
+  return ctx;
+}
+
+/** Throws the typed error of a lost device. */
+export function checkLost(ctx: GpuContext): void {
+  if (ctx.lost) {
+    throw new DeviceLostError(`the WebGPU device was lost (${ctx.lost.reason}${ctx.lost.message ? `: ${ctx.lost.message}` : ''})`, {},
+      'create the session again (a new device is acquired), or use backend \'wasm\'');
+  }
+}

@@ -1,0 +1,607 @@
+// Runs a graph on the WebGPU backend. Tensors live in pooled GPU buffers, reused as soon as their last reader is
+// recorded; every node's WGSL kernels go into one command encoder per run (pipelines compile asynchronously and in
+// parallel while the run is recorded); small integer shape computations run on the CPU, where they are already; nodes
+// no GPU op covers read their inputs back and run on the reference kernels. A run ends with one readback of all outputs.
+import { runNode, type ExecEnv } from '../reference/executor.js';
+import { DeviceLostError, ExecutionError, GraphError, ResourceLimitError, UnsupportedError } from '../../errors.js';
+import type { Graph, Node } from '../../graph/ir.js';
+import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
+import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
+import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
+import { checkLost, type GpuContext } from './device.js';
+import { findGpuOp, storageBytes, storageType, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from './kernel.js';
+import './ops/index.js';
+
+const USAGE_STORAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
+const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
+const MAP_READ = 1;
+
+/** A tensor in a GPU buffer. Views (Reshape …) share the GBuf and its reference count. */
+interface GBuf { buffer: GPUBuffer; bytes: number; refs: number; constant: boolean; pool: 'main' | 'upload' | 'none' }
+interface Slot { buf?: GBuf; dtype: DType; dims: number[]; js?: Value }
+
+const VIEW_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
+/** Nodes whose inputs are all on the CPU and this small run there (shape arithmetic, masks, position ids). */
+const CPU_MAX_ELEMS = 16384;
+const VALUE_MAX_ELEMS = 16;
+const FLOAT: ReadonlySet<DType> = new Set(['float32', 'float16', 'bfloat16', 'float64']);
+const MAX_PLANS_PER_NODE = 64;
+
+export interface GpuRunnerOptions {
+  /** When false, a node without a GPU kernel is an UnsupportedError instead of a reference fallback. */
+  fallback?: boolean;
+  /** Compute in f16 where ops allow it (needs shader-f16). */
+  f16?: boolean;
+}
+
+export interface GpuRunStats {
+  gpuNodes: number;
+  /** Small nodes run on the CPU because their inputs were there (shape arithmetic). */
+  cpuNodes: number;
+  fallbackNodes: number;
+  fallbackOps: Map<string, number>;
+  /** GPU→CPU readbacks in the middle of runs (each one waits for the GPU). */
+  midRunReads: number;
+  runs: number;
+}
+
+/** Buffer size classes: powers of two up to 4 KiB, then steps of 1/8 of the power of two (≤ 12.5% slack). */
+function sizeClass(bytes: number): number {
+  const b = Math.max(16, Math.ceil(bytes / 16) * 16);
+  if (b <= 4096) return 2 ** Math.ceil(Math.log2(b));
+  const step = 2 ** (Math.floor(Math.log2(b)) - 3);
+  return Math.ceil(b / step) * step;
+}
+
+/** Free GPU buffers by size class, last in first out, so a steady-state run gets the same buffers (and bind groups). */
+class BufferPool {
+  private readonly free = new Map<number, GPUBuffer[]>();
+  private readonly all = new Set<GPUBuffer>();
+  constructor(private readonly device: GPUDevice, private readonly usage: number) {}
+  get count(): number { return this.all.size; }
+  get bytes(): number { let n = 0; for (const b of this.all) n += b.size; return n; }
+  take(bytes: number): GPUBuffer {
+    const c = sizeClass(bytes);
+    const list = this.free.get(c);
+    if (list?.length) return list.pop()!;
+    const b = this.device.createBuffer({ size: c, usage: this.usage });
+    this.all.add(b);
+    return b;
+  }
+  give(b: GPUBuffer): void {
+    const c = b.size;
+    let list = this.free.get(c);
+    if (!list) { list = []; this.free.set(c, list); }
+    list.push(b);
+  }
+  destroy(): void { for (const b of this.all) b.destroy(); this.all.clear(); this.free.clear(); }
+}
+
+interface PipelineEntry { promise: Promise<GPUComputePipeline>; pipeline?: GPUComputePipeline }
+/** Pipelines by WGSL text, per device: shared by the sessions of a process. */
+const pipelineCaches = new WeakMap<GPUDevice, Map<string, PipelineEntry>>();
+
+interface Recorded { dispatch: Dispatch; buffers: GPUBuffer[]; entry: PipelineEntry; node: Node }
+type Command = Recorded | { copy: [GPUBuffer, number, GPUBuffer, number, number] };
+
+/** Host copies of GPU data in the storage representation (int64 as i32, bool as u32 …). */
+function toStorage(t: Tensor): ArrayBufferView {
+  const d = t.data as TypedArray;
+  switch (t.type) {
+    case 'float32': case 'int32': case 'uint32': case 'float16':
+      // Dawn cannot read from a SharedArrayBuffer (Wasm memory): copy those.
+      return d.buffer instanceof ArrayBuffer ? d : (d.slice() as TypedArray);
+    case 'int64': {
+      const out = new Int32Array(d.length);
+      const src = d as BigInt64Array;
+      for (let i = 0; i < src.length; i++) {
+        const v = src[i];
+        out[i] = v > 2147483647n ? 2147483647 : v < -2147483648n ? -2147483648 : Number(v);
+      }
+      return out;
+    }
+    case 'bool': return Uint32Array.from(d as Uint8Array);
+    default: return Int32Array.from(d as ArrayLike<number>);
+  }
+}
+
+function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer): Tensor {
+  const n = sizeOf(dims);
+  switch (dtype) {
+    case 'float32': return new Tensor(dtype, new Float32Array(bytes, 0, n).slice(), dims);
+    case 'float16': return new Tensor(dtype, new Uint16Array(bytes, 0, n).slice(), dims);
+    case 'int32': return new Tensor(dtype, new Int32Array(bytes, 0, n).slice(), dims);
+    case 'uint32': return new Tensor(dtype, new Uint32Array(bytes, 0, n).slice(), dims);
+    case 'int64': { const s = new Int32Array(bytes, 0, n); const o = new BigInt64Array(n); for (let i = 0; i < n; i++) o[i] = BigInt(s[i]); return new Tensor(dtype, o, dims); }
+    case 'bool': { const s = new Uint32Array(bytes, 0, n); const o = new Uint8Array(n); for (let i = 0; i < n; i++) o[i] = s[i] ? 1 : 0; return new Tensor(dtype, o, dims); }
+    default: {
+      const s = new Int32Array(bytes, 0, n);
+      const C = (DTYPES[dtype].make(0) as TypedArray).constructor as unknown as { from(x: ArrayLike<number>): TypedArray };
+      return new Tensor(dtype, C.from(s), dims);
+    }
+  }
+}
+
+const storable = (t: Value): t is Tensor => t instanceof Tensor && storageType(t.type) !== null;
+const gpuBytes = (dtype: DType, dims: readonly number[]) => Math.max(4, Math.ceil((sizeOf(dims) * storageBytes(dtype)) / 4) * 4);
+
+export class GpuGraphRunner {
+  private readonly order: Node[];
+  private readonly frees: string[][];
+  private readonly consts = new Map<string, Slot>();
+  private readonly constGpu = new Map<string, GBuf>();
+  private readonly transformed = new Map<string, { c: GpuConstant; buffer: GPUBuffer }>();
+  private readonly constById = new Map<number, GPUBuffer>();
+  private readonly plans: Map<string, GpuOpPlan | null>[];
+  private readonly eligible: boolean[];
+  private readonly pool: BufferPool;
+  private readonly uploads: BufferPool;
+  private readonly readbacks: BufferPool;
+  private readonly pipelines: Map<string, PipelineEntry>;
+  private readonly bindGroups = new WeakMap<Dispatch, { buffers: GPUBuffer[]; group: GPUBindGroup }>();
+  private cmds: Command[] = [];
+  private uploadsInRun: GPUBuffer[] = [];
+  private chain: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  constructor(readonly graph: Graph, readonly env: ExecEnv, readonly gpu: GpuContext, readonly opts: GpuRunnerOptions = {},
+    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0 }) {
+    const device = gpu.device;
+    this.pool = new BufferPool(device, USAGE_STORAGE);
+    this.uploads = new BufferPool(device, USAGE_STORAGE);
+    this.readbacks = new BufferPool(device, USAGE_READBACK);
+    let pc = pipelineCaches.get(device);
+    if (!pc) { pc = new Map(); pipelineCaches.set(device, pc); }
+    this.pipelines = pc;
+    this.order = topoOrder(graph);
+    this.plans = this.order.map(() => new Map());
+    this.eligible = this.order.map((n) => (n.domain === '' || n.domain === 'webjit') && (n.domain === 'webjit' || subgraphsOf(n).length === 0));
+    const outputs = new Set(graph.outputs.map((o) => o.name));
+    const last = new Map<string, number>();
+    this.order.forEach((n, i) => {
+      for (const x of n.inputs) if (x) last.set(x, i);
+      for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) last.set(v, i);
+    });
+    this.frees = this.order.map(() => []);
+    for (const [name, i] of last) if (!outputs.has(name) && !graph.initializers.has(name)) this.frees[i].push(name);
+    const maxBind = gpu.caps.maxBindingSize;
+    for (const [name, t] of graph.initializers) {
+      if (storable(t) && gpuBytes(t.type, t.dims) > maxBind) {
+        throw new ResourceLimitError(`initializer '${name}' needs ${gpuBytes(t.type, t.dims)} bytes on the GPU; the adapter binds at most ${maxBind}`,
+          { input: name }, "use backend 'wasm'");
+      }
+      this.consts.set(name, { dtype: t.type, dims: [...t.dims], js: t });
+    }
+  }
+
+  /** GPU memory the runner holds: pooled activations, constants and staging buffers. */
+  get memory(): { buffers: number; bytes: number } {
+    let bytes = this.pool.bytes + this.uploads.bytes + this.readbacks.bytes, buffers = this.pool.count + this.uploads.count + this.readbacks.count;
+    for (const g of this.constGpu.values()) { bytes += g.buffer.size; buffers++; }
+    for (const t of this.transformed.values()) { bytes += t.buffer.size; buffers++; }
+    return { buffers, bytes };
+  }
+
+  /** Runs are serialised: a session's runs share its buffers. */
+  run(feeds: Map<string, Value>): Promise<Value[]> {
+    const p = this.chain.then(() => this.runOnce(feeds));
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async runOnce(feeds: Map<string, Value>): Promise<Value[]> {
+    if (this.disposed) throw new ExecutionError('the session was released');
+    checkLost(this.gpu);
+    const device = this.gpu.device;
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    let outs: Slot[] = [];
+    let result: Value[] | undefined;
+    let failure: unknown;
+    try {
+      const slots = new Map<string, Slot>();
+      for (const [k, v] of feeds) slots.set(k, { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+      outs = await this.runSlots(slots);
+      result = await this.readAll(outs);
+      this.stats.runs++;
+    } catch (e) {
+      failure = e;
+    } finally {
+      for (const s of outs) this.release(s);
+      this.cmds = [];
+      for (const b of this.uploadsInRun) this.uploads.give(b);
+      this.uploadsInRun = [];
+    }
+    const validation = await device.popErrorScope().catch(() => null);
+    const oom = await device.popErrorScope().catch(() => null);
+    if (this.gpu.lost) throw this.lostError();
+    if (failure) throw failure;
+    if (oom) throw new ResourceLimitError(`the GPU ran out of memory: ${oom.message}`, {}, "use a smaller input, or backend 'wasm'");
+    if (validation) throw new ExecutionError(`a generated GPU kernel was rejected: ${validation.message}`, {}, 'this is a bug in webjit; please report it with the model');
+    return result!;
+  }
+
+  private lostError(): DeviceLostError {
+    try { checkLost(this.gpu); } catch (e) { return e as DeviceLostError; }
+    return new DeviceLostError('the WebGPU device was lost');
+  }
+
+  private async runSlots(feeds: Map<string, Slot>): Promise<Slot[]> {
+    const values = new Map<string, Slot>(feeds);
+    const lookup = (name: string): Slot | undefined => values.get(name) ?? this.consts.get(name);
+    try {
+      for (let i = 0; i < this.order.length; i++) {
+        const node = this.order[i];
+        const ins = node.inputs.map((x) => {
+          if (!x) return undefined;
+          const s = lookup(x);
+          if (!s) throw new GraphError(`value '${x}' is used but never produced`, { node: node.name, op: node.opType, input: x });
+          return s;
+        });
+        const outs = await this.runNode(i, node, ins, lookup);
+        node.outputs.forEach((name, k) => {
+          if (!name) { this.release(outs[k]); return; }
+          if (outs[k]) values.set(name, outs[k]);
+        });
+        for (const x of this.frees[i]) { this.release(values.get(x)); values.delete(x); }
+      }
+      return this.graph.outputs.map((o) => {
+        const s = lookup(o.name);
+        if (!s) throw new GraphError(`graph output '${o.name}' is never produced`, { input: o.name });
+        if (s.buf && !s.buf.constant) s.buf.refs++;
+        return s;
+      });
+    } finally {
+      for (const s of values.values()) this.release(s);
+    }
+  }
+
+  private release(s: Slot | undefined): void {
+    const b = s?.buf;
+    if (!b || b.constant) return;
+    if (--b.refs === 0) {
+      if (b.pool === 'main') this.pool.give(b.buffer);
+      // Upload buffers go back to their pool at the end of the run (queue.writeBuffer is not ordered with recorded work).
+    }
+  }
+
+  private async runNode(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
+    const onCpu = ins.every((s) => !s || s.js !== undefined);
+    if (node.domain === '' && (node.opType === 'Shape' || node.opType === 'Size') && ins[0]) {
+      this.stats.cpuNodes++;
+      const t = shapeValue(node, ins[0].dims);
+      return [{ dtype: t.type, dims: [...t.dims], js: t }];
+    }
+    if (this.eligible[i]) {
+      // Shape arithmetic: small integer values (and small constants) already on the CPU stay there.
+      const small = ins.every((s, k) => !s || (sizeOf(s.dims) <= CPU_MAX_ELEMS && (!FLOAT.has(s.dtype) || this.consts.get(node.inputs[k]) === s)));
+      if (onCpu && small) { this.stats.cpuNodes++; return this.runReference(node, ins, lookup); }
+      if (ins.every((s) => !s || s.buf || storable(s.js as Value))) {
+        const view = await this.viewOp(node, ins);
+        if (view) { this.stats.gpuNodes++; return view; }
+        const plan = await this.plan(i, node, ins);
+        if (plan) { this.stats.gpuNodes++; return this.record(node, plan, ins); }
+      }
+    }
+    if (this.opts.fallback === false) {
+      throw new UnsupportedError(`the WebGPU backend has no kernel for this node (${describe(ins)})`, { node: node.name, op: node.opType },
+        'allow the reference fallback, or use another backend');
+    }
+    this.stats.fallbackNodes++;
+    this.stats.fallbackOps.set(node.opType, (this.stats.fallbackOps.get(node.opType) ?? 0) + 1);
+    return this.runReference(node, ins, lookup);
+  }
+
+  private async runReference(node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
+    const inputs: (Value | undefined)[] = [];
+    for (const s of ins) inputs.push(s ? await this.toJs(s) : undefined);
+    // Subgraphs (If, Loop) read enclosing values by name: those on the GPU are read back first.
+    const outer = new Map<string, Value>();
+    for (const sg of subgraphsOf(node)) {
+      for (const v of freeVariables(sg)) {
+        const s = lookup(v);
+        if (s && !outer.has(v)) outer.set(v, await this.toJs(s));
+      }
+    }
+    const outs = runNode(node, inputs, this.env, (name) => outer.get(name));
+    return outs.map((v) => ({ dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v }));
+  }
+
+  /** Metadata-only ops on a GPU value: a new Slot on the same buffer. */
+  private async viewOp(node: Node, ins: (Slot | undefined)[]): Promise<Slot[] | null> {
+    const x = ins[0];
+    if (!x?.buf || !VIEW_OPS.has(node.opType) || node.domain !== '') return null;
+    const ints = async (s: Slot | undefined) => (s ? Array.from((await this.toJs(s) as Tensor).data as ArrayLike<number | bigint>, Number) : null);
+    const opset = this.env.opsets.get('') ?? 1;
+    let dims: number[] | null = null;
+    switch (node.opType) {
+      case 'Identity': dims = x.dims; break;
+      case 'Reshape': {
+        if (opset < 5) return null;
+        const shape = await ints(ins[1]);
+        if (!shape) return null;
+        const allowzero = node.attrs.get('allowzero')?.value === 1;
+        const out = shape.map((d, k) => (d === 0 && !allowzero ? x.dims[k] : d));
+        const known = out.reduce((p, d) => (d === -1 ? p : p * d), 1);
+        const k = out.indexOf(-1);
+        if (k >= 0) out[k] = known === 0 ? 0 : sizeOf(x.dims) / known;
+        if (out.some((d) => !Number.isInteger(d) || d < 0) || sizeOf(out) !== sizeOf(x.dims)) return null;
+        dims = out;
+        break;
+      }
+      case 'Flatten': {
+        const r = x.dims.length;
+        let ax = (node.attrs.get('axis')?.value as number | undefined) ?? 1;
+        if (ax < 0) ax += r;
+        if (ax < 0 || ax > r) return null;
+        dims = [sizeOf(x.dims.slice(0, ax)), sizeOf(x.dims.slice(ax))];
+        break;
+      }
+      case 'Squeeze': case 'Unsqueeze': {
+        const axes = opset >= 13 ? await ints(ins[1]) : ((node.attrs.get('axes')?.value as number[] | undefined) ?? null);
+        if (node.opType === 'Squeeze') {
+          const r = x.dims.length;
+          const set = new Set((axes ?? x.dims.map((d, k) => (d === 1 ? k : -1)).filter((k) => k >= 0)).map((a) => (a < 0 ? a + r : a)));
+          if ([...set].some((a) => x.dims[a] !== 1)) return null;
+          dims = x.dims.filter((_, k) => !set.has(k));
+        } else {
+          if (!axes) return null;
+          const r = x.dims.length + axes.length;
+          const set = new Set(axes.map((a) => (a < 0 ? a + r : a)));
+          if (set.size !== axes.length || [...set].some((a) => a < 0 || a >= r)) return null;
+          dims = [];
+          let j = 0;
+          for (let k = 0; k < r; k++) dims.push(set.has(k) ? 1 : x.dims[j++]);
+        }
+        break;
+      }
+    }
+    if (!dims) return null;
+    if (!x.buf.constant) x.buf.refs++;
+    return [{ buf: x.buf, dtype: x.dtype, dims }];
+  }
+
+  private async plan(i: number, node: Node, ins: (Slot | undefined)[]): Promise<GpuOpPlan | null> {
+    const valueIdx = node.domain === '' ? VALUE_INPUTS[node.opType] : undefined;
+    let values: (Tensor | undefined)[] | undefined;
+    if (valueIdx) {
+      for (const k of valueIdx) {
+        const s = ins[k];
+        if (!s || this.consts.get(node.inputs[k]) === s || (s.dtype !== 'int64' && s.dtype !== 'int32') || sizeOf(s.dims) > VALUE_MAX_ELEMS) continue;
+        (values ??= [])[k] = (await this.toJs(s)) as Tensor;
+      }
+    }
+    const rangeN = node.opType === 'Range' ? rangeLength(values) : null;
+    const keys = ins.map((s, k) => {
+      if (!s) return '-';
+      const base = `${s.dtype}[${s.dims.join(',')}]`;
+      if (rangeN !== null) return `${base}#${rangeN}`;
+      const v = values?.[k];
+      return v ? `${base}=${Array.from(v.data as ArrayLike<number | bigint>).join(',')}` : base;
+    });
+    const key = keys.join(';');
+    const cache = this.plans[i];
+    if (cache.has(key)) return cache.get(key)!;
+    const op = findGpuOp(node.opType);
+    let plan: GpuOpPlan | null = null;
+    if (op) {
+      const descs: (GpuValueDesc | undefined)[] = ins.map((s, k) => s && {
+        dtype: s.dtype, dims: s.dims, name: node.inputs[k],
+        constant: this.consts.get(node.inputs[k]) === s ? (s.js as Tensor) : undefined,
+        value: values?.[k],
+      });
+      try {
+        plan = op(node, descs, this.planContext(), this.env.opsets.get('') ?? 1);
+      } catch (e) {
+        if (e instanceof RangeError) plan = null; // a grid past the device's limits: the reference kernel runs it
+        else throw e;
+      }
+    }
+    if (cache.size >= MAX_PLANS_PER_NODE) cache.clear();
+    cache.set(key, plan);
+    return plan;
+  }
+
+  private planContext(): GpuPlanContext {
+    return {
+      caps: this.gpu.caps,
+      f16: !!this.opts.f16 && this.gpu.caps.f16,
+      constant: (name, transform, make) => {
+        const k = `${name}|${transform}`;
+        let e = this.transformed.get(k);
+        if (!e) {
+          const data = make();
+          const bytes = Math.max(4, Math.ceil(data.byteLength / 4) * 4);
+          const buffer = this.gpu.device.createBuffer({ size: bytes, usage: USAGE_STORAGE });
+          writePadded(this.gpu.device, buffer, data);
+          const c: GpuConstant = { id: this.transformed.size + 1, bytes };
+          e = { c, buffer };
+          this.transformed.set(k, e);
+          this.constById.set(c.id, buffer);
+        }
+        return e.c;
+      },
+    };
+  }
+
+  /** The GPU buffer of a slot: a constant's copy is made once; CPU values are uploaded for this run. */
+  private gpuOf(s: Slot, name: string): GBuf {
+    if (s.buf) return s.buf;
+    const t = s.js as Tensor;
+    if (this.consts.get(name) === s) {
+      let g = this.constGpu.get(name);
+      if (!g) {
+        const buffer = this.gpu.device.createBuffer({ size: gpuBytes(t.type, t.dims), usage: USAGE_STORAGE });
+        writePadded(this.gpu.device, buffer, toStorage(t));
+        g = { buffer, bytes: buffer.size, refs: 1, constant: true, pool: 'none' };
+        this.constGpu.set(name, g);
+      }
+      return g;
+    }
+    const buffer = this.uploads.take(gpuBytes(t.type, t.dims));
+    writePadded(this.gpu.device, buffer, toStorage(t));
+    this.uploadsInRun.push(buffer);
+    // The slot now has a GPU copy for later readers in this run.
+    s.buf = { buffer, bytes: buffer.size, refs: 1, constant: false, pool: 'upload' };
+    return s.buf;
+  }
+
+  private record(node: Node, plan: GpuOpPlan, ins: (Slot | undefined)[]): Slot[] {
+    const inBufs = ins.map((s, k) => (s ? this.gpuOf(s, node.inputs[k]).buffer : undefined));
+    const outs: Slot[] = plan.outputs.map((o, k) => {
+      const a = plan.alias?.[k];
+      if (a !== undefined && ins[a]) {
+        const b = this.gpuOf(ins[a]!, node.inputs[a]);
+        if (!b.constant) b.refs++;
+        return { buf: b, dtype: o.dtype, dims: o.dims };
+      }
+      const buffer = this.pool.take(gpuBytes(o.dtype, o.dims));
+      return { buf: { buffer, bytes: buffer.size, refs: 1, constant: false, pool: 'main' as const }, dtype: o.dtype, dims: o.dims };
+    });
+    const scratch = (plan.scratchBytes ?? []).map((b) => this.pool.take(b));
+    for (const d of plan.dispatches) {
+      const buffers = d.bindings.map((b) => {
+        let buf: GPUBuffer | undefined;
+        if ('input' in b) buf = inBufs[b.input];
+        else if ('output' in b) buf = outs[b.output].buf!.buffer;
+        else if ('scratch' in b) buf = scratch[b.scratch];
+        else buf = this.constById.get(b.constant.id);
+        if (!buf) throw new ExecutionError('a kernel binding has no buffer', { node: node.name, op: node.opType });
+        return buf;
+      });
+      this.cmds.push({ dispatch: d, buffers, entry: this.pipeline(d.code, node), node });
+    }
+    for (const b of scratch) this.pool.give(b);
+    return outs;
+  }
+
+  private pipeline(code: string, node: Node): PipelineEntry {
+    let e = this.pipelines.get(code);
+    if (!e) {
+      const device = this.gpu.device;
+      const promise = device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } })
+        .catch((err: Error) => {
+          this.pipelines.delete(code);
+          throw new ExecutionError(`the generated WGSL kernel does not compile: ${err.message}`, { node: node.name, op: node.opType },
+            'this is a bug in webjit; please report it with the model');
+        });
+      const entry: PipelineEntry = { promise };
+      void promise.then((p) => { entry.pipeline = p; }, () => undefined);
+      this.pipelines.set(code, entry);
+      e = entry;
+    }
+    return e;
+  }
+
+  /** Submits everything recorded so far in one command encoder (one compute pass between copies). */
+  private async flush(extraCopies: Command[] = []): Promise<void> {
+    const cmds = this.cmds.concat(extraCopies);
+    this.cmds = [];
+    if (cmds.length === 0) return;
+    await Promise.all(cmds.map((c) => ('entry' in c && !c.entry.pipeline ? c.entry.promise : null)));
+    checkLost(this.gpu);
+    const device = this.gpu.device;
+    const enc = device.createCommandEncoder();
+    let pass: GPUComputePassEncoder | null = null;
+    for (const c of cmds) {
+      if ('copy' in c) {
+        if (pass) { pass.end(); pass = null; }
+        const [src, so, dst, dof, size] = c.copy;
+        enc.copyBufferToBuffer(src, so, dst, dof, size);
+        continue;
+      }
+      pass ??= enc.beginComputePass();
+      const pipeline = c.entry.pipeline!;
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, this.bindGroup(c.dispatch, pipeline, c.buffers));
+      pass.dispatchWorkgroups(...c.dispatch.groups);
+    }
+    if (pass) pass.end();
+    device.queue.submit([enc.finish()]);
+  }
+
+  private bindGroup(d: Dispatch, pipeline: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {
+    const cached = this.bindGroups.get(d);
+    if (cached && cached.buffers.length === buffers.length && cached.buffers.every((b, k) => b === buffers[k])) return cached.group;
+    const group = this.gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    this.bindGroups.set(d, { buffers, group });
+    return group;
+  }
+
+  /** The host value of a slot; a GPU value is read back (a synchronisation with the GPU). */
+  private async toJs(s: Slot): Promise<Value> {
+    if (s.js !== undefined) return s.js;
+    const [t] = await this.readBack([s]);
+    this.stats.midRunReads++;
+    return t;
+  }
+
+  private async readAll(outs: Slot[]): Promise<Value[]> {
+    const gpu = outs.filter((s) => s.js === undefined);
+    const read = gpu.length ? await this.readBack(gpu) : [];
+    let k = 0;
+    return outs.map((s) => (s.js !== undefined ? s.js : read[k++]));
+  }
+
+  /** Copies the slots into one staging buffer, submits, maps it and converts each to a Tensor. */
+  private async readBack(slots: Slot[]): Promise<Tensor[]> {
+    const sizes = slots.map((s) => gpuBytes(s.dtype, s.dims));
+    const offsets: number[] = [];
+    let total = 0;
+    for (const b of sizes) { offsets.push(total); total += Math.ceil(b / 256) * 256; }
+    const staging = this.readbacks.take(total);
+    const copies: Command[] = slots.map((s, k) => ({ copy: [s.buf!.buffer, 0, staging, offsets[k], sizes[k]] as [GPUBuffer, number, GPUBuffer, number, number] }));
+    await this.flush(copies);
+    try {
+      await staging.mapAsync(MAP_READ, 0, total);
+    } catch (e) {
+      if (this.gpu.lost) throw this.lostError();
+      throw new ExecutionError(`reading results back from the GPU failed: ${(e as Error).message}`);
+    }
+    try {
+      const data = staging.getMappedRange(0, total);
+      return slots.map((s, k) => fromStorage(s.dtype, s.dims, data.slice(offsets[k], offsets[k] + sizes[k])));
+    } finally {
+      staging.unmap();
+      this.readbacks.give(staging);
+    }
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.pool.destroy();
+    this.uploads.destroy();
+    this.readbacks.destroy();
+    for (const g of this.constGpu.values()) g.buffer.destroy();
+    for (const t of this.transformed.values()) t.buffer.destroy();
+    this.constGpu.clear();
+    this.transformed.clear();
+  }
+}
+
+/** queue.writeBuffer needs a multiple of 4 bytes. */
+function writePadded(device: GPUDevice, buffer: GPUBuffer, data: ArrayBufferView): void {
+  const n = data.byteLength;
+  if (n % 4 === 0) { device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, n); return; }
+  const padded = new Uint8Array(Math.ceil(n / 4) * 4);
+  padded.set(new Uint8Array(data.buffer, data.byteOffset, n));
+  device.queue.writeBuffer(buffer, 0, padded);
+}
+
+/** Shape (with opset 15's start and end) and Size from the dims alone. */
+function shapeValue(node: Node, dims: readonly number[]): Tensor {
+  if (node.opType === 'Size') return new Tensor('int64', BigInt64Array.of(BigInt(sizeOf(dims))), []);
+  const r = dims.length;
+  const clamp = (v: number) => Math.min(r, Math.max(0, v < 0 ? v + r : v));
+  const start = clamp((node.attrs.get('start')?.value as number | undefined) ?? 0);
+  const end = clamp((node.attrs.get('end')?.value as number | undefined) ?? r);
+  const out = dims.slice(start, Math.max(start, end));
+  return new Tensor('int64', BigInt64Array.from(out, BigInt), [out.length]);
+}
+
+function describe(ins: (Slot | undefined)[]): string {
+  return ins.map((s) => (s ? `${s.dtype}[${s.dims.join(',')}]` : '-')).join(', ');
+}

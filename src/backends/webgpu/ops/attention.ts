@@ -1,0 +1,2 @@
+// WebGPU attention ops (being written).
+export {};

@@ -1,0 +1,2 @@
+// WebGPU conv ops (being written).
+export {};

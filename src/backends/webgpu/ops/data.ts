@@ -1,0 +1,2 @@
+// WebGPU data ops (being written).
+export {};

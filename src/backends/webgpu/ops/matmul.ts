@@ -1,0 +1,2 @@
+// WebGPU matmul ops (being written).
+export {};

@@ -1,0 +1,2 @@
+// WebGPU pool ops (being written).
+export {};

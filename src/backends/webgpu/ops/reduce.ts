@@ -1,0 +1,2 @@
+// WebGPU reduce ops (being written).
+export {};

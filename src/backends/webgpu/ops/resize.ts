@@ -1,0 +1,2 @@
+// WebGPU resize ops (being written).
+export {};
