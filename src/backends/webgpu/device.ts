@@ -23,6 +23,8 @@ export interface GpuCaps {
 }
 
 export interface GpuContext {
+  /** The GPU entry object: Dawn's instance in Node, which must stay referenced while its devices live. */
+  gpu: GPU;
   device: GPUDevice;
   caps: GpuCaps;
   /** Set once the device is lost (destroyed, driver reset); every later use throws a DeviceLostError. */
@@ -97,7 +99,7 @@ async function createGpu(): Promise<GpuContext> {
     name,
     software: /llvmpipe|lavapipe|swiftshader|software/i.test(`${name} ${info.description ?? ''} ${info.architecture ?? ''}`),
   };
-  const ctx: GpuContext = { device, caps, lost: null };
+  const ctx: GpuContext = { gpu, device, caps, lost: null };
   void device.lost.then((l) => { ctx.lost = { reason: String(l.reason), message: l.message }; });
   return ctx;
 }

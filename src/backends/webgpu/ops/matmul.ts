@@ -1,2 +1,167 @@
-// WebGPU matmul ops (being written).
-export {};
+// WebGPU MatMul, Gemm and webjit.FusedMatMul (f32): the shapes pick the register-tiled GEMM or, for a few rows
+// (decode), the skinny one; bias, activation and residual run in the store.
+import type { Node } from '../../../graph/ir.js';
+import { sizeOf } from '../../../tensor.js';
+import { tryBroadcastShape } from '../../../ops/util.js';
+import { type MatmulEpilogue, type MatmulSpec, type MatmulTile, skinnyMatmul, tiledMatmul, tileValid } from '../../../codegen/wgsl/matmul.js';
+import { registerGpuOp, type Binding, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
+
+const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
+const SKINNY_MAX_M = 16;
+
+/** Default tiles by problem size (the tuner, issue 5, searches around these). */
+export function defaultTile(M: number, N: number, batch: number, ctx: GpuPlanContext): MatmulTile {
+  // The best of each size class in the sweep of bench/gpu/matmul-sweep.ts (H200, bench/NOTES.md).
+  const cands: MatmulTile[] = [
+    { BM: 128, BN: 256, BK: 16, TM: 16, TN: 8 },
+    { BM: 128, BN: 128, BK: 8, TM: 8, TN: 8 },
+    { BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 },
+    { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4 },
+  ];
+  const ok = cands.filter((t) => tileValid(t, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage));
+  // The biggest tile that still gives enough workgroups to fill a large GPU (or the smallest tile).
+  for (const t of ok) if (Math.ceil(M / t.BM) * Math.ceil(N / t.BN) * batch >= 128) return t;
+  return ok[ok.length - 1];
+}
+
+/** WEBJIT_MATMUL_TILE=BM,BN,BK,TM,TN forces a tile (device experiments). */
+function forcedTile(): MatmulTile | null {
+  const env = typeof process !== 'undefined' ? process.env?.WEBJIT_MATMUL_TILE : undefined;
+  if (!env) return null;
+  const [BM, BN, BK, TM, TN] = env.split(',').map(Number);
+  return { BM, BN, BK, TM, TN };
+}
+
+interface MatmulCall {
+  spec: MatmulSpec;
+  outDims: number[];
+  /** Input index per binding: A, B, [bias], [residual]; or a constant binding for B. */
+  bindings: Binding[];
+}
+
+function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
+  const { spec, outDims } = call;
+  const outputs = [{ dtype: 'float32' as const, dims: outDims }];
+  const batch = sizeOf(spec.batchDims);
+  if (sizeOf(outDims) === 0) return { outputs, dispatches: [] };
+  const bindings: Binding[] = [...call.bindings, { output: 0 }];
+  const maxDim = ctx.caps.maxWorkgroupsPerDim;
+  if (batch > maxDim) throw new RangeError('batch past the workgroup grid');
+  const bBatched = spec.bBatchStrides.some((x) => x !== 0);
+  if (spec.M <= SKINNY_MAX_M && spec.N % 4 === 0 && !bBatched && spec.K > 0) {
+    // Few columns per workgroup and many K slices: enough workgroups to stream B from every SM.
+    const threads = Math.min(256, ctx.caps.maxInvocations);
+    const quads = Math.min(spec.N >= 4096 ? 16 : 8, 2 ** Math.ceil(Math.log2(Math.max(1, spec.N / 4))), threads);
+    let slices = Math.max(1, Math.floor(threads / quads));
+    while (slices > 1 && slices * spec.M * quads * 16 > ctx.caps.maxWorkgroupStorage) slices >>= 1;
+    if (slices * spec.M * quads * 16 <= ctx.caps.maxWorkgroupStorage) {
+      return { outputs, dispatches: [{ code: skinnyMatmul(spec, { quads, slices }), bindings, groups: [Math.ceil(spec.N / 4 / quads), 1, batch] }] };
+    }
+  }
+  const t = forcedTile() ?? defaultTile(spec.M, spec.N, batch, ctx);
+  const gx = Math.ceil(spec.N / t.BN), gy = Math.ceil(spec.M / t.BM);
+  if (gx > maxDim || gy > maxDim) throw new RangeError('matmul past the workgroup grid');
+  return { outputs, dispatches: [{ code: tiledMatmul(spec, t), bindings, groups: [gx, gy, batch] }] };
+}
+
+/** A [.., M, K] · B [.., K, N] with numpy broadcasting of the batch dims (1-D operands promoted as ONNX says). */
+function matmulShapes(ad: number[], bd: number[]): { spec: Omit<MatmulSpec, 'epilogue'>; outDims: number[] } | null {
+  if (ad.length === 0 || bd.length === 0) return null;
+  const a = ad.length === 1 ? [1, ad[0]] : ad, b = bd.length === 1 ? [bd[0], 1] : bd;
+  const M = a[a.length - 2], K = a[a.length - 1], K2 = b[b.length - 2], N = b[b.length - 1];
+  if (K !== K2) return null;
+  const ab = a.slice(0, -2), bb = b.slice(0, -2);
+  const batch = tryBroadcastShape(ab, bb);
+  if (!batch) return null;
+  let outDims = [...batch, M, N];
+  if (ad.length === 1) outDims.splice(outDims.length - 2, 1);
+  if (bd.length === 1) outDims = outDims.slice(0, -1);
+  // B shared by every batch: the batch folds into M (A is contiguous).
+  if (sizeOf(bb) === 1 && ab.length >= bb.length) {
+    return { spec: { M: sizeOf(ab) * M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [] }, outDims };
+  }
+  const strides = (dims: number[], mat: number) => {
+    const r = batch.length, out = new Array<number>(r).fill(0);
+    let s = mat;
+    for (let i = dims.length - 1; i >= 0; i--) {
+      const o = r - dims.length + i;
+      out[o] = dims[i] === 1 ? 0 : s;
+      s *= dims[i];
+    }
+    return out;
+  };
+  return { spec: { M, N, K, batchDims: batch, aBatchStrides: strides(ab, M * K), bBatchStrides: strides(bb, K * N) }, outDims };
+}
+
+const attrNum = (node: Node, name: string, d: number) => { const a = node.attrs.get(name); return a && typeof a.value === 'number' ? a.value : d; };
+const f32 = (...xs: (GpuValueDesc | undefined)[]) => xs.every((x) => !x || x.dtype === 'float32');
+
+registerGpuOp('MatMul', (_node, inputs, ctx) => {
+  const [a, b] = inputs;
+  if (!a || !b || !f32(a, b)) return null;
+  const s = matmulShapes(a.dims, b.dims);
+  if (!s) return null;
+  return plan({ spec: { ...s.spec, epilogue: {} }, outDims: s.outDims, bindings: [{ input: 0 }, { input: 1 }] }, ctx);
+});
+
+registerGpuOp('Gemm', (node, inputs, ctx) => {
+  const [a, b, c] = inputs;
+  if (!a || !b || !f32(a, b, c) || a.dims.length !== 2 || b.dims.length !== 2) return null;
+  if (attrNum(node, 'transA', 0) !== 0) return null;
+  const transB = attrNum(node, 'transB', 0) !== 0;
+  const alpha = attrNum(node, 'alpha', 1), beta = attrNum(node, 'beta', 1);
+  const [M, K] = a.dims;
+  const N = transB ? b.dims[0] : b.dims[1];
+  if ((transB ? b.dims[1] : b.dims[0]) !== K) return null;
+  const bindings: Binding[] = [{ input: 0 }];
+  if (transB) {
+    // B as [K, N] once, for constant weights; a computed B^T is rare and falls back.
+    const bc = b.constant;
+    if (!bc || !(bc.data instanceof Float32Array)) return null;
+    const data = bc.data;
+    bindings.push({ constant: ctx.constant(b.name, `T:${K}x${N}`, () => transpose(data, N, K)) });
+  } else bindings.push({ input: 1 });
+  const epilogue: MatmulEpilogue = { alpha };
+  if (c && beta !== 0 && sizeOf(c.dims) > 0) {
+    const cd = c.dims;
+    if (cd.length > 2) return null;
+    const cm = cd.length === 2 ? cd[0] : 1, cn = cd.length >= 1 ? cd[cd.length - 1] : 1;
+    if ((cm !== 1 && cm !== M) || (cn !== 1 && cn !== N)) return null;
+    if (cm === M && cn === N && M > 1) Object.assign(epilogue, { residual: true, residualScale: beta });
+    else Object.assign(epilogue, { bias: cn === N && N > 1 ? 'n' : cm === M && M > 1 ? 'm' : 'scalar', biasScale: beta });
+    bindings.push({ input: 2 });
+  }
+  return plan({ spec: { M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue }, outDims: [M, N], bindings }, ctx);
+});
+
+registerGpuOp('FusedMatMul', (node, inputs, ctx) => {
+  if (node.domain !== 'webjit') return null;
+  const [a, b, bias, res] = inputs;
+  if (!a || !b || !bias || inputs.length > 4 || !f32(a, b, bias, res)) return null;
+  const act = node.attrs.get('activation')?.value ?? 'none';
+  if (typeof act !== 'string' || !ACTIVATIONS.has(act)) return null;
+  if (a.dims.length === 0 || b.dims.length !== 2) return null;
+  const s = matmulShapes(a.dims, b.dims);
+  if (!s) return null;
+  const N = b.dims[1];
+  const bd = bias.dims;
+  if (bd.length === 0 || bd.slice(0, -1).some((d) => d !== 1)) return null;
+  const bLast = bd[bd.length - 1];
+  if (bLast !== N && bLast !== 1) return null;
+  let outDims = tryBroadcastShape(s.outDims, bd);
+  if (!outDims || sizeOf(outDims) !== sizeOf(s.outDims)) return null;
+  if (res) {
+    const od = tryBroadcastShape(outDims, res.dims);
+    if (!od || od.length !== res.dims.length || od.some((d, i) => d !== res.dims[i]) || sizeOf(od) !== sizeOf(s.outDims)) return null;
+    outDims = od;
+  }
+  const epilogue: MatmulEpilogue = { bias: bLast === N && N > 1 ? 'n' : 'scalar', act, residual: !!res };
+  const bindings: Binding[] = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(res ? [{ input: 3 }] : [])];
+  return plan({ spec: { ...s.spec, epilogue }, outDims, bindings }, ctx);
+});
+
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
+  return out;
+}

@@ -1,0 +1,105 @@
+// GPU matmul sweep (run on the H100 through Dawn): every candidate tile at 4096³ and 1024³ and the skinny kernel at
+// decode shapes, each checked on sampled outputs against a CPU dot product, timed over many dispatches in one pass.
+import { acquireGpu } from '../../src/backends/webgpu/device.js';
+import { type MatmulSpec, type MatmulTile, skinnyMatmul, tiledMatmul, tileValid } from '../../src/codegen/wgsl/matmul.js';
+
+const gpu = await acquireGpu();
+const { device, caps } = gpu;
+console.log(`adapter: ${caps.name}; f16 ${caps.f16}; subgroups ${caps.subgroups}; subgroup-matrix configs ${caps.subgroupMatrix.length}`);
+
+function buffer(data: Float32Array): GPUBuffer {
+  const b = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(b, 0, data);
+  return b;
+}
+async function read(b: GPUBuffer, bytes: number): Promise<Float32Array> {
+  const s = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const e = device.createCommandEncoder();
+  e.copyBufferToBuffer(b, 0, s, 0, bytes);
+  device.queue.submit([e.finish()]);
+  await s.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(s.getMappedRange().slice(0));
+  s.destroy();
+  return out;
+}
+
+/** Median ms per dispatch over `rounds` submits of `reps` dispatches each. */
+async function time(pipeline: GPUComputePipeline, group: GPUBindGroup, groups: [number, number, number], reps: number, rounds = 5): Promise<number> {
+  const run = async () => {
+    const e = device.createCommandEncoder();
+    const p = e.beginComputePass();
+    p.setPipeline(pipeline);
+    p.setBindGroup(0, group);
+    for (let r = 0; r < reps; r++) p.dispatchWorkgroups(...groups);
+    p.end();
+    device.queue.submit([e.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  await run();
+  const ts: number[] = [];
+  for (let i = 0; i < rounds; i++) { const t0 = performance.now(); await run(); ts.push((performance.now() - t0) / reps); }
+  return ts.sort((a, b) => a - b)[ts.length >> 1];
+}
+
+async function bench(M: number, N: number, K: number, kernels: { name: string; code: string; groups: [number, number, number] }[], reps: number) {
+  const A = Float32Array.from({ length: M * K }, () => Math.random() - 0.5);
+  const B = Float32Array.from({ length: K * N }, () => Math.random() - 0.5);
+  const bA = buffer(A), bB = buffer(B);
+  const bC = device.createBuffer({ size: M * N * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const rows: string[] = [];
+  for (const k of kernels) {
+    let pipeline: GPUComputePipeline;
+    try {
+      const t0 = performance.now();
+      pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code: k.code }), entryPoint: 'main' } });
+      const compileMs = performance.now() - t0;
+      const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [bA, bB, bC].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+      const ms = await time(pipeline, group, k.groups, reps);
+      const C = await read(bC, M * N * 4);
+      let err = 0;
+      for (let s = 0; s < 64; s++) {
+        const i = Math.floor(Math.random() * M), j = Math.floor(Math.random() * N);
+        let d = 0;
+        for (let q = 0; q < K; q++) d += A[i * K + q] * B[q * N + j];
+        err = Math.max(err, Math.abs(d - C[i * N + j]));
+      }
+      const tflops = (2 * M * N * K) / (ms * 1e-3) / 1e12;
+      const gbs = ((M * K + K * N + M * N) * 4) / (ms * 1e-3) / 1e9;
+      rows.push(`${M}x${N}x${K} ${k.name.padEnd(22)} ${ms.toFixed(4).padStart(9)} ms ${tflops.toFixed(2).padStart(7)} TFLOP/s ${gbs.toFixed(0).padStart(6)} GB/s  maxerr ${err.toExponential(1)} compile ${compileMs.toFixed(0)} ms`);
+    } catch (e) {
+      rows.push(`${M}x${N}x${K} ${k.name.padEnd(22)} FAILED ${(e as Error).message.slice(0, 200)}`);
+    }
+    console.log(rows[rows.length - 1]);
+  }
+  bA.destroy(); bB.destroy(); bC.destroy();
+}
+
+const spec = (M: number, N: number, K: number): MatmulSpec => ({ M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue: {} });
+const tiles: MatmulTile[] = [];
+for (const [BM, BN] of [[128, 128], [128, 64], [64, 128], [64, 64], [256, 128], [128, 256]]) {
+  for (const BK of [8, 16, 32]) {
+    for (const [TM, TN] of [[8, 8], [4, 4], [8, 4], [4, 8], [16, 8], [8, 16]]) {
+      const t = { BM, BN, BK, TM, TN };
+      if (tileValid(t, caps.maxInvocations, caps.maxWorkgroupStorage)) tiles.push(t);
+    }
+  }
+}
+const only = process.argv[2];
+const sizes = only ? [Number(only)] : [4096, 1024];
+for (const S of sizes) {
+  await bench(S, S, S, tiles.map((t) => ({
+    name: `${t.BM}x${t.BN}x${t.BK} ${t.TM}x${t.TN}`, code: tiledMatmul(spec(S, S, S), t), groups: [Math.ceil(S / t.BN), Math.ceil(S / t.BM), 1] as [number, number, number],
+  })), S >= 4096 ? 10 : 50);
+}
+for (const M of [1, 4, 16]) {
+  const N = 4096, K = 4096;
+  const ks = [];
+  for (const quads of [4, 8, 16, 32]) {
+    for (const slices of [8, 16, 32, 64]) {
+      if (quads * slices > caps.maxInvocations || slices * M * quads * 16 > caps.maxWorkgroupStorage) continue;
+      ks.push({ name: `skinny q${quads} s${slices}`, code: skinnyMatmul(spec(M, N, K), { quads, slices }), groups: [Math.ceil(N / 4 / quads), 1, 1] as [number, number, number] });
+    }
+  }
+  await bench(M, N, K, ks, 200);
+}
+process.exit(0);

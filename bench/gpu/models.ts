@@ -1,0 +1,102 @@
+// End-to-end GPU model bench (run on the GPU machine through Dawn): webjit webgpu against onnxruntime-web's WebGPU
+// backend in the same process and on the same device: creation, first run and warm median, outputs compared with each
+// other and with PyTorch's where a reference file exists. Usage: node models.mjs ORT_DIR CASE... (CASE: bert:PATH:B:S | ocr:PATH:W)
+import fs from 'node:fs';
+import { create, globals } from 'webgpu';
+import { InferenceSession, Tensor } from '../../src/index.js';
+
+Object.assign(globalThis, globals);
+// onnxruntime-web writes straight from its shared Wasm memory, which Dawn in Node rejects: hand it a copy.
+const queueProto = (globals as { GPUQueue: { prototype: GPUQueue } }).GPUQueue.prototype;
+const writeBuffer = queueProto.writeBuffer;
+queueProto.writeBuffer = function (this: GPUQueue, buf: GPUBuffer, off: number, data: BufferSource, dataOff = 0, size?: number) {
+  if (ArrayBuffer.isView(data) && data.buffer instanceof SharedArrayBuffer) {
+    const bpe = (data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
+    const start = data.byteOffset + dataOff * bpe;
+    const bytes = size !== undefined ? size * bpe : data.byteLength - dataOff * bpe;
+    return writeBuffer.call(this, buf, off, new Uint8Array(data.buffer, start, bytes).slice());
+  }
+  return writeBuffer.call(this, buf, off, data, dataOff, size);
+} as GPUQueue['writeBuffer'];
+// One Dawn instance for both engines (webjit reuses navigator.gpu when it exists).
+const gpu = create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']);
+(globalThis as { navigator?: unknown }).navigator = { gpu };
+
+interface Ort {
+  env: { wasm: { wasmPaths?: string; numThreads?: number }; webgpu?: { powerPreference?: string } };
+  InferenceSession: { create(b: Uint8Array, o: object): Promise<{ run(f: object): Promise<Record<string, { data: Float32Array; dims: readonly number[] }>>; release(): Promise<void> }> };
+  Tensor: new (type: string, data: unknown, dims: number[]) => unknown;
+}
+const [ortDir, ...cases] = process.argv.slice(2);
+const ort = (await import(`${ortDir}/ort.webgpu.mjs`)) as Ort;
+ort.env.wasm.wasmPaths = `${ortDir}/`;
+ort.env.wasm.numThreads = 1;
+
+const RUNS = Number(process.env.RUNS ?? 20);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+function feedsFor(kind: string, a: number, b: number): Record<string, { type: string; data: Float32Array | BigInt64Array; dims: number[] }> {
+  if (kind === 'bert') {
+    const n = a * b;
+    const ids = BigInt64Array.from({ length: n }, (_, i) => BigInt((i * 7919 + 13) % 30000));
+    const mask = BigInt64Array.from({ length: n }, (_, i) => (i % b < b - 3 ? 1n : 0n));
+    return { input_ids: { type: 'int64', data: ids, dims: [a, b] }, attention_mask: { type: 'int64', data: mask, dims: [a, b] }, token_type_ids: { type: 'int64', data: new BigInt64Array(n), dims: [a, b] } };
+  }
+  const x = Float32Array.from({ length: 3 * 48 * a }, (_, i) => Math.sin(i * 0.37) * 0.8);
+  return { x: { type: 'float32', data: x, dims: [1, 3, 48, a] } };
+}
+
+function diff(x: ArrayLike<number>, y: ArrayLike<number>): string {
+  let md = 0, mx = 0;
+  for (let i = 0; i < x.length; i++) { md = Math.max(md, Math.abs(x[i] - y[i])); mx = Math.max(mx, Math.abs(y[i])); }
+  return (md / Math.max(mx, 1e-30)).toExponential(1);
+}
+
+for (const c of cases) {
+  const [kind, path, p1, p2] = c.split(':');
+  const a = Number(p1), b = Number(p2 ?? 0);
+  const bytes = new Uint8Array(fs.readFileSync(path));
+  const spec = feedsFor(kind, a, b);
+  const label = kind === 'bert' ? `BERT b${a} s${b}` : `PP-OCRv4 rec [1,3,48,${a}]`;
+  const results: Record<string, { create: number; first: number; warm: number; out: Float32Array }> = {};
+  // webjit
+  {
+    const t0 = performance.now();
+    const s = await InferenceSession.create(bytes, { backend: 'webgpu' });
+    const tc = performance.now() - t0;
+    const feeds = Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, new Tensor(v.type as 'float32', v.data, v.dims)]));
+    let t1 = performance.now();
+    let out = await s.run(feeds);
+    const first = performance.now() - t1;
+    const ts: number[] = [];
+    for (let i = 0; i < RUNS; i++) { t1 = performance.now(); out = await s.run(feeds); ts.push(performance.now() - t1); }
+    const st = s.gpuStats!;
+    console.log(`  webjit stats: gpu ${st.gpuNodes / (RUNS + 1)} cpu ${st.cpuNodes / (RUNS + 1)} fallback ${st.fallbackNodes / (RUNS + 1)} [${[...st.fallbackOps.keys()].join(' ')}] mid-run reads ${st.midRunReads / (RUNS + 1)}`);
+    results.webjit = { create: tc, first, warm: median(ts), out: out[s.outputNames[0]].data as Float32Array };
+    await s.release();
+  }
+  // onnxruntime-web WebGPU
+  try {
+    const t0 = performance.now();
+    const s = await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'] });
+    const tc = performance.now() - t0;
+    const feeds = Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, new ort.Tensor(v.type, v.data.slice(), v.dims)]));
+    let t1 = performance.now();
+    let out = await s.run(feeds);
+    const first = performance.now() - t1;
+    const ts: number[] = [];
+    for (let i = 0; i < RUNS; i++) { t1 = performance.now(); out = await s.run(feeds); ts.push(performance.now() - t1); }
+    const o = Object.values(out)[0];
+    results.ort = { create: tc, first, warm: median(ts), out: o.data };
+    await s.release();
+  } catch (e) {
+    console.log(`  onnxruntime-web webgpu failed: ${(e as Error).message.slice(0, 300)}`);
+  }
+  const ref = kind === 'bert' && fs.existsSync(`${path}.b${a}s${b}.f32`) ? new Float32Array(fs.readFileSync(`${path}.b${a}s${b}.f32`).buffer.slice(0)) : null;
+  for (const [name, r] of Object.entries(results)) {
+    console.log(`${label} ${name.padEnd(7)} create ${r.create.toFixed(0).padStart(6)} ms  first ${r.first.toFixed(0).padStart(6)} ms  warm ${r.warm.toFixed(2).padStart(8)} ms` +
+      `${ref ? `  vs torch ${diff(r.out, ref)}` : ''}${name !== 'webjit' && results.webjit ? `  vs webjit ${diff(r.out, results.webjit.out)}` : ''}`);
+  }
+  if (results.ort) console.log(`${label} webjit speedup over onnxruntime-web webgpu: ${(results.ort.warm / results.webjit.warm).toFixed(2)}x warm, cold (create+first) ${((results.ort.create + results.ort.first) / (results.webjit.create + results.webjit.first)).toFixed(1)}x`);
+}
+process.exit(0);

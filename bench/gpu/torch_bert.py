@@ -1,0 +1,34 @@
+# PyTorch eager reference for the GPU model bench: the encoder of scripts/make_fixtures.py at base size, exported to ONNX
+# for the Node engines (same weights), then timed in eager f32 with TF32 off; writes its output for comparison.
+import sys, os, time, torch
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'scripts'))
+import make_fixtures as mf
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+out = sys.argv[1]
+cfg = mf.SIZES['base']['enc']
+torch.manual_seed(0)
+enc = mf.Encoder(**cfg).eval()
+for p in enc.parameters():  # the fixtures' init scale, so activations stay O(1)
+    torch.nn.init.normal_(p, std=0.05) if p.dim() > 1 else None
+ids = torch.zeros(1, 8, dtype=torch.long)
+path = os.path.join(out, 'encoder-base.onnx')
+torch.onnx.export(enc, (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, opset_version=17, dynamo=False,
+                  input_names=['input_ids', 'attention_mask', 'token_type_ids'], output_names=['last_hidden_state'],
+                  dynamic_axes={k: {0: 'batch', 1: 'sequence'} for k in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
+enc = enc.cuda()
+for b, s in [(1, 128), (8, 128)]:
+    n = b * s
+    i = torch.arange(n).reshape(b, s)
+    ids = ((i * 7919 + 13) % 30000).cuda()
+    mask = ((i % s) < s - 3).long().cuda()
+    typ = torch.zeros_like(ids)
+    with torch.no_grad():
+        for _ in range(5): y = enc(ids, mask, typ)
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(20):
+            t0 = time.perf_counter(); y = enc(ids, mask, typ); torch.cuda.synchronize(); ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    y.float().cpu().numpy().tofile(f'{path}.b{b}s{s}.f32')
+    print(f'BERT b{b} s{s} torch eager f32 (TF32 off): warm {ts[len(ts)//2]:.2f} ms')

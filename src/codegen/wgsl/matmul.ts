@@ -1,0 +1,248 @@
+// WGSL GEMM generators: a register-tiled kernel (workgroup tiles of A and B in shared memory, each thread a TM×TN block
+// of C held as vec4s, the next K tile prefetched into registers) and a skinny kernel for a few rows (decode), both with
+// the epilogue (scale, bias, activation, residual) in the store. Every size is baked in; guards only where ragged.
+import { f32Lit } from '../../backends/webgpu/kernel.js';
+import { activationExpr, mathPrelude } from './math.js';
+
+export interface MatmulTile { BM: number; BN: number; BK: number; TM: number; TN: number }
+
+export interface MatmulEpilogue {
+  /** Multiplies A·B (Gemm's alpha). */
+  alpha?: number;
+  /** A bias input: one value per column ('n'), per row ('m') or one scalar; times biasScale (Gemm's beta). */
+  bias?: 'n' | 'm' | 'scalar';
+  biasScale?: number;
+  act?: string;
+  actAlpha?: number;
+  actBeta?: number;
+  /** An input shaped like C added after the activation (times residualScale). */
+  residual?: boolean;
+  residualScale?: number;
+}
+
+export interface MatmulSpec {
+  M: number; N: number; K: number;
+  /** Batch dims of C (above M, N) and the element strides of A's and B's matrices along them (0 = broadcast). */
+  batchDims: number[];
+  aBatchStrides: number[];
+  bBatchStrides: number[];
+  epilogue: MatmulEpilogue;
+}
+
+/** Binding order of the generated kernels: A, B, [bias], [residual], C. */
+export function matmulBindingCount(e: MatmulEpilogue): number {
+  return 3 + (e.bias ? 1 : 0) + (e.residual ? 1 : 0);
+}
+
+export function tileValid(t: MatmulTile, maxInvocations: number, maxStorage: number): boolean {
+  const threads = (t.BM / t.TM) * (t.BN / t.TN);
+  return t.TM % 4 === 0 && t.TN % 4 === 0 && t.BM % t.TM === 0 && t.BN % t.TN === 0 && t.BK % 4 === 0 &&
+    threads <= maxInvocations && threads >= 32 && (t.BM * t.BK) % (4 * threads) === 0 && (t.BK * t.BN) % (4 * threads) === 0 &&
+    (t.BM + t.BN) * t.BK * 4 * 1 <= maxStorage;
+}
+
+function batchOffsets(s: MatmulSpec): string {
+  if (s.batchDims.length === 0) return 'let offA = 0u; let offB = 0u; let offC = 0u;';
+  const lines = ['var rem = wg.z;', 'var offA = 0u;', 'var offB = 0u;'];
+  for (let d = s.batchDims.length - 1; d >= 0; d--) {
+    lines.push(`{ let c = rem % ${s.batchDims[d]}u; rem = rem / ${s.batchDims[d]}u; offA += c * ${s.aBatchStrides[d]}u; offB += c * ${s.bBatchStrides[d]}u; }`);
+  }
+  lines.push(`let offC = wg.z * ${s.M * s.N}u;`);
+  return lines.join('\n  ');
+}
+
+function epilogueDecls(e: MatmulEpilogue, first: number): string {
+  const out: string[] = [];
+  let b = first;
+  if (e.bias) out.push(`@group(0) @binding(${b++}) var<storage, read> bias: array<f32>;`);
+  if (e.residual) out.push(`@group(0) @binding(${b++}) var<storage, read> resid: array<f32>;`);
+  return out.join('\n');
+}
+
+/** WGSL statements turning `v` (f32) of element (row, col, idx = offC + row*N + col) into the stored value. */
+function epilogueExpr(e: MatmulEpilogue, v: string, row: string, col: string, idx: string): string {
+  let x = e.alpha !== undefined && e.alpha !== 1 ? `(${v} * ${f32Lit(e.alpha)})` : v;
+  if (e.bias) {
+    const bi = e.bias === 'n' ? `bias[${col}]` : e.bias === 'm' ? `bias[${row}]` : 'bias[0]';
+    x = `(${x} + ${e.biasScale !== undefined && e.biasScale !== 1 ? `${bi} * ${f32Lit(e.biasScale)}` : bi})`;
+  }
+  const act = activationExpr(e.act ?? 'none', x, e.actAlpha, e.actBeta);
+  if (act === null) throw new RangeError(`no epilogue for activation ${e.act}`);
+  x = act;
+  if (e.residual) x = `(${x} + ${e.residualScale !== undefined && e.residualScale !== 1 ? `resid[${idx}] * ${f32Lit(e.residualScale)}` : `resid[${idx}]`})`;
+  return x;
+}
+
+/** The register-tiled GEMM. Dispatch: [ceil(N/BN), ceil(M/BM), batch]. */
+export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
+  const { M, N, K } = s;
+  const { BM, BN, BK, TM, TN } = t;
+  const TX = BN / TN, TY = BM / TM, NT = TX * TY;
+  const vecA = K % 4 === 0, vecB = N % 4 === 0;
+  const LA = (BM * BK) / 4 / NT, LB = (BK * BN) / 4 / NT;
+  const guardM = M % BM !== 0, guardN = N % BN !== 0, guardK = K % BK !== 0;
+  const kTiles = Math.ceil(K / BK);
+  const e = s.epilogue;
+
+  // A tile: vec4 v of the tile is row m = v / (BK/4), k quad kq = v % (BK/4); stored transposed As[k][m] (vec4 along m).
+  const loadA = (dst: string, l: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const m = `(${v} / ${BK / 4}u)`, kq = `(${v} % ${BK / 4}u)`;
+    const row = `(row0 + ${m})`, k = `(k0 + ${kq} * 4u)`;
+    const conds = [guardM ? `${row} < ${M}u` : '', guardK ? `${k} < ${K}u` : ''].filter(Boolean);
+    if (vecA) {
+      const ld = `A4[(offA + ${row} * ${K}u + ${k}) / 4u]`;
+      return conds.length ? `${dst} = select(vec4f(0.0), ${ld}, ${conds.join(' && ')});` : `${dst} = ${ld};`;
+    }
+    const comp = (c: number) => {
+      const cc = [guardM ? `${row} < ${M}u` : '', `${k} + ${c}u < ${K}u`].filter(Boolean).join(' && ');
+      return `select(0.0, A[min(offA + ${row} * ${K}u + ${k} + ${c}u, ${M * K + Math.max(...s.aBatchStrides.map((x, d) => x * (s.batchDims[d] - 1)), 0) - 1}u)], ${cc})`;
+    };
+    return `${dst} = vec4f(${[0, 1, 2, 3].map(comp).join(', ')});`;
+  };
+  const storeA = (src: string, l: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const m = `(${v} / ${BK / 4}u)`, kq = `(${v} % ${BK / 4}u)`;
+    return [0, 1, 2, 3].map((c) => `As[(${kq} * 4u + ${c}u) * ${BM / 4}u + ${m} / 4u][${m} % 4u] = ${src}[${c}];`).join(' ');
+  };
+  // B tile: vec4 v is k = v / (BN/4), column quad c4 = v % (BN/4); Bs[k][c4].
+  const loadB = (dst: string, l: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const k = `(k0 + ${v} / ${BN / 4}u)`, c4 = `(${v} % ${BN / 4}u)`;
+    const col = `(col0 + ${c4} * 4u)`;
+    if (vecB) {
+      const conds = [guardK ? `${k} < ${K}u` : '', guardN ? `${col} < ${N}u` : ''].filter(Boolean);
+      const ld = `B4[(offB + ${k} * ${N}u + ${col}) / 4u]`;
+      return conds.length ? `${dst} = select(vec4f(0.0), ${ld}, ${conds.join(' && ')});` : `${dst} = ${ld};`;
+    }
+    const comp = (c: number) => {
+      const cc = [guardK ? `${k} < ${K}u` : '', `${col} + ${c}u < ${N}u`].filter(Boolean).join(' && ');
+      return `select(0.0, B[min(offB + ${k} * ${N}u + ${col} + ${c}u, ${K * N + Math.max(...s.bBatchStrides.map((x, d) => x * (s.batchDims[d] - 1)), 0) - 1}u)], ${cc})`;
+    };
+    return `${dst} = vec4f(${[0, 1, 2, 3].map(comp).join(', ')});`;
+  };
+  const storeB = (src: string, l: number) => `Bs[lid + ${l * NT}u] = ${src};`;
+
+  const regsA = Array.from({ length: LA }, (_, l) => `pa${l}`), regsB = Array.from({ length: LB }, (_, l) => `pb${l}`);
+  const inner: string[] = [];
+  inner.push(`for (var k = 0u; k < ${BK}u; k++) {`);
+  for (let i4 = 0; i4 < TM / 4; i4++) inner.push(`  let a${i4} = As[k * ${BM / 4}u + ty * ${TM / 4}u + ${i4}u];`);
+  for (let j = 0; j < TN / 4; j++) inner.push(`  let b${j} = Bs[k * ${BN / 4}u + ${j * TX}u + tx];`);
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN / 4; j++) inner.push(`  acc[${i * (TN / 4) + j}] = fma(vec4f(a${i >> 2}[${i & 3}]), b${j}, acc[${i * (TN / 4) + j}]);`);
+  }
+  inner.push('}');
+
+  const store: string[] = [];
+  for (let i = 0; i < TM; i++) {
+    store.push(`{ let row = row0 + ty * ${TM}u + ${i}u;`);
+    if (guardM) store.push(`if (row < ${M}u) {`);
+    for (let j = 0; j < TN / 4; j++) {
+      store.push(`{ let col = col0 + (${j * TX}u + tx) * 4u; let v = acc[${i * (TN / 4) + j}];`);
+      for (let c = 0; c < 4; c++) {
+        const colc = `(col + ${c}u)`, idx = `(offC + row * ${N}u + ${colc})`;
+        const st = `C[${idx}] = ${epilogueExpr(e, `v[${c}]`, 'row', colc, idx)};`;
+        store.push(guardN || !vecB ? `if (${colc} < ${N}u) { ${st} }` : st);
+      }
+      store.push('}');
+    }
+    if (guardM) store.push('}');
+    store.push('}');
+  }
+
+  let binding = 0;
+  const decls = [
+    `@group(0) @binding(${binding}) var<storage, read> ${vecA ? 'A4: array<vec4f>' : 'A: array<f32>'};`,
+    `@group(0) @binding(${++binding}) var<storage, read> ${vecB ? 'B4: array<vec4f>' : 'B: array<f32>'};`,
+    epilogueDecls(e, ++binding),
+    `@group(0) @binding(${binding + (e.bias ? 1 : 0) + (e.residual ? 1 : 0)}) var<storage, read_write> C: array<f32>;`,
+  ].filter(Boolean).join('\n');
+  const code = `${decls}
+var<workgroup> As: array<vec4f, ${(BK * BM) / 4}>;
+var<workgroup> Bs: array<vec4f, ${(BK * BN) / 4}>;
+@compute @workgroup_size(${TX}, ${TY})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tx = l3.x; let ty = l3.y;
+  let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
+  ${batchOffsets(s)}
+  var acc: array<vec4f, ${TM * (TN / 4)}>;
+  ${regsA.map((r) => `var ${r}: vec4f;`).join(' ')} ${regsB.map((r) => `var ${r}: vec4f;`).join(' ')}
+  var k0 = 0u;
+  ${regsA.map((r, l) => loadA(r, l)).join('\n  ')}
+  ${regsB.map((r, l) => loadB(r, l)).join('\n  ')}
+  for (var kt = 0u; kt < ${kTiles}u; kt++) {
+    ${regsA.map((r, l) => storeA(r, l)).join('\n    ')}
+    ${regsB.map((r, l) => storeB(r, l)).join('\n    ')}
+    workgroupBarrier();
+    k0 = k0 + ${BK}u;
+    if (kt + 1u < ${kTiles}u) {
+      ${regsA.map((r, l) => loadA(r, l)).join('\n      ')}
+      ${regsB.map((r, l) => loadB(r, l)).join('\n      ')}
+    }
+    ${inner.join('\n    ')}
+    workgroupBarrier();
+  }
+  ${store.join('\n  ')}
+}`;
+  return `${mathPrelude(code)}\n${code}`;
+}
+
+export interface SkinnyParams {
+  /** Columns (as vec4 quads) per workgroup and K slices per workgroup: threads = quads × slices. */
+  quads: number;
+  slices: number;
+}
+
+/**
+ * C = A·B for few rows (M ≤ 16), B [K, N] with N % 4 == 0: memory-bound on B, so each thread streams vec4 columns of B
+ * over a K slice and keeps all M rows' sums; slices reduce through workgroup memory. Dispatch: [ceil(N/4/quads), 1, batch].
+ */
+export function skinnyMatmul(s: MatmulSpec, p: SkinnyParams): string {
+  const { M, N, K } = s;
+  const { quads, slices } = p;
+  const e = s.epilogue;
+  const N4 = N / 4;
+  const kPer = Math.ceil(K / slices);
+  const accs = Array.from({ length: M }, (_, m) => `acc${m}`);
+  const body: string[] = [];
+  body.push(`let q = wg.x * ${quads}u + lx;`);
+  body.push(`let kb = ly * ${kPer}u; let ke = min(kb + ${kPer}u, ${K}u);`);
+  body.push(accs.map((a) => `var ${a} = vec4f(0.0);`).join(' '));
+  body.push(`if (q < ${N4}u) {`);
+  body.push(`  for (var k = kb; k < ke; k++) {`);
+  body.push(`    let b = B4[offB / 4u + k * ${N4}u + q];`);
+  for (let m = 0; m < M; m++) body.push(`    acc${m} = fma(vec4f(A[offA + ${m * K}u + k]), b, acc${m});`);
+  body.push('  }');
+  body.push('}');
+  // Reduce the slices: red[slice][m][quad].
+  body.push(accs.map((a, m) => `red[(ly * ${M}u + ${m}u) * ${quads}u + lx] = ${a};`).join(' '));
+  body.push('workgroupBarrier();');
+  // Threads of slice 0..M-1 finish row m = ly (when ly < M), summing all slices.
+  const store: string[] = [];
+  store.push(`for (var m = ly; m < ${M}u; m += ${slices}u) {`);
+  store.push(`  var v = vec4f(0.0);`);
+  store.push(`  for (var sl = 0u; sl < ${slices}u; sl++) { v += red[(sl * ${M}u + m) * ${quads}u + lx]; }`);
+  store.push(`  if (q < ${N4}u) {`);
+  for (let c = 0; c < 4; c++) {
+    const col = `(q * 4u + ${c}u)`, idx = `(offC + m * ${N}u + ${col})`;
+    store.push(`    C[${idx}] = ${epilogueExpr(e, `v[${c}]`, 'm', col, idx)};`);
+  }
+  store.push('  }');
+  store.push('}');
+  const decls = [
+    '@group(0) @binding(0) var<storage, read> A: array<f32>;',
+    '@group(0) @binding(1) var<storage, read> B4: array<vec4f>;',
+    epilogueDecls(e, 2),
+    `@group(0) @binding(${2 + (e.bias ? 1 : 0) + (e.residual ? 1 : 0)}) var<storage, read_write> C: array<f32>;`,
+  ].filter(Boolean).join('\n');
+  const code = `${decls}
+var<workgroup> red: array<vec4f, ${slices * M * quads}>;
+@compute @workgroup_size(${quads}, ${slices})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3u) {
+  let lx = l3.x; let ly = l3.y;
+  ${batchOffsets(s)}
+  ${body.join('\n  ')}
+  ${store.join('\n  ')}
+}`;
+  return `${mathPrelude(code)}\n${code}`;
+}
