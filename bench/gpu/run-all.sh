@@ -19,6 +19,9 @@ if [ "$what" = all ] || [ "$what" = models ]; then
   python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
   $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 bert:/tmp/m/encoder-base.onnx:8:128 ocr:.bundle/ch_PP-OCRv4_rec_infer.onnx:320 2>&1 | grep -v "W:onnxruntime\|^Warning" > "$OUT/models.txt"
 fi
+if [ "$what" = tc ]; then
+  $NODE .bundle/matmul-sweep.mjs tc > "$OUT/tc.txt" 2>&1
+fi
 if [ "$what" = shapes ]; then
   $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
 fi

@@ -298,6 +298,8 @@ export class GpuGraphRunner {
       const t = shapeValue(node, ins[0].dims);
       return [{ dtype: t.type, dims: [...t.dims], js: t }];
     }
+    // A view of a value on the CPU stays on the CPU (a later GPU reader uploads it once).
+    if (onCpu && node.domain === '' && VIEW_OPS.has(node.opType)) { this.stats.cpuNodes++; return this.runReference(node, ins, lookup); }
     if (this.eligible[i]) {
       // Shape arithmetic: small integer values (and small constants) already on the CPU stay there.
       const small = ins.every((s, k) => !s || (sizeOf(s.dims) <= CPU_MAX_ELEMS && (!FLOAT.has(s.dtype) || this.consts.get(node.inputs[k]) === s)));

@@ -246,3 +246,50 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3
 }`;
   return `${mathPrelude(code)}\n${code}`;
 }
+
+/** A subgroup-matrix configuration of the adapter (Dawn's chromium-experimental-subgroup-matrix). */
+export interface SubgroupMatrixConfig { M: number; N: number; K: number; componentType: string; resultComponentType: string }
+
+export interface TensorCoreTile {
+  /** Result matrices per subgroup along M and N. */
+  fm: number; fn: number;
+  /** Subgroups per workgroup along M and N. */
+  sm: number; sn: number;
+  subgroupSize: number;
+}
+
+/**
+ * f16 GEMM on the tensor cores: C (f32) = A (f16, [M, K]) · B (f16, [K, N]). Each subgroup owns fm×fn result matrices
+ * and streams its fragments of A and B from memory (L1/L2 serve the reuse between subgroups). Matrix loads and stores
+ * need workgroup-uniform offsets, so a workgroup is one subgroup (sm = sn = 1) unless offsets come from wg alone. Needs M, N, K multiples of
+ * the workgroup tile and of the config's K. Dispatch: [N / (sn·fn·cfg.N), M / (sm·fm·cfg.M), 1].
+ */
+export function tensorCoreMatmul(M: number, N: number, K: number, cfg: SubgroupMatrixConfig, t: TensorCoreTile): string {
+  const T = cfg.componentType, R = cfg.resultComponentType;
+  const left = `subgroup_matrix_left<${T}, ${cfg.K}, ${cfg.M}>`, right = `subgroup_matrix_right<${T}, ${cfg.N}, ${cfg.K}>`;
+  const result = `subgroup_matrix_result<${R}, ${cfg.N}, ${cfg.M}>`;
+  const lines: string[] = [];
+  for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`var acc${i}_${j}: ${result};`);
+  lines.push(`for (var k = 0u; k < ${K}u; k += ${cfg.K}u) {`);
+  for (let i = 0; i < t.fm; i++) lines.push(`  let a${i} = subgroupMatrixLoad<${left}>(&A, (row0 + ${i * cfg.M}u) * ${K}u + k, false, ${K}u);`);
+  for (let j = 0; j < t.fn; j++) lines.push(`  let b${j} = subgroupMatrixLoad<${right}>(&B, k * ${N}u + col0 + ${j * cfg.N}u, false, ${N}u);`);
+  for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`);
+  lines.push('}');
+  for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`subgroupMatrixStore(&C, (row0 + ${i * cfg.M}u) * ${N}u + col0 + ${j * cfg.N}u, acc${i}_${j}, false, ${N}u);`);
+  const threads = t.sm * t.sn * t.subgroupSize;
+  // One subgroup per workgroup keeps the offsets uniform (a function of the workgroup id alone), as the matrix
+  // loads and stores require.
+  return `enable f16;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<${T}>;
+@group(0) @binding(1) var<storage, read> B: array<${T}>;
+@group(0) @binding(2) var<storage, read_write> C: array<${R}>;
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  ${t.sm * t.sn === 1 ? `let row0 = wg.y * ${t.fm * cfg.M}u;
+  let col0 = wg.x * ${t.fn * cfg.N}u;` : `let sg = lid / ${t.subgroupSize}u;
+  let row0 = wg.y * ${t.sm * t.fm * cfg.M}u + (sg / ${t.sn}u) * ${t.fm * cfg.M}u;
+  let col0 = wg.x * ${t.sn * t.fn * cfg.N}u + (sg % ${t.sn}u) * ${t.fn * cfg.N}u;`}
+  ${lines.join('\n  ')}
+}`;
+}

@@ -1,0 +1,110 @@
+// Real models on the WebGPU backend (a software Vulkan driver in CI) agree with onnxruntime-node within 1e-3 of
+// max|ref|; the GPU memory a session holds stays fixed over runs; a lost device gives a typed error and a new session works.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { PNG } from 'pngjs';
+import { InferenceSession } from '../src/session.js';
+import { recInput } from '../src/apps/ocr.js';
+import { DeviceLostError } from '../src/errors.js';
+import { Tensor } from '../src/tensor.js';
+import { acquireGpu } from '../src/backends/webgpu/device.js';
+import { fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
+
+/** Runs each feed on webgpu and onnxruntime-node; returns the session's stats line. */
+async function compare(model: string, feeds: Record<string, Tensor>[], label: string, expectNoFallback = true): Promise<void> {
+  const s = await InferenceSession.create(model, { backend: 'webgpu' });
+  try {
+    for (const f of feeds) {
+      const got = await s.run(f);
+      const want = await ortRun(model, f);
+      for (const k of Object.keys(want)) {
+        const e = relErr(got[k], want[k]);
+        assert.ok(e <= 1e-3, `${label} output ${k}: relative error ${e}`);
+      }
+    }
+    const st = s.gpuStats!;
+    console.log(`${label}: ${st.gpuNodes} GPU node runs, ${st.cpuNodes} CPU shape nodes, ${st.fallbackNodes} fallback (${[...st.fallbackOps].map(([k, v]) => `${k}×${v}`).join(' ')}), ${st.midRunReads} mid-run reads`);
+    if (expectNoFallback) assert.equal(st.fallbackNodes, 0, `${label}: every node ran on the GPU or as CPU shape arithmetic`);
+  } finally {
+    await s.release();
+  }
+}
+
+test('webgpu: PP-OCRv4 recognition on a real text line', { timeout: 600_000 }, async () => {
+  const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+  await compare(OCR_REC, [{ x: recInput({ width: png.width, height: png.height, data: png.data }) }], 'PP-OCRv4 rec');
+});
+
+test('webgpu: PP-OCRv4 detection and the direction classifier', { timeout: 600_000 }, async () => {
+  const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
+  // A small input keeps the software driver's time down; the Wasm tests run det on the full text line.
+  await compare(OCR_DET, [{ x: randomFloat([1, 3, 64, 160], 5, 0, 1) }], 'PP-OCRv4 det');
+  await compare(OCR_CLS, [{ x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 192) }], 'PP-OCR cls');
+});
+
+test('webgpu: Silero VAD streams three chunks (its LSTM runs on the reference fallback)', { timeout: 300_000 }, async () => {
+  for (const v of ['silero_vad', 'silero_vad_op18_ifless']) {
+    const s = await InferenceSession.create(SILERO(v), { backend: 'webgpu' });
+    let state = new Tensor('float32', new Float32Array(256), [2, 1, 128]);
+    const sr = new Tensor('int64', [16000n], []);
+    for (let c = 0; c < 3; c++) {
+      const feeds = { input: randomFloat([1, 512], 200 + c, -0.5, 0.5), state, sr };
+      const got = await s.run(feeds);
+      const want = await ortRun(SILERO(v), feeds);
+      for (const k of Object.keys(want)) assert.ok(relErr(got[k], want[k]) <= 1e-3, `${v} chunk ${c} ${k}: ${relErr(got[k], want[k])}`);
+      state = got.stateN;
+    }
+    await s.release();
+  }
+});
+
+test('webgpu: BERT-style encoder at sequence 128 with padding, batch 1 and 2', { timeout: 600_000 }, async () => {
+  for (const b of [1, 2]) {
+    const mask = new BigInt64Array(128 * b).fill(1n);
+    mask.fill(0n, 120);
+    await compare(fixture('encoder-small.onnx'), [{
+      input_ids: randomInt64([b, 128], 4 + b, 1000),
+      attention_mask: new Tensor('int64', mask, [b, 128]),
+      token_type_ids: new Tensor('int64', new BigInt64Array(128 * b), [b, 128]),
+    }], `encoder-small b${b}`);
+  }
+});
+
+test('webgpu: GPT-2-style decoder prefill and a decode step', { timeout: 300_000 }, async () => {
+  const empty = () => new Tensor('float32', new Float32Array(0), [1, 4, 0, 32]);
+  const pre: Record<string, Tensor> = { input_ids: randomInt64([1, 16], 21, 1000) };
+  for (let l = 0; l < 2; l++) { pre[`past_key_values.${l}.key`] = empty(); pre[`past_key_values.${l}.value`] = empty(); }
+  const out = await ortRun(fixture('decoder-small.onnx'), pre);
+  const step: Record<string, Tensor> = { input_ids: randomInt64([1, 1], 22, 1000) };
+  for (let l = 0; l < 2; l++) { step[`past_key_values.${l}.key`] = out[`present.${l}.key`]; step[`past_key_values.${l}.value`] = out[`present.${l}.value`]; }
+  await compare(fixture('decoder-small.onnx'), [pre, step], 'decoder-small');
+});
+
+test('webgpu: the GPU memory a session holds is the same after 5 and after 50 runs', { timeout: 300_000 }, async () => {
+  const s = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu' });
+  const feeds = { input_ids: randomInt64([1, 32], 1, 1000), attention_mask: new Tensor('int64', new BigInt64Array(32).fill(1n), [1, 32]), token_type_ids: new Tensor('int64', new BigInt64Array(32), [1, 32]) };
+  for (let i = 0; i < 5; i++) await s.run(feeds);
+  const m5 = s.gpuInfo!.memory;
+  let last: Tensor | undefined;
+  for (let i = 0; i < 45; i++) last = (await s.run(feeds)).last_hidden_state;
+  assert.deepEqual(s.gpuInfo!.memory, m5);
+  assert.equal(relErr(last!, (await ortRun(fixture('encoder-small.onnx'), feeds)).last_hidden_state) <= 1e-3, true);
+  await s.release();
+});
+
+test('webgpu: a lost device rejects runs with DeviceLostError, and a new session gets a new device', { timeout: 300_000 }, async () => {
+  const model = fixture('encoder-small.onnx');
+  const feeds = { input_ids: randomInt64([1, 8], 3, 1000), attention_mask: new Tensor('int64', new BigInt64Array(8).fill(1n), [1, 8]), token_type_ids: new Tensor('int64', new BigInt64Array(8), [1, 8]) };
+  const s = await InferenceSession.create(model, { backend: 'webgpu' });
+  await s.run(feeds);
+  const gpu = await acquireGpu();
+  gpu.device.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  await assert.rejects(s.run(feeds), (e: unknown) => e instanceof DeviceLostError && /lost/.test((e as Error).message));
+  await s.release();
+  const s2 = await InferenceSession.create(model, { backend: 'webgpu' });
+  const got = await s2.run(feeds);
+  assert.ok(relErr(got.last_hidden_state, (await ortRun(model, feeds)).last_hidden_state) <= 1e-3);
+  await s2.release();
+});
