@@ -10,6 +10,7 @@ import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from 
 import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
 import { checkLost, type GpuContext } from './device.js';
 import { findGpuOp, storageBytes, storageType, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from './kernel.js';
+import { mathPrelude } from '../../codegen/wgsl/math.js';
 import './ops/index.js';
 
 const USAGE_STORAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
@@ -528,7 +529,10 @@ export class GpuGraphRunner {
     let e = this.pipelines.get(code);
     if (!e) {
       const device = this.gpu.device;
-      const promise = device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } })
+      // Helpers a kernel calls without defining (wj_f32bits from f32Lit …) are added here.
+      const prelude = mathPrelude(code);
+      const full = prelude ? `${hoistEnables(prelude, code)}` : code;
+      const promise = device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code: full }), entryPoint: 'main' } })
         .catch((err: Error) => {
           this.pipelines.delete(code);
           throw new ExecutionError(`the generated WGSL kernel does not compile: ${err.message}`, { node: node.name, op: node.opType },
@@ -673,6 +677,12 @@ function sameShape(s: Slot | undefined, t: { dtype: DType; dims: number[] } | un
   if (s.dtype !== t.dtype || s.dims.length !== t.dims.length) return false;
   for (let k = 0; k < s.dims.length; k++) if (s.dims[k] !== t.dims[k]) return false;
   return true;
+}
+
+/** The prelude after the kernel's `enable` directives, which must come first. */
+function hoistEnables(prelude: string, code: string): string {
+  const m = code.match(/^(\s*enable [^;]+;\s*)+/);
+  return m ? `${m[0]}${prelude}\n${code.slice(m[0].length)}` : `${prelude}\n${code}`;
 }
 
 /** Same small tensor: the same object, or equal dtype, dims and values. */

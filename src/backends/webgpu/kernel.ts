@@ -88,7 +88,7 @@ export function storageBytes(dtype: DType): number {
   return dtype === 'float16' ? 2 : 4;
 }
 
-/** An exact f32 literal (bit pattern: also for ±Inf and NaN, which WGSL has no literal for). */
+/** An exact f32 literal; ±Inf and NaN (which WGSL has no literal for) as a bit pattern through wj_f32bits. */
 export function f32Lit(x: number): string {
   const f = Math.fround(x);
   if (Number.isInteger(f) && Math.abs(f) < 1e7) return `${f}.0`;
@@ -96,8 +96,10 @@ export function f32Lit(x: number): string {
     const s = f.toPrecision(9);
     if (Math.fround(Number(s)) === f) return s.includes('e') || s.includes('.') ? s : `${s}.0`;
   }
+  // WGSL constant expressions reject ±Inf and NaN: a call of a (non-const) helper makes it a run-time value. The
+  // executor adds the helper's definition (mathPrelude) to every kernel that calls it.
   const u = new Uint32Array(new Float32Array([f]).buffer)[0];
-  return `bitcast<f32>(${u}u)`;
+  return `wj_f32bits(${u}u)`;
 }
 
 export function i32Lit(x: number): string {

@@ -10,8 +10,10 @@ const horner = (t: string, c: readonly number[]) => {
 };
 
 const FNS: Record<string, { deps?: string[]; code: string }> = {
-  wj_nan: { code: 'fn wj_nan() -> f32 { return bitcast<f32>(0x7fc00000u); }' },
-  wj_inf: { code: 'fn wj_inf() -> f32 { return bitcast<f32>(0x7f800000u); }' },
+  // A parameter is not a constant expression, so the bit patterns of ±Inf and NaN pass WGSL's const-evaluation rules.
+  wj_f32bits: { code: 'fn wj_f32bits(u: u32) -> f32 { return bitcast<f32>(u); }' },
+  wj_nan: { deps: ['wj_f32bits'], code: 'fn wj_nan() -> f32 { return wj_f32bits(0x7fc00000u); }' },
+  wj_inf: { deps: ['wj_f32bits'], code: 'fn wj_inf() -> f32 { return wj_f32bits(0x7f800000u); }' },
   wj_sigmoid: { code: 'fn wj_sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); let r = 1.0 / (1.0 + e); return select(r, e * r, x < 0.0); }' },
   wj_tanh: {
     code: `fn wj_tanh(x: f32) -> f32 {
@@ -65,10 +67,11 @@ const FNS: Record<string, { deps?: string[]; code: string }> = {
   wj_elu: { code: 'fn wj_elu(x: f32, a: f32) -> f32 { return select(x, a * (exp(x) - 1.0), x < 0.0); }' },
 };
 
-/** The WGSL functions named wj_* that `code` calls, with their dependencies, in definition order. */
+/** The WGSL functions named wj_* that `code` calls and does not define, with their dependencies, in definition order. */
 export function mathPrelude(code: string): string {
   const out: string[] = [];
   const seen = new Set<string>();
+  for (const m of code.matchAll(/\bfn (wj_[a-z0-9_]+)\(/g)) seen.add(m[1]);
   const add = (name: string) => {
     if (seen.has(name)) return;
     seen.add(name);
