@@ -1,2 +1,447 @@
-// WebGPU attention ops (being written).
-export {};
+// WebGPU webjit.FusedAttention (from graph/fuse_attention.ts) as one flash-attention kernel: per (batch, block of query
+// rows) a workgroup streams K/V tiles through workgroup memory with an online softmax, never holding the score matrix;
+// few long rows (decoding against a KV cache) split the keys over workgroups and combine the parts in a second kernel.
+import type { Node } from '../../../graph/ir.js';
+import type { Tensor } from '../../../tensor.js';
+import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext } from '../kernel.js';
+
+/** Tests force the key split (`split`: parts, 0 = automatic) and turn subgroups off to exercise every path. */
+export const attentionConfig = { split: 0, subgroups: true };
+
+const u = (n: number): string => `${n}u`;
+const np2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+const prod = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
+
+function contiguous(dims: readonly number[]): number[] {
+  const s = new Array<number>(dims.length);
+  let acc = 1;
+  for (let i = dims.length - 1; i >= 0; i--) { s[i] = acc; acc *= dims[i]; }
+  return s;
+}
+
+/** Numpy broadcast of batch shapes, or null. */
+function broadcast(...shapes: (readonly number[])[]): number[] | null {
+  const n = Math.max(0, ...shapes.map((s) => s.length));
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let d = 1;
+    for (const s of shapes) {
+      const x = s[s.length - n + i] ?? 1;
+      if (x === 1) continue;
+      if (d !== 1 && d !== x) return null;
+      d = x;
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+/** Per output batch dim, the stride of an operand with batch dims `own` and strides `strides` (0 where it broadcasts). */
+function alignStrides(own: readonly number[], strides: readonly number[], out: readonly number[]): number[] {
+  return out.map((_, i) => {
+    const k = own.length - out.length + i;
+    return k >= 0 && own[k] !== 1 ? strides[k] : 0;
+  });
+}
+
+function attrOf(node: Node, name: string): number | string | number[] | Tensor | undefined {
+  return node.attrs.get(name)?.value as number | string | number[] | Tensor | undefined;
+}
+
+/** Element strides of the operands (Q, V and the output have contiguous rows: Q's row stride is D, V's key stride Dv). */
+interface Attn {
+  batch: number[];
+  Sq: number;
+  Skv: number;
+  D: number;
+  Dv: number;
+  qb: number[];
+  /** K element (key j, dim d) at kb + j*kKey + d*kD. */
+  kb: number[];
+  kKey: number;
+  kD: number;
+  vb: number[];
+  mask?: { b: number[]; row: number; key: number };
+  /** The reference's scaling, replayed: Q or the scores multiplied or divided by c. */
+  scale?: { op: 'Mul' | 'Div'; on: 'q' | 'scores'; c: number };
+}
+
+/**
+ * Br query rows per workgroup, TPR threads per row; tiles of Bc keys; NS scores per thread. P·V: each row's threads
+ * cover the Dv4 vec4 columns of the output, NE4 per thread, or (more threads than columns) JG groups of keys each;
+ * `split` parts of `chunk` keys each (a multiple of Bc).
+ */
+interface Tiling {
+  Br: number; TPR: number; Bc: number; WG: number; NS: number; D4: number; KS4: number; Dv4: number; NE4: number; JG: number;
+  RB: number; split: number; chunk: number;
+}
+
+/** Largest head sizes the register-resident Q row and output columns are generated for. */
+const MAX_D = 256;
+
+function tilingOf(a: Attn, nb: number, budget: number): Tiling | null {
+  let Br = Math.min(16, np2(a.Sq));
+  // Enough workgroups to fill the device before rows per workgroup (K/V reuse).
+  while (Br > 4 && nb * Math.ceil(a.Sq / Br) < 128) Br /= 2;
+  let TPR = Math.min(64, 128 / Br);
+  let Bc = Math.max(32, TPR);
+  const D4 = Math.ceil(a.D / 4), KS4 = D4 | 1; // odd row stride (in vec4): a row's threads read distinct banks
+  const Dv4 = Math.ceil(a.Dv / 4);
+  const pv = () => (TPR >= Dv4 ? { JG: Math.floor(TPR / Dv4), NE4: 1 } : { JG: 1, NE4: Math.ceil(Dv4 / TPR) });
+  const bytes = () => Bc * KS4 * 16 + (Bc * Dv4 + TPR * pv().NE4) * 16 + Br * Bc * 4 + 4 * Br * TPR * 4 + (pv().JG > 1 ? Br * TPR * 16 : 0) + 64;
+  while (bytes() > budget) {
+    if (Bc > TPR) Bc /= 2;
+    else if (TPR > 4) { TPR /= 2; Bc = TPR; }
+    else return null;
+  }
+  const RB = Math.ceil(a.Sq / Br);
+  let split = attentionConfig.split;
+  if (!split) {
+    // Few workgroups (decoding, small batches) but many keys: parts of the keys on more workgroups.
+    const work = nb * RB;
+    split = work < 128 && a.Skv >= 4 * Bc ? Math.min(Math.ceil(a.Skv / (2 * Bc)), Math.ceil(256 / work)) : 1;
+  }
+  const chunk = Math.ceil(Math.ceil(a.Skv / split) / Bc) * Bc;
+  split = Math.ceil(a.Skv / chunk);
+  return { Br, TPR, Bc, WG: Br * TPR, NS: Bc / TPR, D4, KS4, Dv4, ...pv(), RB, split, chunk };
+}
+
+/** WGSL lines: `name` = Σ coordinate(b over the batch dims) * strides / div. */
+function batchOffset(batch: number[], strides: number[], name: string, div = 1): string {
+  const terms: string[] = [];
+  let inner = 1;
+  for (let i = batch.length - 1; i >= 0; i--) {
+    if (strides[i] !== 0 && batch[i] !== 1) {
+      const c = i === 0 ? `(b / ${u(inner)})` : `((b / ${u(inner)}) % ${u(batch[i])})`;
+      terms.push(`${c} * ${u(strides[i] / div)}`);
+    }
+    inner *= batch[i];
+  }
+  return `let ${name} = ${terms.length ? terms.join(' + ') : '0u'};`;
+}
+
+/** Combines a per-thread value over the TPR threads of each query row (every thread gets it). */
+function rowReduce(T: Tiling, sg: boolean, op: 'max' | 'add', v: string, out: string, arr: string): string {
+  const comb = (a: string, b: string) => (op === 'max' ? `max(${a}, ${b})` : `(${a} + ${b})`);
+  if (T.TPR === 1) return `let ${out} = ${v};`;
+  if (sg) {
+    // Every subgroup claimed its slot before the barrier, so the count is final after it.
+    return `let ${out}_s = subgroup${op === 'max' ? 'Max' : 'Add'}(${v});
+    if (wj_leader) { ${arr}[wj_slot] = ${out}_s; }
+    workgroupBarrier();
+    let ${out}_n = atomicLoad(&wj_nsg);
+    var ${out} = ${arr}[0];
+    for (var q = 1u; q < ${out}_n; q++) { ${out} = ${comb(out, `${arr}[q]`)}; }`;
+  }
+  const row = `r * ${u(T.TPR)}`;
+  if (T.TPR <= 16) {
+    return `${arr}[lid] = ${v};
+    workgroupBarrier();
+    var ${out} = ${arr}[${row}];
+    for (var q = 1u; q < ${u(T.TPR)}; q++) { ${out} = ${comb(out, `${arr}[${row} + q]`)}; }`;
+  }
+  const G = 2 ** Math.floor(Math.log2(T.TPR) / 2), R = T.TPR / G;
+  return `${arr}[lid] = ${v};
+    workgroupBarrier();
+    if (t < ${u(G)}) {
+      var x = ${arr}[${row} + t * ${u(R)}];
+      for (var q = 1u; q < ${u(R)}; q++) { x = ${comb('x', `${arr}[${row} + t * ${u(R)} + q]`)}; }
+      ${arr}_g[r * ${u(G)} + t] = x;
+    }
+    workgroupBarrier();
+    var ${out} = ${arr}_g[r * ${u(G)}];
+    for (var q = 1u; q < ${u(G)}; q++) { ${out} = ${comb(out, `${arr}_g[r * ${u(G)} + q]`)}; }`;
+}
+
+/** Stores vec4 `v` as columns 4*e4.. of an f32 row at `row` (vec4 store when aligned, else the lanes below Dv). */
+function storeCols(name: string, row: string, e4: string, v: string, Dv: number, vecOut: boolean): string {
+  if (vecOut) return `${name}[${row} / 4u + (${e4})] = ${v};`;
+  return [0, 1, 2, 3].map((l) => `if ((${e4}) * 4u + ${u(l)} < ${u(Dv)}) { ${name}[${row} + (${e4}) * 4u + ${u(l)}] = ${v}[${l}]; }`).join('\n      ');
+}
+
+function attentionKernel(a: Attn, T: Tiling, nb: number, sg: boolean): string {
+  const { Sq, Skv, D, Dv } = a;
+  const { Br, TPR, Bc, WG, NS, D4, KS4, Dv4, NE4, JG, RB, split, chunk } = T;
+  const useSg = sg && Br === 1 && TPR > 1;
+  // vec4 views of the operands where rows and batch offsets are whole vec4s.
+  const qVec = D % 4 === 0;
+  const kVec = a.kD === 1 && D % 4 === 0 && a.kKey % 4 === 0 && a.kb.every((x) => x % 4 === 0);
+  const vVec = Dv % 4 === 0;
+  const decls = [{ name: 'qm', type: qVec ? 'vec4f' : 'f32' }, { name: 'km', type: kVec ? 'vec4f' : 'f32' }, { name: 'vm', type: vVec ? 'vec4f' : 'f32' }];
+  if (a.mask) decls.push({ name: 'mm', type: 'f32' });
+  const outs = split > 1
+    ? [{ name: 'opart', type: 'vec4f', write: true }, { name: 'ml', type: 'vec2f', write: true }]
+    : [{ name: 'om', type: vVec ? 'vec4f' : 'f32', write: true }];
+  const sc = a.scale;
+  const cl = sc ? f32Lit(sc.c) : '';
+  const scaled = (x: string, on: 'q' | 'scores') => (sc && sc.on === on ? `(${x} ${sc.op === 'Mul' ? '*' : '/'} ${cl})` : x);
+  const G = 2 ** Math.floor(Math.log2(Math.max(1, TPR)) / 2) * Br;
+  const redSize = useSg ? Math.max(1, WG / 4) : WG;
+  const wg = [
+    `var<workgroup> ks: array<vec4f, ${Bc * KS4}>;`,
+    `var<workgroup> vs: array<vec4f, ${Bc * Dv4 + TPR * NE4}>;`,
+    `var<workgroup> ps: array<f32, ${Br * Bc}>;`,
+    `var<workgroup> rmax: array<f32, ${redSize}>;`, `var<workgroup> rmax_g: array<f32, ${G}>;`,
+    `var<workgroup> rsum: array<f32, ${redSize}>;`, `var<workgroup> rsum_g: array<f32, ${G}>;`,
+  ];
+  if (JG > 1) wg.push(`var<workgroup> ored: array<vec4f, ${WG}>;`);
+  if (useSg) wg.push('var<workgroup> wj_nsg: atomic<u32>;');
+  const sgInit = useSg
+    ? `var wj_slot0 = 0u;
+  let wj_leader = subgroupElect();
+  if (wj_leader) { wj_slot0 = atomicAdd(&wj_nsg, 1u); }
+  let wj_slot = subgroupBroadcastFirst(wj_slot0);`
+    : '';
+
+  // Q's row in registers (zero-padded to whole vec4s), scaled as the reference scales Q.
+  const qLoad = Array.from({ length: D4 }, (_, x) => {
+    if (qVec) return `q[${x}] = ${scaled(`qm[qrow / 4u + ${u(x)}]`, 'q')};`;
+    const l = [0, 1, 2, 3].map((k) => (4 * x + k < D ? scaled(`qm[qrow + ${u(4 * x + k)}]`, 'q') : '0.0'));
+    return `q[${x}] = vec4f(${l.join(', ')});`;
+  });
+  // K tile: coalesced along whichever of key or d is contiguous in memory.
+  const dFast = a.kD === 1 || a.kKey !== 1;
+  const kTile = kVec
+    ? `ks[j * ${u(KS4)} + x] = select(vec4f(0.0), km[kbase + jgc * ${u(a.kKey / 4)} + x], live);`
+    : `ks[j * ${u(KS4)} + x] = vec4f(${[0, 1, 2, 3].map((l) => {
+      const d = `x * 4u + ${u(l)}`;
+      return `select(0.0, km[kbase + jgc * ${u(a.kKey)} + min(${d}, ${u(D - 1)}) * ${u(a.kD)}], ${d} < ${u(D)} && live)`;
+    }).join(',\n        ')});`;
+  const vTile = vVec
+    ? `let g = j0 * ${u(Dv4)} + idx;
+      vs[idx] = select(vec4f(0.0), vm[vb + min(g, ${u(Skv * Dv4 - 1)})], g < kend * ${u(Dv4)});`
+    : `let jg = j0 + idx / ${u(Dv4)};
+      let e = (idx % ${u(Dv4)}) * 4u;
+      let row = vb + min(jg, ${u(Skv - 1)}) * ${u(Dv)};
+      vs[idx] = vec4f(${[0, 1, 2, 3].map((l) => `select(0.0, vm[row + min(e + ${u(l)}, ${u(Dv - 1)})], jg < kend && e + ${u(l)} < ${u(Dv)})`).join(',\n        ')});`;
+  const scores: string[] = [];
+  for (let c = 0; c < NS; c++) {
+    const dots = Array.from({ length: D4 }, (_, x) => `dot(q[${x}], ks[kb + ${u(x)}])`);
+    const lines = [
+      `{ let j = t + ${u(c * TPR)}; let jg = j0 + j; let kb = j * ${u(KS4)};`,
+      `  var s = ${dots.join(' +\n      ')};`,
+    ];
+    if (sc && sc.on === 'scores') lines.push(`  s = ${scaled('s', 'scores')};`);
+    if (a.mask) lines.push(`  s = s + mm[mrow + min(jg, ${u(Skv - 1)}) * ${u(a.mask.key)}];`);
+    lines.push(`  s = select(wj_ninf(), s, jg < kend);`, `  sc[${c}] = s; mloc = max(mloc, s); }`);
+    scores.push(lines.join('\n    '));
+  }
+  const probs = Array.from({ length: NS }, (_, c) =>
+    `{ let p = select(exp(sc[${c}] - mnew), 0.0, dead); ps[r * ${u(Bc)} + t + ${u(c * TPR)}] = p; lsum += p; }`);
+  // P·V: thread t owns column e4 for the keys of its group (JG > 1), or columns t + TPR*x of every key. Only the
+  // tile's real keys (tn): the last tile's padding is skipped, and a bound known only at run time keeps software
+  // drivers from unrolling the loop into minutes of compilation.
+  const pv = TPR >= Dv4
+    ? `if (kg < ${u(JG)}) {
+      for (var j = kg; j < tn; j += ${u(JG)}) { o[0] = fma(vec4f(ps[r * ${u(Bc)} + j]), vs[j * ${u(Dv4)} + e4], o[0]); }
+    }`
+    : `for (var j = 0u; j < tn; j++) {
+      let p = vec4f(ps[r * ${u(Bc)} + j]);
+      ${Array.from({ length: NE4 }, (_, x) => `o[${x}] = fma(p, vs[j * ${u(Dv4)} + t + ${u(x * TPR)}], o[${x}]);`).join('\n      ')}
+    }`;
+  const colOf = (x: number) => (TPR >= Dv4 ? 'e4' : `t + ${u(x * TPR)}`);
+  const writes: string[] = [];
+  for (let x = 0; x < NE4; x++) {
+    const e4 = colOf(x);
+    const st = split > 1 ? `opart[pidx * ${u(Dv4)} + ${e4}] = o[${x}];` : storeCols('om', 'orow', e4, `(o[${x}] / lt)`, Dv, vVec);
+    const live = TPR >= Dv4 ? (JG > 1 ? 'kg == 0u' : `t < ${u(Dv4)}`) : (x + 1) * TPR > Dv4 ? `${e4} < ${u(Dv4)}` : '';
+    writes.push(live ? `if (${live}) {\n      ${st}\n    }` : st);
+  }
+  const maskRow = a.mask ? `${batchOffset(a.batch, a.mask.b, 'mb')}\n  let mrow = mb + ic * ${u(a.mask.row)};` : '';
+  // Key groups' partial columns add up before the write.
+  const groupSum = JG > 1
+    ? `ored[lid] = o[0];
+  workgroupBarrier();
+  if (kg == 0u) { for (var g = 1u; g < ${u(JG)}; g++) { o[0] += ored[r * ${u(TPR)} + g * ${u(Dv4)} + e4]; } }`
+    : '';
+
+  return `${useSg ? 'enable subgroups;\n' : ''}${storageDecls([...decls, ...outs])}
+${wg.join('\n')}
+fn wj_ninf() -> f32 { var b = 0xff800000u; return bitcast<f32>(b); }
+@compute @workgroup_size(${WG})
+fn main(${GRID_PARAMS}) {
+  ${LINEAR_GROUP}
+  if (group >= ${u(nb * RB * split)}) { return; }
+  ${sgInit}
+  let sp = group % ${u(split)};
+  let rb = (group / ${u(split)}) % ${u(RB)};
+  let b = group / ${u(split * RB)};
+  let r = lid / ${u(TPR)};
+  let t = lid % ${u(TPR)};
+  let e4 = t % ${u(Dv4)};
+  let kg = t / ${u(Dv4)};
+  let i = rb * ${u(Br)} + r;
+  let ok = i < ${u(Sq)};
+  let ic = min(i, ${u(Sq - 1)});
+  ${batchOffset(a.batch, a.qb, 'qb')}
+  ${batchOffset(a.batch, a.kb, 'kbase', kVec ? 4 : 1)}
+  ${batchOffset(a.batch, a.vb, 'vb', vVec ? 4 : 1)}
+  ${maskRow}
+  let qrow = qb + ic * ${u(D)};
+  var q: array<vec4f, ${D4}>;
+  ${qLoad.join('\n  ')}
+  let kbeg = sp * ${u(chunk)};
+  let kend = min(kbeg + ${u(chunk)}, ${u(Skv)});
+  var m = wj_ninf();
+  var l = 0.0;
+  var o: array<vec4f, ${NE4}>;
+  var sc: array<f32, ${NS}>;
+  for (var j0 = kbeg; j0 < kend; j0 += ${u(Bc)}) {
+    for (var idx = lid; idx < ${u(Bc * D4)}; idx += ${u(WG)}) {
+      let j = ${dFast ? `idx / ${u(D4)}` : `idx % ${u(Bc)}`};
+      let x = ${dFast ? `idx % ${u(D4)}` : `idx / ${u(Bc)}`};
+      let jg = j0 + j;
+      let live = jg < kend;
+      let jgc = min(jg, ${u(Skv - 1)});
+      ${kTile}
+    }
+    for (var idx = lid; idx < ${u(Bc * Dv4)}; idx += ${u(WG)}) {
+      ${vTile}
+    }
+    workgroupBarrier();
+    var mloc = wj_ninf();
+    ${scores.join('\n    ')}
+    ${rowReduce(T, useSg, 'max', 'mloc', 'mt', 'rmax')}
+    let mnew = max(m, mt);
+    // A row with no finite score yet keeps weights 0 (no exp(-inf - -inf)).
+    let dead = mnew == wj_ninf();
+    let alpha = select(exp(m - mnew), 1.0, dead);
+    var lsum = 0.0;
+    ${probs.join('\n    ')}
+    l = l * alpha + lsum;
+    m = mnew;
+    ${Array.from({ length: NE4 }, (_, x) => `o[${x}] *= alpha;`).join('\n    ')}
+    workgroupBarrier();
+    let tn = min(${u(Bc)}, kend - j0);
+    ${pv}
+    workgroupBarrier();
+  }
+  ${rowReduce(T, useSg, 'add', 'l', 'lt', 'rsum')}
+  ${groupSum}
+  if (ok) {
+    let orow = (b * ${u(Sq)} + i) * ${u(Dv)};
+    let pidx = (b * ${u(Sq)} + i) * ${u(split)} + sp;
+    ${writes.join('\n    ')}
+    ${split > 1 ? 'if (t == 0u) { ml[pidx] = vec2f(m, lt); }' : ''}
+  }
+}`;
+}
+
+/** Merges the key parts of each output element: weights exp(m_part - max) (an empty part weighs 0). */
+function combineKernel(rows: number, split: number, Dv: number): string {
+  const Dv4 = Math.ceil(Dv / 4);
+  const vecOut = Dv % 4 === 0;
+  return `${storageDecls([{ name: 'opart', type: 'vec4f' }, { name: 'ml', type: 'vec2f' }, { name: 'om', type: vecOut ? 'vec4f' : 'f32', write: true }])}
+fn wj_ninf() -> f32 { var b = 0xff800000u; return bitcast<f32>(b); }
+@compute @workgroup_size(256)
+fn main(${GRID_PARAMS}) {
+  ${LINEAR_GROUP}
+  let idx = group * 256u + lid;
+  if (idx >= ${u(rows * Dv4)}) { return; }
+  let row = idx / ${u(Dv4)};
+  let e4 = idx % ${u(Dv4)};
+  var mx = wj_ninf();
+  for (var s = 0u; s < ${u(split)}; s++) { mx = max(mx, ml[row * ${u(split)} + s].x); }
+  var lt = 0.0;
+  var acc = vec4f(0.0);
+  for (var s = 0u; s < ${u(split)}; s++) {
+    let p = row * ${u(split)} + s;
+    let w = select(exp(ml[p].x - mx), 0.0, ml[p].y == 0.0);
+    lt += ml[p].y * w;
+    acc += opart[p * ${u(Dv4)} + e4] * w;
+  }
+  let orow = row * ${u(Dv)};
+  ${storeCols('om', 'orow', 'e4', '(acc / lt)', Dv, vecOut)}
+}`;
+}
+
+function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext): GpuOpPlan | null {
+  const outputs = [{ dtype: 'float32' as const, dims: outDims }];
+  const nb = prod(a.batch);
+  if (nb === 0 || a.Sq === 0 || a.Dv === 0) return { outputs, dispatches: [] };
+  const T = tilingOf(a, nb, Math.min(ctx.caps.maxWorkgroupStorage, 49152));
+  if (!T) return null;
+  const sg = ctx.caps.subgroups && attentionConfig.subgroups;
+  const ins = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(a.mask ? [{ input: 3 }] : [])];
+  const groups = grid(nb * T.RB * T.split, ctx.caps.maxWorkgroupsPerDim);
+  const main = attentionKernel(a, T, nb, sg);
+  if (T.split === 1) return { outputs, dispatches: [{ code: main, bindings: [...ins, { output: 0 }], groups }] };
+  const rows = nb * a.Sq;
+  const dispatches: Dispatch[] = [
+    { code: main, bindings: [...ins, { scratch: 0 }, { scratch: 1 }], groups },
+    { code: combineKernel(rows, T.split, a.Dv), bindings: [{ scratch: 0 }, { scratch: 1 }, { output: 0 }], groups: grid(Math.ceil(rows * T.Dv4 / 256), ctx.caps.maxWorkgroupsPerDim) },
+  ];
+  return { outputs, scratchBytes: [rows * T.split * T.Dv4 * 16, rows * T.split * 8], dispatches };
+}
+
+registerGpuOp('FusedAttention', (node, inputs, ctx) => {
+  if (node.domain !== 'webjit') return null;
+  const [q, k, v, m] = inputs;
+  if (!q || !k || !v || q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') return null;
+  if (m && m.dtype !== 'float32') return null;
+  if (node.inputs.length > 4) return null;
+  const qd = q.dims, vd = v.dims;
+  if (qd.length < 2 || vd.length < 2 || k.dims.length < 2) return null;
+  // Kᵀ as the MatMul saw it: dims and strides into K's buffer.
+  let ktDims = [...k.dims], ktStr = contiguous(k.dims);
+  if (attrOf(node, 'transpose_k') === 1) {
+    const r = k.dims.length;
+    const perm = (attrOf(node, 'k_perm') as number[] | undefined) ?? [...Array(r).keys()].reverse();
+    if (perm.length !== r || new Set(perm).size !== r || perm.some((x) => x < 0 || x >= r)) return null;
+    const ks = contiguous(k.dims);
+    ktDims = perm.map((x) => k.dims[x]);
+    ktStr = perm.map((x) => ks[x]);
+  }
+  const Sq = qd[qd.length - 2], D = qd[qd.length - 1];
+  if (ktDims[ktDims.length - 2] !== D) return null;
+  const Skv = ktDims[ktDims.length - 1];
+  if (vd[vd.length - 2] !== Skv || Skv === 0 || D === 0 || D > MAX_D) return null;
+  const Dv = vd[vd.length - 1];
+  if (Dv > MAX_D) return null;
+  // The scaling exactly as the reference replays it; a scale of higher rank would change the shape.
+  const st = attrOf(node, 'scale_tensor') as Tensor | undefined;
+  let scale: Attn['scale'];
+  if (st) {
+    const op = attrOf(node, 'scale_op') ?? 'Mul', on = attrOf(node, 'scale_on') ?? 'scores';
+    if (st.type !== 'float32' || st.size !== 1 || (op !== 'Mul' && op !== 'Div') || (on !== 'q' && on !== 'scores')) return null;
+    if (st.dims.length > (on === 'q' ? qd.length : Math.max(qd.length, ktDims.length))) return null;
+    scale = { op, on, c: (st.data as Float32Array)[0] };
+  }
+  const qb = qd.slice(0, -2), kb = ktDims.slice(0, -2), vb = vd.slice(0, -2);
+  const sBatch = broadcast(qb, kb);
+  if (!sBatch) return null;
+  let scoreBatch = sBatch;
+  let mb: number[] = [], mStr: number[] = [];
+  let maskRow = 0, maskKey = 0;
+  if (m) {
+    const md = m.dims;
+    if (md.length < 1) return null;
+    const mLast = md[md.length - 1], mRow = md.length >= 2 ? md[md.length - 2] : 1;
+    if ((mLast !== 1 && mLast !== Skv) || (mRow !== 1 && mRow !== Sq)) return null;
+    mb = md.slice(0, -2);
+    const bb = broadcast(sBatch, mb);
+    if (!bb) return null;
+    scoreBatch = bb;
+    const ms = contiguous(md);
+    mStr = ms.slice(0, -2);
+    maskRow = md.length >= 2 && mRow !== 1 ? ms[md.length - 2] : 0;
+    maskKey = mLast === 1 ? 0 : 1;
+  }
+  // Softmax must run over the last axis of the scores (before opset 13, an axis coerces to 2-D: the last one only).
+  const rank = scoreBatch.length + 2;
+  const opset = (attrOf(node, 'onnx_opset') as number | undefined) ?? 18;
+  let axis = (attrOf(node, 'softmax_axis') as number | undefined) ?? (opset >= 13 ? -1 : 1);
+  if (axis < 0) axis += rank;
+  if (axis !== rank - 1) return null;
+  const batch = broadcast(scoreBatch, vb);
+  if (!batch) return null;
+  const qs = contiguous(qd), vs = contiguous(vd);
+  return planAttention({
+    batch, Sq, Skv, D, Dv,
+    qb: alignStrides(qb, qs.slice(0, -2), batch),
+    kb: alignStrides(kb, ktStr.slice(0, -2), batch), kKey: ktStr[ktStr.length - 1], kD: ktStr[ktStr.length - 2],
+    vb: alignStrides(vb, vs.slice(0, -2), batch),
+    mask: m ? { b: alignStrides(mb, mStr, batch), row: maskRow, key: maskKey } : undefined,
+    scale,
+  }, [...batch, Sq, Dv], ctx);
+});
