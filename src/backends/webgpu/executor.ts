@@ -66,6 +66,9 @@ if (PROFILE) {
   });
 }
 
+/** WEBJIT_GPU_DISABLE=Op1,Op2: those ops run on the reference fallback (bisecting a wrong result). */
+const DISABLED = new Set(typeof process !== 'undefined' ? (process.env?.WEBJIT_GPU_DISABLE ?? '').split(',').filter(Boolean) : []);
+
 /** Buffer size classes: powers of two up to 4 KiB, then steps of 1/8 of the power of two (≤ 12.5% slack). */
 function sizeClass(bytes: number): number {
   const b = Math.max(16, Math.ceil(bytes / 16) * 16);
@@ -430,7 +433,7 @@ export class GpuGraphRunner {
       return plan;
     };
     if (cache.has(key)) return remember(cache.get(key)!);
-    const op = findGpuOp(node.opType);
+    const op = DISABLED.has(node.opType) ? undefined : findGpuOp(node.opType);
     let plan: GpuOpPlan | null = null;
     if (op) {
       const descs: (GpuValueDesc | undefined)[] = ins.map((s, k) => s && {

@@ -41,6 +41,11 @@ export function tileValid(t: MatmulTile, maxInvocations: number, maxStorage: num
     (t.BM + t.BN) * t.BK * 4 * 1 <= maxStorage;
 }
 
+/** Offset of an operand's last matrix: the clamp bound of loads that the ragged edge reads past. */
+function lastBatchOffset(strides: number[], dims: number[]): number {
+  return strides.reduce((t, x, d) => t + x * (dims[d] - 1), 0);
+}
+
 function batchOffsets(s: MatmulSpec): string {
   if (s.batchDims.length === 0) return 'let offA = 0u; let offB = 0u; let offC = 0u;';
   const lines = ['var rem = wg.z;', 'var offA = 0u;', 'var offB = 0u;'];
@@ -96,7 +101,7 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     }
     const comp = (c: number) => {
       const cc = [guardM ? `${row} < ${M}u` : '', `${k} + ${c}u < ${K}u`].filter(Boolean).join(' && ');
-      return `select(0.0, A[min(offA + ${row} * ${K}u + ${k} + ${c}u, ${M * K + Math.max(...s.aBatchStrides.map((x, d) => x * (s.batchDims[d] - 1)), 0) - 1}u)], ${cc})`;
+      return `select(0.0, A[min(offA + ${row} * ${K}u + ${k} + ${c}u, ${M * K + lastBatchOffset(s.aBatchStrides, s.batchDims) - 1}u)], ${cc})`;
     };
     return `${dst} = vec4f(${[0, 1, 2, 3].map(comp).join(', ')});`;
   };
@@ -117,7 +122,7 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     }
     const comp = (c: number) => {
       const cc = [guardK ? `${k} < ${K}u` : '', `${col} + ${c}u < ${N}u`].filter(Boolean).join(' && ');
-      return `select(0.0, B[min(offB + ${k} * ${N}u + ${col} + ${c}u, ${K * N + Math.max(...s.bBatchStrides.map((x, d) => x * (s.batchDims[d] - 1)), 0) - 1}u)], ${cc})`;
+      return `select(0.0, B[min(offB + ${k} * ${N}u + ${col} + ${c}u, ${K * N + lastBatchOffset(s.bBatchStrides, s.batchDims) - 1}u)], ${cc})`;
     };
     return `${dst} = vec4f(${[0, 1, 2, 3].map(comp).join(', ')});`;
   };
