@@ -50,6 +50,8 @@ export interface GpuRunStats {
   /** GPU→CPU readbacks in the middle of runs (each one waits for the GPU). */
   midRunReads: number;
   runs: number;
+  /** Bind groups created (a steady-state run reuses the last run's). */
+  bindGroupsMade: number;
 }
 
 /** WEBJIT_PROFILE=1: GPU time per op and kernel from timestamp queries (one pass per dispatch), printed at exit. */
@@ -80,16 +82,24 @@ function sizeClass(bytes: number): number {
 /** Free GPU buffers by size class, last in first out, so a steady-state run gets the same buffers (and bind groups). */
 class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
-  private readonly all = new Set<GPUBuffer>();
+  /** Buffers by creation order: the free lists are put in this order between runs. */
+  private readonly all = new Map<GPUBuffer, number>();
   constructor(private readonly device: GPUDevice, private readonly usage: number) {}
   get count(): number { return this.all.size; }
-  get bytes(): number { let n = 0; for (const b of this.all) n += b.size; return n; }
+  get bytes(): number { let n = 0; for (const b of this.all.keys()) n += b.size; return n; }
+  /**
+   * Between runs: every free list in creation order, so that each run takes the same buffers in the same order as
+   * the last one, and the bind groups made for it are found again.
+   */
+  canonicalize(): void {
+    for (const list of this.free.values()) list.sort((a, b) => this.all.get(b)! - this.all.get(a)!);
+  }
   take(bytes: number): GPUBuffer {
     const c = sizeClass(bytes);
     const list = this.free.get(c);
     if (list?.length) return list.pop()!;
     const b = this.device.createBuffer({ size: c, usage: this.usage });
-    this.all.add(b);
+    this.all.set(b, this.all.size);
     return b;
   }
   give(b: GPUBuffer): void {
@@ -98,7 +108,7 @@ class BufferPool {
     if (!list) { list = []; this.free.set(c, list); }
     list.push(b);
   }
-  destroy(): void { for (const b of this.all) b.destroy(); this.all.clear(); this.free.clear(); }
+  destroy(): void { for (const b of this.all.keys()) b.destroy(); this.all.clear(); this.free.clear(); }
 }
 
 interface PipelineEntry { promise: Promise<GPUComputePipeline>; pipeline?: GPUComputePipeline }
@@ -129,17 +139,18 @@ function toStorage(t: Tensor): ArrayBufferView {
   }
 }
 
-function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer): Tensor {
+/** A tensor from the mapped staging bytes at `off` (copied out: the mapping ends after this). */
+function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer, off = 0): Tensor {
   const n = sizeOf(dims);
   switch (dtype) {
-    case 'float32': return new Tensor(dtype, new Float32Array(bytes, 0, n).slice(), dims);
-    case 'float16': return new Tensor(dtype, new Uint16Array(bytes, 0, n).slice(), dims);
-    case 'int32': return new Tensor(dtype, new Int32Array(bytes, 0, n).slice(), dims);
-    case 'uint32': return new Tensor(dtype, new Uint32Array(bytes, 0, n).slice(), dims);
-    case 'int64': { const s = new Int32Array(bytes, 0, n); const o = new BigInt64Array(n); for (let i = 0; i < n; i++) o[i] = BigInt(s[i]); return new Tensor(dtype, o, dims); }
-    case 'bool': { const s = new Uint32Array(bytes, 0, n); const o = new Uint8Array(n); for (let i = 0; i < n; i++) o[i] = s[i] ? 1 : 0; return new Tensor(dtype, o, dims); }
+    case 'float32': return new Tensor(dtype, new Float32Array(bytes, off, n).slice(), dims);
+    case 'float16': return new Tensor(dtype, new Uint16Array(bytes, off, n).slice(), dims);
+    case 'int32': return new Tensor(dtype, new Int32Array(bytes, off, n).slice(), dims);
+    case 'uint32': return new Tensor(dtype, new Uint32Array(bytes, off, n).slice(), dims);
+    case 'int64': { const s = new Int32Array(bytes, off, n); const o = new BigInt64Array(n); for (let i = 0; i < n; i++) o[i] = BigInt(s[i]); return new Tensor(dtype, o, dims); }
+    case 'bool': { const s = new Uint32Array(bytes, off, n); const o = new Uint8Array(n); for (let i = 0; i < n; i++) o[i] = s[i] ? 1 : 0; return new Tensor(dtype, o, dims); }
     default: {
-      const s = new Int32Array(bytes, 0, n);
+      const s = new Int32Array(bytes, off, n);
       const C = (DTYPES[dtype].make(0) as TypedArray).constructor as unknown as { from(x: ArrayLike<number>): TypedArray };
       return new Tensor(dtype, C.from(s), dims);
     }
@@ -171,7 +182,7 @@ export class GpuGraphRunner {
   private disposed = false;
 
   constructor(readonly graph: Graph, readonly env: ExecEnv, readonly gpu: GpuContext, readonly opts: GpuRunnerOptions = {},
-    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0 }) {
+    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0, bindGroupsMade: 0 }) {
     const device = gpu.device;
     this.pool = new BufferPool(device, USAGE_STORAGE);
     this.uploads = new BufferPool(device, USAGE_STORAGE);
@@ -238,9 +249,10 @@ export class GpuGraphRunner {
     } finally {
       for (const s of outs) this.release(s);
       this.cmds = [];
-      // Reversed, so that the pool (last in, first out) hands them out in the same order next run (bind groups hit).
-      for (const b of this.uploadsInRun.reverse()) this.uploads.give(b);
+      for (const b of this.uploadsInRun) this.uploads.give(b);
       this.uploadsInRun = [];
+      this.pool.canonicalize();
+      this.uploads.canonicalize();
     }
     const validation = await device.popErrorScope().catch(() => null);
     const oom = await device.popErrorScope().catch(() => null);
@@ -616,6 +628,7 @@ export class GpuGraphRunner {
   private bindGroup(d: Dispatch, pipeline: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {
     const cached = this.bindGroups.get(d);
     if (cached && cached.buffers.length === buffers.length && cached.buffers.every((b, k) => b === buffers[k])) return cached.group;
+    this.stats.bindGroupsMade++;
     const group = this.gpu.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
       entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
@@ -656,7 +669,7 @@ export class GpuGraphRunner {
     }
     try {
       const data = staging.getMappedRange(0, total);
-      return slots.map((s, k) => fromStorage(s.dtype, s.dims, data.slice(offsets[k], offsets[k] + sizes[k])));
+      return slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
     } finally {
       staging.unmap();
       this.readbacks.give(staging);
