@@ -9,7 +9,7 @@ import { recInput } from '../src/apps/ocr.js';
 import { DeviceLostError } from '../src/errors.js';
 import { Tensor } from '../src/tensor.js';
 import { acquireGpu } from '../src/backends/webgpu/device.js';
-import { fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
+import { detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
 
 /** Runs each feed on webgpu and onnxruntime-node; returns the session's stats line. */
 async function compare(model: string, feeds: Record<string, Tensor>[], label: string, expectNoFallback = true): Promise<void> {
@@ -36,10 +36,11 @@ test('webgpu: PP-OCRv4 recognition on a real text line', { timeout: 600_000 }, a
   await compare(OCR_REC, [{ x: recInput({ width: png.width, height: png.height, data: png.data }) }], 'PP-OCRv4 rec');
 });
 
-test('webgpu: PP-OCRv4 detection and the direction classifier', { timeout: 600_000 }, async () => {
+test('webgpu: PP-OCRv4 detection and the direction classifier', { timeout: 1_200_000 }, async () => {
   const png = PNG.sync.read(fs.readFileSync(fixture('ocr/hello.png')));
-  // A small input keeps the software driver's time down; the Wasm tests run det on the full text line.
-  await compare(OCR_DET, [{ x: randomFloat([1, 3, 64, 160], 5, 0, 1) }], 'PP-OCRv4 det');
+  // The real text line ([1,3,64,352]). Uniform random input is no oracle here: on it every webjit backend agrees with
+  // the others to 1e-5 but not with onnxruntime-node (noted in bench/NOTES.md, session 4).
+  await compare(OCR_DET, [{ x: detInput(fixture('ocr/hello.png')) }], 'PP-OCRv4 det');
   await compare(OCR_CLS, [{ x: recInput({ width: png.width, height: png.height, data: png.data }, 48, 192) }], 'PP-OCR cls');
 });
 

@@ -2,6 +2,7 @@
 // worker pool, and nodes no Wasm op covers fall back, one by one, to the reference kernels.
 import { runNode, type ExecEnv } from '../reference/executor.js';
 import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
+import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
 import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
@@ -22,8 +23,6 @@ function slotKey(s: Slot): string {
   return (s.key = `${s.dtype}[${d}]`);
 }
 
-/** Ops the executor handles itself: they only change metadata, or are pure views of their input. */
-const VIEW_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
 
 export interface WasmRunnerOptions {
   /** When false, a node without a Wasm kernel is an UnsupportedError instead of a reference fallback. */
@@ -246,7 +245,6 @@ export class WasmGraphRunner {
   private viewOp(node: Node, ins: (Slot | undefined)[]): Slot[] | null {
     const x = ins[0];
     if (!x?.buf || !VIEW_OPS.has(node.opType)) return null;
-    let dims: number[] | null = null;
     const intsOf = (s: Slot | undefined) => {
       if (!s) return null;
       // Shape and axes inputs are usually model constants: convert those once, not on every run.
@@ -257,48 +255,8 @@ export class WasmGraphRunner {
       return v;
     };
     const opset = this.env.opsets.get('') ?? 1;
-    switch (node.opType) {
-      case 'Identity': dims = x.dims; break;
-      case 'Reshape': {
-        if (opset < 5) return null;
-        const shape = intsOf(ins[1]);
-        if (!shape) return null;
-        const allowzero = node.attrs.get('allowzero')?.value === 1;
-        const out = shape.map((d, k) => (d === 0 && !allowzero ? x.dims[k] : d));
-        const known = out.reduce((p, d) => (d === -1 ? p : p * d), 1);
-        const k = out.indexOf(-1);
-        if (k >= 0) out[k] = known === 0 ? 0 : sizeOf(x.dims) / known;
-        if (out.some((d) => !Number.isInteger(d) || d < 0) || sizeOf(out) !== sizeOf(x.dims)) return null; // the reference kernel reports the error
-        dims = out;
-        break;
-      }
-      case 'Flatten': {
-        const r = x.dims.length;
-        let ax = (node.attrs.get('axis')?.value as number | undefined) ?? 1;
-        if (ax < 0) ax += r;
-        if (ax < 0 || ax > r) return null;
-        dims = [sizeOf(x.dims.slice(0, ax)), sizeOf(x.dims.slice(ax))];
-        break;
-      }
-      case 'Squeeze': case 'Unsqueeze': {
-        const axes = opset >= 13 ? (ins[1] ? intsOf(ins[1]) : null) : ((node.attrs.get('axes')?.value as number[] | undefined) ?? null);
-        if (node.opType === 'Squeeze') {
-          const r = x.dims.length;
-          const set = new Set((axes ?? x.dims.map((d, k) => (d === 1 ? k : -1)).filter((k) => k >= 0)).map((a) => (a < 0 ? a + r : a)));
-          if ([...set].some((a) => x.dims[a] !== 1)) return null;
-          dims = x.dims.filter((_, k) => !set.has(k));
-        } else {
-          if (!axes) return null;
-          const r = x.dims.length + axes.length;
-          const set = new Set(axes.map((a) => (a < 0 ? a + r : a)));
-          if (set.size !== axes.length || [...set].some((a) => a < 0 || a >= r)) return null;
-          dims = [];
-          let j = 0;
-          for (let k = 0; k < r; k++) dims.push(set.has(k) ? 1 : x.dims[j++]);
-        }
-        break;
-      }
-    }
+    const input1 = viewReadsInput1(node, opset) ? intsOf(ins[1]) : null;
+    const dims = viewDims(node, x.dims, opset, input1);
     if (!dims) return null;
     x.buf.refs++;
     return [{ buf: x.buf, dtype: x.dtype, dims }];

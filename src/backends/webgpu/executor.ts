@@ -8,6 +8,7 @@ import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
 import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
+import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
 import { checkLost, type GpuContext } from './device.js';
 import { findGpuOp, storageBytes, storageType, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from './kernel.js';
 import { mathPrelude } from '../../codegen/wgsl/math.js';
@@ -21,7 +22,6 @@ const MAP_READ = 1;
 interface GBuf { buffer: GPUBuffer; bytes: number; refs: number; constant: boolean; pool: 'main' | 'upload' | 'none' }
 interface Slot { buf?: GBuf; dtype: DType; dims: number[]; js?: Value }
 
-const VIEW_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
 /** Nodes whose inputs are all on the CPU and this small run there (shape arithmetic, masks, position ids). */
 const CPU_MAX_ELEMS = 16384;
 const VALUE_MAX_ELEMS = 16;
@@ -367,51 +367,10 @@ export class GpuGraphRunner {
   private async viewOp(node: Node, ins: (Slot | undefined)[]): Promise<Slot[] | null> {
     const x = ins[0];
     if (!x?.buf || !VIEW_OPS.has(node.opType) || node.domain !== '') return null;
-    const ints = async (s: Slot | undefined) => (s ? Array.from((await this.toJs(s) as Tensor).data as ArrayLike<number | bigint>, Number) : null);
     const opset = this.env.opsets.get('') ?? 1;
-    let dims: number[] | null = null;
-    switch (node.opType) {
-      case 'Identity': dims = x.dims; break;
-      case 'Reshape': {
-        if (opset < 5) return null;
-        const shape = await ints(ins[1]);
-        if (!shape) return null;
-        const allowzero = node.attrs.get('allowzero')?.value === 1;
-        const out = shape.map((d, k) => (d === 0 && !allowzero ? x.dims[k] : d));
-        const known = out.reduce((p, d) => (d === -1 ? p : p * d), 1);
-        const k = out.indexOf(-1);
-        if (k >= 0) out[k] = known === 0 ? 0 : sizeOf(x.dims) / known;
-        if (out.some((d) => !Number.isInteger(d) || d < 0) || sizeOf(out) !== sizeOf(x.dims)) return null;
-        dims = out;
-        break;
-      }
-      case 'Flatten': {
-        const r = x.dims.length;
-        let ax = (node.attrs.get('axis')?.value as number | undefined) ?? 1;
-        if (ax < 0) ax += r;
-        if (ax < 0 || ax > r) return null;
-        dims = [sizeOf(x.dims.slice(0, ax)), sizeOf(x.dims.slice(ax))];
-        break;
-      }
-      case 'Squeeze': case 'Unsqueeze': {
-        const axes = opset >= 13 ? await ints(ins[1]) : ((node.attrs.get('axes')?.value as number[] | undefined) ?? null);
-        if (node.opType === 'Squeeze') {
-          const r = x.dims.length;
-          const set = new Set((axes ?? x.dims.map((d, k) => (d === 1 ? k : -1)).filter((k) => k >= 0)).map((a) => (a < 0 ? a + r : a)));
-          if ([...set].some((a) => x.dims[a] !== 1)) return null;
-          dims = x.dims.filter((_, k) => !set.has(k));
-        } else {
-          if (!axes) return null;
-          const r = x.dims.length + axes.length;
-          const set = new Set(axes.map((a) => (a < 0 ? a + r : a)));
-          if (set.size !== axes.length || [...set].some((a) => a < 0 || a >= r)) return null;
-          dims = [];
-          let j = 0;
-          for (let k = 0; k < r; k++) dims.push(set.has(k) ? 1 : x.dims[j++]);
-        }
-        break;
-      }
-    }
+    let input1: number[] | null = null;
+    if (viewReadsInput1(node, opset) && ins[1]) input1 = Array.from((await this.toJs(ins[1]) as Tensor).data as ArrayLike<number | bigint>, Number);
+    const dims = viewDims(node, x.dims, opset, input1);
     if (!dims) return null;
     if (!x.buf.constant) x.buf.refs++;
     return [{ buf: x.buf, dtype: x.dtype, dims }];

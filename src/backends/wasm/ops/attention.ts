@@ -3,44 +3,10 @@ import type { Node } from '../../../graph/ir.js';
 import type { Tensor } from '../../../tensor.js';
 import { type AttentionParams, attentionScratchPerTask, attentionTasks, genAttention } from '../kernels/attention.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+import { alignStrides, attrOf, broadcast, contiguous } from '../../op_attrs.js';
 
 const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
 
-function contiguous(dims: readonly number[]): number[] {
-  const s = new Array<number>(dims.length);
-  let acc = 1;
-  for (let i = dims.length - 1; i >= 0; i--) { s[i] = acc; acc *= dims[i]; }
-  return s;
-}
-
-/** Numpy broadcast of batch shapes, or null. */
-function broadcast(...shapes: (readonly number[])[]): number[] | null {
-  const n = Math.max(0, ...shapes.map((s) => s.length));
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    let d = 1;
-    for (const s of shapes) {
-      const x = s[s.length - n + i] ?? 1;
-      if (x === 1) continue;
-      if (d !== 1 && d !== x) return null;
-      d = x;
-    }
-    out.push(d);
-  }
-  return out;
-}
-
-/** Per output batch dim, the stride of an operand with batch dims `own` and per-dim strides `strides` (0 where broadcast). */
-function alignStrides(own: readonly number[], strides: readonly number[], out: readonly number[]): number[] {
-  return out.map((_, i) => {
-    const k = own.length - out.length + i;
-    return k >= 0 && own[k] !== 1 ? strides[k] : 0;
-  });
-}
-
-function attrOf(node: Node, name: string): number | string | number[] | Tensor | undefined {
-  return node.attrs.get(name)?.value as number | string | number[] | Tensor | undefined;
-}
 
 /** Query rows per unit and units per task, so each task is a sizeable share of the work and threads balance. */
 function schedule(Sq: number, Skv: number, D: number, Dv: number, batch: number, threads: number): { rows: number; upt: number } {

@@ -7,22 +7,9 @@ import {
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { type GemmEpilogue, type GemmParams, gemmTasks, gemmUnfoldSlotBytes, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
 import { chooseGemmTile } from './matmul.js';
-import { resolveAutoPad } from '../../../ops/conv.js';
+import { attrInt, attrInts, attrStr, convWindow } from '../../op_attrs.js';
 
-export function attrInts(node: Node, name: string): number[] | undefined {
-  const a = node.attrs.get(name);
-  if (!a) return undefined;
-  if (Array.isArray(a.value) && a.value.every((v) => typeof v === 'number')) return a.value as number[];
-  return undefined;
-}
-export function attrInt(node: Node, name: string, dflt: number): number {
-  const v = node.attrs.get(name)?.value;
-  return typeof v === 'number' ? v : dflt;
-}
-export function attrStr(node: Node, name: string, dflt: string): string {
-  const v = node.attrs.get(name)?.value;
-  return typeof v === 'string' ? v : dflt;
-}
+export { attrInt, attrInts, attrStr };
 
 /** Spatial geometry shared by Conv and the pools: returns null for what the kernels do not cover (3-D). */
 export interface SpatialGeom { g: Geom2; outSpatial: number[]; padEnd: [number, number] }
@@ -31,19 +18,9 @@ export interface SpatialGeom { g: Geom2; outSpatial: number[]; padEnd: [number, 
 export function convGeom(node: Node, inS: number[], kS: number[]): SpatialGeom | null {
   const sp = inS.length;
   if (sp < 1 || sp > 2) return null;
-  const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
-  const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
-  const given = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
-  if (strides.length !== sp || dils.length !== sp || given.length !== 2 * sp) return null;
-  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || given.some((p) => p < 0)) return null;
-  const pads = resolveAutoPad(attrStr(node, 'auto_pad', 'NOTSET'), inS, kS, strides, dils, given);
-  if (!pads) return null;
-  const out: number[] = [];
-  for (let i = 0; i < sp; i++) {
-    const o = Math.floor((inS[i] + pads[i] + pads[i + sp] - ((kS[i] - 1) * dils[i] + 1)) / strides[i]) + 1;
-    if (o < 1) return null;
-    out.push(o);
-  }
+  const w = convWindow(node, inS, kS, 1);
+  if (!w) return null;
+  const { strides, dils, pads, outS: out } = w;
   return { g: geom2(inS, kS, out, strides, pads.slice(0, sp), dils), outSpatial: out, padEnd: sp === 1 ? [0, pads[1]] : [pads[2], pads[3]] };
 }
 

@@ -1,9 +1,9 @@
 // Wasm pooling (f32, NCHW, 1-D and 2-D): MaxPool (no Indices output), AveragePool, GlobalAveragePool, GlobalMaxPool.
-import { poolOutputShape } from '../../../ops/pool.js';
 import type { Node } from '../../../graph/ir.js';
 import { genGlobalPool, genPool } from '../kernels/conv.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
-import { attrInt, attrInts, attrStr, geom2 } from './conv.js';
+import { geom2 } from './conv.js';
+import { attrInt, attrInts, poolWindow } from '../../op_attrs.js';
 
 const prod = (v: readonly number[]) => v.reduce((a, b) => a * b, 1);
 
@@ -17,18 +17,9 @@ function planPool(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContex
   const inS = x.dims.slice(2);
   const kS = attrInts(node, 'kernel_shape');
   if (!kS || kS.length !== sp || kS.some((k) => k < 1)) return null;
-  const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
-  const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
-  let pads = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
-  if (strides.length !== sp || dils.length !== sp || pads.length !== 2 * sp) return null;
-  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || pads.some((p) => p < 0)) return null;
-  const ceil = attrInt(node, 'ceil_mode', 0) !== 0;
-  const autoPad = attrStr(node, 'auto_pad', 'NOTSET');
-  const shaped = poolOutputShape(inS, kS, strides, dils, pads, autoPad, ceil);
-  if (!shaped) return null;
-  const outS = shaped.outS;
-  pads = shaped.pads;
-  if (outS.some((o) => o < 0)) return null;
+  const w = poolWindow(node, inS, kS);
+  if (!w) return null;
+  const { strides, dils, pads, outS } = w;
   const outDims = [x.dims[0], x.dims[1], ...outS];
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   if (prod(outDims) === 0) return { outputs, launches: () => [] };

@@ -4,6 +4,7 @@
 import type { Node } from '../../../graph/ir.js';
 import type { Tensor } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext } from '../kernel.js';
+import { alignStrides, attrOf, broadcast, contiguous } from '../../op_attrs.js';
 
 /** Tests force the key split (`split`: parts, 0 = automatic) and turn subgroups off to exercise every path. */
 export const attentionConfig = { split: 0, subgroups: true };
@@ -12,41 +13,6 @@ const u = (n: number): string => `${n}u`;
 const np2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 const prod = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
 
-function contiguous(dims: readonly number[]): number[] {
-  const s = new Array<number>(dims.length);
-  let acc = 1;
-  for (let i = dims.length - 1; i >= 0; i--) { s[i] = acc; acc *= dims[i]; }
-  return s;
-}
-
-/** Numpy broadcast of batch shapes, or null. */
-function broadcast(...shapes: (readonly number[])[]): number[] | null {
-  const n = Math.max(0, ...shapes.map((s) => s.length));
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    let d = 1;
-    for (const s of shapes) {
-      const x = s[s.length - n + i] ?? 1;
-      if (x === 1) continue;
-      if (d !== 1 && d !== x) return null;
-      d = x;
-    }
-    out.push(d);
-  }
-  return out;
-}
-
-/** Per output batch dim, the stride of an operand with batch dims `own` and strides `strides` (0 where it broadcasts). */
-function alignStrides(own: readonly number[], strides: readonly number[], out: readonly number[]): number[] {
-  return out.map((_, i) => {
-    const k = own.length - out.length + i;
-    return k >= 0 && own[k] !== 1 ? strides[k] : 0;
-  });
-}
-
-function attrOf(node: Node, name: string): number | string | number[] | Tensor | undefined {
-  return node.attrs.get(name)?.value as number | string | number[] | Tensor | undefined;
-}
 
 /** Element strides of the operands (Q, V and the output have contiguous rows: Q's row stride is D, V's key stride Dv). */
 interface Attn {

@@ -3,7 +3,8 @@
 // Every size is baked into the WGSL; bias and the fused activation are applied in the store.
 import type { Node } from '../../../graph/ir.js';
 import { sizeOf } from '../../../tensor.js';
-import { convTransposeShape, resolveAutoPad } from '../../../ops/conv.js';
+import { convTransposeShape } from '../../../ops/conv.js';
+import { attrInt, attrInts, attrStr, convWindow } from '../../op_attrs.js';
 import { activationExpr, mathPrelude } from '../../../codegen/wgsl/math.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Binding, type Dispatch, type GpuOpPlan, type GpuPlanContext,
   type GpuValueDesc } from '../kernel.js';
@@ -18,18 +19,7 @@ export interface ConvGeom2 {
 export interface ConvAct { kind: string; alpha: number; beta: number }
 const NO_ACT: ConvAct = { kind: 'none', alpha: 0, beta: 0 };
 
-export function attrInts(node: Node, name: string): number[] | undefined {
-  const v = node.attrs.get(name)?.value;
-  return Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined;
-}
-export function attrInt(node: Node, name: string, dflt: number): number {
-  const v = node.attrs.get(name)?.value;
-  return typeof v === 'number' ? v : dflt;
-}
-export function attrStr(node: Node, name: string, dflt: string): string {
-  const v = node.attrs.get(name)?.value;
-  return typeof v === 'string' ? v : dflt;
-}
+export { attrInt, attrInts, attrStr };
 
 /** Folds 1-D (length-1 lists) into 2-D with a unit leading axis. */
 function two(v: readonly number[], fill: number): [number, number] {
@@ -43,19 +33,9 @@ const i = (n: number) => `${n}i`;
 function convGeometry(node: Node, inS: number[], kS: number[]): { g: ConvGeom2; outS: number[] } | null {
   const sp = inS.length;
   if (sp < 1 || sp > 2) return null;
-  const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
-  const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
-  const given = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
-  if (strides.length !== sp || dils.length !== sp || given.length !== 2 * sp) return null;
-  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || given.some((p) => p < 0)) return null;
-  const pads = resolveAutoPad(attrStr(node, 'auto_pad', 'NOTSET'), inS, kS, strides, dils, given);
-  if (!pads) return null;
-  const outS: number[] = [];
-  for (let a = 0; a < sp; a++) {
-    const o = Math.floor((inS[a] + pads[a] + pads[a + sp] - ((kS[a] - 1) * dils[a] + 1)) / strides[a]) + 1;
-    if (o < 0) return null;
-    outS.push(o);
-  }
+  const w = convWindow(node, inS, kS, 0);
+  if (!w) return null;
+  const { strides, dils, pads, outS } = w;
   const [iH, iW] = two(inS, 1), [kH, kW] = two(kS, 1), [oH, oW] = two(outS, 1);
   const [sH, sW] = two(strides, 1), [dH, dW] = two(dils, 1), [pH, pW] = two(pads.slice(0, sp), 0);
   return { g: { iH, iW, kH, kW, oH, oW, sH, sW, pH, pW, dH, dW }, outS };

@@ -2,9 +2,8 @@
 // output; GlobalAveragePool and GlobalMaxPool with a workgroup tree reduction per plane when planes are large.
 import type { Node } from '../../../graph/ir.js';
 import { sizeOf } from '../../../tensor.js';
-import { poolOutputShape } from '../../../ops/pool.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
-import { attrInt, attrInts, attrStr } from './conv.js';
+import { attrInt, attrInts, poolWindow } from '../../op_attrs.js';
 
 const u = (n: number) => `${n}u`;
 const i = (n: number) => `${n}i`;
@@ -79,14 +78,9 @@ function planPool(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: GpuPlan
   const inS = x.dims.slice(2);
   const kS = attrInts(node, 'kernel_shape');
   if (!kS || kS.length !== sp || kS.some((k) => k < 1)) return null;
-  const strides = attrInts(node, 'strides') ?? new Array(sp).fill(1);
-  const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
-  const given = attrInts(node, 'pads') ?? new Array(2 * sp).fill(0);
-  if (strides.length !== sp || dils.length !== sp || given.length !== 2 * sp) return null;
-  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || given.some((p) => p < 0)) return null;
-  const shaped = poolOutputShape(inS, kS, strides, dils, given, attrStr(node, 'auto_pad', 'NOTSET'), attrInt(node, 'ceil_mode', 0) !== 0);
-  if (!shaped || shaped.outS.some((o) => o < 0)) return null;
-  const { outS, pads } = shaped;
+  const w = poolWindow(node, inS, kS);
+  if (!w) return null;
+  const { strides, dils, pads, outS } = w;
   const outputs = [{ dtype: 'float32' as const, dims: [x.dims[0], x.dims[1], ...outS] }];
   const total = sizeOf(outputs[0].dims);
   if (total === 0) return { outputs, dispatches: [] };

@@ -1,0 +1,92 @@
+// Helpers the fast backends' planners share: attribute readers, window geometry (strides, dilations, pads, output
+// size), and batch-shape arithmetic (contiguous strides, broadcasting).
+import type { Node } from '../graph/ir.js';
+import type { Tensor } from '../tensor.js';
+import { poolOutputShape } from '../ops/pool.js';
+import { resolveAutoPad } from '../ops/conv.js';
+
+export function attrInts(node: Node, name: string): number[] | undefined {
+  const v = node.attrs.get(name)?.value;
+  return Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined;
+}
+export function attrInt(node: Node, name: string, dflt: number): number {
+  const v = node.attrs.get(name)?.value;
+  return typeof v === 'number' ? v : dflt;
+}
+export function attrStr(node: Node, name: string, dflt: string): string {
+  const v = node.attrs.get(name)?.value;
+  return typeof v === 'string' ? v : dflt;
+}
+
+export interface Window { strides: number[]; dils: number[]; pads: number[]; outS: number[] }
+
+/** strides, dilations and pads of a window op over `sp` spatial dims (defaults filled in), or null when invalid. */
+function windowAttrs(node: Node, sp: number): Omit<Window, 'outS'> | null {
+  const strides = attrInts(node, 'strides') ?? new Array<number>(sp).fill(1);
+  const dils = attrInts(node, 'dilations') ?? new Array<number>(sp).fill(1);
+  const pads = attrInts(node, 'pads') ?? new Array<number>(2 * sp).fill(0);
+  if (strides.length !== sp || dils.length !== sp || pads.length !== 2 * sp) return null;
+  if (strides.some((s) => s < 1) || dils.some((d) => d < 1) || pads.some((p) => p < 0)) return null;
+  return { strides, dils, pads };
+}
+
+/** Conv's window as the reference computes it (auto_pad resolved); null when invalid or an output dim is < minOut. */
+export function convWindow(node: Node, inS: number[], kS: number[], minOut = 1): Window | null {
+  const w = windowAttrs(node, inS.length);
+  if (!w) return null;
+  const pads = resolveAutoPad(attrStr(node, 'auto_pad', 'NOTSET'), inS, kS, w.strides, w.dils, w.pads);
+  if (!pads) return null;
+  const sp = inS.length;
+  const outS: number[] = [];
+  for (let a = 0; a < sp; a++) {
+    const o = Math.floor((inS[a] + pads[a] + pads[a + sp] - ((kS[a] - 1) * w.dils[a] + 1)) / w.strides[a]) + 1;
+    if (o < minOut) return null;
+    outS.push(o);
+  }
+  return { ...w, pads, outS };
+}
+
+/** A pool's window (auto_pad, ceil_mode) as the reference computes it; null when invalid. */
+export function poolWindow(node: Node, inS: number[], kS: number[]): Window | null {
+  const w = windowAttrs(node, inS.length);
+  if (!w) return null;
+  const shaped = poolOutputShape(inS, kS, w.strides, w.dils, w.pads, attrStr(node, 'auto_pad', 'NOTSET'), attrInt(node, 'ceil_mode', 0) !== 0);
+  if (!shaped || shaped.outS.some((o) => o < 0)) return null;
+  return { strides: w.strides, dils: w.dils, pads: shaped.pads, outS: shaped.outS };
+}
+
+export function contiguous(dims: readonly number[]): number[] {
+  const s = new Array<number>(dims.length);
+  let acc = 1;
+  for (let i = dims.length - 1; i >= 0; i--) { s[i] = acc; acc *= dims[i]; }
+  return s;
+}
+
+/** Numpy broadcast of batch shapes, or null. */
+export function broadcast(...shapes: (readonly number[])[]): number[] | null {
+  const n = Math.max(0, ...shapes.map((s) => s.length));
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let d = 1;
+    for (const s of shapes) {
+      const x = s[s.length - n + i] ?? 1;
+      if (x === 1) continue;
+      if (d !== 1 && d !== x) return null;
+      d = x;
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+/** Per output batch dim, the stride of an operand with batch dims `own` and strides `strides` (0 where it broadcasts). */
+export function alignStrides(own: readonly number[], strides: readonly number[], out: readonly number[]): number[] {
+  return out.map((_, i) => {
+    const k = own.length - out.length + i;
+    return k >= 0 && own[k] !== 1 ? strides[k] : 0;
+  });
+}
+
+export function attrOf(node: Node, name: string): number | string | number[] | Tensor | undefined {
+  return node.attrs.get(name)?.value as number | string | number[] | Tensor | undefined;
+}
