@@ -3,7 +3,8 @@ import type { Node } from '../../../graph/ir.js';
 import type { Tensor } from '../../../tensor.js';
 import { type AttentionParams, attentionScratchPerTask, attentionTasks, genAttention } from '../kernels/attention.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
-import { alignStrides, attrOf, broadcast, contiguous } from '../../op_attrs.js';
+import { attrOf, contiguous } from '../../op_attrs.js';
+import { attentionOperands } from '../../attention_operands.js';
 
 const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
 
@@ -38,70 +39,18 @@ function plan(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relaxed'>, out
 const MAX_D = 1024;
 
 registerWasmOp('FusedAttention', (node, inputs, ctx) => {
-  if (node.domain !== 'webjit') return null;
-  const [q, k, v, m] = inputs;
-  if (!q || !k || !v || q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') return null;
-  if (m && m.dtype !== 'float32') return null;
-  if (node.inputs.length > 4) return null;
-  const qd = q.dims, vd = v.dims;
-  if (qd.length < 2 || vd.length < 2 || k.dims.length < 2) return null;
-  // Kᵀ as the MatMul saw it: dims and strides into K's buffer.
-  let ktDims = [...k.dims], ktStr = contiguous(k.dims);
-  if (attrOf(node, 'transpose_k') === 1) {
-    const r = k.dims.length;
-    const perm = (attrOf(node, 'k_perm') as number[] | undefined) ?? [...Array(r).keys()].reverse();
-    if (perm.length !== r || new Set(perm).size !== r || perm.some((x) => x < 0 || x >= r)) return null;
-    const ks = contiguous(k.dims);
-    ktDims = perm.map((a) => k.dims[a]);
-    ktStr = perm.map((a) => ks[a]);
-  }
-  const Sq = qd[qd.length - 2], D = qd[qd.length - 1];
-  if (ktDims[ktDims.length - 2] !== D) return null;
-  const Skv = ktDims[ktDims.length - 1];
-  if (vd[vd.length - 2] !== Skv || Skv === 0 || D > MAX_D) return null;
-  const Dv = vd[vd.length - 1];
-  // Scaling broadcasts like any Mul/Div: a constant of higher rank would change the shape.
-  const st = attrOf(node, 'scale_tensor') as Tensor | undefined;
-  const scaleOn = attrOf(node, 'scale_on');
-  if (st && st.dims.length > (scaleOn === 'q' ? qd.length : Math.max(qd.length, ktDims.length))) return null;
-  const qb = qd.slice(0, -2), kb = ktDims.slice(0, -2), vb = vd.slice(0, -2);
-  const sBatch = broadcast(qb, kb);
-  if (!sBatch) return null;
-  let scoreBatch = sBatch;
-  let mask: AttentionParams['mask'];
-  let mb: number[] = [], mStr: number[] = [];
-  if (m) {
-    const md = m.dims;
-    if (md.length < 1) return null;
-    const mLast = md[md.length - 1], mRow = md.length >= 2 ? md[md.length - 2] : 1;
-    if ((mLast !== 1 && mLast !== Skv) || (mRow !== 1 && mRow !== Sq)) return null;
-    mb = md.slice(0, -2);
-    const bb = broadcast(sBatch, mb);
-    if (!bb) return null;
-    scoreBatch = bb;
-    const ms = contiguous(md);
-    mStr = ms.slice(0, -2);
-    mask = { b: [], row: md.length >= 2 && mRow !== 1 ? ms[md.length - 2] : 0, key: mLast === 1 ? 0 : 1 };
-  }
-  // Softmax must run over the last axis of the scores.
-  const rank = scoreBatch.length + 2;
-  const opset = (attrOf(node, 'onnx_opset') as number | undefined) ?? 18;
-  let axis = (attrOf(node, 'softmax_axis') as number | undefined) ?? (opset >= 13 ? -1 : 1);
-  if (axis < 0) axis += rank;
-  if (axis !== rank - 1) return null;
-  const batch = broadcast(scoreBatch, vb);
-  if (!batch) return null;
-  const scale = (attrOf(node, 'scale') as number | undefined) ?? 1;
-  const qs = contiguous(qd), vs = contiguous(vd), os = contiguous([...batch, Sq, Dv]);
-  if (mask) mask.b = alignStrides(mb, mStr, batch);
+  const o = attentionOperands(node, inputs, MAX_D);
+  if (!o) return null;
+  const { batch, Sq, Skv, D, Dv } = o;
+  const os = contiguous([...batch, Sq, Dv]);
   return plan({
     batch, Sq, Skv, D, Dv,
-    q: { b: alignStrides(qb, qs.slice(0, -2), batch), row: D },
-    k: { b: alignStrides(kb, ktStr.slice(0, -2), batch), key: ktStr[ktStr.length - 1], d: ktStr[ktStr.length - 2] },
-    v: { b: alignStrides(vb, vs.slice(0, -2), batch), key: Dv },
-    mask,
+    q: { b: o.qb, row: D },
+    k: { b: o.kb, key: o.kKey, d: o.kD },
+    v: { b: o.vb, key: Dv },
+    mask: o.mask,
     o: { b: os.slice(0, -2), row: Dv },
-    scale,
+    scale: (attrOf(node, 'scale') as number | undefined) ?? 1,
   }, [...batch, Sq, Dv], ctx);
 });
 

@@ -4,7 +4,7 @@
 import type { Node } from '../../../graph/ir.js';
 import type { Tensor } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext } from '../kernel.js';
-import { alignStrides, attrOf, broadcast, contiguous } from '../../op_attrs.js';
+import { attentionOperands } from '../../attention_operands.js';
 
 /** Tests force the key split (`split`: parts, 0 = automatic) and turn subgroups off to exercise every path. */
 export const attentionConfig = { split: 0, subgroups: true };
@@ -341,73 +341,15 @@ function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext): GpuOpPl
 }
 
 registerGpuOp('FusedAttention', (node, inputs, ctx) => {
-  if (node.domain !== 'webjit') return null;
-  const [q, k, v, m] = inputs;
-  if (!q || !k || !v || q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') return null;
-  if (m && m.dtype !== 'float32') return null;
-  if (node.inputs.length > 4) return null;
-  const qd = q.dims, vd = v.dims;
-  if (qd.length < 2 || vd.length < 2 || k.dims.length < 2) return null;
-  // Kᵀ as the MatMul saw it: dims and strides into K's buffer.
-  let ktDims = [...k.dims], ktStr = contiguous(k.dims);
-  if (attrOf(node, 'transpose_k') === 1) {
-    const r = k.dims.length;
-    const perm = (attrOf(node, 'k_perm') as number[] | undefined) ?? [...Array(r).keys()].reverse();
-    if (perm.length !== r || new Set(perm).size !== r || perm.some((x) => x < 0 || x >= r)) return null;
-    const ks = contiguous(k.dims);
-    ktDims = perm.map((x) => k.dims[x]);
-    ktStr = perm.map((x) => ks[x]);
-  }
-  const Sq = qd[qd.length - 2], D = qd[qd.length - 1];
-  if (ktDims[ktDims.length - 2] !== D) return null;
-  const Skv = ktDims[ktDims.length - 1];
-  if (vd[vd.length - 2] !== Skv || Skv === 0 || D === 0 || D > MAX_D) return null;
-  const Dv = vd[vd.length - 1];
-  if (Dv > MAX_D) return null;
-  // The scaling exactly as the reference replays it; a scale of higher rank would change the shape.
-  const st = attrOf(node, 'scale_tensor') as Tensor | undefined;
+  const o = attentionOperands(node, inputs, MAX_D);
+  if (!o) return null;
+  // The scaling exactly as the reference replays it: one f32 constant, a Mul or Div on Q or on the scores.
   let scale: Attn['scale'];
+  const st = o.scaleTensor;
   if (st) {
-    const op = attrOf(node, 'scale_op') ?? 'Mul', on = attrOf(node, 'scale_on') ?? 'scores';
-    if (st.type !== 'float32' || st.size !== 1 || (op !== 'Mul' && op !== 'Div') || (on !== 'q' && on !== 'scores')) return null;
-    if (st.dims.length > (on === 'q' ? qd.length : Math.max(qd.length, ktDims.length))) return null;
-    scale = { op, on, c: (st.data as Float32Array)[0] };
+    if (st.type !== 'float32' || st.size !== 1 || (o.scaleOp !== 'Mul' && o.scaleOp !== 'Div') || (o.scaleOn !== 'q' && o.scaleOn !== 'scores')) return null;
+    scale = { op: o.scaleOp, on: o.scaleOn, c: (st.data as Float32Array)[0] };
   }
-  const qb = qd.slice(0, -2), kb = ktDims.slice(0, -2), vb = vd.slice(0, -2);
-  const sBatch = broadcast(qb, kb);
-  if (!sBatch) return null;
-  let scoreBatch = sBatch;
-  let mb: number[] = [], mStr: number[] = [];
-  let maskRow = 0, maskKey = 0;
-  if (m) {
-    const md = m.dims;
-    if (md.length < 1) return null;
-    const mLast = md[md.length - 1], mRow = md.length >= 2 ? md[md.length - 2] : 1;
-    if ((mLast !== 1 && mLast !== Skv) || (mRow !== 1 && mRow !== Sq)) return null;
-    mb = md.slice(0, -2);
-    const bb = broadcast(sBatch, mb);
-    if (!bb) return null;
-    scoreBatch = bb;
-    const ms = contiguous(md);
-    mStr = ms.slice(0, -2);
-    maskRow = md.length >= 2 && mRow !== 1 ? ms[md.length - 2] : 0;
-    maskKey = mLast === 1 ? 0 : 1;
-  }
-  // Softmax must run over the last axis of the scores (before opset 13, an axis coerces to 2-D: the last one only).
-  const rank = scoreBatch.length + 2;
-  const opset = (attrOf(node, 'onnx_opset') as number | undefined) ?? 18;
-  let axis = (attrOf(node, 'softmax_axis') as number | undefined) ?? (opset >= 13 ? -1 : 1);
-  if (axis < 0) axis += rank;
-  if (axis !== rank - 1) return null;
-  const batch = broadcast(scoreBatch, vb);
-  if (!batch) return null;
-  const qs = contiguous(qd), vs = contiguous(vd);
-  return planAttention({
-    batch, Sq, Skv, D, Dv,
-    qb: alignStrides(qb, qs.slice(0, -2), batch),
-    kb: alignStrides(kb, ktStr.slice(0, -2), batch), kKey: ktStr[ktStr.length - 1], kD: ktStr[ktStr.length - 2],
-    vb: alignStrides(vb, vs.slice(0, -2), batch),
-    mask: m ? { b: alignStrides(mb, mStr, batch), row: maskRow, key: maskKey } : undefined,
-    scale,
-  }, [...batch, Sq, Dv], ctx);
+  const { batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask } = o;
+  return planAttention({ batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask, scale }, [...batch, Sq, Dv], ctx);
 });
