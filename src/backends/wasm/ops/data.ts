@@ -11,6 +11,7 @@ import {
 } from '../kernels/data.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { attrInt, attrInts, attrStr } from './conv.js';
+import { expandView, normAxis, planInts, sliceView, tileView } from '../../strided_views.js';
 
 const prod = (v: readonly number[]) => v.reduce((a, b) => a * b, 1);
 
@@ -27,21 +28,7 @@ function stridesOf(dims: readonly number[]): number[] {
   return s;
 }
 
-/** Integer values of a constant input (or one the executor read at plan time), else null. */
-function constInts(v: ValueDesc | undefined): number[] | null {
-  const t = v?.constant ?? v?.value;
-  if (!t || !(t instanceof Tensor)) return null;
-  if (t.type === 'int64' || t.type === 'uint64') return Array.from(t.data as BigInt64Array, Number);
-  if (t.type === 'int32' || t.type === 'int16' || t.type === 'int8' || t.type === 'uint8' || t.type === 'uint16' || t.type === 'uint32') {
-    return Array.from(t.data as ArrayLike<number>);
-  }
-  return null;
-}
-
-const normAxis = (a: number, r: number): number | null => {
-  const b = a < 0 ? a + r : a;
-  return b >= 0 && b < r && Number.isInteger(b) ? b : null;
-};
+const constInts = planInts;
 
 /** A strided copy launch (src/dst pointers resolved at launch time, plus element offsets). */
 interface CopySpec { params: CopyParams; srcOff: number; dstOff: number; src: (b: { inputs: number[]; outputs: number[] }) => number; dst: (b: { inputs: number[]; outputs: number[] }) => number }
@@ -156,82 +143,24 @@ registerWasmOp('Split', (node, inputs, ctx, opset) => {
 
 // --- Slice -------------------------------------------------------------------------------------------
 
-registerWasmOp('Slice', (node, inputs, _ctx, opset) => {
+registerWasmOp('Slice', (node, inputs, ctx, opset) => {
   const x = inputs[0];
-  if (!x) return null;
-  const r = x.dims.length;
-  let starts: number[] | null, ends: number[] | null, axes: number[] | null = null, steps: number[] | null = null;
-  if (opset < 10) {
-    starts = attrInts(node, 'starts') ?? null;
-    ends = attrInts(node, 'ends') ?? null;
-    axes = attrInts(node, 'axes') ?? null;
-  } else {
-    starts = constInts(inputs[1]);
-    ends = constInts(inputs[2]);
-    if (inputs[3]) { axes = constInts(inputs[3]); if (!axes) return null; }
-    if (inputs[4]) { steps = constInts(inputs[4]); if (!steps) return null; }
-  }
-  if (!starts || !ends || ends.length !== starts.length) return null;
-  axes ??= starts.map((_, i) => i);
-  steps ??= starts.map(() => 1);
-  if (axes.length !== starts.length || steps.length !== starts.length) return null;
-  const st = new Array<number>(r).fill(0), sp = new Array<number>(r).fill(1);
-  const outDims = x.dims.slice();
-  const seen = new Set<number>();
-  for (let i = 0; i < axes.length; i++) {
-    const a = normAxis(axes[i], r);
-    if (a === null || seen.has(a)) return null;
-    seen.add(a);
-    const d = x.dims[a], step = steps[i];
-    if (step === 0 || !Number.isFinite(step)) return null;
-    let s = starts[i], e = ends[i], n: number;
-    if (s < 0) s += d;
-    if (e < 0) e += d;
-    if (step > 0) {
-      s = Math.min(Math.max(s, 0), d); e = Math.min(Math.max(e, 0), d);
-      n = e > s ? Math.ceil((e - s) / step) : 0;
-    } else {
-      s = Math.min(Math.max(s, 0), d - 1); e = Math.min(Math.max(e, -1), d - 1);
-      n = s > e ? Math.ceil((s - e) / -step) : 0;
-    }
-    st[a] = s; sp[a] = step; outDims[a] = n;
-  }
-  const xs = stridesOf(x.dims);
-  const off = st.reduce((acc, s, a) => acc + s * xs[a], 0);
-  return planView(x, outDims, outDims, xs.map((s, a) => s * sp[a]), off, _ctx);
+  const v = x && sliceView(node, x.dims, opset, inputs);
+  return v ? planView(x, v.outDims, v.dims, v.src, v.off, ctx) : null;
 });
 
 // --- Expand / Tile -----------------------------------------------------------------------------------
 
 registerWasmOp('Expand', (_node, inputs, ctx) => {
-  const x = inputs[0];
-  const shape = constInts(inputs[1]);
-  if (!x || !shape) return null;
-  const rank = Math.max(x.dims.length, shape.length);
-  const outDims: number[] = [];
-  for (let i = 0; i < rank; i++) {
-    const a = x.dims[x.dims.length - rank + i] ?? 1, b = shape[shape.length - rank + i] ?? 1;
-    if (a !== b && a !== 1 && b !== 1) return null;
-    outDims.push(a === 1 ? b : a);
-  }
-  const xs = stridesOf(x.dims);
-  const src = outDims.map((_, i) => {
-    const ia = i - (rank - x.dims.length);
-    return ia >= 0 && x.dims[ia] !== 1 ? xs[ia] : 0;
-  });
-  return planView(x, outDims, outDims, src, 0, ctx);
+  const x = inputs[0], shape = constInts(inputs[1]);
+  const v = x && shape && expandView(x.dims, shape);
+  return v ? planView(x, v.outDims, v.dims, v.src, v.off, ctx) : null;
 });
 
 registerWasmOp('Tile', (_node, inputs, ctx) => {
-  const x = inputs[0];
-  const reps = constInts(inputs[1]);
-  if (!x || !reps || reps.length !== x.dims.length || reps.some((v) => v < 0 || !Number.isInteger(v))) return null;
-  const outDims = x.dims.map((d, i) => d * reps[i]);
-  // Each axis becomes (repeat, dim) with strides (0, stride): the copy walks the input reps times.
-  const xs = stridesOf(x.dims);
-  const dims: number[] = [], src: number[] = [];
-  x.dims.forEach((d, i) => { dims.push(reps[i], d); src.push(0, xs[i]); });
-  return planView(x, outDims, dims, src, 0, ctx);
+  const x = inputs[0], reps = constInts(inputs[1]);
+  const v = x && reps && tileView(x.dims, reps);
+  return v ? planView(x, v.outDims, v.dims, v.src, v.off, ctx) : null;
 });
 
 // --- Pad (constant) ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import {
   GRID_PARAMS, LINEAR_GROUP, enables, grid, i32Lit, registerGpuOp, storageBytes, storageDecls, storageType,
   type Binding, type Dispatch, type GpuOp, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc,
 } from '../kernel.js';
+import { expandView, normAxis, planInts, sliceView, tensorInts, tileView } from '../../strided_views.js';
 
 const WG = 256;
 /** Transpose tile edge and the rows a workgroup covers per step (TILE x ROWS threads). */
@@ -63,24 +64,7 @@ function attrStr(node: Node, name: string, dflt: string): string {
   return typeof v === 'string' ? v : dflt;
 }
 
-/** Integer values of an input known at plan time (read by the executor, or a model constant), else null. */
-function ints(v: GpuValueDesc | undefined): number[] | null {
-  return tensorInts(v?.value ?? v?.constant);
-}
-
-function tensorInts(t: Tensor | undefined): number[] | null {
-  if (!(t instanceof Tensor)) return null;
-  switch (t.type) {
-    case 'int64': case 'uint64': return Array.from(t.data as BigInt64Array, Number);
-    case 'int32': case 'int16': case 'int8': case 'uint8': case 'uint16': case 'uint32': return Array.from(t.data as ArrayLike<number>);
-    default: return null;
-  }
-}
-
-function normAxis(a: number, r: number): number | null {
-  const b = a < 0 ? a + r : a;
-  return Number.isInteger(b) && b >= 0 && b < r ? b : null;
-}
+const ints = planInts;
 
 /** Registers a data op whose plans fall back to the reference where an output would not fit one storage binding. */
 function registerDataOp(opType: string, op: GpuOp): void {
@@ -249,77 +233,20 @@ registerDataOp('SpaceToDepth', (node, inputs, ctx) => {
 
 registerDataOp('Slice', (node, inputs, ctx, opset) => {
   const x = inputs[0];
-  if (!x) return null;
-  const r = x.dims.length;
-  let starts: number[] | null, ends: number[] | null, axes: number[] | null = null, steps: number[] | null = null;
-  if (opset < 10) {
-    starts = attrInts(node, 'starts');
-    ends = attrInts(node, 'ends');
-    axes = attrInts(node, 'axes');
-  } else {
-    starts = ints(inputs[1]);
-    ends = ints(inputs[2]);
-    if (inputs[3]) { axes = ints(inputs[3]); if (!axes) return null; }
-    if (inputs[4]) { steps = ints(inputs[4]); if (!steps) return null; }
-  }
-  if (!starts || !ends || ends.length !== starts.length) return null;
-  axes ??= starts.map((_, i) => i);
-  steps ??= starts.map(() => 1);
-  if (axes.length !== starts.length || steps.length !== starts.length) return null;
-  const st = new Array<number>(r).fill(0), sp = new Array<number>(r).fill(1);
-  const outDims = x.dims.slice();
-  const seen = new Set<number>();
-  for (let i = 0; i < axes.length; i++) {
-    const a = normAxis(axes[i], r);
-    if (a === null || seen.has(a)) return null;
-    seen.add(a);
-    const d = x.dims[a], step = steps[i];
-    if (step === 0 || !Number.isFinite(step)) return null;
-    let s = starts[i], e = ends[i], n: number;
-    if (s < 0) s += d;
-    if (e < 0) e += d;
-    if (step > 0) {
-      s = Math.min(Math.max(s, 0), d); e = Math.min(Math.max(e, 0), d);
-      n = e > s ? Math.ceil((e - s) / step) : 0;
-    } else {
-      s = Math.min(Math.max(s, 0), d - 1); e = Math.min(Math.max(e, -1), d - 1);
-      n = s > e ? Math.ceil((s - e) / -step) : 0;
-    }
-    st[a] = s; sp[a] = step; outDims[a] = n;
-  }
-  const xs = stridesOf(x.dims);
-  const off = st.reduce((acc, s, a) => acc + s * xs[a], 0);
-  return planView(x, outDims, outDims, xs.map((s, a) => s * sp[a]), off, ctx);
+  const v = x && sliceView(node, x.dims, opset, inputs);
+  return v ? planView(x, v.outDims, v.dims, v.src, v.off, ctx) : null;
 });
 
 registerDataOp('Expand', (_node, inputs, ctx) => {
-  const x = inputs[0];
-  const shape = ints(inputs[1]);
-  if (!x || !shape) return null;
-  const rank = Math.max(x.dims.length, shape.length);
-  const outDims: number[] = [];
-  for (let i = 0; i < rank; i++) {
-    const a = x.dims[x.dims.length - rank + i] ?? 1, b = shape[shape.length - rank + i] ?? 1;
-    if (!Number.isInteger(b) || b < 0 || (a !== b && a !== 1 && b !== 1)) return null;
-    outDims.push(a === 1 ? b : a);
-  }
-  const xs = stridesOf(x.dims);
-  const src = outDims.map((_, i) => {
-    const ia = i - (rank - x.dims.length);
-    return ia >= 0 && x.dims[ia] !== 1 ? xs[ia] : 0;
-  });
-  return planView(x, outDims, outDims, src, 0, ctx);
+  const x = inputs[0], shape = ints(inputs[1]);
+  const v = x && shape && expandView(x.dims, shape);
+  return v ? planView(x, v.outDims, v.dims, v.src, v.off, ctx) : null;
 });
 
 registerDataOp('Tile', (_node, inputs, ctx) => {
-  const x = inputs[0];
-  const reps = ints(inputs[1]);
-  if (!x || !reps || reps.length !== x.dims.length || reps.some((v) => v < 0 || !Number.isInteger(v))) return null;
-  // Each axis becomes (repeat, dim) with source strides (0, stride): the same row-major order as the tiled output.
-  const xs = stridesOf(x.dims);
-  const dims: number[] = [], src: number[] = [];
-  x.dims.forEach((d, i) => { dims.push(reps[i], d); src.push(0, xs[i]); });
-  return planView(x, x.dims.map((d, i) => d * reps[i]), dims, src, 0, ctx);
+  const x = inputs[0], reps = ints(inputs[1]);
+  const v = x && reps && tileView(x.dims, reps);
+  return v ? planView(x, v.outDims, v.dims, v.src, v.off, ctx) : null;
 });
 
 // --- Concat / Split --------------------------------------------------------------------------------------
