@@ -25,6 +25,11 @@ fi
 if [ "$what" = shapes ]; then
   $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
 fi
+if [ "$what" = cpuprof ]; then
+  python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
+  rm -rf /tmp/prof && WEBJIT_ONLY=1 RUNS=300 $NODE --cpu-prof --cpu-prof-dir=/tmp/prof .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 > "$OUT/cpuprof-run.txt" 2>&1
+  $NODE bench/gpu/cpuprof-summary.mjs /tmp/prof 300 > "$OUT/cpuprof.txt" 2>&1
+fi
 if [ "$what" = profile ]; then
   python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
   WEBJIT_ONLY=1 WEBJIT_PROFILE=1 $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:${2:-1}:128 2>&1 | grep -v "^Warning" > "$OUT/profile.txt"
