@@ -90,3 +90,41 @@ export function alignStrides(own: readonly number[], strides: readonly number[],
 export function attrOf(node: Node, name: string): number | string | number[] | Tensor | undefined {
   return node.attrs.get(name)?.value as number | string | number[] | Tensor | undefined;
 }
+
+/** ReduceX's axes: the attribute before opset `inputFrom`, else input 1 (its plan-time value); 'dynamic' when unknown yet. */
+export function reduceAxes(node: Node, inputs: ({ constant?: Tensor; value?: Tensor } | undefined)[], opset: number, inputFrom: number): number[] | null | 'dynamic' {
+  if (opset < inputFrom) {
+    const a = node.attrs.get('axes');
+    if (!a || a.type !== 'ints') return null;
+    const l = a.value as number[];
+    return l.length ? l : null;
+  }
+  const t = inputs[1];
+  if (!t) return null;
+  const c = t.constant ?? t.value;
+  if (!c) return 'dynamic';
+  if (c.size === 0) return null;
+  return Array.from(c.data as ArrayLike<number | bigint>, Number);
+}
+
+/** How a norm's scale or bias applies to a row's elements: one value, per element of the row, or per row modulo C. */
+export type ParamMode = 'none' | 'scalar' | 'row' | 'chan';
+
+/** The reference's paramMap, restricted to what a row kernel indexes cheaply (other broadcasts return null). */
+export function rowParam(p: { dtype: string; dims: number[] } | undefined, xdims: readonly number[], inner: number): ParamMode | null {
+  if (!p) return 'none';
+  if (p.dtype !== 'float32') return null;
+  const n = p.dims.reduce((a, b) => a * b, 1);
+  if (n === 1) return 'scalar';
+  const pd = [...p.dims];
+  while (pd.length > 0 && pd[0] === 1) pd.shift();
+  if (n === inner && pd.length <= xdims.length && pd.every((d, i) => d === xdims[xdims.length - pd.length + i])) return 'row';
+  return null;
+}
+
+/** Outputs a node asks for (trailing unnamed ones are optional outputs left out). */
+export function wantedOutputs(node: Node): number {
+  let n = node.outputs.length;
+  while (n > 0 && !node.outputs[n - 1]) n--;
+  return n;
+}

@@ -9,6 +9,7 @@ import { V, Vec, vexp, vlog } from '../kernels/math.js';
 import { type KernelSource, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { EwProgram } from '../../../codegen/ew.js';
 import { planProgram } from './elementwise.js';
+import { type ParamMode, reduceAxes, rowParam, wantedOutputs } from '../../op_attrs.js';
 
 type RKind = 'sum' | 'max' | 'min';
 const IDENTITY: Record<RKind, number> = { sum: 0, max: -Infinity, min: Infinity };
@@ -141,20 +142,6 @@ function nest(f: FunctionBuilder, levels: { n: number; stride: number }[], base:
 
 // --- Reduce* ---------------------------------------------------------------------------------------
 
-function reduceAxes(node: Node, inputs: (ValueDesc | undefined)[], opset: number, inputFrom: number): number[] | null | 'dynamic' {
-  if (opset < inputFrom) {
-    const a = node.attrs.get('axes');
-    if (!a || a.type !== 'ints') return null;
-    const l = a.value as number[];
-    return l.length ? l : null;
-  }
-  const t = inputs[1];
-  if (!t) return null;
-  const c = t.constant ?? t.value;
-  if (!c) return 'dynamic';
-  if (c.size === 0) return null;
-  return Array.from(c.data as ArrayLike<number | bigint>, Number);
-}
 
 function planReduce(kind: RKind | 'mean', inputFrom: number) {
   return (node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext, opset: number): OpPlan | null => {
@@ -322,7 +309,6 @@ registerWasmOp('LogSoftmax', planSoftmax(true));
 
 // --- LayerNormalization / RMSNormalization / InstanceNormalization ----------------------------------
 
-type ParamMode = 'none' | 'scalar' | 'row' | 'chan';
 
 /**
  * Normalizes R rows of L: y = (x - mean) * inv * scale + bias, inv = 1/sqrt(var + eps) (mean = 0 for RMS).
@@ -363,23 +349,7 @@ function normKernel(R: number, L: number, eps: number, rms: boolean, sm: ParamMo
   return { kernel, tasks };
 }
 
-/** How a scale/bias of `p` applies to rows of the trailing `inner` elements of x (the reference's paramMap), or null. */
-function rowParam(p: ValueDesc | undefined, xdims: number[], inner: number): ParamMode | null {
-  if (!p) return 'none';
-  if (p.dtype !== 'float32') return null;
-  const n = sizeOf(p.dims);
-  if (n === 1) return 'scalar';
-  const pd = [...p.dims];
-  while (pd.length > 0 && pd[0] === 1) pd.shift();
-  if (n === inner && pd.length <= xdims.length && pd.every((d, i) => d === xdims[xdims.length - pd.length + i])) return 'row';
-  return null;
-}
 
-function wantedOutputs(node: Node): number {
-  let n = node.outputs.length;
-  while (n > 0 && !node.outputs[n - 1]) n--;
-  return n;
-}
 
 function planRowNorm(rms: boolean) {
   return (node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext): OpPlan | null => {

@@ -5,6 +5,7 @@ import type { Node } from '../../../graph/ir.js';
 import { sizeOf, type DType } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, i32Lit, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext,
   type GpuValueDesc } from '../kernel.js';
+import { type ParamMode, reduceAxes, rowParam, wantedOutputs } from '../../op_attrs.js';
 
 /** Tests turn subgroup reductions off to exercise the workgroup-memory path on a device that has subgroups. */
 export const reduceConfig = { subgroups: true };
@@ -392,20 +393,6 @@ function reduceDispatches(spec: ReduceSpec, x: GpuValueDesc, reduced: boolean[],
 }
 
 /** Axes to reduce (null: none given), or 'dynamic' when an axes input's value is unknown at plan time. */
-function reduceAxes(node: Node, inputs: (GpuValueDesc | undefined)[], opset: number, inputFrom: number): number[] | null | 'dynamic' {
-  if (opset < inputFrom) {
-    const a = node.attrs.get('axes');
-    if (!a || a.type !== 'ints') return null;
-    const l = a.value as number[];
-    return l.length ? l : null;
-  }
-  const t = inputs[1];
-  if (!t) return null;
-  const c = t.constant ?? t.value;
-  if (!c) return 'dynamic';
-  if (c.size === 0) return null;
-  return Array.from(c.data as ArrayLike<number | bigint>, Number);
-}
 
 const REDUCE_DTYPES: ReadonlySet<DType> = new Set(['float32', 'int32', 'int64']);
 
@@ -550,26 +537,8 @@ registerGpuOp('LogSoftmax', planSoftmax(true));
 
 // --- LayerNormalization / RMSNormalization / InstanceNormalization ---------------------------------
 
-/** How a scale/bias applies to a row's elements: one value, per element of the row, or per row modulo C (channels). */
-type ParamMode = 'none' | 'scalar' | 'row' | 'chan';
 
-/** The reference's paramMap, restricted to what a row kernel indexes cheaply (other broadcasts return null). */
-function rowParam(p: GpuValueDesc | undefined, xdims: readonly number[], inner: number): ParamMode | null {
-  if (!p) return 'none';
-  if (p.dtype !== 'float32') return null;
-  const n = sizeOf(p.dims);
-  if (n === 1) return 'scalar';
-  const pd = [...p.dims];
-  while (pd.length > 0 && pd[0] === 1) pd.shift();
-  if (n === inner && pd.length <= xdims.length && pd.every((d, i) => d === xdims[xdims.length - pd.length + i])) return 'row';
-  return null;
-}
 
-function wantedOutputs(node: Node): number {
-  let n = node.outputs.length;
-  while (n > 0 && !node.outputs[n - 1]) n--;
-  return n;
-}
 
 interface NormSpec {
   x: GpuValueDesc;
