@@ -27,7 +27,10 @@ export interface SessionOptions extends LoadOptions {
   fallback?: boolean;
   /** Graph passes (constant folding, dead-node and identity removal); default true. */
   optimize?: boolean;
-  /** WebGPU backend: 'f16' computes in half precision where the adapter has shader-f16 (default 'f32'). */
+  /**
+   * WebGPU backend: 'f16' stores constant GEMM weights (MatMul, Gemm, FusedMatMul) as f16 where the adapter has
+   * shader-f16, halving their bytes; products and sums stay f32 (default 'f32').
+   */
   precision?: 'f32' | 'f16';
 }
 

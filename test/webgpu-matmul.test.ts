@@ -95,3 +95,21 @@ test('FusedMatMul: bias, each activation and a residual, through the fusion pass
     }
   }
 });
+
+test("precision 'f16': constant weights read as f16 (tiled and skinny GEMM, Gemm transB), f32 sums, error of f16 rounding", async () => {
+  const cases: { what: string; op: string; ins: { t: Tensor; constant?: boolean }[]; attrs?: Record<string, number> }[] = [
+    { what: 'tiled 77x96x200', op: 'MatMul', ins: [{ t: rand([77, 200]) }, { t: rand([200, 96]), constant: true }] },
+    { what: 'tiled ragged 33x45x37', op: 'MatMul', ins: [{ t: rand([33, 37]) }, { t: rand([37, 45]), constant: true }] },
+    { what: 'skinny 1x256x128', op: 'MatMul', ins: [{ t: rand([1, 128]) }, { t: rand([128, 256]), constant: true }] },
+    { what: 'Gemm transB', op: 'Gemm', ins: [{ t: rand([9, 64]) }, { t: rand([40, 64]), constant: true }, { t: rand([40]) }], attrs: { transB: 1 } },
+  ];
+  for (const c of cases) {
+    const f16 = await runOneNodeGpu(c.op, c.ins, c.attrs ?? {}, 1, 17, '', { f16: true });
+    const f32 = await runOneNodeGpu(c.op, c.ins, c.attrs ?? {}, 1, 17, '', { f16: false });
+    const e16 = relErr(f16.got[0], f16.want[0]);
+    // f16 weights round each to 11 bits: a relative error of ~1e-3 of max|ref|, never more than a few e-3.
+    assert.ok(e16 <= 4e-3, `${c.what}: f16 relative error ${e16}`);
+    // ... and the f16 path really ran: it differs from the f32 kernel's result.
+    assert.ok(relErr(f16.got[0], f32.got[0]) > 1e-6, `${c.what}: f16 weights were used`);
+  }
+});

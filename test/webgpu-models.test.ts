@@ -112,3 +112,26 @@ test('webgpu: a lost device rejects runs with DeviceLostError, and a new session
   assert.ok(relErr(got.last_hidden_state, (await ortRun(model, feeds)).last_hidden_state) <= 1e-3);
   await s2.release();
 });
+
+test("webgpu precision 'f16': f16 weights keep PP-OCRv4 rec and the encoder within 2e-3 of onnxruntime-node", { timeout: 300_000 }, async () => {
+  const cases: [string, string, Record<string, Tensor>][] = [
+    ['PP-OCRv4 rec', OCR_REC, { x: randomFloat([1, 3, 48, 160], 3, -1, 1) }],
+    ['encoder-small', fixture('encoder-small.onnx'), {
+      input_ids: randomInt64([1, 64], 4, 1000), attention_mask: new Tensor('int64', new BigInt64Array(64).fill(1n), [1, 64]),
+      token_type_ids: new Tensor('int64', new BigInt64Array(64), [1, 64]),
+    }],
+  ];
+  for (const [name, model, feeds] of cases) {
+    const want = await ortRun(model, feeds);
+    const k = Object.keys(want)[0];
+    const errs: number[] = [];
+    for (const precision of ['f32', 'f16'] as const) {
+      const s = await InferenceSession.create(model, { backend: 'webgpu', precision });
+      errs.push(relErr((await s.run(feeds))[k], want[k]));
+      await s.release();
+    }
+    console.log(`${name}: relative error f32 ${errs[0].toExponential(2)}, f16 weights ${errs[1].toExponential(2)}`);
+    assert.ok(errs[1] <= 2e-3, `${name} f16: ${errs[1]}`);
+    assert.ok(errs[1] > errs[0], `${name}: the f16 weights were used`);
+  }
+});

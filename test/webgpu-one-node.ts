@@ -13,7 +13,7 @@ export { attrsOf, type AttrVal, type In };
  * fused nodes. `stats` says how the node ran: a test of a GPU kernel should see gpuNodes ≥ 1 and no fallback.
  */
 export async function runOneNodeGpu(opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1,
-  opset = 17, domain = ''): Promise<{ got: Tensor[]; want: Tensor[]; gpuNodes: number }> {
+  opset = 17, domain = '', opts: { f16?: boolean } = {}): Promise<{ got: Tensor[]; want: Tensor[]; gpuNodes: number }> {
   const node: Node = {
     name: opType, opType, domain, attrs: attrsOf(attrs),
     inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
@@ -30,7 +30,7 @@ export async function runOneNodeGpu(opType: string, ins: (In | undefined)[], att
   });
   const env = { opsets: new Map([['', opset]]), functions: new Map() };
   const gpu = await acquireGpu();
-  const runner = new GpuGraphRunner(graph, env, gpu, { fallback: false });
+  const runner = new GpuGraphRunner(graph, env, gpu, { fallback: false, f16: opts.f16 });
   try {
     const got = (await runner.run(feeds)) as Tensor[];
     const want = runNode(node, ins.map((x) => x?.t), env, () => undefined) as Tensor[];

@@ -469,7 +469,10 @@ export class GpuGraphRunner {
   }
 
   private record(node: Node, plan: GpuOpPlan, ins: (Slot | undefined)[]): Slot[] {
-    const inBufs = ins.map((s, k) => (s ? this.gpuOf(s, node.inputs[k]).buffer : undefined));
+    // Only inputs a dispatch binds go to the GPU (a weight replaced by a transformed constant stays on the host).
+    const used = new Set<number>();
+    for (const d of plan.dispatches) for (const b of d.bindings) if ('input' in b) used.add(b.input);
+    const inBufs = ins.map((s, k) => (s && used.has(k) ? this.gpuOf(s, node.inputs[k]).buffer : undefined));
     const outs: Slot[] = plan.outputs.map((o, k) => {
       const a = plan.alias?.[k];
       if (a !== undefined && ins[a]) {

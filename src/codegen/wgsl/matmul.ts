@@ -27,6 +27,8 @@ export interface MatmulSpec {
   aBatchStrides: number[];
   bBatchStrides: number[];
   epilogue: MatmulEpilogue;
+  /** B is stored as f16 (a weight converted once at load, `precision: 'f16'`); products and sums stay f32. */
+  bF16?: boolean;
 }
 
 /** Binding order of the generated kernels: A, B, [bias], [residual], C. */
@@ -117,12 +119,12 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     const col = `(col0 + ${c4} * 4u)`;
     if (vecB) {
       const conds = [guardK ? `${k} < ${K}u` : '', guardN ? `${col} < ${N}u` : ''].filter(Boolean);
-      const ld = `B4[(offB + ${k} * ${N}u + ${col}) / 4u]`;
+      const ld = s.bF16 ? `vec4f(B4[(offB + ${k} * ${N}u + ${col}) / 4u])` : `B4[(offB + ${k} * ${N}u + ${col}) / 4u]`;
       return conds.length ? `${dst} = select(vec4f(0.0), ${ld}, ${conds.join(' && ')});` : `${dst} = ${ld};`;
     }
     const comp = (c: number) => {
       const cc = [guardK ? `${k} < ${K}u` : '', `${col} + ${c}u < ${N}u`].filter(Boolean).join(' && ');
-      return `select(0.0, B[min(offB + ${k} * ${N}u + ${col} + ${c}u, ${K * N + lastBatchOffset(s.bBatchStrides, s.batchDims) - 1}u)], ${cc})`;
+      return `select(0.0, f32(B[min(offB + ${k} * ${N}u + ${col} + ${c}u, ${K * N + lastBatchOffset(s.bBatchStrides, s.batchDims) - 1}u)]), ${cc})`;
     };
     return `${dst} = vec4f(${[0, 1, 2, 3].map(comp).join(', ')});`;
   };
@@ -158,7 +160,7 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
   let binding = 0;
   const decls = [
     `@group(0) @binding(${binding}) var<storage, read> ${vecA ? 'A4: array<vec4f>' : 'A: array<f32>'};`,
-    `@group(0) @binding(${++binding}) var<storage, read> ${vecB ? 'B4: array<vec4f>' : 'B: array<f32>'};`,
+    `@group(0) @binding(${++binding}) var<storage, read> ${vecB ? `B4: array<vec4<${s.bF16 ? 'f16' : 'f32'}>>` : `B: array<${s.bF16 ? 'f16' : 'f32'}>`};`,
     epilogueDecls(e, ++binding),
     `@group(0) @binding(${binding + (e.bias ? 1 : 0) + (e.residual ? 1 : 0)}) var<storage, read_write> C: array<f32>;`,
   ].filter(Boolean).join('\n');
@@ -189,7 +191,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3
   }
   ${store.join('\n  ')}
 }`;
-  return `${mathPrelude(code)}\n${code}`;
+  return `${s.bF16 ? 'enable f16;\n' : ''}${mathPrelude(code)}\n${code}`;
 }
 
 export interface SkinnyParams {
@@ -215,7 +217,7 @@ export function skinnyMatmul(s: MatmulSpec, p: SkinnyParams): string {
   body.push(accs.map((a) => `var ${a} = vec4f(0.0);`).join(' '));
   body.push(`if (q < ${N4}u) {`);
   body.push(`  for (var k = kb; k < ke; k++) {`);
-  body.push(`    let b = B4[offB / 4u + k * ${N4}u + q];`);
+  body.push(`    let b = ${s.bF16 ? 'vec4f(' : ''}B4[offB / 4u + k * ${N4}u + q]${s.bF16 ? ')' : ''};`);
   for (let m = 0; m < M; m++) body.push(`    acc${m} = fma(vec4f(A[offA + ${m * K}u + k]), b, acc${m});`);
   body.push('  }');
   body.push('}');
@@ -236,7 +238,7 @@ export function skinnyMatmul(s: MatmulSpec, p: SkinnyParams): string {
   store.push('}');
   const decls = [
     '@group(0) @binding(0) var<storage, read> A: array<f32>;',
-    '@group(0) @binding(1) var<storage, read> B4: array<vec4f>;',
+    `@group(0) @binding(1) var<storage, read> B4: array<vec4<${s.bF16 ? 'f16' : 'f32'}>>;`,
     epilogueDecls(e, 2),
     `@group(0) @binding(${2 + (e.bias ? 1 : 0) + (e.residual ? 1 : 0)}) var<storage, read_write> C: array<f32>;`,
   ].filter(Boolean).join('\n');
@@ -249,7 +251,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3
   ${body.join('\n  ')}
   ${store.join('\n  ')}
 }`;
-  return `${mathPrelude(code)}\n${code}`;
+  return `${s.bF16 ? 'enable f16;\n' : ''}${mathPrelude(code)}\n${code}`;
 }
 
 /** A subgroup-matrix configuration of the adapter (Dawn's chromium-experimental-subgroup-matrix). */

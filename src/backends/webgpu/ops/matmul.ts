@@ -3,6 +3,7 @@
 import type { Node } from '../../../graph/ir.js';
 import { sizeOf } from '../../../tensor.js';
 import { tryBroadcastShape } from '../../../ops/util.js';
+import { Float16Array } from '@petamoriken/float16';
 import { type MatmulEpilogue, type MatmulSpec, type MatmulTile, skinnyMatmul, tiledMatmul, tileValid } from '../../../codegen/wgsl/matmul.js';
 import { registerGpuOp, type Binding, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
 
@@ -39,10 +40,24 @@ interface MatmulCall {
   outDims: number[];
   /** Input index per binding: A, B, [bias], [residual]; or a constant binding for B. */
   bindings: Binding[];
+  /** B as a model constant laid out [K, N] (for the f16 copy of `precision: 'f16'`). */
+  bConst?: { name: string; data: Float32Array; key: string };
+}
+
+/** IEEE half bit patterns of f32 values (round to nearest even, as the reference's Cast). */
+function toF16Bits(src: Float32Array): Uint16Array {
+  return new Uint16Array(new Float16Array(src).buffer);
 }
 
 function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
-  const { spec, outDims } = call;
+  const { outDims } = call;
+  let spec = call.spec;
+  // precision 'f16': constant weights are read as f16 (half the bytes; products and sums stay f32).
+  if (ctx.f16 && call.bConst && sizeOf(spec.batchDims) === 1) {
+    const { name, data, key } = call.bConst;
+    call.bindings[1] = { constant: ctx.constant(name, `f16:${key}`, () => toF16Bits(data)) };
+    spec = { ...spec, bF16: true };
+  }
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   const batch = sizeOf(spec.batchDims);
   if (sizeOf(outDims) === 0) return { outputs, dispatches: [] };
@@ -104,7 +119,8 @@ registerGpuOp('MatMul', (_node, inputs, ctx) => {
   if (!a || !b || !f32(a, b)) return null;
   const s = matmulShapes(a.dims, b.dims);
   if (!s) return null;
-  return plan({ spec: { ...s.spec, epilogue: {} }, outDims: s.outDims, bindings: [{ input: 0 }, { input: 1 }] }, ctx);
+  const bc = b.constant?.data instanceof Float32Array && b.dims.length === 2 ? { name: b.name, data: b.constant.data, key: b.dims.join('x') } : undefined;
+  return plan({ spec: { ...s.spec, epilogue: {} }, outDims: s.outDims, bindings: [{ input: 0 }, { input: 1 }], bConst: bc }, ctx);
 });
 
 registerGpuOp('Gemm', (node, inputs, ctx) => {
@@ -117,13 +133,18 @@ registerGpuOp('Gemm', (node, inputs, ctx) => {
   const N = transB ? b.dims[0] : b.dims[1];
   if ((transB ? b.dims[1] : b.dims[0]) !== K) return null;
   const bindings: Binding[] = [{ input: 0 }];
+  let bConst: MatmulCall['bConst'];
   if (transB) {
     // B as [K, N] once, for constant weights; a computed B^T is rare and falls back.
     const bc = b.constant;
     if (!bc || !(bc.data instanceof Float32Array)) return null;
     const data = bc.data;
     bindings.push({ constant: ctx.constant(b.name, `T:${K}x${N}`, () => transpose(data, N, K)) });
-  } else bindings.push({ input: 1 });
+    if (ctx.f16) bConst = { name: b.name, data: transpose(data, N, K), key: `T:${K}x${N}` };
+  } else {
+    bindings.push({ input: 1 });
+    if (b.constant?.data instanceof Float32Array) bConst = { name: b.name, data: b.constant.data, key: `${K}x${N}` };
+  }
   const epilogue: MatmulEpilogue = { alpha };
   if (c && beta !== 0 && sizeOf(c.dims) > 0) {
     const cd = c.dims;
@@ -134,7 +155,7 @@ registerGpuOp('Gemm', (node, inputs, ctx) => {
     else Object.assign(epilogue, { bias: cn === N && N > 1 ? 'n' : cm === M && M > 1 ? 'm' : 'scalar', biasScale: beta });
     bindings.push({ input: 2 });
   }
-  return plan({ spec: { M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue }, outDims: [M, N], bindings }, ctx);
+  return plan({ spec: { M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue }, outDims: [M, N], bindings, bConst }, ctx);
 });
 
 registerGpuOp('FusedMatMul', (node, inputs, ctx) => {
@@ -160,7 +181,8 @@ registerGpuOp('FusedMatMul', (node, inputs, ctx) => {
   }
   const epilogue: MatmulEpilogue = { bias: bLast === N && N > 1 ? 'n' : 'scalar', act, residual: !!res };
   const bindings: Binding[] = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(res ? [{ input: 3 }] : [])];
-  return plan({ spec: { ...s.spec, epilogue }, outDims, bindings }, ctx);
+  const bConst = b.constant?.data instanceof Float32Array ? { name: b.name, data: b.constant.data, key: b.dims.join('x') } : undefined;
+  return plan({ spec: { ...s.spec, epilogue }, outDims, bindings, bConst }, ctx);
 });
 
 function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
