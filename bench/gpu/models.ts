@@ -57,12 +57,12 @@ for (const c of cases) {
   const a = Number(p1), b = Number(p2 ?? 0);
   const bytes = new Uint8Array(fs.readFileSync(path));
   const spec = feedsFor(kind, a, b);
-  const label = kind === 'bert' ? `BERT b${a} s${b}` : `PP-OCRv4 rec [1,3,48,${a}]`;
+  const label = (kind === 'bert' ? `BERT b${a} s${b}` : `PP-OCRv4 rec [1,3,48,${a}]`) + (process.env.WEBJIT_PRECISION === 'f16' ? ' (f16 weights)' : '');
   const results: Record<string, { create: number; first: number; warm: number; out: Float32Array }> = {};
   // webjit
   {
     const t0 = performance.now();
-    const s = await InferenceSession.create(bytes, { backend: 'webgpu' });
+    const s = await InferenceSession.create(bytes, { backend: 'webgpu', precision: process.env.WEBJIT_PRECISION === 'f16' ? 'f16' : 'f32' });
     const tc = performance.now() - t0;
     const feeds = Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, new Tensor(v.type as 'float32', v.data, v.dims)]));
     let t1 = performance.now();

@@ -25,6 +25,12 @@ fi
 if [ "$what" = shapes ]; then
   $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
 fi
+if [ "$what" = f16 ]; then
+  python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
+  for p in f32 f16; do
+    WEBJIT_ONLY=1 WEBJIT_PRECISION=$p RUNS=100 $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 bert:/tmp/m/encoder-base.onnx:8:128 ocr:.bundle/ch_PP-OCRv4_rec_infer.onnx:320 2>&1 | grep -v "^Warning"
+  done > "$OUT/f16.txt"
+fi
 if [ "$what" = cpuprof ]; then
   python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
   rm -rf /tmp/prof && WEBJIT_ONLY=1 RUNS=300 $NODE --cpu-prof --cpu-prof-dir=/tmp/prof .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 > "$OUT/cpuprof-run.txt" 2>&1
