@@ -29,7 +29,8 @@ const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), impo
 
 export async function benchCommand(a: BenchArgs): Promise<number> {
   if (a.suite !== 'cpu') {
-    console.error('--suite gpu needs the WebGPU backend, which is not built yet (see the README); use --suite cpu');
+    console.error('--suite gpu is not part of this command yet: the GPU suite runs on the GPU machine through bench/gpu/run-all.sh ' +
+      '(see "Performance (GPU, WebGPU backend)" in the README); use --suite cpu here');
     return 2;
   }
   if (a.only && a.only !== 'ops' && a.only !== 'models') { console.error(`--only takes ops or models, not '${a.only}'`); return 2; }
