@@ -18,11 +18,10 @@ export function attrsOf(a: Record<string, AttrVal>): Map<string, Attribute> {
   return m;
 }
 
-/** The node's outputs from the Wasm backend (`got`) and from the reference kernels (`want`). */
-export async function runOneNode(rt: WasmRuntime, opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1,
-  opset = 17): Promise<{ got: Tensor[]; want: Tensor[] }> {
+/** A graph of one node (inputs in0…, outputs out0…): constant inputs become initializers, the others feeds. */
+export function oneNodeGraph(opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal>, nOut: number, opset: number, domain = '') {
   const node: Node = {
-    name: opType, opType, domain: '', attrs: attrsOf(attrs),
+    name: opType, opType, domain, attrs: attrsOf(attrs),
     inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
   };
   const graph: Graph = {
@@ -36,6 +35,13 @@ export async function runOneNode(rt: WasmRuntime, opType: string, ins: (In | und
     else { graph.inputs.push({ name: `in${i}`, type: null }); feeds.set(`in${i}`, x.t); }
   });
   const env = { opsets: new Map([['', opset]]), functions: new Map() };
+  return { node, graph, feeds, env };
+}
+
+/** The node's outputs from the Wasm backend (`got`) and from the reference kernels (`want`). */
+export async function runOneNode(rt: WasmRuntime, opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1,
+  opset = 17): Promise<{ got: Tensor[]; want: Tensor[] }> {
+  const { node, graph, feeds, env } = oneNodeGraph(opType, ins, attrs, nOut, opset);
   const runner = new WasmGraphRunner(graph, env, rt, { fallback: false });
   try {
     const got = (await runner.run(feeds)) as Tensor[];

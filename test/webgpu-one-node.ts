@@ -2,9 +2,8 @@
 import { GpuGraphRunner } from '../src/backends/webgpu/executor.js';
 import { acquireGpu } from '../src/backends/webgpu/device.js';
 import { runNode } from '../src/backends/reference/executor.js';
-import type { Graph, Node } from '../src/graph/ir.js';
 import { Tensor } from '../src/tensor.js';
-import { attrsOf, type AttrVal, type In } from './wasm-one-node.js';
+import { attrsOf, oneNodeGraph, type AttrVal, type In } from './wasm-one-node.js';
 
 export { attrsOf, type AttrVal, type In };
 
@@ -14,21 +13,7 @@ export { attrsOf, type AttrVal, type In };
  */
 export async function runOneNodeGpu(opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal> = {}, nOut = 1,
   opset = 17, domain = '', opts: { f16?: boolean } = {}): Promise<{ got: Tensor[]; want: Tensor[]; gpuNodes: number }> {
-  const node: Node = {
-    name: opType, opType, domain, attrs: attrsOf(attrs),
-    inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
-  };
-  const graph: Graph = {
-    name: 'g', nodes: [node], valueInfo: new Map(), initializers: new Map(),
-    inputs: [], outputs: node.outputs.map((name) => ({ name, type: null })),
-  };
-  const feeds = new Map<string, Tensor>();
-  ins.forEach((x, i) => {
-    if (!x) return;
-    if (x.constant) graph.initializers.set(`in${i}`, x.t);
-    else { graph.inputs.push({ name: `in${i}`, type: null }); feeds.set(`in${i}`, x.t); }
-  });
-  const env = { opsets: new Map([['', opset]]), functions: new Map() };
+  const { node, graph, feeds, env } = oneNodeGraph(opType, ins, attrs, nOut, opset, domain);
   const gpu = await acquireGpu();
   const runner = new GpuGraphRunner(graph, env, gpu, { fallback: false, f16: opts.f16 });
   try {

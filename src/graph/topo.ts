@@ -103,3 +103,19 @@ export function consumersOf(g: Graph): { consumers: Map<string, Node[]>; pinned:
   }
   return { consumers, pinned };
 }
+
+/**
+ * For each position of `order`, the values whose last read (by a node or a subgraph of it) happens there and that are
+ * neither graph outputs nor initializers: what an executor frees after running that node.
+ */
+export function lastUses(graph: Graph, order: readonly Node[]): string[][] {
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const last = new Map<string, number>();
+  order.forEach((n, i) => {
+    for (const x of n.inputs) if (x) last.set(x, i);
+    for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) last.set(v, i);
+  });
+  const frees: string[][] = order.map(() => []);
+  for (const [name, i] of last) if (!outputs.has(name) && !graph.initializers.has(name)) frees[i].push(name);
+  return frees;
+}

@@ -2,7 +2,7 @@
 import { atNode, GraphError, UnsupportedError } from '../../errors.js';
 import type { Attribute, FunctionDef, Graph, Node } from '../../graph/ir.js';
 import { functionKey } from '../../graph/ir.js';
-import { freeVariables, topoOrder } from '../../graph/topo.js';
+import { lastUses, topoOrder } from '../../graph/topo.js';
 import { AttrReader, findKernel, type KernelContext } from '../../ops/registry.js';
 import type { Value } from '../../tensor.js';
 import '../../ops/index.js';
@@ -22,17 +22,7 @@ export class GraphExecutor {
 
   constructor(readonly graph: Graph, readonly env: ExecEnv) {
     this.order = topoOrder(graph);
-    const outputs = new Set(graph.outputs.map((o) => o.name));
-    const last = new Map<string, number>();
-    this.order.forEach((n, i) => {
-      for (const x of n.inputs) if (x) last.set(x, i);
-      for (const a of n.attrs.values()) {
-        if (a.type === 'graph') for (const v of freeVariables(a.value as Graph)) last.set(v, i);
-        if (a.type === 'graphs') for (const g of a.value as Graph[]) for (const v of freeVariables(g)) last.set(v, i);
-      }
-    });
-    this.frees = this.order.map(() => []);
-    for (const [name, i] of last) if (!outputs.has(name) && !graph.initializers.has(name)) this.frees[i].push(name);
+    this.frees = lastUses(graph, this.order);
   }
 
   run(feeds: Map<string, Value>, outer?: Scope): Value[] {

@@ -5,7 +5,7 @@ import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
 import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
 import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
-import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
+import { lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
 import { findWasmOp, type Launch, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
 import type { WasmRuntime } from './runtime.js';
@@ -98,14 +98,7 @@ export class WasmGraphRunner {
     this.order = topoOrder(graph);
     this.plans = this.order.map(() => new Map());
     this.wasmEligible = this.order.map((n) => (n.domain === '' || n.domain === 'webjit') && (n.domain === 'webjit' || subgraphsOf(n).length === 0));
-    const outputs = new Set(graph.outputs.map((o) => o.name));
-    const last = new Map<string, number>();
-    this.order.forEach((n, i) => {
-      for (const x of n.inputs) if (x) last.set(x, i);
-      for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) last.set(v, i);
-    });
-    this.frees = this.order.map(() => []);
-    for (const [name, i] of last) if (!outputs.has(name) && !graph.initializers.has(name)) this.frees[i].push(name);
+    this.frees = lastUses(graph, this.order);
     // Weights are laid out in Wasm memory once, at load.
     for (const [name, t] of graph.initializers) {
       if (!storable(t.type)) { this.consts.set(name, { dtype: t.type, dims: [...t.dims], js: t }); continue; }

@@ -5,7 +5,7 @@
 import { runNode, type ExecEnv } from '../reference/executor.js';
 import { DeviceLostError, ExecutionError, GraphError, ResourceLimitError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
-import { freeVariables, subgraphsOf, topoOrder } from '../../graph/topo.js';
+import { freeVariables, lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
 import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
 import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
@@ -118,6 +118,9 @@ const pipelineCaches = new WeakMap<GPUDevice, Map<string, PipelineEntry>>();
 interface Recorded { dispatch: Dispatch; buffers: GPUBuffer[]; entry: PipelineEntry; node: Node }
 type Command = Recorded | { copy: [GPUBuffer, number, GPUBuffer, number, number] };
 
+/** Per plan, the inputs its dispatches bind (computed once; record() runs for every node of every run). */
+const boundInputs = new WeakMap<GpuOpPlan, Set<number>>();
+
 /** Host copies of GPU data in the storage representation (int64 as i32, bool as u32 …). */
 function toStorage(t: Tensor): ArrayBufferView {
   const d = t.data as TypedArray;
@@ -193,14 +196,7 @@ export class GpuGraphRunner {
     this.order = topoOrder(graph);
     this.plans = this.order.map(() => new Map());
     this.eligible = this.order.map((n) => (n.domain === '' || n.domain === 'webjit') && (n.domain === 'webjit' || subgraphsOf(n).length === 0));
-    const outputs = new Set(graph.outputs.map((o) => o.name));
-    const last = new Map<string, number>();
-    this.order.forEach((n, i) => {
-      for (const x of n.inputs) if (x) last.set(x, i);
-      for (const s of subgraphsOf(n)) for (const v of freeVariables(s)) last.set(v, i);
-    });
-    this.frees = this.order.map(() => []);
-    for (const [name, i] of last) if (!outputs.has(name) && !graph.initializers.has(name)) this.frees[i].push(name);
+    this.frees = lastUses(graph, this.order);
     const maxBind = gpu.caps.maxBindingSize;
     for (const [name, t] of graph.initializers) {
       if (storable(t) && gpuBytes(t.type, t.dims) > maxBind) {
@@ -470,8 +466,12 @@ export class GpuGraphRunner {
 
   private record(node: Node, plan: GpuOpPlan, ins: (Slot | undefined)[]): Slot[] {
     // Only inputs a dispatch binds go to the GPU (a weight replaced by a transformed constant stays on the host).
-    const used = new Set<number>();
-    for (const d of plan.dispatches) for (const b of d.bindings) if ('input' in b) used.add(b.input);
+    let used = boundInputs.get(plan);
+    if (!used) {
+      used = new Set<number>();
+      for (const d of plan.dispatches) for (const b of d.bindings) if ('input' in b) used.add(b.input);
+      boundInputs.set(plan, used);
+    }
     const inBufs = ins.map((s, k) => (s && used.has(k) ? this.gpuOf(s, node.inputs[k]).buffer : undefined));
     const outs: Slot[] = plan.outputs.map((o, k) => {
       const a = plan.alias?.[k];

@@ -1,8 +1,6 @@
 // Wasm attention (f32): webjit.FusedAttention (from graph/fuse_attention.ts) and ONNX Attention, on kernels/attention.ts.
-import type { Node } from '../../../graph/ir.js';
-import type { Tensor } from '../../../tensor.js';
 import { type AttentionParams, attentionScratchPerTask, attentionTasks, genAttention } from '../kernels/attention.js';
-import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
+import { type OpPlan, type PlanContext, registerWasmOp, taskCount } from '../kernel.js';
 import { attrOf, contiguous } from '../../op_attrs.js';
 import { attentionOperands } from '../../attention_operands.js';
 

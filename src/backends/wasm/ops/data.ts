@@ -1,6 +1,5 @@
 // Wasm data movement for any dtype by byte width: Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad,
 // Resize (nearest), ConstantOfShape, Shape, Size. Shape-like inputs (starts, pads, repeats …) must be model constants.
-import type { Node } from '../../../graph/ir.js';
 import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js';
 import { encodeScalar, rangeCount } from '../../../ops/shape.js';
 import { nearestIndex, sourceCoord } from '../../../ops/resize.js';

@@ -1,8 +1,6 @@
 // WebGPU webjit.FusedAttention (from graph/fuse_attention.ts) as one flash-attention kernel: per (batch, block of query
 // rows) a workgroup streams K/V tiles through workgroup memory with an online softmax, never holding the score matrix;
 // few long rows (decoding against a KV cache) split the keys over workgroups and combine the parts in a second kernel.
-import type { Node } from '../../../graph/ir.js';
-import type { Tensor } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext } from '../kernel.js';
 import { attentionOperands } from '../../attention_operands.js';
 

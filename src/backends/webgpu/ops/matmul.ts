@@ -41,7 +41,7 @@ interface MatmulCall {
   /** Input index per binding: A, B, [bias], [residual]; or a constant binding for B. */
   bindings: Binding[];
   /** B as a model constant laid out [K, N] (for the f16 copy of `precision: 'f16'`). */
-  bConst?: { name: string; data: Float32Array; key: string };
+  bConst?: { name: string; data: () => Float32Array; key: string };
 }
 
 /** IEEE half bit patterns of f32 values (round to nearest even, as the reference's Cast). */
@@ -55,7 +55,7 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   // precision 'f16': constant weights are read as f16 (half the bytes; products and sums stay f32).
   if (ctx.f16 && call.bConst && sizeOf(spec.batchDims) === 1) {
     const { name, data, key } = call.bConst;
-    call.bindings[1] = { constant: ctx.constant(name, `f16:${key}`, () => toF16Bits(data)) };
+    call.bindings[1] = { constant: ctx.constant(name, `f16:${key}`, () => toF16Bits(data())) };
     spec = { ...spec, bF16: true };
   }
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
@@ -119,7 +119,8 @@ registerGpuOp('MatMul', (_node, inputs, ctx) => {
   if (!a || !b || !f32(a, b)) return null;
   const s = matmulShapes(a.dims, b.dims);
   if (!s) return null;
-  const bc = b.constant?.data instanceof Float32Array && b.dims.length === 2 ? { name: b.name, data: b.constant.data, key: b.dims.join('x') } : undefined;
+  const bd = b.constant?.data;
+  const bc = bd instanceof Float32Array && b.dims.length === 2 ? { name: b.name, data: () => bd, key: b.dims.join('x') } : undefined;
   return plan({ spec: { ...s.spec, epilogue: {} }, outDims: s.outDims, bindings: [{ input: 0 }, { input: 1 }], bConst: bc }, ctx);
 });
 
@@ -140,10 +141,11 @@ registerGpuOp('Gemm', (node, inputs, ctx) => {
     if (!bc || !(bc.data instanceof Float32Array)) return null;
     const data = bc.data;
     bindings.push({ constant: ctx.constant(b.name, `T:${K}x${N}`, () => transpose(data, N, K)) });
-    if (ctx.f16) bConst = { name: b.name, data: transpose(data, N, K), key: `T:${K}x${N}` };
+    bConst = { name: b.name, data: () => transpose(data, N, K), key: `T:${K}x${N}` };
   } else {
     bindings.push({ input: 1 });
-    if (b.constant?.data instanceof Float32Array) bConst = { name: b.name, data: b.constant.data, key: `${K}x${N}` };
+    const bd = b.constant?.data;
+    if (bd instanceof Float32Array) bConst = { name: b.name, data: () => bd, key: `${K}x${N}` };
   }
   const epilogue: MatmulEpilogue = { alpha };
   if (c && beta !== 0 && sizeOf(c.dims) > 0) {
@@ -181,7 +183,8 @@ registerGpuOp('FusedMatMul', (node, inputs, ctx) => {
   }
   const epilogue: MatmulEpilogue = { bias: bLast === N && N > 1 ? 'n' : 'scalar', act, residual: !!res };
   const bindings: Binding[] = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(res ? [{ input: 3 }] : [])];
-  const bConst = b.constant?.data instanceof Float32Array ? { name: b.name, data: b.constant.data, key: b.dims.join('x') } : undefined;
+  const bw = b.constant?.data;
+  const bConst = bw instanceof Float32Array ? { name: b.name, data: () => bw, key: b.dims.join('x') } : undefined;
   return plan({ spec: { ...s.spec, epilogue }, outDims, bindings, bConst }, ctx);
 });
 
