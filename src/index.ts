@@ -1,5 +1,6 @@
 // webjit's public API: sessions, tensors, typed errors, and the PP-OCR text recognizer.
 export { InferenceSession, type SessionOptions, type BackendName, type Feeds, type Outputs } from './session.js';
+export { GpuTensor } from './backends/webgpu/gpu_tensor.js';
 export { Tensor, TensorSequence, OptionalValue, type DType, type TensorData, type Value } from './tensor.js';
 export {
   WebjitError, ModelFormatError, UnsupportedError, GraphError, InputError, ExecutionError, ResourceLimitError, DeviceLostError,

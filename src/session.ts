@@ -5,6 +5,7 @@ import { WasmGraphRunner } from './backends/wasm/executor.js';
 import { WasmRuntime } from './backends/wasm/runtime.js';
 import { GpuGraphRunner, type GpuRunStats } from './backends/webgpu/executor.js';
 import { acquireGpu } from './backends/webgpu/device.js';
+import { GpuTensor } from './backends/webgpu/gpu_tensor.js';
 import type { Model, ValueInfo } from './graph/ir.js';
 import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
@@ -34,7 +35,8 @@ export interface SessionOptions extends LoadOptions {
   precision?: 'f32' | 'f16';
 }
 
-export type Feeds = Record<string, Tensor>;
+/** Inputs by name: CPU Tensors, or (WebGPU backend) GpuTensors from an earlier runGpu() or an app's own buffers. */
+export type Feeds = Record<string, Tensor | GpuTensor>;
 export type Outputs = Record<string, Tensor>;
 
 export class InferenceSession {
@@ -126,15 +128,32 @@ export class InferenceSession {
   async run(feeds: Feeds, fetches?: readonly string[]): Promise<Outputs> {
     if (!this.wasm && !this.gpu) return this.runSync(feeds, fetches);
     const feedMap = this.checkFeeds(feeds);
-    const values = await (this.gpu ? this.gpu.run(feedMap) : this.wasm!.runner.run(feedMap));
+    // checkFeeds lets GpuTensors through to the WebGPU backend only.
+    const values = await (this.gpu ? this.gpu.run(feedMap) : this.wasm!.runner.run(feedMap as Map<string, Value>));
     return this.collect(values, fetches);
+  }
+
+  /**
+   * WebGPU backend: a run whose outputs stay on the GPU, as GpuTensors the caller owns (dispose() each when done;
+   * download() reads one back). Feeding them to the next run chains runs with no GPU→CPU synchronisation.
+   */
+  async runGpu(feeds: Feeds, fetches?: readonly string[]): Promise<Record<string, GpuTensor>> {
+    if (!this.gpu) throw new UnsupportedError(`runGpu needs the webgpu backend; this session runs on '${this.backend}'`, {}, "create the session with { backend: 'webgpu' }, or use run()");
+    const outs = await this.gpu.runGpu(this.checkFeeds(feeds));
+    const want = fetches ? new Set(fetches) : null;
+    const result: Record<string, GpuTensor> = {};
+    this.outputNames.forEach((name, i) => {
+      if (want && !want.has(name)) outs[i].dispose();
+      else result[name] = outs[i];
+    });
+    return result;
   }
 
   /** Synchronous run on the reference backend (tests, CLI). */
   runSync(feeds: Feeds, fetches?: readonly string[]): Outputs {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
     if (this.wasm || this.gpu) throw new UnsupportedError('runSync is only available on the reference backend', {}, 'use await session.run()');
-    return this.collect(this.executor.run(this.checkFeeds(feeds)), fetches);
+    return this.collect(this.executor.run(this.checkFeeds(feeds) as Map<string, Value>), fetches);
   }
 
   private collect(values: Value[], fetches?: readonly string[]): Outputs {
@@ -156,9 +175,9 @@ export class InferenceSession {
     return this.wasm ? this.wasm.runner.run(feeds) : this.executor.run(feeds);
   }
 
-  private checkFeeds(feeds: Feeds): Map<string, Value> {
+  private checkFeeds(feeds: Feeds): Map<string, Value | GpuTensor> {
     if (feeds === null || typeof feeds !== 'object') throw new InputError('feeds must be an object of name → Tensor');
-    const map = new Map<string, Value>();
+    const map = new Map<string, Value | GpuTensor>();
     for (const name of Object.keys(feeds)) {
       if (!this.inputNames.includes(name) && !this.model.graph.initializers.has(name)) {
         throw new InputError(`unknown input '${name}'`, { input: name }, `the model's inputs are: ${this.inputNames.join(', ')}`);
@@ -167,7 +186,9 @@ export class InferenceSession {
     for (const vi of this.inputs) {
       const t = feeds[vi.name];
       if (t === undefined) throw new InputError('input is missing', { input: vi.name }, `feed all of: ${this.inputNames.join(', ')}`);
-      if (!(t instanceof Tensor)) throw new InputError(`expected a webjit Tensor, got ${typeof t}`, { input: vi.name });
+      if (t instanceof GpuTensor) {
+        if (!this.gpu) throw new InputError(`a GpuTensor was fed to a session on the '${this.backend}' backend`, { input: vi.name }, 'feed await gpuTensor.download() instead');
+      } else if (!(t instanceof Tensor)) throw new InputError(`expected a webjit Tensor, got ${typeof t}`, { input: vi.name });
       checkAgainst(vi, t);
       map.set(vi.name, t);
     }
@@ -189,7 +210,7 @@ export class InferenceSession {
   }
 }
 
-function checkAgainst(vi: ValueInfo, t: Tensor): void {
+function checkAgainst(vi: ValueInfo, t: Tensor | GpuTensor): void {
   const ty = vi.type;
   if (!ty || ty.kind !== 'tensor') return;
   if (ty.dtype && ty.dtype !== t.type) {

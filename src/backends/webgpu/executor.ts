@@ -3,7 +3,8 @@
 // parallel while the run is recorded); small integer shape computations run on the CPU, where they are already; nodes
 // no GPU op covers read their inputs back and run on the reference kernels. A run ends with one readback of all outputs.
 import { runNode, type ExecEnv } from '../reference/executor.js';
-import { DeviceLostError, ExecutionError, GraphError, ResourceLimitError, UnsupportedError } from '../../errors.js';
+import { DeviceLostError, ExecutionError, GraphError, InputError, ResourceLimitError, UnsupportedError } from '../../errors.js';
+import { GpuTensor } from './gpu_tensor.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
@@ -12,6 +13,7 @@ import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
 import { checkLost, type GpuContext } from './device.js';
 import { findGpuOp, storageBytes, storageType, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from './kernel.js';
 import { mathPrelude } from '../../codegen/wgsl/math.js';
+import { fromStorage, gpuBytes, storable, toStorage, writePadded } from './storage.js';
 import './ops/index.js';
 
 const USAGE_STORAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
@@ -84,6 +86,8 @@ class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
   /** Buffers by creation order: the free lists are put in this order between runs. */
   private readonly all = new Map<GPUBuffer, number>();
+  private serial = 0;
+  private destroyed = false;
   constructor(private readonly device: GPUDevice, private readonly usage: number) {}
   get count(): number { return this.all.size; }
   get bytes(): number { let n = 0; for (const b of this.all.keys()) n += b.size; return n; }
@@ -99,7 +103,7 @@ class BufferPool {
     const list = this.free.get(c);
     if (list?.length) return list.pop()!;
     const b = this.device.createBuffer({ size: c, usage: this.usage });
-    this.all.set(b, this.all.size);
+    this.all.set(b, this.serial++);
     return b;
   }
   give(b: GPUBuffer): void {
@@ -108,7 +112,15 @@ class BufferPool {
     if (!list) { list = []; this.free.set(c, list); }
     list.push(b);
   }
-  destroy(): void { for (const b of this.all.keys()) b.destroy(); this.all.clear(); this.free.clear(); }
+  /** The buffer leaves the pool (handed to the caller of runGpu). */
+  detach(b: GPUBuffer): void { this.all.delete(b); }
+  /** A detached buffer comes back (false if the pool was destroyed since). */
+  adopt(b: GPUBuffer): boolean {
+    if (this.destroyed) return false;
+    this.all.set(b, this.serial++);
+    return true;
+  }
+  destroy(): void { for (const b of this.all.keys()) b.destroy(); this.all.clear(); this.free.clear(); this.destroyed = true; }
 }
 
 interface PipelineEntry { promise: Promise<GPUComputePipeline>; pipeline?: GPUComputePipeline }
@@ -121,47 +133,6 @@ type Command = Recorded | { copy: [GPUBuffer, number, GPUBuffer, number, number]
 /** Per plan, the inputs its dispatches bind (computed once; record() runs for every node of every run). */
 const boundInputs = new WeakMap<GpuOpPlan, Set<number>>();
 
-/** Host copies of GPU data in the storage representation (int64 as i32, bool as u32 …). */
-function toStorage(t: Tensor): ArrayBufferView {
-  const d = t.data as TypedArray;
-  switch (t.type) {
-    case 'float32': case 'int32': case 'uint32': case 'float16':
-      // Dawn cannot read from a SharedArrayBuffer (Wasm memory): copy those.
-      return d.buffer instanceof ArrayBuffer ? d : (d.slice() as TypedArray);
-    case 'int64': {
-      const out = new Int32Array(d.length);
-      const src = d as BigInt64Array;
-      for (let i = 0; i < src.length; i++) {
-        const v = src[i];
-        out[i] = v > 2147483647n ? 2147483647 : v < -2147483648n ? -2147483648 : Number(v);
-      }
-      return out;
-    }
-    case 'bool': return Uint32Array.from(d as Uint8Array);
-    default: return Int32Array.from(d as ArrayLike<number>);
-  }
-}
-
-/** A tensor from the mapped staging bytes at `off` (copied out: the mapping ends after this). */
-function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer, off = 0): Tensor {
-  const n = sizeOf(dims);
-  switch (dtype) {
-    case 'float32': return new Tensor(dtype, new Float32Array(bytes, off, n).slice(), dims);
-    case 'float16': return new Tensor(dtype, new Uint16Array(bytes, off, n).slice(), dims);
-    case 'int32': return new Tensor(dtype, new Int32Array(bytes, off, n).slice(), dims);
-    case 'uint32': return new Tensor(dtype, new Uint32Array(bytes, off, n).slice(), dims);
-    case 'int64': { const s = new Int32Array(bytes, off, n); const o = new BigInt64Array(n); for (let i = 0; i < n; i++) o[i] = BigInt(s[i]); return new Tensor(dtype, o, dims); }
-    case 'bool': { const s = new Uint32Array(bytes, off, n); const o = new Uint8Array(n); for (let i = 0; i < n; i++) o[i] = s[i] ? 1 : 0; return new Tensor(dtype, o, dims); }
-    default: {
-      const s = new Int32Array(bytes, off, n);
-      const C = (DTYPES[dtype].make(0) as TypedArray).constructor as unknown as { from(x: ArrayLike<number>): TypedArray };
-      return new Tensor(dtype, C.from(s), dims);
-    }
-  }
-}
-
-const storable = (t: Value): t is Tensor => t instanceof Tensor && storageType(t.type) !== null;
-const gpuBytes = (dtype: DType, dims: readonly number[]) => Math.max(4, Math.ceil((sizeOf(dims) * storageBytes(dtype)) / 4) * 4);
 
 export class GpuGraphRunner {
   private readonly order: Node[];
@@ -216,28 +187,83 @@ export class GpuGraphRunner {
   }
 
   /** Runs are serialised: a session's runs share its buffers. */
-  run(feeds: Map<string, Value>): Promise<Value[]> {
-    const p = this.chain.then(() => this.runOnce(feeds));
+  run(feeds: Map<string, Value | GpuTensor>): Promise<Value[]> {
+    const p = this.chain.then(() => this.runOnce(feeds, false) as Promise<Value[]>);
     this.chain = p.catch(() => undefined);
     return p;
   }
 
-  private async runOnce(feeds: Map<string, Value>): Promise<Value[]> {
+  /** A run whose outputs stay on the GPU (no readback): the caller owns them until it disposes them. */
+  runGpu(feeds: Map<string, Value | GpuTensor>): Promise<GpuTensor[]> {
+    const p = this.chain.then(() => this.runOnce(feeds, true) as Promise<GpuTensor[]>);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  /** A fed GPU tensor's slot: bound as it is, never written, never pooled. */
+  private feedSlot(name: string, v: GpuTensor): Slot {
+    if (v.disposed) throw new InputError('the GPU tensor was disposed', { input: name }, 'feed a GPU tensor before disposing it');
+    if (v.device !== this.gpu.device) {
+      throw new InputError("the GPU tensor belongs to another GPU device", { input: name }, 'download() it and feed the Tensor, or create it on this session\'s device');
+    }
+    return { dtype: v.type, dims: [...v.dims], buf: { buffer: v.buffer, bytes: v.buffer.size, refs: 1, constant: true, pool: 'none' } };
+  }
+
+  /**
+   * The outputs as GPU tensors. An output alone in a pooled buffer leaves the pool for the caller (and comes back when
+   * disposed); one that shares its buffer, lives in a fed or constant buffer, or was computed on the CPU is copied.
+   */
+  private handOut(outs: Slot[]): GpuTensor[] {
+    const device = this.gpu.device;
+    const given = new Set<GBuf>();
+    const copies: Command[] = [];
+    const back = (b: GPUBuffer) => { if (!this.disposed && this.pool.adopt(b)) this.pool.give(b); else b.destroy(); };
+    const result = outs.map((s) => {
+      const bytes = gpuBytes(s.dtype, s.dims);
+      let buffer: GPUBuffer;
+      if (s.buf && s.buf.pool === 'main' && s.buf.refs === 1 && !given.has(s.buf)) {
+        buffer = s.buf.buffer;
+        this.pool.detach(buffer);
+        s.buf.pool = 'none';
+        given.add(s.buf);
+      } else {
+        buffer = this.pool.take(bytes);
+        this.pool.detach(buffer);
+        if (s.buf) copies.push({ copy: [s.buf.buffer, 0, buffer, 0, bytes] });
+        else {
+          if (!storable(s.js as Value)) throw new UnsupportedError(`an output is a ${(s.js as Value).constructor.name} of dtype ${s.dtype}, which has no GPU form`, {}, 'use run() for this model');
+          writePadded(device, buffer, toStorage(s.js as Tensor));
+        }
+      }
+      return new GpuTensor(s.dtype, s.dims, buffer, device, back);
+    });
+    this.cmds.push(...copies);
+    return result;
+  }
+
+  private async runOnce(feeds: Map<string, Value | GpuTensor>, onGpu: boolean): Promise<Value[] | GpuTensor[]> {
     if (this.disposed) throw new ExecutionError('the session was released');
     checkLost(this.gpu);
     const device = this.gpu.device;
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
     let outs: Slot[] = [];
-    let result: Value[] | undefined;
+    let result: Value[] | GpuTensor[] | undefined;
     let failure: unknown;
     try {
       const slots = new Map<string, Slot>();
-      for (const [k, v] of feeds) slots.set(k, { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+      for (const [k, v] of feeds) {
+        slots.set(k, v instanceof GpuTensor ? this.feedSlot(k, v) : { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+      }
       const t0 = performance.now();
       outs = await this.runSlots(slots);
       const t1 = performance.now();
-      result = await this.readAll(outs);
+      if (onGpu) {
+        result = this.handOut(outs);
+        await this.flush();
+      } else {
+        result = await this.readAll(outs);
+      }
       if (PROFILE && this.stats.runs >= 2) { runProfile.recordMs += t1 - t0; runProfile.totalMs += performance.now() - t0; runProfile.runs++; }
       this.stats.runs++;
     } catch (e) {
@@ -673,14 +699,6 @@ function sameSmall(a: Tensor | undefined, b: Value | undefined): boolean {
   return true;
 }
 
-/** queue.writeBuffer needs a multiple of 4 bytes. */
-function writePadded(device: GPUDevice, buffer: GPUBuffer, data: ArrayBufferView): void {
-  const n = data.byteLength;
-  if (n % 4 === 0) { device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, n); return; }
-  const padded = new Uint8Array(Math.ceil(n / 4) * 4);
-  padded.set(new Uint8Array(data.buffer, data.byteOffset, n));
-  device.queue.writeBuffer(buffer, 0, padded);
-}
 
 /** Shape (with opset 15's start and end) and Size from the dims alone. */
 function shapeValue(node: Node, dims: readonly number[]): Tensor {
