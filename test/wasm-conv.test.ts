@@ -1,4 +1,5 @@
 // Wasm Conv and pooling kernels against the reference kernels at realistic and ragged shapes.
+import { DEFAULTS_ONLY } from '../src/tune/site.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WasmRuntime } from '../src/backends/wasm/runtime.js';
@@ -131,7 +132,7 @@ test('Conv with a fused activation matches reference conv + activation', { timeo
       const ts = b ? [x, w, b] : [x, w];
       const ref = runNode(node, ts, env, () => undefined)[0] as Tensor;
       const want = new Tensor('float32', Float32Array.from(ref.data as Float32Array, fn), ref.dims);
-      const ctx = { threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: () => { throw new Error('unused'); } };
+      const ctx = { ...DEFAULTS_ONLY, threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: () => { throw new Error('unused'); } };
       const descs = ts.map((t, i) => ({ dtype: t.type, dims: [...t.dims], name: `v${i}` }));
       const plan = planConv(node, descs, ctx, act)!;
       assert.ok(plan);
@@ -179,7 +180,7 @@ test('narrow Conv (few output positions, constant weights) takes the channel-vec
       const env = { opsets: new Map([['', 17]]), functions: new Map() };
       const ref = runNode(node, [x, w, b], env, () => undefined)[0] as Tensor;
       const want = new Tensor('float32', Float32Array.from(ref.data as Float32Array, fn), ref.dims);
-      const ctx = { threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: (_n: string, _t: string, make: () => Uint8Array) => put(make()) };
+      const ctx = { ...DEFAULTS_ONLY, threads: rt.threads, relaxedSimd: rt.relaxedSimd, constant: (_n: string, _t: string, make: () => Uint8Array) => put(make()) };
       const descs = [x, w, b].map((t, i) => ({ dtype: t.type, dims: [...t.dims], name: `v${i}`, constant: i > 0 ? t : undefined }));
       const plan = planConv(node, descs, ctx, act)!;
       assert.ok(plan);

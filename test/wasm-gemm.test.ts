@@ -1,4 +1,5 @@
 // Wasm GEMM kernels against a float64 JS matmul: ragged, batched/broadcast, transposed shapes, epilogues; NaN-poisoned outputs.
+import { DEFAULTS_ONLY } from '../src/tune/site.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SHARED_MEMORY } from '../src/codegen/wasm/builder.js';
@@ -182,6 +183,7 @@ test('genGemm fused epilogues: scale, bias (vector and scalar), activations, res
 function planCtx(h: Harness, threads: number): PlanContext {
   const consts = new Map<string, number>();
   return {
+    ...DEFAULTS_ONLY,
     threads,
     relaxedSimd: false,
     constant(name, transform, make) {

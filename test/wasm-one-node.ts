@@ -2,12 +2,12 @@
 import { WasmGraphRunner } from '../src/backends/wasm/executor.js';
 import type { WasmRuntime } from '../src/backends/wasm/runtime.js';
 import { runNode } from '../src/backends/reference/executor.js';
-import type { Attribute, Graph, Node } from '../src/graph/ir.js';
+import type { Attribute } from '../src/graph/ir.js';
+import { graphOfNode, type In } from '../src/tune/one_node.js';
 import { Tensor } from '../src/tensor.js';
 
 export type AttrVal = number | number[] | string | Tensor;
-/** A node input: a feed, or a model constant (initializer) when `constant`. */
-export interface In { t: Tensor; constant?: boolean }
+export type { In };
 
 export function attrsOf(a: Record<string, AttrVal>): Map<string, Attribute> {
   const m = new Map<string, Attribute>();
@@ -20,22 +20,7 @@ export function attrsOf(a: Record<string, AttrVal>): Map<string, Attribute> {
 
 /** A graph of one node (inputs in0…, outputs out0…): constant inputs become initializers, the others feeds. */
 export function oneNodeGraph(opType: string, ins: (In | undefined)[], attrs: Record<string, AttrVal>, nOut: number, opset: number, domain = '') {
-  const node: Node = {
-    name: opType, opType, domain, attrs: attrsOf(attrs),
-    inputs: ins.map((x, i) => (x ? `in${i}` : '')), outputs: Array.from({ length: nOut }, (_, i) => `out${i}`),
-  };
-  const graph: Graph = {
-    name: 'g', nodes: [node], valueInfo: new Map(), initializers: new Map(),
-    inputs: [], outputs: node.outputs.map((name) => ({ name, type: null })),
-  };
-  const feeds = new Map<string, Tensor>();
-  ins.forEach((x, i) => {
-    if (!x) return;
-    if (x.constant) graph.initializers.set(`in${i}`, x.t);
-    else { graph.inputs.push({ name: `in${i}`, type: null }); feeds.set(`in${i}`, x.t); }
-  });
-  const env = { opsets: new Map([['', opset]]), functions: new Map() };
-  return { node, graph, feeds, env };
+  return graphOfNode({ opType, domain, attrs: attrsOf(attrs) }, ins, nOut, opset);
 }
 
 /** The node's outputs from the Wasm backend (`got`) and from the reference kernels (`want`). */

@@ -1,5 +1,6 @@
 // WebGPU Conv / FusedConv / ConvTranspose, pooling and Resize kernels against the reference kernels at realistic
 // (PP-OCRv4-like) and ragged shapes; every case must run on the GPU (no fallback).
+import { DEFAULTS_ONLY } from '../src/tune/site.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GpuGraphRunner } from '../src/backends/webgpu/executor.js';
@@ -88,7 +89,7 @@ async function runPlan(plan: (ctx: GpuPlanContext) => GpuOpPlan | null, inputs: 
     return b;
   };
   const consts = new Map<number, GPUBuffer>();
-  const p = plan({ caps, f16: false, constant: (_n, _t, make) => { const d = make(); const id = consts.size + 1; consts.set(id, upload(d)); return { id, bytes: d.byteLength }; } });
+  const p = plan({ ...DEFAULTS_ONLY, caps, f16: false, constant: (_n, _t, make) => { const d = make(); const id = consts.size + 1; consts.set(id, upload(d)); return { id, bytes: d.byteLength }; } });
   assert.ok(p, 'a plan');
   const ins = inputs.map((t) => upload(t.data as Float32Array));
   const outBytes = p.outputs[0].dims.reduce((a, b) => a * b, 1) * 4;

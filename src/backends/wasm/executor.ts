@@ -7,6 +7,7 @@ import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
+import { DEFAULTS_ONLY, type TuneOptions } from '../../tune/site.js';
 import { findWasmOp, type Launch, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
 import type { WasmRuntime } from './runtime.js';
 import './ops/index.js';
@@ -24,7 +25,7 @@ function slotKey(s: Slot): string {
 }
 
 
-export interface WasmRunnerOptions {
+export interface WasmRunnerOptions extends TuneOptions {
   /** When false, a node without a Wasm kernel is an UnsupportedError instead of a reference fallback. */
   fallback?: boolean;
 }
@@ -289,7 +290,7 @@ export class WasmGraphRunner {
         constant: s.buf?.constant && s.js instanceof Tensor ? s.js : undefined,
         value: values?.[k],
       }));
-      plan = op(node, descs, this.planContext(), this.env.opsets.get('') ?? 1);
+      plan = op(node, descs, this.planContext(node, descs), this.env.opsets.get('') ?? 1);
     }
     if (cache.size >= MAX_PLANS_PER_NODE) cache.clear();
     cache.set(key, plan);
@@ -297,8 +298,12 @@ export class WasmGraphRunner {
     return plan;
   }
 
-  private planContext(): PlanContext {
+  private planContext(node: Node, descs: (ValueDesc | undefined)[]): PlanContext {
     return {
+      pick: (site) => {
+        this.opts.onSite?.({ site, node, inputs: descs.map((d) => d && { dtype: d.dtype, dims: [...d.dims], constant: d.constant }), opset: this.env.opsets.get('') ?? 1 });
+        return (this.opts.tune ?? DEFAULTS_ONLY).pick(site);
+      },
       threads: this.rt.threads,
       relaxedSimd: this.rt.relaxedSimd,
       constant: (name, transform, make) => {

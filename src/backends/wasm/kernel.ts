@@ -1,4 +1,5 @@
 // The contract between the Wasm runtime and its op implementations (one file per op family in ops/).
+import type { TuneHooks } from '../../tune/site.js';
 import type { Node } from '../../graph/ir.js';
 import type { DType, Tensor } from '../../tensor.js';
 
@@ -56,7 +57,7 @@ export interface OpPlan {
   launches(b: Buffers): Launch[];
 }
 
-export interface PlanContext {
+export interface PlanContext extends TuneHooks {
   threads: number;
   relaxedSimd: boolean;
   /**

@@ -5,6 +5,7 @@
 import { runNode, type ExecEnv } from '../reference/executor.js';
 import { DeviceLostError, ExecutionError, GraphError, InputError, ResourceLimitError, UnsupportedError } from '../../errors.js';
 import { GpuTensor } from './gpu_tensor.js';
+import { DEFAULTS_ONLY, type TuneOptions } from '../../tune/site.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { freeVariables, lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
@@ -36,7 +37,7 @@ const MEMO_MAX_ELEMS = 256;
 /** Ops whose result depends on more than their inputs. */
 const NOT_PURE = new Set(['RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli']);
 
-export interface GpuRunnerOptions {
+export interface GpuRunnerOptions extends TuneOptions {
   /** When false, a node without a GPU kernel is an UnsupportedError instead of a reference fallback. */
   fallback?: boolean;
   /** Compute in f16 where ops allow it (needs shader-f16). */
@@ -176,6 +177,12 @@ export class GpuGraphRunner {
       }
       this.consts.set(name, { dtype: t.type, dims: [...t.dims], js: t });
     }
+  }
+
+  /** Forgets every plan (tuned parameters changed): the next run plans again; pipelines stay cached by their code. */
+  invalidatePlans(): void {
+    for (const m of this.plans) m.clear();
+    this.lastPlan.length = 0;
   }
 
   /** GPU memory the runner holds: pooled activations, constants and staging buffers. */
@@ -435,7 +442,7 @@ export class GpuGraphRunner {
         value: values?.[k],
       });
       try {
-        plan = op(node, descs, this.planContext(), this.env.opsets.get('') ?? 1);
+        plan = op(node, descs, this.planContext(node, descs), this.env.opsets.get('') ?? 1);
       } catch (e) {
         if (e instanceof RangeError) plan = null; // a grid past the device's limits: the reference kernel runs it
         else throw e;
@@ -446,8 +453,12 @@ export class GpuGraphRunner {
     return remember(plan);
   }
 
-  private planContext(): GpuPlanContext {
+  private planContext(node: Node, descs: (GpuValueDesc | undefined)[]): GpuPlanContext {
     return {
+      pick: (site) => {
+        this.opts.onSite?.({ site, node, inputs: descs.map((d) => d && { dtype: d.dtype, dims: [...d.dims], constant: d.constant }), opset: this.env.opsets.get('') ?? 1 });
+        return (this.opts.tune ?? DEFAULTS_ONLY).pick(site);
+      },
       caps: this.gpu.caps,
       f16: !!this.opts.f16 && this.gpu.caps.f16,
       constant: (name, transform, make) => {

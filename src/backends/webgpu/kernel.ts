@@ -1,5 +1,6 @@
 // The contract between the WebGPU runtime and its op implementations (one file per op family in ops/), and the small
 // WGSL helpers they share: storage types per dtype, exact literals, workgroup grids past the 65535 limit.
+import type { TuneHooks } from '../../tune/site.js';
 import type { Node } from '../../graph/ir.js';
 import type { DType, Tensor } from '../../tensor.js';
 import type { GpuCaps } from './device.js';
@@ -43,7 +44,7 @@ export interface GpuOpPlan {
   dispatches: Dispatch[];
 }
 
-export interface GpuPlanContext {
+export interface GpuPlanContext extends TuneHooks {
   caps: GpuCaps;
   /** The session computes in f16 where the op allows it (storage of activations stays f32 at op boundaries). */
   f16: boolean;
