@@ -1,5 +1,7 @@
 // webjit's public API: sessions, tensors, typed errors, and the PP-OCR text recognizer.
 export { InferenceSession, type SessionOptions, type BackendName, type Feeds, type Outputs } from './session.js';
+export { sharedCache as tuningCache, saveCache as saveTuningCache, TuneCache, type TuneCacheJson, type TuneEntry } from './tune/cache.js';
+export type { TuneReport, TuneRow, TuneProgress, TuneRunOptions } from './tune/tuner.js';
 export { GpuTensor } from './backends/webgpu/gpu_tensor.js';
 export { Tensor, TensorSequence, OptionalValue, type DType, type TensorData, type Value } from './tensor.js';
 export {

@@ -16,6 +16,11 @@ import { fuseLayerNorm } from './graph/fuse_norm.js';
 import { fuseConv } from './graph/fuse_conv.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
+import { sharedCache, saveCache, type TuneCache } from './tune/cache.js';
+import { cacheHooks, Tuner, type SiteUse, type TuneProgress, type TuneReport, type TuneRunOptions, type TuneTarget } from './tune/tuner.js';
+import { gpuTarget, wasmTarget } from './tune/targets.js';
+import { entryKey } from './tune/cache.js';
+import type { SiteRecord } from './tune/site.js';
 
 export type BackendName = 'reference' | 'wasm' | 'webgpu';
 
@@ -33,6 +38,16 @@ export interface SessionOptions extends LoadOptions {
    * shader-f16, halving their bytes; products and sums stay f32 (default 'f32').
    */
   precision?: 'f32' | 'f16';
+  /**
+   * Kernel tuning (fast backends): 'cache' (default) runs the winners cached for this device and otherwise the
+   * defaults; 'background' also tunes the kernels of the first run in the background (budget `tuneBudgetMs`) and
+   * swaps winners in when ready; 'off' uses the defaults only and touches no cache.
+   */
+  tuning?: 'cache' | 'background' | 'off';
+  /** Budget of background tuning (default 10 000 ms). */
+  tuneBudgetMs?: number;
+  /** Progress of background tuning. */
+  onTuneProgress?: (p: TuneProgress) => void;
 }
 
 /** Inputs by name: CPU Tensors, or (WebGPU backend) GpuTensors from an earlier runGpu() or an app's own buffers. */
@@ -46,6 +61,14 @@ export class InferenceSession {
   private executor: GraphExecutor | null;
   private wasm: { runner: WasmGraphRunner; rt: WasmRuntime } | null = null;
   private gpu: GpuGraphRunner | null = null;
+  private tuneTarget: TuneTarget | null = null;
+  private tuneCache: TuneCache | null = null;
+  /** Distinct kernels the runs so far planned (the tuner's work list). */
+  private readonly sites = new Map<string, SiteUse>();
+  private tuningMode: 'cache' | 'background' | 'off' = 'cache';
+  private tuneOpts: Pick<SessionOptions, 'tuneBudgetMs' | 'onTuneProgress'> = {};
+  /** Background tuning, once started (resolves to its report). */
+  tuning: Promise<TuneReport> | null = null;
 
   private constructor(readonly model: Model, backend: BackendName, private readonly inputs: ValueInfo[]) {
     this.backend = backend;
@@ -85,17 +108,53 @@ export class InferenceSession {
     // Graph inputs that also have an initializer are overridable constants, not required feeds.
     const inputs = g.inputs.filter((i) => !g.initializers.has(i.name));
     const s = new InferenceSession(model, backend, inputs);
+    s.tuningMode = opts.tuning ?? 'cache';
+    s.tuneOpts = { tuneBudgetMs: opts.tuneBudgetMs, onTuneProgress: opts.onTuneProgress };
+    const env = { opsets: model.opsets, functions: model.functions };
     if (rtP) {
       const rt = await rtP;
-      const env = { opsets: model.opsets, functions: model.functions };
-      s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback }) };
+      s.tuneTarget = await wasmTarget(rt);
+      s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
+      s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback, ...s.tuneHooks() }) };
     }
     if (gpuP) {
       const gpu = await gpuP;
-      const env = { opsets: model.opsets, functions: model.functions };
-      s.gpu = new GpuGraphRunner(model.graph, env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16' });
+      const f16 = opts.precision === 'f16' && gpu.caps.f16;
+      s.tuneTarget = gpuTarget(gpu, f16);
+      s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
+      s.gpu = new GpuGraphRunner(model.graph, env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', ...s.tuneHooks() });
     }
     return s;
+  }
+
+  private tuneHooks() {
+    return {
+      tune: cacheHooks(this.tuneCache, this.tuneTarget!.device),
+      onSite: (r: SiteRecord) => {
+        const k = entryKey(r.site.family, r.site.sig);
+        let u = this.sites.get(k);
+        if (!u) { u = { record: r, nodes: new Set() }; this.sites.set(k, u); }
+        u.nodes.add(r.node.name);
+      },
+    };
+  }
+
+  /**
+   * Tunes the kernels this session's runs have used (or those of a run on `feeds`): candidates verified against the
+   * reference backend, timed on this device, winners cached and swapped in for the next run.
+   */
+  async tune(opts: TuneRunOptions & { feeds?: Feeds } = {}): Promise<TuneReport> {
+    if (!this.tuneTarget || (!this.wasm && !this.gpu)) {
+      throw new UnsupportedError(`tuning needs the wasm or webgpu backend; this session runs on '${this.backend}'`, {}, "create the session with { backend: 'wasm' } or { backend: 'webgpu' }");
+    }
+    if (opts.feeds) await this.run(opts.feeds);
+    if (this.sites.size === 0) throw new InputError('nothing to tune yet: no run has planned a kernel', {}, 'run the session once first, or pass { feeds }');
+    const cache = this.tuneCache ?? new (await import('./tune/cache.js')).TuneCache();
+    const report = await new Tuner(this.tuneTarget, cache).tune([...this.sites.values()], { ...opts, stop: () => this.released || !!opts.stop?.() });
+    this.gpu?.invalidatePlans();
+    this.wasm?.runner.invalidatePlans();
+    if (this.tuneCache && this.tuningMode !== 'off') await saveCache(this.tuneCache).catch(() => undefined);
+    return report;
   }
 
   /** Wasm backend: threads in use and why fewer than asked, if so. */
@@ -130,6 +189,10 @@ export class InferenceSession {
     const feedMap = this.checkFeeds(feeds);
     // checkFeeds lets GpuTensors through to the WebGPU backend only.
     const values = await (this.gpu ? this.gpu.run(feedMap) : this.wasm!.runner.run(feedMap as Map<string, Value>));
+    if (this.tuningMode === 'background' && !this.tuning) {
+      this.tuning = this.tune({ budgetMs: this.tuneOpts.tuneBudgetMs ?? 10_000, onProgress: this.tuneOpts.onTuneProgress, stop: () => this.released });
+      this.tuning.catch(() => undefined);
+    }
     return this.collect(values, fetches);
   }
 
@@ -196,7 +259,12 @@ export class InferenceSession {
     return map;
   }
 
+  private released = false;
+
   async release(): Promise<void> {
+    // Background tuning stops at its next candidate; its runners use the backend this release gives up.
+    this.released = true;
+    if (this.tuning) await this.tuning.catch(() => undefined);
     this.executor = null;
     if (this.wasm) {
       this.wasm.runner.dispose();

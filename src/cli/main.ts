@@ -5,6 +5,7 @@ import { infoCommand } from './info.js';
 import { runCommand } from './run.js';
 import { ocrCommand } from './ocr.js';
 import { benchCommand } from './bench.js';
+import { tuneCommand } from './tune.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -44,6 +45,18 @@ export async function main(argv: string[]): Promise<number> {
     .option('--json <file>', 'write every measurement as JSON')
     .option('--html <file>', 'write a self-contained HTML report with bar charts')
     .action(async (o) => { code = await benchCommand(o); });
+
+  program.command('tune <model>')
+    .description("tune the model's kernels on this device: candidates verified, timed, winners cached")
+    .addOption(backendOpt('wasm'))
+    .option('--threads <n>', 'worker threads (wasm backend)', (v) => parseInt(v, 10))
+    .option('--budget <time>', 'tuning budget, e.g. 30s', '30s')
+    .option('--dim <name=value...>', 'values of symbolic dims for random inputs', [])
+    .option('--runs <n>', 'runs timed before and after tuning', (v) => parseInt(v, 10), 20)
+    .option('--force', 'tune kernels that are already in the cache again')
+    .option('--seed <n>', 'seed of random inputs', (v) => parseInt(v, 10), 1)
+    .option('--json <file>', 'write the report as JSON')
+    .action(async (model, o) => { code = await tuneCommand(model, o); });
 
   program.command('info <model>')
     .description("a model's inputs, outputs, opsets, op histogram and parameters")

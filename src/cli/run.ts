@@ -71,7 +71,7 @@ export async function runCommand(model: string, a: RunArgs): Promise<number> {
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
 
-function parseDims(specs: string[]): Map<string, number> {
+export function parseDims(specs: string[]): Map<string, number> {
   const m = new Map<string, number>();
   for (const s of specs) {
     const k = s.lastIndexOf('=');
@@ -82,7 +82,7 @@ function parseDims(specs: string[]): Map<string, number> {
   return m;
 }
 
-function randomInput(vi: ValueInfo, dims: Map<string, number>, rng: () => number): Tensor {
+export function randomInput(vi: ValueInfo, dims: Map<string, number>, rng: () => number): Tensor {
   const t = vi.type;
   if (!t || t.kind !== 'tensor' || !t.dtype || !t.shape) {
     throw new InputError('cannot make a random value: its type or shape is not declared', { input: vi.name }, 'pass it with --inputs');

@@ -106,4 +106,6 @@ export interface TuneOptions {
   tune?: TuneHooks;
   /** Called for every site a planner meets. */
   onSite?: (r: SiteRecord) => void;
+  /** Fill every output with NaN before its kernel runs (verification: an unwritten element cannot pass). */
+  poison?: boolean;
 }

@@ -144,6 +144,13 @@ export class WasmGraphRunner {
     if (--b.refs === 0) this.rt.mem.release(b.ptr);
   }
 
+  /** Forgets every plan (tuned parameters changed): the next run plans again; compiled kernels stay cached. */
+  invalidatePlans(): void {
+    for (const m of this.plans) m.clear();
+    this.lastPlan.length = 0;
+    for (const b of this.branches.values()) b.invalidatePlans();
+  }
+
   async run(feeds: Map<string, Value>): Promise<Value[]> {
     const slots = new Map<string, Slot>();
     for (const [k, v] of feeds) slots.set(k, this.toSlot(v));
@@ -325,7 +332,10 @@ export class WasmGraphRunner {
       const a = plan.alias?.[k];
       if (a !== undefined && ins[a]?.buf) { ins[a]!.buf!.refs++; return { buf: ins[a]!.buf, dtype: o.dtype, dims: o.dims }; }
       const bytes = byteSize(o.dtype, sizeOf(o.dims));
-      return { buf: { ptr: this.rt.mem.alloc(bytes), bytes, refs: 1, constant: false }, dtype: o.dtype, dims: o.dims };
+      const ptr = this.rt.mem.alloc(bytes);
+      // Verification: an output the kernel fails to write stays NaN.
+      if (this.opts.poison) new Uint32Array(this.rt.mem.u8.buffer, ptr, bytes >> 2).fill(0x7fc00000);
+      return { buf: { ptr, bytes, refs: 1, constant: false }, dtype: o.dtype, dims: o.dims };
     });
     const scratch = plan.scratchBytes ? this.rt.mem.alloc(plan.scratchBytes) : 0;
     let launches: Launch[];

@@ -131,6 +131,9 @@ const pipelineCaches = new WeakMap<GPUDevice, Map<string, PipelineEntry>>();
 interface Recorded { dispatch: Dispatch; buffers: GPUBuffer[]; entry: PipelineEntry; node: Node }
 type Command = Recorded | { copy: [GPUBuffer, number, GPUBuffer, number, number] };
 
+/** The end of the last queued run on each device (runs of all sessions on a device are serialised). */
+const deviceChains = new WeakMap<GPUDevice, Promise<unknown>>();
+
 /** Per plan, the inputs its dispatches bind (computed once; record() runs for every node of every run). */
 const boundInputs = new WeakMap<GpuOpPlan, Set<number>>();
 
@@ -153,7 +156,6 @@ export class GpuGraphRunner {
   private readonly bindGroups = new WeakMap<Dispatch, { buffers: GPUBuffer[]; group: GPUBindGroup }>();
   private cmds: Command[] = [];
   private uploadsInRun: GPUBuffer[] = [];
-  private chain: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
   constructor(readonly graph: Graph, readonly env: ExecEnv, readonly gpu: GpuContext, readonly opts: GpuRunnerOptions = {},
@@ -179,6 +181,77 @@ export class GpuGraphRunner {
     }
   }
 
+  /**
+   * GPU time of one run of the graph, in ms, for each of `rounds` rounds: the run is recorded once per feed set
+   * (rotated, so caches don't flatter), then its dispatches are encoded `reps` times per round into one pass,
+   * timed by timestamp queries where the adapter has them, else by the wall clock to the queue's completion.
+   */
+  timeRuns(feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[]> {
+    return this.serial(() => this.timeRunsOnce(feedSets, reps, rounds));
+  }
+
+  private async timeRunsOnce(feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[]> {
+    if (this.disposed) throw new ExecutionError('the session was released');
+    checkLost(this.gpu);
+    const device = this.gpu.device;
+    const lists: Recorded[][] = [];
+    const held: Slot[] = [];
+    try {
+      for (const feeds of feedSets) {
+        const slots = new Map<string, Slot>();
+        for (const [k, v] of feeds) slots.set(k, { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+        const outs = await this.runSlots(slots);
+        held.push(...outs);
+        if (this.cmds.some((c) => 'copy' in c)) throw new UnsupportedError('timing a graph with copies between passes is not supported');
+        lists.push(this.cmds.splice(0) as Recorded[]);
+      }
+      await Promise.all(lists.flat().map((c) => c.entry.promise));
+      for (const c of lists.flat()) c.entry.pipeline ??= await c.entry.promise;
+      const stamps = this.gpu.caps.timestamps;
+      const times: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        const enc = device.createCommandEncoder();
+        const qs = stamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
+        const pass = enc.beginComputePass(qs ? { timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined);
+        for (let i = 0; i < reps; i++) {
+          for (const c of lists[i % lists.length]) {
+            pass.setPipeline(c.entry.pipeline!);
+            pass.setBindGroup(0, this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers));
+            pass.dispatchWorkgroups(...c.dispatch.groups);
+          }
+        }
+        pass.end();
+        let read: GPUBuffer | null = null;
+        if (qs) {
+          const resolve = device.createBuffer({ size: 16, usage: 0x200 | 0x04 });
+          read = device.createBuffer({ size: 16, usage: USAGE_READBACK });
+          enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+          enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+        }
+        const t0 = performance.now();
+        device.queue.submit([enc.finish()]);
+        await device.queue.onSubmittedWorkDone();
+        const wall = performance.now() - t0;
+        if (read) {
+          await read.mapAsync(MAP_READ);
+          const t = new BigUint64Array(read.getMappedRange());
+          const ns = Number(t[1] - t[0]);
+          read.unmap(); read.destroy(); qs!.destroy();
+          times.push(ns > 0 ? ns / 1e6 / reps : wall / reps);
+        } else {
+          times.push(wall / reps);
+        }
+      }
+      checkLost(this.gpu);
+      return times;
+    } finally {
+      for (const s of held) this.release(s);
+      for (const b of this.uploadsInRun) this.uploads.give(b);
+      this.uploadsInRun = [];
+      this.cmds = [];
+    }
+  }
+
   /** Forgets every plan (tuned parameters changed): the next run plans again; pipelines stay cached by their code. */
   invalidatePlans(): void {
     for (const m of this.plans) m.clear();
@@ -193,18 +266,24 @@ export class GpuGraphRunner {
     return { buffers, bytes };
   }
 
-  /** Runs are serialised: a session's runs share its buffers. */
-  run(feeds: Map<string, Value | GpuTensor>): Promise<Value[]> {
-    const p = this.chain.then(() => this.runOnce(feeds, false) as Promise<Value[]>);
-    this.chain = p.catch(() => undefined);
+  /**
+   * Runs are serialised per device: a session's runs share its buffers, and the device's error scopes are one stack
+   * that interleaved runs (other sessions, background tuning) would pop for each other.
+   */
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const device = this.gpu.device;
+    const p = (deviceChains.get(device) ?? Promise.resolve()).then(f);
+    deviceChains.set(device, p.catch(() => undefined));
     return p;
+  }
+
+  run(feeds: Map<string, Value | GpuTensor>): Promise<Value[]> {
+    return this.serial(() => this.runOnce(feeds, false) as Promise<Value[]>);
   }
 
   /** A run whose outputs stay on the GPU (no readback): the caller owns them until it disposes them. */
   runGpu(feeds: Map<string, Value | GpuTensor>): Promise<GpuTensor[]> {
-    const p = this.chain.then(() => this.runOnce(feeds, true) as Promise<GpuTensor[]>);
-    this.chain = p.catch(() => undefined);
-    return p;
+    return this.serial(() => this.runOnce(feeds, true) as Promise<GpuTensor[]>);
   }
 
   /** A fed GPU tensor's slot: bound as it is, never written, never pooled. */
@@ -518,6 +597,9 @@ export class GpuGraphRunner {
         return { buf: b, dtype: o.dtype, dims: o.dims };
       }
       const buffer = this.pool.take(gpuBytes(o.dtype, o.dims));
+      // Verification: an output the kernel fails to write stays NaN. (Queue writes land before this run's submits:
+      // sound for the one-node graphs the tuner poisons, not for a buffer an earlier unsubmitted node still uses.)
+      if (this.opts.poison) this.gpu.device.queue.writeBuffer(buffer, 0, new Uint32Array(buffer.size / 4).fill(0x7fc00000));
       return { buf: { buffer, bytes: buffer.size, refs: 1, constant: false, pool: 'main' as const }, dtype: o.dtype, dims: o.dims };
     });
     const scratch = (plan.scratchBytes ?? []).map((b) => this.pool.take(b));

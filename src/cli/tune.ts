@@ -1,0 +1,86 @@
+// `webjit tune MODEL`: tunes a model's kernels on this device (progress bar), prints per-kernel and end-to-end
+// speedups, and leaves the winners in the tuning cache for every later session.
+import { SingleBar, Presets } from 'cli-progress';
+import { InputError } from '../errors.js';
+import { InferenceSession, type BackendName, type Feeds } from '../session.js';
+import { mulberry32 } from '../util/random.js';
+import { cacheLocation } from '../tune/cache.js';
+import type { TuneReport } from '../tune/tuner.js';
+import { parseDims, randomInput } from './run.js';
+
+export interface TuneArgs {
+  backend: BackendName;
+  threads?: number;
+  budget: string;
+  dim: string[];
+  runs: number;
+  force?: boolean;
+  json?: string;
+  seed: number;
+}
+
+/** '30s', '1500ms', '2m' or a number of seconds. */
+export function parseBudget(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
+  if (!m) throw new InputError(`--budget expects e.g. 30s, 1500ms or 2m, got '${s}'`);
+  const v = parseFloat(m[1]);
+  return m[2] === 'ms' ? v : m[2] === 'm' ? v * 60_000 : v * 1000;
+}
+
+async function medianRun(s: InferenceSession, feeds: Feeds, runs: number): Promise<number> {
+  const ts: number[] = [];
+  for (let i = 0; i < runs; i++) { const t = performance.now(); await s.run(feeds); ts.push(performance.now() - t); }
+  return ts.sort((a, b) => a - b)[ts.length >> 1];
+}
+
+export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
+  if (a.backend === 'reference') throw new InputError('the reference backend has nothing to tune', {}, 'use --backend wasm or --backend webgpu');
+  const budgetMs = parseBudget(a.budget);
+  const session = await InferenceSession.create(model, { backend: a.backend, threads: a.threads, tuning: 'cache' });
+  try {
+    const dims = parseDims(a.dim);
+    const rng = mulberry32(a.seed);
+    const feeds: Feeds = {};
+    for (const vi of session.model.graph.inputs.filter((i) => !session.model.graph.initializers.has(i.name))) feeds[vi.name] = randomInput(vi, dims, rng);
+    await session.run(feeds);
+    const before = await medianRun(session, feeds, a.runs);
+    console.error(`${model} on ${a.backend}: ${before.toFixed(2)} ms per run before tuning (median of ${a.runs}); budget ${(budgetMs / 1000).toFixed(1)} s`);
+    const bar = new SingleBar({ format: 'tuning [{bar}] {value}/{total} kernels | best kernel speedup {best}× | {kernel}', hideCursor: true }, Presets.shades_classic);
+    let started = false;
+    const report: TuneReport = await session.tune({
+      budgetMs, force: a.force, seed: a.seed,
+      onProgress: (p) => {
+        if (!started) { bar.start(p.total, 0, { best: '1.00', kernel: '' }); started = true; }
+        bar.update(p.done, { best: p.bestSpeedup.toFixed(2), kernel: `${p.family} ${p.sig.slice(0, 40)}` });
+      },
+    });
+    if (started) bar.stop();
+    await session.run(feeds);
+    const after = await medianRun(session, feeds, a.runs);
+    console.log(formatReport(report));
+    console.log(`end to end: ${before.toFixed(2)} ms → ${after.toFixed(2)} ms (${(before / after).toFixed(2)}×), tuning took ${(report.ms / 1000).toFixed(1)} s; ` +
+      `cache: ${(await cacheLocation()) ?? 'in memory only (WEBJIT_TUNE_CACHE=off)'}`);
+    if (a.json) {
+      const fs = await import('node:fs');
+      fs.writeFileSync(a.json, JSON.stringify({ model, backend: a.backend, beforeMs: before, afterMs: after, ...report }, null, 1));
+    }
+    return 0;
+  } finally {
+    await session.release();
+  }
+}
+
+export function formatReport(r: TuneReport): string {
+  const head = ['kernel', 'nodes', 'space', 'tried', 'rejected', 'default ms', 'tuned ms', 'speedup', 'winner'];
+  const rows = r.rows.map((x) => [
+    `${x.family} ${x.sig.length > 48 ? `${x.sig.slice(0, 47)}…` : x.sig}`, String(x.nodes), `${x.before}→${x.after}`, String(x.tried), String(x.rejected),
+    x.defaultMs.toFixed(4), x.tunedMs.toFixed(4), `${(x.defaultMs / x.tunedMs).toFixed(2)}×`,
+    x.changed ? Object.entries(x.params).map(([k, v]) => `${k}=${v}`).join(' ') : '(default)',
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 || i === 8 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  const out = [line(head), ...rows.map(line)];
+  if (r.skipped) out.push(`${r.skipped} kernels left untuned (budget)`);
+  out.push(`${r.rows.length} kernels tuned, ${r.rejected} candidates rejected by verification, device ${r.device}`);
+  return out.join('\n');
+}

@@ -1,0 +1,77 @@
+// The tuner's view of each fast backend: one-node runners forced to given parameters, timed the backend's way, and
+// the device identity its winners are cached under.
+import { WasmGraphRunner } from '../backends/wasm/executor.js';
+import type { WasmRuntime } from '../backends/wasm/runtime.js';
+import { GpuGraphRunner } from '../backends/webgpu/executor.js';
+import type { GpuContext } from '../backends/webgpu/device.js';
+import type { Value } from '../tensor.js';
+import type { TuneRunner, TuneTarget } from './tuner.js';
+
+/** Bumped when generators change so that old winners no longer describe today's kernels. */
+export const TUNE_VERSION = 1;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+async function cpuModel(): Promise<string> {
+  if (typeof process !== 'undefined' && process.versions?.node) {
+    const os = await import('node:os');
+    return `${os.cpus()[0]?.model?.trim() ?? 'cpu'} x${os.cpus().length}`;
+  }
+  return `cpu x${typeof navigator !== 'undefined' ? navigator.hardwareConcurrency : 1}`;
+}
+
+export async function wasmDeviceId(rt: WasmRuntime): Promise<string> {
+  return `webjit${TUNE_VERSION}|wasm|${await cpuModel()}|${rt.threads}t|${rt.relaxedSimd ? 'relaxed-simd' : 'simd128'}`;
+}
+
+export function gpuDeviceId(gpu: GpuContext, f16: boolean): string {
+  const c = gpu.caps;
+  return `webjit${TUNE_VERSION}|webgpu|${c.name}|${f16 ? 'f16w' : 'f32'}|sg${c.subgroups ? 1 : 0}`;
+}
+
+export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
+  return {
+    backend: 'wasm',
+    device: await wasmDeviceId(rt),
+    runner(graph, env, opts): TuneRunner {
+      const r = new WasmGraphRunner(graph, env, rt, { ...opts, fallback: false });
+      return {
+        run: (feeds) => r.run(feeds),
+        async time(feedSets: Map<string, Value>[], maxMs: number) {
+          await r.run(feedSets[0]);
+          if (rt.needsSync) await rt.sync();
+          const ts: number[] = [];
+          const t0 = performance.now();
+          for (let i = 0; ts.length < 5 || (ts.length < 31 && performance.now() - t0 < maxMs); i++) {
+            const s = performance.now();
+            await r.run(feedSets[i % feedSets.length]);
+            ts.push(performance.now() - s);
+          }
+          return median(ts);
+        },
+        dispose: () => r.dispose(),
+      };
+    },
+  };
+}
+
+export function gpuTarget(gpu: GpuContext, f16: boolean): TuneTarget {
+  return {
+    backend: 'webgpu',
+    device: gpuDeviceId(gpu, f16),
+    f16,
+    runner(graph, env, opts): TuneRunner {
+      const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16 });
+      return {
+        run: (feeds) => r.run(feeds),
+        async time(feedSets: Map<string, Value>[], maxMs: number) {
+          // Calibrate: enough dispatches per submit that one round takes about a fifth of the time allowed.
+          const [one] = await r.timeRuns(feedSets, 3, 1);
+          const reps = Math.max(3, Math.min(500, Math.round(maxMs / 5 / Math.max(one, 1e-3))));
+          return median(await r.timeRuns(feedSets, reps, 5));
+        },
+        dispose: () => r.dispose(),
+      };
+    },
+  };
+}

@@ -1,0 +1,261 @@
+// Just-in-time tuning of a model's kernels on the user's device (the idea of nn-JIT.web, arXiv 2309.08978): for each
+// distinct kernel the model ran (a TuneSite), take the candidates its search space keeps after pruning by the
+// device's limits, verify each one against the reference backend, time the survivors on this device, keep the
+// fastest and remember it in the tuning cache.
+//
+// Verification, before a candidate can be chosen: fresh random inputs (never all zeros) at the real shape and at a
+// ragged one (sizes that are no multiple of any tile), every output poisoned with NaN before the kernel runs, the
+// result compared with the reference backend at a tolerance set by dtype; a NaN/Inf where the reference has none (or
+// the reverse) rejects. Timing: a warm-up, then the median of repeats with the input sets rotated.
+import { runNode } from '../backends/reference/executor.js';
+import { DTYPES, isFloat, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../tensor.js';
+import { mulberry32 } from '../util/random.js';
+import { graphOfNode, type In } from './one_node.js';
+import type { TuneCache, TuneEntry } from './cache.js';
+import { paramsKey, type Family, type Params, type SiteRecord, type TuneHooks, type TuneOptions } from './site.js';
+
+/** What the tuner needs from a backend: a runner for a one-node graph, forced to some parameters. */
+export interface TuneTarget {
+  backend: 'wasm' | 'webgpu';
+  /** Device identity for the cache: adapter or CPU model, thread count, features, generator version. */
+  device: string;
+  /** f16 weights (WebGPU precision 'f16'): verification tolerates f16 rounding. */
+  f16?: boolean;
+  runner(graph: ReturnType<typeof graphOfNode>['graph'], env: ReturnType<typeof graphOfNode>['env'], opts: TuneOptions): TuneRunner;
+}
+
+export interface TuneRunner {
+  run(feeds: Map<string, Value>): Promise<Value[]>;
+  /** Median ms of one run over repeats, the feed sets rotated. */
+  time(feedSets: Map<string, Value>[], maxMs: number): Promise<number>;
+  dispose(): void;
+}
+
+/** A distinct kernel of the model: one site and the number of nodes that share its signature. */
+export interface SiteUse { record: SiteRecord; nodes: Set<string> }
+
+export interface TuneProgress {
+  /** Kernels finished and to do. */
+  done: number;
+  total: number;
+  family: Family;
+  sig: string;
+  /** The best end-to-end kernel speedup found so far (1 = none). */
+  bestSpeedup: number;
+}
+
+export interface TuneRow {
+  family: Family;
+  sig: string;
+  /** Nodes of the model that run this kernel. */
+  nodes: number;
+  /** Search space before and after pruning. */
+  before: number;
+  after: number;
+  tried: number;
+  rejected: number;
+  defaultMs: number;
+  tunedMs: number;
+  params: Params;
+  /** True when the winner is not the default. */
+  changed: boolean;
+}
+
+export interface TuneReport {
+  device: string;
+  rows: TuneRow[];
+  /** Wall time of the whole tuning, ms. */
+  ms: number;
+  /** Candidates rejected by verification, over all kernels. */
+  rejected: number;
+  /** Kernels left untuned when the budget ran out. */
+  skipped: number;
+}
+
+export interface TuneRunOptions {
+  /** Wall-clock budget for the whole tuning (default 30 000 ms). */
+  budgetMs?: number;
+  onProgress?: (p: TuneProgress) => void;
+  /** Only these families. */
+  families?: Family[];
+  /** At most this many candidates per kernel (default 32). */
+  maxCandidates?: number;
+  /** Extra candidates to try (tests: deliberately wrong ones), per family. */
+  extra?: Partial<Record<Family, Params[]>>;
+  /** Kernels already in the cache are tuned again (default false). */
+  force?: boolean;
+  /** A winner must beat the default by this factor to replace it (noise margin; default 0.97). */
+  margin?: number;
+  /** Seed of the random inputs. */
+  seed?: number;
+  /** Checked between candidates: true stops tuning (the session was released). */
+  stop?: () => boolean;
+}
+
+/** Relative tolerance of verification: f32 kernels, and f16 storage of weights. */
+const TOL_F32 = 1e-4;
+const TOL_F16 = 4e-3;
+
+/** Random inputs of the node at `dims`: floats in [-1, 1) and never all zero; integer constants keep their values. */
+function inputsAt(rec: SiteRecord, dims: number[][], rnd: () => number): (In | undefined)[] {
+  return rec.inputs.map((d, k) => {
+    if (!d) return undefined;
+    const same = dims[k].length === d.dims.length && dims[k].every((x, i) => x === d.dims[i]);
+    // Integer constants (axes, shapes, indices) and constants whose dims do not change keep their real values.
+    if (d.constant && same && (!isFloat(d.dtype) || sizeOf(d.dims) <= 16)) return { t: d.constant, constant: true };
+    return { t: randomTensor(d.dtype, dims[k], rnd), constant: !!d.constant };
+  });
+}
+
+function randomTensor(dtype: DType, dims: number[], rnd: () => number): Tensor {
+  const n = sizeOf(dims);
+  const data = DTYPES[dtype].make(n) as TypedArray;
+  if (dtype === 'float32' || dtype === 'float64') {
+    for (let i = 0; i < n; i++) (data as Float32Array)[i] = rnd() * 2 - 1;
+  } else if (dtype === 'int64') {
+    for (let i = 0; i < n; i++) (data as BigInt64Array)[i] = BigInt(i === 0 ? 1 : Math.floor(rnd() * 2));
+  } else if (dtype === 'bool' || isFloat(dtype)) {
+    // Masks (1 keeps a position; the first is always kept); encoded floats as small integers' bit patterns are
+    // not needed by any tunable family.
+    for (let i = 0; i < n; i++) (data as Uint8Array)[i] = i === 0 ? 1 : Math.floor(rnd() * 2);
+  } else {
+    for (let i = 0; i < n; i++) (data as Int32Array)[i] = i === 0 ? 1 : Math.floor(rnd() * 2);
+  }
+  return new Tensor(dtype, data, dims);
+}
+
+/** Why `got` is not `want` within tolerance, or null when it is. */
+export function mismatch(got: Value[], want: Value[], tol: number): string | null {
+  if (got.length !== want.length) return `${got.length} outputs, the reference has ${want.length}`;
+  for (let o = 0; o < want.length; o++) {
+    const g = got[o], w = want[o];
+    if (!(g instanceof Tensor) || !(w instanceof Tensor)) continue;
+    if (g.dims.join() !== w.dims.join()) return `output ${o} dims [${g.dims}] vs [${w.dims}]`;
+    const a = g.data as ArrayLike<number | bigint>, b = w.data as ArrayLike<number | bigint>;
+    let maxRef = 0, maxDiff = 0, at = -1;
+    for (let i = 0; i < b.length; i++) {
+      const y = Number(b[i]);
+      if (Number.isFinite(y)) maxRef = Math.max(maxRef, Math.abs(y));
+    }
+    const bound = isFloat(w.type) ? tol * Math.max(1, maxRef) : 0;
+    for (let i = 0; i < b.length; i++) {
+      const x = Number(a[i]), y = Number(b[i]);
+      if (Number.isFinite(x) !== Number.isFinite(y) || (!Number.isFinite(y) && !Object.is(x, y) && !(Number.isNaN(x) && Number.isNaN(y)))) {
+        return `output ${o}[${i}] is ${x}, the reference ${y}`;
+      }
+      const d = Math.abs(x - y);
+      if (d > maxDiff) { maxDiff = d; at = i; }
+    }
+    if (maxDiff > bound) return `output ${o}[${at}] differs by ${maxDiff.toExponential(2)} (bound ${bound.toExponential(2)})`;
+  }
+  return null;
+}
+
+/** One candidate through verification (ragged shape first: cheaper, and where tile bugs show). */
+interface Case { graph: ReturnType<typeof graphOfNode>; want: Value[] }
+
+function forced(family: Family, p: Params): TuneHooks {
+  return { pick: (s) => (s.family === family ? p : s.default) };
+}
+
+export class Tuner {
+  constructor(readonly target: TuneTarget, readonly cache: TuneCache) {}
+
+  /** Verifies a candidate on a case; returns the reason it is wrong, or null. */
+  async verify(family: Family, p: Params, c: Case): Promise<string | null> {
+    const r = this.target.runner(c.graph.graph, c.graph.env, { tune: forced(family, p), poison: true });
+    try {
+      const got = await r.run(c.graph.feeds);
+      return mismatch(got, c.want, this.target.f16 ? TOL_F16 : TOL_F32);
+    } catch (e) {
+      return `failed: ${(e as Error).message.slice(0, 200)}`;
+    } finally {
+      r.dispose();
+    }
+  }
+
+  private makeCase(rec: SiteRecord, dims: number[][], rnd: () => number): Case {
+    const ins = inputsAt(rec, dims, rnd);
+    const g = graphOfNode(rec.node, ins, rec.node.outputs.length, rec.opset);
+    const want = runNode(g.node, ins.map((x) => x?.t), g.env, () => undefined);
+    return { graph: g, want };
+  }
+
+  /** Tunes the given kernels within the budget, biggest first; winners go into the cache. */
+  async tune(uses: SiteUse[], opts: TuneRunOptions = {}): Promise<TuneReport> {
+    const t0 = performance.now();
+    const budget = opts.budgetMs ?? 30_000;
+    const deadline = t0 + budget;
+    const margin = opts.margin ?? 0.97;
+    const maxCands = opts.maxCandidates ?? 32;
+    const rnd = mulberry32(opts.seed ?? 0x5eed);
+    const todo = uses.filter((u) => !opts.families || opts.families.includes(u.record.site.family))
+      .filter((u) => opts.force || !this.cache.get(this.target.device, u.record.site.family, u.record.site.sig));
+    const rows: TuneRow[] = [];
+    let rejectedAll = 0, skipped = 0, best = 1, done = 0;
+
+    // Phase 1: the real-shape case and the default's time of every kernel, to spend the budget where time goes.
+    const prepared: { use: SiteUse; real: Case; feedSets: Map<string, Value>[]; defaultMs: number; weight: number }[] = [];
+    for (const use of todo) {
+      if (performance.now() > deadline || opts.stop?.()) { skipped++; continue; }
+      const { site } = use.record;
+      const realDims = use.record.inputs.map((d) => (d ? d.dims : []));
+      const real = this.makeCase(use.record, realDims, rnd);
+      const feedSets = [real.graph.feeds, ...[1, 2].map(() => this.makeCase(use.record, realDims, rnd).graph.feeds)];
+      const r = this.target.runner(real.graph.graph, real.graph.env, { tune: forced(site.family, site.default) });
+      let defaultMs: number;
+      try { defaultMs = await r.time(feedSets, 200); } finally { r.dispose(); }
+      prepared.push({ use, real, feedSets, defaultMs, weight: defaultMs * use.nodes.size });
+    }
+    prepared.sort((a, b) => b.weight - a.weight);
+    let weightLeft = prepared.reduce((t, p) => t + p.weight, 0);
+
+    // Phase 2: candidates of each kernel, verified then timed; each kernel gets a share of what is left.
+    for (const { use, real, feedSets, defaultMs, weight } of prepared) {
+      const { site } = use.record;
+      const now = performance.now();
+      if (now > deadline || opts.stop?.()) { skipped++; continue; }
+      const share = now + (deadline - now) * (weightLeft > 0 ? weight / weightLeft : 1);
+      weightLeft -= weight;
+      const space = site.space();
+      const cands = [...space.candidates.slice(0, maxCands), ...(opts.extra?.[site.family] ?? [])];
+      const defKey = paramsKey(site.default);
+      const ragged = this.makeCase(use.record, site.ragged(use.record.inputs.map((d) => (d ? d.dims : []))), rnd);
+      let win = { params: site.default, ms: defaultMs };
+      let tried = 0, rejected = 0;
+      for (const p of cands) {
+        if ((performance.now() > share || opts.stop?.()) && tried > 0) break;
+        tried++;
+        const why = (await this.verify(site.family, p, ragged)) ?? (await this.verify(site.family, p, real));
+        if (why) {
+          rejected++;
+          if (paramsKey(p) === defKey) {
+            // The default itself is wrong here: nothing is cached, so the kernel keeps running as it always did.
+            if (typeof process !== 'undefined') process.emitWarning?.(`webjit tune: the default ${site.family} kernel failed verification (${site.sig}): ${why}`);
+          }
+          continue;
+        }
+        if (paramsKey(p) === defKey) continue;
+        const r = this.target.runner(real.graph.graph, real.graph.env, { tune: forced(site.family, p) });
+        let ms: number;
+        try { ms = await r.time(feedSets, Math.max(20, Math.min(200, 10 * defaultMs))); } catch { rejected++; continue; } finally { r.dispose(); }
+        if (ms < win.ms) win = { params: p, ms };
+      }
+      const changed = win.ms < defaultMs * margin;
+      const params = changed ? win.params : site.default;
+      const entry: TuneEntry = { params, defaultMs, tunedMs: changed ? win.ms : defaultMs, tried, rejected, at: new Date().toISOString() };
+      this.cache.set(this.target.device, site.family, site.sig, entry);
+      rejectedAll += rejected;
+      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, defaultMs, tunedMs: entry.tunedMs, params, changed });
+      best = Math.max(best, defaultMs / entry.tunedMs);
+      done++;
+      opts.onProgress?.({ done, total: prepared.length, family: site.family, sig: site.sig, bestSpeedup: best });
+    }
+    return { device: this.target.device, rows, ms: performance.now() - t0, rejected: rejectedAll, skipped };
+  }
+}
+
+/** The cached winner for a site on this device, else the site's default; records every site it is asked about. */
+export function cacheHooks(cache: TuneCache | null, device: string): TuneHooks {
+  return { pick: (s) => cache?.get(device, s.family, s.sig)?.params ?? s.default };
+}
