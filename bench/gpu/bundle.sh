@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 mkdir -p .bundle/ort
-for s in matmul-sweep models; do npx esbuild "bench/gpu/$s.ts" --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=".bundle/$s.mjs" --log-level=warning; done
+for s in matmul-sweep models tune; do npx esbuild "bench/gpu/$s.ts" --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=".bundle/$s.mjs" --log-level=warning; done
 d=node_modules/onnxruntime-web/dist
 cp "$d/ort.webgpu.mjs" "$d/ort-wasm-simd-threaded.asyncify.mjs" .bundle/ort/
 rm -f .bundle/ort/*jsep*

@@ -12,7 +12,7 @@ import { DTYPES, isFloat, sizeOf, Tensor, type DType, type TypedArray, type Valu
 import { mulberry32 } from '../util/random.js';
 import { graphOfNode, type In } from './one_node.js';
 import type { TuneCache, TuneEntry } from './cache.js';
-import { paramsKey, type Family, type Params, type SiteRecord, type TuneHooks, type TuneOptions } from './site.js';
+import { paramsKey, type Family, type Params, type SiteRecord, type TuneHooks, type TuneOptions, type TuneSite } from './site.js';
 
 /** What the tuner needs from a backend: a runner for a one-node graph, forced to some parameters. */
 export interface TuneTarget {
@@ -80,8 +80,8 @@ export interface TuneRunOptions {
   families?: Family[];
   /** At most this many candidates per kernel (default 32). */
   maxCandidates?: number;
-  /** Extra candidates to try (tests: deliberately wrong ones), per family. */
-  extra?: Partial<Record<Family, Params[]>>;
+  /** Extra candidates to try after the space's (tests: deliberately wrong ones). */
+  extra?: (site: TuneSite) => Params[];
   /** Kernels already in the cache are tuned again (default false). */
   force?: boolean;
   /** A winner must beat the default by this factor to replace it (noise margin; default 0.97). */
@@ -218,7 +218,7 @@ export class Tuner {
       const share = now + (deadline - now) * (weightLeft > 0 ? weight / weightLeft : 1);
       weightLeft -= weight;
       const space = site.space();
-      const cands = [...space.candidates.slice(0, maxCands), ...(opts.extra?.[site.family] ?? [])];
+      const cands = [...space.candidates.slice(0, maxCands), ...(opts.extra?.(site) ?? [])];
       const defKey = paramsKey(site.default);
       const ragged = this.makeCase(use.record, site.ragged(use.record.inputs.map((d) => (d ? d.dims : []))), rnd);
       let win = { params: site.default, ms: defaultMs };

@@ -1,0 +1,61 @@
+// Whole-model tuning, measured: a model's warm latency with default kernels, tuning within a budget (per-kernel
+// table), the latency after; then what a warm tuning cache adds to session creation. Works on either fast backend:
+// node tune.mjs BACKEND MODEL B S BUDGET_MS   (BERT-style inputs [B, S]; WEBJIT_TUNE_CACHE picks the cache file)
+import fs from 'node:fs';
+import { create, globals } from 'webgpu';
+import { InferenceSession, Tensor } from '../../src/index.js';
+import { formatReport } from '../../src/cli/tune.js';
+import { loadCache } from '../../src/tune/cache.js';
+
+Object.assign(globalThis, globals);
+(globalThis as { navigator?: unknown }).navigator = { gpu: create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']) };
+
+const [backend, model, bs, ss, budget] = process.argv.slice(2);
+const B = Number(bs), S = Number(ss), RUNS = Number(process.env.RUNS ?? 50);
+const n = B * S;
+const feeds = {
+  input_ids: new Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt((i * 7919 + 13) % 1000)), [B, S]),
+  attention_mask: new Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => (i % S < S - 3 ? 1n : 0n)), [B, S]),
+  token_type_ids: new Tensor('int64', new BigInt64Array(n), [B, S]),
+};
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+async function warm(s: InferenceSession): Promise<number> {
+  for (let i = 0; i < 5; i++) await s.run(feeds);
+  const ts: number[] = [];
+  for (let i = 0; i < RUNS; i++) { const t = performance.now(); await s.run(feeds); ts.push(performance.now() - t); }
+  return median(ts);
+}
+const opts = { backend: backend as 'wasm' | 'webgpu', threads: 2 };
+const s = await InferenceSession.create(model, { ...opts, tuning: 'cache' });
+const ref = await s.run(feeds);
+const before = await warm(s);
+const t0 = performance.now();
+const report = await s.tune({ budgetMs: Number(budget), force: true });
+const tuneMs = performance.now() - t0;
+const after = await warm(s);
+const out = await s.run(feeds);
+let md = 0, mx = 0;
+const a = out.last_hidden_state.data as Float32Array, r = ref.last_hidden_state.data as Float32Array;
+for (let i = 0; i < a.length; i++) { md = Math.max(md, Math.abs(a[i] - r[i])); mx = Math.max(mx, Math.abs(r[i])); }
+console.log(formatReport(report));
+console.log(`${backend} ${model.split('/').pop()} b${B} s${S}: warm ${before.toFixed(3)} ms → ${after.toFixed(3)} ms tuned (${(before / after).toFixed(2)}×); tuning ${(tuneMs / 1000).toFixed(2)} s (budget ${(Number(budget) / 1000).toFixed(0)} s); tuned vs default outputs ${(md / mx).toExponential(1)}`);
+await s.release();
+
+// Creation with a warm cache (the file read and parsed as a new process would) against tuning 'off'.
+const bytes = new Uint8Array(fs.readFileSync(model));
+const createMs = async (tuning: 'off' | 'cache') => {
+  const ts: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    const x = await InferenceSession.create(bytes, { ...opts, tuning });
+    await x.run(feeds);
+    ts.push(performance.now() - t);
+    await x.release();
+  }
+  return median(ts);
+};
+const tl = performance.now();
+const loaded = await loadCache();
+const loadMs = performance.now() - tl;
+const off = await createMs('off'), cached = await createMs('cache');
+console.log(`create + first run: tuning off ${off.toFixed(1)} ms, warm cache ${cached.toFixed(1)} ms (+${(cached - off).toFixed(1)} ms); loading the cache file (${loaded.size} entries) ${loadMs.toFixed(1)} ms`);
