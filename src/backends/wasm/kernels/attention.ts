@@ -2,6 +2,8 @@
 import { call, type FunctionBuilder, type Local, ModuleBuilder, OP, SIMD } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
 import { ActTemps, emitExp, emitMicro } from './gemm.js';
+import type { Fault } from '../../../tune/site.js';
+import { emitF16Round } from '../tune.js';
 
 /**
  * Element strides of the operands. Batch strides are per output batch dim (0 where the operand broadcasts);
@@ -25,6 +27,8 @@ export interface AttentionParams {
   rows: number;
   unitsPerTask: number;
   relaxed: boolean;
+  /** A deliberate bug for the tuner's rejection test (see FAULTS in buildAttention); never set by a search space. */
+  fault?: Fault;
 }
 
 // --- shared SIMD helpers (the LSTM kernel uses them too) -----------------------------------------
@@ -185,12 +189,20 @@ const stridesKey = (s: { b: number[] } & Record<string, number | number[]>) =>
 /** A kernel `run(Q, K, V, M, O, scratch, t0, t1)`: pointers are byte offsets, M may be 0 without a mask. */
 export function genAttention(p: AttentionParams): KernelSource {
   const key = `attn:${p.batch.join(',')}:${p.Sq}x${p.Skv}x${p.D}x${p.Dv}:q${stridesKey(p.q)}:k${stridesKey(p.k)}:v${stridesKey(p.v)}:` +
-    `m${p.mask ? stridesKey(p.mask) : '-'}:o${stridesKey(p.o)}:s${p.scale}:r${p.rows}:u${p.unitsPerTask}:${p.relaxed ? 'R' : ''}`;
+    `m${p.mask ? stridesKey(p.mask) : '-'}:o${stridesKey(p.o)}:s${p.scale}:r${p.rows}:u${p.unitsPerTask}:${p.relaxed ? 'R' : ''}` +
+    (p.fault ? `:F${p.fault}` : '');
   return { key, bytes: () => buildAttention(p) };
 }
 
 function buildAttention(p: AttentionParams): Uint8Array {
   const { Sq, Skv, D, Dv, rows: R, relaxed } = p;
+  // FAULTS (the tuner's rejection test):
+  // - edge: the softmax of a ragged key count drops the last key (lane bound Skv%4 - 1 in the last vector);
+  // - barrier: Kᵀ is made once per task, not again when a unit moves to another head: the score phase does not wait
+  //   for the transposition of its own K (the planner runs the whole launch as one task so the stale Kᵀ is read);
+  // - epilogue: the weighted sum of V reads V one key off;
+  // - f16acc: the softmax row sums and the P·V accumulators are rounded to f16 precision at every step.
+  const fault = p.fault;
   const mod = new ModuleBuilder();
   const f = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
   const [Q, K, V, M, O, S, t0, t1] = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => f.param(i));
@@ -251,7 +263,7 @@ function buildAttention(p: AttentionParams): Uint8Array {
 
   /** Kᵀ of the K at kB into KT (row d: keys 0 … SkvP-1; the padding repeats the last key), unless it is there already. */
   const transposeK = () => {
-    f.get(kB); f.get(lastK); f.op(OP.i32_ne);
+    if (fault === 'barrier') { f.get(lastK); f.i32(-1); f.op(OP.i32_eq); } else { f.get(kB); f.get(lastK); f.op(OP.i32_ne); }
     f.if_(() => {
       f.get(kB); f.set(lastK);
       const column = (srcKey: () => void, dstKey: () => void) => {
@@ -350,10 +362,11 @@ function buildAttention(p: AttentionParams): Uint8Array {
           // Flush to exactly 0 where x - max < FLUSH: emitExp saturates at exp(-87) ~ 1e-38 there, and a masked score
           // (-1e4, -1e9, finfo.min, -inf) would then make every product with V a denormal, which x86 runs ~100x slower.
           f.get(e); f.f32x4_const(SOFTMAX_FLUSH); f.simd(SIMD.f32x4_ge); f.simd(SIMD.v128_and);
-          if (last) { f.v128_const(laneMask((l) => l < Skv % 4)); f.simd(SIMD.v128_and); }
+          if (last) { f.v128_const(laneMask((l) => l < Skv % 4 - (fault === 'edge' ? 1 : 0))); f.simd(SIMD.v128_and); }
           f.set(e);
           f.get(pp); f.get(e); f.v128_store(r * SkvP * 4, 0);
           f.get(sum); f.get(e); f.simd(SIMD.f32x4_add); f.set(sum);
+          if (fault === 'f16acc') emitF16Round(f, sum);
           if (last) f.i32(Skv); else { f.get(j); f.i32(4); add(); }
           f.set(nzEnd[r]);
         }, () => { f.get(pp); f.f32x4_const(0); f.v128_store(r * SkvP * 4, 0); });
@@ -374,12 +387,15 @@ function buildAttention(p: AttentionParams): Uint8Array {
       for (const cc of colChunks) {
         for (let r = 0; r < nr; r++) for (let c = 0; c < cc.nv; c++) { f.f32x4_const(0); f.set(pacc[r][c]); }
         f.get(P); f.i32(r0 * SkvP * 4); add(); f.set(pp);
-        f.get(vB); f.set(vp);
+        f.get(vB); if (fault === 'epilogue') { f.i32(p.v.key * 4); add(); } f.set(vp);
         f.for_(j, () => f.i32(0), () => f.get(jEnd), 1, () => {
           for (let c = 0; c < cc.nv; c++) { emitLoadLanes(f, vp, (cc.off + 4 * c) * 4, cc.lanes, 4); f.set(vv[c]); }
           for (let r = 0; r < nr; r++) {
             f.get(pp); f.v128_load32_splat(r * SkvP * 4); f.set(ps);
-            for (let c = 0; c < cc.nv; c++) emitFma(f, pacc[r][c], () => f.get(ps), () => f.get(vv[c]), relaxed);
+            for (let c = 0; c < cc.nv; c++) {
+              emitFma(f, pacc[r][c], () => f.get(ps), () => f.get(vv[c]), relaxed);
+              if (fault === 'f16acc') emitF16Round(f, pacc[r][c]);
+            }
           }
           f.get(pp); f.i32(4); add(); f.set(pp);
           f.get(vp); f.i32(p.v.key * 4); add(); f.set(vp);

@@ -4,6 +4,8 @@ import { type FunctionBuilder, type Local, ModuleBuilder, OP, type ValType } fro
 import type { KernelSource } from '../kernel.js';
 import type { EwDType, EwInstr, EwSpec } from '../../../codegen/ew.js';
 import { type Arg, V, Vec, vexp, vexpm1, vlog, vlog1p, vOnePlusErf, verf, vsigmoid, vtanh } from './math.js';
+import type { Fault } from '../../../tune/site.js';
+import { emitF16Round } from '../tune.js';
 
 export interface EwLayout {
   /** Rows (all walk dims but the last) per task when rows are split; 1 when columns are split. */
@@ -11,6 +13,10 @@ export interface EwLayout {
   /** Columns per task (a multiple of 16 unless it is the whole row). */
   colBlock: number;
   tasks: number;
+  /** Vectors per iteration of the contiguous inner loop (1, 2 or 4; default 1). */
+  unroll?: number;
+  /** A deliberate bug for the tuner's rejection test (see FAULTS in build); never set by a search space. */
+  fault?: Fault;
 }
 
 export class EwUnsupported extends Error {}
@@ -19,12 +25,12 @@ const ES: Record<EwDType, number> = { float32: 4, int32: 4, uint8: 1, bool: 1, i
 const SHIFT: Record<EwDType, number> = { float32: 2, int32: 2, uint8: 0, bool: 0, int64: 3 };
 
 /** Splits the walk into tasks: whole rows when there are enough of them, else column blocks of each row. */
-export function ewLayout(shape: readonly number[], threads: number): EwLayout {
+export function ewLayout(shape: readonly number[], threads: number, split = 4, chunk = 8192): EwLayout {
   const L = shape[shape.length - 1];
   const R = shape.slice(0, -1).reduce((a, b) => a * b, 1);
   const total = R * L;
   if (threads <= 1 || total < 1 << 15) return { rowsPerTask: Math.max(R, 1), colBlock: L, tasks: 1 };
-  const want = Math.min(threads * 4, Math.ceil(total / 8192));
+  const want = Math.min(threads * split, Math.ceil(total / chunk));
   if (R >= want) {
     const rpt = Math.ceil(R / want);
     return { rowsPerTask: rpt, colBlock: L, tasks: Math.ceil(R / rpt) };
@@ -77,6 +83,16 @@ function build(spec: EwSpec, layout: EwLayout, scalar: boolean): Uint8Array {
   const L = shape[m - 1];
   const R = shape.slice(0, -1).reduce((a, b) => a * b, 1);
   const W = scalar ? 1 : 4;
+  // FAULTS (the tuner's rejection test):
+  // - edge: a ragged row tail loads one lane short (its last element is computed from zeros);
+  // - barrier: the kernel has no phases; the nearest ordering bug is the row advance of the inputs left out, so the
+  //   rows after a task's first read that first row's inputs (the planner makes the launch one task of all rows);
+  // - epilogue: a broadcast input (the first with a stride-0 axis, else the last input) is read one element off;
+  // - f16acc: no sums here; float outputs are rounded to f16 precision before they are stored.
+  const fault = layout.fault;
+  const uf = scalar ? 1 : Math.max(1, layout.unroll ?? 1);
+  const bcIn = inputs.findIndex((x) => x.strides.some((st, d) => st === 0 && shape[d] > 1));
+  const epInput = fault !== 'epilogue' ? -1 : bcIn >= 0 ? bcIn : inputs.length - 1;
   const split = layout.colBlock < L;
   const nCB = Math.ceil(L / layout.colBlock);
   const lv = levels(spec);
@@ -93,6 +109,7 @@ function build(spec: EwSpec, layout: EwLayout, scalar: boolean): Uint8Array {
   const op = outputs.map(() => f.local('i32'));
   const vals: (Local | undefined)[] = new Array(instrs.length);
   const inLevel = inputs.map((x) => (x.strides.every((s) => s === 0) ? 0 : x.strides[m - 1] === 0 ? 1 : 2));
+  const inBase = (k: number) => { f.get(inP(k)); if (k === epInput) { f.i32(ES[inputs[k].dtype]); f.op(OP.i32_add); } };
 
   const emitLevel = (level: number, load: (k: number, dt: EwDType) => Local) => {
     instrs.forEach((ins, i) => {
@@ -108,7 +125,7 @@ function build(spec: EwSpec, layout: EwLayout, scalar: boolean): Uint8Array {
   // Loads: at level 0 and 1 broadcast loads (the pointer is the param / the row base), at level 2 full or tail loads.
   const splatLoad = (addr: () => void, dt: EwDType): Local => (scalar ? scalarLoad(f, addr, dt) : vecSplatLoad(f, v, addr, dt));
 
-  emitLevel(0, (k, dt) => splatLoad(() => f.get(inP(k)), dt));
+  emitLevel(0, (k, dt) => splatLoad(() => inBase(k), dt));
 
   f.for_(t, () => f.get(T0), () => f.get(T1), 1, () => {
     if (split) {
@@ -132,7 +149,7 @@ function build(spec: EwSpec, layout: EwLayout, scalar: boolean): Uint8Array {
     }
     inputs.forEach((x, k) => {
       if (inLevel[k] === 0) return;
-      f.get(inP(k));
+      inBase(k);
       for (let d = 0; d < m - 1; d++) {
         if (x.strides[d] === 0) continue;
         f.get(coords[d]); f.i32(x.strides[d] * ES[x.dtype]); f.op(OP.i32_mul); f.op(OP.i32_add);
@@ -153,28 +170,33 @@ function build(spec: EwSpec, layout: EwLayout, scalar: boolean): Uint8Array {
         if (split) { f.get(c0); if (SHIFT[x.dtype]) { f.i32(SHIFT[x.dtype]); f.op(OP.i32_shl); } f.op(OP.i32_add); }
         f.set(p[k]);
       });
-      const body = (lanes: number) => {
-        emitLevel(2, (k, dt) => (scalar ? scalarLoad(f, () => f.get(p[k]), dt) : vecLoad(f, v, p[k], dt, lanes)));
+      const body = (lanes: number, loadLanes = lanes) => {
+        emitLevel(2, (k, dt) => (scalar ? scalarLoad(f, () => f.get(p[k]), dt) : vecLoad(f, v, p[k], dt, loadLanes)));
         outputs.forEach((o, j) => {
-          if (scalar) scalarStore(f, op[j], vals[o.value]!, o.dtype);
-          else vecStore(f, v, op[j], vals[o.value]!, o.dtype, lanes);
+          let x = vals[o.value]!;
+          if (fault === 'f16acc' && o.dtype === 'float32') { f.get(x); x = v.save(); emitF16Round(f, x); }
+          if (scalar) scalarStore(f, op[j], x, o.dtype);
+          else vecStore(f, v, op[j], x, o.dtype, lanes);
         });
       };
-      const Lv = L - (L % W);
-      const vecEnd = () => {
-        if (split) { f.get(c1); f.get(c0); f.op(OP.i32_sub); f.i32(~(W - 1)); f.op(OP.i32_and); } else f.i32(Lv);
-      };
-      f.for_(c, () => f.i32(0), vecEnd, W, () => {
+      const step = () => {
         body(W);
         inputs.forEach((x, k) => { if (inLevel[k] === 2) { f.get(p[k]); f.i32(W * ES[x.dtype]); f.op(OP.i32_add); f.set(p[k]); } });
         outputs.forEach((o, j) => { f.get(op[j]); f.i32(W * ES[o.dtype]); f.op(OP.i32_add); f.set(op[j]); });
-      });
+      };
+      // The vectors of the task's columns, `uf` per iteration, then the rest one at a time (W * uf is a power of 2).
+      const vecEnd = (w: number) => () => {
+        if (split) { f.get(c1); f.get(c0); f.op(OP.i32_sub); f.i32(~(w - 1)); f.op(OP.i32_and); } else f.i32(L - (L % w));
+      };
+      if (uf > 1) f.for_(c, () => f.i32(0), vecEnd(W * uf), W * uf, () => { for (let u = 0; u < uf; u++) step(); });
+      f.for_(c, uf > 1 ? () => f.get(c) : () => f.i32(0), vecEnd(W), W, step);
       if (L % W) {
-        if (split) { f.get(c1); f.i32(L); f.op(OP.i32_eq); f.if_(() => body(L % W)); } else body(L % W);
+        const tail = () => body(L % W, L % W - (fault === 'edge' ? 1 : 0));
+        if (split) { f.get(c1); f.i32(L); f.op(OP.i32_eq); f.if_(tail); } else tail();
       }
       // Next row: advance the odometer and the row bases.
       f.get(row); f.i32(1); f.op(OP.i32_add); f.tee(row); f.get(rowEnd); f.op(OP.i32_ge_s); f.br_if(1);
-      if (m > 1) advance(f, shape, inputs, inLevel, coords, rb, m - 2);
+      if (m > 1 && fault !== 'barrier') advance(f, shape, inputs, inLevel, coords, rb, m - 2);
       f.br(0);
     }));
   });

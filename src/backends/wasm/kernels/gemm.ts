@@ -1,6 +1,8 @@
 // f32 GEMM code generator: packed-B panels, an mr x nr SIMD register tile, and a fused epilogue, specialised on shapes.
 import { FunctionBuilder, type Local, ModuleBuilder, OP, SIMD, call } from '../../../codegen/wasm/builder.js';
 import type { KernelSource } from '../kernel.js';
+import type { Fault } from '../../../tune/site.js';
+import { emitF16Round } from '../tune.js';
 import { packBWasm } from './pack_host.js';
 
 /** Elementwise activation applied in the epilogue. `gelu` is the exact (erf) form, `gelu_tanh` the tanh approximation. */
@@ -83,6 +85,8 @@ export interface GemmParams {
    * rows. No batch.
    */
   unfoldB?: { key: string; emit: (mod: ModuleBuilder) => number; groupsPerTask: number; rowSplits?: number };
+  /** A deliberate bug for the tuner's rejection test (see FAULTS in buildGemm); never set by a search space. */
+  fault?: Fault;
 }
 
 /** Scratch bytes per task of a GEMM with unfoldB: one group of panels. */
@@ -204,7 +208,7 @@ export function gemmTasks(p: GemmParams): number {
   return batch * Math.ceil(M / tile.mb) * Math.ceil(Math.ceil(N / tile.nr) / tile.panelsPerTask);
 }
 
-function epKey(e: GemmEpilogue | undefined): string {
+export function epKey(e: GemmEpilogue | undefined): string {
   if (!e) return '';
   return [e.scale ?? 1, e.bias ? `b${e.biasStride ?? 1}*${e.biasScale ?? 1}` : '', e.act ?? 'none',
     e.residual ? `r${e.residualStrideM},${e.residualStrideN ?? 1}*${e.residualScale ?? 1}${e.residualAfterAct ? 'a' : ''}` : '',
@@ -222,7 +226,7 @@ export function genGemm(p: GemmParams): KernelSource {
   const key = `gemm:${M}x${N}x${K}:a${sAm},${sAk}:c${ldc}:` +
     (bt ? `B${bt.dims.join(',')}/${bt.a.join(',')}/${bt.b.join(',')}/${(bt.r ?? []).join(',')}:` : '') +
     `t${tile.mr},${tile.nr},${tile.mb},${tile.kb},${tile.unroll}${tile.barrier ? 'b' : ''},${tile.panelsPerTask}:${p.relaxed ? 'R' : ''}:${epKey(p.epilogue)}` +
-    (p.unfoldB ? `:u${p.unfoldB.groupsPerTask}r${p.unfoldB.rowSplits ?? 1}(${p.unfoldB.key})` : '');
+    (p.unfoldB ? `:u${p.unfoldB.groupsPerTask}r${p.unfoldB.rowSplits ?? 1}(${p.unfoldB.key})` : '') + (p.fault ? `:F${p.fault}` : '');
   return { key, bytes: () => buildGemm(p) };
 }
 
@@ -233,7 +237,14 @@ function buildGemm(p: GemmParams): Uint8Array {
   const ldc = p.ldc ?? N;
   const bt = p.batch;
   const ep = p.epilogue ?? {};
-  const kb = Math.max(1, Math.min(tile.kb, K));
+  // FAULTS (the tuner's rejection test; one place here and one in emitMicro):
+  // - edge: edge tiles (a row or column tail) skip the last K step of each K block (an off-by-one in their K bound);
+  // - barrier: two K phases (kb = ceil(K/2)) and the last one does not wait for the partial sums the first stored in C:
+  //   it starts from zero, as a consumer that skipped the join between the phases would;
+  // - epilogue: the bias and the residual are read one element off, and ragged column tails store lane l+1 as lane l;
+  // - f16acc: the accumulators are rounded to f16 precision after every multiply-add.
+  const fault = p.fault;
+  const kb = fault === 'barrier' && K >= 2 ? Math.ceil(K / 2) : Math.max(1, Math.min(tile.kb, K));
   const mod = new ModuleBuilder();
   const micros = new Map<string, { f: FunctionBuilder }>();
 
@@ -242,7 +253,8 @@ function buildGemm(p: GemmParams): Uint8Array {
     let m = micros.get(k);
     if (!m) {
       const f = mod.func(`m${micros.size}`, ['i32', 'i32', 'i32', 'i32', 'i32']);
-      emitMicro(f, { rows, cols, klen, phase, nr, unroll, barrier: tile.barrier, sAm, sAk, ldc, relaxed: !!p.relaxed, ep });
+      const kl = fault === 'edge' && (rows < mr || cols < nr) && klen > 1 ? klen - 1 : klen;
+      emitMicro(f, { rows, cols, klen: kl, phase, nr, unroll, barrier: tile.barrier, sAm, sAk, ldc, relaxed: !!p.relaxed, ep, fault });
       m = { f };
       micros.set(k, m);
     }
@@ -381,6 +393,8 @@ function buildGemm(p: GemmParams): Uint8Array {
 interface MicroSpec {
   rows: number; cols: number; klen: number; phase: Phase; nr: number; unroll: number; barrier?: boolean;
   sAm: number; sAk: number; ldc: number; relaxed: boolean; ep: GemmEpilogue;
+  /** 'barrier', 'epilogue' and 'f16acc' act here (see buildGemm); other faults are ignored. */
+  fault?: Fault;
 }
 
 /** micro(pa, pb, pc, pbias, pres): the rows x cols register tile over klen steps of K. */
@@ -405,7 +419,7 @@ export function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
 
   // Initial accumulators.
   for (let i = 0; i < rows; i++) for (let j = 0; j < nv; j++) {
-    if (phase === 'only' || phase === 'first') f.f32x4_const(0);
+    if (phase === 'only' || phase === 'first' || (s.fault === 'barrier' && phase === 'last')) f.f32x4_const(0);
     else loadLanes(pc, (i * ldc + j * 4) * 4, lanes(j));
     f.set(acc[i][j]);
   }
@@ -418,6 +432,7 @@ export function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
         if (relaxed) { f.get(av); f.get(bv[j]); f.get(acc[i][j]); f.simd(SIMD.f32x4_relaxed_madd); }
         else { f.get(acc[i][j]); f.get(av); f.get(bv[j]); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); }
         f.set(acc[i][j]);
+        if (s.fault === 'f16acc') emitF16Round(f, acc[i][j]);
       }
     }
   };
@@ -447,11 +462,12 @@ export function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
   const scale = final ? ep.scale ?? 1 : 1;
   const useBias = final && !!ep.bias, useRes = final && !!ep.residual;
   const bsn = ep.biasStride ?? 1, rsm = ep.residualStrideM ?? ldc, rsn = ep.residualStrideN ?? 1;
+  const epOff = s.fault === 'epilogue' ? 4 : 0;
   const biasV: Local[] = [];
   if (useBias) {
     for (let j = 0; j < nv; j++) {
       const l = f.local('v128');
-      loadLanes(pbias, bsn ? j * 16 : 0, lanes(j), bsn);
+      loadLanes(pbias, (bsn ? j * 16 : 0) + epOff, lanes(j), bsn);
       if ((ep.biasScale ?? 1) !== 1) { f.f32x4_const(ep.biasScale!); f.simd(SIMD.f32x4_mul); }
       f.set(l);
       biasV.push(l);
@@ -460,7 +476,7 @@ export function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
   const post = final ? ep.postAct : undefined;
   const tmp = act !== 'none' || useRes || post ? new ActTemps(f) : undefined;
   const addRes = (i: number, j: number, v: Local) => {
-    f.get(v); loadLanes(pres, (i * rsm + (rsn ? j * 4 : 0)) * 4, lanes(j), rsn);
+    f.get(v); loadLanes(pres, (i * rsm + (rsn ? j * 4 : 0)) * 4 + epOff, lanes(j), rsn);
     if ((ep.residualScale ?? 1) !== 1) { f.f32x4_const(ep.residualScale!); f.simd(SIMD.f32x4_mul); }
     f.simd(SIMD.f32x4_add); f.set(v);
   };
@@ -474,7 +490,7 @@ export function emitMicro(f: FunctionBuilder, s: MicroSpec): void {
     if (useRes && ep.residualAfterAct) addRes(i, j, v);
     const off = (i * ldc + j * 4) * 4, n = lanes(j);
     if (n === 4) { f.get(pc); f.get(v); f.v128_store(off, 0); }
-    else for (let l = 0; l < n; l++) { f.get(pc); f.get(v); f.f32x4_extract_lane(l); f.f32_store(off + l * 4); }
+    else for (let l = 0; l < n; l++) { f.get(pc); f.get(v); f.f32x4_extract_lane(final && epOff ? l + 1 : l); f.f32_store(off + l * 4); }
   }
 }
 

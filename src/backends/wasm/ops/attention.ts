@@ -3,27 +3,61 @@ import { type AttentionParams, attentionScratchPerTask, attentionTasks, genAtten
 import { type OpPlan, type PlanContext, registerWasmOp, taskCount } from '../kernel.js';
 import { attrOf, contiguous } from '../../op_attrs.js';
 import { attentionOperands } from '../../attention_operands.js';
+import { enumerate, type Params, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
+import { faultOf, raggedByValue } from '../tune.js';
 
 const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
 
 
-/** Query rows per unit and units per task, so each task is a sizeable share of the work and threads balance. */
-function schedule(Sq: number, Skv: number, D: number, Dv: number, batch: number, threads: number): { rows: number; upt: number } {
-  const rows = Math.min(8, Sq);
+/**
+ * Query rows per unit (the score block kept in scratch) and units per task, so each task is a sizeable share of the
+ * work and threads balance: at most `split` tasks per thread (the default 4 is taskCount's).
+ */
+function schedule(Sq: number, Skv: number, D: number, Dv: number, batch: number, threads: number, rowsP = 8, split = 4): { rows: number; upt: number } {
+  const rows = Math.max(1, Math.min(rowsP, Sq));
   const units = batch * Math.ceil(Sq / rows);
   if (threads <= 1) return { rows, upt: units };
   const unitFlops = 2 * rows * Skv * (D + Dv);
   const minUnits = Math.max(1, Math.ceil((1 << 16) / unitFlops));
-  const tasks = taskCount(units, threads, minUnits);
+  const tasks = split === 4 ? taskCount(units, threads, minUnits) : Math.max(1, Math.min(Math.ceil(units / minUnits), threads * split));
   return { rows, upt: Math.ceil(units / tasks) };
 }
 
-function plan(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relaxed'>, outDims: number[], ctx: PlanContext): OpPlan {
+const ATTN_AXES = { rows: [1, 2, 4, 8, 12, 16], split: [1, 2, 4, 8] };
+/** The score block (rows x Skv) and Kᵀ of a task stay within this share of L2. */
+const ATTN_SCRATCH_MAX = 512 * 1024;
+
+/** The attention tuning site: rows per unit and tasks per thread; faults are planted by the kernel. */
+function attentionSite(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relaxed'>, desc: string, ctx: PlanContext, ragged: TuneSite['ragged']): TuneSite {
+  const def: Params = { rows: 8, split: 4 };
+  return {
+    family: 'attention',
+    sig: `${desc}:${genAttention({ ...p, rows: 0, unitsPerTask: 0, relaxed: ctx.relaxedSimd }).key}:T${ctx.threads}`,
+    default: def,
+    space: () => {
+      const firstAbove = ATTN_AXES.rows.find((r) => r >= p.Sq);
+      const cands = enumerate(ATTN_AXES, (c) => {
+        const rows = c.rows as number;
+        // Row counts of at least Sq all make one block: keep the smallest.
+        if (rows > p.Sq && rows !== firstAbove) return false;
+        if (attentionScratchPerTask({ ...p, rows: Math.min(rows, p.Sq), unitsPerTask: 1, relaxed: false }) > ATTN_SCRATCH_MAX) return false;
+        return ctx.threads > 1 || c.split === def.split;
+      });
+      return { candidates: withDefault(def, cands), before: spaceSize(ATTN_AXES) };
+    },
+    ragged,
+  };
+}
+
+function plan(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relaxed'>, outDims: number[], ctx: PlanContext, desc: string, ragged: TuneSite['ragged']): OpPlan {
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   const batch = prod(p.batch);
   if (batch === 0 || p.Sq === 0 || p.Dv === 0) return { outputs, launches: () => [] };
-  const { rows, upt } = schedule(p.Sq, p.Skv, p.D, p.Dv, batch, ctx.threads);
-  const params: AttentionParams = { ...p, rows, unitsPerTask: upt, relaxed: ctx.relaxedSimd };
+  const c = ctx.pick(attentionSite(p, desc, ctx, ragged));
+  const fault = faultOf(c);
+  const { rows, upt } = schedule(p.Sq, p.Skv, p.D, p.Dv, batch, ctx.threads, typeof c.rows === 'number' ? c.rows : 8, typeof c.split === 'number' ? c.split : 4);
+  // The barrier fault reads a stale Kᵀ only when one task moves between heads: run every unit in one task.
+  const params: AttentionParams = { ...p, rows, unitsPerTask: fault === 'barrier' ? batch * Math.ceil(p.Sq / rows) : upt, relaxed: ctx.relaxedSimd, fault };
   const tasks = attentionTasks(params);
   const kernel = genAttention(params);
   return {
@@ -49,7 +83,7 @@ registerWasmOp('FusedAttention', (node, inputs, ctx) => {
     mask: o.mask,
     o: { b: os.slice(0, -2), row: Dv },
     scale: (attrOf(node, 'scale') as number | undefined) ?? 1,
-  }, [...batch, Sq, Dv], ctx);
+  }, [...batch, Sq, Dv], ctx, 'FusedAttention', (d) => raggedByValue(d));
 });
 
 registerWasmOp('Attention', (node, inputs, ctx, opset) => {
@@ -108,5 +142,6 @@ registerWasmOp('Attention', (node, inputs, ctx, opset) => {
       v: { b: [Skv * Hkv * Dv, Dv, 0], key: Hkv * Dv },
       o: { b: [Sq * Hq * Dv, G * Dv, Dv], row: Hq * Dv },
     };
-  return plan({ batch, Sq, Skv, D, Dv, ...p, mask, scale }, outDims, ctx);
+  // Rank 3 packs heads into the last axis (Hq*D): keep it so the head counts still divide it.
+  return plan({ batch, Sq, Skv, D, Dv, ...p, mask, scale }, outDims, ctx, `Attention${rank}`, (d) => raggedByValue(d, (i, a) => rank === 3 && i < 3 && a === 2));
 });

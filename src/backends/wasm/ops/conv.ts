@@ -6,7 +6,8 @@ import {
 } from '../kernels/conv.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { type GemmEpilogue, type GemmParams, gemmTasks, gemmUnfoldSlotBytes, genGemm, genPackB, packBTasks, packedBSize } from '../kernels/gemm.js';
-import { chooseGemmTile } from './matmul.js';
+import { pickGemm } from './matmul.js';
+import { raggedSize, type TuneSite } from '../../../tune/site.js';
 import { attrInt, attrInts, attrStr, convWindow } from '../../op_attrs.js';
 
 export { attrInt, attrInts, attrStr };
@@ -56,6 +57,21 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
   const Cg = C / group, Mg = M / group, KK = g.kH * g.kW, R = Cg * KK;
   const hasBias = !!b;
   if (prod(x.dims) === 0 || R === 0) return null;
+  // Tuning (the GEMM paths): the signature names the conv; the ragged case keeps batch, kernel and, when grouped, the
+  // channels (divisibility), and makes the channels (group 1) and the spatial sizes odd.
+  const convDesc = (path: string) => `Conv:${path}:x${x.dims.join(',')}:w${w.dims.join(',')}:${geomKey(g)}:g${group}:${hasBias ? 'b' : ''}:${actKey(act)}`;
+  const ragged: TuneSite['ragged'] = (d) => {
+    const [xd, wd] = d;
+    const rc = (n: number) => (group === 1 ? raggedSize(n) : n);
+    const C2 = rc(xd[1]), M2 = rc(wd[0]);
+    const sp = xd.slice(2).map((n, i) => {
+      const k = wd[2 + i], dil = xd.length === 3 ? g.dW : i === 0 ? g.dH : g.dW;
+      return Math.max(raggedSize(n), dil * (k - 1) + 1);
+    });
+    const out = [[xd[0], C2, ...sp], [M2, group === 1 ? C2 : wd[1], ...wd.slice(2)]];
+    if (d[2]) out.push([M2]);
+    return out;
+  };
 
   if (Cg === 1 && Mg === 1) {
     const planes = N * C;
@@ -79,7 +95,9 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
   if (narrow) return narrow;
 
   const pointwise = KK === 1 && g.sH === 1 && g.sW === 1 && g.pH === 0 && g.pW === 0 && g.oH === g.iH && g.oW === g.iW;
-  if (pointwise && group === 1 && P >= POINTWISE_GEMM_MIN_P) return planPointwise(N, C, M, P, hasBias, act, ctx, outputs);
+  if (pointwise && group === 1 && P >= POINTWISE_GEMM_MIN_P) {
+    return planPointwise(N, C, M, P, hasBias, act, ctx, outputs, (tm, tn, tk, tb) => pickGemm(ctx, 'conv', convDesc('pointwise'), tm, tn, tk, tb, ragged));
+  }
   if (pointwise) {
     // Grouped (or narrow-plane) 1x1: the conv GEMM reads the input in place.
     const tile = convGemmTile(Mg, R, P, N * group, ctx.threads);
@@ -105,13 +123,13 @@ export function planConv(node: Node, inputs: (ValueDesc | undefined)[], ctx: Pla
   }
   // The unfolded input in the GEMM's B panels, times W_g [Mg x R]: COL_g [R x P] per group and batch item; the bias
   // enters as a residual constant along P.
-  const gt = chooseGemmTile(Mg, P, R, group, ctx.threads, ctx.relaxedSimd);
+  const { tile: gt, relaxed, fault } = pickGemm(ctx, 'conv', convDesc(group === 1 ? 'unfold' : 'im2col'), Mg, P, R, group, ragged);
   const psize = packedBSize(R, P, gt.nr);
   const epilogue: GemmEpilogue = {};
   if (hasBias) Object.assign(epilogue, { residual: true, residualStrideM: 1, residualStrideN: 0 });
   if (act.kind !== 'none') epilogue.postAct = { key: actKey(act), emit: (f, v, t) => emitConvAct(f, act, v, t) };
   const gp: GemmParams = {
-    M: Mg, N: P, K: R, sAm: R, sAk: 1, tile: gt, relaxed: ctx.relaxedSimd, epilogue,
+    M: Mg, N: P, K: R, sAm: R, sAk: 1, tile: gt, relaxed, epilogue, fault,
     batch: group > 1 ? { dims: [group], a: [Mg * R], b: [psize], r: [Mg] } : undefined,
   };
   if (group === 1) {
@@ -186,15 +204,15 @@ const POINTWISE_GEMM_MIN_P = 16;
  * into the GEMM's B panels per run, the weights are read in place as A, and the bias enters as a residual that is
  * constant along N (stride 0). The activation runs in the GEMM's epilogue.
  */
-function planPointwise(N: number, C: number, M: number, P: number, hasBias: boolean, act: ConvActivation, ctx: PlanContext,
-  outputs: OpPlan['outputs']): OpPlan {
-  const tile = chooseGemmTile(M, P, C, N, ctx.threads, ctx.relaxedSimd);
+function planPointwise(N: number, C: number, M: number, P: number, hasBias: boolean, act: ConvActivation, _ctx: PlanContext,
+  outputs: OpPlan['outputs'], pick: (M: number, N: number, K: number, batch: number) => ReturnType<typeof pickGemm>): OpPlan {
+  const { tile, relaxed, fault } = pick(M, P, C, N);
   const psize = packedBSize(C, P, tile.nr);
   const epilogue: GemmEpilogue = {};
   if (hasBias) Object.assign(epilogue, { residual: true, residualStrideM: 1, residualStrideN: 0 });
   if (act.kind !== 'none') epilogue.postAct = { key: actKey(act), emit: (f, v, t) => emitConvAct(f, act, v, t) };
   const params: GemmParams = {
-    M, N: P, K: C, sAm: C, sAk: 1, tile, relaxed: ctx.relaxedSimd, epilogue,
+    M, N: P, K: C, sAm: C, sAk: 1, tile, relaxed, epilogue, fault,
     batch: N > 1 ? { dims: [N], a: [0], b: [psize], r: [0] } : undefined,
   };
   const kernel = genGemm(params);

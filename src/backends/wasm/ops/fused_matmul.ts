@@ -2,7 +2,9 @@
 import type { GemmActivation, GemmEpilogue, GemmParams } from '../kernels/gemm.js';
 import { gemmTasks, genGemm, genPackB, packBHost, packBTasks, packedBSize } from '../kernels/gemm.js';
 import { type Launch, registerWasmOp } from '../kernel.js';
-import { chooseGemmTile } from './matmul.js';
+import { pickGemm } from './matmul.js';
+import { epKey } from '../kernels/gemm.js';
+import { raggedByValue } from '../tune.js';
 import { tryBroadcastShape as broadcast } from '../../../ops/util.js';
 import { sizeOf } from '../../../tensor.js';
 
@@ -39,10 +41,11 @@ registerWasmOp('FusedMatMul', (node, inputs, ctx) => {
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   if (M === 0 || N === 0) return { outputs, launches: () => [] };
 
-  const tile = chooseGemmTile(M, N, K, 1, ctx.threads, ctx.relaxedSimd);
   const epilogue: GemmEpilogue = { bias: true, biasStride: bLast === N ? 1 : 0, act };
   if (res) Object.assign(epilogue, { residual: true, residualStrideM: N, residualStrideN: 1, residualAfterAct: true });
-  const params: GemmParams = { M, N, K, sAm: K, sAk: 1, tile, relaxed: ctx.relaxedSimd, epilogue };
+  const bConst = !!b.constant && b.constant.data instanceof Float32Array;
+  const { tile, relaxed, fault } = pickGemm(ctx, 'matmul', `FusedMatMul${bConst ? 'c' : ''}:${epKey(epilogue)}`, M, N, K, 1, (d) => raggedByValue(d));
+  const params: GemmParams = { M, N, K, sAm: K, sAk: 1, tile, relaxed, epilogue, fault };
   const kernel = genGemm(params);
   const tasks = gemmTasks(params);
   const psize = packedBSize(K, N, tile.nr);

@@ -1,6 +1,8 @@
 // Wasm MatMul and Gemm (f32): plan the packed-B GEMM kernels of kernels/gemm.ts for the node's concrete shapes.
 import type { Node } from '../../../graph/ir.js';
-import { type GemmBatch, type GemmEpilogue, type GemmParams, type GemmTile, gemmTasks, genGemm, genPackB, packBHost, packBTasks, packedBSize } from '../kernels/gemm.js';
+import { type GemmBatch, type GemmEpilogue, type GemmParams, type GemmTile, epKey, gemmTasks, genGemm, genPackB, packBHost, packBTasks, packedBSize } from '../kernels/gemm.js';
+import { faultOf, gemmDefaultParams, gemmSpace, gemmTileOf, raggedByValue } from '../tune.js';
+import type { Fault, TuneSite } from '../../../tune/site.js';
 import { type Launch, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
 import { tryBroadcastShape } from '../../../ops/util.js';
 
@@ -24,6 +26,27 @@ export function chooseGemmTile(M: number, N: number, K: number, batch: number, t
   const want = threads > 1 ? threads * 8 : 1;
   const ppt = Math.max(1, Math.min(nP, l2Panels, Math.ceil((nP * nRB * batch) / want)));
   return { mr, nr, mb, kb, unroll: 2, barrier: true, panelsPerTask: ppt };
+}
+
+/**
+ * The matmul tuning site of an M x N x K product over `batch` matrices, asked of the context: returns the tile (the
+ * default is exactly chooseGemmTile's), whether to use relaxed SIMD, and a planted fault when the tuner forces one.
+ * `desc` must name everything else the kernel depends on (op, strides, batch layout, B constant or packed per run,
+ * epilogue). Candidates are valid at every shape: gemmTileOf fits any tile to any M, N, K.
+ */
+export function pickGemm(ctx: PlanContext, family: 'matmul' | 'conv', desc: string, M: number, N: number, K: number, batch: number,
+  ragged: TuneSite['ragged']): { tile: GemmTile; relaxed: boolean; fault?: Fault } {
+  const def = gemmDefaultParams(M, N, K, ctx.relaxedSimd);
+  const site: TuneSite = {
+    family,
+    sig: `${desc}:${M}x${N}x${K}:b${batch}:T${ctx.threads}${ctx.relaxedSimd ? 'R' : ''}`,
+    default: def,
+    space: () => gemmSpace(M, N, K, batch, ctx.threads, ctx.relaxedSimd, def),
+    ragged,
+  };
+  const p = ctx.pick(site);
+  const { tile, relaxed } = gemmTileOf(p, M, N, K, batch, ctx.threads);
+  return { tile, relaxed: relaxed && ctx.relaxedSimd, fault: faultOf(p) };
 }
 
 interface Operands {
@@ -76,6 +99,8 @@ function planOperands(ad: readonly number[], bd: readonly number[]): Operands | 
 }
 
 interface GemmPlanIn {
+  /** The op and what of its attributes the kernel depends on, for the tuning signature. */
+  op: string;
   ops: Operands;
   b: ValueDesc;
   transB: boolean;
@@ -89,12 +114,14 @@ function planGemm(x: GemmPlanIn, ctx: PlanContext, inputIndex: { a: number; b: n
   const outputs = [{ dtype: 'float32' as const, dims: ops.outDims }];
   const batchCount = ops.batchDims.reduce((p, q) => p * q, 1);
   if (M === 0 || N === 0 || batchCount === 0) return { outputs, launches: () => [] };
-  const tile = chooseGemmTile(M, N, K, batchCount, ctx.threads, ctx.relaxedSimd);
+  const c0 = x.b.constant;
+  const desc = `${x.op}:a${ops.sAm},${ops.sAk}:b${ops.sBk},${ops.sBn}${c0 && c0.data instanceof Float32Array ? 'c' : ''}:B${ops.batchDims.join(',')}/${ops.aStrides.join(',')}/${ops.bMatStrides.join(',')}:${epKey(x.epilogue)}`;
+  const { tile, relaxed, fault } = pickGemm(ctx, 'matmul', desc, M, N, K, batchCount, (d) => raggedByValue(d));
   const psize = packedBSize(K, N, tile.nr);
   const batch: GemmBatch | undefined = ops.batchDims.length
     ? { dims: ops.batchDims, a: ops.aStrides, b: ops.bMatStrides.map((s) => s * psize) }
     : undefined;
-  const params: GemmParams = { M, N, K, sAm: ops.sAm, sAk: ops.sAk, batch, tile, relaxed: ctx.relaxedSimd, epilogue: x.epilogue };
+  const params: GemmParams = { M, N, K, sAm: ops.sAm, sAk: ops.sAk, batch, tile, relaxed, epilogue: x.epilogue, fault };
   const kernel = genGemm(params);
   const tasks = gemmTasks(params);
   const bytes = ops.bCount * psize * 4;
@@ -136,7 +163,7 @@ registerWasmOp('MatMul', (_node, inputs, ctx) => {
   if (!a || !b || a.dtype !== 'float32' || b.dtype !== 'float32') return null;
   const ops = planOperands(a.dims, b.dims);
   if (!ops) return null;
-  return planGemm({ ops, b, transB: false }, ctx, { a: 0, b: 1 });
+  return planGemm({ op: 'MatMul', ops, b, transB: false }, ctx, { a: 0, b: 1 });
 });
 
 registerWasmOp('Gemm', (node, inputs, ctx) => {
@@ -168,6 +195,6 @@ registerWasmOp('Gemm', (node, inputs, ctx) => {
       idx.res = 2;
     }
   }
-  const plan = planGemm({ ops, b, transB, epilogue }, ctx, idx);
+  const plan = planGemm({ op: `Gemm${transA ? 'tA' : ''}${transB ? 'tB' : ''}`, ops, b, transB, epilogue }, ctx, idx);
   return plan;
 });

@@ -10,6 +10,40 @@ import { type KernelSource, type OpPlan, type PlanContext, type ValueDesc, regis
 import { EwProgram } from '../../../codegen/ew.js';
 import { planProgram } from './elementwise.js';
 import { type ParamMode, reduceAxes, rowParam, wantedOutputs } from '../../op_attrs.js';
+import { type Fault, type Params, enumerate, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
+import { emitF16Round, faultOf, raggedByValue } from '../tune.js';
+
+/**
+ * Tunable choices of the row kernels (reductions, softmax, norms): accumulators of the vectorised row reduction (its
+ * unroll), and the task split (at most `split` tasks per thread, at least `minW` elements per task). `fault` plants a
+ * deliberate bug for the tuner's rejection test (never set by a space); each kernel below says how.
+ */
+interface RowTune { acc: number; split: number; minW: number; fault?: Fault; /** a plain reduction (its barrier fault is in vreduce) */ plain?: boolean }
+const ROW_DEFAULT: Params = { acc: 4, split: 4, minW: 4096 };
+const ROW_AXES = { acc: [1, 2, 4, 8], split: [1, 2, 4, 8], minW: [1024, 4096, 16384] };
+
+/** The reduce-family site of a row kernel over R rows of L elements; returns the choice to use. */
+function pickRow(ctx: PlanContext, sig: string, R: number, L: number, ragged: TuneSite['ragged']): RowTune {
+  const serial = ctx.threads <= 1 || R * L < 1 << 14;
+  const site: TuneSite = {
+    family: 'reduce',
+    sig: `${sig}:T${ctx.threads}`,
+    default: ROW_DEFAULT,
+    space: () => ({
+      before: spaceSize(ROW_AXES),
+      candidates: withDefault(ROW_DEFAULT, enumerate(ROW_AXES, (c) => {
+        // More accumulators than vectors in a row fall back to one; one task makes the split moot.
+        if ((c.acc as number) > 1 && 4 * (c.acc as number) > L) return false;
+        if (serial && (c.split !== ROW_DEFAULT.split || c.minW !== ROW_DEFAULT.minW)) return false;
+        return true;
+      })),
+    }),
+    ragged,
+  };
+  const p = ctx.pick(site);
+  const n = (k: string) => (typeof p[k] === 'number' ? (p[k] as number) : (ROW_DEFAULT[k] as number));
+  return { acc: Math.max(1, n('acc')), split: Math.max(1, n('split')), minW: Math.max(1, n('minW')), fault: faultOf(p) };
+}
 
 type RKind = 'sum' | 'max' | 'min';
 const IDENTITY: Record<RKind, number> = { sum: 0, max: -Infinity, min: Infinity };
@@ -42,11 +76,12 @@ const laneMask = (lanes: number) => ({ bytes: new Uint8Array(new Int32Array([0, 
  * Reduces L contiguous floats at `ptr` (after `map`) with `kind`; returns the result splat over 4 lanes.
  * Four accumulators hide the add latency; the ragged tail is masked back to the identity after `map`.
  */
-function vreduce(f: FunctionBuilder, v: Vec, ptr: Local, L: number, kind: RKind, map?: (x: Local) => Local): Local {
+function vreduce(f: FunctionBuilder, v: Vec, ptr: Local, L: number, kind: RKind, map?: (x: Local) => Local, tune?: RowTune): Local {
   const id = IDENTITY[kind], code = RCODE[kind];
   const p = f.local('i32'), i = f.local('i32');
   f.get(ptr); f.set(p);
-  const nAcc = L >= 16 ? 4 : 1;
+  const want = tune?.acc ?? 4, fault = tune?.fault;
+  const nAcc = L >= 4 * want ? want : 1, blk = 4 * nAcc;
   const acc = Array.from({ length: nAcc }, () => { f.f32x4_const(id); return v.save(); });
   const step = (k: number, off: number, lanes = 4) => {
     let x = load(f, v, p, off, lanes, id);
@@ -55,20 +90,26 @@ function vreduce(f: FunctionBuilder, v: Vec, ptr: Local, L: number, kind: RKind,
       if (lanes < 4) { v.f.v128_const(laneMask(lanes).bytes); const m = v.save(); x = v.sel(m, x, id); }
     }
     f.get(acc[k]); f.get(x); f.simd(code); f.set(acc[k]);
+    // Fault f16acc: the partial sums (maxima) rounded to f16 precision at every step.
+    if (fault === 'f16acc') emitF16Round(f, acc[k]);
   };
-  const nBlk = Math.floor(L / 16);
+  const nBlk = Math.floor(L / blk);
   if (nBlk > 0) {
     f.for_(i, () => f.i32(0), () => f.i32(nBlk), 1, () => {
-      for (let k = 0; k < 4; k++) step(k, k * 16);
-      add(f, p, 64);
+      for (let k = 0; k < nAcc; k++) step(k, k * 16);
+      add(f, p, blk * 4);
     });
   }
-  const rem = Math.floor((L % 16) / 4);
+  const rem = Math.floor((L % blk) / 4);
   for (let j = 0; j < rem; j++) step(j % nAcc, j * 16);
-  if (L % 4) step(0, rem * 16, L % 4);
+  // Fault edge: the ragged tail's bound is one short (its last element is left out).
+  if (L % 4) step(0, rem * 16, L % 4 - (fault === 'edge' ? 1 : 0));
   let r = acc[0];
   for (let k = 1; k < nAcc; k++) r = v.op2(code, r, acc[k]);
-  for (const sh of [[8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11]]) {
+  // Fault barrier (plain reductions, where the cross-lane combination is the only join): its last step is skipped,
+  // as if lanes 1 and 3 had not been joined in.
+  const shuffles = [[8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11]];
+  for (const sh of fault === 'barrier' && tune?.plain ? shuffles.slice(0, 1) : shuffles) {
     f.get(r); f.get(r); f.i8x16_shuffle(sh); const s = v.save();
     r = v.op2(code, r, s);
   }
@@ -92,8 +133,10 @@ function vmap(f: FunctionBuilder, v: Vec, L: number, ins: Local[], out: Local, f
 }
 
 /** Splits R rows into tasks of whole rows. */
-function rowTasks(R: number, L: number, threads: number): { rpt: number; tasks: number } {
-  const want = R * L < 1 << 14 ? 1 : taskCount(R, threads, Math.max(1, Math.ceil(4096 / Math.max(L, 1))));
+function rowTasks(R: number, L: number, threads: number, tune?: RowTune): { rpt: number; tasks: number } {
+  const split = tune?.split ?? 4, minW = tune?.minW ?? 4096;
+  const minRows = Math.max(1, Math.ceil(minW / Math.max(L, 1)));
+  const want = R * L < 1 << 14 ? 1 : split === 4 ? taskCount(R, threads, minRows) : threads <= 1 ? 1 : Math.max(1, Math.min(Math.ceil(R / minRows), threads * split));
   const rpt = Math.max(1, Math.ceil(R / want));
   return { rpt, tasks: Math.ceil(R / rpt) };
 }
@@ -155,7 +198,7 @@ function planReduce(kind: RKind | 'mean', inputFrom: number) {
     if (axes === null && noop) {
       const P = new EwProgram();
       const v = P.external(0, x);
-      return v ? planProgram(P, [{ id: P.emit('cast', [v.id], 'float32'), dims: x.dims }], ctx) : null;
+      return v ? planProgram(P, [{ id: P.emit('cast', [v.id], 'float32'), dims: x.dims }], ctx, (d) => raggedByValue(d, (i) => i > 0)) : null;
     }
     const red = new Array<boolean>(rank).fill(axes === null);
     for (const a of axes ?? []) {
@@ -172,7 +215,7 @@ function planReduce(kind: RKind | 'mean', inputFrom: number) {
     if (count === 0) {
       const P = new EwProgram();
       const fill = kind === 'sum' ? 0 : kind === 'mean' ? NaN : IDENTITY[kind];
-      return planProgram(P, [{ id: P.emit('const', [], 'float32', [fill]), dims: outDims }], ctx);
+      return planProgram(P, [{ id: P.emit('const', [], 'float32', [fill]), dims: outDims }], ctx, (d) => raggedByValue(d, (i) => i > 0));
     }
     // Merge neighbouring dims of the same kind (unit dims dropped); the input is dense.
     const runs: { n: number; red: boolean }[] = [];
@@ -195,11 +238,14 @@ function planReduce(kind: RKind | 'mean', inputFrom: number) {
       // Each output element reduces contiguous runs of last.n, over every coordinate of the other reduced dims.
       const L = last.n;
       const outer = redLv.slice(0, -1).map(({ n, stride }) => ({ n, stride }));
-      const { rpt, tasks } = rowTasks(outN, count, ctx.threads);
-      const kernel = rowKernel(`${key}:${rpt}`, 2, outN, rpt, (f, v, row, [xp, op]) => {
+      // Tuning: the rows are the outputs, each of `count` elements; the ragged case keeps the axes input.
+      const tune = { ...pickRow(ctx, `${node.opType}:${key}`, outN, count, (d) => raggedByValue(d, (i) => i > 0)), plain: true };
+      const { rpt, tasks } = rowTasks(outN, count, ctx.threads, tune);
+      const kernel = rowKernel(`${key}:${rpt}:a${tune.acc}${tune.fault ? `:F${tune.fault}` : ''}`, 2, outN, rpt, (f, v, row, [xp, op]) => {
         // Input base of output element `row`: decompose over the kept dims.
         const base = f.local('i32'), rem = f.local('i32');
-        f.get(xp); f.set(base); f.get(row); f.set(rem);
+        // Fault epilogue (a reduction has none): the row is read from one element off.
+        f.get(xp); if (tune.fault === 'epilogue') { f.i32(4); f.op(OP.i32_add); } f.set(base); f.get(row); f.set(rem);
         for (let k = kept.length - 1; k >= 0; k--) {
           f.get(base); f.get(rem); f.i32(kept[k].n); f.op(OP.i32_rem_u); f.i32(kept[k].stride); f.op(OP.i32_mul); f.op(OP.i32_add); f.set(base);
           f.get(rem); f.i32(kept[k].n); f.op(OP.i32_div_u); f.set(rem);
@@ -207,7 +253,7 @@ function planReduce(kind: RKind | 'mean', inputFrom: number) {
         f.f32x4_const(IDENTITY[rk]);
         const total = v.save();
         nest(f, outer, base, (p) => {
-          const r = vreduce(f, v, p, L, rk);
+          const r = vreduce(f, v, p, L, rk, undefined, tune);
           f.get(total); f.get(r); f.simd(RCODE[rk]); f.set(total);
         });
         const res = scale !== 1 ? v.div(total, count) : total;
@@ -284,20 +330,27 @@ function planSoftmax(log: boolean) {
     }
     const outputs = [{ dtype: 'float32' as const, dims: [...x.dims] }];
     if (R * L === 0) return { outputs, launches: () => [] };
-    const { rpt, tasks } = rowTasks(R, L, ctx.threads);
-    const kernel = rowKernel(`softmax:${log ? 'log' : ''}:${R}x${L}:${rpt}`, 2, R, rpt, (f, v, row, [xp, op]) => {
+    const sig = `softmax:${log ? 'log' : ''}:${R}x${L}`;
+    const tune = pickRow(ctx, sig, R, L, (d) => raggedByValue(d));
+    const fault = tune.fault;
+    const { rpt, tasks } = rowTasks(R, L, ctx.threads, tune);
+    // Faults: edge and f16acc in vreduce; barrier: the last pass does not wait for the one before it (the log-sum, or
+    // the sum, is still its initial value); epilogue: the last pass reads its input one element off.
+    const kernel = rowKernel(`${sig}:${rpt}:a${tune.acc}${fault ? `:F${fault}` : ''}`, 2, R, rpt, (f, v, row, [xp, op]) => {
       const xr = rowPtr(f, xp, row, L * 4), orow = rowPtr(f, op, row, L * 4);
-      const mx = vreduce(f, v, xr, L, 'max');
+      const mx = vreduce(f, v, xr, L, 'max', undefined, tune);
       const shift = mx; // as the reference: an infinite max gives NaN (inf - inf)
+      const off = (q: Local) => { if (fault !== 'epilogue') return q; const r = f.local('i32'); f.get(q); f.i32(4); f.op(OP.i32_add); f.set(r); return r; };
       if (log) {
-        const s = vreduce(f, v, xr, L, 'sum', (q) => vexp(v, v.sub(q, shift)));
-        const ls = vlog(v, s);
-        vmap(f, v, L, [xr], orow, ([q]) => v.sub(v.sub(q, mx), ls));
+        const s = vreduce(f, v, xr, L, 'sum', (q) => vexp(v, v.sub(q, shift)), tune);
+        const ls = fault === 'barrier' ? v.sub(s, s) : vlog(v, s);
+        vmap(f, v, L, [off(xr)], orow, ([q]) => v.sub(v.sub(q, mx), ls));
       } else {
         // One exp per element: the numerators go to the output, then their sum scales them in place.
         vmap(f, v, L, [xr], orow, ([q]) => vexp(v, v.sub(q, shift)));
-        const inv = v.div(1, vreduce(f, v, orow, L, 'sum'));
-        vmap(f, v, L, [orow], orow, ([q]) => v.mul(q, inv));
+        const s = vreduce(f, v, orow, L, 'sum', undefined, tune);
+        const inv = fault === 'barrier' ? v.div(s, s) : v.div(1, s);
+        vmap(f, v, L, [off(orow)], orow, ([q]) => v.mul(q, inv));
       }
     });
     return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.outputs[0]], tasks }] };
@@ -314,16 +367,24 @@ registerWasmOp('LogSoftmax', planSoftmax(true));
  * Normalizes R rows of L: y = (x - mean) * inv * scale + bias, inv = 1/sqrt(var + eps) (mean = 0 for RMS).
  * Scale/bias are per element of the row ('row'), one value ('scalar'), or per row modulo C ('chan').
  */
-function normKernel(R: number, L: number, eps: number, rms: boolean, sm: ParamMode, bm: ParamMode, C: number, stats: boolean, threads: number) {
-  const { rpt, tasks } = rowTasks(R, L, threads);
-  const key = `norm:${keyOf([R, L, eps, rms, sm, bm, C, stats, rpt])}`;
-  const kernel = rowKernel(key, 6, R, rpt, (f, v, row, [xp, sp, bp, yp, mp, ip]) => {
+function normKernel(R: number, L: number, eps: number, rms: boolean, sm: ParamMode, bm: ParamMode, C: number, stats: boolean, ctx: PlanContext,
+  ragged: TuneSite['ragged']) {
+  const sig = `norm:${keyOf([R, L, eps, rms, sm, bm, C, stats])}`;
+  const tune = pickRow(ctx, sig, R, L, ragged);
+  const fault = tune.fault;
+  const { rpt, tasks } = rowTasks(R, L, ctx.threads, tune);
+  const key = `norm:${keyOf([R, L, eps, rms, sm, bm, C, stats, rpt, tune.acc, fault ?? ''])}`;
+  // Faults: edge and f16acc in vreduce; barrier: the normalisation does not wait for the statistics pass (the mean is
+  // still 0, or for RMS the inverse deviation is still 1); epilogue: scale and bias read one element (channel) off.
+  const kernel = rowKernel(key, 6, R, rpt, (f, v, row, [xp, sp0, bp0, yp, mp, ip]) => {
     const xr = rowPtr(f, xp, row, L * 4), yr = rowPtr(f, yp, row, L * 4);
+    const shifted = (q: Local) => { if (fault !== 'epilogue') return q; const r = f.local('i32'); f.get(q); f.i32(4); f.op(OP.i32_add); f.set(r); return r; };
+    const sp = shifted(sp0), bp = shifted(bp0);
     let mean: Local | number = 0;
-    if (!rms) mean = v.div(vreduce(f, v, xr, L, 'sum'), L);
+    if (!rms && fault !== 'barrier') mean = v.div(vreduce(f, v, xr, L, 'sum', undefined, tune), L);
     const m = mean;
-    const ss = vreduce(f, v, xr, L, 'sum', (q) => { const d = m === 0 ? q : v.sub(q, m); return v.mul(d, d); });
-    const inv = v.div(1, v.sqrt(v.add(v.div(ss, L), eps)));
+    const ss = vreduce(f, v, xr, L, 'sum', (q) => { const d = m === 0 ? q : v.sub(q, m); return v.mul(d, d); }, tune);
+    const inv = rms && fault === 'barrier' ? v.div(ss, ss) : v.div(1, v.sqrt(v.add(v.div(ss, L), eps)));
     const param = (mode: ParamMode, p: Local): Local | null => {
       if (mode === 'scalar') { f.get(p); memarg(f, V.load32_splat, 2, 0); return v.save(); }
       if (mode === 'chan') { f.get(p); f.get(row); f.i32(C); f.op(OP.i32_rem_u); f.i32(4); f.op(OP.i32_mul); f.op(OP.i32_add); memarg(f, V.load32_splat, 2, 0); return v.save(); }
@@ -370,7 +431,7 @@ function planRowNorm(rms: boolean) {
     const outputs = [{ dtype: 'float32' as const, dims: [...x.dims] }];
     if (stats) outputs.push({ dtype: 'float32', dims: statDims }, { dtype: 'float32', dims: statDims });
     if (R * L === 0) return { outputs, launches: () => [] };
-    const { kernel, tasks } = normKernel(R, L, eps, rms, sm, bm, 1, stats, ctx.threads);
+    const { kernel, tasks } = normKernel(R, L, eps, rms, sm, bm, 1, stats, ctx, (d) => raggedByValue(d));
     return {
       outputs,
       launches: (b) => [{ kernel, args: [b.inputs[0], b.inputs[1], bias ? b.inputs[2] : 0, b.outputs[0], b.outputs[1] ?? 0, b.outputs[2] ?? 0], tasks }],
@@ -390,7 +451,7 @@ registerWasmOp('InstanceNormalization', (node, inputs, ctx) => {
   const L = sizeOf(x.dims.slice(2));
   const outputs = [{ dtype: 'float32' as const, dims: [...x.dims] }];
   if (N * C * L === 0) return { outputs, launches: () => [] };
-  const { kernel, tasks } = normKernel(N * C, L, attrF(node, 'epsilon', 1e-5), false, 'chan', 'chan', C, false, ctx.threads);
+  const { kernel, tasks } = normKernel(N * C, L, attrF(node, 'epsilon', 1e-5), false, 'chan', 'chan', C, false, ctx, (d) => raggedByValue(d));
   return { outputs, launches: (b) => [{ kernel, args: [b.inputs[0], b.inputs[1], b.inputs[2], b.outputs[0], 0, 0], tasks }] };
 });
 
