@@ -82,7 +82,7 @@ export function parseDims(specs: string[]): Map<string, number> {
   return m;
 }
 
-export function randomInput(vi: ValueInfo, dims: Map<string, number>, rng: () => number): Tensor {
+export function randomInput(vi: ValueInfo, dims: Map<string, number>, rng: () => number, intMax = 10): Tensor {
   const t = vi.type;
   if (!t || t.kind !== 'tensor' || !t.dtype || !t.shape) {
     throw new InputError('cannot make a random value: its type or shape is not declared', { input: vi.name }, 'pass it with --inputs');
@@ -98,7 +98,7 @@ export function randomInput(vi: ValueInfo, dims: Map<string, number>, rng: () =>
   const n = shape.reduce((x, y) => x * y, 1);
   const dtype: DType = t.dtype;
   const vals = new Float64Array(n);
-  for (let i = 0; i < n; i++) vals[i] = isFloat(dtype) ? rng() * 2 - 1 : dtype === 'bool' ? (rng() < 0.5 ? 1 : 0) : Math.floor(rng() * 10);
+  for (let i = 0; i < n; i++) vals[i] = isFloat(dtype) ? rng() * 2 - 1 : dtype === 'bool' ? (rng() < 0.5 ? 1 : 0) : Math.floor(rng() * intMax);
   return fromNumbers(dtype, shape, vals);
 }
 

@@ -39,9 +39,10 @@ export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
   const session = await InferenceSession.create(model, { backend: a.backend, threads: a.threads, tuning: 'cache' });
   try {
     const dims = parseDims(a.dim);
+    // Integer inputs (ids, masks, type ids) are 0 or 1: valid for any vocabulary.
     const rng = mulberry32(a.seed);
     const feeds: Feeds = {};
-    for (const vi of session.model.graph.inputs.filter((i) => !session.model.graph.initializers.has(i.name))) feeds[vi.name] = randomInput(vi, dims, rng);
+    for (const vi of session.model.graph.inputs.filter((i) => !session.model.graph.initializers.has(i.name))) feeds[vi.name] = randomInput(vi, dims, rng, 2);
     await session.run(feeds);
     const before = await medianRun(session, feeds, a.runs);
     console.error(`${model} on ${a.backend}: ${before.toFixed(2)} ms per run before tuning (median of ${a.runs}); budget ${(budgetMs / 1000).toFixed(1)} s`);

@@ -44,6 +44,11 @@ export interface TuneSite {
    * attributes; same ranks). Verification runs every candidate there as well as at the real shape.
    */
   ragged(inputDims: number[][]): number[][];
+  /**
+   * The faults this kernel can plant so that they show at its ragged shape (default: all). A fault that cannot
+   * show here (a missing join in a kernel of one phase) would be a correct kernel under a fault's name.
+   */
+  faults?(): Fault[];
 }
 
 /** How a plan context chooses parameters; the runner records every site it sees (the tuner's work list). */

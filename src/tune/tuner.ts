@@ -54,6 +54,8 @@ export interface TuneRow {
   after: number;
   tried: number;
   rejected: number;
+  /** Why each rejected candidate failed, by its parameters (paramsKey). */
+  rejections: Record<string, string>;
   defaultMs: number;
   tunedMs: number;
   params: Params;
@@ -190,7 +192,9 @@ export class Tuner {
     const maxCands = opts.maxCandidates ?? 32;
     const rnd = mulberry32(opts.seed ?? 0x5eed);
     const todo = uses.filter((u) => !opts.families || opts.families.includes(u.record.site.family))
-      .filter((u) => opts.force || !this.cache.get(this.target.device, u.record.site.family, u.record.site.sig));
+      .filter((u) => opts.force || !this.cache.get(this.target.device, u.record.site.family, u.record.site.sig))
+      // A kernel whose pruned space is its default alone has nothing to choose.
+      .filter((u) => u.record.site.space().candidates.length > 1);
     const rows: TuneRow[] = [];
     let rejectedAll = 0, skipped = 0, best = 1, done = 0;
 
@@ -223,12 +227,14 @@ export class Tuner {
       const ragged = this.makeCase(use.record, site.ragged(use.record.inputs.map((d) => (d ? d.dims : []))), rnd);
       let win = { params: site.default, ms: defaultMs };
       let tried = 0, rejected = 0;
+      const rejections: Record<string, string> = {};
       for (const p of cands) {
         if ((performance.now() > share || opts.stop?.()) && tried > 0) break;
         tried++;
         const why = (await this.verify(site.family, p, ragged)) ?? (await this.verify(site.family, p, real));
         if (why) {
           rejected++;
+          rejections[paramsKey(p)] = why;
           if (paramsKey(p) === defKey) {
             // The default itself is wrong here: nothing is cached, so the kernel keeps running as it always did.
             if (typeof process !== 'undefined') process.emitWarning?.(`webjit tune: the default ${site.family} kernel failed verification (${site.sig}): ${why}`);
@@ -238,7 +244,11 @@ export class Tuner {
         if (paramsKey(p) === defKey) continue;
         const r = this.target.runner(real.graph.graph, real.graph.env, { tune: forced(site.family, p) });
         let ms: number;
-        try { ms = await r.time(feedSets, Math.max(20, Math.min(200, 10 * defaultMs))); } catch { rejected++; continue; } finally { r.dispose(); }
+        try { ms = await r.time(feedSets, Math.max(20, Math.min(200, 10 * defaultMs))); } catch (e) {
+          rejected++;
+          rejections[paramsKey(p)] = `failed while timed: ${(e as Error).message.slice(0, 200)}`;
+          continue;
+        } finally { r.dispose(); }
         if (ms < win.ms) win = { params: p, ms };
       }
       const changed = win.ms < defaultMs * margin;
@@ -246,7 +256,7 @@ export class Tuner {
       const entry: TuneEntry = { params, defaultMs, tunedMs: changed ? win.ms : defaultMs, tried, rejected, at: new Date().toISOString() };
       this.cache.set(this.target.device, site.family, site.sig, entry);
       rejectedAll += rejected;
-      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, defaultMs, tunedMs: entry.tunedMs, params, changed });
+      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, rejections, defaultMs, tunedMs: entry.tunedMs, params, changed });
       best = Math.max(best, defaultMs / entry.tunedMs);
       done++;
       opts.onProgress?.({ done, total: prepared.length, family: site.family, sig: site.sig, bestSpeedup: best });

@@ -46,6 +46,8 @@ function attentionSite(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relax
       return { candidates: withDefault(def, cands), before: spaceSize(ATTN_AXES) };
     },
     ragged,
+    // The 'barrier' fault reuses one head's Kᵀ for the next: it needs two heads.
+    faults: () => (['edge', 'barrier', 'epilogue', 'f16acc'] as const).filter((f) => f !== 'barrier' || prod(p.batch) >= 2),
   };
 }
 

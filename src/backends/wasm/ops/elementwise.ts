@@ -38,6 +38,9 @@ export function planProgram(P: EwProgram, outs: EwVal[], ctx: PlanContext, ragge
       })),
     }),
     ragged,
+    // The one-task 'barrier' fault reuses a row's inputs for the next rows: it needs two rows. The short tail of
+    // 'edge' is on the vector path.
+    faults: () => (['edge', 'barrier', 'epilogue', 'f16acc'] as const).filter((f) => (f !== 'barrier' || total / L >= 2) && (f !== 'edge' || !scalar)),
   });
   const n = (k: string) => (typeof c[k] === 'number' ? (c[k] as number) : (EW_DEFAULT[k] as number));
   const fault = faultOf(c);
