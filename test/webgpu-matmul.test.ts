@@ -6,6 +6,8 @@ import { InferenceSession } from '../src/session.js';
 import { writeModel, type WNode } from '../src/bench/onnx_writer.js';
 import { sizeOf, Tensor } from '../src/tensor.js';
 import { relErr, runOneNodeGpu } from './webgpu-one-node.js';
+import { acquireGpu } from '../src/backends/webgpu/device.js';
+import { type MatmulEpilogue, type MatmulSpec, type MatmulTile, tiledMatmul, tileName, tileValid } from '../src/codegen/wgsl/matmul.js';
 
 function rand(dims: number[], lo = -1, hi = 1): Tensor {
   return new Tensor('float32', Float32Array.from({ length: sizeOf(dims) }, () => lo + (hi - lo) * Math.random()), dims);
@@ -112,4 +114,103 @@ test("precision 'f16': constant weights read as f16 (tiled and skinny GEMM, Gemm
     // ... and the f16 path really ran: it differs from the f32 kernel's result.
     assert.ok(relErr(f16.got[0], f32.got[0]) > 1e-6, `${c.what}: f16 weights were used`);
   }
+});
+
+/**
+ * Runs tiledMatmul(spec, tile) straight on the device (bindings A, B, [bias], [residual], C; C poisoned with NaN first)
+ * and returns C; the kernel variants are not reachable through the op's default tile choice.
+ */
+async function runTiled(spec: MatmulSpec, tile: MatmulTile, A: Float32Array<ArrayBuffer>, B: Float32Array<ArrayBuffer>, bias: Float32Array<ArrayBuffer> | null, resid: Float32Array<ArrayBuffer> | null): Promise<Float32Array> {
+  const { device } = await acquireGpu();
+  const batch = spec.batchDims.reduce((a, b) => a * b, 1);
+  const mk = (d: Float32Array<ArrayBuffer>) => {
+    const b = device.createBuffer({ size: Math.max(16, d.byteLength), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    device.queue.writeBuffer(b, 0, d);
+    return b;
+  };
+  const cBytes = batch * spec.M * spec.N * 4;
+  const bufs = [mk(A), mk(B), ...(bias ? [mk(bias)] : []), ...(resid ? [mk(resid)] : []), mk(new Float32Array(cBytes / 4).fill(NaN))];
+  const module = device.createShaderModule({ code: tiledMatmul(spec, tile) });
+  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  const read = device.createBuffer({ size: cBytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(Math.ceil(spec.N / tile.BN), Math.ceil(spec.M / tile.BM), batch);
+  pass.end();
+  enc.copyBufferToBuffer(bufs[bufs.length - 1], 0, read, 0, cBytes);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(read.getMappedRange().slice(0));
+  read.destroy();
+  for (const b of bufs) b.destroy();
+  return out;
+}
+
+/** C = act(alpha·A·B + biasScale·bias) + residualScale·resid on the CPU, batch offsets from the spec's strides. */
+function refTiled(spec: MatmulSpec, A: Float32Array, B: Float32Array, bias: Float32Array | null, resid: Float32Array | null): Float32Array {
+  const { M, N, K, batchDims, aBatchStrides, bBatchStrides } = spec;
+  const e: MatmulEpilogue = spec.epilogue;
+  const batch = batchDims.reduce((a, b) => a * b, 1);
+  const C = new Float32Array(batch * M * N);
+  for (let z = 0; z < batch; z++) {
+    let rem = z, offA = 0, offB = 0;
+    for (let d = batchDims.length - 1; d >= 0; d--) { const c = rem % batchDims[d]; rem = Math.floor(rem / batchDims[d]); offA += c * aBatchStrides[d]; offB += c * bBatchStrides[d]; }
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let v = 0;
+        for (let k = 0; k < K; k++) v += A[offA + i * K + k] * B[offB + k * N + j];
+        v *= e.alpha ?? 1;
+        if (bias) v += (e.bias === 'n' ? bias[j] : e.bias === 'm' ? bias[i] : bias[0]) * (e.biasScale ?? 1);
+        if (e.act === 'relu') v = Math.max(v, 0);
+        else if (e.act === 'sigmoid') v = 1 / (1 + Math.exp(-v));
+        const idx = z * M * N + i * N + j;
+        if (resid) v += resid[idx] * (e.residualScale ?? 1);
+        C[idx] = v;
+      }
+    }
+  }
+  return C;
+}
+
+test('tiledMatmul variants (db, splitA, warp, unroll): ragged, batched with broadcast, epilogue, against the CPU', async () => {
+  const { caps } = await acquireGpu();
+  // Small tiles: lavapipe compiles large unrolled kernels slowly. 32×64 / 8×8 has two row quads and two column quads
+  // per thread (what splitA and warp rearrange), 32 invocations (one 8×4 warp block).
+  const bases: MatmulTile[] = [{ BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 }, { BM: 32, BN: 64, BK: 8, TM: 8, TN: 8 }];
+  const flagSets: Partial<MatmulTile>[] = [{ db: true }, { splitA: true, warp: true }, { unroll: true }, { db: true, splitA: true, warp: true, unroll: true }];
+  const rnd = (n: number) => Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
+  const cases: { what: string; spec: MatmulSpec }[] = [
+    { what: 'ragged 67x45x33', spec: { M: 67, N: 45, K: 33, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue: {} } },
+    { what: 'ragged M,K 130x136x72', spec: { M: 130, N: 136, K: 72, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue: {} } },
+    // A batched over [2, 3], B broadcast over the first dim: strides in elements, 0 = broadcast.
+    { what: 'batched [2,3] 40x56x24', spec: { M: 40, N: 56, K: 24, batchDims: [2, 3], aBatchStrides: [3 * 40 * 24, 40 * 24], bBatchStrides: [0, 24 * 56], epilogue: {} } },
+    { what: 'epilogue 37x44x50', spec: { M: 37, N: 44, K: 50, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue: { alpha: 0.5, bias: 'n', biasScale: 2, act: 'relu', residual: true, residualScale: 1.5 } } },
+    { what: 'epilogue row bias sigmoid 96x64x40', spec: { M: 96, N: 64, K: 40, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue: { bias: 'm', act: 'sigmoid', residual: true } } },
+  ];
+  let ran = 0;
+  for (const base of bases) {
+    for (const flags of flagSets) {
+      const tile = { ...base, ...flags };
+      if (!tileValid(tile, caps.maxInvocations, caps.maxWorkgroupStorage)) continue;
+      for (const { what, spec } of cases) {
+        const batch = spec.batchDims.reduce((a, b) => a * b, 1);
+        const aLen = spec.aBatchStrides.reduce((t, x, d) => t + x * (spec.batchDims[d] - 1), 0) + spec.M * spec.K;
+        const bLen = spec.bBatchStrides.reduce((t, x, d) => t + x * (spec.batchDims[d] - 1), 0) + spec.K * spec.N;
+        const A = rnd(aLen), B = rnd(bLen);
+        const e = spec.epilogue;
+        const bias = e.bias ? rnd(e.bias === 'n' ? spec.N : e.bias === 'm' ? spec.M : 1) : null;
+        const resid = e.residual ? rnd(batch * spec.M * spec.N) : null;
+        const got = await runTiled(spec, tile, A, B, bias, resid);
+        const want = refTiled(spec, A, B, bias, resid);
+        let md = 0, mx = 0;
+        for (let i = 0; i < want.length; i++) { md = Math.max(md, Math.abs(got[i] - want[i])); mx = Math.max(mx, Math.abs(want[i])); }
+        assert.ok(md / Math.max(1, mx) <= 1e-4, `${tileName(tile)} ${what}: relative error ${md / Math.max(1, mx)} (NaN = element not written)`);
+        ran++;
+      }
+    }
+  }
+  assert.ok(ran >= 40, `ran ${ran} kernel checks`);
 });

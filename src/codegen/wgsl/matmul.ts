@@ -4,7 +4,23 @@
 import { f32Lit } from '../../backends/webgpu/kernel.js';
 import { activationExpr, mathPrelude } from './math.js';
 
-export interface MatmulTile { BM: number; BN: number; BK: number; TM: number; TN: number }
+export interface MatmulTile {
+  BM: number; BN: number; BK: number; TM: number; TN: number;
+  /** Two workgroup buffers for A and B: the next K tile is stored into one while the other is read, one barrier per K tile. */
+  db?: boolean;
+  /** A thread's row quads spread over the tile (quad i·TY + ty, as B's column quads are i·TX + tx): for TM = 8 rows ty·4 and BM/2 + ty·4. */
+  splitA?: boolean;
+  /** Threads in 8×4 blocks per 32-wide subgroup (tx fastest) instead of whole rows of TX: fewer distinct workgroup-memory reads per warp. */
+  warp?: boolean;
+  /** The k loop over the tile written out in the WGSL (BK steps) rather than left to the compiler. */
+  unroll?: boolean;
+}
+
+/** How the sweep and tests name a tile: BMxBNxBK TMxTN and the variant flags. */
+export function tileName(t: MatmulTile): string {
+  const flags = [t.db ? 'db' : '', t.splitA ? 'sa' : '', t.warp ? 'w' : '', t.unroll ? 'u' : ''].filter(Boolean);
+  return `${t.BM}x${t.BN}x${t.BK} ${t.TM}x${t.TN}${flags.length ? ` ${flags.join('+')}` : ''}`;
+}
 
 export interface MatmulEpilogue {
   /** Multiplies A·B (Gemm's alpha). */
@@ -40,7 +56,8 @@ export function tileValid(t: MatmulTile, maxInvocations: number, maxStorage: num
   const threads = (t.BM / t.TM) * (t.BN / t.TN);
   return t.TM % 4 === 0 && t.TN % 4 === 0 && t.BM % t.TM === 0 && t.BN % t.TN === 0 && t.BK % 4 === 0 &&
     threads <= maxInvocations && threads >= 32 && (t.BM * t.BK) % (4 * threads) === 0 && (t.BK * t.BN) % (4 * threads) === 0 &&
-    (t.BM + t.BN) * t.BK * 4 * 1 <= maxStorage;
+    (t.BM + t.BN) * t.BK * 4 * (t.db ? 2 : 1) <= maxStorage &&
+    (!t.warp || ((t.BN / t.TN) % 8 === 0 && (t.BM / t.TM) % 4 === 0));
 }
 
 /** Offset of an operand's last matrix: the clamp bound of loads that the ragged edge reads past. */
@@ -110,7 +127,7 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
   const storeA = (src: string, l: number) => {
     const v = `(lid + ${l * NT}u)`;
     const m = `(${v} / ${BK / 4}u)`, kq = `(${v} % ${BK / 4}u)`;
-    return [0, 1, 2, 3].map((c) => `As[(${kq} * 4u + ${c}u) * ${BM / 4}u + ${m} / 4u][${m} % 4u] = ${src}[${c}];`).join(' ');
+    return [0, 1, 2, 3].map((c) => `As[${t.db ? 'aBuf + ' : ''}(${kq} * 4u + ${c}u) * ${BM / 4}u + ${m} / 4u][${m} % 4u] = ${src}[${c}];`).join(' ');
   };
   // B tile: vec4 v is k = v / (BN/4), column quad c4 = v % (BN/4); Bs[k][c4].
   const loadB = (dst: string, l: number) => {
@@ -128,21 +145,32 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     };
     return `${dst} = vec4f(${[0, 1, 2, 3].map(comp).join(', ')});`;
   };
-  const storeB = (src: string, l: number) => `Bs[lid + ${l * NT}u] = ${src};`;
+  const storeB = (src: string, l: number) => `Bs[${t.db ? 'bBuf + ' : ''}lid + ${l * NT}u] = ${src};`;
 
   const regsA = Array.from({ length: LA }, (_, l) => `pa${l}`), regsB = Array.from({ length: LB }, (_, l) => `pb${l}`);
+  // Row quad of the thread's i4-th A vector: contiguous (ty·TM/4 + i4) or spread over the tile (i4·TY + ty).
+  const aQuad = (i4: number) => (t.splitA ? `${i4 * TY}u + ty` : `ty * ${TM / 4}u + ${i4}u`);
+  const rowOf = (i: number) => (t.splitA ? `(${(i >> 2) * TY}u + ty) * 4u + ${i & 3}u` : `ty * ${TM}u + ${i}u`);
+  const aBase = t.db ? 'aBuf + ' : '', bBase = t.db ? 'bBuf + ' : '';
+  const step = (k: string, pre: string) => {
+    const out: string[] = [];
+    for (let i4 = 0; i4 < TM / 4; i4++) out.push(`${pre}let a${i4} = As[${aBase}${k} * ${BM / 4}u + ${aQuad(i4)}];`);
+    for (let j = 0; j < TN / 4; j++) out.push(`${pre}let b${j} = Bs[${bBase}${k} * ${BN / 4}u + ${j * TX}u + tx];`);
+    for (let i = 0; i < TM; i++) {
+      for (let j = 0; j < TN / 4; j++) out.push(`${pre}acc[${i * (TN / 4) + j}] = fma(vec4f(a${i >> 2}[${i & 3}]), b${j}, acc[${i * (TN / 4) + j}]);`);
+    }
+    return out;
+  };
   const inner: string[] = [];
-  inner.push(`for (var k = 0u; k < ${BK}u; k++) {`);
-  for (let i4 = 0; i4 < TM / 4; i4++) inner.push(`  let a${i4} = As[k * ${BM / 4}u + ty * ${TM / 4}u + ${i4}u];`);
-  for (let j = 0; j < TN / 4; j++) inner.push(`  let b${j} = Bs[k * ${BN / 4}u + ${j * TX}u + tx];`);
-  for (let i = 0; i < TM; i++) {
-    for (let j = 0; j < TN / 4; j++) inner.push(`  acc[${i * (TN / 4) + j}] = fma(vec4f(a${i >> 2}[${i & 3}]), b${j}, acc[${i * (TN / 4) + j}]);`);
+  if (t.unroll) {
+    for (let k = 0; k < BK; k++) inner.push('{', ...step(`${k}u`, '  '), '}');
+  } else {
+    inner.push(`for (var k = 0u; k < ${BK}u; k++) {`, ...step('k', '  '), '}');
   }
-  inner.push('}');
 
   const store: string[] = [];
   for (let i = 0; i < TM; i++) {
-    store.push(`{ let row = row0 + ty * ${TM}u + ${i}u;`);
+    store.push(`{ let row = row0 + ${rowOf(i)};`);
     if (guardM) store.push(`if (row < ${M}u) {`);
     for (let j = 0; j < TN / 4; j++) {
       store.push(`{ let col = col0 + (${j * TX}u + tx) * 4u; let v = acc[${i * (TN / 4) + j}];`);
@@ -164,20 +192,15 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     epilogueDecls(e, ++binding),
     `@group(0) @binding(${binding + (e.bias ? 1 : 0) + (e.residual ? 1 : 0)}) var<storage, read_write> C: array<f32>;`,
   ].filter(Boolean).join('\n');
-  const code = `${decls}
-var<workgroup> As: array<vec4f, ${(BK * BM) / 4}>;
-var<workgroup> Bs: array<vec4f, ${(BK * BN) / 4}>;
-@compute @workgroup_size(${TX}, ${TY})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tx = l3.x; let ty = l3.y;
-  let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
-  ${batchOffsets(s)}
-  var acc: array<vec4f, ${TM * (TN / 4)}>;
-  ${regsA.map((r) => `var ${r}: vec4f;`).join(' ')} ${regsB.map((r) => `var ${r}: vec4f;`).join(' ')}
-  var k0 = 0u;
-  ${regsA.map((r, l) => loadA(r, l)).join('\n  ')}
-  ${regsB.map((r, l) => loadB(r, l)).join('\n  ')}
-  for (var kt = 0u; kt < ${kTiles}u; kt++) {
+  const nbuf = t.db ? 2 : 1;
+  // warp: subgroup w of 32 invocations covers 8 tx × 4 ty (8 consecutive B quads, 4 A quads), the warps tiled over TX × TY.
+  const ids = t.warp
+    ? `let lane = lid % 32u; let wq = lid / 32u; let tx = (wq % ${TX / 8}u) * 8u + lane % 8u; let ty = (wq / ${TX / 8}u) * 4u + lane / 8u;`
+    : 'let tx = l3.x; let ty = l3.y;';
+  // db: K tile kt is stored into buffer kt % 2 and read after the one barrier; buffer kt % 2 is written again at kt + 2,
+  // after every invocation has passed barrier kt + 1, i.e. finished reading it at kt.
+  const body = t.db
+    ? `let aBuf = (kt & 1u) * ${(BK * BM) / 4}u; let bBuf = (kt & 1u) * ${(BK * BN) / 4}u;
     ${regsA.map((r, l) => storeA(r, l)).join('\n    ')}
     ${regsB.map((r, l) => storeB(r, l)).join('\n    ')}
     workgroupBarrier();
@@ -186,8 +209,32 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3
       ${regsA.map((r, l) => loadA(r, l)).join('\n      ')}
       ${regsB.map((r, l) => loadB(r, l)).join('\n      ')}
     }
-    ${inner.join('\n    ')}
+    ${inner.join('\n    ')}`
+    : `${regsA.map((r, l) => storeA(r, l)).join('\n    ')}
+    ${regsB.map((r, l) => storeB(r, l)).join('\n    ')}
     workgroupBarrier();
+    k0 = k0 + ${BK}u;
+    if (kt + 1u < ${kTiles}u) {
+      ${regsA.map((r, l) => loadA(r, l)).join('\n      ')}
+      ${regsB.map((r, l) => loadB(r, l)).join('\n      ')}
+    }
+    ${inner.join('\n    ')}
+    workgroupBarrier();`;
+  const code = `${decls}
+var<workgroup> As: array<vec4f, ${(nbuf * BK * BM) / 4}>;
+var<workgroup> Bs: array<vec4f, ${(nbuf * BK * BN) / 4}>;
+@compute @workgroup_size(${t.warp ? `${NT}` : `${TX}, ${TY}`})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3u, @builtin(local_invocation_index) lid: u32) {
+  ${ids}
+  let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
+  ${batchOffsets(s)}
+  var acc: array<vec4f, ${TM * (TN / 4)}>;
+  ${regsA.map((r) => `var ${r}: vec4f;`).join(' ')} ${regsB.map((r) => `var ${r}: vec4f;`).join(' ')}
+  var k0 = 0u;
+  ${regsA.map((r, l) => loadA(r, l)).join('\n  ')}
+  ${regsB.map((r, l) => loadB(r, l)).join('\n  ')}
+  for (var kt = 0u; kt < ${kTiles}u; kt++) {
+    ${body}
   }
   ${store.join('\n  ')}
 }`;
@@ -299,4 +346,122 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let col0 = wg.x * ${t.sn * t.fn * cfg.N}u + (sg % ${t.sn}u) * ${t.fn * cfg.N}u;`}
   ${lines.join('\n  ')}
 }`;
+}
+
+export interface TensorCoreStagedTile {
+  /** Result matrices per subgroup along M and N. */
+  fm: number; fn: number;
+  /** Subgroups per workgroup along M and N. */
+  sm: number; sn: number;
+  /** Steps of the config's K per K tile: the workgroup tile is (sm·fm·cfg.M) × (sn·fn·cfg.N) × (kSteps·cfg.K). */
+  kSteps: number;
+  /** Two workgroup buffers, one barrier per K tile. */
+  db?: boolean;
+  /** f16 elements appended to every workgroup row of A and B (spreads the fragment rows over the banks); default 8. */
+  pad?: number;
+  /**
+   * Subgroup index from the subgroup_id builtin instead of local_invocation_index / subgroupSize. The lid form assumes
+   * subgroups of consecutive invocations (NVIDIA's warps); on the H200 it ran 226 TFLOP/s at 4096³ (f4x4 s2x2 k32)
+   * where subgroup_id ran 37, so it is the default.
+   */
+  sgBuiltin?: boolean;
+  subgroupSize: number;
+}
+
+export function tensorCoreStagedBytes(cfg: SubgroupMatrixConfig, t: TensorCoreStagedTile): number {
+  const BM = t.sm * t.fm * cfg.M, BN = t.sn * t.fn * cfg.N, BK = t.kSteps * cfg.K, pad = t.pad ?? 8;
+  return (BM * (BK + pad) + BK * (BN + pad)) * 2 * (t.db ? 2 : 1);
+}
+
+export function tensorCoreStagedValid(M: number, N: number, K: number, cfg: SubgroupMatrixConfig, t: TensorCoreStagedTile, maxInvocations: number, maxStorage: number): boolean {
+  const BM = t.sm * t.fm * cfg.M, BN = t.sn * t.fn * cfg.N, BK = t.kSteps * cfg.K, T = t.sm * t.sn * t.subgroupSize;
+  return M % BM === 0 && N % BN === 0 && K % BK === 0 && BK % 8 === 0 && BN % 8 === 0 && ((t.pad ?? 8) % 8 === 0) &&
+    (BM * BK / 8) % T === 0 && (BK * BN / 8) % T === 0 && T <= maxInvocations && tensorCoreStagedBytes(cfg, t) <= maxStorage;
+}
+
+/**
+ * f16 tensor-core GEMM with A and B tiles staged in workgroup memory: C (f32) = A (f16, [M, K]) · B (f16, [K, N]).
+ * Every invocation copies 16-byte chunks of the next K tile from global memory into registers while the subgroups
+ * multiply the current one; each subgroup then loads its fragments from workgroup memory. Fragment offsets depend on
+ * the subgroup index: uniform within the subgroup (what the hardware's cooperative loads need) but not across the
+ * workgroup, which is what Tint's uniformity analysis checks, so the module turns off its
+ * chromium.subgroup_matrix_uniformity diagnostic (a rule Tint provides for this). Needs M, N, K multiples of the tile.
+ * Bindings: A and B as array<vec4<u32>> (8 halves per element), C array<f32>.
+ * Dispatch: [N / (sn·fn·cfg.N), M / (sm·fm·cfg.M), 1].
+ */
+export function tensorCoreStagedMatmul(M: number, N: number, K: number, cfg: SubgroupMatrixConfig, t: TensorCoreStagedTile): string {
+  const T = cfg.componentType, R = cfg.resultComponentType;
+  if (T !== 'f16') throw new RangeError('staged tensor-core GEMM: f16 inputs only');
+  const left = `subgroup_matrix_left<${T}, ${cfg.K}, ${cfg.M}>`, right = `subgroup_matrix_right<${T}, ${cfg.N}, ${cfg.K}>`;
+  const result = `subgroup_matrix_result<${R}, ${cfg.N}, ${cfg.M}>`;
+  const BM = t.sm * t.fm * cfg.M, BN = t.sn * t.fn * cfg.N, BK = t.kSteps * cfg.K;
+  const pad = t.pad ?? 8, SA = BK + pad, SB = BN + pad;
+  const NT = t.sm * t.sn * t.subgroupSize;
+  const LA = (BM * BK) / 8 / NT, LB = (BK * BN) / 8 / NT;
+  const kTiles = K / BK;
+  const nbuf = t.db ? 2 : 1;
+  const loadA = (l: number) => {
+    const c = `(lid + ${l * NT}u)`;
+    return `pa${l} = A8[((row0 + ${c} / ${BK / 8}u) * ${K}u + k0 + (${c} % ${BK / 8}u) * 8u) / 8u];`;
+  };
+  const loadB = (l: number) => {
+    const c = `(lid + ${l * NT}u)`;
+    return `pb${l} = B8[((k0 + ${c} / ${BN / 8}u) * ${N}u + col0 + (${c} % ${BN / 8}u) * 8u) / 8u];`;
+  };
+  const halves = (dst: string, base: string, src: string) =>
+    [0, 1, 2, 3].map((q) => `{ let h = bitcast<vec2<f16>>(${src}[${q}]); ${dst}[${base} + ${2 * q}u] = h.x; ${dst}[${base} + ${2 * q + 1}u] = h.y; }`).join(' ');
+  const storeA = (l: number) => {
+    const c = `(lid + ${l * NT}u)`;
+    return `{ let o = ${t.db ? 'aBuf + ' : ''}(${c} / ${BK / 8}u) * ${SA}u + (${c} % ${BK / 8}u) * 8u; ${halves('As', 'o', `pa${l}`)} }`;
+  };
+  const storeB = (l: number) => {
+    const c = `(lid + ${l * NT}u)`;
+    return `{ let o = ${t.db ? 'bBuf + ' : ''}(${c} / ${BN / 8}u) * ${SB}u + (${c} % ${BN / 8}u) * 8u; ${halves('Bs', 'o', `pb${l}`)} }`;
+  };
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const compute: string[] = [];
+  for (let kk = 0; kk < t.kSteps; kk++) {
+    for (let i = 0; i < t.fm; i++) compute.push(`let a${kk}_${i} = subgroupMatrixLoad<${left}>(&As, ${t.db ? 'aBuf + ' : ''}(wr + ${i * cfg.M}u) * ${SA}u + ${kk * cfg.K}u, false, ${SA}u);`);
+    for (let j = 0; j < t.fn; j++) compute.push(`let b${kk}_${j} = subgroupMatrixLoad<${right}>(&Bs, ${t.db ? 'bBuf + ' : ''}${kk * cfg.K * SB}u + wc + ${j * cfg.N}u, false, ${SB}u);`);
+    for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${kk}_${i}, b${kk}_${j}, acc${i}_${j});`);
+  }
+  const loads = [...range(LA).map(loadA), ...range(LB).map(loadB)];
+  const stores = [...range(LA).map(storeA), ...range(LB).map(storeB)];
+  const body = `${t.db ? `let aBuf = (kt & 1u) * ${BM * SA}u; let bBuf = (kt & 1u) * ${BK * SB}u;\n    ` : ''}${stores.join('\n    ')}
+    workgroupBarrier();
+    k0 = k0 + ${BK}u;
+    if (kt + 1u < ${kTiles}u) {
+      ${loads.join('\n      ')}
+    }
+    ${compute.join('\n    ')}${t.db ? '' : '\n    workgroupBarrier();'}`;
+  const accs = range(t.fm).flatMap((i) => range(t.fn).map((j) => `var acc${i}_${j}: ${result};`));
+  const outs = range(t.fm).flatMap((i) => range(t.fn).map((j) => `subgroupMatrixStore(&C, (row0 + wr + ${i * cfg.M}u) * ${N}u + col0 + wc + ${j * cfg.N}u, acc${i}_${j}, false, ${N}u);`));
+  return `enable f16;
+${t.sgBuiltin ? 'enable subgroups;\n' : ''}enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+@group(0) @binding(0) var<storage, read> A8: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> B8: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> C: array<${R}>;
+var<workgroup> As: array<f16, ${nbuf * BM * SA}>;
+var<workgroup> Bs: array<f16, ${nbuf * BK * SB}>;
+@compute @workgroup_size(${NT})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32${t.sgBuiltin ? ', @builtin(subgroup_id) sgid: u32' : ''}) {
+  let sg = ${t.sgBuiltin ? 'sgid' : `lid / ${t.subgroupSize}u`};
+  let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
+  // This subgroup's block of the workgroup tile (rows wr.., columns wc..).
+  let wr = (sg / ${t.sn}u) * ${t.fm * cfg.M}u; let wc = (sg % ${t.sn}u) * ${t.fn * cfg.N}u;
+  ${accs.join('\n  ')}
+  ${[...range(LA).map((l) => `var pa${l}: vec4<u32>;`), ...range(LB).map((l) => `var pb${l}: vec4<u32>;`)].join(' ')}
+  var k0 = 0u;
+  ${loads.join('\n  ')}
+  for (var kt = 0u; kt < ${kTiles}u; kt++) {
+    ${body}
+  }
+  ${outs.join('\n  ')}
+}`;
+}
+
+/** How the sweep names a staged tensor-core tile. */
+export function tensorCoreStagedName(cfg: SubgroupMatrixConfig, t: TensorCoreStagedTile): string {
+  return `tcs ${cfg.M}x${cfg.N}x${cfg.K} f${t.fm}x${t.fn} s${t.sm}x${t.sn} k${t.kSteps * cfg.K}${t.db ? ' db' : ''}${(t.pad ?? 8) !== 8 ? ` p${t.pad}` : ''}${t.sgBuiltin ? ' sgid' : ''}`;
 }
