@@ -19,13 +19,13 @@ if [ "$what" = all ] || [ "$what" = models ]; then
   python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
   $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 bert:/tmp/m/encoder-base.onnx:8:128 ocr:.bundle/ch_PP-OCRv4_rec_infer.onnx:320 2>&1 | grep -v "W:onnxruntime\|^Warning" > "$OUT/models.txt"
 fi
-if [ "$what" = all ] || [ "$what" = tune ]; then
+if [ "$what" = all ] || [ "$what" = tune ] || [ "$what" = tc+tune ]; then
   [ -f /tmp/m/encoder-base.onnx ] || python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
   for b in 1 8; do WEBJIT_TUNE_CACHE=/tmp/tune.json RUNS=50 $NODE .bundle/tune.mjs webgpu /tmp/m/encoder-base.onnx $b 128 ${2:-10000}; done > "$OUT/tune.txt" 2>&1
   cp /tmp/tune.json "$OUT/tuning-cache.json" 2>/dev/null
 fi
-if [ "$what" = tc ]; then
-  $NODE .bundle/matmul-sweep.mjs tc > "$OUT/tc.txt" 2>&1
+if [ "$what" = tc ] || [ "$what" = tc+tune ]; then
+  $NODE .bundle/matmul-sweep.mjs tc ${2:-} > "$OUT/tc.txt" 2>&1
 fi
 if [ "$what" = shapes ]; then
   $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
