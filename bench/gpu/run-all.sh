@@ -21,7 +21,7 @@ if [ "$what" = all ] || [ "$what" = models ]; then
 fi
 if [ "$what" = all ] || [ "$what" = tune ] || [ "$what" = tc+tune ]; then
   [ -f /tmp/m/encoder-base.onnx ] || python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
-  for b in 1 8; do WEBJIT_TUNE_CACHE=/tmp/tune.json RUNS=50 $NODE .bundle/tune.mjs webgpu /tmp/m/encoder-base.onnx $b 128 ${2:-10000}; done > "$OUT/tune.txt" 2>&1
+  for b in 1 8; do WEBJIT_TUNE_CACHE=/tmp/tune.json RUNS=50 $NODE .bundle/tune.mjs webgpu /tmp/m/encoder-base.onnx $b 128 ${TUNE_BUDGET:-10000}; done > "$OUT/tune.txt" 2>&1
   cp /tmp/tune.json "$OUT/tuning-cache.json" 2>/dev/null
 fi
 if [ "$what" = tc ] || [ "$what" = tc+tune ]; then
