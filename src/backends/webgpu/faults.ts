@@ -44,20 +44,18 @@ export function dropBarrier(code: string, n = 0): string {
 }
 
 /**
- * Helpers that round a value to f16 precision: with shader-f16 through the f16 type (the running sum is held as an
- * f16), else through pack2x16float/unpack2x16float (the same rounding without the extension).
+ * Helpers that round a value to f16 precision (10 mantissa bits, round to nearest even; f16's narrower exponent range
+ * is not modelled) by bit arithmetic, on every adapter. Neither obvious form survives lavapipe: a conversion through
+ * the f16 type may legally keep higher precision (and did: results bit for bit those of f32), and its compiler folds
+ * unpack2x16float(pack2x16float(x)) back to x.
  */
-function f16Helpers(hasF16: boolean): string {
-  if (hasF16) {
-    return `
-fn wj_h1(v: f32) -> f32 { return f32(f16(v)); }
-fn wj_h2(v: vec2f) -> vec2f { return vec2f(vec2<f16>(v)); }
-fn wj_h4(v: vec4f) -> vec4f { return vec4f(vec4<f16>(v)); }`;
-  }
+function f16Helpers(): string {
+  const round = (t: string, u: string, c: (x: string) => string) =>
+    `{ let b = bitcast<${u}>(v); return bitcast<${t}>((b + ${c('0xfffu')} + ((b >> ${c('13u')}) & ${c('1u')})) & ${c('0xffffe000u')}); }`;
   return `
-fn wj_h1(v: f32) -> f32 { return unpack2x16float(pack2x16float(vec2f(v, 0.0))).x; }
-fn wj_h2(v: vec2f) -> vec2f { return unpack2x16float(pack2x16float(v)); }
-fn wj_h4(v: vec4f) -> vec4f { return vec4f(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw))); }`;
+fn wj_h1(v: f32) -> f32 ${round('f32', 'u32', (x) => x)}
+fn wj_h2(v: vec2f) -> vec2f ${round('vec2f', 'vec2u', (x) => `vec2u(${x})`)}
+fn wj_h4(v: vec4f) -> vec4f ${round('vec4f', 'vec4u', (x) => `vec4u(${x})`)}`;
 }
 
 /**
@@ -68,10 +66,12 @@ export function f16Accumulate(code: string, re: RegExp, n: 1 | 2 | 4, hasF16: bo
   return withF16Helpers(replaceAll(code, re, (_m, target, rhs) => `${target} = wj_h${n}(${rhs});`, 'f16 accumulation'), hasF16);
 }
 
-/** The code with the wj_h1/2/4 rounding helpers (and `enable f16` where they use the f16 type). */
-export function withF16Helpers(code: string, hasF16: boolean): string {
-  const body = `${code}\n${f16Helpers(hasF16)}\n`;
-  return hasF16 && !/^\s*enable f16;/m.test(body) ? `enable f16;\n${body}` : body;
+/**
+ * The code with the wj_h1/2/4 rounding helpers. `hasF16` (the adapter's shader-f16) does not change them: see
+ * f16Helpers; it stays in the signature for a generator that wants real f16 arithmetic on hardware that rounds.
+ */
+export function withF16Helpers(code: string, _hasF16: boolean): string {
+  return `${code}\n${f16Helpers()}\n`;
 }
 
 /** Matches `x = fma(...);` with target group 1 and right-hand side group 2 (one statement per line). */

@@ -168,7 +168,7 @@ function ewSite(spec: EwSpec, n: number, ctx: GpuPlanContext): TuneSite {
       return { candidates: withDefault(def, cands), before: spaceSize(EW_AXES) };
     },
     // Broadcast inputs keep broadcasting: each output axis gets one ragged size.
-    ragged: (d) => raggedBroadcast(d),
+    ragged: (d) => raggedBroadcast(d, false),
   };
 }
 

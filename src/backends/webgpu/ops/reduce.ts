@@ -349,8 +349,9 @@ function rowLayout(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: GpuPla
   const p = withoutFault(picked);
   let f: LayoutForce = { TR: Number(p.TR), TJ: Number(p.TJ), vec: Number(p.vec), split: Number(p.split) };
   if (!isPow2(f.TR) || !isPow2(f.TJ) || f.TR * f.TJ > maxInv || !(f.split >= 1) || (f.vec !== 1 && f.vec !== 4)) f = { ...def } as unknown as LayoutForce;
-  // A layout of one thread per row has no barrier to remove: the barrier fault gets 32 threads per row.
-  if (fault === 'barrier' && f.TR === 1) f = { ...f, TR: 32, TJ: 1 };
+  // The barrier fault gets rows of 32 threads (a layout of one thread per row has no barrier, and a row of a few
+  // threads fits in one SIMD chunk of lavapipe, which then needs none).
+  if (fault === 'barrier' && f.TR < 32) f = { ...f, TR: 32, TJ: 1 };
   const same = f.TR === L0.TR && f.TJ === L0.TJ && f.vec === L0.vec && f.split === L0.split;
   return { L: same ? L0 : layoutOf(dims, reduced, allowVec, maxSplit, f), fault };
 }
