@@ -531,8 +531,9 @@ interface ConvShape {
 
 /**
  * The conv site: kind 'gemm' (implicit-GEMM tile BM, BN, BK, RM and split-K slices) or 'depthwise' (outputs per
- * thread RW, workgroup size WG). Pruned: tiles the kernel or device cannot run, tiles far past the positions or the
- * channels, splits that leave a slice fewer than 2 k-tiles, runs past the output width.
+ * thread RW, workgroup size WG). Pruned: tiles the kernel or device cannot run, fewer than 64 threads, tiles far past
+ * the positions or the channels, splits that leave a slice fewer than 2 k-tiles or of convs that already have the
+ * threads in flight the default's split-K rule wants (SPLIT_BELOW_THREADS), runs past the output width.
  */
 function convSite(node: Node, inputs: (GpuValueDesc | undefined)[], act: ConvAct, def: Params, sh: ConvShape): TuneSite {
   return {
@@ -547,8 +548,9 @@ function convSite(node: Node, inputs: (GpuValueDesc | undefined)[], act: ConvAct
       const cands = enumerate(GEMM_AXES, (q) => {
         const t: GemmTile = { BM: Number(q.BM), BN: Number(q.BN), BK: Number(q.BK), RM: Number(q.RM) };
         const S = Number(q.splits);
-        return sh.gemmFits(t) && t.BM <= Math.max(32, np2(sh.P)) && t.BN <= Math.max(16, np2(sh.Mg)) &&
-          (S === 1 || sh.kTilesOf(t) >= 2 * S);
+        const threads = (t.BM / t.RM) * (t.BN / 4);
+        return sh.gemmFits(t) && threads >= 64 && t.BM <= Math.max(32, np2(sh.P)) && t.BN <= Math.max(16, np2(sh.Mg)) &&
+          (S === 1 || (sh.kTilesOf(t) >= 2 * S && sh.wgsOf(t) * threads < SPLIT_BELOW_THREADS));
       });
       return { candidates: withDefault(def, cands), before: spaceSize(GEMM_AXES) };
     },
