@@ -3,6 +3,9 @@
 // few long rows (decoding against a KV cache) split the keys over workgroups and combine the parts in a second kernel.
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext } from '../kernel.js';
 import { attentionOperands } from '../../attention_operands.js';
+import type { Node } from '../../../graph/ir.js';
+import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
+import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
 
 /** Tests force the key split (`split`: parts, 0 = automatic) and turn subgroups off to exercise every path. */
 export const attentionConfig = { split: 0, subgroups: true };
@@ -43,17 +46,31 @@ interface Tiling {
 /** Largest head sizes the register-resident Q row and output columns are generated for. */
 const MAX_D = 256;
 
+/** Vec4 sizes, the P·V split and the workgroup memory of a tiling's Br, TPR, Bc. */
+function tileShape(a: Attn, Br: number, TPR: number, Bc: number) {
+  const D4 = Math.ceil(a.D / 4), KS4 = D4 | 1; // odd row stride (in vec4): a row's threads read distinct banks
+  const Dv4 = Math.ceil(a.Dv / 4);
+  const pv = TPR >= Dv4 ? { JG: Math.floor(TPR / Dv4), NE4: 1 } : { JG: 1, NE4: Math.ceil(Dv4 / TPR) };
+  const bytes = Bc * KS4 * 16 + (Bc * Dv4 + TPR * pv.NE4) * 16 + Br * Bc * 4 + 4 * Br * TPR * 4 + (pv.JG > 1 ? Br * TPR * 16 : 0) + 64;
+  return { D4, KS4, Dv4, ...pv, bytes };
+}
+
+/** The tiling of Br, TPR, Bc with `split` parts of the keys (clamped: equal parts of whole tiles, none empty). */
+function finishTiling(a: Attn, Br: number, TPR: number, Bc: number, split: number): Tiling {
+  const { D4, KS4, Dv4, JG, NE4 } = tileShape(a, Br, TPR, Bc);
+  const RB = Math.ceil(a.Sq / Br);
+  const chunk = Math.ceil(Math.ceil(a.Skv / Math.max(1, split)) / Bc) * Bc;
+  split = Math.ceil(a.Skv / chunk);
+  return { Br, TPR, Bc, WG: Br * TPR, NS: Bc / TPR, D4, KS4, Dv4, NE4, JG, RB, split, chunk };
+}
+
 function tilingOf(a: Attn, nb: number, budget: number): Tiling | null {
   let Br = Math.min(16, np2(a.Sq));
   // Enough workgroups to fill the device before rows per workgroup (K/V reuse).
   while (Br > 4 && nb * Math.ceil(a.Sq / Br) < 128) Br /= 2;
   let TPR = Math.min(64, 128 / Br);
   let Bc = Math.max(32, TPR);
-  const D4 = Math.ceil(a.D / 4), KS4 = D4 | 1; // odd row stride (in vec4): a row's threads read distinct banks
-  const Dv4 = Math.ceil(a.Dv / 4);
-  const pv = () => (TPR >= Dv4 ? { JG: Math.floor(TPR / Dv4), NE4: 1 } : { JG: 1, NE4: Math.ceil(Dv4 / TPR) });
-  const bytes = () => Bc * KS4 * 16 + (Bc * Dv4 + TPR * pv().NE4) * 16 + Br * Bc * 4 + 4 * Br * TPR * 4 + (pv().JG > 1 ? Br * TPR * 16 : 0) + 64;
-  while (bytes() > budget) {
+  while (tileShape(a, Br, TPR, Bc).bytes > budget) {
     if (Bc > TPR) Bc /= 2;
     else if (TPR > 4) { TPR /= 2; Bc = TPR; }
     else return null;
@@ -65,9 +82,86 @@ function tilingOf(a: Attn, nb: number, budget: number): Tiling | null {
     const work = nb * RB;
     split = work < 128 && a.Skv >= 4 * Bc ? Math.min(Math.ceil(a.Skv / (2 * Bc)), Math.ceil(256 / work)) : 1;
   }
-  const chunk = Math.ceil(Math.ceil(a.Skv / split) / Bc) * Bc;
-  split = Math.ceil(a.Skv / chunk);
-  return { Br, TPR, Bc, WG: Br * TPR, NS: Bc / TPR, D4, KS4, Dv4, ...pv(), RB, split, chunk };
+  return finishTiling(a, Br, TPR, Bc, split);
+}
+
+const isPow2 = (n: number): boolean => Number.isInteger(n) && n >= 1 && (n & (n - 1)) === 0;
+
+/** A forced tiling (a tuning candidate), or null where it does not fit this shape or device. */
+function forcedTiling(a: Attn, p: Params, budget: number, maxInv: number): Tiling | null {
+  const Br = Number(p.Br), TPR = Number(p.TPR), Bc = Number(p.Bc), split = Number(p.split);
+  if (!isPow2(Br) || !isPow2(TPR) || !Number.isInteger(Bc) || Bc < TPR || Bc % TPR !== 0 || !(split >= 1)) return null;
+  if (Br * TPR > maxInv || tileShape(a, Br, TPR, Bc).bytes > budget) return null;
+  return finishTiling(a, Br, TPR, Bc, Math.floor(split));
+}
+
+const ATTN_AXES = { Br: [1, 2, 4, 8, 16], TPR: [4, 8, 16, 32, 64], Bc: [16, 32, 64, 128], split: [1, 2, 4, 8, 16] };
+/** Scores a thread keeps in registers (Bc / TPR). */
+const MAX_NS = 16;
+
+/**
+ * The attention site: Br query rows and TPR threads per row per workgroup, Bc keys per tile, `split` parts of the keys
+ * (decode). Pruned: rows past the queries, tiles past the keys, workgroups outside [32, maxInvocations] threads or
+ * the workgroup memory, more than MAX_NS scores per thread, splits where the workgroups already fill the device or a
+ * part would get no whole tile.
+ */
+function attentionSite(a: Attn, nb: number, sig: string, def: Params, budget: number, maxInv: number,
+  ragged: (d: number[][]) => number[][]): TuneSite {
+  return {
+    family: 'attention', sig, default: def, ragged,
+    space: () => {
+      const cands = enumerate(ATTN_AXES, (p) => {
+        const Br = Number(p.Br), TPR = Number(p.TPR), Bc = Number(p.Bc), split = Number(p.split);
+        if (Br > np2(a.Sq) || Bc > Math.max(16, np2(a.Skv)) || Bc % TPR !== 0 || Bc / TPR > MAX_NS) return false;
+        if (Br * TPR < 32 || Br * TPR > maxInv || tileShape(a, Br, TPR, Bc).bytes > budget) return false;
+        return split === 1 || (nb * Math.ceil(a.Sq / Br) < 128 && split <= Math.ceil(a.Skv / Bc));
+      });
+      return { candidates: withDefault(def, cands), before: spaceSize(ATTN_AXES) };
+    },
+  };
+}
+
+/**
+ * FusedAttention's inputs at ragged query and key counts (heads, batch and head sizes kept): Q [.., Sq, D], K (or Kᵀ
+ * through k_perm), V [.., Skv, Dv], the mask's key and row axes.
+ */
+function attentionRagged(node: Node): (d: number[][]) => number[][] {
+  return (d) => {
+    const [q, k, v, m] = d;
+    const Sq = q[q.length - 2], Skv = v[v.length - 2];
+    const Sq2 = raggedSize(Sq), Skv2 = raggedSize(Skv);
+    const set = (x: number[], i: number, n: number) => { const y = [...x]; y[i] = n; return y; };
+    let k2: number[];
+    if (node.attrs.get('transpose_k')?.value === 1) {
+      const r = k.length;
+      const perm = (node.attrs.get('k_perm')?.value as number[] | undefined) ?? [...Array(r).keys()].reverse();
+      k2 = set(k, perm[r - 1], Skv2);
+    } else k2 = set(k, k.length - 1, Skv2);
+    const out = [set(q, q.length - 2, Sq2), k2, set(v, v.length - 2, Skv2)];
+    if (m) {
+      let m2 = set(m, m.length - 1, m[m.length - 1] === 1 ? 1 : Skv2);
+      if (m.length >= 2 && m[m.length - 2] !== 1) m2 = set(m2, m.length - 2, Sq2);
+      out.push(m2);
+    }
+    return out;
+  };
+}
+
+/**
+ * Plants a fault (faults.ts): edge, the last query row is not written (guard i < Sq-1); barrier, the barrier between
+ * loading a K/V tile and reading it; epilogue, the mask index one off (no mask: the output index); f16acc, the output
+ * accumulators rounded to f16 after every fma.
+ */
+function attentionFault(code: string, fault: string, a: Attn, main: boolean, last: boolean, hasF16: boolean): string {
+  switch (fault) {
+    case 'edge': return main ? replaceFirst(code, `let ok = i < ${a.Sq}u;`, `let ok = i + 1u < ${a.Sq}u;`, 'query row guard') : code;
+    case 'barrier': return main ? dropBarrier(code, 0) : code;
+    case 'epilogue':
+      if (a.mask) return main ? replaceAll(code, /mm\[mrow \+ /g, 'mm[mrow + 1u + ', 'mask index') : code;
+      return last ? replaceAll(code, /\bom\[/g, 'om[1u + ', 'output index') : code;
+    case 'f16acc': return main ? f16Accumulate(code, FMA_ASSIGN('o\\[\\d+\\]'), 4, hasF16) : code;
+    default: throw new Error(`unknown fault ${fault}`);
+  }
 }
 
 /** WGSL lines: `name` = Σ coordinate(b over the batch dims) * strides / div. */
@@ -319,21 +413,28 @@ fn main(${GRID_PARAMS}) {
 }`;
 }
 
-function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext): GpuOpPlan | null {
+function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext, ragged: (d: number[][]) => number[][]): GpuOpPlan | null {
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   const nb = prod(a.batch);
   if (nb === 0 || a.Sq === 0 || a.Dv === 0) return { outputs, dispatches: [] };
-  const T = tilingOf(a, nb, Math.min(ctx.caps.maxWorkgroupStorage, 49152));
-  if (!T) return null;
+  const budget = Math.min(ctx.caps.maxWorkgroupStorage, 49152);
+  const T0 = tilingOf(a, nb, budget);
+  if (!T0) return null;
   const sg = ctx.caps.subgroups && attentionConfig.subgroups;
+  const def: Params = { Br: T0.Br, TPR: T0.TPR, Bc: T0.Bc, split: T0.split };
+  const picked = ctx.pick(attentionSite(a, nb, `attention:${JSON.stringify(a)}:sg=${sg}`, def, budget, ctx.caps.maxInvocations, ragged));
+  const fault = faultOf(picked);
+  // A candidate that does not fit this shape (a ragged one) or device runs the default tiling.
+  const T = forcedTiling(a, withoutFault(picked), budget, ctx.caps.maxInvocations) ?? T0;
+  const mut = (code: string, main: boolean, last: boolean) => (fault ? attentionFault(code, fault, a, main, last, ctx.caps.f16) : code);
   const ins = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(a.mask ? [{ input: 3 }] : [])];
   const groups = grid(nb * T.RB * T.split, ctx.caps.maxWorkgroupsPerDim);
-  const main = attentionKernel(a, T, nb, sg);
+  const main = mut(attentionKernel(a, T, nb, sg), true, T.split === 1);
   if (T.split === 1) return { outputs, dispatches: [{ code: main, bindings: [...ins, { output: 0 }], groups }] };
   const rows = nb * a.Sq;
   const dispatches: Dispatch[] = [
     { code: main, bindings: [...ins, { scratch: 0 }, { scratch: 1 }], groups },
-    { code: combineKernel(rows, T.split, a.Dv), bindings: [{ scratch: 0 }, { scratch: 1 }, { output: 0 }], groups: grid(Math.ceil(rows * T.Dv4 / 256), ctx.caps.maxWorkgroupsPerDim) },
+    { code: mut(combineKernel(rows, T.split, a.Dv), false, true), bindings: [{ scratch: 0 }, { scratch: 1 }, { output: 0 }], groups: grid(Math.ceil(rows * T.Dv4 / 256), ctx.caps.maxWorkgroupsPerDim) },
   ];
   return { outputs, scratchBytes: [rows * T.split * T.Dv4 * 16, rows * T.split * 8], dispatches };
 }
@@ -349,5 +450,5 @@ registerGpuOp('FusedAttention', (node, inputs, ctx) => {
     scale = { op: o.scaleOp, on: o.scaleOn, c: (st.data as Float32Array)[0] };
   }
   const { batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask } = o;
-  return planAttention({ batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask, scale }, [...batch, Sq, Dv], ctx);
+  return planAttention({ batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask, scale }, [...batch, Sq, Dv], ctx, attentionRagged(node));
 });

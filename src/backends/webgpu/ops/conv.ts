@@ -8,6 +8,9 @@ import { attrInt, attrInts, attrStr, convWindow } from '../../op_attrs.js';
 import { activationExpr, mathPrelude } from '../../../codegen/wgsl/math.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type Binding, type Dispatch, type GpuOpPlan, type GpuPlanContext,
   type GpuValueDesc } from '../kernel.js';
+import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
+import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
+import { nodeSig, np2 } from '../sites.js';
 
 /** A 2-D convolution's geometry (1-D convs have iH = kH = oH = 1). */
 export interface ConvGeom2 {
@@ -332,7 +335,11 @@ function chooseSplits(wgs: number, threadsPerWg: number, kTiles: number): number
 
 // --- depthwise (one input channel per group) --------------------------------------------------------
 
-export interface DepthwiseParams { N: number; C: number; M: number; g: ConvGeom2; hasBias: boolean; act: ConvAct }
+export interface DepthwiseParams {
+  N: number; C: number; M: number; g: ConvGeom2; hasBias: boolean; act: ConvAct;
+  /** Outputs per thread along W (default depthwiseRun) and threads per workgroup (default 256). */
+  RW?: number; WG?: number;
+}
 
 /** Outputs a depthwise thread computes along W (they share the input row loads). */
 function depthwiseRun(g: ConvGeom2): number {
@@ -345,12 +352,12 @@ function depthwiseRun(g: ConvGeom2): number {
  */
 export function depthwiseKernel(p: DepthwiseParams): string {
   const { g } = p;
-  const RW = depthwiseRun(g);
+  const RW = p.RW ?? depthwiseRun(g);
   const OWB = Math.ceil(g.oW / RW);
   const total = p.N * p.M * g.oH * OWB;
   const mult = p.M / p.C;
   const span = (RW - 1) * g.sW + (g.kW - 1) * g.dW + 1;
-  const WG = 256;
+  const WG = p.WG ?? 256;
   const rows: string[] = [];
   for (let t = 0; t < span; t++) {
     // Only the span positions some tap reads.
@@ -429,18 +436,64 @@ export function planConv(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: 
   const tail: Binding[] = [...(hasBias ? [{ input: 2 }] : []), { output: 0 }];
   const maxDim = ctx.caps.maxWorkgroupsPerDim;
 
-  if (Cg === 1) {
-    const code = depthwiseKernel({ N, C, M, g, hasBias, act });
-    const threads = N * M * g.oH * Math.ceil(g.oW / depthwiseRun(g));
-    return { outputs, dispatches: [{ code, bindings: [{ input: 0 }, { input: 1 }, ...tail], groups: grid(Math.ceil(threads / 256), maxDim) }] };
-  }
-
   const P = g.oH * g.oW;
   const BK = 16;
-  const tile = tileOverride && validTile(tileOverride) ? tileOverride : chooseGemmTile(P, Mg, N * group, Math.ceil(K / BK));
+  const kTilesOf = (t: GemmTile) => gemmPackDims(K, Mg, t).KP / t.BK;
+  const threadsOf = (t: GemmTile) => (t.BM / t.RM) * (t.BN / 4);
+  const wgsOf = (t: GemmTile) => Math.ceil(P / t.BM) * Math.ceil(Mg / t.BN) * N * group;
+  const gemmFits = (t: GemmTile) => validTile(t) && threadsOf(t) <= ctx.caps.maxInvocations &&
+    (t.BK * t.BM + t.BK * t.BN) * 4 <= ctx.caps.maxWorkgroupStorage;
+  const gemmDefault = (): Params => {
+    const t = tileOverride && validTile(tileOverride) ? tileOverride : chooseGemmTile(P, Mg, N * group, Math.ceil(K / BK));
+    return { kind: 'gemm', ...t, splits: chooseSplits(wgsOf(t), threadsOf(t), kTilesOf(t)) };
+  };
+  const depthwise = Cg === 1;
+  const def: Params = depthwise ? { kind: 'depthwise', RW: depthwiseRun(g), WG: 256 } : gemmDefault();
+  const picked = ctx.pick(convSite(node, inputs, act, def, {
+    depthwise, P, Mg, oW: g.oW, units: N * group, kTilesOf, gemmFits, wgsOf, maxInv: ctx.caps.maxInvocations,
+  }));
+  const fault = faultOf(picked);
+  let p = withoutFault(picked);
+  // Depthwise has no barrier to remove: the barrier fault runs the grouped implicit GEMM (which covers depthwise too).
+  if (depthwise && fault === 'barrier') p = gemmDefault();
+  const tileOfP = (q: Params): GemmTile => ({ BM: Number(q.BM), BN: Number(q.BN), BK: Number(q.BK), RM: Number(q.RM) });
+  const fits = (q: Params) => q.kind === 'depthwise'
+    ? depthwise && Number(q.RW) >= 1 && Number(q.WG) >= 1 && Number(q.WG) <= ctx.caps.maxInvocations
+    : q.kind === 'gemm' && gemmFits(tileOfP(q)) && Number(q.splits) >= 1;
+  if (!fits(p)) p = def;
+  const mutate = (code: string, kind: 'gemm' | 'depthwise' | 'reduce', last: boolean): string => {
+    if (!fault) return code;
+    switch (fault) {
+      case 'edge':
+        if (kind === 'gemm') return replaceFirst(code, `if (p >= ${u(P)}) { return; }`, `if (p + 1u >= ${u(P)}) { return; }`, 'conv store guard');
+        if (kind === 'depthwise') return replaceFirst(code, /if \(idx >= (\d+)u\) \{ return; \}/, 'if (idx + 1u >= $1u) { return; }', 'depthwise guard');
+        return code;
+      case 'barrier':
+        return kind === 'gemm' ? dropBarrier(code, 0) : code;
+      case 'epilogue':
+        if (!last) return code;
+        if (hasBias) return replaceFirst(code, '+ bias[m]', '+ bias[m + 1u]', 'conv bias index');
+        return replaceAll(code, /y\[([^\]\n]+)\] = epilogue\(/g, 'y[$1 + 1u] = epilogue(', 'conv output index');
+      case 'f16acc':
+        if (kind === 'gemm') return f16Accumulate(code, FMA_ASSIGN('acc\\d+'), 4, ctx.caps.f16);
+        if (kind === 'depthwise') return f16Accumulate(code, FMA_ASSIGN('a\\d+'), 1, ctx.caps.f16);
+        return code;
+    }
+  };
+
+  if (p.kind === 'depthwise') {
+    const RW = Number(p.RW), WG = Number(p.WG);
+    const code = mutate(depthwiseKernel({ N, C, M, g, hasBias, act, RW, WG }), 'depthwise', true);
+    const threads = N * M * g.oH * Math.ceil(g.oW / RW);
+    return { outputs, dispatches: [{ code, bindings: [{ input: 0 }, { input: 1 }, ...tail], groups: grid(Math.ceil(threads / WG), maxDim) }] };
+  }
+
+  const tile = tileOfP(p);
   const { KP } = gemmPackDims(K, Mg, tile);
-  const wgs = Math.ceil(P / tile.BM) * Math.ceil(Mg / tile.BN) * N * group;
-  const S = chooseSplits(wgs, (tile.BM / tile.RM) * (tile.BN / 4), KP / tile.BK);
+  const kTiles = KP / tile.BK;
+  // Equal slices, none empty, at most one per k-tile (a forced split is clamped to the shape).
+  let S = Math.max(1, Math.min(Math.floor(Number(p.splits)), kTiles));
+  S = Math.ceil(kTiles / Math.ceil(kTiles / S));
   const groups: [number, number, number] = [Math.ceil(P / tile.BM), Math.ceil(Mg / tile.BN), N * group * S];
   if (groups.some((n) => n > maxDim)) return null;
   const total = N * M * P;
@@ -448,7 +501,7 @@ export function planConv(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: 
   const pack = packedWeights(w, gemmWeightPack(M, group, K, tile), ctx, 1, 0);
   const scratchBytes = pack.scratchBytes ? [pack.scratchBytes] : [];
   const kt: Binding[] = isPointwise(g) ? [] : [{ constant: ctx.constant('#conv-ktab', `${Cg}:${JSON.stringify(g)}:${KP}`, () => kTable(Cg, g, KP)) }];
-  const code = convGemmKernel({ N, C, M, group, g, tile, hasBias, act, splits: S });
+  const code = mutate(convGemmKernel({ N, C, M, group, g, tile, hasBias, act, splits: S }), 'gemm', S === 1);
   const head: Binding[] = [{ input: 0 }, pack.binding, ...kt];
   if (S === 1) {
     return {
@@ -461,10 +514,58 @@ export function planConv(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: 
   return {
     outputs, scratchBytes,
     dispatches: [...pack.pre, { code, bindings: [...head, { scratch: part }], groups }, {
-      code: splitReduceKernel(S, total, P, M, hasBias, act),
+      code: mutate(splitReduceKernel(S, total, P, M, hasBias, act), 'reduce', true),
       bindings: [{ scratch: part }, ...tail],
       groups: grid(Math.ceil(total / 256), maxDim),
     }],
+  };
+}
+
+const GEMM_AXES = { kind: ['gemm'], BM: [32, 64, 128], BN: [16, 32, 64], BK: [8, 16, 32], RM: [4, 8], splits: [1, 2, 4, 8] };
+const DEPTHWISE_AXES = { kind: ['depthwise'], RW: [1, 2, 4, 8], WG: [64, 128, 256] };
+
+interface ConvShape {
+  depthwise: boolean; P: number; Mg: number; oW: number; units: number; maxInv: number;
+  kTilesOf: (t: GemmTile) => number; gemmFits: (t: GemmTile) => boolean; wgsOf: (t: GemmTile) => number;
+}
+
+/**
+ * The conv site: kind 'gemm' (implicit-GEMM tile BM, BN, BK, RM and split-K slices) or 'depthwise' (outputs per
+ * thread RW, workgroup size WG). Pruned: tiles the kernel or device cannot run, fewer than 64 threads, tiles far past
+ * the positions or the channels, splits that leave a slice fewer than 2 k-tiles or of convs that already have the
+ * threads in flight the default's split-K rule wants (SPLIT_BELOW_THREADS), runs past the output width.
+ */
+function convSite(node: Node, inputs: (GpuValueDesc | undefined)[], act: ConvAct, def: Params, sh: ConvShape): TuneSite {
+  return {
+    family: 'conv',
+    sig: nodeSig('conv', node, inputs, `act=${act.kind},${act.alpha},${act.beta}`),
+    default: def,
+    space: () => {
+      if (sh.depthwise) {
+        const cands = enumerate(DEPTHWISE_AXES, (q) => Number(q.RW) <= Math.max(1, np2(sh.oW)) && Number(q.WG) <= sh.maxInv);
+        return { candidates: withDefault(def, cands), before: spaceSize(DEPTHWISE_AXES) };
+      }
+      const cands = enumerate(GEMM_AXES, (q) => {
+        const t: GemmTile = { BM: Number(q.BM), BN: Number(q.BN), BK: Number(q.BK), RM: Number(q.RM) };
+        const S = Number(q.splits);
+        const threads = (t.BM / t.RM) * (t.BN / 4);
+        return sh.gemmFits(t) && threads >= 64 && t.BM <= Math.max(32, np2(sh.P)) && t.BN <= Math.max(16, np2(sh.Mg)) &&
+          (S === 1 || (sh.kTilesOf(t) >= 2 * S && sh.wgsOf(t) * threads < SPLIT_BELOW_THREADS));
+      });
+      return { candidates: withDefault(def, cands), before: spaceSize(GEMM_AXES) };
+    },
+    ragged: (dims) => {
+      const [x, w, b] = dims;
+      const sp = x.length - 2;
+      const dils = attrInts(node, 'dilations') ?? new Array(sp).fill(1);
+      // Spatial sizes ragged (never below the dilated window); channels too for a dense conv (group 1).
+      const xs = x.slice(2).map((n, a) => Math.max(raggedSize(n), (w[2 + a] - 1) * (dils[a] ?? 1) + 1));
+      const dense = attrInt(node, 'group', 1) === 1;
+      const C2 = dense ? raggedSize(x[1]) : x[1], M2 = dense ? raggedSize(w[0]) : w[0];
+      const out = [[x[0], C2, ...xs], [M2, dense ? C2 : w[1], ...w.slice(2)]];
+      if (b) out.push(b.map((n) => (n === w[0] ? M2 : n)));
+      return out;
+    },
   };
 }
 

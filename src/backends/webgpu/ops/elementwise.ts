@@ -5,6 +5,9 @@ import { sizeOf, type DType } from '../../../tensor.js';
 import { EW_OPS, EwProgram, type EwDType, type EwSpec, type EwVal, fusedProgram, nodeProgram } from '../../../codegen/ew.js';
 import { mathPrelude } from '../../../codegen/wgsl/math.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, i32Lit, registerGpuOp, storageDecls, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
+import { enumerate, spaceSize, withDefault, type Fault, type Params, type TuneSite } from '../../../tune/site.js';
+import { faultOf, replaceFirst, withF16Helpers, withoutFault } from '../faults.js';
+import { raggedBroadcast } from '../sites.js';
 
 const WG = 256;
 const REG: Record<EwDType, string> = { float32: 'f32', int32: 'i32', int64: 'i32', uint8: 'i32', bool: 'bool' };
@@ -89,8 +92,11 @@ function castExpr(x: string, from: EwDType, to: EwDType): string {
   return `i32(${x})`; // f32 → i32 / int64: truncation toward zero
 }
 
-/** One WGSL kernel for the spec: thread i computes output element i. */
-export function ewKernel(spec: EwSpec): { code: string; n: number } {
+/** Threads per workgroup and elements per thread (E > 1: a thread's elements are WG apart, loads stay coalesced). */
+export interface EwLaunch { WG: number; E: number }
+
+/** One WGSL kernel for the spec: thread i computes output element i (E elements per thread: i, i + WG, …). */
+export function ewKernel(spec: EwSpec, launch: EwLaunch = { WG, E: 1 }): { code: string; n: number } {
   const n = sizeOf(spec.shape);
   const r = spec.shape.length;
   const dense: number[] = new Array(r);
@@ -119,15 +125,89 @@ export function ewKernel(spec: EwSpec): { code: string; n: number } {
     ...spec.inputs.map((x, k) => ({ name: `in${k}`, type: STORE[x.dtype] })),
     ...spec.outputs.map((o, k) => ({ name: `out${k}`, type: STORE[o.dtype], write: true })),
   ]);
-  const body = `${decls}
-@compute @workgroup_size(${WG})
+  const wg = launch.WG, E = launch.E;
+  const body = E === 1 ? `${decls}
+@compute @workgroup_size(${wg})
 fn main(${GRID_PARAMS}) {
   ${LINEAR_GROUP}
-  let i = group * ${WG}u + lid;
+  let i = group * ${wg}u + lid;
   if (i >= ${n}u) { return; }
   ${lines.join('\n  ')}
+}` : `${decls}
+@compute @workgroup_size(${wg})
+fn main(${GRID_PARAMS}) {
+  ${LINEAR_GROUP}
+  for (var e = 0u; e < ${E}u; e++) {
+    let i = group * ${wg * E}u + e * ${wg}u + lid;
+    if (i >= ${n}u) { break; }
+    ${lines.join('\n    ')}
+  }
 }`;
   return { code: `${mathPrelude(body)}\n${body}`, n };
+}
+
+const EW_AXES = { WG: [32, 64, 128, 256, 512, 1024], E: [1, 2, 4, 8] };
+
+/**
+ * The elementwise site: workgroup size WG and elements per thread E (the default: 256 × 1). Pruned: workgroups past
+ * maxInvocations, launches with fewer than a few workgroups where smaller ones would have more, workgroups far past n.
+ * Vector loads are not a parameter: the ops' WGSL (and the math helpers) are scalar.
+ */
+function ewSite(spec: EwSpec, n: number, ctx: GpuPlanContext): TuneSite {
+  const def: Params = { WG, E: 1 };
+  return {
+    family: 'elementwise',
+    sig: `elementwise:${JSON.stringify(spec)}`,
+    default: def,
+    space: () => {
+      const minGroups = Math.min(8, Math.ceil(n / 256));
+      const cands = enumerate(EW_AXES, (p) => {
+        const wg = Number(p.WG), E = Number(p.E);
+        return wg <= ctx.caps.maxInvocations && wg <= Math.max(32, 2 * n) && Math.ceil(n / (wg * E)) >= minGroups;
+      });
+      return { candidates: withDefault(def, cands), before: spaceSize(EW_AXES) };
+    },
+    // Broadcast inputs keep broadcasting: each output axis gets one ragged size.
+    ragged: (d) => raggedBroadcast(d, false),
+  };
+}
+
+/**
+ * Plants a fault (faults.ts) in an elementwise kernel: edge, the last element is not computed (guard i < n-1);
+ * barrier, which a one-thread-per-element kernel does not have, maps to the nearest bug: a dense input staged through
+ * workgroup memory (each thread stores the element of its mirror thread, then reads its own) without the barrier
+ * between store and load (planned with E = 1); epilogue, a broadcast input's index one off (else a dense one's);
+ * f16acc, which has no sum to accumulate here, rounds the f32 results through f16.
+ */
+function ewFault(code: string, fault: Fault, n: number, wg: number, hasF16: boolean): string {
+  switch (fault) {
+    case 'edge': return replaceFirst(code, /if \(i >= (\d+)u\)/, 'if (i + 1u >= $1u)', 'element guard');
+    case 'barrier': {
+      const m = /\b(in\d+)\[i\]/.exec(code);
+      if (!m) throw new Error('fault injection: no dense input to stage');
+      const type = new RegExp(`var<storage, read> ${m[1]}: array<(\\w+)>;`).exec(code)?.[1];
+      if (!type) throw new Error('fault injection: no declaration of the staged input');
+      let out = replaceFirst(code, '@compute', `var<workgroup> wj_stage: array<${type}, ${wg}>;\n@compute`, 'stage declaration');
+      out = replaceFirst(out, `let i = group * ${wg}u + lid;`, `let i = group * ${wg}u + lid;
+  let wj_m = ${wg - 1}u - lid;
+  wj_stage[wj_m] = ${m[1]}[min(i - lid + wj_m, ${n - 1}u)];
+  /* barrier removed (fault): workgroupBarrier(); */`, 'stage store');
+      return out.split(`${m[1]}[i]`).join('wj_stage[lid]');
+    }
+    case 'epilogue': {
+      const loads = [...code.matchAll(/\b(in\d+)\[([^\]\n]+)\]/g)];
+      const pick = loads.find((l) => l[2] !== 'i' && l[2] !== '0u') ?? loads.find((l) => l[2] === 'i');
+      if (!pick) throw new Error('fault injection: no input load to shift');
+      return replaceFirst(code, pick[0], `${pick[1]}[(${pick[2]}) + 1u]`, 'input index');
+    }
+    case 'f16acc': {
+      const outs = [...code.matchAll(/var<storage, read_write> (out\d+): array<f32>;/g)].map((x) => x[1]);
+      if (!outs.length) throw new Error('fault injection: f16acc needs an f32 output');
+      let out = code;
+      for (const o of outs) out = replaceFirst(out, new RegExp(`\\b${o}\\[i\\] = (v\\d+);`), `${o}[i] = wj_h1($1);`, 'f32 result');
+      return withF16Helpers(out, hasF16);
+    }
+  }
 }
 
 /** Plans a program whose outputs are `outs`. */
@@ -136,13 +216,22 @@ export function planEwProgram(P: EwProgram, outs: EwVal[], ctx: GpuPlanContext):
   if (!s) return null;
   const outputs = s.spec.outputs.map((o) => ({ dtype: o.dtype as DType, dims: s.dims }));
   if (sizeOf(s.dims) === 0) return { outputs, dispatches: [] };
-  const { code, n } = ewKernel(s.spec);
+  const n = sizeOf(s.spec.shape);
+  const picked = ctx.pick(ewSite(s.spec, n, ctx));
+  const fault = faultOf(picked);
+  const p = withoutFault(picked);
+  let launch: EwLaunch = { WG: Number(p.WG), E: Number(p.E) };
+  const ok = (l: EwLaunch) => Number.isInteger(l.WG) && l.WG >= 1 && l.WG <= ctx.caps.maxInvocations && Number.isInteger(l.E) && l.E >= 1;
+  if (!ok(launch)) launch = { WG, E: 1 };
+  if (fault === 'barrier') launch = { ...launch, E: 1 };
+  const k = ewKernel(s.spec, launch);
+  const code = fault ? ewFault(k.code, fault, k.n, launch.WG, ctx.caps.f16) : k.code;
   return {
     outputs,
     dispatches: [{
       code,
       bindings: [...s.inputIndex.map((input) => ({ input })), ...outputs.map((_, output) => ({ output }))],
-      groups: grid(Math.ceil(n / WG), ctx.caps.maxWorkgroupsPerDim),
+      groups: grid(Math.ceil(k.n / (launch.WG * launch.E)), ctx.caps.maxWorkgroupsPerDim),
     }],
   };
 }

@@ -6,6 +6,9 @@ import { tryBroadcastShape } from '../../../ops/util.js';
 import { Float16Array } from '@petamoriken/float16';
 import { type MatmulEpilogue, type MatmulSpec, type MatmulTile, skinnyMatmul, tiledMatmul, tileValid } from '../../../codegen/wgsl/matmul.js';
 import { registerGpuOp, type Binding, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
+import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
+import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
+import { np2 } from '../sites.js';
 
 const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
 const SKINNY_MAX_M = 16;
@@ -42,11 +45,117 @@ interface MatmulCall {
   bindings: Binding[];
   /** B as a model constant laid out [K, N] (for the f16 copy of `precision: 'f16'`). */
   bConst?: { name: string; data: () => Float32Array; key: string };
+  /** The op (part of the tuning signature) and its inputs' dims at new M (rows of A), K and N (the ragged case). */
+  op: string;
+  dimsAt: (inputDims: number[][], M: number, K: number, N: number) => number[][];
+  /** Rows of A's matrix, K and N as the inputs give them (before the batch folds into M). */
+  mkn: (inputDims: number[][]) => [number, number, number];
 }
 
 /** IEEE half bit patterns of f32 values (round to nearest even, as the reference's Cast). */
 function toF16Bits(src: Float32Array): Uint16Array {
   return new Uint16Array(new Float16Array(src).buffer);
+}
+
+/** The skinny kernel's regime: few rows, vec4 columns of B, B not batched. */
+function skinnyRegime(spec: MatmulSpec): boolean {
+  return spec.M <= SKINNY_MAX_M && spec.N % 4 === 0 && !spec.bBatchStrides.some((x) => x !== 0) && spec.K > 0;
+}
+
+const skinnyFits = (spec: MatmulSpec, q: number, sl: number, ctx: GpuPlanContext): boolean =>
+  q >= 1 && sl >= 1 && q * sl <= ctx.caps.maxInvocations && sl * spec.M * q * 16 <= ctx.caps.maxWorkgroupStorage &&
+  Number.isInteger(q) && Number.isInteger(sl);
+
+/**
+ * The skinny kernel's default: few columns per workgroup and many K slices, enough workgroups and loads in flight to
+ * stream B from every SM. From the H200 sweep: 16 quads × 64 slices at M = 1 (1744 GB/s), 8 × 64 at M = 4, 8 × 16 at
+ * M = 16. Null when the workgroup memory cannot hold even one slice.
+ */
+function skinnyDefault(spec: MatmulSpec, ctx: GpuPlanContext): { quads: number; slices: number } | null {
+  const threads = Math.min(1024, ctx.caps.maxInvocations);
+  const quads = Math.min(spec.M === 1 ? 16 : 8, 2 ** Math.ceil(Math.log2(Math.max(1, spec.N / 4))), threads);
+  let slices = Math.min(64, Math.max(1, Math.floor(threads / quads)), 2 ** Math.ceil(Math.log2(Math.max(1, spec.K))));
+  while (slices > 1 && slices * spec.M * quads * 16 > ctx.caps.maxWorkgroupStorage) slices >>= 1;
+  return slices * spec.M * quads * 16 <= ctx.caps.maxWorkgroupStorage ? { quads, slices } : null;
+}
+
+const tileOf = (p: Params): MatmulTile => ({ BM: Number(p.BM), BN: Number(p.BN), BK: Number(p.BK), TM: Number(p.TM), TN: Number(p.TN) });
+
+/** Tile axes of the search (the lead adds the codegen's newer MatmulTile fields here). */
+const TILE_AXES = { kind: ['tiled'], BM: [16, 32, 64, 128], BN: [16, 32, 64, 128], BK: [8, 16, 32], TM: [4, 8], TN: [4, 8] };
+const SKINNY_AXES = { kind: ['skinny'], quads: [4, 8, 16, 32], slices: [4, 8, 16, 32, 64, 128] };
+/** f32 registers a thread may hold for its accumulators and operands (TM·TN + TM + TN). */
+const MAX_TILE_REGS = 128;
+/** Threads per workgroup worth trying, the most workgroup memory a tile may take (more limits occupancy), the widest aspect. */
+const TILE_THREADS = [64, 256];
+const TILE_SHARED = 16384;
+const TILE_ASPECT = 4;
+
+/**
+ * The matmul site: kind 'tiled' (BM, BN, BK, TM, TN) or, for M ≤ 16, 'skinny' (quads, slices). The default is the
+ * planner's choice before tuning (defaultTile, WEBJIT_MATMUL_TILE, the skinny heuristic). Pruned: tiles the device
+ * cannot run (tileValid), more than MAX_TILE_REGS registers, threads outside TILE_THREADS, more than TILE_SHARED
+ * bytes of workgroup memory, tiles more than TILE_ASPECT times wider than tall (or taller than wide), tiles far past M
+ * or N, fewer workgroups than 32 (or than 64×64 tiles would give).
+ */
+function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPlanContext): TuneSite {
+  const batch = sizeOf(spec.batchDims);
+  const regime = skinnyRegime(spec);
+  return {
+    family: 'matmul',
+    sig: `matmul:${call.op}:${JSON.stringify(spec)}`,
+    default: def,
+    space: () => {
+      const wgs = (t: MatmulTile) => Math.ceil(spec.M / t.BM) * Math.ceil(spec.N / t.BN) * batch;
+      const minWgs = Math.min(32, Math.ceil(spec.M / 64) * Math.ceil(spec.N / 64) * batch);
+      const tiled = enumerate(TILE_AXES, (p) => {
+        const t = tileOf(p);
+        const threads = (t.BM / t.TM) * (t.BN / t.TN);
+        return tileValid(t, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage) && t.TM * t.TN + t.TM + t.TN <= MAX_TILE_REGS &&
+          threads >= TILE_THREADS[0] && threads <= TILE_THREADS[1] && (t.BM + t.BN) * t.BK * 4 <= TILE_SHARED &&
+          Math.max(t.BM / t.BN, t.BN / t.BM) <= TILE_ASPECT &&
+          t.BM <= Math.max(16, np2(spec.M)) && t.BN <= Math.max(16, np2(spec.N)) && wgs(t) >= minWgs;
+      });
+      const skinny = regime
+        ? enumerate(SKINNY_AXES, (p) => {
+          const q = Number(p.quads), sl = Number(p.slices);
+          return skinnyFits(spec, q, sl, ctx) && q * sl >= 32 && q <= np2(spec.N / 4) && sl <= np2(spec.K);
+        })
+        : [];
+      return { candidates: withDefault(def, [...skinny, ...tiled]), before: spaceSize(TILE_AXES) + (regime ? spaceSize(SKINNY_AXES) : 0) };
+    },
+    ragged: (dims) => {
+      const [M, K, N] = call.mkn(dims);
+      // The skinny regime stays skinny: rows stay ≤ 16, N a multiple of 4 (but not of 8).
+      const N2 = regime && N % 4 === 0 && N >= 8 ? 4 * raggedSize(N / 4) : raggedSize(N);
+      return call.dimsAt(dims, raggedSize(M), raggedSize(K), N2);
+    },
+  };
+}
+
+/**
+ * Plants a fault (faults.ts) in a matmul kernel: edge, the store of the last row of C is skipped (guard row < M-1; the
+ * skinny kernel: its last vec4 of columns); barrier, the barrier between filling the shared tiles and reading them
+ * (skinny: before the slices are summed); epilogue, the bias (else residual, else output) index one off; f16acc, the
+ * accumulators rounded to f16 after every fma.
+ */
+function matmulFault(code: string, fault: string, spec: MatmulSpec, skinny: boolean, ctx: GpuPlanContext): string {
+  switch (fault) {
+    case 'edge':
+      return skinny
+        ? replaceFirst(code, new RegExp(`if \\(q < ${spec.N / 4}u\\) \\{(?![\\s\\S]*if \\(q < ${spec.N / 4}u\\))`), `if (q + 1u < ${spec.N / 4}u) {`, 'skinny store guard')
+        : replaceAll(code, /\{ let row = (row0 \+ ty \* \d+u \+ \d+u);/g, `{ let row = $1; if (row + 1u >= ${spec.M}u) { return; }`, 'tiled store rows');
+    case 'barrier':
+      return dropBarrier(code, 0);
+    case 'epilogue':
+      if (spec.epilogue.bias) return replaceAll(code, /\bbias\[/g, 'bias[1u + ', 'bias index');
+      if (spec.epilogue.residual) return replaceAll(code, /\bresid\[/g, 'resid[1u + ', 'residual index');
+      return replaceAll(code, /\bC\[/g, 'C[1u + ', 'output index');
+    case 'f16acc':
+      return f16Accumulate(code, FMA_ASSIGN('acc\\d*(?:\\[\\d+\\])?'), 4, ctx.caps.f16);
+    default:
+      throw new Error(`unknown fault ${fault}`);
+  }
 }
 
 function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
@@ -64,22 +173,26 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   const bindings: Binding[] = [...call.bindings, { output: 0 }];
   const maxDim = ctx.caps.maxWorkgroupsPerDim;
   if (batch > maxDim) throw new RangeError('batch past the workgroup grid');
-  const bBatched = spec.bBatchStrides.some((x) => x !== 0);
-  if (spec.M <= SKINNY_MAX_M && spec.N % 4 === 0 && !bBatched && spec.K > 0) {
-    // Few columns per workgroup and many K slices: enough workgroups and loads in flight to stream B from every SM.
-    // From the H200 sweep: 16 quads × 64 slices at M = 1 (1744 GB/s), 8 × 64 at M = 4, 8 × 16 at M = 16.
-    const threads = Math.min(1024, ctx.caps.maxInvocations);
-    const quads = Math.min(spec.M === 1 ? 16 : 8, 2 ** Math.ceil(Math.log2(Math.max(1, spec.N / 4))), threads);
-    let slices = Math.min(64, Math.max(1, Math.floor(threads / quads)), 2 ** Math.ceil(Math.log2(Math.max(1, spec.K))));
-    while (slices > 1 && slices * spec.M * quads * 16 > ctx.caps.maxWorkgroupStorage) slices >>= 1;
-    if (slices * spec.M * quads * 16 <= ctx.caps.maxWorkgroupStorage) {
-      return { outputs, dispatches: [{ code: skinnyMatmul(spec, { quads, slices }), bindings, groups: [Math.ceil(spec.N / 4 / quads), 1, batch] }] };
-    }
+  const sk = skinnyRegime(spec) ? skinnyDefault(spec, ctx) : null;
+  const def: Params = sk ? { kind: 'skinny', ...sk } : { kind: 'tiled', ...(forcedTile() ?? defaultTile(spec.M, spec.N, batch, ctx)) };
+  const picked = ctx.pick(matmulSite(call, spec, def, ctx));
+  const fault = faultOf(picked);
+  let p = withoutFault(picked);
+  // A candidate forced at a shape it does not fit (another regime, past the device's limits) runs the default.
+  const fits = (q: Params) => q.kind === 'skinny'
+    ? skinnyRegime(spec) && skinnyFits(spec, Number(q.quads), Number(q.slices), ctx)
+    : q.kind === 'tiled' && tileValid(tileOf(q), ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage) &&
+      Math.ceil(spec.N / Number(q.BN)) <= maxDim && Math.ceil(spec.M / Number(q.BM)) <= maxDim;
+  if (p !== def && !fits(p)) p = def;
+  const mutate = (code: string, skinny: boolean) => (fault ? matmulFault(code, fault, spec, skinny, ctx) : code);
+  if (p.kind === 'skinny') {
+    const quads = Number(p.quads), slices = Number(p.slices);
+    return { outputs, dispatches: [{ code: mutate(skinnyMatmul(spec, { quads, slices }), true), bindings, groups: [Math.ceil(spec.N / 4 / quads), 1, batch] }] };
   }
-  const t = forcedTile() ?? defaultTile(spec.M, spec.N, batch, ctx);
+  const t = tileOf(p);
   const gx = Math.ceil(spec.N / t.BN), gy = Math.ceil(spec.M / t.BM);
   if (gx > maxDim || gy > maxDim) throw new RangeError('matmul past the workgroup grid');
-  return { outputs, dispatches: [{ code: tiledMatmul(spec, t), bindings, groups: [gx, gy, batch] }] };
+  return { outputs, dispatches: [{ code: mutate(tiledMatmul(spec, t), false), bindings, groups: [gx, gy, batch] }] };
 }
 
 /** A [.., M, K] · B [.., K, N] with numpy broadcasting of the batch dims (1-D operands promoted as ONNX says). */
@@ -111,6 +224,15 @@ function matmulShapes(ad: number[], bd: number[]): { spec: Omit<MatmulSpec, 'epi
   return { spec: { M, N, K, batchDims: batch, aBatchStrides: strides(ab, M * K), bBatchStrides: strides(bb, K * N) }, outDims };
 }
 
+/** Rows of A's matrix, K and N of a MatMul-like op whose inputs are A [.., M, K] (or [K]) and B [.., K, N] (or [K]). */
+const mknAB = (d: number[][]): [number, number, number] => {
+  const [a, b] = d;
+  return [a.length === 1 ? 1 : a[a.length - 2], a[a.length - 1], b.length === 1 ? 1 : b[b.length - 1]];
+};
+const abAt = (a: number[], b: number[], M: number, K: number, N: number): number[][] =>
+  [a.length === 1 ? [K] : [...a.slice(0, -2), M, K], b.length === 1 ? [K] : [...b.slice(0, -2), K, N]];
+const MATMUL_DIMS = { op: 'MatMul', mkn: mknAB, dimsAt: (d: number[][], M: number, K: number, N: number) => abAt(d[0], d[1], M, K, N) };
+
 const attrNum = (node: Node, name: string, d: number) => { const a = node.attrs.get(name); return a && typeof a.value === 'number' ? a.value : d; };
 const f32 = (...xs: (GpuValueDesc | undefined)[]) => xs.every((x) => !x || x.dtype === 'float32');
 
@@ -121,7 +243,7 @@ registerGpuOp('MatMul', (_node, inputs, ctx) => {
   if (!s) return null;
   const bd = b.constant?.data;
   const bc = bd instanceof Float32Array && b.dims.length === 2 ? { name: b.name, data: () => bd, key: b.dims.join('x') } : undefined;
-  return plan({ spec: { ...s.spec, epilogue: {} }, outDims: s.outDims, bindings: [{ input: 0 }, { input: 1 }], bConst: bc }, ctx);
+  return plan({ spec: { ...s.spec, epilogue: {} }, outDims: s.outDims, bindings: [{ input: 0 }, { input: 1 }], bConst: bc, ...MATMUL_DIMS }, ctx);
 });
 
 registerGpuOp('Gemm', (node, inputs, ctx) => {
@@ -157,7 +279,17 @@ registerGpuOp('Gemm', (node, inputs, ctx) => {
     else Object.assign(epilogue, { bias: cn === N && N > 1 ? 'n' : cm === M && M > 1 ? 'm' : 'scalar', biasScale: beta });
     bindings.push({ input: 2 });
   }
-  return plan({ spec: { M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue }, outDims: [M, N], bindings, bConst }, ctx);
+  const gemmDims = {
+    op: `Gemm(transB=${transB})`,
+    mkn: (d: number[][]): [number, number, number] => [d[0][0], d[0][1], transB ? d[1][0] : d[1][1]],
+    dimsAt: (d: number[][], M2: number, K2: number, N2: number) => {
+      const out = [[M2, K2], transB ? [N2, K2] : [K2, N2]];
+      const cd = d[2];
+      if (cd) out.push(cd.length === 2 ? [cd[0] === 1 ? 1 : M2, cd[1] === 1 ? 1 : N2] : cd.map((x) => (x === 1 ? 1 : N2)));
+      return out;
+    },
+  };
+  return plan({ spec: { M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue }, outDims: [M, N], bindings, bConst, ...gemmDims }, ctx);
 });
 
 registerGpuOp('FusedMatMul', (node, inputs, ctx) => {
@@ -185,7 +317,22 @@ registerGpuOp('FusedMatMul', (node, inputs, ctx) => {
   const bindings: Binding[] = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(res ? [{ input: 3 }] : [])];
   const bw = b.constant?.data;
   const bConst = bw instanceof Float32Array ? { name: b.name, data: () => bw, key: b.dims.join('x') } : undefined;
-  return plan({ spec: { ...s.spec, epilogue }, outDims, bindings, bConst }, ctx);
+  const fusedDims = {
+    op: 'FusedMatMul',
+    mkn: mknAB,
+    dimsAt: (d: number[][], M2: number, K2: number, N2: number) => {
+      const out = abAt(d[0], d[1], M2, K2, N2);
+      const last = (x: number[]) => x.map((v, i) => (i === x.length - 1 && v !== 1 ? N2 : v));
+      out.push(last(d[2]));
+      if (d[3]) {
+        const r = last(d[3]);
+        if (d[0].length >= 2 && r.length >= 2 && r[r.length - 2] !== 1) r[r.length - 2] = M2;
+        out.push(r);
+      }
+      return out;
+    },
+  };
+  return plan({ spec: { ...s.spec, epilogue }, outDims, bindings, bConst, ...fusedDims }, ctx);
 });
 
 function transpose(src: Float32Array, rows: number, cols: number): Float32Array {

@@ -6,6 +6,9 @@ import { sizeOf, type DType } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, i32Lit, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext,
   type GpuValueDesc } from '../kernel.js';
 import { type ParamMode, reduceAxes, rowParam, wantedOutputs } from '../../op_attrs.js';
+import { enumerate, raggedSize, spaceSize, withDefault, type Fault, type Params, type TuneSite } from '../../../tune/site.js';
+import { dropBarrier, faultOf, replaceAll, replaceFirst, withF16Helpers, withoutFault } from '../faults.js';
+import { nodeSig, raggedBroadcast, raggedKeep4 } from '../sites.js';
 
 /** Tests turn subgroup reductions off to exercise the workgroup-memory path on a device that has subgroups. */
 export const reduceConfig = { subgroups: true };
@@ -60,7 +63,10 @@ const TARGET_GROUPS = 1024;
 /** Vec elements per thread: enough loads in flight, little per-workgroup overhead. */
 const PER_THREAD = 8;
 
-function layoutOf(dims: readonly number[], reduced: readonly boolean[], allowVec: boolean, maxSplit = 0): Layout {
+/** Forced layout parameters (a tuning candidate): threads per row, rows per workgroup, vector width, split parts. */
+interface LayoutForce { TR: number; TJ: number; vec: number; split: number }
+
+function layoutOf(dims: readonly number[], reduced: readonly boolean[], allowVec: boolean, maxSplit = 0, force?: LayoutForce): Layout {
   const runs: { n: number; red: boolean }[] = [];
   dims.forEach((d, i) => {
     if (d === 1) return;
@@ -70,7 +76,7 @@ function layoutOf(dims: readonly number[], reduced: readonly boolean[], allowVec
   const strides: number[] = [];
   for (let i = runs.length - 1, s = 1; i >= 0; i--) { strides[i] = s; s *= runs[i].n; }
   const inner = runs.length === 0 || runs[runs.length - 1].red;
-  const vec: 1 | 4 = inner && allowVec && runs.length > 0 && runs[runs.length - 1].n % 4 === 0 ? 4 : 1;
+  const vec: 1 | 4 = inner && allowVec && runs.length > 0 && runs[runs.length - 1].n % 4 === 0 && (!force || force.vec === 4) ? 4 : 1;
   const lv = runs.map((r, i) => ({ n: r.n, stride: strides[i] / vec, red: r.red }));
   if (vec === 4) lv[lv.length - 1] = { ...lv[lv.length - 1], n: lv[lv.length - 1].n / 4, stride: 1 };
   const kept = lv.filter((l) => !l.red).map(({ n, stride }) => ({ n, stride }));
@@ -89,9 +95,20 @@ function layoutOf(dims: readonly number[], reduced: readonly boolean[], allowVec
     TR = Math.min(256 / TJ, np2(Math.ceil(cv / PER_THREAD)));
     base = (rows / Bj) * Math.ceil(Bj / TJ);
   }
+  if (force) {
+    // A candidate's threads and rows per workgroup replace the heuristic's (the row walk works for any powers of 2).
+    TR = force.TR;
+    TJ = force.TJ;
+    base = inner ? Math.ceil(rows / TJ) : (rows / Bj) * Math.ceil(Bj / TJ);
+  }
   let split = 1, chunk = cv;
   const ni = Math.ceil(cv / TR);
-  if (maxSplit > 1 && base < TARGET_GROUPS / 4 && ni > 2 * PER_THREAD) {
+  if (force) {
+    if (maxSplit > 1 && force.split > 1) {
+      chunk = Math.ceil(cv / Math.min(force.split, maxSplit, cv));
+      split = Math.ceil(cv / chunk);
+    }
+  } else if (maxSplit > 1 && base < TARGET_GROUPS / 4 && ni > 2 * PER_THREAD) {
     split = Math.min(maxSplit, Math.ceil(TARGET_GROUPS / base), Math.ceil(ni / PER_THREAD));
     chunk = Math.ceil(cv / split);
     split = Math.ceil(cv / chunk);
@@ -293,6 +310,82 @@ const hsum = (x: string, vec: 1 | 4): string => (vec === 1 ? x : `dot(${x}, vec4
 const useSubgroups = (ctx: GpuPlanContext): boolean => ctx.caps.subgroups && reduceConfig.subgroups;
 const groupsOf = (n: number, ctx: GpuPlanContext): [number, number, number] => grid(n, ctx.caps.maxWorkgroupsPerDim);
 
+// --- Tuning ---------------------------------------------------------------------------------------
+
+const ROW_AXES = { TR: [1, 4, 16, 32, 64, 128, 256], TJ: [1, 2, 4, 8, 16, 64], vec: [1, 4], split: [1, 4, 16, 64] };
+const isPow2 = (n: number): boolean => Number.isInteger(n) && n >= 1 && (n & (n - 1)) === 0;
+
+/**
+ * The row layout of a reduction, Softmax or normalization as a tuning site ('reduce'): threads per row TR, rows per
+ * workgroup TJ, vector width, split parts of long rows (only ops with a split pass). Pruned: workgroups outside
+ * [32, maxInvocations] threads, more threads per row than a quarter of the row's elements (min 1), more rows per
+ * workgroup than rows, vec4 where the innermost reduced run is not a multiple of 4, splits of rows too short for them.
+ * A forced candidate that does not fit runs the default. Returns the layout and the fault to plant.
+ */
+function rowLayout(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: GpuPlanContext, dims: readonly number[], reduced: readonly boolean[],
+  allowVec: boolean, maxSplit: number, ragged: (d: number[][]) => number[][]): { L: Layout; fault?: Fault } {
+  const L0 = layoutOf(dims, reduced, allowVec, maxSplit);
+  const def: Params = { TR: L0.TR, TJ: L0.TJ, vec: L0.vec, split: L0.split };
+  const maxInv = ctx.caps.maxInvocations;
+  const site: TuneSite = {
+    family: 'reduce',
+    sig: nodeSig('reduce', node, inputs, `reduced=${reduced.map(Number).join('')}:sg=${useSubgroups(ctx)}`),
+    default: def,
+    ragged,
+    space: () => {
+      const cands = enumerate(ROW_AXES, (p) => {
+        const TR = Number(p.TR), TJ = Number(p.TJ), vec = Number(p.vec), split = Number(p.split);
+        if (TR * TJ < 32 || TR * TJ > maxInv) return false;
+        if (vec === 4 && L0.vec !== 4) return false;
+        const cv = L0.count / vec;
+        if (TR > Math.max(1, np2(Math.ceil(cv / 4))) || TJ > np2(L0.inner ? L0.rows : L0.Bj)) return false;
+        return split === 1 || (maxSplit > 1 && split <= maxSplit && cv / split >= 2 * TR * PER_THREAD);
+      });
+      return { candidates: withDefault(def, cands), before: spaceSize(ROW_AXES) };
+    },
+  };
+  const picked = ctx.pick(site);
+  const fault = faultOf(picked);
+  const p = withoutFault(picked);
+  let f: LayoutForce = { TR: Number(p.TR), TJ: Number(p.TJ), vec: Number(p.vec), split: Number(p.split) };
+  if (!isPow2(f.TR) || !isPow2(f.TJ) || f.TR * f.TJ > maxInv || !(f.split >= 1) || (f.vec !== 1 && f.vec !== 4)) f = { ...def } as unknown as LayoutForce;
+  // The barrier fault gets rows of 32 threads (a layout of one thread per row has no barrier, and a row of a few
+  // threads fits in one SIMD chunk of lavapipe, which then needs none).
+  if (fault === 'barrier' && f.TR < 32) f = { ...f, TR: 32, TJ: 1 };
+  const same = f.TR === L0.TR && f.TJ === L0.TJ && f.vec === L0.vec && f.split === L0.split;
+  return { L: same ? L0 : layoutOf(dims, reduced, allowVec, maxSplit, f), fault };
+}
+
+/** Ragged dims of a one-input row op (other inputs, e.g. an axes list, kept; the innermost axis stays vec4 if it was). */
+const raggedFirst = (d: number[][]): number[][] => [d[0].map((n, i) => (i === d[0].length - 1 ? raggedKeep4(n) : raggedSize(n))), ...d.slice(1)];
+
+/**
+ * Plants a fault in a row kernel (faults.ts): edge, the last row is not written (guard row < rows-1); barrier, the
+ * first barrier of the workgroup combine (partials read before every thread stored them); epilogue, the scale (gamma)
+ * index one off (no per-row scale: the output index); f16acc, the running sums (and maxima) rounded to f16 each step.
+ * `first`: the dispatch that reduces the elements; `last`: the one that writes y.
+ */
+function rowFault(code: string, fault: Fault, first: boolean, last: boolean, hasF16: boolean): string {
+  switch (fault) {
+    case 'edge': return last ? replaceFirst(code, /let ok = (\w+) < (\d+)u;/, 'let ok = $1 + 1u < $2u;', 'row guard') : code;
+    case 'barrier': return first ? dropBarrier(code, 0) : code;
+    case 'epilogue':
+      if (!last) return code;
+      if (/\bsc\[(?!0\])/.test(code)) return replaceAll(code, /\bsc\[([^\]]+)\]/g, 'sc[($1) + 1u]', 'scale index');
+      return replaceAll(code, /\by\[([^\]\n]+)\] = /g, 'y[$1 + 1u] = ', 'output index');
+    case 'f16acc': {
+      if (!first) return code;
+      const acc = /var acc: (\w+) =/.exec(code)?.[1];
+      if (acc && acc !== 'f32' && acc !== 'vec2f') throw new Error(`f16acc: no f16 form of a ${acc} accumulation`);
+      let out = code;
+      if (acc) out = replaceAll(out, /\bacc = ([^;\n]*);/g, `acc = wj_h${acc === 'f32' ? 1 : 2}($1);`, 'accumulator');
+      out = out.replace(/\b(s|sum|sq) \+= ([^;\n]*);/g, '$1 = wj_h1($1 + ($2));');
+      if (out === code) throw new Error('fault injection: no accumulation in the generated WGSL');
+      return withF16Helpers(out, hasF16);
+    }
+  }
+}
+
 // --- Reduce* and ArgMax/ArgMin --------------------------------------------------------------------
 
 type Kind = 'sum' | 'mean' | 'sumsq' | 'l1' | 'l2' | 'prod' | 'max' | 'min' | 'logsum' | 'logsumexp';
@@ -350,9 +443,11 @@ function argSpec(isMax: boolean, last: boolean, dtype: DType): ReduceSpec {
 }
 
 /** One or two dispatches (a split row's parts, then their combine) for a reduction of `x` over `reduced`. */
-function reduceDispatches(spec: ReduceSpec, x: GpuValueDesc, reduced: boolean[], ctx: GpuPlanContext): { dispatches: Dispatch[]; scratchBytes?: number[] } {
+function reduceDispatches(spec: ReduceSpec, x: GpuValueDesc, reduced: boolean[], ctx: GpuPlanContext, node: Node,
+  inputs: (GpuValueDesc | undefined)[]): { dispatches: Dispatch[]; scratchBytes?: number[] } {
   const sg = useSubgroups(ctx);
-  const L = layoutOf(x.dims, reduced, spec.inT === 'f32', 1024);
+  const { L, fault } = rowLayout(node, inputs, ctx, x.dims, reduced, spec.inT === 'f32', 1024, raggedFirst);
+  const mut = (code: string, first: boolean, last: boolean) => (fault ? rowFault(code, fault, first, last, ctx.caps.f16) : code);
   const g = new RowGen(L, sg);
   g.fn(spec.fns);
   const c = spec.c;
@@ -369,7 +464,7 @@ function reduceDispatches(spec: ReduceSpec, x: GpuValueDesc, reduced: boolean[],
   if (L.split === 1) {
     const code = g.text(storageDecls([{ name: 'x', type: xT }, { name: 'y', type: spec.outT, write: true }]),
       `${partial}\n  if (ok && tr == 0u) { y[row] = ${spec.fin('r')}; }`);
-    return { dispatches: [{ code, bindings: [{ input: 0 }, { output: 0 }], groups: groupsOf(L.groups, ctx) }] };
+    return { dispatches: [{ code: mut(code, true, true), bindings: [{ input: 0 }, { output: 0 }], groups: groupsOf(L.groups, ctx) }] };
   }
   // Few long rows: parts of each row on many workgroups, then one workgroup per row combines the parts.
   const code1 = g.text(storageDecls([{ name: 'x', type: xT }, { name: 'part_out', type: c.type, write: true }]),
@@ -386,8 +481,8 @@ function reduceDispatches(spec: ReduceSpec, x: GpuValueDesc, reduced: boolean[],
   return {
     scratchBytes: [bytes],
     dispatches: [
-      { code: code1, bindings: [{ input: 0 }, { scratch: 0 }], groups: groupsOf(L.groups, ctx) },
-      { code: code2, bindings: [{ scratch: 0 }, { output: 0 }], groups: groupsOf(L2.groups, ctx) },
+      { code: mut(code1, true, false), bindings: [{ input: 0 }, { scratch: 0 }], groups: groupsOf(L.groups, ctx) },
+      { code: mut(code2, false, true), bindings: [{ scratch: 0 }, { output: 0 }], groups: groupsOf(L2.groups, ctx) },
     ],
   };
 }
@@ -421,7 +516,7 @@ function planReduce(kind: Kind, inputFrom: number) {
     if (count === 0) return null;
     const spec = reduceSpec(kind, x.dtype, count);
     if (!spec) return null;
-    return { outputs, ...reduceDispatches(spec, x, reduced, ctx) };
+    return { outputs, ...reduceDispatches(spec, x, reduced, ctx, node, inputs) };
   };
 }
 
@@ -451,7 +546,7 @@ function planArg(isMax: boolean) {
     const outputs = [{ dtype: 'int64' as const, dims: outDims }];
     if (sizeOf(outDims) === 0) return { outputs, dispatches: [] };
     if (x.dims[axis] === 0) return null;
-    return { outputs, ...reduceDispatches(argSpec(isMax, last, x.dtype), x, x.dims.map((_, i) => i === axis), ctx) };
+    return { outputs, ...reduceDispatches(argSpec(isMax, last, x.dtype), x, x.dims.map((_, i) => i === axis), ctx, node, inputs) };
   };
 }
 
@@ -490,7 +585,8 @@ function planSoftmax(log: boolean) {
     }
     const outputs = [{ dtype: 'float32' as const, dims: [...x.dims] }];
     if (sizeOf(x.dims) === 0) return { outputs, dispatches: [] };
-    const L = layoutOf(x.dims, reduced, true, 64);
+    const { L, fault } = rowLayout(node, inputs, ctx, x.dims, reduced, true, 64, raggedFirst);
+    const mut = (code: string, first: boolean, last: boolean) => (fault ? rowFault(code, fault, first, last, ctx.caps.f16) : code);
     const sg = useSubgroups(ctx);
     const g = new RowGen(L, sg);
     const xT = L.vec === 4 ? 'vec4f' : 'f32';
@@ -510,7 +606,7 @@ function planSoftmax(log: boolean) {
     const groups = groupsOf(L.groups, ctx);
     if (L.split === 1) {
       const code = g.text(storageDecls([{ name: 'x', type: xT }, { name: 'y', type: xT, write: true }]), `${partial}\n  ${write(ld.again)}`);
-      return { outputs, dispatches: [{ code, bindings: [{ input: 0 }, { output: 0 }], groups }] };
+      return { outputs, dispatches: [{ code: mut(code, true, true), bindings: [{ input: 0 }, { output: 0 }], groups }] };
     }
     // Few long rows: each part's (max, sum) first; then every part combines its row's pairs and writes its elements.
     const code1 = g.text(storageDecls([{ name: 'x', type: xT }, { name: 'part_out', type: 'vec2f', write: true }]),
@@ -525,8 +621,8 @@ function planSoftmax(log: boolean) {
       outputs,
       scratchBytes: [L.rows * L.split * 8],
       dispatches: [
-        { code: code1, bindings: [{ input: 0 }, { scratch: 0 }], groups },
-        { code: code2, bindings: [{ input: 0 }, { scratch: 0 }, { output: 0 }], groups },
+        { code: mut(code1, true, false), bindings: [{ input: 0 }, { scratch: 0 }], groups },
+        { code: mut(code2, false, true), bindings: [{ input: 0 }, { scratch: 0 }, { output: 0 }], groups },
       ],
     };
   };
@@ -551,11 +647,15 @@ interface NormSpec {
   C: number;
   /** Also write each row's mean and 1/std (LayerNormalization's optional outputs). */
   stats: boolean;
+  /** The node and its inputs (the tuning site) and their ragged dims. */
+  node: Node;
+  inputs: (GpuValueDesc | undefined)[];
+  ragged: (d: number[][]) => number[][];
 }
 
 /** y = (x - mean) * inv * scale + bias per row, inv = 1/sqrt(var + eps); mean = 0 for RMS. Inputs: x, scale?, bias?. */
 function normDispatch(s: NormSpec, ctx: GpuPlanContext): Dispatch {
-  const L = layoutOf(s.x.dims, s.reduced, true);
+  const { L, fault } = rowLayout(s.node, s.inputs, ctx, s.x.dims, s.reduced, true, 0, s.ragged);
   const g = new RowGen(L, useSubgroups(ctx));
   const vec = L.vec;
   const xT = vec === 4 ? 'vec4f' : 'f32';
@@ -599,7 +699,8 @@ function normDispatch(s: NormSpec, ctx: GpuPlanContext): Dispatch {
   if (s.bias !== 'none') bindings.push({ input: 2 });
   bindings.push({ output: 0 });
   if (s.stats) bindings.push({ output: 1 }, { output: 2 });
-  return { code: g.text(storageDecls(decls), body), bindings, groups: groupsOf(L.groups, ctx) };
+  const code = g.text(storageDecls(decls), body);
+  return { code: fault ? rowFault(code, fault, true, true, ctx.caps.f16) : code, bindings, groups: groupsOf(L.groups, ctx) };
 }
 
 function planRowNorm(rms: boolean) {
@@ -623,7 +724,9 @@ function planRowNorm(rms: boolean) {
     if (sizeOf(x.dims) === 0) return { outputs, dispatches: [] };
     const eps = attrF(node, 'epsilon', 1e-5);
     const reduced = x.dims.map((_, i) => i >= axis);
-    return { outputs, dispatches: [normDispatch({ x, reduced, eps, rms, scale: sm, bias: bm, C: 1, stats }, ctx)] };
+    // Ragged: x, scale and bias keep their broadcast relations.
+    const ragged = (d: number[][]) => raggedBroadcast(d);
+    return { outputs, dispatches: [normDispatch({ x, reduced, eps, rms, scale: sm, bias: bm, C: 1, stats, node, inputs, ragged }, ctx)] };
   };
 }
 
@@ -640,7 +743,9 @@ registerGpuOp('InstanceNormalization', (node, inputs, ctx) => {
   if (sizeOf(x.dims) === 0) return { outputs, dispatches: [] };
   const reduced = x.dims.map((_, i) => i >= 2);
   const eps = attrF(node, 'epsilon', 1e-5);
-  return { outputs, dispatches: [normDispatch({ x, reduced, eps, rms: false, scale: 'chan', bias: 'chan', C, stats: false }, ctx)] };
+  // Ragged: the spatial axes (channels kept, scale and bias are per channel).
+  const ragged = (d: number[][]) => [d[0].map((n, i) => (i < 2 ? n : i === d[0].length - 1 ? raggedKeep4(n) : raggedSize(n))), ...d.slice(1)];
+  return { outputs, dispatches: [normDispatch({ x, reduced, eps, rms: false, scale: 'chan', bias: 'chan', C, stats: false, node, inputs, ragged }, ctx)] };
 });
 
 // --- BatchNormalization (inference) ------------------------------------------------------------------
