@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { create, globals } from 'webgpu';
 import { InferenceSession, Tensor } from '../../src/index.js';
-import { formatReport } from '../../src/cli/tune.js';
+import { formatReport } from '../../src/tune/report.js';
 import { loadCache } from '../../src/tune/cache.js';
 
 Object.assign(globalThis, globals);

@@ -6,6 +6,7 @@ import { InferenceSession, type BackendName, type Feeds } from '../session.js';
 import { mulberry32 } from '../util/random.js';
 import { cacheLocation } from '../tune/cache.js';
 import type { TuneReport } from '../tune/tuner.js';
+import { formatReport } from '../tune/report.js';
 import { parseDims, randomInput } from './run.js';
 
 export interface TuneArgs {
@@ -69,19 +70,4 @@ export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
   } finally {
     await session.release();
   }
-}
-
-export function formatReport(r: TuneReport): string {
-  const head = ['kernel', 'nodes', 'space', 'tried', 'rejected', 'default ms', 'tuned ms', 'speedup', 'winner'];
-  const rows = r.rows.map((x) => [
-    `${x.family} ${x.sig.length > 48 ? `${x.sig.slice(0, 47)}…` : x.sig}`, String(x.nodes), `${x.before}→${x.after}`, String(x.tried), String(x.rejected),
-    x.defaultMs.toFixed(4), x.tunedMs.toFixed(4), `${(x.defaultMs / x.tunedMs).toFixed(2)}×`,
-    x.changed ? Object.entries(x.params).map(([k, v]) => `${k}=${v}`).join(' ') : '(default)',
-  ]);
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 || i === 8 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
-  const out = [line(head), ...rows.map(line)];
-  if (r.skipped) out.push(`${r.skipped} kernels left untuned (budget)`);
-  out.push(`${r.rows.length} kernels tuned, ${r.rejected} candidates rejected by verification, device ${r.device}`);
-  return out.join('\n');
 }
