@@ -1,0 +1,92 @@
+// Deliberately wrong candidates (a tile edge off by one, a missing barrier, a wrong index in the epilogue, f16
+// accumulation where f32 is required) are injected into every kernel family of both fast backends; verification must
+// reject every one of them, so none is ever selected, and the tuned session must still match the reference.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InferenceSession } from '../src/session.js';
+import { Tensor } from '../src/tensor.js';
+import { writeModel } from '../src/bench/onnx_writer.js';
+import { FAMILIES, FAULTS, type Family } from '../src/tune/site.js';
+import type { TuneReport } from '../src/tune/tuner.js';
+import { fixture, randomFloat, randomInt64, relErr } from './helpers.js';
+
+/** A small CNN (a 3×3 conv with bias and ReLU, a depthwise 3×3, a 1×1 conv, global average pooling) and an elementwise chain. */
+function convModel(): Uint8Array {
+  const w = (dims: number[], seed: number) => randomFloat(dims, seed, -0.3, 0.3);
+  return writeModel({
+    nodes: [
+      { op: 'Conv', inputs: ['x', 'w1', 'b1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
+      { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+      { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'], attrs: { pads: [1, 1, 1, 1], group: 16 } },
+      { op: 'Conv', inputs: ['c2', 'w3', 'b3'], outputs: ['c3'] },
+      { op: 'GlobalAveragePool', inputs: ['c3'], outputs: ['y'] },
+      // An elementwise chain over rows, with a broadcast input.
+      { op: 'Tanh', inputs: ['x'], outputs: ['t'] },
+      { op: 'Mul', inputs: ['t', 'z'], outputs: ['m'] },
+      { op: 'Add', inputs: ['m', 'x'], outputs: ['e'] },
+    ],
+    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 8, 14, 14] }, { name: 'z', dtype: 'float32', dims: [1, 8, 1, 14] }],
+    outputs: [{ name: 'y', dtype: 'float32' }, { name: 'e', dtype: 'float32' }],
+    initializers: { w1: w([16, 8, 3, 3], 1), b1: w([16], 2), w2: w([16, 1, 3, 3], 3), w3: w([24, 16, 1, 1], 4), b3: w([24], 5) },
+    opset: 17,
+  });
+}
+
+const encoderFeeds = () => ({
+  input_ids: randomInt64([1, 24], 7, 1000),
+  attention_mask: new Tensor('int64', new BigInt64Array(24).fill(1n).fill(0n, 21), [1, 24]),
+  token_type_ids: new Tensor('int64', new BigInt64Array(24), [1, 24]),
+});
+
+async function injectAll(backend: 'wasm' | 'webgpu'): Promise<void> {
+  const cases: [string, string | Uint8Array, Record<string, Tensor>][] = [
+    ['encoder-small', fixture('encoder-small.onnx'), encoderFeeds()],
+    ['cnn', convModel(), { x: randomFloat([1, 8, 14, 14], 11, -1, 1), z: randomFloat([1, 8, 1, 14], 12, -1, 1) }],
+  ];
+  /** family → faults injected somewhere in it */
+  const covered = new Map<Family, Set<string>>();
+  for (const [name, model, feeds] of cases) {
+    const ref = await InferenceSession.create(model, { backend: 'reference' });
+    const want = await ref.run(feeds);
+    const s = await InferenceSession.create(model, { backend, threads: 2, tuning: 'off' });
+    const injected = new Map<string, Set<string>>();
+    try {
+      await s.run(feeds);
+      const report: TuneReport = await s.tune({
+        budgetMs: 600_000, force: true, maxCandidates: 3,
+        extra: (site) => {
+          const fs = site.faults?.() ?? FAULTS;
+          injected.set(`${site.family}|${site.sig}`, new Set(fs));
+          for (const f of fs) (covered.get(site.family) ?? covered.set(site.family, new Set()).get(site.family)!).add(f);
+          return fs.map((fault) => ({ ...site.default, fault }));
+        },
+      });
+      assert.ok(report.rows.length > 0, `${name}: kernels were tuned`);
+      for (const r of report.rows) {
+        // Never selected: not even a fault that happens to be harmless at this kernel's shapes.
+        assert.equal(r.params.fault, undefined, `${backend} ${name} ${r.family} ${r.sig}: a faulty candidate was selected`);
+        const rejected = new Set(Object.keys(r.rejections).map((k) => /(?:^|,)fault=(\w+)/.exec(k)?.[1]).filter(Boolean));
+        for (const f of injected.get(`${r.family}|${r.sig}`) ?? []) {
+          assert.ok(rejected.has(f), `${backend} ${name} ${r.family} ${r.sig}: the '${f}' fault passed verification`);
+        }
+      }
+      console.log(`${backend} ${name}: ${report.rows.map((r) => `${r.family} ${r.tried} tried ${r.rejected} rejected`).join('; ')}`);
+      // The session with the winners swapped in still matches the reference.
+      const got = await s.run(feeds);
+      for (const k of Object.keys(want)) assert.ok(relErr(got[k], want[k]) <= 1e-3, `${backend} ${name} ${k} after tuning: ${relErr(got[k], want[k])}`);
+    } finally {
+      await s.release();
+      await ref.release();
+    }
+  }
+  // Every kind of fault was injected (and so rejected) in every family.
+  for (const f of FAMILIES) assert.deepEqual([...(covered.get(f) ?? [])].sort(), [...FAULTS].sort(), `${backend} ${f}: faults injected`);
+}
+
+test('tuning on wasm: injected wrong candidates in every family are rejected, none is selected', { timeout: 900_000 }, async () => {
+  await injectAll('wasm');
+});
+
+test('tuning on webgpu: injected wrong candidates in every family are rejected, none is selected', { timeout: 900_000 }, async () => {
+  await injectAll('webgpu');
+});
