@@ -53,7 +53,7 @@ async function injectAll(backend: 'wasm' | 'webgpu'): Promise<void> {
     try {
       await s.run(feeds);
       const report: TuneReport = await s.tune({
-        budgetMs: 600_000, force: true, maxCandidates: 3,
+        budgetMs: 600_000, force: true, maxCandidates: 1,
         extra: (site) => {
           const fs = site.faults?.() ?? FAULTS;
           injected.set(`${site.family}|${site.sig}`, new Set(fs));

@@ -34,6 +34,19 @@ async function medianRun(s: InferenceSession, feeds: Feeds, runs: number): Promi
   return ts.sort((a, b) => a - b)[ts.length >> 1];
 }
 
+/**
+ * Default kernels against tuned ones, fairly: a session with tuning 'off' and the tuned session, both warmed up,
+ * measured in alternating rounds (machine speed drifts); medians over all rounds.
+ */
+export async function compareSessions(base: InferenceSession, tuned: InferenceSession, feeds: Feeds, runs: number): Promise<{ before: number; after: number }> {
+  for (const s of [base, tuned]) for (let i = 0; i < Math.max(5, runs >> 1); i++) await s.run(feeds);
+  const b: number[] = [], a: number[] = [];
+  const per = Math.max(1, Math.ceil(runs / 5));
+  for (let r = 0; r < 5; r++) { b.push(await medianRun(base, feeds, per)); a.push(await medianRun(tuned, feeds, per)); }
+  const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
+  return { before: med(b), after: med(a) };
+}
+
 export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
   if (a.backend === 'reference') throw new InputError('the reference backend has nothing to tune', {}, 'use --backend wasm or --backend webgpu');
   const budgetMs = parseBudget(a.budget);
@@ -45,8 +58,7 @@ export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
     const feeds: Feeds = {};
     for (const vi of session.model.graph.inputs.filter((i) => !session.model.graph.initializers.has(i.name))) feeds[vi.name] = randomInput(vi, dims, rng, 2);
     await session.run(feeds);
-    const before = await medianRun(session, feeds, a.runs);
-    console.error(`${model} on ${a.backend}: ${before.toFixed(2)} ms per run before tuning (median of ${a.runs}); budget ${(budgetMs / 1000).toFixed(1)} s`);
+    console.error(`${model} on ${a.backend}: tuning with a budget of ${(budgetMs / 1000).toFixed(1)} s`);
     const bar = new SingleBar({ format: 'tuning [{bar}] {value}/{total} kernels | best kernel speedup {best}× | {kernel}', hideCursor: true }, Presets.shades_classic);
     let started = false;
     const report: TuneReport = await session.tune({
@@ -57,10 +69,11 @@ export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
       },
     });
     if (started) bar.stop();
-    await session.run(feeds);
-    const after = await medianRun(session, feeds, a.runs);
+    const base = await InferenceSession.create(model, { backend: a.backend, threads: a.threads, tuning: 'off' });
+    let before: number, after: number;
+    try { ({ before, after } = await compareSessions(base, session, feeds, a.runs)); } finally { await base.release(); }
     console.log(formatReport(report));
-    console.log(`end to end: ${before.toFixed(2)} ms → ${after.toFixed(2)} ms (${(before / after).toFixed(2)}×), tuning took ${(report.ms / 1000).toFixed(1)} s; ` +
+    console.log(`end to end (default and tuned sessions in alternating rounds): ${before.toFixed(2)} ms → ${after.toFixed(2)} ms (${(before / after).toFixed(2)}×), tuning took ${(report.ms / 1000).toFixed(1)} s; ` +
       `cache: ${(await cacheLocation()) ?? 'in memory only (WEBJIT_TUNE_CACHE=off)'}`);
     if (a.json) {
       const fs = await import('node:fs');
