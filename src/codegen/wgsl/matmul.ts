@@ -199,26 +199,19 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     : 'let tx = l3.x; let ty = l3.y;';
   // db: K tile kt is stored into buffer kt % 2 and read after the one barrier; buffer kt % 2 is written again at kt + 2,
   // after every invocation has passed barrier kt + 1, i.e. finished reading it at kt.
+  const kStep = `${regsA.map((r, l) => storeA(r, l)).join('\n    ')}
+    ${regsB.map((r, l) => storeB(r, l)).join('\n    ')}
+    workgroupBarrier();
+    k0 = k0 + ${BK}u;
+    if (kt + 1u < ${kTiles}u) {
+      ${regsA.map((r, l) => loadA(r, l)).join('\n      ')}
+      ${regsB.map((r, l) => loadB(r, l)).join('\n      ')}
+    }
+    ${inner.join('\n    ')}`;
   const body = t.db
     ? `let aBuf = (kt & 1u) * ${(BK * BM) / 4}u; let bBuf = (kt & 1u) * ${(BK * BN) / 4}u;
-    ${regsA.map((r, l) => storeA(r, l)).join('\n    ')}
-    ${regsB.map((r, l) => storeB(r, l)).join('\n    ')}
-    workgroupBarrier();
-    k0 = k0 + ${BK}u;
-    if (kt + 1u < ${kTiles}u) {
-      ${regsA.map((r, l) => loadA(r, l)).join('\n      ')}
-      ${regsB.map((r, l) => loadB(r, l)).join('\n      ')}
-    }
-    ${inner.join('\n    ')}`
-    : `${regsA.map((r, l) => storeA(r, l)).join('\n    ')}
-    ${regsB.map((r, l) => storeB(r, l)).join('\n    ')}
-    workgroupBarrier();
-    k0 = k0 + ${BK}u;
-    if (kt + 1u < ${kTiles}u) {
-      ${regsA.map((r, l) => loadA(r, l)).join('\n      ')}
-      ${regsB.map((r, l) => loadB(r, l)).join('\n      ')}
-    }
-    ${inner.join('\n    ')}
+    ${kStep}`
+    : `${kStep}
     workgroupBarrier();`;
   const code = `${decls}
 var<workgroup> As: array<vec4f, ${(nbuf * BK * BM) / 4}>;
