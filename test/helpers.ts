@@ -1,4 +1,5 @@
 // Test helpers: onnxruntime-node as the oracle, relative error, seeded random tensors, fixture paths.
+import { writeModel } from '../src/bench/onnx_writer.js';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { PNG } from 'pngjs';
@@ -76,4 +77,26 @@ export function randomInt64(dims: number[], seed: number, hi: number): Tensor {
 export function detInput(file: string, padTo = 32): Tensor {
   const png = PNG.sync.read(fs.readFileSync(file));
   return detInputOf({ width: png.width, height: png.height, data: png.data }, padTo);
+}
+
+/** A small CNN (a 3×3 conv with bias and ReLU, a depthwise 3×3, a 1×1 conv, global average pooling) and an elementwise chain. */
+export function smallCnnModel(): Uint8Array {
+  const w = (dims: number[], seed: number) => randomFloat(dims, seed, -0.3, 0.3);
+  return writeModel({
+    nodes: [
+      { op: 'Conv', inputs: ['x', 'w1', 'b1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
+      { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+      { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'], attrs: { pads: [1, 1, 1, 1], group: 16 } },
+      { op: 'Conv', inputs: ['c2', 'w3', 'b3'], outputs: ['c3'] },
+      { op: 'GlobalAveragePool', inputs: ['c3'], outputs: ['y'] },
+      // An elementwise chain over rows, with a broadcast input.
+      { op: 'Tanh', inputs: ['x'], outputs: ['t'] },
+      { op: 'Mul', inputs: ['t', 'z'], outputs: ['m'] },
+      { op: 'Add', inputs: ['m', 'x'], outputs: ['e'] },
+    ],
+    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 8, 14, 14] }, { name: 'z', dtype: 'float32', dims: [1, 8, 1, 14] }],
+    outputs: [{ name: 'y', dtype: 'float32' }, { name: 'e', dtype: 'float32' }],
+    initializers: { w1: w([16, 8, 3, 3], 1), b1: w([16], 2), w2: w([16, 1, 3, 3], 3), w3: w([24, 16, 1, 1], 4), b3: w([24], 5) },
+    opset: 17,
+  });
 }

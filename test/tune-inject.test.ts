@@ -5,32 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferenceSession } from '../src/session.js';
 import { Tensor } from '../src/tensor.js';
-import { writeModel } from '../src/bench/onnx_writer.js';
 import { FAMILIES, FAULTS, type Family } from '../src/tune/site.js';
 import type { TuneReport } from '../src/tune/tuner.js';
-import { fixture, randomFloat, randomInt64, relErr } from './helpers.js';
-
-/** A small CNN (a 3×3 conv with bias and ReLU, a depthwise 3×3, a 1×1 conv, global average pooling) and an elementwise chain. */
-function convModel(): Uint8Array {
-  const w = (dims: number[], seed: number) => randomFloat(dims, seed, -0.3, 0.3);
-  return writeModel({
-    nodes: [
-      { op: 'Conv', inputs: ['x', 'w1', 'b1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
-      { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
-      { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'], attrs: { pads: [1, 1, 1, 1], group: 16 } },
-      { op: 'Conv', inputs: ['c2', 'w3', 'b3'], outputs: ['c3'] },
-      { op: 'GlobalAveragePool', inputs: ['c3'], outputs: ['y'] },
-      // An elementwise chain over rows, with a broadcast input.
-      { op: 'Tanh', inputs: ['x'], outputs: ['t'] },
-      { op: 'Mul', inputs: ['t', 'z'], outputs: ['m'] },
-      { op: 'Add', inputs: ['m', 'x'], outputs: ['e'] },
-    ],
-    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 8, 14, 14] }, { name: 'z', dtype: 'float32', dims: [1, 8, 1, 14] }],
-    outputs: [{ name: 'y', dtype: 'float32' }, { name: 'e', dtype: 'float32' }],
-    initializers: { w1: w([16, 8, 3, 3], 1), b1: w([16], 2), w2: w([16, 1, 3, 3], 3), w3: w([24, 16, 1, 1], 4), b3: w([24], 5) },
-    opset: 17,
-  });
-}
+import { fixture, randomFloat, randomInt64, relErr, smallCnnModel } from './helpers.js';
 
 const encoderFeeds = () => ({
   input_ids: randomInt64([1, 24], 7, 1000),
@@ -41,7 +18,7 @@ const encoderFeeds = () => ({
 async function injectAll(backend: 'wasm' | 'webgpu'): Promise<void> {
   const cases: [string, string | Uint8Array, Record<string, Tensor>][] = [
     ['encoder-small', fixture('encoder-small.onnx'), encoderFeeds()],
-    ['cnn', convModel(), { x: randomFloat([1, 8, 14, 14], 11, -1, 1), z: randomFloat([1, 8, 1, 14], 12, -1, 1) }],
+    ['cnn', smallCnnModel(), { x: randomFloat([1, 8, 14, 14], 11, -1, 1), z: randomFloat([1, 8, 1, 14], 12, -1, 1) }],
   ];
   /** family → faults injected somewhere in it */
   const covered = new Map<Family, Set<string>>();
