@@ -208,13 +208,26 @@ if (only === 'shapes') {
   }
   process.exit(0);
 }
-const sizes = only ? [Number(only)] : [4096, 1024];
+if (only === 'ar') {
+  // Row-major A tiles (one vec4 store, 4 k steps per read) against the plain kernel on the variant bases.
+  const ar: MatmulTile[] = [];
+  for (const base of variantBases) {
+    for (const f of [{}, { aRows: true }, { aRows: true, unroll: true }, { aRows: true, splitA: true }, { aRows: true, splitA: true, unroll: true }, { aRows: true, warp: true }]) {
+      const t = { ...base, ...f } as MatmulTile;
+      if (t.splitA && t.TM === 4) continue;
+      if (tileValid(t, caps.maxInvocations, caps.maxWorkgroupStorage)) ar.push(t);
+    }
+  }
+  tiles.length = 0;
+  tiles.push(...ar);
+}
+const sizes = only && only !== 'ar' ? [Number(only)] : [4096, 1024];
 for (const S of sizes) {
   await bench(S, S, S, tiles.map((t) => ({
     name: tileName(t), code: tiledMatmul(spec(S, S, S), t), groups: [Math.ceil(S / t.BN), Math.ceil(S / t.BM), 1] as [number, number, number],
   })), S >= 4096 ? 10 : 50);
 }
-for (const M of [1, 4, 16]) {
+for (const M of only === 'ar' ? [] : [1, 4, 16]) {
   const N = 4096, K = 4096;
   const ks = [];
   for (const quads of [4, 8, 16, 32]) {

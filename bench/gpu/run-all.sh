@@ -24,6 +24,10 @@ if [ "$what" = all ] || [ "$what" = tune ] || [ "$what" = tc+tune ]; then
   for b in 1 8; do WEBJIT_TUNE_CACHE=/tmp/tune.json RUNS=50 $NODE .bundle/tune.mjs webgpu /tmp/m/encoder-base.onnx $b 128 ${TUNE_BUDGET:-10000}; done > "$OUT/tune.txt" 2>&1
   cp /tmp/tune.json "$OUT/tuning-cache.json" 2>/dev/null
 fi
+if [ "$what" = ar ]; then
+  python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul.txt" 2>&1
+  $NODE .bundle/matmul-sweep.mjs ar > "$OUT/sweep-ar.txt" 2>&1
+fi
 if [ "$what" = tc ] || [ "$what" = tc+tune ]; then
   $NODE .bundle/matmul-sweep.mjs tc ${2:-} > "$OUT/tc.txt" 2>&1
 fi

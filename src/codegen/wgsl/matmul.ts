@@ -14,11 +14,16 @@ export interface MatmulTile {
   warp?: boolean;
   /** The k loop over the tile written out in the WGSL (BK steps) rather than left to the compiler. */
   unroll?: boolean;
+  /**
+   * A tile kept row-major (As[m][k quad], one vec4 store per loaded vec4 instead of four transposed scalar stores);
+   * the inner loop reads each row's vec4 of 4 k values and runs 4 k steps on it.
+   */
+  aRows?: boolean;
 }
 
 /** How the sweep and tests name a tile: BMxBNxBK TMxTN and the variant flags. */
 export function tileName(t: MatmulTile): string {
-  const flags = [t.db ? 'db' : '', t.splitA ? 'sa' : '', t.warp ? 'w' : '', t.unroll ? 'u' : ''].filter(Boolean);
+  const flags = [t.db ? 'db' : '', t.splitA ? 'sa' : '', t.warp ? 'w' : '', t.unroll ? 'u' : '', t.aRows ? 'ar' : ''].filter(Boolean);
   return `${t.BM}x${t.BN}x${t.BK} ${t.TM}x${t.TN}${flags.length ? ` ${flags.join('+')}` : ''}`;
 }
 
@@ -126,6 +131,8 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
   };
   const storeA = (src: string, l: number) => {
     const v = `(lid + ${l * NT}u)`;
+    // Row-major: vec4 v of the tile is (row v / (BK/4), k quad v % (BK/4)), which is its index As[m * BK/4 + kq].
+    if (t.aRows) return `As[${t.db ? 'aBuf + ' : ''}${v}] = ${src};`;
     const m = `(${v} / ${BK / 4}u)`, kq = `(${v} % ${BK / 4}u)`;
     return [0, 1, 2, 3].map((c) => `As[${t.db ? 'aBuf + ' : ''}(${kq} * 4u + ${c}u) * ${BM / 4}u + ${m} / 4u][${m} % 4u] = ${src}[${c}];`).join(' ');
   };
@@ -161,8 +168,23 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
     }
     return out;
   };
+  // aRows: per k quad, each of the thread's TM rows gives a vec4 of 4 k values; 4 k steps run on them.
+  const step4 = (kq: string, pre: string) => {
+    const out: string[] = [];
+    for (let i = 0; i < TM; i++) out.push(`${pre}let a${i} = As[${aBase}(${rowOf(i)}) * ${BK / 4}u + ${kq}];`);
+    for (let kk = 0; kk < 4; kk++) {
+      for (let j = 0; j < TN / 4; j++) out.push(`${pre}let b${kk}_${j} = Bs[${bBase}(${kq} * 4u + ${kk}u) * ${BN / 4}u + ${j * TX}u + tx];`);
+      for (let i = 0; i < TM; i++) {
+        for (let j = 0; j < TN / 4; j++) out.push(`${pre}acc[${i * (TN / 4) + j}] = fma(vec4f(a${i}[${kk}]), b${kk}_${j}, acc[${i * (TN / 4) + j}]);`);
+      }
+    }
+    return out;
+  };
   const inner: string[] = [];
-  if (t.unroll) {
+  if (t.aRows) {
+    if (t.unroll) for (let kq = 0; kq < BK / 4; kq++) inner.push('{', ...step4(`${kq}u`, '  '), '}');
+    else inner.push(`for (var kq = 0u; kq < ${BK / 4}u; kq++) {`, ...step4('kq', '  '), '}');
+  } else if (t.unroll) {
     for (let k = 0; k < BK; k++) inner.push('{', ...step(`${k}u`, '  '), '}');
   } else {
     inner.push(`for (var k = 0u; k < ${BK}u; k++) {`, ...step('k', '  '), '}');
