@@ -214,3 +214,9 @@ test('tiledMatmul variants (db, splitA, warp, unroll): ragged, batched with broa
   }
   assert.ok(ran >= 40, `ran ${ran} kernel checks`);
 });
+
+test('MatMul: a large product takes the row-major-A 128×128×16 default tile and matches the reference', { timeout: 300_000 }, async () => {
+  // 2048 × 4096 outputs = 512 workgroups of 128×128 (the threshold); ragged K; and one row short of the tile grid.
+  await check('MatMul [2048,20]x[20,4096]', 'MatMul', [{ t: rand([2048, 20]) }, { t: rand([20, 4096]) }]);
+  await check('MatMul [2047,36]x[36,4100]', 'MatMul', [{ t: rand([2047, 36]) }, { t: rand([36, 4100]) }]);
+});

@@ -20,6 +20,10 @@ const SKINNY_MAX_M = 16;
  * tiles win by filling more SMs.
  */
 export function defaultTile(M: number, N: number, batch: number, ctx: GpuPlanContext): MatmulTile {
+  // Large products (≥ 512 workgroups of 128×128): A row-major with unrolled k, 41.7 TFLOP/s at 4096³ on the H100
+  // against 38.9 for 64×64×8 (bench/results/gpu/h100-sweep-ar.txt).
+  const big: MatmulTile = { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, unroll: true, aRows: true };
+  if (Math.ceil(M / 128) * Math.ceil(N / 128) * batch >= 512 && tileValid(big, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage)) return big;
   const cands: MatmulTile[] = [
     { BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 },
     { BM: 16, BN: 64, BK: 16, TM: 4, TN: 4 },
@@ -79,7 +83,10 @@ function skinnyDefault(spec: MatmulSpec, ctx: GpuPlanContext): { quads: number; 
   return slices * spec.M * quads * 16 <= ctx.caps.maxWorkgroupStorage ? { quads, slices } : null;
 }
 
-const tileOf = (p: Params): MatmulTile => ({ BM: Number(p.BM), BN: Number(p.BN), BK: Number(p.BK), TM: Number(p.TM), TN: Number(p.TN) });
+const tileOf = (p: Params): MatmulTile => ({
+  BM: Number(p.BM), BN: Number(p.BN), BK: Number(p.BK), TM: Number(p.TM), TN: Number(p.TN),
+  ...(p.unroll === true ? { unroll: true } : {}), ...(p.aRows === true ? { aRows: true } : {}),
+});
 
 /** Tile axes of the search (the lead adds the codegen's newer MatmulTile fields here). */
 const TILE_AXES = { kind: ['tiled'], BM: [16, 32, 64, 128], BN: [16, 32, 64, 128], BK: [8, 16, 32], TM: [4, 8], TN: [4, 8] };
