@@ -147,8 +147,9 @@ if (only === 'tc') {
     for (const cfg of f16cfgs.filter((c) => c.M === 16 && c.N === 16 && c.K === 16)) {
       const shapes: [number, number, number, number][] = [[2, 2, 4, 4], [2, 2, 2, 4], [2, 2, 4, 2], [2, 2, 2, 2], [4, 2, 2, 4], [2, 4, 4, 2], [4, 4, 2, 2], [2, 4, 2, 2]];
       for (const [sm, sn, fm, fn] of shapes) {
-        for (const kSteps of [2, 4]) {
+        for (const kSteps of [2, 4, 8]) {
           for (const db of [false, true]) {
+            if (db && kSteps === 8) continue;
             const t: TensorCoreStagedTile = { fm, fn, sm, sn, kSteps, db, subgroupSize: 32 };
             if (!tensorCoreStagedValid(M, N, K, cfg, t, caps.maxInvocations, caps.maxWorkgroupStorage)) continue;
             kernels.push({ name: tensorCoreStagedName(cfg, t), code: () => tensorCoreStagedMatmul(M, N, K, cfg, t), groups: [N / (sn * fn * cfg.N), M / (sm * fm * cfg.M), 1] });
@@ -156,13 +157,15 @@ if (only === 'tc') {
         }
       }
       // The subgroup index from the subgroup_id builtin (6× slower than lid / 32 in a first H200 run), and no padding.
-      for (const extra of [{ sgBuiltin: true }, { pad: 0 }]) {
+      for (const extra of [{ sgBuiltin: true }, { pad: 0 }, { pad: 16 }, { pad: 16, kSteps: 4 }, { pad: 4 }]) {
         const t: TensorCoreStagedTile = { fm: 4, fn: 4, sm: 2, sn: 2, kSteps: 2, subgroupSize: 32, ...extra };
         if (tensorCoreStagedValid(M, N, K, cfg, t, caps.maxInvocations, caps.maxWorkgroupStorage)) {
           kernels.push({ name: tensorCoreStagedName(cfg, t), code: () => tensorCoreStagedMatmul(M, N, K, cfg, t), groups: [N / (4 * 2 * cfg.N), M / (4 * 2 * cfg.M), 1] });
         }
       }
     }
+    // `tc staged`: a second pass in reverse order, so a variant's figure is not an artifact of its place in the run.
+    if (process.argv[3] === 'staged') kernels.push(...[...kernels].reverse().map((k) => ({ ...k, name: `${k.name} (2nd)` })));
     for (const k of kernels) {
       const name = k.name;
       try {

@@ -29,7 +29,9 @@ if [ "$what" = ar ]; then
   $NODE .bundle/matmul-sweep.mjs ar > "$OUT/sweep-ar.txt" 2>&1
 fi
 if [ "$what" = tc ] || [ "$what" = tc+tune ]; then
+  python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul.txt" 2>&1
   $NODE .bundle/matmul-sweep.mjs tc ${2:-} > "$OUT/tc.txt" 2>&1
+  python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul_after.txt" 2>&1
 fi
 if [ "$what" = shapes ]; then
   $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
