@@ -213,7 +213,7 @@ test('tiledMatmul variants (db, splitA, warp, unroll): ragged, batched with broa
       }
     }
   }
-  assert.ok(ran >= 40, `ran ${ran} kernel checks`);
+  assert.ok(ran >= 30, `ran ${ran} kernel checks`); // 2 tiles × 3 flag sets × 5 shapes
 });
 
 test('MatMul: a large product takes the row-major-A 128×128×16 default tile and matches the reference', { timeout: 300_000 }, async () => {
