@@ -16,10 +16,9 @@ import { fuseLayerNorm } from './graph/fuse_norm.js';
 import { fuseConv } from './graph/fuse_conv.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
 import { Tensor, type Value } from './tensor.js';
-import { sharedCache, saveCache, type TuneCache } from './tune/cache.js';
+import { entryKey, sharedCache, saveCache, TuneCache } from './tune/cache.js';
 import { cacheHooks, Tuner, type SiteUse, type TuneProgress, type TuneReport, type TuneRunOptions, type TuneTarget } from './tune/tuner.js';
 import { gpuTarget, wasmTarget } from './tune/targets.js';
-import { entryKey } from './tune/cache.js';
 import type { SiteRecord } from './tune/site.js';
 
 export type BackendName = 'reference' | 'wasm' | 'webgpu';
@@ -149,11 +148,11 @@ export class InferenceSession {
     }
     if (opts.feeds) await this.run(opts.feeds);
     if (this.sites.size === 0) throw new InputError('nothing to tune yet: no run has planned a kernel', {}, 'run the session once first, or pass { feeds }');
-    const cache = this.tuneCache ?? new (await import('./tune/cache.js')).TuneCache();
+    const cache = this.tuneCache ?? new TuneCache();
     const report = await new Tuner(this.tuneTarget, cache).tune([...this.sites.values()], { ...opts, stop: () => this.released || !!opts.stop?.() });
     this.gpu?.invalidatePlans();
     this.wasm?.runner.invalidatePlans();
-    if (this.tuneCache && this.tuningMode !== 'off') await saveCache(this.tuneCache).catch(() => undefined);
+    if (this.tuneCache) await saveCache(this.tuneCache).catch(() => undefined);
     return report;
   }
 

@@ -1,6 +1,7 @@
 // Test helpers: onnxruntime-node as the oracle, relative error, seeded random tensors, fixture paths.
 import { writeModel } from '../src/bench/onnx_writer.js';
 import * as fs from 'node:fs';
+import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { PNG } from 'pngjs';
 import * as path from 'node:path';
@@ -99,4 +100,13 @@ export function smallCnnModel(): Uint8Array {
     initializers: { w1: w([16, 8, 3, 3], 1), b1: w([16], 2), w2: w([16, 1, 3, 3], 3), w3: w([24, 16, 1, 1], 4), b3: w([24], 5) },
     opset: 17,
   });
+}
+
+/** Runs `feeds` on onnxruntime-node and asserts each of its outputs is within `tol` of max|ref| in `got`. */
+export async function assertLikeOrt(model: string, feeds: Record<string, Tensor>, got: Record<string, Tensor>, tol: number, label: string): Promise<void> {
+  const want = await ortRun(model, feeds);
+  for (const k of Object.keys(want)) {
+    const e = relErr(got[k], want[k]);
+    assert.ok(e <= tol, `${label} output ${k}: relative error ${e}`);
+  }
 }

@@ -6,18 +6,13 @@ import { PNG } from 'pngjs';
 import { InferenceSession } from '../src/session.js';
 import { recInput } from '../src/apps/ocr.js';
 import { Tensor } from '../src/tensor.js';
-import { detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
+import { assertLikeOrt, detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
 
 async function compare(model: string, feeds: Record<string, Tensor>[], label: string): Promise<void> {
   const s = await InferenceSession.create(model, { backend: 'wasm', threads: 2 });
   try {
     for (const f of feeds) {
-      const got = await s.run(f);
-      const want = await ortRun(model, f);
-      for (const k of Object.keys(want)) {
-        const e = relErr(got[k], want[k]);
-        assert.ok(e <= 1e-4, `${label} output ${k}: relative error ${e}`);
-      }
+      await assertLikeOrt(model, f, await s.run(f), 1e-4, label);
     }
     const st = s.stats!;
     console.log(`${label}: ${st.wasmNodes} node runs on Wasm kernels, ${st.fallbackNodes} on the reference fallback (${[...st.fallbackOps].map(([k, v]) => `${k}×${v}`).join(' ')})`);

@@ -9,19 +9,14 @@ import { recInput } from '../src/apps/ocr.js';
 import { DeviceLostError } from '../src/errors.js';
 import { Tensor } from '../src/tensor.js';
 import { acquireGpu } from '../src/backends/webgpu/device.js';
-import { detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
+import { assertLikeOrt, detInput, fixture, OCR_CLS, OCR_DET, OCR_REC, ortRun, randomFloat, randomInt64, relErr, SILERO } from './helpers.js';
 
 /** Runs each feed on webgpu and onnxruntime-node; returns the session's stats line. */
 async function compare(model: string, feeds: Record<string, Tensor>[], label: string, expectNoFallback = true): Promise<void> {
   const s = await InferenceSession.create(model, { backend: 'webgpu' });
   try {
     for (const f of feeds) {
-      const got = await s.run(f);
-      const want = await ortRun(model, f);
-      for (const k of Object.keys(want)) {
-        const e = relErr(got[k], want[k]);
-        assert.ok(e <= 1e-3, `${label} output ${k}: relative error ${e}`);
-      }
+      await assertLikeOrt(model, f, await s.run(f), 1e-3, label);
     }
     const st = s.gpuStats!;
     console.log(`${label}: ${st.gpuNodes} GPU node runs, ${st.cpuNodes} CPU shape nodes, ${st.fallbackNodes} fallback (${[...st.fallbackOps].map(([k, v]) => `${k}×${v}`).join(' ')}), ${st.midRunReads} mid-run reads`);

@@ -55,6 +55,25 @@ export function poolWindow(node: Node, inS: number[], kS: number[]): Window | nu
   return { strides: w.strides, dils: w.dils, pads: shaped.pads, outS: shaped.outS };
 }
 
+/**
+ * The MaxPool / AveragePool nodes both fast backends run: f32, NCHW of rank 3 or 4, no MaxPool Indices output, a
+ * valid kernel_shape and window. Null otherwise (the node falls back).
+ */
+export function poolNodeGeometry(node: Node, x: { dtype: string; dims: number[] } | undefined, kind: 'max' | 'avg'):
+  (Window & { sp: number; inS: number[]; kS: number[]; outDims: number[] }) | null {
+  if (!x || x.dtype !== 'float32') return null;
+  if (kind === 'max' && node.outputs.length > 1 && node.outputs[1] !== '') return null;
+  const r = x.dims.length;
+  if (r !== 3 && r !== 4) return null;
+  const sp = r - 2;
+  const inS = x.dims.slice(2);
+  const kS = attrInts(node, 'kernel_shape');
+  if (!kS || kS.length !== sp || kS.some((k) => k < 1)) return null;
+  const w = poolWindow(node, inS, kS);
+  if (!w) return null;
+  return { ...w, sp, inS, kS, outDims: [x.dims[0], x.dims[1], ...w.outS] };
+}
+
 export function contiguous(dims: readonly number[]): number[] {
   const s = new Array<number>(dims.length);
   let acc = 1;
@@ -105,6 +124,24 @@ export function reduceAxes(node: Node, inputs: ({ constant?: Tensor; value?: Ten
   if (!c) return 'dynamic';
   if (c.size === 0) return null;
   return Array.from(c.data as ArrayLike<number | bigint>, Number);
+}
+
+/**
+ * A reduction's shape: which dims are reduced (all when `axes` is null), the output dims (kept as 1 with keepdims)
+ * and the elements reduced per output. Null for an axis out of range or listed twice (the reference reports it).
+ */
+export function reduceShape(dims: readonly number[], axes: number[] | null, keep: boolean): { reduced: boolean[]; outDims: number[]; count: number } | null {
+  const rank = dims.length;
+  const reduced = new Array<boolean>(rank).fill(axes === null);
+  for (const a of axes ?? []) {
+    const n = a < 0 ? a + rank : a;
+    if (n < 0 || n >= rank || reduced[n]) return null;
+    reduced[n] = true;
+  }
+  const outDims: number[] = [];
+  let count = 1;
+  dims.forEach((d, i) => { if (reduced[i]) { count *= d; if (keep) outDims.push(1); } else outDims.push(d); });
+  return { reduced, outDims, count };
 }
 
 /** How a norm's scale or bias applies to a row's elements: one value, per element of the row, or per row modulo C. */

@@ -273,7 +273,7 @@ export class Tuner {
   }
 }
 
-/** The cached winner for a site on this device, else the site's default; records every site it is asked about. */
+/** The cached winner for a site on this device, else the site's default. */
 export function cacheHooks(cache: TuneCache | null, device: string): TuneHooks {
   return { pick: (s) => cache?.get(device, s.family, s.sig)?.params ?? s.default };
 }

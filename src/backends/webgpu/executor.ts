@@ -25,6 +25,9 @@ const MAP_READ = 1;
 interface GBuf { buffer: GPUBuffer; bytes: number; refs: number; constant: boolean; pool: 'main' | 'upload' | 'none' }
 interface Slot { buf?: GBuf; dtype: DType; dims: number[]; js?: Value }
 
+/** A value on the host (a feed, a CPU node's result) as a slot. */
+const hostSlot = (v: Value): Slot => ({ dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+
 /** Nodes whose inputs are all on the CPU and this small run there (shape arithmetic, masks, position ids). */
 const CPU_MAX_ELEMS = 16384;
 const VALUE_MAX_ELEMS = 16;
@@ -199,7 +202,7 @@ export class GpuGraphRunner {
     try {
       for (const feeds of feedSets) {
         const slots = new Map<string, Slot>();
-        for (const [k, v] of feeds) slots.set(k, { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+        for (const [k, v] of feeds) slots.set(k, hostSlot(v));
         const outs = await this.runSlots(slots);
         held.push(...outs);
         if (this.cmds.some((c) => 'copy' in c)) throw new UnsupportedError('timing a graph with copies between passes is not supported');
@@ -339,7 +342,7 @@ export class GpuGraphRunner {
     try {
       const slots = new Map<string, Slot>();
       for (const [k, v] of feeds) {
-        slots.set(k, v instanceof GpuTensor ? this.feedSlot(k, v) : { dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v });
+        slots.set(k, v instanceof GpuTensor ? this.feedSlot(k, v) : hostSlot(v));
       }
       const t0 = performance.now();
       outs = await this.runSlots(slots);
@@ -448,7 +451,7 @@ export class GpuGraphRunner {
   private async runMemo(i: number, node: Node, ins: (Slot | undefined)[], lookup: (n: string) => Slot | undefined): Promise<Slot[]> {
     const m = this.memo[i];
     if (m && m.ins.length === ins.length && m.ins.every((t, k) => sameSmall(t, ins[k]?.js))) {
-      return m.outs.map((v) => ({ dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v }));
+      return m.outs.map(hostSlot);
     }
     const outs = await this.runReference(node, ins, lookup);
     const memoable = subgraphsOf(node).length === 0 && !NOT_PURE.has(node.opType) && ins.every((s) => !s || (s.js instanceof Tensor && s.js.size <= MEMO_MAX_ELEMS));
@@ -468,7 +471,7 @@ export class GpuGraphRunner {
       }
     }
     const outs = runNode(node, inputs, this.env, (name) => outer.get(name));
-    return outs.map((v) => ({ dtype: v instanceof Tensor ? v.type : 'float32', dims: v instanceof Tensor ? [...v.dims] : [], js: v }));
+    return outs.map(hostSlot);
   }
 
   /** Metadata-only ops on a GPU value: a new Slot on the same buffer. */

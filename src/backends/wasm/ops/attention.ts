@@ -3,7 +3,7 @@ import { type AttentionParams, attentionScratchPerTask, attentionTasks, genAtten
 import { type OpPlan, type PlanContext, registerWasmOp, taskCount } from '../kernel.js';
 import { attrOf, contiguous } from '../../op_attrs.js';
 import { attentionOperands } from '../../attention_operands.js';
-import { enumerate, type Params, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
+import { FAULTS, enumerate, type Params, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
 import { faultOf, raggedByValue } from '../tune.js';
 
 const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
@@ -47,7 +47,7 @@ function attentionSite(p: Omit<AttentionParams, 'rows' | 'unitsPerTask' | 'relax
     },
     ragged,
     // The 'barrier' fault reuses one head's Kᵀ for the next: it needs two heads.
-    faults: () => (['edge', 'barrier', 'epilogue', 'f16acc'] as const).filter((f) => f !== 'barrier' || prod(p.batch) >= 2),
+    faults: () => FAULTS.filter((f) => f !== 'barrier' || prod(p.batch) >= 2),
   };
 }
 

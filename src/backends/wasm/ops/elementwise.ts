@@ -5,7 +5,7 @@ import { sizeOf, type DType } from '../../../tensor.js';
 import { EwUnsupported, ewLayout, genElementwise, keyOf } from '../kernels/elementwise.js';
 import { EW_OPS, EwProgram, type EwVal, fusedProgram, nodeProgram } from '../../../codegen/ew.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp } from '../kernel.js';
-import { enumerate, type Params, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
+import { FAULTS, enumerate, type Params, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
 import { faultOf, raggedByValue } from '../tune.js';
 
 const EW_DEFAULT: Params = { split: 4, chunk: 8192, unroll: 1 };
@@ -40,7 +40,7 @@ export function planProgram(P: EwProgram, outs: EwVal[], ctx: PlanContext, ragge
     ragged,
     // The one-task 'barrier' fault reuses a row's inputs for the next rows: it needs two rows. The short tail of
     // 'edge' is on the vector path.
-    faults: () => (['edge', 'barrier', 'epilogue', 'f16acc'] as const).filter((f) => (f !== 'barrier' || total / L >= 2) && (f !== 'edge' || !scalar)),
+    faults: () => FAULTS.filter((f) => (f !== 'barrier' || total / L >= 2) && (f !== 'edge' || !scalar)),
   });
   const n = (k: string) => (typeof c[k] === 'number' ? (c[k] as number) : (EW_DEFAULT[k] as number));
   const fault = faultOf(c);

@@ -3,24 +3,15 @@ import type { Node } from '../../../graph/ir.js';
 import { genGlobalPool, genPool } from '../kernels/conv.js';
 import { type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { geom2 } from './conv.js';
-import { attrInt, attrInts, poolWindow } from '../../op_attrs.js';
+import { attrInt, poolNodeGeometry } from '../../op_attrs.js';
 
 const prod = (v: readonly number[]) => v.reduce((a, b) => a * b, 1);
 
 function planPool(node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext, kind: 'max' | 'avg'): OpPlan | null {
   const x = inputs[0];
-  if (!x || x.dtype !== 'float32') return null;
-  if (kind === 'max' && node.outputs.length > 1 && node.outputs[1] !== '') return null;
-  const r = x.dims.length;
-  if (r !== 3 && r !== 4) return null;
-  const sp = r - 2;
-  const inS = x.dims.slice(2);
-  const kS = attrInts(node, 'kernel_shape');
-  if (!kS || kS.length !== sp || kS.some((k) => k < 1)) return null;
-  const w = poolWindow(node, inS, kS);
-  if (!w) return null;
-  const { strides, dils, pads, outS } = w;
-  const outDims = [x.dims[0], x.dims[1], ...outS];
+  const geo = poolNodeGeometry(node, x, kind);
+  if (!x || !geo) return null;
+  const { sp, inS, kS, strides, dils, pads, outS, outDims } = geo;
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   if (prod(outDims) === 0) return { outputs, launches: () => [] };
   if (prod(x.dims) === 0) return null;

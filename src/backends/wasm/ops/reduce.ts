@@ -9,7 +9,7 @@ import { V, Vec, vexp, vlog } from '../kernels/math.js';
 import { type KernelSource, type OpPlan, type PlanContext, type ValueDesc, registerWasmOp, taskCount } from '../kernel.js';
 import { EwProgram } from '../../../codegen/ew.js';
 import { planProgram } from './elementwise.js';
-import { type ParamMode, reduceAxes, rowParam, wantedOutputs } from '../../op_attrs.js';
+import { type ParamMode, reduceAxes, reduceShape, rowParam, wantedOutputs } from '../../op_attrs.js';
 import { type Fault, type Params, enumerate, spaceSize, type TuneSite, withDefault } from '../../../tune/site.js';
 import { emitF16Round, faultOf, raggedByValue } from '../tune.js';
 
@@ -194,21 +194,14 @@ function planReduce(kind: RKind | 'mean', inputFrom: number) {
     const noop = opset >= inputFrom && attrI(node, 'noop_with_empty_axes', 0) !== 0;
     const axes = reduceAxes(node, inputs, opset, inputFrom);
     if (axes === 'dynamic') return null;
-    const rank = x.dims.length;
     if (axes === null && noop) {
       const P = new EwProgram();
       const v = P.external(0, x);
       return v ? planProgram(P, [{ id: P.emit('cast', [v.id], 'float32'), dims: x.dims }], ctx, (d) => raggedByValue(d, (i) => i > 0)) : null;
     }
-    const red = new Array<boolean>(rank).fill(axes === null);
-    for (const a of axes ?? []) {
-      const n = a < 0 ? a + rank : a;
-      if (n < 0 || n >= rank || red[n]) return null; // the reference reports the error
-      red[n] = true;
-    }
-    const outDims: number[] = [];
-    let count = 1;
-    x.dims.forEach((d, i) => { if (red[i]) { count *= d; if (keep) outDims.push(1); } else outDims.push(d); });
+    const shape = reduceShape(x.dims, axes, keep);
+    if (!shape) return null; // the reference reports the error
+    const { reduced: red, outDims, count } = shape;
     const outN = sizeOf(outDims);
     const outputs = [{ dtype: 'float32' as const, dims: outDims }];
     if (outN === 0) return { outputs, launches: () => [] };

@@ -3,7 +3,7 @@
 import type { Node } from '../../../graph/ir.js';
 import { sizeOf } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, registerGpuOp, storageDecls, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
-import { attrInt, attrInts, poolWindow } from '../../op_attrs.js';
+import { attrInt, poolNodeGeometry } from '../../op_attrs.js';
 
 const u = (n: number) => `${n}u`;
 const i = (n: number) => `${n}i`;
@@ -70,18 +70,10 @@ fn main(${GRID_PARAMS}) {
 
 function planPool(node: Node, inputs: (GpuValueDesc | undefined)[], ctx: GpuPlanContext, kind: 'max' | 'avg'): GpuOpPlan | null {
   const x = inputs[0];
-  if (!x || x.dtype !== 'float32') return null;
-  if (kind === 'max' && node.outputs.length > 1 && node.outputs[1] !== '') return null;
-  const r = x.dims.length;
-  if (r !== 3 && r !== 4) return null;
-  const sp = r - 2;
-  const inS = x.dims.slice(2);
-  const kS = attrInts(node, 'kernel_shape');
-  if (!kS || kS.length !== sp || kS.some((k) => k < 1)) return null;
-  const w = poolWindow(node, inS, kS);
-  if (!w) return null;
-  const { strides, dils, pads, outS } = w;
-  const outputs = [{ dtype: 'float32' as const, dims: [x.dims[0], x.dims[1], ...outS] }];
+  const geo = poolNodeGeometry(node, x, kind);
+  if (!x || !geo) return null;
+  const { sp, inS, kS, strides, dils, pads, outS } = geo;
+  const outputs = [{ dtype: 'float32' as const, dims: geo.outDims }];
   const total = sizeOf(outputs[0].dims);
   if (total === 0) return { outputs, dispatches: [] };
   if (sizeOf(x.dims) === 0) return null;

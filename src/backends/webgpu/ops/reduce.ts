@@ -5,7 +5,7 @@ import type { Node } from '../../../graph/ir.js';
 import { sizeOf, type DType } from '../../../tensor.js';
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit, grid, i32Lit, registerGpuOp, storageDecls, type Dispatch, type GpuOpPlan, type GpuPlanContext,
   type GpuValueDesc } from '../kernel.js';
-import { type ParamMode, reduceAxes, rowParam, wantedOutputs } from '../../op_attrs.js';
+import { type ParamMode, reduceAxes, reduceShape, rowParam, wantedOutputs } from '../../op_attrs.js';
 import { enumerate, raggedSize, spaceSize, withDefault, type Fault, type Params, type TuneSite } from '../../../tune/site.js';
 import { dropBarrier, faultOf, replaceAll, replaceFirst, withF16Helpers, withoutFault } from '../faults.js';
 import { nodeSig, raggedBroadcast, raggedKeep4 } from '../sites.js';
@@ -502,15 +502,9 @@ function planReduce(kind: Kind, inputFrom: number) {
     if (axes === null && noop) return { outputs: [{ dtype: x.dtype, dims: [...x.dims] }], alias: [0], dispatches: [] };
     const rank = x.dims.length;
     if (rank === 0 && axes !== null) return null;
-    const reduced = new Array<boolean>(rank).fill(axes === null);
-    for (const a of axes ?? []) {
-      const n = a < 0 ? a + rank : a;
-      if (n < 0 || n >= rank || reduced[n]) return null; // the reference reports the error
-      reduced[n] = true;
-    }
-    const outDims: number[] = [];
-    let count = 1;
-    x.dims.forEach((d, i) => { if (reduced[i]) { count *= d; if (keep) outDims.push(1); } else outDims.push(d); });
+    const shape = reduceShape(x.dims, axes, keep);
+    if (!shape) return null; // the reference reports the error
+    const { reduced, outDims, count } = shape;
     const outputs = [{ dtype: x.dtype, dims: outDims }];
     if (sizeOf(outDims) === 0) return { outputs, dispatches: [] };
     if (count === 0) return null;
