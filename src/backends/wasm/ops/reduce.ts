@@ -403,8 +403,6 @@ function normKernel(R: number, L: number, eps: number, rms: boolean, sm: ParamMo
   return { kernel, tasks };
 }
 
-
-
 function planRowNorm(rms: boolean) {
   return (node: Node, inputs: (ValueDesc | undefined)[], ctx: PlanContext): OpPlan | null => {
     const x = inputs[0], scale = inputs[1], bias = rms ? undefined : inputs[2];
