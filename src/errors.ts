@@ -35,6 +35,13 @@ export class GraphError extends WebjitError {}
 export class InputError extends WebjitError {}
 /** A kernel failed while running a node (bad data such as out-of-range indices). */
 export class ExecutionError extends WebjitError {}
+/** A run passed the time limit the session was given (runTimeoutMs). */
+export class TimeoutError extends WebjitError {
+  constructor(readonly limitMs: number, where: ErrorWhere, inner?: ErrorWhere) {
+    super(`the run passed its time limit of ${limitMs} ms${inner ? ` inside its subgraph, at node '${inner.node}' (${inner.op})` : ''}`, where,
+      'raise runTimeoutMs, or check the model: a Loop with an absurd trip count or a huge tensor can cause this');
+  }
+}
 /** The model or a tensor exceeds a memory limit. */
 export class ResourceLimitError extends WebjitError {}
 

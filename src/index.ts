@@ -5,7 +5,7 @@ export type { TuneReport, TuneRow, TuneProgress, TuneRunOptions } from './tune/t
 export { GpuTensor } from './backends/webgpu/gpu_tensor.js';
 export { Tensor, TensorSequence, OptionalValue, type DType, type TensorData, type Value } from './tensor.js';
 export {
-  WebjitError, ModelFormatError, UnsupportedError, GraphError, InputError, ExecutionError, ResourceLimitError, DeviceLostError,
+  WebjitError, ModelFormatError, UnsupportedError, GraphError, InputError, ExecutionError, ResourceLimitError, DeviceLostError, TimeoutError,
 } from './errors.js';
 export { TextRecognizer, recInput, ctcDecode, parseDict, type RgbaImage, type Recognition } from './apps/ocr.js';
 export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.js';

@@ -1,6 +1,6 @@
 // InferenceSession: the public API, shaped like onnxruntime-web's (create, inputNames, run, release).
-import { InputError, UnsupportedError } from './errors.js';
-import { GraphExecutor } from './backends/reference/executor.js';
+import { DeviceLostError, ExecutionError, InputError, UnsupportedError } from './errors.js';
+import { GraphExecutor, type ExecEnv } from './backends/reference/executor.js';
 import { WasmGraphRunner } from './backends/wasm/executor.js';
 import { WasmRuntime } from './backends/wasm/runtime.js';
 import { GpuGraphRunner, type GpuRunStats } from './backends/webgpu/executor.js';
@@ -15,7 +15,7 @@ import { fuseMatMul } from './graph/fuse_matmul.js';
 import { fuseLayerNorm } from './graph/fuse_norm.js';
 import { fuseConv } from './graph/fuse_conv.js';
 import { loadModel, type LoadOptions, type ModelSource } from './onnx/load.js';
-import { Tensor, type Value } from './tensor.js';
+import { DTYPES, sizeOf, Tensor, type TypedArray, type Value } from './tensor.js';
 import { entryKey, sharedCache, saveCache, TuneCache } from './tune/cache.js';
 import { cacheHooks, Tuner, type SiteUse, type TuneProgress, type TuneReport, type TuneRunOptions, type TuneTarget } from './tune/tuner.js';
 import { gpuTarget, wasmTarget } from './tune/targets.js';
@@ -47,6 +47,28 @@ export interface SessionOptions extends LoadOptions {
   tuneBudgetMs?: number;
   /** Progress of background tuning. */
   onTuneProgress?: (p: TuneProgress) => void;
+  /**
+   * Each run must end within this many milliseconds, or it rejects with TimeoutError naming the node it reached
+   * (checked before every node and every Loop iteration; default: no limit).
+   */
+  runTimeoutMs?: number;
+  /**
+   * NaN and ±Inf: 'allow' (default) passes them through; 'reject-inputs' rejects a run whose float inputs hold one
+   * (InputError naming the input and the element); 'reject' also rejects a run whose float outputs hold one
+   * (ExecutionError naming the output), so a non-finite result is never returned quietly.
+   */
+  nonFinite?: 'allow' | 'reject-inputs' | 'reject';
+  /**
+   * Fast backends: the most bytes the model's weights may take on the device; a larger model gets a
+   * ResourceLimitError at creation with both numbers. Wasm is bounded by its 4 GiB address space in any case.
+   */
+  memoryLimitBytes?: number;
+  /**
+   * WebGPU backend: what a lost device does to runs. 'throw' (default): this and every later run rejects with
+   * DeviceLostError (create the session again). 'wasm': the run that met the loss and all later ones run on the
+   * Wasm backend instead (session.backend then says 'wasm'); runs fed GpuTensors still reject.
+   */
+  onDeviceLost?: 'throw' | 'wasm';
 }
 
 /** Inputs by name: CPU Tensors, or (WebGPU backend) GpuTensors from an earlier runGpu() or an app's own buffers. */
@@ -56,7 +78,14 @@ export type Outputs = Record<string, Tensor>;
 export class InferenceSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  readonly backend: BackendName;
+  private currentBackend: BackendName;
+  /** The backend running this session's kernels ('wasm' after a WebGPU session fell back on a lost device). */
+  get backend(): BackendName { return this.currentBackend; }
+  /** Set when a lost GPU device moved this session to Wasm (onDeviceLost: 'wasm'): the loss's message. */
+  deviceLoss: string | null = null;
+  private onDeviceLost: 'throw' | 'wasm' = 'throw';
+  private wasmOpts: { threads?: number; fallback?: boolean; memoryLimitBytes?: number } = {};
+  private switching: Promise<void> | null = null;
   private executor: GraphExecutor | null;
   private wasm: { runner: WasmGraphRunner; rt: WasmRuntime } | null = null;
   private gpu: GpuGraphRunner | null = null;
@@ -69,17 +98,29 @@ export class InferenceSession {
   /** Background tuning, once started (resolves to its report). */
   tuning: Promise<TuneReport> | null = null;
 
+  /** The executors' environment, shared by every runner of this session; carries each run's deadline. */
+  private readonly env: ExecEnv;
+  private runTimeoutMs = 0;
+  private nonFinite: NonNullable<SessionOptions['nonFinite']> = 'allow';
+
   private constructor(readonly model: Model, backend: BackendName, private readonly inputs: ValueInfo[]) {
-    this.backend = backend;
+    this.currentBackend = backend;
     this.inputNames = inputs.map((i) => i.name);
     this.outputNames = model.graph.outputs.map((o) => o.name);
-    this.executor = new GraphExecutor(model.graph, { opsets: model.opsets, functions: model.functions });
+    this.env = { opsets: model.opsets, functions: model.functions };
+    this.executor = new GraphExecutor(model.graph, this.env);
   }
 
   static async create(src: ModelSource, opts: SessionOptions = {}): Promise<InferenceSession> {
     const backend = opts.backend ?? 'reference';
     if (backend !== 'reference' && backend !== 'wasm' && backend !== 'webgpu') {
       throw new UnsupportedError(`unknown backend '${String(backend)}'`, {}, "use 'webgpu', 'wasm' or 'reference'");
+    }
+    if (opts.runTimeoutMs !== undefined && !(opts.runTimeoutMs > 0)) {
+      throw new InputError(`runTimeoutMs must be a positive number of milliseconds, got ${opts.runTimeoutMs}`);
+    }
+    if (opts.nonFinite !== undefined && !['allow', 'reject-inputs', 'reject'].includes(opts.nonFinite)) {
+      throw new InputError(`nonFinite must be 'allow', 'reject-inputs' or 'reject', got '${String(opts.nonFinite)}'`);
     }
     // Worker threads boot, or the GPU device opens, while the model loads.
     const rtP = backend === 'wasm' ? WasmRuntime.acquire({ threads: opts.threads }) : null;
@@ -109,19 +150,28 @@ export class InferenceSession {
     const s = new InferenceSession(model, backend, inputs);
     s.tuningMode = opts.tuning ?? 'cache';
     s.tuneOpts = { tuneBudgetMs: opts.tuneBudgetMs, onTuneProgress: opts.onTuneProgress };
-    const env = { opsets: model.opsets, functions: model.functions };
+    const env = s.env;
+    s.runTimeoutMs = opts.runTimeoutMs ?? 0;
+    s.nonFinite = opts.nonFinite ?? 'allow';
     if (rtP) {
       const rt = await rtP;
       s.tuneTarget = await wasmTarget(rt);
       s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback, ...s.tuneHooks() }) };
+      try {
+        s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback, memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() }) };
+      } catch (e) {
+        rt.releaseShared();
+        throw e;
+      }
     }
     if (gpuP) {
       const gpu = await gpuP;
       const f16 = opts.precision === 'f16' && gpu.caps.f16;
       s.tuneTarget = gpuTarget(gpu, f16);
       s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      s.gpu = new GpuGraphRunner(model.graph, env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', ...s.tuneHooks() });
+      s.gpu = new GpuGraphRunner(model.graph, env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() });
+      s.onDeviceLost = opts.onDeviceLost ?? 'throw';
+      s.wasmOpts = { threads: opts.threads, fallback: opts.fallback, memoryLimitBytes: opts.memoryLimitBytes };
     }
     return s;
   }
@@ -186,8 +236,16 @@ export class InferenceSession {
   async run(feeds: Feeds, fetches?: readonly string[]): Promise<Outputs> {
     if (!this.wasm && !this.gpu) return this.runSync(feeds, fetches);
     const feedMap = this.checkFeeds(feeds);
+    this.armDeadline();
     // checkFeeds lets GpuTensors through to the WebGPU backend only.
-    const values = await (this.gpu ? this.gpu.run(feedMap) : this.wasm!.runner.run(feedMap as Map<string, Value>));
+    let values: Value[];
+    try {
+      values = await (this.gpu ? this.gpu.run(feedMap) : this.wasm!.runner.run(feedMap as Map<string, Value>));
+    } catch (e) {
+      if (!(e instanceof DeviceLostError) || this.onDeviceLost !== 'wasm' || [...feedMap.values()].some((v) => v instanceof GpuTensor)) throw e;
+      await this.fallBackToWasm(e);
+      values = await this.wasm!.runner.run(feedMap as Map<string, Value>);
+    }
     if (this.tuningMode === 'background' && !this.tuning) {
       this.tuning = this.tune({ budgetMs: this.tuneOpts.tuneBudgetMs ?? 10_000, onProgress: this.tuneOpts.onTuneProgress, stop: () => this.released });
       this.tuning.catch(() => undefined);
@@ -201,7 +259,9 @@ export class InferenceSession {
    */
   async runGpu(feeds: Feeds, fetches?: readonly string[]): Promise<Record<string, GpuTensor>> {
     if (!this.gpu) throw new UnsupportedError(`runGpu needs the webgpu backend; this session runs on '${this.backend}'`, {}, "create the session with { backend: 'webgpu' }, or use run()");
-    const outs = await this.gpu.runGpu(this.checkFeeds(feeds));
+    const fm = this.checkFeeds(feeds);
+    this.armDeadline();
+    const outs = await this.gpu.runGpu(fm);
     const want = fetches ? new Set(fetches) : null;
     const result: Record<string, GpuTensor> = {};
     this.outputNames.forEach((name, i) => {
@@ -215,7 +275,32 @@ export class InferenceSession {
   runSync(feeds: Feeds, fetches?: readonly string[]): Outputs {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
     if (this.wasm || this.gpu) throw new UnsupportedError('runSync is only available on the reference backend', {}, 'use await session.run()');
-    return this.collect(this.executor.run(this.checkFeeds(feeds) as Map<string, Value>), fetches);
+    const fm = this.checkFeeds(feeds) as Map<string, Value>;
+    this.armDeadline();
+    return this.collect(this.executor.run(fm), fetches);
+  }
+
+  /** onDeviceLost 'wasm': moves the session to a Wasm runner (once, however many runs met the loss). */
+  private fallBackToWasm(cause: DeviceLostError): Promise<void> {
+    this.switching ??= (async () => {
+      const rt = await WasmRuntime.acquire({ threads: this.wasmOpts.threads });
+      try {
+        this.tuneTarget = await wasmTarget(rt);
+        this.wasm = { rt, runner: new WasmGraphRunner(this.model.graph, this.env, rt, { ...this.wasmOpts, ...this.tuneHooks() }) };
+      } catch (e) {
+        rt.releaseShared();
+        throw e;
+      }
+      try { this.gpu?.dispose(); } catch { /* the device is gone; its buffers with it */ }
+      this.gpu = null;
+      this.currentBackend = 'wasm';
+      this.deviceLoss = cause.message;
+    })();
+    return this.switching;
+  }
+
+  private armDeadline(): void {
+    this.env.deadline = this.runTimeoutMs ? { at: performance.now() + this.runTimeoutMs, ms: this.runTimeoutMs } : undefined;
   }
 
   private collect(values: Value[], fetches?: readonly string[]): Outputs {
@@ -225,6 +310,13 @@ export class InferenceSession {
       if (want && !want.has(name)) return;
       const v = values[i];
       if (!(v instanceof Tensor)) throw new UnsupportedError(`output '${name}' is a ${v.constructor.name}; only tensor outputs are returned by run()`);
+      if (this.nonFinite === 'reject') {
+        const bad = firstNonFinite(v);
+        if (bad >= 0) {
+          throw new ExecutionError(`output '${name}' holds ${describeAt(v, bad)}`, { input: name },
+            "nonFinite: 'reject' is set; check the inputs' range, or compare with backend 'reference' to tell a model overflow from a kernel fault");
+        }
+      }
       out[name] = v;
     });
     return out;
@@ -233,6 +325,7 @@ export class InferenceSession {
   /** Runs with any value kind (sequences, optionals) in graph order: used by the conformance runner. */
   async runValues(feeds: Map<string, Value>): Promise<Value[]> {
     if (!this.executor) throw new InputError('the session was released', {}, 'create a new session');
+    this.armDeadline();
     if (this.gpu) return this.gpu.run(feeds);
     return this.wasm ? this.wasm.runner.run(feeds) : this.executor.run(feeds);
   }
@@ -245,13 +338,15 @@ export class InferenceSession {
         throw new InputError(`unknown input '${name}'`, { input: name }, `the model's inputs are: ${this.inputNames.join(', ')}`);
       }
     }
+    const symbols = new Map<string, { input: string; value: number }>();
     for (const vi of this.inputs) {
       const t = feeds[vi.name];
       if (t === undefined) throw new InputError('input is missing', { input: vi.name }, `feed all of: ${this.inputNames.join(', ')}`);
       if (t instanceof GpuTensor) {
         if (!this.gpu) throw new InputError(`a GpuTensor was fed to a session on the '${this.backend}' backend`, { input: vi.name }, 'feed await gpuTensor.download() instead');
-      } else if (!(t instanceof Tensor)) throw new InputError(`expected a webjit Tensor, got ${typeof t}`, { input: vi.name });
-      checkAgainst(vi, t);
+      } else if (!(t instanceof Tensor)) throw new InputError(`expected a webjit Tensor, got ${t === null ? 'null' : typeof t}`, { input: vi.name });
+      else checkData(vi.name, t, this.nonFinite !== 'allow');
+      checkAgainst(vi, t, symbols);
       map.set(vi.name, t);
     }
     for (const [name, t] of Object.entries(feeds)) if (!map.has(name)) map.set(name, t);
@@ -277,7 +372,56 @@ export class InferenceSession {
   }
 }
 
-function checkAgainst(vi: ValueInfo, t: Tensor | GpuTensor): void {
+/** The data of a fed tensor: the dtype's array type, as many elements as its dims (a detached buffer has none), and finite floats when asked. */
+function checkData(name: string, t: Tensor, finite: boolean): void {
+  const d = t.data as unknown;
+  if (t.type === 'string') {
+    if (!Array.isArray(d)) throw new InputError(`a string tensor's data must be an array of strings, got ${tag(d)}`, { input: name });
+  } else {
+    const want = tag(DTYPES[t.type].make(0));
+    if (tag(d) !== want) {
+      throw new InputError(`a ${t.type} tensor's data must be a ${want}, got ${tag(d)}`, { input: name },
+        t.type === 'float16' ? 'float16 data is a Uint16Array of bit patterns' : t.type === 'int64' ? 'int64 data is a BigInt64Array' : undefined);
+    }
+  }
+  const n = (t.type === 'complex64' || t.type === 'complex128' ? 2 : 1) * sizeOf(t.dims);
+  const len = (d as { length: number }).length;
+  if (len !== n) {
+    const detached = len === 0 && (d as TypedArray).buffer?.byteLength === 0;
+    throw new InputError(`dims [${t.dims.join(',')}] need ${n} elements, the data now holds ${len}`, { input: name },
+      detached ? "the tensor's buffer was detached (transferred to a worker or to the GPU): make a new Tensor" : 'the data was resized after the Tensor was made: make a new Tensor');
+  }
+  if (finite) {
+    const bad = firstNonFinite(t);
+    if (bad >= 0) {
+      throw new InputError(`holds ${describeAt(t, bad)}`, { input: name }, "nonFinite is set to reject it: clean the input, or create the session with nonFinite: 'allow'");
+    }
+  }
+}
+
+const tag = (x: unknown): string => Object.prototype.toString.call(x).slice(8, -1);
+
+/** Index of the first NaN or ±Inf element of a float tensor, or -1. */
+function firstNonFinite(t: Tensor): number {
+  const d = t.data;
+  if (t.type === 'float32' || t.type === 'float64') {
+    const a = d as Float32Array;
+    for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  } else if (t.type === 'float16' || t.type === 'bfloat16') {
+    const a = d as Uint16Array, mask = t.type === 'float16' ? 0x7c00 : 0x7f80;
+    for (let i = 0; i < a.length; i++) if ((a[i] & mask) === mask) return i;
+  }
+  return -1;
+}
+
+function describeAt(t: Tensor, i: number): string {
+  const what = t.type === 'float32' || t.type === 'float64' ? String((t.data as Float32Array)[i]) : 'NaN or ±Inf';
+  const idx: number[] = [];
+  for (let k = t.dims.length - 1, r = i; k >= 0; k--) { idx.unshift(r % t.dims[k]); r = Math.floor(r / t.dims[k]); }
+  return `${what} at [${idx.join(',')}] (element ${i})`;
+}
+
+function checkAgainst(vi: ValueInfo, t: Tensor | GpuTensor, symbols: Map<string, { input: string; value: number }>): void {
   const ty = vi.type;
   if (!ty || ty.kind !== 'tensor') return;
   if (ty.dtype && ty.dtype !== t.type) {
@@ -290,6 +434,15 @@ function checkAgainst(vi: ValueInfo, t: Tensor | GpuTensor): void {
     ty.shape.forEach((d, i) => {
       if (typeof d === 'number' && d !== t.dims[i]) {
         throw new InputError(`dim ${i} must be ${d}, got ${t.dims[i]} (dims [${t.dims.join(',')}])`, { input: vi.name });
+      }
+      // A named dim ('batch', 'sequence') must take one value across all inputs of a run.
+      if (typeof d === 'string' && d) {
+        const seen = symbols.get(d);
+        if (!seen) symbols.set(d, { input: vi.name, value: t.dims[i] });
+        else if (seen.value !== t.dims[i]) {
+          throw new InputError(`dim ${i} ('${d}') is ${t.dims[i]}, but input '${seen.input}' gave '${d}' = ${seen.value} (dims [${t.dims.join(',')}])`,
+            { input: vi.name }, `feed the same '${d}' to every input that has it`);
+        }
       }
     });
   }

@@ -1,25 +1,35 @@
-// Malformed input: mutated and truncated real model files either load or throw webjit's typed error.
+// Malformed input: mutants of real models (bytes and structure) either load, create a session and run, or throw
+// webjit's typed error; never a crash, a hang, an untyped exception or an unhandled rejection.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { fuzz } from './fuzz/harness.js';
-import { fixture, OCR_CLS, ONNX_TESTS, SILERO } from './helpers.js';
+import { fuzz, fuzzCorpus } from './fuzz/harness.js';
 
-const CASES = Number(process.env.WEBJIT_FUZZ_CASES ?? 1200);
+const CASES = Number(process.env.WEBJIT_FUZZ_CASES ?? 10_000);
 
-test(`fuzz: ${CASES} mutants of real models never crash or hang`, { timeout: 1_800_000 }, async () => {
-  const small = ['test_lstm_defaults', 'test_if', 'test_loop11', 'test_scan9_sum', 'test_conv_with_strides_padding', 'test_resize_upsample_scales_linear',
-    'test_gather_0', 'test_layer_normalization_4d_axis0', 'test_sequence_insert_at_back', 'test_cast_FLOAT_to_FLOAT16', 'test_reduce_sum_keepdims_example',
-    'test_attention_4d_with_past_and_present', 'test_gru_defaults', 'test_range_float_type_positive_delta_expanded']
-    .map((t) => path.join(ONNX_TESTS, 'node', t, 'model.onnx')).filter((f) => fs.existsSync(f));
-  const files = [SILERO('silero_vad'), SILERO('silero_vad_op18_ifless'), fixture('encoder-small.onnx'), fixture('decoder-small.onnx'), OCR_CLS, ...small];
+test(`fuzz: ${CASES} mutants of real models never crash or hang, on the reference and Wasm backends`, { timeout: 3_600_000 }, async () => {
+  const files = fuzzCorpus();
   const rep = await fuzz(files, CASES);
-  console.log(`fuzz: ${rep.cases} cases over ${files.length} files: ${rep.ok} loaded, ${rep.typed} typed errors, ${rep.crashes.length} crashes, ${rep.hangs.length} hangs; by mutation ${JSON.stringify(rep.byKind)}`);
+  console.log(`fuzz: ${rep.cases} cases over ${files.length} files: ${rep.ok} worked, ${rep.typed} typed errors (${rep.runTyped} of them in run), `
+    + `${rep.ran} ran to the end, ${rep.crashes.length} crashes, ${rep.hangs.length} hangs, peak RSS ${rep.peakRssMb} MiB; by backend ${JSON.stringify(rep.byBackend)}; by mutation ${JSON.stringify(rep.byKind)}`);
   assert.equal(rep.cases, CASES);
   assert.deepEqual(rep.hangs, []);
   assert.deepEqual(rep.crashes.slice(0, 5), []);
-  // Mutants must exercise both paths, or the test proves nothing.
+  // No mutant may allocate without bound: the whole process (both workers) stays under 4 GiB.
+  assert.ok(rep.peakRssMb < 4096, `peak RSS ${rep.peakRssMb} MiB`);
+  // Mutants must reach every stage, or the test proves little.
   assert.ok(rep.typed > CASES / 10, `only ${rep.typed} typed errors`);
-  assert.ok(rep.ok > CASES / 20, `only ${rep.ok} mutants loaded`);
+  assert.ok(rep.ran > CASES / 20, `only ${rep.ran} mutants ran to the end`);
+  assert.ok(rep.runTyped > CASES / 50, `only ${rep.runTyped} typed errors at run`);
+  assert.ok(Object.keys(rep.byKind).length >= 15, `mutation kinds: ${Object.keys(rep.byKind).join(', ')}`);
+});
+
+test('fuzz harness self-check: an untyped error, an unhandled rejection and a hang are each reported, and the cases after them still run', { timeout: 120_000 }, async () => {
+  const files = fuzzCorpus().slice(5, 9);
+  const rep = await fuzz(files, 40, { jobs: 1, caseTimeoutMs: 3000, inject: { crash: 5, reject: 17, hang: 29 } });
+  assert.equal(rep.cases, 40);
+  assert.deepEqual(rep.hangs.map((h) => h.c), [29]);
+  assert.deepEqual(rep.crashes.map((c) => c.c).sort((a, b) => a - b), [5, 17]);
+  assert.match(rep.crashes.find((c) => c.c === 5)!.message, /TypeError: injected crash/);
+  assert.match(rep.crashes.find((c) => c.c === 17)!.message, /injected unhandled rejection/);
+  assert.equal(rep.ok + rep.typed + rep.crashes.length + rep.hangs.length, 40, 'every other case ran to an outcome');
 });

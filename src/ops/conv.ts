@@ -2,7 +2,7 @@
 import { InputError, UnsupportedError } from '../errors.js';
 import { isFloat, sizeOf, type Tensor } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
-import { alloc, fromNumbers, input, numbers, optInput } from './util.js';
+import { alloc, allocData, fromNumbers, input, numbers, optInput } from './util.js';
 import { asF64, gemmTiled, qRange, requantize, whereOf } from './matmul.js';
 
 type Num = ArrayLike<number>;
@@ -26,6 +26,16 @@ function checkFloat(t: Tensor, ctx: KernelContext): void {
   if (!isFloat(t.type)) throw new UnsupportedError(`${ctx.node.opType} on ${t.type} is not supported`, whereOf(ctx));
 }
 
+/** Window attributes must have one entry per spatial dim (two for pads), strides and dilations ≥ 1, pads ≥ 0. */
+function checkWindow(sp: number, a: { kS: readonly number[]; strides: readonly number[]; dils: readonly number[]; pads?: readonly number[] }, ctx: KernelContext): void {
+  const bad = (name: string, v: readonly number[], want: string) =>
+    new InputError(`${name} [${v.join(',')}] is invalid: ${want} for ${sp} spatial dims`, whereOf(ctx), 'the model is malformed');
+  if (a.kS.length !== sp || a.kS.some((k) => !(k >= 1))) throw bad('kernel_shape', a.kS, `${sp} values ≥ 1`);
+  if (a.strides.length !== sp || a.strides.some((x) => !(x >= 1))) throw bad('strides', a.strides, `${sp} values ≥ 1`);
+  if (a.dils.length !== sp || a.dils.some((x) => !(x >= 1))) throw bad('dilations', a.dils, `${sp} values ≥ 1`);
+  if (a.pads && (a.pads.length !== 2 * sp || a.pads.some((x) => !(x >= 0)))) throw bad('pads', a.pads, `${2 * sp} values ≥ 0`);
+}
+
 /** Output size and pads of a convolution (Conv / ConvInteger / QLinearConv / DeformConv). */
 function convGeometry(x: Tensor, w: Tensor, ctx: KernelContext): ConvGeom {
   const r = x.dims.length;
@@ -46,6 +56,7 @@ function convGeometry(x: Tensor, w: Tensor, ctx: KernelContext): ConvGeom {
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const dils = ctx.attr.ints('dilations', new Array(sp).fill(1));
   const autoPad = ctx.attr.string('auto_pad', 'NOTSET');
+  checkWindow(sp, { kS, strides, dils, pads: ctx.attr.ints('pads', new Array(2 * sp).fill(0)) }, ctx);
   const pads = resolveAutoPad(autoPad, inS, kS, strides, dils, ctx.attr.ints('pads', new Array(2 * sp).fill(0)));
   if (!pads) throw new InputError(`unknown auto_pad '${autoPad}'`, whereOf(ctx));
   const outS: number[] = [];
@@ -287,6 +298,7 @@ registerOp('ConvTranspose', (inputs, ctx) => {
   const kS = w.dims.slice(2) as number[];
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const dils = ctx.attr.ints('dilations', new Array(sp).fill(1));
+  checkWindow(sp, { kS, strides, dils, pads: ctx.attr.has('pads') ? ctx.attr.ints('pads') : undefined }, ctx);
   const { pads, outS } = convTransposeShape(inS, kS, {
     strides, dils, outPad: ctx.attr.ints('output_padding', new Array(sp).fill(0)), autoPad: ctx.attr.string('auto_pad', 'NOTSET'),
     outShape: ctx.attr.has('output_shape') ? ctx.attr.ints('output_shape') : undefined,
@@ -294,7 +306,7 @@ registerOp('ConvTranspose', (inputs, ctx) => {
   });
   for (const o of outS) if (o < 0) throw new InputError(`negative ConvTranspose output size [${outS.join(',')}]`, whereOf(ctx));
   const outDims = [N, M, ...outS];
-  const out = new Float64Array(sizeOf(outDims));
+  const out = allocData('float64', sizeOf(outDims)) as Float64Array;
   const X = numbers(x), W = numbers(w);
   const [iD, iH, iW] = pad3(inS, 1), [kD, kH, kW] = pad3(kS, 1), [oD, oH, oW] = pad3(outS, 1);
   const [sD, sH, sW] = pad3(strides, 1), [dD, dH, dW] = pad3(dils, 1), [pD, pH, pW] = pad3(pads.slice(0, sp), 0);

@@ -285,6 +285,20 @@ function sliceAxis(t: Tensor, axis: number, start: number, len: number): Tensor 
   return new Tensor(t.type, out, outDims);
 }
 
+/**
+ * Split's part sizes when no `split` input is given: `n` parts (num_outputs from opset 18, which must equal the node's
+ * outputs), the last one smaller where `d` does not divide (opset 18; earlier opsets need an even split). A reason
+ * string when the node is malformed.
+ */
+export function evenSplit(d: number, n: number, nOut: number, opset: number): number[] | string {
+  if (n !== nOut) return `num_outputs ${n} differs from the node's ${nOut} outputs`;
+  if (n < 1) return `cannot split into ${n} parts`;
+  if (opset < 18 && d % n !== 0) return `dimension ${d} does not split evenly into ${n} outputs`;
+  const chunk = Math.ceil(d / n), split: number[] = [];
+  for (let i = 0, left = d; i < n; i++) { const c = Math.max(0, Math.min(chunk, left)); split.push(c); left -= c; }
+  return split;
+}
+
 registerOp('Split', (inputs, ctx) => {
   const x = input(inputs, 0, ctx);
   const r = x.dims.length;
@@ -302,12 +316,9 @@ registerOp('Split', (inputs, ctx) => {
   if (split && split.length === 0) split = undefined;
   if (!split) {
     const n = ctx.opset >= 18 && ctx.attr.has('num_outputs') ? ctx.attr.int('num_outputs') : nOut;
-    if (n < 1) throw new InputError(`cannot split into ${n} parts`, where(ctx));
-    const chunk = Math.ceil(d / n);
-    if (ctx.opset < 18 && d % n !== 0) throw new InputError(`dimension ${d} of axis ${axis} does not split evenly into ${n} outputs`, where(ctx));
-    split = [];
-    let left = d;
-    for (let i = 0; i < n; i++) { const c = Math.max(0, Math.min(chunk, left)); split.push(c); left -= c; }
+    const even = evenSplit(d, n, nOut, ctx.opset);
+    if (typeof even === 'string') throw new InputError(`${even} (axis ${axis})`, where(ctx));
+    split = even;
   }
   let sum = 0;
   for (const s of split) {

@@ -1,8 +1,8 @@
 // Reference executor: runs a graph node by node on the TypeScript kernels, freeing values after last use.
-import { atNode, GraphError, UnsupportedError } from '../../errors.js';
+import { atNode, GraphError, TimeoutError, UnsupportedError } from '../../errors.js';
 import type { Attribute, FunctionDef, Graph, Node } from '../../graph/ir.js';
 import { functionKey } from '../../graph/ir.js';
-import { lastUses, topoOrder } from '../../graph/topo.js';
+import { lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { AttrReader, findKernel, type KernelContext } from '../../ops/registry.js';
 import type { Value } from '../../tensor.js';
 import '../../ops/index.js';
@@ -10,6 +10,16 @@ import '../../ops/index.js';
 export interface ExecEnv {
   opsets: Map<string, number>;
   functions: Map<string, FunctionDef>;
+  /** The run in progress must end by `at` (performance.now() ms); set per run by the session's runTimeoutMs. */
+  deadline?: { at: number; ms: number };
+}
+
+/** Throws TimeoutError when the run in progress has passed its deadline; runners call it before each node. */
+export function checkDeadline(env: ExecEnv, node: Node): void {
+  const d = env.deadline;
+  if (d && performance.now() > d.at) {
+    throw new TimeoutError(d.ms, { node: node.name, op: node.opType });
+  }
 }
 
 export type Scope = (name: string) => Value | undefined;
@@ -31,6 +41,7 @@ export class GraphExecutor {
     const lookup: Scope = (name) => values.get(name) ?? g.initializers.get(name) ?? outer?.(name);
     for (let i = 0; i < this.order.length; i++) {
       const node = this.order[i];
+      checkDeadline(this.env, node);
       const ins = node.inputs.map((x) => {
         if (!x) return undefined;
         const v = lookup(x);
@@ -78,12 +89,17 @@ export function runNode(node: Node, ins: (Value | undefined)[], env: ExecEnv, sc
       runSubgraph: (sub, subIns) => {
         const feeds = new Map<string, Value>();
         sub.inputs.forEach((vi, i) => { const v = subIns[i]; if (v !== undefined) feeds.set(vi.name, v); });
+        checkDeadline(env, node);
         return executorFor(sub, env).run(feeds, scope);
       },
     };
     const outs = kernel(ins, ctx);
     return outs;
   } catch (e) {
+    // A deadline met inside a subgraph (a Loop body) is reported at the node the graph above was running.
+    if (e instanceof TimeoutError && e.where.node !== node.name && subgraphsOf(node).length) {
+      throw new TimeoutError(e.limitMs, { node: node.name, op: node.opType }, e.where);
+    }
     throw atNode(e, node.name, node.opType);
   }
 }
@@ -109,5 +125,5 @@ function runFunction(fn: FunctionDef, call: Node, ins: (Value | undefined)[], en
   for (const [d, v] of fn.opsets) opsets.set(d, v);
   const feeds = new Map<string, Value>();
   fn.inputs.forEach((name, i) => { const v = ins[i]; if (v !== undefined) feeds.set(name, v); });
-  return new GraphExecutor(body, { opsets, functions: env.functions }).run(feeds);
+  return new GraphExecutor(body, { opsets, functions: env.functions, deadline: env.deadline }).run(feeds);
 }

@@ -1,15 +1,16 @@
 // Runs a graph on the Wasm backend: values live in Wasm memory, nodes run as generated kernels over the
 // worker pool, and nodes no Wasm op covers fall back, one by one, to the reference kernels.
-import { runNode, type ExecEnv } from '../reference/executor.js';
+import { checkDeadline, runNode, type ExecEnv } from '../reference/executor.js';
 import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
 import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
-import { ExecutionError, GraphError, UnsupportedError } from '../../errors.js';
+import { ExecutionError, GraphError, ResourceLimitError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
 import { DEFAULTS_ONLY, type TuneOptions } from '../../tune/site.js';
 import { findWasmOp, type Launch, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
 import type { WasmRuntime } from './runtime.js';
+import { MAX_PAGES } from './memory.js';
 import './ops/index.js';
 
 /** A tensor in Wasm memory. Views (Reshape …) share the Buf and its reference count. */
@@ -28,6 +29,8 @@ function slotKey(s: Slot): string {
 export interface WasmRunnerOptions extends TuneOptions {
   /** When false, a node without a Wasm kernel is an UnsupportedError instead of a reference fallback. */
   fallback?: boolean;
+  /** The most bytes of Wasm memory the weights may take (the 4 GiB address space, less what is in use, bounds it too). */
+  memoryLimitBytes?: number;
 }
 
 export interface RunStats {
@@ -100,7 +103,17 @@ export class WasmGraphRunner {
     this.plans = this.order.map(() => new Map());
     this.wasmEligible = this.order.map((n) => (n.domain === '' || n.domain === 'webjit') && (n.domain === 'webjit' || subgraphsOf(n).length === 0));
     this.frees = lastUses(graph, this.order);
-    // Weights are laid out in Wasm memory once, at load.
+    // Weights are laid out in Wasm memory once, at load, after a check that they fit: a model too large for the
+    // address space (or the caller's limit) is refused here, whole, rather than by an allocation halfway through.
+    let need = 0;
+    for (const t of graph.initializers.values()) if (storable(t.type)) need += Math.ceil((t.data as TypedArray).byteLength / 64) * 64;
+    const room = MAX_PAGES * 65536 - rt.mem.bytesInUse;
+    const limit = Math.min(room, opts.memoryLimitBytes ?? Infinity);
+    if (need > limit) {
+      throw new ResourceLimitError(`the model's weights need ${need} bytes of Wasm memory; ${limit === room
+        ? `the 4 GiB address space has ${room} bytes free` : `memoryLimitBytes is ${opts.memoryLimitBytes}`}`, {},
+      'use a smaller or quantized model, release other sessions, or use the webgpu backend');
+    }
     for (const [name, t] of graph.initializers) {
       if (!storable(t.type)) { this.consts.set(name, { dtype: t.type, dims: [...t.dims], js: t }); continue; }
       const buf = this.upload(t);
@@ -174,6 +187,7 @@ export class WasmGraphRunner {
     try {
       for (let i = 0; i < this.order.length; i++) {
         const node = this.order[i];
+        checkDeadline(this.env, node);
         const ins = node.inputs.map((x) => {
           if (!x) return undefined;
           const s = lookup(x);

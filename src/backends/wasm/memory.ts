@@ -70,7 +70,13 @@ export class WasmMemory {
     const need = Math.ceil((end - this.capacity) / PAGE);
     // Grow geometrically to keep the number of grows small.
     const pages = Math.min(MAX_PAGES - this.capacity / PAGE, Math.max(need, Math.ceil(this.capacity / PAGE / 2)));
-    this.memory.grow(pages);
+    try {
+      this.memory.grow(pages);
+    } catch (e) {
+      // The engine could not reserve the pages (a browser or device cap below 4 GiB): a typed error, not a crash.
+      throw new ResourceLimitError(`growing Wasm memory from ${this.capacity} to ${this.capacity + pages * PAGE} bytes failed (${(e as Error).message})`,
+        {}, 'use a smaller batch, sequence or model, or the webgpu backend');
+    }
     this.u8cache = null;
   }
 

@@ -2,7 +2,7 @@
 // recorded; every node's WGSL kernels go into one command encoder per run (pipelines compile asynchronously and in
 // parallel while the run is recorded); small integer shape computations run on the CPU, where they are already; nodes
 // no GPU op covers read their inputs back and run on the reference kernels. A run ends with one readback of all outputs.
-import { runNode, type ExecEnv } from '../reference/executor.js';
+import { checkDeadline, runNode, type ExecEnv } from '../reference/executor.js';
 import { DeviceLostError, ExecutionError, GraphError, InputError, ResourceLimitError, UnsupportedError } from '../../errors.js';
 import { GpuTensor } from './gpu_tensor.js';
 import { DEFAULTS_ONLY, type TuneOptions } from '../../tune/site.js';
@@ -45,6 +45,8 @@ export interface GpuRunnerOptions extends TuneOptions {
   fallback?: boolean;
   /** Compute in f16 where ops allow it (needs shader-f16). */
   f16?: boolean;
+  /** The most bytes of GPU memory the weights may take. */
+  memoryLimitBytes?: number;
 }
 
 export interface GpuRunStats {
@@ -175,6 +177,12 @@ export class GpuGraphRunner {
     this.eligible = this.order.map((n) => (n.domain === '' || n.domain === 'webjit') && (n.domain === 'webjit' || subgraphsOf(n).length === 0));
     this.frees = lastUses(graph, this.order);
     const maxBind = gpu.caps.maxBindingSize;
+    let need = 0;
+    for (const t of graph.initializers.values()) if (storable(t)) need += gpuBytes(t.type, t.dims);
+    if (opts.memoryLimitBytes !== undefined && need > opts.memoryLimitBytes) {
+      throw new ResourceLimitError(`the model's weights need ${need} bytes of GPU memory; memoryLimitBytes is ${opts.memoryLimitBytes}`, {},
+        'use a smaller or quantized model, or raise memoryLimitBytes');
+    }
     for (const [name, t] of graph.initializers) {
       if (storable(t) && gpuBytes(t.type, t.dims) > maxBind) {
         throw new ResourceLimitError(`initializer '${name}' needs ${gpuBytes(t.type, t.dims)} bytes on the GPU; the adapter binds at most ${maxBind}`,
@@ -385,6 +393,7 @@ export class GpuGraphRunner {
     try {
       for (let i = 0; i < this.order.length; i++) {
         const node = this.order[i];
+        checkDeadline(this.env, node);
         const ins = node.inputs.map((x) => {
           if (!x) return undefined;
           const s = lookup(x);

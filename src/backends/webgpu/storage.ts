@@ -44,10 +44,11 @@ export function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer, of
 export const storable = (t: Value): t is Tensor => t instanceof Tensor && storageType(t.type) !== null;
 export const gpuBytes = (dtype: DType, dims: readonly number[]) => Math.max(4, Math.ceil((sizeOf(dims) * storageBytes(dtype)) / 4) * 4);
 
-/** queue.writeBuffer needs a multiple of 4 bytes. */
+/** queue.writeBuffer needs a multiple of 4 bytes, and (in Dawn for Node) a buffer that is not shared: such data is copied. */
 export function writePadded(device: GPUDevice, buffer: GPUBuffer, data: ArrayBufferView): void {
   const n = data.byteLength;
-  if (n % 4 === 0) { device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, n); return; }
+  const shared = typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer;
+  if (n % 4 === 0 && !shared) { device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, n); return; }
   const padded = new Uint8Array(Math.ceil(n / 4) * 4);
   padded.set(new Uint8Array(data.buffer, data.byteOffset, n));
   device.queue.writeBuffer(buffer, 0, padded);

@@ -1,7 +1,7 @@
 // Wasm data movement for any dtype by byte width: Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad,
 // Resize (nearest), ConstantOfShape, Shape, Size. Shape-like inputs (starts, pads, repeats …) must be model constants.
 import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js';
-import { encodeScalar, rangeCount } from '../../../ops/shape.js';
+import { encodeScalar, evenSplit, rangeCount } from '../../../ops/shape.js';
 import { nearestIndex, sourceCoord } from '../../../ops/resize.js';
 import { UnsupportedError } from '../../../errors.js';
 import {
@@ -118,13 +118,9 @@ registerWasmOp('Split', (node, inputs, ctx, opset) => {
   } else split = attrInts(node, 'split') ?? (opset < 2 && inputs[1] ? constInts(inputs[1]) : null);
   if (split && split.length === 0) split = null;
   if (!split) {
-    const n = opset >= 18 && node.attrs.has('num_outputs') ? attrInt(node, 'num_outputs', 0) : nOut;
-    if (n < 1) return null;
-    if (opset < 18 && d % n !== 0) return null;
-    const chunk = Math.ceil(d / n);
-    split = [];
-    let left = d;
-    for (let i = 0; i < n; i++) { const c = Math.max(0, Math.min(chunk, left)); split.push(c); left -= c; }
+    const even = evenSplit(d, opset >= 18 && node.attrs.has('num_outputs') ? attrInt(node, 'num_outputs', 0) : nOut, nOut, opset);
+    if (typeof even === 'string') return null;
+    split = even;
   }
   if (split.some((s) => s < 0) || split.reduce((a, b) => a + b, 0) !== d || split.length !== nOut) return null;
   const outer = prod(x.dims.slice(0, axis)), inner = prod(x.dims.slice(axis + 1));

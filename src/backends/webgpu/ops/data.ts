@@ -2,7 +2,7 @@
 // Trilu, DepthToSpace/SpaceToDepth, CumSum): JIT kernels with every size and stride baked in, one thread per output element.
 import type { Node } from '../../../graph/ir.js';
 import { Tensor, type DType } from '../../../tensor.js';
-import { encodeScalar } from '../../../ops/shape.js';
+import { encodeScalar, evenSplit } from '../../../ops/shape.js';
 import {
   GRID_PARAMS, LINEAR_GROUP, enables, grid, i32Lit, registerGpuOp, storageBytes, storageDecls, storageType,
   type Binding, type Dispatch, type GpuOp, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc,
@@ -330,11 +330,9 @@ registerDataOp('Split', (node, inputs, ctx, opset) => {
   }
   if (split && split.length === 0) split = null;
   if (!split) {
-    const n = opset >= 18 && node.attrs.has('num_outputs') ? attrInt(node, 'num_outputs', 0) : nOut;
-    if (n < 1 || (opset < 18 && d % n !== 0)) return null;
-    const chunk = Math.ceil(d / n);
-    split = [];
-    for (let i = 0, left = d; i < n; i++) { const c = Math.max(0, Math.min(chunk, left)); split.push(c); left -= c; }
+    const even = evenSplit(d, opset >= 18 && node.attrs.has('num_outputs') ? attrInt(node, 'num_outputs', 0) : nOut, nOut, opset);
+    if (typeof even === 'string') return null;
+    split = even;
   }
   if (split.some((s) => s < 0 || !Number.isInteger(s)) || split.reduce((a, b) => a + b, 0) !== d || split.length !== nOut) return null;
   const outer = prod(x.dims.slice(0, axis)), inner = prod(x.dims.slice(axis + 1));
