@@ -27,7 +27,7 @@ function checkFloat(t: Tensor, ctx: KernelContext): void {
 }
 
 /** Window attributes must have one entry per spatial dim (two for pads), strides and dilations ≥ 1, pads ≥ 0. */
-function checkWindow(sp: number, a: { kS: readonly number[]; strides: readonly number[]; dils: readonly number[]; pads?: readonly number[] }, ctx: KernelContext): void {
+export function checkWindow(sp: number, a: { kS: readonly number[]; strides: readonly number[]; dils: readonly number[]; pads?: readonly number[] }, ctx: KernelContext): void {
   const bad = (name: string, v: readonly number[], want: string) =>
     new InputError(`${name} [${v.join(',')}] is invalid: ${want} for ${sp} spatial dims`, whereOf(ctx), 'the model is malformed');
   if (a.kS.length !== sp || a.kS.some((k) => !(k >= 1))) throw bad('kernel_shape', a.kS, `${sp} values ≥ 1`);

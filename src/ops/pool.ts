@@ -3,7 +3,7 @@ import { InputError, UnsupportedError } from '../errors.js';
 import { isFloat, sizeOf, type DType, type Tensor } from '../tensor.js';
 import { registerOp, type KernelContext } from './registry.js';
 import { alloc, fromNumbers, input, numbers, optInput } from './util.js';
-import { resolveAutoPad } from './conv.js';
+import { checkWindow, resolveAutoPad } from './conv.js';
 
 type Num = ArrayLike<number>;
 
@@ -34,6 +34,7 @@ function poolGeometry(x: Tensor, ctx: KernelContext, allowCeil: boolean): PoolGe
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const dils = ctx.attr.ints('dilations', new Array(sp).fill(1));
   let pads = ctx.attr.ints('pads', new Array(2 * sp).fill(0));
+  checkWindow(sp, { kS, strides, dils, pads }, ctx);
   const autoPad = ctx.attr.string('auto_pad', 'NOTSET');
   const ceil = allowCeil ? ctx.attr.int('ceil_mode', 0) : 0;
   const shaped = poolOutputShape(inS, kS, strides, dils, pads, autoPad, ceil !== 0);
@@ -224,6 +225,7 @@ registerOp('MaxUnpool', (inputs, ctx) => {
   const kS = ctx.attr.ints('kernel_shape');
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const pads = ctx.attr.ints('pads', new Array(2 * sp).fill(0));
+  checkWindow(sp, { kS, strides, dils: new Array(sp).fill(1), pads }, ctx);
   const defDims = [x.dims[0], x.dims[1]];
   for (let i = 0; i < sp; i++) defDims.push((x.dims[2 + i] - 1) * strides[i] + kS[i] - pads[i] - pads[i + sp]);
   let dims = defDims;
