@@ -116,7 +116,8 @@ export function foldConstants(g: Graph, env: ExecEnv, outer: ReadonlyMap<string,
       if (e instanceof WebjitError) { keep.push(n); continue; }
       throw e;
     }
-    if (!outs.every((o) => o instanceof Tensor && o.size <= FOLD_LIMIT * 16)) { keep.push(n); continue; }
+    // Every named output must have come back as a small tensor (a malformed node may name more outputs than its op makes).
+    if (!n.outputs.every((name, i) => !name || (outs[i] instanceof Tensor && (outs[i] as Tensor).size <= FOLD_LIMIT * 16))) { keep.push(n); continue; }
     n.outputs.forEach((name, i) => {
       if (!name) return;
       g.initializers.set(name, outs[i] as Tensor);
