@@ -86,8 +86,8 @@ function trackNode(n: Node, ins: (TT | null)[], valIn: (i: number) => Dim[] | nu
       const sh = ins[0]?.shape;
       if (!sh) return null;
       const r = sh.length;
-      const st = Math.max(0, Math.min(r, norm((a('start') as number) ?? 0, r)));
-      const en = Math.max(0, Math.min(r, norm((a('end') as number) ?? r, r)));
+      const st = Math.max(0, Math.min(r, wrap((a('start') as number) ?? 0, r)));
+      const en = Math.max(0, Math.min(r, wrap((a('end') as number) ?? r, r)));
       return sh.slice(st, en);
     }
     case 'Cast': case 'Identity': case 'Squeeze': case 'Unsqueeze': case 'Reshape': case 'Flatten':
@@ -105,7 +105,7 @@ function trackNode(n: Node, ins: (TT | null)[], valIn: (i: number) => Dim[] | nu
       const st = ints(valIn(1)), en = ints(valIn(2));
       if (!v0 || !st || !en || n.inputs[3] || n.inputs[4]) return null;
       const L = v0.length;
-      const s0 = Math.max(0, Math.min(L, norm(st[0], L))), e0 = Math.max(0, Math.min(L, en[0] < 0 ? en[0] + L : en[0]));
+      const s0 = Math.max(0, Math.min(L, wrap(st[0], L))), e0 = Math.max(0, Math.min(L, en[0] < 0 ? en[0] + L : en[0]));
       return v0.slice(s0, e0);
     }
     case 'Add': case 'Sub': case 'Mul': case 'Div': {
@@ -148,7 +148,13 @@ function broadcast(shapes: (Dim[] | null)[]): Dim[] | null {
   return out;
 }
 
-const norm = (a: number, r: number) => (a < 0 ? a + r : a);
+/** An axis attribute in [-r, r) as an index; anything else (a malformed model) gives no inferred type (the kernel reports it). */
+const norm = (a: number, r: number) => {
+  if (!Number.isInteger(a) || a < -r || a >= r) throw new RangeError(`axis ${a} out of range for rank ${r}`);
+  return a < 0 ? a + r : a;
+};
+/** A start or end index that the op clamps into [0, r] afterwards (Shape, Slice): any integer is valid. */
+const wrap = (a: number, r: number) => (a < 0 ? a + r : a);
 
 function inferNode(n: Node, ins: (TT | null)[], constIn: (i: number) => Dim[] | null, opset: number): (TT | null)[] {
   const a = (name: string) => n.attrs.get(name)?.value;
@@ -184,8 +190,8 @@ function inferNode(n: Node, ins: (TT | null)[], constIn: (i: number) => Dim[] | 
     case 'Shape': {
       if (!x?.shape) return [{ dtype: 'int64', shape: [null] }];
       const r = x.shape.length;
-      const s = Math.max(0, Math.min(r, norm((a('start') as number) ?? 0, r)));
-      const e = Math.max(0, Math.min(r, norm((a('end') as number) ?? r, r)));
+      const s = Math.max(0, Math.min(r, wrap((a('start') as number) ?? 0, r)));
+      const e = Math.max(0, Math.min(r, wrap((a('end') as number) ?? r, r)));
       return [{ dtype: 'int64', shape: [Math.max(0, e - s)] }];
     }
     case 'Size': return [{ dtype: 'int64', shape: [] }];

@@ -24,14 +24,21 @@ const mutateKind = (c: number) => MUTATIONS[c % MUTATIONS.length];
 let rejection: unknown = null;
 process.on('unhandledRejection', (e) => { rejection ??= e; });
 
-/** Inputs for a session from its declared types: symbolic dims become 1..3; ints small, so indices mostly fit. */
+/** Inputs for a session from its declared types: named dims become 1..3 (one value per name); ints small, so indices mostly fit. */
 function feedsFor(s: InferenceSession, r: () => number): Record<string, Tensor> | null {
   const feeds: Record<string, Tensor> = {};
+  // One value per named dim ('batch', 'sequence'), as a caller would feed.
+  const named = new Map<string, number>();
+  const symbolic = (d: unknown) => {
+    if (typeof d !== 'string' || !d) return 1 + Math.floor(r() * 3);
+    if (!named.has(d)) named.set(d, 1 + Math.floor(r() * 3));
+    return named.get(d)!;
+  };
   for (const vi of s.model.graph.inputs) {
     if (s.model.graph.initializers.has(vi.name)) continue;
     const ty = vi.type;
     if (!ty || ty.kind !== 'tensor' || !ty.dtype || ty.dtype === 'string') return null;
-    const dims = (ty.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 && d <= 4096 ? d : 1 + Math.floor(r() * 3)));
+    const dims = (ty.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 && d <= 4096 ? d : symbolic(d)));
     const n = dims.reduce((a, b) => a * b, 1);
     if (n > 1 << 20) return null;
     const data = DTYPES[ty.dtype as DType].make(n);

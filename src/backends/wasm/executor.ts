@@ -3,7 +3,7 @@
 import { checkDeadline, runNode, type ExecEnv } from '../reference/executor.js';
 import { VALUE_INPUTS, rangeLength } from '../value_inputs.js';
 import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
-import { ExecutionError, GraphError, ResourceLimitError, UnsupportedError } from '../../errors.js';
+import { atNode, ExecutionError, GraphError, ResourceLimitError, UnsupportedError } from '../../errors.js';
 import type { Graph, Node } from '../../graph/ir.js';
 import { lastUses, subgraphsOf, topoOrder } from '../../graph/topo.js';
 import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../../tensor.js';
@@ -200,8 +200,15 @@ export class WasmGraphRunner {
         else if (this.rt.needsSync && performance.now() - syncClock > SYNC_AFTER_MS) { await this.rt.sync(); syncClock = performance.now(); }
         // Nodes run synchronously; only If branches await.
         const t0 = PROFILE ? performance.now() : 0;
-        const r = this.runNode(i, node, ins, lookup);
-        const outs = r instanceof Promise ? await r : r;
+        // Planning and running a node: an unexpected exception (a planner meeting a malformed node) becomes a typed
+        // error that names the node.
+        let outs: Slot[];
+        try {
+          const r = this.runNode(i, node, ins, lookup);
+          outs = r instanceof Promise ? await r : r;
+        } catch (e) {
+          throw atNode(e, node.name, node.opType);
+        }
         if (PROFILE) profileAdd(node, ins, performance.now() - t0);
         node.outputs.forEach((name, k) => {
           if (!name) { this.release(outs[k]); return; }

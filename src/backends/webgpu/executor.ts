@@ -3,7 +3,7 @@
 // parallel while the run is recorded); small integer shape computations run on the CPU, where they are already; nodes
 // no GPU op covers read their inputs back and run on the reference kernels. A run ends with one readback of all outputs.
 import { checkDeadline, runNode, type ExecEnv } from '../reference/executor.js';
-import { DeviceLostError, ExecutionError, GraphError, InputError, ResourceLimitError, UnsupportedError } from '../../errors.js';
+import { atNode, DeviceLostError, ExecutionError, GraphError, InputError, ResourceLimitError, UnsupportedError } from '../../errors.js';
 import { GpuTensor } from './gpu_tensor.js';
 import { DEFAULTS_ONLY, type TuneOptions } from '../../tune/site.js';
 import type { Graph, Node } from '../../graph/ir.js';
@@ -400,7 +400,13 @@ export class GpuGraphRunner {
           if (!s) throw new GraphError(`value '${x}' is used but never produced`, { node: node.name, op: node.opType, input: x });
           return s;
         });
-        const outs = await this.runNode(i, node, ins, lookup);
+        let outs: Slot[];
+        try {
+          outs = await this.runNode(i, node, ins, lookup);
+        } catch (e) {
+          // An unexpected exception in a planner (a malformed node) becomes a typed error naming the node.
+          throw atNode(e, node.name, node.opType);
+        }
         node.outputs.forEach((name, k) => {
           if (!name) { this.release(outs[k]); return; }
           if (outs[k]) values.set(name, outs[k]);

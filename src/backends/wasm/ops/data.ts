@@ -211,7 +211,7 @@ registerWasmOp('Pad', (node, inputs, ctx, opset) => {
     const lo = Math.max(0, -pb);
     const de = d - lo - Math.max(0, -pe);
     const od = d + pb + pe;
-    if (de < 0 || od < 0) return null; // the reference reports the error
+    if (de < 0 || od < 0 || od > 2 ** 31) return null; // the reference reports the error (or refuses the size)
     outDims.push(od); inner.push(de); srcStart.push(lo); dstStart.push(Math.max(pb, 0));
   }
   if (mode !== 'constant') return planPadTable(x, w, begins, ends, mode, ctx);
@@ -244,7 +244,7 @@ function planPadTable(x: ValueDesc, w: Width, begins: number[], ends: number[], 
     const lo = Math.max(0, -pb);
     const de = d - lo - Math.max(0, -pe);
     const od = d + pb + pe;
-    if (de < 0 || od < 0 || (de === 0 && od > 0)) return null; // the reference reports the error
+    if (de < 0 || od < 0 || od > 2 ** 31 || (de === 0 && od > 0)) return null; // the reference reports the error
     const padB = Math.max(pb, 0);
     const tab = new Int32Array(od);
     for (let o = 0; o < od; o++) {
