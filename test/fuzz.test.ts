@@ -33,3 +33,16 @@ test('fuzz harness self-check: an untyped error, an unhandled rejection and a ha
   assert.match(rep.crashes.find((c) => c.c === 17)!.message, /injected unhandled rejection/);
   assert.equal(rep.ok + rep.typed + rep.crashes.length + rep.hangs.length, 40, 'every other case ran to an outcome');
 });
+
+test('fuzz regressions: every mutant that once crashed or hung now works or throws a typed error', { timeout: 300_000 }, async () => {
+  // Case numbers name mutants exactly. Found by the on-demand runs (session 6): a Conv pad list of 2^32 (4457), Split
+  // num_outputs 2^31 (10521, a fatal V8 array size), MaxPool pads of the wrong length (19918, an endless loop), Wasm
+  // Pad with an absurd size (5247), an undefined folded constant (256200), a Concat axis of 2^31 (816793), and a NaN
+  // shape that corrupted the Wasm allocator for every later session of the worker (974539, then 974547 failed).
+  const files = fuzzCorpus();
+  for (const [first, n] of [[4457, 1], [5247, 1], [10521, 1], [19918, 1], [256200, 1], [816793, 1], [974539, 9]]) {
+    const rep = await fuzz(files, n, { first, jobs: 1 });
+    assert.equal(rep.cases, n);
+    assert.deepEqual([...rep.crashes.map((c) => `${c.c}: ${c.message.split('\n')[0]}`), ...rep.hangs.map((h) => `${h.c}: hang`)], [], `cases ${first}..${first + n - 1}`);
+  }
+});

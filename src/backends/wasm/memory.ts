@@ -1,5 +1,5 @@
 // Wasm linear memory: one (shared) WebAssembly.Memory and a first-fit allocator with coalescing, 64-byte aligned.
-import { ResourceLimitError } from '../../errors.js';
+import { ExecutionError, ResourceLimitError } from '../../errors.js';
 
 const PAGE = 65536;
 const ALIGN = 64;
@@ -29,6 +29,10 @@ export class WasmMemory {
   }
 
   alloc(bytes: number): number {
+    // A size computed from a malformed shape (NaN, negative, fractional) must not reach the allocator's state.
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new ExecutionError(`invalid allocation of ${bytes} bytes of Wasm memory`, {}, 'a node computed an invalid output shape: the model is malformed');
+    }
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
     for (let i = 0; i < this.free.length; i++) {
       const b = this.free[i];

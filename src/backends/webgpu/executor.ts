@@ -105,6 +105,9 @@ class BufferPool {
     for (const list of this.free.values()) list.sort((a, b) => this.all.get(b)! - this.all.get(a)!);
   }
   take(bytes: number): GPUBuffer {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new ExecutionError(`invalid allocation of ${bytes} bytes of GPU memory`, {}, 'a node computed an invalid output shape: the model is malformed');
+    }
     const c = sizeClass(bytes);
     const list = this.free.get(c);
     if (list?.length) return list.pop()!;
