@@ -186,3 +186,19 @@ test('a float input of the wrong array type is refused, not reinterpreted', asyn
   assert.deepEqual([...((await s.run({ x: randomFloat([4], 1) })).y.data as Float32Array)].every((v) => v >= 0), true);
   await s.release();
 });
+
+test("webgpu: a weight larger than the adapter's binding limit is refused at creation, naming it and the limit", { timeout: 300_000 }, async () => {
+  // The check reads the adapter's limit from the device context: lowered here to 64 KiB (lavapipe's real limit needs a
+  // model of hundreds of MB to pass).
+  const gpu = await acquireGpu();
+  const real = gpu.caps.maxBindingSize;
+  (gpu.caps as { maxBindingSize: number }).maxBindingSize = 65536;
+  try {
+    await rejectsWith(InferenceSession.create(ENCODER, opts('webgpu')), ResourceLimitError, /initializer '[^']+' needs \d+ bytes on the GPU; the adapter binds at most 65536/);
+  } finally {
+    (gpu.caps as { maxBindingSize: number }).maxBindingSize = real;
+  }
+  const s = await InferenceSession.create(ENCODER, opts('webgpu'));
+  assert.ok(relErr((await s.run(encoderFeeds(8))).last_hidden_state, (await ortRun(ENCODER, encoderFeeds(8))).last_hidden_state) <= 1e-3);
+  await s.release();
+});
