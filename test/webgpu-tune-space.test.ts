@@ -94,11 +94,13 @@ const CASES: Case[] = [
   },
   { name: 'MatMul skinny (M = 4)', family: 'matmul', op: 'MatMul', sample: 6, ins: [{ dims: [4, 48], lo: -2, hi: 2 }, { dims: [48, 96], constant: true, lo: -2, hi: 2 }] },
   {
-    name: 'Conv implicit GEMM (bias, pad 1)', family: 'conv', op: 'Conv', attrs: { pads: [1, 1, 1, 1] },
+    // (Implicit-GEMM conv kernels are the slowest to compile on lavapipe, tens of seconds each cold: 6 candidates, the
+    // default and 5 evenly spaced over the space's order, at two shapes each.)
+    name: 'Conv implicit GEMM (bias, pad 1)', family: 'conv', op: 'Conv', attrs: { pads: [1, 1, 1, 1] }, sample: 6,
     ins: [{ dims: [1, 16, 13, 13] }, { dims: [24, 16, 3, 3], constant: true }, { dims: [24], constant: true }],
   },
   {
-    name: 'Conv depthwise (stride 2)', family: 'conv', op: 'Conv', attrs: { group: 8, pads: [1, 1, 1, 1], strides: [2, 2] },
+    name: 'Conv depthwise (stride 2)', family: 'conv', op: 'Conv', attrs: { group: 8, pads: [1, 1, 1, 1], strides: [2, 2] }, sample: 6,
     ins: [{ dims: [1, 8, 14, 14], lo: -4, hi: 4 }, { dims: [8, 1, 3, 3], constant: true, lo: -2, hi: 2 }, { dims: [8], constant: true }],
   },
   {
