@@ -150,30 +150,32 @@ export class InferenceSession {
     const s = new InferenceSession(model, backend, inputs);
     s.tuningMode = opts.tuning ?? 'cache';
     s.tuneOpts = { tuneBudgetMs: opts.tuneBudgetMs, onTuneProgress: opts.onTuneProgress };
-    const env = s.env;
     s.runTimeoutMs = opts.runTimeoutMs ?? 0;
     s.nonFinite = opts.nonFinite ?? 'allow';
-    if (rtP) {
-      const rt = await rtP;
-      s.tuneTarget = await wasmTarget(rt);
-      s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      try {
-        s.wasm = { rt, runner: new WasmGraphRunner(model.graph, env, rt, { fallback: opts.fallback, memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() }) };
-      } catch (e) {
-        rt.releaseShared();
-        throw e;
-      }
-    }
+    s.wasmOpts = { threads: opts.threads, fallback: opts.fallback, memoryLimitBytes: opts.memoryLimitBytes };
+    if (rtP) await s.attachWasm(await rtP);
     if (gpuP) {
       const gpu = await gpuP;
       const f16 = opts.precision === 'f16' && gpu.caps.f16;
       s.tuneTarget = gpuTarget(gpu, f16);
       s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      s.gpu = new GpuGraphRunner(model.graph, env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() });
+      s.gpu = new GpuGraphRunner(model.graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() });
       s.onDeviceLost = opts.onDeviceLost ?? 'throw';
-      s.wasmOpts = { threads: opts.threads, fallback: opts.fallback, memoryLimitBytes: opts.memoryLimitBytes };
     }
     return s;
+  }
+
+  /** Runs this session on the Wasm runtime `rt` from now on; `rt` is released again if the runner cannot be made. */
+  private async attachWasm(rt: WasmRuntime): Promise<void> {
+    try {
+      this.tuneTarget = await wasmTarget(rt);
+      this.tuneCache = this.tuningMode === 'off' ? null : await sharedCache();
+      const { fallback, memoryLimitBytes } = this.wasmOpts;
+      this.wasm = { rt, runner: new WasmGraphRunner(this.model.graph, this.env, rt, { fallback, memoryLimitBytes, ...this.tuneHooks() }) };
+    } catch (e) {
+      rt.releaseShared();
+      throw e;
+    }
   }
 
   private tuneHooks() {
@@ -283,14 +285,7 @@ export class InferenceSession {
   /** onDeviceLost 'wasm': moves the session to a Wasm runner (once, however many runs met the loss). */
   private fallBackToWasm(cause: DeviceLostError): Promise<void> {
     this.switching ??= (async () => {
-      const rt = await WasmRuntime.acquire({ threads: this.wasmOpts.threads });
-      try {
-        this.tuneTarget = await wasmTarget(rt);
-        this.wasm = { rt, runner: new WasmGraphRunner(this.model.graph, this.env, rt, { ...this.wasmOpts, ...this.tuneHooks() }) };
-      } catch (e) {
-        rt.releaseShared();
-        throw e;
-      }
+      await this.attachWasm(await WasmRuntime.acquire({ threads: this.wasmOpts.threads }));
       try { this.gpu?.dispose(); } catch { /* the device is gone; its buffers with it */ }
       this.gpu = null;
       this.currentBackend = 'wasm';
