@@ -56,8 +56,9 @@ function convGeometry(x: Tensor, w: Tensor, ctx: KernelContext): ConvGeom {
   const strides = ctx.attr.ints('strides', new Array(sp).fill(1));
   const dils = ctx.attr.ints('dilations', new Array(sp).fill(1));
   const autoPad = ctx.attr.string('auto_pad', 'NOTSET');
-  checkWindow(sp, { kS, strides, dils, pads: ctx.attr.ints('pads', new Array(2 * sp).fill(0)) }, ctx);
-  const pads = resolveAutoPad(autoPad, inS, kS, strides, dils, ctx.attr.ints('pads', new Array(2 * sp).fill(0)));
+  const padsAttr = ctx.attr.ints('pads', new Array(2 * sp).fill(0));
+  checkWindow(sp, { kS, strides, dils, pads: padsAttr }, ctx);
+  const pads = resolveAutoPad(autoPad, inS, kS, strides, dils, padsAttr);
   if (!pads) throw new InputError(`unknown auto_pad '${autoPad}'`, whereOf(ctx));
   const outS: number[] = [];
   for (let i = 0; i < sp; i++) {

@@ -128,6 +128,20 @@ export function serialize(m: Msg): Uint8Array {
   return w.out();
 }
 
+/** A packed repeated varint field's bytes. */
+export function packVarints(xs: bigint[]): Uint8Array {
+  const w = new Writer();
+  for (const x of xs) w.varint(x);
+  return w.out();
+}
+
+/** The values of a packed repeated varint field. */
+export function unpackVarints(b: Uint8Array): bigint[] {
+  const r = new Reader(b), out: bigint[] = [];
+  while (r.pos < r.end) out.push(r.varint());
+  return out;
+}
+
 export function clone(m: Msg): Msg {
   return { kind: m.kind, fields: m.fields.map((f) => ({ no: f.no, wt: f.wt, v: isMsg(f.v) ? clone(f.v) : f.v })) };
 }

@@ -1,7 +1,7 @@
 // Structure-aware mutations of ONNX models: each edits the parsed protobuf tree where the engine's assumptions live
 // (dims, dtypes, graph edges, initializers, attributes, op types, tensor data) and writes valid wire bytes back, so
 // the mutant gets past the protobuf decoder and tests what comes after it.
-import { clone, collect, get, intField, isMsg, parse, serialize, str, strField, type Field, type Msg } from './proto.js';
+import { clone, collect, get, intField, isMsg, packVarints, parse, serialize, str, strField, unpackVarints, type Field, type Msg } from './proto.js';
 
 export type StructMutation = 'dims' | 'dtype' | 'cycle' | 'missing' | 'attr' | 'rename' | 'op' | 'data';
 export const STRUCT_MUTATIONS: StructMutation[] = ['dims', 'dtype', 'cycle', 'missing', 'attr', 'rename', 'op', 'data'];
@@ -18,15 +18,7 @@ const OPS = ['Add', 'MatMul', 'Conv', 'Reshape', 'Gather', 'Concat', 'Slice', 'T
 
 /** Varints of a repeated int field, packed or not. */
 function readInts(m: Msg, no: number): bigint[] {
-  const out: bigint[] = [];
-  for (const f of get(m, no)) {
-    if (typeof f.v === 'bigint') out.push(f.v);
-    else if (f.v instanceof Uint8Array) {
-      let x = 0n, shift = 0n;
-      for (const b of f.v) { x |= BigInt(b & 0x7f) << shift; shift += 7n; if (!(b & 0x80)) { out.push(BigInt.asIntN(64, x)); x = 0n; shift = 0n; } }
-    }
-  }
-  return out;
+  return get(m, no).flatMap((f) => (typeof f.v === 'bigint' ? [f.v] : f.v instanceof Uint8Array ? unpackVarints(f.v) : []));
 }
 
 function setInts(m: Msg, no: number, xs: bigint[]): void {
@@ -174,13 +166,4 @@ export function mutateStructure(src: Msg | Uint8Array, r: Rng, kind: StructMutat
     }
   }
   return serialize(m);
-}
-
-function packVarints(xs: bigint[]): Uint8Array {
-  const out: number[] = [];
-  for (const x of xs) {
-    let u = BigInt.asUintN(64, x);
-    do { let b = Number(u & 0x7fn); u >>= 7n; if (u) b |= 0x80; out.push(b); } while (u);
-  }
-  return Uint8Array.from(out);
 }

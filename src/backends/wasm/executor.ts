@@ -10,7 +10,7 @@ import { DTYPES, sizeOf, Tensor, type DType, type TypedArray, type Value } from 
 import { DEFAULTS_ONLY, type TuneOptions } from '../../tune/site.js';
 import { findWasmOp, type Launch, type OpPlan, type PlanContext, type ValueDesc } from './kernel.js';
 import type { WasmRuntime } from './runtime.js';
-import { MAX_PAGES } from './memory.js';
+import { allocSize, MAX_BYTES } from './memory.js';
 import './ops/index.js';
 
 /** A tensor in Wasm memory. Views (Reshape …) share the Buf and its reference count. */
@@ -106,8 +106,8 @@ export class WasmGraphRunner {
     // Weights are laid out in Wasm memory once, at load, after a check that they fit: a model too large for the
     // address space (or the caller's limit) is refused here, whole, rather than by an allocation halfway through.
     let need = 0;
-    for (const t of graph.initializers.values()) if (storable(t.type)) need += Math.ceil((t.data as TypedArray).byteLength / 64) * 64;
-    const room = MAX_PAGES * 65536 - rt.mem.bytesInUse;
+    for (const t of graph.initializers.values()) if (storable(t.type)) need += allocSize((t.data as TypedArray).byteLength);
+    const room = MAX_BYTES - rt.mem.bytesInUse;
     const limit = Math.min(room, opts.memoryLimitBytes ?? Infinity);
     if (need > limit) {
       throw new ResourceLimitError(`the model's weights need ${need} bytes of Wasm memory; ${limit === room

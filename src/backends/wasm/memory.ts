@@ -5,6 +5,10 @@ const PAGE = 65536;
 const ALIGN = 64;
 /** The 32-bit Wasm address space: 4 GiB. */
 export const MAX_PAGES = 65536;
+export const MAX_BYTES = MAX_PAGES * PAGE;
+
+/** The bytes an allocation of `bytes` takes (64-byte aligned, never empty). */
+export const allocSize = (bytes: number) => Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
 
 export class WasmMemory {
   readonly memory: WebAssembly.Memory;
@@ -33,7 +37,7 @@ export class WasmMemory {
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
       throw new ExecutionError(`invalid allocation of ${bytes} bytes of Wasm memory`, {}, 'a node computed an invalid output shape: the model is malformed');
     }
-    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const size = allocSize(bytes);
     for (let i = 0; i < this.free.length; i++) {
       const b = this.free[i];
       if (b.end - b.start >= size) {
@@ -46,7 +50,7 @@ export class WasmMemory {
     }
     const p = this.top;
     const end = p + size;
-    if (end > MAX_PAGES * PAGE) {
+    if (end > MAX_BYTES) {
       throw new ResourceLimitError(`the model needs more than the 4 GiB of Wasm memory (asked for ${bytes} more bytes with ${this.bytesInUse} in use)`,
         {}, 'use a smaller batch or sequence, or the webgpu backend');
     }
