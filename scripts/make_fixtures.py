@@ -115,6 +115,10 @@ def main():
     ap.add_argument('--opset', type=int, default=17)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    # Newer PyTorch exports through dynamo by default, which rejects dynamic_axes and the past list: the TorchScript
+    # exporter, as on Debian's PyTorch.
+    import inspect
+    kw = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     torch.manual_seed(0)
     cfg = SIZES[a.size]
     enc = Encoder(**cfg['enc']).eval()
@@ -122,7 +126,7 @@ def main():
         nn.init.normal_(p, std=0.05) if p.dim() > 1 else None
     ids = torch.randint(0, cfg['enc']['vocab'], (1, 16))
     torch.onnx.export(enc, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-                      os.path.join(a.out, f'encoder-{a.size}.onnx'), opset_version=a.opset,
+                      os.path.join(a.out, f'encoder-{a.size}.onnx'), opset_version=a.opset, **kw,
                       input_names=['input_ids', 'attention_mask', 'token_type_ids'], output_names=['last_hidden_state'],
                       dynamic_axes={n: {0: 'batch', 1: 'sequence'} for n in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
     dc = cfg['dec']
@@ -137,7 +141,7 @@ def main():
     dyn = {'input_ids': {0: 'batch', 1: 'sequence'}, 'logits': {0: 'batch', 1: 'sequence'}}
     for n in pnames: dyn[n] = {0: 'batch', 2: 'past_sequence'}
     for n in onames[1:]: dyn[n] = {0: 'batch', 2: 'total_sequence'}
-    torch.onnx.export(dec, (ids, *past), os.path.join(a.out, f'decoder-{a.size}.onnx'), opset_version=a.opset,
+    torch.onnx.export(dec, (ids, *past), os.path.join(a.out, f'decoder-{a.size}.onnx'), opset_version=a.opset, **kw,
                       input_names=['input_ids'] + pnames, output_names=onames, dynamic_axes=dyn)
     # The encoder again with its weights in an external data file (tests the external-data loader).
     import onnx

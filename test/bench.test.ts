@@ -54,7 +54,7 @@ test('webjit bench --only ops checks every engine and writes JSON and an HTML re
   const json = path.join(dir, 'r.json'), html = path.join(dir, 'r.html');
   const out = execFileSync(process.execPath, [path.join(ROOT, 'bin/webjit.js'), 'bench', '--only', 'ops', '--quick', '--rounds', '1',
     '--filter', 'Transpose|LayerNorm', '--json', json, '--html', html], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  assert.match(out, /geometric mean: [\d.]+× the best web peer over 2 cases/);
+  assert.match(out, /geometric mean, [\d.]+× the best web peer over 2 cases/);
   const r = JSON.parse(fs.readFileSync(json, 'utf8'));
   const engines = new Set(r.rows.map((x: { engine: string }) => x.engine));
   for (const e of ['webjit wasm 2t', 'onnxruntime-web wasm 2t', 'onnxruntime-node 2t', 'TensorFlow.js wasm 1t']) assert.ok(engines.has(e), e);
@@ -68,4 +68,56 @@ test('webjit bench --only ops checks every engine and writes JSON and an HTML re
   assert.match(page, /LayerNormalization \[128,768\]/);
   assert.match(page, new RegExp(r.commit));
   fs.rmSync(dir, { recursive: true });
+});
+
+test('webjit bench --suite gpu puts webjit webgpu (host and resident) against onnxruntime-web and TensorFlow.js on WebGPU, checked against onnxruntime-node', { timeout: 300_000 }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-bench-gpu-'));
+  const json = path.join(dir, 'r.json'), html = path.join(dir, 'r.html');
+  // No Python peers here: the suite must say so, not fail (the GPU machine has onnxruntime and PyTorch in Python).
+  const out = execFileSync(process.execPath, [path.join(ROOT, 'bin/webjit.js'), 'bench', '--suite', 'gpu', '--only', 'ops', '--quick', '--rounds', '1',
+    '--filter', 'Transpose', '--json', json, '--html', html], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, WEBJIT_PYTHON: '/nonexistent/python3' } });
+  assert.match(out, /geometric mean, [\d.]+× the best web peer over 1 cases/);
+  assert.match(out, /PyTorch with CUDA is not available here/);
+  const r = JSON.parse(fs.readFileSync(json, 'utf8'));
+  assert.equal(r.suite, 'gpu');
+  assert.equal(r.tolerance, 1e-3);
+  const engines = new Set(r.rows.map((x: { engine: string }) => x.engine));
+  for (const e of ['webjit webgpu', 'webjit webgpu resident', 'onnxruntime-web webgpu', 'TensorFlow.js webgpu', `onnxruntime-node ${os.availableParallelism()}t`]) assert.ok(engines.has(e), e);
+  for (const row of r.rows) {
+    assert.equal(row.check, 'ok', `${row.name} on ${row.engine}: ${row.check} ${row.error ?? ''}`);
+    assert.ok(row.medianMs > 0 && row.minMs <= row.medianMs && row.medianMs <= row.maxMs);
+  }
+  const host = r.rows.find((x: { engine: string }) => x.engine === 'webjit webgpu');
+  // Host rows are compared with the host peers; the resident row has no resident peer without PyTorch.
+  assert.ok(host.vsWeb.ratio > 0 && host.vsBest.ratio > 0);
+  assert.equal(r.rows.find((x: { engine: string }) => x.engine === 'webjit webgpu resident').vsBest, undefined);
+  assert.match(fs.readFileSync(html, 'utf8'), /GPU suite/);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('bench/peer.py interprets the op suite with PyTorch and agrees with onnxruntime-node (where Python has PyTorch)', { timeout: 120_000 }, async (t) => {
+  const { PythonPeer } = await import('../src/bench/python_peer.js');
+  process.env.WEBJIT_PEER_TORCH_CPU = '1'; // Debian's python3-torch (CPU) where it is installed
+  const { peer, have } = await PythonPeer.start(path.join(ROOT, 'bench', 'peer.py'));
+  try {
+    if (!have.torch) {
+      // The GPU machine has PyTorch; here only Debian's python3-torch would run it.
+      t.skip('no PyTorch in python3 here');
+      return;
+    }
+    for (const c of opCases()) {
+      const feeds = c.feeds();
+      const want = (await ortRun(opModel(c), feeds))[c.graph.outputs[0].name];
+      for (const kind of ['torch', 'torch-resident'] as const) {
+        const s = await peer.engine(kind, 'PyTorch').create(opModel(c));
+        const got = (await s.run(feeds))[c.graph.outputs[0].name];
+        assert.ok(relErr(got, want) <= 1e-4, `${c.name} (${kind}): ${relErr(got, want)}`);
+        const times = await s.selfTimed!.timeRuns(feeds, { warmupMs: 0, minRuns: 2, minMs: 0 });
+        assert.ok(times.length >= 2 && times.every((x) => x > 0));
+        await s.release();
+      }
+    }
+  } finally {
+    peer.close();
+  }
 });

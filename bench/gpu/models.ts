@@ -2,25 +2,11 @@
 // backend in the same process and on the same device: creation, first run and warm median, outputs compared with each
 // other and with PyTorch's where a reference file exists. Usage: node models.mjs ORT_DIR CASE... (CASE: bert:PATH:B:S | ocr:PATH:W)
 import fs from 'node:fs';
-import { create, globals } from 'webgpu';
+import { installGpuForPeers } from '../../src/bench/gpu_env.js';
 import { InferenceSession, Tensor } from '../../src/index.js';
 
-Object.assign(globalThis, globals);
-// onnxruntime-web writes straight from its shared Wasm memory, which Dawn in Node rejects: hand it a copy.
-const queueProto = (globals as { GPUQueue: { prototype: GPUQueue } }).GPUQueue.prototype;
-const writeBuffer = queueProto.writeBuffer;
-queueProto.writeBuffer = function (this: GPUQueue, buf: GPUBuffer, off: number, data: BufferSource, dataOff = 0, size?: number) {
-  if (ArrayBuffer.isView(data) && data.buffer instanceof SharedArrayBuffer) {
-    const bpe = (data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
-    const start = data.byteOffset + dataOff * bpe;
-    const bytes = size !== undefined ? size * bpe : data.byteLength - dataOff * bpe;
-    return writeBuffer.call(this, buf, off, new Uint8Array(data.buffer, start, bytes).slice());
-  }
-  return writeBuffer.call(this, buf, off, data, dataOff, size);
-} as GPUQueue['writeBuffer'];
 // One Dawn instance for both engines (webjit reuses navigator.gpu when it exists).
-const gpu = create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']);
-(globalThis as { navigator?: unknown }).navigator = { gpu };
+await installGpuForPeers();
 
 interface Ort {
   env: { wasm: { wasmPaths?: string; numThreads?: number }; webgpu?: { powerPreference?: string } };

@@ -11,6 +11,15 @@ cp .bundle/ort/*.mjs /tmp/ort/
 for f in .bundle/ort/*.xz; do xz -dc "$f" > "/tmp/ort/$(basename "$f" .xz)"; done
 what=${1:-all}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+if [ "$what" = suite ]; then
+  # webjit bench --suite gpu: the op and model suites against onnxruntime-web WebGPU, TensorFlow.js WebGPU, onnxruntime's
+  # native CPU build (Python's; also the oracle) and PyTorch CUDA; base-size models made here with PyTorch.
+  python3 scripts/make_fixtures.py /tmp/m --size base > "$OUT/make_fixtures.txt" 2>&1
+  WEBJIT_ROOT=$PWD WEBJIT_OCR_MODELS=.bundle WEBJIT_VAD_MODELS=.bundle WEBJIT_BENCH_MODELS=/tmp/m WEBJIT_ORT_WEB_DIR=/tmp/ort \
+    WEBJIT_PEER_PY=bench/peer.py WEBJIT_PYTHON=$(command -v python3) $NODE .bundle/webjit.mjs bench --suite gpu --rounds "${ROUNDS:-3}" ${2:+--only $2} \
+    --json "$OUT/gpu-suite${2:+-$2}.json" --html "$OUT/gpu-suite${2:+-$2}.html" > "$OUT/gpu-suite${2:+-$2}.txt" 2> /tmp/suite.err
+  grep -v "^Warning\|round [0-9]*/\|^W:onnxruntime" /tmp/suite.err | tail -30 > "$OUT/gpu-suite-stderr.txt"
+fi
 if [ "$what" = all ] || [ "$what" = matmul ]; then
   python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul.txt" 2>&1
   $NODE .bundle/matmul-sweep.mjs > "$OUT/sweep.txt" 2>&1

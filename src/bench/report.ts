@@ -28,9 +28,14 @@ export interface BenchReport {
   commit: string;
   device: string;
   node: string;
+  /** The machine the process ran on (the GPU suite's device is the adapter). */
+  host?: string;
   threads: number;
   rounds: number;
   suite: string;
+  /** max|err| / max|ref| within which an output counted as correct. */
+  tolerance?: number;
+  notes?: string[];
   rows: BenchRow[];
 }
 
@@ -52,7 +57,8 @@ function chart(title: string, rows: BenchRow[]): string {
   }
   w.forEach((r, i) => {
     const y = 24 + i * rowH;
-    parts.push(`<text x="${L - 8}" y="${y + 16}" text-anchor="end" font-size="12">${esc(r.name.length > 48 ? `${r.name.slice(0, 46)}…` : r.name)}</text>`);
+    const label = r.engine.endsWith(' resident') ? `${r.name.slice(0, 36)} (resident)` : r.name;
+    parts.push(`<text x="${L - 8}" y="${y + 16}" text-anchor="end" font-size="12">${esc(label.length > 48 ? `${label.slice(0, 46)}…` : label)}</text>`);
     const bar = (ratio: number, dy: number, color: string, label: string) => {
       const a = x(Math.min(1, ratio)), b = x(Math.max(1, ratio));
       parts.push(`<rect x="${a}" y="${y + dy}" width="${Math.max(1, b - a)}" height="11" fill="${color}"><title>${esc(label)}</title></rect>`);
@@ -64,7 +70,8 @@ function chart(title: string, rows: BenchRow[]): string {
   return `<h3>${esc(title)}</h3>
 <svg xmlns="http://www.w3.org/2000/svg" width="${L + W + 60}" height="${H}" font-family="sans-serif">${parts.join('')}</svg>
 <p class="legend"><span style="background:#2f7ed8"></span> webjit against the fastest web peer (onnxruntime-web, TensorFlow.js)
-<span style="background:#f28f43"></span> against the fastest peer including native onnxruntime-node. Right of 1×: webjit is faster.</p>`;
+<span style="background:#f28f43"></span> against the fastest peer including native onnxruntime (and PyTorch on the GPU). Rows marked
+resident compare inputs and outputs left on the GPU with each other. Right of 1×: webjit is faster.</p>`;
 }
 
 function table(rows: BenchRow[], models: boolean): string {
@@ -102,9 +109,11 @@ tr.ours { background: #eef5ff; }
 .legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }
 </style></head><body>
 <h1>webjit benchmark</h1>
-<p>${esc(r.date)} · commit <code>${esc(r.commit)}</code> · ${esc(r.device)} · Node ${esc(r.node)} · ${r.threads} threads per engine
-(TensorFlow.js wasm runs one: its threaded build needs browser workers) · medians over ${r.rounds} round${r.rounds === 1 ? '' : 's'}, engines
-interleaved. Every engine's output was checked against onnxruntime-node (max|err| / max|ref| ≤ 1e-4) before its time counted.</p>
+<p>${esc(r.suite === 'gpu' ? 'GPU' : 'CPU')} suite · ${esc(r.date)} · commit <code>${esc(r.commit)}</code> · ${esc(r.device)}${r.host && r.host !== r.device ? ` on ${esc(r.host)}` : ''}
+· Node ${esc(r.node)} · ${r.threads} threads per CPU engine · medians over ${r.rounds} round${r.rounds === 1 ? '' : 's'}, engines
+interleaved. Every engine's output was checked against ${r.suite === 'gpu' ? "onnxruntime's native CPU build" : 'onnxruntime-node'}
+(max|err| / max|ref| ≤ ${r.tolerance ?? 1e-4}) before its time counted.</p>
+${(r.notes ?? []).map((n) => `<p>${esc(n)}</p>`).join('\n')}
 ${sections.join('\n')}
 </body></html>
 `;

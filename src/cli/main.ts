@@ -38,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('benchmark webjit against onnxruntime-web, onnxruntime-node and TensorFlow.js (outputs checked first)')
     .addOption(new Option('--suite <suite>', 'cpu or gpu').choices(['cpu', 'gpu']).default('cpu'))
     .addOption(new Option('--only <what>', 'only the op suite or only the model suite').choices(['ops', 'models']))
-    .option('--threads <n>', 'threads for every engine', (v) => parseInt(v, 10), 2)
+    .option('--threads <n>', 'threads of the CPU engines (default: 2 on the CPU suite, every core for the GPU suite)', (v) => parseInt(v, 10))
     .option('--filter <regex>', 'only cases whose name (or op category) matches')
     .option('--quick', 'fewer repeats')
     .option('--rounds <n>', 'repeat each suite, engines interleaved, and report medians over rounds', (v) => parseInt(v, 10), 3)

@@ -55,15 +55,29 @@ async function gpuEntry(): Promise<GPU> {
   if (typeof process === 'undefined' || !process.versions?.node) {
     throw new UnsupportedError('this browser has no WebGPU (navigator.gpu is missing)', {}, "use backend 'wasm'");
   }
+  return dawnInstance();
+}
+
+/**
+ * In Node: a Dawn instance from the `webgpu` package with the toggles above, and Dawn's enums (GPUBufferUsage …) as
+ * globals, as in a browser. `asNavigator` also makes it `navigator.gpu`, for other WebGPU libraries in the same
+ * process (the benchmark's peers), which then share webjit's instance.
+ */
+export async function dawnInstance(asNavigator = false): Promise<GPU> {
   let mod: { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
   try {
     mod = (await import('webgpu' as string)) as typeof mod;
   } catch (e) {
     throw new UnsupportedError(`WebGPU in Node needs the 'webgpu' package (${(e as Error).message})`, {}, "npm install webgpu, or use backend 'wasm'");
   }
-  // Dawn's enums (GPUBufferUsage …) as globals, as in a browser.
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  return mod.create(DAWN_FLAGS);
+  const gpu = mod.create(DAWN_FLAGS);
+  if (asNavigator) {
+    const g = globalThis as { navigator?: { gpu?: GPU } };
+    if (g.navigator) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+    else g.navigator = { gpu };
+  }
+  return gpu;
 }
 
 async function createGpu(): Promise<GpuContext> {
