@@ -58,7 +58,8 @@ export function latencyChart(series: Series[], title: string): SVGSVGElement {
 
 function niceCeil(v: number): number {
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+  // Tops whose quarters (the grid lines) are round numbers.
+  for (const m of [1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
