@@ -2,6 +2,7 @@
 import { ModelFormatError, WebjitError } from '../errors.js';
 import type { Model } from '../graph/ir.js';
 import { decodeModel, type DecodeOptions } from './decode.js';
+import { importNode } from '../util/node.js';
 
 export type ModelSource = string | Uint8Array | ArrayBuffer;
 
@@ -23,8 +24,8 @@ export async function loadModel(src: ModelSource, opts: LoadOptions = {}): Promi
   };
   if (typeof src === 'string') {
     if (!isNode) throw new WebjitError('loading from a path needs Node.js; in a browser pass the model bytes');
-    const fs = await import('node:fs');
-    const path = await import('node:path');
+    const fs = await importNode<typeof import('node:fs')>('node:fs');
+    const path = await importNode<typeof import('node:path')>('node:path');
     try {
       bytes = new Uint8Array(fs.readFileSync(src));
     } catch (e) {

@@ -2,6 +2,7 @@
 // user's cache folder in Node (WEBJIT_TUNE_CACHE=path overrides, =off disables) and in IndexedDB in browsers;
 // exportable and importable as JSON so an app can ship pre-tuned results for the devices it knows.
 import type { Family, Params } from './site.js';
+import { importNode } from '../util/node.js';
 
 export interface TuneEntry {
   params: Params;
@@ -88,8 +89,8 @@ export async function cacheLocation(): Promise<string | null> {
   if (env?.WEBJIT_TUNE_CACHE === 'off') return null;
   if (env?.WEBJIT_TUNE_CACHE) return env.WEBJIT_TUNE_CACHE;
   if (typeof process !== 'undefined' && process.versions?.node) {
-    const os = await import('node:os');
-    const path = await import('node:path');
+    const os = await importNode<typeof import('node:os')>('node:os');
+    const path = await importNode<typeof import('node:path')>('node:path');
     const base = env?.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
     return path.join(base, 'webjit', 'tuning.json');
   }
@@ -123,7 +124,7 @@ export async function loadCache(location?: string | null): Promise<TuneCache> {
       db.close();
       if (json) cache.import(json);
     } else {
-      const fs = await import('node:fs/promises');
+      const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
       const text = await fs.readFile(where, 'utf8').catch(() => null);
       if (text) cache.import(text);
     }
@@ -149,8 +150,8 @@ export async function saveCache(cache: TuneCache, location?: string | null): Pro
     });
     db.close();
   } else {
-    const fs = await import('node:fs/promises');
-    const path = await import('node:path');
+    const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
+    const path = await importNode<typeof import('node:path')>('node:path');
     await fs.mkdir(path.dirname(where), { recursive: true });
     // Another process may have added entries since this one loaded: merge them under ours.
     const onDisk = new TuneCache();

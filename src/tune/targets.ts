@@ -6,6 +6,7 @@ import { GpuGraphRunner } from '../backends/webgpu/executor.js';
 import type { GpuContext } from '../backends/webgpu/device.js';
 import type { Value } from '../tensor.js';
 import type { TuneRunner, TuneTarget } from './tuner.js';
+import { importNode } from '../util/node.js';
 
 /** Bumped when generators change so that old winners no longer describe today's kernels. */
 export const TUNE_VERSION = 1;
@@ -14,7 +15,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 async function cpuModel(): Promise<string> {
   if (typeof process !== 'undefined' && process.versions?.node) {
-    const os = await import('node:os');
+    const os = await importNode<typeof import('node:os')>('node:os');
     return `${os.cpus()[0]?.model?.trim() ?? 'cpu'} x${os.cpus().length}`;
   }
   return `cpu x${typeof navigator !== 'undefined' ? navigator.hardwareConcurrency : 1}`;

@@ -23,9 +23,11 @@ export const hasRelaxedSimd = (): boolean => validates((mb) => {
 
 /** Threads need SharedArrayBuffer, and in a browser a cross-origin isolated page. */
 export function threadsAvailable(): { ok: boolean; why?: string } {
-  if (typeof SharedArrayBuffer === 'undefined') return { ok: false, why: 'SharedArrayBuffer is not available' };
+  // Checked first: a browser page that is not cross-origin isolated has no SharedArrayBuffer either, and the headers
+  // are what the page's author can change.
   const g = globalThis as { crossOriginIsolated?: boolean };
   if (g.crossOriginIsolated === false) return { ok: false, why: 'the page is not cross-origin isolated (COOP/COEP headers)' };
+  if (typeof SharedArrayBuffer === 'undefined') return { ok: false, why: 'SharedArrayBuffer is not available' };
   if (!validates((mb) => { mb.func('f', []); }, true)) return { ok: false, why: 'shared Wasm memory is not supported' };
   return { ok: true };
 }

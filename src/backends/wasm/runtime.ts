@@ -5,6 +5,7 @@ import { C, CMD_EXIT, CMD_RUN, CMD_YIELD, MAX_TASKS, TAG_MASK, TAG_SHIFT, takeTa
 import { hasRelaxedSimd, hasSimd, threadsAvailable } from './features.js';
 import type { KernelSource } from './kernel.js';
 import { WasmMemory } from './memory.js';
+import { importNode } from '../../util/node.js';
 
 type RunFn = (...args: number[]) => void;
 
@@ -327,18 +328,17 @@ function nextTurn(): Promise<void> {
 
 async function defaultThreads(): Promise<number> {
   if (typeof process !== 'undefined' && process.versions?.node) {
-    const os = await import('node:os');
+    const os = await importNode<typeof import('node:os')>('node:os');
     return os.availableParallelism();
   }
   const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
   return Math.max(1, nav?.hardwareConcurrency ?? 1);
 }
 
-const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
-
 async function spawnWorker(): Promise<WorkerLike> {
   if (typeof process !== 'undefined' && process.versions?.node) {
-    const { Worker } = await import('node:worker_threads');
+    const { Worker } = await importNode<typeof import('node:worker_threads')>('node:worker_threads');
+    const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
     // From TypeScript sources (development and tests under tsx), register tsx in the worker first.
     const w = workerUrl.pathname.endsWith('.ts')
       ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`, { eval: true })
@@ -347,9 +347,10 @@ async function spawnWorker(): Promise<WorkerLike> {
     w.on('message', (m) => handler(m));
     return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), unref: () => w.unref(), ref: () => w.ref(), onMessage: (f) => { handler = f; } };
   }
-  const W = (globalThis as unknown as { Worker: new (u: URL, o: object) => { postMessage(m: unknown): void; terminate(): void; addEventListener(t: string, f: (e: { data: { type: string } }) => void): void } }).Worker;
-  const w = new W(workerUrl, { type: 'module' });
+  // This exact form (a literal URL relative to import.meta.url, type 'module') is what bundlers (Vite, webpack 5,
+  // Parcel) recognise to emit the worker as its own chunk: keep it literal.
+  const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   let handler: (m: { type: string }) => void = () => {};
-  w.addEventListener('message', (e) => handler(e.data));
+  w.addEventListener('message', (e: MessageEvent<{ type: string }>) => handler(e.data));
   return { postMessage: (m) => w.postMessage(m), terminate: () => w.terminate(), unref: () => {}, ref: () => {}, onMessage: (f) => { handler = f; } };
 }

@@ -1,5 +1,6 @@
 // Worker thread of the Wasm runtime: instantiates kernels on the shared memory and takes tasks of each launch.
 import { C, CMD_EXIT, CMD_YIELD, SPIN_MS, takeTask } from './control.js';
+import { importNode } from '../../util/node.js';
 
 type RunFn = (...args: number[]) => void;
 interface Port { postMessage(m: unknown): void; on?(e: string, f: (m: unknown) => void): void }
@@ -61,9 +62,11 @@ function onMessage(port: Port, m: { type: string; memory?: WebAssembly.Memory; c
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 if (isNode) {
-  const { parentPort } = await import('node:worker_threads');
-  const port = parentPort as unknown as Port;
-  parentPort!.on('message', (m) => onMessage(port, m));
+  // No top-level await: a bundler may emit this worker as a classic (iife) script, which cannot have one.
+  void importNode<typeof import('node:worker_threads')>('node:worker_threads').then(({ parentPort }) => {
+    const port = parentPort as unknown as Port;
+    parentPort!.on('message', (m) => onMessage(port, m));
+  });
 } else {
   const self_ = globalThis as unknown as { onmessage: (e: { data: unknown }) => void; postMessage(m: unknown): void };
   self_.onmessage = (e) => onMessage(self_, e.data as never);

@@ -1,6 +1,7 @@
 // The WebGPU device: found through navigator.gpu (browsers) or the `webgpu` package (Dawn, in Node), with the features
 // and limits the kernel generators specialise to; one device per process, shared by sessions, recreated after a loss.
 import { DeviceLostError, UnsupportedError } from '../../errors.js';
+import { importNode } from '../../util/node.js';
 
 /** What the generators may use on this device. */
 export interface GpuCaps {
@@ -66,7 +67,7 @@ async function gpuEntry(): Promise<GPU> {
 export async function dawnInstance(asNavigator = false): Promise<GPU> {
   let mod: { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
   try {
-    mod = (await import('webgpu' as string)) as typeof mod;
+    mod = await importNode<typeof mod>('webgpu');
   } catch (e) {
     throw new UnsupportedError(`WebGPU in Node needs the 'webgpu' package (${(e as Error).message})`, {}, "npm install webgpu, or use backend 'wasm'");
   }
