@@ -205,6 +205,8 @@ function summarise(ms: Measurement[], tolerance: number, suite: 'ops' | 'models'
   return rows;
 }
 
+const suiteHasTorch = (rs: BenchRow[]) => rs.some((r) => r.engine.startsWith('PyTorch'));
+
 function printTable(rows: BenchRow[]): void {
   const fmt = (x: number | undefined, d = 2) => (x !== undefined && Number.isFinite(x) ? x.toFixed(x < 10 ? d : 1) : '—');
   for (const suite of ['ops', 'models'] as const) {
@@ -237,7 +239,7 @@ function printTable(rows: BenchRow[]): void {
     const gm = (xs: number[]) => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
     for (const [cls, r] of ratios) {
       const what = cls ? 'resident rows: ' : '';
-      if (r.web.length) console.log(`geometric mean, ${what}${gm(r.web).toFixed(2)}× the best web peer over ${r.web.length} cases; ${gm(r.best).toFixed(2)}× the best peer including native and PyTorch`);
+      if (r.web.length) console.log(`geometric mean, ${what}${gm(r.web).toFixed(2)}× the best web peer over ${r.web.length} cases; ${gm(r.best).toFixed(2)}× the best peer including native${r.best.length && suiteHasTorch(rs) ? ' and PyTorch' : ''}`);
       else console.log(`geometric mean, ${what}${gm(r.best).toFixed(2)}× the best peer over ${r.best.length} cases`);
     }
   }
