@@ -42,6 +42,9 @@ if [ "$what" = tc ] || [ "$what" = tc+tune ]; then
   $NODE .bundle/matmul-sweep.mjs tc ${2:-} > "$OUT/tc.txt" 2>&1
   python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul_after.txt" 2>&1
 fi
+if [ "$what" = transfer ]; then
+  $NODE .bundle/transfer.mjs > "$OUT/transfer.txt" 2>&1
+fi
 if [ "$what" = shapes ]; then
   $NODE .bundle/matmul-sweep.mjs shapes > "$OUT/shapes.txt" 2>&1
 fi
