@@ -76,8 +76,8 @@ export function decoderLayout(session: InferenceSession): DecoderLayout {
     const t = tensorType(inputs.get(name));
     return t ? { name, type: t.dtype && INT_TYPES.includes(t.dtype) ? t.dtype : 'int64' as DType } : undefined;
   };
-  const known3 = new Set(['input_ids', 'attention_mask', 'position_ids', ...past.flatMap((p) => [p.key, p.value])]);
-  const extra = [...inputs.keys()].filter((n) => !known3.has(n));
+  const fillable = new Set(['input_ids', 'attention_mask', 'position_ids', ...past.flatMap((p) => [p.key, p.value])]);
+  const extra = [...inputs.keys()].filter((n) => !fillable.has(n));
   if (extra.length) throw new UnsupportedError(`the decoder has inputs webjit cannot fill: ${extra.join(', ')}`, { input: extra[0] }, 'generation feeds input_ids, attention_mask, position_ids and past_key_values.* only');
   const lshape = tensorType(outputs.get(logitsName))?.shape;
   const vocabDim = lshape?.[lshape.length - 1];
