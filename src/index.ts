@@ -1,4 +1,4 @@
-// webjit's public API: sessions, tensors, typed errors, and the PP-OCR text recognizer.
+// webjit's public API: sessions, tensors, typed errors, the PP-OCR text recognizer, and text generation.
 export { InferenceSession, type SessionOptions, type BackendName, type Feeds, type Outputs } from './session.js';
 export { sharedCache as tuningCache, saveCache as saveTuningCache, TuneCache, type TuneCacheJson, type TuneEntry } from './tune/cache.js';
 export type { TuneReport, TuneRow, TuneProgress, TuneRunOptions } from './tune/tuner.js';
@@ -9,3 +9,7 @@ export {
 } from './errors.js';
 export { TextRecognizer, recInput, ctcDecode, parseDict, type RgbaImage, type Recognition } from './apps/ocr.js';
 export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.js';
+export { TextGenerator, Generation, type GenerateOptions, type GeneratedToken, type GenerationStats } from './generate/generate.js';
+export { CausalDecoder, decoderLayout, type DecoderLayout } from './generate/decoder.js';
+export { Sampler, tokenDistribution, argmax, type SamplingOptions, type TokenDistribution } from './generate/sampler.js';
+export { TextTokenizer, TextStreamer } from './generate/tokenizer.js';

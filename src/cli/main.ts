@@ -1,4 +1,4 @@
-// The webjit command line: run, conformance, info.
+// The webjit command line: run, conformance, info, ocr, bench, tune, generate.
 import { Command, Option } from 'commander';
 import { conformanceCommand } from './conformance.js';
 import { infoCommand } from './info.js';
@@ -6,6 +6,7 @@ import { runCommand } from './run.js';
 import { ocrCommand } from './ocr.js';
 import { benchCommand } from './bench.js';
 import { tuneCommand } from './tune.js';
+import { generateCommand } from './generate.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -57,6 +58,26 @@ export async function main(argv: string[]): Promise<number> {
     .option('--seed <n>', 'seed of random inputs', (v) => parseInt(v, 10), 1)
     .option('--json <file>', 'write the report as JSON')
     .action(async (model, o) => { code = await tuneCommand(model, o); });
+
+  program.command('generate <model>')
+    .description('generate text from an ONNX decoder with past key/value inputs; prints tokens as they come, then tokens/s')
+    .option('--prompt <text>', 'the prompt (needs --tokenizer)')
+    .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids')
+    .option('--tokenizer <file>', "a Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS)")
+    .addOption(backendOpt('wasm'))
+    .option('--threads <n>', 'worker threads (wasm backend)', (v) => parseInt(v, 10))
+    .option('--max-tokens <n>', 'most tokens to generate', (v) => parseInt(v, 10), 64)
+    .option('--temperature <t>', '0 is greedy', (v) => parseFloat(v), 0)
+    .option('--top-k <k>', 'sample from the k most likely tokens (0: all)', (v) => parseInt(v, 10), 0)
+    .option('--top-p <p>', 'sample from the smallest set of tokens whose probability reaches p', (v) => parseFloat(v), 1)
+    .option('--seed <n>', 'seed of sampling (default: random)', (v) => parseInt(v, 10))
+    .option('--stop <text...>', 'stop before any of these strings (needs --tokenizer)', [])
+    .option('--stop-id <ids...>', 'stop at any of these token ids (comma-separated)', [])
+    .option('--ignore-eos', "go on past the tokenizer's EOS token")
+    .option('--quant <q>', 'quantized weights: not implemented yet (issue 8)')
+    .option('--draft <model>', 'speculative decoding with a draft model: not implemented yet (issue 8)')
+    .option('--json', 'print one JSON line (ids, text, timings) at the end instead of streaming')
+    .action(async (model, o) => { code = await generateCommand(model, o); });
 
   program.command('info <model>')
     .description("a model's inputs, outputs, opsets, op histogram and parameters")

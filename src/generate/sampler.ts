@@ -1,0 +1,99 @@
+// Picks the next token from a row of logits: greedy, or seeded sampling with temperature, top-k and top-p (nucleus).
+import { InputError } from '../errors.js';
+import { mulberry32 } from '../util/random.js';
+
+export interface SamplingOptions {
+  /** 0 (the default) is greedy; above 0, logits are divided by it before the softmax. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0, the default, keeps all); 1 is greedy whatever the temperature. */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches p (1, the default, keeps all). */
+  topP?: number;
+  /** Seed of the sampling generator: the same seed, logits and options give the same tokens (default: a random one). */
+  seed?: number;
+}
+
+/** The distribution sampling draws from: candidate token ids, most likely first, and their probabilities (sum 1). */
+export interface TokenDistribution {
+  ids: Int32Array;
+  probs: Float64Array;
+}
+
+/** Checks sampling options; bad values are an InputError naming the option. */
+export function checkSamplingOptions(o: SamplingOptions): void {
+  const { temperature = 0, topK = 0, topP = 1, seed } = o;
+  if (!(Number.isFinite(temperature) && temperature >= 0)) {
+    throw new InputError(`temperature must be a finite number ≥ 0, got ${temperature}`, {}, 'use 0 for greedy decoding, or e.g. 0.8');
+  }
+  if (!(Number.isInteger(topK) && topK >= 0)) throw new InputError(`topK must be an integer ≥ 0, got ${topK}`, {}, 'use 0 to keep every token');
+  if (!(topP > 0 && topP <= 1)) throw new InputError(`topP must be in (0, 1], got ${topP}`, {}, 'use 1 to keep every token');
+  if (seed !== undefined && !Number.isInteger(seed)) throw new InputError(`seed must be an integer, got ${seed}`);
+}
+
+/** Index of the largest logit (the first one on ties, as numpy's argmax). */
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+const isGreedy = (o: SamplingOptions) => !o.temperature || o.topK === 1;
+
+/**
+ * The filtered, renormalised distribution of softmax(logits / temperature): top-k first, then top-p over what is
+ * left. Greedy options give the argmax with probability 1.
+ */
+export function tokenDistribution(logits: ArrayLike<number>, o: SamplingOptions): TokenDistribution {
+  checkSamplingOptions(o);
+  if (logits.length === 0) throw new InputError('the logits row is empty');
+  if (isGreedy(o)) return { ids: Int32Array.of(argmax(logits)), probs: Float64Array.of(1) };
+  const T = o.temperature!;
+  const topK = o.topK ?? 0, topP = o.topP ?? 1;
+  const n = logits.length;
+  let ids = new Int32Array(n);
+  for (let i = 0; i < n; i++) ids[i] = i;
+  // Stable: equal logits keep their id order, so ties resolve the same way on every run.
+  ids.sort((a, b) => (logits[b] - logits[a]) || (a - b));
+  if (topK > 0 && topK < n) ids = ids.slice(0, topK);
+  const max = logits[ids[0]];
+  if (!Number.isFinite(max)) throw new InputError(`the largest logit is ${max}`, {}, 'the model produced non-finite logits; check it on the reference backend');
+  let probs = new Float64Array(ids.length);
+  let sum = 0;
+  for (let i = 0; i < ids.length; i++) { probs[i] = Math.exp((logits[ids[i]] - max) / T); sum += probs[i]; }
+  for (let i = 0; i < probs.length; i++) probs[i] /= sum;
+  if (topP < 1) {
+    let cum = 0, keep = probs.length;
+    for (let i = 0; i < probs.length; i++) {
+      cum += probs[i];
+      if (cum >= topP) { keep = i + 1; break; }
+    }
+    ids = ids.slice(0, keep);
+    probs = probs.slice(0, keep);
+    const s = probs.reduce((a, b) => a + b, 0);
+    for (let i = 0; i < probs.length; i++) probs[i] /= s;
+  }
+  return { ids, probs };
+}
+
+/** A seeded sampler: each call draws one token from tokenDistribution(logits, options). */
+export class Sampler {
+  private readonly rng: () => number;
+  constructor(readonly options: SamplingOptions = {}) {
+    checkSamplingOptions(options);
+    this.rng = mulberry32(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  }
+
+  get greedy(): boolean { return isGreedy(this.options); }
+
+  sample(logits: ArrayLike<number>): number {
+    if (this.greedy) return argmax(logits);
+    const { ids, probs } = tokenDistribution(logits, this.options);
+    const u = this.rng();
+    let cum = 0;
+    for (let i = 0; i < ids.length; i++) {
+      cum += probs[i];
+      if (u < cum) return ids[i];
+    }
+    return ids[ids.length - 1];
+  }
+}
