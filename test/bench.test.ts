@@ -105,7 +105,10 @@ test('bench/peer.py interprets the op suite with PyTorch and agrees with onnxrun
       t.skip('no PyTorch in python3 here');
       return;
     }
-    for (const c of opCases()) {
+    // One case per op the interpreter maps (MatMul, Conv with stride and groups, Mul/Add/Softmax, LayerNormalization,
+    // Div/Erf, ReduceSum, Transpose, Gather): the full suite on a CPU PyTorch takes minutes.
+    const pick = /decode 4|s2|Depthwise|Attention causal|LayerNorm|GELU|ReduceSum|Transpose|Gather/;
+    for (const c of opCases().filter((x) => pick.test(x.name))) {
       const feeds = c.feeds();
       const want = (await ortRun(opModel(c), feeds))[c.graph.outputs[0].name];
       for (const kind of ['torch', 'torch-resident'] as const) {
