@@ -259,6 +259,15 @@ export class InferenceSession {
    * WebGPU backend: a run whose outputs stay on the GPU, as GpuTensors the caller owns (dispose() each when done;
    * download() reads one back). Feeding them to the next run chains runs with no GPU→CPU synchronisation.
    */
+  /**
+   * WebGPU backend: throws the InputError of an earlier runGpu whose kernels met invalid data only the GPU saw (an
+   * index out of range). run() checks this itself, and so does the next runGpu; call it after downloading a runGpu
+   * output to know that output is valid. One small read-back when a check is pending; nothing on other backends.
+   */
+  async checkGpuFaults(): Promise<void> {
+    await this.gpu?.checkFaults();
+  }
+
   async runGpu(feeds: Feeds, fetches?: readonly string[]): Promise<Record<string, GpuTensor>> {
     if (!this.gpu) throw new UnsupportedError(`runGpu needs the webgpu backend; this session runs on '${this.backend}'`, {}, "create the session with { backend: 'webgpu' }, or use run()");
     const fm = this.checkFeeds(feeds);

@@ -202,3 +202,43 @@ test("webgpu: a weight larger than the adapter's binding limit is refused at cre
   assert.ok(relErr((await s.run(encoderFeeds(8))).last_hidden_state, (await ortRun(ENCODER, encoderFeeds(8))).last_hidden_state) <= 1e-3);
   await s.release();
 });
+
+test('webgpu: an out-of-range index only the GPU sees fails the run with an InputError naming the node, for run() and runGpu(), and the session goes on', { timeout: 120_000 }, async () => {
+  const table = new Tensor('float32', Float32Array.from({ length: 40 }, (_, i) => i + 1), [10, 4]);
+  const bytes = writeModel({
+    // The indices are computed on the GPU (Cast of a float input): host-known indices are checked on the CPU.
+    nodes: [
+      { op: 'Cast', inputs: ['fids'], outputs: ['ids'], attrs: { to: 7 } },
+      { op: 'Cast', inputs: ['frows'], outputs: ['rows'], attrs: { to: 7 } },
+      { op: 'Gather', inputs: ['t', 'ids'], outputs: ['g'], name: 'embed', attrs: { axis: 0 } },
+      { op: 'GatherElements', inputs: ['t', 'rows'], outputs: ['e'], name: 'pick', attrs: { axis: 0 } },
+    ],
+    inputs: [{ name: 'fids', dtype: 'float32', dims: [3] }, { name: 'frows', dtype: 'float32', dims: [2, 4] }],
+    outputs: [{ name: 'g', dtype: 'float32' }, { name: 'e', dtype: 'float32' }], initializers: { t: table },
+  });
+  const s = await InferenceSession.create(bytes, { backend: 'webgpu' });
+  const ids = (...v: number[]) => new Tensor('float32', Float32Array.from(v), [v.length]);
+  const rows = (...v: number[]) => new Tensor('float32', Float32Array.from(v), [2, 4]);
+  const okRows = rows(0, 1, 2, 3, 9, 8, 7, -1);
+  try {
+    assert.deepEqual(s.gpuStats?.fallbackNodes ?? 0, 0);
+    await assert.rejects(s.run({ fids: ids(1, 12, 3), frows: okRows }), (e: unknown) =>
+      e instanceof InputError && e.where.node === 'embed' && e.where.op === 'Gather' && /index 12 is out of range/.test(e.message));
+    await assert.rejects(s.run({ fids: ids(0, 1, 2), frows: rows(0, 1, 2, 3, 9, 8, 7, 10) }), (e: unknown) =>
+      e instanceof InputError && e.where.node === 'pick' && /index 10 is out of range/.test(e.message));
+    // The words were cleared: a valid run (negative indices included) is right.
+    const good = await s.run({ fids: ids(9, -10, 2), frows: okRows });
+    assert.deepEqual([...(good.g.data as Float32Array)], [37, 38, 39, 40, 1, 2, 3, 4, 9, 10, 11, 12]);
+    assert.deepEqual([...(good.e.data as Float32Array)], [1, 6, 11, 16, 37, 34, 31, 40]);
+    // runGpu reads nothing back: the fault is thrown by checkGpuFaults() (or the next run), not returned as zeros.
+    const outs = await s.runGpu({ fids: ids(-11, 0, 0), frows: okRows });
+    for (const t of Object.values(outs)) t.dispose();
+    await assert.rejects(s.checkGpuFaults(), (e: unknown) => e instanceof InputError && e.where.node === 'embed' && /index -11 .*runGpu/.test(e.message));
+    const again = await s.runGpu({ fids: ids(3, 3, 3), frows: okRows });
+    await s.checkGpuFaults();
+    assert.deepEqual([...((await again.g.download()).data as Float32Array)].slice(0, 4), [13, 14, 15, 16]);
+    for (const t of Object.values(again)) t.dispose();
+  } finally {
+    await s.release();
+  }
+});

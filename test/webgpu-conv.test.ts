@@ -103,7 +103,7 @@ async function runPlan(plan: (ctx: GpuPlanContext) => GpuOpPlan | null, inputs: 
       const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code: d.code }), entryPoint: 'main' } });
       const entries = d.bindings.map((b, binding) => ({
         binding,
-        resource: { buffer: 'input' in b ? ins[b.input] : 'output' in b ? out : 'scratch' in b ? scratch[b.scratch] : consts.get(b.constant.id)! },
+        resource: { buffer: 'input' in b ? ins[b.input] : 'output' in b ? out : 'scratch' in b ? scratch[b.scratch] : 'constant' in b ? consts.get(b.constant.id)! : assert.fail('conv kernels bind no fault words') },
       }));
       const pass = enc.beginComputePass();
       pass.setPipeline(pipeline);

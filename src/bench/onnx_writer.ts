@@ -13,6 +13,8 @@ export interface WNode {
   outputs: string[];
   attrs?: Record<string, AttrValue>;
   domain?: string;
+  /** NodeProto.name (field 3). */
+  name?: string;
 }
 
 export interface WGraph {
@@ -76,6 +78,7 @@ export function writeModel(g: WGraph): Uint8Array {
       gr.msg(1, (nd) => {
         for (const x of n.inputs) nd.str(1, x);
         for (const y of n.outputs) nd.str(2, y);
+        if (n.name) nd.str(3, n.name);
         nd.str(4, n.op);
         for (const [k, v] of Object.entries(n.attrs ?? {})) nd.msg(5, (a) => attribute(a, k, v));
         if (n.domain) nd.str(7, n.domain);

@@ -179,6 +179,8 @@ export class CausalDecoder {
       const lg = out[L.logits];
       try {
         logits = await lg.download();
+        // Position or token ids past the model's tables: the GPU's Gather reports them here, not as zeros.
+        await this.session.checkGpuFaults();
       } catch (e) {
         for (const t of Object.values(out)) t.dispose();
         throw e;

@@ -153,6 +153,10 @@ export class GpuGraphRunner {
   private readonly constGpu = new Map<string, GBuf>();
   private readonly transformed = new Map<string, { c: GpuConstant; buffer: GPUBuffer }>();
   private readonly constById = new Map<number, GPUBuffer>();
+  /** Fault words per node whose kernels can meet data only the GPU sees (Gather indices …): u32[4], zero when clean. */
+  private readonly faultBufs = new Map<Node, GPUBuffer>();
+  /** The fault words read after a runGpu (which reads nothing back), checked at the next run or checkFaults(). */
+  private faultCheck: Promise<Node[] | null> | null = null;
   private readonly plans: Map<string, GpuOpPlan | null>[];
   private readonly eligible: boolean[];
   private readonly lastPlan: ({ ins: ({ dtype: DType; dims: number[] } | undefined)[]; plan: GpuOpPlan | null } | undefined)[] = [];
@@ -344,6 +348,7 @@ export class GpuGraphRunner {
   private async runOnce(feeds: Map<string, Value | GpuTensor>, onGpu: boolean): Promise<Value[] | GpuTensor[]> {
     if (this.disposed) throw new ExecutionError('the session was released');
     checkLost(this.gpu);
+    await this.checkFaults();
     const device = this.gpu.device;
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
@@ -361,6 +366,7 @@ export class GpuGraphRunner {
       if (onGpu) {
         result = this.handOut(outs);
         await this.flush();
+        if (this.faultBufs.size) this.faultCheck = this.readFaults();
       } else {
         result = await this.readAll(outs);
       }
@@ -630,6 +636,7 @@ export class GpuGraphRunner {
         if ('input' in b) buf = inBufs[b.input];
         else if ('output' in b) buf = outs[b.output].buf!.buffer;
         else if ('scratch' in b) buf = scratch[b.scratch];
+        else if ('fault' in b) buf = this.faultOf(node);
         else buf = this.constById.get(b.constant.id);
         if (!buf) throw new ExecutionError('a kernel binding has no buffer', { node: node.name, op: node.opType });
         return buf;
@@ -760,8 +767,13 @@ export class GpuGraphRunner {
     const offsets: number[] = [];
     let total = 0;
     for (const b of sizes) { offsets.push(total); total += Math.ceil(b / 256) * 256; }
+    // The fault words come back with the outputs: a run that met an invalid index fails instead of returning zeros.
+    const faulty = [...this.faultBufs];
+    const faultAt = total;
+    total += 16 * faulty.length;
     const staging = this.readbacks.take(total);
     const copies: Command[] = slots.map((s, k) => ({ copy: [s.buf!.buffer, 0, staging, offsets[k], sizes[k]] as [GPUBuffer, number, GPUBuffer, number, number] }));
+    faulty.forEach(([, b], k) => copies.push({ copy: [b, 0, staging, faultAt + 16 * k, 16] }));
     await this.flush(copies);
     try {
       await staging.mapAsync(MAP_READ, 0, total);
@@ -769,13 +781,69 @@ export class GpuGraphRunner {
       if (this.gpu.lost) throw this.lostError();
       throw new ExecutionError(`reading results back from the GPU failed: ${(e as Error).message}`);
     }
+    let faults: { node: Node; value: number }[] = [];
     try {
       const data = staging.getMappedRange(0, total);
-      return slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
+      if (faulty.length) {
+        const w = new Int32Array(data, faultAt, 4 * faulty.length);
+        faults = faulty.flatMap(([node], k) => (w[4 * k] ? [{ node, value: w[4 * k + 1] }] : []));
+      }
+      if (!faults.length) return slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
     } finally {
       staging.unmap();
       this.readbacks.give(staging);
     }
+    throw this.faultError(faults.map((f) => f.node), faults[0].value);
+  }
+
+  /** The node's fault words (zeroed at creation, and again after each reported fault). */
+  private faultOf(node: Node): GPUBuffer {
+    let b = this.faultBufs.get(node);
+    if (!b) {
+      b = this.gpu.device.createBuffer({ size: 16, usage: 0x80 | 0x04 | 0x08 }); // STORAGE | COPY_SRC | COPY_DST
+      this.faultBufs.set(node, b);
+    }
+    return b;
+  }
+
+  /** Reads every node's fault words (after a runGpu); resolves to the faulted nodes, or null. Never rejects. */
+  private async readFaults(): Promise<Node[] | null> {
+    const faulty = [...this.faultBufs];
+    const device = this.gpu.device;
+    const staging = device.createBuffer({ size: 16 * faulty.length, usage: USAGE_READBACK });
+    try {
+      const enc = device.createCommandEncoder();
+      faulty.forEach(([, b], k) => enc.copyBufferToBuffer(b, 0, staging, 16 * k, 16));
+      device.queue.submit([enc.finish()]);
+      await staging.mapAsync(MAP_READ);
+      const w = new Int32Array(staging.getMappedRange());
+      const bad = faulty.filter((_, k) => w[4 * k] !== 0).map(([node]) => node);
+      this.lastFaultValue = bad.length ? w[4 * faulty.findIndex(([n]) => n === bad[0]) + 1] : 0;
+      return bad.length ? bad : null;
+    } catch {
+      return null;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  private lastFaultValue = 0;
+
+  /** Throws the fault of an earlier runGpu, if its kernels met invalid data (one small read-back when one is pending). */
+  async checkFaults(): Promise<void> {
+    const p = this.faultCheck;
+    if (!p) return;
+    this.faultCheck = null;
+    const bad = await p;
+    if (bad) throw this.faultError(bad, this.lastFaultValue, ' (found after runGpu: its outputs are not valid)');
+  }
+
+  /** The typed error for faulted nodes; their words are zeroed so that the session goes on. */
+  private faultError(nodes: Node[], value: number, where = ''): InputError {
+    for (const n of nodes) this.gpu.device.queue.writeBuffer(this.faultBufs.get(n)!, 0, new Uint32Array(4));
+    const n = nodes[0];
+    return new InputError(`index ${value} is out of range${where}`, { node: n.name, op: n.opType, input: n.inputs[1] },
+      'check the input data (for example token or position ids past the model\'s vocabulary or context length)');
   }
 
   dispose(): void {
@@ -787,6 +855,8 @@ export class GpuGraphRunner {
     for (const t of this.transformed.values()) t.buffer.destroy();
     this.constGpu.clear();
     this.transformed.clear();
+    for (const b of this.faultBufs.values()) b.destroy();
+    this.faultBufs.clear();
   }
 }
 

@@ -24,7 +24,12 @@ export type Binding =
   /** Scratch buffer k of the plan (scratchBytes[k]), live during the node only. */
   | { scratch: number }
   /** A constant made by ctx.constant. */
-  | { constant: GpuConstant };
+  | { constant: GpuConstant }
+  /**
+   * The node's fault words (u32[4], read_write): a kernel that meets invalid data only the GPU sees (an index out of
+   * range) sets word 0 to 1 and word 1 to the offending value; the run then fails with an InputError naming the node.
+   */
+  | { fault: true };
 
 export interface GpuConstant { readonly id: number; readonly bytes: number }
 

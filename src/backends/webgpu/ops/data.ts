@@ -500,9 +500,13 @@ function constIndicesOk(v: GpuValueDesc, dim: (j: number) => number): boolean {
 }
 
 /*
- * Indices only known on the GPU cannot raise the reference's out-of-range error: an out-of-range index reads nothing and
- * yields zero, so the kernels never read outside their buffers.
+ * Indices only known on the GPU: an out-of-range index reads nothing (the output element is zero, so the kernels never
+ * read outside their buffers) and sets the node's fault words, which fail the run with the reference's error at the
+ * next read-back (see the executor's checkFaults).
  */
+const FAULT: Buf = { name: 'fault', type: 'u32', write: true, bind: { fault: true } };
+/** WGSL: record index `v` as out of range unless `ok`. */
+const faultIf = (ok: string, v: string) => `if (!(${ok})) { fault[0] = 1u; fault[1] = bitcast<u32>(${v}); }`;
 
 registerDataOp('Gather', (node, inputs, ctx) => {
   const [x, ind] = inputs;
@@ -522,13 +526,14 @@ registerDataOp('Gather', (node, inputs, ctx) => {
   if (L === 0) return null;
   const bufs: Buf[] = [
     { name: 'x', type: e, bind: { input: 0 } }, { name: 'idx', type: 'i32', bind: { input: 1 } },
-    { name: 'y', type: e, write: true, bind: { output: 0 } },
+    { name: 'y', type: e, write: true, bind: { output: 0 } }, FAULT,
   ];
   const body = [
     ...decompose([outer, nIdx, inner], 'i', 'c'),
     'let v = idx[c1];',
     `let k = select(v, v + ${L}, v < 0);`,
     `let ok = u32(k) < ${L}u;`,
+    faultIf('ok', 'v'),
     `let src = ${offsetExpr(['c0', 'u32(k)', 'c2'], [L * inner, inner, 1], 0)};`,
     `y[i] = select(${zeroLit(e)}, x[select(0u, src, ok)], ok);`,
   ];
@@ -554,13 +559,14 @@ registerDataOp('GatherElements', (node, inputs, ctx) => {
   const coords = ind.dims.map((_, a) => (a === axis ? 'u32(k)' : `c${a}`));
   const bufs: Buf[] = [
     { name: 'x', type: e, bind: { input: 0 } }, { name: 'idx', type: 'i32', bind: { input: 1 } },
-    { name: 'y', type: e, write: true, bind: { output: 0 } },
+    { name: 'y', type: e, write: true, bind: { output: 0 } }, FAULT,
   ];
   const body = [
     ...decompose(ind.dims, 'i', 'c'),
     'let v = idx[i];',
     `let k = select(v, v + ${L}, v < 0);`,
     `let ok = u32(k) < ${L}u;`,
+    faultIf('ok', 'v'),
     `let src = ${offsetExpr(coords, st, 0)};`,
     `y[i] = select(${zeroLit(e)}, x[select(0u, src, ok)], ok);`,
   ];
@@ -609,10 +615,10 @@ registerDataOp('GatherND', (node, inputs, ctx, opset) => {
   if (prod(x.dims) === 0) return null;
   const bufs: Buf[] = [
     { name: 'x', type: e, bind: { input: 0 } }, { name: 'idx', type: 'i32', bind: { input: 1 } },
-    { name: 'y', type: e, write: true, bind: { output: 0 } },
+    { name: 'y', type: e, write: true, bind: { output: 0 } }, ...(g.k ? [FAULT] : []),
   ];
   const body = [
-    `let t = i / ${g.slice}u;`, `let s = i % ${g.slice}u;`, ...ndOffsetLines(x, g, b, 't'),
+    `let t = i / ${g.slice}u;`, `let s = i % ${g.slice}u;`, ...ndOffsetLines(x, g, b, 't'), ...(g.k ? [faultIf('ok', 'v0')] : []),
     `y[i] = select(${zeroLit(e)}, x[select(0u, off + s, ok)], ok);`,
   ];
   return { outputs, dispatches: [kernel1d(bufs, n, body, ctx)] };
@@ -648,10 +654,10 @@ registerDataOp('ScatterND', (node, inputs, ctx, opset) => {
   if (nu === 0) return { outputs, dispatches: [copy] };
   const bufs: Buf[] = [
     { name: 'idx', type: 'i32', bind: { input: 1 } }, { name: 'u', type: e, bind: { input: 2 } },
-    { name: 'y', type: e, write: true, bind: { output: 0 } },
+    { name: 'y', type: e, write: true, bind: { output: 0 } }, ...(g.k ? [FAULT] : []),
   ];
   const body = [
-    `let t = i / ${g.slice}u;`, `let s = i % ${g.slice}u;`, ...ndOffsetLines(x, g, 0, 't'),
+    `let t = i / ${g.slice}u;`, `let s = i % ${g.slice}u;`, ...ndOffsetLines(x, g, 0, 't'), ...(g.k ? [faultIf('ok', 'v0')] : []),
     'if (ok) { y[off + s] = u[i]; }',
   ];
   return { outputs, dispatches: [copy, kernel1d(bufs, nu, body, ctx)] };
