@@ -1,6 +1,6 @@
 // The demo page: pick a model and a backend, run webjit, tune its kernels, and chart its latency against
 // onnxruntime-web's on the same input in this page. `window.demo` exposes the last results to the end-to-end test.
-import { InferenceSession, Tensor, ctcDecode, parseDict, recInput, type RgbaImage, type TuneProgress } from 'webjit';
+import { InferenceSession, Tensor, ctcDecode, mulberry32, parseDict, recInput, type RgbaImage, type TuneProgress } from 'webjit';
 import type * as Ort from 'onnxruntime-web';
 import { fmt, latencyChart, median } from './chart.js';
 
@@ -62,17 +62,6 @@ let dict: Promise<string[]> | null = null;
 const dictionary = (): Promise<string[]> => (dict ??= fetchBytes('models/ppocr_keys_v1.txt').then((b) => parseDict(new TextDecoder().decode(b))));
 
 // ---- inputs ----------------------------------------------------------------------------------------------------
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function tokenIds(n: number, seed: number): Tensor {
   const r = mulberry32(seed);

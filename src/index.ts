@@ -13,3 +13,5 @@ export { TextGenerator, Generation, type GenerateOptions, type GeneratedToken, t
 export { CausalDecoder, decoderLayout, type DecoderLayout } from './generate/decoder.js';
 export { Sampler, tokenDistribution, argmax, type SamplingOptions, type TokenDistribution } from './generate/sampler.js';
 export { TextTokenizer, TextStreamer } from './generate/tokenizer.js';
+/** The seeded generator webjit's CLI, benchmarks and tests make random inputs with (apps can reproduce them). */
+export { mulberry32 } from './util/random.js';
