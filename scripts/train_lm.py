@@ -349,7 +349,9 @@ def save_weights(model, folder, name, stats, max_bytes=15_000_000):
 # ------------------------------------------------------------------------------------------------------------ main
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--corpus', required=True)
+    ap.add_argument('--corpus', help='folder with train.txt and valid.txt (for training)')
+    ap.add_argument('--export-from', metavar='DIR', help='no training: load DIR/{tokenizer.json,target,draft} (what a '
+                    'training run wrote), export both to OUT/onnx and check the ONNX greedy output against PyTorch')
     ap.add_argument('--out', required=True)
     ap.add_argument('--minutes', type=float, default=4.0, help='wall-clock training budget of the target')
     ap.add_argument('--draft-minutes', type=float, default=1.5, help='wall-clock training budget of the draft')
@@ -364,6 +366,10 @@ def main():
     ap.add_argument('--no-onnx-out', action='store_true', help='export the ONNX files to a temporary folder instead')
     args = ap.parse_args()
     args.lr = {'target': args.target_lr, 'draft': args.draft_lr}
+    if args.export_from:
+        return export_from(args.export_from, args.out)
+    if not args.corpus:
+        ap.error('--corpus is required for training (or --export-from DIR to re-export trained weights)')
 
     torch.manual_seed(args.seed)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -421,5 +427,32 @@ def main():
     print(f'total {time.time() - t0:.0f}s')
 
 
+def export_from(src, out):
+    """Re-exports trained weights (f16 safetensors, as save_weights wrote them) to f32 ONNX with a KV cache, checking
+    onnxruntime's greedy output against PyTorch's; runs on a CPU (Debian's torch 1.13 too)."""
+    import glob
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(src, 'tokenizer.json'))
+    prompt = tok.encode('The Debian project').ids
+    os.makedirs(os.path.join(out, 'onnx'), exist_ok=True)
+    ok = True
+    for name in ('target', 'draft'):
+        with open(os.path.join(src, name, 'config.json')) as f:
+            cfg = json.load(f)
+        model = Llama({k: cfg[k] for k in ('hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size')}).eval()
+        sd = {}
+        for part in sorted(glob.glob(os.path.join(src, name, '*.safetensors'))):
+            sd.update(load_file(part))
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+        path = os.path.join(out, 'onnx', f'{name}.onnx')
+        export_onnx(model, path)
+        ref, got = greedy_torch(model, prompt, 32), greedy_ort(path, model.cfg, prompt, 32)
+        ok &= ref == got
+        print(f'{name}: {path} ({os.path.getsize(path) / 1e6:.1f} MB); greedy with KV cache vs PyTorch: '
+              f'{"MATCH" if ref == got else "MISMATCH"}; sample {tok.decode(ref)!r}', flush=True)
+    return 0 if ok else 1
+
+
 if __name__ == '__main__':
-    main()
+    raise SystemExit(main())
