@@ -156,7 +156,7 @@ export class GpuGraphRunner {
   /** Fault words per node whose kernels can meet data only the GPU sees (Gather indices …): u32[4], zero when clean. */
   private readonly faultBufs = new Map<Node, GPUBuffer>();
   /** The fault words read after a runGpu (which reads nothing back), checked at the next run or checkFaults(). */
-  private faultCheck: Promise<Node[] | null> | null = null;
+  private faultCheck: Promise<Fault[]> | null = null;
   private readonly plans: Map<string, GpuOpPlan | null>[];
   private readonly eligible: boolean[];
   private readonly lastPlan: ({ ins: ({ dtype: DType; dims: number[] } | undefined)[]; plan: GpuOpPlan | null } | undefined)[] = [];
@@ -781,19 +781,16 @@ export class GpuGraphRunner {
       if (this.gpu.lost) throw this.lostError();
       throw new ExecutionError(`reading results back from the GPU failed: ${(e as Error).message}`);
     }
-    let faults: { node: Node; value: number }[] = [];
+    let faults: Fault[];
     try {
       const data = staging.getMappedRange(0, total);
-      if (faulty.length) {
-        const w = new Int32Array(data, faultAt, 4 * faulty.length);
-        faults = faulty.flatMap(([node], k) => (w[4 * k] ? [{ node, value: w[4 * k + 1] }] : []));
-      }
+      faults = faultsIn(faulty, new Int32Array(data, faultAt, 4 * faulty.length));
       if (!faults.length) return slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
     } finally {
       staging.unmap();
       this.readbacks.give(staging);
     }
-    throw this.faultError(faults.map((f) => f.node), faults[0].value);
+    throw this.faultError(faults);
   }
 
   /** The node's fault words (zeroed at creation, and again after each reported fault). */
@@ -806,8 +803,8 @@ export class GpuGraphRunner {
     return b;
   }
 
-  /** Reads every node's fault words (after a runGpu); resolves to the faulted nodes, or null. Never rejects. */
-  private async readFaults(): Promise<Node[] | null> {
+  /** Reads every node's fault words (after a runGpu); resolves to the faults found (none on a failed read). Never rejects. */
+  private async readFaults(): Promise<Fault[]> {
     const faulty = [...this.faultBufs];
     const device = this.gpu.device;
     const staging = device.createBuffer({ size: 16 * faulty.length, usage: USAGE_READBACK });
@@ -816,32 +813,27 @@ export class GpuGraphRunner {
       faulty.forEach(([, b], k) => enc.copyBufferToBuffer(b, 0, staging, 16 * k, 16));
       device.queue.submit([enc.finish()]);
       await staging.mapAsync(MAP_READ);
-      const w = new Int32Array(staging.getMappedRange());
-      const bad = faulty.filter((_, k) => w[4 * k] !== 0).map(([node]) => node);
-      this.lastFaultValue = bad.length ? w[4 * faulty.findIndex(([n]) => n === bad[0]) + 1] : 0;
-      return bad.length ? bad : null;
+      return faultsIn(faulty, new Int32Array(staging.getMappedRange()));
     } catch {
-      return null;
+      return [];
     } finally {
       staging.destroy();
     }
   }
-
-  private lastFaultValue = 0;
 
   /** Throws the fault of an earlier runGpu, if its kernels met invalid data (one small read-back when one is pending). */
   async checkFaults(): Promise<void> {
     const p = this.faultCheck;
     if (!p) return;
     this.faultCheck = null;
-    const bad = await p;
-    if (bad) throw this.faultError(bad, this.lastFaultValue, ' (found after runGpu: its outputs are not valid)');
+    const faults = await p;
+    if (faults.length) throw this.faultError(faults, ' (found after runGpu: its outputs are not valid)');
   }
 
   /** The typed error for faulted nodes; their words are zeroed so that the session goes on. */
-  private faultError(nodes: Node[], value: number, where = ''): InputError {
-    for (const n of nodes) this.gpu.device.queue.writeBuffer(this.faultBufs.get(n)!, 0, new Uint32Array(4));
-    const n = nodes[0];
+  private faultError(faults: Fault[], where = ''): InputError {
+    for (const f of faults) this.gpu.device.queue.writeBuffer(this.faultBufs.get(f.node)!, 0, new Uint32Array(4));
+    const { node: n, value } = faults[0];
     return new InputError(`index ${value} is out of range${where}`, { node: n.name, op: n.opType, input: n.inputs[1] },
       'check the input data (for example token or position ids past the model\'s vocabulary or context length)');
   }
@@ -858,6 +850,14 @@ export class GpuGraphRunner {
     for (const b of this.faultBufs.values()) b.destroy();
     this.faultBufs.clear();
   }
+}
+
+/** A node whose kernel met an index out of range, and the index (fault words 0 and 1). */
+interface Fault { node: Node; value: number }
+
+/** The faults in read-back fault words, four per node in the order of `nodes`. */
+function faultsIn(nodes: [Node, GPUBuffer][], words: Int32Array): Fault[] {
+  return nodes.flatMap(([node], k) => (words[4 * k] ? [{ node, value: words[4 * k + 1] }] : []));
 }
 
 function sameShape(s: Slot | undefined, t: { dtype: DType; dims: number[] } | undefined): boolean {
