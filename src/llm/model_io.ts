@@ -1,0 +1,180 @@
+// Loading and saving decoder LLM weights: a Hugging Face Llama folder (config.json + *.safetensors, f32/f16/bf16),
+// or webjit's own format, one safetensors file whose metadata holds the configuration and how each matrix is stored
+// (dense f16/f32, or 4/8-bit groups in the MatMulNBits layout, see types.ts).
+import { GraphError, InputError, UnsupportedError } from '../errors.js';
+import { importNode } from '../util/node.js';
+import { f16Tensor, f32Tensor, readSafetensors, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
+import { LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
+
+export const FORMAT = 'webjit-llm';
+export const FORMAT_VERSION = '1';
+
+const HF_NAME: Record<LayerMatrix, string> = {
+  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
+  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
+};
+
+/** The configuration from a Hugging Face config.json (Llama architecture; others are refused by name). */
+export function configFromHf(j: Record<string, unknown>, where = 'config.json'): LlamaConfig {
+  const type = String(j.model_type ?? '');
+  if (type !== 'llama') {
+    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture`, {},
+      'export other architectures to ONNX with a KV cache and run them with `webjit generate MODEL.onnx`');
+  }
+  const num = (k: string, def?: number): number => {
+    const v = j[k] ?? def;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new GraphError(`${where}: '${k}' is ${JSON.stringify(v)}; expected a number`);
+    return v;
+  };
+  if (j.rope_scaling) throw new UnsupportedError(`${where}: rope_scaling ${JSON.stringify(j.rope_scaling)} is not supported`);
+  if (j.attention_bias || j.mlp_bias) throw new UnsupportedError(`${where}: biases in attention or MLP are not supported`);
+  if (j.hidden_act && j.hidden_act !== 'silu') throw new UnsupportedError(`${where}: hidden_act '${String(j.hidden_act)}' is not supported (silu only)`);
+  const hidden = num('hidden_size'), heads = num('num_attention_heads');
+  const c: LlamaConfig = {
+    vocab: num('vocab_size'), hidden, intermediate: num('intermediate_size'), layers: num('num_hidden_layers'), heads,
+    kvHeads: num('num_key_value_heads', heads), headDim: num('head_dim', hidden / heads),
+    maxPositions: num('max_position_embeddings', 2048), ropeTheta: num('rope_theta', 10000), rmsEps: num('rms_norm_eps', 1e-6),
+    bos: typeof j.bos_token_id === 'number' ? j.bos_token_id : undefined,
+    eos: typeof j.eos_token_id === 'number' ? j.eos_token_id : undefined,
+  };
+  checkConfig(c, where);
+  return c;
+}
+
+export function checkConfig(c: LlamaConfig, where: string): void {
+  const ints = ['vocab', 'hidden', 'intermediate', 'layers', 'heads', 'kvHeads', 'headDim', 'maxPositions'] as const;
+  for (const k of ints) if (!Number.isInteger(c[k]) || c[k] <= 0 || c[k] > 1 << 20) throw new GraphError(`${where}: ${k} = ${c[k]} is not a positive integer in range`);
+  if (c.heads % c.kvHeads !== 0) throw new GraphError(`${where}: ${c.heads} attention heads are not a multiple of ${c.kvHeads} key/value heads`);
+  if (c.headDim % 2 !== 0) throw new GraphError(`${where}: head_dim ${c.headDim} is odd (rotary embeddings pair halves)`);
+}
+
+function configToHf(c: LlamaConfig): Record<string, unknown> {
+  return {
+    model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+    num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, head_dim: c.headDim, max_position_embeddings: c.maxPositions,
+    rope_theta: c.ropeTheta, rms_norm_eps: c.rmsEps, bos_token_id: c.bos, eos_token_id: c.eos, hidden_act: 'silu',
+  };
+}
+
+function need(f: StFile, name: string, shape: number[], where: string): StTensor {
+  const t = f.tensors.get(name);
+  if (!t) throw new GraphError(`${where}: tensor '${name}' is missing`, { input: name }, 'the checkpoint does not match its config.json');
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new GraphError(`${where}: tensor '${name}' is [${t.shape.join(', ')}]; the config says [${shape.join(', ')}]`, { input: name });
+  }
+  return t;
+}
+
+function denseFrom(f: StFile, name: string, N: number, K: number, where: string): Matrix {
+  return { kind: 'f32', N, K, data: toF32(need(f, name, [N, K], where), name) };
+}
+
+/** A matrix from webjit's format: dense (`.weight`) or quantized (`.qweight`, `.scales`, `.zeros`). */
+function matrixFrom(f: StFile, prefix: string, N: number, K: number, where: string): Matrix {
+  if (f.tensors.has(`${prefix}.weight`)) return denseFrom(f, `${prefix}.weight`, N, K, where);
+  const qw = f.tensors.get(`${prefix}.qweight`);
+  if (!qw) throw new GraphError(`${where}: '${prefix}' has neither .weight nor .qweight`, { input: prefix });
+  const [n, groups, blob] = qw.shape;
+  if (qw.dtype !== 'U8' || qw.shape.length !== 3 || n !== N || K % groups !== 0) {
+    throw new GraphError(`${where}: '${prefix}.qweight' is ${qw.dtype}[${qw.shape.join(', ')}]; expected U8[${N}, K/group, group*bits/8] with K = ${K}`, { input: prefix });
+  }
+  const group = K / groups;
+  const bits = (blob * 8) / group;
+  if (bits !== 4 && bits !== 8) throw new GraphError(`${where}: '${prefix}' stores ${bits} bits per weight; webjit reads 4 and 8`, { input: prefix });
+  const scales = toF32(need(f, `${prefix}.scales`, [N, groups], where), `${prefix}.scales`);
+  const zeros = need(f, `${prefix}.zeros`, [N, Math.ceil((groups * bits) / 8)], where);
+  if (zeros.dtype !== 'U8') throw new GraphError(`${where}: '${prefix}.zeros' is ${zeros.dtype}; expected U8`, { input: prefix });
+  return { kind: 'q', bits: bits as QBits, group, N, K, data: qw.bytes.slice(), scales, zeros: zeros.bytes.slice() };
+}
+
+function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, quant: string): LlmWeights {
+  const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+  const shapes: Record<LayerMatrix, [number, number]> = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
+  const vec = (name: string, n: number) => toF32(need(f, name, [n], where), name);
+  const embed = toF32(need(f, 'model.embed_tokens.weight', [c.vocab, D], where), 'model.embed_tokens.weight');
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.layers; l++) {
+    const p = `model.layers.${l}`;
+    const m = {} as Record<LayerMatrix, Matrix>;
+    for (const k of LAYER_MATRICES) {
+      const [N, K] = shapes[k];
+      m[k] = webjit ? matrixFrom(f, `${p}.${HF_NAME[k]}`, N, K, where) : denseFrom(f, `${p}.${HF_NAME[k]}.weight`, N, K, where);
+    }
+    layers.push({ attnNorm: vec(`${p}.input_layernorm.weight`, D), mlpNorm: vec(`${p}.post_attention_layernorm.weight`, D), ...m });
+  }
+  const hasHead = f.tensors.has('lm_head.weight') || f.tensors.has('lm_head.qweight');
+  const lmHead: Matrix = hasHead ? (webjit ? matrixFrom(f, 'lm_head', c.vocab, D, where) : denseFrom(f, 'lm_head.weight', c.vocab, D, where))
+    : { kind: 'f32', N: c.vocab, K: D, data: embed };
+  return { config: c, embed, layers, norm: vec('model.norm.weight', D), lmHead, quant };
+}
+
+/** Whether bytes are webjit's LLM format (a safetensors file with format = webjit-llm). */
+export function isWebjitLlm(bytes: Uint8Array): boolean {
+  try { return readSafetensors(bytes).metadata.format === FORMAT; } catch { return false; }
+}
+
+/** Reads webjit's format from bytes. */
+export function decodeLlm(bytes: Uint8Array, where = 'model'): LlmWeights {
+  const f = readSafetensors(bytes, where);
+  const md = f.metadata;
+  if (md.format !== FORMAT) {
+    throw new GraphError(`${where}: safetensors metadata format is ${JSON.stringify(md.format)}, not '${FORMAT}'`, {},
+      'give a Hugging Face folder (config.json + *.safetensors) or a file written by `webjit quantize`');
+  }
+  if (md.version !== FORMAT_VERSION) throw new UnsupportedError(`${where}: format version ${md.version}; this webjit reads ${FORMAT_VERSION}`);
+  let cfg: Record<string, unknown>;
+  try { cfg = JSON.parse(md.config) as Record<string, unknown>; } catch { throw new GraphError(`${where}: the metadata's config is not JSON`); }
+  return weightsFrom(f, configFromHf(cfg, `${where} (config)`), where, true, md.quant ?? 'unknown');
+}
+
+/** Loads a Hugging Face Llama folder or a webjit LLM file (Node). */
+export async function loadLlm(path: string): Promise<LlmWeights> {
+  const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
+  const nodePath = await importNode<typeof import('node:path')>('node:path');
+  let st;
+  try { st = await fs.stat(path); } catch { throw new InputError(`${path}: no such file or folder`, {}, 'give a Hugging Face Llama folder or a .safetensors file written by `webjit quantize`'); }
+  if (!st.isDirectory()) return decodeLlm(new Uint8Array(await fs.readFile(path)), path);
+  const cfgPath = nodePath.join(path, 'config.json');
+  let cfgJson: Record<string, unknown>;
+  try { cfgJson = JSON.parse(await fs.readFile(cfgPath, 'utf8')) as Record<string, unknown>; } catch (e) {
+    throw new InputError(`${cfgPath}: ${(e as Error).message}`, {}, 'a Hugging Face model folder has config.json and *.safetensors');
+  }
+  const config = configFromHf(cfgJson, cfgPath);
+  const parts = (await fs.readdir(path)).filter((n) => n.endsWith('.safetensors')).sort();
+  if (parts.length === 0) throw new InputError(`${path}: no *.safetensors files`, {}, 'convert PyTorch .bin checkpoints to safetensors first');
+  const merged: StFile = { tensors: new Map(), metadata: {} };
+  for (const p of parts) {
+    const f = readSafetensors(new Uint8Array(await fs.readFile(nodePath.join(path, p))), nodePath.join(path, p));
+    for (const [k, v] of f.tensors) merged.tensors.set(k, v);
+  }
+  return weightsFrom(merged, config, path, false, 'f32');
+}
+
+function matrixTensors(prefix: string, m: Matrix, denseF16: boolean): [string, StTensor][] {
+  if (m.kind === 'f32') return [[`${prefix}.weight`, (denseF16 ? f16Tensor : f32Tensor)(m.data, [m.N, m.K])]];
+  const groups = m.K / m.group;
+  return [
+    [`${prefix}.qweight`, u8Tensor(m.data, [m.N, groups, (m.group * m.bits) / 8])],
+    // Scales are rounded to f16 by the quantizer, so storing them as f16 loses nothing.
+    [`${prefix}.scales`, f16Tensor(m.scales, [m.N, groups])],
+    [`${prefix}.zeros`, u8Tensor(m.zeros, [m.N, Math.ceil((groups * m.bits) / 8)])],
+  ];
+}
+
+/**
+ * Encodes weights in webjit's format. Norms stay f32; the embedding and dense matrices are stored as f16 unless
+ * `f32` (an f32 model is then exact). A tied output projection that was not quantized separately is not stored twice.
+ */
+export function encodeLlm(w: LlmWeights, opts: { f32?: boolean; extra?: Record<string, string> } = {}): Uint8Array {
+  const c = w.config, f16 = !opts.f32;
+  const t: [string, StTensor][] = [['model.embed_tokens.weight', (f16 ? f16Tensor : f32Tensor)(w.embed, [c.vocab, c.hidden])]];
+  w.layers.forEach((L, l) => {
+    const p = `model.layers.${l}`;
+    t.push([`${p}.input_layernorm.weight`, f32Tensor(L.attnNorm, [c.hidden])], [`${p}.post_attention_layernorm.weight`, f32Tensor(L.mlpNorm, [c.hidden])]);
+    for (const k of LAYER_MATRICES) t.push(...matrixTensors(`${p}.${HF_NAME[k]}`, L[k], f16));
+  });
+  t.push(['model.norm.weight', f32Tensor(w.norm, [c.hidden])]);
+  const tied = w.lmHead.kind === 'f32' && w.lmHead.data === w.embed;
+  if (!tied) t.push(...matrixTensors('lm_head', w.lmHead, f16));
+  return writeSafetensors(t, { format: FORMAT, version: FORMAT_VERSION, config: JSON.stringify(configToHf(c)), quant: w.quant, ...opts.extra });
+}

@@ -1,0 +1,137 @@
+// webjit's decoder-LLM model: a Llama-architecture configuration and its weights, dense or quantized, as the
+// quantizer writes them and the LLM runtimes (reference, Wasm, WebGPU) read them.
+//
+// Matrices are stored as nn.Linear stores them: [N (outputs), K (inputs)], row n holding output n's weights. The
+// quantized layout is onnxruntime's MatMulNBits (com.microsoft) layout, so an ONNX export is a copy:
+//   data   uint8 [N, K/group, group*bits/8]: 4-bit values two per byte, the lower nibble first;
+//   scales f32   [N, K/group];
+//   zeros  uint8 [N, ceil((K/group)*bits/8)]: 4-bit zero points two per byte (lower nibble first), 8-bit one per byte;
+//   w[n][k] = (q[n][k] - zero[n][k/group]) * scale[n][k/group].
+
+export interface LlamaConfig {
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Positions the model was trained for: the KV cache's capacity. */
+  maxPositions: number;
+  ropeTheta: number;
+  rmsEps: number;
+  bos?: number;
+  eos?: number;
+}
+
+export type QBits = 4 | 8;
+
+export interface DenseMatrix {
+  kind: 'f32';
+  K: number;
+  N: number;
+  /** [N, K] */
+  data: Float32Array;
+}
+
+export interface QuantMatrix {
+  kind: 'q';
+  bits: QBits;
+  group: number;
+  K: number;
+  N: number;
+  data: Uint8Array;
+  scales: Float32Array;
+  zeros: Uint8Array;
+}
+
+export type Matrix = DenseMatrix | QuantMatrix;
+
+export interface LayerWeights {
+  attnNorm: Float32Array;
+  q: Matrix;
+  k: Matrix;
+  v: Matrix;
+  o: Matrix;
+  mlpNorm: Float32Array;
+  gate: Matrix;
+  up: Matrix;
+  down: Matrix;
+}
+
+export interface LlmWeights {
+  config: LlamaConfig;
+  /** [vocab, hidden] */
+  embed: Float32Array;
+  layers: LayerWeights[];
+  norm: Float32Array;
+  /** The output projection, N = vocab, K = hidden (a copy of embed when the embeddings are tied). */
+  lmHead: Matrix;
+  /** How the weights were made: 'f32', 'q4 g32 rtn', 'q4 g32 awq' … */
+  quant: string;
+}
+
+/** The matrices of a layer in a fixed order (quantizers, writers and runtimes iterate them alike). */
+export const LAYER_MATRICES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+export type LayerMatrix = typeof LAYER_MATRICES[number];
+
+/** Bytes a matrix occupies (what one decode step reads of it). */
+export function matrixBytes(m: Matrix): number {
+  return m.kind === 'f32' ? m.data.byteLength : m.data.byteLength + m.scales.byteLength + m.zeros.byteLength;
+}
+
+/** Weight bytes one decode step reads: every matrix, both norms per layer, the final norm and one embedding row. */
+export function bytesPerToken(w: LlmWeights): number {
+  let b = matrixBytes(w.lmHead) + w.norm.byteLength + w.config.hidden * 4;
+  for (const l of w.layers) {
+    for (const m of LAYER_MATRICES) b += matrixBytes(l[m]);
+    b += l.attnNorm.byteLength + l.mlpNorm.byteLength;
+  }
+  return b;
+}
+
+/** Dequantises row n of a matrix into out[0..K). */
+export function dequantRow(m: Matrix, n: number, out: Float32Array): void {
+  const K = m.K;
+  if (m.kind === 'f32') { out.set(m.data.subarray(n * K, (n + 1) * K)); return; }
+  const G = m.group, groups = K / G;
+  const rowBytes = groups * G * m.bits / 8;
+  const zRow = Math.ceil(groups * m.bits / 8);
+  for (let g = 0; g < groups; g++) {
+    const s = m.scales[n * groups + g];
+    const z = m.bits === 8 ? m.zeros[n * zRow + g] : (m.zeros[n * zRow + (g >> 1)] >> ((g & 1) * 4)) & 15;
+    const base = n * rowBytes + g * G * m.bits / 8;
+    for (let i = 0; i < G; i++) {
+      const q = m.bits === 8 ? m.data[base + i] : (m.data[base + (i >> 1)] >> ((i & 1) * 4)) & 15;
+      out[g * G + i] = (q - z) * s;
+    }
+  }
+}
+
+/** The whole matrix as f32 [N, K]. */
+export function dequantize(m: Matrix): Float32Array {
+  if (m.kind === 'f32') return m.data;
+  const out = new Float32Array(m.N * m.K);
+  for (let n = 0; n < m.N; n++) dequantRow(m, n, out.subarray(n * m.K, (n + 1) * m.K));
+  return out;
+}
+
+/**
+ * A decoder LLM with a preallocated KV cache of `capacity` positions. forward() appends `ids` at the cache's current
+ * length and returns the logits; truncate() forgets positions (speculative decoding's rollback costs nothing).
+ */
+export interface LlmRunner {
+  readonly config: LlamaConfig;
+  readonly backend: 'reference' | 'wasm' | 'webgpu';
+  readonly capacity: number;
+  /** Positions in the KV cache. */
+  readonly length: number;
+  /**
+   * Runs ids at positions length … length+ids.length−1 and appends their keys and values to the cache. Returns the
+   * logits of every position ([ids.length, vocab], row-major) when `allLogits`, else of the last position only.
+   */
+  forward(ids: readonly number[], allLogits?: boolean): Promise<Float32Array>;
+  /** Keeps the first `length` positions of the cache. */
+  truncate(length: number): void;
+  release(): Promise<void>;
+}
