@@ -19,34 +19,54 @@ export interface WNode {
 
 export interface WGraph {
   nodes: WNode[];
-  inputs: { name: string; dtype: DType; dims: number[] }[];
-  outputs: { name: string; dtype: DType; dims?: number[] }[];
+  /** Dims are numbers or symbolic names (dim_param). */
+  inputs: { name: string; dtype: DType; dims: (number | string)[] }[];
+  outputs: { name: string; dtype: DType; dims?: (number | string)[] }[];
   initializers?: Record<string, Tensor>;
   opset?: number;
+  /** Opset imports of other domains, e.g. { 'com.microsoft': 1 }. */
+  domains?: Record<string, number>;
 }
 
+/** Protobuf bytes in chunks: small fields go to a number list, large byte fields stay the caller's arrays. */
 class Buf {
-  readonly b: number[] = [];
+  private readonly chunks: Uint8Array[] = [];
+  private cur: number[] = [];
+  private size = 0;
+  get length(): number { return this.size + this.cur.length; }
+  private push(x: number): void { this.cur.push(x); }
+  private flush(): void {
+    if (this.cur.length) { this.chunks.push(Uint8Array.from(this.cur)); this.size += this.cur.length; this.cur = []; }
+  }
   varint(v: number | bigint): this {
     let x = BigInt.asUintN(64, BigInt(v));
-    while (x > 127n) { this.b.push(Number(x & 127n) | 128); x >>= 7n; }
-    this.b.push(Number(x));
+    while (x > 127n) { this.push(Number(x & 127n) | 128); x >>= 7n; }
+    this.push(Number(x));
     return this;
   }
   tag(field: number, wire: number): this { return this.varint((field << 3) | wire); }
   int(field: number, v: number | bigint): this { return this.tag(field, 0).varint(v); }
-  bytes(field: number, data: Uint8Array | number[]): this {
+  bytes(field: number, data: Uint8Array | Buf): this {
     this.tag(field, 2).varint(data.length);
-    for (let i = 0; i < data.length; i++) this.b.push(data[i]);
+    this.flush();
+    if (data instanceof Buf) { data.flush(); this.chunks.push(...data.chunks); } else this.chunks.push(data);
+    this.size += data.length;
     return this;
   }
   str(field: number, s: string): this { return this.bytes(field, new TextEncoder().encode(s)); }
-  msg(field: number, build: (m: Buf) => void): this { const m = new Buf(); build(m); return this.bytes(field, m.b); }
+  msg(field: number, build: (m: Buf) => void): this { const m = new Buf(); build(m); return this.bytes(field, m); }
   f32(field: number, v: number): this {
     this.tag(field, 5);
     const a = new Uint8Array(new Float32Array([v]).buffer);
-    for (const x of a) this.b.push(x);
+    for (const x of a) this.push(x);
     return this;
+  }
+  toBytes(): Uint8Array {
+    this.flush();
+    const out = new Uint8Array(this.size);
+    let p = 0;
+    for (const c of this.chunks) { out.set(c, p); p += c.length; }
+    return out;
   }
 }
 
@@ -60,11 +80,11 @@ function attribute(m: Buf, name: string, v: AttrValue): void {
   else { for (const x of v.floats) m.f32(7, x); m.int(20, 6); }
 }
 
-function valueInfo(m: Buf, name: string, dtype: DType, dims?: number[]): void {
+function valueInfo(m: Buf, name: string, dtype: DType, dims?: (number | string)[]): void {
   m.str(1, name);
   m.msg(2, (tp) => tp.msg(1, (tt) => {
     tt.int(1, ONNX_TYPE[dtype] ?? 0);
-    if (dims) tt.msg(2, (sh) => { for (const d of dims) sh.msg(1, (dim) => dim.int(1, d)); });
+    if (dims) tt.msg(2, (sh) => { for (const d of dims) sh.msg(1, (dim) => (typeof d === 'number' ? dim.int(1, d) : dim.str(2, d))); });
   }));
 }
 
@@ -73,6 +93,7 @@ export function writeModel(g: WGraph): Uint8Array {
   const m = new Buf();
   m.int(1, 8);
   m.msg(8, (os) => { os.str(1, ''); os.int(2, g.opset ?? 17); });
+  for (const [d, v] of Object.entries(g.domains ?? {})) m.msg(8, (os) => { os.str(1, d); os.int(2, v); });
   m.msg(7, (gr) => {
     for (const n of g.nodes) {
       gr.msg(1, (nd) => {
@@ -97,7 +118,7 @@ export function writeModel(g: WGraph): Uint8Array {
     for (const i of g.inputs) gr.msg(11, (vi) => valueInfo(vi, i.name, i.dtype, i.dims));
     for (const o of g.outputs) gr.msg(12, (vi) => valueInfo(vi, o.name, o.dtype, o.dims));
   });
-  return new Uint8Array(m.b);
+  return m.toBytes();
 }
 
 export { Tensor };

@@ -7,6 +7,8 @@ import { ocrCommand } from './ocr.js';
 import { benchCommand } from './bench.js';
 import { tuneCommand } from './tune.js';
 import { generateCommand } from './generate.js';
+import { quantizeCommand } from './quantize.js';
+import { benchLlmCommand } from './bench_llm.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -58,6 +60,35 @@ export async function main(argv: string[]): Promise<number> {
     .option('--seed <n>', 'seed of random inputs', (v) => parseInt(v, 10), 1)
     .option('--json <file>', 'write the report as JSON')
     .action(async (model, o) => { code = await tuneCommand(model, o); });
+
+  program.command('bench-llm <model>')
+    .description("greedy decode tokens/s of webjit's LLM runtime against onnxruntime-web on the same weights (tokens checked)")
+    .addOption(new Option('--backend <name>', 'LLM backend').choices(['reference', 'wasm', 'webgpu']).default('wasm'))
+    .option('--quant <list>', 'weights to compare: f32,q4,q8 (quantized on the fly, round to nearest, unless MODEL is already quantized)', 'q4')
+    .option('--draft <model>', 'also time speculative decoding with this draft')
+    .option('--draft-tokens <k>', 'draft tokens per round', '4')
+    .option('--threads <n>', 'threads of the CPU engines', '2')
+    .option('--prompt-tokens <n>', 'prompt length', '32')
+    .option('--prompt <text|file>', 'a prompt text (needs --tokenizer); default: fixed pseudo-random ids')
+    .option('--tokenizer <file>', 'tokenizer.json')
+    .option('--tokens <n>', 'tokens to generate', '128')
+    .option('--rounds <n>', 'rounds, engines interleaved; medians', '3')
+    .option('--peers <list>', 'web-wasm, web-webgpu, node (default: onnxruntime-web on the same kind of backend)')
+    .option('--json <file>', 'write the results as JSON')
+    .action(async (model, o) => { code = await benchLlmCommand(model, o); });
+
+  program.command('quantize <model>')
+    .description("quantize a Hugging Face Llama folder's weights to webjit's format (4 or 8 bits in groups, a scale and zero point each)")
+    .option('--bits <n>', '4 or 8', '4')
+    .option('--group <n>', 'weights per scale along the input dim: 32, 64 or 128', '32')
+    .option('--head-bits <n>', 'bits of the output projection (default: --bits)')
+    .option('--calib <file>', 'a calibration text: activation-aware scales (AWQ-style) instead of round to nearest')
+    .option('--calib-tokens <n>', 'calibration tokens', '512')
+    .option('--tokenizer <file>', 'tokenizer.json for --calib (default: MODEL/tokenizer.json)')
+    .option('--out <file>', 'output file (default: MODEL.q<bits>.safetensors)')
+    .option('--onnx <file>', 'also write the same weights as an ONNX decoder (MatMulNBits) for onnxruntime')
+    .option('--f32', 'store the embedding and dense tensors as f32 (default f16)')
+    .action(async (model, o) => { code = await quantizeCommand(model, o); });
 
   program.command('generate <model>')
     .description('generate text from an ONNX decoder with past key/value inputs; prints tokens as they come, then tokens/s')

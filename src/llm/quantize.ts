@@ -20,6 +20,8 @@ export function checkQuantOptions(o: QuantOptions, K: number, what: string): num
 }
 
 const roundF16 = (x: number) => f16ToF32(f32ToF16(x));
+/** The smallest f16 value ≥ x (a scale rounded down would leave the group's extremes outside the grid). */
+const ceilF16 = (x: number) => { const r = roundF16(x); return r >= x ? r : f16ToF32(f32ToF16(x) + 1); };
 
 /** Quantizes a dense [N, K] matrix, round to nearest, each group's range widened to include 0. */
 export function quantizeMatrix(m: DenseMatrix, o: QuantOptions, what = 'matrix'): QuantMatrix {
@@ -33,8 +35,8 @@ export function quantizeMatrix(m: DenseMatrix, o: QuantOptions, what = 'matrix')
       const base = n * K + g * group;
       let lo = 0, hi = 0;
       for (let i = 0; i < group; i++) { const v = m.data[base + i]; if (v < lo) lo = v; if (v > hi) hi = v; }
-      let scale = roundF16((hi - lo) / qmax);
-      if (!(scale > 0) || !Number.isFinite(scale)) scale = hi > lo ? roundF16(Math.max((hi - lo) / qmax, 6.1e-5)) : 1;
+      let scale = ceilF16((hi - lo) / qmax);
+      if (!(scale > 0) || !Number.isFinite(scale)) scale = hi > lo ? ceilF16(Math.max((hi - lo) / qmax, 6.1e-5)) : 1;
       const z = Math.min(qmax, Math.max(0, Math.round(-lo / scale)));
       scales[n * groups + g] = scale;
       if (bits === 8) zeros[n * zRow + g] = z;

@@ -78,8 +78,14 @@ export function checkTruncate(length: number, to: number): void {
   if (!Number.isInteger(to) || to < 0 || to > length) throw new InputError(`truncate(${to}): the cache holds ${length} positions`, {}, 'truncate to a length between 0 and the current length');
 }
 
+/** Where a matrix's input can be observed: the attention input (q, k, v), o's, the MLP input (gate, up), down's. */
+export type TapSite = 'attn' | 'o' | 'mlp' | 'down';
+export type Tap = (layer: number, site: TapSite, x: Float32Array, T: number) => void;
+
 export class ReferenceLlm implements LlmRunner {
   readonly backend = 'reference' as const;
+  /** Sees every matrix input during forward() (calibration of the activation-aware quantizer). */
+  tap?: Tap;
   readonly config: LlamaConfig;
   readonly capacity: number;
   private len = 0;
@@ -120,6 +126,7 @@ export class ReferenceLlm implements LlmRunner {
     for (let l = 0; l < c.layers; l++) {
       const L = w.layers[l];
       rmsNorm(x, L.attnNorm, c.rmsEps, T, h);
+      this.tap?.(l, 'attn', h, T);
       matVec(L.q, h, T, q); matVec(L.k, h, T, k); matVec(L.v, h, T, v);
       const kc = this.kCache[l], vc = this.vCache[l];
       for (let t = 0; t < T; t++) {
@@ -153,11 +160,14 @@ export class ReferenceLlm implements LlmRunner {
           }
         }
       }
+      this.tap?.(l, 'o', att, T);
       matVec(L.o, att, T, o);
       for (let i = 0; i < T * D; i++) x[i] += o[i];
       rmsNorm(x, L.mlpNorm, c.rmsEps, T, h);
+      this.tap?.(l, 'mlp', h, T);
       matVec(L.gate, h, T, g); matVec(L.up, h, T, u);
       for (let i = 0; i < T * F; i++) g[i] = silu(g[i]) * u[i];
+      this.tap?.(l, 'down', g, T);
       matVec(L.down, g, T, o);
       for (let i = 0; i < T * D; i++) x[i] += o[i];
     }

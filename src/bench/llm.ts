@@ -1,0 +1,193 @@
+// The decode benchmark: greedy generation, batch 1, of one model on webjit's LLM runtime and on onnxruntime-web (and
+// onnxruntime-node where present) running the very same weights as an ONNX decoder with a KV cache (exportOnnx:
+// MatMulNBits for quantized matrices). Every engine's tokens are checked against onnxruntime's on the same weights
+// before its speed counts; the ratio is taken in the same run.
+import { Tensor } from '../tensor.js';
+import { createLlm, type LlmBackend } from '../llm/index.js';
+import { exportOnnx } from '../llm/onnx_export.js';
+import { quantizeRtn } from '../llm/quantize.js';
+import { bytesPerToken, type LlmWeights, type QBits } from '../llm/types.js';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+export interface Greedy {
+  /** Runs the prompt; returns the argmax of the last position. */
+  prefill(ids: readonly number[]): Promise<number>;
+  step(id: number): Promise<number>;
+  /** Greedy tokens with speculative decoding, where the engine does it itself (n tokens after the prompt). */
+  generate?(ids: readonly number[], n: number): Promise<{ ids: number[]; acceptance: number }>;
+  release(): Promise<void>;
+}
+
+export interface DecodeEngine {
+  name: string;
+  /** Which weights it runs ('f32', 'q4', 'q8'): tokens are compared with onnxruntime's on the same weights. */
+  weights: string;
+  peer: boolean;
+  create(): Promise<Greedy>;
+}
+
+const argmax = (a: ArrayLike<number>, off = 0, n = a.length - off) => {
+  let b = 0;
+  for (let i = 1; i < n; i++) if (a[off + i] > a[off + b]) b = i;
+  return b;
+};
+
+export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number): DecodeEngine {
+  return {
+    name: `webjit ${backend}`, weights, peer: false,
+    async create() {
+      const r = await createLlm(w, { backend, threads });
+      const g = r as unknown as { greedy?: (ids: readonly number[]) => Promise<number> };
+      const run = async (ids: readonly number[]) => g.greedy ? g.greedy(ids) : argmax(await r.forward(ids));
+      return {
+        prefill: (ids) => { r.truncate(0); return run(ids); },
+        step: (id) => run([id]),
+        release: () => r.release(),
+      };
+    },
+  };
+}
+
+type OrtTensor = { type: string; data: unknown; dims: readonly number[]; dispose?: () => void };
+type Ort = {
+  env: { wasm: { numThreads: number; wasmPaths?: string } };
+  Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensor;
+  InferenceSession: { create(m: Uint8Array, o?: object): Promise<{ run(f: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>; release(): Promise<void>; outputNames: string[] }> };
+};
+const require = createRequire(import.meta.url);
+
+/** onnxruntime-web (wasm or webgpu) or onnxruntime-node on an ONNX decoder, KV fed back (kept on the GPU for webgpu). */
+export function ortDecodeEngine(kind: 'web-wasm' | 'web-webgpu' | 'node', onnx: Uint8Array, w: LlmWeights, weights: string, threads: number): DecodeEngine {
+  const label = kind === 'node' ? `onnxruntime-node ${threads}t` : kind === 'web-wasm' ? `onnxruntime-web wasm ${threads}t` : 'onnxruntime-web webgpu';
+  return {
+    name: label, weights, peer: true,
+    async create() {
+      let ort: Ort;
+      if (kind === 'node') ort = require('onnxruntime-node') as Ort;
+      else if (kind === 'web-wasm') { ort = require('onnxruntime-web') as Ort; ort.env.wasm.numThreads = threads; }
+      else {
+        const dir = process.env.WEBJIT_ORT_WEB_DIR ?? path.dirname(require.resolve('onnxruntime-web'));
+        ort = (await import(pathToFileURL(path.join(dir, 'ort.webgpu.mjs')).href)) as Ort;
+        ort.env.wasm.wasmPaths = `${dir}${path.sep}`;
+        ort.env.wasm.numThreads = 1;
+      }
+      const c = w.config;
+      const kvNames: string[] = [];
+      for (let l = 0; l < c.layers; l++) for (const k of ['key', 'value']) kvNames.push(`${l}.${k}`);
+      const opts: Record<string, unknown> = kind === 'node' ? { intraOpNumThreads: threads, interOpNumThreads: 1 }
+        : { executionProviders: [kind === 'web-wasm' ? 'wasm' : 'webgpu'] };
+      if (kind === 'web-webgpu') opts.preferredOutputLocation = Object.fromEntries(kvNames.map((n) => [`present.${n}`, 'gpu-buffer']));
+      const s = await ort.InferenceSession.create(onnx, opts);
+      let past: Record<string, OrtTensor> = {};
+      const empty = () => { for (const n of kvNames) past[`past_key_values.${n}`] = new ort.Tensor('float32', new Float32Array(0), [1, c.kvHeads, 0, c.headDim]); };
+      const run = async (ids: readonly number[]) => {
+        const out = await s.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map((x) => BigInt(x))), [1, ids.length]), ...past });
+        const old = past;
+        past = {};
+        for (const n of kvNames) past[`past_key_values.${n}`] = out[`present.${n}`];
+        for (const t of Object.values(old)) t.dispose?.();
+        const lg = out.logits.data as Float32Array;
+        return argmax(lg, lg.length - c.vocab, c.vocab);
+      };
+      return {
+        prefill: (ids) => { for (const t of Object.values(past)) t.dispose?.(); empty(); return run(ids); },
+        step: (id) => run([id]),
+        release: () => s.release(),
+      };
+    },
+  };
+}
+
+export interface DecodeResult {
+  engine: string;
+  weights: string;
+  peer: boolean;
+  prefillTokPerSec: number;
+  decodeTokPerSec: number;
+  /** Tokens equal to onnxruntime's on the same weights (null: no reference run). */
+  correct: boolean | null;
+  acceptance?: number;
+  ids: number[];
+}
+
+/** Times engines, interleaved over rounds; medians. The first engine per weights label that is a peer is the oracle. */
+export async function runDecode(engines: DecodeEngine[], prompt: readonly number[], tokens: number, rounds: number, log: (s: string) => void): Promise<DecodeResult[]> {
+  const times = new Map<DecodeEngine, { pre: number[]; dec: number[]; ids: number[]; acc: number[] }>();
+  const sessions = new Map<DecodeEngine, Greedy>();
+  for (const e of engines) sessions.set(e, await e.create());
+  for (let r = 0; r < rounds; r++) {
+    for (const e of engines) {
+      const g = sessions.get(e)!;
+      const rec = times.get(e) ?? { pre: [], dec: [], ids: [], acc: [] };
+      times.set(e, rec);
+      if (g.generate) {
+        const t0 = performance.now();
+        const res = await g.generate(prompt, tokens);
+        const ms = performance.now() - t0;
+        rec.dec.push(res.ids.length / (ms / 1000));
+        rec.acc.push(res.acceptance);
+        rec.ids = res.ids;
+        continue;
+      }
+      const t0 = performance.now();
+      let id = await g.prefill(prompt);
+      const t1 = performance.now();
+      const ids = [id];
+      for (let i = 1; i < tokens; i++) { id = await g.step(id); ids.push(id); }
+      const t2 = performance.now();
+      rec.pre.push(prompt.length / ((t1 - t0) / 1000));
+      rec.dec.push((tokens - 1) / ((t2 - t1) / 1000));
+      rec.ids = ids;
+    }
+    log(`round ${r + 1}/${rounds} done`);
+  }
+  for (const g of sessions.values()) await g.release();
+  const med = (a: number[]) => { if (!a.length) return NaN; const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
+  const oracle = new Map<string, number[]>();
+  for (const e of engines) if (e.peer && !oracle.has(e.weights)) oracle.set(e.weights, times.get(e)!.ids);
+  return engines.map((e) => {
+    const t = times.get(e)!;
+    const ref = oracle.get(e.weights);
+    return {
+      engine: e.name, weights: e.weights, peer: e.peer, prefillTokPerSec: med(t.pre), decodeTokPerSec: med(t.dec),
+      correct: ref ? ref.length === t.ids.length && ref.every((x, i) => x === t.ids[i]) : null,
+      acceptance: t.acc.length ? med(t.acc) : undefined, ids: t.ids,
+    };
+  });
+}
+
+export interface LlmBenchOptions {
+  target: LlmWeights;
+  draft?: LlmWeights;
+  quants: ('f32' | 'q4' | 'q8')[];
+  backend: LlmBackend;
+  threads: number;
+  prompt: number[];
+  tokens: number;
+  rounds: number;
+  draftTokens: number;
+  peers: ('web-wasm' | 'web-webgpu' | 'node')[];
+  log: (s: string) => void;
+}
+
+export function quantized(w: LlmWeights, q: 'f32' | 'q4' | 'q8'): LlmWeights {
+  return q === 'f32' || w.quant !== 'f32' ? w : quantizeRtn(w, { bits: Number(q.slice(1)) as QBits });
+}
+
+export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeResult[]; bytesPerToken: Record<string, number> }> {
+  const engines: DecodeEngine[] = [];
+  const bytes: Record<string, number> = {};
+  for (const q of o.quants) {
+    const w = quantized(o.target, q);
+    const label = w.quant === 'f32' ? 'f32' : q;
+    bytes[label] = bytesPerToken(w);
+    const onnx = exportOnnx(w);
+    for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
+    engines.push(webjitLlmEngine(w, label, o.backend, o.threads));
+  }
+  return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
+}
+
+export { Tensor };

@@ -1,0 +1,74 @@
+// `webjit bench-llm MODEL`: greedy decode tokens/s of webjit's LLM runtime against onnxruntime-web (and -node) on the
+// same weights in the same run, outputs checked token for token; optionally with a draft model (speculative).
+import fs from 'node:fs/promises';
+import { InputError } from '../errors.js';
+import { TextTokenizer } from '../generate/tokenizer.js';
+import { loadLlm } from '../llm/model_io.js';
+import type { LlmBackend } from '../llm/index.js';
+import { hasOrtNode } from '../bench/engines.js';
+import { installGpuForPeers } from '../bench/gpu_env.js';
+import { llmBench, type DecodeResult } from '../bench/llm.js';
+
+export interface BenchLlmArgs {
+  backend: LlmBackend;
+  quant: string;
+  draft?: string;
+  draftTokens: string;
+  threads?: string;
+  promptTokens: string;
+  tokens: string;
+  rounds: string;
+  prompt?: string;
+  tokenizer?: string;
+  peers?: string;
+  json?: string;
+}
+
+export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<number> {
+  const quants = a.quant.split(',').map((q) => q.trim());
+  for (const q of quants) if (!['f32', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use f32, q4, q8 (comma-separated)`);
+  const log = (s: string) => console.error(s);
+  const target = await loadLlm(model);
+  const draft = a.draft ? await loadLlm(a.draft) : undefined;
+  const n = Number(a.promptTokens);
+  let prompt: number[];
+  if (a.prompt && a.tokenizer) {
+    const tok = await TextTokenizer.fromFile(a.tokenizer);
+    prompt = tok.encode(await fs.readFile(a.prompt, 'utf8').catch(() => a.prompt!), { addSpecialTokens: true }).slice(0, n);
+  } else {
+    // A fixed pseudo-random prompt of n ids after BOS.
+    prompt = [target.config.bos ?? 0];
+    let s = 12345;
+    while (prompt.length < n) { s = (s * 1103515245 + 12345) >>> 0; prompt.push(3 + (s % (target.config.vocab - 3))); }
+  }
+  const threads = a.threads ? Number(a.threads) : 2;
+  let peers = (a.peers ?? (a.backend === 'webgpu' ? 'web-webgpu' : 'web-wasm')).split(',') as ('web-wasm' | 'web-webgpu' | 'node')[];
+  if (peers.includes('node') && !hasOrtNode()) { log('onnxruntime-node is not installed here: left out'); peers = peers.filter((p) => p !== 'node'); }
+  if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
+  const { results, bytesPerToken } = await llmBench({
+    target, draft, quants: quants as never, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
+    draftTokens: Number(a.draftTokens), peers, log,
+  });
+  const best = (backendPeer: DecodeResult[]) => Math.max(...backendPeer.filter((r) => r.peer && r.correct !== false && r.engine.startsWith('onnxruntime-web')).map((r) => r.decodeTokPerSec));
+  const bestWeb = best(results);
+  const rows = results.map((r) => {
+    const same = results.find((p) => p.peer && p.weights === r.weights && p.engine.startsWith('onnxruntime-web'));
+    return {
+      ...r,
+      vsSameWeights: !r.peer && same ? r.decodeTokPerSec / same.decodeTokPerSec : undefined,
+      vsBestWeb: !r.peer ? r.decodeTokPerSec / bestWeb : undefined,
+      gbPerSec: (bytesPerToken[r.weights] * r.decodeTokPerSec) / 1e9,
+    };
+  });
+  const f = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '' : x.toFixed(d));
+  console.log(`model ${model}: ${target.config.layers} layers, hidden ${target.config.hidden}, vocab ${target.config.vocab}; prompt ${prompt.length} tokens, ${a.tokens} generated, greedy, median of ${a.rounds} rounds`);
+  console.log(['engine', 'weights', 'MB/token', 'prefill tok/s', 'decode tok/s', 'GB/s', 'tokens', 'vs web, same weights', 'vs best web'].join(' | '));
+  for (const r of rows) {
+    console.log([r.engine, r.weights, f(bytesPerToken[r.weights] / 1e6), f(r.prefillTokPerSec), f(r.decodeTokPerSec), f(r.gbPerSec, 2),
+      r.correct === null ? 'no reference' : r.correct ? 'match' : 'WRONG',
+      r.vsSameWeights ? `${f(r.vsSameWeights, 2)}x` : '', r.vsBestWeb ? `${f(r.vsBestWeb, 2)}x` : ''].join(' | ')
+      + (r.acceptance !== undefined ? ` (acceptance ${(100 * r.acceptance).toFixed(0)}%)` : ''));
+  }
+  if (a.json) await fs.writeFile(a.json, JSON.stringify({ date: new Date().toISOString(), model, config: target.config, prompt: prompt.length, tokens: Number(a.tokens), rounds: Number(a.rounds), bytesPerToken, rows }, null, 1));
+  return rows.some((r) => r.correct === false) ? 1 : 0;
+}

@@ -1,0 +1,31 @@
+// Random-weight Llama models of any shape: test fixtures and benchmark models (where no trained weights exist).
+import { mulberry32 } from '../util/random.js';
+import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix } from './types.js';
+
+/** A small default shape, overridable field by field. */
+export function llamaConfig(c: Partial<LlamaConfig> = {}): LlamaConfig {
+  const hidden = c.hidden ?? 64, heads = c.heads ?? 4;
+  return {
+    vocab: 256, hidden, intermediate: 128, layers: 2, heads, kvHeads: heads, headDim: hidden / heads, maxPositions: 128,
+    ropeTheta: 10000, rmsEps: 1e-5, bos: 0, eos: 1, ...c,
+  };
+}
+
+/** Dense f32 weights, normal-ish with standard deviation `std` (norm weights around 1), from a seed. */
+export function randomLlm(config: LlamaConfig, seed = 1, std = 0.08, tied = true): LlmWeights {
+  const rnd = mulberry32(seed);
+  const normal = () => { let s = 0; for (let i = 0; i < 4; i++) s += rnd(); return (s - 2) * Math.sqrt(3); };
+  const fill = (n: number, f: () => number) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = f(); return a; };
+  const mat = (N: number, K: number): Matrix => ({ kind: 'f32', N, K, data: fill(N * K, () => std * normal()) });
+  const c = config, D = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, F = c.intermediate;
+  const shapes = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] } as const;
+  const norm = () => fill(D, () => 1 + 0.1 * normal());
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.layers; l++) {
+    const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
+    for (const k of LAYER_MATRICES) L[k] = mat(shapes[k][0], shapes[k][1]);
+    layers.push(L);
+  }
+  const embed = fill(c.vocab * D, () => 4 * std * normal());
+  return { config: c, embed, layers, norm: norm(), lmHead: tied ? { kind: 'f32', N: c.vocab, K: D, data: embed } : mat(c.vocab, D), quant: 'f32' };
+}

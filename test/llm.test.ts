@@ -1,0 +1,203 @@
+// webjit's LLM format and quantizer: safetensors round trips, quantized matrices within their rounding bound, the
+// reference runtime against onnxruntime-node on the same weights (dense, 4- and 8-bit via MatMulNBits) token for
+// token and logit by logit, the preallocated cache's truncate and limits, the activation-aware quantizer never worse
+// than round to nearest on its objective, and the quantize CLI.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { readSafetensors, writeSafetensors, f16Tensor } from '../src/llm/safetensors.js';
+import { decodeLlm, encodeLlm, loadLlm } from '../src/llm/model_io.js';
+import { quantizeMatrix, quantizeRtn } from '../src/llm/quantize.js';
+import { quantizeAwq } from '../src/llm/awq.js';
+import { exportOnnx } from '../src/llm/onnx_export.js';
+import { ReferenceLlm } from '../src/llm/reference.js';
+import { createLlm } from '../src/llm/index.js';
+import { perplexity } from '../src/llm/perplexity.js';
+import { llamaConfig, randomLlm } from '../src/llm/random.js';
+import { dequantize, type DenseMatrix, type LlmWeights } from '../src/llm/types.js';
+import { GraphError, InputError, ResourceLimitError, UnsupportedError } from '../src/errors.js';
+import { ROOT } from './helpers.js';
+
+const require = createRequire(import.meta.url);
+const argmax = (a: Float32Array) => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
+const maxAbs = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+const maxDiff = (a: Float32Array, b: Float32Array) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i])); return m; };
+
+/** onnxruntime-node running exportOnnx(w): greedy ids and each step's logits. */
+async function ortGreedy(w: LlmWeights, prompt: number[], n: number): Promise<{ ids: number[]; logits: Float32Array[] }> {
+  const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
+  const s = await ort.InferenceSession.create(exportOnnx(w));
+  const c = w.config;
+  let past: Record<string, import('onnxruntime-node').Tensor> = {};
+  for (let l = 0; l < c.layers; l++) for (const k of ['key', 'value']) past[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, c.kvHeads, 0, c.headDim]);
+  const ids: number[] = [], logits: Float32Array[] = [];
+  let feed = prompt;
+  for (let i = 0; i < n; i++) {
+    const r = await s.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(feed, BigInt), [1, feed.length]), ...past });
+    const lg = r.logits.data as Float32Array;
+    const row = lg.slice(lg.length - c.vocab);
+    logits.push(row);
+    ids.push(argmax(row));
+    past = {};
+    for (let l = 0; l < c.layers; l++) for (const k of ['key', 'value']) past[`past_key_values.${l}.${k}`] = r[`present.${l}.${k}`];
+    feed = [ids[ids.length - 1]];
+  }
+  await s.release();
+  return { ids, logits };
+}
+
+async function ourGreedy(w: LlmWeights, prompt: number[], n: number): Promise<{ ids: number[]; logits: Float32Array[] }> {
+  const r = new ReferenceLlm(w, 64);
+  const ids: number[] = [], logits: Float32Array[] = [];
+  let lg = await r.forward(prompt);
+  for (let i = 0; i < n; i++) {
+    logits.push(lg);
+    ids.push(argmax(lg));
+    if (i < n - 1) lg = await r.forward([ids[i]]);
+  }
+  return { ids, logits };
+}
+
+const PROMPT = [0, 17, 99, 4, 200, 31];
+const GQA = llamaConfig({ hidden: 128, heads: 8, kvHeads: 2, intermediate: 192, vocab: 300, layers: 2 });
+
+test('safetensors: round trip of tensors and metadata; malformed headers are GraphErrors', () => {
+  const a = new Float32Array([1.5, -2, 3.25]);
+  const bytes = writeSafetensors([['a', { dtype: 'F32', shape: [3], bytes: new Uint8Array(a.buffer) }], ['h', f16Tensor(a, [1, 3])]], { k: 'v' });
+  assert.equal((8 + Number(new DataView(bytes.buffer).getBigUint64(0, true))) % 8, 0, 'data starts 8-byte aligned');
+  const f = readSafetensors(bytes);
+  assert.deepEqual(f.metadata, { k: 'v' });
+  assert.deepEqual([...new Float32Array(f.tensors.get('a')!.bytes.slice().buffer)], [1.5, -2, 3.25]);
+  assert.deepEqual(f.tensors.get('h')!.shape, [1, 3]);
+  assert.throws(() => readSafetensors(bytes.subarray(0, 5)), GraphError);
+  const bad = bytes.slice();
+  new DataView(bad.buffer).setBigUint64(0, 1n << 40n, true);
+  assert.throws(() => readSafetensors(bad), /header length/);
+  const short = writeSafetensors([['a', { dtype: 'F32', shape: [4], bytes: new Uint8Array(12) }]], {});
+  assert.throws(() => readSafetensors(short), /needs 16 bytes, has 12/);
+});
+
+test('quantizeMatrix: every weight within half a step of its group, 4 and 8 bits', () => {
+  const w = randomLlm(GQA, 3);
+  const m = w.layers[0].gate as DenseMatrix;
+  for (const bits of [4, 8] as const) {
+    for (const group of [32, 64]) {
+      const q = quantizeMatrix(m, { bits, group });
+      const dq = dequantize(q);
+      const groups = m.K / group;
+      let worst = 0;
+      for (let n = 0; n < m.N; n++) for (let k = 0; k < m.K; k++) {
+        const s = q.scales[n * groups + Math.floor(k / group)];
+        worst = Math.max(worst, Math.abs(dq[n * m.K + k] - m.data[n * m.K + k]) / s);
+      }
+      assert.ok(worst <= 0.5 + 1e-3, `q${bits} g${group}: error ${worst} steps`);
+      assert.equal(q.data.length, (m.N * m.K * bits) / 8);
+    }
+  }
+  assert.throws(() => quantizeMatrix(m, { bits: 4, group: 48 }), InputError);
+  assert.throws(() => quantizeMatrix(m, { bits: 3 as never }), InputError);
+});
+
+test('webjit format: encode/decode round trip (f32 exact; f16 storage within f16 rounding; quantized bytes identical)', () => {
+  const w = randomLlm(GQA, 5);
+  const back = decodeLlm(encodeLlm(w, { f32: true }));
+  assert.deepEqual(back.config, { ...w.config, bos: 0, eos: 1 });
+  assert.equal(maxDiff(back.layers[1].down.kind === 'f32' ? back.layers[1].down.data : new Float32Array(), (w.layers[1].down as DenseMatrix).data), 0);
+  const q = quantizeRtn(w, { bits: 4 });
+  const qb = decodeLlm(encodeLlm(q));
+  const a = q.layers[0].q, b = qb.layers[0].q;
+  assert.ok(a.kind === 'q' && b.kind === 'q');
+  assert.deepEqual(b.data, a.data);
+  assert.deepEqual(b.zeros, a.zeros);
+  assert.deepEqual(b.scales, a.scales, 'scales are f16-rounded by the quantizer, so f16 storage is exact');
+  assert.equal(qb.quant, 'q4 g32 rtn');
+  assert.ok(maxDiff(qb.embed, q.embed) <= maxAbs(q.embed) * 1e-3);
+  assert.throws(() => decodeLlm(writeSafetensors([], { format: 'other' })), GraphError);
+});
+
+for (const [name, make] of [
+  ['f32', (w: LlmWeights) => w],
+  ['q8', (w: LlmWeights) => quantizeRtn(w, { bits: 8 })],
+  ['q4', (w: LlmWeights) => quantizeRtn(w, { bits: 4 })],
+  ['q4 g64', (w: LlmWeights) => quantizeRtn(w, { bits: 4, group: 64 })],
+] as const) {
+  test(`reference LLM runtime equals onnxruntime-node on the same weights (${name}, GQA, MatMulNBits): tokens and logits`, async () => {
+    const w = make(randomLlm(GQA, 7));
+    const ours = await ourGreedy(w, PROMPT, 12);
+    const theirs = await ortGreedy(w, PROMPT, 12);
+    assert.deepEqual(ours.ids, theirs.ids);
+    for (let i = 0; i < ours.logits.length; i++) {
+      const d = maxDiff(ours.logits[i], theirs.logits[i]);
+      assert.ok(d <= 1e-4 * maxAbs(theirs.logits[i]), `step ${i}: logits differ by ${d}`);
+    }
+  });
+}
+
+test('reference runtime: allLogits rows equal step-by-step logits; truncate rewinds; typed errors for bad ids and a full cache', async () => {
+  const w = randomLlm(GQA, 9);
+  const a = new ReferenceLlm(w, 16);
+  const all = await a.forward(PROMPT, true);
+  assert.equal(all.length, PROMPT.length * GQA.vocab);
+  const b = new ReferenceLlm(w, 16);
+  for (let t = 0; t < PROMPT.length; t++) {
+    const row = await b.forward([PROMPT[t]]);
+    assert.ok(maxDiff(row, all.subarray(t * GQA.vocab, (t + 1) * GQA.vocab)) < 1e-4 * maxAbs(row));
+  }
+  a.truncate(3);
+  const again = await a.forward(PROMPT.slice(3), true);
+  assert.ok(maxDiff(again, all.subarray(3 * GQA.vocab)) < 1e-5 * maxAbs(again));
+  await assert.rejects(a.forward([GQA.vocab]), InputError);
+  await assert.rejects(a.forward([-1]), InputError);
+  await assert.rejects(a.forward(new Array(11).fill(5)), ResourceLimitError);
+  assert.throws(() => a.truncate(7), InputError);
+  await assert.rejects(createLlm(w, { backend: 'reference', capacity: 1000 }), UnsupportedError);
+});
+
+test('activation-aware quantization: each site no worse than round to nearest on calibration; better on the whole', async () => {
+  const w = randomLlm(GQA, 11);
+  // Channels with large activations: the case the method is for.
+  for (const L of w.layers) for (let i = 0; i < GQA.hidden; i += 7) { L.attnNorm[i] *= 8; L.mlpNorm[i] *= 8; }
+  const calib = Array.from({ length: 96 }, (_, i) => (i * 37 + 11) % GQA.vocab);
+  const { weights, report } = await quantizeAwq(w, { bits: 4, calib, window: 48 });
+  assert.equal(report.sites.length, GQA.layers * 4);
+  for (const s of report.sites) if (Number.isFinite(s.error)) assert.ok(s.error <= s.rtnError + 1e-12, `${s.layer} ${s.site}: ${s.error} > ${s.rtnError}`);
+  assert.ok(report.sites.some((s) => s.alpha > 0 && s.error < 0.95 * s.rtnError), 'some site improved by > 5%');
+  assert.equal(weights.quant, 'q4 g32 awq');
+  // The folded scales keep the model the same function: its greedy tokens on the calibration prompt stay close to f32.
+  const held = Array.from({ length: 64 }, (_, i) => (i * 53 + 5) % GQA.vocab);
+  const p32 = await perplexity(new ReferenceLlm(w, 64), held, { window: 64, bos: 0 });
+  const pawq = await perplexity(new ReferenceLlm(weights, 64), held, { window: 64, bos: 0 });
+  const prtn = await perplexity(new ReferenceLlm(quantizeRtn(w, { bits: 4 }), 64), held, { window: 64, bos: 0 });
+  assert.ok(Math.abs(pawq.nll - p32.nll) <= Math.abs(prtn.nll - p32.nll) * 1.5 + 0.02, `awq ${pawq.nll} rtn ${prtn.nll} f32 ${p32.nll}`);
+});
+
+test('webjit quantize CLI: a Hugging Face folder to a q4 file and its ONNX twin; loadLlm reads both kinds', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-q-'));
+  const w = randomLlm(llamaConfig({ vocab: 256 }), 13);
+  // A Hugging Face folder: config.json + model.safetensors with transformers' names (tied: no lm_head).
+  const c = w.config;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
+    model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+    num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, max_position_embeddings: c.maxPositions, rms_norm_eps: c.rmsEps, rope_theta: c.ropeTheta, tie_word_embeddings: true,
+  }));
+  const st = readSafetensors(encodeLlm(w, { f32: true }));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...st.tensors], {}));
+  const hf = await loadLlm(dir);
+  assert.equal(maxDiff(hf.embed, w.embed), 0);
+  const out = path.join(dir, 'm.q4.safetensors'), onnx = path.join(dir, 'm.q4.onnx');
+  const log = execFileSync(process.execPath, [path.join(ROOT, 'bin/webjit.js'), 'quantize', dir, '--bits', '4', '--out', out, '--onnx', onnx], { encoding: 'utf8' });
+  assert.match(log, /q4 g32 rtn/);
+  const q = await loadLlm(out);
+  assert.equal(q.layers[0].q.kind, 'q');
+  const ours = await ourGreedy(q, PROMPT, 6);
+  const theirs = await ortGreedy(q, PROMPT, 6);
+  assert.deepEqual(ours.ids, theirs.ids);
+  assert.ok(fs.statSync(onnx).size > 0);
+  await assert.rejects(loadLlm(path.join(dir, 'nope')), InputError);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
+  await assert.rejects(loadLlm(dir), UnsupportedError);
+});
