@@ -59,10 +59,10 @@ type Ort = {
 const require = createRequire(import.meta.url);
 
 /** onnxruntime-web (wasm or webgpu) or onnxruntime-node on an ONNX decoder, KV fed back (kept on the GPU for webgpu). */
-export function ortDecodeEngine(kind: 'web-wasm' | 'web-webgpu' | 'node', onnx: Uint8Array, w: LlmWeights, weights: string, threads: number): DecodeEngine {
+export function ortDecodeEngine(kind: 'web-wasm' | 'web-webgpu' | 'node', onnx: Uint8Array, w: LlmWeights, weights: string, threads: number, note = ''): DecodeEngine {
   const label = kind === 'node' ? `onnxruntime-node ${threads}t` : kind === 'web-wasm' ? `onnxruntime-web wasm ${threads}t` : 'onnxruntime-web webgpu';
   return {
-    name: label, weights, peer: true,
+    name: label + note, weights, peer: true,
     async create() {
       let ort: Ort;
       if (kind === 'node') ort = require('onnxruntime-node') as Ort;
@@ -169,6 +169,8 @@ export interface LlmBenchOptions {
   rounds: number;
   draftTokens: number;
   peers: ('web-wasm' | 'web-webgpu' | 'node')[];
+  /** Another ONNX export of the dense target (e.g. PyTorch's), run by the peers as well. */
+  peerOnnx?: Uint8Array;
   log: (s: string) => void;
 }
 
@@ -179,6 +181,10 @@ export function quantized(w: LlmWeights, q: 'f32' | 'q4' | 'q8'): LlmWeights {
 export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeResult[]; bytesPerToken: Record<string, number> }> {
   const engines: DecodeEngine[] = [];
   const bytes: Record<string, number> = {};
+  if (o.peerOnnx) {
+    bytes.f32 = bytesPerToken(o.target);
+    for (const p of o.peers) engines.push(ortDecodeEngine(p, o.peerOnnx, o.target, 'f32', o.threads, ' (given ONNX)'));
+  }
   for (const q of o.quants) {
     const w = quantized(o.target, q);
     const label = w.quant === 'f32' ? 'f32' : q;

@@ -9,6 +9,7 @@ import { tuneCommand } from './tune.js';
 import { generateCommand } from './generate.js';
 import { quantizeCommand } from './quantize.js';
 import { benchLlmCommand } from './bench_llm.js';
+import { perplexityCommand } from './perplexity.js';
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -74,8 +75,21 @@ export async function main(argv: string[]): Promise<number> {
     .option('--tokens <n>', 'tokens to generate', '128')
     .option('--rounds <n>', 'rounds, engines interleaved; medians', '3')
     .option('--peers <list>', 'web-wasm, web-webgpu, node (default: onnxruntime-web on the same kind of backend)')
+    .option('--peer-onnx <file>', "also run the peers on this ONNX export of the dense model (e.g. PyTorch's)")
     .option('--json <file>', 'write the results as JSON')
     .action(async (model, o) => { code = await benchLlmCommand(model, o); });
+
+  program.command('perplexity <model>')
+    .description('held-out perplexity of an LLM (Hugging Face Llama folder or webjit file) on webjit\'s LLM runtime')
+    .requiredOption('--text <file>', 'held-out text')
+    .requiredOption('--tokenizer <file>', 'tokenizer.json')
+    .addOption(new Option('--backend <name>', 'LLM backend').choices(['reference', 'wasm', 'webgpu']).default('wasm'))
+    .option('--threads <n>', 'threads (wasm)')
+    .option('--quant <list>', 'also quantize on the fly, round to nearest: q4,q8 (default: the weights as stored)')
+    .option('--window <n>', 'tokens per window, BOS included', '512')
+    .option('--windows <n>', 'at most this many windows')
+    .option('--json', 'one JSON line')
+    .action(async (model, o) => { code = await perplexityCommand(model, o); });
 
   program.command('quantize <model>')
     .description("quantize a Hugging Face Llama folder's weights to webjit's format (4 or 8 bits in groups, a scale and zero point each)")
