@@ -115,7 +115,8 @@ test('webjit format: encode/decode round trip (f32 exact; f16 storage within f16
   assert.deepEqual(b.zeros, a.zeros);
   assert.deepEqual(b.scales, a.scales, 'scales are f16-rounded by the quantizer, so f16 storage is exact');
   assert.equal(qb.quant, 'q4 g32 rtn');
-  assert.ok(maxDiff(qb.embed, q.embed) <= maxAbs(q.embed) * 1e-3);
+  // Quantized files store the embedding in 8 bits: within half a step of its group.
+  assert.ok(maxDiff(qb.embed, q.embed) <= maxAbs(q.embed) / 255 + 1e-6);
   assert.throws(() => decodeLlm(writeSafetensors([], { format: 'other' })), GraphError);
 });
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { InputError } from '../errors.js';
 import { TextTokenizer } from '../generate/tokenizer.js';
 import { quantizeAwq } from '../llm/awq.js';
-import { encodeLlm, loadLlm } from '../llm/model_io.js';
+import { decodeLlm, encodeLlm, loadLlm } from '../llm/model_io.js';
 import { exportOnnx } from '../llm/onnx_export.js';
 import { quantizeRtn } from '../llm/quantize.js';
 import { bytesPerToken, type QBits } from '../llm/types.js';
@@ -63,7 +63,8 @@ export async function quantizeCommand(model: string, a: QuantizeArgs): Promise<n
   const after = bytesPerToken(out);
   console.log(`${file}: ${out.quant}, ${(bytes.byteLength / 1e6).toFixed(2)} MB; weights read per token ${(before / 1e6).toFixed(1)} MB -> ${(after / 1e6).toFixed(1)} MB; ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (a.onnx) {
-    const onnx = exportOnnx(out);
+    // From the file as written (its 8-bit embedding included), so the twin runs exactly what webjit loads.
+    const onnx = exportOnnx(decodeLlm(bytes, file));
     await fs.writeFile(a.onnx, onnx);
     console.log(`${a.onnx}: the same weights as an ONNX decoder with a KV cache (MatMulNBits), ${(onnx.byteLength / 1e6).toFixed(2)} MB`);
   }

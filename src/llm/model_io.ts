@@ -3,8 +3,9 @@
 // (dense f16/f32, or 4/8-bit groups in the MatMulNBits layout, see types.ts).
 import { GraphError, InputError, UnsupportedError } from '../errors.js';
 import { importNode } from '../util/node.js';
+import { quantizeMatrix } from './quantize.js';
 import { f16Tensor, f32Tensor, readSafetensors, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
-import { LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
+import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
 
 export const FORMAT = 'webjit-llm';
 export const FORMAT_VERSION = '1';
@@ -91,7 +92,9 @@ function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, 
   const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
   const shapes: Record<LayerMatrix, [number, number]> = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
   const vec = (name: string, n: number) => toF32(need(f, name, [n], where), name);
-  const embed = toF32(need(f, 'model.embed_tokens.weight', [c.vocab, D], where), 'model.embed_tokens.weight');
+  // The embedding table is read one row per token: quantized files store it in 8 bits (dequantized here, once).
+  const embed = webjit && f.tensors.has('model.embed_tokens.qweight') ? dequantize(matrixFrom(f, 'model.embed_tokens', c.vocab, D, where))
+    : toF32(need(f, 'model.embed_tokens.weight', [c.vocab, D], where), 'model.embed_tokens.weight');
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}`;
@@ -162,12 +165,17 @@ function matrixTensors(prefix: string, m: Matrix, denseF16: boolean): [string, S
 }
 
 /**
- * Encodes weights in webjit's format. Norms stay f32; the embedding and dense matrices are stored as f16 unless
- * `f32` (an f32 model is then exact). A tied output projection that was not quantized separately is not stored twice.
+ * Encodes weights in webjit's format. Norms stay f32; dense matrices are stored as f16 unless `f32` (an f32 model is
+ * then exact). The embedding table is stored like dense matrices, or in 8 bits (groups of 32) when `embedBits` is 8,
+ * the default for quantized models. A tied output projection that was not quantized separately is not stored twice.
  */
-export function encodeLlm(w: LlmWeights, opts: { f32?: boolean; extra?: Record<string, string> } = {}): Uint8Array {
+export function encodeLlm(w: LlmWeights, opts: { f32?: boolean; embedBits?: 8 | 16; extra?: Record<string, string> } = {}): Uint8Array {
   const c = w.config, f16 = !opts.f32;
-  const t: [string, StTensor][] = [['model.embed_tokens.weight', (f16 ? f16Tensor : f32Tensor)(w.embed, [c.vocab, c.hidden])]];
+  const embedBits = opts.embedBits ?? (w.quant === 'f32' ? 16 : 8);
+  const embed: Matrix = { kind: 'f32', N: c.vocab, K: c.hidden, data: w.embed };
+  const t: [string, StTensor][] = embedBits === 8 && c.hidden % 32 === 0
+    ? matrixTensors('model.embed_tokens', quantizeMatrix(embed, { bits: 8, group: 32 }, 'embedding'), f16)
+    : [['model.embed_tokens.weight', (f16 ? f16Tensor : f32Tensor)(w.embed, [c.vocab, c.hidden])]];
   w.layers.forEach((L, l) => {
     const p = `model.layers.${l}`;
     t.push([`${p}.input_layernorm.weight`, f32Tensor(L.attnNorm, [c.hidden])], [`${p}.post_attention_layernorm.weight`, f32Tensor(L.mlpNorm, [c.hidden])]);
