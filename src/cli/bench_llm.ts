@@ -8,6 +8,25 @@ import type { LlmBackend } from '../llm/index.js';
 import { hasOrtNode } from '../bench/engines.js';
 import { installGpuForPeers } from '../bench/gpu_env.js';
 import { llmBench, type DecodeResult } from '../bench/llm.js';
+import { llamaConfig, randomQuantLlm } from '../llm/random.js';
+import type { LlamaConfig } from '../llm/types.js';
+
+/** random:hidden=2048,layers=16,heads=16,kv=16,intermediate=5632,vocab=32000,bits=4: random quantized weights. */
+function randomModel(spec: string) {
+  const kv = Object.fromEntries(spec.split(',').filter(Boolean).map((p) => {
+    const [k, v] = p.split('=');
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new InputError(`random model: '${p}' is not name=positive integer`);
+    return [k, n];
+  }));
+  const known = ['hidden', 'layers', 'heads', 'kv', 'intermediate', 'vocab', 'bits', 'positions'];
+  for (const k of Object.keys(kv)) if (!known.includes(k)) throw new InputError(`random model: unknown '${k}' (use ${known.join(', ')})`);
+  const heads = kv.heads ?? 16;
+  const c: Partial<LlamaConfig> = { hidden: kv.hidden ?? 2048, layers: kv.layers ?? 16, heads, kvHeads: kv.kv ?? heads, intermediate: kv.intermediate ?? 5632, vocab: kv.vocab ?? 32000, maxPositions: kv.positions ?? 512 };
+  const bits = kv.bits ?? 4;
+  if (bits !== 4 && bits !== 8) throw new InputError('random model: bits must be 4 or 8');
+  return randomQuantLlm(llamaConfig({ ...c, headDim: c.hidden! / heads }), bits);
+}
 
 export interface BenchLlmArgs {
   backend: LlmBackend;
@@ -29,7 +48,7 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   const quants = a.quant.split(',').map((q) => q.trim());
   for (const q of quants) if (!['f32', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use f32, q4, q8 (comma-separated)`);
   const log = (s: string) => console.error(s);
-  const target = await loadLlm(model);
+  const target = model.startsWith('random:') ? randomModel(model.slice(7)) : await loadLlm(model);
   const draft = a.draft ? await loadLlm(a.draft) : undefined;
   const n = Number(a.promptTokens);
   let prompt: number[];

@@ -29,3 +29,40 @@ export function randomLlm(config: LlamaConfig, seed = 1, std = 0.08, tied = true
   const embed = fill(c.vocab * D, () => 4 * std * normal());
   return { config: c, embed, layers, norm: norm(), lmHead: tied ? { kind: 'f32', N: c.vocab, K: D, data: embed } : mat(c.vocab, D), quant: 'f32' };
 }
+
+/**
+ * Random quantized weights generated directly (no dense matrices: a billion-parameter benchmark model takes seconds):
+ * uniform codes, zero points at the middle of the range, scales giving weights of standard deviation about `std`.
+ */
+export function randomQuantLlm(config: LlamaConfig, bits: 4 | 8, group = 32, seed = 1, std = 0.02): LlmWeights {
+  let s = seed >>> 0 || 1;
+  const bytes = (n: number) => {
+    const a = new Uint8Array(n);
+    const u = new Uint32Array(a.buffer, 0, n >> 2);
+    for (let i = 0; i < u.length; i++) { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; u[i] = s; }
+    for (let i = u.length * 4; i < n; i++) a[i] = i * 131;
+    return a;
+  };
+  // Uniform codes over 2^bits levels have standard deviation 2^bits / sqrt(12) steps.
+  const scale = (std * Math.sqrt(12)) / (1 << bits);
+  const mat = (N: number, K: number): Matrix => {
+    const groups = K / group;
+    const zRow = Math.ceil((groups * bits) / 8);
+    const mid = 1 << (bits - 1);
+    const zeros = new Uint8Array(N * zRow).fill(bits === 8 ? mid : mid | (mid << 4));
+    const scales = new Float32Array(N * groups).fill(scale);
+    return { kind: 'q', bits, group, N, K, data: bytes((N * K * bits) / 8), scales, zeros };
+  };
+  const c = config, D = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, F = c.intermediate;
+  const shapes = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] } as const;
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.layers; l++) {
+    const L = { attnNorm: new Float32Array(D).fill(1), mlpNorm: new Float32Array(D).fill(1) } as LayerWeights;
+    for (const k of LAYER_MATRICES) L[k] = mat(shapes[k][0], shapes[k][1]);
+    layers.push(L);
+  }
+  const eb = bytes(c.vocab * D);
+  const embed = new Float32Array(c.vocab * D);
+  for (let i = 0; i < embed.length; i++) embed[i] = ((eb[i] - 127.5) / 73.9) * std * 4;
+  return { config: c, embed, layers, norm: new Float32Array(D).fill(1), lmHead: mat(c.vocab, D), quant: `q${bits} g${group} random` };
+}
