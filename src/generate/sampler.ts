@@ -75,7 +75,11 @@ export function tokenDistribution(logits: ArrayLike<number>, o: SamplingOptions)
   return { ids, probs };
 }
 
-/** A seeded sampler: each call draws one token from tokenDistribution(logits, options). */
+/**
+ * A seeded sampler: each call draws one token from tokenDistribution(logits, options). distribution(), draw() and
+ * uniform() expose the steps so that speculative decoding can compare the target's and the draft's processed
+ * distributions and draw from the same seeded stream.
+ */
 export class Sampler {
   private readonly rng: () => number;
   constructor(readonly options: SamplingOptions = {}) {
@@ -85,15 +89,34 @@ export class Sampler {
 
   get greedy(): boolean { return isGreedy(this.options); }
 
+  /** The distribution a token is drawn from: after temperature, top-k and top-p (greedy: the argmax, probability 1). */
+  distribution(logits: ArrayLike<number>): TokenDistribution {
+    return tokenDistribution(logits, this.options);
+  }
+
+  /** The next number of the seeded stream, in [0, 1). */
+  uniform(): number {
+    return this.rng();
+  }
+
+  /** Draws from a distribution (ids and probabilities); greedy options take the first id and draw no number. */
+  draw(d: TokenDistribution): number {
+    if (this.greedy) return d.ids[0];
+    return pick(d, this.rng());
+  }
+
   sample(logits: ArrayLike<number>): number {
     if (this.greedy) return argmax(logits);
-    const { ids, probs } = tokenDistribution(logits, this.options);
-    const u = this.rng();
-    let cum = 0;
-    for (let i = 0; i < ids.length; i++) {
-      cum += probs[i];
-      if (u < cum) return ids[i];
-    }
-    return ids[ids.length - 1];
+    return this.draw(tokenDistribution(logits, this.options));
   }
+}
+
+/** The id whose cumulative probability first exceeds u (the last one when rounding leaves u above the total). */
+export function pick(d: TokenDistribution, u: number): number {
+  let cum = 0;
+  for (let i = 0; i < d.ids.length; i++) {
+    cum += d.probs[i];
+    if (u < cum) return d.ids[i];
+  }
+  return d.ids[d.ids.length - 1];
 }
