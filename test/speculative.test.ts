@@ -2,11 +2,13 @@
 // greedy output with a draft equals greedy output without one, token for token, on random Llama models of webjit's
 // LLM runtime and on the ONNX decoder (wasm and webgpu), whatever the draft (the target itself, a perturbed copy, an
 // unrelated model, a scripted one); sampled generations are distributed as the target's; stops, EOS and maxTokens
-// behave as without a draft; the ONNX decoder's batched forward and truncate; typed errors.
+// behave as without a draft; the ONNX decoder's batched forward and truncate; typed errors; the CLI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { CausalDecoder } from '../src/generate/decoder.js';
 import { LlmCausalLM, type CausalLM } from '../src/generate/causal_lm.js';
@@ -15,10 +17,11 @@ import { argmax, pick, Sampler, tokenDistribution, type SamplingOptions, type To
 import { probabilityOf, residual, verifyDraftToken, type Verdict } from '../src/generate/speculative.js';
 import { TextTokenizer } from '../src/generate/tokenizer.js';
 import { GpuTensor } from '../src/backends/webgpu/gpu_tensor.js';
-import { InputError } from '../src/errors.js';
-import { ReferenceLlm, type LlamaConfig, type LlmWeights } from '../src/llm/index.js';
+import { InputError, UnsupportedError } from '../src/errors.js';
+import { encodeLlm, ReferenceLlm, type LlamaConfig, type LlmWeights } from '../src/llm/index.js';
+import { writeSafetensors, f32Tensor } from '../src/llm/safetensors.js';
 import { mulberry32 } from '../src/util/random.js';
-import { fixture } from './helpers.js';
+import { fixture, ROOT } from './helpers.js';
 import { llamaConfig, perturb, randomLlama } from './llm-random.js';
 
 const require = createRequire(import.meta.url);
@@ -484,5 +487,88 @@ test('greedy with a draft on the ONNX decoder (webgpu): equals onnxruntime-node;
   } finally {
     GpuTensor.prototype.download = download;
     await target.release();
+  }
+});
+
+// ---- CLI ----
+
+/** A Hugging Face Llama folder (config.json + model.safetensors, f32) for random weights. */
+function writeHfFolder(dir: string, w: LlmWeights): void {
+  const c = w.config;
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
+    model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+    num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, max_position_embeddings: c.maxPositions, rms_norm_eps: c.rmsEps,
+    rope_theta: c.ropeTheta, hidden_act: 'silu', bos_token_id: 1, eos_token_id: 2,
+  }));
+  const names = { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj', gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj' } as const;
+  const t: [string, ReturnType<typeof f32Tensor>][] = [['model.embed_tokens.weight', f32Tensor(w.embed, [c.vocab, c.hidden])], ['model.norm.weight', f32Tensor(w.norm, [c.hidden])]];
+  w.layers.forEach((L, l) => {
+    t.push([`model.layers.${l}.input_layernorm.weight`, f32Tensor(L.attnNorm, [c.hidden])], [`model.layers.${l}.post_attention_layernorm.weight`, f32Tensor(L.mlpNorm, [c.hidden])]);
+    for (const [k, n] of Object.entries(names)) {
+      const m = L[k as keyof typeof names];
+      if (m.kind !== 'f32') throw new Error('dense only');
+      t.push([`model.layers.${l}.${n}.weight`, f32Tensor(m.data, [m.N, m.K])]);
+    }
+  });
+  if (w.lmHead.kind !== 'f32') throw new Error('dense only');
+  t.push(['lm_head.weight', f32Tensor(w.lmHead.data, [c.vocab, c.hidden])]);
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors(t, { format: 'pt' }));
+}
+
+test('CLI: webjit generate runs LLM folders and webjit files with --draft, --draft-tokens and --quant; prints acceptance; typed errors', { timeout: 300_000 }, async () => {
+  const bin = path.join(ROOT, 'bin/webjit.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-spec-'));
+  try {
+    const cfg = llamaConfig({ vocab: 64, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 });
+    const w = randomLlama(cfg, 64);
+    writeHfFolder(path.join(dir, 'target'), w);
+    fs.writeFileSync(path.join(dir, 'draft.safetensors'), encodeLlm(perturb(w, 0.1, 7), { f32: true }));
+    fs.writeFileSync(path.join(dir, 'other.safetensors'), encodeLlm(randomLlama(llamaConfig({ vocab: 70 }), 1), { f32: true }));
+    const want = await ids(new TextGenerator(llm(w)), [1, 7, 3], { maxTokens: 20 });
+    const run = (...args: string[]) => execFileSync(process.execPath, [bin, 'generate', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const js = (out: string) => JSON.parse(out.trim().split('\n').pop()!);
+    const plain = js(run(path.join(dir, 'target'), '--prompt-ids', '1,7,3', '--max-tokens', '20', '--backend', 'reference', '--json'));
+    assert.deepEqual(plain.ids, want);
+    assert.equal(plain.speculative, undefined);
+    const spec = js(run(path.join(dir, 'target'), '--prompt-ids', '1,7,3', '--max-tokens', '20', '--backend', 'reference', '--json',
+      '--draft', path.join(dir, 'draft.safetensors'), '--draft-tokens', '3'));
+    assert.deepEqual(spec.ids, want);
+    assert.equal(spec.speculative.draft_tokens, 3);
+    assert.ok(spec.speculative.drafted > 0 && spec.speculative.accepted > 0 && spec.speculative.accepted <= spec.speculative.drafted, JSON.stringify(spec));
+    assert.equal(spec.speculative.acceptance_rate, Math.round((spec.speculative.accepted / spec.speculative.drafted) * 1000) / 1000);
+    // Text output: the tokens, the speeds, the acceptance.
+    const text = run(path.join(dir, 'target'), '--prompt-ids', '1,7,3', '--max-tokens', '12', '--backend', 'reference', '--draft', path.join(dir, 'draft.safetensors'));
+    const lines = text.trim().split('\n');
+    assert.equal(lines[0], want.slice(0, 12).join(' '));
+    assert.match(lines[1], /^prefill: 3 tokens in [\d.]+ ms \([\d.]+ tokens\/s\); decode: 11 tokens in [\d.]+ ms \([\d.]+ tokens\/s\); first token after [\d.]+ ms; stop: maxTokens$/);
+    assert.match(lines[2], /^speculative: draft of 4 tokens a round, \d+ rounds, \d+ drafted, \d+ accepted \(acceptance [\d.]+%\)$/);
+    // --quant on the fly: q8 keeps greedy tokens of this small model close; the log says what ran.
+    const q = spawnSync(process.execPath, [bin, 'generate', path.join(dir, 'target'), '--prompt-ids', '1,7,3', '--max-tokens', '8', '--backend', 'reference', '--quant', 'q8'], { encoding: 'utf8' });
+    assert.equal(q.status, 0, q.stderr);
+    assert.match(q.stderr, /quantized to q8 g32 rtn/);
+    const f16 = spawnSync(process.execPath, [bin, 'generate', path.join(dir, 'target'), '--prompt-ids', '1,7,3', '--max-tokens', '8', '--backend', 'reference', '--quant', 'f16'], { encoding: 'utf8' });
+    assert.equal(f16.status, 0, f16.stderr);
+    assert.match(f16.stderr, /f16: .*float32/);
+    assert.equal(f16.stdout.trim().split('\n')[0], want.slice(0, 8).join(' '));
+    // Errors: --quant on ONNX, a draft of another vocabulary, a bad --draft-tokens, a bad --quant.
+    const e1 = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt-ids', '1,2', '--quant', 'q4'], { encoding: 'utf8' });
+    assert.equal(e1.status, 1);
+    assert.match(e1.stderr, /UnsupportedError: --quant applies to LLM weights.*webjit quantize/);
+    const e2 = spawnSync(process.execPath, [bin, 'generate', path.join(dir, 'target'), '--prompt-ids', '1,2', '--backend', 'reference', '--draft', path.join(dir, 'other.safetensors')], { encoding: 'utf8' });
+    assert.equal(e2.status, 1);
+    assert.match(e2.stderr, /InputError: the draft model's vocabulary has 70 tokens and the target's 64/);
+    const e3 = spawnSync(process.execPath, [bin, 'generate', path.join(dir, 'target'), '--prompt-ids', '1,2', '--backend', 'reference', '--draft', path.join(dir, 'draft.safetensors'), '--draft-tokens', '0'], { encoding: 'utf8' });
+    assert.equal(e3.status, 1);
+    assert.match(e3.stderr, /InputError: .*draft-tokens/);
+    const e4 = spawnSync(process.execPath, [bin, 'generate', path.join(dir, 'target'), '--prompt-ids', '1,2', '--backend', 'reference', '--quant', 'q3'], { encoding: 'utf8' });
+    assert.equal(e4.status, 1);
+    assert.match(e4.stderr, /InputError: --quant q3/);
+    // An ONNX target with an ONNX draft (the fixture twice): the greedy tokens of onnxruntime.
+    const o = js(run(DECODER, '--prompt-ids', PROMPT.join(','), '--max-tokens', '10', '--backend', 'wasm', '--threads', '1', '--draft', DECODER, '--json'));
+    assert.deepEqual(o.ids, (await greedyOracle()).slice(0, 10));
+    assert.equal(o.speculative.acceptance_rate, 1);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
