@@ -129,6 +129,15 @@ test('sampler: sample() is draw(distribution()) from the same seeded stream; gre
   const g = new Sampler({ seed: 1 });
   for (const l of rows) assert.equal(g.draw(g.distribution(l)), argmax(l));
   assert.equal(g.uniform(), new Sampler({ seed: 1 }).uniform(), 'greedy draws did not advance the stream');
+  // Float32 rows sort by packed keys, other rows by a comparator: the same order, ties (and ±0) by id.
+  const tied = Float32Array.from({ length: 3000 }, () => Math.round(r() * 40) / 4 - 5);
+  tied.set([0, -0, 1e-40, -1e-40, 3e38, -3e38], 100);
+  const o1 = { temperature: 1, topK: 2999 };
+  assert.deepEqual([...tokenDistribution(tied, o1).ids], [...tokenDistribution(Array.from(tied), o1).ids]);
+  // Without filters the sampler's distribution is in id order (no sort) and holds the same probabilities.
+  const un = new Sampler({ temperature: 0.7 }).distribution(tied), sorted = tokenDistribution(tied, { temperature: 0.7 });
+  assert.deepEqual([...un.ids], [...tied.keys()]);
+  sorted.ids.forEach((id, i) => assert.ok(Math.abs(un.probs[id] - sorted.probs[i]) < 1e-15));
 });
 
 const CONFIGS: [string, LlamaConfig][] = [
@@ -183,48 +192,55 @@ test('greedy with a draft equals greedy without, token for token (LLM runtime): 
 test('sampled generations with a draft are distributed as the target\'s: the first three tokens\' joint law, chi-square over 512 cells', { timeout: 300_000 }, async () => {
   const cfg = llamaConfig({ vocab: 8, hidden: 16, intermediate: 32, layers: 1, heads: 2 });
   const w = randomLlama(cfg, 4, 1.5);
+  const draftW = perturb(w, 0.6, 3);
   const prompt = [1, 2, 3];
-  const o = { temperature: 1, topK: 6 };
-  // The exact law of the first three sampled tokens under the target, after top-k.
-  const r = new ReferenceLlm(w);
-  const law = new Float64Array(512);
-  const dist = (l: Float32Array) => dense(tokenDistribution(l, o), 8);
-  const p1 = dist(await r.forward(prompt));
-  for (let a = 0; a < 8; a++) {
-    if (!p1[a]) continue;
-    r.truncate(3);
-    const p2 = dist(await r.forward([a]));
-    for (let b = 0; b < 8; b++) {
-      if (!p2[b]) continue;
-      r.truncate(4);
-      const p3 = dist(await r.forward([b]));
-      for (let c = 0; c < 8; c++) law[a * 64 + b * 8 + c] = p1[a] * p2[b] * p3[c];
+  /** The exact law of the first three sampled tokens under the target, after the filters. */
+  const lawOf = async (o: SamplingOptions) => {
+    const r = new ReferenceLlm(w);
+    const law = new Float64Array(512);
+    const dist = (l: Float32Array) => dense(tokenDistribution(l, o), 8);
+    const p1 = dist(await r.forward(prompt));
+    for (let a = 0; a < 8; a++) {
+      if (!p1[a]) continue;
+      r.truncate(3);
+      const p2 = dist(await r.forward([a]));
+      for (let b = 0; b < 8; b++) {
+        if (!p2[b]) continue;
+        r.truncate(4);
+        const p3 = dist(await r.forward([b]));
+        for (let c = 0; c < 8; c++) law[a * 64 + b * 8 + c] = p1[a] * p2[b] * p3[c];
+      }
     }
-  }
-  assert.ok(Math.abs(law.reduce((x, y) => x + y) - 1) < 1e-9);
+    assert.ok(Math.abs(law.reduce((x, y) => x + y) - 1) < 1e-9);
+    return law;
+  };
   const N = 12_000;
-  const trial = async (gen: TextGenerator, draftTokens?: number) => {
+  const trial = async (gen: TextGenerator, o: SamplingOptions, law: Float64Array) => {
     const counts = new Float64Array(512);
     for (let t = 0; t < N; t++) {
-      const [a, b, c] = await ids(gen, prompt, { ...o, maxTokens: 3, seed: t, draftTokens });
+      const [a, b, c] = await ids(gen, prompt, { ...o, maxTokens: 3, seed: t });
       counts[a * 64 + b * 8 + c]++;
     }
     return chiSquare(counts, law, N);
   };
-  const draftW = perturb(w, 0.6, 3);
-  for (const k of [1, 2]) {
+  // Top-k (the sampler's sorted distributions) with k = 1, no filter (its unsorted ones) with k = 2.
+  const runs: [number, SamplingOptions][] = [[1, { temperature: 1, topK: 6 }], [2, { temperature: 0.9 }]];
+  for (const [k, o] of runs) {
+    const law = await lawOf(o);
     const gen = new TextGenerator(llm(w), undefined, { draft: llm(draftW), draftTokens: k });
-    const { chi, df } = await trial(gen);
-    assert.ok(chi < chiCritical(df), `k ${k}: chi² ${chi.toFixed(1)} ≥ ${chiCritical(df).toFixed(1)} (df ${df})`);
+    const { chi, df } = await trial(gen, o, law);
+    assert.ok(chi < chiCritical(df), `k ${k}, ${JSON.stringify(o)}: chi² ${chi.toFixed(1)} ≥ ${chiCritical(df).toFixed(1)} (df ${df})`);
     // The acceptance rate is neither trivial nor total: rejections and bonus tokens both happened.
     const g = gen.generate(prompt, { ...o, maxTokens: 40, seed: 1 });
     await collect(g);
     const rate = g.stats!.speculative!.acceptanceRate;
     assert.ok(rate > 0.2 && rate < 0.95, `acceptance ${rate}`);
+    // The same test rejects the draft's own law: it has the power to see the difference.
+    if (k === 1) {
+      const d = await trial(new TextGenerator(llm(draftW)), o, law);
+      assert.ok(d.chi > 3 * chiCritical(d.df), `the draft alone: chi² ${d.chi.toFixed(1)} vs ${chiCritical(d.df).toFixed(1)}`);
+    }
   }
-  // The same test rejects the draft's own law: it has the power to see the difference.
-  const { chi, df } = await trial(new TextGenerator(llm(draftW)));
-  assert.ok(chi > 3 * chiCritical(df), `the draft alone: chi² ${chi.toFixed(1)} vs ${chiCritical(df).toFixed(1)}`);
 });
 
 test('seeded sampling with a draft reproduces; maxTokens is exact; the caches end where plain decoding leaves them', { timeout: 300_000 }, async () => {

@@ -7,6 +7,8 @@ export type Verdict = { accepted: true; id: number } | { accepted: false; id: nu
 
 /** The probability of `id` in a distribution (0 outside its support). */
 export function probabilityOf(d: TokenDistribution, id: number): number {
+  // An unfiltered distribution in id order (what the sampler makes without top-k/top-p) is looked up directly.
+  if (id < d.ids.length && d.ids[id] === id) return d.probs[id];
   for (let i = 0; i < d.ids.length; i++) if (d.ids[i] === id) return d.probs[i];
   return 0;
 }
@@ -16,12 +18,14 @@ export function probabilityOf(d: TokenDistribution, id: number): number {
  * rounding, and rejection had probability ~0).
  */
 export function residual(p: TokenDistribution, q: TokenDistribution): TokenDistribution {
-  const qOf = new Map<number, number>();
-  for (let i = 0; i < q.ids.length; i++) qOf.set(q.ids[i], q.probs[i]);
+  let n = 0;
+  for (const id of p.ids) n = Math.max(n, id + 1);
+  const qOf = new Float64Array(n);
+  for (let i = 0; i < q.ids.length; i++) if (q.ids[i] < n) qOf[q.ids[i]] = q.probs[i];
   const ids: number[] = [], probs: number[] = [];
   let sum = 0;
   for (let i = 0; i < p.ids.length; i++) {
-    const r = p.probs[i] - (qOf.get(p.ids[i]) ?? 0);
+    const r = p.probs[i] - qOf[p.ids[i]];
     if (r > 0) { ids.push(p.ids[i]); probs.push(r); sum += r; }
   }
   return { ids: Int32Array.from(ids), probs: Float64Array.from(probs, (r) => r / sum) };
