@@ -9,7 +9,11 @@ export {
 } from './errors.js';
 export { TextRecognizer, recInput, ctcDecode, parseDict, type RgbaImage, type Recognition } from './apps/ocr.js';
 export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.js';
-export { TextGenerator, Generation, type GenerateOptions, type GeneratedToken, type GenerationStats } from './generate/generate.js';
+export {
+  TextGenerator, Generation, type GenerateOptions, type GeneratedToken, type GenerationStats, type SpeculativeStats, type SpeculationOptions, type CreateOptions,
+} from './generate/generate.js';
+export { LlmCausalLM, openCausalLM, type CausalLM, type GenerationModel } from './generate/causal_lm.js';
+export { verifyDraftToken, residual } from './generate/speculative.js';
 export { CausalDecoder, decoderLayout, type DecoderLayout } from './generate/decoder.js';
 export { Sampler, tokenDistribution, argmax, type SamplingOptions, type TokenDistribution } from './generate/sampler.js';
 export { TextTokenizer, TextStreamer } from './generate/tokenizer.js';

@@ -264,7 +264,7 @@ test('decoder: a model without a KV cache is an UnsupportedError naming what is 
   }
 });
 
-test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; --json; --quant fails plainly', { timeout: 300_000 }, async () => {
+test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; --json; --quant on an ONNX model fails plainly', { timeout: 300_000 }, async () => {
   const bin = path.join(ROOT, 'bin/webjit.js');
   const want = await greedyOracle();
   const out = execFileSync(process.execPath, [bin, 'generate', DECODER, '--prompt-ids', PROMPT.join(','), '--max-tokens', '12', '--backend', 'wasm', '--threads', '1'],
@@ -280,7 +280,7 @@ test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; 
   assert.ok(r.prefill_tokens_per_s > 0 && r.decode_tokens_per_s > 0, js);
   const q = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt-ids', '1,2', '--quant', 'q4'], { encoding: 'utf8' });
   assert.equal(q.status, 1);
-  assert.match(q.stderr, /UnsupportedError: --quant is not implemented yet \(issue 8\)/);
+  assert.match(q.stderr, /UnsupportedError: --quant applies to LLM weights .* is an ONNX model/);
   const t = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt', 'hi'], { encoding: 'utf8' });
   assert.equal(t.status, 1);
   assert.match(t.stderr, /InputError: --prompt needs --tokenizer/);

@@ -1,9 +1,14 @@
-// `webjit generate`: text generation from an ONNX decoder with a KV cache; tokens are printed as they come, then the
-// prefill and decode speeds.
+// `webjit generate`: text generation from an ONNX decoder with a KV cache, or from an LLM (a Hugging Face Llama folder
+// or webjit's .safetensors file) run by webjit's LLM runtime, optionally quantized on the fly and optionally with a
+// draft model for speculative decoding; tokens are printed as they come, then the prefill and decode speeds.
 import { InputError, UnsupportedError } from '../errors.js';
+import { LlmCausalLM, type CausalLM } from '../generate/causal_lm.js';
+import { CausalDecoder } from '../generate/decoder.js';
 import { TextGenerator, type GenerationStats } from '../generate/generate.js';
 import { TextTokenizer } from '../generate/tokenizer.js';
+import { createLlm, decodeLlm, isWebjitLlm, loadLlm, quantizeRtn, LAYER_MATRICES, type LlmWeights } from '../llm/index.js';
 import type { BackendName } from '../session.js';
+import { importNode } from '../util/node.js';
 
 export interface GenerateArgs {
   prompt?: string;
@@ -22,7 +27,11 @@ export interface GenerateArgs {
   json?: boolean;
   quant?: string;
   draft?: string;
+  draftTokens?: number;
 }
+
+const QUANTS = ['q4', 'q8', 'f16', 'f32'] as const;
+type Quant = typeof QUANTS[number];
 
 const parseIds = (s: string, what: string): number[] => s.split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
   const v = Number(x);
@@ -30,17 +39,82 @@ const parseIds = (s: string, what: string): number[] => s.split(',').map((x) => 
   return v;
 });
 
+/** An ONNX model path, or LLM weights: a folder (Hugging Face Llama) or a file in webjit's LLM format. */
+async function readModel(path: string): Promise<{ kind: 'onnx'; path: string } | { kind: 'llm'; weights: LlmWeights }> {
+  const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
+  let st;
+  try { st = await fs.stat(path); } catch { throw new InputError(`${path}: no such file or folder`, {}, 'give an .onnx decoder, a Hugging Face Llama folder, or a .safetensors file written by `webjit quantize`'); }
+  if (st.isDirectory()) return { kind: 'llm', weights: await loadLlm(path) };
+  if (path.endsWith('.onnx')) return { kind: 'onnx', path };
+  const bytes = new Uint8Array(await fs.readFile(path));
+  if (isWebjitLlm(bytes)) return { kind: 'llm', weights: decodeLlm(bytes, path) };
+  if (path.endsWith('.safetensors')) {
+    throw new InputError(`${path} is a safetensors file but not webjit's LLM format`, {}, 'give the Hugging Face folder it belongs to (with config.json), or a file written by `webjit quantize`');
+  }
+  return { kind: 'onnx', path };
+}
+
+const isQuantized = (w: LlmWeights) => w.lmHead.kind === 'q' || w.layers.some((L) => LAYER_MATRICES.some((m) => L[m].kind === 'q'));
+
+/** The weights in the precision --quant asks for, and a note on what was done. */
+function applyQuant(w: LlmWeights, q: Quant | undefined, what: string): { weights: LlmWeights; note: string } {
+  if (q === undefined) return { weights: w, note: w.quant };
+  if (isQuantized(w)) {
+    throw new InputError(`--quant ${q}: ${what} is already quantized (${w.quant})`, {}, 'leave out --quant, or give the dense model (the Hugging Face folder)');
+  }
+  if (q === 'f32') return { weights: w, note: 'f32' };
+  if (q === 'f16') return { weights: w, note: 'f16: the LLM runtime keeps dense weights in float32 (f16 checkpoints are widened when loaded), so this runs as f32' };
+  const t0 = performance.now();
+  const weights = quantizeRtn(w, { bits: q === 'q4' ? 4 : 8 });
+  return { weights, note: `quantized to ${weights.quant} in ${(performance.now() - t0).toFixed(0)} ms` };
+}
+
+async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined, what: string): Promise<{ lm: CausalLM; describe: string }> {
+  const m = await readModel(path);
+  if (m.kind === 'onnx') {
+    if (quant !== undefined) {
+      throw new UnsupportedError(`--quant applies to LLM weights (a Hugging Face Llama folder or a webjit .safetensors file); ${what} ${path} is an ONNX model, which runs in the precision it stores`, {},
+        'give the model\'s Hugging Face folder to quantize on the fly, or quantize it ahead with `webjit quantize`');
+    }
+    const dec = await CausalDecoder.create(m.path, { backend: a.backend, threads: a.threads });
+    const L = dec.layout;
+    return { lm: dec, describe: `ONNX decoder, ${L.layers} layers, ${L.heads} heads of ${L.headDim}` };
+  }
+  const { weights, note } = applyQuant(m.weights, quant, `${what} ${path}`);
+  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads });
+  const c = weights.config;
+  return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}` };
+}
+
 export async function generateCommand(model: string, a: GenerateArgs): Promise<number> {
-  if (a.quant !== undefined) throw new UnsupportedError('--quant is not implemented yet (issue 8)', {}, 'leave it out: weights run in the precision the model stores');
-  if (a.draft !== undefined) throw new UnsupportedError('--draft (speculative decoding) is not implemented yet (issue 8)', {}, 'leave it out');
   if ((a.prompt === undefined) === (a.promptIds === undefined)) throw new InputError('give exactly one of --prompt TEXT (with --tokenizer) or --prompt-ids 1,2,3');
   if (a.prompt !== undefined && !a.tokenizer) throw new InputError('--prompt needs --tokenizer FILE (a tokenizer.json)', {}, 'or pass token ids with --prompt-ids');
+  if (a.quant !== undefined && !(QUANTS as readonly string[]).includes(a.quant)) throw new InputError(`--quant ${a.quant}: use q4, q8, f16 or f32`);
+  if (a.draftTokens !== undefined && !(Number.isInteger(a.draftTokens) && a.draftTokens >= 1 && a.draftTokens <= 64)) {
+    throw new InputError(`--draft-tokens ${a.draftTokens}: give an integer from 1 to 64`, {}, 'e.g. 4');
+  }
+  if (a.draftTokens !== undefined && a.draft === undefined) throw new InputError('--draft-tokens needs --draft DRAFT');
+  const quant = a.quant as Quant | undefined;
   const log = (s: string) => { if (!a.json) console.error(s); };
   const tokenizer = a.tokenizer ? await TextTokenizer.fromFile(a.tokenizer) : undefined;
   const t0 = performance.now();
-  const gen = await TextGenerator.create(model, { backend: a.backend, threads: a.threads, tokenizer });
+  const target = await openModel(model, a, quant, 'the model');
+  log(`${model} loaded on ${a.backend} in ${(performance.now() - t0).toFixed(0)} ms (${target.describe})`);
+  let draft: Awaited<ReturnType<typeof openModel>> | undefined;
+  let gen: TextGenerator;
   try {
-    log(`${model} loaded on ${a.backend} in ${(performance.now() - t0).toFixed(0)} ms (${gen.decoder.layout.layers} layers, ${gen.decoder.layout.heads} heads of ${gen.decoder.layout.headDim})`);
+    if (a.draft !== undefined) {
+      const t1 = performance.now();
+      draft = await openModel(a.draft, a, quant, 'the draft');
+      log(`draft ${a.draft} loaded in ${(performance.now() - t1).toFixed(0)} ms (${draft.describe})`);
+    }
+    gen = new TextGenerator(target.lm, tokenizer, { draft: draft?.lm, draftTokens: a.draftTokens });
+  } catch (e) {
+    await target.lm.release();
+    await draft?.lm.release();
+    throw e;
+  }
+  try {
     const stopIds = a.stopId.flatMap((s) => parseIds(s, '--stop-id'));
     const prompt = a.prompt ?? parseIds(a.promptIds!, '--prompt-ids');
     const g = gen.generate(prompt, {
@@ -56,6 +130,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
     } else {
       process.stdout.write('\n');
       console.log(statsLine(s));
+      if (s.speculative) console.log(speculativeLine(s));
     }
   } finally {
     await gen.release();
@@ -69,12 +144,20 @@ export function statsLine(s: GenerationStats): string {
     + `first token after ${s.timeToFirstTokenMs.toFixed(1)} ms; stop: ${s.stopReason}`;
 }
 
+export function speculativeLine(s: GenerationStats): string {
+  const p = s.speculative!;
+  return `speculative: draft of ${p.draftTokens} tokens a round, ${p.rounds} rounds, ${p.drafted} drafted, ${p.accepted} accepted `
+    + `(acceptance ${(100 * p.acceptanceRate).toFixed(1)}%)`;
+}
+
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
 function statsJson(s: GenerationStats) {
+  const p = s.speculative;
   return {
     prompt_tokens: s.promptTokens, generated_tokens: s.generatedTokens, time_to_first_token_ms: r3(s.timeToFirstTokenMs),
     prefill_ms: r3(s.prefillMs), prefill_tokens_per_s: r3(s.prefillTokensPerSec), decode_ms: r3(s.decodeMs),
     decode_tokens_per_s: r3(s.decodeTokensPerSec), stop_reason: s.stopReason,
+    speculative: p ? { draft_tokens: p.draftTokens, rounds: p.rounds, drafted: p.drafted, accepted: p.accepted, acceptance_rate: r3(p.acceptanceRate) } : undefined,
   };
 }

@@ -105,7 +105,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (model, o) => { code = await quantizeCommand(model, o); });
 
   program.command('generate <model>')
-    .description('generate text from an ONNX decoder with past key/value inputs; prints tokens as they come, then tokens/s')
+    .description('generate text from an ONNX decoder with past key/value inputs, or an LLM (a Hugging Face Llama folder or a webjit .safetensors file) on webjit\'s LLM runtime; prints tokens as they come, then tokens/s')
     .option('--prompt <text>', 'the prompt (needs --tokenizer)')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids')
     .option('--tokenizer <file>', "a Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS)")
@@ -119,8 +119,9 @@ export async function main(argv: string[]): Promise<number> {
     .option('--stop <text...>', 'stop before any of these strings (needs --tokenizer)', [])
     .option('--stop-id <ids...>', 'stop at any of these token ids (comma-separated)', [])
     .option('--ignore-eos', "go on past the tokenizer's EOS token")
-    .option('--quant <q>', 'quantized weights: not implemented yet (issue 8)')
-    .option('--draft <model>', 'speculative decoding with a draft model: not implemented yet (issue 8)')
+    .option('--quant <q>', 'LLM weights: q4 or q8 (round-to-nearest, groups of 32, quantized on the fly), f16 or f32 (dense as loaded)')
+    .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')
+    .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
     .option('--json', 'print one JSON line (ids, text, timings) at the end instead of streaming')
     .action(async (model, o) => { code = await generateCommand(model, o); });
 

@@ -1,13 +1,16 @@
 // A causal decoder with a KV cache over an InferenceSession: finds the Hugging Face past/present layout, prefills a
-// prompt, then runs one token per step feeding each step's presents back as the next step's past. On WebGPU the cache
-// stays in GPU buffers and only the logits are read back.
+// prompt, then runs one token per step (or several, for speculative decoding) feeding each run's presents back as the
+// next run's past, and truncates the cache to roll back rejected tokens. On WebGPU the cache stays in GPU buffers and
+// only the logits are read back.
 import { InputError, UnsupportedError } from '../errors.js';
 import type { Dim, ValueInfo } from '../graph/ir.js';
 import { numbers } from '../ops/util.js';
 import { InferenceSession, type Feeds, type SessionOptions } from '../session.js';
 import { Tensor, type DType } from '../tensor.js';
 import { GpuTensor } from '../backends/webgpu/gpu_tensor.js';
+import { gpuBytes } from '../backends/webgpu/storage.js';
 import type { ModelSource } from '../onnx/load.js';
+import type { CausalLM } from './causal_lm.js';
 
 /** What the decoder found in the model's inputs and outputs. */
 export interface DecoderLayout {
@@ -109,12 +112,14 @@ function intTensor(type: DType, dims: number[], values: ArrayLike<number>): Tens
 }
 
 /** One sequence (batch 1) decoded with a KV cache. Not reentrant: one prefill/step at a time. */
-export class CausalDecoder {
+export class CausalDecoder implements CausalLM {
   readonly layout: DecoderLayout;
   /** True when the KV cache lives on the GPU between steps (webgpu backend). */
   readonly gpuResident: boolean;
   private cache: Map<string, Kv> | null = null;
   private length = 0;
+  /** The logits' last dim as the first run returned it, when the model does not declare it. */
+  private seenVocab: number | undefined;
 
   constructor(readonly session: InferenceSession) {
     this.layout = decoderLayout(session);
@@ -133,6 +138,12 @@ export class CausalDecoder {
 
   /** Tokens in the KV cache. */
   get pastLength(): number { return this.length; }
+
+  /** The vocabulary size: declared by the model, or learnt from the first run's logits. */
+  get vocab(): number | undefined { return this.layout.vocab ?? this.seenVocab; }
+
+  /** Exported decoders have no fixed context here: positions are limited by the model's own tables. */
+  readonly capacity = undefined;
 
   /** Forgets the cache: the next call must be prefill(). */
   reset(): void {
@@ -154,7 +165,35 @@ export class CausalDecoder {
     return this.forward([id]);
   }
 
-  private async forward(ids: readonly number[]): Promise<Float32Array> {
+  /**
+   * Keeps the first `length` positions of the cache. On the CPU the [1, heads, L, headDim] tensors are sliced along L;
+   * on WebGPU each head's kept rows are copied on the GPU into a new buffer (nothing is read back).
+   */
+  async truncate(length: number): Promise<void> {
+    if (!Number.isInteger(length) || length < 0 || length > this.length) {
+      throw new InputError(`truncate(${length}): the cache holds ${this.length} positions`, {}, 'truncate to a length between 0 and the current length');
+    }
+    if (length === this.length) return;
+    if (length === 0) { this.reset(); return; }
+    const next = new Map<string, Kv>();
+    for (const [name, t] of this.cache!) {
+      if (t instanceof GpuTensor) {
+        next.set(name, sliceGpuKv(t, length) ?? sliceKv(await t.download(), length));
+        t.dispose();
+      } else {
+        next.set(name, sliceKv(t, length));
+      }
+    }
+    this.cache = next;
+    this.length = length;
+  }
+
+  /**
+   * Runs `ids` after the cached tokens (all at once, causally) and appends them to the cache. Returns the logits of
+   * every new position ([ids.length, vocab], row-major) when `allLogits`, else of the last one.
+   */
+  async forward(ids: readonly number[], allLogits = false): Promise<Float32Array> {
+    if (ids.length === 0) throw new InputError('forward() got no token ids', { input: this.layout.inputIds }, 'give at least one token');
     const L = this.layout;
     const V = L.vocab;
     for (const id of ids) {
@@ -208,7 +247,14 @@ export class CausalDecoder {
       throw new UnsupportedError(`'${L.present[0].key}' has ${k.dims[2]} positions after ${this.length} tokens`, { input: L.present[0].key },
         'the model does not append the new keys to the past ones as the Hugging Face layout does');
     }
-    return lastRow(logits);
+    this.seenVocab ??= logits.dims[logits.dims.length - 1];
+    if (!allLogits) return lastRow(logits);
+    const all = numbers(logits);
+    if (all.length !== n * this.seenVocab) {
+      throw new UnsupportedError(`'${L.logits}' is [${logits.dims.join(', ')}] after ${n} tokens; expected [1, ${n}, vocab]`, { input: L.logits },
+        'speculative decoding needs the logits of every new position');
+    }
+    return all instanceof Float32Array ? all.slice() : Float32Array.from(all);
   }
 
   /** Frees the cache and the session. */
@@ -220,6 +266,35 @@ export class CausalDecoder {
 
 function emptyKv(L: DecoderLayout): Tensor {
   return new Tensor(L.kvType, L.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, L.heads, 0, L.headDim]);
+}
+
+/** A [1, heads, L, headDim] cache tensor cut to its first n positions. */
+function sliceKv(t: Tensor, n: number): Tensor {
+  const [B, H, L, D] = t.dims;
+  const src = t.data as Float32Array | Uint16Array;
+  const out = t.type === 'float16' ? new Uint16Array(B * H * n * D) : new Float32Array(B * H * n * D);
+  for (let h = 0; h < B * H; h++) out.set(src.subarray(h * L * D, h * L * D + n * D), h * n * D);
+  return new Tensor(t.type, out, [B, H, n, D]);
+}
+
+// GPUBufferUsage.STORAGE | COPY_SRC | COPY_DST: bound by kernels, copied from when truncated again or read back.
+const USAGE_KV = 0x80 | 0x04 | 0x08;
+
+/**
+ * The same cut on the GPU: one copyBufferToBuffer per head into a new buffer (destroyed when the tensor is disposed).
+ * Null when the rows are not 4-byte aligned, which copyBufferToBuffer needs (f16 with an odd headDim × positions).
+ */
+function sliceGpuKv(t: GpuTensor, n: number): GpuTensor | null {
+  const [B, H, L, D] = t.dims;
+  const bytes = t.type === 'float16' ? 2 : 4;
+  const keep = n * D * bytes, stride = L * D * bytes;
+  if (keep % 4 !== 0 || stride % 4 !== 0) return null;
+  const dims = [B, H, n, D];
+  const dst = t.device.createBuffer({ size: gpuBytes(t.type, dims), usage: USAGE_KV });
+  const enc = t.device.createCommandEncoder();
+  for (let h = 0; h < B * H; h++) enc.copyBufferToBuffer(t.buffer, h * stride, dst, h * keep, keep);
+  t.device.queue.submit([enc.finish()]);
+  return new GpuTensor(t.type, dims, dst, t.device);
 }
 
 /** The last position's logits, as float32. */

@@ -1,11 +1,24 @@
 // Text generation: a prompt in, tokens out as an async iterator (id and text), with stop strings and ids, a token
-// limit, seeded sampling, and prefill/decode speeds at the end.
+// limit, seeded sampling, optional speculative decoding with a draft model, and prefill/decode speeds at the end.
 import { InputError } from '../errors.js';
+import type { LlmRunner, LlmWeights } from '../llm/types.js';
 import type { ModelSource } from '../onnx/load.js';
-import type { SessionOptions } from '../session.js';
-import { CausalDecoder } from './decoder.js';
-import { checkSamplingOptions, Sampler, type SamplingOptions } from './sampler.js';
+import { LlmCausalLM, openCausalLM, type CausalLM, type GenerationModel, type OpenOptions } from './causal_lm.js';
+import type { CausalDecoder } from './decoder.js';
+import { checkSamplingOptions, Sampler, type SamplingOptions, type TokenDistribution } from './sampler.js';
+import { verifyDraftToken } from './speculative.js';
 import { TextStreamer, TextTokenizer } from './tokenizer.js';
+
+export interface SpeculationOptions {
+  /**
+   * A draft model sharing the target's tokenizer: it proposes `draftTokens` tokens, the target checks them in one
+   * batched run, and the standard rejection rule keeps the output distributed as the target's (greedy output is
+   * identical to decoding without a draft).
+   */
+  draft?: CausalLM;
+  /** Tokens the draft proposes per round (default 4). */
+  draftTokens?: number;
+}
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate (default 64). */
@@ -19,6 +32,10 @@ export interface GenerateOptions extends SamplingOptions {
   ignoreEos?: boolean;
   /** Add the tokenizer's special tokens (BOS) to a text prompt (default true). */
   addSpecialTokens?: boolean;
+  /** A draft model for this call (null: none, even if the generator has one); default: the generator's. */
+  draft?: CausalLM | null;
+  /** Tokens the draft proposes per round (default: the generator's, else 4). */
+  draftTokens?: number;
 }
 
 export interface GeneratedToken {
@@ -30,18 +47,34 @@ export interface GeneratedToken {
   text: string;
 }
 
+/** How speculative decoding went. */
+export interface SpeculativeStats {
+  /** Tokens the draft proposed per round (fewer in a round near maxTokens or the cache's end). */
+  draftTokens: number;
+  /** Rounds of draft-then-verify. */
+  rounds: number;
+  /** Draft tokens proposed. */
+  drafted: number;
+  /** Draft tokens the target accepted. */
+  accepted: number;
+  /** accepted / drafted (0 with no round). */
+  acceptanceRate: number;
+}
+
 export interface GenerationStats {
   promptTokens: number;
   /** Tokens the model produced, a stop token included. */
   generatedTokens: number;
-  /** From the call to the first token: prefill and the first sample. */
+  /** From the call to the first token: prefill (the draft's too) and the first sample. */
   timeToFirstTokenMs: number;
   prefillMs: number;
   prefillTokensPerSec: number;
-  /** Time of the decode steps (one per token after the first). */
+  /** Time from the first token to the last one. */
   decodeMs: number;
   decodeTokensPerSec: number;
   stopReason: 'maxTokens' | 'eos' | 'stopToken' | 'stopString';
+  /** With a draft model. */
+  speculative?: SpeculativeStats;
 }
 
 /** One generation: iterate it (once) for the tokens; `stats`, `ids` and `text` are complete when the iteration ends. */
@@ -71,14 +104,63 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   }
 }
 
-/** A decoder and, optionally, its tokenizer: generate() streams tokens from a prompt. */
-export class TextGenerator {
-  private busy = false;
-  constructor(readonly decoder: CausalDecoder, readonly tokenizer?: TextTokenizer) {}
+export type CreateOptions = OpenOptions & {
+  tokenizer?: TextTokenizer;
+  /** A draft model (opened like the target, with the same options) for speculative decoding; released with the generator. */
+  draft?: GenerationModel;
+  draftTokens?: number;
+};
 
-  static async create(model: ModelSource, opts: SessionOptions & { tokenizer?: TextTokenizer } = {}): Promise<TextGenerator> {
-    const { tokenizer, ...sessionOpts } = opts;
-    return new TextGenerator(await CausalDecoder.create(model, { backend: 'wasm', ...sessionOpts }), tokenizer);
+function checkDraftTokens(k: number): void {
+  if (!(Number.isInteger(k) && k >= 1 && k <= 64)) throw new InputError(`draftTokens must be an integer in [1, 64], got ${k}`, {}, 'e.g. 4');
+}
+
+function checkVocab(target: CausalLM, draft: CausalLM, tv = target.vocab, dv = draft.vocab): void {
+  if (tv !== undefined && dv !== undefined && tv !== dv) {
+    throw new InputError(`the draft model's vocabulary has ${dv} tokens and the target's ${tv}`, {},
+      'a draft model must share the target\'s tokenizer (the same token ids)');
+  }
+}
+
+/**
+ * A causal LM (an ONNX decoder, or webjit's LLM runtime) and, optionally, its tokenizer and a draft model:
+ * generate() streams tokens from a prompt.
+ */
+export class TextGenerator<M extends CausalLM = CausalLM> {
+  private busy = false;
+  readonly draft?: CausalLM;
+  readonly draftTokens: number;
+
+  constructor(readonly decoder: M, readonly tokenizer?: TextTokenizer, opts: SpeculationOptions = {}) {
+    this.draftTokens = opts.draftTokens ?? 4;
+    checkDraftTokens(this.draftTokens);
+    if (opts.draft) {
+      if (opts.draft === (decoder as CausalLM)) throw new InputError('the draft model is the target model itself', {}, 'open the model twice: each needs its own KV cache');
+      checkVocab(decoder, opts.draft);
+      this.draft = opts.draft;
+    }
+  }
+
+  /**
+   * An ONNX decoder (path or bytes; wasm backend unless `backend` says otherwise), LLM weights (run by createLlm on
+   * `backend`), an LlmRunner, or any CausalLM. `draft` is opened the same way.
+   */
+  static async create(model: ModelSource, opts?: CreateOptions): Promise<TextGenerator<CausalDecoder>>;
+  static async create(model: LlmWeights | LlmRunner, opts?: CreateOptions): Promise<TextGenerator<LlmCausalLM>>;
+  static async create<T extends CausalLM>(model: T, opts?: CreateOptions): Promise<TextGenerator<T>>;
+  static async create(model: GenerationModel, opts: CreateOptions = {}): Promise<TextGenerator> {
+    const { tokenizer, draft, draftTokens, ...open } = opts;
+    if (draftTokens !== undefined) checkDraftTokens(draftTokens);
+    const lm = await openCausalLM(model, open);
+    let d: CausalLM | undefined;
+    try {
+      d = draft !== undefined ? await openCausalLM(draft, open) : undefined;
+      return new TextGenerator(lm, tokenizer, { draft: d, draftTokens });
+    } catch (e) {
+      await lm.release();
+      await d?.release();
+      throw e;
+    }
   }
 
   /** Generates from `prompt` (text, with a tokenizer, or token ids). Validation errors are thrown here, not mid-stream. */
@@ -86,6 +168,13 @@ export class TextGenerator {
     const maxTokens = opts.maxTokens ?? 64;
     if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new InputError(`maxTokens must be an integer ≥ 1, got ${maxTokens}`);
     checkSamplingOptions(opts);
+    const draft = opts.draft === null ? undefined : opts.draft ?? this.draft;
+    const draftTokens = opts.draftTokens ?? this.draftTokens;
+    checkDraftTokens(draftTokens);
+    if (draft) {
+      if (draft === (this.decoder as CausalLM)) throw new InputError('the draft model is the target model itself', {}, 'open the model twice: each needs its own KV cache');
+      checkVocab(this.decoder, draft);
+    }
     const tok = this.tokenizer;
     if (typeof prompt === 'string' && !tok) throw new InputError('a text prompt needs a tokenizer', {}, 'pass { tokenizer } to TextGenerator.create, or give token ids');
     const ids = typeof prompt === 'string' ? tok!.encode(prompt, { addSpecialTokens: opts.addSpecialTokens }) : [...prompt];
@@ -105,26 +194,36 @@ export class TextGenerator {
         const streamer = tok ? new TextStreamer(tok) : null;
         const stopText = new StopText(stopStrings);
         const t0 = performance.now();
-        let logits = await self.decoder.prefill(ids);
+        const target = self.decoder;
+        const logits = await target.prefill(ids);
+        if (draft) {
+          const dl = await draft.prefill(ids);
+          checkVocab(target, draft, logits.length, dl.length);
+        }
         const prefillMs = performance.now() - t0;
+        const source = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens) : new PlainSource(target, sampler, ids, logits);
         let tFirst = 0, tLast = 0, produced = 0;
         let reason: GenerationStats['stopReason'] = 'maxTokens';
-        for (let i = 0; i < maxTokens; i++) {
-          const id = sampler.sample(logits);
-          produced++;
-          const now = performance.now();
-          if (i === 0) tFirst = now;
-          tLast = now;
-          if (stopIds.has(id) || id === eos) { reason = stopIds.has(id) ? 'stopToken' : 'eos'; break; }
-          g.ids.push(id);
-          let text = streamer ? streamer.push(id) : '';
-          let stopped = false;
-          if (i === maxTokens - 1 && streamer) text += streamer.flush();
-          if (stopStrings.length) ({ text, stopped } = stopText.feed(text, i === maxTokens - 1));
-          g.text += text;
-          yield { id, index: i, text };
-          if (stopped) { reason = 'stopString'; break; }
-          if (i < maxTokens - 1) logits = await self.decoder.step(id);
+        let i = 0;
+        generation: while (i < maxTokens) {
+          // Tokens come one at a time, or a draft round's worth; each is emitted exactly as without a draft, and those
+          // after a stop are dropped.
+          for (const id of await source.next(maxTokens - i)) {
+            produced++;
+            const now = performance.now();
+            if (i === 0) tFirst = now;
+            tLast = now;
+            if (stopIds.has(id) || id === eos) { reason = stopIds.has(id) ? 'stopToken' : 'eos'; break generation; }
+            g.ids.push(id);
+            let text = streamer ? streamer.push(id) : '';
+            let stopped = false;
+            if (i === maxTokens - 1 && streamer) text += streamer.flush();
+            if (stopStrings.length) ({ text, stopped } = stopText.feed(text, i === maxTokens - 1));
+            g.text += text;
+            yield { id, index: i, text };
+            i++;
+            if (stopped) { reason = 'stopString'; break generation; }
+          }
         }
         // A stop token can leave text held back (an incomplete character, a possible start of a stop string).
         if (reason === 'eos' || reason === 'stopToken') {
@@ -142,6 +241,7 @@ export class TextGenerator {
           decodeMs,
           decodeTokensPerSec: produced > 1 ? (produced - 1) / (decodeMs / 1000) : 0,
           stopReason: reason,
+          ...(source instanceof SpeculativeSource ? { speculative: source.stats() } : {}),
         };
       } finally {
         self.busy = false;
@@ -149,8 +249,104 @@ export class TextGenerator {
     });
   }
 
+  /** Releases the model and the generator's draft model. */
   async release(): Promise<void> {
     await this.decoder.release();
+    await this.draft?.release();
+  }
+}
+
+/** The next tokens of a sequence; `remaining` (≥ 1) caps how many. Each returned token is appended to the sequence. */
+interface TokenSource {
+  next(remaining: number): Promise<number[]>;
+}
+
+/** One target run per token; the last token is run only when another one is asked for. */
+class PlainSource implements TokenSource {
+  private readonly seq: number[];
+  constructor(private readonly lm: CausalLM, private readonly sampler: Sampler, prompt: readonly number[], private logits: Float32Array | null) {
+    this.seq = [...prompt];
+  }
+
+  async next(): Promise<number[]> {
+    const logits = this.logits ?? await this.lm.step(this.seq[this.seq.length - 1]);
+    this.logits = null;
+    const id = this.sampler.sample(logits);
+    this.seq.push(id);
+    return [id];
+  }
+}
+
+/**
+ * Speculative decoding. The first token comes from the target's prefill. Then each round: the draft catches up on the
+ * tokens it has not seen and proposes k tokens; the target runs its pending token and the k proposals in one batch
+ * (k + 1 rows of logits); the proposals are accepted left to right by the rejection rule until one is replaced; if
+ * all pass, the last row gives a bonus token. Both caches are truncated to the accepted prefix. The newest token is
+ * in neither cache (as in plain decoding), so a round ending at maxTokens runs nothing it does not need.
+ */
+class SpeculativeSource implements TokenSource {
+  private readonly seq: number[];
+  private rounds = 0;
+  private drafted = 0;
+  private accepted = 0;
+  private readonly vocab: number;
+
+  constructor(private readonly target: CausalLM, private readonly draft: CausalLM, private readonly sampler: Sampler,
+    prompt: readonly number[], private logits: Float32Array | null, private readonly k: number) {
+    this.seq = [...prompt];
+    this.vocab = logits!.length;
+  }
+
+  stats(): SpeculativeStats {
+    return { draftTokens: this.k, rounds: this.rounds, drafted: this.drafted, accepted: this.accepted, acceptanceRate: this.drafted ? this.accepted / this.drafted : 0 };
+  }
+
+  async next(remaining: number): Promise<number[]> {
+    const s = this.sampler, seq = this.seq, V = this.vocab;
+    if (this.logits) {
+      const id = s.sample(this.logits);
+      this.logits = null;
+      seq.push(id);
+      return [id];
+    }
+    // Room: the round yields at most k + 1 tokens; the target caches seq + k positions, the draft seq + k − 1.
+    let k = Math.min(this.k, remaining - 1);
+    if (this.target.capacity !== undefined) k = Math.min(k, this.target.capacity - seq.length);
+    if (this.draft.capacity !== undefined) k = Math.min(k, this.draft.capacity - seq.length + 1);
+    const pending = seq.slice(this.target.pastLength);
+    if (k < 1) {
+      const id = s.sample(await this.target.forward(pending, false));
+      seq.push(id);
+      return [id];
+    }
+    const proposals: number[] = [], qs: TokenDistribution[] = [];
+    let dl = await this.draft.forward(seq.slice(this.draft.pastLength), false);
+    for (let j = 0; j < k; j++) {
+      const q = s.distribution(dl);
+      const d = s.draw(q);
+      proposals.push(d);
+      qs.push(q);
+      if (j < k - 1) dl = await this.draft.step(d);
+    }
+    const rows = await this.target.forward([...pending, ...proposals], true);
+    const first = rows.length / V - (k + 1);
+    const row = (j: number) => rows.subarray((first + j) * V, (first + j + 1) * V);
+    const out: number[] = [];
+    let n = 0;
+    for (; n < k; n++) {
+      const v = verifyDraftToken(s.distribution(row(n)), qs[n], proposals[n], () => s.uniform());
+      out.push(v.id);
+      if (!v.accepted) break;
+    }
+    if (n === k) out.push(s.draw(s.distribution(row(k))));
+    const keep = seq.length + n;
+    await this.target.truncate(keep);
+    await this.draft.truncate(Math.min(this.draft.pastLength, keep));
+    this.rounds++;
+    this.drafted += k;
+    this.accepted += n;
+    seq.push(...out);
+    return out;
   }
 }
 

@@ -41,21 +41,19 @@ const isGreedy = (o: SamplingOptions) => !o.temperature || o.topK === 1;
 
 /**
  * The filtered, renormalised distribution of softmax(logits / temperature): top-k first, then top-p over what is
- * left. Greedy options give the argmax with probability 1.
+ * left. Greedy options give the argmax with probability 1. The ids come most likely first, unless `anyOrder` and
+ * nothing is filtered: then they are 0 … n−1 and no sort is paid (what the sampler draws from).
  */
-export function tokenDistribution(logits: ArrayLike<number>, o: SamplingOptions): TokenDistribution {
+export function tokenDistribution(logits: ArrayLike<number>, o: SamplingOptions, anyOrder = false): TokenDistribution {
   checkSamplingOptions(o);
   if (logits.length === 0) throw new InputError('the logits row is empty');
   if (isGreedy(o)) return { ids: Int32Array.of(argmax(logits)), probs: Float64Array.of(1) };
   const T = o.temperature!;
   const topK = o.topK ?? 0, topP = o.topP ?? 1;
   const n = logits.length;
-  let ids = new Int32Array(n);
-  for (let i = 0; i < n; i++) ids[i] = i;
-  // Stable: equal logits keep their id order, so ties resolve the same way on every run.
-  ids.sort((a, b) => (logits[b] - logits[a]) || (a - b));
+  let ids = anyOrder && (topK === 0 || topK >= n) && topP === 1 ? Int32Array.from({ length: n }, (_, i) => i) : byLogitDescending(logits);
+  const max = logits[argmax(logits)];
   if (topK > 0 && topK < n) ids = ids.slice(0, topK);
-  const max = logits[ids[0]];
   if (!Number.isFinite(max)) throw new InputError(`the largest logit is ${max}`, {}, 'the model produced non-finite logits; check it on the reference backend');
   let probs = new Float64Array(ids.length);
   let sum = 0;
@@ -75,7 +73,40 @@ export function tokenDistribution(logits: ArrayLike<number>, o: SamplingOptions)
   return { ids, probs };
 }
 
-/** A seeded sampler: each call draws one token from tokenDistribution(logits, options). */
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/**
+ * Token ids by logit, largest first, equal logits in id order (so ties resolve the same way on every run). Float32
+ * rows (a model's logits) sort as one native Float64Array sort of keys packing the float's order (32 bits) above the id
+ * (21 bits): several times faster than a comparator sort, which sampling pays for every token.
+ */
+function byLogitDescending(logits: ArrayLike<number>): Int32Array {
+  const n = logits.length;
+  const ids = new Int32Array(n);
+  if (!(logits instanceof Float32Array) || n > 1 << 21) {
+    for (let i = 0; i < n; i++) ids[i] = i;
+    ids.sort((a, b) => (logits[b] - logits[a]) || (a - b));
+    return ids;
+  }
+  const keys = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    f32[0] = logits[i];
+    const b = u32[0] === 0x80000000 ? 0 : u32[0]; // −0 ties with 0
+    // Bits that order as the float does (negatives flipped, positives above them), then inverted: descending.
+    const asc = b & 0x80000000 ? ~b >>> 0 : (b | 0x80000000) >>> 0;
+    keys[i] = (0xffffffff - asc) * 2097152 + i;
+  }
+  keys.sort();
+  for (let i = 0; i < n; i++) ids[i] = keys[i] % 2097152;
+  return ids;
+}
+
+/**
+ * A seeded sampler: each call draws one token from tokenDistribution(logits, options). distribution(), draw() and
+ * uniform() expose the steps so that speculative decoding can compare the target's and the draft's processed
+ * distributions and draw from the same seeded stream.
+ */
 export class Sampler {
   private readonly rng: () => number;
   constructor(readonly options: SamplingOptions = {}) {
@@ -85,15 +116,34 @@ export class Sampler {
 
   get greedy(): boolean { return isGreedy(this.options); }
 
+  /** The distribution a token is drawn from: after temperature, top-k and top-p (greedy: the argmax, probability 1). */
+  distribution(logits: ArrayLike<number>): TokenDistribution {
+    return tokenDistribution(logits, this.options, true);
+  }
+
+  /** The next number of the seeded stream, in [0, 1). */
+  uniform(): number {
+    return this.rng();
+  }
+
+  /** Draws from a distribution (ids and probabilities); greedy options take the first id and draw no number. */
+  draw(d: TokenDistribution): number {
+    if (this.greedy) return d.ids[0];
+    return pick(d, this.rng());
+  }
+
   sample(logits: ArrayLike<number>): number {
     if (this.greedy) return argmax(logits);
-    const { ids, probs } = tokenDistribution(logits, this.options);
-    const u = this.rng();
-    let cum = 0;
-    for (let i = 0; i < ids.length; i++) {
-      cum += probs[i];
-      if (u < cum) return ids[i];
-    }
-    return ids[ids.length - 1];
+    return this.draw(tokenDistribution(logits, this.options, true));
   }
+}
+
+/** The id whose cumulative probability first exceeds u (the last one when rounding leaves u above the total). */
+export function pick(d: TokenDistribution, u: number): number {
+  let cum = 0;
+  for (let i = 0; i < d.ids.length; i++) {
+    cum += d.probs[i];
+    if (u < cum) return d.ids[i];
+  }
+  return d.ids[d.ids.length - 1];
 }
