@@ -6,6 +6,8 @@ import { Tensor } from '../tensor.js';
 import { createLlm, type LlmBackend } from '../llm/index.js';
 import { exportOnnx } from '../llm/onnx_export.js';
 import { quantizeRtn } from '../llm/quantize.js';
+import { LlmCausalLM } from '../generate/causal_lm.js';
+import { TextGenerator } from '../generate/generate.js';
 import { bytesPerToken, type LlmWeights, type QBits } from '../llm/types.js';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -45,6 +47,28 @@ export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBack
         prefill: (ids) => { r.truncate(0); return run(ids); },
         step: (id) => run([id]),
         release: () => r.release(),
+      };
+    },
+  };
+}
+
+/** Speculative decoding on webjit's runtime: a draft proposes k tokens, the target checks them in one pass (greedy). */
+export function webjitSpeculativeEngine(target: LlmWeights, draft: LlmWeights, weights: string, backend: LlmBackend, k: number, threads?: number): DecodeEngine {
+  return {
+    name: `webjit ${backend} + draft (k=${k})`, weights, peer: false,
+    async create() {
+      const t = new LlmCausalLM(await createLlm(target, { backend, threads }));
+      const d = new LlmCausalLM(await createLlm(draft, { backend, threads }));
+      const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k });
+      const unsupported = async (): Promise<number> => { throw new Error('the speculative engine runs whole generations'); };
+      return {
+        prefill: unsupported, step: unsupported,
+        async generate(ids, n) {
+          const g = gen.generate(ids, { maxTokens: n });
+          await g.all();
+          return { ids: g.ids, acceptance: g.stats!.speculative?.acceptanceRate ?? NaN };
+        },
+        async release() { await t.release(); await d.release(); },
       };
     },
   };
@@ -192,6 +216,7 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     const onnx = exportOnnx(w);
     for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
     engines.push(webjitLlmEngine(w, label, o.backend, o.threads));
+    if (o.draft) engines.push(webjitSpeculativeEngine(w, quantized(o.draft, q), label, o.backend, o.draftTokens, o.threads));
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
 }
