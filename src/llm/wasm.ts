@@ -5,7 +5,8 @@ import { UnsupportedError } from '../errors.js';
 import { registerLlmBackend } from './registry.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import type { LlamaConfig, LlmRunner, LlmWeights } from './types.js';
-import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, TILE_BLOCKS, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
+import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
+import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
 import { commonFmt, gateUpRows, packRows, plainRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
 
 export interface WasmLlmOptions {
@@ -13,6 +14,11 @@ export interface WasmLlmOptions {
   /** Threads including the calling one (default: all). */
   threads?: number;
 }
+
+/** Whether this thread may block in Atomics.wait (not a browser's main thread): then the kernel's waits may sleep. */
+const CAN_WAIT = SHARED_MEMORY && (() => {
+  try { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0); return true; } catch { return false; }
+})();
 
 /** Most tokens one launch takes; longer inputs run in chunks of this many (chunked prefill). */
 export const WASM_LLM_TMAX = 64;
@@ -78,7 +84,7 @@ export class WasmLlm implements LlmRunner {
         x: alloc(tmax * D * 4), hf: alloc(tmax * D * 4), xq: alloc(tmax * Math.max(D, qd, F) * 2), xm: alloc(tmax * maxG * 8),
         qb: alloc(tmax * qd * 4), att: alloc(tmax * qd * 4), g: alloc(tmax * F * 4), logits: alloc(tmax * Np * 4),
         rope: put(ropeTable(c, capacity)), ctl: alloc(phaseCount(spec) * PHASE_BYTES, true),
-        norm: put(w.norm), headW: 0, headS: 0, headZ: 0,
+        norm: put(w.norm), headW: 0, headS: 0, headZ: 0, priv: alloc(rt.threads * privateLayout(spec).bytes),
       };
       [buf.headW, buf.headS, buf.headZ] = putMatrix(packRows(plainRows(w.lmHead, rowsMul), D, spec.head));
       const tab = new Int32Array(GLOBAL_SLOTS + LAYER_SLOTS * c.layers);
@@ -143,7 +149,7 @@ export class WasmLlm implements LlmRunner {
       const rows = allLogits ? T : c0 + T === n ? 1 : 0;
       for (let t = 0; t < T; t++) x.set(embed.subarray(ids[c0 + t] * D, (ids[c0 + t] + 1) * D), t * D);
       ctl.fill(0);
-      this.rt.launch(this.kernel, [this.buf.tab, T, p0, rows], this.rt.threads);
+      this.rt.launch(this.kernel, [this.buf.tab, T, p0, rows, CAN_WAIT ? 1 : 0], this.rt.threads);
       if (rows) {
         const logits = new Float32Array(buffer, this.buf.logits, rows * Np);
         for (let r = 0; r < rows; r++) out.set(logits.subarray(r * Np, r * Np + V), (allLogits ? c0 + r : 0) * V);

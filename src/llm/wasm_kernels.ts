@@ -24,6 +24,19 @@ const TR_MAX = 4;
 const SMALL_T_ITEMS = 24;
 /** Spins of a phase wait after which the kernel traps rather than hang (a bug, never a slow thread). */
 const MAX_SPINS = 1 << 30;
+/**
+ * Spins before a waiting thread sleeps (memory.atomic.wait32, where the thread may block): on a loaded machine the
+ * thread it waits for may be descheduled, and spinning would take the core it needs.
+ */
+const SPINS_BEFORE_SLEEP = 2048;
+/** How long one sleep lasts at most (ns), and how many sleeps of one wait mean a hang. */
+const SLEEP_NS = 200_000n;
+const MAX_SLEEPS = 50_000;
+/**
+ * Up to this many tokens, each thread normalises and quantizes the activations a matmul reads into its own buffer
+ * (a few µs, done twice) instead of a phase of T items that the other threads would wait for.
+ */
+export const SMALL_T = 4;
 /** Bytes per phase in the control block: the claim and done counters on their own cache lines. */
 export const PHASE_BYTES = 128;
 
@@ -38,9 +51,19 @@ export interface LlmKernelSpec {
 }
 
 /** Slots (i32) of the pointer table the kernel reads: globals, then LAYER_SLOTS per layer. */
-export const G_SLOT = { x: 0, hf: 1, xq: 2, xm: 3, qb: 4, att: 5, g: 6, logits: 7, rope: 8, ctl: 9, norm: 10, headW: 11, headS: 12, headZ: 13 } as const;
+export const G_SLOT = { x: 0, hf: 1, xq: 2, xm: 3, qb: 4, att: 5, g: 6, logits: 7, rope: 8, ctl: 9, norm: 10, headW: 11, headS: 12, headZ: 13, priv: 14 } as const;
 export const L_SLOT = { attnNorm: 0, qkvW: 1, qkvS: 2, qkvZ: 3, oW: 4, oS: 5, oZ: 6, mlpNorm: 7, guW: 8, guS: 9, guZ: 10, dW: 11, dS: 12, dZ: 13, kc: 14, vc: 15 } as const;
 export const GLOBAL_SLOTS = 16, LAYER_SLOTS = 16;
+
+/** Each thread's buffers for the small-T prologues: normed rows (f32), int16 codes, group scales and sums. */
+export function privateLayout(s: LlmKernelSpec): { hf: number; xq: number; xm: number; bytes: number } {
+  const groups = (f: MatFmt, K: number) => (f.kind === 'q' ? K / f.group : 0);
+  const maxK = Math.max(s.D, s.H * s.hd, s.F);
+  const maxG = Math.max(groups(s.qkv, s.D), groups(s.o, s.H * s.hd), groups(s.gu, s.D), groups(s.down, s.F), groups(s.head, s.D), 1);
+  const up = (n: number) => Math.ceil(n / 64) * 64;
+  const hf = 0, xq = up(SMALL_T * s.D * 4), xm = xq + up(SMALL_T * maxK * 2);
+  return { hf, xq, xm, bytes: xm + up(SMALL_T * maxG * 8) };
+}
 
 /** Row blocks of each fused matrix (before padding to tiles). */
 export function matrixBlocks(s: LlmKernelSpec) {
@@ -52,6 +75,9 @@ export const tilesOf = (blocks: number) => Math.ceil(blocks / TILE_BLOCKS);
 export function phaseCount(s: LlmKernelSpec): number {
   return s.layers * (7 + (s.o.kind === 'q' ? 1 : 0) + (s.down.kind === 'q' ? 1 : 0)) + 2;
 }
+
+/** run()'s arguments before (t0, t1). */
+export interface LlmLaunchArgs { tab: number; T: number; p0: number; rows: number; canWait: boolean }
 
 const groupOf = (f: MatFmt) => (f.kind === 'q' ? f.group : 0);
 
@@ -69,6 +95,9 @@ const add = (f: FunctionBuilder) => f.op(OP.i32_add);
 const mul = (f: FunctionBuilder) => f.op(OP.i32_mul);
 const simdMem = (f: FunctionBuilder, op: number, align: number, offset: number) => { f.code.u8(0xfd).u32(op).u32(align).u32(offset >>> 0); };
 const load32Zero = (f: FunctionBuilder, offset: number) => simdMem(f, X.load32_zero, 2, offset);
+/** Threads-proposal opcodes (0xfe prefix) the builder lacks. */
+const ATOMIC = { notify: 0x00, wait32: 0x01, rmwSub: 0x25 } as const;
+const atomicOp = (f: FunctionBuilder, op: number, offset: number) => { f.code.u8(0xfe).u32(op).u32(2).u32(offset >>> 0); };
 const store64Lane = (f: FunctionBuilder, offset: number, lane: number) => { simdMem(f, X.store64_lane, 0, offset); f.code.u8(lane); };
 /**
  * Ends a basic block with a branch never taken (ptr + c is never 0 for a valid pointer; a different c each time, as
@@ -111,14 +140,26 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
   for (const m of Object.values(mats)) mmFns.set(m.name, emitMatmul(mod, s, m));
   const attnFn = emitAttention(mod, s);
 
-  // run(tab, T, p0, rows, t0, t1)
-  const f = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
-  const [tab, T, p0, rows] = [0, 1, 2, 3].map((i) => f.param(i));
+  // sleep(ctl, seen): waits for the done counter at ctl+64 to change, SLEEP_NS at most. A function of its own: V8 11
+  // (Node 20) clobbers a live local of the function that executes memory.atomic.wait32.
+  const sleepFn = mod.func('sleep', ['i32', 'i32']);
+  sleepFn.get(sleepFn.param(0)); sleepFn.get(sleepFn.param(1)); sleepFn.i64(SLEEP_NS); atomicOp(sleepFn, ATOMIC.wait32, 64); sleepFn.drop();
+
+  // run(tab, T, p0, rows, canWait, t0, t1)
+  const f = mod.func('run', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
+  const [tab, T, p0, rows, canWait, t0] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
   const g = Object.fromEntries(Object.keys(G_SLOT).map((k) => [k, f.local('i32')])) as Record<keyof typeof G_SLOT, Local>;
   for (const [k, slot] of Object.entries(G_SLOT)) { f.get(tab); f.i32_load(slot * 4); f.set(g[k as keyof typeof G_SLOT]); }
   const lp = f.local('i32'), l = f.local('i32'), ph = f.local('i32'), cb = f.local('i32'), item = f.local('i32');
-  const nItems = f.local('i32'), spins = f.local('i32'), tpi = f.local('i32'), it = f.local('i32'), itEnd = f.local('i32');
+  const nItems = f.local('i32'), spins = f.local('i32'), sleeps = f.local('i32'), seen = f.local('i32');
+  const tpi = f.local('i32'), it = f.local('i32'), itEnd = f.local('i32'), r = f.local('i32');
+  // this thread's prologue buffers
+  const PL = privateLayout(s);
+  const hfP = f.local('i32'), xqP = f.local('i32'), xmP = f.local('i32');
+  f.get(g.priv); f.get(t0); f.i32(PL.bytes); mul(f); add(f); f.tee(hfP); f.i32(PL.xq); add(f); f.set(xqP);
+  f.get(hfP); f.i32(PL.xm); add(f); f.set(xmP);
 
+  /** Items [0, n) taken by whoever comes first; then wait until all are done (spin, then sleep where allowed). */
   const phase = (pushItems: () => void, body: () => void) => {
     pushItems(); f.set(nItems);
     f.get(g.ctl); f.get(ph); f.i32(PHASE_BYTES); mul(f); add(f); f.set(cb);
@@ -126,92 +167,107 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
       f.get(cb); f.i32(1); f.i32_atomic_rmw_add(0); f.tee(item);
       f.get(nItems); f.op(OP.i32_ge_s); f.br_if(1);
       body();
-      f.get(cb); f.i32(1); f.i32_atomic_rmw_add(64); f.drop();
+      // the last item wakes the sleepers
+      f.get(cb); f.i32(1); f.i32_atomic_rmw_add(64); f.i32(1); add(f); f.get(nItems); f.op(OP.i32_eq);
+      f.if_(() => {
+        f.get(cb); f.i32_atomic_load(68);
+        f.if_(() => { f.get(cb); f.i32(0x7fffffff); atomicOp(f, ATOMIC.notify, 64); f.drop(); });
+      });
       f.br(0);
     }));
-    f.i32(0); f.set(spins);
+    f.i32(0); f.set(spins); f.i32(0); f.set(sleeps);
     f.block(() => f.loop(() => {
-      f.get(cb); f.i32_atomic_load(64); f.get(nItems); f.op(OP.i32_ge_s); f.br_if(1);
+      f.get(cb); f.i32_atomic_load(64); f.tee(seen); f.get(nItems); f.op(OP.i32_ge_s); f.br_if(1);
       f.get(spins); f.i32(1); add(f); f.tee(spins); f.i32(MAX_SPINS); f.op(OP.i32_gt_u); f.if_(() => f.unreachable());
+      f.get(canWait); f.get(spins); f.i32(SPINS_BEFORE_SLEEP); f.op(OP.i32_gt_u); f.op(OP.i32_and);
+      f.if_(() => {
+        f.get(cb); f.i32(1); f.i32_atomic_rmw_add(68); f.drop();
+        f.get(cb); f.get(seen); call(f, mod.indexOf(sleepFn));
+        f.get(cb); f.i32(1); atomicOp(f, ATOMIC.rmwSub, 68); f.drop();
+        f.get(sleeps); f.i32(1); add(f); f.tee(sleeps); f.i32(MAX_SLEEPS); f.op(OP.i32_gt_u); f.if_(() => f.unreachable());
+      });
       f.br(0);
     }));
     f.get(ph); f.i32(1); add(f); f.set(ph);
   };
   const layerPtr = (slot: number) => { f.get(lp); f.i32_load(slot * 4); };
   const zero = () => f.i32(0);
+  const pushT = (nT: Local) => f.get(nT);
 
-  /** A matmul phase over `nT` rows: items of tpi tiles (several when T is small). */
-  const matmulPhase = (m: MatSpec, nT: Local | (() => void), W: () => void, S: () => void, Z: () => void, Xin: Local,
+  /** A matmul phase over nT rows of X: items of tpi tiles (several when T is small). */
+  const matmulPhase = (m: MatSpec, nT: Local, W: () => void, S: () => void, Z: () => void, Xin: Local, XM: Local,
     o1: () => void, o2: () => void = zero, o3: () => void = zero, o4: () => void = zero) => {
     const tiles = tilesOf(m.blocks);
     const small = Math.max(1, Math.ceil(tiles / SMALL_T_ITEMS));
-    const pushT = () => (typeof nT === 'function' ? nT() : f.get(nT));
-    // tpi = T < 4 ? small : 1
-    f.i32(small); f.i32(1); pushT(); f.i32(4); f.op(OP.i32_lt_s); f.select(); f.set(tpi);
+    f.i32(small); f.i32(1); pushT(nT); f.i32(SMALL_T); f.op(OP.i32_le_s); f.select(); f.set(tpi);
     phase(() => { f.i32(tiles); f.get(tpi); add(f); f.i32(1); f.op(OP.i32_sub); f.get(tpi); f.op(OP.i32_div_u); }, () => {
       f.get(item); f.get(tpi); mul(f); f.set(it);
       f.get(it); f.get(tpi); add(f); f.tee(itEnd); f.i32(tiles); f.get(itEnd); f.i32(tiles); f.op(OP.i32_lt_s); f.select(); f.set(itEnd);
       f.block(() => f.loop(() => {
         f.get(it); f.get(itEnd); f.op(OP.i32_ge_s); f.br_if(1);
-        f.get(it); pushT(); f.get(p0); W(); S(); Z(); f.get(Xin); f.get(g.xm); o1(); o2(); o3(); o4();
+        f.get(it); pushT(nT); f.get(p0); W(); S(); Z(); f.get(Xin); f.get(XM); o1(); o2(); o3(); o4();
         call(f, mod.indexOf(mmFns.get(m.name)!));
         f.get(it); f.i32(1); add(f); f.set(it);
         f.br(0);
       }));
     });
   };
-  const xIn = (fmt: MatFmt, fp: Local) => (fmt.kind === 'q' ? g.xq : fp);
+
+  /**
+   * The activations a matmul reads, then the matmul: RMSNorm of rows rowBase + t of X (norm) or the int16 codes of a
+   * buffer of f32 rows (quant, for a quantized matrix). Up to SMALL_T rows each thread prepares its own copy;
+   * beyond, a phase of one item per row prepares the shared buffers.
+   */
+  type Prep = { kind: 'norm'; weight: () => void; rowBase?: () => void } | { kind: 'quant'; src: Local };
+  const prepared = (m: MatSpec, prep: Prep, nT: Local, mm: (Xin: Local, XM: Local) => void) => {
+    const K = m.K, group = groupOf(m.fmt);
+    if (prep.kind === 'quant' && m.fmt.kind !== 'q') { mm(prep.src, g.xm); return; }
+    const prepRow = (row: () => void, hfB: Local, xqB: Local, xmB: Local) => {
+      if (prep.kind === 'norm') {
+        if (prep.rowBase) { prep.rowBase(); row(); add(f); } else row();
+        row(); f.get(g.x); prep.weight(); f.get(hfB); f.get(xqB); f.get(xmB);
+        call(f, mod.indexOf(normFn(group)));
+      } else {
+        f.get(prep.src); row(); f.i32(K * 4); mul(f); add(f);
+        f.get(xqB); row(); f.i32(K * 2); mul(f); add(f);
+        f.get(xmB); row(); f.i32((K / group) * 8); mul(f); add(f);
+        call(f, mod.indexOf(quantFn(K, group)));
+      }
+    };
+    const xIn = (xqB: Local, hfB: Local) => (m.fmt.kind === 'q' ? xqB : hfB);
+    pushT(nT); f.i32(SMALL_T); f.op(OP.i32_le_s);
+    f.if_(() => {
+      f.for_(r, () => f.i32(0), () => pushT(nT), 1, () => prepRow(() => f.get(r), hfP, xqP, xmP));
+      mm(xIn(xqP, hfP), xmP);
+    }, () => {
+      phase(() => pushT(nT), () => prepRow(() => f.get(item), g.hf, g.xq, g.xm));
+      mm(xIn(g.xq, g.hf), g.xm);
+    });
+  };
 
   f.i32(0); f.set(ph);
   f.for_(l, () => f.i32(0), () => f.i32(s.layers), 1, () => {
     f.get(tab); f.get(l); f.i32(LAYER_SLOTS * 4); mul(f); add(f); f.i32(GLOBAL_SLOTS * 4); add(f); f.set(lp);
     // attention block
-    phase(() => f.get(T), () => {
-      f.get(item); f.get(item); f.get(g.x); layerPtr(L_SLOT.attnNorm); f.get(g.hf); f.get(g.xq); f.get(g.xm);
-      call(f, mod.indexOf(normFn(groupOf(s.qkv))));
-    });
-    matmulPhase(mats.qkv, T, () => layerPtr(L_SLOT.qkvW), () => layerPtr(L_SLOT.qkvS), () => layerPtr(L_SLOT.qkvZ), xIn(s.qkv, g.hf),
-      () => f.get(g.qb), () => layerPtr(L_SLOT.kc), () => layerPtr(L_SLOT.vc), () => f.get(g.rope));
+    prepared(mats.qkv, { kind: 'norm', weight: () => layerPtr(L_SLOT.attnNorm) }, T, (Xin, XM) =>
+      matmulPhase(mats.qkv, T, () => layerPtr(L_SLOT.qkvW), () => layerPtr(L_SLOT.qkvS), () => layerPtr(L_SLOT.qkvZ), Xin, XM,
+        () => f.get(g.qb), () => layerPtr(L_SLOT.kc), () => layerPtr(L_SLOT.vc), () => f.get(g.rope)));
     phase(() => { f.get(T); f.i32(H); mul(f); }, () => {
       f.get(item); f.get(p0); f.get(g.qb); layerPtr(L_SLOT.kc); layerPtr(L_SLOT.vc); f.get(g.att);
       call(f, mod.indexOf(attnFn));
     });
-    if (s.o.kind === 'q') {
-      phase(() => f.get(T), () => {
-        f.get(g.att); f.get(item); f.i32(H * hd * 4); mul(f); add(f);
-        f.get(g.xq); f.get(item); f.i32(H * hd * 2); mul(f); add(f);
-        f.get(g.xm); f.get(item); f.i32((H * hd / groupOf(s.o)) * 8); mul(f); add(f);
-        call(f, mod.indexOf(quantFn(H * hd, groupOf(s.o))));
-      });
-    }
-    matmulPhase(mats.o, T, () => layerPtr(L_SLOT.oW), () => layerPtr(L_SLOT.oS), () => layerPtr(L_SLOT.oZ), xIn(s.o, g.att),
-      () => f.get(g.x));
+    prepared(mats.o, { kind: 'quant', src: g.att }, T, (Xin, XM) =>
+      matmulPhase(mats.o, T, () => layerPtr(L_SLOT.oW), () => layerPtr(L_SLOT.oS), () => layerPtr(L_SLOT.oZ), Xin, XM, () => f.get(g.x)));
     // MLP block
-    phase(() => f.get(T), () => {
-      f.get(item); f.get(item); f.get(g.x); layerPtr(L_SLOT.mlpNorm); f.get(g.hf); f.get(g.xq); f.get(g.xm);
-      call(f, mod.indexOf(normFn(groupOf(s.gu))));
-    });
-    matmulPhase(mats.gu, T, () => layerPtr(L_SLOT.guW), () => layerPtr(L_SLOT.guS), () => layerPtr(L_SLOT.guZ), xIn(s.gu, g.hf),
-      () => f.get(g.g));
-    if (s.down.kind === 'q') {
-      phase(() => f.get(T), () => {
-        f.get(g.g); f.get(item); f.i32(F * 4); mul(f); add(f);
-        f.get(g.xq); f.get(item); f.i32(F * 2); mul(f); add(f);
-        f.get(g.xm); f.get(item); f.i32((F / groupOf(s.down)) * 8); mul(f); add(f);
-        call(f, mod.indexOf(quantFn(F, groupOf(s.down))));
-      });
-    }
-    matmulPhase(mats.down, T, () => layerPtr(L_SLOT.dW), () => layerPtr(L_SLOT.dS), () => layerPtr(L_SLOT.dZ), xIn(s.down, g.g),
-      () => f.get(g.x));
+    prepared(mats.gu, { kind: 'norm', weight: () => layerPtr(L_SLOT.mlpNorm) }, T, (Xin, XM) =>
+      matmulPhase(mats.gu, T, () => layerPtr(L_SLOT.guW), () => layerPtr(L_SLOT.guS), () => layerPtr(L_SLOT.guZ), Xin, XM, () => f.get(g.g)));
+    prepared(mats.down, { kind: 'quant', src: g.g }, T, (Xin, XM) =>
+      matmulPhase(mats.down, T, () => layerPtr(L_SLOT.dW), () => layerPtr(L_SLOT.dS), () => layerPtr(L_SLOT.dZ), Xin, XM, () => f.get(g.x)));
   });
   // logits of the last `rows` positions
   f.get(rows); f.if_(() => {
-    phase(() => f.get(rows), () => {
-      f.get(T); f.get(rows); f.op(OP.i32_sub); f.get(item); add(f); f.get(item); f.get(g.x); f.get(g.norm); f.get(g.hf); f.get(g.xq); f.get(g.xm);
-      call(f, mod.indexOf(normFn(groupOf(s.head))));
-    });
-    matmulPhase(mats.head, rows, () => f.get(g.headW), () => f.get(g.headS), () => f.get(g.headZ), xIn(s.head, g.hf),
-      () => f.get(g.logits));
+    prepared(mats.head, { kind: 'norm', weight: () => f.get(g.norm), rowBase: () => { f.get(T); f.get(rows); f.op(OP.i32_sub); } }, rows, (Xin, XM) =>
+      matmulPhase(mats.head, rows, () => f.get(g.headW), () => f.get(g.headS), () => f.get(g.headZ), Xin, XM, () => f.get(g.logits)));
   });
   return mod.build();
 }
