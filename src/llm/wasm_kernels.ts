@@ -37,6 +37,12 @@ const MAX_SLEEPS = 50_000;
  * (a few µs, done twice) instead of a phase of T items that the other threads would wait for.
  */
 export const SMALL_T = 4;
+/**
+ * Bytes per activation in the int16 layout: each k pair (2 codes) is stored 4 times over, as the dot products take it
+ * (a plain load with a constant offset, where a broadcast from 4 bytes costs a shuffle or an address register).
+ */
+export const X_BYTES = 8;
+const pairLanes = (p: number) => Array.from({ length: 16 }, (_, i) => 4 * p + (i & 3));
 /** Bytes per phase in the control block: the claim and done counters on their own cache lines. */
 export const PHASE_BYTES = 128;
 
@@ -61,7 +67,7 @@ export function privateLayout(s: LlmKernelSpec): { hf: number; xq: number; xm: n
   const maxK = Math.max(s.D, s.H * s.hd, s.F);
   const maxG = Math.max(groups(s.qkv, s.D), groups(s.o, s.H * s.hd), groups(s.gu, s.D), groups(s.down, s.F), groups(s.head, s.D), 1);
   const up = (n: number) => Math.ceil(n / 64) * 64;
-  const hf = 0, xq = up(SMALL_T * s.D * 4), xm = xq + up(SMALL_T * maxK * 2);
+  const hf = 0, xq = up(SMALL_T * s.D * 4), xm = xq + up(SMALL_T * maxK * X_BYTES);
   return { hf, xq, xm, bytes: xm + up(SMALL_T * maxG * 8) };
 }
 
@@ -229,7 +235,7 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
         call(f, mod.indexOf(normFn(group)));
       } else {
         f.get(prep.src); row(); f.i32(K * 4); mul(f); add(f);
-        f.get(xqB); row(); f.i32(K * 2); mul(f); add(f);
+        f.get(xqB); row(); f.i32(K * X_BYTES); mul(f); add(f);
         f.get(xmB); row(); f.i32((K / group) * 8); mul(f); add(f);
         call(f, mod.indexOf(quantFn(K, group)));
       }
@@ -282,7 +288,7 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBui
   const f = mod.func(`quant${K}g${group}`, ['i32', 'i32', 'i32']);
   const [src, dq, dm] = [0, 1, 2].map((i) => f.param(i));
   const gi = f.local('i32'), mx = f.local('v128'), inv = f.local('v128'), sum = f.local('v128'), a = f.local('v128'), b = f.local('v128');
-  const m = f.local('f32'), c = f.local('i32');
+  const m = f.local('f32'), c = f.local('i32'), dqc = f.local('i32');
   f.for_(gi, () => f.i32(0), () => f.i32(K / group), 1, () => {
     f.f32x4_const(0); f.set(mx);
     f.for_(c, () => f.i32(0), () => f.i32(group * 4), 16, () => {
@@ -298,13 +304,16 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBui
       f.get(src); f.get(c); add(f); f.v128_load(0, 0); f.get(inv); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_nearest); f.simd(SIMD.i32x4_trunc_sat_f32x4_s); f.set(a);
       f.get(src); f.get(c); add(f); f.v128_load(16, 0); f.get(inv); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_nearest); f.simd(SIMD.i32x4_trunc_sat_f32x4_s); f.set(b);
       f.get(sum); f.get(a); f.simd(SIMD.i32x4_add); f.get(b); f.simd(SIMD.i32x4_add); f.set(sum);
-      f.get(dq); f.get(c); f.i32(1); f.op(OP.i32_shr_u); add(f); f.get(a); f.get(b); f.simd(X.i16x8_narrow_i32x4_s); f.v128_store(0, 0);
+      // 8 codes = 4 k pairs, each stored 4 times over (the broadcast the matmul's dot products take)
+      f.get(a); f.get(b); f.simd(X.i16x8_narrow_i32x4_s); f.set(a);
+      f.get(dq); f.get(c); f.i32(1); f.op(OP.i32_shl); add(f); f.set(dqc);
+      for (let q = 0; q < 4; q++) { f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(pairLanes(q)); f.v128_store(q * 16, 0); }
     });
     f.get(dm);
     for (let l = 0; l < 4; l++) { f.get(sum); f.simd(X.i32x4_extract_lane); f.code.u8(l); if (l) add(f); }
     f.i32_store(4);
     f.get(src); f.i32(group * 4); add(f); f.set(src);
-    f.get(dq); f.i32(group * 2); add(f); f.set(dq);
+    f.get(dq); f.i32(group * X_BYTES); add(f); f.set(dq);
     f.get(dm); f.i32(8); add(f); f.set(dm);
   });
   return f;
@@ -336,7 +345,7 @@ function emitNorm(mod: ModuleBuilder, s: LlmKernelSpec, group: number, quant: Fu
   });
   if (quant) {
     f.get(hp);
-    f.get(XQ); f.get(rout); f.i32(D * 2); mul(f); add(f);
+    f.get(XQ); f.get(rout); f.i32(D * X_BYTES); mul(f); add(f);
     f.get(XM); f.get(rout); f.i32((D / group) * 8); mul(f); add(f);
     call(f, mod.indexOf(quant));
   }
@@ -409,7 +418,7 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
   f.get(p.rb0); if (rbOff) { f.i32(rbOff); add(f); } f.tee(gi); f.i32(rbBytes); mul(f); f.get(p.W); add(f); f.set(wp);
   f.get(gi); f.i32(G * 16); mul(f); f.get(p.S); add(f); f.set(sp);
   f.get(gi); f.i32(G * 4); mul(f); f.get(p.Z); add(f); f.set(zp);
-  f.get(p.t0); f.i32(K * 2); mul(f); f.get(p.Xp); add(f); f.set(xp);
+  f.get(p.t0); f.i32(K * X_BYTES); mul(f); f.get(p.Xp); add(f); f.set(xp);
   f.get(p.t0); f.i32(G * 8); mul(f); f.get(p.XM); add(f); f.set(mp);
   for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][r]); }
   f.for_(gi, () => f.i32(0), () => f.i32(G), 1, () => {
@@ -423,9 +432,9 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
           if (j) { f.i32(j * bits); f.simd(X.i16x8_shr_u); }
           if (j < pairs - 1) { f.get(mask); f.simd(SIMD.v128_and); }
           f.set(pv);
-          const kOff = li * kPerLoad + 2 * j;
+          const pair = (li * kPerLoad) / 2 + j;
           for (let t = 0; t < tr; t++) {
-            f.get(acc[t][r]); f.get(pv); f.get(xp); f.v128_load32_splat(t * K * 2 + kOff * 2);
+            f.get(acc[t][r]); f.get(pv); f.get(xp); f.v128_load(t * K * X_BYTES + pair * 16, 0);
             f.simd(X.i32x4_dot_i16x8_s); f.simd(SIMD.i32x4_add); f.set(acc[t][r]);
           }
         }
@@ -447,7 +456,7 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
     f.get(wp); f.i32(gBytes); add(f); f.set(wp);
     f.get(sp); f.i32(16); add(f); f.set(sp);
     f.get(zp); f.i32(4); add(f); f.set(zp);
-    f.get(xp); f.i32(group * 2); add(f); f.set(xp);
+    f.get(xp); f.i32(group * X_BYTES); add(f); f.set(xp);
     f.get(mp); f.i32(8); add(f); f.set(mp);
   });
 }
