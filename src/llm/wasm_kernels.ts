@@ -421,9 +421,13 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
   f.get(p.t0); f.i32(K * X_BYTES); mul(f); f.get(p.Xp); add(f); f.set(xp);
   f.get(p.t0); f.i32(G * 8); mul(f); f.get(p.XM); add(f); f.set(mp);
   for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][r]); }
+  // One row: its x pair vectors of a load step stay in registers for all rr blocks.
+  const shareX = tr === 1 && rr > 1;
+  const xs = shareX ? Array.from({ length: pairs }, () => f.local('v128')) : [];
   f.for_(gi, () => f.i32(0), () => f.i32(G), 1, () => {
     for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { i32x4Zero(f); f.set(acc[t][r]); }
     for (let li = 0; li < loads; li++) {
+      if (shareX) for (let j = 0; j < pairs; j++) { f.get(xp); f.v128_load(((li * kPerLoad) / 2 + j) * 16, 0); f.set(xs[j]); }
       for (let r = 0; r < rr; r++) {
         f.get(wp); f.v128_load(r * rbBytes + li * 16, 0); f.set(w);
         for (let j = 0; j < pairs; j++) {
@@ -434,11 +438,12 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
           f.set(pv);
           const pair = (li * kPerLoad) / 2 + j;
           for (let t = 0; t < tr; t++) {
-            f.get(acc[t][r]); f.get(pv); f.get(xp); f.v128_load(t * K * X_BYTES + pair * 16, 0);
+            f.get(acc[t][r]); f.get(pv);
+            if (shareX) f.get(xs[j]); else { f.get(xp); f.v128_load(t * K * X_BYTES + pair * 16, 0); }
             f.simd(X.i32x4_dot_i16x8_s); f.simd(SIMD.i32x4_add); f.set(acc[t][r]);
           }
         }
-        barrier(f, wp, acc.flat());
+        barrier(f, wp, [...acc.flat(), ...xs]);
       }
     }
     for (let r = 0; r < rr; r++) {
