@@ -5,7 +5,7 @@ import { UnsupportedError } from '../errors.js';
 import { registerLlmBackend } from './registry.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import type { LlamaConfig, LlmRunner, LlmWeights } from './types.js';
-import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, X_BYTES, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
+import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, X_BYTES, META_BYTES, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
 import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
 import { commonFmt, gateUpRows, packRows, plainRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
 
@@ -81,7 +81,7 @@ export class WasmLlm implements LlmRunner {
       const maxG = Math.max(groups(spec.qkv, D), groups(spec.o, qd), groups(spec.gu, D), groups(spec.down, F), groups(spec.head, D), 1);
       const buf = {
         tab: alloc((GLOBAL_SLOTS + LAYER_SLOTS * c.layers) * 4, true),
-        x: alloc(tmax * D * 4), hf: alloc(tmax * D * 4), xq: alloc(tmax * Math.max(D, qd, F) * X_BYTES), xm: alloc(tmax * maxG * 8),
+        x: alloc(tmax * D * 4), hf: alloc(tmax * D * 4), xq: alloc(tmax * Math.max(D, qd, F) * X_BYTES), xm: alloc(tmax * maxG * META_BYTES),
         qb: alloc(tmax * qd * 4), att: alloc(tmax * qd * 4), g: alloc(tmax * F * 4), logits: alloc(tmax * Np * 4),
         rope: put(ropeTable(c, capacity)), ctl: alloc(phaseCount(spec) * PHASE_BYTES, true),
         norm: put(w.norm), headW: 0, headS: 0, headZ: 0, priv: alloc(rt.threads * privateLayout(spec).bytes),

@@ -42,6 +42,8 @@ export const SMALL_T = 4;
  * (a plain load with a constant offset, where a broadcast from 4 bytes costs a shuffle or an address register).
  */
 export const X_BYTES = 8;
+/** Bytes per activation group: its scale and its code sum, each 4 times over (vector loads, as X_BYTES). */
+export const META_BYTES = 32;
 const pairLanes = (p: number) => Array.from({ length: 16 }, (_, i) => 4 * p + (i & 3));
 /** Bytes per phase in the control block: the claim and done counters on their own cache lines. */
 export const PHASE_BYTES = 128;
@@ -68,7 +70,7 @@ export function privateLayout(s: LlmKernelSpec): { hf: number; xq: number; xm: n
   const maxG = Math.max(groups(s.qkv, s.D), groups(s.o, s.H * s.hd), groups(s.gu, s.D), groups(s.down, s.F), groups(s.head, s.D), 1);
   const up = (n: number) => Math.ceil(n / 64) * 64;
   const hf = 0, xq = up(SMALL_T * s.D * 4), xm = xq + up(SMALL_T * maxK * X_BYTES);
-  return { hf, xq, xm, bytes: xm + up(SMALL_T * maxG * 8) };
+  return { hf, xq, xm, bytes: xm + up(SMALL_T * maxG * META_BYTES) };
 }
 
 /** Row blocks of each fused matrix (before padding to tiles). */
@@ -100,7 +102,6 @@ interface MatSpec { name: string; fmt: MatFmt; K: number; blocks: number; ep: Ep
 const add = (f: FunctionBuilder) => f.op(OP.i32_add);
 const mul = (f: FunctionBuilder) => f.op(OP.i32_mul);
 const simdMem = (f: FunctionBuilder, op: number, align: number, offset: number) => { f.code.u8(0xfd).u32(op).u32(align).u32(offset >>> 0); };
-const load32Zero = (f: FunctionBuilder, offset: number) => simdMem(f, X.load32_zero, 2, offset);
 /** Threads-proposal opcodes (0xfe prefix) the builder lacks. */
 const ATOMIC = { notify: 0x00, wait32: 0x01, rmwSub: 0x25 } as const;
 const atomicOp = (f: FunctionBuilder, op: number, offset: number) => { f.code.u8(0xfe).u32(op).u32(2).u32(offset >>> 0); };
@@ -236,7 +237,7 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
       } else {
         f.get(prep.src); row(); f.i32(K * 4); mul(f); add(f);
         f.get(xqB); row(); f.i32(K * X_BYTES); mul(f); add(f);
-        f.get(xmB); row(); f.i32((K / group) * 8); mul(f); add(f);
+        f.get(xmB); row(); f.i32((K / group) * META_BYTES); mul(f); add(f);
         call(f, mod.indexOf(quantFn(K, group)));
       }
     };
@@ -281,8 +282,8 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
 // --- RMSNorm and activation quantization ------------------------------------------------------------
 
 /**
- * quant(src, dstQ, dstM): one row of K floats to int16 codes per group, with each group's scale (max|x| / 32767, f32)
- * and code sum (i32) at dstM + g*8. Codes are round-to-nearest: |x - code*scale| <= scale/2.
+ * quant(src, dstQ, dstM): one row of K floats to int16 codes per group (X_BYTES each), with each group's scale
+ * (max|x| / 32767, f32) and code sum (i32) at dstM + g*META_BYTES. Codes are round-to-nearest: |x - code*scale| <= scale/2.
  */
 function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBuilder {
   const f = mod.func(`quant${K}g${group}`, ['i32', 'i32', 'i32']);
@@ -296,7 +297,7 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBui
     });
     emitHorizontal(f, mx, SIMD.f32x4_max); f.set(m);
     // scale = m / 32767 and its inverse (0 for an all-zero group)
-    f.get(dm); f.get(m); f.f32c(32767); f.op(OP.f32_div); f.f32_store(0);
+    f.get(dm); f.get(m); f.f32c(32767); f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.v128_store(0, 0);
     f.f32c(32767); f.get(m); f.op(OP.f32_div); f.f32c(0); f.get(m); f.f32c(0); f.op(OP.f32_gt); f.select();
     f.simd(SIMD.f32x4_splat); f.set(inv);
     f.v128_const(new Uint8Array(16)); f.set(sum);
@@ -311,10 +312,10 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBui
     });
     f.get(dm);
     for (let l = 0; l < 4; l++) { f.get(sum); f.simd(X.i32x4_extract_lane); f.code.u8(l); if (l) add(f); }
-    f.i32_store(4);
+    f.simd(SIMD.i32x4_splat); f.v128_store(16, 0);
     f.get(src); f.i32(group * 4); add(f); f.set(src);
     f.get(dq); f.i32(group * X_BYTES); add(f); f.set(dq);
-    f.get(dm); f.i32(8); add(f); f.set(dm);
+    f.get(dm); f.i32(META_BYTES); add(f); f.set(dm);
   });
   return f;
 }
@@ -346,7 +347,7 @@ function emitNorm(mod: ModuleBuilder, s: LlmKernelSpec, group: number, quant: Fu
   if (quant) {
     f.get(hp);
     f.get(XQ); f.get(rout); f.i32(D * X_BYTES); mul(f); add(f);
-    f.get(XM); f.get(rout); f.i32((D / group) * 8); mul(f); add(f);
+    f.get(XM); f.get(rout); f.i32((D / group) * META_BYTES); mul(f); add(f);
     call(f, mod.indexOf(quant));
   }
   return f;
@@ -419,7 +420,7 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
   f.get(gi); f.i32(G * 16); mul(f); f.get(p.S); add(f); f.set(sp);
   f.get(gi); f.i32(G * 4); mul(f); f.get(p.Z); add(f); f.set(zp);
   f.get(p.t0); f.i32(K * X_BYTES); mul(f); f.get(p.Xp); add(f); f.set(xp);
-  f.get(p.t0); f.i32(G * 8); mul(f); f.get(p.XM); add(f); f.set(mp);
+  f.get(p.t0); f.i32(G * META_BYTES); mul(f); f.get(p.XM); add(f); f.set(mp);
   for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][r]); }
   // One row: its x pair vectors of a load step stay in registers for all rr blocks.
   const shareX = tr === 1 && rr > 1;
@@ -448,13 +449,13 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
     }
     for (let r = 0; r < rr; r++) {
       f.get(sp); f.v128_load(r * G * 16, 0); f.set(s4);
-      f.get(zp); load32Zero(f, r * G * 4); f.simd(X.i16x8_extend_low_i8x16_u); f.simd(X.i32x4_extend_low_i16x8_u); f.set(z4);
+      f.get(zp); f.i32_load(r * G * 4); f.simd(SIMD.i32x4_splat); f.simd(X.i16x8_extend_low_i8x16_u); f.simd(X.i32x4_extend_low_i16x8_u); f.set(z4);
       for (let t = 0; t < tr; t++) {
         // facc += f32(acc - zero*Σcodes) * scale * xscale
         f.get(facc[t][r]);
-        f.get(acc[t][r]); f.get(z4); f.get(mp); f.v128_load32_splat(t * G * 8 + 4); f.simd(SIMD.i32x4_mul); f.simd(SIMD.i32x4_sub);
+        f.get(acc[t][r]); f.get(z4); f.get(mp); f.v128_load(t * G * META_BYTES + 16, 0); f.simd(SIMD.i32x4_mul); f.simd(SIMD.i32x4_sub);
         f.simd(SIMD.f32x4_convert_i32x4_s); f.get(s4); f.simd(SIMD.f32x4_mul);
-        f.get(mp); f.v128_load32_splat(t * G * 8); f.simd(SIMD.f32x4_mul);
+        f.get(mp); f.v128_load(t * G * META_BYTES, 0); f.simd(SIMD.f32x4_mul);
         f.simd(SIMD.f32x4_add); f.set(facc[t][r]);
       }
     }
@@ -462,7 +463,7 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
     f.get(sp); f.i32(16); add(f); f.set(sp);
     f.get(zp); f.i32(4); add(f); f.set(zp);
     f.get(xp); f.i32(group * X_BYTES); add(f); f.set(xp);
-    f.get(mp); f.i32(8); add(f); f.set(mp);
+    f.get(mp); f.i32(META_BYTES); add(f); f.set(mp);
   });
 }
 
