@@ -155,6 +155,11 @@ test('wasm LLM: no kernel compiles after the first forward, at any T and cache l
   }
   await r.forward(Array.from({ length: 80 }, (_, i) => i), true);
   assert.equal(r.runtime.kernelCount, before);
+  // one token: per layer the qkv, attention, o, gate/up and down phases, then the head (no norm/quant phases)
+  await r.forward([9]);
+  assert.equal(r.waitStats().phases, BASE.layers * 5 + 1);
+  await r.forward([1, 2, 3, 4, 5], true);
+  assert.equal(r.waitStats().phases, BASE.layers * 9 + 2);
 });
 
 test('wasm LLM: other shapes (no GQA, head_dim 32, group 64, a vocabulary not a multiple of 16) and one thread', async () => {

@@ -5,7 +5,7 @@ import { UnsupportedError } from '../errors.js';
 import { registerLlmBackend } from './registry.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import type { LlamaConfig, LlmRunner, LlmWeights } from './types.js';
-import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, X_BYTES, META_BYTES, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
+import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, privateLayout, WAIT_SLOTS, TILE_BLOCKS, X_BYTES, META_BYTES, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
 import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
 import { commonFmt, gateUpRows, packRows, plainRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
 
@@ -158,6 +158,22 @@ export class WasmLlm implements LlmRunner {
     }
     this.len = p0;
     return out;
+  }
+
+  /**
+   * How the threads waited for each other in the last launch: spins and sleeps summed over its phases and
+   * participants (sleeps of up to 0.2 ms each mean a thread waited for another that was not running).
+   */
+  waitStats(): { spins: number; sleeps: number; phases: number } {
+    const ctl = new Int32Array(this.rt.mem.memory.buffer, this.buf.ctl, (phaseCount(this.spec) * PHASE_BYTES) / 4);
+    let spins = 0, sleeps = 0, phases = 0;
+    for (let p = 0; p < phaseCount(this.spec); p++) {
+      const b = (p * PHASE_BYTES) / 4;
+      if (ctl[b] === 0) continue;
+      phases++;
+      for (let t = 0; t < WAIT_SLOTS; t++) { spins += ctl[b + 24 + 2 * t]; sleeps += ctl[b + 25 + 2 * t]; }
+    }
+    return { spins, sleeps, phases };
   }
 
   async release(): Promise<void> {

@@ -45,8 +45,12 @@ export const X_BYTES = 8;
 /** Bytes per activation group: its scale and its code sum, each 4 times over (vector loads, as X_BYTES). */
 export const META_BYTES = 32;
 const pairLanes = (p: number) => Array.from({ length: 16 }, (_, i) => 4 * p + (i & 3));
-/** Bytes per phase in the control block: the claim and done counters on their own cache lines. */
+/**
+ * Bytes per phase in the control block: the claim counter, and on its own cache line the done counter (+64), the
+ * sleepers count (+68) and, per participant below WAIT_SLOTS, its spins and sleeps in the wait (+96 + 8t).
+ */
 export const PHASE_BYTES = 128;
+export const WAIT_SLOTS = 4;
 
 export interface LlmKernelSpec {
   D: number; H: number; KVH: number; hd: number; F: number; vocab: number; layers: number;
@@ -195,6 +199,12 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
       });
       f.br(0);
     }));
+    // this participant's wait in this phase (slots per participant on the done line; read by WasmLlm.waitStats)
+    f.get(t0); f.i32(WAIT_SLOTS); f.op(OP.i32_lt_u);
+    f.if_(() => {
+      f.get(cb); f.get(t0); f.i32(8); mul(f); add(f); f.tee(it); f.get(it); f.i32_load(96); f.get(spins); add(f); f.i32_store(96);
+      f.get(it); f.get(it); f.i32_load(100); f.get(sleeps); add(f); f.i32_store(100);
+    });
     f.get(ph); f.i32(1); add(f); f.set(ph);
   };
   const layerPtr = (slot: number) => { f.get(lp); f.i32_load(slot * 4); };
