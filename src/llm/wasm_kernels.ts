@@ -3,7 +3,7 @@
 // arrive, so a launch never hangs on a worker that came late or not at all). Model sizes are constants; T, the cache
 // length and the buffers are runtime values, so the module is compiled once per model shape.
 import { call, type FunctionBuilder, type Local, ModuleBuilder, OP, SIMD } from '../codegen/wasm/builder.js';
-import { ActTemps, emitActivation, emitExp } from '../backends/wasm/kernels/gemm.js';
+import { ActTemps, emitActivation } from '../backends/wasm/kernels/gemm.js';
 import { emitHorizontal, emitReduce4 } from '../backends/wasm/kernels/attention.js';
 import type { KernelSource } from '../backends/wasm/kernel.js';
 import { fmtKey, type MatFmt } from './wasm_pack.js';
@@ -609,8 +609,15 @@ class EpilogueEmitter {
 // --- attention ------------------------------------------------------------------------------------
 
 /**
+ * Softmax terms are taken relative to a reference max that is raised only when a block's max exceeds it by more than
+ * this (e^8 ~ 3e3 bounds the terms): the output row and the sum are then rescaled, far less often than every block.
+ * The final division makes the result the softmax of the reference up to rounding.
+ */
+const LAZY_MAX = 8;
+
+/**
  * attn(item, p0, QB, KC, VC, OUT): token t = item / H, head h = item % H over cache positions 0 … p0+t (causal), in
- * blocks of 4 keys with an online softmax (running max and sum; the output row is rescaled when the max grows).
+ * blocks of 4 keys with an online softmax (a running reference max and sum; the output row accumulates in place).
  */
 function emitAttention(mod: ModuleBuilder, s: LlmKernelSpec): FunctionBuilder {
   const { H, KVH, hd, cap } = s;
@@ -619,11 +626,16 @@ function emitAttention(mod: ModuleBuilder, s: LlmKernelSpec): FunctionBuilder {
   const [item, p0, QB, KC, VC, OUT] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
   const t = f.local('i32'), h = f.local('i32'), n = f.local('i32'), qp = f.local('i32'), kp = f.local('i32'), vp = f.local('i32');
   const op = f.local('i32'), s0 = f.local('i32');
-  const m = f.local('f32'), lsum = f.local('f32'), mnew = f.local('f32');
+  const mref = f.local('f32'), lsum = f.local('f32'), bm = f.local('f32');
   const a = [0, 1, 2, 3].map(() => f.local('v128'));
-  const qv = f.local('v128'), sc = f.local('v128'), tmpv = f.local('v128'), alpha = f.local('v128'), pv = f.local('v128');
+  const qv = f.local('v128'), sc = f.local('v128'), tmpv = f.local('v128'), valid = f.local('v128'), pv = f.local('v128');
   const pk = [0, 1, 2, 3].map(() => f.local('v128'));
-  const temps = new ActTemps(f);
+  const ex = new ExpNonPositive(f);
+  // V8 materializes a v128.const at every use (3 instructions): the loop's constants live in locals
+  const iota = f.local('v128'), negInf = f.local('v128'), scaleV = f.local('v128');
+  f.v128_const(new Uint8Array(new Int32Array([0, 1, 2, 3]).buffer)); f.set(iota);
+  f.f32x4_const(-Infinity); f.set(negInf);
+  f.f32x4_const(scale); f.set(scaleV);
   f.get(item); f.i32(H); f.op(OP.i32_div_u); f.set(t);
   f.get(item); f.i32(H); f.op(OP.i32_rem_u); f.set(h);
   f.get(p0); f.get(t); add(f); f.i32(1); add(f); f.set(n);
@@ -632,7 +644,7 @@ function emitAttention(mod: ModuleBuilder, s: LlmKernelSpec): FunctionBuilder {
   f.get(kp); f.get(KC); add(f); f.set(kp);
   f.get(OUT); f.get(item); f.i32(hd * 4); mul(f); add(f); f.set(op);
   for (let c = 0; c < C; c++) { f.get(op); f.f32x4_const(0); f.v128_store(c * 16, 0); }
-  f.f32c(-Infinity); f.set(m); f.f32c(0); f.set(lsum);
+  f.f32c(-Infinity); f.set(mref); f.f32c(0); f.set(lsum);
   f.i32(0); f.set(s0);
   f.block(() => f.loop(() => {
     // scores of keys s0 … s0+3
@@ -644,33 +656,77 @@ function emitAttention(mod: ModuleBuilder, s: LlmKernelSpec): FunctionBuilder {
       }
       if (c % 2 === 1 && c < C - 1) barrier(f, kp, a);
     }
-    emitReduce4(f, a[0], a[1], a[2], a[3], tmpv); f.f32x4_const(scale); f.simd(SIMD.f32x4_mul); f.set(sc);
+    emitReduce4(f, a[0], a[1], a[2], a[3], tmpv); f.get(scaleV); f.simd(SIMD.f32x4_mul); f.set(sc);
     // keys at or past n: -inf
-    f.v128_const(new Uint8Array(new Int32Array([0, 1, 2, 3]).buffer)); f.get(n); f.get(s0); f.op(OP.i32_sub); f.simd(SIMD.i32x4_splat); f.simd(X.i32x4_lt_s);
-    f.set(tmpv);
-    f.get(sc); f.f32x4_const(-Infinity); f.get(tmpv); f.simd(SIMD.v128_bitselect); f.tee(sc); f.set(pv);
-    emitHorizontal(f, pv, SIMD.f32x4_max); f.get(m); f.op(OP.f32_max); f.set(mnew);
-    // alpha = exp(m - mnew), p = exp(sc - mnew) (masked lanes exactly 0)
-    f.get(m); f.get(mnew); f.op(OP.f32_sub); f.simd(SIMD.f32x4_splat); f.set(alpha);
-    emitExp(f, alpha, temps); f.set(alpha);
-    f.get(sc); f.get(mnew); f.simd(SIMD.f32x4_splat); f.simd(SIMD.f32x4_sub); f.set(pv);
-    emitExp(f, pv, temps); f.get(tmpv); f.simd(SIMD.v128_and); f.set(pv);
-    f.get(lsum); f.get(alpha); f.f32x4_extract_lane(0); f.op(OP.f32_mul);
-    f.get(pv); f.set(tmpv); emitHorizontal(f, tmpv, SIMD.f32x4_add); f.op(OP.f32_add); f.set(lsum);
+    f.get(iota); f.get(n); f.get(s0); f.op(OP.i32_sub); f.simd(SIMD.i32x4_splat); f.simd(X.i32x4_lt_s); f.set(valid);
+    f.get(sc); f.get(negInf); f.get(valid); f.simd(SIMD.v128_bitselect); f.tee(sc); f.set(pv);
+    emitHorizontal(f, pv, SIMD.f32x4_pmax); f.tee(bm);
+    // a new reference max: rescale what has accumulated by exp(mref - bm)
+    f.get(mref); f.f32c(LAZY_MAX); f.op(OP.f32_add); f.op(OP.f32_gt);
+    f.if_(() => {
+      f.get(mref); f.get(bm); f.op(OP.f32_sub); f.simd(SIMD.f32x4_splat); f.set(pv);
+      ex.emit(pv); f.set(pv);
+      f.get(lsum); f.get(pv); f.f32x4_extract_lane(0); f.op(OP.f32_mul); f.set(lsum);
+      for (let c = 0; c < C; c++) { f.get(op); f.get(op); f.v128_load(c * 16, 0); f.get(pv); f.simd(SIMD.f32x4_mul); f.v128_store(c * 16, 0); }
+      f.get(bm); f.set(mref);
+    });
+    // p = exp(sc - mref), masked lanes exactly 0
+    f.get(sc); f.get(mref); f.simd(SIMD.f32x4_splat); f.simd(SIMD.f32x4_sub); f.set(pv);
+    ex.emit(pv); f.get(valid); f.simd(SIMD.v128_and); f.set(pv);
+    f.get(lsum); f.get(pv); f.set(tmpv); emitHorizontal(f, tmpv, SIMD.f32x4_add); f.op(OP.f32_add); f.set(lsum);
     for (let k = 0; k < 4; k++) { f.get(pv); f.get(pv); f.i8x16_shuffle(Array.from({ length: 16 }, (_, i) => 4 * k + (i & 3))); f.set(pk[k]); }
     for (let c = 0; c < C; c++) {
       f.get(op);
-      f.get(op); f.v128_load(c * 16, 0); f.get(alpha); f.simd(SIMD.f32x4_mul);
+      f.get(op); f.v128_load(c * 16, 0);
       for (let k = 0; k < 4; k++) { f.get(pk[k]); f.get(vp); f.v128_load(k * hd * 4 + c * 16, 0); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); }
       f.v128_store(c * 16, 0);
     }
-    f.get(mnew); f.set(m);
     f.get(kp); f.i32(4 * hd * 4); add(f); f.set(kp);
     f.get(vp); f.i32(4 * hd * 4); add(f); f.set(vp);
     f.get(s0); f.i32(4); add(f); f.tee(s0); f.get(n); f.op(OP.i32_lt_s); f.br_if(0);
   }));
   // out /= l
-  f.f32c(1); f.get(lsum); f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.set(alpha);
-  for (let c = 0; c < C; c++) { f.get(op); f.get(op); f.v128_load(c * 16, 0); f.get(alpha); f.simd(SIMD.f32x4_mul); f.v128_store(c * 16, 0); }
+  f.f32c(1); f.get(lsum); f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.set(pv);
+  for (let c = 0; c < C; c++) { f.get(op); f.get(op); f.v128_load(c * 16, 0); f.get(pv); f.simd(SIMD.f32x4_mul); f.v128_store(c * 16, 0); }
   return f;
+}
+
+/**
+ * exp(x) for x <= 0 (x below -87 gives ~1e-38, -inf included), Cephes' range reduction and polynomial (~1 ulp) with
+ * n = round(x log2 e) by the 1.5*2^23 magic-number addition, whose low bits then give 2^n: no floor and no saturating
+ * conversion (V8 lowers i32x4.trunc_sat_f32x4_s to six instructions). Its constants live in locals.
+ */
+class ExpNonPositive {
+  private readonly c: Local[];
+  private readonly r: Local;
+  private readonly y: Local;
+  private static readonly MAGIC = 12582912;
+  private static readonly CONSTS = [-87, Math.LOG2E, ExpNonPositive.MAGIC, 0.693359375, -2.12194440e-4,
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1, 1];
+  constructor(private readonly f: FunctionBuilder) {
+    this.c = ExpNonPositive.CONSTS.map((v) => { const l = f.local('v128'); f.f32x4_const(v); f.set(l); return l; });
+    this.r = f.local('v128'); this.y = f.local('v128');
+    // 127 - bits(MAGIC) as an i32 vector, appended
+    const bias = f.local('v128');
+    f.v128_const(new Uint8Array(new Int32Array(4).fill(127 - 0x4b400000).buffer)); f.set(bias);
+    this.c.push(bias);
+  }
+
+  /** Pushes exp(x) of the v128 in local x (x is overwritten). */
+  emit(x: Local): void {
+    const { f, c, r, y } = this;
+    const [lo, log2e, magic, ln2hi, ln2lo, p0, p1, p2, p3, p4, p5, one, bias] = c;
+    f.get(lo); f.get(x); f.simd(SIMD.f32x4_pmax); f.set(x);
+    f.get(x); f.get(log2e); f.simd(SIMD.f32x4_mul); f.get(magic); f.simd(SIMD.f32x4_add); f.set(y);
+    // r = x - n ln2 (hi and lo parts), n = y - magic
+    f.get(y); f.get(magic); f.simd(SIMD.f32x4_sub); f.set(r);
+    f.get(x); f.get(r); f.get(ln2hi); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_sub);
+    f.get(r); f.get(ln2lo); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_sub); f.set(r);
+    f.get(p0);
+    for (const k of [p1, p2, p3, p4, p5]) { f.get(r); f.simd(SIMD.f32x4_mul); f.get(k); f.simd(SIMD.f32x4_add); }
+    f.get(r); f.simd(SIMD.f32x4_mul); f.get(r); f.simd(SIMD.f32x4_mul); f.get(r); f.simd(SIMD.f32x4_add); f.get(one); f.simd(SIMD.f32x4_add);
+    // * 2^n: (bits(y) - bits(magic) + 127) << 23
+    f.get(y); f.get(bias); f.simd(SIMD.i32x4_add); f.i32(23); f.simd(SIMD.i32x4_shl);
+    f.simd(SIMD.f32x4_mul);
+  }
 }
