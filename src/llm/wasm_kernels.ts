@@ -44,7 +44,8 @@ export const SMALL_T = 4;
 export const X_BYTES = 8;
 /** Bytes per activation group: its scale and its code sum, each 4 times over (vector loads, as X_BYTES). */
 export const META_BYTES = 32;
-const pairLanes = (p: number) => Array.from({ length: 16 }, (_, i) => 4 * p + (i & 3));
+/** i8x16.shuffle lanes broadcasting 32-bit lane p (V8 emits one pshufd). */
+const lane32Splat = (p: number) => Array.from({ length: 16 }, (_, i) => 4 * p + (i & 3));
 /**
  * Bytes per phase in the control block: the claim counter, and on its own cache line the done counter (+64), the
  * sleepers count (+68) and, per participant below WAIT_SLOTS, its spins and sleeps in the wait (+96 + 8t).
@@ -318,7 +319,7 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBui
       // 8 codes = 4 k pairs, each stored 4 times over (the broadcast the matmul's dot products take)
       f.get(a); f.get(b); f.simd(X.i16x8_narrow_i32x4_s); f.set(a);
       f.get(dq); f.get(c); f.i32(1); f.op(OP.i32_shl); add(f); f.set(dqc);
-      for (let q = 0; q < 4; q++) { f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(pairLanes(q)); f.v128_store(q * 16, 0); }
+      for (let q = 0; q < 4; q++) { f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(lane32Splat(q)); f.v128_store(q * 16, 0); }
     });
     f.get(dm);
     for (let l = 0; l < 4; l++) { f.get(sum); f.simd(X.i32x4_extract_lane); f.code.u8(l); if (l) add(f); }
@@ -477,19 +478,28 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
   });
 }
 
-/** f32 weights: facc[t][r] = Σ_k W[block r][k] * x[t][k] (4 rows per vector). */
+/**
+ * f32 weights: facc[t][r] = Σ_k W[block r][k] * x[t][k] (4 rows per vector). x is read 4 k at a time and broadcast by
+ * lane shuffles (a load32_splat per k would need an address register each).
+ */
 function emitFBody(f: FunctionBuilder, K: number, tr: number, rr: number, rbOff: number,
   p: { rb0: Local; t0: Local; W: Local; Xp: Local }, facc: Local[][]): void {
   const U = 4;
-  const wp = f.local('i32'), xp = f.local('i32'), ki = f.local('i32'), w = f.local('v128');
+  const wp = f.local('i32'), xp = f.local('i32'), ki = f.local('i32'), xs = f.local('v128');
+  const w = Array.from({ length: rr }, () => f.local('v128'));
+  const xv = Array.from({ length: tr }, () => f.local('v128'));
   f.get(p.rb0); if (rbOff) { f.i32(rbOff); add(f); } f.i32(K * 16); mul(f); f.get(p.W); add(f); f.set(wp);
   f.get(p.t0); f.i32(K * 4); mul(f); f.get(p.Xp); add(f); f.set(xp);
   for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][r]); }
-  const step = (u: number) => {
-    for (let r = 0; r < rr; r++) {
-      f.get(wp); f.v128_load(r * K * 16 + u * 16, 0); f.set(w);
-      for (let t = 0; t < tr; t++) {
-        f.get(facc[t][r]); f.get(w); f.get(xp); f.v128_load32_splat(t * K * 4 + u * 4); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(facc[t][r]);
+  /** k step u of a block of 4: x[t][k] is lane u of xv[t] (loadX) or a splat load (the ragged tail). */
+  const step = (u: number, fromVector: boolean) => {
+    for (let r = 0; r < rr; r++) { f.get(wp); f.v128_load(r * K * 16 + u * 16, 0); f.set(w[r]); }
+    for (let t = 0; t < tr; t++) {
+      if (fromVector) { f.get(xv[t]); f.get(xv[t]); f.i8x16_shuffle(lane32Splat(u)); }
+      else { f.get(xp); f.v128_load32_splat(t * K * 4 + u * 4); }
+      f.set(xs);
+      for (let r = 0; r < rr; r++) {
+        f.get(facc[t][r]); f.get(w[r]); f.get(xs); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(facc[t][r]);
       }
     }
     barrier(f, wp, facc.flat());
@@ -497,12 +507,13 @@ function emitFBody(f: FunctionBuilder, K: number, tr: number, rr: number, rbOff:
   const iters = Math.floor(K / U);
   if (iters) {
     f.for_(ki, () => f.i32(0), () => f.i32(iters), 1, () => {
-      for (let u = 0; u < U; u++) step(u);
+      for (let t = 0; t < tr; t++) { f.get(xp); f.v128_load(t * K * 4, 0); f.set(xv[t]); }
+      for (let u = 0; u < U; u++) step(u, true);
       f.get(wp); f.i32(U * 16); add(f); f.set(wp);
       f.get(xp); f.i32(U * 4); add(f); f.set(xp);
     });
   }
-  for (let u = 0; u < K % U; u++) step(u);
+  for (let u = 0; u < K % U; u++) step(u, false);
 }
 
 /** Writes a result vector (4 rows of one row block for one token) where its matrix's consumer wants it. */
