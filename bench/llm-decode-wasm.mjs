@@ -49,9 +49,13 @@ for (const e of ENGINES) {
       const t0 = performance.now();
       let lg = await r.forward(prompt);
       const t1 = performance.now();
-      const toks = [argmax(lg, 0, V)];
-      for (let i = 0; i < n; i++) { lg = await r.forward([toks[toks.length - 1]]); toks.push(argmax(lg, 0, V)); }
-      return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, toks };
+      const toks = [argmax(lg, 0, V)], steps = [];
+      for (let i = 0; i < n; i++) {
+        const a = performance.now();
+        lg = await r.forward([toks[toks.length - 1]]); toks.push(argmax(lg, 0, V));
+        steps.push(performance.now() - a);
+      }
+      return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, toks, steps };
     },
   });
 }
@@ -94,10 +98,10 @@ async function ortEngine() {
         return argmax(r.logits.data, r.logits.data.length - V, V);
       };
       const t0 = performance.now();
-      const toks = [await step(prompt)];
+      const toks = [await step(prompt)], steps = [];
       const t1 = performance.now();
-      for (let i = 0; i < n; i++) toks.push(await step([toks[toks.length - 1]]));
-      return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, toks };
+      for (let i = 0; i < n; i++) { const a = performance.now(); toks.push(await step([toks[toks.length - 1]])); steps.push(performance.now() - a); }
+      return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, toks, steps };
     },
   };
 }
@@ -115,15 +119,23 @@ for (let r = 0; r < ROUNDS; r++) {
   }
 }
 const med = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
+const pct = (a, q) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(q * (s.length - 1))]; };
 const ort = engines.find((e) => e.name.startsWith('onnxruntime'));
-const ortTps = ort ? med(res.get(ort.name).map((o) => o.tps)) : NaN;
-console.log(`${model}: ${f32.config.layers} layers, hidden ${f32.config.hidden}, vocab ${V}; prompt ${PROMPT_LEN}, ${N} greedy tokens, ${THREADS} threads, ${ROUNDS} rounds (median [min–max])`);
-console.log('engine                    | weights MB/token | decode tok/s           | prefill ms | vs ort | greedy = ort');
+const stats = (e) => {
+  const o = res.get(e.name), tps = o.map((x) => x.tps), steps = o.flatMap((x) => x.steps);
+  return { o, tps, med: med(tps), p10: pct(steps, 0.1) };
+};
+const ortS = ort ? stats(ort) : null;
+const load = (await import('node:os')).loadavg()[0];
+console.log(`${model}: ${f32.config.layers} layers, hidden ${f32.config.hidden}, vocab ${V}; prompt ${PROMPT_LEN}, ${N} greedy tokens, ${THREADS} threads, ${ROUNDS} rounds; load average ${load.toFixed(1)}`);
+console.log('decode tok/s: median of rounds [min–max]; p10 ms: 10th percentile of single-step times (less disturbed by other processes)');
+console.log('engine                    | MB/token | decode tok/s          | vs ort | p10 ms/token | vs ort | prefill ms | greedy = ort');
 for (const e of engines) {
-  const o = res.get(e.name), tps = o.map((x) => x.tps);
+  const x = stats(e);
   const same = ort ? e.last.findIndex((t, i) => t !== ort.last[i]) : -1;
-  console.log(`${e.name.padEnd(25)} | ${e.mb.toFixed(1).padStart(16)} | ${med(tps).toFixed(1).padStart(7)} [${Math.min(...tps).toFixed(0)}–${Math.max(...tps).toFixed(0)}]`.padEnd(70) +
-    ` | ${med(o.map((x) => x.prefillMs)).toFixed(1).padStart(10)} | ${(med(tps) / ortTps).toFixed(2).padStart(5)}x | ${same < 0 ? 'all' : `first ${same}`}`);
+  console.log(`${e.name.padEnd(25)} | ${e.mb.toFixed(1).padStart(8)} | ${`${x.med.toFixed(1).padStart(6)} [${Math.min(...x.tps).toFixed(0)}–${Math.max(...x.tps).toFixed(0)}]`.padEnd(21)} | ` +
+    `${ortS ? (x.med / ortS.med).toFixed(2).padStart(5) + 'x' : '     -'} | ${x.p10.toFixed(2).padStart(12)} | ${ortS ? (ortS.p10 / x.p10).toFixed(2).padStart(5) + 'x' : '     -'} | ` +
+    `${med(x.o.map((r) => r.prefillMs)).toFixed(1).padStart(10)} | ${same < 0 ? 'all' : `first ${same}`}`);
 }
 if (process.argv.includes('--multi')) {
   const Ts = [1, 2, 4, 8, 16, 64], PAST = 64, REPS = Math.max(5, ROUNDS);
