@@ -1,12 +1,15 @@
 // The LLM runtime on WebAssembly: weights re-laid out once into Wasm memory (wasm_pack.ts), a preallocated KV cache,
 // and one generated module that runs a whole decoder step in one launch over the runtime's threads (wasm_kernels.ts).
 import { WasmRuntime } from '../backends/wasm/runtime.js';
+import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
 import { UnsupportedError } from '../errors.js';
 import { registerLlmBackend } from './registry.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import type { LlamaConfig, LlmRunner, LlmWeights } from './types.js';
-import { G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, PHASE_BYTES, phaseCount, privateLayout, WAIT_SLOTS, TILE_BLOCKS, X_BYTES, META_BYTES, tilesOf, type LlmKernelSpec } from './wasm_kernels.js';
-import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
+import {
+  G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, META_BYTES, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, tilesOf,
+  WAIT_SLOTS, X_BYTES, type LlmKernelSpec,
+} from './wasm_kernels.js';
 import { commonFmt, gateUpRows, packRows, plainRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
 
 export interface WasmLlmOptions {

@@ -13,7 +13,7 @@ const X = {
   i16x8_splat: 0x10, i16x8_shr_u: 0x8d, i16x8_narrow_i32x4_s: 0x85,
   i16x8_extend_low_i8x16_u: 0x89, i32x4_extend_low_i16x8_u: 0xa9,
   i32x4_extract_lane: 0x1b, i32x4_lt_s: 0x39, i32x4_dot_i16x8_s: 0xba,
-  load32_zero: 0x5c, store64_lane: 0x5b,
+  store64_lane: 0x5b,
 } as const;
 
 /** Row blocks (of 4 rows) per tile: the unit of work a matmul item covers. */
@@ -89,9 +89,6 @@ export function phaseCount(s: LlmKernelSpec): number {
   return s.layers * (7 + (s.o.kind === 'q' ? 1 : 0) + (s.down.kind === 'q' ? 1 : 0)) + 2;
 }
 
-/** run()'s arguments before (t0, t1). */
-export interface LlmLaunchArgs { tab: number; T: number; p0: number; rows: number; canWait: boolean }
-
 const groupOf = (f: MatFmt) => (f.kind === 'q' ? f.group : 0);
 
 export function llmKernel(s: LlmKernelSpec): KernelSource {
@@ -125,6 +122,7 @@ const barrier = (f: FunctionBuilder, ptr: Local, live: Local[]) => {
 };
 
 function buildLlm(s: LlmKernelSpec): Uint8Array {
+  barrierId = 0; // the same spec gives the same bytes
   const mod = new ModuleBuilder();
   const { D, H, KVH, hd, F } = s;
   const blocks = matrixBlocks(s);
