@@ -1,25 +1,11 @@
 // The decoder-LLM runtimes behind one factory: 'reference' (TypeScript, anywhere), 'wasm' and 'webgpu' (generated
 // kernels; each registers itself from its own module).
 import { UnsupportedError } from '../errors.js';
-import { ReferenceLlm } from './reference.js';
+import { LLM_BACKENDS as BACKENDS, type LlmOptions } from './registry.js';
 import type { LlmRunner, LlmWeights } from './types.js';
+import './wasm.js';
 
-export type LlmBackend = LlmRunner['backend'];
-
-export interface LlmOptions {
-  backend?: LlmBackend;
-  /** KV cache positions (default and most: the model's max_position_embeddings). */
-  capacity?: number;
-  /** Wasm: threads including the calling one (default: all). */
-  threads?: number;
-}
-
-type Factory = (w: LlmWeights, o: LlmOptions) => Promise<LlmRunner>;
-const BACKENDS = new Map<LlmBackend, Factory>([['reference', async (w, o) => new ReferenceLlm(w, o.capacity)]]);
-
-export function registerLlmBackend(name: LlmBackend, f: Factory): void {
-  BACKENDS.set(name, f);
-}
+export { registerLlmBackend, type LlmBackend, type LlmOptions } from './registry.js';
 
 /** A runner of the weights on a backend (default wasm). */
 export async function createLlm(w: LlmWeights, o: LlmOptions = {}): Promise<LlmRunner> {
@@ -37,3 +23,4 @@ export { loadLlm, decodeLlm, encodeLlm, isWebjitLlm } from './model_io.js';
 export { quantizeRtn, quantizeMatrix } from './quantize.js';
 export { perplexity } from './perplexity.js';
 export { ReferenceLlm } from './reference.js';
+export { WasmLlm } from './wasm.js';

@@ -126,6 +126,11 @@ export class WasmRuntime {
   /** Kernels with an id below this are instantiated in every worker. */
   private synced = 0;
 
+  /** Kernels compiled (instantiated) in this runtime so far: a test that no run compiles counts them. */
+  get kernelCount(): number {
+    return this.kernels.length;
+  }
+
   /** The id of an already compiled kernel, if any (the fast path of every run after the first). */
   lookup(key: string): number | undefined {
     return this.byKey.get(key);

@@ -1,0 +1,128 @@
+// Weight layouts of the Wasm LLM kernels: rows of one or more [N, K] matrices re-laid out in blocks of 4 rows (one
+// SIMD vector of outputs), q4/q8 codes arranged so that one 16-byte load unpacks with shifts and masks into i16x8
+// vectors of (4 rows x 2 k), the operand order of i32x4.dot_i16x8_s. The bytes of a quantized matrix are the
+// quantizer's codes, re-ordered, never re-quantized: the kernels compute exactly (q - zero) * scale.
+import { dequantRow, type Matrix, type QBits, type QuantMatrix } from './types.js';
+
+/** A matrix format the kernels specialise on. */
+export type MatFmt = { kind: 'f32' } | { kind: 'q'; bits: QBits; group: number };
+
+export const fmtKey = (f: MatFmt): string => (f.kind === 'f32' ? 'f32' : `q${f.bits}g${f.group}`);
+
+/** A source row of a packed matrix: row `row` of `m`, or null for a zero row (padding). */
+export type RowSrc = { m: Matrix; row: number } | null;
+
+export interface PackedMatrix {
+  fmt: MatFmt;
+  K: number;
+  /** Row blocks of 4 (padding included). */
+  blocks: number;
+  /** f32: [blocks][K][4] floats as bytes. q: [blocks][K/group][group*4*bits/8] codes. */
+  w: Uint8Array;
+  /** q only: [blocks][K/group][4] f32 scales and u8 zero points. */
+  s?: Float32Array;
+  z?: Uint8Array;
+}
+
+/** The format a set of matrices shares, or f32 when they differ (the kernels then read them dequantised, exactly). */
+export function commonFmt(ms: Matrix[]): MatFmt {
+  const first = ms[0];
+  if (first.kind === 'q' && ms.every((m) => m.kind === 'q' && m.bits === first.bits && m.group === first.group && m.K === first.K)) {
+    return { kind: 'q', bits: first.bits, group: first.group };
+  }
+  return { kind: 'f32' };
+}
+
+/** Codes, scales and zero points of one row of a quantized matrix. */
+function qRow(m: QuantMatrix, n: number): { q: Uint8Array; s: Float32Array; z: Uint8Array } {
+  const { K, group, bits } = m, G = K / group;
+  const rowBytes = (K * bits) / 8, zRow = Math.ceil((G * bits) / 8);
+  const q = new Uint8Array(K), s = m.scales.subarray(n * G, (n + 1) * G), z = new Uint8Array(G);
+  const d = m.data.subarray(n * rowBytes, (n + 1) * rowBytes);
+  if (bits === 8) q.set(d);
+  else for (let k = 0; k < K; k++) q[k] = (d[k >> 1] >> ((k & 1) * 4)) & 15;
+  for (let g = 0; g < G; g++) z[g] = bits === 8 ? m.zeros[n * zRow + g] : (m.zeros[n * zRow + (g >> 1)] >> ((g & 1) * 4)) & 15;
+  return { q, s, z };
+}
+
+/** Packs rows (a multiple of 4 of them) into the layout of fmt. */
+export function packRows(rows: RowSrc[], K: number, fmt: MatFmt): PackedMatrix {
+  if (rows.length % 4) throw new Error('packRows: rows must come in blocks of 4');
+  const blocks = rows.length / 4;
+  if (fmt.kind === 'f32') {
+    const out = new Float32Array(blocks * K * 4);
+    const tmp = new Float32Array(K);
+    rows.forEach((r, i) => {
+      if (!r) return;
+      dequantRow(r.m, r.row, tmp);
+      const b = i >> 2, l = i & 3, base = b * K * 4;
+      for (let k = 0; k < K; k++) out[base + k * 4 + l] = tmp[k];
+    });
+    return { fmt, K, blocks, w: new Uint8Array(out.buffer) };
+  }
+  const { bits, group } = fmt, G = K / group;
+  const gBytes = (group * 4 * bits) / 8;
+  const w = new Uint8Array(blocks * G * gBytes), s = new Float32Array(blocks * G * 4), z = new Uint8Array(blocks * G * 4);
+  const zero = { q: new Uint8Array(K), s: new Float32Array(G), z: new Uint8Array(G) };
+  for (let b = 0; b < blocks; b++) {
+    const src = [0, 1, 2, 3].map((l) => { const r = rows[b * 4 + l]; return r ? qRow(r.m as QuantMatrix, r.row) : zero; });
+    for (let g = 0; g < G; g++) {
+      for (let l = 0; l < 4; l++) { s[(b * G + g) * 4 + l] = src[l].s[g]; z[(b * G + g) * 4 + l] = src[l].z[g]; }
+      const base = (b * G + g) * gBytes;
+      // One 16-byte load covers 8 k (q4) or 4 k (q8) of the 4 rows. Its i16 lane L holds, in 4-bit (q4) or 8-bit (q8)
+      // fields from the low end, the codes of pair vectors j = 0, 1, ...: pair vector j's lane L is row L>>1 at
+      // k = k0 + 2j + (L & 1).
+      const kPerLoad = bits === 4 ? 8 : 4, loads = group / kPerLoad, pairs = kPerLoad / 2;
+      for (let li = 0; li < loads; li++) {
+        const k0 = g * group + li * kPerLoad;
+        for (let L = 0; L < 8; L++) {
+          const row = src[L >> 1].q;
+          let v = 0;
+          for (let j = 0; j < pairs; j++) v |= row[k0 + 2 * j + (L & 1)] << (j * bits);
+          w[base + li * 16 + 2 * L] = v & 255;
+          w[base + li * 16 + 2 * L + 1] = v >> 8;
+        }
+      }
+    }
+  }
+  return { fmt, K, blocks, w, s, z };
+}
+
+/** Rows of m in order, padded with zero rows to a multiple of `multiple`. */
+export function plainRows(m: Matrix, multiple: number): RowSrc[] {
+  const rows: RowSrc[] = [];
+  for (let n = 0; n < m.N; n++) rows.push({ m, row: n });
+  while (rows.length % multiple) rows.push(null);
+  return rows;
+}
+
+/**
+ * q, k, v rows as the fused projection computes them: q and k heads in blocks [i, i+1, i+half, i+half+1] (the rotary
+ * pairs of rotate_half in one vector), v in order.
+ */
+export function qkvRows(q: Matrix, k: Matrix, v: Matrix, headDim: number, multiple: number): RowSrc[] {
+  const rows: RowSrc[] = [];
+  const half = headDim / 2;
+  for (const m of [q, k]) {
+    for (let h = 0; h < m.N / headDim; h++) {
+      for (let i = 0; i < half; i += 2) {
+        const b = h * headDim;
+        rows.push({ m, row: b + i }, { m, row: b + i + 1 }, { m, row: b + half + i }, { m, row: b + half + i + 1 });
+      }
+    }
+  }
+  for (let n = 0; n < v.N; n++) rows.push({ m: v, row: n });
+  while (rows.length % multiple) rows.push(null);
+  return rows;
+}
+
+/** gate and up rows interleaved by blocks of 4: gate f..f+3, up f..f+3, … (the SiLU·mul epilogue pairs them). */
+export function gateUpRows(gate: Matrix, up: Matrix, multiple: number): RowSrc[] {
+  const rows: RowSrc[] = [];
+  for (let f = 0; f < gate.N; f += 4) {
+    for (let l = 0; l < 4; l++) rows.push({ m: gate, row: f + l });
+    for (let l = 0; l < 4; l++) rows.push({ m: up, row: f + l });
+  }
+  while (rows.length % multiple) rows.push(null);
+  return rows;
+}
