@@ -1,31 +1,16 @@
 // The decoder-LLM runtimes behind one factory: 'reference' (TypeScript, anywhere), 'wasm' and 'webgpu' (generated
 // kernels; each registers itself from its own module).
 import { UnsupportedError } from '../errors.js';
-import { ReferenceLlm } from './reference.js';
+import { LLM_BACKENDS, type LlmOptions } from './registry.js';
 import type { LlmRunner, LlmWeights } from './types.js';
 
-export type LlmBackend = LlmRunner['backend'];
-
-export interface LlmOptions {
-  backend?: LlmBackend;
-  /** KV cache positions (default and most: the model's max_position_embeddings). */
-  capacity?: number;
-  /** Wasm: threads including the calling one (default: all). */
-  threads?: number;
-}
-
-type Factory = (w: LlmWeights, o: LlmOptions) => Promise<LlmRunner>;
-const BACKENDS = new Map<LlmBackend, Factory>([['reference', async (w, o) => new ReferenceLlm(w, o.capacity)]]);
-
-export function registerLlmBackend(name: LlmBackend, f: Factory): void {
-  BACKENDS.set(name, f);
-}
+export { registerLlmBackend, type LlmBackend, type LlmOptions, type LlmFactory } from './registry.js';
 
 /** A runner of the weights on a backend (default wasm). */
 export async function createLlm(w: LlmWeights, o: LlmOptions = {}): Promise<LlmRunner> {
   const backend = o.backend ?? 'wasm';
-  const f = BACKENDS.get(backend);
-  if (!f) throw new UnsupportedError(`the LLM runtime has no '${backend}' backend (it has ${[...BACKENDS.keys()].join(', ')})`, {}, 'use --backend reference');
+  const f = LLM_BACKENDS.get(backend);
+  if (!f) throw new UnsupportedError(`the LLM runtime has no '${backend}' backend (it has ${[...LLM_BACKENDS.keys()].join(', ')})`, {}, 'use --backend reference');
   if (o.capacity !== undefined && (!Number.isInteger(o.capacity) || o.capacity < 1 || o.capacity > w.config.maxPositions)) {
     throw new UnsupportedError(`a KV cache of ${o.capacity} positions: the model was trained for ${w.config.maxPositions}`, {}, `give a capacity between 1 and ${w.config.maxPositions}`);
   }

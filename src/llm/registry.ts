@@ -1,0 +1,22 @@
+// The LLM backends by name. A module of its own so that backend modules can register themselves while index.ts
+// imports them (index → backend → index would reach the map before it exists).
+import { ReferenceLlm } from './reference.js';
+import type { LlmRunner, LlmWeights } from './types.js';
+
+export type LlmBackend = LlmRunner['backend'];
+
+export interface LlmOptions {
+  backend?: LlmBackend;
+  /** KV cache positions (default and most: the model's max_position_embeddings). */
+  capacity?: number;
+  /** Wasm: threads including the calling one (default: all). */
+  threads?: number;
+}
+
+export type LlmFactory = (w: LlmWeights, o: LlmOptions) => Promise<LlmRunner>;
+
+export const LLM_BACKENDS = new Map<LlmBackend, LlmFactory>([['reference', async (w, o) => new ReferenceLlm(w, o.capacity)]]);
+
+export function registerLlmBackend(name: LlmBackend, f: LlmFactory): void {
+  LLM_BACKENDS.set(name, f);
+}
