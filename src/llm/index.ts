@@ -3,6 +3,7 @@
 import { UnsupportedError } from '../errors.js';
 import { LLM_BACKENDS, type LlmOptions } from './registry.js';
 import type { LlmRunner, LlmWeights } from './types.js';
+import './webgpu.js';
 
 export { registerLlmBackend, type LlmBackend, type LlmOptions, type LlmFactory } from './registry.js';
 
@@ -22,3 +23,4 @@ export { loadLlm, decodeLlm, encodeLlm, isWebjitLlm } from './model_io.js';
 export { quantizeRtn, quantizeMatrix } from './quantize.js';
 export { perplexity } from './perplexity.js';
 export { ReferenceLlm } from './reference.js';
+export { WebGpuLlm } from './webgpu.js';

@@ -1,0 +1,489 @@
+// WGSL generators of the WebGPU LLM runtime: the matrix-vector kernel (decode and small T, dequantisation fused, RMSNorm
+// in its prologue, RoPE/KV-cache writes, SiLU·mul or the residual add in its epilogue), attention over the KV cache, and
+// argmax. Every size that changes per token (T, the cache length, which row feeds the head) is read from the `meta`
+// buffer, so one pipeline serves every position.
+import { f32Lit } from '../backends/webgpu/kernel.js';
+
+const u = (n: number): string => `${n}u`;
+
+/**
+ * The `meta` buffer (u32 words), written once per forward: [0] T, [1] p0 (cached positions before this forward), [2]
+ * the first x row the head reads, [3] the head's rows, [4, 4+maxT) token ids, then the RoPE table: cos at ROPE_OFF
+ * [capacity, headDim/2], sin after it.
+ */
+export const META_IDS = 4;
+export const metaRopeOffset = (maxT: number): number => META_IDS + maxT;
+
+/**
+ * A matrix as the kernels read it: one u32 buffer holding the data rows (K·bits/32 words each; f32 bits for dense),
+ * then the scales (f32 bits, [N, groups]), then the zero points packed per row and padded to whole words.
+ */
+export interface MatLayout {
+  kind: 'f32' | 'q';
+  bits: 4 | 8 | 32;
+  group: number;
+  N: number;
+  K: number;
+  /** Data words per row. */
+  wpr: number;
+  groups: number;
+  /** Zero-point words per row. */
+  zpr: number;
+  scaleOff: number;
+  zeroOff: number;
+  words: number;
+}
+
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number): MatLayout {
+  const wpr = (K * bits) / 32;
+  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, scaleOff: N * wpr, zeroOff: N * wpr, words: N * wpr };
+  const groups = K / group, zpr = Math.ceil((groups * bits) / 32);
+  const scaleOff = N * wpr, zeroOff = scaleOff + N * groups;
+  return { kind, bits, group, N, K, wpr, groups, zpr, scaleOff, zeroOff, words: zeroOff + N * zpr };
+}
+
+export type Epilogue =
+  /** out[t, n] = y (the head: x rows from MT[2], MT[3] of them). */
+  | { kind: 'head' }
+  /** x[t, n] += y */
+  | { kind: 'residual' }
+  /** g[t, n] = silu(y[n]) * y[n + F]: units are the row pairs (n, n + F). */
+  | { kind: 'gateup'; F: number }
+  /**
+   * Rows are q|k|v heads of headDim; units are rotary pairs (i, i + headDim/2) of a head. q is rotated into Q, k
+   * rotated and v copied into the layer's cache [2, kvHeads, capacity, headDim] at position p0 + t.
+   */
+  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number };
+
+export interface GemvShape {
+  /** Tokens per workgroup: each weight load serves all of them. */
+  TB: number;
+  /** Units (rows, or row pairs) per thread. */
+  RT: number;
+  /** Threads along K per row group. */
+  TK: number;
+  /** Row groups per workgroup. */
+  RG: number;
+}
+
+export interface GemvSpec extends GemvShape {
+  m: MatLayout;
+  /** Subgroup reductions (the device's subgroups were checked to be contiguous runs of the workgroup). */
+  sg: boolean;
+  /** RMSNorm of x in the prologue: y = W (nw ⊙ x) / rms(x). */
+  norm: boolean;
+  eps: number;
+  /** x rows are embedding rows picked by the token ids; workgroup 0 also copies them into x. */
+  gather: boolean;
+  /**
+   * Loops over rows and tokens with bounds the compiler cannot see (software drivers: LLVM unrolling the small-T kernel
+   * takes minutes). GPUs get constant bounds, so that the accumulators stay in registers.
+   */
+  rolled?: boolean;
+  epi: Epilogue;
+}
+
+export const paired = (e: Epilogue): boolean => e.kind === 'gateup' || e.kind === 'qkv';
+export const gemvUnits = (s: { m: MatLayout; epi: Epilogue }): number => (paired(s.epi) ? s.m.N / 2 : s.m.N);
+export const gemvWorkgroupSize = (s: GemvShape): number => s.TK * s.RG;
+
+/** Values each thread reduces: the accumulators (units × rows per unit × tokens), and the sums of squares for the norm. */
+function valueCount(s: GemvSpec): number {
+  return s.RT * (paired(s.epi) ? 2 : 1) * s.TB + (s.norm ? s.TB : 0);
+}
+
+/** Workgroup memory of a GEMV kernel (the reduction's two arrays). */
+export function gemvWorkgroupBytes(s: GemvSpec): number {
+  const NV = valueCount(s);
+  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG);
+}
+
+/** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
+export function gemvBindings(s: GemvSpec): string {
+  let b = 'rrr' + (s.norm ? 'r' : '');
+  if (s.epi.kind === 'qkv') b += 'ww';
+  else b += 'w';
+  if (s.gather) b += 'w';
+  return b;
+}
+
+/**
+ * y = W x for up to TB tokens per workgroup. Thread (rg, tk) of a workgroup owns RT units of row group rg and walks the
+ * K chunks tk, tk+TK, …: a chunk is one vec4<u32> of packed weights per row (32 4-bit, 16 8-bit or 4 f32 weights), or
+ * one u32 where rows are not whole vec4s. 4/8-bit values become floats by the 2^23 trick (OR into the mantissa of
+ * 8388608.0, subtract it); a group's zero point enters once as z·Σx. Partial sums meet in workgroup memory (after a
+ * subgroupAdd where subgroups are on), then one thread per output runs the epilogue.
+ */
+export function gemvKernel(s: GemvSpec): string {
+  const { m, TB, RT, TK, RG, sg, norm, gather, epi } = s;
+  const P = paired(epi) ? 2 : 1;
+  const WG = TK * RG, UW = RG * RT, U = gemvUnits(s);
+  const NV = valueCount(s);
+  const K4 = m.K / 4;
+  const quant = m.kind === 'q';
+  // Words per chunk (vec4 loads where every row starts on a vec4) and weights per chunk.
+  const CW = m.wpr % 4 === 0 ? 4 : 1;
+  const WPW = 32 / m.bits; // weights per word
+  const CWt = CW * WPW;
+  const XC = CWt / 4; // x vec4s per chunk
+  const KC = m.wpr / CW;
+  if (CWt % 4 !== 0) throw new Error(`gemv: a chunk of ${CWt} weights is not whole vec4s`);
+  // Quantisation groups inside one chunk (a 4-bit vec4 chunk holds two groups of 16).
+  const GS = quant ? Math.min(m.group, CWt) : CWt; // weights per scale inside a chunk
+  const NSG = CWt / GS;
+  const headMode = epi.kind === 'head';
+  const rowsExpr = headMode ? 'MT[3]' : 'MT[0]';
+
+  const bindings = gemvBindings(s);
+  const names = ['MT', 'W', 'X', ...(norm ? ['NW'] : [])];
+  const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(norm ? ['array<vec4f>'] : [])];
+  if (epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
+  else { names.push('OUT'); types.push('array<f32>'); }
+  if (gather) { names.push('XW'); types.push('array<vec4f>'); }
+  const decls = names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
+
+  // Row of unit `uv`, half h (paired units are two rows).
+  const rowOf = (uv: string, h: number): string => {
+    if (epi.kind === 'gateup') return h === 0 ? uv : `(${uv} + ${u(epi.F)})`;
+    if (epi.kind === 'qkv') {
+      const half = epi.headDim / 2;
+      return `((${uv} / ${u(half)}) * ${u(epi.headDim)} + (${uv} % ${u(half)})${h ? ` + ${u(half)}` : ''})`;
+    }
+    return uv;
+  };
+
+  const L: string[] = [];
+  const emit = (x: string) => L.push(x);
+  // Row words and the clamped unit of every (r, h).
+  for (let r = 0; r < RT; r++) {
+    emit(`let un${r} = min(ub + ${u(r)}, ${u(U - 1)});`);
+    for (let h = 0; h < P; h++) emit(`let rw${r}_${h} = ${rowOf(`un${r}`, h)};`);
+  }
+  // x row bases (vec4 index) per token slot.
+  for (let i = 0; i < TB; i++) {
+    const t = `min(t0 + ${u(i)}, rows - 1u)`;
+    const row = gather ? `MT[${u(META_IDS)} + ${t}]` : headMode ? `(MT[2] + ${t})` : t;
+    emit(`let xb${i} = ${row} * ${u(K4)};`);
+  }
+
+  // One chunk of the row in variable `rw`; names get the suffix `id`.
+  const wLoad = (rw: string, id: string): string => CW === 4
+    ? `let w${id} = W[${rw} * ${u(m.wpr / 4)} + c];`
+    : `let w${id} = w32(${rw} * ${u(m.wpr)} + c);`;
+  // The chunk's weights as vec4s (unscaled integers, or f32).
+  const chunkVecs = (id: string): string[] => {
+    if (m.bits === 32) return [`bitcast<vec4f>(w${id})`];
+    const v: string[] = [];
+    for (let j = 0; j < CW; j++) {
+      const w = CW === 4 ? `w${id}[${j}]` : `w${id}`;
+      if (m.bits === 8) v.push(`byt(${w})`);
+      else v.push(`nib(${w}, vec4<u32>(0u, 4u, 8u, 12u))`, `nib(${w}, vec4<u32>(16u, 20u, 24u, 28u))`);
+    }
+    return v;
+  };
+  const scaleZero = (rw: string, id: string, q: number): string[] => {
+    if (!quant) return [];
+    const g = `g${id}_${q}`;
+    const zs = m.bits === 4 ? `((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
+      : `((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
+    return [`let ${g} = (c * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
+      `let s${id}_${q} = bitcast<f32>(w32(${u(m.scaleOff)} + ${rw} * ${u(m.groups)} + ${g}));`,
+      `let z${id}_${q} = f32(${zs});`];
+  };
+  // Vec4s of x per scale group inside the chunk.
+  const XG = GS / 4;
+  const xLoads = (xb: string, ss: string | null, pre: string): string[] => {
+    const out: string[] = [];
+    for (let k = 0; k < XC; k++) out.push(`let ${pre}r${k} = X[${xb} + c * ${u(XC)} + ${u(k)}];`);
+    if (ss) out.push(`${ss} += ${Array.from({ length: XC }, (_, k) => `dot(${pre}r${k}, ${pre}r${k})`).join(' + ')};`);
+    for (let k = 0; k < XC; k++) out.push(norm ? `let ${pre}${k} = ${pre}r${k} * NW[c * ${u(XC)} + ${u(k)}];` : `let ${pre}${k} = ${pre}r${k};`);
+    return out;
+  };
+
+  const body: string[] = [];
+  const vals: string[] = [];
+  if (TB === 1 && !s.rolled) {
+    // Decode: fully unrolled. x once per chunk, shared by every row; the zero point enters as z·Σx per group.
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) emit(`var a${r}_${h} = 0.0;`);
+    if (norm) emit('var ss = 0.0;');
+    body.push(...xLoads('xb0', norm ? 'ss' : null, 'x'));
+    if (quant) for (let q = 0; q < NSG; q++) {
+      const sum = Array.from({ length: XG }, (_, k) => `x${q * XG + k}`).join(' + ');
+      body.push(`let sx${q} = dot(${sum}, vec4f(1.0));`);
+    }
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) body.push(wLoad(`rw${r}_${h}`, `${r}_${h}`));
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) {
+      const id = `${r}_${h}`;
+      for (let q = 0; q < NSG; q++) body.push(...scaleZero(`rw${id}`, id, q));
+      const vecs = chunkVecs(id);
+      for (let q = 0; q < NSG; q++) {
+        const terms = Array.from({ length: XG }, (_, k) => `dot(${vecs[q * XG + k]}, x${q * XG + k})`).join(' + ');
+        body.push(quant ? `a${id} += s${id}_${q} * ((${terms}) - z${id}_${q} * sx${q});` : `a${id} += ${terms};`);
+      }
+    }
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) vals.push(`a${r}_${h}`);
+    if (norm) vals.push('ss');
+  } else {
+    // Small T: loops (compilers unroll them; software drivers compile them fast). Each row's chunk is dequantised once
+    // and applied to every token of the workgroup. acc[(r * P + h) * TB + i], then the sums of squares.
+    const RP = RT * P;
+    emit(`var rws: array<u32, ${RP}>;`);
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) emit(`rws[${r * P + h}] = rw${r}_${h};`);
+    emit(`var xbs: array<u32, ${TB}>;`);
+    for (let i = 0; i < TB; i++) emit(`xbs[${i}] = xb${i};`);
+    emit(`var acc: array<f32, ${NV}>;`);
+    // rows + RP >= RP, but the compiler cannot know it (rows is read from a buffer).
+    body.push(`for (var rh = 0u; rh < ${s.rolled ? `min(${u(RP)}, rows + ${u(RP)})` : u(RP)}; rh++) {`);
+    body.push('let rw = rws[rh];');
+    body.push(wLoad('rw', ''));
+    for (let q = 0; q < NSG; q++) body.push(...scaleZero('rw', '', q));
+    chunkVecs('').forEach((v, k) => {
+      const q = Math.floor(k / XG);
+      body.push(quant ? `let d${k} = (${v} - vec4f(z_${q})) * s_${q};` : `let d${k} = ${v};`);
+    });
+    body.push(`for (var i = 0u; i < ${s.rolled ? `min(${u(TB)}, rows - t0)` : u(TB)}; i++) {`);
+    body.push('if (t0 + i < rows) {');
+    body.push(...xLoads('xbs[i]', null, 'x'));
+    if (norm) body.push(`if (rh == 0u) { acc[${u(RP * TB)} + i] += ${Array.from({ length: XC }, (_, k) => `dot(xr${k}, xr${k})`).join(' + ')}; }`);
+    body.push(`acc[rh * ${u(TB)} + i] += ${Array.from({ length: XC }, (_, k) => `dot(d${k}, x${k})`).join(' + ')};`);
+    body.push('}', '}', '}');
+  }
+  emit(`for (var c = tk; c < ${u(KC)}; c += ${u(TK)}) {\n    ${body.join('\n    ')}\n  }`);
+
+  // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * TK + slot].
+  const store = (v: string, vi: string): string => (sg
+    ? `{ let sv = subgroupAdd(${v}); if (sgi == 0u) { red[(${vi} * RGC + rg) * TKC + tk / sgs] = sv; } }`
+    : `red[(${vi} * RGC + rg) * TKC + tk] = ${v};`);
+  emit(sg ? 'let nsl = max(1u, TKC / sgs);' : 'let nsl = TKC;');
+  if (vals.length) vals.forEach((v, vi) => emit(store(v, u(vi))));
+  else emit(`for (var vi = 0u; vi < ${u(NV)}; vi++) { ${store('acc[vi]', 'vi')} }`);
+  emit(`workgroupBarrier();
+  for (var e = lid; e < ${u(NV * RG)}; e += ${u(WG)}) {
+    var sum = 0.0;
+    for (var k = 0u; k < nsl; k++) { sum += red[e * TKC + k]; }
+    fin[e] = sum;
+  }
+  workgroupBarrier();`);
+
+  // Epilogue: one thread per (unit, token).
+  const acc = (h: number) => `fin[((r * ${u(P)} + ${u(h)}) * ${u(TB)} + i) * RGC + erg]`;
+  const ep: string[] = [];
+  ep.push(`let ul = e % ${u(UW)}; let i = e / ${u(UW)}; let t = t0 + i;`);
+  ep.push(`let un = wid.x * ${u(UW)} + ul;`);
+  ep.push(`if (t < rows && un < ${u(U)}) {`);
+  ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
+  ep.push(norm ? `let rinv = inverseSqrt(fin[(${u(RT * P * TB)} + i) * RGC + erg] / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
+  ep.push(`let ya = ${acc(0)} * rinv;`);
+  if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
+  switch (epi.kind) {
+    case 'head': ep.push(`OUT[t * ${u(m.N)} + un] = ya;`); break;
+    case 'residual': ep.push(`OUT[t * ${u(m.N)} + un] += ya;`); break;
+    case 'gateup': ep.push(`OUT[t * ${u(epi.F)} + un] = ya / (1.0 + exp(-ya)) * yb;`); break;
+    case 'qkv': {
+      const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = epi;
+      const half = HD / 2;
+      ep.push(`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`);
+      ep.push(`let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`);
+      ep.push(`let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`);
+      ep.push(`if (hh < ${u(H)}) {
+        let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
+        QO[o] = ya * cs - yb * sn; QO[o + ${u(half)}] = yb * cs + ya * sn;
+      } else if (hh < ${u(H + KVH)}) {
+        let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ya * cs - yb * sn; KV[o + ${u(half)}] = yb * cs + ya * sn;
+      } else {
+        let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ya; KV[o + ${u(half)}] = yb;
+      }`);
+      break;
+    }
+  }
+  ep.push('}');
+  emit(`for (var e = lid; e < ${u(UW * TB)}; e += ${u(WG)}) {\n    ${ep.join('\n    ')}\n  }`);
+
+  const copy = gather
+    ? `if (wid.x == 0u) {
+    for (var i = 0u; i < ${u(TB)}; i++) {
+      let t = t0 + i;
+      if (t < rows) {
+        let src = MT[${u(META_IDS)} + t] * ${u(K4)};
+        for (var k = lid; k < ${u(K4)}; k += ${u(WG)}) { XW[t * ${u(K4)} + k] = X[src + k]; }
+      }
+    }
+  }`
+    : '';
+
+  const helpers = [
+    'fn w32(i: u32) -> u32 { return W[i >> 2u][i & 3u]; }',
+    m.bits === 4 ? 'fn nib(w: u32, sh: vec4<u32>) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
+    m.bits === 8 ? 'fn byt(w: u32) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
+  ].filter(Boolean).join('\n');
+
+  const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
+  return `${sg ? 'enable subgroups;\n' : ''}${decls}
+const TKC = ${u(TK)};
+const RGC = ${u(RG)};
+var<workgroup> red: array<f32, ${NV * WG}>;
+var<workgroup> fin: array<f32, ${NV * RG}>;
+${helpers}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
+  let rows = ${rowsExpr};
+  let t0 = wid.y * ${u(TB)};
+  if (t0 >= rows) { return; }
+  ${copy}
+  let rg = lid / TKC;
+  let tk = lid % TKC;
+  let ub = wid.x * ${u(UW)} + rg * ${u(RT)};
+  ${L.join('\n  ')}
+}
+`;
+}
+
+export interface AttentionSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  capacity: number;
+  /** Threads per workgroup = keys per block. */
+  WG: number;
+  sg: boolean;
+}
+
+/**
+ * Causal attention of T queries over the cache, one workgroup per (head, token): keys in blocks of WG, one thread per
+ * key for the scores, an online softmax across blocks, and the weighted sum of V with threads split over (head dim
+ * vec4, key). GQA: head h reads kv head h / (heads / kvHeads).
+ */
+export function attentionKernel(a: AttentionSpec): string {
+  const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg } = a;
+  const HD4 = HD / 4, REP = H / KVH;
+  if (HD4 > WG) throw new Error(`attention: headDim ${HD} needs more than ${WG} threads`);
+  const NKP = Math.floor(WG / HD4);
+  const scale = 1 / Math.sqrt(HD);
+  const reduce = (op: 'max' | 'add', v: string, out: string): string => {
+    const comb = (x: string, y: string) => (op === 'max' ? `max(${x}, ${y})` : `(${x} + ${y})`);
+    if (sg) {
+      return `{ let sv = subgroup${op === 'max' ? 'Max' : 'Add'}(${v}); if (sgi == 0u) { red[lid / sgs] = sv; } }
+    workgroupBarrier();
+    var ${out} = red[0];
+    for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { ${out} = ${comb(out, 'red[k]')}; }
+    workgroupBarrier();`;
+    }
+    return `red[lid] = ${v};
+    workgroupBarrier();
+    for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+      if (lid < st) { red[lid] = ${comb('red[lid]', 'red[lid + st]')}; }
+      workgroupBarrier();
+    }
+    let ${out} = red[0];
+    workgroupBarrier();`;
+  };
+  const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
+  return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4f>;
+@group(0) @binding(2) var<storage, read> KV: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
+var<workgroup> qs: array<vec4f, ${HD4}>;
+var<workgroup> ps: array<f32, ${WG}>;
+var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> oacc: array<vec4f, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
+  let hh = wid.x;
+  let t = wid.y;
+  if (t >= MT[0]) { return; }
+  let n = MT[1] + t + 1u;
+  let kb = (hh / ${u(REP)}) * ${u(CAP * HD4)};
+  let vb = ${u(KVH * CAP * HD4)} + kb;
+  let qb = (t * ${u(H)} + hh) * ${u(HD4)};
+  if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid]; }
+  workgroupBarrier();
+  let d4 = lid % ${u(HD4)};
+  let kp = lid / ${u(HD4)};
+  var m = -3.0e38;
+  var l = 0.0;
+  var acc = vec4f(0.0);
+  for (var b0 = 0u; b0 < n; b0 += ${u(WG)}) {
+    let s = b0 + lid;
+    var sc = -3.0e38;
+    if (s < n) {
+      var d = 0.0;
+      for (var k = 0u; k < ${u(HD4)}; k++) { d += dot(qs[k], KV[kb + s * ${u(HD4)} + k]); }
+      sc = d * ${f32Lit(scale)};
+    }
+    ${reduce('max', 'sc', 'mb')}
+    let mn = max(m, mb);
+    let p = select(0.0, exp(sc - mn), s < n);
+    ps[lid] = p;
+    ${reduce('add', 'p', 'lb')}
+    let alpha = exp(m - mn);
+    l = l * alpha + lb;
+    acc = acc * alpha;
+    m = mn;
+    let cnt = min(${u(WG)}, n - b0);
+    if (kp < ${u(NKP)}) {
+      for (var k = kp; k < cnt; k += ${u(NKP)}) { acc += ps[k] * KV[vb + (b0 + k) * ${u(HD4)} + d4]; }
+    }
+    workgroupBarrier();
+  }
+  oacc[lid] = acc;
+  workgroupBarrier();
+  if (lid < ${u(HD4)}) {
+    var o = oacc[lid];
+    for (var k = 1u; k < ${u(NKP)}; k++) { o += oacc[k * ${u(HD4)} + lid]; }
+    O[qb + lid] = o / l;
+  }
+}
+`;
+}
+
+/**
+ * Argmax of `MT[3]` rows of logits (the first index of the maximum, as the reference's loop picks it); row r's
+ * index goes to RES[r].
+ */
+export function argmaxKernel(V: number, WG = 256): string {
+  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> LG: array<f32>;
+@group(0) @binding(2) var<storage, read_write> RES: array<u32>;
+var<workgroup> bv: array<f32, ${WG}>;
+var<workgroup> bi: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x;
+  if (row >= MT[3]) { return; }
+  var best = -3.4e38;
+  var idx = 0xffffffffu;
+  for (var i = lid; i < ${u(V)}; i += ${u(WG)}) {
+    let v = LG[row * ${u(V)} + i];
+    if (v > best || idx == 0xffffffffu) { best = v; idx = i; }
+  }
+  bv[lid] = best;
+  bi[lid] = idx;
+  workgroupBarrier();
+  for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+    if (lid < st) {
+      let v = bv[lid + st];
+      let j = bi[lid + st];
+      if (j != 0xffffffffu && (v > bv[lid] || (v == bv[lid] && j < bi[lid]) || bi[lid] == 0xffffffffu)) { bv[lid] = v; bi[lid] = j; }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { RES[row] = bi[0]; }
+}
+`;
+}
+
+/** Checks that subgroups are contiguous, aligned runs of local_invocation_index (what the reductions assume). */
+export function subgroupProbeKernel(WG: number): string {
+  return `enable subgroups;
+@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32) {
+  let first = subgroupBroadcastFirst(lid);
+  let ok = sgi == lid % sgs && first == lid - sgi;
+  o[lid * 2u] = select(0u, 1u, ok);
+  o[lid * 2u + 1u] = sgs;
+}
+`;
+}
