@@ -150,13 +150,24 @@ test('webgpu llm: truncate then forward equals a fresh run; greedy and forwardAr
   ref.truncate(0);
   let next = await a.greedy(prompt);
   let refLogits = await ref.forward(prompt);
+  const tokens = [next];
   for (let s = 0; s < 6; s++) {
     assert.equal(next, argmax(refLogits), `greedy step ${s}`);
     refLogits = await ref.forward([next]);
     next = await a.greedy([next]);
+    tokens.push(next);
   }
   assert.equal(next, argmax(refLogits));
   assert.equal(a.length, ref.length);
+
+  // The same tokens with no read-back between steps (each argmax feeds the next step on the GPU).
+  const lengthBefore = a.length;
+  a.truncate(0);
+  assert.deepEqual(await a.generateGreedy(prompt, 7), tokens);
+  assert.equal(a.length, prompt.length + 6);
+  assert.equal(a.length, lengthBefore);
+  assert.equal(await a.greedy([tokens[6]]), argmax(await ref.forward([tokens[6]])), 'the cache after generateGreedy continues the sequence');
+  await assert.rejects(a.generateGreedy([1], 32 - a.length + 1), ResourceLimitError);
 
   // Speculative verification: the argmax of every position of a 5-token draft.
   const draft = [next, 1, 2, 3, 4];
@@ -231,6 +242,22 @@ test('webgpu llm: forwards create no pipelines, shader modules or bind groups af
     await gpu.release();
   } finally {
     Object.assign(d, { createComputePipelineAsync: orig.a, createComputePipeline: orig.s, createShaderModule: orig.m, createBindGroup: orig.b });
+  }
+});
+
+test('webgpu llm: GPU timestamps of a forward', TIMEOUT, async (t) => {
+  const { device } = await acquireGpu();
+  if (!device.features.has('timestamp-query')) { t.skip('no timestamp-query'); return; }
+  llmGpuConfig.timestamps = true;
+  try {
+    const w = model(GQA, 'q8', 13);
+    const gpu = await WebGpuLlm.create(w, { capacity: 16 });
+    const ref = new ReferenceLlm(w, 16);
+    assert.ok(rel(await gpu.forward([1, 2, 3]), await ref.forward([1, 2, 3])) <= 1e-3);
+    assert.ok(gpu.stats.gpuMsLastForward > 0 && gpu.stats.gpuMsLastForward < 60_000, `GPU ms ${gpu.stats.gpuMsLastForward}`);
+    await gpu.release();
+  } finally {
+    llmGpuConfig.timestamps = false;
   }
 });
 

@@ -7,7 +7,7 @@ import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionKernel, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_IDS, metaRopeOffset,
+  argmaxKernel, attentionKernel, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
 } from './wgsl.js';
 
@@ -26,6 +26,8 @@ export const llmGpuConfig = {
   rolled: undefined as boolean | undefined,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
+  /** Time each forward's compute pass on the GPU (stats.gpuMsLastForward; costs a second read-back per forward). */
+  timestamps: false,
 };
 
 export type GemvRole = 'qkv' | 'o' | 'gateup' | 'down' | 'head';
@@ -107,7 +109,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0 };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN };
   /** Whether the kernels use subgroup reductions. */
   subgroups = false;
   /** Tokens per workgroup of the matrix kernels' variants. */
@@ -139,6 +141,8 @@ export class WebGpuLlm implements LlmRunner {
   private attention!: GPUComputePipeline;
   private argmax!: GPUComputePipeline;
   private argmaxBind: GPUBindGroup | null = null;
+  /** GPU timestamps of each forward's compute pass (llmGpuConfig.timestamps, where the device has timestamp-query). */
+  private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
     private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number }) {
@@ -232,7 +236,13 @@ export class WebGpuLlm implements LlmRunner {
     this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
-    this.res = this.alloc(maxT * 4, COPY_SRC, 'argmax ids');
+    this.res = this.alloc(Math.max(maxT, cap) * 4, COPY_SRC, 'argmax ids');
+    if (llmGpuConfig.timestamps && this.device.features.has('timestamp-query')) {
+      const resolve = this.device.createBuffer({ size: 16, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
+      const read = this.device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST });
+      this.buffers.push(resolve, read);
+      this.timestamps = { set: this.device.createQuerySet({ type: 'timestamp', count: 2 }), resolve, read };
+    }
     const embed = this.upload(w.embed, 0, 'the embedding table');
     this.finalNorm = this.upload(w.norm, 0, 'norm weights');
 
@@ -277,7 +287,7 @@ export class WebGpuLlm implements LlmRunner {
 
     const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: 64, sg: this.subgroups });
     pending.push(this.pipeline(attnCode, 'rrrw').then((p) => { this.attention = p; }));
-    pending.push(this.pipeline(argmaxKernel(c.vocab), 'rrw').then((p) => { this.argmax = p; }));
+    pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
     await Promise.all(pending);
     const attnLayout = this.layoutFor('rrrw').bgl;
     for (const L of this.layers) {
@@ -404,7 +414,7 @@ export class WebGpuLlm implements LlmRunner {
     this.logits = this.alloc(want * this.config.vocab * 4, COPY_SRC, 'the logits');
     this.logitsRows = want;
     this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits]);
-    this.argmaxBind = this.bindGroup(this.layoutFor('rrw').bgl, [this.meta, this.logits, this.res]);
+    this.argmaxBind = this.bindGroup(this.layoutFor('wrw').bgl, [this.meta, this.logits, this.res]);
   }
 
   private stagingOf(bytes: number): GPUBuffer {
@@ -418,6 +428,8 @@ export class WebGpuLlm implements LlmRunner {
   }
 
   private destroyBuffers(): void {
+    this.timestamps?.set.destroy();
+    this.timestamps = null;
     for (const b of this.buffers) b.destroy();
     this.buffers.length = 0;
     this.logits = null;
@@ -426,11 +438,58 @@ export class WebGpuLlm implements LlmRunner {
 
   // --- Running -----------------------------------------------------------------------------------------------------
 
-  private async run(ids: readonly number[], mode: Mode): Promise<Float32Array | Uint32Array> {
+  private begin(ids: readonly number[], extra = 0): void {
     if (this.released) throw new InputError('this WebGPU LLM runner was released', {}, 'create a new one');
     if (this.busy) throw new InputError('forward() was called while another forward() of the same runner was running', {}, 'await each call before the next');
-    checkForward(this.config, this.len, this.capacity, ids);
+    checkForward(this.config, this.len, this.capacity - extra, ids);
     if (this.ctx) checkLost(this.ctx);
+  }
+
+  /**
+   * Writes the meta words (and the chunk's ids unless `ids` is null: the previous argmax wrote the token), records and
+   * submits one chunk, with a copy of `copyBytes` of the logits or argmax ids to the staging buffer.
+   */
+  private submitChunk(ids: readonly number[] | null, T: number, head: { rows: number; rowOff: number; argmax: boolean; resOff?: number; feed?: boolean },
+    copyBytes: number): GPUBuffer | null {
+    if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
+    const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
+    meta[0] = T; meta[1] = this.len; meta[2] = head.rowOff; meta[3] = head.rows; meta[4] = head.resOff ?? 0; meta[5] = head.feed ? 1 : 0;
+    if (ids) meta.set(ids, META_IDS);
+    this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
+    const enc = this.device.createCommandEncoder();
+    const timed = this.timestamps !== null && copyBytes > 0;
+    this.encode(enc, T, head.rows, head.argmax, timed);
+    let staging: GPUBuffer | null = null;
+    if (copyBytes > 0) {
+      staging = this.stagingOf(copyBytes);
+      enc.copyBufferToBuffer(head.argmax ? this.res : this.logits!, 0, staging, 0, copyBytes);
+      if (timed) {
+        const ts = this.timestamps!;
+        enc.resolveQuerySet(ts.set, 0, 2, ts.resolve, 0);
+        enc.copyBufferToBuffer(ts.resolve, 0, ts.read, 0, 16);
+      }
+    }
+    this.device.queue.submit([enc.finish()]);
+    this.len += T;
+    return staging;
+  }
+
+  private async readBack(staging: GPUBuffer, bytes: number, u32: boolean, timed = true): Promise<Float32Array | Uint32Array> {
+    await staging.mapAsync(MAP_READ, 0, bytes);
+    const r = staging.getMappedRange(0, bytes).slice(0);
+    staging.unmap();
+    if (this.timestamps && timed) {
+      const ts = this.timestamps;
+      await ts.read.mapAsync(MAP_READ, 0, 16);
+      const t = new BigInt64Array(ts.read.getMappedRange(0, 16).slice(0));
+      ts.read.unmap();
+      this.stats.gpuMsLastForward = Number(t[1] - t[0]) / 1e6;
+    }
+    return u32 ? new Uint32Array(r) : new Float32Array(r);
+  }
+
+  private async run(ids: readonly number[], mode: Mode): Promise<Float32Array | Uint32Array> {
+    this.begin(ids);
     const V = this.config.vocab, all = mode === 'logitsAll' || mode === 'argmaxAll', argmax = mode === 'argmax' || mode === 'argmaxAll';
     const out = all ? (argmax ? new Uint32Array(ids.length) : new Float32Array(ids.length * V)) : null;
     this.busy = true;
@@ -439,27 +498,11 @@ export class WebGpuLlm implements LlmRunner {
       for (let c0 = 0; c0 < ids.length; c0 += this.maxT) {
         const chunk = ids.slice(c0, c0 + this.maxT);
         const T = chunk.length, isLast = c0 + T === ids.length;
-        const headRows = all ? T : isLast ? 1 : 0;
-        if (headRows > this.logitsRows) this.ensureLogits(headRows);
-        const meta = new Uint32Array(META_IDS + T);
-        meta[0] = T; meta[1] = this.len; meta[2] = all ? 0 : T - 1; meta[3] = headRows;
-        meta.set(chunk, META_IDS);
-        this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
-        const enc = this.device.createCommandEncoder();
-        this.encode(enc, T, headRows, argmax);
-        const bytes = headRows * (argmax ? 4 : V * 4);
-        let staging: GPUBuffer | null = null;
-        if (bytes > 0) {
-          staging = this.stagingOf(bytes);
-          enc.copyBufferToBuffer(argmax ? this.res : this.logits!, 0, staging, 0, bytes);
-        }
-        this.device.queue.submit([enc.finish()]);
-        this.len += T;
+        const rows = all ? T : isLast ? 1 : 0;
+        const bytes = rows * (argmax ? 4 : V * 4);
+        const staging = this.submitChunk(chunk, T, { rows, rowOff: all ? 0 : T - 1, argmax }, bytes);
         if (staging) {
-          await staging.mapAsync(MAP_READ, 0, bytes);
-          const r = staging.getMappedRange(0, bytes);
-          const got = argmax ? new Uint32Array(r.slice(0)) : new Float32Array(r.slice(0));
-          staging.unmap();
+          const got = await this.readBack(staging, bytes, argmax);
           if (out) out.set(got, argmax ? c0 : c0 * V);
           else last = got;
         }
@@ -470,9 +513,38 @@ export class WebGpuLlm implements LlmRunner {
     }
   }
 
+  /**
+   * Greedy decoding of `steps` tokens after `prompt` with no read-back between steps: each step's argmax writes the
+   * next step's token on the GPU, so the CPU records step n+1 while the GPU runs step n, and the ids come back once.
+   * Returns the generated ids (the last one is not run: the cache grows by prompt.length + steps − 1). Stops at nothing:
+   * cut the result at an end-of-sequence id.
+   */
+  async generateGreedy(prompt: readonly number[], steps: number): Promise<number[]> {
+    if (!Number.isInteger(steps) || steps < 1) throw new InputError(`generateGreedy: steps = ${steps}`, {}, 'give a whole number of steps, at least 1');
+    this.begin(prompt, steps - 1);
+    this.busy = true;
+    try {
+      for (let c0 = 0; c0 < prompt.length; c0 += this.maxT) {
+        const chunk = prompt.slice(c0, c0 + this.maxT), T = chunk.length;
+        const isLast = c0 + T === prompt.length;
+        this.submitChunk(chunk, T, { rows: isLast ? 1 : 0, rowOff: T - 1, argmax: isLast, resOff: 0, feed: true }, 0);
+      }
+      for (let s = 1; s < steps; s++) this.submitChunk(null, 1, { rows: 1, rowOff: 0, argmax: true, resOff: s, feed: true }, 0);
+      const staging = this.stagingOf(steps * 4);
+      const enc = this.device.createCommandEncoder();
+      enc.copyBufferToBuffer(this.res, 0, staging, 0, steps * 4);
+      this.device.queue.submit([enc.finish()]);
+      return [...(await this.readBack(staging, steps * 4, true, false))];
+    } finally {
+      this.busy = false;
+    }
+  }
+
   /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
-  private encode(enc: GPUCommandEncoder, T: number, headRows: number, argmax: boolean): void {
-    const pass = enc.beginComputePass();
+  private encode(enc: GPUCommandEncoder, T: number, headRows: number, argmax: boolean, timed: boolean): void {
+    const pass = enc.beginComputePass(timed
+      ? { timestampWrites: { querySet: this.timestamps!.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } }
+      : undefined);
     const TB = this.bucketOf(T);
     let n = 0;
     const gemv = (k: GemvKernels, rows: number, tb: number) => {

@@ -8,10 +8,12 @@ const u = (n: number): string => `${n}u`;
 
 /**
  * The `meta` buffer (u32 words), written once per forward: [0] T, [1] p0 (cached positions before this forward), [2]
- * the first x row the head reads, [3] the head's rows, [4, 4+maxT) token ids, then the RoPE table: cos at ROPE_OFF
+ * the first x row the head reads, [3] the head's rows, [4] where argmax writes its first id, [5] 1 when argmax also
+ * writes its (last) id as the next forward's token, [8, 8+maxT) token ids, then the RoPE table: cos at ROPE_OFF
  * [capacity, headDim/2], sin after it.
  */
-export const META_IDS = 4;
+export const META_HEADER = 6;
+export const META_IDS = 8;
 export const metaRopeOffset = (maxT: number): number => META_IDS + maxT;
 
 /**
@@ -440,10 +442,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 
 /**
  * Argmax of `MT[3]` rows of logits (the first index of the maximum, as the reference's loop picks it); row r's
- * index goes to RES[r].
+ * index goes to RES[MT[4] + r], and with MT[5] = 1 the last row's also becomes the next forward's token (greedy
+ * decoding with no read-back between steps).
  */
 export function argmaxKernel(V: number, WG = 256): string {
-  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+  return `@group(0) @binding(0) var<storage, read_write> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> LG: array<f32>;
 @group(0) @binding(2) var<storage, read_write> RES: array<u32>;
 var<workgroup> bv: array<f32, ${WG}>;
@@ -451,10 +454,11 @@ var<workgroup> bi: array<u32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x;
-  if (row >= MT[3]) { return; }
+  // MT is writable here, so its words are not uniform to the compiler: no early return before the barriers.
+  let live = row < MT[3];
   var best = -3.4e38;
   var idx = 0xffffffffu;
-  for (var i = lid; i < ${u(V)}; i += ${u(WG)}) {
+  for (var i = lid; i < select(0u, ${u(V)}, live); i += ${u(WG)}) {
     let v = LG[row * ${u(V)} + i];
     if (v > best || idx == 0xffffffffu) { best = v; idx = i; }
   }
@@ -469,7 +473,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     }
     workgroupBarrier();
   }
-  if (lid == 0u) { RES[row] = bi[0]; }
+  if (lid == 0u && live) {
+    RES[MT[4] + row] = bi[0];
+    if (MT[5] == 1u && row + 1u == MT[3]) { MT[${u(META_IDS)}] = bi[0]; }
+  }
 }
 `;
 }
