@@ -248,17 +248,15 @@ test('webgpu llm: forwards create no pipelines, shader modules or bind groups af
 test('webgpu llm: GPU timestamps of a forward', TIMEOUT, async (t) => {
   const { device } = await acquireGpu();
   if (!device.features.has('timestamp-query')) { t.skip('no timestamp-query'); return; }
-  llmGpuConfig.timestamps = true;
-  try {
-    const w = model(GQA, 'q8', 13);
-    const gpu = await WebGpuLlm.create(w, { capacity: 16 });
-    const ref = new ReferenceLlm(w, 16);
-    assert.ok(rel(await gpu.forward([1, 2, 3]), await ref.forward([1, 2, 3])) <= 1e-3);
-    assert.ok(gpu.stats.gpuMsLastForward > 0 && gpu.stats.gpuMsLastForward < 60_000, `GPU ms ${gpu.stats.gpuMsLastForward}`);
-    await gpu.release();
-  } finally {
-    llmGpuConfig.timestamps = false;
-  }
+  const w = model(GQA, 'q8', 13);
+  const gpu = await WebGpuLlm.create(w, { capacity: 16 });
+  const ref = new ReferenceLlm(w, 16);
+  assert.ok(rel(await gpu.forward([1, 2]), await ref.forward([1, 2])) <= 1e-3);
+  assert.ok(Number.isNaN(gpu.stats.gpuMsLastForward), 'no timing unless asked');
+  gpu.timing = true;
+  assert.ok(rel(await gpu.forward([3, 4, 5]), await ref.forward([3, 4, 5])) <= 1e-3);
+  assert.ok(gpu.stats.gpuMsLastForward > 0 && gpu.stats.gpuMsLastForward < 60_000, `GPU ms ${gpu.stats.gpuMsLastForward}`);
+  await gpu.release();
 });
 
 test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {

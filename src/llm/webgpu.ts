@@ -26,8 +26,6 @@ export const llmGpuConfig = {
   rolled: undefined as boolean | undefined,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
-  /** Time each forward's compute pass on the GPU (stats.gpuMsLastForward; costs a second read-back per forward). */
-  timestamps: false,
 };
 
 export type GemvRole = 'qkv' | 'o' | 'gateup' | 'down' | 'head';
@@ -38,6 +36,67 @@ export type GemvRole = 'qkv' | 'o' | 'gateup' | 'down' | 'head';
  */
 export const TOKEN_BUCKETS = [1, 4, 16];
 const SOFTWARE_BUCKETS = [1, 16];
+
+/**
+ * The shape of a matrix-vector kernel: RT units per thread (fewer as T grows, to bound the accumulators), TK threads
+ * along K, and row groups per workgroup halved from 8 until the matrix spreads over targetWorkgroups; then shrunk to
+ * fit workgroup memory. Subgroup reductions need subgroups no wider than TK.
+ */
+export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number,
+  limits: { maxWorkgroupStorage: number; subgroupMax: number }): GemvSpec {
+  const P = paired(base.epi) ? 2 : 1;
+  const units = gemvUnits(base);
+  let RT = TB === 1 ? 4 / P : TB === 4 ? Math.max(1, 2 / P) : 1;
+  let RG = 8;
+  while (RG > 1 && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups) RG /= 2;
+  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...llmGpuConfig.shape?.(role, units, TB) };
+  while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
+    if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
+    spec = { ...spec, RG, RT };
+  }
+  if (spec.sg && spec.TK < limits.subgroupMax) spec = { ...spec, sg: false };
+  return spec;
+}
+
+/**
+ * Runs a probe kernel at the workgroup sizes the LLM kernels use: ok when every subgroup is a contiguous, aligned run of
+ * local_invocation_index (the GEMV and attention reductions index workgroup memory by lid / subgroup_size).
+ */
+export async function probeSubgroups(dev: GPUDevice): Promise<{ ok: boolean; maxSize: number }> {
+  let ok = true, maxSize = 0;
+  const bgl = dev.createBindGroupLayout({ entries: [{ binding: 0, visibility: 4, buffer: { type: 'storage' } }] });
+  const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
+  for (const WG of [32, 64, 128, 256]) {
+    dev.pushErrorScope('validation');
+    let a: Uint32Array;
+    try {
+      const p = await dev.createComputePipelineAsync({ layout, compute: { module: dev.createShaderModule({ code: subgroupProbeKernel(WG) }), entryPoint: 'main' } });
+      const buf = dev.createBuffer({ size: WG * 8, usage: STORAGE | COPY_SRC });
+      const rd = dev.createBuffer({ size: WG * 8, usage: MAP_READ | COPY_DST });
+      const enc = dev.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p);
+      pass.setBindGroup(0, dev.createBindGroup({ layout: bgl, entries: [{ binding: 0, resource: { buffer: buf } }] }));
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      enc.copyBufferToBuffer(buf, 0, rd, 0, WG * 8);
+      dev.queue.submit([enc.finish()]);
+      await rd.mapAsync(MAP_READ);
+      a = new Uint32Array(rd.getMappedRange().slice(0));
+      rd.unmap();
+      buf.destroy(); rd.destroy();
+    } catch {
+      await dev.popErrorScope();
+      return { ok: false, maxSize: 0 };
+    }
+    if (await dev.popErrorScope()) return { ok: false, maxSize: 0 };
+    for (let i = 0; i < WG; i++) {
+      if (a[2 * i] !== 1) ok = false;
+      maxSize = Math.max(maxSize, a[2 * i + 1]);
+    }
+  }
+  return { ok: ok && maxSize > 0, maxSize };
+}
 
 export interface WebGpuLlmOptions {
   capacity?: number;
@@ -79,10 +138,12 @@ export function concatRows(ms: Matrix[], what: string): Matrix {
 }
 
 /** A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row. */
-export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array } {
+export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
   if (m.kind === 'f32') {
     const layout = matLayout('f32', 32, m.K, m.N, m.K);
-    return { layout, words: new Uint32Array(m.data.buffer.slice(m.data.byteOffset, m.data.byteOffset + m.data.byteLength)) };
+    const words = new Uint32Array(layout.words);
+    new Float32Array(words.buffer).set(m.data);
+    return { layout, words };
   }
   const layout = matLayout('q', m.bits, m.group, m.N, m.K);
   const words = new Uint32Array(layout.words);
@@ -110,6 +171,11 @@ export class WebGpuLlm implements LlmRunner {
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
   readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN };
+  /**
+   * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
+   * costs a second read-back per forward).
+   */
+  timing = false;
   /** Whether the kernels use subgroup reductions. */
   subgroups = false;
   /** Tokens per workgroup of the matrix kernels' variants. */
@@ -141,7 +207,7 @@ export class WebGpuLlm implements LlmRunner {
   private attention!: GPUComputePipeline;
   private argmax!: GPUComputePipeline;
   private argmaxBind: GPUBindGroup | null = null;
-  /** GPU timestamps of each forward's compute pass (llmGpuConfig.timestamps, where the device has timestamp-query). */
+  /** GPU timestamps of a forward's compute pass, where the device has timestamp-query. */
   private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
@@ -237,7 +303,7 @@ export class WebGpuLlm implements LlmRunner {
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
     this.res = this.alloc(Math.max(maxT, cap) * 4, COPY_SRC, 'argmax ids');
-    if (llmGpuConfig.timestamps && this.device.features.has('timestamp-query')) {
+    if (this.device.features.has('timestamp-query')) {
       const resolve = this.device.createBuffer({ size: 16, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
       const read = this.device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST });
       this.buffers.push(resolve, read);
@@ -297,59 +363,17 @@ export class WebGpuLlm implements LlmRunner {
     this.ensureLogits(16);
   }
 
-  /** The shape of a matrix-vector kernel: RT units per thread, row groups shrunk until the matrix spreads widely. */
   private shapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number): GemvSpec {
-    const P = paired(base.epi) ? 2 : 1;
-    const units = gemvUnits(base);
-    const TK = llmGpuConfig.TK;
-    let RT = TB === 1 ? 4 / P : TB === 4 ? Math.max(1, 2 / P) : 1;
-    let RG = 8;
-    while (RG > 1 && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups) RG /= 2;
-    const over = llmGpuConfig.shape?.(role, units, TB);
-    let spec: GemvSpec = { ...base, TB, RT, TK, RG, ...over };
-    while (gemvWorkgroupBytes(spec) > this.caps.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
-      if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
-      spec = { ...spec, RG, RT };
-    }
-    if (spec.sg && spec.TK < this.sgMax) spec = { ...spec, sg: false };
-    return spec;
+    return gemvShapeFor(role, base, TB, { maxWorkgroupStorage: this.caps.maxWorkgroupStorage, subgroupMax: this.sgMax });
   }
 
   private sgMax = 0;
 
-  /** Runs the probe: subgroups must be aligned runs of the workgroup no larger than TK (what the reductions assume). */
+  /** Subgroups must be aligned runs of the workgroup no larger than TK (what the reductions assume). */
   private async subgroupsUsable(): Promise<boolean> {
-    const dev = this.device;
-    let ok = true;
-    for (const WG of [32, 64, 128, 256]) {
-      try {
-        const bgl = this.layoutFor('w');
-        dev.pushErrorScope('validation');
-        const p = await dev.createComputePipelineAsync({ layout: bgl.pl, compute: { module: dev.createShaderModule({ code: subgroupProbeKernel(WG) }), entryPoint: 'main' } });
-        const buf = dev.createBuffer({ size: WG * 8, usage: STORAGE | COPY_SRC });
-        const rd = dev.createBuffer({ size: WG * 8, usage: MAP_READ | COPY_DST });
-        const enc = dev.createCommandEncoder();
-        const pass = enc.beginComputePass();
-        pass.setPipeline(p);
-        pass.setBindGroup(0, dev.createBindGroup({ layout: bgl.bgl, entries: [{ binding: 0, resource: { buffer: buf } }] }));
-        pass.dispatchWorkgroups(1);
-        pass.end();
-        enc.copyBufferToBuffer(buf, 0, rd, 0, WG * 8);
-        dev.queue.submit([enc.finish()]);
-        await rd.mapAsync(MAP_READ);
-        const a = new Uint32Array(rd.getMappedRange().slice(0));
-        rd.unmap();
-        buf.destroy(); rd.destroy();
-        if (await dev.popErrorScope()) return false;
-        for (let i = 0; i < WG; i++) {
-          if (a[2 * i] !== 1) ok = false;
-          this.sgMax = Math.max(this.sgMax, a[2 * i + 1]);
-        }
-      } catch {
-        return false;
-      }
-    }
-    return ok && this.sgMax > 0;
+    const p = await probeSubgroups(this.device);
+    this.sgMax = p.maxSize;
+    return p.ok;
   }
 
   private layoutFor(bindings: string): { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout } {
@@ -457,7 +481,7 @@ export class WebGpuLlm implements LlmRunner {
     if (ids) meta.set(ids, META_IDS);
     this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
     const enc = this.device.createCommandEncoder();
-    const timed = this.timestamps !== null && copyBytes > 0;
+    const timed = this.timing && this.timestamps !== null && copyBytes > 0;
     this.encode(enc, T, head.rows, head.argmax, timed);
     let staging: GPUBuffer | null = null;
     if (copyBytes > 0) {
@@ -478,7 +502,7 @@ export class WebGpuLlm implements LlmRunner {
     await staging.mapAsync(MAP_READ, 0, bytes);
     const r = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
-    if (this.timestamps && timed) {
+    if (this.timestamps && this.timing && timed) {
       const ts = this.timestamps;
       await ts.read.mapAsync(MAP_READ, 0, 16);
       const t = new BigInt64Array(ts.read.getMappedRange(0, 16).slice(0));
