@@ -98,6 +98,22 @@ test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bound
   }
 });
 
+test('webgpu llm: attention split over workgroups (flash-decoding partials, then a combine) equals the reference', TIMEOUT, async () => {
+  const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
+  llmGpuConfig.attnSplitMin = 4;
+  llmGpuConfig.attnSplitKeys = 5;
+  try {
+    const gpu = await conformance(model(GQA, 'q8', 6), 'split attention');
+    // The last forward (T=17) does not split; a step does: one more dispatch per layer.
+    await gpu.greedy([1]);
+    assert.equal(gpu.stats.dispatchesLastForward, 6 * GQA.layers + 2);
+    await gpu.release();
+  } finally {
+    llmGpuConfig.attnSplitMin = saved.min;
+    llmGpuConfig.attnSplitKeys = saved.keys;
+  }
+});
+
 test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, q8 head) equal the reference', TIMEOUT, async () => {
   const c: LlamaConfig = { vocab: 203, hidden: 80, intermediate: 112, layers: 2, heads: 5, kvHeads: 1, headDim: 16, maxPositions: 48, ropeTheta: 500000, rmsEps: 1e-6 };
   const w = quantizeRtn(randomLlama(c, 11, true), { bits: 4, group: 16, headBits: 8 });

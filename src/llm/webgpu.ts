@@ -7,7 +7,7 @@ import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionKernel, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
 } from './wgsl.js';
 
@@ -24,6 +24,10 @@ export const llmGpuConfig = {
   /** Token buckets and rolled loops (tests: run the GPUs' unrolled small-T kernels on a software driver). */
   buckets: undefined as number[] | undefined,
   rolled: undefined as boolean | undefined,
+  /** Attention splits the keys over workgroups when a forward of at most 4 tokens sees more than this many. */
+  attnSplitMin: 512,
+  /** Keys per split (at most 32 splits). */
+  attnSplitKeys: 256,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
 };
@@ -104,6 +108,9 @@ export interface WebGpuLlmOptions {
   device?: GPUDevice;
 }
 
+/** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
+const SPLIT_MAX_T = 4;
+const ATTN_SPLITS_MAX = 32;
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01;
 const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
 
@@ -170,7 +177,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN };
   /**
    * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
    * costs a second read-back per forward).
@@ -205,6 +212,8 @@ export class WebGpuLlm implements LlmRunner {
   private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: GPUBuffer; attnBind: GPUBindGroup | null }[] = [];
   private head!: GemvKernels;
   private attention!: GPUComputePipeline;
+  private attnCombine!: GPUComputePipeline;
+  private combineBind!: GPUBindGroup;
   private argmax!: GPUComputePipeline;
   private argmaxBind: GPUBindGroup | null = null;
   /** GPU timestamps of a forward's compute pass, where the device has timestamp-query. */
@@ -351,14 +360,17 @@ export class WebGpuLlm implements LlmRunner {
     this.head = head.k;
     this.headW = head.buf;
 
-    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: 64, sg: this.subgroups });
-    pending.push(this.pipeline(attnCode, 'rrrw').then((p) => { this.attention = p; }));
+    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(HD, this.subgroups), sg: this.subgroups });
+    pending.push(this.pipeline(attnCode, 'rrrww').then((p) => { this.attention = p; }));
+    pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD }), 'rrw').then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
     await Promise.all(pending);
-    const attnLayout = this.layoutFor('rrrw').bgl;
+    const attnLayout = this.layoutFor('rrrww').bgl;
+    const parts = this.alloc(SPLIT_MAX_T * H * ATTN_SPLITS_MAX * (HD / 4 + 1) * 16, 0, 'attention partials');
     for (const L of this.layers) {
-      L.attnBind = this.bindGroup(attnLayout, [this.meta, this.q, L.kv, this.attn]);
+      L.attnBind = this.bindGroup(attnLayout, [this.meta, this.q, L.kv, this.attn, parts]);
     }
+    this.combineBind = this.bindGroup(this.layoutFor('rrw').bgl, [this.meta, parts, this.attn]);
     // Room for the logits of a speculative draft's verification from the start; longer all-position forwards grow it.
     this.ensureLogits(16);
   }
@@ -477,12 +489,16 @@ export class WebGpuLlm implements LlmRunner {
     copyBytes: number): GPUBuffer | null {
     if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
     const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
+    const keys = this.len + T;
+    const splits = T <= SPLIT_MAX_T && keys > llmGpuConfig.attnSplitMin ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, llmGpuConfig.attnSplitKeys)) : 1;
     meta[0] = T; meta[1] = this.len; meta[2] = head.rowOff; meta[3] = head.rows; meta[4] = head.resOff ?? 0; meta[5] = head.feed ? 1 : 0;
+    meta[6] = splits; meta[7] = ceilDiv(keys, splits);
     if (ids) meta.set(ids, META_IDS);
+    const t0 = performance.now();
     this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
     const enc = this.device.createCommandEncoder();
     const timed = this.timing && this.timestamps !== null && copyBytes > 0;
-    this.encode(enc, T, head.rows, head.argmax, timed);
+    this.encode(enc, T, splits, head.rows, head.argmax, timed);
     let staging: GPUBuffer | null = null;
     if (copyBytes > 0) {
       staging = this.stagingOf(copyBytes);
@@ -494,6 +510,7 @@ export class WebGpuLlm implements LlmRunner {
       }
     }
     this.device.queue.submit([enc.finish()]);
+    this.stats.encodeMsLastForward = performance.now() - t0;
     this.len += T;
     return staging;
   }
@@ -565,7 +582,7 @@ export class WebGpuLlm implements LlmRunner {
   }
 
   /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
-  private encode(enc: GPUCommandEncoder, T: number, headRows: number, argmax: boolean, timed: boolean): void {
+  private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean): void {
     const pass = enc.beginComputePass(timed
       ? { timestampWrites: { querySet: this.timestamps!.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } }
       : undefined);
@@ -582,8 +599,14 @@ export class WebGpuLlm implements LlmRunner {
       gemv(L.qkv, T, TB);
       pass.setPipeline(this.attention);
       pass.setBindGroup(0, L.attnBind!);
-      pass.dispatchWorkgroups(this.config.heads, T);
+      pass.dispatchWorkgroups(this.config.heads, T, splits);
       n++;
+      if (splits > 1) {
+        pass.setPipeline(this.attnCombine);
+        pass.setBindGroup(0, this.combineBind);
+        pass.dispatchWorkgroups(this.config.heads, T);
+        n++;
+      }
       gemv(L.o, T, TB);
       gemv(L.gateup, T, TB);
       gemv(L.down, T, TB);

@@ -9,10 +9,11 @@ const u = (n: number): string => `${n}u`;
 /**
  * The `meta` buffer (u32 words), written once per forward: [0] T, [1] p0 (cached positions before this forward), [2]
  * the first x row the head reads, [3] the head's rows, [4] where argmax writes its first id, [5] 1 when argmax also
- * writes its (last) id as the next forward's token, [8, 8+maxT) token ids, then the RoPE table: cos at ROPE_OFF
+ * writes its (last) id as the next forward's token, [6] attention splits, [7] keys per split, [8, 8+maxT) token ids,
+ * then the RoPE table: cos at ROPE_OFF
  * [capacity, headDim/2], sin after it.
  */
-export const META_HEADER = 6;
+export const META_HEADER = 8;
 export const META_IDS = 8;
 export const metaRopeOffset = (maxT: number): number => META_IDS + maxT;
 
@@ -347,95 +348,157 @@ export interface AttentionSpec {
   kvHeads: number;
   headDim: number;
   capacity: number;
-  /** Threads per workgroup = keys per block. */
+  /** Threads per workgroup. */
   WG: number;
   sg: boolean;
 }
 
+/** Workgroup sizes of the attention kernel: subgroups combine 128 threads cheaply; workgroup memory, 64. */
+export const attentionWorkgroup = (headDim: number, sg: boolean): number => (sg && headDim <= 128 ? 128 : 64);
+
 /**
- * Causal attention of T queries over the cache, one workgroup per (head, token): keys in blocks of WG, one thread per
- * key for the scores, an online softmax across blocks, and the weighted sum of V with threads split over (head dim
- * vec4, key). GQA: head h reads kv head h / (heads / kvHeads).
+ * Causal attention of T queries over the cache. Workgroup (head, token, split) takes the keys of its split (MT[6]
+ * splits of MT[7] keys; one split unless the cache is long and T small); each thread walks keys lid, lid+WG, … with its
+ * own online softmax (running max, sum and V accumulator in registers, no barrier in the loop), then the threads
+ * combine. One split writes O; several write (Σ p·v, max, Σ p) partials that attentionCombineKernel merges. GQA: head
+ * h reads kv head h / (heads / kvHeads).
  */
 export function attentionKernel(a: AttentionSpec): string {
   const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg } = a;
   const HD4 = HD / 4, REP = H / KVH;
-  if (HD4 > WG) throw new Error(`attention: headDim ${HD} needs more than ${WG} threads`);
-  const NKP = Math.floor(WG / HD4);
   const scale = 1 / Math.sqrt(HD);
-  const reduce = (op: 'max' | 'add', v: string, out: string): string => {
+  const accs = Array.from({ length: HD4 }, (_, k) => `a${k}`);
+  const scalarReduce = (op: 'max' | 'add', v: string, out: string): string => {
     const comb = (x: string, y: string) => (op === 'max' ? `max(${x}, ${y})` : `(${x} + ${y})`);
     if (sg) {
       return `{ let sv = subgroup${op === 'max' ? 'Max' : 'Add'}(${v}); if (sgi == 0u) { red[lid / sgs] = sv; } }
-    workgroupBarrier();
-    var ${out} = red[0];
-    for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { ${out} = ${comb(out, 'red[k]')}; }
-    workgroupBarrier();`;
+  workgroupBarrier();
+  var ${out} = red[0];
+  for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { ${out} = ${comb(out, 'red[k]')}; }
+  workgroupBarrier();`;
     }
     return `red[lid] = ${v};
+  workgroupBarrier();
+  for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+    if (lid < st) { red[lid] = ${comb('red[lid]', 'red[lid + st]')}; }
     workgroupBarrier();
-    for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
-      if (lid < st) { red[lid] = ${comb('red[lid]', 'red[lid + st]')}; }
-      workgroupBarrier();
-    }
-    let ${out} = red[0];
-    workgroupBarrier();`;
+  }
+  let ${out} = red[0];
+  workgroupBarrier();`;
   };
+  // Σ over threads of each accumulator vec4, into ov[0..HD4).
+  let vecReduce: string;
+  let vecShared: string;
+  if (sg) {
+    const slots = WG / 4;
+    vecShared = `var<workgroup> red4: array<vec4f, ${slots * HD4}>;`;
+    vecReduce = `${accs.map((x, k) => `{ let sv = subgroupAdd(${x}); if (sgi == 0u) { red4[(lid / sgs) * ${u(HD4)} + ${u(k)}] = sv; } }`).join('\n  ')}
+  workgroupBarrier();
+  if (lid < ${u(HD4)}) {
+    var o = red4[lid];
+    for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { o += red4[k * ${u(HD4)} + lid]; }
+    ov[lid] = o;
+  }
+  workgroupBarrier();`;
+  } else {
+    const R = Math.max(1, Math.min(HD4, Math.floor(16384 / (WG * 16))));
+    vecShared = `var<workgroup> red4: array<vec4f, ${R * WG}>;`;
+    const rounds: string[] = [];
+    for (let r0 = 0; r0 < HD4; r0 += R) {
+      const cols = Math.min(R, HD4 - r0);
+      rounds.push(`${Array.from({ length: cols }, (_, j) => `red4[${u(j * WG)} + lid] = ${accs[r0 + j]};`).join(' ')}
+  workgroupBarrier();
+  if (lid < ${u(cols)}) {
+    var o = vec4f(0.0);
+    for (var k = 0u; k < ${u(WG)}; k++) { o += red4[lid * ${u(WG)} + k]; }
+    ov[${u(r0)} + lid] = o;
+  }
+  workgroupBarrier();`);
+    }
+    vecReduce = rounds.join('\n  ');
+  }
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<vec4f>;
 @group(0) @binding(2) var<storage, read> KV: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> PART: array<vec4f>;
 var<workgroup> qs: array<vec4f, ${HD4}>;
-var<workgroup> ps: array<f32, ${WG}>;
 var<workgroup> red: array<f32, ${WG}>;
-var<workgroup> oacc: array<vec4f, ${WG}>;
+var<workgroup> ov: array<vec4f, ${HD4}>;
+${vecShared}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let hh = wid.x;
   let t = wid.y;
+  let sp = wid.z;
   if (t >= MT[0]) { return; }
   let n = MT[1] + t + 1u;
+  let S = MT[6];
+  let k0 = sp * MT[7];
+  let k1 = min(n, k0 + MT[7]);
   let kb = (hh / ${u(REP)}) * ${u(CAP * HD4)};
   let vb = ${u(KVH * CAP * HD4)} + kb;
   let qb = (t * ${u(H)} + hh) * ${u(HD4)};
-  if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid]; }
+  if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid] * ${f32Lit(scale)}; }
   workgroupBarrier();
-  let d4 = lid % ${u(HD4)};
-  let kp = lid / ${u(HD4)};
   var m = -3.0e38;
   var l = 0.0;
-  var acc = vec4f(0.0);
-  for (var b0 = 0u; b0 < n; b0 += ${u(WG)}) {
-    let s = b0 + lid;
-    var sc = -3.0e38;
-    if (s < n) {
-      var d = 0.0;
-      for (var k = 0u; k < ${u(HD4)}; k++) { d += dot(qs[k], KV[kb + s * ${u(HD4)} + k]); }
-      sc = d * ${f32Lit(scale)};
-    }
-    ${reduce('max', 'sc', 'mb')}
-    let mn = max(m, mb);
-    let p = select(0.0, exp(sc - mn), s < n);
-    ps[lid] = p;
-    ${reduce('add', 'p', 'lb')}
-    let alpha = exp(m - mn);
-    l = l * alpha + lb;
-    acc = acc * alpha;
+  ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
+  for (var s = k0 + lid; s < k1; s += ${u(WG)}) {
+    let kr = kb + s * ${u(HD4)};
+    let vr = vb + s * ${u(HD4)};
+    let d = ${accs.map((_, k) => `dot(qs[${k}], KV[kr + ${u(k)}])`).join(' + ')};
+    let mn = max(m, d);
+    let al = exp(m - mn);
+    let p = exp(d - mn);
+    l = l * al + p;
+    ${accs.map((x, k) => `${x} = ${x} * al + p * KV[vr + ${u(k)}];`).join('\n    ')}
     m = mn;
-    let cnt = min(${u(WG)}, n - b0);
-    if (kp < ${u(NKP)}) {
-      for (var k = kp; k < cnt; k += ${u(NKP)}) { acc += ps[k] * KV[vb + (b0 + k) * ${u(HD4)} + d4]; }
-    }
-    workgroupBarrier();
   }
-  oacc[lid] = acc;
-  workgroupBarrier();
+  ${scalarReduce('max', 'm', 'mx')}
+  let f = exp(m - mx);
+  ${scalarReduce('add', 'l * f', 'ls')}
+  ${accs.map((x) => `${x} = ${x} * f;`).join(' ')}
+  ${vecReduce}
   if (lid < ${u(HD4)}) {
-    var o = oacc[lid];
-    for (var k = 1u; k < ${u(NKP)}; k++) { o += oacc[k * ${u(HD4)} + lid]; }
-    O[qb + lid] = o / l;
+    if (S == 1u) {
+      O[qb + lid] = ov[lid] / ls;
+    } else {
+      let pb = ((t * ${u(H)} + hh) * S + sp) * ${u(HD4 + 1)};
+      PART[pb + lid] = ov[lid];
+      if (lid == 0u) { PART[pb + ${u(HD4)}] = vec4f(mx, ls, 0.0, 0.0); }
+    }
   }
+}
+`;
+}
+
+/** Merges the splits' partials of attentionKernel: one workgroup per (head, token), a thread per vec4 of the head. */
+export function attentionCombineKernel(a: { heads: number; headDim: number }): string {
+  const { heads: H, headDim: HD } = a;
+  const HD4 = HD / 4;
+  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> PART: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> O: array<vec4f>;
+@compute @workgroup_size(${HD4})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let hh = wid.x;
+  let t = wid.y;
+  if (t >= MT[0]) { return; }
+  let S = MT[6];
+  let base = (t * ${u(H)} + hh) * S * ${u(HD4 + 1)};
+  var mx = -3.0e38;
+  for (var s = 0u; s < S; s++) { mx = max(mx, PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}].x); }
+  var l = 0.0;
+  var o = vec4f(0.0);
+  for (var s = 0u; s < S; s++) {
+    let ml = PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}];
+    let w = exp(ml.x - mx);
+    l += w * ml.y;
+    o += w * PART[base + s * ${u(HD4 + 1)} + lid];
+  }
+  O[(t * ${u(H)} + hh) * ${u(HD4)} + lid] = o / l;
 }
 `;
 }
