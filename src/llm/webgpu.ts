@@ -326,7 +326,7 @@ export class WebGpuLlm implements LlmRunner {
       const packed = packMatrix(m);
       const buf = this.upload(packed.words, 0, what);
       const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled };
-      const bindings = gemvBindings({ ...base, TB: 1, RT: 1, TK: 1, RG: 1 });
+      const bindings = gemvBindings(base);
       const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl };
       for (const TB of this.buckets) {
         const spec = this.shapeFor(role, base, TB);

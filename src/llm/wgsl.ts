@@ -102,12 +102,93 @@ export function gemvWorkgroupBytes(s: GemvSpec): number {
 }
 
 /** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
-export function gemvBindings(s: GemvSpec): string {
+export function gemvBindings(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
   let b = 'rrr' + (s.norm ? 'r' : '');
   if (s.epi.kind === 'qkv') b += 'ww';
   else b += 'w';
   if (s.gather) b += 'w';
   return b;
+}
+
+/** The epilogue of one output: `ya` (and `yb`, the pair's second row) of unit `un` for token `t`. */
+function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
+  const { m, epi } = s;
+  switch (epi.kind) {
+    case 'head': return [`OUT[t * ${u(m.N)} + un] = ya;`];
+    case 'residual': return [`OUT[t * ${u(m.N)} + un] += ya;`];
+    case 'gateup': return [`OUT[t * ${u(epi.F)} + un] = ya / (1.0 + exp(-ya)) * yb;`];
+    case 'qkv': {
+      const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = epi;
+      const half = HD / 2;
+      return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`,
+        `let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`,
+        `let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`,
+        `if (hh < ${u(H)}) {
+        let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
+        QO[o] = ya * cs - yb * sn; QO[o + ${u(half)}] = yb * cs + ya * sn;
+      } else if (hh < ${u(H + KVH)}) {
+        let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ya * cs - yb * sn; KV[o + ${u(half)}] = yb * cs + ya * sn;
+      } else {
+        let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ya; KV[o + ${u(half)}] = yb;
+      }`];
+    }
+  }
+}
+
+/** Storage declarations of the matrix kernels, in gemvBindings' order. */
+function matDecls(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
+  const bindings = gemvBindings(s);
+  const names = ['MT', 'W', 'X', ...(s.norm ? ['NW'] : [])];
+  const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(s.norm ? ['array<vec4f>'] : [])];
+  if (s.epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
+  else { names.push('OUT'); types.push('array<f32>'); }
+  if (s.gather) { names.push('XW'); types.push('array<vec4f>'); }
+  return names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
+}
+
+/** Row of unit `uv`, half `h` (a number or a WGSL expression; paired units are two rows). */
+function rowOfUnit(epi: Epilogue, uv: string, h: number | string): string {
+  const hv = typeof h === 'number' ? u(h) : h;
+  if (epi.kind === 'gateup') return h === 0 ? uv : `(${uv} + ${hv} * ${u(epi.F)})`;
+  if (epi.kind === 'qkv') {
+    const half = epi.headDim / 2;
+    return `((${uv} / ${u(half)}) * ${u(epi.headDim)} + (${uv} % ${u(half)})${h === 0 ? '' : ` + ${hv} * ${u(half)}`})`;
+  }
+  return uv;
+}
+
+/** The x row of token slot `t` (an expression): an embedding row, the head's row, or row t. */
+function xRow(s: { gather: boolean; epi: Epilogue }, t: string): string {
+  return s.gather ? `MT[${u(META_IDS)} + ${t}]` : s.epi.kind === 'head' ? `(MT[2] + ${t})` : t;
+}
+
+/** Gather mode: workgroups of column 0 copy their tokens' embedding rows into x. */
+function gatherCopy(K4: number, TB: number, WG: number): string {
+  return `if (wid.x == 0u) {
+    for (var i = 0u; i < ${u(TB)}; i++) {
+      let t = t0 + i;
+      if (t < rows) {
+        let src = MT[${u(META_IDS)} + t] * ${u(K4)};
+        for (var k = lid; k < ${u(K4)}; k += ${u(WG)}) { XW[t * ${u(K4)} + k] = X[src + k]; }
+      }
+    }
+  }`;
+}
+
+function quantHelpers(bits: number): string {
+  return [
+    'fn w32(i: u32) -> u32 { return W[i >> 2u][i & 3u]; }',
+    bits === 4 ? 'fn nib(w: u32, sh: vec4<u32>) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
+    bits === 8 ? 'fn byt(w: u32) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
+  ].filter(Boolean).join('\n');
+}
+
+/** The zero point of group `g` of row `rw` (an f32 expression). */
+function zeroOf(m: MatLayout, rw: string, g: string): string {
+  return m.bits === 4 ? `f32((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
+    : `f32((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
 }
 
 /**
@@ -137,23 +218,9 @@ export function gemvKernel(s: GemvSpec): string {
   const headMode = epi.kind === 'head';
   const rowsExpr = headMode ? 'MT[3]' : 'MT[0]';
 
-  const bindings = gemvBindings(s);
-  const names = ['MT', 'W', 'X', ...(norm ? ['NW'] : [])];
-  const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(norm ? ['array<vec4f>'] : [])];
-  if (epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
-  else { names.push('OUT'); types.push('array<f32>'); }
-  if (gather) { names.push('XW'); types.push('array<vec4f>'); }
-  const decls = names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
+  const decls = matDecls(s);
 
-  // Row of unit `uv`, half h (paired units are two rows).
-  const rowOf = (uv: string, h: number): string => {
-    if (epi.kind === 'gateup') return h === 0 ? uv : `(${uv} + ${u(epi.F)})`;
-    if (epi.kind === 'qkv') {
-      const half = epi.headDim / 2;
-      return `((${uv} / ${u(half)}) * ${u(epi.headDim)} + (${uv} % ${u(half)})${h ? ` + ${u(half)}` : ''})`;
-    }
-    return uv;
-  };
+  const rowOf = (uv: string, h: number): string => rowOfUnit(epi, uv, h);
 
   const L: string[] = [];
   const emit = (x: string) => L.push(x);
@@ -165,8 +232,7 @@ export function gemvKernel(s: GemvSpec): string {
   // x row bases (vec4 index) per token slot.
   for (let i = 0; i < TB; i++) {
     const t = `min(t0 + ${u(i)}, rows - 1u)`;
-    const row = gather ? `MT[${u(META_IDS)} + ${t}]` : headMode ? `(MT[2] + ${t})` : t;
-    emit(`let xb${i} = ${row} * ${u(K4)};`);
+    emit(`let xb${i} = ${xRow(s, t)} * ${u(K4)};`);
   }
 
   // One chunk of the row in variable `rw`; names get the suffix `id`.
@@ -187,11 +253,9 @@ export function gemvKernel(s: GemvSpec): string {
   const scaleZero = (rw: string, id: string, q: number): string[] => {
     if (!quant) return [];
     const g = `g${id}_${q}`;
-    const zs = m.bits === 4 ? `((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
-      : `((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
     return [`let ${g} = (c * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
       `let s${id}_${q} = bitcast<f32>(w32(${u(m.scaleOff)} + ${rw} * ${u(m.groups)} + ${g}));`,
-      `let z${id}_${q} = f32(${zs});`];
+      `let z${id}_${q} = ${zeroOf(m, rw, g)};`];
   };
   // Vec4s of x per scale group inside the chunk.
   const XG = GS / 4;
@@ -278,49 +342,12 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(norm ? `let rinv = inverseSqrt(fin[(${u(RT * P * TB)} + i) * RGC + erg] / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
-  switch (epi.kind) {
-    case 'head': ep.push(`OUT[t * ${u(m.N)} + un] = ya;`); break;
-    case 'residual': ep.push(`OUT[t * ${u(m.N)} + un] += ya;`); break;
-    case 'gateup': ep.push(`OUT[t * ${u(epi.F)} + un] = ya / (1.0 + exp(-ya)) * yb;`); break;
-    case 'qkv': {
-      const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = epi;
-      const half = HD / 2;
-      ep.push(`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`);
-      ep.push(`let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`);
-      ep.push(`let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`);
-      ep.push(`if (hh < ${u(H)}) {
-        let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
-        QO[o] = ya * cs - yb * sn; QO[o + ${u(half)}] = yb * cs + ya * sn;
-      } else if (hh < ${u(H + KVH)}) {
-        let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ya * cs - yb * sn; KV[o + ${u(half)}] = yb * cs + ya * sn;
-      } else {
-        let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ya; KV[o + ${u(half)}] = yb;
-      }`);
-      break;
-    }
-  }
+  ep.push(...epilogueLines(s));
   ep.push('}');
   emit(`for (var e = lid; e < ${u(UW * TB)}; e += ${u(WG)}) {\n    ${ep.join('\n    ')}\n  }`);
 
-  const copy = gather
-    ? `if (wid.x == 0u) {
-    for (var i = 0u; i < ${u(TB)}; i++) {
-      let t = t0 + i;
-      if (t < rows) {
-        let src = MT[${u(META_IDS)} + t] * ${u(K4)};
-        for (var k = lid; k < ${u(K4)}; k += ${u(WG)}) { XW[t * ${u(K4)} + k] = X[src + k]; }
-      }
-    }
-  }`
-    : '';
-
-  const helpers = [
-    'fn w32(i: u32) -> u32 { return W[i >> 2u][i & 3u]; }',
-    m.bits === 4 ? 'fn nib(w: u32, sh: vec4<u32>) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
-    m.bits === 8 ? 'fn byt(w: u32) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
-  ].filter(Boolean).join('\n');
+  const copy = gather ? gatherCopy(K4, TB, WG) : '';
+  const helpers = quantHelpers(m.bits);
 
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   return `${sg ? 'enable subgroups;\n' : ''}${decls}
