@@ -7,7 +7,7 @@ import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
 } from './wgsl.js';
 
@@ -35,8 +35,8 @@ export const llmGpuConfig = {
 export type GemvRole = 'qkv' | 'o' | 'gateup' | 'down' | 'head';
 
 /**
- * Tokens per workgroup of the matrix kernels: each T uses the smallest bucket that holds it (larger T: chunks of the
- * largest). Software drivers get fewer, rolled kernels (their compiler takes minutes over the unrolled ones).
+ * Tokens per workgroup of the matrix-vector kernels: each T uses the smallest bucket that holds it; larger T the tiled
+ * kernel. Software drivers get fewer, rolled kernels (their compiler takes minutes over the unrolled ones).
  */
 export const TOKEN_BUCKETS = [1, 4, 16];
 const SOFTWARE_BUCKETS = [1, 16];
@@ -230,8 +230,9 @@ export class WebGpuLlm implements LlmRunner {
     this.rolled = llmGpuConfig.rolled ?? caps.software;
   }
 
+  /** The kernel variant for T tokens: a matrix-vector bucket, or the tiled kernel (GEMM_TM) past the largest. */
   private bucketOf(T: number): number {
-    return this.buckets.find((b) => T <= b) ?? this.buckets[this.buckets.length - 1];
+    return this.buckets.find((b) => T <= b) ?? GEMM_TM;
   }
 
   static async create(w: LlmWeights, o: WebGpuLlmOptions = {}): Promise<WebGpuLlm> {
@@ -328,10 +329,16 @@ export class WebGpuLlm implements LlmRunner {
       const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled };
       const bindings = gemvBindings(base);
       const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl };
-      for (const TB of this.buckets) {
-        const spec = this.shapeFor(role, base, TB);
-        const code = gemvKernel(spec);
-        const UW = spec.RG * spec.RT;
+      for (const TB of [...this.buckets, GEMM_TM]) {
+        let code: string, UW: number;
+        if (TB === GEMM_TM) {
+          code = gemmKernel(base);
+          UW = gemmUnitsPerTile(base);
+        } else {
+          const spec = this.shapeFor(role, base, TB);
+          code = gemvKernel(spec);
+          UW = spec.RG * spec.RT;
+        }
         if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");
         pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW }); }));
       }

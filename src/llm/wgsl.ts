@@ -370,6 +370,133 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 `;
 }
 
+/** The tiled matrix kernel: 64 tokens × 64 rows per workgroup of 256 threads, each thread 4 tokens × 4 rows. */
+export const GEMM_TM = 64;
+export const GEMM_TN = 64;
+
+export type GemmSpec = Omit<GemvSpec, keyof GemvShape | 'sg' | 'rolled'>;
+
+/** Units (rows, or row pairs) of a tile. */
+export const gemmUnitsPerTile = (s: { epi: Epilogue }): number => GEMM_TN / (paired(s.epi) ? 2 : 1);
+
+/**
+ * Y = X Wᵀ for many tokens (prefill): per K step, the workgroup dequantises a 64-row slice of W and stages a 64-token
+ * slice of x (RMS-normalised: a first pass takes every token's sum of squares) in workgroup memory, then every thread
+ * accumulates its 4×4 outputs. Each weight is read once per 64 tokens. Same bindings, row pairs and epilogues as
+ * gemvKernel.
+ */
+export function gemmKernel(s: GemmSpec): string {
+  const { m, norm, gather, epi } = s;
+  const P = paired(epi) ? 2 : 1;
+  const WG = 256, TM = GEMM_TM, TN = GEMM_TN, UT = TN / P, U = gemvUnits(s);
+  const K4 = m.K / 4;
+  const quant = m.kind === 'q';
+  const CW = m.wpr % 4 === 0 ? 4 : 1;
+  const WPW = 32 / m.bits;
+  const CWt = CW * WPW;
+  const KC = m.wpr / CW;
+  // Chunks per K step: up to 32 weights.
+  let NCH = 1;
+  while (NCH * 2 * CWt <= 32 && KC % (NCH * 2) === 0) NCH *= 2;
+  const KS = NCH * CWt, KS4 = KS / 4, WS = NCH * CW; // weights, x vec4s and W words per row per step
+  const rowsExpr = epi.kind === 'head' ? 'MT[3]' : 'MT[0]';
+  const rowOfTile = (r: string) => rowOfUnit(epi, P === 2 ? `min(u0 + ${r} / 2u, ${u(U - 1)})` : `min(u0 + ${r}, ${u(U - 1)})`, P === 2 ? `(${r} % 2u)` : 0);
+
+  // One W word -> WPW dequantised weights in ws[k][r].
+  const wordWeights = (): string[] => {
+    const out: string[] = [];
+    const vals = m.bits === 32 ? ['bitcast<f32>(wd)'] : [];
+    if (m.bits === 4) out.push('let lo = nib(wd, vec4<u32>(0u, 4u, 8u, 12u));', 'let hi = nib(wd, vec4<u32>(16u, 20u, 24u, 28u));');
+    if (m.bits === 8) out.push('let by = byt(wd);');
+    if (quant) {
+      out.push(`let g = (kc * ${u(CWt)} + wi * ${u(WPW)}) / ${u(m.group)};`);
+      out.push(`let sc = bitcast<f32>(w32(${u(m.scaleOff)} + row * ${u(m.groups)} + g));`);
+      out.push(`let zp = ${zeroOf(m, 'row', 'g')};`);
+    }
+    for (let e = 0; e < WPW; e++) {
+      const v = m.bits === 32 ? vals[0] : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`;
+      out.push(`ws[(wi * ${u(WPW)} + ${u(e)}) * ${u(TN)} + r] = ${quant ? `(${v} - zp) * sc` : v};`);
+    }
+    return out;
+  };
+
+  const ssPass = norm
+    ? `{
+    let tt = lid / 4u;
+    let xr = ${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)};
+    var ss = 0.0;
+    for (var k = lid % 4u; k < ${u(K4)}; k += 4u) { let v = X[xr + k]; ss += dot(v, v); }
+    ssr[lid] = ss;
+    workgroupBarrier();
+    if (lid % 4u == 0u) { rinv[tt] = inverseSqrt((ssr[lid] + ssr[lid + 1u] + ssr[lid + 2u] + ssr[lid + 3u]) / ${f32Lit(m.K)} + ${f32Lit(s.eps)}); }
+    workgroupBarrier();
+  }`
+    : '';
+  const accs: string[] = [];
+  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) accs.push(`c${i}${j}`);
+  const fma: string[] = [];
+  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) fma.push(`c${i}${j} += a[${i}] * b[${j}];`);
+  // Epilogue per (token i, row j) of the thread.
+  const epi4: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    epi4.push(`{ let t = t0 + tg * 4u + ${u(i)};\n    if (t < rows) {`);
+    if (P === 1) {
+      for (let j = 0; j < 4; j++) epi4.push(`{ let un = u0 + rg * 4u + ${u(j)}; if (un < ${u(U)}) { let ya = c${i}${j}; ${epilogueLines(s).join(' ')} } }`);
+    } else {
+      for (let j = 0; j < 2; j++) epi4.push(`{ let un = u0 + rg * 2u + ${u(j)}; if (un < ${u(U)}) { let ya = c${i}${2 * j}; let yb = c${i}${2 * j + 1}; ${epilogueLines(s).join('\n      ')} } }`);
+    }
+    epi4.push('} }');
+  }
+
+  return `${matDecls(s)}
+var<workgroup> xs: array<f32, ${KS * TM}>;
+var<workgroup> ws: array<f32, ${KS * TN}>;
+${norm ? `var<workgroup> ssr: array<f32, ${WG}>;\nvar<workgroup> rinv: array<f32, ${TM}>;` : ''}
+${quantHelpers(m.bits)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let rows = ${rowsExpr};
+  let t0 = wid.y * ${u(TM)};
+  if (t0 >= rows) { return; }
+  ${gather ? gatherCopy(K4, TM, WG) : ''}
+  let u0 = wid.x * ${u(UT)};
+  let tg = lid % 16u;
+  let rg = lid / 16u;
+  ${ssPass}
+  ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  for (var kc = 0u; kc < ${u(KC)}; kc += ${u(NCH)}) {
+    for (var it = lid; it < ${u(TN * WS)}; it += ${u(WG)}) {
+      let r = it / ${u(WS)};
+      let wi = it % ${u(WS)};
+      let row = ${rowOfTile('r')};
+      let wd = w32(row * ${u(m.wpr)} + kc * ${u(CW)} + wi);
+      ${wordWeights().join('\n      ')}
+    }
+    for (var it = lid; it < ${u(TM * KS4)}; it += ${u(WG)}) {
+      let tt = it / ${u(KS4)};
+      let k4 = it % ${u(KS4)};
+      let xi = kc * ${u(CWt / 4)} + k4;
+      let v = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + xi]${norm ? ' * NW[xi] * rinv[tt]' : ''};
+      xs[(k4 * 4u) * ${u(TM)} + tt] = v.x;
+      xs[(k4 * 4u + 1u) * ${u(TM)} + tt] = v.y;
+      xs[(k4 * 4u + 2u) * ${u(TM)} + tt] = v.z;
+      xs[(k4 * 4u + 3u) * ${u(TM)} + tt] = v.w;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${u(KS)}; kk++) {
+      let xb = kk * ${u(TM)} + tg * 4u;
+      let wb = kk * ${u(TN)} + rg * 4u;
+      let a = vec4f(xs[xb], xs[xb + 1u], xs[xb + 2u], xs[xb + 3u]);
+      let b = vec4f(ws[wb], ws[wb + 1u], ws[wb + 2u], ws[wb + 3u]);
+      ${fma.join(' ')}
+    }
+    workgroupBarrier();
+  }
+  ${epi4.join('\n  ')}
+}
+`;
+}
+
 export interface AttentionSpec {
   heads: number;
   kvHeads: number;
