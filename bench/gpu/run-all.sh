@@ -42,6 +42,12 @@ if [ "$what" = tc ] || [ "$what" = tc+tune ]; then
   $NODE .bundle/matmul-sweep.mjs tc ${2:-} > "$OUT/tc.txt" 2>&1
   python3 bench/gpu/torch_matmul.py > "$OUT/torch_matmul_after.txt" 2>&1
 fi
+if [ "$what" = llm ]; then
+  # The WebGPU LLM runtime: decode tokens/s and GB/s of a random 1.1B-shaped q4 Llama, the GEMV kernel alone with a
+  # shape sweep, and the PyTorch peers (copy bandwidth, cuBLAS f16 GEMV, int4 tinygemm) of the same shapes.
+  python3 bench/gpu/torch_gemv.py > "$OUT/torch_gemv.txt" 2>&1
+  $NODE .bundle/llm-decode.mjs > "$OUT/llm.txt" 2>&1
+fi
 if [ "$what" = transfer ]; then
   $NODE .bundle/transfer.mjs > "$OUT/transfer.txt" 2>&1
 fi

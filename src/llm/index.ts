@@ -1,17 +1,18 @@
 // The decoder-LLM runtimes behind one factory: 'reference' (TypeScript, anywhere), 'wasm' and 'webgpu' (generated
 // kernels; each registers itself from its own module).
 import { UnsupportedError } from '../errors.js';
-import { LLM_BACKENDS as BACKENDS, type LlmOptions } from './registry.js';
+import { LLM_BACKENDS, type LlmOptions } from './registry.js';
 import type { LlmRunner, LlmWeights } from './types.js';
 import './wasm.js';
+import './webgpu.js';
 
-export { registerLlmBackend, type LlmBackend, type LlmOptions } from './registry.js';
+export { registerLlmBackend, type LlmBackend, type LlmOptions, type LlmFactory } from './registry.js';
 
 /** A runner of the weights on a backend (default wasm). */
 export async function createLlm(w: LlmWeights, o: LlmOptions = {}): Promise<LlmRunner> {
   const backend = o.backend ?? 'wasm';
-  const f = BACKENDS.get(backend);
-  if (!f) throw new UnsupportedError(`the LLM runtime has no '${backend}' backend (it has ${[...BACKENDS.keys()].join(', ')})`, {}, 'use --backend reference');
+  const f = LLM_BACKENDS.get(backend);
+  if (!f) throw new UnsupportedError(`the LLM runtime has no '${backend}' backend (it has ${[...LLM_BACKENDS.keys()].join(', ')})`, {}, 'use --backend reference');
   if (o.capacity !== undefined && (!Number.isInteger(o.capacity) || o.capacity < 1 || o.capacity > w.config.maxPositions)) {
     throw new UnsupportedError(`a KV cache of ${o.capacity} positions: the model was trained for ${w.config.maxPositions}`, {}, `give a capacity between 1 and ${w.config.maxPositions}`);
   }
@@ -24,3 +25,4 @@ export { quantizeRtn, quantizeMatrix } from './quantize.js';
 export { perplexity } from './perplexity.js';
 export { ReferenceLlm } from './reference.js';
 export { WasmLlm } from './wasm.js';
+export { WebGpuLlm } from './webgpu.js';

@@ -1,5 +1,5 @@
-// The LLM backends by name: each backend module registers its factory here (a module of its own, so that index.ts can
-// import the backends without an import cycle through the registry).
+// The LLM backends by name. A module of its own so that backend modules can register themselves while index.ts
+// imports them (index → backend → index would reach the map before it exists).
 import { ReferenceLlm } from './reference.js';
 import type { LlmRunner, LlmWeights } from './types.js';
 
@@ -14,6 +14,7 @@ export interface LlmOptions {
 }
 
 export type LlmFactory = (w: LlmWeights, o: LlmOptions) => Promise<LlmRunner>;
+
 export const LLM_BACKENDS = new Map<LlmBackend, LlmFactory>([['reference', async (w, o) => new ReferenceLlm(w, o.capacity)]]);
 
 export function registerLlmBackend(name: LlmBackend, f: LlmFactory): void {

@@ -1,0 +1,64 @@
+// Random Llama weights for tests and benchmarks: dense (then quantized by the caller if wanted), or 4/8-bit groups made
+// directly as random bytes (seconds instead of minutes for a billion-parameter model).
+import { mulberry32 } from '../util/random.js';
+import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
+
+/** The shapes [N, K] of a layer's matrices. */
+export function layerShapes(c: LlamaConfig): Record<(typeof LAYER_MATRICES)[number], [number, number]> {
+  const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+  return { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
+}
+
+/** Dense f32 weights, uniform in ±1/√K per matrix (activations stay O(1)); tied embeddings unless `untied`. */
+export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeights {
+  const r = mulberry32(seed);
+  const uni = (n: number, s: number) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * s; return a; };
+  const norm = () => { const a = new Float32Array(c.hidden); for (let i = 0; i < a.length; i++) a[i] = 0.8 + 0.4 * r(); return a; };
+  const shapes = layerShapes(c);
+  const dense = (N: number, K: number): Matrix => ({ kind: 'f32', N, K, data: uni(N * K, 1 / Math.sqrt(K)) });
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.layers; l++) {
+    const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
+    for (const m of LAYER_MATRICES) L[m] = dense(...shapes[m]);
+    layers.push(L);
+  }
+  const embed = uni(c.vocab * c.hidden, 1);
+  const lmHead: Matrix = untied ? dense(c.vocab, c.hidden) : { kind: 'f32', N: c.vocab, K: c.hidden, data: embed };
+  return { config: c, embed, layers, norm: norm(), lmHead, quant: 'f32' };
+}
+
+/**
+ * Random quantized weights made directly: random codes, zero points near the middle and scales that give each weight
+ * a spread of about ±1/√K. The embedding table is f32 (as webjit's quantizer leaves it).
+ */
+export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed = 1): LlmWeights {
+  const r = mulberry32(seed);
+  const shapes = layerShapes(c);
+  const qmax = (1 << bits) - 1;
+  const bytes = (n: number) => {
+    const a = new Uint8Array(n);
+    const w = new Uint32Array(a.buffer, 0, n >> 2);
+    for (let i = 0; i < w.length; i++) w[i] = (r() * 4294967296) >>> 0;
+    for (let i = w.length * 4; i < n; i++) a[i] = (r() * 256) | 0;
+    return a;
+  };
+  const quant = (N: number, K: number): Matrix => {
+    const groups = K / group, zRow = Math.ceil((groups * bits) / 8);
+    const scales = new Float32Array(N * groups).fill((2 / Math.sqrt(K)) / qmax);
+    const zeros = new Uint8Array(N * zRow);
+    const mid = (qmax + 1) >> 1;
+    if (bits === 8) zeros.fill(mid);
+    else zeros.fill(mid | (mid << 4));
+    return { kind: 'q', bits, group, N, K, data: bytes((N * K * bits) / 8), scales, zeros };
+  };
+  const norm = () => new Float32Array(c.hidden).fill(1);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.layers; l++) {
+    const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
+    for (const m of LAYER_MATRICES) L[m] = quant(...shapes[m]);
+    layers.push(L);
+  }
+  const embed = new Float32Array(c.vocab * c.hidden);
+  for (let i = 0; i < embed.length; i++) embed[i] = r() * 2 - 1;
+  return { config: c, embed, layers, norm: norm(), lmHead: quant(c.vocab, c.hidden), quant: `q${bits} g${group} random` };
+}

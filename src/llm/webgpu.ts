@@ -1,0 +1,642 @@
+// The WebGPU runtime of decoder LLMs: weights uploaded once, the KV cache preallocated and written in place, kernels
+// generated for the model's shapes (wgsl.ts) and compiled once at create, one command encoder and one submit per
+// forward() (per maxT tokens), and only the logits (or argmax ids) read back.
+import { acquireGpu, checkLost, type GpuContext } from '../backends/webgpu/device.js';
+import { ExecutionError, InputError, ResourceLimitError, UnsupportedError } from '../errors.js';
+import { checkForward, checkTruncate, ropeTables } from './reference.js';
+import { registerLlmBackend } from './registry.js';
+import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
+import {
+  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  paired, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
+} from './wgsl.js';
+
+/** Knobs for tests and benchmarks (read at create). */
+export const llmGpuConfig = {
+  /** Use subgroup reductions where the device has subgroups (tests turn this off to run the workgroup-memory path). */
+  subgroups: true,
+  /** Workgroups a matrix-vector product should spread over (row groups per workgroup shrink until it does). */
+  targetWorkgroups: 256,
+  /** Threads along K per row. */
+  TK: 32,
+  /** Most tokens per submit: longer forwards go in chunks (activation buffers are sized for this many tokens). */
+  maxT: 256,
+  /** Token buckets and rolled loops (tests: run the GPUs' unrolled small-T kernels on a software driver). */
+  buckets: undefined as number[] | undefined,
+  rolled: undefined as boolean | undefined,
+  /** Attention splits the keys over workgroups when a forward of at most 4 tokens sees more than this many. */
+  attnSplitMin: 512,
+  /** Keys per split (at most 32 splits). */
+  attnSplitKeys: 256,
+  /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
+  shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
+};
+
+export type GemvRole = 'qkv' | 'o' | 'gateup' | 'down' | 'head';
+
+/**
+ * Tokens per workgroup of the matrix-vector kernels: each T uses the smallest bucket that holds it; larger T the tiled
+ * kernel. Software drivers get fewer, rolled kernels (their compiler takes minutes over the unrolled ones).
+ */
+export const TOKEN_BUCKETS = [1, 4, 16];
+const SOFTWARE_BUCKETS = [1, 16];
+
+/**
+ * The shape of a matrix-vector kernel: RT units per thread (fewer as T grows, to bound the accumulators), TK threads
+ * along K, and row groups per workgroup halved from 8 until the matrix spreads over targetWorkgroups; then shrunk to
+ * fit workgroup memory. Subgroup reductions need subgroups no wider than TK.
+ */
+export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number,
+  limits: { maxWorkgroupStorage: number; subgroupMax: number }): GemvSpec {
+  const P = paired(base.epi) ? 2 : 1;
+  const units = gemvUnits(base);
+  let RT = TB === 1 ? 4 / P : TB === 4 ? Math.max(1, 2 / P) : 1;
+  let RG = 8;
+  while (RG > 1 && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups) RG /= 2;
+  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...llmGpuConfig.shape?.(role, units, TB) };
+  while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
+    if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
+    spec = { ...spec, RG, RT };
+  }
+  if (spec.sg && spec.TK < limits.subgroupMax) spec = { ...spec, sg: false };
+  return spec;
+}
+
+/**
+ * Runs a probe kernel at the workgroup sizes the LLM kernels use: ok when every subgroup is a contiguous, aligned run of
+ * local_invocation_index (the GEMV and attention reductions index workgroup memory by lid / subgroup_size).
+ */
+export async function probeSubgroups(dev: GPUDevice): Promise<{ ok: boolean; maxSize: number }> {
+  let ok = true, maxSize = 0;
+  const bgl = dev.createBindGroupLayout({ entries: [{ binding: 0, visibility: 4, buffer: { type: 'storage' } }] });
+  const layout = dev.createPipelineLayout({ bindGroupLayouts: [bgl] });
+  for (const WG of [32, 64, 128, 256]) {
+    dev.pushErrorScope('validation');
+    let a: Uint32Array;
+    try {
+      const p = await dev.createComputePipelineAsync({ layout, compute: { module: dev.createShaderModule({ code: subgroupProbeKernel(WG) }), entryPoint: 'main' } });
+      const buf = dev.createBuffer({ size: WG * 8, usage: STORAGE | COPY_SRC });
+      const rd = dev.createBuffer({ size: WG * 8, usage: MAP_READ | COPY_DST });
+      const enc = dev.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p);
+      pass.setBindGroup(0, dev.createBindGroup({ layout: bgl, entries: [{ binding: 0, resource: { buffer: buf } }] }));
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      enc.copyBufferToBuffer(buf, 0, rd, 0, WG * 8);
+      dev.queue.submit([enc.finish()]);
+      await rd.mapAsync(MAP_READ);
+      a = new Uint32Array(rd.getMappedRange().slice(0));
+      rd.unmap();
+      buf.destroy(); rd.destroy();
+    } catch {
+      await dev.popErrorScope();
+      return { ok: false, maxSize: 0 };
+    }
+    if (await dev.popErrorScope()) return { ok: false, maxSize: 0 };
+    for (let i = 0; i < WG; i++) {
+      if (a[2 * i] !== 1) ok = false;
+      maxSize = Math.max(maxSize, a[2 * i + 1]);
+    }
+  }
+  return { ok: ok && maxSize > 0, maxSize };
+}
+
+export interface WebGpuLlmOptions {
+  capacity?: number;
+  /** A device to run on (default: webjit's shared device). */
+  device?: GPUDevice;
+}
+
+/** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
+const SPLIT_MAX_T = 4;
+const ATTN_SPLITS_MAX = 32;
+const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01;
+const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
+
+/** Rows of several matrices stacked into one [ΣN, K] matrix of the same format. */
+export function concatRows(ms: Matrix[], what: string): Matrix {
+  const a = ms[0];
+  for (const m of ms) {
+    if (m.K !== a.K || m.kind !== a.kind || (m.kind === 'q' && a.kind === 'q' && (m.bits !== a.bits || m.group !== a.group))) {
+      throw new UnsupportedError(`${what}: the matrices fused into one kernel differ in shape or format`, {}, "quantize them alike, or use backend 'wasm'");
+    }
+  }
+  const N = ms.reduce((s, m) => s + m.N, 0);
+  if (a.kind === 'f32') {
+    const data = new Float32Array(N * a.K);
+    let o = 0;
+    for (const m of ms) { data.set(m.data, o); o += m.data.length; }
+    return { kind: 'f32', N, K: a.K, data };
+  }
+  const qs = ms as QuantMatrix[];
+  const cat = <T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
+    const out = make(parts.reduce((s, p) => s + p.length, 0));
+    let o = 0;
+    for (const p of parts) { out.set(p, o); o += p.length; }
+    return out;
+  };
+  return {
+    kind: 'q', bits: a.bits, group: a.group, N, K: a.K,
+    data: cat(qs.map((m) => m.data), (n) => new Uint8Array(n)),
+    scales: cat(qs.map((m) => m.scales), (n) => new Float32Array(n)),
+    zeros: cat(qs.map((m) => m.zeros), (n) => new Uint8Array(n)),
+  };
+}
+
+/** A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row. */
+export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
+  if (m.kind === 'f32') {
+    const layout = matLayout('f32', 32, m.K, m.N, m.K);
+    const words = new Uint32Array(layout.words);
+    new Float32Array(words.buffer).set(m.data);
+    return { layout, words };
+  }
+  const layout = matLayout('q', m.bits, m.group, m.N, m.K);
+  const words = new Uint32Array(layout.words);
+  const bytes = new Uint8Array(words.buffer);
+  bytes.set(m.data, 0);
+  new Float32Array(words.buffer, layout.scaleOff * 4, m.N * layout.groups).set(m.scales);
+  const zRow = Math.ceil((layout.groups * m.bits) / 8);
+  for (let n = 0; n < m.N; n++) bytes.set(m.zeros.subarray(n * zRow, (n + 1) * zRow), (layout.zeroOff + n * layout.zpr) * 4);
+  return { layout, words };
+}
+
+interface GemvKernels {
+  units: number;
+  /** Per token bucket: the pipeline and the units one workgroup covers. */
+  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number }>;
+  bind: GPUBindGroup | null;
+  layout: GPUBindGroupLayout;
+}
+
+type Mode = 'logits' | 'logitsAll' | 'argmax' | 'argmaxAll';
+
+export class WebGpuLlm implements LlmRunner {
+  readonly backend = 'webgpu' as const;
+  readonly config: LlamaConfig;
+  readonly capacity: number;
+  /** Pipelines and bind groups this runner created (tests check that forwards create none). */
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN };
+  /**
+   * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
+   * costs a second read-back per forward).
+   */
+  timing = false;
+  /** Whether the kernels use subgroup reductions. */
+  subgroups = false;
+  /** Tokens per workgroup of the matrix kernels' variants. */
+  readonly buckets: number[];
+  private readonly rolled: boolean;
+  private len = 0;
+  private busy = false;
+  private released = false;
+  private readonly device: GPUDevice;
+  private readonly ctx: GpuContext | null;
+  private readonly maxT: number;
+  private readonly buffers: GPUBuffer[] = [];
+  private readonly pipelineCache = new Map<string, Promise<GPUComputePipeline>>();
+  private readonly layoutCache = new Map<string, { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout }>();
+  // Filled by init().
+  private meta!: GPUBuffer;
+  private x!: GPUBuffer;
+  private q!: GPUBuffer;
+  private attn!: GPUBuffer;
+  private g!: GPUBuffer;
+  private res!: GPUBuffer;
+  private logits: GPUBuffer | null = null;
+  private logitsRows = 0;
+  private staging: GPUBuffer | null = null;
+  private headW!: GPUBuffer;
+  private finalNorm!: GPUBuffer;
+  private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: GPUBuffer; attnBind: GPUBindGroup | null }[] = [];
+  private head!: GemvKernels;
+  private attention!: GPUComputePipeline;
+  private attnCombine!: GPUComputePipeline;
+  private combineBind!: GPUBindGroup;
+  private argmax!: GPUComputePipeline;
+  private argmaxBind: GPUBindGroup | null = null;
+  /** GPU timestamps of a forward's compute pass, where the device has timestamp-query. */
+  private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
+
+  private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
+    private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number }) {
+    this.config = w.config;
+    this.capacity = capacity;
+    this.device = device;
+    this.ctx = ctx;
+    this.maxT = Math.max(1, Math.min(llmGpuConfig.maxT, capacity));
+    this.buckets = llmGpuConfig.buckets ?? (caps.software ? SOFTWARE_BUCKETS : TOKEN_BUCKETS);
+    this.rolled = llmGpuConfig.rolled ?? caps.software;
+  }
+
+  /** The kernel variant for T tokens: a matrix-vector bucket, or the tiled kernel (GEMM_TM) past the largest. */
+  private bucketOf(T: number): number {
+    return this.buckets.find((b) => T <= b) ?? GEMM_TM;
+  }
+
+  static async create(w: LlmWeights, o: WebGpuLlmOptions = {}): Promise<WebGpuLlm> {
+    const c = w.config;
+    const capacity = o.capacity ?? c.maxPositions;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > c.maxPositions) {
+      throw new UnsupportedError(`a KV cache of ${capacity} positions: the model was trained for ${c.maxPositions}`, {}, `give a capacity between 1 and ${c.maxPositions}`);
+    }
+    checkConfig(c);
+    let device: GPUDevice, ctx: GpuContext | null = null;
+    if (o.device) device = o.device;
+    else { ctx = await acquireGpu(); checkLost(ctx); device = ctx.device; }
+    const L = device.limits;
+    const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    const caps = {
+      subgroups: device.features.has('subgroups' as GPUFeatureName),
+      software: ctx ? ctx.caps.software : /llvmpipe|lavapipe|swiftshader|software/i.test(`${info?.vendor ?? ''} ${info?.device ?? ''} ${info?.description ?? ''} ${info?.architecture ?? ''}`),
+      maxWorkgroupStorage: L.maxComputeWorkgroupStorageSize,
+      maxBindingSize: L.maxStorageBufferBindingSize,
+      maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
+    };
+    if (L.maxStorageBuffersPerShaderStage < 7) {
+      throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");
+    }
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps);
+    try {
+      await r.init();
+    } catch (e) {
+      r.destroyBuffers();
+      throw e;
+    }
+    return r;
+  }
+
+  get length(): number { return this.len; }
+
+  truncate(length: number): void {
+    checkTruncate(this.len, length);
+    this.len = length;
+  }
+
+  async forward(ids: readonly number[], allLogits = false): Promise<Float32Array> {
+    return (await this.run(ids, allLogits ? 'logitsAll' : 'logits')) as Float32Array;
+  }
+
+  /** Runs ids and returns the argmax of the last position's logits (4 bytes read back). */
+  async greedy(ids: readonly number[]): Promise<number> {
+    return (await this.run(ids, 'argmax'))[0];
+  }
+
+  /** Runs ids and returns the argmax of every position's logits (speculative decoding's verification). */
+  async forwardArgmaxAll(ids: readonly number[]): Promise<number[]> {
+    return [...(await this.run(ids, 'argmaxAll'))];
+  }
+
+  async release(): Promise<void> {
+    this.released = true;
+    this.destroyBuffers();
+  }
+
+  // --- Setup -------------------------------------------------------------------------------------------------------
+
+  private async init(): Promise<void> {
+    const c = this.config, w = this.w, cap = this.capacity, maxT = this.maxT;
+    const D = c.hidden, F = c.intermediate, H = c.heads, KVH = c.kvHeads, HD = c.headDim;
+    this.subgroups = this.caps.subgroups && llmGpuConfig.subgroups && await this.subgroupsUsable();
+
+    // The meta buffer with the RoPE table after the per-forward words.
+    const ropeOff = metaRopeOffset(maxT);
+    const rope = ropeTables(c, cap);
+    const metaInit = new Uint32Array(ropeOff + rope.cos.length * 2);
+    new Float32Array(metaInit.buffer, ropeOff * 4, rope.cos.length).set(rope.cos);
+    new Float32Array(metaInit.buffer, (ropeOff + rope.cos.length) * 4, rope.sin.length).set(rope.sin);
+    this.meta = this.upload(metaInit, COPY_DST, 'the RoPE table');
+
+    this.x = this.alloc(maxT * D * 4, 0, 'activations');
+    this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
+    this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
+    this.g = this.alloc(maxT * F * 4, 0, 'activations');
+    this.res = this.alloc(Math.max(maxT, cap) * 4, COPY_SRC, 'argmax ids');
+    if (this.device.features.has('timestamp-query')) {
+      const resolve = this.device.createBuffer({ size: 16, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
+      const read = this.device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST });
+      this.buffers.push(resolve, read);
+      this.timestamps = { set: this.device.createQuerySet({ type: 'timestamp', count: 2 }), resolve, read };
+    }
+    const embed = this.upload(w.embed, 0, 'the embedding table');
+    this.finalNorm = this.upload(w.norm, 0, 'norm weights');
+
+    const pending: Promise<unknown>[] = [];
+    const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string): { k: GemvKernels; buf: GPUBuffer } => {
+      const packed = packMatrix(m);
+      const buf = this.upload(packed.words, 0, what);
+      const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled };
+      const bindings = gemvBindings(base);
+      const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl };
+      for (const TB of [...this.buckets, GEMM_TM]) {
+        let code: string, UW: number;
+        if (TB === GEMM_TM) {
+          code = gemmKernel(base);
+          UW = gemmUnitsPerTile(base);
+        } else {
+          const spec = this.shapeFor(role, base, TB);
+          code = gemvKernel(spec);
+          UW = spec.RG * spec.RT;
+        }
+        if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");
+        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW }); }));
+      }
+      return { k, buf };
+    };
+
+    for (let l = 0; l < c.layers; l++) {
+      const Lw = w.layers[l];
+      const attnNorm = this.upload(Lw.attnNorm, 0, 'norm weights');
+      const mlpNorm = this.upload(Lw.mlpNorm, 0, 'norm weights');
+      const kv = this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
+      const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff };
+      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`);
+      const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`);
+      const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`);
+      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`);
+      qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
+        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x]
+        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv]);
+      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x]);
+      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g]);
+      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x]);
+      this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null });
+    }
+    const head = gemv('head', w.lmHead, true, false, { kind: 'head' }, 'lm_head');
+    this.head = head.k;
+    this.headW = head.buf;
+
+    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(HD, this.subgroups), sg: this.subgroups });
+    pending.push(this.pipeline(attnCode, 'rrrww').then((p) => { this.attention = p; }));
+    pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD }), 'rrw').then((p) => { this.attnCombine = p; }));
+    pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
+    await Promise.all(pending);
+    const attnLayout = this.layoutFor('rrrww').bgl;
+    const parts = this.alloc(SPLIT_MAX_T * H * ATTN_SPLITS_MAX * (HD / 4 + 1) * 16, 0, 'attention partials');
+    for (const L of this.layers) {
+      L.attnBind = this.bindGroup(attnLayout, [this.meta, this.q, L.kv, this.attn, parts]);
+    }
+    this.combineBind = this.bindGroup(this.layoutFor('rrw').bgl, [this.meta, parts, this.attn]);
+    // Room for the logits of a speculative draft's verification from the start; longer all-position forwards grow it.
+    this.ensureLogits(16);
+  }
+
+  private shapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number): GemvSpec {
+    return gemvShapeFor(role, base, TB, { maxWorkgroupStorage: this.caps.maxWorkgroupStorage, subgroupMax: this.sgMax });
+  }
+
+  private sgMax = 0;
+
+  /** Subgroups must be aligned runs of the workgroup no larger than TK (what the reductions assume). */
+  private async subgroupsUsable(): Promise<boolean> {
+    const p = await probeSubgroups(this.device);
+    this.sgMax = p.maxSize;
+    return p.ok;
+  }
+
+  private layoutFor(bindings: string): { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout } {
+    let e = this.layoutCache.get(bindings);
+    if (!e) {
+      const bgl = this.device.createBindGroupLayout({
+        entries: [...bindings].map((b, i) => ({ binding: i, visibility: 4 /* COMPUTE */, buffer: { type: b === 'r' ? 'read-only-storage' : 'storage' } as GPUBufferBindingLayout })),
+      });
+      e = { bgl, pl: this.device.createPipelineLayout({ bindGroupLayouts: [bgl] }) };
+      this.layoutCache.set(bindings, e);
+    }
+    return e;
+  }
+
+  private pipeline(code: string, bindings: string): Promise<GPUComputePipeline> {
+    let p = this.pipelineCache.get(code);
+    if (!p) {
+      this.stats.pipelines++;
+      p = this.device.createComputePipelineAsync({ layout: this.layoutFor(bindings).pl, compute: { module: this.device.createShaderModule({ code }), entryPoint: 'main' } })
+        .catch((e: Error) => {
+          throw new ExecutionError(`a generated LLM kernel does not compile: ${e.message}`, {}, 'this is a bug in webjit; please report it with the model config');
+        });
+      this.pipelineCache.set(code, p);
+    }
+    return p;
+  }
+
+  private bindGroup(layout: GPUBindGroupLayout, bufs: GPUBuffer[]): GPUBindGroup {
+    this.stats.bindGroups++;
+    return this.device.createBindGroup({ layout, entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  }
+
+  private alloc(bytes: number, usage: number, what: string): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (size > this.caps.maxBindingSize) {
+      throw new ResourceLimitError(`${what} takes ${size} bytes; the device binds at most ${this.caps.maxBindingSize} per buffer`, {},
+        'use a smaller capacity or model, a device with larger limits, or backend \'wasm\'');
+    }
+    const b = this.device.createBuffer({ size, usage: STORAGE | usage });
+    this.buffers.push(b);
+    return b;
+  }
+
+  private upload(data: ArrayBufferView, usage: number, what: string): GPUBuffer {
+    const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
+    if (size > this.caps.maxBindingSize) {
+      throw new ResourceLimitError(`${what} takes ${size} bytes; the device binds at most ${this.caps.maxBindingSize} per buffer`, {},
+        'use a smaller model, a device with larger limits, or backend \'wasm\'');
+    }
+    const b = this.device.createBuffer({ size, usage: STORAGE | usage, mappedAtCreation: true });
+    new Uint8Array(b.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    b.unmap();
+    this.buffers.push(b);
+    return b;
+  }
+
+  /** The logits buffer holds at least `rows` rows (grown rarely: the head's and argmax's bind groups follow it). */
+  private ensureLogits(rows: number): void {
+    if (this.logits && this.logitsRows >= rows) return;
+    const want = Math.min(this.maxT, Math.max(rows, this.logitsRows * 2, 1));
+    if (this.logits) { this.logits.destroy(); this.buffers.splice(this.buffers.indexOf(this.logits), 1); }
+    this.logits = this.alloc(want * this.config.vocab * 4, COPY_SRC, 'the logits');
+    this.logitsRows = want;
+    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits]);
+    this.argmaxBind = this.bindGroup(this.layoutFor('wrw').bgl, [this.meta, this.logits, this.res]);
+  }
+
+  private stagingOf(bytes: number): GPUBuffer {
+    if (!this.staging || this.staging.size < bytes) {
+      if (this.staging) { this.staging.destroy(); this.buffers.splice(this.buffers.indexOf(this.staging), 1); }
+      const b = this.device.createBuffer({ size: Math.max(256, Math.ceil(bytes / 256) * 256), usage: MAP_READ | COPY_DST });
+      this.buffers.push(b);
+      this.staging = b;
+    }
+    return this.staging;
+  }
+
+  private destroyBuffers(): void {
+    this.timestamps?.set.destroy();
+    this.timestamps = null;
+    for (const b of this.buffers) b.destroy();
+    this.buffers.length = 0;
+    this.logits = null;
+    this.staging = null;
+  }
+
+  // --- Running -----------------------------------------------------------------------------------------------------
+
+  private begin(ids: readonly number[], extra = 0): void {
+    if (this.released) throw new InputError('this WebGPU LLM runner was released', {}, 'create a new one');
+    if (this.busy) throw new InputError('forward() was called while another forward() of the same runner was running', {}, 'await each call before the next');
+    checkForward(this.config, this.len, this.capacity - extra, ids);
+    if (this.ctx) checkLost(this.ctx);
+  }
+
+  /**
+   * Writes the meta words (and the chunk's ids unless `ids` is null: the previous argmax wrote the token), records and
+   * submits one chunk, with a copy of `copyBytes` of the logits or argmax ids to the staging buffer.
+   */
+  private submitChunk(ids: readonly number[] | null, T: number, head: { rows: number; rowOff: number; argmax: boolean; resOff?: number; feed?: boolean },
+    copyBytes: number): GPUBuffer | null {
+    if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
+    const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
+    const keys = this.len + T;
+    const splits = T <= SPLIT_MAX_T && keys > llmGpuConfig.attnSplitMin ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, llmGpuConfig.attnSplitKeys)) : 1;
+    meta[0] = T; meta[1] = this.len; meta[2] = head.rowOff; meta[3] = head.rows; meta[4] = head.resOff ?? 0; meta[5] = head.feed ? 1 : 0;
+    meta[6] = splits; meta[7] = ceilDiv(keys, splits);
+    if (ids) meta.set(ids, META_IDS);
+    const t0 = performance.now();
+    this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
+    const enc = this.device.createCommandEncoder();
+    const timed = this.timing && this.timestamps !== null && copyBytes > 0;
+    this.encode(enc, T, splits, head.rows, head.argmax, timed);
+    let staging: GPUBuffer | null = null;
+    if (copyBytes > 0) {
+      staging = this.stagingOf(copyBytes);
+      enc.copyBufferToBuffer(head.argmax ? this.res : this.logits!, 0, staging, 0, copyBytes);
+      if (timed) {
+        const ts = this.timestamps!;
+        enc.resolveQuerySet(ts.set, 0, 2, ts.resolve, 0);
+        enc.copyBufferToBuffer(ts.resolve, 0, ts.read, 0, 16);
+      }
+    }
+    this.device.queue.submit([enc.finish()]);
+    this.stats.encodeMsLastForward = performance.now() - t0;
+    this.len += T;
+    return staging;
+  }
+
+  private async readBack(staging: GPUBuffer, bytes: number, u32: boolean, timed = true): Promise<Float32Array | Uint32Array> {
+    await staging.mapAsync(MAP_READ, 0, bytes);
+    const r = staging.getMappedRange(0, bytes).slice(0);
+    staging.unmap();
+    if (this.timestamps && this.timing && timed) {
+      const ts = this.timestamps;
+      await ts.read.mapAsync(MAP_READ, 0, 16);
+      const t = new BigInt64Array(ts.read.getMappedRange(0, 16).slice(0));
+      ts.read.unmap();
+      this.stats.gpuMsLastForward = Number(t[1] - t[0]) / 1e6;
+    }
+    return u32 ? new Uint32Array(r) : new Float32Array(r);
+  }
+
+  private async run(ids: readonly number[], mode: Mode): Promise<Float32Array | Uint32Array> {
+    this.begin(ids);
+    const V = this.config.vocab, all = mode === 'logitsAll' || mode === 'argmaxAll', argmax = mode === 'argmax' || mode === 'argmaxAll';
+    const out = all ? (argmax ? new Uint32Array(ids.length) : new Float32Array(ids.length * V)) : null;
+    this.busy = true;
+    try {
+      let last: Float32Array | Uint32Array | null = null;
+      for (let c0 = 0; c0 < ids.length; c0 += this.maxT) {
+        const chunk = ids.slice(c0, c0 + this.maxT);
+        const T = chunk.length, isLast = c0 + T === ids.length;
+        const rows = all ? T : isLast ? 1 : 0;
+        const bytes = rows * (argmax ? 4 : V * 4);
+        const staging = this.submitChunk(chunk, T, { rows, rowOff: all ? 0 : T - 1, argmax }, bytes);
+        if (staging) {
+          const got = await this.readBack(staging, bytes, argmax);
+          if (out) out.set(got, argmax ? c0 : c0 * V);
+          else last = got;
+        }
+      }
+      return out ?? last!;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /**
+   * Greedy decoding of `steps` tokens after `prompt` with no read-back between steps: each step's argmax writes the
+   * next step's token on the GPU, so the CPU records step n+1 while the GPU runs step n, and the ids come back once.
+   * Returns the generated ids (the last one is not run: the cache grows by prompt.length + steps − 1). Stops at nothing:
+   * cut the result at an end-of-sequence id.
+   */
+  async generateGreedy(prompt: readonly number[], steps: number): Promise<number[]> {
+    if (!Number.isInteger(steps) || steps < 1) throw new InputError(`generateGreedy: steps = ${steps}`, {}, 'give a whole number of steps, at least 1');
+    this.begin(prompt, steps - 1);
+    this.busy = true;
+    try {
+      for (let c0 = 0; c0 < prompt.length; c0 += this.maxT) {
+        const chunk = prompt.slice(c0, c0 + this.maxT), T = chunk.length;
+        const isLast = c0 + T === prompt.length;
+        this.submitChunk(chunk, T, { rows: isLast ? 1 : 0, rowOff: T - 1, argmax: isLast, resOff: 0, feed: true }, 0);
+      }
+      for (let s = 1; s < steps; s++) this.submitChunk(null, 1, { rows: 1, rowOff: 0, argmax: true, resOff: s, feed: true }, 0);
+      const staging = this.stagingOf(steps * 4);
+      const enc = this.device.createCommandEncoder();
+      enc.copyBufferToBuffer(this.res, 0, staging, 0, steps * 4);
+      this.device.queue.submit([enc.finish()]);
+      return [...(await this.readBack(staging, steps * 4, true, false))];
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
+  private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean): void {
+    const pass = enc.beginComputePass(timed
+      ? { timestampWrites: { querySet: this.timestamps!.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } }
+      : undefined);
+    const TB = this.bucketOf(T);
+    let n = 0;
+    const gemv = (k: GemvKernels, rows: number, tb: number) => {
+      const e = k.byTB.get(tb)!;
+      pass.setPipeline(e.pipeline);
+      pass.setBindGroup(0, k.bind!);
+      pass.dispatchWorkgroups(ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
+      n++;
+    };
+    for (const L of this.layers) {
+      gemv(L.qkv, T, TB);
+      pass.setPipeline(this.attention);
+      pass.setBindGroup(0, L.attnBind!);
+      pass.dispatchWorkgroups(this.config.heads, T, splits);
+      n++;
+      if (splits > 1) {
+        pass.setPipeline(this.attnCombine);
+        pass.setBindGroup(0, this.combineBind);
+        pass.dispatchWorkgroups(this.config.heads, T);
+        n++;
+      }
+      gemv(L.o, T, TB);
+      gemv(L.gateup, T, TB);
+      gemv(L.down, T, TB);
+    }
+    if (headRows > 0) {
+      gemv(this.head, headRows, this.bucketOf(headRows));
+      if (argmax) {
+        pass.setPipeline(this.argmax);
+        pass.setBindGroup(0, this.argmaxBind!);
+        pass.dispatchWorkgroups(headRows);
+        n++;
+      }
+    }
+    pass.end();
+    this.stats.dispatchesLastForward = n;
+  }
+}
+
+function checkConfig(c: LlamaConfig): void {
+  const bad = (what: string) => new UnsupportedError(`the WebGPU LLM runtime needs ${what}`, {}, "use backend 'wasm' or 'reference'");
+  if (c.hidden % 4 || c.intermediate % 4) throw bad(`hidden and intermediate sizes that are multiples of 4 (got ${c.hidden}, ${c.intermediate})`);
+  if (c.headDim % 4 || c.headDim > 256) throw bad(`a head size that is a multiple of 4 and at most 256 (got ${c.headDim})`);
+  if (c.heads % c.kvHeads) throw bad(`heads (${c.heads}) that are a multiple of the KV heads (${c.kvHeads})`);
+}
+
+registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity }));

@@ -1,0 +1,713 @@
+// WGSL generators of the WebGPU LLM runtime: the matrix-vector kernel (decode and small T, dequantisation fused, RMSNorm
+// in its prologue, RoPE/KV-cache writes, SiLU·mul or the residual add in its epilogue), attention over the KV cache, and
+// argmax. Every size that changes per token (T, the cache length, which row feeds the head) is read from the `meta`
+// buffer, so one pipeline serves every position.
+import { f32Lit } from '../backends/webgpu/kernel.js';
+
+const u = (n: number): string => `${n}u`;
+
+/**
+ * The `meta` buffer (u32 words), written once per forward: [0] T, [1] p0 (cached positions before this forward), [2]
+ * the first x row the head reads, [3] the head's rows, [4] where argmax writes its first id, [5] 1 when argmax also
+ * writes its (last) id as the next forward's token, [6] attention splits, [7] keys per split, [8, 8+maxT) token ids,
+ * then the RoPE table: cos at ROPE_OFF
+ * [capacity, headDim/2], sin after it.
+ */
+export const META_HEADER = 8;
+export const META_IDS = 8;
+export const metaRopeOffset = (maxT: number): number => META_IDS + maxT;
+
+/**
+ * A matrix as the kernels read it: one u32 buffer holding the data rows (K·bits/32 words each; f32 bits for dense),
+ * then the scales (f32 bits, [N, groups]), then the zero points packed per row and padded to whole words.
+ */
+export interface MatLayout {
+  kind: 'f32' | 'q';
+  bits: 4 | 8 | 32;
+  group: number;
+  N: number;
+  K: number;
+  /** Data words per row. */
+  wpr: number;
+  groups: number;
+  /** Zero-point words per row. */
+  zpr: number;
+  scaleOff: number;
+  zeroOff: number;
+  words: number;
+}
+
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number): MatLayout {
+  const wpr = (K * bits) / 32;
+  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, scaleOff: N * wpr, zeroOff: N * wpr, words: N * wpr };
+  const groups = K / group, zpr = Math.ceil((groups * bits) / 32);
+  const scaleOff = N * wpr, zeroOff = scaleOff + N * groups;
+  return { kind, bits, group, N, K, wpr, groups, zpr, scaleOff, zeroOff, words: zeroOff + N * zpr };
+}
+
+export type Epilogue =
+  /** out[t, n] = y (the head: x rows from MT[2], MT[3] of them). */
+  | { kind: 'head' }
+  /** x[t, n] += y */
+  | { kind: 'residual' }
+  /** g[t, n] = silu(y[n]) * y[n + F]: units are the row pairs (n, n + F). */
+  | { kind: 'gateup'; F: number }
+  /**
+   * Rows are q|k|v heads of headDim; units are rotary pairs (i, i + headDim/2) of a head. q is rotated into Q, k
+   * rotated and v copied into the layer's cache [2, kvHeads, capacity, headDim] at position p0 + t.
+   */
+  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number };
+
+export interface GemvShape {
+  /** Tokens per workgroup: each weight load serves all of them. */
+  TB: number;
+  /** Units (rows, or row pairs) per thread. */
+  RT: number;
+  /** Threads along K per row group. */
+  TK: number;
+  /** Row groups per workgroup. */
+  RG: number;
+}
+
+export interface GemvSpec extends GemvShape {
+  m: MatLayout;
+  /** Subgroup reductions (the device's subgroups were checked to be contiguous runs of the workgroup). */
+  sg: boolean;
+  /** RMSNorm of x in the prologue: y = W (nw ⊙ x) / rms(x). */
+  norm: boolean;
+  eps: number;
+  /** x rows are embedding rows picked by the token ids; workgroup 0 also copies them into x. */
+  gather: boolean;
+  /**
+   * Loops over rows and tokens with bounds the compiler cannot see (software drivers: LLVM unrolling the small-T kernel
+   * takes minutes). GPUs get constant bounds, so that the accumulators stay in registers.
+   */
+  rolled?: boolean;
+  epi: Epilogue;
+}
+
+export const paired = (e: Epilogue): boolean => e.kind === 'gateup' || e.kind === 'qkv';
+export const gemvUnits = (s: { m: MatLayout; epi: Epilogue }): number => (paired(s.epi) ? s.m.N / 2 : s.m.N);
+export const gemvWorkgroupSize = (s: GemvShape): number => s.TK * s.RG;
+
+/** Values each thread reduces: the accumulators (units × rows per unit × tokens), and the sums of squares for the norm. */
+function valueCount(s: GemvSpec): number {
+  return s.RT * (paired(s.epi) ? 2 : 1) * s.TB + (s.norm ? s.TB : 0);
+}
+
+/** Workgroup memory of a GEMV kernel (the reduction's two arrays). */
+export function gemvWorkgroupBytes(s: GemvSpec): number {
+  const NV = valueCount(s);
+  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG);
+}
+
+/** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
+export function gemvBindings(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
+  let b = 'rrr' + (s.norm ? 'r' : '');
+  if (s.epi.kind === 'qkv') b += 'ww';
+  else b += 'w';
+  if (s.gather) b += 'w';
+  return b;
+}
+
+/** The epilogue of one output: `ya` (and `yb`, the pair's second row) of unit `un` for token `t`. */
+function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
+  const { m, epi } = s;
+  switch (epi.kind) {
+    case 'head': return [`OUT[t * ${u(m.N)} + un] = ya;`];
+    case 'residual': return [`OUT[t * ${u(m.N)} + un] += ya;`];
+    case 'gateup': return [`OUT[t * ${u(epi.F)} + un] = ya / (1.0 + exp(-ya)) * yb;`];
+    case 'qkv': {
+      const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = epi;
+      const half = HD / 2;
+      return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`,
+        `let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`,
+        `let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`,
+        `if (hh < ${u(H)}) {
+        let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
+        QO[o] = ya * cs - yb * sn; QO[o + ${u(half)}] = yb * cs + ya * sn;
+      } else if (hh < ${u(H + KVH)}) {
+        let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ya * cs - yb * sn; KV[o + ${u(half)}] = yb * cs + ya * sn;
+      } else {
+        let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ya; KV[o + ${u(half)}] = yb;
+      }`];
+    }
+  }
+}
+
+/** Storage declarations of the matrix kernels, in gemvBindings' order. */
+function matDecls(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
+  const bindings = gemvBindings(s);
+  const names = ['MT', 'W', 'X', ...(s.norm ? ['NW'] : [])];
+  const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(s.norm ? ['array<vec4f>'] : [])];
+  if (s.epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
+  else { names.push('OUT'); types.push('array<f32>'); }
+  if (s.gather) { names.push('XW'); types.push('array<vec4f>'); }
+  return names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
+}
+
+/** Row of unit `uv`, half `h` (a number or a WGSL expression; paired units are two rows). */
+function rowOfUnit(epi: Epilogue, uv: string, h: number | string): string {
+  const hv = typeof h === 'number' ? u(h) : h;
+  if (epi.kind === 'gateup') return h === 0 ? uv : `(${uv} + ${hv} * ${u(epi.F)})`;
+  if (epi.kind === 'qkv') {
+    const half = epi.headDim / 2;
+    return `((${uv} / ${u(half)}) * ${u(epi.headDim)} + (${uv} % ${u(half)})${h === 0 ? '' : ` + ${hv} * ${u(half)}`})`;
+  }
+  return uv;
+}
+
+/** The x row of token slot `t` (an expression): an embedding row, the head's row, or row t. */
+function xRow(s: { gather: boolean; epi: Epilogue }, t: string): string {
+  return s.gather ? `MT[${u(META_IDS)} + ${t}]` : s.epi.kind === 'head' ? `(MT[2] + ${t})` : t;
+}
+
+/** Gather mode: workgroups of column 0 copy their tokens' embedding rows into x. */
+function gatherCopy(K4: number, TB: number, WG: number): string {
+  return `if (wid.x == 0u) {
+    for (var i = 0u; i < ${u(TB)}; i++) {
+      let t = t0 + i;
+      if (t < rows) {
+        let src = MT[${u(META_IDS)} + t] * ${u(K4)};
+        for (var k = lid; k < ${u(K4)}; k += ${u(WG)}) { XW[t * ${u(K4)} + k] = X[src + k]; }
+      }
+    }
+  }`;
+}
+
+function quantHelpers(bits: number): string {
+  return [
+    'fn w32(i: u32) -> u32 { return W[i >> 2u][i & 3u]; }',
+    bits === 4 ? 'fn nib(w: u32, sh: vec4<u32>) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
+    bits === 8 ? 'fn byt(w: u32) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
+  ].filter(Boolean).join('\n');
+}
+
+/** The zero point of group `g` of row `rw` (an f32 expression). */
+function zeroOf(m: MatLayout, rw: string, g: string): string {
+  return m.bits === 4 ? `f32((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
+    : `f32((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
+}
+
+/**
+ * y = W x for up to TB tokens per workgroup. Thread (rg, tk) of a workgroup owns RT units of row group rg and walks the
+ * K chunks tk, tk+TK, …: a chunk is one vec4<u32> of packed weights per row (32 4-bit, 16 8-bit or 4 f32 weights), or
+ * one u32 where rows are not whole vec4s. 4/8-bit values become floats by the 2^23 trick (OR into the mantissa of
+ * 8388608.0, subtract it); a group's zero point enters once as z·Σx. Partial sums meet in workgroup memory (after a
+ * subgroupAdd where subgroups are on), then one thread per output runs the epilogue.
+ */
+export function gemvKernel(s: GemvSpec): string {
+  const { m, TB, RT, TK, RG, sg, norm, gather, epi } = s;
+  const P = paired(epi) ? 2 : 1;
+  const WG = TK * RG, UW = RG * RT, U = gemvUnits(s);
+  const NV = valueCount(s);
+  const K4 = m.K / 4;
+  const quant = m.kind === 'q';
+  // Words per chunk (vec4 loads where every row starts on a vec4) and weights per chunk.
+  const CW = m.wpr % 4 === 0 ? 4 : 1;
+  const WPW = 32 / m.bits; // weights per word
+  const CWt = CW * WPW;
+  const XC = CWt / 4; // x vec4s per chunk
+  const KC = m.wpr / CW;
+  if (CWt % 4 !== 0) throw new Error(`gemv: a chunk of ${CWt} weights is not whole vec4s`);
+  // Quantisation groups inside one chunk (a 4-bit vec4 chunk holds two groups of 16).
+  const GS = quant ? Math.min(m.group, CWt) : CWt; // weights per scale inside a chunk
+  const NSG = CWt / GS;
+  const headMode = epi.kind === 'head';
+  const rowsExpr = headMode ? 'MT[3]' : 'MT[0]';
+
+  const decls = matDecls(s);
+
+  const rowOf = (uv: string, h: number): string => rowOfUnit(epi, uv, h);
+
+  const L: string[] = [];
+  const emit = (x: string) => L.push(x);
+  // Row words and the clamped unit of every (r, h).
+  for (let r = 0; r < RT; r++) {
+    emit(`let un${r} = min(ub + ${u(r)}, ${u(U - 1)});`);
+    for (let h = 0; h < P; h++) emit(`let rw${r}_${h} = ${rowOf(`un${r}`, h)};`);
+  }
+  // x row bases (vec4 index) per token slot.
+  for (let i = 0; i < TB; i++) {
+    const t = `min(t0 + ${u(i)}, rows - 1u)`;
+    emit(`let xb${i} = ${xRow(s, t)} * ${u(K4)};`);
+  }
+
+  // One chunk of the row in variable `rw`; names get the suffix `id`.
+  const wLoad = (rw: string, id: string): string => CW === 4
+    ? `let w${id} = W[${rw} * ${u(m.wpr / 4)} + c];`
+    : `let w${id} = w32(${rw} * ${u(m.wpr)} + c);`;
+  // The chunk's weights as vec4s (unscaled integers, or f32).
+  const chunkVecs = (id: string): string[] => {
+    if (m.bits === 32) return [`bitcast<vec4f>(w${id})`];
+    const v: string[] = [];
+    for (let j = 0; j < CW; j++) {
+      const w = CW === 4 ? `w${id}[${j}]` : `w${id}`;
+      if (m.bits === 8) v.push(`byt(${w})`);
+      else v.push(`nib(${w}, vec4<u32>(0u, 4u, 8u, 12u))`, `nib(${w}, vec4<u32>(16u, 20u, 24u, 28u))`);
+    }
+    return v;
+  };
+  const scaleZero = (rw: string, id: string, q: number): string[] => {
+    if (!quant) return [];
+    const g = `g${id}_${q}`;
+    return [`let ${g} = (c * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
+      `let s${id}_${q} = bitcast<f32>(w32(${u(m.scaleOff)} + ${rw} * ${u(m.groups)} + ${g}));`,
+      `let z${id}_${q} = ${zeroOf(m, rw, g)};`];
+  };
+  // Vec4s of x per scale group inside the chunk.
+  const XG = GS / 4;
+  const xLoads = (xb: string, ss: string | null, pre: string): string[] => {
+    const out: string[] = [];
+    for (let k = 0; k < XC; k++) out.push(`let ${pre}r${k} = X[${xb} + c * ${u(XC)} + ${u(k)}];`);
+    if (ss) out.push(`${ss} += ${Array.from({ length: XC }, (_, k) => `dot(${pre}r${k}, ${pre}r${k})`).join(' + ')};`);
+    for (let k = 0; k < XC; k++) out.push(norm ? `let ${pre}${k} = ${pre}r${k} * NW[c * ${u(XC)} + ${u(k)}];` : `let ${pre}${k} = ${pre}r${k};`);
+    return out;
+  };
+
+  const body: string[] = [];
+  const vals: string[] = [];
+  if (TB === 1 && !s.rolled) {
+    // Decode: fully unrolled. x once per chunk, shared by every row; the zero point enters as z·Σx per group.
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) emit(`var a${r}_${h} = 0.0;`);
+    if (norm) emit('var ss = 0.0;');
+    body.push(...xLoads('xb0', norm ? 'ss' : null, 'x'));
+    if (quant) for (let q = 0; q < NSG; q++) {
+      const sum = Array.from({ length: XG }, (_, k) => `x${q * XG + k}`).join(' + ');
+      body.push(`let sx${q} = dot(${sum}, vec4f(1.0));`);
+    }
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) body.push(wLoad(`rw${r}_${h}`, `${r}_${h}`));
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) {
+      const id = `${r}_${h}`;
+      for (let q = 0; q < NSG; q++) body.push(...scaleZero(`rw${id}`, id, q));
+      const vecs = chunkVecs(id);
+      for (let q = 0; q < NSG; q++) {
+        const terms = Array.from({ length: XG }, (_, k) => `dot(${vecs[q * XG + k]}, x${q * XG + k})`).join(' + ');
+        body.push(quant ? `a${id} += s${id}_${q} * ((${terms}) - z${id}_${q} * sx${q});` : `a${id} += ${terms};`);
+      }
+    }
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) vals.push(`a${r}_${h}`);
+    if (norm) vals.push('ss');
+  } else {
+    // Small T: loops (compilers unroll them; software drivers compile them fast). Each row's chunk is dequantised once
+    // and applied to every token of the workgroup. acc[(r * P + h) * TB + i], then the sums of squares.
+    const RP = RT * P;
+    emit(`var rws: array<u32, ${RP}>;`);
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) emit(`rws[${r * P + h}] = rw${r}_${h};`);
+    emit(`var xbs: array<u32, ${TB}>;`);
+    for (let i = 0; i < TB; i++) emit(`xbs[${i}] = xb${i};`);
+    emit(`var acc: array<f32, ${NV}>;`);
+    // rows + RP >= RP, but the compiler cannot know it (rows is read from a buffer).
+    body.push(`for (var rh = 0u; rh < ${s.rolled ? `min(${u(RP)}, rows + ${u(RP)})` : u(RP)}; rh++) {`);
+    body.push('let rw = rws[rh];');
+    body.push(wLoad('rw', ''));
+    for (let q = 0; q < NSG; q++) body.push(...scaleZero('rw', '', q));
+    chunkVecs('').forEach((v, k) => {
+      const q = Math.floor(k / XG);
+      body.push(quant ? `let d${k} = (${v} - vec4f(z_${q})) * s_${q};` : `let d${k} = ${v};`);
+    });
+    body.push(`for (var i = 0u; i < ${s.rolled ? `min(${u(TB)}, rows - t0)` : u(TB)}; i++) {`);
+    body.push('if (t0 + i < rows) {');
+    body.push(...xLoads('xbs[i]', null, 'x'));
+    if (norm) body.push(`if (rh == 0u) { acc[${u(RP * TB)} + i] += ${Array.from({ length: XC }, (_, k) => `dot(xr${k}, xr${k})`).join(' + ')}; }`);
+    body.push(`acc[rh * ${u(TB)} + i] += ${Array.from({ length: XC }, (_, k) => `dot(d${k}, x${k})`).join(' + ')};`);
+    body.push('}', '}', '}');
+  }
+  emit(`for (var c = tk; c < ${u(KC)}; c += ${u(TK)}) {\n    ${body.join('\n    ')}\n  }`);
+
+  // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * TK + slot].
+  const store = (v: string, vi: string): string => (sg
+    ? `{ let sv = subgroupAdd(${v}); if (sgi == 0u) { red[(${vi} * RGC + rg) * TKC + tk / sgs] = sv; } }`
+    : `red[(${vi} * RGC + rg) * TKC + tk] = ${v};`);
+  emit(sg ? 'let nsl = max(1u, TKC / sgs);' : 'let nsl = TKC;');
+  if (vals.length) vals.forEach((v, vi) => emit(store(v, u(vi))));
+  else emit(`for (var vi = 0u; vi < ${u(NV)}; vi++) { ${store('acc[vi]', 'vi')} }`);
+  emit(`workgroupBarrier();
+  for (var e = lid; e < ${u(NV * RG)}; e += ${u(WG)}) {
+    var sum = 0.0;
+    for (var k = 0u; k < nsl; k++) { sum += red[e * TKC + k]; }
+    fin[e] = sum;
+  }
+  workgroupBarrier();`);
+
+  // Epilogue: one thread per (unit, token).
+  const acc = (h: number) => `fin[((r * ${u(P)} + ${u(h)}) * ${u(TB)} + i) * RGC + erg]`;
+  const ep: string[] = [];
+  ep.push(`let ul = e % ${u(UW)}; let i = e / ${u(UW)}; let t = t0 + i;`);
+  ep.push(`let un = wid.x * ${u(UW)} + ul;`);
+  ep.push(`if (t < rows && un < ${u(U)}) {`);
+  ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
+  ep.push(norm ? `let rinv = inverseSqrt(fin[(${u(RT * P * TB)} + i) * RGC + erg] / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
+  ep.push(`let ya = ${acc(0)} * rinv;`);
+  if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
+  ep.push(...epilogueLines(s));
+  ep.push('}');
+  emit(`for (var e = lid; e < ${u(UW * TB)}; e += ${u(WG)}) {\n    ${ep.join('\n    ')}\n  }`);
+
+  const copy = gather ? gatherCopy(K4, TB, WG) : '';
+  const helpers = quantHelpers(m.bits);
+
+  const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
+  return `${sg ? 'enable subgroups;\n' : ''}${decls}
+const TKC = ${u(TK)};
+const RGC = ${u(RG)};
+var<workgroup> red: array<f32, ${NV * WG}>;
+var<workgroup> fin: array<f32, ${NV * RG}>;
+${helpers}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
+  let rows = ${rowsExpr};
+  let t0 = wid.y * ${u(TB)};
+  if (t0 >= rows) { return; }
+  ${copy}
+  let rg = lid / TKC;
+  let tk = lid % TKC;
+  let ub = wid.x * ${u(UW)} + rg * ${u(RT)};
+  ${L.join('\n  ')}
+}
+`;
+}
+
+/** The tiled matrix kernel: 64 tokens × 64 rows per workgroup of 256 threads, each thread 4 tokens × 4 rows. */
+export const GEMM_TM = 64;
+export const GEMM_TN = 64;
+
+export type GemmSpec = Omit<GemvSpec, keyof GemvShape | 'sg' | 'rolled'>;
+
+/** Units (rows, or row pairs) of a tile. */
+export const gemmUnitsPerTile = (s: { epi: Epilogue }): number => GEMM_TN / (paired(s.epi) ? 2 : 1);
+
+/**
+ * Y = X Wᵀ for many tokens (prefill): per K step, the workgroup dequantises a 64-row slice of W and stages a 64-token
+ * slice of x (RMS-normalised: a first pass takes every token's sum of squares) in workgroup memory, then every thread
+ * accumulates its 4×4 outputs. Each weight is read once per 64 tokens. Same bindings, row pairs and epilogues as
+ * gemvKernel.
+ */
+export function gemmKernel(s: GemmSpec): string {
+  const { m, norm, gather, epi } = s;
+  const P = paired(epi) ? 2 : 1;
+  const WG = 256, TM = GEMM_TM, TN = GEMM_TN, UT = TN / P, U = gemvUnits(s);
+  const K4 = m.K / 4;
+  const quant = m.kind === 'q';
+  const CW = m.wpr % 4 === 0 ? 4 : 1;
+  const WPW = 32 / m.bits;
+  const CWt = CW * WPW;
+  const KC = m.wpr / CW;
+  // Chunks per K step: up to 32 weights.
+  let NCH = 1;
+  while (NCH * 2 * CWt <= 32 && KC % (NCH * 2) === 0) NCH *= 2;
+  const KS = NCH * CWt, KS4 = KS / 4, WS = NCH * CW; // weights, x vec4s and W words per row per step
+  const rowsExpr = epi.kind === 'head' ? 'MT[3]' : 'MT[0]';
+  const rowOfTile = (r: string) => rowOfUnit(epi, P === 2 ? `min(u0 + ${r} / 2u, ${u(U - 1)})` : `min(u0 + ${r}, ${u(U - 1)})`, P === 2 ? `(${r} % 2u)` : 0);
+
+  // One W word -> WPW dequantised weights in ws[k][r].
+  const wordWeights = (): string[] => {
+    const out: string[] = [];
+    const vals = m.bits === 32 ? ['bitcast<f32>(wd)'] : [];
+    if (m.bits === 4) out.push('let lo = nib(wd, vec4<u32>(0u, 4u, 8u, 12u));', 'let hi = nib(wd, vec4<u32>(16u, 20u, 24u, 28u));');
+    if (m.bits === 8) out.push('let by = byt(wd);');
+    if (quant) {
+      out.push(`let g = (kc * ${u(CWt)} + wi * ${u(WPW)}) / ${u(m.group)};`);
+      out.push(`let sc = bitcast<f32>(w32(${u(m.scaleOff)} + row * ${u(m.groups)} + g));`);
+      out.push(`let zp = ${zeroOf(m, 'row', 'g')};`);
+    }
+    for (let e = 0; e < WPW; e++) {
+      const v = m.bits === 32 ? vals[0] : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`;
+      out.push(`ws[(wi * ${u(WPW)} + ${u(e)}) * ${u(TN)} + r] = ${quant ? `(${v} - zp) * sc` : v};`);
+    }
+    return out;
+  };
+
+  const ssPass = norm
+    ? `{
+    let tt = lid / 4u;
+    let xr = ${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)};
+    var ss = 0.0;
+    for (var k = lid % 4u; k < ${u(K4)}; k += 4u) { let v = X[xr + k]; ss += dot(v, v); }
+    ssr[lid] = ss;
+    workgroupBarrier();
+    if (lid % 4u == 0u) { rinv[tt] = inverseSqrt((ssr[lid] + ssr[lid + 1u] + ssr[lid + 2u] + ssr[lid + 3u]) / ${f32Lit(m.K)} + ${f32Lit(s.eps)}); }
+    workgroupBarrier();
+  }`
+    : '';
+  const accs: string[] = [];
+  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) accs.push(`c${i}${j}`);
+  const fma: string[] = [];
+  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) fma.push(`c${i}${j} += a[${i}] * b[${j}];`);
+  // Epilogue per (token i, row j) of the thread.
+  const epi4: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    epi4.push(`{ let t = t0 + tg * 4u + ${u(i)};\n    if (t < rows) {`);
+    if (P === 1) {
+      for (let j = 0; j < 4; j++) epi4.push(`{ let un = u0 + rg * 4u + ${u(j)}; if (un < ${u(U)}) { let ya = c${i}${j}; ${epilogueLines(s).join(' ')} } }`);
+    } else {
+      for (let j = 0; j < 2; j++) epi4.push(`{ let un = u0 + rg * 2u + ${u(j)}; if (un < ${u(U)}) { let ya = c${i}${2 * j}; let yb = c${i}${2 * j + 1}; ${epilogueLines(s).join('\n      ')} } }`);
+    }
+    epi4.push('} }');
+  }
+
+  return `${matDecls(s)}
+var<workgroup> xs: array<f32, ${KS * TM}>;
+var<workgroup> ws: array<f32, ${KS * TN}>;
+${norm ? `var<workgroup> ssr: array<f32, ${WG}>;\nvar<workgroup> rinv: array<f32, ${TM}>;` : ''}
+${quantHelpers(m.bits)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let rows = ${rowsExpr};
+  let t0 = wid.y * ${u(TM)};
+  if (t0 >= rows) { return; }
+  ${gather ? gatherCopy(K4, TM, WG) : ''}
+  let u0 = wid.x * ${u(UT)};
+  let tg = lid % 16u;
+  let rg = lid / 16u;
+  ${ssPass}
+  ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  for (var kc = 0u; kc < ${u(KC)}; kc += ${u(NCH)}) {
+    for (var it = lid; it < ${u(TN * WS)}; it += ${u(WG)}) {
+      let r = it / ${u(WS)};
+      let wi = it % ${u(WS)};
+      let row = ${rowOfTile('r')};
+      let wd = w32(row * ${u(m.wpr)} + kc * ${u(CW)} + wi);
+      ${wordWeights().join('\n      ')}
+    }
+    for (var it = lid; it < ${u(TM * KS4)}; it += ${u(WG)}) {
+      let tt = it / ${u(KS4)};
+      let k4 = it % ${u(KS4)};
+      let xi = kc * ${u(CWt / 4)} + k4;
+      let v = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + xi]${norm ? ' * NW[xi] * rinv[tt]' : ''};
+      xs[(k4 * 4u) * ${u(TM)} + tt] = v.x;
+      xs[(k4 * 4u + 1u) * ${u(TM)} + tt] = v.y;
+      xs[(k4 * 4u + 2u) * ${u(TM)} + tt] = v.z;
+      xs[(k4 * 4u + 3u) * ${u(TM)} + tt] = v.w;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${u(KS)}; kk++) {
+      let xb = kk * ${u(TM)} + tg * 4u;
+      let wb = kk * ${u(TN)} + rg * 4u;
+      let a = vec4f(xs[xb], xs[xb + 1u], xs[xb + 2u], xs[xb + 3u]);
+      let b = vec4f(ws[wb], ws[wb + 1u], ws[wb + 2u], ws[wb + 3u]);
+      ${fma.join(' ')}
+    }
+    workgroupBarrier();
+  }
+  ${epi4.join('\n  ')}
+}
+`;
+}
+
+export interface AttentionSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  capacity: number;
+  /** Threads per workgroup. */
+  WG: number;
+  sg: boolean;
+}
+
+/** Workgroup sizes of the attention kernel: subgroups combine 128 threads cheaply; workgroup memory, 64. */
+export const attentionWorkgroup = (headDim: number, sg: boolean): number => (sg && headDim <= 128 ? 128 : 64);
+
+/**
+ * Causal attention of T queries over the cache. Workgroup (head, token, split) takes the keys of its split (MT[6]
+ * splits of MT[7] keys; one split unless the cache is long and T small); each thread walks keys lid, lid+WG, … with its
+ * own online softmax (running max, sum and V accumulator in registers, no barrier in the loop), then the threads
+ * combine. One split writes O; several write (Σ p·v, max, Σ p) partials that attentionCombineKernel merges. GQA: head
+ * h reads kv head h / (heads / kvHeads).
+ */
+export function attentionKernel(a: AttentionSpec): string {
+  const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg } = a;
+  const HD4 = HD / 4, REP = H / KVH;
+  const scale = 1 / Math.sqrt(HD);
+  const accs = Array.from({ length: HD4 }, (_, k) => `a${k}`);
+  const scalarReduce = (op: 'max' | 'add', v: string, out: string): string => {
+    const comb = (x: string, y: string) => (op === 'max' ? `max(${x}, ${y})` : `(${x} + ${y})`);
+    if (sg) {
+      return `{ let sv = subgroup${op === 'max' ? 'Max' : 'Add'}(${v}); if (sgi == 0u) { red[lid / sgs] = sv; } }
+  workgroupBarrier();
+  var ${out} = red[0];
+  for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { ${out} = ${comb(out, 'red[k]')}; }
+  workgroupBarrier();`;
+    }
+    return `red[lid] = ${v};
+  workgroupBarrier();
+  for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+    if (lid < st) { red[lid] = ${comb('red[lid]', 'red[lid + st]')}; }
+    workgroupBarrier();
+  }
+  let ${out} = red[0];
+  workgroupBarrier();`;
+  };
+  // Σ over threads of each accumulator vec4, into ov[0..HD4).
+  let vecReduce: string;
+  let vecShared: string;
+  if (sg) {
+    const slots = WG / 4;
+    vecShared = `var<workgroup> red4: array<vec4f, ${slots * HD4}>;`;
+    vecReduce = `${accs.map((x, k) => `{ let sv = subgroupAdd(${x}); if (sgi == 0u) { red4[(lid / sgs) * ${u(HD4)} + ${u(k)}] = sv; } }`).join('\n  ')}
+  workgroupBarrier();
+  if (lid < ${u(HD4)}) {
+    var o = red4[lid];
+    for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { o += red4[k * ${u(HD4)} + lid]; }
+    ov[lid] = o;
+  }
+  workgroupBarrier();`;
+  } else {
+    const R = Math.max(1, Math.min(HD4, Math.floor(16384 / (WG * 16))));
+    vecShared = `var<workgroup> red4: array<vec4f, ${R * WG}>;`;
+    const rounds: string[] = [];
+    for (let r0 = 0; r0 < HD4; r0 += R) {
+      const cols = Math.min(R, HD4 - r0);
+      rounds.push(`${Array.from({ length: cols }, (_, j) => `red4[${u(j * WG)} + lid] = ${accs[r0 + j]};`).join(' ')}
+  workgroupBarrier();
+  if (lid < ${u(cols)}) {
+    var o = vec4f(0.0);
+    for (var k = 0u; k < ${u(WG)}; k++) { o += red4[lid * ${u(WG)} + k]; }
+    ov[${u(r0)} + lid] = o;
+  }
+  workgroupBarrier();`);
+    }
+    vecReduce = rounds.join('\n  ');
+  }
+  const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
+  return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4f>;
+@group(0) @binding(2) var<storage, read> KV: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> PART: array<vec4f>;
+var<workgroup> qs: array<vec4f, ${HD4}>;
+var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> ov: array<vec4f, ${HD4}>;
+${vecShared}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
+  let hh = wid.x;
+  let t = wid.y;
+  let sp = wid.z;
+  if (t >= MT[0]) { return; }
+  let n = MT[1] + t + 1u;
+  let S = MT[6];
+  let k0 = sp * MT[7];
+  let k1 = min(n, k0 + MT[7]);
+  let kb = (hh / ${u(REP)}) * ${u(CAP * HD4)};
+  let vb = ${u(KVH * CAP * HD4)} + kb;
+  let qb = (t * ${u(H)} + hh) * ${u(HD4)};
+  if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid] * ${f32Lit(scale)}; }
+  workgroupBarrier();
+  var m = -3.0e38;
+  var l = 0.0;
+  ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
+  for (var s = k0 + lid; s < k1; s += ${u(WG)}) {
+    let kr = kb + s * ${u(HD4)};
+    let vr = vb + s * ${u(HD4)};
+    let d = ${accs.map((_, k) => `dot(qs[${k}], KV[kr + ${u(k)}])`).join(' + ')};
+    let mn = max(m, d);
+    let al = exp(m - mn);
+    let p = exp(d - mn);
+    l = l * al + p;
+    ${accs.map((x, k) => `${x} = ${x} * al + p * KV[vr + ${u(k)}];`).join('\n    ')}
+    m = mn;
+  }
+  ${scalarReduce('max', 'm', 'mx')}
+  let f = exp(m - mx);
+  ${scalarReduce('add', 'l * f', 'ls')}
+  ${accs.map((x) => `${x} = ${x} * f;`).join(' ')}
+  ${vecReduce}
+  if (lid < ${u(HD4)}) {
+    if (S == 1u) {
+      O[qb + lid] = ov[lid] / ls;
+    } else {
+      let pb = ((t * ${u(H)} + hh) * S + sp) * ${u(HD4 + 1)};
+      PART[pb + lid] = ov[lid];
+      if (lid == 0u) { PART[pb + ${u(HD4)}] = vec4f(mx, ls, 0.0, 0.0); }
+    }
+  }
+}
+`;
+}
+
+/** Merges the splits' partials of attentionKernel: one workgroup per (head, token), a thread per vec4 of the head. */
+export function attentionCombineKernel(a: { heads: number; headDim: number }): string {
+  const { heads: H, headDim: HD } = a;
+  const HD4 = HD / 4;
+  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> PART: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> O: array<vec4f>;
+@compute @workgroup_size(${HD4})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let hh = wid.x;
+  let t = wid.y;
+  if (t >= MT[0]) { return; }
+  let S = MT[6];
+  let base = (t * ${u(H)} + hh) * S * ${u(HD4 + 1)};
+  var mx = -3.0e38;
+  for (var s = 0u; s < S; s++) { mx = max(mx, PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}].x); }
+  var l = 0.0;
+  var o = vec4f(0.0);
+  for (var s = 0u; s < S; s++) {
+    let ml = PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}];
+    let w = exp(ml.x - mx);
+    l += w * ml.y;
+    o += w * PART[base + s * ${u(HD4 + 1)} + lid];
+  }
+  O[(t * ${u(H)} + hh) * ${u(HD4)} + lid] = o / l;
+}
+`;
+}
+
+/**
+ * Argmax of `MT[3]` rows of logits (the first index of the maximum, as the reference's loop picks it); row r's
+ * index goes to RES[MT[4] + r], and with MT[5] = 1 the last row's also becomes the next forward's token (greedy
+ * decoding with no read-back between steps).
+ */
+export function argmaxKernel(V: number, WG = 256): string {
+  return `@group(0) @binding(0) var<storage, read_write> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> LG: array<f32>;
+@group(0) @binding(2) var<storage, read_write> RES: array<u32>;
+var<workgroup> bv: array<f32, ${WG}>;
+var<workgroup> bi: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x;
+  // MT is writable here, so its words are not uniform to the compiler: no early return before the barriers.
+  let live = row < MT[3];
+  var best = -3.4e38;
+  var idx = 0xffffffffu;
+  for (var i = lid; i < select(0u, ${u(V)}, live); i += ${u(WG)}) {
+    let v = LG[row * ${u(V)} + i];
+    if (v > best || idx == 0xffffffffu) { best = v; idx = i; }
+  }
+  bv[lid] = best;
+  bi[lid] = idx;
+  workgroupBarrier();
+  for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+    if (lid < st) {
+      let v = bv[lid + st];
+      let j = bi[lid + st];
+      if (j != 0xffffffffu && (v > bv[lid] || (v == bv[lid] && j < bi[lid]) || bi[lid] == 0xffffffffu)) { bv[lid] = v; bi[lid] = j; }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u && live) {
+    RES[MT[4] + row] = bi[0];
+    if (MT[5] == 1u && row + 1u == MT[3]) { MT[${u(META_IDS)}] = bi[0]; }
+  }
+}
+`;
+}
+
+/** Checks that subgroups are contiguous, aligned runs of local_invocation_index (what the reductions assume). */
+export function subgroupProbeKernel(WG: number): string {
+  return `enable subgroups;
+@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32) {
+  let first = subgroupBroadcastFirst(lid);
+  let ok = sgi == lid % sgs && first == lid - sgi;
+  o[lid * 2u] = select(0u, 1u, ok);
+  o[lid * 2u + 1u] = sgs;
+}
+`;
+}

@@ -1,0 +1,285 @@
+// The WebGPU LLM runtime against the TypeScript reference: random small Llamas (GQA, f32/q8/q4, odd sizes), prompt then
+// steps, all-position logits after a non-empty cache, truncate, greedy and per-position argmax, chunked long forwards,
+// typed errors before anything is submitted, and no pipeline or bind group created by forwards.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { acquireGpu } from '../src/backends/webgpu/device.js';
+import { InputError, ResourceLimitError } from '../src/errors.js';
+import { createLlm } from '../src/llm/index.js';
+import { quantizeRtn } from '../src/llm/quantize.js';
+import { randomLlama } from '../src/llm/random_model.js';
+import { ReferenceLlm } from '../src/llm/reference.js';
+import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
+import { WebGpuLlm, llmGpuConfig } from '../src/llm/webgpu.js';
+
+const TIMEOUT = { timeout: 900_000 };
+
+const GQA: LlamaConfig = { vocab: 300, hidden: 96, intermediate: 160, layers: 2, heads: 6, kvHeads: 2, headDim: 16, maxPositions: 64, ropeTheta: 10000, rmsEps: 1e-5 };
+
+function model(c: LlamaConfig, quant: 'f32' | 'q8' | 'q4', seed = 7, group = 32): LlmWeights {
+  const w = randomLlama(c, seed);
+  return quant === 'f32' ? w : quantizeRtn(w, { bits: quant === 'q8' ? 8 : 4, group });
+}
+
+/** Largest |got − want| over the largest |want|. */
+function rel(got: Float32Array, want: Float32Array): number {
+  assert.equal(got.length, want.length, 'logits length');
+  let m = 0, e = 0;
+  for (let i = 0; i < want.length; i++) {
+    assert.ok(Number.isFinite(got[i]), `logit ${i} is ${got[i]}`);
+    m = Math.max(m, Math.abs(want[i]));
+    e = Math.max(e, Math.abs(got[i] - want[i]));
+  }
+  assert.ok(m > 0.1, `reference logits are degenerate (max |logit| ${m})`);
+  return e / m;
+}
+
+const argmax = (a: Float32Array, off = 0, n = a.length): number => {
+  let b = off;
+  for (let i = off + 1; i < off + n; i++) if (a[i] > a[b]) b = i;
+  return b - off;
+};
+
+const ids = (n: number, seed: number, vocab: number) => Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 3) % vocab);
+
+/** Prompt, steps, then T>1 with all logits, each against the reference. */
+async function conformance(w: LlmWeights, what: string): Promise<WebGpuLlm> {
+  const cap = 48;
+  const gpu = await WebGpuLlm.create(w, { capacity: cap });
+  const ref = new ReferenceLlm(w, cap);
+  const V = w.config.vocab;
+  const prompt = ids(9, 1, V);
+  assert.ok(rel(await gpu.forward(prompt), await ref.forward(prompt)) <= 1e-3, `${what}: prompt, last logits`);
+  for (let s = 0; s < 4; s++) {
+    const id = (s * 97 + 11) % V;
+    const e = rel(await gpu.forward([id]), await ref.forward([id]));
+    assert.ok(e <= 1e-3, `${what}: step ${s}: ${e}`);
+  }
+  for (const T of [3, 6, 17]) {
+    const x = ids(T, T, V);
+    const got = await gpu.forward(x, true), want = await ref.forward(x, true);
+    assert.equal(got.length, T * V);
+    const e = rel(got, want);
+    assert.ok(e <= 1e-3, `${what}: T=${T} all logits after ${gpu.length - T} cached: ${e}`);
+  }
+  assert.equal(gpu.length, 9 + 4 + 3 + 6 + 17);
+  assert.equal(gpu.length, ref.length);
+  return gpu;
+}
+
+for (const quant of ['f32', 'q8', 'q4'] as const) {
+  test(`webgpu llm ${quant}: prompt, steps and all-position logits equal the reference (GQA)`, TIMEOUT, async () => {
+    const gpu = await conformance(model(GQA, quant), quant);
+    await gpu.release();
+  });
+}
+
+test('webgpu llm q4 g16 without subgroups (workgroup-memory reductions; two groups per vec4 of weights) equals the reference', TIMEOUT, async () => {
+  llmGpuConfig.subgroups = false;
+  try {
+    const gpu = await conformance(model(GQA, 'q4', 3, 16), 'q4 g16 no subgroups');
+    assert.equal(gpu.subgroups, false);
+    await gpu.release();
+  } finally {
+    llmGpuConfig.subgroups = true;
+  }
+});
+
+test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bounds, 4 tokens per workgroup) equal the reference', TIMEOUT, async () => {
+  llmGpuConfig.buckets = [1, 4];
+  llmGpuConfig.rolled = false;
+  try {
+    const gpu = await conformance(model(GQA, 'f32', 4), 'f32 unrolled');
+    assert.deepEqual(gpu.buckets, [1, 4]);
+    await gpu.release();
+  } finally {
+    llmGpuConfig.buckets = undefined;
+    llmGpuConfig.rolled = undefined;
+  }
+});
+
+test('webgpu llm: attention split over workgroups (flash-decoding partials, then a combine) equals the reference', TIMEOUT, async () => {
+  const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
+  llmGpuConfig.attnSplitMin = 4;
+  llmGpuConfig.attnSplitKeys = 5;
+  try {
+    const gpu = await conformance(model(GQA, 'q8', 6), 'split attention');
+    // The last forward (T=17) does not split; a step does: one more dispatch per layer.
+    await gpu.greedy([1]);
+    assert.equal(gpu.stats.dispatchesLastForward, 6 * GQA.layers + 2);
+    await gpu.release();
+  } finally {
+    llmGpuConfig.attnSplitMin = saved.min;
+    llmGpuConfig.attnSplitKeys = saved.keys;
+  }
+});
+
+test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, q8 head) equal the reference', TIMEOUT, async () => {
+  const c: LlamaConfig = { vocab: 203, hidden: 80, intermediate: 112, layers: 2, heads: 5, kvHeads: 1, headDim: 16, maxPositions: 48, ropeTheta: 500000, rmsEps: 1e-6 };
+  const w = quantizeRtn(randomLlama(c, 11, true), { bits: 4, group: 16, headBits: 8 });
+  const gpu = await conformance(w, 'odd');
+  await gpu.release();
+});
+
+test('webgpu llm: forwards longer than maxT run in chunks and equal the reference', TIMEOUT, async () => {
+  const saved = llmGpuConfig.maxT;
+  llmGpuConfig.maxT = 8;
+  try {
+    const w = model(GQA, 'q8', 5);
+    const gpu = await WebGpuLlm.create(w, { capacity: 40 });
+    const ref = new ReferenceLlm(w, 40);
+    const a = ids(21, 2, 300);
+    const e1 = rel(await gpu.forward(a, true), await ref.forward(a, true));
+    assert.ok(e1 <= 1e-3, `21 tokens in chunks of 8, all logits: ${e1}`);
+    const b = ids(11, 4, 300);
+    const e2 = rel(await gpu.forward(b), await ref.forward(b));
+    assert.ok(e2 <= 1e-3, `11 more tokens, last logits: ${e2}`);
+    const got = await gpu.forwardArgmaxAll([5, 6, 7]);
+    const l = await ref.forward([5, 6, 7], true);
+    assert.deepEqual(got, [0, 1, 2].map((t) => argmax(l, t * 300, 300)));
+    await gpu.release();
+  } finally {
+    llmGpuConfig.maxT = saved;
+  }
+});
+
+test('webgpu llm: truncate then forward equals a fresh run; greedy and forwardArgmaxAll equal the reference argmax', TIMEOUT, async () => {
+  const w = model(GQA, 'q4', 9);
+  const V = 300;
+  const a = await WebGpuLlm.create(w, { capacity: 32 });
+  const prompt = ids(10, 5, V);
+  await a.forward(prompt);
+  a.truncate(6);
+  assert.equal(a.length, 6);
+  const tail = [17, 250, 3];
+  const afterTruncate = await a.forward(tail, true);
+  const fresh = await WebGpuLlm.create(w, { capacity: 32 });
+  const freshAll = await fresh.forward([...prompt.slice(0, 6), ...tail], true);
+  const want = freshAll.subarray(6 * V);
+  for (let i = 0; i < want.length; i++) assert.ok(Math.abs(afterTruncate[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])), `logit ${i}: ${afterTruncate[i]} vs fresh ${want[i]}`);
+  const ref = new ReferenceLlm(w, 32);
+  const refAll = await ref.forward([...prompt.slice(0, 6), ...tail], true);
+  assert.ok(rel(afterTruncate, refAll.subarray(6 * V)) <= 1e-3);
+
+  // greedy decoding: 6 steps, each token the argmax of the reference's logits, fed back.
+  a.truncate(0);
+  ref.truncate(0);
+  let next = await a.greedy(prompt);
+  let refLogits = await ref.forward(prompt);
+  const tokens = [next];
+  for (let s = 0; s < 6; s++) {
+    assert.equal(next, argmax(refLogits), `greedy step ${s}`);
+    refLogits = await ref.forward([next]);
+    next = await a.greedy([next]);
+    tokens.push(next);
+  }
+  assert.equal(next, argmax(refLogits));
+  assert.equal(a.length, ref.length);
+
+  // The same tokens with no read-back between steps (each argmax feeds the next step on the GPU).
+  const lengthBefore = a.length;
+  a.truncate(0);
+  assert.deepEqual(await a.generateGreedy(prompt, 7), tokens);
+  assert.equal(a.length, prompt.length + 6);
+  assert.equal(a.length, lengthBefore);
+  assert.equal(await a.greedy([tokens[6]]), argmax(await ref.forward([tokens[6]])), 'the cache after generateGreedy continues the sequence');
+  await assert.rejects(a.generateGreedy([1], 32 - a.length + 1), ResourceLimitError);
+
+  // Speculative verification: the argmax of every position of a 5-token draft.
+  const draft = [next, 1, 2, 3, 4];
+  const got = await a.forwardArgmaxAll(draft);
+  const wantAll = await ref.forward(draft, true);
+  assert.deepEqual(got, draft.map((_, t) => argmax(wantAll, t * V, V)));
+  await a.release();
+  await fresh.release();
+});
+
+test('webgpu llm: capacity overflow and bad ids throw typed errors before anything is submitted', TIMEOUT, async () => {
+  const { device } = await acquireGpu();
+  const w = model(GQA, 'q8', 13);
+  const gpu = await WebGpuLlm.create(w, { capacity: 12, device });
+  const ref = new ReferenceLlm(w, 12);
+  const queue = device.queue;
+  const submit = queue.submit.bind(queue);
+  let submits = 0;
+  (queue as { submit: GPUQueue['submit'] }).submit = (cbs) => { submits++; submit(cbs); };
+  try {
+    await gpu.forward(ids(10, 1, 300));
+    await ref.forward(ids(10, 1, 300));
+    assert.equal(submits, 1, 'one submit per forward');
+    submits = 0;
+    await assert.rejects(gpu.forward([1, 2, 3]), ResourceLimitError);
+    await assert.rejects(gpu.greedy([1, 2, 3]), ResourceLimitError);
+    await assert.rejects(gpu.forward([5, 300]), InputError);
+    await assert.rejects(gpu.forward([-1]), InputError);
+    await assert.rejects(gpu.forward([1.5]), InputError);
+    await assert.rejects(gpu.forward([]), InputError);
+    assert.throws(() => gpu.truncate(11), InputError);
+    assert.equal(submits, 0, 'nothing submitted by the failing calls');
+    assert.equal(gpu.length, 10);
+    // The runner still works and its cache is intact.
+    assert.ok(rel(await gpu.forward([7, 8]), await ref.forward([7, 8])) <= 1e-3);
+    await assert.rejects(gpu.forward([1]), ResourceLimitError);
+  } finally {
+    (queue as { submit: GPUQueue['submit'] }).submit = submit;
+  }
+  await gpu.release();
+  await assert.rejects(gpu.forward([1]), InputError);
+  await assert.rejects(WebGpuLlm.create(w, { capacity: 65 }), /capacity|positions/);
+});
+
+test('webgpu llm: forwards create no pipelines, shader modules or bind groups after the first', TIMEOUT, async () => {
+  const { device } = await acquireGpu();
+  const counts = { pipelines: 0, modules: 0, bindGroups: 0 };
+  const d = device as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const orig = { a: d.createComputePipelineAsync, s: d.createComputePipeline, m: d.createShaderModule, b: d.createBindGroup };
+  d.createComputePipelineAsync = (...a) => { counts.pipelines++; return orig.a.apply(device, a); };
+  d.createComputePipeline = (...a) => { counts.pipelines++; return orig.s.apply(device, a); };
+  d.createShaderModule = (...a) => { counts.modules++; return orig.m.apply(device, a); };
+  d.createBindGroup = (...a) => { counts.bindGroups++; return orig.b.apply(device, a); };
+  try {
+    const w = model(GQA, 'q4', 21);
+    const gpu = await WebGpuLlm.create(w, { capacity: 48, device });
+    assert.ok(counts.pipelines >= gpu.stats.pipelines && gpu.stats.pipelines > 0);
+    await gpu.forward(ids(5, 1, 300));
+    const after = { ...counts };
+    const ref = new ReferenceLlm(w, 48);
+    await ref.forward(ids(5, 1, 300));
+    for (const x of [[4], [9, 8, 7], ids(16, 2, 300), [1]]) {
+      const e = rel(await gpu.forward(x), await ref.forward(x));
+      assert.ok(e <= 1e-3, `T=${x.length}: ${e}`);
+    }
+    await gpu.greedy([3]);
+    // One dispatch per layer for q/k/v, attention, o, gate/up and down, then the head and argmax.
+    assert.equal(gpu.stats.dispatchesLastForward, 5 * GQA.layers + 2);
+    await gpu.forwardArgmaxAll([3, 4]);
+    await gpu.forward(ids(16, 3, 300), true);
+    assert.deepEqual(counts, after, 'pipelines, shader modules and bind groups created by forwards after the first');
+    await gpu.release();
+  } finally {
+    Object.assign(d, { createComputePipelineAsync: orig.a, createComputePipeline: orig.s, createShaderModule: orig.m, createBindGroup: orig.b });
+  }
+});
+
+test('webgpu llm: GPU timestamps of a forward', TIMEOUT, async (t) => {
+  const { device } = await acquireGpu();
+  if (!device.features.has('timestamp-query')) { t.skip('no timestamp-query'); return; }
+  const w = model(GQA, 'q8', 13);
+  const gpu = await WebGpuLlm.create(w, { capacity: 16 });
+  const ref = new ReferenceLlm(w, 16);
+  assert.ok(rel(await gpu.forward([1, 2]), await ref.forward([1, 2])) <= 1e-3);
+  assert.ok(Number.isNaN(gpu.stats.gpuMsLastForward), 'no timing unless asked');
+  gpu.timing = true;
+  assert.ok(rel(await gpu.forward([3, 4, 5]), await ref.forward([3, 4, 5])) <= 1e-3);
+  assert.ok(gpu.stats.gpuMsLastForward > 0 && gpu.stats.gpuMsLastForward < 60_000, `GPU ms ${gpu.stats.gpuMsLastForward}`);
+  await gpu.release();
+});
+
+test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
+  const w = model(GQA, 'f32', 2);
+  const r = await createLlm(w, { backend: 'webgpu', capacity: 16 });
+  assert.equal(r.backend, 'webgpu');
+  const ref = new ReferenceLlm(w, 16);
+  assert.ok(rel(await r.forward([1, 2, 3]), await ref.forward([1, 2, 3])) <= 1e-3);
+  await r.release();
+});
