@@ -12,6 +12,8 @@ for f in .bundle-llm/ort/*.xz; do xz -dc "$f" > "/tmp/ort/$(basename "$f" .xz)";
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 export WEBJIT_ORT_WEB_DIR=/tmp/ort WEBJIT_COMMIT=$(cat .bundle-llm/commit)
 cli() { $NODE .bundle-llm/webjit.mjs "$@"; }
+# The runtime alone: decode tokens/s and GB/s against the roofline on a 1.1B-shaped q4 model, and the GEMV kernel.
+[ "${DECODE:-1}" = 1 ] && LLM_SWEEP=${LLM_SWEEP:-0} $NODE .bundle-llm/llm-decode.mjs > "$OUT/llm-decode.txt" 2>&1
 F=test/fixtures/lm
 ROUNDS=${ROUNDS:-3}
 for spec in ${MODELS:-trained random:hidden=2048,layers=16,heads=16,intermediate=5632,vocab=32000}; do
