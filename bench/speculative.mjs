@@ -18,7 +18,7 @@ import { TextGenerator } from '../dist/src/generate/generate.js';
 import { TextTokenizer } from '../dist/src/generate/tokenizer.js';
 import { createLlm, decodeLlm, loadLlm } from '../dist/src/llm/index.js';
 
-const LM = '/work/main/.lm';
+const LM = new URL('../.lm', import.meta.url).pathname; // where scripts/train_lm.py --export-from writes (x/onnx)
 const { values: a } = parseArgs({
   options: {
     target: { type: 'string', default: `${LM}/x/onnx/target.onnx` },
