@@ -98,6 +98,16 @@ test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bound
   }
 });
 
+test('webgpu llm q4: decode kernels with two chunks per loop iteration (the second clamped and weighted 0 past K) equal the reference', TIMEOUT, async () => {
+  llmGpuConfig.shape = (_role, _units, TB) => (TB === 1 ? { TK: 2, RG: 4, RT: 1, UN: 2 } : undefined);
+  try {
+    const gpu = await conformance(model(GQA, 'q4', 8), 'q4 UN=2');
+    await gpu.release();
+  } finally {
+    llmGpuConfig.shape = undefined;
+  }
+});
+
 test('webgpu llm: attention split over workgroups (flash-decoding partials, then a combine) equals the reference', TIMEOUT, async () => {
   const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
   llmGpuConfig.attnSplitMin = 4;
