@@ -236,6 +236,8 @@ test('webgpu llm: capacity overflow and bad ids throw typed errors before anythi
   await gpu.release();
   await assert.rejects(gpu.forward([1]), InputError);
   await assert.rejects(WebGpuLlm.create(w, { capacity: 65 }), /capacity|positions/);
+  const short = { ...w, layers: w.layers.map((L, l) => (l === 1 ? { ...L, down: { ...L.down, K: 96 } } : L)) };
+  await assert.rejects(WebGpuLlm.create(short, { capacity: 8 }), (e: Error) => e instanceof InputError && /layer 1 down/.test(e.message));
 });
 
 test('webgpu llm: forwards create no pipelines, shader modules or bind groups after the first', TIMEOUT, async () => {

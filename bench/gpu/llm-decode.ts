@@ -260,4 +260,5 @@ async function decodeBench(): Promise<void> {
 if (only !== 'decode') await gemvBench();
 if (only !== 'gemv') await decodeBench();
 console.log(`\nsummary ${JSON.stringify(summary)}`);
-process.exit(0);
+// Dawn keeps the process alive; exit once stdout (a pipe on the GPU machine) has flushed.
+process.stdout.write('', () => process.exit(0));
