@@ -98,6 +98,16 @@ test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bound
   }
 });
 
+test('webgpu llm q4: decode kernels with two chunks per loop iteration (the second clamped and weighted 0 past K) equal the reference', TIMEOUT, async () => {
+  llmGpuConfig.shape = (_role, _units, TB) => (TB === 1 ? { TK: 2, RG: 4, RT: 1, UN: 2 } : undefined);
+  try {
+    const gpu = await conformance(model(GQA, 'q4', 8), 'q4 UN=2');
+    await gpu.release();
+  } finally {
+    llmGpuConfig.shape = undefined;
+  }
+});
+
 test('webgpu llm: attention split over workgroups (flash-decoding partials, then a combine) equals the reference', TIMEOUT, async () => {
   const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
   llmGpuConfig.attnSplitMin = 4;
@@ -226,6 +236,8 @@ test('webgpu llm: capacity overflow and bad ids throw typed errors before anythi
   await gpu.release();
   await assert.rejects(gpu.forward([1]), InputError);
   await assert.rejects(WebGpuLlm.create(w, { capacity: 65 }), /capacity|positions/);
+  const short = { ...w, layers: w.layers.map((L, l) => (l === 1 ? { ...L, down: { ...L.down, K: 96 } } : L)) };
+  await assert.rejects(WebGpuLlm.create(short, { capacity: 8 }), (e: Error) => e instanceof InputError && /layer 1 down/.test(e.message));
 });
 
 test('webgpu llm: forwards create no pipelines, shader modules or bind groups after the first', TIMEOUT, async () => {

@@ -3,7 +3,7 @@
 // N = K = 8192 and at the model's shapes (with a sweep of its shapes). Every kernel timed is checked on sampled rows.
 // Usage: node llm-decode.mjs [--small]   (--small: a small model and matrices, for software drivers)
 // Env: LLM_HIDDEN LLM_LAYERS LLM_INTER LLM_VOCAB LLM_HEADS LLM_KV LLM_HEADDIM LLM_BITS LLM_GROUP LLM_STEPS
-//      ROOFLINE_GBS (default 3350: H100 SXM HBM3) LLM_SWEEP=0 (no shape sweep) LLM_SHAPE=RT,TK,RG (force every GEMV)
+//      ROOFLINE_GBS (default 3350: H100 SXM HBM3) LLM_SWEEP=0 (no shape sweep) LLM_SHAPE=RT,TK,RG[,UN] (force every decode GEMV)
 //      LLM_ONLY=decode|gemv LLM_CHECK=1 (compare greedy ids with the TypeScript reference; slow on big models)
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { layerShapes, randomQuantLlama } from '../../src/llm/random_model.js';
@@ -19,8 +19,8 @@ const ROOF = env('ROOFLINE_GBS', 3350);
 const bits = env('LLM_BITS', 4) as QBits, group = env('LLM_GROUP', 32);
 const only = process.env.LLM_ONLY;
 if (process.env.LLM_SHAPE) {
-  const [RT, TK, RG] = process.env.LLM_SHAPE.split(',').map(Number);
-  llmGpuConfig.shape = (_role, _u, TB) => (TB === 1 ? { RT, TK, RG } : undefined);
+  const [RT, TK, RG, UN] = process.env.LLM_SHAPE.split(',').map(Number);
+  llmGpuConfig.shape = (_role, _u, TB) => (TB === 1 ? { RT, TK, RG, UN: UN || 1 } : undefined);
   if (TK) llmGpuConfig.TK = TK;
 }
 
@@ -131,14 +131,14 @@ async function gemvBench(): Promise<void> {
     const base = { m: packed.layout, norm: false, eps: 1e-5, gather: false, epi: { kind: 'head' as const }, sg: probe.ok };
     const def = gemvShapeFor('head', base, 1, { maxWorkgroupStorage: caps.maxWorkgroupStorage, subgroupMax: probe.maxSize });
     const d = await timeGemv(m, def, W, x, bufs);
-    const tag = (s: GemvShape) => `RT${s.RT} TK${s.TK} RG${s.RG}`;
+    const tag = (s: GemvShape) => `RT${s.RT} TK${s.TK} RG${s.RG} UN${s.UN ?? 1}`;
     console.log(`${name.padEnd(20)} default ${tag(def).padEnd(16)} ${d!.ms.toFixed(4)} ms ${fmt(d!.gbs).padStart(5)} GB/s = ${((100 * d!.gbs) / ROOF).toFixed(1)}% of ${ROOF}`);
     summary[`gemv ${name}`] = { shape: tag(def), ms: d!.ms, gbs: d!.gbs };
     if (sweep) {
       const results: { s: GemvShape; ms: number; gbs: number }[] = [];
-      for (const RT of [1, 2, 4, 8]) for (const TK of [16, 32, 64, 128]) for (const RG of [1, 2, 4, 8]) {
-        if (TK * RG < 32 || TK * RG > 512) continue;
-        const s: GemvShape = { TB: 1, RT, TK, RG };
+      for (const RT of [1, 2, 4, 8]) for (const TK of [32, 64]) for (const RG of [1, 2, 4, 8]) for (const UN of [1, 2, 4]) {
+        if (TK * RG > 512) continue;
+        const s: GemvShape = { TB: 1, RT, TK, RG, UN };
         const t = await timeGemv(m, s, W, x, bufs);
         if (t) results.push({ s, ms: t.ms, gbs: t.gbs });
       }
@@ -260,4 +260,5 @@ async function decodeBench(): Promise<void> {
 if (only !== 'decode') await gemvBench();
 if (only !== 'gemv') await decodeBench();
 console.log(`\nsummary ${JSON.stringify(summary)}`);
-process.exit(0);
+// Dawn keeps the process alive; exit once stdout (a pipe on the GPU machine) has flushed.
+process.stdout.write('', () => process.exit(0));

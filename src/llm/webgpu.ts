@@ -242,6 +242,7 @@ export class WebGpuLlm implements LlmRunner {
       throw new UnsupportedError(`a KV cache of ${capacity} positions: the model was trained for ${c.maxPositions}`, {}, `give a capacity between 1 and ${c.maxPositions}`);
     }
     checkConfig(c);
+    checkWeights(w);
     let device: GPUDevice, ctx: GpuContext | null = null;
     if (o.device) device = o.device;
     else { ctx = await acquireGpu(); checkLost(ctx); device = ctx.device; }
@@ -630,6 +631,31 @@ export class WebGpuLlm implements LlmRunner {
     pass.end();
     this.stats.dispatchesLastForward = n;
   }
+}
+
+/** The weights must have the config's shapes: a wrong one would read past a matrix (clamped) into wrong numbers. */
+function checkWeights(w: LlmWeights): void {
+  const c = w.config, D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+  const bad = (what: string, got: string, want: string) => new InputError(`${what} is ${got}; the config needs ${want}`, { input: what }, 'check that the weights belong to this config');
+  const mat = (m: Matrix, N: number, K: number, what: string) => {
+    if (m.N !== N || m.K !== K) throw bad(what, `[${m.N}, ${m.K}]`, `[${N}, ${K}]`);
+    const want = m.kind === 'f32' ? N * K : (N * K * m.bits) / 8;
+    if (m.data.length !== want) throw bad(`${what} data`, `${m.data.length} values`, `${want}`);
+    if (m.kind === 'q' && (K % m.group !== 0 || m.scales.length !== N * (K / m.group) || m.zeros.length !== N * Math.ceil(((K / m.group) * m.bits) / 8))) {
+      throw bad(`${what} scales/zeros`, `${m.scales.length}/${m.zeros.length} values`, `groups of ${m.group} along K = ${K}`);
+    }
+  };
+  const vec = (v: Float32Array, n: number, what: string) => { if (v.length !== n) throw bad(what, `${v.length} values`, `${n}`); };
+  if (w.layers.length !== c.layers) throw bad('layers', `${w.layers.length}`, `${c.layers}`);
+  vec(w.embed, c.vocab * D, 'embed');
+  vec(w.norm, D, 'norm');
+  mat(w.lmHead, c.vocab, D, 'lm_head');
+  w.layers.forEach((L, l) => {
+    vec(L.attnNorm, D, `layer ${l} attn norm`);
+    vec(L.mlpNorm, D, `layer ${l} mlp norm`);
+    mat(L.q, qd, D, `layer ${l} q`); mat(L.k, kvd, D, `layer ${l} k`); mat(L.v, kvd, D, `layer ${l} v`); mat(L.o, D, qd, `layer ${l} o`);
+    mat(L.gate, F, D, `layer ${l} gate`); mat(L.up, F, D, `layer ${l} up`); mat(L.down, D, F, `layer ${l} down`);
+  });
 }
 
 function checkConfig(c: LlamaConfig): void {

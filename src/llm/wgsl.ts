@@ -67,6 +67,8 @@ export interface GemvShape {
   TK: number;
   /** Row groups per workgroup. */
   RG: number;
+  /** Decode (TB 1): chunks per loop iteration, their loads issued together (default 1). */
+  UN?: number;
 }
 
 export interface GemvSpec extends GemvShape {
@@ -79,8 +81,8 @@ export interface GemvSpec extends GemvShape {
   /** x rows are embedding rows picked by the token ids; workgroup 0 also copies them into x. */
   gather: boolean;
   /**
-   * Loops over rows and tokens with bounds the compiler cannot see (software drivers: LLVM unrolling the small-T kernel
-   * takes minutes). GPUs get constant bounds, so that the accumulators stay in registers.
+   * Small T (TB > 1): loops over rows and tokens with bounds the compiler cannot see (software drivers: LLVM unrolling
+   * them takes minutes). GPUs get constant bounds, so that the accumulators stay in registers.
    */
   rolled?: boolean;
   epi: Epilogue;
@@ -236,9 +238,9 @@ export function gemvKernel(s: GemvSpec): string {
   }
 
   // One chunk of the row in variable `rw`; names get the suffix `id`.
-  const wLoad = (rw: string, id: string): string => CW === 4
-    ? `let w${id} = W[${rw} * ${u(m.wpr / 4)} + c];`
-    : `let w${id} = w32(${rw} * ${u(m.wpr)} + c);`;
+  const wLoad = (rw: string, id: string, c = 'c'): string => CW === 4
+    ? `let w${id} = W[${rw} * ${u(m.wpr / 4)} + ${c}];`
+    : `let w${id} = w32(${rw} * ${u(m.wpr)} + ${c});`;
   // The chunk's weights as vec4s (unscaled integers, or f32).
   const chunkVecs = (id: string): string[] => {
     if (m.bits === 32) return [`bitcast<vec4f>(w${id})`];
@@ -250,44 +252,58 @@ export function gemvKernel(s: GemvSpec): string {
     }
     return v;
   };
-  const scaleZero = (rw: string, id: string, q: number): string[] => {
+  const scaleZero = (rw: string, id: string, q: number, c = 'c'): string[] => {
     if (!quant) return [];
     const g = `g${id}_${q}`;
-    return [`let ${g} = (c * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
+    return [`let ${g} = (${c} * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
       `let s${id}_${q} = bitcast<f32>(w32(${u(m.scaleOff)} + ${rw} * ${u(m.groups)} + ${g}));`,
       `let z${id}_${q} = ${zeroOf(m, rw, g)};`];
   };
   // Vec4s of x per scale group inside the chunk.
   const XG = GS / 4;
-  const xLoads = (xb: string, ss: string | null, pre: string): string[] => {
+  const xLoads = (xb: string, ss: string | null, pre: string, c = 'c'): string[] => {
     const out: string[] = [];
-    for (let k = 0; k < XC; k++) out.push(`let ${pre}r${k} = X[${xb} + c * ${u(XC)} + ${u(k)}];`);
+    for (let k = 0; k < XC; k++) out.push(`let ${pre}r${k} = X[${xb} + ${c} * ${u(XC)} + ${u(k)}];`);
     if (ss) out.push(`${ss} += ${Array.from({ length: XC }, (_, k) => `dot(${pre}r${k}, ${pre}r${k})`).join(' + ')};`);
-    for (let k = 0; k < XC; k++) out.push(norm ? `let ${pre}${k} = ${pre}r${k} * NW[c * ${u(XC)} + ${u(k)}];` : `let ${pre}${k} = ${pre}r${k};`);
+    for (let k = 0; k < XC; k++) out.push(norm ? `let ${pre}${k} = ${pre}r${k} * NW[${c} * ${u(XC)} + ${u(k)}];` : `let ${pre}${k} = ${pre}r${k};`);
     return out;
   };
 
   const body: string[] = [];
   const vals: string[] = [];
-  if (TB === 1 && !s.rolled) {
-    // Decode: fully unrolled. x once per chunk, shared by every row; the zero point enters as z·Σx per group.
+  if (TB === 1) {
+    // Decode: fully unrolled. x once per chunk, shared by every row; the zero point enters as z·Σx per group. UN chunks
+    // per iteration, all loads first (memory-level parallelism); past KC a chunk is clamped and weighted 0.
+    const UN = s.UN ?? 1;
     for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) emit(`var a${r}_${h} = 0.0;`);
     if (norm) emit('var ss = 0.0;');
-    body.push(...xLoads('xb0', norm ? 'ss' : null, 'x'));
-    if (quant) for (let q = 0; q < NSG; q++) {
-      const sum = Array.from({ length: XG }, (_, k) => `x${q * XG + k}`).join(' + ');
-      body.push(`let sx${q} = dot(${sum}, vec4f(1.0));`);
+    const guard = KC % (TK * UN) !== 0;
+    const slots = Array.from({ length: UN }, (_, v) => v);
+    const sl: string[][] = slots.map(() => []);
+    for (const v of slots) {
+      const b = sl[v];
+      b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ${u(KC - 1)});`);
+      if (guard && v > 0) b.push(`let f = select(0.0, 1.0, c + ${u(v * TK)} < ${u(KC)});`);
+      b.push(...xLoads('xb0', null, 'x', 'cc'));
+      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(wLoad(`rw${r}_${h}`, `${r}_${h}`, 'cc'));
+      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let q = 0; q < NSG; q++) b.push(...scaleZero(`rw${r}_${h}`, `${r}_${h}`, q, 'cc'));
     }
-    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) body.push(wLoad(`rw${r}_${h}`, `${r}_${h}`));
-    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) {
-      const id = `${r}_${h}`;
-      for (let q = 0; q < NSG; q++) body.push(...scaleZero(`rw${id}`, id, q));
-      const vecs = chunkVecs(id);
-      for (let q = 0; q < NSG; q++) {
-        const terms = Array.from({ length: XG }, (_, k) => `dot(${vecs[q * XG + k]}, x${q * XG + k})`).join(' + ');
-        body.push(quant ? `a${id} += s${id}_${q} * ((${terms}) - z${id}_${q} * sx${q});` : `a${id} += ${terms};`);
+    // Math after every slot's loads: the slots' values live in their own blocks, so the math goes in each block's end.
+    for (const v of slots) {
+      const b = sl[v];
+      const fs = guard && v > 0 ? 'f * ' : '';
+      if (norm) b.push(`ss += ${fs}(${Array.from({ length: XC }, (_, k) => `dot(xr${k}, xr${k})`).join(' + ')});`);
+      if (quant) for (let q = 0; q < NSG; q++) b.push(`let sx${q} = dot(${Array.from({ length: XG }, (_, k) => `x${q * XG + k}`).join(' + ')}, vec4f(1.0));`);
+      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) {
+        const id = `${r}_${h}`;
+        const vecs = chunkVecs(id);
+        for (let q = 0; q < NSG; q++) {
+          const terms = Array.from({ length: XG }, (_, k) => `dot(${vecs[q * XG + k]}, x${q * XG + k})`).join(' + ');
+          b.push(quant ? `a${id} += ${fs}(s${id}_${q} * ((${terms}) - z${id}_${q} * sx${q}));` : `a${id} += ${fs}(${terms});`);
+        }
       }
     }
+    for (const v of slots) body.push(`{\n    ${sl[v].join('\n    ')}\n    }`);
     for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) vals.push(`a${r}_${h}`);
     if (norm) vals.push('ss');
   } else {
@@ -315,7 +331,8 @@ export function gemvKernel(s: GemvSpec): string {
     body.push(`acc[rh * ${u(TB)} + i] += ${Array.from({ length: XC }, (_, k) => `dot(d${k}, x${k})`).join(' + ')};`);
     body.push('}', '}', '}');
   }
-  emit(`for (var c = tk; c < ${u(KC)}; c += ${u(TK)}) {\n    ${body.join('\n    ')}\n  }`);
+  const step = TB === 1 ? TK * (s.UN ?? 1) : TK;
+  emit(`for (var c = tk; c < ${u(KC)}; c += ${u(step)}) {\n    ${body.join('\n    ')}\n  }`);
 
   // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * TK + slot].
   const store = (v: string, vi: string): string => (sg
