@@ -13,7 +13,7 @@ import { argmax, Sampler, tokenDistribution } from '../src/generate/sampler.js';
 import { TextStreamer, TextTokenizer } from '../src/generate/tokenizer.js';
 import { GpuTensor } from '../src/backends/webgpu/gpu_tensor.js';
 import { InputError, UnsupportedError } from '../src/errors.js';
-import { fixture, ROOT } from './helpers.js';
+import { fixture, ortDecoderGreedy, ROOT } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 const DECODER = fixture('decoder-small.onnx');
@@ -27,27 +27,8 @@ const llama = async (config?: object) => {
   return config ? new TextTokenizer(json, config) : TextTokenizer.fromFile(path.join(LLAMA_DIR, 'tokenizer.json'));
 };
 
-/** The oracle: a greedy loop on onnxruntime-node (native CPU), presents fed back as past. */
-async function ortGreedy(prompt: number[], n: number): Promise<number[]> {
-  const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
-  const s = await ort.InferenceSession.create(DECODER, { graphOptimizationLevel: 'disabled' });
-  const ids = (v: number[]) => new ort.Tensor('int64', BigInt64Array.from(v, BigInt), [1, v.length]);
-  let feeds: Record<string, import('onnxruntime-node').Tensor> = { input_ids: ids(prompt) };
-  for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, 4, 0, 32]);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = await s.run(feeds);
-    const lg = r.logits.data as Float32Array;
-    out.push(argmax(lg.subarray(lg.length - VOCAB)));
-    feeds = { input_ids: ids([out[i]]) };
-    for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = r[`present.${l}.${k}`];
-  }
-  await s.release();
-  return out;
-}
-
 let oracle: Promise<number[]> | undefined;
-const greedyOracle = () => (oracle ??= ortGreedy(PROMPT, 20));
+const greedyOracle = () => (oracle ??= ortDecoderGreedy(PROMPT, 20));
 
 async function collect(g: Generation) {
   const toks = [];
@@ -220,7 +201,7 @@ test('generate with the tokenizer: streamed text equals the decoded ids; stop st
     assert.ok(pids.every((i) => i < VOCAB), `prompt ids ${pids} fit the fixture's vocabulary`);
     const g = gen.generate(prompt, { maxTokens: 24, ignoreEos: true });
     const toks = await collect(g);
-    assert.deepEqual(toks.map((t) => t.id), await ortGreedy(pids, 24), 'the text prompt is encoded with BOS and decoded greedily');
+    assert.deepEqual(toks.map((t) => t.id), await ortDecoderGreedy(pids, 24), 'the text prompt is encoded with BOS and decoded greedily');
     assert.equal(toks.map((t) => t.text).join(''), tok.decode(g.ids));
     assert.equal(g.text, tok.decode(g.ids));
     assert.ok(g.text.length > 10, g.text);

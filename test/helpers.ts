@@ -3,6 +3,7 @@ import { writeModel } from '../src/bench/onnx_writer.js';
 import * as fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import { argmax } from '../src/generate/sampler.js';
 import { PNG } from 'pngjs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,4 +110,26 @@ export async function assertLikeOrt(model: string, feeds: Record<string, Tensor>
     const e = relErr(got[k], want[k]);
     assert.ok(e <= tol, `${label} output ${k}: relative error ${e}`);
   }
+}
+
+/**
+ * The oracle of the generation tests: onnxruntime-node's greedy loop on the small fixture decoder
+ * (decoder-small.onnx: 2 layers, 4 heads of 32, vocabulary 1000), presents fed back as past.
+ */
+export async function ortDecoderGreedy(prompt: number[], n: number): Promise<number[]> {
+  const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
+  const s = await ort.InferenceSession.create(fixture('decoder-small.onnx'), { graphOptimizationLevel: 'disabled' });
+  const ids = (v: number[]) => new ort.Tensor('int64', BigInt64Array.from(v, BigInt), [1, v.length]);
+  let feeds: Record<string, import('onnxruntime-node').Tensor> = { input_ids: ids(prompt) };
+  for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, 4, 0, 32]);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await s.run(feeds);
+    const lg = r.logits.data as Float32Array;
+    out.push(argmax(lg.subarray(lg.length - 1000)));
+    feeds = { input_ids: ids([out[i]]) };
+    for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = r[`present.${l}.${k}`];
+  }
+  await s.release();
+  return out;
 }

@@ -21,7 +21,7 @@ import { InputError, UnsupportedError } from '../src/errors.js';
 import { encodeLlm, ReferenceLlm, type LlamaConfig, type LlmWeights } from '../src/llm/index.js';
 import { writeSafetensors, f32Tensor } from '../src/llm/safetensors.js';
 import { mulberry32 } from '../src/util/random.js';
-import { fixture, ROOT } from './helpers.js';
+import { fixture, ortDecoderGreedy, ROOT } from './helpers.js';
 import { llamaConfig, perturb, randomLlama } from './llm-random.js';
 
 const require = createRequire(import.meta.url);
@@ -335,26 +335,8 @@ test('speculative decoding: typed errors for a draft of another vocabulary, the 
 
 // ---- The ONNX decoder path ----
 
-/** onnxruntime-node's greedy loop on the fixture decoder. */
-async function ortGreedy(prompt: number[], n: number): Promise<number[]> {
-  const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
-  const s = await ort.InferenceSession.create(DECODER, { graphOptimizationLevel: 'disabled' });
-  const mk = (v: number[]) => new ort.Tensor('int64', BigInt64Array.from(v, BigInt), [1, v.length]);
-  let feeds: Record<string, import('onnxruntime-node').Tensor> = { input_ids: mk(prompt) };
-  for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, 4, 0, 32]);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = await s.run(feeds);
-    const lg = r.logits.data as Float32Array;
-    out.push(argmax(lg.subarray(lg.length - VOCAB)));
-    feeds = { input_ids: mk([out[i]]) };
-    for (let l = 0; l < 2; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = r[`present.${l}.${k}`];
-  }
-  await s.release();
-  return out;
-}
 let oracle: Promise<number[]> | undefined;
-const greedyOracle = () => (oracle ??= ortGreedy(PROMPT, 24));
+const greedyOracle = () => (oracle ??= ortDecoderGreedy(PROMPT, 24));
 
 /**
  * A draft that knows the greedy sequence and proposes it, except at the positions in `wrong` (where it proposes the
