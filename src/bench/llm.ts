@@ -2,10 +2,10 @@
 // onnxruntime-node where present) running the very same weights as an ONNX decoder with a KV cache (exportOnnx:
 // MatMulNBits for quantized matrices). Every engine's tokens are checked against onnxruntime's on the same weights
 // before its speed counts; the ratio is taken in the same run.
-import { Tensor } from '../tensor.js';
 import { createLlm, type LlmBackend } from '../llm/index.js';
 import { exportOnnx } from '../llm/onnx_export.js';
 import { quantizeRtn } from '../llm/quantize.js';
+import { argmax } from '../generate/sampler.js';
 import { LlmCausalLM } from '../generate/causal_lm.js';
 import { TextGenerator } from '../generate/generate.js';
 import { bytesPerToken, type LlmWeights, type QBits } from '../llm/types.js';
@@ -30,11 +30,6 @@ export interface DecodeEngine {
   create(): Promise<Greedy>;
 }
 
-const argmax = (a: ArrayLike<number>, off = 0, n = a.length - off) => {
-  let b = 0;
-  for (let i = 1; i < n; i++) if (a[off + i] > a[off + b]) b = i;
-  return b;
-};
 
 export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number): DecodeEngine {
   return {
@@ -113,7 +108,7 @@ export function ortDecodeEngine(kind: 'web-wasm' | 'web-webgpu' | 'node', onnx: 
         for (const n of kvNames) past[`past_key_values.${n}`] = out[`present.${n}`];
         for (const t of Object.values(old)) t.dispose?.();
         const lg = out.logits.data as Float32Array;
-        return argmax(lg, lg.length - c.vocab, c.vocab);
+        return argmax(lg.subarray(lg.length - c.vocab));
       };
       return {
         prefill: (ids) => { for (const t of Object.values(past)) t.dispose?.(); empty(); return run(ids); },
@@ -221,4 +216,3 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
 }
 
-export { Tensor };
