@@ -10,7 +10,9 @@ import { quantizeRtn } from '../src/llm/quantize.js';
 import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
-import { WebGpuLlm, llmGpuConfig } from '../src/llm/webgpu.js';
+import { WebGpuLlm, llmGpuConfig, packMatrix } from '../src/llm/webgpu.js';
+import { f16ToF32 } from '../src/ops/util.js';
+import { bytesPerToken } from '../src/llm/types.js';
 
 const TIMEOUT = { timeout: 900_000 };
 
@@ -69,7 +71,11 @@ async function conformance(w: LlmWeights, what: string): Promise<WebGpuLlm> {
 
 for (const quant of ['f32', 'q8', 'q4'] as const) {
   test(`webgpu llm ${quant}: prompt, steps and all-position logits equal the reference (GQA)`, TIMEOUT, async () => {
-    const gpu = await conformance(model(GQA, quant), quant);
+    const w = model(GQA, quant);
+    const gpu = await conformance(w, quant);
+    // The upload reads f16 scales: fewer bytes than the f32-scale format for quantized weights.
+    if (quant === 'f32') assert.equal(gpu.weightBytesPerToken, bytesPerToken(w));
+    else assert.ok(gpu.weightBytesPerToken < bytesPerToken(w) && gpu.weightBytesPerToken > 0.8 * bytesPerToken(w), `${gpu.weightBytesPerToken} vs ${bytesPerToken(w)}`);
     await gpu.release();
   });
 }
@@ -124,9 +130,11 @@ test('webgpu llm: attention split over workgroups (flash-decoding partials, then
   }
 });
 
-test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, q8 head) equal the reference', TIMEOUT, async () => {
+test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, f32 scales, q8 head) equal the reference', TIMEOUT, async () => {
   const c: LlamaConfig = { vocab: 203, hidden: 80, intermediate: 112, layers: 2, heads: 5, kvHeads: 1, headDim: 16, maxPositions: 48, ropeTheta: 500000, rmsEps: 1e-6 };
   const w = quantizeRtn(randomLlama(c, 11, true), { bits: 4, group: 16, headBits: 8 });
+  // Scales that are not f16 values stay f32 in the upload (the head's, from the quantizer, become f16).
+  for (const L of w.layers) for (const m of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) if (m.kind === 'q') m.scales.forEach((v, i, a) => { a[i] = v * 1.0001; });
   const gpu = await conformance(w, 'odd');
   await gpu.release();
 });
@@ -285,6 +293,27 @@ test('webgpu llm: GPU timestamps of a forward', TIMEOUT, async (t) => {
   assert.ok(rel(await gpu.forward([3, 4, 5]), await ref.forward([3, 4, 5])) <= 1e-3);
   assert.ok(gpu.stats.gpuMsLastForward > 0 && gpu.stats.gpuMsLastForward < 60_000, `GPU ms ${gpu.stats.gpuMsLastForward}`);
   await gpu.release();
+});
+
+test('packMatrix: scales become f16 pairs where every one is an f16 value, else stay f32; zero points padded per row', () => {
+  const w = model(GQA, 'q4', 1);
+  const q = w.layers[0].q;
+  assert.equal(q.kind, 'q');
+  if (q.kind !== 'q') return;
+  const p = packMatrix(q);
+  assert.equal(p.layout.scaleF16, true);
+  // Data, 2 bytes per scale, and 2 bytes of zero points per row (3 groups) padded to 4.
+  assert.equal(p.words.byteLength, q.data.byteLength + q.scales.length * 2 + q.N * 4);
+  const h = new Uint16Array(p.words.buffer, p.layout.scaleOff * 4, q.scales.length);
+  for (let i = 0; i < q.scales.length; i += 7) assert.equal(f16ToF32(h[i]), q.scales[i]);
+  const off = { ...q, scales: q.scales.map((v) => v * 1.0001) };
+  const p32 = packMatrix(off);
+  assert.equal(p32.layout.scaleF16, false);
+  assert.deepEqual(new Float32Array(p32.words.buffer, p32.layout.scaleOff * 4, q.scales.length), off.scales);
+  // 96/32 = 3 groups of 4-bit zero points: 2 bytes per row, padded to a word.
+  assert.equal(p32.layout.zpr, 1);
+  const z = new Uint8Array(p32.words.buffer, p32.layout.zeroOff * 4);
+  assert.deepEqual([...z.subarray(4, 6)], [...q.zeros.subarray(2, 4)]);
 });
 
 test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {

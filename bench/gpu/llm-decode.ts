@@ -8,9 +8,10 @@
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { layerShapes, randomQuantLlama } from '../../src/llm/random_model.js';
 import { ReferenceLlm } from '../../src/llm/reference.js';
-import { bytesPerToken, dequantRow, matrixBytes, type LlamaConfig, type QBits, type QuantMatrix } from '../../src/llm/types.js';
+import { bytesPerToken, dequantRow, type LlamaConfig, type QBits, type QuantMatrix } from '../../src/llm/types.js';
 import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, probeSubgroups } from '../../src/llm/webgpu.js';
 import { META_IDS, gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../../src/llm/wgsl.js';
+import { f16ToF32, f32ToF16 } from '../../src/ops/util.js';
 import { mulberry32 } from '../../src/util/random.js';
 
 const small = process.argv.includes('--small');
@@ -41,7 +42,7 @@ function randomQuant(N: number, K: number, seed: number): QuantMatrix {
   for (let i = 0; i < w32.length; i++) w32[i] = (r() * 4294967296) >>> 0;
   const groups = K / group;
   const scales = new Float32Array(N * groups);
-  for (let i = 0; i < scales.length; i++) scales[i] = (0.5 + r()) / 64;
+  for (let i = 0; i < scales.length; i++) scales[i] = f16ToF32(f32ToF16((0.5 + r()) / 64)); // f16 values, as the quantizer writes
   const zRow = Math.ceil((groups * bits) / 8);
   const zeros = new Uint8Array(N * zRow);
   for (let i = 0; i < zeros.length; i++) zeros[i] = (r() * 256) | 0;
@@ -50,7 +51,7 @@ function randomQuant(N: number, K: number, seed: number): QuantMatrix {
 
 /** Times y = W x (the head's kernel: no prologue or epilogue) and checks 16 sampled rows against the CPU. */
 async function timeGemv(m: QuantMatrix, shape: GemvShape, W: GPUBuffer, x: Float32Array, bufs: { meta: GPUBuffer; X: GPUBuffer; OUT: GPUBuffer }) {
-  const layout = matLayout('q', bits, group, m.N, m.K);
+  const layout = matLayout('q', bits, group, m.N, m.K, true);
   const base = { m: layout, norm: false, eps: 1e-5, gather: false, epi: { kind: 'head' as const }, sg: probe.ok };
   let spec: GemvSpec = { ...base, ...shape };
   if (spec.sg && spec.TK < probe.maxSize) spec = { ...spec, sg: false };
@@ -104,7 +105,7 @@ async function timeGemv(m: QuantMatrix, shape: GemvShape, W: GPUBuffer, x: Float
   }
   if (!(worst < 1e-4)) throw new Error(`GEMV ${m.N}x${m.K} shape ${JSON.stringify(shape)}: row error ${worst} (relative to Σ|w·x|)`);
   const ms = med(times);
-  const bytes = matrixBytes(m) + m.K * 4 + m.N * 4;
+  const bytes = layout.words * 4 + m.K * 4 + m.N * 4;
   return { ms, gbs: bytes / ms / 1e6, spec };
 }
 
@@ -113,7 +114,7 @@ async function gemvBench(): Promise<void> {
     ? [['1024x1024', 1024, 1024], ['2048x512', 2048, 512]]
     : [['8192x8192', 8192, 8192], ['q 2048x2048', 2048, 2048], ['gate+up 11264x2048', 11264, 2048], ['down 2048x5632', 2048, 5632], ['head 32000x2048', 32000, 2048]];
   const sweep = process.env.LLM_SWEEP ? process.env.LLM_SWEEP !== '0' : !small;
-  console.log(`\nGEMV y = W x, ${bits}-bit g${group}, one token; GB/s = (weights+scales+zeros + x + y bytes) / kernel time${caps.timestamps ? ' (GPU timestamps over a pass of repeated dispatches)' : ' (wall clock)'}`);
+  console.log(`\nGEMV y = W x, ${bits}-bit g${group}, one token; GB/s = (the bytes the kernel reads: weights, f16 scales, zeros, x; and writes: y) / kernel time${caps.timestamps ? ' (GPU timestamps over a pass of repeated dispatches)' : ' (wall clock)'}`);
   for (const [name, N, K] of shapes) {
     const m = randomQuant(N, K, N + K);
     const packed = packMatrix(m);
@@ -161,10 +162,13 @@ async function decodeBench(): Promise<void> {
   let t = performance.now();
   const w = randomQuantLlama(cfg, bits, group, 1);
   const genMs = performance.now() - t;
-  const bytes = bytesPerToken(w);
-  console.log(`\nmodel: ${JSON.stringify(cfg)} ${w.quant}; ${(bytes / 1e6).toFixed(1)} MB of weights read per token; made in ${genMs.toFixed(0)} ms`);
+  console.log(`\nmodel: ${JSON.stringify(cfg)} ${w.quant}; made in ${genMs.toFixed(0)} ms`);
   t = performance.now();
   const r = await WebGpuLlm.create(w, { capacity: 1024 });
+  // GB/s from the bytes the runner reads (f16 scales); types.ts's bytesPerToken (f32 scales) for reference.
+  const bytes = r.weightBytesPerToken;
+  console.log(`weights read per token: ${(bytes / 1e6).toFixed(1)} MB as uploaded (bytesPerToken of the f32-scale format: ${(bytesPerToken(w) / 1e6).toFixed(1)} MB)`);
+  summary.bytesPerToken = bytes;
   console.log(`create (upload + ${r.stats.pipelines} pipelines): ${(performance.now() - t).toFixed(0)} ms; subgroups ${r.subgroups}; token buckets ${r.buckets.join(',')}`);
   const rnd = mulberry32(9);
   const prompt = Array.from({ length: 16 }, () => Math.floor(rnd() * cfg.vocab));

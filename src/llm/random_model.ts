@@ -1,5 +1,6 @@
 // Random Llama weights for tests and benchmarks: dense (then quantized by the caller if wanted), or 4/8-bit groups made
 // directly as random bytes (seconds instead of minutes for a billion-parameter model).
+import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { mulberry32 } from '../util/random.js';
 import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
 
@@ -44,7 +45,8 @@ export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed =
   };
   const quant = (N: number, K: number): Matrix => {
     const groups = K / group, zRow = Math.ceil((groups * bits) / 8);
-    const scales = new Float32Array(N * groups).fill((2 / Math.sqrt(K)) / qmax);
+    // An f16 value, as webjit's quantizer writes scales.
+    const scales = new Float32Array(N * groups).fill(f16ToF32(f32ToF16((2 / Math.sqrt(K)) / qmax)));
     const zeros = new Uint8Array(N * zRow);
     const mid = (qmax + 1) >> 1;
     if (bits === 8) zeros.fill(mid);

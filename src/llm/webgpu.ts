@@ -3,6 +3,7 @@
 // forward() (per maxT tokens), and only the logits (or argmax ids) read back.
 import { acquireGpu, checkLost, type GpuContext } from '../backends/webgpu/device.js';
 import { ExecutionError, InputError, ResourceLimitError, UnsupportedError } from '../errors.js';
+import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
@@ -152,11 +153,18 @@ export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<A
     new Float32Array(words.buffer).set(m.data);
     return { layout, words };
   }
-  const layout = matLayout('q', m.bits, m.group, m.N, m.K);
+  // f16 scales where every scale is a normal f16 value (webjit's quantizer rounds them so) or 0.
+  const f16 = m.scales.every((v) => v === 0 || (Math.abs(v) >= 6.103515625e-5 && f16ToF32(f32ToF16(v)) === v));
+  const layout = matLayout('q', m.bits, m.group, m.N, m.K, f16);
   const words = new Uint32Array(layout.words);
   const bytes = new Uint8Array(words.buffer);
   bytes.set(m.data, 0);
-  new Float32Array(words.buffer, layout.scaleOff * 4, m.N * layout.groups).set(m.scales);
+  if (f16) {
+    const h = new Uint16Array(words.buffer, layout.scaleOff * 4, m.scales.length);
+    for (let i = 0; i < m.scales.length; i++) h[i] = f32ToF16(m.scales[i]);
+  } else {
+    new Float32Array(words.buffer, layout.scaleOff * 4, m.N * layout.groups).set(m.scales);
+  }
   const zRow = Math.ceil((layout.groups * m.bits) / 8);
   for (let n = 0; n < m.N; n++) bytes.set(m.zeros.subarray(n * zRow, (n + 1) * zRow), (layout.zeroOff + n * layout.zpr) * 4);
   return { layout, words };
@@ -185,6 +193,11 @@ export class WebGpuLlm implements LlmRunner {
   timing = false;
   /** Whether the kernels use subgroup reductions. */
   subgroups = false;
+  /**
+   * Weight bytes one decode step reads in this runner's layout (types.ts bytesPerToken counts f32 scales; here they
+   * are f16 where exact): every matrix, the norms and one embedding row.
+   */
+  weightBytesPerToken = 0;
   /** Tokens per workgroup of the matrix kernels' variants. */
   readonly buckets: number[];
   private readonly rolled: boolean;
@@ -322,11 +335,13 @@ export class WebGpuLlm implements LlmRunner {
     }
     const embed = this.upload(w.embed, 0, 'the embedding table');
     this.finalNorm = this.upload(w.norm, 0, 'norm weights');
+    this.weightBytesPerToken = (D + D + 2 * c.layers * D) * 4;
 
     const pending: Promise<unknown>[] = [];
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string): { k: GemvKernels; buf: GPUBuffer } => {
       const packed = packMatrix(m);
       const buf = this.upload(packed.words, 0, what);
+      this.weightBytesPerToken += packed.words.byteLength;
       const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled };
       const bindings = gemvBindings(base);
       const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl };

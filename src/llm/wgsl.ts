@@ -19,7 +19,8 @@ export const metaRopeOffset = (maxT: number): number => META_IDS + maxT;
 
 /**
  * A matrix as the kernels read it: one u32 buffer holding the data rows (K·bits/32 words each; f32 bits for dense),
- * then the scales (f32 bits, [N, groups]), then the zero points packed per row and padded to whole words.
+ * then the scales ([N, groups] as f32 bits, or as f16 two per word where every scale is an f16 value: 2 bytes fewer per
+ * group), then the zero points packed per row and padded to whole words.
  */
 export interface MatLayout {
   kind: 'f32' | 'q';
@@ -33,16 +34,24 @@ export interface MatLayout {
   /** Zero-point words per row. */
   zpr: number;
   scaleOff: number;
+  /** Scales as f16 pairs. */
+  scaleF16: boolean;
   zeroOff: number;
   words: number;
 }
 
-export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number): MatLayout {
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false): MatLayout {
   const wpr = (K * bits) / 32;
-  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, scaleOff: N * wpr, zeroOff: N * wpr, words: N * wpr };
+  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr };
   const groups = K / group, zpr = Math.ceil((groups * bits) / 32);
-  const scaleOff = N * wpr, zeroOff = scaleOff + N * groups;
-  return { kind, bits, group, N, K, wpr, groups, zpr, scaleOff, zeroOff, words: zeroOff + N * zpr };
+  const scaleOff = N * wpr, zeroOff = scaleOff + (scaleF16 ? Math.ceil((N * groups) / 2) : N * groups);
+  return { kind, bits, group, N, K, wpr, groups, zpr, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr };
+}
+
+/** The scale of group `g` of row `rw` (an f32 expression). */
+function scaleOf(m: MatLayout, rw: string, g: string): string {
+  const i = `(${rw} * ${u(m.groups)} + ${g})`;
+  return m.scaleF16 ? `unpack2x16float(w32(${u(m.scaleOff)} + (${i} >> 1u)))[${i} & 1u]` : `bitcast<f32>(w32(${u(m.scaleOff)} + ${i}))`;
 }
 
 export type Epilogue =
@@ -256,7 +265,7 @@ export function gemvKernel(s: GemvSpec): string {
     if (!quant) return [];
     const g = `g${id}_${q}`;
     return [`let ${g} = (${c} * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
-      `let s${id}_${q} = bitcast<f32>(w32(${u(m.scaleOff)} + ${rw} * ${u(m.groups)} + ${g}));`,
+      `let s${id}_${q} = ${scaleOf(m, rw, g)};`,
       `let z${id}_${q} = ${zeroOf(m, rw, g)};`];
   };
   // Vec4s of x per scale group inside the chunk.
@@ -427,7 +436,7 @@ export function gemmKernel(s: GemmSpec): string {
     if (m.bits === 8) out.push('let by = byt(wd);');
     if (quant) {
       out.push(`let g = (kc * ${u(CWt)} + wi * ${u(WPW)}) / ${u(m.group)};`);
-      out.push(`let sc = bitcast<f32>(w32(${u(m.scaleOff)} + row * ${u(m.groups)} + g));`);
+      out.push(`let sc = ${scaleOf(m, 'row', 'g')};`);
       out.push(`let zp = ${zeroOf(m, 'row', 'g')};`);
     }
     for (let e = 0; e < WPW; e++) {
