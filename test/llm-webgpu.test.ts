@@ -11,6 +11,7 @@ import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
 import { WebGpuLlm, llmGpuConfig, packMatrix } from '../src/llm/webgpu.js';
+import type { GemvShape } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
 import { bytesPerToken } from '../src/llm/types.js';
 
@@ -104,6 +105,43 @@ test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bound
   }
 });
 
+for (const quant of ['q4', 'q8'] as const) {
+  test(`webgpu llm ${quant}: decode kernels staging x in tiles of one chunk (a barrier pair per chunk) and x read from storage equal the reference`, TIMEOUT, async () => {
+    const cases: [string, (TB: number) => Partial<GemvShape> | undefined][] = [
+      ['one-chunk tiles, UN=2', (TB) => (TB === 1 ? { TK: 2, RG: 2, RT: 2, UN: 2, XT: quant === 'q4' ? 8 : 4 } : undefined)],
+      ['x from storage', (TB) => (TB === 1 ? { XT: 0 } : undefined)],
+    ];
+    for (const [what, shape] of cases) {
+      llmGpuConfig.shape = (_role, _units, TB) => shape(TB);
+      try {
+        const gpu = await conformance(model(GQA, quant, 5), `${quant} ${what}`);
+        await gpu.release();
+      } finally {
+        llmGpuConfig.shape = undefined;
+      }
+    }
+  });
+}
+
+test('webgpu llm q4 and q8: the unrolled small-T kernels with x staged for 4 tokens (whole and in one-chunk tiles) equal the reference', TIMEOUT, async () => {
+  llmGpuConfig.buckets = [1, 4];
+  llmGpuConfig.rolled = false;
+  try {
+    for (const quant of ['q4', 'q8'] as const) {
+      await (await conformance(model(GQA, quant, 13), `${quant} staged T<=4`)).release();
+      llmGpuConfig.shape = (_role, _units, TB) => (TB === 4 ? { XT: 4 * (quant === 'q4' ? 8 : 4) } : undefined);
+      try {
+        await (await conformance(model(GQA, quant, 14), `${quant} staged T<=4, one-chunk tiles`)).release();
+      } finally {
+        llmGpuConfig.shape = undefined;
+      }
+    }
+  } finally {
+    llmGpuConfig.buckets = undefined;
+    llmGpuConfig.rolled = undefined;
+  }
+});
+
 test('webgpu llm q4: decode kernels with two chunks per loop iteration (the second clamped and weighted 0 past K) equal the reference', TIMEOUT, async () => {
   llmGpuConfig.shape = (_role, _units, TB) => (TB === 1 ? { TK: 2, RG: 4, RT: 1, UN: 2 } : undefined);
   try {
@@ -125,6 +163,21 @@ test('webgpu llm: attention split over workgroups (flash-decoding partials, then
     assert.equal(gpu.stats.dispatchesLastForward, 6 * GQA.layers + 2);
     await gpu.release();
   } finally {
+    llmGpuConfig.attnSplitMin = saved.min;
+    llmGpuConfig.attnSplitKeys = saved.keys;
+  }
+});
+
+test('webgpu llm: attention in tiles of 3 keys (online softmax across tiles), alone and with split attention, equals the reference', TIMEOUT, async () => {
+  const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
+  llmGpuConfig.attnTile = 3;
+  try {
+    await (await conformance(model(GQA, 'q4', 12), 'attention tiles of 3')).release();
+    llmGpuConfig.attnSplitMin = 4;
+    llmGpuConfig.attnSplitKeys = 7;
+    await (await conformance(model(GQA, 'q4', 12), 'attention tiles of 3, splits of 7')).release();
+  } finally {
+    llmGpuConfig.attnTile = undefined;
     llmGpuConfig.attnSplitMin = saved.min;
     llmGpuConfig.attnSplitKeys = saved.keys;
   }

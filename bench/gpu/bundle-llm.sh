@@ -8,7 +8,10 @@ rm -rf .bundle-llm && mkdir -p .bundle-llm/ort
 npx esbuild bench/gpu/webjit-cli.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --external:onnxruntime-node \
   --external:onnxruntime-web '--external:@tensorflow/*' --outfile=.bundle-llm/webjit.mjs --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
-npx esbuild bench/gpu/llm-decode.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=.bundle-llm/llm-decode.mjs --log-level=warning
+for b in llm-decode llm-shapes dispatch-cost; do
+  npx esbuild bench/gpu/$b.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=.bundle-llm/$b.mjs --log-level=warning \
+    --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
+done
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench scripts || echo +dirty)" > .bundle-llm/commit
 d=node_modules/onnxruntime-web/dist
 cp "$d/ort.webgpu.mjs" "$d/ort-wasm-simd-threaded.asyncify.mjs" .bundle-llm/ort/

@@ -3,7 +3,7 @@
 // N = K = 8192 and at the model's shapes (with a sweep of its shapes). Every kernel timed is checked on sampled rows.
 // Usage: node llm-decode.mjs [--small]   (--small: a small model and matrices, for software drivers)
 // Env: LLM_HIDDEN LLM_LAYERS LLM_INTER LLM_VOCAB LLM_HEADS LLM_KV LLM_HEADDIM LLM_BITS LLM_GROUP LLM_STEPS
-//      ROOFLINE_GBS (default 3350: H100 SXM HBM3) LLM_SWEEP=0 (no shape sweep) LLM_SHAPE=RT,TK,RG[,UN] (force every decode GEMV)
+//      ROOFLINE_GBS (default 3350: H100 SXM HBM3) LLM_SWEEP=0 (no shape sweep) LLM_SHAPE=RT,TK,RG[,UN[,XT]] (force every decode GEMV)
 //      LLM_ONLY=decode|gemv LLM_CHECK=1 (compare greedy ids with the TypeScript reference; slow on big models)
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { layerShapes, randomQuantLlama } from '../../src/llm/random_model.js';
@@ -20,8 +20,8 @@ const ROOF = env('ROOFLINE_GBS', 3350);
 const bits = env('LLM_BITS', 4) as QBits, group = env('LLM_GROUP', 32);
 const only = process.env.LLM_ONLY;
 if (process.env.LLM_SHAPE) {
-  const [RT, TK, RG, UN] = process.env.LLM_SHAPE.split(',').map(Number);
-  llmGpuConfig.shape = (_role, _u, TB) => (TB === 1 ? { RT, TK, RG, UN: UN || 1 } : undefined);
+  const [RT, TK, RG, UN, XT] = process.env.LLM_SHAPE.split(',').map(Number);
+  llmGpuConfig.shape = (_role, _u, TB) => (TB === 1 ? { RT, TK, RG, UN: UN || 1, ...(XT === undefined ? {} : { XT }) } : undefined);
   if (TK) llmGpuConfig.TK = TK;
 }
 
@@ -32,6 +32,12 @@ console.log(`subgroup probe: ${probe.ok ? 'ok' : 'not usable'}, max size ${probe
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const summary: Record<string, unknown> = { device: caps.name, bits, group, roofline_gbs: ROOF };
+
+const cfg: LlamaConfig = {
+  vocab: env('LLM_VOCAB', small ? 1000 : 32000), hidden: env('LLM_HIDDEN', small ? 256 : 2048), intermediate: env('LLM_INTER', small ? 512 : 5632),
+  layers: env('LLM_LAYERS', small ? 2 : 22), heads: env('LLM_HEADS', small ? 4 : 32), kvHeads: env('LLM_KV', small ? 2 : 4), headDim: env('LLM_HEADDIM', 64),
+  maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
+};
 
 // --- The matrix-vector kernel alone -----------------------------------------------------------------------------
 
@@ -50,26 +56,25 @@ function randomQuant(N: number, K: number, seed: number): QuantMatrix {
 }
 
 /** Times y = W x (the head's kernel: no prologue or epilogue) and checks 16 sampled rows against the CPU. */
-async function timeGemv(m: QuantMatrix, shape: GemvShape, W: GPUBuffer, x: Float32Array, bufs: { meta: GPUBuffer; X: GPUBuffer; OUT: GPUBuffer }) {
+async function timeGemv(m: QuantMatrix, shape: GemvShape, Ws: GPUBuffer[], x: Float32Array, bufs: { meta: GPUBuffer; X: GPUBuffer; OUT: GPUBuffer }) {
   const layout = matLayout('q', bits, group, m.N, m.K, true);
   const base = { m: layout, norm: false, eps: 1e-5, gather: false, epi: { kind: 'head' as const }, sg: probe.ok };
   let spec: GemvSpec = { ...base, ...shape };
   if (spec.sg && spec.TK < probe.maxSize) spec = { ...spec, sg: false };
   if (gemvWorkgroupBytes(spec) > caps.maxWorkgroupStorage || spec.TK * spec.RG > caps.maxInvocations) return null;
   const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code: gemvKernel(spec) }), entryPoint: 'main' } });
-  const bind = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [bufs.meta, W, bufs.X, bufs.OUT].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  const binds = Ws.map((W) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [bufs.meta, W, bufs.X, bufs.OUT].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
   const groups = Math.ceil(m.N / (spec.RT * spec.RG));
   const qs = caps.timestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
   const qbuf = qs ? device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }) : null;
   const qread = qs ? device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) : null;
-  const reps = small ? 5 : 50;
+  const reps = small ? 5 : Math.max(50, 2 * Ws.length);
   const times: number[] = [];
   for (let round = 0; round < 6; round++) {
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass(qs ? { timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined);
     pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bind);
-    for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups);
+    for (let i = 0; i < reps; i++) { pass.setBindGroup(0, binds[i % binds.length]); pass.dispatchWorkgroups(groups); }
     pass.end();
     if (qs) { enc.resolveQuerySet(qs, 0, 2, qbuf!, 0); enc.copyBufferToBuffer(qbuf!, 0, qread!, 0, 16); }
     const t0 = performance.now();
@@ -112,15 +117,25 @@ async function timeGemv(m: QuantMatrix, shape: GemvShape, W: GPUBuffer, x: Float
 async function gemvBench(): Promise<void> {
   const shapes: [string, number, number][] = small
     ? [['1024x1024', 1024, 1024], ['2048x512', 2048, 512]]
-    : [['8192x8192', 8192, 8192], ['q 2048x2048', 2048, 2048], ['gate+up 11264x2048', 11264, 2048], ['down 2048x5632', 2048, 5632], ['head 32000x2048', 32000, 2048]];
+    : (() => {
+      const D = cfg.hidden, F = cfg.intermediate, QD = cfg.heads * cfg.headDim, KVD = cfg.kvHeads * cfg.headDim;
+      const mat = (what: string, N: number, K: number): [string, number, number] => [`${what} ${N}x${K}`, N, K];
+      return [mat('', 8192, 8192), mat('qkv', QD + 2 * KVD, D), mat('o', D, QD), mat('gate+up', 2 * F, D), mat('down', D, F), mat('head', cfg.vocab, D)];
+    })();
   const sweep = process.env.LLM_SWEEP ? process.env.LLM_SWEEP !== '0' : !small;
   console.log(`\nGEMV y = W x, ${bits}-bit g${group}, one token; GB/s = (the bytes the kernel reads: weights, f16 scales, zeros, x; and writes: y) / kernel time${caps.timestamps ? ' (GPU timestamps over a pass of repeated dispatches)' : ' (wall clock)'}`);
   for (const [name, N, K] of shapes) {
     const m = randomQuant(N, K, N + K);
     const packed = packMatrix(m);
     const mk = (bytes: number, usage: number) => device.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.STORAGE | usage });
-    const W = mk(packed.words.byteLength, GPUBufferUsage.COPY_DST);
-    device.queue.writeBuffer(W, 0, packed.words);
+    // Cold: enough copies of W, dispatched in turn, that the L2 cache (50 MB on the H100) cannot hold them, as in a
+    // model's forward; warm: one copy, repeated (cache-flattered for matrices that fit in L2).
+    const copies = small ? 1 : Math.max(1, Math.ceil((256 << 20) / packed.words.byteLength));
+    const Ws = Array.from({ length: copies }, () => {
+      const W = mk(packed.words.byteLength, GPUBufferUsage.COPY_DST);
+      device.queue.writeBuffer(W, 0, packed.words);
+      return W;
+    });
     const r = mulberry32(3);
     const x = Float32Array.from({ length: K }, () => r() * 2 - 1);
     const X = mk(K * 4, GPUBufferUsage.COPY_DST);
@@ -130,35 +145,37 @@ async function gemvBench(): Promise<void> {
     const OUT = mk(N * 4, GPUBufferUsage.COPY_SRC);
     const bufs = { meta, X, OUT };
     const base = { m: packed.layout, norm: false, eps: 1e-5, gather: false, epi: { kind: 'head' as const }, sg: probe.ok };
-    const def = gemvShapeFor('head', base, 1, { maxWorkgroupStorage: caps.maxWorkgroupStorage, subgroupMax: probe.maxSize });
-    const d = await timeGemv(m, def, W, x, bufs);
-    const tag = (s: GemvShape) => `RT${s.RT} TK${s.TK} RG${s.RG} UN${s.UN ?? 1}`;
-    console.log(`${name.padEnd(20)} default ${tag(def).padEnd(16)} ${d!.ms.toFixed(4)} ms ${fmt(d!.gbs).padStart(5)} GB/s = ${((100 * d!.gbs) / ROOF).toFixed(1)}% of ${ROOF}`);
-    summary[`gemv ${name}`] = { shape: tag(def), ms: d!.ms, gbs: d!.gbs };
+    const def = gemvShapeFor('head', base, 1, { maxWorkgroupStorage: caps.maxWorkgroupStorage, subgroupMax: probe.maxSize, maxInvocations: caps.maxInvocations });
+    const tag = (s: GemvShape) => `RT${s.RT} TK${s.TK} RG${s.RG} UN${s.UN ?? 1} XT${s.XT ?? 0}`;
+    // The GPU's clocks rise under load: keep it busy ~0.3 s before the first timing (else the first shape timed pays).
+    for (const t0 = performance.now(); performance.now() - t0 < 300;) await timeGemv(m, def, Ws, x, bufs);
+    const warm = await timeGemv(m, def, Ws.slice(0, 1), x, bufs);
+    const d = await timeGemv(m, def, Ws, x, bufs);
+    const old = await timeGemv(m, { ...def, XT: 0 }, Ws, x, bufs);
+    console.log(`${name.padEnd(20)} default ${tag(def).padEnd(22)} cold (${copies} copies) ${d!.ms.toFixed(4)} ms ${fmt(d!.gbs).padStart(5)} GB/s = ${((100 * d!.gbs) / ROOF).toFixed(1)}% of ${ROOF}; warm ${fmt(warm!.gbs)} GB/s; x from storage ${fmt(old!.gbs)} GB/s`);
+    summary[`gemv ${name}`] = { shape: tag(def), ms: d!.ms, gbs: d!.gbs, warmGbs: warm!.gbs, unstagedGbs: old!.gbs };
     if (sweep) {
       const results: { s: GemvShape; ms: number; gbs: number }[] = [];
-      for (const RT of [1, 2, 4, 8]) for (const TK of [32, 64]) for (const RG of [1, 2, 4, 8]) for (const UN of [1, 2, 4]) {
+      const XC = (4 * 32) / bits / 4;
+      for (const RT of [1, 2, 4]) for (const TK of [32, 64]) for (const RG of [1, 2, 4, 8]) for (const UN of [1, 2, 4]) {
         if (TK * RG > 512) continue;
-        const s: GemvShape = { TB: 1, RT, TK, RG, UN };
-        const t = await timeGemv(m, s, W, x, bufs);
+        const NV = RT * (1 + 0);
+        const XT = Math.min(K / 4, Math.floor((Math.min(32768, caps.maxWorkgroupStorage - 4 * (NV * TK * RG + NV * RG))) / 16 / XC) * XC);
+        const s: GemvShape = { TB: 1, RT, TK, RG, UN, XT };
+        const t = await timeGemv(m, s, Ws, x, bufs);
         if (t) results.push({ s, ms: t.ms, gbs: t.gbs });
       }
       results.sort((a, b) => a.ms - b.ms);
       console.log(`${''.padEnd(20)} sweep of ${results.length}: best ${results.slice(0, 4).map((b) => `${tag(b.s)} ${fmt(b.gbs)} GB/s`).join(' | ')}; worst ${results.length ? fmt(results[results.length - 1].gbs) : '-'} GB/s`);
       if (results.length) summary[`gemv ${name} best`] = { shape: tag(results[0].s), ms: results[0].ms, gbs: results[0].gbs };
     }
-    for (const b of [W, X, meta, OUT]) b.destroy();
+    for (const b of [...Ws, X, meta, OUT]) b.destroy();
   }
 }
 
 // --- Decoding ---------------------------------------------------------------------------------------------------
 
 async function decodeBench(): Promise<void> {
-  const cfg: LlamaConfig = {
-    vocab: env('LLM_VOCAB', small ? 1000 : 32000), hidden: env('LLM_HIDDEN', small ? 256 : 2048), intermediate: env('LLM_INTER', small ? 512 : 5632),
-    layers: env('LLM_LAYERS', small ? 2 : 22), heads: env('LLM_HEADS', small ? 4 : 32), kvHeads: env('LLM_KV', small ? 2 : 4), headDim: env('LLM_HEADDIM', 64),
-    maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
-  };
   let t = performance.now();
   const w = randomQuantLlama(cfg, bits, group, 1);
   const genMs = performance.now() - t;
@@ -232,6 +249,22 @@ async function decodeBench(): Promise<void> {
   // Speculative verification (T tokens, argmax per position) after 80 cached positions, and prefill.
   r.truncate(prompt.length);
   await r.forward(Array.from({ length: 64 }, () => Math.floor(rnd() * cfg.vocab)));
+  // Where a forward's GPU time goes: every dispatch timed in a pass of its own (so the sum exceeds the one-pass time by
+  // the passes' own cost), per kernel role, for T = 1 (decode) and the verification sizes.
+  if (caps.timestamps) {
+    for (const T of [1, 5, 16]) {
+      const runs: { name: string; ms: number; count: number }[][] = [];
+      for (let it = 0; it < 7; it++) {
+        r.truncate(prompt.length + 64);
+        runs.push(await r.profileForward(seq.slice(0, T)));
+      }
+      const rows = runs[0].map((e, i) => ({ ...e, ms: med(runs.slice(2).map((x) => x[i].ms)) }));
+      const total = rows.reduce((a, e) => a + e.ms, 0);
+      console.log(`profile T=${T} after ${prompt.length + 64} cached (dispatches in passes of their own): ${total.toFixed(3)} ms; ${rows.map((e) => `${e.name} ${e.ms.toFixed(3)} ms/${e.count} = ${((1000 * e.ms) / e.count).toFixed(1)} us each (${((100 * e.ms) / total).toFixed(0)}%)`).join('; ')}`);
+      summary[`profile T=${T}`] = rows;
+    }
+  }
+
   for (const T of [5, 16]) {
     const xs: number[] = [];
     for (let it = 0; it < 8; it++) {

@@ -9,7 +9,7 @@ import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
   argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
-  paired, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
+  paired, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
 } from './wgsl.js';
 
 /** Knobs for tests and benchmarks (read at create). */
@@ -17,7 +17,7 @@ export const llmGpuConfig = {
   /** Use subgroup reductions where the device has subgroups (tests turn this off to run the workgroup-memory path). */
   subgroups: true,
   /** Workgroups a matrix-vector product should spread over (row groups per workgroup shrink until it does). */
-  targetWorkgroups: 256,
+  targetWorkgroups: 128,
   /** Threads along K per row. */
   TK: 32,
   /** Most tokens per submit: longer forwards go in chunks (activation buffers are sized for this many tokens). */
@@ -27,8 +27,13 @@ export const llmGpuConfig = {
   rolled: undefined as boolean | undefined,
   /** Attention splits the keys over workgroups when a forward of at most 4 tokens sees more than this many. */
   attnSplitMin: 512,
+  /** Keys per tile of the attention kernel (undefined: wgsl.ts ATTN_TILE; tests use small tiles). */
+  attnTile: undefined as number | undefined,
   /** Keys per split (at most 32 splits). */
   attnSplitKeys: 256,
+  /** Decode kernels of 4/8-bit weights stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
+  stageX: true,
+  stageBytes: 32768,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
 };
@@ -44,22 +49,33 @@ const SOFTWARE_BUCKETS = [1, 16];
 
 /**
  * The shape of a matrix-vector kernel: RT units per thread (fewer as T grows, to bound the accumulators), TK threads
- * along K, and row groups per workgroup halved from 8 until the matrix spreads over targetWorkgroups; then shrunk to
- * fit workgroup memory. Subgroup reductions need subgroups no wider than TK.
+ * along K, and row groups per workgroup halved from 16 (decode; 8 for small T) until the matrix spreads over
+ * targetWorkgroups and the workgroup fits the device's invocations; then shrunk to fit workgroup memory. Subgroup
+ * reductions need subgroups no wider than TK.
  */
 export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number,
-  limits: { maxWorkgroupStorage: number; subgroupMax: number }): GemvSpec {
+  limits: { maxWorkgroupStorage: number; subgroupMax: number; maxInvocations?: number }): GemvSpec {
   const P = paired(base.epi) ? 2 : 1;
   const units = gemvUnits(base);
-  let RT = TB === 1 ? 4 / P : TB === 4 ? Math.max(1, 2 / P) : 1;
-  let RG = 8;
-  while (RG > 1 && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups) RG /= 2;
-  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...llmGpuConfig.shape?.(role, units, TB) };
+  // Decode: two rows per thread, 16 row groups of 32 threads, two chunks per iteration, x staged: the fastest of ten
+  // shapes compared inside 1.1B- and 7B-shaped models on the H100 (bench/gpu/llm-shapes.ts, bench/NOTES.md).
+  let RT = TB === 1 ? Math.max(1, 2 / P) : TB === 4 ? Math.max(1, 2 / P) : 1;
+  let RG = TB === 1 ? 16 : 8;
+  const maxInv = limits.maxInvocations ?? 256;
+  while (RG > 1 && (ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups || RG * llmGpuConfig.TK > maxInv)) RG /= 2;
+  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? { UN: 2 } : {}), ...llmGpuConfig.shape?.(role, units, TB) };
   while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
     if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
     spec = { ...spec, RG, RT };
   }
   if (spec.sg && spec.TK < limits.subgroupMax) spec = { ...spec, sg: false };
+  // Decode of 4/8-bit weights stages x in workgroup memory: all of it where it fits, else tiles of whole chunks.
+  if (spec.XT === undefined && llmGpuConfig.stageX && spec.m.kind === 'q' && spec.m.wpr % 4 === 0 && (TB === 1 || !spec.rolled)) {
+    const XC = stagedChunkVec4s(spec.m) * TB;
+    const avail = Math.min(llmGpuConfig.stageBytes, limits.maxWorkgroupStorage - gemvWorkgroupBytes({ ...spec, XT: 0 }));
+    const XT = Math.min((spec.m.K / 4) * TB, Math.floor(avail / 16 / XC) * XC);
+    spec = { ...spec, XT: XT >= XC ? XT : 0 };
+  }
   return spec;
 }
 
@@ -233,7 +249,7 @@ export class WebGpuLlm implements LlmRunner {
   private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
-    private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number }) {
+    private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number }) {
     this.config = w.config;
     this.capacity = capacity;
     this.device = device;
@@ -267,6 +283,7 @@ export class WebGpuLlm implements LlmRunner {
       maxWorkgroupStorage: L.maxComputeWorkgroupStorageSize,
       maxBindingSize: L.maxStorageBufferBindingSize,
       maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
+      maxInvocations: Math.min(L.maxComputeInvocationsPerWorkgroup, L.maxComputeWorkgroupSizeX),
     };
     if (L.maxStorageBuffersPerShaderStage < 7) {
       throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");
@@ -383,7 +400,7 @@ export class WebGpuLlm implements LlmRunner {
     this.head = head.k;
     this.headW = head.buf;
 
-    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(HD, this.subgroups), sg: this.subgroups });
+    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(HD, this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile });
     pending.push(this.pipeline(attnCode, 'rrrww').then((p) => { this.attention = p; }));
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD }), 'rrw').then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
@@ -399,7 +416,7 @@ export class WebGpuLlm implements LlmRunner {
   }
 
   private shapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number): GemvSpec {
-    return gemvShapeFor(role, base, TB, { maxWorkgroupStorage: this.caps.maxWorkgroupStorage, subgroupMax: this.sgMax });
+    return gemvShapeFor(role, base, TB, { maxWorkgroupStorage: this.caps.maxWorkgroupStorage, subgroupMax: this.sgMax, maxInvocations: this.caps.maxInvocations });
   }
 
   private sgMax = 0;
@@ -605,46 +622,92 @@ export class WebGpuLlm implements LlmRunner {
   }
 
   /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
-  private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean): void {
-    const pass = enc.beginComputePass(timed
+  private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean,
+    prof: { set: GPUQuerySet; names: string[] } | null = null): void {
+    const pass = prof ? null : enc.beginComputePass(timed
       ? { timestampWrites: { querySet: this.timestamps!.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } }
       : undefined);
     const TB = this.bucketOf(T);
     let n = 0;
-    const gemv = (k: GemvKernels, rows: number, tb: number) => {
-      const e = k.byTB.get(tb)!;
-      pass.setPipeline(e.pipeline);
-      pass.setBindGroup(0, k.bind!);
-      pass.dispatchWorkgroups(ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
+    // Profiling: every dispatch in a pass of its own, timed.
+    const dispatch = (name: string, pipeline: GPUComputePipeline, bind: GPUBindGroup, x: number, y = 1, z = 1) => {
+      let p = pass;
+      if (prof) {
+        const i = prof.names.length;
+        prof.names.push(name);
+        p = enc.beginComputePass({ timestampWrites: { querySet: prof.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      }
+      p!.setPipeline(pipeline);
+      p!.setBindGroup(0, bind);
+      p!.dispatchWorkgroups(x, y, z);
+      if (prof) p!.end();
       n++;
     };
+    const gemv = (name: string, k: GemvKernels, rows: number, tb: number) => {
+      const e = k.byTB.get(tb)!;
+      dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
+    };
     for (const L of this.layers) {
-      gemv(L.qkv, T, TB);
-      pass.setPipeline(this.attention);
-      pass.setBindGroup(0, L.attnBind!);
-      pass.dispatchWorkgroups(this.config.heads, T, splits);
-      n++;
-      if (splits > 1) {
-        pass.setPipeline(this.attnCombine);
-        pass.setBindGroup(0, this.combineBind);
-        pass.dispatchWorkgroups(this.config.heads, T);
-        n++;
-      }
-      gemv(L.o, T, TB);
-      gemv(L.gateup, T, TB);
-      gemv(L.down, T, TB);
+      gemv('qkv', L.qkv, T, TB);
+      dispatch('attention', this.attention, L.attnBind!, this.config.heads, T, splits);
+      if (splits > 1) dispatch('attention combine', this.attnCombine, this.combineBind, this.config.heads, T);
+      gemv('o', L.o, T, TB);
+      gemv('gate/up', L.gateup, T, TB);
+      gemv('down', L.down, T, TB);
     }
     if (headRows > 0) {
-      gemv(this.head, headRows, this.bucketOf(headRows));
-      if (argmax) {
-        pass.setPipeline(this.argmax);
-        pass.setBindGroup(0, this.argmaxBind!);
-        pass.dispatchWorkgroups(headRows);
-        n++;
-      }
+      gemv('head', this.head, headRows, this.bucketOf(headRows));
+      if (argmax) dispatch('argmax', this.argmax, this.argmaxBind!, headRows);
     }
-    pass.end();
+    pass?.end();
     this.stats.dispatchesLastForward = n;
+  }
+
+  /**
+   * Profiles one forward of `ids` (argmax of every position): every dispatch in a compute pass of its own between two
+   * GPU timestamps. Returns the GPU time per kernel role (ms, summed over layers) and their count. Needs timestamp-query.
+   */
+  async profileForward(ids: readonly number[]): Promise<{ name: string; ms: number; count: number }[]> {
+    if (!this.device.features.has('timestamp-query')) throw new UnsupportedError('profiling needs the timestamp-query feature', {}, 'run without profiling');
+    this.begin(ids);
+    if (ids.length > this.maxT) throw new InputError(`profileForward: ${ids.length} tokens > ${this.maxT}`, {}, 'profile a shorter chunk');
+    this.busy = true;
+    const maxQ = 2 * (this.layers.length * 6 + 4);
+    const set = this.device.createQuerySet({ type: 'timestamp', count: maxQ });
+    const resolve = this.device.createBuffer({ size: maxQ * 8, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
+    const read = this.device.createBuffer({ size: maxQ * 8, usage: MAP_READ | COPY_DST });
+    try {
+      const T = ids.length;
+      if (T > this.logitsRows) this.ensureLogits(T);
+      const keys = this.len + T;
+      const splits = T <= SPLIT_MAX_T && keys > llmGpuConfig.attnSplitMin ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, llmGpuConfig.attnSplitKeys)) : 1;
+      const meta = new Uint32Array(META_IDS + T);
+      meta[0] = T; meta[1] = this.len; meta[2] = 0; meta[3] = T; meta[4] = 0; meta[5] = 0; meta[6] = splits; meta[7] = ceilDiv(keys, splits);
+      meta.set(ids, META_IDS);
+      this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
+      const enc = this.device.createCommandEncoder();
+      const prof = { set, names: [] as string[] };
+      this.encode(enc, T, splits, T, true, false, prof);
+      const q = prof.names.length * 2;
+      enc.resolveQuerySet(set, 0, q, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, q * 8);
+      this.device.queue.submit([enc.finish()]);
+      this.len += T;
+      await read.mapAsync(MAP_READ, 0, q * 8);
+      const t = new BigInt64Array(read.getMappedRange(0, q * 8).slice(0));
+      read.unmap();
+      const by = new Map<string, { ms: number; count: number }>();
+      prof.names.forEach((name, i) => {
+        const e = by.get(name) ?? { ms: 0, count: 0 };
+        e.ms += Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+        e.count++;
+        by.set(name, e);
+      });
+      return [...by].map(([name, e]) => ({ name, ...e }));
+    } finally {
+      this.busy = false;
+      set.destroy(); resolve.destroy(); read.destroy();
+    }
   }
 }
 

@@ -78,6 +78,11 @@ export interface GemvShape {
   RG: number;
   /** Decode (TB 1): chunks per loop iteration, their loads issued together (default 1). */
   UN?: number;
+  /**
+   * 4/8-bit matrices: x staged in workgroup memory, this many x vec4s per tile, all tokens' (0: x read from storage per
+   * chunk). See gemvStagedLoop.
+   */
+  XT?: number;
 }
 
 export interface GemvSpec extends GemvShape {
@@ -109,8 +114,14 @@ function valueCount(s: GemvSpec): number {
 /** Workgroup memory of a GEMV kernel (the reduction's two arrays). */
 export function gemvWorkgroupBytes(s: GemvSpec): number {
   const NV = valueCount(s);
-  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG);
+  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0);
 }
+
+/** Whether a kernel stages x in workgroup memory (decode of 4/8-bit weights in whole vec4 chunks, XT > 0). */
+export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled);
+
+/** x vec4s per chunk (one vec4<u32> of packed weights) of a 4/8-bit matrix. */
+export const stagedChunkVec4s = (m: MatLayout): number => (4 * (32 / m.bits)) / 4;
 
 /** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
 export function gemvBindings(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
@@ -203,6 +214,86 @@ function zeroOf(m: MatLayout, rw: string, g: string): string {
 }
 
 /**
+ * The decode loop with x staged in workgroup memory (4/8-bit weights; see gemvKernel for the thread layout). Per tile of
+ * XT x vec4s the workgroup copies x (times the norm weights, with each thread's Σx² on the way) into `xs`, rotated by
+ * chunk so that the 8 lanes of a quarter-warp reading "their" chunk's k-th vec4 hit distinct banks; reading x from
+ * storage instead, lanes a chunk apart touch a cache line each per load, which bounds the kernel well below the
+ * memory's speed. Weights become floats without shifts: nibble (byte) i of a 16-bit half is ORed as is into the
+ * mantissa of 2^23, worth code·16^i (code·256^i), and x was staged times 16^-i (256^-i); subtracting
+ * 2^23 + zero·16^i removes the offset and the zero point at once, so a group costs one scale multiply.
+ */
+function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; GS: number; NSG: number; WG: number; P: number }): string[] {
+  const { m, RT, TK, TB, norm } = s;
+  const { KC, XC, CWt, GS, NSG, WG, P } = d;
+  const UN = TB === 1 ? s.UN ?? 1 : 1;
+  const KTC = Math.min(KC, Math.floor(s.XT! / (XC * TB)));
+  if (KTC < 1) throw new Error(`gemv: ${s.XT} staged vec4s hold no chunk of ${TB} tokens`);
+  const TV = KTC * XC; // vec4s per token per tile
+  const q4 = m.bits === 4;
+  const pre = q4 ? 'vec4f(1.0, 0.0625, 0.00390625, 0.000244140625)' : 'vec4f(1.0, 0.00390625, 1.0, 0.00390625)';
+  const zmul = q4 ? 'vec4f(1.0, 16.0, 256.0, 4096.0)' : 'vec4f(1.0, 256.0, 1.0, 256.0)';
+  const mask = q4 ? 'vec4<u32>(15u, 240u, 3840u, 61440u)' : 'vec4<u32>(255u, 65280u, 255u, 65280u)';
+  const WPW = 32 / m.bits;
+  const out: string[] = [];
+  out.push(`for (var kt = 0u; kt < ${u(KC)}; kt += ${u(KTC)}) {
+    let ce = min(kt + ${u(KTC)}, ${u(KC)});
+    workgroupBarrier();`);
+  for (let i = 0; i < TB; i++) {
+    out.push(`    for (var e = lid; e < (ce - kt) * ${u(XC)}; e += ${u(WG)}) {
+      ${norm ? `let xr = X[xb${i} + kt * ${u(XC)} + e];
+      ss${TB === 1 ? '' : i} += dot(xr, xr);
+      let v = xr * NW[kt * ${u(XC)} + e];` : `let v = X[xb${i} + kt * ${u(XC)} + e];`}
+      let cl = e / ${u(XC)};
+      xs[${i > 0 ? `${u(i * TV)} + ` : ''}cl * ${u(XC)} + (e + cl) % ${u(XC)}] = v * ${pre};
+    }`);
+  }
+  out.push('    workgroupBarrier();');
+  // The weights of vec4 k of row (r, h) in the chunk, offset and zero point removed (times 16^-i per lane, see above).
+  const decoded = (r: number, h: number, k: number): string => {
+    const j = q4 ? k >> 1 : k, q = Math.floor((j * WPW) / GS), z = `z${r}_${h}_${q}`, w = `w${r}_${h}[${j}]`;
+    if (!q4) return `bitcast<vec4f>((vec4<u32>(${w}, ${w}, ${w} >> 16u, ${w} >> 16u) & ${mask}) | vec4<u32>(0x4B000000u)) - ${z}`;
+    return `bitcast<vec4f>((vec4<u32>(${k & 1 ? `${w} >> 16u` : w}) & ${mask}) | vec4<u32>(0x4B000000u)) - ${z}`;
+  };
+  const groupOf = (k: number): number => Math.floor(((q4 ? k >> 1 : k) * WPW) / GS);
+  const slot = (v: number): string[] => {
+    const b: string[] = [];
+    b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ce - 1u);`);
+    b.push('let cl = cc - kt;');
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`let w${r}_${h} = W[rw${r}_${h} * ${u(m.wpr / 4)} + cc];`);
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let q = 0; q < NSG; q++) {
+      const id = `${r}_${h}_${q}`;
+      b.push(`let g${id} = (cc * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
+        `let s${id} = ${scaleOf(m, `rw${r}_${h}`, `g${id}`)};`,
+        `let z${id} = vec4f(8388608.0) + ${zeroOf(m, `rw${r}_${h}`, `g${id}`)} * ${zmul};`);
+    }
+    const fs = v > 0 ? `select(0.0, 1.0, c + ${u(v * TK)} < ce) * ` : '';
+    const sum = (r: number, h: number, xv: (k: number) => string, dv: (k: number) => string): string => {
+      const terms: string[][] = Array.from({ length: NSG }, () => []);
+      for (let k = 0; k < XC; k++) terms[groupOf(k)].push(`dot(${dv(k)}, ${xv(k)})`);
+      return terms.map((t, q) => `s${r}_${h}_${q} * (${t.join(' + ')})`).join(' + ');
+    };
+    if (TB === 1) {
+      for (let k = 0; k < XC; k++) b.push(`let x${k} = xs[cl * ${u(XC)} + (cl + ${u(k)}) % ${u(XC)}];`);
+      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`a${r}_${h} += ${fs}(${sum(r, h, (k) => `x${k}`, (k) => decoded(r, h, k))});`);
+    } else {
+      // Each row's chunk decoded once, applied to every token.
+      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let k = 0; k < XC; k++) b.push(`let d${r}_${h}_${k} = ${decoded(r, h, k)};`);
+      for (let i = 0; i < TB; i++) {
+        const xl = Array.from({ length: XC }, (_, k) => `let x${k} = xs[${u(i * TV)} + cl * ${u(XC)} + (cl + ${u(k)}) % ${u(XC)}];`);
+        const acc = [];
+        for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) acc.push(`a${r}_${h}_${i} += ${sum(r, h, (k) => `x${k}`, (k) => `d${r}_${h}_${k}`)};`);
+        b.push(`{ ${xl.join(' ')}\n        ${acc.join('\n        ')} }`);
+      }
+    }
+    return b;
+  };
+  out.push(`    for (var c = kt + tk; c < ce; c += ${u(TK * UN)}) {`);
+  for (let v = 0; v < UN; v++) out.push(`      {\n        ${slot(v).join('\n        ')}\n      }`);
+  out.push('    }', '  }');
+  return out;
+}
+
+/**
  * y = W x for up to TB tokens per workgroup. Thread (rg, tk) of a workgroup owns RT units of row group rg and walks the
  * K chunks tk, tk+TK, …: a chunk is one vec4<u32> of packed weights per row (32 4-bit, 16 8-bit or 4 f32 weights), or
  * one u32 where rows are not whole vec4s. 4/8-bit values become floats by the 2^23 trick (OR into the mantissa of
@@ -280,7 +371,13 @@ export function gemvKernel(s: GemvSpec): string {
 
   const body: string[] = [];
   const vals: string[] = [];
-  if (TB === 1) {
+  const XS = staged(s);
+  if (XS) {
+    body.push(...gemvStagedLoop(s, { KC, XC, CWt, GS, NSG, WG, P }));
+    const sfx = (i: number) => (TB === 1 ? '' : `_${i}`);
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let i = 0; i < TB; i++) { emit(`var a${r}_${h}${sfx(i)} = 0.0;`); vals.push(`a${r}_${h}${sfx(i)}`); }
+    if (norm) for (let i = 0; i < TB; i++) { emit(`var ss${TB === 1 ? '' : i} = 0.0;`); vals.push(`ss${TB === 1 ? '' : i}`); }
+  } else if (TB === 1) {
     // Decode: fully unrolled. x once per chunk, shared by every row; the zero point enters as z·Σx per group. UN chunks
     // per iteration, all loads first (memory-level parallelism); past KC a chunk is clamped and weighted 0.
     const UN = s.UN ?? 1;
@@ -341,7 +438,8 @@ export function gemvKernel(s: GemvSpec): string {
     body.push('}', '}', '}');
   }
   const step = TB === 1 ? TK * (s.UN ?? 1) : TK;
-  emit(`for (var c = tk; c < ${u(KC)}; c += ${u(step)}) {\n    ${body.join('\n    ')}\n  }`);
+  if (XS) emit(body.join('\n  '));
+  else emit(`for (var c = tk; c < ${u(KC)}; c += ${u(step)}) {\n    ${body.join('\n    ')}\n  }`);
 
   // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * TK + slot].
   const store = (v: string, vi: string): string => (sg
@@ -365,7 +463,9 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(`let un = wid.x * ${u(UW)} + ul;`);
   ep.push(`if (t < rows && un < ${u(U)}) {`);
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
-  ep.push(norm ? `let rinv = inverseSqrt(fin[(${u(RT * P * TB)} + i) * RGC + erg] / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
+  // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
+  const ssOf = XS ? Array.from({ length: RG }, (_, g) => `fin[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `fin[(${u(RT * P * TB)} + i) * RGC + erg]`;
+  ep.push(norm ? `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
   ep.push(...epilogueLines(s));
@@ -381,7 +481,7 @@ const TKC = ${u(TK)};
 const RGC = ${u(RG)};
 var<workgroup> red: array<f32, ${NV * WG}>;
 var<workgroup> fin: array<f32, ${NV * RG}>;
-${helpers}
+${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${helpers}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let rows = ${rowsExpr};
@@ -531,72 +631,51 @@ export interface AttentionSpec {
   /** Threads per workgroup. */
   WG: number;
   sg: boolean;
+  /** Keys per tile (default ATTN_TILE). */
+  tile?: number;
 }
 
-/** Workgroup sizes of the attention kernel: subgroups combine 128 threads cheaply; workgroup memory, 64. */
-export const attentionWorkgroup = (headDim: number, sg: boolean): number => (sg && headDim <= 128 ? 128 : 64);
+/** Workgroup size of the attention kernel. */
+export const attentionWorkgroup = (_headDim: number, sg: boolean): number => (sg ? 256 : 128);
+
+/** Keys per tile of the attention kernel (their scores live in workgroup memory). */
+export const ATTN_TILE = 1024;
 
 /**
  * Causal attention of T queries over the cache. Workgroup (head, token, split) takes the keys of its split (MT[6]
- * splits of MT[7] keys; one split unless the cache is long and T small); each thread walks keys lid, lid+WG, … with its
- * own online softmax (running max, sum and V accumulator in registers, no barrier in the loop), then the threads
- * combine. One split writes O; several write (Σ p·v, max, Σ p) partials that attentionCombineKernel merges. GQA: head
- * h reads kv head h / (heads / kvHeads).
+ * splits of MT[7] keys; one split unless the cache is long and T small), in tiles of ATTN_TILE keys: (1) a thread per
+ * key computes its score, q from workgroup memory and the key's row read whole (many loads in flight per thread);
+ * (2) the tile's max and Σexp, merged into the running ones (online softmax across tiles); (3) the workgroup as
+ * WG/(headDim/4) groups of headDim/4 threads, group g summing p·v over keys g, g+G, …, a vec4 of the head per thread
+ * (V rows read coalesced, one accumulator per thread); the groups meet in workgroup memory at the end. One split writes
+ * O; several write (Σ p·v, max, Σ p) partials that attentionCombineKernel merges. GQA: head h reads kv head
+ * h / (heads / kvHeads).
  */
 export function attentionKernel(a: AttentionSpec): string {
   const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg } = a;
   const HD4 = HD / 4, REP = H / KVH;
+  if (WG % HD4 !== 0) throw new Error(`attention: ${WG} threads are not whole groups of ${HD4}`);
+  const G = WG / HD4;
+  const TILE = a.tile ?? ATTN_TILE;
   const scale = 1 / Math.sqrt(HD);
-  const accs = Array.from({ length: HD4 }, (_, k) => `a${k}`);
   const scalarReduce = (op: 'max' | 'add', v: string, out: string): string => {
     const comb = (x: string, y: string) => (op === 'max' ? `max(${x}, ${y})` : `(${x} + ${y})`);
     if (sg) {
       return `{ let sv = subgroup${op === 'max' ? 'Max' : 'Add'}(${v}); if (sgi == 0u) { red[lid / sgs] = sv; } }
-  workgroupBarrier();
-  var ${out} = red[0];
-  for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { ${out} = ${comb(out, 'red[k]')}; }
-  workgroupBarrier();`;
+    workgroupBarrier();
+    var ${out} = red[0];
+    for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { ${out} = ${comb(out, 'red[k]')}; }
+    workgroupBarrier();`;
     }
     return `red[lid] = ${v};
-  workgroupBarrier();
-  for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
-    if (lid < st) { red[lid] = ${comb('red[lid]', 'red[lid + st]')}; }
     workgroupBarrier();
-  }
-  let ${out} = red[0];
-  workgroupBarrier();`;
-  };
-  // Σ over threads of each accumulator vec4, into ov[0..HD4).
-  let vecReduce: string;
-  let vecShared: string;
-  if (sg) {
-    const slots = WG / 4;
-    vecShared = `var<workgroup> red4: array<vec4f, ${slots * HD4}>;`;
-    vecReduce = `${accs.map((x, k) => `{ let sv = subgroupAdd(${x}); if (sgi == 0u) { red4[(lid / sgs) * ${u(HD4)} + ${u(k)}] = sv; } }`).join('\n  ')}
-  workgroupBarrier();
-  if (lid < ${u(HD4)}) {
-    var o = red4[lid];
-    for (var k = 1u; k < max(1u, ${u(WG)} / sgs); k++) { o += red4[k * ${u(HD4)} + lid]; }
-    ov[lid] = o;
-  }
-  workgroupBarrier();`;
-  } else {
-    const R = Math.max(1, Math.min(HD4, Math.floor(16384 / (WG * 16))));
-    vecShared = `var<workgroup> red4: array<vec4f, ${R * WG}>;`;
-    const rounds: string[] = [];
-    for (let r0 = 0; r0 < HD4; r0 += R) {
-      const cols = Math.min(R, HD4 - r0);
-      rounds.push(`${Array.from({ length: cols }, (_, j) => `red4[${u(j * WG)} + lid] = ${accs[r0 + j]};`).join(' ')}
-  workgroupBarrier();
-  if (lid < ${u(cols)}) {
-    var o = vec4f(0.0);
-    for (var k = 0u; k < ${u(WG)}; k++) { o += red4[lid * ${u(WG)} + k]; }
-    ov[${u(r0)} + lid] = o;
-  }
-  workgroupBarrier();`);
+    for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+      if (lid < st) { red[lid] = ${comb('red[lid]', 'red[lid + st]')}; }
+      workgroupBarrier();
     }
-    vecReduce = rounds.join('\n  ');
-  }
+    let ${out} = red[0];
+    workgroupBarrier();`;
+  };
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<vec4f>;
@@ -605,8 +684,8 @@ export function attentionKernel(a: AttentionSpec): string {
 @group(0) @binding(4) var<storage, read_write> PART: array<vec4f>;
 var<workgroup> qs: array<vec4f, ${HD4}>;
 var<workgroup> red: array<f32, ${WG}>;
-var<workgroup> ov: array<vec4f, ${HD4}>;
-${vecShared}
+var<workgroup> sc: array<f32, ${TILE}>;
+var<workgroup> red4: array<vec4f, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let hh = wid.x;
@@ -622,32 +701,49 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let qb = (t * ${u(H)} + hh) * ${u(HD4)};
   if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid] * ${f32Lit(scale)}; }
   workgroupBarrier();
+  let d = lid % ${u(HD4)};
+  let g = lid / ${u(HD4)};
   var m = -3.0e38;
   var l = 0.0;
-  ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
-  for (var s = k0 + lid; s < k1; s += ${u(WG)}) {
-    let kr = kb + s * ${u(HD4)};
-    let vr = vb + s * ${u(HD4)};
-    let d = ${accs.map((_, k) => `dot(qs[${k}], KV[kr + ${u(k)}])`).join(' + ')};
-    let mn = max(m, d);
+  var acc = vec4f(0.0);
+  for (var ts = k0; ts < k1; ts += ${u(TILE)}) {
+    let tn = min(${u(TILE)}, k1 - ts);
+    var mt = -3.0e38;
+    for (var j = lid; j < tn; j += ${u(WG)}) {
+      let kr = kb + (ts + j) * ${u(HD4)};
+      let s = ${Array.from({ length: HD4 }, (_, k) => `dot(qs[${k}], KV[kr + ${u(k)}])`).join(' + ')};
+      sc[j] = s;
+      mt = max(mt, s);
+    }
+    ${scalarReduce('max', 'mt', 'tmax')}
+    let mn = max(m, tmax);
+    var lt = 0.0;
+    for (var j = lid; j < tn; j += ${u(WG)}) {
+      let p = exp(sc[j] - mn);
+      sc[j] = p;
+      lt += p;
+    }
+    ${scalarReduce('add', 'lt', 'tsum')}
     let al = exp(m - mn);
-    let p = exp(d - mn);
-    l = l * al + p;
-    ${accs.map((x, k) => `${x} = ${x} * al + p * KV[vr + ${u(k)}];`).join('\n    ')}
+    l = l * al + tsum;
     m = mn;
+    acc = acc * al;
+    for (var j = g; j < tn; j += ${u(G)}) {
+      acc += sc[j] * KV[vb + (ts + j) * ${u(HD4)} + d];
+    }
+    workgroupBarrier();
   }
-  ${scalarReduce('max', 'm', 'mx')}
-  let f = exp(m - mx);
-  ${scalarReduce('add', 'l * f', 'ls')}
-  ${accs.map((x) => `${x} = ${x} * f;`).join(' ')}
-  ${vecReduce}
+  red4[lid] = acc;
+  workgroupBarrier();
   if (lid < ${u(HD4)}) {
+    var o = red4[lid];
+    for (var k = 1u; k < ${u(G)}; k++) { o += red4[k * ${u(HD4)} + lid]; }
     if (S == 1u) {
-      O[qb + lid] = ov[lid] / ls;
+      O[qb + lid] = o / l;
     } else {
       let pb = ((t * ${u(H)} + hh) * S + sp) * ${u(HD4 + 1)};
-      PART[pb + lid] = ov[lid];
-      if (lid == 0u) { PART[pb + ${u(HD4)}] = vec4f(mx, ls, 0.0, 0.0); }
+      PART[pb + lid] = o;
+      if (lid == 0u) { PART[pb + ${u(HD4)}] = vec4f(m, l, 0.0, 0.0); }
     }
   }
 }

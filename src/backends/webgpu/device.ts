@@ -32,8 +32,12 @@ export interface GpuContext {
   lost: { reason: string; message: string } | null;
 }
 
-/** Dawn toggles that expose shader-f16 and the tensor-core subgroup matrices on NVIDIA's Vulkan driver. */
-const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+/**
+ * Dawn toggles that expose shader-f16 and the tensor-core subgroup matrices on NVIDIA's Vulkan driver; benchmarks may add
+ * more through WEBJIT_DAWN_FLAGS (';'-separated, e.g. disable-dawn-features=timestamp_quantization for per-kernel times).
+ */
+const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
+  ...(typeof process !== 'undefined' && process.env?.WEBJIT_DAWN_FLAGS ? process.env.WEBJIT_DAWN_FLAGS.split(';') : [])];
 const WANTED: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
 
 let shared: Promise<GpuContext> | null = null;
