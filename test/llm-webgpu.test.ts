@@ -81,29 +81,28 @@ for (const quant of ['f32', 'q8', 'q4'] as const) {
   });
 }
 
-test('webgpu llm q4 g16 without subgroups (workgroup-memory reductions; two groups per vec4 of weights) equals the reference', TIMEOUT, async () => {
-  llmGpuConfig.subgroups = false;
+/** Runs `fn` with some llmGpuConfig knobs set, then puts the previous values back. */
+async function withGpuConfig(patch: Partial<typeof llmGpuConfig>, fn: () => Promise<void>): Promise<void> {
+  const saved = Object.fromEntries(Object.keys(patch).map((k) => [k, llmGpuConfig[k as keyof typeof llmGpuConfig]]));
+  Object.assign(llmGpuConfig, patch);
   try {
-    const gpu = await conformance(model(GQA, 'q4', 3, 16), 'q4 g16 no subgroups');
-    assert.equal(gpu.subgroups, false);
-    await gpu.release();
+    await fn();
   } finally {
-    llmGpuConfig.subgroups = true;
+    Object.assign(llmGpuConfig, saved);
   }
-});
+}
 
-test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bounds, 4 tokens per workgroup) equal the reference', TIMEOUT, async () => {
-  llmGpuConfig.buckets = [1, 4];
-  llmGpuConfig.rolled = false;
-  try {
-    const gpu = await conformance(model(GQA, 'f32', 4), 'f32 unrolled');
-    assert.deepEqual(gpu.buckets, [1, 4]);
-    await gpu.release();
-  } finally {
-    llmGpuConfig.buckets = undefined;
-    llmGpuConfig.rolled = undefined;
-  }
-});
+test('webgpu llm q4 g16 without subgroups (workgroup-memory reductions; two groups per vec4 of weights) equals the reference', TIMEOUT, () => withGpuConfig({ subgroups: false }, async () => {
+  const gpu = await conformance(model(GQA, 'q4', 3, 16), 'q4 g16 no subgroups');
+  assert.equal(gpu.subgroups, false);
+  await gpu.release();
+}));
+
+test('webgpu llm f32: the unrolled small-T kernels GPUs get (constant loop bounds, 4 tokens per workgroup) equal the reference', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, async () => {
+  const gpu = await conformance(model(GQA, 'f32', 4), 'f32 unrolled');
+  assert.deepEqual(gpu.buckets, [1, 4]);
+  await gpu.release();
+}));
 
 for (const quant of ['q4', 'q8'] as const) {
   test(`webgpu llm ${quant}: decode kernels staging x in tiles of one chunk (a barrier pair per chunk) and x read from storage equal the reference`, TIMEOUT, async () => {
@@ -112,76 +111,40 @@ for (const quant of ['q4', 'q8'] as const) {
       ['x from storage', (TB) => (TB === 1 ? { XT: 0 } : undefined)],
     ];
     for (const [what, shape] of cases) {
-      llmGpuConfig.shape = (_role, _units, TB) => shape(TB);
-      try {
-        const gpu = await conformance(model(GQA, quant, 5), `${quant} ${what}`);
-        await gpu.release();
-      } finally {
-        llmGpuConfig.shape = undefined;
-      }
+      await withGpuConfig({ shape: (_role, _units, TB) => shape(TB) }, async () => {
+        await (await conformance(model(GQA, quant, 5), `${quant} ${what}`)).release();
+      });
     }
   });
 }
 
-test('webgpu llm q4 and q8: the unrolled small-T kernels with x staged for 4 tokens (whole and in one-chunk tiles) equal the reference', TIMEOUT, async () => {
-  llmGpuConfig.buckets = [1, 4];
-  llmGpuConfig.rolled = false;
-  try {
-    for (const quant of ['q4', 'q8'] as const) {
-      await (await conformance(model(GQA, quant, 13), `${quant} staged T<=4`)).release();
-      llmGpuConfig.shape = (_role, _units, TB) => (TB === 4 ? { XT: 4 * (quant === 'q4' ? 8 : 4) } : undefined);
-      try {
-        await (await conformance(model(GQA, quant, 14), `${quant} staged T<=4, one-chunk tiles`)).release();
-      } finally {
-        llmGpuConfig.shape = undefined;
-      }
-    }
-  } finally {
-    llmGpuConfig.buckets = undefined;
-    llmGpuConfig.rolled = undefined;
+test('webgpu llm q4 and q8: the unrolled small-T kernels with x staged for 4 tokens (whole and in one-chunk tiles) equal the reference', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, async () => {
+  for (const quant of ['q4', 'q8'] as const) {
+    await (await conformance(model(GQA, quant, 13), `${quant} staged T<=4`)).release();
+    await withGpuConfig({ shape: (_role, _units, TB) => (TB === 4 ? { XT: 4 * (quant === 'q4' ? 8 : 4) } : undefined) }, async () => {
+      await (await conformance(model(GQA, quant, 14), `${quant} staged T<=4, one-chunk tiles`)).release();
+    });
   }
-});
+}));
 
-test('webgpu llm q4: decode kernels with two chunks per loop iteration (the second clamped and weighted 0 past K) equal the reference', TIMEOUT, async () => {
-  llmGpuConfig.shape = (_role, _units, TB) => (TB === 1 ? { TK: 2, RG: 4, RT: 1, UN: 2 } : undefined);
-  try {
-    const gpu = await conformance(model(GQA, 'q4', 8), 'q4 UN=2');
-    await gpu.release();
-  } finally {
-    llmGpuConfig.shape = undefined;
-  }
-});
+test('webgpu llm q4: decode kernels with two chunks per loop iteration (the second clamped and weighted 0 past K) equal the reference', TIMEOUT, () => withGpuConfig({ shape: (_role, _units, TB) => (TB === 1 ? { TK: 2, RG: 4, RT: 1, UN: 2 } : undefined) }, async () => {
+  await (await conformance(model(GQA, 'q4', 8), 'q4 UN=2')).release();
+}));
 
-test('webgpu llm: attention split over workgroups (flash-decoding partials, then a combine) equals the reference', TIMEOUT, async () => {
-  const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
-  llmGpuConfig.attnSplitMin = 4;
-  llmGpuConfig.attnSplitKeys = 5;
-  try {
-    const gpu = await conformance(model(GQA, 'q8', 6), 'split attention');
-    // The last forward (T=17) does not split; a step does: one more dispatch per layer.
-    await gpu.greedy([1]);
-    assert.equal(gpu.stats.dispatchesLastForward, 6 * GQA.layers + 2);
-    await gpu.release();
-  } finally {
-    llmGpuConfig.attnSplitMin = saved.min;
-    llmGpuConfig.attnSplitKeys = saved.keys;
-  }
-});
+test('webgpu llm: attention split over workgroups (flash-decoding partials, then a combine) equals the reference', TIMEOUT, () => withGpuConfig({ attnSplitMin: 4, attnSplitKeys: 5 }, async () => {
+  const gpu = await conformance(model(GQA, 'q8', 6), 'split attention');
+  // The last forward (T=17) does not split; a step does: one more dispatch per layer.
+  await gpu.greedy([1]);
+  assert.equal(gpu.stats.dispatchesLastForward, 6 * GQA.layers + 2);
+  await gpu.release();
+}));
 
-test('webgpu llm: attention in tiles of 3 keys (online softmax across tiles), alone and with split attention, equals the reference', TIMEOUT, async () => {
-  const saved = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
-  llmGpuConfig.attnTile = 3;
-  try {
-    await (await conformance(model(GQA, 'q4', 12), 'attention tiles of 3')).release();
-    llmGpuConfig.attnSplitMin = 4;
-    llmGpuConfig.attnSplitKeys = 7;
+test('webgpu llm: attention in tiles of 3 keys (online softmax across tiles), alone and with split attention, equals the reference', TIMEOUT, () => withGpuConfig({ attnTile: 3 }, async () => {
+  await (await conformance(model(GQA, 'q4', 12), 'attention tiles of 3')).release();
+  await withGpuConfig({ attnSplitMin: 4, attnSplitKeys: 7 }, async () => {
     await (await conformance(model(GQA, 'q4', 12), 'attention tiles of 3, splits of 7')).release();
-  } finally {
-    llmGpuConfig.attnTile = undefined;
-    llmGpuConfig.attnSplitMin = saved.min;
-    llmGpuConfig.attnSplitKeys = saved.keys;
-  }
-});
+  });
+}));
 
 test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, f32 scales, q8 head) equal the reference', TIMEOUT, async () => {
   const c: LlamaConfig = { vocab: 203, hidden: 80, intermediate: 112, layers: 2, heads: 5, kvHeads: 1, headDim: 16, maxPositions: 48, ropeTheta: 500000, rmsEps: 1e-6 };
@@ -192,27 +155,21 @@ test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one
   await gpu.release();
 });
 
-test('webgpu llm: forwards longer than maxT run in chunks and equal the reference', TIMEOUT, async () => {
-  const saved = llmGpuConfig.maxT;
-  llmGpuConfig.maxT = 8;
-  try {
-    const w = model(GQA, 'q8', 5);
-    const gpu = await WebGpuLlm.create(w, { capacity: 40 });
-    const ref = new ReferenceLlm(w, 40);
-    const a = ids(21, 2, 300);
-    const e1 = rel(await gpu.forward(a, true), await ref.forward(a, true));
-    assert.ok(e1 <= 1e-3, `21 tokens in chunks of 8, all logits: ${e1}`);
-    const b = ids(11, 4, 300);
-    const e2 = rel(await gpu.forward(b), await ref.forward(b));
-    assert.ok(e2 <= 1e-3, `11 more tokens, last logits: ${e2}`);
-    const got = await gpu.forwardArgmaxAll([5, 6, 7]);
-    const l = await ref.forward([5, 6, 7], true);
-    assert.deepEqual(got, [0, 1, 2].map((t) => argmax(l, t * 300, 300)));
-    await gpu.release();
-  } finally {
-    llmGpuConfig.maxT = saved;
-  }
-});
+test('webgpu llm: forwards longer than maxT run in chunks and equal the reference', TIMEOUT, () => withGpuConfig({ maxT: 8 }, async () => {
+  const w = model(GQA, 'q8', 5);
+  const gpu = await WebGpuLlm.create(w, { capacity: 40 });
+  const ref = new ReferenceLlm(w, 40);
+  const a = ids(21, 2, 300);
+  const e1 = rel(await gpu.forward(a, true), await ref.forward(a, true));
+  assert.ok(e1 <= 1e-3, `21 tokens in chunks of 8, all logits: ${e1}`);
+  const b = ids(11, 4, 300);
+  const e2 = rel(await gpu.forward(b), await ref.forward(b));
+  assert.ok(e2 <= 1e-3, `11 more tokens, last logits: ${e2}`);
+  const got = await gpu.forwardArgmaxAll([5, 6, 7]);
+  const l = await ref.forward([5, 6, 7], true);
+  assert.deepEqual(got, [0, 1, 2].map((t) => argmax(l, t * 300, 300)));
+  await gpu.release();
+}));
 
 test('webgpu llm: truncate then forward equals a fresh run; greedy and forwardArgmaxAll equal the reference argmax', TIMEOUT, async () => {
   const w = model(GQA, 'q4', 9);

@@ -1,23 +1,13 @@
 // What a dispatch costs on this GPU through Dawn, apart from its work: GPU time per dispatch (timestamps around a pass of
 // N dispatches) for an almost empty kernel and for a 4-bit matrix-vector product, with the same bind group every time,
 // alternating bind groups, and one pass per dispatch; plus the read bandwidth a WGSL kernel reaches when streaming a
-// 256 MiB buffer (the attainable roofline). Usage: node dispatch-cost.mjs   (Env: DAWN_FLAGS, comma-separated extra
-// create() flags, e.g. disable-dawn-features=timestamp_quantization)
-import { createRequire } from 'node:module';
+// 256 MiB buffer (the attainable roofline). Usage: node dispatch-cost.mjs   (Env: WEBJIT_DAWN_FLAGS, ';'-separated extra
+// Dawn flags, e.g. disable-dawn-features=timestamp_quantization)
+import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { gemvKernel, matLayout } from '../../src/llm/wgsl.js';
 
-const require = createRequire(import.meta.url);
-const webgpu = require('webgpu') as { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
-Object.assign(globalThis, webgpu.globals);
-const flags = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia', ...(process.env.DAWN_FLAGS ? process.env.DAWN_FLAGS.split(';') : [])];
-const gpu = webgpu.create(flags);
-const adapter = (await gpu.requestAdapter({ powerPreference: 'high-performance' }))!;
-const feats = (['timestamp-query', 'subgroups'] as GPUFeatureName[]).filter((f) => adapter.features.has(f));
-const device = await adapter.requestDevice({
-  requiredFeatures: feats,
-  requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize, maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize, maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupSizeX: adapter.limits.maxComputeWorkgroupSizeX },
-});
-console.log(`adapter ${adapter.info.vendor} ${adapter.info.device}; flags ${flags.join(' ')}`);
+const { device, caps } = await acquireGpu();
+console.log(`adapter ${caps.name}; extra Dawn flags ${process.env.WEBJIT_DAWN_FLAGS ?? 'none'}`);
 const S = GPUBufferUsage.STORAGE, CD = GPUBufferUsage.COPY_DST, CS = GPUBufferUsage.COPY_SRC;
 const qs = device.createQuerySet({ type: 'timestamp', count: 512 });
 const qbuf = device.createBuffer({ size: 512 * 8, usage: GPUBufferUsage.QUERY_RESOLVE | CS });

@@ -9,7 +9,7 @@ import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { layerShapes, randomQuantLlama } from '../../src/llm/random_model.js';
 import { ReferenceLlm } from '../../src/llm/reference.js';
 import { bytesPerToken, dequantRow, type LlamaConfig, type QBits, type QuantMatrix } from '../../src/llm/types.js';
-import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, probeSubgroups } from '../../src/llm/webgpu.js';
+import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, probeSubgroups, stagedTile } from '../../src/llm/webgpu.js';
 import { META_IDS, gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../../src/llm/wgsl.js';
 import { f16ToF32, f32ToF16 } from '../../src/ops/util.js';
 import { mulberry32 } from '../../src/util/random.js';
@@ -55,6 +55,9 @@ function randomQuant(N: number, K: number, seed: number): QuantMatrix {
   return { kind: 'q', bits, group, N, K, data, scales, zeros };
 }
 
+/** Compiled GEMV kernels by code (the warm-up and the default's three timings reuse them). */
+const pipelines = new Map<string, Promise<GPUComputePipeline>>();
+
 /** Times y = W x (the head's kernel: no prologue or epilogue) and checks 16 sampled rows against the CPU. */
 async function timeGemv(m: QuantMatrix, shape: GemvShape, Ws: GPUBuffer[], x: Float32Array, bufs: { meta: GPUBuffer; X: GPUBuffer; OUT: GPUBuffer }) {
   const layout = matLayout('q', bits, group, m.N, m.K, true);
@@ -62,7 +65,9 @@ async function timeGemv(m: QuantMatrix, shape: GemvShape, Ws: GPUBuffer[], x: Fl
   let spec: GemvSpec = { ...base, ...shape };
   if (spec.sg && spec.TK < probe.maxSize) spec = { ...spec, sg: false };
   if (gemvWorkgroupBytes(spec) > caps.maxWorkgroupStorage || spec.TK * spec.RG > caps.maxInvocations) return null;
-  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code: gemvKernel(spec) }), entryPoint: 'main' } });
+  const code = gemvKernel(spec);
+  if (!pipelines.has(code)) pipelines.set(code, device.createComputePipelineAsync({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } }));
+  const pipeline = await pipelines.get(code)!;
   const binds = Ws.map((W) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [bufs.meta, W, bufs.X, bufs.OUT].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
   const groups = Math.ceil(m.N / (spec.RT * spec.RG));
   const qs = caps.timestamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
@@ -156,12 +161,10 @@ async function gemvBench(): Promise<void> {
     summary[`gemv ${name}`] = { shape: tag(def), ms: d!.ms, gbs: d!.gbs, warmGbs: warm!.gbs, unstagedGbs: old!.gbs };
     if (sweep) {
       const results: { s: GemvShape; ms: number; gbs: number }[] = [];
-      const XC = (4 * 32) / bits / 4;
       for (const RT of [1, 2, 4]) for (const TK of [32, 64]) for (const RG of [1, 2, 4, 8]) for (const UN of [1, 2, 4]) {
         if (TK * RG > 512) continue;
-        const NV = RT * (1 + 0);
-        const XT = Math.min(K / 4, Math.floor((Math.min(32768, caps.maxWorkgroupStorage - 4 * (NV * TK * RG + NV * RG))) / 16 / XC) * XC);
-        const s: GemvShape = { TB: 1, RT, TK, RG, UN, XT };
+        const shape: GemvShape = { TB: 1, RT, TK, RG, UN };
+        const s: GemvShape = { ...shape, XT: stagedTile({ ...base, ...shape }, caps.maxWorkgroupStorage) };
         const t = await timeGemv(m, s, Ws, x, bufs);
         if (t) results.push({ s, ms: t.ms, gbs: t.gbs });
       }

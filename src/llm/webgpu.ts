@@ -31,8 +31,7 @@ export const llmGpuConfig = {
   attnTile: undefined as number | undefined,
   /** Keys per split (at most 32 splits). */
   attnSplitKeys: 256,
-  /** Decode kernels of 4/8-bit weights stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
-  stageX: true,
+  /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
   stageBytes: 32768,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
@@ -69,14 +68,21 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
     spec = { ...spec, RG, RT };
   }
   if (spec.sg && spec.TK < limits.subgroupMax) spec = { ...spec, sg: false };
-  // Decode of 4/8-bit weights stages x in workgroup memory: all of it where it fits, else tiles of whole chunks.
-  if (spec.XT === undefined && llmGpuConfig.stageX && spec.m.kind === 'q' && spec.m.wpr % 4 === 0 && (TB === 1 || !spec.rolled)) {
-    const XC = stagedChunkVec4s(spec.m) * TB;
-    const avail = Math.min(llmGpuConfig.stageBytes, limits.maxWorkgroupStorage - gemvWorkgroupBytes({ ...spec, XT: 0 }));
-    const XT = Math.min((spec.m.K / 4) * TB, Math.floor(avail / 16 / XC) * XC);
-    spec = { ...spec, XT: XT >= XC ? XT : 0 };
-  }
+  if (spec.XT === undefined) spec = { ...spec, XT: stagedTile(spec, limits.maxWorkgroupStorage) };
   return spec;
+}
+
+/**
+ * x vec4s a 4/8-bit kernel stages in workgroup memory (all tokens' x where it fits in stageBytes and the device's
+ * workgroup memory beside the reductions, else tiles of whole chunks); 0 where x is read from storage (f32 weights,
+ * rows not whole vec4s, the rolled small-T kernels of software drivers, or no room for one chunk).
+ */
+export function stagedTile(spec: GemvSpec, maxWorkgroupStorage: number): number {
+  if (spec.m.kind !== 'q' || spec.m.wpr % 4 !== 0 || (spec.TB > 1 && spec.rolled)) return 0;
+  const XC = stagedChunkVec4s(spec.m) * spec.TB;
+  const avail = Math.min(llmGpuConfig.stageBytes, maxWorkgroupStorage - gemvWorkgroupBytes({ ...spec, XT: 0 }));
+  const XT = Math.min((spec.m.K / 4) * spec.TB, Math.floor(avail / 16 / XC) * XC);
+  return XT >= XC ? XT : 0;
 }
 
 /**
@@ -126,6 +132,9 @@ export interface WebGpuLlmOptions {
 }
 
 /** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
+/** profileForward's timestamps: two per dispatch (names[i] is dispatch i's kernel role). */
+interface Profiling { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; names: string[] }
+
 const SPLIT_MAX_T = 4;
 const ATTN_SPLITS_MAX = 32;
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01;
@@ -400,7 +409,7 @@ export class WebGpuLlm implements LlmRunner {
     this.head = head.k;
     this.headW = head.buf;
 
-    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(HD, this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile });
+    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile });
     pending.push(this.pipeline(attnCode, 'rrrww').then((p) => { this.attention = p; }));
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD }), 'rrw').then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
@@ -526,7 +535,7 @@ export class WebGpuLlm implements LlmRunner {
    * submits one chunk, with a copy of `copyBytes` of the logits or argmax ids to the staging buffer.
    */
   private submitChunk(ids: readonly number[] | null, T: number, head: { rows: number; rowOff: number; argmax: boolean; resOff?: number; feed?: boolean },
-    copyBytes: number): GPUBuffer | null {
+    copyBytes: number, prof: Profiling | null = null): GPUBuffer | null {
     if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
     const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
     const keys = this.len + T;
@@ -538,7 +547,12 @@ export class WebGpuLlm implements LlmRunner {
     this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
     const enc = this.device.createCommandEncoder();
     const timed = this.timing && this.timestamps !== null && copyBytes > 0;
-    this.encode(enc, T, splits, head.rows, head.argmax, timed);
+    this.encode(enc, T, splits, head.rows, head.argmax, timed, prof);
+    if (prof) {
+      const q = prof.names.length * 2;
+      enc.resolveQuerySet(prof.set, 0, q, prof.resolve, 0);
+      enc.copyBufferToBuffer(prof.resolve, 0, prof.read, 0, q * 8);
+    }
     let staging: GPUBuffer | null = null;
     if (copyBytes > 0) {
       staging = this.stagingOf(copyBytes);
@@ -623,7 +637,7 @@ export class WebGpuLlm implements LlmRunner {
 
   /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
   private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean,
-    prof: { set: GPUQuerySet; names: string[] } | null = null): void {
+    prof: Profiling | null): void {
     const pass = prof ? null : enc.beginComputePass(timed
       ? { timestampWrites: { querySet: this.timestamps!.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } }
       : undefined);
@@ -673,29 +687,18 @@ export class WebGpuLlm implements LlmRunner {
     if (ids.length > this.maxT) throw new InputError(`profileForward: ${ids.length} tokens > ${this.maxT}`, {}, 'profile a shorter chunk');
     this.busy = true;
     const maxQ = 2 * (this.layers.length * 6 + 4);
-    const set = this.device.createQuerySet({ type: 'timestamp', count: maxQ });
-    const resolve = this.device.createBuffer({ size: maxQ * 8, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
-    const read = this.device.createBuffer({ size: maxQ * 8, usage: MAP_READ | COPY_DST });
+    const prof: Profiling = {
+      set: this.device.createQuerySet({ type: 'timestamp', count: maxQ }),
+      resolve: this.device.createBuffer({ size: maxQ * 8, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC }),
+      read: this.device.createBuffer({ size: maxQ * 8, usage: MAP_READ | COPY_DST }),
+      names: [],
+    };
     try {
-      const T = ids.length;
-      if (T > this.logitsRows) this.ensureLogits(T);
-      const keys = this.len + T;
-      const splits = T <= SPLIT_MAX_T && keys > llmGpuConfig.attnSplitMin ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, llmGpuConfig.attnSplitKeys)) : 1;
-      const meta = new Uint32Array(META_IDS + T);
-      meta[0] = T; meta[1] = this.len; meta[2] = 0; meta[3] = T; meta[4] = 0; meta[5] = 0; meta[6] = splits; meta[7] = ceilDiv(keys, splits);
-      meta.set(ids, META_IDS);
-      this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
-      const enc = this.device.createCommandEncoder();
-      const prof = { set, names: [] as string[] };
-      this.encode(enc, T, splits, T, true, false, prof);
+      this.submitChunk(ids, ids.length, { rows: ids.length, rowOff: 0, argmax: true }, 0, prof);
       const q = prof.names.length * 2;
-      enc.resolveQuerySet(set, 0, q, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, read, 0, q * 8);
-      this.device.queue.submit([enc.finish()]);
-      this.len += T;
-      await read.mapAsync(MAP_READ, 0, q * 8);
-      const t = new BigInt64Array(read.getMappedRange(0, q * 8).slice(0));
-      read.unmap();
+      await prof.read.mapAsync(MAP_READ, 0, q * 8);
+      const t = new BigInt64Array(prof.read.getMappedRange(0, q * 8).slice(0));
+      prof.read.unmap();
       const by = new Map<string, { ms: number; count: number }>();
       prof.names.forEach((name, i) => {
         const e = by.get(name) ?? { ms: 0, count: 0 };
@@ -706,9 +709,10 @@ export class WebGpuLlm implements LlmRunner {
       return [...by].map(([name, e]) => ({ name, ...e }));
     } finally {
       this.busy = false;
-      set.destroy(); resolve.destroy(); read.destroy();
+      prof.set.destroy(); prof.resolve.destroy(); prof.read.destroy();
     }
   }
+
 }
 
 /** The weights must have the config's shapes: a wrong one would read past a matrix (clamped) into wrong numbers. */

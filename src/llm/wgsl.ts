@@ -267,21 +267,22 @@ function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; G
         `let z${id} = vec4f(8388608.0) + ${zeroOf(m, `rw${r}_${h}`, `g${id}`)} * ${zmul};`);
     }
     const fs = v > 0 ? `select(0.0, 1.0, c + ${u(v * TK)} < ce) * ` : '';
-    const sum = (r: number, h: number, xv: (k: number) => string, dv: (k: number) => string): string => {
+    // Σ over the chunk of row (r, h)'s weights (vec4 k: dv(k)) times x vec4 k (`x${k}`), each group times its scale.
+    const sum = (r: number, h: number, dv: (k: number) => string): string => {
       const terms: string[][] = Array.from({ length: NSG }, () => []);
-      for (let k = 0; k < XC; k++) terms[groupOf(k)].push(`dot(${dv(k)}, ${xv(k)})`);
+      for (let k = 0; k < XC; k++) terms[groupOf(k)].push(`dot(${dv(k)}, x${k})`);
       return terms.map((t, q) => `s${r}_${h}_${q} * (${t.join(' + ')})`).join(' + ');
     };
     if (TB === 1) {
       for (let k = 0; k < XC; k++) b.push(`let x${k} = xs[cl * ${u(XC)} + (cl + ${u(k)}) % ${u(XC)}];`);
-      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`a${r}_${h} += ${fs}(${sum(r, h, (k) => `x${k}`, (k) => decoded(r, h, k))});`);
+      for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`a${r}_${h} += ${fs}(${sum(r, h, (k) => decoded(r, h, k))});`);
     } else {
       // Each row's chunk decoded once, applied to every token.
       for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let k = 0; k < XC; k++) b.push(`let d${r}_${h}_${k} = ${decoded(r, h, k)};`);
       for (let i = 0; i < TB; i++) {
         const xl = Array.from({ length: XC }, (_, k) => `let x${k} = xs[${u(i * TV)} + cl * ${u(XC)} + (cl + ${u(k)}) % ${u(XC)}];`);
         const acc = [];
-        for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) acc.push(`a${r}_${h}_${i} += ${sum(r, h, (k) => `x${k}`, (k) => `d${r}_${h}_${k}`)};`);
+        for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) acc.push(`a${r}_${h}_${i} += ${sum(r, h, (k) => `d${r}_${h}_${k}`)};`);
         b.push(`{ ${xl.join(' ')}\n        ${acc.join('\n        ')} }`);
       }
     }
@@ -636,7 +637,7 @@ export interface AttentionSpec {
 }
 
 /** Workgroup size of the attention kernel. */
-export const attentionWorkgroup = (_headDim: number, sg: boolean): number => (sg ? 256 : 128);
+export const attentionWorkgroup = (sg: boolean): number => (sg ? 256 : 128);
 
 /** Keys per tile of the attention kernel (their scores live in workgroup memory). */
 export const ATTN_TILE = 1024;
