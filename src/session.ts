@@ -38,6 +38,14 @@ export interface SessionOptions extends LoadOptions {
    */
   precision?: 'f32' | 'f16';
   /**
+   * WebGPU backend, f32 GEMMs with constant weights (as PyTorch's float32 matmul precision): 'highest' (default) on
+   * the f32 units; 'high' on the tensor cores where the adapter has subgroup matrices (NVIDIA through Dawn), each f32
+   * operand split into two halves (about 22 significant bits; errors ~1e-5 of max|C|, where TF32 gives ~1e-3).
+   * Elsewhere 'high' runs the 'highest' kernels. An activation past 65504 in magnitude fails the run with an InputError.
+   * With precision 'f16', GEMMs use the tensor cores on halves in any case.
+   */
+  matmulPrecision?: 'highest' | 'high';
+  /**
    * Kernel tuning (fast backends): 'cache' (default) runs the winners cached for this device and otherwise the
    * defaults; 'background' also tunes the kernels of the first run in the background (budget `tuneBudgetMs`) and
    * swaps winners in when ready; 'off' uses the defaults only and touches no cache.
@@ -157,9 +165,9 @@ export class InferenceSession {
     if (gpuP) {
       const gpu = await gpuP;
       const f16 = opts.precision === 'f16' && gpu.caps.f16;
-      s.tuneTarget = gpuTarget(gpu, f16);
+      s.tuneTarget = gpuTarget(gpu, f16, opts.matmulPrecision ?? 'highest');
       s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      s.gpu = new GpuGraphRunner(model.graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() });
+      s.gpu = new GpuGraphRunner(model.graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', matmulPrecision: opts.matmulPrecision, memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() });
       s.onDeviceLost = opts.onDeviceLost ?? 'throw';
     }
     return s;

@@ -1,6 +1,7 @@
 // GPU matmul sweep (run on the H100 through Dawn): every candidate tile at 4096³ and 1024³ and the skinny kernel at
 // decode shapes, each checked on sampled outputs against a CPU dot product, timed over many dispatches in one pass.
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
+import { readBuffer, timeDispatches } from './gpu-timing.js';
 import {
   type MatmulSpec, type MatmulTile, skinnyMatmul, tensorCoreMatmul, tensorCoreStagedMatmul, tensorCoreStagedName, tensorCoreStagedValid,
   type TensorCoreStagedTile, tiledMatmul, tileName, tileValid,
@@ -16,34 +17,8 @@ function buffer(data: Float32Array): GPUBuffer {
   device.queue.writeBuffer(b, 0, data);
   return b;
 }
-async function read(b: GPUBuffer, bytes: number): Promise<Float32Array> {
-  const s = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const e = device.createCommandEncoder();
-  e.copyBufferToBuffer(b, 0, s, 0, bytes);
-  device.queue.submit([e.finish()]);
-  await s.mapAsync(GPUMapMode.READ);
-  const out = new Float32Array(s.getMappedRange().slice(0));
-  s.destroy();
-  return out;
-}
-
-/** Median ms per dispatch over `rounds` submits of `reps` dispatches each. */
-async function time(pipeline: GPUComputePipeline, group: GPUBindGroup, groups: [number, number, number], reps: number, rounds = 5): Promise<number> {
-  const run = async () => {
-    const e = device.createCommandEncoder();
-    const p = e.beginComputePass();
-    p.setPipeline(pipeline);
-    p.setBindGroup(0, group);
-    for (let r = 0; r < reps; r++) p.dispatchWorkgroups(...groups);
-    p.end();
-    device.queue.submit([e.finish()]);
-    await device.queue.onSubmittedWorkDone();
-  };
-  await run();
-  const ts: number[] = [];
-  for (let i = 0; i < rounds; i++) { const t0 = performance.now(); await run(); ts.push((performance.now() - t0) / reps); }
-  return ts.sort((a, b) => a - b)[ts.length >> 1];
-}
+const read = async (b: GPUBuffer, bytes: number): Promise<Float32Array> => new Float32Array(await readBuffer(device, b, bytes));
+const time = (pipeline: GPUComputePipeline, group: GPUBindGroup, groups: [number, number, number], reps: number, rounds = 5) => timeDispatches(device, pipeline, group, groups, reps, rounds);
 
 async function bench(M: number, N: number, K: number, kernels: { name: string; code: string; groups: [number, number, number] }[], reps: number) {
   const A = Float32Array.from({ length: M * K }, () => Math.random() - 0.5);

@@ -45,10 +45,11 @@ for (const c of cases) {
   const spec = feedsFor(kind, a, b);
   const label = (kind === 'bert' ? `BERT b${a} s${b}` : `PP-OCRv4 rec [1,3,48,${a}]`) + (process.env.WEBJIT_PRECISION === 'f16' ? ' (f16 weights)' : '');
   const results: Record<string, { create: number; first: number; warm: number; out: Float32Array }> = {};
-  // webjit
-  {
+  // webjit, in each variant of WEBJIT_VARIANTS (comma-separated: f32, high = matmulPrecision 'high', f16 = precision
+  // 'f16'; default f32, or WEBJIT_PRECISION).
+  for (const v of (process.env.WEBJIT_VARIANTS ?? (process.env.WEBJIT_PRECISION === 'f16' ? 'f16' : 'f32')).split(',')) {
     const t0 = performance.now();
-    const s = await InferenceSession.create(bytes, { backend: 'webgpu', precision: process.env.WEBJIT_PRECISION === 'f16' ? 'f16' : 'f32' });
+    const s = await InferenceSession.create(bytes, { backend: 'webgpu', precision: v === 'f16' ? 'f16' : 'f32', matmulPrecision: v === 'high' ? 'high' : 'highest' });
     const tc = performance.now() - t0;
     const feeds = Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, new Tensor(v.type as 'float32', v.data, v.dims)]));
     let t1 = performance.now();
@@ -57,8 +58,8 @@ for (const c of cases) {
     const ts: number[] = [];
     for (let i = 0; i < RUNS; i++) { t1 = performance.now(); out = await s.run(feeds); ts.push(performance.now() - t1); }
     const st = s.gpuStats!;
-    console.log(`  webjit stats: gpu ${st.gpuNodes / (RUNS + 1)} cpu ${st.cpuNodes / (RUNS + 1)} fallback ${st.fallbackNodes / (RUNS + 1)} [${[...st.fallbackOps.keys()].join(' ')}] mid-run reads ${st.midRunReads / (RUNS + 1)}`);
-    results.webjit = { create: tc, first, warm: median(ts), out: out[s.outputNames[0]].data as Float32Array };
+    console.log(`  webjit ${v} stats: gpu ${st.gpuNodes / (RUNS + 1)} cpu ${st.cpuNodes / (RUNS + 1)} fallback ${st.fallbackNodes / (RUNS + 1)} [${[...st.fallbackOps.keys()].join(' ')}] mid-run reads ${st.midRunReads / (RUNS + 1)}`);
+    results[v === 'f32' ? 'webjit' : `webjit-${v}`] = { create: tc, first, warm: median(ts), out: out[s.outputNames[0]].data as Float32Array };
     await s.release();
   }
   // onnxruntime-web WebGPU
@@ -80,9 +81,12 @@ for (const c of cases) {
   }
   const ref = kind === 'bert' && fs.existsSync(`${path}.b${a}s${b}.f32`) ? new Float32Array(fs.readFileSync(`${path}.b${a}s${b}.f32`).buffer.slice(0)) : null;
   for (const [name, r] of Object.entries(results)) {
-    console.log(`${label} ${name.padEnd(7)} create ${r.create.toFixed(0).padStart(6)} ms  first ${r.first.toFixed(0).padStart(6)} ms  warm ${r.warm.toFixed(2).padStart(8)} ms` +
-      `${ref ? `  vs torch ${diff(r.out, ref)}` : ''}${name !== 'webjit' && results.webjit ? `  vs webjit ${diff(r.out, results.webjit.out)}` : ''}`);
+    console.log(`${label} ${name.padEnd(11)} create ${r.create.toFixed(0).padStart(6)} ms  first ${r.first.toFixed(0).padStart(6)} ms  warm ${r.warm.toFixed(2).padStart(8)} ms` +
+      `${ref ? `  vs torch ${diff(r.out, ref)}` : ''}${name !== 'webjit' && results.webjit ? `  vs webjit f32 ${diff(r.out, results.webjit.out)}` : ''}`);
   }
-  if (results.ort) console.log(`${label} webjit speedup over onnxruntime-web webgpu: ${(results.ort.warm / results.webjit.warm).toFixed(2)}x warm, cold (create+first) ${((results.ort.create + results.ort.first) / (results.webjit.create + results.webjit.first)).toFixed(1)}x`);
+  for (const [name, r] of Object.entries(results)) {
+    if (!results.ort || !name.startsWith('webjit')) continue;
+    console.log(`${label} ${name} speedup over onnxruntime-web webgpu: ${(results.ort.warm / r.warm).toFixed(2)}x warm, cold (create+first) ${((results.ort.create + results.ort.first) / (r.create + r.first)).toFixed(1)}x`);
+  }
 }
 process.exit(0);

@@ -48,6 +48,12 @@ if [ "$what" = llm ]; then
   python3 bench/gpu/torch_gemv.py > "$OUT/torch_gemv.txt" 2>&1
   $NODE .bundle/llm-decode.mjs > "$OUT/llm.txt" 2>&1
 fi
+if [ "$what" = tcsplit ]; then
+  # f32 GEMMs on the tensor cores (matmulPrecision 'high') against the f32 kernel, then BERT-base in three precisions.
+  $NODE .bundle/tc-split.mjs > "$OUT/tc-split.txt" 2>&1
+  python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
+  WEBJIT_VARIANTS=f32,high,f16 RUNS=50 $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 bert:/tmp/m/encoder-base.onnx:8:128 2>&1 | grep "^BERT" > "$OUT/models.txt"
+fi
 if [ "$what" = transfer ]; then
   $NODE .bundle/transfer.mjs > "$OUT/transfer.txt" 2>&1
 fi

@@ -34,3 +34,15 @@ for b, s in [(1, 128), (8, 128)]:
     ts.sort()
     y.float().cpu().numpy().tofile(f'{path}.b{b}s{s}.f32')
     print(f'BERT b{b} s{s} torch eager f32 (TF32 off): warm {ts[len(ts)//2]:.2f} ms')
+    # The same with TF32 on (PyTorch's float32 matmul precision 'high'), and its error against the f32 output.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    with torch.no_grad():
+        for _ in range(5): y2 = enc(ids, mask, typ)
+        torch.cuda.synchronize()
+        ts2 = []
+        for _ in range(20):
+            t0 = time.perf_counter(); y2 = enc(ids, mask, typ); torch.cuda.synchronize(); ts2.append((time.perf_counter() - t0) * 1e3)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    ts2.sort()
+    err = ((y2 - y).abs().max() / y.abs().max()).item()
+    print(f'BERT b{b} s{s} torch eager TF32: warm {ts2[len(ts2)//2]:.2f} ms, error vs f32 {err:.1e} of max|y|')

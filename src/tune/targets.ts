@@ -25,9 +25,9 @@ export async function wasmDeviceId(rt: WasmRuntime): Promise<string> {
   return `webjit${TUNE_VERSION}|wasm|${await cpuModel()}|${rt.threads}t|${rt.relaxedSimd ? 'relaxed-simd' : 'simd128'}`;
 }
 
-export function gpuDeviceId(gpu: GpuContext, f16: boolean): string {
+export function gpuDeviceId(gpu: GpuContext, f16: boolean, matmulPrecision: 'highest' | 'high' = 'highest'): string {
   const c = gpu.caps;
-  return `webjit${TUNE_VERSION}|webgpu|${c.name}|${f16 ? 'f16w' : 'f32'}|sg${c.subgroups ? 1 : 0}`;
+  return `webjit${TUNE_VERSION}|webgpu|${c.name}|${f16 ? 'f16w' : 'f32'}${matmulPrecision === 'high' ? '+mm-high' : ''}|sg${c.subgroups ? 1 : 0}`;
 }
 
 export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
@@ -56,13 +56,13 @@ export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
   };
 }
 
-export function gpuTarget(gpu: GpuContext, f16: boolean): TuneTarget {
+export function gpuTarget(gpu: GpuContext, f16: boolean, matmulPrecision: 'highest' | 'high' = 'highest'): TuneTarget {
   return {
     backend: 'webgpu',
-    device: gpuDeviceId(gpu, f16),
+    device: gpuDeviceId(gpu, f16, matmulPrecision),
     f16,
     runner(graph, env, opts): TuneRunner {
-      const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16 });
+      const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16, matmulPrecision });
       return {
         run: (feeds) => r.run(feeds),
         async time(feedSets: Map<string, Value>[], maxMs: number) {

@@ -9,6 +9,8 @@ export interface GpuCaps {
   subgroups: boolean;
   /** Subgroup-matrix configurations (tensor cores from WGSL, Dawn's chromium-experimental-subgroup-matrix). */
   subgroupMatrix: { M: number; N: number; K: number; componentType: string; resultComponentType: string }[];
+  /** The subgroup size when the adapter has only one (NVIDIA: 32), else 0. */
+  subgroupSize: number;
   timestamps: boolean;
   maxWorkgroupStorage: number;
   maxInvocations: number;
@@ -101,12 +103,13 @@ async function createGpu(): Promise<GpuContext> {
     if (typeof v === 'number') requiredLimits[k] = v;
   }
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
-  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: GpuCaps['subgroupMatrix'] };
+  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: GpuCaps['subgroupMatrix']; subgroupMinSize?: number; subgroupMaxSize?: number };
   const name = `${info.vendor ?? ''} ${info.device || info.description || info.architecture || ''}`.trim() || 'unknown adapter';
   const caps: GpuCaps = {
     f16: device.features.has('shader-f16'),
     subgroups: device.features.has('subgroups'),
     subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) ? [...(info.subgroupMatrixConfigs ?? [])] : [],
+    subgroupSize: info.subgroupMinSize && info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0,
     timestamps: device.features.has('timestamp-query'),
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,

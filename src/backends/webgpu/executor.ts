@@ -45,6 +45,8 @@ export interface GpuRunnerOptions extends TuneOptions {
   fallback?: boolean;
   /** Compute in f16 where ops allow it (needs shader-f16). */
   f16?: boolean;
+  /** f32 GEMMs with constant weights on the tensor cores with split operands ('high'; default 'highest'). */
+  matmulPrecision?: 'highest' | 'high';
   /** The most bytes of GPU memory the weights may take. */
   memoryLimitBytes?: number;
 }
@@ -136,7 +138,9 @@ interface PipelineEntry { promise: Promise<GPUComputePipeline>; pipeline?: GPUCo
 /** Pipelines by WGSL text, per device: shared by the sessions of a process. */
 const pipelineCaches = new WeakMap<GPUDevice, Map<string, PipelineEntry>>();
 
-interface Recorded { dispatch: Dispatch; buffers: GPUBuffer[]; entry: PipelineEntry; node: Node }
+interface Recorded { dispatch: Dispatch; buffers: GPUBuffer[]; entry: PipelineEntry; node: Node; faultAt?: FaultAt }
+/** The binding of a dispatch that takes the node's fault words, and their offset in the page. */
+interface FaultAt { binding: number; offset: number }
 type Command = Recorded | { copy: [GPUBuffer, number, GPUBuffer, number, number] };
 
 /** The end of the last queued run on each device (runs of all sessions on a device are serialised). */
@@ -153,8 +157,13 @@ export class GpuGraphRunner {
   private readonly constGpu = new Map<string, GBuf>();
   private readonly transformed = new Map<string, { c: GpuConstant; buffer: GPUBuffer }>();
   private readonly constById = new Map<number, GPUBuffer>();
-  /** Fault words per node whose kernels can meet data only the GPU sees (Gather indices …): u32[4], zero when clean. */
-  private readonly faultBufs = new Map<Node, GPUBuffer>();
+  /**
+   * Fault words per node whose kernels can meet data only the GPU sees (Gather indices, GEMM inputs past the f16 range):
+   * u32[4] at an aligned offset of a shared page (FAULT_SLOTS nodes per page, so a read-back copies one range per page
+   * rather than one per node), zero when clean.
+   */
+  private readonly faultSlots = new Map<Node, { page: number; offset: number }>();
+  private readonly faultPages: GPUBuffer[] = [];
   /** The fault words read after a runGpu (which reads nothing back), checked at the next run or checkFaults(). */
   private faultCheck: Promise<Fault[]> | null = null;
   private readonly plans: Map<string, GpuOpPlan | null>[];
@@ -234,7 +243,7 @@ export class GpuGraphRunner {
         for (let i = 0; i < reps; i++) {
           for (const c of lists[i % lists.length]) {
             pass.setPipeline(c.entry.pipeline!);
-            pass.setBindGroup(0, this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers));
+            pass.setBindGroup(0, this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers, c.faultAt));
             pass.dispatchWorkgroups(...c.dispatch.groups);
           }
         }
@@ -366,7 +375,7 @@ export class GpuGraphRunner {
       if (onGpu) {
         result = this.handOut(outs);
         await this.flush();
-        if (this.faultBufs.size) this.faultCheck = this.readFaults();
+        if (this.faultPages.length) this.faultCheck = this.readFaults();
       } else {
         result = await this.readAll(outs);
       }
@@ -567,6 +576,7 @@ export class GpuGraphRunner {
       },
       caps: this.gpu.caps,
       f16: !!this.opts.f16 && this.gpu.caps.f16,
+      matmulPrecision: this.opts.matmulPrecision ?? 'highest',
       constant: (name, transform, make) => {
         const k = `${name}|${transform}`;
         let e = this.transformed.get(k);
@@ -631,17 +641,21 @@ export class GpuGraphRunner {
     });
     const scratch = (plan.scratchBytes ?? []).map((b) => this.pool.take(b));
     for (const d of plan.dispatches) {
-      const buffers = d.bindings.map((b) => {
+      let faultAt: FaultAt | undefined;
+      const buffers = d.bindings.map((b, binding) => {
         let buf: GPUBuffer | undefined;
         if ('input' in b) buf = inBufs[b.input];
         else if ('output' in b) buf = outs[b.output].buf!.buffer;
         else if ('scratch' in b) buf = scratch[b.scratch];
-        else if ('fault' in b) buf = this.faultOf(node);
-        else buf = this.constById.get(b.constant.id);
+        else if ('fault' in b) {
+          const f = this.faultOf(node);
+          buf = this.faultPages[f.page];
+          faultAt = { binding, offset: f.offset };
+        } else buf = this.constById.get(b.constant.id);
         if (!buf) throw new ExecutionError('a kernel binding has no buffer', { node: node.name, op: node.opType });
         return buf;
       });
-      this.cmds.push({ dispatch: d, buffers, entry: this.pipeline(d.code, node), node });
+      this.cmds.push({ dispatch: d, buffers, entry: this.pipeline(d.code, node), node, faultAt });
     }
     // The GPU starts on the first nodes while the rest of the run is recorded.
     if (this.cmds.length >= SUBMIT_EVERY && !PROFILE && this.cmds.every((c) => !('entry' in c) || c.entry.pipeline)) this.encode(this.cmds.splice(0));
@@ -704,7 +718,7 @@ export class GpuGraphRunner {
       pass ??= enc.beginComputePass();
       const pipeline = c.entry.pipeline!;
       pass.setPipeline(pipeline);
-      pass.setBindGroup(0, this.bindGroup(c.dispatch, pipeline, c.buffers));
+      pass.setBindGroup(0, this.bindGroup(c.dispatch, pipeline, c.buffers, c.faultAt));
       pass.dispatchWorkgroups(...c.dispatch.groups);
     }
     if (pass) pass.end();
@@ -734,13 +748,14 @@ export class GpuGraphRunner {
     }
   }
 
-  private bindGroup(d: Dispatch, pipeline: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {
+  private bindGroup(d: Dispatch, pipeline: GPUComputePipeline, buffers: GPUBuffer[], faultAt?: FaultAt): GPUBindGroup {
+    // A node's fault slot never moves, so the buffers alone key the cache.
     const cached = this.bindGroups.get(d);
     if (cached && cached.buffers.length === buffers.length && cached.buffers.every((b, k) => b === buffers[k])) return cached.group;
     this.stats.bindGroupsMade++;
     const group = this.gpu.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
-      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: buffers.map((buffer, binding) => ({ binding, resource: binding === faultAt?.binding ? { buffer, offset: faultAt.offset, size: 16 } : { buffer } })),
     });
     this.bindGroups.set(d, { buffers, group });
     return group;
@@ -767,13 +782,13 @@ export class GpuGraphRunner {
     const offsets: number[] = [];
     let total = 0;
     for (const b of sizes) { offsets.push(total); total += Math.ceil(b / 256) * 256; }
-    // The fault words come back with the outputs: a run that met an invalid index fails instead of returning zeros.
-    const faulty = [...this.faultBufs];
+    // The fault words come back with the outputs (one copy per page): a run that met invalid data fails instead of
+    // returning zeros.
     const faultAt = total;
-    total += 16 * faulty.length;
+    total += FAULT_PAGE * this.faultPages.length;
     const staging = this.readbacks.take(total);
     const copies: Command[] = slots.map((s, k) => ({ copy: [s.buf!.buffer, 0, staging, offsets[k], sizes[k]] as [GPUBuffer, number, GPUBuffer, number, number] }));
-    faulty.forEach(([, b], k) => copies.push({ copy: [b, 0, staging, faultAt + 16 * k, 16] }));
+    this.faultPages.forEach((b, k) => copies.push({ copy: [b, 0, staging, faultAt + FAULT_PAGE * k, FAULT_PAGE] }));
     await this.flush(copies);
     try {
       await staging.mapAsync(MAP_READ, 0, total);
@@ -784,7 +799,7 @@ export class GpuGraphRunner {
     let faults: Fault[];
     try {
       const data = staging.getMappedRange(0, total);
-      faults = faultsIn(faulty, new Int32Array(data, faultAt, 4 * faulty.length));
+      faults = this.faultsIn(new Int32Array(data, faultAt, (FAULT_PAGE / 4) * this.faultPages.length));
       if (!faults.length) return slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
     } finally {
       staging.unmap();
@@ -793,27 +808,40 @@ export class GpuGraphRunner {
     throw this.faultError(faults);
   }
 
-  /** The node's fault words (zeroed at creation, and again after each reported fault). */
-  private faultOf(node: Node): GPUBuffer {
-    let b = this.faultBufs.get(node);
-    if (!b) {
-      b = this.gpu.device.createBuffer({ size: 16, usage: 0x80 | 0x04 | 0x08 }); // STORAGE | COPY_SRC | COPY_DST
-      this.faultBufs.set(node, b);
+  /** The node's fault words (zeroed at creation, and again after each reported fault): page and byte offset. */
+  private faultOf(node: Node): { page: number; offset: number } {
+    let f = this.faultSlots.get(node);
+    if (!f) {
+      const n = this.faultSlots.size, page = Math.floor(n / FAULT_SLOTS);
+      // STORAGE | COPY_SRC | COPY_DST, zero-filled at creation.
+      if (page === this.faultPages.length) this.faultPages.push(this.gpu.device.createBuffer({ size: FAULT_PAGE, usage: 0x80 | 0x04 | 0x08 }));
+      f = { page, offset: (n % FAULT_SLOTS) * FAULT_STRIDE };
+      this.faultSlots.set(node, f);
     }
-    return b;
+    return f;
+  }
+
+  /** The faults in read-back fault pages (all pages, in order). */
+  private faultsIn(words: Int32Array): Fault[] {
+    const out: Fault[] = [];
+    for (const [node, f] of this.faultSlots) {
+      const w = (f.page * FAULT_PAGE + f.offset) / 4;
+      if (words[w]) out.push({ node, kind: words[w], value: words[w + 1] });
+    }
+    return out;
   }
 
   /** Reads every node's fault words (after a runGpu); resolves to the faults found (none on a failed read). Never rejects. */
   private async readFaults(): Promise<Fault[]> {
-    const faulty = [...this.faultBufs];
+    const pages = [...this.faultPages];
     const device = this.gpu.device;
-    const staging = device.createBuffer({ size: 16 * faulty.length, usage: USAGE_READBACK });
+    const staging = device.createBuffer({ size: FAULT_PAGE * pages.length, usage: USAGE_READBACK });
     try {
       const enc = device.createCommandEncoder();
-      faulty.forEach(([, b], k) => enc.copyBufferToBuffer(b, 0, staging, 16 * k, 16));
+      pages.forEach((b, k) => enc.copyBufferToBuffer(b, 0, staging, FAULT_PAGE * k, FAULT_PAGE));
       device.queue.submit([enc.finish()]);
       await staging.mapAsync(MAP_READ);
-      return faultsIn(faulty, new Int32Array(staging.getMappedRange()));
+      return this.faultsIn(new Int32Array(staging.getMappedRange()));
     } catch {
       return [];
     } finally {
@@ -832,8 +860,17 @@ export class GpuGraphRunner {
 
   /** The typed error for faulted nodes; their words are zeroed so that the session goes on. */
   private faultError(faults: Fault[], where = ''): InputError {
-    for (const f of faults) this.gpu.device.queue.writeBuffer(this.faultBufs.get(f.node)!, 0, new Uint32Array(4));
-    const { node: n, value } = faults[0];
+    for (const f of faults) {
+      const slot = this.faultSlots.get(f.node)!;
+      this.gpu.device.queue.writeBuffer(this.faultPages[slot.page], slot.offset, new Uint32Array(4));
+    }
+    const { node: n, value, kind } = faults[0];
+    if (kind === FAULT_HALF_RANGE) {
+      const v = new Float32Array(new Int32Array([value]).buffer)[0];
+      return new InputError(`an element of ${n.inputs[0]} is ${v} in magnitude, past the f16 range (65504) of the tensor-core GEMM${where}`,
+        { node: n.name, op: n.opType, input: n.inputs[0] },
+        "create the session with matmulPrecision: 'highest' (and precision 'f32'): this model's activations need the f32 GEMM");
+    }
     return new InputError(`index ${value} is out of range${where}`, { node: n.name, op: n.opType, input: n.inputs[1] },
       'check the input data (for example token or position ids past the model\'s vocabulary or context length)');
   }
@@ -847,18 +884,21 @@ export class GpuGraphRunner {
     for (const t of this.transformed.values()) t.buffer.destroy();
     this.constGpu.clear();
     this.transformed.clear();
-    for (const b of this.faultBufs.values()) b.destroy();
-    this.faultBufs.clear();
+    for (const b of this.faultPages) b.destroy();
+    this.faultPages.length = 0;
+    this.faultSlots.clear();
   }
 }
 
-/** A node whose kernel met an index out of range, and the index (fault words 0 and 1). */
-interface Fault { node: Node; value: number }
+/** Fault word 0: 1 an index out of range (word 1 the index); 2 a GEMM input past the f16 range (word 1 its f32 bits). */
+const FAULT_HALF_RANGE = 2;
+/** A node whose kernel met invalid data: the kind and value (fault words 0 and 1). */
+interface Fault { node: Node; kind: number; value: number }
 
-/** The faults in read-back fault words, four per node in the order of `nodes`. */
-function faultsIn(nodes: [Node, GPUBuffer][], words: Int32Array): Fault[] {
-  return nodes.flatMap(([node], k) => (words[4 * k] ? [{ node, value: words[4 * k + 1] }] : []));
-}
+/** Fault slots: 256 bytes apart (WebGPU's storage-binding offset alignment), 64 per page. */
+const FAULT_STRIDE = 256;
+const FAULT_SLOTS = 64;
+const FAULT_PAGE = FAULT_STRIDE * FAULT_SLOTS;
 
 function sameShape(s: Slot | undefined, t: { dtype: DType; dims: number[] } | undefined): boolean {
   if (!s || !t) return s === t;

@@ -54,6 +54,11 @@ export interface GpuPlanContext extends TuneHooks {
   /** The session computes in f16 where the op allows it (storage of activations stays f32 at op boundaries). */
   f16: boolean;
   /**
+   * f32 GEMMs with a constant B: 'highest' on the f32 units; 'high' on the tensor cores with operands split into two
+   * halves each (about 22 significant bits, errors ~1e-5 of max|C|), where the device has subgroup matrices.
+   */
+  matmulPrecision?: 'highest' | 'high';
+  /**
    * A model constant transformed once (a repacked weight, a folded bias): `make` returns the bytes, cached under
    * (value name, transform key).
    */

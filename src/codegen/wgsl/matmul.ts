@@ -80,7 +80,7 @@ function batchOffsets(s: MatmulSpec): string {
   return lines.join('\n  ');
 }
 
-function epilogueDecls(e: MatmulEpilogue, first: number): string {
+export function epilogueDecls(e: MatmulEpilogue, first: number): string {
   const out: string[] = [];
   let b = first;
   if (e.bias) out.push(`@group(0) @binding(${b++}) var<storage, read> bias: array<f32>;`);
@@ -89,7 +89,7 @@ function epilogueDecls(e: MatmulEpilogue, first: number): string {
 }
 
 /** WGSL statements turning `v` (f32) of element (row, col, idx = offC + row*N + col) into the stored value. */
-function epilogueExpr(e: MatmulEpilogue, v: string, row: string, col: string, idx: string): string {
+export function epilogueExpr(e: MatmulEpilogue, v: string, row: string, col: string, idx: string): string {
   let x = e.alpha !== undefined && e.alpha !== 1 ? `(${v} * ${f32Lit(e.alpha)})` : v;
   if (e.bias) {
     const bi = e.bias === 'n' ? `bias[${col}]` : e.bias === 'm' ? `bias[${row}]` : 'bias[0]';

@@ -9,6 +9,7 @@ import { registerGpuOp, type Binding, type GpuOpPlan, type GpuPlanContext, type 
 import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
 import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
 import { np2 } from '../sites.js';
+import { SPLIT_CFG, type SplitPasses, type SplitTile, splitB, splitDefault, splitDims, splitExponent, splitMatmul, splitValid } from '../../../codegen/wgsl/matmul_tc.js';
 
 const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
 const SKINNY_MAX_M = 16;
@@ -99,18 +100,34 @@ const TILE_SHARED = 16384;
 const TILE_ASPECT = 4;
 
 /**
+ * Tensor-core GEMMs (matmul_tc.ts): 3 products on split halves for matmulPrecision 'high', 1 on halves for precision
+ * 'f16'; 0 when this device or node cannot take them (no 16×16×16 f16→f32 subgroup matrices, no fixed subgroup size, a
+ * software driver, B not a constant matrix).
+ */
+function tcPasses(call: MatmulCall, spec: MatmulSpec, ctx: GpuPlanContext): SplitPasses | 0 {
+  const c = ctx.caps;
+  const want = ctx.f16 ? 1 : ctx.matmulPrecision === 'high' ? 3 : 0;
+  if (!want || !call.bConst || spec.batchDims.length !== 0 || c.software || !c.subgroupSize || !c.f16) return 0;
+  const has = c.subgroupMatrix.some((m) => m.M === SPLIT_CFG.M && m.N === SPLIT_CFG.N && m.K === SPLIT_CFG.K && m.componentType === 'f16' && m.resultComponentType === 'f32');
+  return has ? want : 0;
+}
+
+const splitOf = (p: Params): SplitTile => ({ fm: Number(p.fm), fn: Number(p.fn), sm: Number(p.sm), sn: Number(p.sn), kSteps: Number(p.kSteps) });
+const TC_TILES: [number, number, number, number][] = [[2, 4, 4, 2], [2, 2, 2, 4], [2, 2, 4, 2], [2, 2, 2, 2], [4, 4, 2, 2], [2, 1, 2, 4], [1, 2, 4, 2], [1, 1, 2, 4], [1, 1, 4, 2], [1, 1, 2, 2]];
+
+/**
  * The matmul site: kind 'tiled' (BM, BN, BK, TM, TN) or, for M ≤ 16, 'skinny' (quads, slices). The default is the
  * planner's choice before tuning (defaultTile, WEBJIT_MATMUL_TILE, the skinny heuristic). Pruned: tiles the device
  * cannot run (tileValid), more than MAX_TILE_REGS registers, threads outside TILE_THREADS, more than TILE_SHARED
  * bytes of workgroup memory, tiles more than TILE_ASPECT times wider than tall (or taller than wide), tiles far past M
  * or N, fewer workgroups than 32 (or than 64×64 tiles would give).
  */
-function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPlanContext): TuneSite {
+function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPlanContext, passes: SplitPasses | 0): TuneSite {
   const batch = sizeOf(spec.batchDims);
   const regime = skinnyRegime(spec);
   return {
     family: 'matmul',
-    sig: `matmul:${call.op}:${JSON.stringify(spec)}`,
+    sig: `matmul:${call.op}:${JSON.stringify(spec)}${passes ? `:tc${passes}` : ''}`,
     default: def,
     space: () => {
       const wgs = (t: MatmulTile) => Math.ceil(spec.M / t.BM) * Math.ceil(spec.N / t.BN) * batch;
@@ -131,7 +148,12 @@ function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPla
         : [];
       // Row-major A with unrolled k (0.81× cuBLAS at 4096³ on the H100) where it paid: 8 rows per thread, K tiles ≥ 16.
       const rows = tiled.filter((p) => Number(p.TM) === 8 && Number(p.BK) >= 16).map((p) => ({ ...p, unroll: true, aRows: true }));
-      return { candidates: withDefault(def, [...skinny, ...tiled, ...rows]), before: 2 * spaceSize(TILE_AXES) + (regime ? spaceSize(SKINNY_AXES) : 0) };
+      // Tensor-core tiles where the precision allows them: those the device runs with at least 16 workgroups.
+      const tc = !passes ? [] : TC_TILES.flatMap(([fm, fn, sm, sn]) => [2, 4].map((kSteps) => ({ kind: 'tc', fm, fn, sm, sn, kSteps }))).filter((p) => {
+        const t = splitOf(p), { BM, BN } = splitDims(t);
+        return splitValid(spec, t, passes, ctx.caps.subgroupSize, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage) && Math.ceil(spec.M / BM) * Math.ceil(spec.N / BN) >= 16;
+      });
+      return { candidates: withDefault(def, [...tc, ...skinny, ...tiled, ...rows]), before: 2 * spaceSize(TILE_AXES) + (regime ? spaceSize(SKINNY_AXES) : 0) + (passes ? 2 * TC_TILES.length : 0) };
     },
     ragged: (dims) => {
       const [M, K, N] = call.mkn(dims);
@@ -148,7 +170,14 @@ function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPla
  * (skinny: before the slices are summed); epilogue, the bias (else residual, else output) index one off; f16acc, the
  * accumulators rounded to f16 after every fma.
  */
-function matmulFault(code: string, fault: string, spec: MatmulSpec, skinny: boolean, ctx: GpuPlanContext): string {
+function matmulFault(code: string, fault: string, spec: MatmulSpec, skinny: boolean, ctx: GpuPlanContext, tc = false): string {
+  if (tc) {
+    switch (fault) {
+      case 'edge': return replaceAll(code, /let inside = ([^;]+);/g, `let inside = ($1) && r0 + 16u < ${spec.M}u;`, 'tensor-core fragment rows');
+      case 'f16acc': return replaceAll(code, /let v = Cs\[([^\]]+)\]/g, 'let v = f32(f16(Cs[$1]))', 'tensor-core sums in f16');
+      default: break;
+    }
+  }
   switch (fault) {
     case 'edge':
       return skinny
@@ -170,30 +199,50 @@ function matmulFault(code: string, fault: string, spec: MatmulSpec, skinny: bool
 function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   const { outDims } = call;
   let spec = call.spec;
-  // precision 'f16': constant weights are read as f16 (half the bytes; products and sums stay f32).
-  if (ctx.f16 && call.bConst && sizeOf(spec.batchDims) === 1) {
-    const { name, data, key } = call.bConst;
-    call.bindings[1] = { constant: ctx.constant(name, `f16:${key}`, () => toF16Bits(data())) };
-    spec = { ...spec, bF16: true };
-  }
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   const batch = sizeOf(spec.batchDims);
   if (sizeOf(outDims) === 0) return { outputs, dispatches: [] };
-  const bindings: Binding[] = [...call.bindings, { output: 0 }];
   const maxDim = ctx.caps.maxWorkgroupsPerDim;
   if (batch > maxDim) throw new RangeError('batch past the workgroup grid');
+  const caps = ctx.caps;
+  // Tensor cores: B split (or rounded) to halves once; the default tile where the shape takes one.
+  let passes = tcPasses(call, spec, ctx);
+  let bData: Float32Array | undefined, exp: number | null = null;
+  const tcDef = passes ? splitDefault(spec, passes, caps.subgroupSize, caps.maxInvocations, caps.maxWorkgroupStorage) : null;
+  if (passes && tcDef) {
+    bData = call.bConst!.data();
+    exp = splitExponent(bData, passes);
+  }
+  if (exp === null || !tcDef) passes = 0;
+  // precision 'f16' without tensor cores: constant weights are read as f16 (half the bytes; products and sums stay f32).
+  const bF16 = ctx.f16 && !!call.bConst && batch === 1;
+  if (bF16) spec = { ...spec, bF16: true };
   const sk = skinnyRegime(spec) ? skinnyDefault(spec, ctx) : null;
-  const def: Params = sk ? { kind: 'skinny', ...sk } : { kind: 'tiled', ...(forcedTile() ?? defaultTile(spec.M, spec.N, batch, ctx)) };
-  const picked = ctx.pick(matmulSite(call, spec, def, ctx));
+  const def: Params = passes ? { kind: 'tc', ...tcDef! } : sk ? { kind: 'skinny', ...sk } : { kind: 'tiled', ...(forcedTile() ?? defaultTile(spec.M, spec.N, batch, ctx)) };
+  const picked = ctx.pick(matmulSite(call, spec, def, ctx, passes));
   const fault = faultOf(picked);
   let p = withoutFault(picked);
   // A candidate forced at a shape it does not fit (another regime, past the device's limits) runs the default.
-  const fits = (q: Params) => q.kind === 'skinny'
-    ? skinnyRegime(spec) && skinnyFits(spec, Number(q.quads), Number(q.slices), ctx)
-    : q.kind === 'tiled' && tileValid(tileOf(q), ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage) &&
-      Math.ceil(spec.N / Number(q.BN)) <= maxDim && Math.ceil(spec.M / Number(q.BM)) <= maxDim;
+  const fits = (q: Params) => q.kind === 'tc'
+    ? passes > 0 && splitValid(spec, splitOf(q), passes as SplitPasses, caps.subgroupSize, caps.maxInvocations, caps.maxWorkgroupStorage) &&
+      Math.ceil(spec.N / splitDims(splitOf(q)).BN) <= maxDim && Math.ceil(spec.M / splitDims(splitOf(q)).BM) <= maxDim
+    : q.kind === 'skinny'
+      ? skinnyRegime(spec) && skinnyFits(spec, Number(q.quads), Number(q.slices), ctx)
+      : q.kind === 'tiled' && tileValid(tileOf(q), caps.maxInvocations, caps.maxWorkgroupStorage) &&
+        Math.ceil(spec.N / Number(q.BN)) <= maxDim && Math.ceil(spec.M / Number(q.BM)) <= maxDim;
   if (p !== def && !fits(p)) p = def;
-  const mutate = (code: string, skinny: boolean) => (fault ? matmulFault(code, fault, spec, skinny, ctx) : code);
+  const mutate = (code: string, skinny: boolean, tc = false) => (fault ? matmulFault(code, fault, spec, skinny, ctx, tc) : code);
+  const bindings: Binding[] = [...call.bindings, { output: 0 }];
+  const { name, key } = call.bConst ?? { name: '', key: '' };
+  if (p.kind === 'tc') {
+    const t = splitOf(p), ps = passes as SplitPasses, e = exp!, { BM, BN } = splitDims(t), { K, N } = call.spec;
+    const data = bData!;
+    bindings[1] = { constant: ctx.constant(name, `tc${ps}:${e}:${key}`, () => splitB(data, K, N, ps, e)) };
+    bindings.push({ fault: true });
+    const code = splitMatmul(call.spec, t, ps, caps.subgroupSize, 2 ** -e);
+    return { outputs, dispatches: [{ code: mutate(code, false, true), bindings, groups: [Math.ceil(call.spec.N / BN), Math.ceil(call.spec.M / BM), 1] }] };
+  }
+  if (bF16) bindings[1] = { constant: ctx.constant(name, `f16:${key}`, () => toF16Bits(call.bConst!.data())) };
   if (p.kind === 'skinny') {
     const quads = Number(p.quads), slices = Number(p.slices);
     return { outputs, dispatches: [{ code: mutate(skinnyMatmul(spec, { quads, slices }), true), bindings, groups: [Math.ceil(spec.N / 4 / quads), 1, batch] }] };

@@ -1,0 +1,31 @@
+// Helpers the GPU kernel benchmarks share: read a buffer back, and time a pipeline over many dispatches in one pass.
+
+/** The first `bytes` of `b` (a STORAGE | COPY_SRC buffer), read through a staging buffer. */
+export async function readBuffer(device: GPUDevice, b: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+  const s = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const e = device.createCommandEncoder();
+  e.copyBufferToBuffer(b, 0, s, 0, bytes);
+  device.queue.submit([e.finish()]);
+  await s.mapAsync(GPUMapMode.READ);
+  const out = s.getMappedRange().slice(0);
+  s.destroy();
+  return out;
+}
+
+/** Median ms per dispatch over `rounds` submits of `reps` dispatches each (after one untimed submit). */
+export async function timeDispatches(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, groups: [number, number, number], reps: number, rounds = 5): Promise<number> {
+  const run = async () => {
+    const e = device.createCommandEncoder();
+    const p = e.beginComputePass();
+    p.setPipeline(pipeline);
+    p.setBindGroup(0, group);
+    for (let r = 0; r < reps; r++) p.dispatchWorkgroups(...groups);
+    p.end();
+    device.queue.submit([e.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  await run();
+  const ts: number[] = [];
+  for (let i = 0; i < rounds; i++) { const t0 = performance.now(); await run(); ts.push((performance.now() - t0) / reps); }
+  return ts.sort((a, b) => a - b)[ts.length >> 1];
+}

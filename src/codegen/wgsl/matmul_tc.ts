@@ -1,0 +1,305 @@
+// f32 GEMM on the tensor cores (WGSL subgroup matrices, 16×16×16 f16 → f32), for MatMul/Gemm/FusedMatMul with a
+// constant B. Two precisions:
+// - 'high' (3 products): every f32 is split into two halves, x = hi + lo with hi = f16(x) and lo = f16(x − hi), and
+//   A·B ≈ Ahi·Bhi + Alo·Bhi + Ahi·Blo (the dropped Alo·Blo is ~2^-22 of the product). About 22 significant bits per
+//   operand where TF32 keeps 11 (Ootomo & Yokota, "Recovering single precision accuracy from Tensor Cores while
+//   surpassing the FP32 theoretical peak performance", 2022; PyTorch calls the same class 'high' matmul precision).
+//   B, a weight, is split once on the host and scaled by a power of two so that its lo parts stay normal halves;
+//   A is split while it is staged into workgroup memory.
+// - 'f16' (1 product): Ahi·Bhi, the `precision: 'f16'` session's GEMM.
+// The tensor cores accumulate in f32. An |A| element past the f16 range (65504) sets the node's fault words (kind 2):
+// the run fails with a typed error instead of returning infinities.
+import type { SubgroupMatrixConfig } from './matmul.js';
+import { type MatmulSpec, epilogueDecls, epilogueExpr } from './matmul.js';
+import { mathPrelude } from './math.js';
+
+export interface SplitTile {
+  /** Result matrices (16×16) per subgroup along M and N. */
+  fm: number; fn: number;
+  /** Subgroups per workgroup along M and N. */
+  sm: number; sn: number;
+  /** K steps of 16 per K tile. */
+  kSteps: number;
+}
+
+/** 'high': 3 products on split operands; 'f16': 1 product on rounded operands. */
+export type SplitPasses = 1 | 3;
+
+/** K and N of the split B buffer are padded to these (every tile's BK and BN divides them). */
+export const SPLIT_PAD_K = 64;
+export const SPLIT_PAD_N = 128;
+/** f16 elements appended to each workgroup row (spreads fragment rows over the banks). */
+const PAD = 8;
+/** The config the kernel is written for. */
+export const SPLIT_CFG: SubgroupMatrixConfig = { M: 16, N: 16, K: 16, componentType: 'f16', resultComponentType: 'f32' };
+
+export const splitTileName = (t: SplitTile): string => `tc f${t.fm}x${t.fn} s${t.sm}x${t.sn} k${16 * t.kSteps}`;
+
+export function splitDims(t: SplitTile): { BM: number; BN: number; BK: number; threads: (sg: number) => number } {
+  return { BM: t.sm * t.fm * 16, BN: t.sn * t.fn * 16, BK: t.kSteps * 16, threads: (sg) => t.sm * t.sn * sg };
+}
+
+export function splitBytes(t: SplitTile, passes: SplitPasses): number {
+  const { BM, BN, BK } = splitDims(t);
+  return (BM * (BK + PAD) + BK * (BN + PAD)) * 2 * (passes === 3 ? 2 : 1) + t.sm * t.sn * 1024;
+}
+
+/**
+ * Whether the kernel runs this problem: one matrix (no batch dims), M and N multiples of 16 (fragments are stored whole,
+ * skipped past the edge), K a multiple of 4 (vec4 loads of A), the tile within the padding of B and the device's limits.
+ */
+export function splitValid(s: MatmulSpec, t: SplitTile, passes: SplitPasses, subgroupSize: number, maxInvocations: number, maxStorage: number): boolean {
+  const { BM, BN, BK, threads } = splitDims(t);
+  const T = threads(subgroupSize);
+  return s.batchDims.length === 0 && s.M % 16 === 0 && s.N % 16 === 0 && s.K % 4 === 0 && s.K > 0 &&
+    SPLIT_PAD_K % BK === 0 && SPLIT_PAD_N % BN === 0 && T <= maxInvocations && T >= subgroupSize &&
+    (BM * BK / 4) % T === 0 && (BK * BN / 8) % T === 0 && splitBytes(t, passes) <= maxStorage;
+}
+
+const padTo = (x: number, m: number) => Math.ceil(x / m) * m;
+
+/** The padded B dims of the split buffer. */
+export function splitBDims(K: number, N: number): { Kp: number; Np: number } {
+  return { Kp: padTo(K, SPLIT_PAD_K), Np: padTo(N, SPLIT_PAD_N) };
+}
+
+/**
+ * B [K, N] (f32) as the kernel reads it: halves [parts][Kp][Np] (parts 2 for 'high': hi then lo; 1 for 'f16'), zero
+ * padded, all times 2^exp where exp puts max|B| in [2^13, 2^14) (1 for 'f16': no scaling, the product is returned as
+ * is). Null when B holds a non-finite value. Returns the bits and the factor the kernel multiplies its sums by.
+ */
+/**
+ * The power of two B is scaled by: max|B| lands in [2^13, 2^14) for 'high' (its lo halves stay normal), 1 for 'f16'.
+ * Null when B cannot be split: a non-finite value, or for 'f16' a value past the half range.
+ */
+export function splitExponent(b: Float32Array, passes: SplitPasses): number | null {
+  let max = 0;
+  for (let i = 0; i < b.length; i++) {
+    const a = Math.abs(b[i]);
+    if (!(a <= 3.4e38)) return null;
+    if (a > max) max = a;
+  }
+  if (passes === 1) return max > 65504 ? null : 0;
+  return max > 0 ? 13 - Math.floor(Math.log2(max)) : 0;
+}
+
+/**
+ * B [K, N] (f32) as the kernel reads it: halves [parts][Kp][Np] (parts 2 for 'high': hi then lo; 1 for 'f16'), zero
+ * padded, all times 2^exp (splitExponent). The kernel multiplies its sums by 2^-exp.
+ */
+export function splitB(b: Float32Array, K: number, N: number, passes: SplitPasses, exp: number): Uint16Array {
+  const scale = 2 ** exp;
+  const { Kp, Np } = splitBDims(K, N);
+  const two = passes === 3;
+  const bits = new Uint16Array((two ? 2 : 1) * Kp * Np);
+  const lo0 = Kp * Np;
+  for (let k = 0; k < K; k++) {
+    for (let n = 0, i = k * N, o = k * Np; n < N; n++, i++, o++) {
+      const x = b[i] * scale;
+      const hi = roundHalf(x);
+      bits[o] = halfBitsExact(hi);
+      if (two) bits[lo0 + o] = halfBitsExact(roundHalf(x - hi));
+    }
+  }
+  return bits;
+}
+
+/**
+ * x (|x| < 65520) rounded to the nearest half-precision value: Veltkamp's split to 11 significant bits in the normal
+ * range, a multiple of 2^-24 below it. Ties go to even (the split's float64 rounding; Math.round's half-up differs
+ * only on exact ties of subnormals, which round to even here as well).
+ */
+function roundHalf(x: number): number {
+  const a = Math.abs(x);
+  if (a >= 6.103515625e-5) {
+    const c = x * 4398046511105; // 2^42 + 1
+    return c - (c - x);
+  }
+  const q = a * 16777216, r = Math.floor(q), f = q - r;
+  const m = f > 0.5 || (f === 0.5 && r % 2 === 1) ? r + 1 : r;
+  return (x < 0 || Object.is(x, -0) ? -m : m) / 16777216;
+}
+
+const HB_F32 = new Float32Array(1), HB_U32 = new Uint32Array(HB_F32.buffer);
+/** IEEE half bits of a value exactly representable as a half (roundHalf's results below 65520). */
+function halfBitsExact(h: number): number {
+  const a = Math.abs(h), sign = h < 0 || Object.is(h, -0) ? 0x8000 : 0;
+  if (a < 6.103515625e-5) return sign | Math.round(a * 16777216);
+  if (a >= 65520) return sign | 0x7c00;
+  HB_F32[0] = h;
+  const w = HB_U32[0];
+  return sign | ((((w >>> 23) & 0xff) - 112) << 10) | ((w >>> 13) & 0x3ff);
+}
+
+/**
+ * The default tile: 128×128 (8 subgroups of 2×4 fragments) from 512 workgroups, 64×128 from 128, 64×64 (K tiles of 64)
+ * from 128; null below that (the f32 kernel then runs). From bench/gpu/tc-split.ts on the H100: 128×128 led at 4096³
+ * (86 TFLOP/s 'high'), 64×128 and 64×64 at 1024³ and BERT-base's GEMMs at batch 8 (40–59); with fewer workgroups
+ * (BERT at batch 1, 36–96 of them) the tensor-core kernels lost inside the model (bench/NOTES.md, session 10).
+ */
+export function splitDefault(s: MatmulSpec, passes: SplitPasses, subgroupSize: number, maxInvocations: number, maxStorage: number): SplitTile | null {
+  const prefs: [SplitTile, number][] = [
+    [{ fm: 2, fn: 4, sm: 4, sn: 2, kSteps: 2 }, 512],
+    [{ fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 }, 128],
+    [{ fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 4 }, 128],
+  ];
+  for (const [t, minGroups] of prefs) {
+    const { BM, BN } = splitDims(t);
+    if (Math.ceil(s.M / BM) * Math.ceil(s.N / BN) >= minGroups && splitValid(s, t, passes, subgroupSize, maxInvocations, maxStorage)) return t;
+  }
+  return null;
+}
+
+/** The value of IEEE half bits. */
+export function halfValue(h: number): number {
+  const s = h & 0x8000 ? -1 : 1, e = (h >>> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/**
+ * The kernel. Bindings: A (array<vec4f>, [M, K]), Bs (array<vec4<u32>>, splitB's halves), [bias], [residual], C, fault.
+ * Each workgroup stages its A tile (split into hi/lo halves) and B tile into workgroup memory, prefetching the next K
+ * tile into registers while its subgroups multiply; each subgroup owns fm×fn result matrices, which leave through a
+ * per-subgroup scratch where the lanes unscale them and apply the epilogue. `unscale` is 2^-exp of splitB.
+ * Dispatch: [ceil(N / BN), ceil(M / BM), 1].
+ */
+export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, subgroupSize: number, unscale: number): string {
+  const { M, N, K } = s;
+  const { BM, BN, BK, threads } = splitDims(t);
+  const NT = threads(subgroupSize);
+  const { Kp, Np } = splitBDims(K, N);
+  const SA = BK + PAD, SB = BN + PAD;
+  const LA = (BM * BK) / 4 / NT, LB = (BK * BN) / 8 / NT;
+  const kTiles = Math.ceil(K / BK);
+  const guardK = K % BK !== 0, guardM = M % BM !== 0;
+  const two = passes === 3;
+  const left = 'subgroup_matrix_left<f16, 16, 16>', right = 'subgroup_matrix_right<f16, 16, 16>', result = 'subgroup_matrix_result<f32, 16, 16>';
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const e = s.epilogue;
+
+  // A: vec4 l of the tile is row m = v / (BK/4), k quad v % (BK/4); rows past M read row M-1, k past K read zeros.
+  const loadA = (l: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const row = guardM ? `min(row0 + ${v} / ${BK / 4}u, ${M - 1}u)` : `(row0 + ${v} / ${BK / 4}u)`;
+    const k = `(k0 + (${v} % ${BK / 4}u) * 4u)`;
+    const ld = `A4[(${row} * ${K}u + ${k}) / 4u]`;
+    return guardK ? `pa${l} = select(vec4f(0.0), ${ld}, ${k} < ${K}u);` : `pa${l} = ${ld};`;
+  };
+  const storeA = (l: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const o = `(${v} / ${BK / 4}u) * ${SA}u + (${v} % ${BK / 4}u) * 4u`;
+    const lines = [`let o = ${o};`, `let big = max(max(abs(pa${l}.x), abs(pa${l}.y)), max(abs(pa${l}.z), abs(pa${l}.w)));`,
+      `if (big > 65504.0) { fault[0] = 2u; fault[1] = bitcast<u32>(big); }`,
+      // hi: the value with its mantissa cut to 10 bits (exact as a half in the normal range), so a − hi is exact in
+      // f32 and no f32 → f16 → f32 round trip is left for a compiler to fold away.
+      `let hf = bitcast<vec4f>(bitcast<vec4u>(clamp(pa${l}, vec4f(-65504.0), vec4f(65504.0))) & vec4u(0xffffe000u));`,
+      `let h = vec4<f16>(${two ? 'hf' : `pa${l}`});`,
+      ...range(4).map((c) => `Ah[o + ${c}u] = h[${c}];`)];
+    if (two) lines.push(`let lo = vec4<f16>(pa${l} - hf);`, ...range(4).map((c) => `Al[o + ${c}u] = lo[${c}];`));
+    return `{ ${lines.join(' ')} }`;
+  };
+  // B: per part, vec4<u32> l of the tile (8 halves) is k row v / (BN/8), column octet v % (BN/8).
+  const loadB = (l: number, part: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    return `pb${part}_${l} = Bs[(${part * Kp}u + k0 + ${v} / ${BN / 8}u) * ${Np / 8}u + col0 / 8u + ${v} % ${BN / 8}u];`;
+  };
+  const storeB = (l: number, part: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const dst = part === 0 ? 'Bh' : 'Bl';
+    const stores = range(4).map((q) => `{ let h = bitcast<vec2<f16>>(pb${part}_${l}[${q}]); ${dst}[o + ${2 * q}u] = h.x; ${dst}[o + ${2 * q + 1}u] = h.y; }`);
+    return `{ let o = (${v} / ${BN / 8}u) * ${SB}u + (${v} % ${BN / 8}u) * 8u; ${stores.join(' ')} }`;
+  };
+  const parts = two ? [0, 1] : [0];
+  const compute: string[] = [];
+  for (let kk = 0; kk < t.kSteps; kk++) {
+    compute.push('{');
+    for (let i = 0; i < t.fm; i++) {
+      const off = `(wr + ${i * 16}u) * ${SA}u + ${kk * 16}u`;
+      compute.push(`let ah${i} = subgroupMatrixLoad<${left}>(&Ah, ${off}, false, ${SA}u);`);
+      if (two) compute.push(`let al${i} = subgroupMatrixLoad<${left}>(&Al, ${off}, false, ${SA}u);`);
+    }
+    for (let j = 0; j < t.fn; j++) {
+      const off = `${kk * 16 * SB}u + wc + ${j * 16}u`;
+      compute.push(`let bh${j} = subgroupMatrixLoad<${right}>(&Bh, ${off}, false, ${SB}u);`);
+      if (two) compute.push(`let bl${j} = subgroupMatrixLoad<${right}>(&Bl, ${off}, false, ${SB}u);`);
+    }
+    // The small products first, then the large one, into the same f32 sums.
+    for (let i = 0; i < t.fm; i++) {
+      for (let j = 0; j < t.fn; j++) {
+        if (two) {
+          compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(al${i}, bh${j}, acc${i}_${j});`);
+          compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(ah${i}, bl${j}, acc${i}_${j});`);
+        }
+        compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(ah${i}, bh${j}, acc${i}_${j});`);
+      }
+    }
+    compute.push('}');
+  }
+  const loads = [...range(LA).map(loadA), ...parts.flatMap((p) => range(LB).map((l) => loadB(l, p)))];
+  const stores = [...range(LA).map(storeA), ...parts.flatMap((p) => range(LB).map((l) => storeB(l, p)))];
+  const decl = (n: string, len: number) => `var<workgroup> ${n}: array<f16, ${len}>;`;
+  // The sums leave through a 16×16 f32 scratch per subgroup in workgroup memory: each fragment is stored there, and the
+  // subgroup's lanes unscale it, apply the epilogue and write C. Fragments wholly past M or N are skipped (M and N are
+  // multiples of 16; the condition is uniform per subgroup); the barriers stay in the workgroup's uniform flow.
+  const outs = range(t.fm).flatMap((i) => range(t.fn).map((j) => {
+    const r = `row0 + wr + ${i * 16}u`, c = `col0 + wc + ${j * 16}u`;
+    const conds = [M % BM !== 0 ? `${r} < ${M}u` : '', N % BN !== 0 ? `${c} < ${N}u` : ''].filter(Boolean);
+    const inside = conds.length ? conds.join(' && ') : 'true';
+    return `{
+    let r0 = ${r}; let c0 = ${c}; let inside = ${inside};
+    subgroupMatrixStore(&Cs, sg * 256u, acc${i}_${j}, false, 16u);
+    workgroupBarrier();
+    if (inside) {
+      for (var q = lane; q < 256u; q += ${subgroupSize}u) {
+        let row = r0 + q / 16u; let col = c0 + q % 16u; let idx = row * ${N}u + col;
+        let v = Cs[sg * 256u + q]${unscale !== 1 ? ` * ${unscale.toExponential()}` : ''};
+        C[idx] = ${epilogueExpr(e, 'v', 'row', 'col', 'idx')};
+      }
+    }
+    workgroupBarrier();
+  }`;
+  }));
+  let binding = 0;
+  const decls = [
+    `@group(0) @binding(${binding++}) var<storage, read> A4: array<vec4f>;`,
+    `@group(0) @binding(${binding++}) var<storage, read> Bs: array<vec4<u32>>;`,
+    epilogueDecls(e, binding),
+  ];
+  binding += (e.bias ? 1 : 0) + (e.residual ? 1 : 0);
+  decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> C: array<f32>;`);
+  decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> fault: array<u32>;`);
+  const code = `${decls.filter(Boolean).join('\n')}
+${decl('Ah', BM * SA)}
+${two ? decl('Al', BM * SA) : ''}
+${decl('Bh', BK * SB)}
+${two ? decl('Bl', BK * SB) : ''}
+var<workgroup> Cs: array<f32, ${t.sm * t.sn * 256}>;
+@compute @workgroup_size(${NT})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let sg = lid / ${subgroupSize}u; let lane = lid % ${subgroupSize}u;
+  let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
+  let wr = (sg / ${t.sn}u) * ${t.fm * 16}u; let wc = (sg % ${t.sn}u) * ${t.fn * 16}u;
+  ${range(t.fm).flatMap((i) => range(t.fn).map((j) => `var acc${i}_${j}: ${result};`)).join('\n  ')}
+  ${range(LA).map((l) => `var pa${l}: vec4f;`).join(' ')} ${parts.flatMap((p) => range(LB).map((l) => `var pb${p}_${l}: vec4<u32>;`)).join(' ')}
+  var k0 = 0u;
+  ${loads.join('\n  ')}
+  for (var kt = 0u; kt < ${kTiles}u; kt++) {
+    ${stores.join('\n    ')}
+    workgroupBarrier();
+    k0 = k0 + ${BK}u;
+    if (kt + 1u < ${kTiles}u) {
+      ${loads.join('\n      ')}
+    }
+    ${compute.join('\n    ')}
+    workgroupBarrier();
+  }
+  ${outs.join('\n  ')}
+}`;
+  return `enable f16;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+${mathPrelude(code)}
+${code}`;
+}

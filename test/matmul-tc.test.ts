@@ -1,0 +1,112 @@
+// The tensor-core GEMM's host side (matmul_tc.ts): splitting B into halves, its scale, the default tiles, the generated
+// kernel's structure, and that matmulPrecision 'high' falls back to the f32 kernels where the device has no subgroup
+// matrices (the software driver here). The kernel itself runs only on GPUs with subgroup matrices: its numbers come
+// from bench/gpu/tc-split.ts on the H100 (bench/results/gpu/h100-tc-split.txt: ragged shapes with the epilogue and the
+// f16-range fault checked element by element there).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Float16Array } from '@petamoriken/float16';
+import { halfValue, splitB, splitBDims, splitDefault, splitExponent, splitMatmul, splitValid, type SplitTile } from '../src/codegen/wgsl/matmul_tc.js';
+import type { MatmulSpec } from '../src/codegen/wgsl/matmul.js';
+import { InferenceSession } from '../src/session.js';
+import { writeModel } from '../src/bench/onnx_writer.js';
+import { Tensor } from '../src/tensor.js';
+
+const spec = (M: number, N: number, K: number, epilogue: MatmulSpec['epilogue'] = {}): MatmulSpec => ({ M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue });
+
+test('splitB: hi + lo reconstructs every weight to ~22 bits, padding is zero, hi alone rounds like Float16Array', () => {
+  const K = 70, N = 130;
+  const b = Float32Array.from({ length: K * N }, (_, i) => (Math.sin(i * 1.7) * 0.08) * (i % 17 === 0 ? 1e-4 : 1));
+  b[3] = 0; b[4] = -0; b[5] = 1e-12; b[6] = -3e-7; b[7] = 0.31;
+  const e = splitExponent(b, 3)!;
+  const max = Math.max(...Array.from(b, Math.abs));
+  assert.ok(max * 2 ** e >= 2 ** 13 && max * 2 ** e < 2 ** 14, `scaled max ${max * 2 ** e}`);
+  const bits = splitB(b, K, N, 3, e);
+  const { Kp, Np } = splitBDims(K, N);
+  assert.equal(Kp, 128); assert.equal(Np, 256);
+  assert.equal(bits.length, 2 * Kp * Np);
+  let worst = 0;
+  for (let k = 0; k < Kp; k++) {
+    for (let n = 0; n < Np; n++) {
+      const hi = halfValue(bits[k * Np + n]), lo = halfValue(bits[Kp * Np + k * Np + n]);
+      if (k >= K || n >= N) { assert.equal(hi + lo, 0, `padding at ${k},${n}`); continue; }
+      const x = b[k * N + n] * 2 ** e;
+      // Relative to the element, bounded below by the half subnormal spacing (relative to max|B| that is 2^-37).
+      const err = Math.abs(hi + lo - x);
+      assert.ok(err <= Math.abs(x) * 2 ** -21 + 2 ** -25, `element ${k},${n}: ${x} split to ${hi} + ${lo}`);
+      worst = Math.max(worst, err / (max * 2 ** e));
+    }
+  }
+  assert.ok(worst < 2 ** -22, `worst error relative to max|B| ${worst}`);
+  // One part ('f16' precision): no scale, round to nearest even as Float16Array does.
+  assert.equal(splitExponent(b, 1), 0);
+  const one = splitB(b, K, N, 1, 0);
+  assert.equal(one.length, Kp * Np);
+  const ref = new Uint16Array(new Float16Array(b).buffer);
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) assert.equal(one[k * Np + n], ref[k * N + n], `half of element ${k},${n}`);
+});
+
+test('splitExponent: non-finite weights and halves out of range are refused', () => {
+  assert.equal(splitExponent(new Float32Array([1, NaN]), 3), null);
+  assert.equal(splitExponent(new Float32Array([1, Infinity]), 1), null);
+  assert.equal(splitExponent(new Float32Array([7e4]), 1), null);
+  assert.equal(splitExponent(new Float32Array([7e4]), 3), 13 - 16);
+  assert.equal(splitExponent(new Float32Array(8), 3), 0);
+});
+
+test('splitDefault: BERT-base batch 8 takes tensor-core tiles, batch 1 and odd shapes keep the f32 kernel', () => {
+  const pick = (M: number, N: number, K: number) => splitDefault(spec(M, N, K), 3, 32, 1024, 49152);
+  const name = (t: SplitTile | null) => (t ? `${t.fm}x${t.fn} ${t.sm}x${t.sn} k${16 * t.kSteps}` : null);
+  assert.equal(name(pick(4096, 4096, 4096)), '2x4 4x2 k32');
+  assert.equal(name(pick(1024, 2304, 768)), '2x2 2x4 k32');
+  assert.equal(name(pick(1024, 3072, 768)), '2x2 2x4 k32');
+  assert.equal(name(pick(1024, 768, 3072)), '2x1 2x4 k64');
+  assert.equal(pick(128, 2304, 768), null);
+  assert.equal(pick(1000, 2304, 768), null, 'M not a multiple of 16');
+  assert.equal(pick(1024, 2304, 770), null, 'K not a multiple of 4');
+  // Devices with smaller subgroups or less workgroup memory refuse tiles rather than overrun them.
+  assert.equal(splitValid(spec(1024, 1024, 1024), { fm: 2, fn: 4, sm: 4, sn: 2, kSteps: 2 }, 3, 32, 1024, 16384), false);
+});
+
+test('splitMatmul: three products per fragment pair for high, one for f16; the f16-range fault; edge fragments guarded', () => {
+  const t: SplitTile = { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 };
+  const count = (s: string, re: RegExp) => (s.match(re) ?? []).length;
+  const high = splitMatmul(spec(1024, 768, 768, { bias: 'n', act: 'gelu', residual: true }), t, 3, 32, 2 ** -15);
+  assert.equal(count(high, /subgroupMatrixMultiplyAccumulate/g), 3 * 2 * 2 * 2);
+  assert.match(high, /fault\[0\] = 2u/);
+  assert.match(high, /\* 3\.0517578125e-5/, 'sums unscaled by 2^-15');
+  assert.match(high, /var<workgroup> Al:/);
+  assert.match(high, /bias\[col\]/);
+  assert.match(high, /resid\[idx\]/);
+  assert.doesNotMatch(high, /let inside = [^;]*<[^;]*;/, 'no guards where the tile divides M and N');
+  const f16 = splitMatmul(spec(144, 784, 772), t, 1, 32, 1);
+  assert.equal(count(f16, /subgroupMatrixMultiplyAccumulate/g), 2 * 2 * 2);
+  assert.doesNotMatch(f16, /var<workgroup> Al:/);
+  assert.match(f16, /let inside = row0 \+ wr \+ 0u < 144u && col0 \+ wc \+ 0u < 784u;/);
+  assert.match(f16, /select\(vec4f\(0\.0\), A4\[/, 'K tail loads zeros');
+  assert.match(f16, /min\(row0 \+/, 'rows past M read row M-1');
+});
+
+test("matmulPrecision 'high' on a device without subgroup matrices runs the f32 kernels", async () => {
+  const K = 64, N = 48, M = 32;
+  const W = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i) * 0.1);
+  const bytes = writeModel({
+    nodes: [{ op: 'MatMul', inputs: ['x', 'W'], outputs: ['y'] }], opset: 17,
+    inputs: [{ name: 'x', dtype: 'float32', dims: [M, K] }], outputs: [{ name: 'y', dtype: 'float32' }],
+    initializers: { W: new Tensor('float32', W, [K, N]) },
+  });
+  const x = new Tensor('float32', Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.3)), [M, K]);
+  const a = await InferenceSession.create(bytes, { backend: 'webgpu', fallback: false, tuning: 'off' });
+  const b = await InferenceSession.create(bytes, { backend: 'webgpu', fallback: false, tuning: 'off', matmulPrecision: 'high' });
+  assert.equal(b.gpuInfo!.subgroupMatrix, false, 'the software driver has no subgroup matrices');
+  const ya = (await a.run({ x })).y.data as Float32Array, yb = (await b.run({ x })).y.data as Float32Array;
+  assert.deepEqual(Array.from(yb), Array.from(ya));
+  let d = 0;
+  for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) {
+    let s = 0;
+    for (let k = 0; k < K; k++) s += x.data[i * K + k] as number * W[k * N + j];
+    d = Math.max(d, Math.abs(s - ya[i * N + j]));
+  }
+  assert.ok(d < 1e-5, `against float64: ${d}`);
+  await a.release(); await b.release();
+});
