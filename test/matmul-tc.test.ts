@@ -6,11 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Float16Array } from '@petamoriken/float16';
-import { halfValue, splitB, splitBDims, splitDefault, splitExponent, splitMatmul, splitValid, type SplitTile } from '../src/codegen/wgsl/matmul_tc.js';
+import { splitB, splitBDims, splitDefault, splitExponent, splitMatmul, splitValid, type SplitTile } from '../src/codegen/wgsl/matmul_tc.js';
 import type { MatmulSpec } from '../src/codegen/wgsl/matmul.js';
 import { InferenceSession } from '../src/session.js';
 import { writeModel } from '../src/bench/onnx_writer.js';
 import { Tensor } from '../src/tensor.js';
+import { f16ToF32 } from '../src/ops/util.js';
 
 const spec = (M: number, N: number, K: number, epilogue: MatmulSpec['epilogue'] = {}): MatmulSpec => ({ M, N, K, batchDims: [], aBatchStrides: [], bBatchStrides: [], epilogue });
 
@@ -28,7 +29,7 @@ test('splitB: hi + lo reconstructs every weight to ~22 bits, padding is zero, hi
   let worst = 0;
   for (let k = 0; k < Kp; k++) {
     for (let n = 0; n < Np; n++) {
-      const hi = halfValue(bits[k * Np + n]), lo = halfValue(bits[Kp * Np + k * Np + n]);
+      const hi = f16ToF32(bits[k * Np + n]), lo = f16ToF32(bits[Kp * Np + k * Np + n]);
       if (k >= K || n >= N) { assert.equal(hi + lo, 0, `padding at ${k},${n}`); continue; }
       const x = b[k * N + n] * 2 ** e;
       // Relative to the element, bounded below by the half subnormal spacing (relative to max|B| that is 2^-37).

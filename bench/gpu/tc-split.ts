@@ -3,6 +3,7 @@
 // the list, the second in reverse order) and the error against a float64 dot product on sampled rows.
 // Usage (GPU machine): node tc-split.mjs [quick]
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
+import { erf } from '../../src/ops/elementwise.js';
 import { readBuffer, timeDispatches } from './gpu-timing.js';
 import { type MatmulSpec, type MatmulTile, tiledMatmul, tileName, tileValid } from '../../src/codegen/wgsl/matmul.js';
 import { type SplitPasses, type SplitTile, splitB, splitExponent, splitMatmul, splitTileName, splitValid, splitDims } from '../../src/codegen/wgsl/matmul_tc.js';
@@ -87,12 +88,6 @@ async function ragged(M: number, N: number, K: number, passes: SplitPasses, t: S
   for (const b of bufs) b.destroy();
   const rel = err / max;
   return `ragged ${M}x${N}x${K} ${passes === 3 ? 'high' : 'f16'} ${splitTileName(t)} bias+gelu+residual: err/max|ref| ${rel.toExponential(1)}${rel > (passes === 3 ? 1e-5 : 2e-3) || Number.isNaN(rel) ? ' WRONG' : ' ok'}; fault words ${[...fault].join(',')} then with 1e5 in A ${[...fault2].join(',')} (${new Float32Array(fault2.buffer)[1]})`;
-}
-function erf(x: number): number {
-  // Abramowitz–Stegun 7.1.26 is too coarse for 1e-6; integrate the series instead.
-  let sum = x, term = x;
-  for (let n = 1; n < 60; n++) { term *= -x * x / n; sum += term / (2 * n + 1); if (Math.abs(term) < 1e-17) break; }
-  return (2 / Math.sqrt(Math.PI)) * sum;
 }
 // `probe`: why a kernel inside BERT is slower than here: the ff2 shape with the model's epilogue and GELU-like A.
 if (process.argv[2] === 'probe') {

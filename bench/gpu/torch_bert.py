@@ -19,30 +19,30 @@ torch.onnx.export(enc, (ids, torch.ones_like(ids), torch.zeros_like(ids)), path,
                   input_names=['input_ids', 'attention_mask', 'token_type_ids'], output_names=['last_hidden_state'],
                   dynamic_axes={k: {0: 'batch', 1: 'sequence'} for k in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
 enc = enc.cuda()
-for b, s in [(1, 128), (8, 128)]:
-    n = b * s
-    i = torch.arange(n).reshape(b, s)
-    ids = ((i * 7919 + 13) % 30000).cuda()
-    mask = ((i % s) < s - 3).long().cuda()
-    typ = torch.zeros_like(ids)
+
+def warm(ids, mask, typ, tf32):
+    """Median ms of 20 warm runs (after 5) and the last output, with TF32 on or off for the matmuls."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     with torch.no_grad():
         for _ in range(5): y = enc(ids, mask, typ)
         torch.cuda.synchronize()
         ts = []
         for _ in range(20):
             t0 = time.perf_counter(); y = enc(ids, mask, typ); torch.cuda.synchronize(); ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort()
-    y.float().cpu().numpy().tofile(f'{path}.b{b}s{s}.f32')
-    print(f'BERT b{b} s{s} torch eager f32 (TF32 off): warm {ts[len(ts)//2]:.2f} ms')
-    # The same with TF32 on (PyTorch's float32 matmul precision 'high'), and its error against the f32 output.
-    torch.backends.cuda.matmul.allow_tf32 = True
-    with torch.no_grad():
-        for _ in range(5): y2 = enc(ids, mask, typ)
-        torch.cuda.synchronize()
-        ts2 = []
-        for _ in range(20):
-            t0 = time.perf_counter(); y2 = enc(ids, mask, typ); torch.cuda.synchronize(); ts2.append((time.perf_counter() - t0) * 1e3)
     torch.backends.cuda.matmul.allow_tf32 = False
-    ts2.sort()
+    ts.sort()
+    return ts[len(ts)//2], y
+
+for b, s in [(1, 128), (8, 128)]:
+    n = b * s
+    i = torch.arange(n).reshape(b, s)
+    ids = ((i * 7919 + 13) % 30000).cuda()
+    mask = ((i % s) < s - 3).long().cuda()
+    typ = torch.zeros_like(ids)
+    ms, y = warm(ids, mask, typ, False)
+    y.float().cpu().numpy().tofile(f'{path}.b{b}s{s}.f32')
+    print(f'BERT b{b} s{s} torch eager f32 (TF32 off): warm {ms:.2f} ms')
+    # The same with TF32 on (PyTorch's float32 matmul precision 'high'), and its error against the f32 output.
+    ms2, y2 = warm(ids, mask, typ, True)
     err = ((y2 - y).abs().max() / y.abs().max()).item()
-    print(f'BERT b{b} s{s} torch eager TF32: warm {ts2[len(ts2)//2]:.2f} ms, error vs f32 {err:.1e} of max|y|')
+    print(f'BERT b{b} s{s} torch eager TF32: warm {ms2:.2f} ms, error vs f32 {err:.1e} of max|y|')

@@ -1,6 +1,7 @@
 // Random-weight Llama models of any shape: test fixtures and benchmark models (where no trained weights exist).
 import { mulberry32 } from '../util/random.js';
 import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix } from './types.js';
+import { layerShapes, midQuantMatrix } from './random_model.js';
 
 /** A small default shape, overridable field by field. */
 export function llamaConfig(c: Partial<LlamaConfig> = {}): LlamaConfig {
@@ -17,8 +18,7 @@ export function randomLlm(config: LlamaConfig, seed = 1, std = 0.08, tied = true
   const normal = () => { let s = 0; for (let i = 0; i < 4; i++) s += rnd(); return (s - 2) * Math.sqrt(3); };
   const fill = (n: number, f: () => number) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = f(); return a; };
   const mat = (N: number, K: number): Matrix => ({ kind: 'f32', N, K, data: fill(N * K, () => std * normal()) });
-  const c = config, D = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, F = c.intermediate;
-  const shapes = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] } as const;
+  const c = config, D = c.hidden, shapes = layerShapes(c);
   const norm = () => fill(D, () => 1 + 0.1 * normal());
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.layers; l++) {
@@ -45,16 +45,8 @@ export function randomQuantLlm(config: LlamaConfig, bits: 4 | 8, group = 32, see
   };
   // Uniform codes over 2^bits levels have standard deviation 2^bits / sqrt(12) steps.
   const scale = (std * Math.sqrt(12)) / (1 << bits);
-  const mat = (N: number, K: number): Matrix => {
-    const groups = K / group;
-    const zRow = Math.ceil((groups * bits) / 8);
-    const mid = 1 << (bits - 1);
-    const zeros = new Uint8Array(N * zRow).fill(bits === 8 ? mid : mid | (mid << 4));
-    const scales = new Float32Array(N * groups).fill(scale);
-    return { kind: 'q', bits, group, N, K, data: bytes((N * K * bits) / 8), scales, zeros };
-  };
-  const c = config, D = c.hidden, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim, F = c.intermediate;
-  const shapes = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] } as const;
+  const mat = (N: number, K: number): Matrix => midQuantMatrix(N, K, bits, group, bytes((N * K * bits) / 8), scale);
+  const c = config, D = c.hidden, shapes = layerShapes(c);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: new Float32Array(D).fill(1), mlpNorm: new Float32Array(D).fill(1) } as LayerWeights;

@@ -10,6 +10,13 @@ export function layerShapes(c: LlamaConfig): Record<(typeof LAYER_MATRICES)[numb
   return { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
 }
 
+/** A quantized matrix of the given codes with one scale everywhere and every zero point at the middle of the range. */
+export function midQuantMatrix(N: number, K: number, bits: QBits, group: number, data: Uint8Array, scale: number): Matrix {
+  const groups = K / group, zRow = Math.ceil((groups * bits) / 8), mid = 1 << (bits - 1);
+  const zeros = new Uint8Array(N * zRow).fill(bits === 8 ? mid : mid | (mid << 4));
+  return { kind: 'q', bits, group, N, K, data, scales: new Float32Array(N * groups).fill(scale), zeros };
+}
+
 /** Dense f32 weights, uniform in ±1/√K per matrix (activations stay O(1)); tied embeddings unless `untied`. */
 export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeights {
   const r = mulberry32(seed);
@@ -43,16 +50,8 @@ export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed =
     for (let i = w.length * 4; i < n; i++) a[i] = (r() * 256) | 0;
     return a;
   };
-  const quant = (N: number, K: number): Matrix => {
-    const groups = K / group, zRow = Math.ceil((groups * bits) / 8);
-    // An f16 value, as webjit's quantizer writes scales.
-    const scales = new Float32Array(N * groups).fill(f16ToF32(f32ToF16((2 / Math.sqrt(K)) / qmax)));
-    const zeros = new Uint8Array(N * zRow);
-    const mid = (qmax + 1) >> 1;
-    if (bits === 8) zeros.fill(mid);
-    else zeros.fill(mid | (mid << 4));
-    return { kind: 'q', bits, group, N, K, data: bytes((N * K * bits) / 8), scales, zeros };
-  };
+  // Scales as f16 values, as webjit's quantizer writes them.
+  const quant = (N: number, K: number): Matrix => midQuantMatrix(N, K, bits, group, bytes((N * K * bits) / 8), f16ToF32(f32ToF16((2 / Math.sqrt(K)) / qmax)));
   const norm = () => new Float32Array(c.hidden).fill(1);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.layers; l++) {

@@ -788,7 +788,7 @@ export class GpuGraphRunner {
     total += FAULT_PAGE * this.faultPages.length;
     const staging = this.readbacks.take(total);
     const copies: Command[] = slots.map((s, k) => ({ copy: [s.buf!.buffer, 0, staging, offsets[k], sizes[k]] as [GPUBuffer, number, GPUBuffer, number, number] }));
-    this.faultPages.forEach((b, k) => copies.push({ copy: [b, 0, staging, faultAt + FAULT_PAGE * k, FAULT_PAGE] }));
+    this.faultPages.forEach((b, k) => copies.push({ copy: [b, 0, staging, faultAt + FAULT_PAGE * k, this.faultBytes(k)] }));
     await this.flush(copies);
     try {
       await staging.mapAsync(MAP_READ, 0, total);
@@ -821,6 +821,11 @@ export class GpuGraphRunner {
     return f;
   }
 
+  /** The bytes of fault page k that hold slots: a read-back copies no more (one Gather node: 16 bytes, not a page). */
+  private faultBytes(k: number): number {
+    return (Math.min(FAULT_SLOTS, this.faultSlots.size - k * FAULT_SLOTS) - 1) * FAULT_STRIDE + 16;
+  }
+
   /** The faults in read-back fault pages (all pages, in order). */
   private faultsIn(words: Int32Array): Fault[] {
     const out: Fault[] = [];
@@ -838,7 +843,7 @@ export class GpuGraphRunner {
     const staging = device.createBuffer({ size: FAULT_PAGE * pages.length, usage: USAGE_READBACK });
     try {
       const enc = device.createCommandEncoder();
-      pages.forEach((b, k) => enc.copyBufferToBuffer(b, 0, staging, FAULT_PAGE * k, FAULT_PAGE));
+      pages.forEach((b, k) => enc.copyBufferToBuffer(b, 0, staging, FAULT_PAGE * k, this.faultBytes(k)));
       device.queue.submit([enc.finish()]);
       await staging.mapAsync(MAP_READ);
       return this.faultsIn(new Int32Array(staging.getMappedRange()));
