@@ -46,6 +46,12 @@ export interface SessionOptions extends LoadOptions {
    */
   matmulPrecision?: 'highest' | 'high';
   /**
+   * WebGPU backend: replay steady-state runs (default true). From the second run() with feeds of the same names,
+   * dtypes and dims, a run is recorded once and then replayed: only the CPU work that reads the feeds' data is done
+   * again, and the recorded dispatches are submitted as they are. Off, every run plans and records every node.
+   */
+  replay?: boolean;
+  /**
    * Kernel tuning (fast backends): 'cache' (default) runs the winners cached for this device and otherwise the
    * defaults; 'background' also tunes the kernels of the first run in the background (budget `tuneBudgetMs`) and
    * swaps winners in when ready; 'off' uses the defaults only and touches no cache.
@@ -167,7 +173,7 @@ export class InferenceSession {
       const f16 = opts.precision === 'f16' && gpu.caps.f16;
       s.tuneTarget = gpuTarget(gpu, f16, opts.matmulPrecision ?? 'highest');
       s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      s.gpu = new GpuGraphRunner(model.graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', matmulPrecision: opts.matmulPrecision, memoryLimitBytes: opts.memoryLimitBytes, ...s.tuneHooks() });
+      s.gpu = new GpuGraphRunner(model.graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', matmulPrecision: opts.matmulPrecision, memoryLimitBytes: opts.memoryLimitBytes, replay: opts.replay, ...s.tuneHooks() });
       s.onDeviceLost = opts.onDeviceLost ?? 'throw';
     }
     return s;

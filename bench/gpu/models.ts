@@ -44,7 +44,7 @@ for (const c of cases) {
   const bytes = new Uint8Array(fs.readFileSync(path));
   const spec = feedsFor(kind, a, b);
   const label = (kind === 'bert' ? `BERT b${a} s${b}` : `PP-OCRv4 rec [1,3,48,${a}]`) + (process.env.WEBJIT_PRECISION === 'f16' ? ' (f16 weights)' : '');
-  const results: Record<string, { create: number; first: number; warm: number; out: Float32Array }> = {};
+  const results: Record<string, { create: number; first: number; warm: number; gpu?: number; phases?: string; out: Float32Array }> = {};
   // webjit, in each variant of WEBJIT_VARIANTS (comma-separated: f32, high = matmulPrecision 'high', f16 = precision
   // 'f16'; default f32, or WEBJIT_PRECISION).
   for (const v of (process.env.WEBJIT_VARIANTS ?? (process.env.WEBJIT_PRECISION === 'f16' ? 'f16' : 'f32')).split(',')) {
@@ -56,14 +56,37 @@ for (const c of cases) {
     let out = await s.run(feeds);
     const first = performance.now() - t1;
     const ts: number[] = [];
+    const ph0 = { ...s.gpuStats!.phaseMs };
     for (let i = 0; i < RUNS; i++) { t1 = performance.now(); out = await s.run(feeds); ts.push(performance.now() - t1); }
+    const ph = s.gpuStats!.phaseMs;
+    const phases = (Object.keys(ph) as (keyof typeof ph)[]).map((k) => `${k} ${((ph[k] - ph0[k]) / RUNS).toFixed(2)}`).join(', ');
+    // The GPU's own time for a run: its dispatches recorded once and replayed 20 times in one pass (timestamps), so
+    // warm minus this is what the host adds (recording, submits, the read-back's round trip).
+    const inner = s as unknown as { gpu: { timeRuns(f: Map<string, unknown>[], reps: number, rounds: number): Promise<number[]> }; checkFeeds(f: object): Map<string, unknown> };
+    const gpuMs = await inner.gpu.timeRuns([inner.checkFeeds(feeds)], 20, 5).then(median, () => undefined);
+    // WEBJIT_ABLATE=1: the GPU time of each kind of kernel inside the run (op type and grid), its dispatches alone
+    // replayed in one pass: where the GPU time goes, without a profile's pass per dispatch.
+    if (process.env.WEBJIT_ABLATE) {
+      type D = { groups: number[] };
+      const g = inner.gpu as unknown as { timeTrace(keep: (n: { opType: string }, d: D) => boolean, reps: number, rounds: number): Promise<number[] | null>; trace: { cmds: { node: { opType: string }; dispatch: D }[] } | null };
+      const kinds = new Map<string, number>();
+      for (const c of g.trace?.cmds ?? []) { const k = `${c.node.opType} ${c.dispatch.groups.join('x')}`; kinds.set(k, (kinds.get(k) ?? 0) + 1); }
+      const rows: [string, number, number][] = [];
+      for (const [k, n] of kinds) {
+        const t = await g.timeTrace((node, d) => `${node.opType} ${d.groups.join('x')}` === k, 20, 3);
+        if (t) rows.push([k, n, median(t)]);
+      }
+      const sum = rows.reduce((a, r) => a + r[2], 0);
+      console.log(`  ${v}: GPU time by kernel kind, each alone in one pass (sum ${sum.toFixed(2)} ms, whole run ${gpuMs?.toFixed(2)} ms)`);
+      for (const [k, n, t] of rows.sort((a, b) => b[2] - a[2])) console.log(`    ${(t * 1e3).toFixed(1).padStart(8)} µs/run  x${n}  ${k}`);
+    }
     const st = s.gpuStats!;
     console.log(`  webjit ${v} stats: gpu ${st.gpuNodes / (RUNS + 1)} cpu ${st.cpuNodes / (RUNS + 1)} fallback ${st.fallbackNodes / (RUNS + 1)} [${[...st.fallbackOps.keys()].join(' ')}] mid-run reads ${st.midRunReads / (RUNS + 1)}`);
     // A variant listed again (interleaved rounds against load drift) gets its round number.
     const base = v === 'f32' ? 'webjit' : `webjit-${v}`;
     let key = base;
     for (let r = 2; key in results; r++) key = `${base}#${r}`;
-    results[key] = { create: tc, first, warm: median(ts), out: out[s.outputNames[0]].data as Float32Array };
+    results[key] = { create: tc, first, warm: median(ts), gpu: gpuMs, phases, out: out[s.outputNames[0]].data as Float32Array };
     await s.release();
   }
   // onnxruntime-web WebGPU
@@ -77,6 +100,9 @@ for (const c of cases) {
     const first = performance.now() - t1;
     const ts: number[] = [];
     for (let i = 0; i < RUNS; i++) { t1 = performance.now(); out = await s.run(feeds); ts.push(performance.now() - t1); }
+    // ORT_SERIES=N: the median of every N runs, to see how long onnxruntime-web takes to reach its steady state.
+    const series = Number(process.env.ORT_SERIES ?? 0);
+    if (series) console.log(`  onnxruntime-web medians per ${series} runs: ${Array.from({ length: Math.floor(ts.length / series) }, (_, k) => median(ts.slice(k * series, (k + 1) * series)).toFixed(1)).join(' ')}`);
     const o = Object.values(out)[0];
     results.ort = { create: tc, first, warm: median(ts), out: o.data };
     await s.release();
@@ -85,7 +111,7 @@ for (const c of cases) {
   }
   const ref = kind === 'bert' && fs.existsSync(`${path}.b${a}s${b}.f32`) ? new Float32Array(fs.readFileSync(`${path}.b${a}s${b}.f32`).buffer.slice(0)) : null;
   for (const [name, r] of Object.entries(results)) {
-    console.log(`${label} ${name.padEnd(11)} create ${r.create.toFixed(0).padStart(6)} ms  first ${r.first.toFixed(0).padStart(6)} ms  warm ${r.warm.toFixed(2).padStart(8)} ms` +
+    console.log(`${label} ${name.padEnd(11)} create ${r.create.toFixed(0).padStart(6)} ms  first ${r.first.toFixed(0).padStart(6)} ms  warm ${r.warm.toFixed(2).padStart(8)} ms${r.gpu ? ` (GPU ${r.gpu.toFixed(2)}; host: ${r.phases})` : ''}` +
       `${ref ? `  vs torch ${diff(r.out, ref)}` : ''}${name !== 'webjit' && results.webjit ? `  vs webjit f32 ${diff(r.out, results.webjit.out)}` : ''}`);
   }
   for (const [name, r] of Object.entries(results)) {

@@ -25,7 +25,14 @@ async function warm(s: InferenceSession): Promise<number> {
   for (let i = 0; i < Math.ceil(RUNS / 5); i++) { const t = performance.now(); await s.run(feeds); ts.push(performance.now() - t); }
   return median(ts);
 }
-const opts = { backend: backend as 'wasm' | 'webgpu', threads: 2 };
+// WEBJIT_PRECISION: high (matmulPrecision 'high', tensor-core GEMMs) or f16 (precision 'f16'); default f32.
+const prec = process.env.WEBJIT_PRECISION;
+const opts = { backend: backend as 'wasm' | 'webgpu', threads: 2, ...(prec === 'high' ? { matmulPrecision: 'high' as const } : prec === 'f16' ? { precision: 'f16' as const } : {}) };
+/** WebGPU: the GPU's own time for a run (its dispatches replayed in one pass), without the host's share of the wall time. */
+async function gpuMs(x: InferenceSession): Promise<number | undefined> {
+  const inner = x as unknown as { gpu?: { timeRuns(f: Map<string, unknown>[], reps: number, rounds: number): Promise<number[]> }; checkFeeds(f: object): Map<string, unknown> };
+  return inner.gpu ? median(await inner.gpu.timeRuns([inner.checkFeeds(feeds)], 20, 5)) : undefined;
+}
 const s = await InferenceSession.create(model, { ...opts, tuning: 'cache' });
 const ref = await s.run(feeds);
 const t0 = performance.now();
@@ -37,6 +44,7 @@ for (const x of [base, s]) await warm(x);
 const bs_: number[] = [], as_: number[] = [];
 for (let r = 0; r < 5; r++) { bs_.push(await warm(base)); as_.push(await warm(s)); }
 const before = median(bs_), after = median(as_);
+const gpuBefore = await gpuMs(base), gpuAfter = await gpuMs(s);
 await base.release();
 const out = await s.run(feeds);
 let md = 0, mx = 0;
@@ -44,6 +52,7 @@ const a = out.last_hidden_state.data as Float32Array, r = ref.last_hidden_state.
 for (let i = 0; i < a.length; i++) { md = Math.max(md, Math.abs(a[i] - r[i])); mx = Math.max(mx, Math.abs(r[i])); }
 console.log(formatReport(report));
 console.log(`${backend} ${model.split('/').pop()} b${B} s${S}: warm ${before.toFixed(3)} ms default → ${after.toFixed(3)} ms tuned (alternating rounds) (${(before / after).toFixed(2)}×); tuning ${(tuneMs / 1000).toFixed(2)} s (budget ${(Number(budget) / 1000).toFixed(0)} s); tuned vs default outputs ${(md / mx).toExponential(1)}`);
+if (gpuBefore && gpuAfter) console.log(`GPU time of a run: ${gpuBefore.toFixed(3)} ms default → ${gpuAfter.toFixed(3)} ms tuned (${(gpuBefore / gpuAfter).toFixed(2)}×)`);
 await s.release();
 
 // Creation with a warm cache (the file read and parsed as a new process would) against tuning 'off'.

@@ -35,6 +35,8 @@ const FLOAT: ReadonlySet<DType> = new Set(['float32', 'float16', 'bfloat16', 'fl
 const MAX_PLANS_PER_NODE = 64;
 /** Recorded dispatches that are submitted at once, so the GPU works while the rest of the run is recorded. */
 const SUBMIT_EVERY = 48;
+/** A replay submits this many dispatches first (the GPU starts sooner), then SUBMIT_EVERY at a time. */
+const REPLAY_FIRST = 16;
 /** CPU nodes whose inputs are all this small are memoised (their inputs compared by value). */
 const MEMO_MAX_ELEMS = 256;
 /** Ops whose result depends on more than their inputs. */
@@ -49,6 +51,8 @@ export interface GpuRunnerOptions extends TuneOptions {
   matmulPrecision?: 'highest' | 'high';
   /** The most bytes of GPU memory the weights may take. */
   memoryLimitBytes?: number;
+  /** Replay steady-state runs from a trace (default true; see Trace). */
+  replay?: boolean;
 }
 
 export interface GpuRunStats {
@@ -62,6 +66,17 @@ export interface GpuRunStats {
   runs: number;
   /** Bind groups created (a steady-state run reuses the last run's). */
   bindGroupsMade: number;
+  /** Host milliseconds spent recording runs (planning, CPU shape nodes, encoding), summed over runs. */
+  recordMs: number;
+  /**
+   * Where run() spends its time, summed over runs (ms): recording; the last submit to the read-back mapped (the GPU
+   * finishing); converting the mapped bytes to tensors; the error scopes popped after.
+   */
+  phaseMs: { record: number; wait: number; convert: number; scopes: number };
+  /** Runs replayed from a trace (see Trace). */
+  replays: number;
+  /** Dispatches per run in the last timeRuns (every dispatch of the graph, replayed). */
+  timedDispatches: number;
 }
 
 /** WEBJIT_PROFILE=1: GPU time per op and kernel from timestamp queries (one pass per dispatch), printed at exit. */
@@ -74,7 +89,20 @@ if (PROFILE) {
     const total = rows.reduce((t, [, e]) => t + e.ns, 0);
     const runs = Math.max(1, runProfile.runs);
     process.stderr.write(`webgpu profile: ${runs} runs; per run: GPU busy ${(total / 1e6 / runs).toFixed(2)} ms, recording ${(runProfile.recordMs / runs).toFixed(2)} ms, run() ${(runProfile.totalMs / runs).toFixed(2)} ms\n`);
-    for (const [k, e] of rows.slice(0, 30)) process.stderr.write(`  ${(100 * e.ns / total).toFixed(1).padStart(5)}% ${(e.ns / 1e3 / e.n).toFixed(1).padStart(9)} µs x${e.n / runs}/run  ${k}\n`);
+    // By op type and kernel grid first (where the time goes), then the slowest single kernels.
+    const byOp = new Map<string, { ns: number; n: number }>();
+    for (const [k, e] of rows) {
+      const op = k.split(' ', 2).join(' ');
+      const t = byOp.get(op) ?? { ns: 0, n: 0 };
+      t.ns += e.ns; t.n += e.n;
+      byOp.set(op, t);
+    }
+    for (const [k, e] of [...byOp].sort((a, b) => b[1].ns - a[1].ns).slice(0, 20)) {
+      process.stderr.write(`  ${(100 * e.ns / total).toFixed(1).padStart(5)}% ${(e.ns / 1e3 / runs).toFixed(1).padStart(9)} µs/run x${e.n / runs}/run  ${k}\n`);
+    }
+    for (const [k, e] of rows.slice(0, Number(process.env.WEBJIT_PROFILE) > 1 ? Number(process.env.WEBJIT_PROFILE) : 10)) {
+      process.stderr.write(`  ${(100 * e.ns / total).toFixed(1).padStart(5)}% ${(e.ns / 1e3 / e.n).toFixed(1).padStart(9)} µs x${e.n / runs}/run  ${k}\n`);
+    }
   });
 }
 
@@ -143,6 +171,38 @@ interface Recorded { dispatch: Dispatch; buffers: GPUBuffer[]; entry: PipelineEn
 interface FaultAt { binding: number; offset: number }
 type Command = Recorded | { copy: [GPUBuffer, number, GPUBuffer, number, number] };
 
+/**
+ * A steady-state run, recorded to be replayed (like a CUDA graph): while the feeds keep their names, dtypes and dims,
+ * every plan, buffer and bind group of a run is the same as the last one's, and only the values computed from the
+ * feeds' data change. A replay redoes just that host work (the CPU nodes that read feed data, and the uploads of
+ * what they and the feeds hold) and submits the recorded dispatches, skipping the planning, shape arithmetic and
+ * bookkeeping of the other few hundred nodes.
+ */
+interface Trace {
+  sig: string;
+  /** In order: a CPU node to run again (its inputs: names of per-run values, or the values that never change), or an upload. */
+  steps: ({ node: number; ins: (string | Value | undefined)[]; outs: { name: string; dims: number[] }[] } | { upload: string; buffer: GPUBuffer })[];
+  cmds: Recorded[];
+  outs: Slot[];
+  /** Upload buffers the trace took out of the upload pool: per-run values', and those of values that never change. */
+  buffers: GPUBuffer[];
+  gpuNodes: number;
+  cpuNodes: number;
+}
+
+/** A trace being recorded: the values computed from feed data so far (by name); `ok` false once something can't be replayed. */
+interface Capture { perRun: Set<string>; trace: Trace; ok: boolean; why?: string }
+
+/** Feeds' names, dtypes and dims: the key a trace is replayed under. */
+function feedSignature(feeds: Map<string, Value | GpuTensor>): string | null {
+  const parts: string[] = [];
+  for (const [k, v] of feeds) {
+    if (!(v instanceof Tensor)) return null;
+    parts.push(`${k}:${v.type}[${v.dims.join(',')}]`);
+  }
+  return parts.join(';');
+}
+
 /** The end of the last queued run on each device (runs of all sessions on a device are serialised). */
 const deviceChains = new WeakMap<GPUDevice, Promise<unknown>>();
 
@@ -170,17 +230,30 @@ export class GpuGraphRunner {
   private readonly eligible: boolean[];
   private readonly lastPlan: ({ ins: ({ dtype: DType; dims: number[] } | undefined)[]; plan: GpuOpPlan | null } | undefined)[] = [];
   private readonly memo: ({ ins: (Tensor | undefined)[]; outs: Value[] } | undefined)[] = [];
+  /**
+   * Nodes whose CPU run made a large output from small inputs (an embedding Gather of token type ids, an Expand):
+   * they run on the GPU from then on, since computing and uploading their output every run costs more.
+   */
+  private readonly bigOnCpu: boolean[] = [];
   private readonly pool: BufferPool;
   private readonly uploads: BufferPool;
   private readonly readbacks: BufferPool;
   private readonly pipelines: Map<string, PipelineEntry>;
   private readonly bindGroups = new WeakMap<Dispatch, { buffers: GPUBuffer[]; group: GPUBindGroup }>();
   private cmds: Command[] = [];
+  /** timeRuns records whole runs to replay them: nothing may be submitted while it records. */
+  private holdSubmits = false;
   private uploadsInRun: GPUBuffer[] = [];
   private disposed = false;
+  /** The replayable run (see Trace), the feed signature of the last run, and the trace being recorded. */
+  private trace: Trace | null = null;
+  private lastSig: string | null = null;
+  private capture: Capture | null = null;
+  /** When the last replay had submitted all its dispatches (its "recording" time, for the stats). */
+  private replayEncoded = 0;
 
   constructor(readonly graph: Graph, readonly env: ExecEnv, readonly gpu: GpuContext, readonly opts: GpuRunnerOptions = {},
-    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0, bindGroupsMade: 0 }) {
+    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0, bindGroupsMade: 0, recordMs: 0, phaseMs: { record: 0, wait: 0, convert: 0, scopes: 0 }, replays: 0, timedDispatches: 0 }) {
     const device = gpu.device;
     this.pool = new BufferPool(device, USAGE_STORAGE);
     this.uploads = new BufferPool(device, USAGE_STORAGE);
@@ -227,50 +300,14 @@ export class GpuGraphRunner {
       for (const feeds of feedSets) {
         const slots = new Map<string, Slot>();
         for (const [k, v] of feeds) slots.set(k, hostSlot(v));
-        const outs = await this.runSlots(slots);
+        this.holdSubmits = true;
+        const outs = await this.runSlots(slots).finally(() => { this.holdSubmits = false; });
         held.push(...outs);
         if (this.cmds.some((c) => 'copy' in c)) throw new UnsupportedError('timing a graph with copies between passes is not supported');
         lists.push(this.cmds.splice(0) as Recorded[]);
       }
-      await Promise.all(lists.flat().map((c) => c.entry.promise));
-      for (const c of lists.flat()) c.entry.pipeline ??= await c.entry.promise;
-      const stamps = this.gpu.caps.timestamps;
-      const times: number[] = [];
-      for (let r = 0; r < rounds; r++) {
-        const enc = device.createCommandEncoder();
-        const qs = stamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
-        const pass = enc.beginComputePass(qs ? { timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined);
-        for (let i = 0; i < reps; i++) {
-          for (const c of lists[i % lists.length]) {
-            pass.setPipeline(c.entry.pipeline!);
-            pass.setBindGroup(0, this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers, c.faultAt));
-            pass.dispatchWorkgroups(...c.dispatch.groups);
-          }
-        }
-        pass.end();
-        let read: GPUBuffer | null = null;
-        if (qs) {
-          const resolve = device.createBuffer({ size: 16, usage: 0x200 | 0x04 });
-          read = device.createBuffer({ size: 16, usage: USAGE_READBACK });
-          enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-          enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-        }
-        const t0 = performance.now();
-        device.queue.submit([enc.finish()]);
-        await device.queue.onSubmittedWorkDone();
-        const wall = performance.now() - t0;
-        if (read) {
-          await read.mapAsync(MAP_READ);
-          const t = new BigUint64Array(read.getMappedRange());
-          const ns = Number(t[1] - t[0]);
-          read.unmap(); read.destroy(); qs!.destroy();
-          times.push(ns > 0 ? ns / 1e6 / reps : wall / reps);
-        } else {
-          times.push(wall / reps);
-        }
-      }
-      checkLost(this.gpu);
-      return times;
+      this.stats.timedDispatches = lists[0]?.length ?? 0;
+      return await this.timeLists(lists, reps, rounds);
     } finally {
       for (const s of held) this.release(s);
       for (const b of this.uploadsInRun) this.uploads.give(b);
@@ -279,15 +316,73 @@ export class GpuGraphRunner {
     }
   }
 
+  /**
+   * Benchmarks only: the GPU time (ms per run, `rounds` rounds) of the recorded trace's dispatches that `keep`
+   * selects, replayed `reps` times in one pass on whatever the buffers hold; what a kind of kernel costs inside the
+   * model, without the one-pass-per-dispatch profile's overheads. Null without a trace (before the third run).
+   */
+  timeTrace(keep: (node: Node, d: Dispatch) => boolean, reps: number, rounds: number): Promise<number[] | null> {
+    return this.serial(async () => {
+      const t = this.trace;
+      return t ? this.timeLists([t.cmds.filter((c) => keep(c.node, c.dispatch))], reps, rounds) : null;
+    });
+  }
+
+  /** GPU time of the command lists (rotated), `reps` of them per pass, one pass per round: ms per list, per round. */
+  private async timeLists(lists: Recorded[][], reps: number, rounds: number): Promise<number[]> {
+    const device = this.gpu.device;
+    await Promise.all(lists.flat().map((c) => c.entry.promise));
+    for (const c of lists.flat()) c.entry.pipeline ??= await c.entry.promise;
+    const stamps = this.gpu.caps.timestamps;
+    const times: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const enc = device.createCommandEncoder();
+      const qs = stamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
+      const pass = enc.beginComputePass(qs ? { timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined);
+      for (let i = 0; i < reps; i++) {
+        for (const c of lists[i % lists.length]) {
+          pass.setPipeline(c.entry.pipeline!);
+          pass.setBindGroup(0, this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers, c.faultAt));
+          pass.dispatchWorkgroups(...c.dispatch.groups);
+        }
+      }
+      pass.end();
+      let read: GPUBuffer | null = null;
+      if (qs) {
+        const resolve = device.createBuffer({ size: 16, usage: 0x200 | 0x04 });
+        read = device.createBuffer({ size: 16, usage: USAGE_READBACK });
+        enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+      }
+      const t0 = performance.now();
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      const wall = performance.now() - t0;
+      if (read) {
+        await read.mapAsync(MAP_READ);
+        const t = new BigUint64Array(read.getMappedRange());
+        const ns = Number(t[1] - t[0]);
+        read.unmap(); read.destroy(); qs!.destroy();
+        times.push(ns > 0 ? ns / 1e6 / reps : wall / reps);
+      } else {
+        times.push(wall / reps);
+      }
+    }
+    checkLost(this.gpu);
+    return times;
+  }
+
   /** Forgets every plan (tuned parameters changed): the next run plans again; pipelines stay cached by their code. */
   invalidatePlans(): void {
     for (const m of this.plans) m.clear();
     this.lastPlan.length = 0;
+    this.dropTrace();
   }
 
   /** GPU memory the runner holds: pooled activations, constants and staging buffers. */
   get memory(): { buffers: number; bytes: number } {
     let bytes = this.pool.bytes + this.uploads.bytes + this.readbacks.bytes, buffers = this.pool.count + this.uploads.count + this.readbacks.count;
+    for (const b of this.trace?.buffers ?? []) { bytes += b.size; buffers++; }
     for (const g of this.constGpu.values()) { bytes += g.buffer.size; buffers++; }
     for (const t of this.transformed.values()) { bytes += t.buffer.size; buffers++; }
     return { buffers, bytes };
@@ -364,26 +459,49 @@ export class GpuGraphRunner {
     let outs: Slot[] = [];
     let result: Value[] | GpuTensor[] | undefined;
     let failure: unknown;
+    // Replays (see Trace): run() with host feeds of the last run's signature records a trace, later ones replay it.
+    // runGpu hands pooled buffers to its caller, which a trace may bind: the trace goes.
+    const sig = onGpu || PROFILE || this.opts.poison || this.opts.replay === false ? null : feedSignature(feeds);
+    if (onGpu) this.dropTrace();
+    const replay = sig !== null && this.trace?.sig === sig ? this.trace : null;
+    this.capture = !replay && sig !== null && sig === this.lastSig
+      ? { perRun: new Set(feeds.keys()), trace: { sig, steps: [], cmds: [], outs: [], buffers: [], gpuNodes: 0, cpuNodes: 0 }, ok: true }
+      : null;
+    this.lastSig = sig;
+    const before = { gpu: this.stats.gpuNodes, cpu: this.stats.cpuNodes, reads: this.stats.midRunReads };
     try {
-      const slots = new Map<string, Slot>();
-      for (const [k, v] of feeds) {
-        slots.set(k, v instanceof GpuTensor ? this.feedSlot(k, v) : hostSlot(v));
-      }
       const t0 = performance.now();
-      outs = await this.runSlots(slots);
-      const t1 = performance.now();
-      if (onGpu) {
-        result = this.handOut(outs);
-        await this.flush();
-        if (this.faultPages.length) this.faultCheck = this.readFaults();
-      } else {
-        result = await this.readAll(outs);
+      let t1 = t0;
+      if (replay) {
+        const replayed = await this.replay(replay, feeds as Map<string, Value>);
+        t1 = this.replayEncoded;
+        if (replayed) result = replayed;
+        else this.dropTrace();
       }
+      if (!result) {
+        const slots = new Map<string, Slot>();
+        for (const [k, v] of feeds) {
+          slots.set(k, v instanceof GpuTensor ? this.feedSlot(k, v) : hostSlot(v));
+        }
+        outs = await this.runSlots(slots);
+        t1 = performance.now();
+        if (onGpu) {
+          result = this.handOut(outs);
+          await this.flush();
+          if (this.faultPages.length) this.faultCheck = this.readFaults();
+        } else {
+          result = await this.readAll(outs);
+          this.keepTrace(outs, before);
+        }
+      }
+      this.stats.recordMs += t1 - t0;
+      this.stats.phaseMs.record += t1 - t0;
       if (PROFILE && this.stats.runs >= 2) { runProfile.recordMs += t1 - t0; runProfile.totalMs += performance.now() - t0; runProfile.runs++; }
       this.stats.runs++;
     } catch (e) {
       failure = e;
     } finally {
+      this.capture = null;
       for (const s of outs) this.release(s);
       this.cmds = [];
       for (const b of this.uploadsInRun) this.uploads.give(b);
@@ -391,13 +509,100 @@ export class GpuGraphRunner {
       this.pool.canonicalize();
       this.uploads.canonicalize();
     }
+    const t2 = performance.now();
     const validation = await device.popErrorScope().catch(() => null);
     const oom = await device.popErrorScope().catch(() => null);
+    this.stats.phaseMs.scopes += performance.now() - t2;
     if (this.gpu.lost) throw this.lostError();
     if (failure) throw failure;
     if (oom) throw new ResourceLimitError(`the GPU ran out of memory: ${oom.message}`, {}, "use a smaller input, or backend 'wasm'");
     if (validation) throw new ExecutionError(`a generated GPU kernel was rejected: ${validation.message}`, {}, 'this is a bug in webjit; please report it with the model');
     return result!;
+  }
+
+  /**
+   * Replays a trace: the CPU nodes that read feed data run again and their values and the feeds are uploaded into the
+   * trace's buffers, then the recorded dispatches are submitted and the outputs read back. Null when one of those CPU
+   * values came out with other dims than when recorded (the caller runs the graph the normal way).
+   */
+  private async replay(t: Trace, feeds: Map<string, Value>): Promise<Value[] | null> {
+    const device = this.gpu.device;
+    const vals = new Map<string, Value>(feeds);
+    for (const st of t.steps) {
+      if ('upload' in st) { writePadded(device, st.buffer, toStorage(vals.get(st.upload) as Tensor)); continue; }
+      const node = this.order[st.node];
+      let outs: Value[];
+      try {
+        outs = runNode(node, st.ins.map((x) => (typeof x === 'string' ? vals.get(x) : x)), this.env, () => undefined);
+      } catch (e) {
+        throw atNode(e, node.name, node.opType);
+      }
+      for (let k = 0; k < st.outs.length; k++) {
+        const { name, dims } = st.outs[k];
+        if (!name) continue;
+        const o = outs[k];
+        if (!(o instanceof Tensor) || o.dims.length !== dims.length || o.dims.some((d, j) => d !== dims[j])) return null;
+        vals.set(name, o);
+      }
+    }
+    // The GPU starts on a first small batch while the rest is encoded.
+    for (let i = 0, n = REPLAY_FIRST; i < t.cmds.length; i += n, n = SUBMIT_EVERY) this.encode(t.cmds.slice(i, i + n));
+    this.replayEncoded = performance.now();
+    this.stats.gpuNodes += t.gpuNodes;
+    this.stats.cpuNodes += t.cpuNodes;
+    this.stats.replays++;
+    return this.readAll(t.outs);
+  }
+
+  /** After a normal run() that recorded a trace: keeps it if nothing in the run stands in the way of replaying it. */
+  private keepTrace(outs: Slot[], before: { gpu: number; cpu: number; reads: number }): void {
+    const c = this.capture;
+    if (!c) return;
+    if (this.stats.midRunReads !== before.reads) { c.ok = false; c.why = 'a GPU value was read back in the middle of the run'; }
+    if (!outs.every((o) => o.buf && o.js === undefined)) { c.ok = false; c.why = 'an output was computed on the CPU'; }
+    if (!c.ok) return;
+    const t = c.trace;
+    t.outs = outs.map((o) => ({ ...o }));
+    t.gpuNodes = this.stats.gpuNodes - before.gpu;
+    t.cpuNodes = this.stats.cpuNodes - before.cpu;
+    // Its upload buffers leave the pool: values that never change are not uploaded again.
+    const keep = new Set(t.buffers);
+    this.uploadsInRun = this.uploadsInRun.filter((b) => !keep.has(b));
+    for (const b of keep) this.uploads.detach(b);
+    this.dropTrace();
+    this.trace = t;
+  }
+
+  /** Forgets the trace; its upload buffers go back to the pool. */
+  private dropTrace(): void {
+    const t = this.trace;
+    if (!t) return;
+    this.trace = null;
+    for (const b of t.buffers) if (this.uploads.adopt(b)) this.uploads.give(b); else b.destroy();
+  }
+
+  /**
+   * While a trace is recorded: a CPU node that reads a value computed from feed data (or a feed) becomes a step of the
+   * trace and its outputs such values; one that does not gives the same values every run and is left out.
+   */
+  private captureCpu(i: number, node: Node, ins: (Slot | undefined)[], outs: Slot[]): void {
+    const c = this.capture;
+    if (!c) return;
+    if (subgraphsOf(node).length || NOT_PURE.has(node.opType)) { c.ok = false; c.why = `${node.opType} on the CPU`; return; }
+    if (!node.inputs.some((x) => x && c.perRun.has(x))) return;
+    if (ins.some((x) => x?.js === undefined && x !== undefined)) { c.ok = false; c.why = 'a CPU node read a GPU value'; return; }
+    c.trace.steps.push({
+      node: i,
+      ins: node.inputs.map((x, k) => (x && c.perRun.has(x) ? x : ins[k]?.js)),
+      outs: node.outputs.map((name, k) => ({ name, dims: [...(outs[k]?.dims ?? [])] })),
+    });
+    for (const o of node.outputs) if (o) c.perRun.add(o);
+  }
+
+  /** While a trace is recorded: a plan or view that reads the data of a per-run value can't be replayed. */
+  private capturePlanRead(name: string): void {
+    const c = this.capture;
+    if (c?.perRun.has(name)) { c.ok = false; c.why = `a kernel's plan depends on the data of '${name}'`; }
   }
 
   private lostError(): DeviceLostError {
@@ -459,11 +664,22 @@ export class GpuGraphRunner {
       return [{ dtype: t.type, dims: [...t.dims], js: t }];
     }
     // A view of a value on the CPU stays on the CPU (a later GPU reader uploads it once).
-    if (onCpu && node.domain === '' && VIEW_OPS.has(node.opType)) { this.stats.cpuNodes++; return this.runReference(node, ins, lookup); }
+    if (onCpu && node.domain === '' && VIEW_OPS.has(node.opType)) {
+      this.stats.cpuNodes++;
+      const outs = await this.runReference(node, ins, lookup);
+      this.captureCpu(i, node, ins, outs);
+      return outs;
+    }
     if (this.eligible[i]) {
       // Shape arithmetic: small integer values (and small constants) already on the CPU stay there.
       const small = ins.every((s, k) => !s || (sizeOf(s.dims) <= CPU_MAX_ELEMS && (!FLOAT.has(s.dtype) || this.consts.get(node.inputs[k]) === s)));
-      if (onCpu && small) { this.stats.cpuNodes++; return this.runMemo(i, node, ins, lookup); }
+      if (onCpu && small && !this.bigOnCpu[i]) {
+        this.stats.cpuNodes++;
+        const outs = await this.runMemo(i, node, ins, lookup);
+        if (outs.some((o) => sizeOf(o.dims) > CPU_MAX_ELEMS)) this.bigOnCpu[i] = true;
+        this.captureCpu(i, node, ins, outs);
+        return outs;
+      }
       if (ins.every((s) => !s || s.buf || storable(s.js as Value))) {
         const view = await this.viewOp(node, ins);
         if (view) { this.stats.gpuNodes++; return view; }
@@ -477,7 +693,9 @@ export class GpuGraphRunner {
     }
     this.stats.fallbackNodes++;
     this.stats.fallbackOps.set(node.opType, (this.stats.fallbackOps.get(node.opType) ?? 0) + 1);
-    return this.runReference(node, ins, lookup);
+    const outs = await this.runReference(node, ins, lookup);
+    this.captureCpu(i, node, ins, outs);
+    return outs;
   }
 
   /** CPU shape arithmetic repeats run after run: inputs equal to the last run's give the last run's outputs. */
@@ -513,6 +731,7 @@ export class GpuGraphRunner {
     if (!x?.buf || !VIEW_OPS.has(node.opType) || node.domain !== '') return null;
     const opset = this.env.opsets.get('') ?? 1;
     let input1: number[] | null = null;
+    if (viewReadsInput1(node, opset) && ins[1]) this.capturePlanRead(node.inputs[1]);
     if (viewReadsInput1(node, opset) && ins[1]) input1 = Array.from((await this.toJs(ins[1]) as Tensor).data as ArrayLike<number | bigint>, Number);
     const dims = viewDims(node, x.dims, opset, input1);
     if (!dims) return null;
@@ -527,6 +746,7 @@ export class GpuGraphRunner {
       for (const k of valueIdx) {
         const s = ins[k];
         if (!s || this.consts.get(node.inputs[k]) === s || (s.dtype !== 'int64' && s.dtype !== 'int32') || sizeOf(s.dims) > VALUE_MAX_ELEMS) continue;
+        this.capturePlanRead(node.inputs[k]);
         (values ??= [])[k] = (await this.toJs(s)) as Tensor;
       }
     }
@@ -612,6 +832,11 @@ export class GpuGraphRunner {
     const buffer = this.uploads.take(gpuBytes(t.type, t.dims));
     writePadded(this.gpu.device, buffer, toStorage(t));
     this.uploadsInRun.push(buffer);
+    const c = this.capture;
+    if (c) {
+      c.trace.buffers.push(buffer);
+      if (c.perRun.has(name)) c.trace.steps.push({ upload: name, buffer });
+    }
     // The slot now has a GPU copy for later readers in this run.
     s.buf = { buffer, bytes: buffer.size, refs: 1, constant: false, pool: 'upload' };
     return s.buf;
@@ -655,10 +880,12 @@ export class GpuGraphRunner {
         if (!buf) throw new ExecutionError('a kernel binding has no buffer', { node: node.name, op: node.opType });
         return buf;
       });
-      this.cmds.push({ dispatch: d, buffers, entry: this.pipeline(d.code, node), node, faultAt });
+      const cmd: Recorded = { dispatch: d, buffers, entry: this.pipeline(d.code, node), node, faultAt };
+      this.cmds.push(cmd);
+      this.capture?.trace.cmds.push(cmd);
     }
     // The GPU starts on the first nodes while the rest of the run is recorded.
-    if (this.cmds.length >= SUBMIT_EVERY && !PROFILE && this.cmds.every((c) => !('entry' in c) || c.entry.pipeline)) this.encode(this.cmds.splice(0));
+    if (this.cmds.length >= SUBMIT_EVERY && !PROFILE && !this.holdSubmits && this.cmds.every((c) => !('entry' in c) || c.entry.pipeline)) this.encode(this.cmds.splice(0));
     for (const b of scratch) this.pool.give(b);
     return outs;
   }
@@ -790,8 +1017,10 @@ export class GpuGraphRunner {
     const copies: Command[] = slots.map((s, k) => ({ copy: [s.buf!.buffer, 0, staging, offsets[k], sizes[k]] as [GPUBuffer, number, GPUBuffer, number, number] }));
     this.faultPages.forEach((b, k) => copies.push({ copy: [b, 0, staging, faultAt + FAULT_PAGE * k, this.faultBytes(k)] }));
     await this.flush(copies);
+    const t0 = performance.now();
     try {
       await staging.mapAsync(MAP_READ, 0, total);
+      this.stats.phaseMs.wait += performance.now() - t0;
     } catch (e) {
       if (this.gpu.lost) throw this.lostError();
       throw new ExecutionError(`reading results back from the GPU failed: ${(e as Error).message}`);
@@ -800,7 +1029,12 @@ export class GpuGraphRunner {
     try {
       const data = staging.getMappedRange(0, total);
       faults = this.faultsIn(new Int32Array(data, faultAt, (FAULT_PAGE / 4) * this.faultPages.length));
-      if (!faults.length) return slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
+      if (!faults.length) {
+        const t1 = performance.now();
+        const out = slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
+        this.stats.phaseMs.convert += performance.now() - t1;
+        return out;
+      }
     } finally {
       staging.unmap();
       this.readbacks.give(staging);
@@ -882,6 +1116,7 @@ export class GpuGraphRunner {
 
   dispose(): void {
     this.disposed = true;
+    this.dropTrace();
     this.pool.destroy();
     this.uploads.destroy();
     this.readbacks.destroy();
