@@ -8,6 +8,7 @@ import { Tensor } from '../src/tensor.js';
 import { FAMILIES, FAULTS, type Family, type TuneSite } from '../src/tune/site.js';
 import type { TuneReport } from '../src/tune/tuner.js';
 import { fixture, randomFloat, randomInt64, relErr, smallCnnModel } from './helpers.js';
+import { writeModel } from '../src/bench/onnx_writer.js';
 
 const encoderFeeds = () => ({
   input_ids: randomInt64([1, 24], 7, 1000),
@@ -83,4 +84,61 @@ test('tuning on wasm: injected wrong candidates in every family are rejected, no
 
 test('tuning on webgpu: injected wrong candidates in every family are rejected, none is selected', { timeout: 900_000 }, async () => {
   await injectAll('webgpu');
+});
+
+test('tuning on webgpu: large matmuls and attention verified on sampled rows still reject every injected fault', { timeout: 600_000 }, async () => {
+  // A GEMM with bias and residual (one FusedMatMul), verified on sampled rows at both shapes (sampleMacs 0): the
+  // reference computes 32 of the 200 (ragged 125) rows, and the rest of the output must have been written.
+  const model = writeModel({
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
+      { op: 'Add', inputs: ['m', 'b'], outputs: ['mb'] },
+      { op: 'Add', inputs: ['mb', 'r'], outputs: ['y'] },
+    ],
+    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 200, 96] }, { name: 'r', dtype: 'float32', dims: [1, 200, 80] }],
+    outputs: [{ name: 'y', dtype: 'float32' }],
+    initializers: { w: randomFloat([96, 80], 31, -0.5, 0.5), b: randomFloat([80], 32) },
+    opset: 17,
+  });
+  const feeds = { x: randomFloat([1, 200, 96], 33), r: randomFloat([1, 200, 80], 34) };
+  const s = await InferenceSession.create(model, { backend: 'webgpu', tuning: 'off' });
+  try {
+    await s.run(feeds);
+    let faults: string[] = [];
+    const report = await s.tune({
+      budgetMs: 600_000, force: true, maxCandidates: 2, sampleMacs: 0, families: ['matmul'],
+      extra: (site) => { faults = site.faults?.() ?? [...FAULTS]; return faults.map((fault) => ({ ...site.default, fault })); },
+    });
+    assert.equal(report.rows.length, 1);
+    const [r] = report.rows;
+    assert.equal(r.sampledRows, 32, 'the real shape was verified on sampled rows');
+    assert.equal(r.params.fault, undefined);
+    assert.ok(faults.length >= 3, `faults planted: ${faults}`);
+    const rejected = new Set(Object.keys(r.rejections).map((k) => /(?:^|,)fault=(\w+)/.exec(k)?.[1]));
+    for (const f of faults) assert.ok(rejected.has(f), `the '${f}' fault passed sampled verification`);
+    // The candidates that are right passed it (nothing else was rejected).
+    assert.equal(r.rejected, faults.length, JSON.stringify(r.rejections));
+  } finally {
+    await s.release();
+  }
+  // Attention at 64 queries (ragged 41): sampled query rows, the keys and values whole.
+  const enc = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', tuning: 'off' });
+  try {
+    const S = 64;
+    await enc.run({ input_ids: randomInt64([1, S], 5, 1000), attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n).fill(0n, 60), [1, S]), token_type_ids: new Tensor('int64', new BigInt64Array(S), [1, S]) });
+    let faults: string[] = [];
+    const report = await enc.tune({
+      budgetMs: 600_000, force: true, maxCandidates: 1, sampleMacs: 0, families: ['attention'],
+      extra: (site) => { faults = site.faults?.() ?? [...FAULTS]; return faults.map((fault) => ({ ...site.default, fault })); },
+    });
+    assert.equal(report.rows.length, 1);
+    const [r] = report.rows;
+    assert.equal(r.sampledRows, 32);
+    assert.equal(r.params.fault, undefined);
+    const rejected = new Set(Object.keys(r.rejections).map((k) => /(?:^|,)fault=(\w+)/.exec(k)?.[1]));
+    for (const f of faults) assert.ok(rejected.has(f), `attention: the '${f}' fault passed sampled verification`);
+    assert.equal(r.rejected, faults.length, JSON.stringify(r.rejections));
+  } finally {
+    await enc.release();
+  }
 });

@@ -3,12 +3,8 @@
 # trained pair (test/fixtures/lm) and on larger random-weight Llamas. Prepare here: ../shared/gpu/prepare-carry.sh &&
 # bash bench/gpu/bundle-llm.sh; run there with carry [".carry", ".bundle-llm"]: bash bench/gpu/run-llm.sh [what].
 set -u
-dawn=.carry/webgpu/dist/linux-x64/dawn.node
-[ -f "$dawn.xz" ] && xz -dc "$dawn.xz" > "$dawn"
-source .carry/on-device.sh >/dev/null 2>&1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/ort
-cp .bundle-llm/ort/*.mjs /tmp/ort/
-for f in .bundle-llm/ort/*.xz; do xz -dc "$f" > "/tmp/ort/$(basename "$f" .xz)"; done
+source bench/gpu/unpack-llm.sh
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 export WEBJIT_ORT_WEB_DIR=/tmp/ort WEBJIT_COMMIT=$(cat .bundle-llm/commit)
 cli() { $NODE .bundle-llm/webjit.mjs "$@"; }

@@ -65,6 +65,7 @@ export function gpuTarget(gpu: GpuContext, f16: boolean, matmulPrecision: 'highe
       const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16, matmulPrecision });
       return {
         run: (feeds) => r.run(feeds),
+        prepare: (feeds) => r.prepare(feeds),
         async time(feedSets: Map<string, Value>[], maxMs: number) {
           // Calibrate: enough dispatches per submit that one round takes about a fifth of the time allowed.
           const [one] = await r.timeRuns(feedSets, 3, 1);

@@ -28,6 +28,8 @@ export interface TuneRunner {
   run(feeds: Map<string, Value>): Promise<Value[]>;
   /** Median ms of one run over repeats, the feed sets rotated. */
   time(feedSets: Map<string, Value>[], maxMs: number): Promise<number>;
+  /** Starts compiling the kernels a run with these feeds needs, without waiting (WebGPU: parallel compiles). */
+  prepare?(feeds: Map<string, Value>): Promise<void>;
   dispose(): void;
 }
 
@@ -61,6 +63,8 @@ export interface TuneRow {
   params: Params;
   /** True when the winner is not the default. */
   changed: boolean;
+  /** Rows of the real-shape output verified against the reference, where a large case was checked on sampled rows. */
+  sampledRows?: number;
 }
 
 export interface TuneReport {
@@ -72,6 +76,12 @@ export interface TuneReport {
   rejected: number;
   /** Kernels left untuned when the budget ran out. */
   skipped: number;
+  /**
+   * Where the time went (ms): the defaults' first timings; starting candidates' compiles (planning, their weights'
+   * uploads); candidates' runs for verification (waiting for their compiles included); the reference's outputs;
+   * candidates' timings.
+   */
+  phases?: { prepare: number; compile: number; verify: number; reference: number; timing: number };
 }
 
 export interface TuneRunOptions {
@@ -92,6 +102,8 @@ export interface TuneRunOptions {
   seed?: number;
   /** Checked between candidates: true stops tuning (the session was released). */
   stop?: () => boolean;
+  /** Cases past this many multiply-adds are verified on sampled rows (default SAMPLE_MACS; tests lower it). */
+  sampleMacs?: number;
 }
 
 /** Relative tolerance of verification: f32 kernels, and f16 storage of weights. */
@@ -153,24 +165,78 @@ export function mismatch(got: Value[], want: Value[], tol: number): string | nul
   return null;
 }
 
-/** One candidate through verification (ragged shape first: cheaper, and where tile bugs show). */
-/** A shape's inputs; the reference output is computed when first needed (at BERT sizes it takes seconds in JS). */
-interface Case { graph: ReturnType<typeof graphOfNode>; ins: (In | undefined)[]; ref?: Value[] }
+/**
+ * A shape's inputs; the reference output is computed when first needed (at BERT sizes it takes seconds in JS). A
+ * large matmul-like case (TuneSite.rowsAt) is checked on `rows` of its output: the reference computes just those rows
+ * from the same rows of the inputs (`axes`: each input's row axis, or null where the input has none).
+ */
+interface Case {
+  graph: ReturnType<typeof graphOfNode>; ins: (In | undefined)[]; ref?: Value[]; rows?: number[]; axes?: (number | null)[];
+  /** The row axes' leading (batch) dims fold into the rows (matmuls whose other inputs have no batch): rows index that. */
+  fold?: boolean;
+}
+
+/** Cases past this many multiply-adds are verified on sampled rows (a BERT-base b8 GEMM is 2.4e9: ~4 s in JS whole). */
+export const SAMPLE_MACS = 1 << 25;
+/** The rows checked: the first and last tiles' rows (where edges and guards are) and a spread of random ones. */
+const EDGE_ROWS = 8, RANDOM_ROWS = 16;
+/** Candidates whose kernels compile ahead of the one being verified. */
+const PREPARE_AHEAD = 6;
+
+/** Rows `rows` of `t` along `axis`; with `fold`, of its dims up to `axis` folded into one. */
+function pickRows(t: Tensor, axis: number, rows: number[], fold = false): Tensor {
+  if (!fold) return takeRows(t, axis, rows);
+  return takeRows(new Tensor(t.type, t.data, [sizeOf(t.dims.slice(0, axis + 1)), ...t.dims.slice(axis + 1)]), 0, rows);
+}
+
+/** Rows `rows` of `t` along `axis` (every index of the other axes). */
+function takeRows(t: Tensor, axis: number, rows: number[]): Tensor {
+  const dims = [...t.dims];
+  const inner = sizeOf(dims.slice(axis + 1)), outer = sizeOf(dims.slice(0, axis)), n = dims[axis];
+  const src = t.data as TypedArray;
+  const out = DTYPES[t.type].make(outer * rows.length * inner) as TypedArray;
+  for (let o = 0; o < outer; o++) {
+    rows.forEach((r, k) => (out as Float32Array).set((src as Float32Array).subarray((o * n + r) * inner, (o * n + r + 1) * inner), (o * rows.length + k) * inner));
+  }
+  dims[axis] = rows.length;
+  return new Tensor(t.type, out, dims);
+}
 
 function forced(family: Family, p: Params): TuneHooks {
   return { pick: (s) => (s.family === family ? p : s.default) };
 }
 
 export class Tuner {
+  private phases = { prepare: 0, compile: 0, verify: 0, reference: 0, timing: 0 };
   constructor(readonly target: TuneTarget, readonly cache: TuneCache) {}
 
   /** Verifies a candidate on a case; returns the reason it is wrong, or null. */
   async verify(family: Family, p: Params, c: Case): Promise<string | null> {
     const r = this.target.runner(c.graph.graph, c.graph.env, { tune: forced(family, p), poison: true });
     try {
+      const t0 = performance.now();
       const got = await r.run(c.graph.feeds);
-      c.ref ??= runNode(c.graph.node, c.ins.map((x) => x?.t), c.graph.env, () => undefined);
-      return mismatch(got, c.ref, this.target.f16 ? TOL_F16 : TOL_F32);
+      const t1 = performance.now();
+      this.phases.verify += t1 - t0;
+      // The reference (computed once per case) is timed by itself.
+      const reference = <T>(f: () => T): T => { const t = performance.now(); try { return f(); } finally { this.phases.reference += performance.now() - t; } };
+      const tol = this.target.f16 ? TOL_F16 : TOL_F32;
+      if (c.rows) {
+        const rows = c.rows;
+        c.ref ??= reference(() => runNode(c.graph.node, c.ins.map((x, k) => x && (c.axes![k] === null ? x.t : pickRows(x.t, c.axes![k]!, rows, c.fold))), c.graph.env, () => undefined));
+        // Every element outside the sampled rows must still have been written (the output was poisoned with NaN): the
+        // inputs are finite, and so is every output row the reference computed.
+        for (const [o, g] of got.entries()) {
+          const w = c.ref[o];
+          if (!(g instanceof Tensor) || !(w instanceof Tensor) || !isFloat(g.type)) continue;
+          if (!Array.from(w.data as Float32Array).every(Number.isFinite)) continue;
+          const bad = (g.data as Float32Array).findIndex((x) => !Number.isFinite(x));
+          if (bad >= 0) return `output ${o}[${bad}] is ${(g.data as Float32Array)[bad]} (inputs and the sampled reference rows are finite)`;
+        }
+        return mismatch(got.map((g) => (g instanceof Tensor ? pickRows(g, g.dims.length - 2, rows, c.fold) : g)), c.ref, tol);
+      }
+      c.ref ??= reference(() => runNode(c.graph.node, c.ins.map((x) => x?.t), c.graph.env, () => undefined));
+      return mismatch(got, c.ref, tol);
     } catch (e) {
       return `failed: ${(e as Error).message.slice(0, 200)}`;
     } finally {
@@ -178,9 +244,33 @@ export class Tuner {
     }
   }
 
-  private makeCase(rec: SiteRecord, dims: number[][], rnd: () => number): Case {
+  private makeCase(rec: SiteRecord, dims: number[][], rnd: () => number, sampleMacs = SAMPLE_MACS): Case {
     const ins = inputsAt(rec, dims, rnd);
-    return { graph: graphOfNode(rec.node, ins, rec.node.outputs.length, rec.opset), ins };
+    const c: Case = { graph: graphOfNode(rec.node, ins, rec.node.outputs.length, rec.opset), ins };
+    // Sampled rows: each input's row axis is the one axis whose size moves with the output's rows.
+    const R = 2 * EDGE_ROWS + RANDOM_ROWS;
+    const at = rec.site.rowsAt?.(dims, R);
+    if (!at || at.macs <= sampleMacs) return c;
+    const axes = dims.map((d, k) => {
+      const diff = d.flatMap((n, a) => (n !== at.dims[k][a] ? [a] : []));
+      return diff.length === 1 ? diff[0] : diff.length === 0 ? null : -1;
+    });
+    const rowAxis = axes[0];
+    if (rowAxis === null || rowAxis < 0 || axes.some((a) => a === -1)) return c;
+    if (axes.some((a, k) => a !== null && dims[k][a] !== dims[0][rowAxis])) return c;
+    // Batched rows of a matmul whose weight has no batch: the batches fold into the rows (a GEMM folds them into M,
+    // so its tile edges are those of the folded rows), and a few rows are sampled in all, not in every batch.
+    const lead = (k: number) => dims[k].slice(0, axes[k]!).join();
+    const fold = rowAxis > 0 && axes.every((a, k) => (a === null ? dims[k].length <= 2 : a === dims[k].length - 2 && lead(k) === lead(0)));
+    const M = fold ? sizeOf(dims[0].slice(0, rowAxis + 1)) : dims[0][rowAxis];
+    if (M <= R) return c;
+    const rows = new Set<number>();
+    for (let i = 0; i < EDGE_ROWS; i++) { rows.add(i); rows.add(M - 1 - i); }
+    while (rows.size < R) rows.add(EDGE_ROWS + Math.floor(rnd() * (M - 2 * EDGE_ROWS)));
+    c.rows = [...rows].sort((a, b) => a - b);
+    c.axes = axes;
+    c.fold = fold;
+    return c;
   }
 
   /** Tunes the given kernels within the budget, biggest first; winners go into the cache. */
@@ -204,11 +294,13 @@ export class Tuner {
       if (performance.now() > deadline || opts.stop?.()) { skipped++; continue; }
       const { site } = use.record;
       const realDims = use.record.inputs.map((d) => (d ? d.dims : []));
-      const real = this.makeCase(use.record, realDims, rnd);
+      const real = this.makeCase(use.record, realDims, rnd, opts.sampleMacs);
       const feedSets = [real.graph.feeds, ...[1, 2].map(() => this.makeCase(use.record, realDims, rnd).graph.feeds)];
       const r = this.target.runner(real.graph.graph, real.graph.env, { tune: forced(site.family, site.default) });
       let defaultMs: number;
-      try { defaultMs = await r.time(feedSets, 200); } finally { r.dispose(); }
+      const tp = performance.now();
+      // Only to share the budget out (the default is timed again with its candidates): a short measurement.
+      try { defaultMs = await r.time(feedSets, 60); } finally { r.dispose(); this.phases.prepare += performance.now() - tp; }
       prepared.push({ use, real, feedSets, defaultMs, weight: defaultMs * use.nodes.size });
     }
     prepared.sort((a, b) => b.weight - a.weight);
@@ -224,21 +316,36 @@ export class Tuner {
       const space = site.space();
       const cands = [...space.candidates.slice(0, maxCands), ...(opts.extra?.(site) ?? [])];
       const defKey = paramsKey(site.default);
-      const ragged = this.makeCase(use.record, site.ragged(use.record.inputs.map((d) => (d ? d.dims : []))), rnd);
+      const ragged = this.makeCase(use.record, site.ragged(use.record.inputs.map((d) => (d ? d.dims : []))), rnd, opts.sampleMacs);
       // The default is timed again now and after the candidates, as warm as they are (clocks ramp, JIT tiers, caches):
       // its best time is the bar, so noise favours keeping the default, never a candidate.
       const timeOf = async (p: Params, maxMs: number): Promise<number> => {
         const r = this.target.runner(real.graph.graph, real.graph.env, { tune: forced(site.family, p) });
-        try { return await r.time(feedSets, maxMs); } finally { r.dispose(); }
+        const tt = performance.now();
+        try { return await r.time(feedSets, maxMs); } finally { r.dispose(); this.phases.timing += performance.now() - tt; }
+      };
+      // The next few candidates' kernels (ragged and real shapes) compile in parallel while one is verified and
+      // timed: one at a time, compiling took most of a candidate's turn.
+      let preparedTo = 0;
+      const prepareTo = async (end: number) => {
+        const t = performance.now();
+        for (; preparedTo < Math.min(end, cands.length); preparedTo++) {
+          for (const c of [ragged, real]) {
+            const r = this.target.runner(c.graph.graph, c.graph.env, { tune: forced(site.family, cands[preparedTo]), poison: true });
+            try { await r.prepare?.(c.graph.feeds); } catch { /* verification reports it */ } finally { r.dispose(); }
+          }
+        }
+        this.phases.compile += performance.now() - t;
       };
       const perCandidateMs = Math.max(20, Math.min(200, 10 * firstMs));
       let defaultMs = Math.min(firstMs, await timeOf(site.default, perCandidateMs));
       let win = { params: site.default, ms: defaultMs };
       let tried = 0, rejected = 0;
       const rejections: Record<string, string> = {};
-      for (const p of cands) {
+      for (const [i, p] of cands.entries()) {
         if ((performance.now() > share || opts.stop?.()) && tried > 0) break;
         tried++;
+        if (this.target.backend === 'webgpu') await prepareTo(i + PREPARE_AHEAD);
         const why = (await this.verify(site.family, p, ragged)) ?? (await this.verify(site.family, p, real));
         if (why) {
           rejected++;
@@ -264,12 +371,12 @@ export class Tuner {
       const entry: TuneEntry = { params, defaultMs, tunedMs: changed ? win.ms : defaultMs, tried, rejected, at: new Date().toISOString() };
       this.cache.set(this.target.device, site.family, site.sig, entry);
       rejectedAll += rejected;
-      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, rejections, defaultMs, tunedMs: entry.tunedMs, params, changed });
+      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, rejections, defaultMs, tunedMs: entry.tunedMs, params, changed, sampledRows: real.rows?.length });
       best = Math.max(best, defaultMs / entry.tunedMs);
       done++;
       opts.onProgress?.({ done, total: prepared.length, family: site.family, sig: site.sig, bestSpeedup: best });
     }
-    return { device: this.target.device, rows, ms: performance.now() - t0, rejected: rejectedAll, skipped };
+    return { device: this.target.device, rows, ms: performance.now() - t0, rejected: rejectedAll, skipped, phases: { ...this.phases } };
   }
 }
 

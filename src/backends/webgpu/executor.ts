@@ -317,6 +317,27 @@ export class GpuGraphRunner {
   }
 
   /**
+   * Tuning: plans every node for these feeds and starts compiling their kernels, without waiting for the compiles or
+   * running anything (the tuner starts many candidates' compiles at once: they proceed in parallel on Dawn's workers).
+   */
+  prepare(feeds: Map<string, Value>): Promise<void> {
+    return this.serial(async () => {
+      if (this.disposed) return;
+      const slots = new Map<string, Slot>();
+      for (const [k, v] of feeds) slots.set(k, hostSlot(v));
+      this.holdSubmits = true;
+      try {
+        for (const o of await this.runSlots(slots)) this.release(o);
+      } finally {
+        this.holdSubmits = false;
+        this.cmds = [];
+        for (const b of this.uploadsInRun) this.uploads.give(b);
+        this.uploadsInRun = [];
+      }
+    });
+  }
+
+  /**
    * Benchmarks only: the GPU time (ms per run, `rounds` rounds) of the recorded trace's dispatches that `keep`
    * selects, replayed `reps` times in one pass on whatever the buffers hold; what a kind of kernel costs inside the
    * model, without the one-pass-per-dispatch profile's overheads. Null without a trace (before the third run).

@@ -108,7 +108,7 @@ const MAX_NS = 16;
 function attentionSite(a: Attn, nb: number, sig: string, def: Params, budget: number, maxInv: number,
   ragged: (d: number[][]) => number[][]): TuneSite {
   return {
-    family: 'attention', sig, default: def, ragged,
+    family: 'attention', sig, default: def, ragged, rowsAt: attentionRows,
     space: () => {
       const cands = enumerate(ATTN_AXES, (p) => {
         const Br = Number(p.Br), TPR = Number(p.TPR), Bc = Number(p.Bc), split = Number(p.split);
@@ -145,6 +145,18 @@ function attentionRagged(node: Node): (d: number[][]) => number[][] {
     }
     return out;
   };
+}
+
+/**
+ * FusedAttention's inputs with R query rows (each output row depends on its query row, the keys and values, and its
+ * mask row), and the multiply-adds of the whole case: the tuner checks large cases on sampled rows.
+ */
+function attentionRows(d: number[][], R: number): { dims: number[][]; macs: number } {
+  const [q, , v, m] = d;
+  const out = d.map((x) => [...x]);
+  out[0][q.length - 2] = R;
+  if (m && m.length >= 2 && m[m.length - 2] !== 1) out[3][m.length - 2] = R;
+  return { dims: out, macs: (prod(q) / q[q.length - 1]) * v[v.length - 2] * (q[q.length - 1] + v[v.length - 1]) };
 }
 
 /**

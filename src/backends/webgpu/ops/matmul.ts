@@ -57,6 +57,21 @@ interface MatmulCall {
   mkn: (inputDims: number[][]) => [number, number, number];
 }
 
+/**
+ * splitB of the last few weights split: the tuner builds a runner per candidate on the same weights (each split takes
+ * ~90 ms at BERT sizes in JS); a model's load splits each weight once, so only a few arrays are ever held.
+ */
+const recentSplits: { b: Float32Array; key: string; out: Uint16Array }[] = [];
+function recentSplit(b: Float32Array, K: number, N: number, passes: SplitPasses, exp: number): Uint16Array {
+  const key = `${K}:${N}:${passes}:${exp}`;
+  const hit = recentSplits.find((x) => x.b === b && x.key === key);
+  if (hit) return hit.out;
+  const out = splitB(b, K, N, passes, exp);
+  recentSplits.unshift({ b, key, out });
+  recentSplits.length = Math.min(recentSplits.length, 4);
+  return out;
+}
+
 /** IEEE half bit patterns of f32 values (round to nearest even, as the reference's Cast). */
 function toF16Bits(src: Float32Array): Uint16Array {
   return new Uint16Array(new Float16Array(src).buffer);
@@ -161,6 +176,11 @@ function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPla
       const N2 = regime && N % 4 === 0 && N >= 8 ? 4 * raggedSize(N / 4) : raggedSize(N);
       return call.dimsAt(dims, raggedSize(M), raggedSize(K), N2);
     },
+    rowsAt: (dims, R) => {
+      const [M, K, N] = call.mkn(dims);
+      const batch = Math.max(1, sizeOf(dims[0]) / Math.max(1, M * K), sizeOf(dims[1]) / Math.max(1, K * N));
+      return { dims: call.dimsAt(dims, R, K, N), macs: batch * M * K * N };
+    },
   };
 }
 
@@ -237,7 +257,7 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   if (p.kind === 'tc') {
     const t = splitOf(p), ps = passes as SplitPasses, e = exp!, { BM, BN } = splitDims(t), { K, N } = call.spec;
     const data = bData!;
-    bindings[1] = { constant: ctx.constant(name, `tc${ps}:${e}:${key}`, () => splitB(data, K, N, ps, e)) };
+    bindings[1] = { constant: ctx.constant(name, `tc${ps}:${e}:${key}`, () => recentSplit(data, K, N, ps, e)) };
     bindings.push({ fault: true });
     const code = splitMatmul(call.spec, t, ps, caps.subgroupSize, 2 ** -e);
     return { outputs, dispatches: [{ code: mutate(code, false, true), bindings, groups: [Math.ceil(call.spec.N / BN), Math.ceil(call.spec.M / BM), 1] }] };
