@@ -57,23 +57,44 @@ export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
 }
 
 export function gpuTarget(gpu: GpuContext, f16: boolean, matmulPrecision: 'highest' | 'high' = 'highest'): TuneTarget {
+  const runners = new WeakMap<TuneRunner, GpuGraphRunner>();
   return {
     backend: 'webgpu',
     device: gpuDeviceId(gpu, f16, matmulPrecision),
     f16,
+    async timeTogether(trs, feedSets, maxMs) {
+      const rs = trs.map((t) => runners.get(t)!);
+      // Enough runs per pass that a round of all of them takes about a fifth of the time allowed.
+      const [[one]] = await GpuGraphRunner.timeTogether([rs[0]], feedSets, 3, 1);
+      const reps = Math.max(3, Math.min(500, Math.round(maxMs / 5 / rs.length / Math.max(one, 1e-3))));
+      const rounds = await GpuGraphRunner.timeTogether(rs, feedSets, reps, 5);
+      return rs.map((_, k) => median(rounds.map((row) => row[k])));
+    },
     runner(graph, env, opts): TuneRunner {
       const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16, matmulPrecision });
-      return {
+      const tr: TuneRunner = {
         run: (feeds) => r.run(feeds),
         prepare: (feeds) => r.prepare(feeds),
         async time(feedSets: Map<string, Value>[], maxMs: number) {
           // Calibrate: enough dispatches per submit that one round takes about a fifth of the time allowed.
-          const [one] = await r.timeRuns(feedSets, 3, 1);
-          const reps = Math.max(3, Math.min(500, Math.round(maxMs / 5 / Math.max(one, 1e-3))));
-          return median(await r.timeRuns(feedSets, reps, 5));
+          const repsFor = (ms: number) => Math.max(3, Math.min(500, Math.round(maxMs / 5 / Math.max(ms, 1e-3))));
+          let [one] = await r.timeRuns(feedSets, 3, 1);
+          // The GPU leaves its low-power state only after sustained work: on the H100 a GEMM timed after the GPU
+          // idled (compiling, the reference on the CPU) measured 3–5× slower for its first 0.1–0.4 s. Rounds until
+          // one stops improving (within the time allowed), then the measurement.
+          const t0 = performance.now();
+          for (let w = 0; w < 8 && performance.now() - t0 < maxMs; w++) {
+            const [t] = await r.timeRuns(feedSets, repsFor(one), 1);
+            const better = t < one * 0.95;
+            one = Math.min(one, t);
+            if (!better && w > 0) break;
+          }
+          return median(await r.timeRuns(feedSets, repsFor(one), 5));
         },
         dispose: () => r.dispose(),
       };
+      runners.set(tr, r);
+      return tr;
     },
   };
 }

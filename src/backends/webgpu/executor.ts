@@ -291,11 +291,29 @@ export class GpuGraphRunner {
   }
 
   private async timeRunsOnce(feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[]> {
+    const rec = await this.recordTimed(feedSets);
+    try {
+      return (await timeLists([{ runner: this, lists: rec.lists }], reps, rounds)).map((t) => t[0]);
+    } finally {
+      rec.release();
+    }
+  }
+
+  /**
+   * Runs recorded for timing, one dispatch list per feed set (nothing submitted), and how to release what they hold.
+   * Call inside serial().
+   */
+  private async recordTimed(feedSets: Map<string, Value>[]): Promise<{ lists: Recorded[][]; release(): void }> {
     if (this.disposed) throw new ExecutionError('the session was released');
     checkLost(this.gpu);
-    const device = this.gpu.device;
     const lists: Recorded[][] = [];
     const held: Slot[] = [];
+    const release = () => {
+      for (const s of held) this.release(s);
+      for (const b of this.uploadsInRun) this.uploads.give(b);
+      this.uploadsInRun = [];
+      this.cmds = [];
+    };
     try {
       for (const feeds of feedSets) {
         const slots = new Map<string, Slot>();
@@ -307,13 +325,29 @@ export class GpuGraphRunner {
         lists.push(this.cmds.splice(0) as Recorded[]);
       }
       this.stats.timedDispatches = lists[0]?.length ?? 0;
-      return await this.timeLists(lists, reps, rounds);
-    } finally {
-      for (const s of held) this.release(s);
-      for (const b of this.uploadsInRun) this.uploads.give(b);
-      this.uploadsInRun = [];
-      this.cmds = [];
+      return { lists, release };
+    } catch (e) {
+      release();
+      throw e;
     }
+  }
+
+  /**
+   * GPU time of one run of each runner's graph (ms), measured together: every round puts each runner's `reps` runs in
+   * a pass of its own, all in one submit, so that they meet the GPU in the same clock state (a GPU that idled runs at
+   * a fraction of its clocks for its first tenths of a second of work: times taken apart are not comparable). The
+   * first round warms up and is not counted. Runners of one device. Returns, per round, the ms of each runner.
+   */
+  static timeTogether(runners: GpuGraphRunner[], feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[][]> {
+    return runners[0].serial(async () => {
+      const recs: { runner: GpuGraphRunner; lists: Recorded[][]; release(): void }[] = [];
+      try {
+        for (const runner of runners) recs.push({ runner, ...(await runner.recordTimed(feedSets)) });
+        return (await timeLists(recs, reps, rounds + 1)).slice(1);
+      } finally {
+        for (const r of recs) r.release();
+      }
+    });
   }
 
   /**
@@ -345,52 +379,8 @@ export class GpuGraphRunner {
   timeTrace(keep: (node: Node, d: Dispatch) => boolean, reps: number, rounds: number): Promise<number[] | null> {
     return this.serial(async () => {
       const t = this.trace;
-      return t ? this.timeLists([t.cmds.filter((c) => keep(c.node, c.dispatch))], reps, rounds) : null;
+      return t ? (await timeLists([{ runner: this, lists: [t.cmds.filter((c) => keep(c.node, c.dispatch))] }], reps, rounds)).map((x) => x[0]) : null;
     });
-  }
-
-  /** GPU time of the command lists (rotated), `reps` of them per pass, one pass per round: ms per list, per round. */
-  private async timeLists(lists: Recorded[][], reps: number, rounds: number): Promise<number[]> {
-    const device = this.gpu.device;
-    await Promise.all(lists.flat().map((c) => c.entry.promise));
-    for (const c of lists.flat()) c.entry.pipeline ??= await c.entry.promise;
-    const stamps = this.gpu.caps.timestamps;
-    const times: number[] = [];
-    for (let r = 0; r < rounds; r++) {
-      const enc = device.createCommandEncoder();
-      const qs = stamps ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
-      const pass = enc.beginComputePass(qs ? { timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined);
-      for (let i = 0; i < reps; i++) {
-        for (const c of lists[i % lists.length]) {
-          pass.setPipeline(c.entry.pipeline!);
-          pass.setBindGroup(0, this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers, c.faultAt));
-          pass.dispatchWorkgroups(...c.dispatch.groups);
-        }
-      }
-      pass.end();
-      let read: GPUBuffer | null = null;
-      if (qs) {
-        const resolve = device.createBuffer({ size: 16, usage: 0x200 | 0x04 });
-        read = device.createBuffer({ size: 16, usage: USAGE_READBACK });
-        enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-        enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-      }
-      const t0 = performance.now();
-      device.queue.submit([enc.finish()]);
-      await device.queue.onSubmittedWorkDone();
-      const wall = performance.now() - t0;
-      if (read) {
-        await read.mapAsync(MAP_READ);
-        const t = new BigUint64Array(read.getMappedRange());
-        const ns = Number(t[1] - t[0]);
-        read.unmap(); read.destroy(); qs!.destroy();
-        times.push(ns > 0 ? ns / 1e6 / reps : wall / reps);
-      } else {
-        times.push(wall / reps);
-      }
-    }
-    checkLost(this.gpu);
-    return times;
   }
 
   /** Forgets every plan (tuned parameters changed): the next run plans again; pipelines stay cached by their code. */
@@ -996,6 +986,11 @@ export class GpuGraphRunner {
     }
   }
 
+  /** The bind group of a recorded dispatch (timeLists). */
+  bindGroupFor(c: Recorded): GPUBindGroup {
+    return this.bindGroup(c.dispatch, c.entry.pipeline!, c.buffers, c.faultAt);
+  }
+
   private bindGroup(d: Dispatch, pipeline: GPUComputePipeline, buffers: GPUBuffer[], faultAt?: FaultAt): GPUBindGroup {
     // A node's fault slot never moves, so the buffers alone key the cache.
     const cached = this.bindGroups.get(d);
@@ -1149,6 +1144,72 @@ export class GpuGraphRunner {
     this.faultPages.length = 0;
     this.faultSlots.clear();
   }
+}
+
+/**
+ * GPU time of each runner's command lists (rotated), `reps` of them in a pass per runner, all runners' passes in one
+ * submit per round: ms per list run, per round and runner. Timestamp queries where the adapter has them, else the
+ * wall clock to the queue's completion (then one runner at a time).
+ */
+async function timeLists(entries: { runner: GpuGraphRunner; lists: Recorded[][] }[], reps: number, rounds: number): Promise<number[][]> {
+  const gpu = entries[0].runner.gpu;
+  const device = gpu.device;
+  const all = entries.flatMap((e) => e.lists.flat());
+  await Promise.all(all.map((c) => c.entry.promise));
+  for (const c of all) c.entry.pipeline ??= await c.entry.promise;
+  const stamps = gpu.caps.timestamps;
+  const times: number[][] = [];
+  const encodeRuns = (pass: GPUComputePassEncoder, e: { runner: GpuGraphRunner; lists: Recorded[][] }) => {
+    for (let i = 0; i < reps; i++) {
+      for (const c of e.lists[i % e.lists.length]) {
+        pass.setPipeline(c.entry.pipeline!);
+        pass.setBindGroup(0, e.runner.bindGroupFor(c));
+        pass.dispatchWorkgroups(...c.dispatch.groups);
+      }
+    }
+  };
+  for (let r = 0; r < rounds; r++) {
+    if (!stamps) {
+      const row: number[] = [];
+      for (const e of entries) {
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        encodeRuns(pass, e);
+        pass.end();
+        const t0 = performance.now();
+        device.queue.submit([enc.finish()]);
+        await device.queue.onSubmittedWorkDone();
+        row.push((performance.now() - t0) / reps);
+      }
+      times.push(row);
+      continue;
+    }
+    const n = entries.length;
+    const enc = device.createCommandEncoder();
+    const qs = device.createQuerySet({ type: 'timestamp', count: 2 * n });
+    entries.forEach((e, k) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * k, endOfPassWriteIndex: 2 * k + 1 } });
+      encodeRuns(pass, e);
+      pass.end();
+    });
+    const resolve = device.createBuffer({ size: 16 * n, usage: 0x200 | 0x04 });
+    const read = device.createBuffer({ size: 16 * n, usage: USAGE_READBACK });
+    enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
+    const t0 = performance.now();
+    device.queue.submit([enc.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    const wall = performance.now() - t0;
+    await read.mapAsync(MAP_READ);
+    const t = new BigUint64Array(read.getMappedRange());
+    times.push(entries.map((_, k) => {
+      const ns = Number(t[2 * k + 1] - t[2 * k]);
+      return ns > 0 ? ns / 1e6 / reps : wall / n / reps;
+    }));
+    read.unmap(); read.destroy(); resolve.destroy(); qs.destroy();
+  }
+  checkLost(gpu);
+  return times;
 }
 
 /** Fault word 0: 1 an index out of range (word 1 the index); 2 a GEMM input past the f16 range (word 1 its f32 bits). */
