@@ -19,7 +19,7 @@ import { DTYPES, sizeOf, Tensor, type TypedArray, type Value } from './tensor.js
 import { entryKey, sharedCache, saveCache, TuneCache } from './tune/cache.js';
 import { cacheHooks, Tuner, type SiteUse, type TuneProgress, type TuneReport, type TuneRunOptions, type TuneTarget } from './tune/tuner.js';
 import { gpuTarget, wasmTarget } from './tune/targets.js';
-import type { SiteRecord } from './tune/site.js';
+import { DEFAULTS_ONLY, type SiteRecord } from './tune/site.js';
 
 export type BackendName = 'reference' | 'wasm' | 'webgpu';
 
@@ -105,6 +105,8 @@ export class InferenceSession {
   private gpu: GpuGraphRunner | null = null;
   private tuneTarget: TuneTarget | null = null;
   private tuneCache: TuneCache | null = null;
+  /** The last run()'s feeds (host tensors): the whole model is timed on them after tuning. */
+  private lastFeeds: Map<string, Value> | null = null;
   /** Distinct kernels the runs so far planned (the tuner's work list). */
   private readonly sites = new Map<string, SiteUse>();
   private tuningMode: 'cache' | 'background' | 'off' = 'cache';
@@ -215,11 +217,46 @@ export class InferenceSession {
     if (opts.feeds) await this.run(opts.feeds);
     if (this.sites.size === 0) throw new InputError('nothing to tune yet: no run has planned a kernel', {}, 'run the session once first, or pass { feeds }');
     const cache = this.tuneCache ?? new TuneCache();
-    const report = await new Tuner(this.tuneTarget, cache).tune([...this.sites.values()], { ...opts, stop: () => this.released || !!opts.stop?.() });
+    // WebGPU keeps a tenth of the budget for timing the whole model after (checkTunedModel).
+    const budgetMs = this.gpu ? (opts.budgetMs ?? 30_000) * 0.9 : opts.budgetMs;
+    const report = await new Tuner(this.tuneTarget, cache).tune([...this.sites.values()], { ...opts, budgetMs, stop: () => this.released || !!opts.stop?.() });
     this.gpu?.invalidatePlans();
     this.wasm?.runner.invalidatePlans();
+    if (this.gpu && this.lastFeeds && cache === this.tuneCache && report.rows.some((r) => r.changed) && !this.released) {
+      report.model = await this.checkTunedModel(report, cache, opts.keepBelow ?? 0.99);
+    }
     if (this.tuneCache) await saveCache(this.tuneCache).catch(() => undefined);
     return report;
+  }
+
+  /**
+   * WebGPU: the whole model with the tuned kernels against its defaults, on the last run's feeds, GPU time in
+   * alternating rounds after a warm-up. Kernels faster alone can be slower in the model (caches, the kernels around
+   * them): a tuned model that is not faster gets its defaults back, in the cache too.
+   */
+  private async checkTunedModel(report: TuneReport, cache: TuneCache, keepBelow: number): Promise<NonNullable<TuneReport['model']>> {
+    const gpu = this.gpu!;
+    const tuned = cacheHooks(cache, this.tuneTarget!.device);
+    const feeds = [this.lastFeeds!];
+    // Both plans in every submit (one pass each), so that they meet the GPU in the same clock state.
+    const [[one]] = await gpu.timeWithHooks([tuned], feeds, 1, 1);
+    const reps = Math.max(2, Math.min(50, Math.round(20 / Math.max(one, 0.05))));
+    const rounds = await gpu.timeWithHooks([DEFAULTS_ONLY, tuned], feeds, reps, 5);
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    const defaultMs = med(rounds.map((r) => r[0])), tunedMs = med(rounds.map((r) => r[1]));
+    const kept = tunedMs < defaultMs * keepBelow;
+    if (!kept) {
+      for (const row of report.rows) {
+        if (!row.changed) continue;
+        const e = cache.get(this.tuneTarget!.device, row.family, row.sig);
+        if (e) cache.set(this.tuneTarget!.device, row.family, row.sig, { ...e, params: row.defaultParams, tunedMs: e.defaultMs });
+        row.params = row.defaultParams;
+        row.tunedMs = row.defaultMs;
+        row.changed = false;
+      }
+    }
+    gpu.setTuning(tuned);
+    return { defaultMs, tunedMs, kept };
   }
 
   /** Wasm backend: threads in use and why fewer than asked, if so. */
@@ -252,6 +289,7 @@ export class InferenceSession {
   async run(feeds: Feeds, fetches?: readonly string[]): Promise<Outputs> {
     if (!this.wasm && !this.gpu) return this.runSync(feeds, fetches);
     const feedMap = this.checkFeeds(feeds);
+    if ([...feedMap.values()].every((v) => v instanceof Tensor)) this.lastFeeds = feedMap as Map<string, Value>;
     this.armDeadline();
     // checkFeeds lets GpuTensors through to the WebGPU backend only.
     let values: Value[];

@@ -67,6 +67,8 @@ export interface TuneRow {
   changed: boolean;
   /** Rows of the real-shape output verified against the reference, where a large case was checked on sampled rows. */
   sampledRows?: number;
+  /** The kernel's default parameters. */
+  defaultParams: Params;
 }
 
 export interface TuneReport {
@@ -84,6 +86,11 @@ export interface TuneReport {
    * candidates' timings.
    */
   phases?: { prepare: number; compile: number; verify: number; reference: number; timing: number };
+  /**
+   * The whole model with the tuned kernels against its defaults (GPU ms per run, alternating rounds), where the session
+   * checked it: `kept` false when the tuned model was not faster and the defaults were put back.
+   */
+  model?: { defaultMs: number; tunedMs: number; kept: boolean };
 }
 
 export interface TuneRunOptions {
@@ -106,6 +113,8 @@ export interface TuneRunOptions {
   stop?: () => boolean;
   /** Cases past this many multiply-adds are verified on sampled rows (default SAMPLE_MACS; tests lower it). */
   sampleMacs?: number;
+  /** WebGPU sessions: the tuned model is kept when its GPU time is below the defaults' times this (default 0.99). */
+  keepBelow?: number;
 }
 
 /** Relative tolerance of verification: f32 kernels, and f16 storage of weights. */
@@ -390,7 +399,7 @@ export class Tuner {
       const entry: TuneEntry = { params, defaultMs, tunedMs: changed ? win.ms : defaultMs, tried, rejected, at: new Date().toISOString() };
       this.cache.set(this.target.device, site.family, site.sig, entry);
       rejectedAll += rejected;
-      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, rejections, defaultMs, tunedMs: entry.tunedMs, params, changed, sampledRows: real.rows?.length });
+      rows.push({ family: site.family, sig: site.sig, nodes: use.nodes.size, before: space.before, after: space.candidates.length, tried, rejected, rejections, defaultMs, tunedMs: entry.tunedMs, params, changed, sampledRows: real.rows?.length, defaultParams: site.default });
       best = Math.max(best, defaultMs / entry.tunedMs);
       done++;
       opts.onProgress?.({ done, total: prepared.length, family: site.family, sig: site.sig, bestSpeedup: best });

@@ -383,6 +383,33 @@ export class GpuGraphRunner {
     });
   }
 
+  /** Plans from now on with these tuning hooks (the session's end-to-end check of tuned kernels). */
+  setTuning(hooks: TuneOptions['tune']): void {
+    (this.opts as GpuRunnerOptions).tune = hooks;
+    this.invalidatePlans();
+  }
+
+  /**
+   * GPU time of a run of the graph planned with each of these tuning hooks, measured together as timeTogether does
+   * (each round one submit with a pass per hooks; the first round a warm-up): per round, ms per hooks. Planning ends
+   * with the last hooks.
+   */
+  timeWithHooks(hooks: NonNullable<TuneOptions['tune']>[], feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[][]> {
+    return this.serial(async () => {
+      const recs: { runner: GpuGraphRunner; lists: Recorded[][]; release(): void }[] = [];
+      try {
+        // Each recording holds its outputs only: the lists may share intermediate buffers, which timing allows.
+        for (const h of hooks) {
+          this.setTuning(h);
+          recs.push({ runner: this, ...(await this.recordTimed(feedSets)) });
+        }
+        return (await timeLists(recs, reps, rounds + 1)).slice(1);
+      } finally {
+        for (const r of recs) r.release();
+      }
+    });
+  }
+
   /** Forgets every plan (tuned parameters changed): the next run plans again; pipelines stay cached by their code. */
   invalidatePlans(): void {
     for (const m of this.plans) m.clear();

@@ -57,6 +57,15 @@ interface MatmulCall {
   mkn: (inputDims: number[][]) => [number, number, number];
 }
 
+/** splitExponent per weight array (a plan scans the weight for it: 72 scans of ~5 ms each per BERT-base replan). */
+const exponents = new WeakMap<Float32Array, Map<SplitPasses, number | null>>();
+function exponentOf(b: Float32Array, passes: SplitPasses): number | null {
+  let m = exponents.get(b);
+  if (!m) { m = new Map(); exponents.set(b, m); }
+  if (!m.has(passes)) m.set(passes, splitExponent(b, passes));
+  return m.get(passes)!;
+}
+
 /**
  * splitB of the last few weights split: the tuner builds a runner per candidate on the same weights (each split takes
  * ~90 ms at BERT sizes in JS); a model's load splits each weight once, so only a few arrays are ever held.
@@ -231,7 +240,7 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   const tcDef = passes ? splitDefault(spec, passes, caps.subgroupSize, caps.maxInvocations, caps.maxWorkgroupStorage) : null;
   if (passes && tcDef) {
     bData = call.bConst!.data();
-    exp = splitExponent(bData, passes);
+    exp = exponentOf(bData, passes);
   }
   if (exp === null || !tcDef) passes = 0;
   // precision 'f16' without tensor cores: constant weights are read as f16 (half the bytes; products and sums stay f32).
