@@ -86,6 +86,24 @@ test('tuning on webgpu: injected wrong candidates in every family are rejected, 
   await injectAll('webgpu');
 });
 
+/** Tunes `family` with every fault planted and sampled verification forced: each fault is rejected, nothing else is. */
+async function sampledFaultsRejected(s: InferenceSession, family: Family, maxCandidates: number): Promise<void> {
+  let faults: string[] = [];
+  const report = await s.tune({
+    budgetMs: 600_000, force: true, maxCandidates, sampleMacs: 0, families: [family],
+    extra: (site) => { faults = site.faults?.() ?? [...FAULTS]; return faults.map((fault) => ({ ...site.default, fault })); },
+  });
+  assert.equal(report.rows.length, 1);
+  const [r] = report.rows;
+  assert.equal(r.sampledRows, 32, `${family}: the real shape was verified on sampled rows`);
+  assert.equal(r.params.fault, undefined);
+  assert.ok(faults.length >= 3, `${family}: faults planted: ${faults}`);
+  const rejected = new Set(Object.keys(r.rejections).map((k) => /(?:^|,)fault=(\w+)/.exec(k)?.[1]));
+  for (const f of faults) assert.ok(rejected.has(f), `${family}: the '${f}' fault passed sampled verification`);
+  // The candidates that are right passed it (nothing else was rejected).
+  assert.equal(r.rejected, faults.length, JSON.stringify(r.rejections));
+}
+
 test('tuning on webgpu: large matmuls and attention verified on sampled rows still reject every injected fault', { timeout: 600_000 }, async () => {
   // A GEMM with bias and residual (one FusedMatMul), verified on sampled rows at both shapes (sampleMacs 0): the
   // reference computes 32 of the 200 (ragged 125) rows, and the rest of the output must have been written.
@@ -104,20 +122,7 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
   const s = await InferenceSession.create(model, { backend: 'webgpu', tuning: 'off' });
   try {
     await s.run(feeds);
-    let faults: string[] = [];
-    const report = await s.tune({
-      budgetMs: 600_000, force: true, maxCandidates: 2, sampleMacs: 0, families: ['matmul'],
-      extra: (site) => { faults = site.faults?.() ?? [...FAULTS]; return faults.map((fault) => ({ ...site.default, fault })); },
-    });
-    assert.equal(report.rows.length, 1);
-    const [r] = report.rows;
-    assert.equal(r.sampledRows, 32, 'the real shape was verified on sampled rows');
-    assert.equal(r.params.fault, undefined);
-    assert.ok(faults.length >= 3, `faults planted: ${faults}`);
-    const rejected = new Set(Object.keys(r.rejections).map((k) => /(?:^|,)fault=(\w+)/.exec(k)?.[1]));
-    for (const f of faults) assert.ok(rejected.has(f), `the '${f}' fault passed sampled verification`);
-    // The candidates that are right passed it (nothing else was rejected).
-    assert.equal(r.rejected, faults.length, JSON.stringify(r.rejections));
+    await sampledFaultsRejected(s, 'matmul', 2);
   } finally {
     await s.release();
   }
@@ -126,18 +131,7 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
   try {
     const S = 64;
     await enc.run({ input_ids: randomInt64([1, S], 5, 1000), attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n).fill(0n, 60), [1, S]), token_type_ids: new Tensor('int64', new BigInt64Array(S), [1, S]) });
-    let faults: string[] = [];
-    const report = await enc.tune({
-      budgetMs: 600_000, force: true, maxCandidates: 1, sampleMacs: 0, families: ['attention'],
-      extra: (site) => { faults = site.faults?.() ?? [...FAULTS]; return faults.map((fault) => ({ ...site.default, fault })); },
-    });
-    assert.equal(report.rows.length, 1);
-    const [r] = report.rows;
-    assert.equal(r.sampledRows, 32);
-    assert.equal(r.params.fault, undefined);
-    const rejected = new Set(Object.keys(r.rejections).map((k) => /(?:^|,)fault=(\w+)/.exec(k)?.[1]));
-    for (const f of faults) assert.ok(rejected.has(f), `attention: the '${f}' fault passed sampled verification`);
-    assert.equal(r.rejected, faults.length, JSON.stringify(r.rejections));
+    await sampledFaultsRejected(enc, 'attention', 1);
   } finally {
     await enc.release();
   }
