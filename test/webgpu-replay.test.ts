@@ -141,3 +141,25 @@ test('webgpu timeRuns replays every dispatch of the run (none submitted while it
   assert.equal(s.gpuStats!.timedDispatches, recorded);
   await s.release();
 });
+
+test('webgpu: a CPU node whose output came out large runs on the GPU from the next run on', { timeout: 300_000 }, async () => {
+  // encoder-small's token-type embedding: a Gather of [8, 32] ids (small, on the CPU) from a [2, 128] table makes
+  // [8, 32, 128] = 32768 values, past the CPU's 16384: uploading that every run cost more than the kernel.
+  const s = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', replay: false });
+  const plain = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'reference' });
+  const perRun: { cpu: number; gpu: number }[] = [];
+  for (let i = 0; i < 3; i++) {
+    const before = { cpu: s.gpuStats!.cpuNodes, gpu: s.gpuStats!.gpuNodes };
+    const feeds = encoderFeeds(8, 32, i);
+    const got = (await s.run(feeds)).last_hidden_state;
+    perRun.push({ cpu: s.gpuStats!.cpuNodes - before.cpu, gpu: s.gpuStats!.gpuNodes - before.gpu });
+    const want = (await plain.run(feeds)).last_hidden_state;
+    let md = 0, mx = 0;
+    for (let k = 0; k < data(want).length; k++) { md = Math.max(md, Math.abs(data(got)[k] - data(want)[k])); mx = Math.max(mx, Math.abs(data(want)[k])); }
+    assert.ok(md <= 1e-4 * mx, `run ${i}: ${md / mx}`);
+  }
+  assert.deepEqual(perRun[1], { cpu: perRun[0].cpu - 1, gpu: perRun[0].gpu + 1 }, JSON.stringify(perRun));
+  assert.deepEqual(perRun[2], perRun[1]);
+  await s.release();
+  await plain.release();
+});
