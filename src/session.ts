@@ -217,33 +217,51 @@ export class InferenceSession {
     if (opts.feeds) await this.run(opts.feeds);
     if (this.sites.size === 0) throw new InputError('nothing to tune yet: no run has planned a kernel', {}, 'run the session once first, or pass { feeds }');
     const cache = this.tuneCache ?? new TuneCache();
-    // WebGPU keeps a tenth of the budget for timing the whole model after (checkTunedModel).
-    const budgetMs = this.gpu ? (opts.budgetMs ?? 30_000) * 0.9 : opts.budgetMs;
+    // A tenth of the budget is kept for timing the whole model after (checkTunedModel).
+    const budgetMs = (opts.budgetMs ?? 30_000) * 0.9;
     const report = await new Tuner(this.tuneTarget, cache).tune([...this.sites.values()], { ...opts, budgetMs, stop: () => this.released || !!opts.stop?.() });
     this.gpu?.invalidatePlans();
     this.wasm?.runner.invalidatePlans();
-    if (this.gpu && this.lastFeeds && cache === this.tuneCache && report.rows.some((r) => r.changed) && !this.released) {
-      report.model = await this.checkTunedModel(report, cache, opts.keepBelow ?? 0.99);
+    if (this.lastFeeds && cache === this.tuneCache && report.rows.some((r) => r.changed) && !this.released) {
+      report.model = await this.checkTunedModel(report, cache, opts.keepBelow ?? 0.99, (opts.budgetMs ?? 30_000) * 0.1);
     }
     if (this.tuneCache) await saveCache(this.tuneCache).catch(() => undefined);
     return report;
   }
 
   /**
-   * WebGPU: the whole model with the tuned kernels against its defaults, on the last run's feeds, GPU time in
-   * alternating rounds after a warm-up. Kernels faster alone can be slower in the model (caches, the kernels around
-   * them): a tuned model that is not faster gets its defaults back, in the cache too.
+   * The whole model with the tuned kernels against its defaults, on the last run's feeds: on WebGPU the GPU time of
+   * both in the same submits, on Wasm wall times in alternating rounds. Kernels faster alone can be slower in the
+   * model (caches, the kernels around them): a tuned model that is not faster gets its defaults back, in the cache too.
    */
-  private async checkTunedModel(report: TuneReport, cache: TuneCache, keepBelow: number): Promise<NonNullable<TuneReport['model']>> {
-    const gpu = this.gpu!;
+  private async checkTunedModel(report: TuneReport, cache: TuneCache, keepBelow: number, maxMs: number): Promise<NonNullable<TuneReport['model']>> {
     const tuned = cacheHooks(cache, this.tuneTarget!.device);
-    const feeds = [this.lastFeeds!];
-    // Both plans in every submit (one pass each), so that they meet the GPU in the same clock state.
-    const [[one]] = await gpu.timeWithHooks([tuned], feeds, 1, 1);
-    const reps = Math.max(2, Math.min(50, Math.round(20 / Math.max(one, 0.05))));
-    const rounds = await gpu.timeWithHooks([DEFAULTS_ONLY, tuned], feeds, reps, 5);
     const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-    const defaultMs = med(rounds.map((r) => r[0])), tunedMs = med(rounds.map((r) => r[1]));
+    let defaultMs: number, tunedMs: number;
+    if (this.gpu) {
+      // Both plans in every submit (one pass each), so that they meet the GPU in the same clock state.
+      const feeds = [this.lastFeeds!];
+      const [[one]] = await this.gpu.timeWithHooks([tuned], feeds, 1, 1);
+      const reps = Math.max(2, Math.min(50, Math.round(20 / Math.max(one, 0.05))));
+      const rounds = await this.gpu.timeWithHooks([DEFAULTS_ONLY, tuned], feeds, reps, 5);
+      defaultMs = med(rounds.map((r) => r[0]));
+      tunedMs = med(rounds.map((r) => r[1]));
+    } else {
+      // Wasm: wall time of a run with each, alternating (after a run that plans), 3 to 7 rounds within maxMs.
+      const r = this.wasm!.runner, feeds = this.lastFeeds!;
+      const once = async (hooks: typeof tuned) => {
+        r.setTuning(hooks);
+        await r.run(feeds);
+        const t = performance.now();
+        await r.run(feeds);
+        return performance.now() - t;
+      };
+      const d: number[] = [], t: number[] = [];
+      const end = performance.now() + maxMs;
+      for (let k = 0; k < 7 && (k < 3 || performance.now() < end); k++) { d.push(await once(DEFAULTS_ONLY)); t.push(await once(tuned)); }
+      defaultMs = med(d);
+      tunedMs = med(t);
+    }
     const kept = tunedMs < defaultMs * keepBelow;
     if (!kept) {
       for (const row of report.rows) {
@@ -255,7 +273,7 @@ export class InferenceSession {
         row.changed = false;
       }
     }
-    gpu.setTuning(tuned);
+    if (this.gpu) this.gpu.setTuning(tuned); else this.wasm!.runner.setTuning(tuned);
     return { defaultMs, tunedMs, kept };
   }
 

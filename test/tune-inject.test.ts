@@ -137,18 +137,18 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
   }
 });
 
-test('tuning on webgpu: a tuned model that is not faster than its defaults gets them back', { timeout: 600_000 }, async () => {
+test('tuning on wasm and webgpu: a tuned model that is not faster than its defaults gets them back', { timeout: 600_000 }, async () => {
   const feeds = encoderFeeds();
   const ref = await (await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'reference' })).run(feeds);
-  for (const keepBelow of [0, Infinity]) {
-    const s = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu' });
+  for (const [backend, keepBelow] of [['wasm', 0], ['wasm', Infinity], ['webgpu', 0], ['webgpu', Infinity]] as const) {
+    const s = await InferenceSession.create(fixture('encoder-small.onnx'), { backend, threads: 2 });
     try {
       await s.run(feeds);
       // margin 100: any right candidate replaces its default; then the whole model decides (keepBelow 0: never kept).
       const report = await s.tune({ budgetMs: 600_000, force: true, maxCandidates: 2, margin: 100, families: ['matmul'], keepBelow });
-      assert.ok(report.model, 'the whole model was timed');
+      assert.ok(report.model, `${backend}: the whole model was timed`);
       assert.ok(report.model!.defaultMs > 0 && report.model!.tunedMs > 0);
-      assert.equal(report.model!.kept, keepBelow === Infinity);
+      assert.equal(report.model!.kept, keepBelow === Infinity, backend);
       const changed = report.rows.filter((r) => r.changed);
       if (keepBelow === 0) {
         assert.equal(changed.length, 0, 'every winner was put back');

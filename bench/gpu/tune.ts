@@ -51,7 +51,6 @@ let md = 0, mx = 0;
 const a = out.last_hidden_state.data as Float32Array, r = ref.last_hidden_state.data as Float32Array;
 for (let i = 0; i < a.length; i++) { md = Math.max(md, Math.abs(a[i] - r[i])); mx = Math.max(mx, Math.abs(r[i])); }
 console.log(formatReport(report));
-if (report.model) console.log(`whole model after tuning (GPU ms per run, alternating rounds): default ${report.model.defaultMs.toFixed(3)}, tuned ${report.model.tunedMs.toFixed(3)}: ${report.model.kept ? 'kept' : 'not faster, defaults put back'}`);
 if (report.phases) console.log(`tuning time by phase (ms): ${Object.entries(report.phases).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
 console.log(`${backend} ${model.split('/').pop()} b${B} s${S}: warm ${before.toFixed(3)} ms default → ${after.toFixed(3)} ms tuned (alternating rounds) (${(before / after).toFixed(2)}×); tuning ${(tuneMs / 1000).toFixed(2)} s (budget ${(Number(budget) / 1000).toFixed(0)} s); tuned vs default outputs ${(md / mx).toExponential(1)}`);
 if (gpuBefore && gpuAfter) console.log(`GPU time of a run: ${gpuBefore.toFixed(3)} ms default → ${gpuAfter.toFixed(3)} ms tuned (${(gpuBefore / gpuAfter).toFixed(2)}×)`);

@@ -13,5 +13,8 @@ export function formatReport(r: TuneReport): string {
   const out = [line(head), ...rows.map(line)];
   if (r.skipped) out.push(`${r.skipped} kernels left untuned (budget)`);
   out.push(`${r.rows.length} kernels tuned, ${r.rejected} candidates rejected by verification, device ${r.device}`);
+  if (r.model) {
+    out.push(`whole model: ${r.model.defaultMs.toFixed(3)} ms with the defaults, ${r.model.tunedMs.toFixed(3)} ms tuned: ${r.model.kept ? 'kept' : 'not faster, the defaults put back'}`);
+  }
   return out.join('\n');
 }

@@ -363,7 +363,8 @@ export class Tuner {
       const together = this.target.timeTogether?.bind(this.target);
       const defRunner = together ? this.target.runner(real.graph.graph, real.graph.env, { tune: forced(site.family, site.default) }) : null;
       let defaultMs = together ? firstMs : Math.min(firstMs, await timeOf(site.default, perCandidateMs));
-      let win = { params: site.default, ms: defaultMs, ratio: 1 };
+      // The fastest candidate other than the default; it replaces the default if it beats it by the margin.
+      let win = { params: site.default, ms: Infinity, ratio: Infinity };
       let tried = 0, rejected = 0;
       let lastStart = performance.now(), lastMs = 0;
       const rejections: Record<string, string> = {};
@@ -407,9 +408,10 @@ export class Tuner {
         }
       }
       defRunner?.dispose();
+      if (win.params === site.default) win = { params: site.default, ms: defaultMs, ratio: 1 };
       if (!together && win.params !== site.default) defaultMs = Math.min(defaultMs, await timeOf(site.default, perCandidateMs));
       // Timed together, the winner's ratio to the default measured with it decides (the default's ms is that one).
-      const changed = together ? win.ratio < margin : win.ms < defaultMs * margin;
+      const changed = win.params !== site.default && (together ? win.ratio < margin : win.ms < defaultMs * margin);
       const params = changed ? win.params : site.default;
       const entry: TuneEntry = { params, defaultMs, tunedMs: changed ? win.ms : defaultMs, tried, rejected, at: new Date().toISOString() };
       this.cache.set(this.target.device, site.family, site.sig, entry);

@@ -157,6 +157,12 @@ export class WasmGraphRunner {
     if (--b.refs === 0) this.rt.mem.release(b.ptr);
   }
 
+  /** Plans from now on with these tuning hooks (its If branches too, which share the options). */
+  setTuning(hooks: WasmRunnerOptions['tune']): void {
+    (this.opts as WasmRunnerOptions).tune = hooks;
+    this.invalidatePlans();
+  }
+
   /** Forgets every plan (tuned parameters changed): the next run plans again; compiled kernels stay cached. */
   invalidatePlans(): void {
     for (const m of this.plans) m.clear();
