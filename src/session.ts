@@ -20,6 +20,7 @@ import { entryKey, sharedCache, saveCache, TuneCache } from './tune/cache.js';
 import { cacheHooks, Tuner, type SiteUse, type TuneProgress, type TuneReport, type TuneRunOptions, type TuneTarget } from './tune/tuner.js';
 import { gpuTarget, wasmTarget } from './tune/targets.js';
 import { DEFAULTS_ONLY, type SiteRecord } from './tune/site.js';
+import { median } from './util/stats.js';
 
 export type BackendName = 'reference' | 'wasm' | 'webgpu';
 
@@ -236,7 +237,6 @@ export class InferenceSession {
    */
   private async checkTunedModel(report: TuneReport, cache: TuneCache, keepBelow: number, maxMs: number): Promise<NonNullable<TuneReport['model']>> {
     const tuned = cacheHooks(cache, this.tuneTarget!.device);
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
     let defaultMs: number, tunedMs: number;
     if (this.gpu) {
       // Both plans in every submit (one pass each), so that they meet the GPU in the same clock state.
@@ -244,8 +244,8 @@ export class InferenceSession {
       const [[one]] = await this.gpu.timeWithHooks([tuned], feeds, 1, 1);
       const reps = Math.max(2, Math.min(50, Math.round(20 / Math.max(one, 0.05))));
       const rounds = await this.gpu.timeWithHooks([DEFAULTS_ONLY, tuned], feeds, reps, 5);
-      defaultMs = med(rounds.map((r) => r[0]));
-      tunedMs = med(rounds.map((r) => r[1]));
+      defaultMs = median(rounds.map((r) => r[0]));
+      tunedMs = median(rounds.map((r) => r[1]));
     } else {
       // Wasm: wall time of a run with each, alternating (after a run that plans), 3 to 7 rounds within maxMs.
       const r = this.wasm!.runner, feeds = this.lastFeeds!;
@@ -259,8 +259,8 @@ export class InferenceSession {
       const d: number[] = [], t: number[] = [];
       const end = performance.now() + maxMs;
       for (let k = 0; k < 7 && (k < 3 || performance.now() < end); k++) { d.push(await once(DEFAULTS_ONLY)); t.push(await once(tuned)); }
-      defaultMs = med(d);
-      tunedMs = med(t);
+      defaultMs = median(d);
+      tunedMs = median(t);
     }
     const kept = tunedMs < defaultMs * keepBelow;
     if (!kept) {

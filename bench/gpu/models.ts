@@ -2,7 +2,8 @@
 // backend in the same process and on the same device: creation, first run and warm median, outputs compared with each
 // other and with PyTorch's where a reference file exists. Usage: node models.mjs ORT_DIR CASE... (CASE: bert:PATH:B:S | ocr:PATH:W)
 import fs from 'node:fs';
-import { installGpuForPeers } from '../../src/bench/gpu_env.js';
+import { gpuRunnerOf, installGpuForPeers } from '../../src/bench/gpu_env.js';
+import { median } from '../../src/util/stats.js';
 import { InferenceSession, Tensor } from '../../src/index.js';
 
 // One Dawn instance for both engines (webjit reuses navigator.gpu when it exists).
@@ -19,7 +20,6 @@ ort.env.wasm.wasmPaths = `${ortDir}/`;
 ort.env.wasm.numThreads = 1;
 
 const RUNS = Number(process.env.RUNS ?? 20);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 function feedsFor(kind: string, a: number, b: number): Record<string, { type: string; data: Float32Array | BigInt64Array; dims: number[] }> {
   if (kind === 'bert') {
@@ -62,18 +62,16 @@ for (const c of cases) {
     const phases = (Object.keys(ph) as (keyof typeof ph)[]).map((k) => `${k} ${((ph[k] - ph0[k]) / RUNS).toFixed(2)}`).join(', ');
     // The GPU's own time for a run: its dispatches recorded once and replayed 20 times in one pass (timestamps), so
     // warm minus this is what the host adds (recording, submits, the read-back's round trip).
-    const inner = s as unknown as { gpu: { timeRuns(f: Map<string, unknown>[], reps: number, rounds: number): Promise<number[]> }; checkFeeds(f: object): Map<string, unknown> };
-    const gpuMs = await inner.gpu.timeRuns([inner.checkFeeds(feeds)], 20, 5).then(median, () => undefined);
+    const g = gpuRunnerOf(s)!;
+    const gpuMs = await g.runner.timeRuns([g.feeds(feeds)], 20, 5).then(median, () => undefined);
     // WEBJIT_ABLATE=1: the GPU time of each kind of kernel inside the run (op type and grid), its dispatches alone
     // replayed in one pass: where the GPU time goes, without a profile's pass per dispatch.
     if (process.env.WEBJIT_ABLATE) {
-      type D = { groups: number[] };
-      const g = inner.gpu as unknown as { timeTrace(keep: (n: { opType: string }, d: D) => boolean, reps: number, rounds: number): Promise<number[] | null>; trace: { cmds: { node: { opType: string }; dispatch: D }[] } | null };
       const kinds = new Map<string, number>();
-      for (const c of g.trace?.cmds ?? []) { const k = `${c.node.opType} ${c.dispatch.groups.join('x')}`; kinds.set(k, (kinds.get(k) ?? 0) + 1); }
+      for (const c of g.runner.traceDispatches() ?? []) { const k = `${c.node.opType} ${c.dispatch.groups.join('x')}`; kinds.set(k, (kinds.get(k) ?? 0) + 1); }
       const rows: [string, number, number][] = [];
       for (const [k, n] of kinds) {
-        const t = await g.timeTrace((node, d) => `${node.opType} ${d.groups.join('x')}` === k, 20, 3);
+        const t = await g.runner.timeTrace((node, d) => `${node.opType} ${d.groups.join('x')}` === k, 20, 3);
         if (t) rows.push([k, n, median(t)]);
       }
       const sum = rows.reduce((a, r) => a + r[2], 0);

@@ -2,7 +2,8 @@
 // through timeRuns (dispatches replayed `reps` times in one pass, the feed sets rotated); inside BERT-base b8 the same
 // GEMM (1024x768x3072, 'high') takes ~0.12 ms, but the tuner measured ~0.5 ms. Found: the first ~0.1–0.4 s of GPU work after
 // an idle spell run ~5× slower (low clocks), for the f32 kernel as well. Usage: node tc-timing-probe.mjs
-import { installGpuForPeers } from '../../src/bench/gpu_env.js';
+import { gpuRunnerOf, installGpuForPeers } from '../../src/bench/gpu_env.js';
+import { median } from '../../src/util/stats.js';
 import { InferenceSession, Tensor } from '../../src/index.js';
 import { writeModel } from '../../src/bench/onnx_writer.js';
 
@@ -16,15 +17,14 @@ const model = writeModel({
   initializers: { w: new Tensor('float32', rnd(K * N, 1), [K, N]), b: new Tensor('float32', rnd(N, 2), [N]) },
   opset: 17,
 });
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 for (const prec of ['highest', 'high'] as const) {
   const s = await InferenceSession.create(model, { backend: 'webgpu', matmulPrecision: prec });
-  const inner = s as unknown as { gpu: { timeRuns(f: Map<string, unknown>[], reps: number, rounds: number): Promise<number[]> }; checkFeeds(f: object): Map<string, unknown> };
-  const feeds = [0, 1, 2].map((k) => inner.checkFeeds({ x: new Tensor('float32', rnd(M * K, 3 + k), [M, K]) }));
+  const g = gpuRunnerOf(s)!;
+  const feeds = [0, 1, 2].map((k) => g.feeds({ x: new Tensor('float32', rnd(M * K, 3 + k), [M, K]) }));
   for (let i = 0; i < 3; i++) await s.run({ x: new Tensor('float32', rnd(M * K, 3), [M, K]) });
   const rows: string[] = [];
   for (const [sets, reps] of [[1, 1], [1, 5], [1, 20], [1, 100], [1, 400], [3, 20], [3, 100], [3, 400]]) {
-    const t = median(await inner.gpu.timeRuns(feeds.slice(0, sets), reps, 5));
+    const t = median(await g.runner.timeRuns(feeds.slice(0, sets), reps, 5));
     rows.push(`${sets} set(s) x ${reps} reps: ${(t * 1e3).toFixed(1)} µs (${(2 * M * N * K / t / 1e9).toFixed(1)} TFLOP/s)`);
   }
   // Wall time of warm runs (replayed) for comparison.

@@ -6,6 +6,8 @@ import { create, globals } from 'webgpu';
 import { InferenceSession, Tensor } from '../../src/index.js';
 import { formatReport } from '../../src/tune/report.js';
 import { loadCache } from '../../src/tune/cache.js';
+import { gpuRunnerOf } from '../../src/bench/gpu_env.js';
+import { median } from '../../src/util/stats.js';
 
 Object.assign(globalThis, globals);
 (globalThis as { navigator?: unknown }).navigator = { gpu: create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']) };
@@ -18,7 +20,6 @@ const feeds = {
   attention_mask: new Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => (i % S < S - 3 ? 1n : 0n)), [B, S]),
   token_type_ids: new Tensor('int64', new BigInt64Array(n), [B, S]),
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 async function warm(s: InferenceSession): Promise<number> {
   for (let i = 0; i < 3; i++) await s.run(feeds);
   const ts: number[] = [];
@@ -30,8 +31,8 @@ const prec = process.env.WEBJIT_PRECISION;
 const opts = { backend: backend as 'wasm' | 'webgpu', threads: 2, ...(prec === 'high' ? { matmulPrecision: 'high' as const } : prec === 'f16' ? { precision: 'f16' as const } : {}) };
 /** WebGPU: the GPU's own time for a run (its dispatches replayed in one pass), without the host's share of the wall time. */
 async function gpuMs(x: InferenceSession): Promise<number | undefined> {
-  const inner = x as unknown as { gpu?: { timeRuns(f: Map<string, unknown>[], reps: number, rounds: number): Promise<number[]> }; checkFeeds(f: object): Map<string, unknown> };
-  return inner.gpu ? median(await inner.gpu.timeRuns([inner.checkFeeds(feeds)], 20, 5)) : undefined;
+  const g = gpuRunnerOf(x);
+  return g ? median(await g.runner.timeRuns([g.feeds(feeds)], 20, 5)) : undefined;
 }
 const s = await InferenceSession.create(model, { ...opts, tuning: 'cache' });
 const ref = await s.run(feeds);

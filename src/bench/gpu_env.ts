@@ -1,6 +1,18 @@
 // The GPU suite's process: one Dawn instance as navigator.gpu, shared by webjit and the WebGPU peers (onnxruntime-web,
 // TensorFlow.js), as in a browser tab.
 import { dawnInstance } from '../backends/webgpu/device.js';
+import type { GpuGraphRunner } from '../backends/webgpu/executor.js';
+import type { InferenceSession } from '../session.js';
+import type { Tensor, Value } from '../tensor.js';
+
+/**
+ * Benchmarks only: a WebGPU session's runner, and feeds as the runner takes them (checked as run() checks them), to
+ * time a run's GPU work alone (timeRuns) or its kinds of kernels (timeTrace). Null on other backends.
+ */
+export function gpuRunnerOf(s: InferenceSession): { runner: GpuGraphRunner; feeds(f: Record<string, Tensor>): Map<string, Value> } | null {
+  const inner = s as unknown as { gpu: GpuGraphRunner | null; checkFeeds(f: Record<string, Tensor>): Map<string, Value> };
+  return inner.gpu ? { runner: inner.gpu, feeds: (f) => inner.checkFeeds(f) } : null;
+}
 
 let installed: Promise<string> | null = null;
 

@@ -12,6 +12,7 @@ import { opCases, opModel, tfjsOpEngine, type OpCase } from '../bench/ops.js';
 import { PythonPeer, pythonExe } from '../bench/python_peer.js';
 import { type BenchReport, type BenchRow, renderHtml } from '../bench/report.js';
 import type { Tensor } from '../tensor.js';
+import { median } from '../util/stats.js';
 
 export interface BenchArgs {
   suite: 'cpu' | 'gpu';
@@ -159,8 +160,6 @@ async function runSuite(label: string, suite: Suite, cases: ModelCase[], engines
   }
   return out;
 }
-
-const median = (xs: number[]) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
 
 const isWeb = (engine: string) => engine.startsWith('onnxruntime-web') || engine.startsWith('TensorFlow.js');
 

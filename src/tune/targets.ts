@@ -7,11 +7,10 @@ import type { GpuContext } from '../backends/webgpu/device.js';
 import type { Value } from '../tensor.js';
 import type { TuneRunner, TuneTarget } from './tuner.js';
 import { importNode } from '../util/node.js';
+import { median } from '../util/stats.js';
 
 /** Bumped when generators change so that old winners no longer describe today's kernels. */
 export const TUNE_VERSION = 1;
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 async function cpuModel(): Promise<string> {
   if (typeof process !== 'undefined' && process.versions?.node) {
@@ -70,11 +69,14 @@ export function gpuTarget(gpu: GpuContext, f16: boolean, matmulPrecision: 'highe
       const rounds = await GpuGraphRunner.timeTogether(rs, feedSets, reps, 5);
       return rs.map((_, k) => median(rounds.map((row) => row[k])));
     },
+    async prepare(graph, env, opts, feeds) {
+      const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16, matmulPrecision });
+      try { await r.prepare(feeds); } catch { /* verification or timing reports it */ } finally { r.dispose(); }
+    },
     runner(graph, env, opts): TuneRunner {
       const r = new GpuGraphRunner(graph, env, gpu, { ...opts, fallback: false, f16, matmulPrecision });
       const tr: TuneRunner = {
         run: (feeds) => r.run(feeds),
-        prepare: (feeds) => r.prepare(feeds),
         async time(feedSets: Map<string, Value>[], maxMs: number) {
           // Calibrate: enough dispatches per submit that one round takes about a fifth of the time allowed.
           const repsFor = (ms: number) => Math.max(3, Math.min(500, Math.round(maxMs / 5 / Math.max(ms, 1e-3))));

@@ -24,14 +24,17 @@ export interface TuneTarget {
   runner(graph: ReturnType<typeof graphOfNode>['graph'], env: ReturnType<typeof graphOfNode>['env'], opts: TuneOptions): TuneRunner;
   /** Median ms of a run of each of these runners (its own), timed together so that they are comparable. */
   timeTogether?(runners: TuneRunner[], feedSets: Map<string, Value>[], maxMs: number): Promise<number[]>;
+  /**
+   * Starts compiling the kernels a run of the graph with these feeds needs, without waiting (WebGPU: compiles run in
+   * parallel on Dawn's workers). Never rejects: what fails shows when the kernel is verified or timed.
+   */
+  prepare?(graph: ReturnType<typeof graphOfNode>['graph'], env: ReturnType<typeof graphOfNode>['env'], opts: TuneOptions, feeds: Map<string, Value>): Promise<void>;
 }
 
 export interface TuneRunner {
   run(feeds: Map<string, Value>): Promise<Value[]>;
   /** Median ms of one run over repeats, the feed sets rotated. */
   time(feedSets: Map<string, Value>[], maxMs: number): Promise<number>;
-  /** Starts compiling the kernels a run with these feeds needs, without waiting (WebGPU: parallel compiles). */
-  prepare?(feeds: Map<string, Value>): Promise<void>;
   dispose(): void;
 }
 
@@ -307,12 +310,11 @@ export class Tuner {
       return { use, real, feedSets: [real.graph.feeds, ...[1, 2].map(() => this.makeCase(use.record, realDims, rnd).graph.feeds)] };
     });
     // Every default kernel starts compiling first (in parallel where the target can), then each is timed.
-    const tc = performance.now();
-    for (const { use, real } of cases) {
-      const r = this.target.runner(real.graph.graph, real.graph.env, { tune: forced(use.record.site.family, use.record.site.default) });
-      try { await r.prepare?.(real.graph.feeds); } catch { /* timing reports it */ } finally { r.dispose(); }
+    if (this.target.prepare) {
+      const tc = performance.now();
+      for (const { use, real } of cases) await this.target.prepare(real.graph.graph, real.graph.env, { tune: forced(use.record.site.family, use.record.site.default) }, real.graph.feeds);
+      this.phases.compile += performance.now() - tc;
     }
-    this.phases.compile += performance.now() - tc;
     for (const { use, real, feedSets } of cases) {
       if (performance.now() > deadline || opts.stop?.()) { skipped++; continue; }
       const { site } = use.record;
@@ -347,13 +349,10 @@ export class Tuner {
       // The next few candidates' kernels (ragged and real shapes) compile in parallel while one is verified and
       // timed: one at a time, compiling took most of a candidate's turn.
       let preparedTo = 0;
-      const prepareTo = async (end: number) => {
+      const prepareTo = async (prepare: NonNullable<TuneTarget['prepare']>, end: number) => {
         const t = performance.now();
         for (; preparedTo < Math.min(end, cands.length); preparedTo++) {
-          for (const c of [ragged, real]) {
-            const r = this.target.runner(c.graph.graph, c.graph.env, { tune: forced(site.family, cands[preparedTo]), poison: true });
-            try { await r.prepare?.(c.graph.feeds); } catch { /* verification reports it */ } finally { r.dispose(); }
-          }
+          for (const c of [ragged, real]) await prepare(c.graph.graph, c.graph.env, { tune: forced(site.family, cands[preparedTo]), poison: true }, c.graph.feeds);
         }
         this.phases.compile += performance.now() - t;
       };
@@ -376,7 +375,7 @@ export class Tuner {
         if (tried >= 2) lastMs = now - lastStart;
         lastStart = now;
         tried++;
-        if (this.target.backend === 'webgpu') await prepareTo(i + PREPARE_AHEAD);
+        if (this.target.prepare) await prepareTo(this.target.prepare.bind(this.target), i + PREPARE_AHEAD);
         const why = (await this.verify(site.family, p, ragged)) ?? (await this.verify(site.family, p, real));
         if (why) {
           rejected++;
@@ -394,8 +393,8 @@ export class Tuner {
             const tt = performance.now();
             try {
               const [d, ms] = await together([defRunner, r], feedSets, perCandidateMs);
-              if (ms / d < win.ratio) win = { params: p, ms, ratio: ms / d };
-              if (win.params === p || win.params === site.default) defaultMs = d;
+              // The default's time is the one measured with the winner.
+              if (ms / d < win.ratio) { win = { params: p, ms, ratio: ms / d }; defaultMs = d; }
             } finally { r.dispose(); this.phases.timing += performance.now() - tt; }
           } else {
             const ms = await timeOf(p, perCandidateMs);

@@ -66,10 +66,8 @@ export interface GpuRunStats {
   runs: number;
   /** Bind groups created (a steady-state run reuses the last run's). */
   bindGroupsMade: number;
-  /** Host milliseconds spent recording runs (planning, CPU shape nodes, encoding), summed over runs. */
-  recordMs: number;
   /**
-   * Where run() spends its time, summed over runs (ms): recording; the last submit to the read-back mapped (the GPU
+   * Where run() spends its time, summed over runs (ms): recording (planning, CPU shape nodes, encoding); the last submit to the read-back mapped (the GPU
    * finishing); converting the mapped bytes to tensors; the error scopes popped after.
    */
   phaseMs: { record: number; wait: number; convert: number; scopes: number };
@@ -249,11 +247,9 @@ export class GpuGraphRunner {
   private trace: Trace | null = null;
   private lastSig: string | null = null;
   private capture: Capture | null = null;
-  /** When the last replay had submitted all its dispatches (its "recording" time, for the stats). */
-  private replayEncoded = 0;
 
   constructor(readonly graph: Graph, readonly env: ExecEnv, readonly gpu: GpuContext, readonly opts: GpuRunnerOptions = {},
-    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0, bindGroupsMade: 0, recordMs: 0, phaseMs: { record: 0, wait: 0, convert: 0, scopes: 0 }, replays: 0, timedDispatches: 0 }) {
+    readonly stats: GpuRunStats = { gpuNodes: 0, cpuNodes: 0, fallbackNodes: 0, fallbackOps: new Map(), midRunReads: 0, runs: 0, bindGroupsMade: 0, phaseMs: { record: 0, wait: 0, convert: 0, scopes: 0 }, replays: 0, timedDispatches: 0 }) {
     const device = gpu.device;
     this.pool = new BufferPool(device, USAGE_STORAGE);
     this.uploads = new BufferPool(device, USAGE_STORAGE);
@@ -292,6 +288,7 @@ export class GpuGraphRunner {
 
   private async timeRunsOnce(feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[]> {
     const rec = await this.recordTimed(feedSets);
+    this.stats.timedDispatches = rec.lists[0]?.length ?? 0;
     try {
       return (await timeLists([{ runner: this, lists: rec.lists }], reps, rounds)).map((t) => t[0]);
     } finally {
@@ -324,7 +321,6 @@ export class GpuGraphRunner {
         if (this.cmds.some((c) => 'copy' in c)) throw new UnsupportedError('timing a graph with copies between passes is not supported');
         lists.push(this.cmds.splice(0) as Recorded[]);
       }
-      this.stats.timedDispatches = lists[0]?.length ?? 0;
       return { lists, release };
     } catch (e) {
       release();
@@ -339,15 +335,7 @@ export class GpuGraphRunner {
    * first round warms up and is not counted. Runners of one device. Returns, per round, the ms of each runner.
    */
   static timeTogether(runners: GpuGraphRunner[], feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[][]> {
-    return runners[0].serial(async () => {
-      const recs: { runner: GpuGraphRunner; lists: Recorded[][]; release(): void }[] = [];
-      try {
-        for (const runner of runners) recs.push({ runner, ...(await runner.recordTimed(feedSets)) });
-        return (await timeLists(recs, reps, rounds + 1)).slice(1);
-      } finally {
-        for (const r of recs) r.release();
-      }
-    });
+    return runners[0].serial(() => timeRecordings(runners.map((runner) => () => runner.recordTimed(feedSets).then((r) => ({ runner, ...r }))), reps, rounds));
   }
 
   /**
@@ -355,20 +343,7 @@ export class GpuGraphRunner {
    * running anything (the tuner starts many candidates' compiles at once: they proceed in parallel on Dawn's workers).
    */
   prepare(feeds: Map<string, Value>): Promise<void> {
-    return this.serial(async () => {
-      if (this.disposed) return;
-      const slots = new Map<string, Slot>();
-      for (const [k, v] of feeds) slots.set(k, hostSlot(v));
-      this.holdSubmits = true;
-      try {
-        for (const o of await this.runSlots(slots)) this.release(o);
-      } finally {
-        this.holdSubmits = false;
-        this.cmds = [];
-        for (const b of this.uploadsInRun) this.uploads.give(b);
-        this.uploadsInRun = [];
-      }
-    });
+    return this.serial(async () => (await this.recordTimed([feeds])).release());
   }
 
   /**
@@ -383,6 +358,11 @@ export class GpuGraphRunner {
     });
   }
 
+  /** Benchmarks only: the recorded trace's dispatches and their nodes (null before the third run). */
+  traceDispatches(): { node: Node; dispatch: Dispatch }[] | null {
+    return this.trace?.cmds.map((c) => ({ node: c.node, dispatch: c.dispatch })) ?? null;
+  }
+
   /** Plans from now on with these tuning hooks (the session's end-to-end check of tuned kernels). */
   setTuning(hooks: TuneOptions['tune']): void {
     (this.opts as GpuRunnerOptions).tune = hooks;
@@ -395,19 +375,11 @@ export class GpuGraphRunner {
    * with the last hooks.
    */
   timeWithHooks(hooks: NonNullable<TuneOptions['tune']>[], feedSets: Map<string, Value>[], reps: number, rounds: number): Promise<number[][]> {
-    return this.serial(async () => {
-      const recs: { runner: GpuGraphRunner; lists: Recorded[][]; release(): void }[] = [];
-      try {
-        // Each recording holds its outputs only: the lists may share intermediate buffers, which timing allows.
-        for (const h of hooks) {
-          this.setTuning(h);
-          recs.push({ runner: this, ...(await this.recordTimed(feedSets)) });
-        }
-        return (await timeLists(recs, reps, rounds + 1)).slice(1);
-      } finally {
-        for (const r of recs) r.release();
-      }
-    });
+    // Each recording holds its outputs only: the lists may share intermediate buffers, which timing allows.
+    return this.serial(() => timeRecordings(hooks.map((h) => () => {
+      this.setTuning(h);
+      return this.recordTimed(feedSets).then((r) => ({ runner: this, ...r }));
+    }), reps, rounds));
   }
 
   /** Forgets every plan (tuned parameters changed): the next run plans again; pipelines stay cached by their code. */
@@ -512,9 +484,7 @@ export class GpuGraphRunner {
       let t1 = t0;
       if (replay) {
         const replayed = await this.replay(replay, feeds as Map<string, Value>);
-        t1 = this.replayEncoded;
-        if (replayed) result = replayed;
-        else this.dropTrace();
+        if (replayed) { result = replayed.values; t1 = replayed.encoded; } else this.dropTrace();
       }
       if (!result) {
         const slots = new Map<string, Slot>();
@@ -532,7 +502,6 @@ export class GpuGraphRunner {
           this.keepTrace(outs, before);
         }
       }
-      this.stats.recordMs += t1 - t0;
       this.stats.phaseMs.record += t1 - t0;
       if (PROFILE && this.stats.runs >= 2) { runProfile.recordMs += t1 - t0; runProfile.totalMs += performance.now() - t0; runProfile.runs++; }
       this.stats.runs++;
@@ -560,10 +529,11 @@ export class GpuGraphRunner {
 
   /**
    * Replays a trace: the CPU nodes that read feed data run again and their values and the feeds are uploaded into the
-   * trace's buffers, then the recorded dispatches are submitted and the outputs read back. Null when one of those CPU
-   * values came out with other dims than when recorded (the caller runs the graph the normal way).
+   * trace's buffers, then the recorded dispatches are submitted and the outputs read back; also when the last dispatch
+   * was submitted (the replay's "recording" time). Null when one of those CPU values came out with other dims than
+   * when recorded (the caller runs the graph the normal way).
    */
-  private async replay(t: Trace, feeds: Map<string, Value>): Promise<Value[] | null> {
+  private async replay(t: Trace, feeds: Map<string, Value>): Promise<{ values: Value[]; encoded: number } | null> {
     const device = this.gpu.device;
     const vals = new Map<string, Value>(feeds);
     for (const st of t.steps) {
@@ -585,11 +555,11 @@ export class GpuGraphRunner {
     }
     // The GPU starts on a first small batch while the rest is encoded.
     for (let i = 0, n = REPLAY_FIRST; i < t.cmds.length; i += n, n = SUBMIT_EVERY) this.encode(t.cmds.slice(i, i + n));
-    this.replayEncoded = performance.now();
+    const encoded = performance.now();
     this.stats.gpuNodes += t.gpuNodes;
     this.stats.cpuNodes += t.cpuNodes;
     this.stats.replays++;
-    return this.readAll(t.outs);
+    return { values: await this.readAll(t.outs), encoded };
   }
 
   /** After a normal run() that recorded a trace: keeps it if nothing in the run stands in the way of replaying it. */
@@ -769,8 +739,10 @@ export class GpuGraphRunner {
     if (!x?.buf || !VIEW_OPS.has(node.opType) || node.domain !== '') return null;
     const opset = this.env.opsets.get('') ?? 1;
     let input1: number[] | null = null;
-    if (viewReadsInput1(node, opset) && ins[1]) this.capturePlanRead(node.inputs[1]);
-    if (viewReadsInput1(node, opset) && ins[1]) input1 = Array.from((await this.toJs(ins[1]) as Tensor).data as ArrayLike<number | bigint>, Number);
+    if (viewReadsInput1(node, opset) && ins[1]) {
+      this.capturePlanRead(node.inputs[1]);
+      input1 = Array.from((await this.toJs(ins[1]) as Tensor).data as ArrayLike<number | bigint>, Number);
+    }
     const dims = viewDims(node, x.dims, opset, input1);
     if (!dims) return null;
     if (!x.buf.constant) x.buf.refs++;
@@ -1170,6 +1142,23 @@ export class GpuGraphRunner {
     for (const b of this.faultPages) b.destroy();
     this.faultPages.length = 0;
     this.faultSlots.clear();
+  }
+}
+
+/** A run recorded for timing (recordTimed) and its runner. */
+interface TimedRecording { runner: GpuGraphRunner; lists: Recorded[][]; release(): void }
+
+/**
+ * Records each in turn, then times them all together (timeLists) with a first round of warm-up left out; releases
+ * what was recorded whatever happens. Per round, the ms of each recording.
+ */
+async function timeRecordings(record: (() => Promise<TimedRecording>)[], reps: number, rounds: number): Promise<number[][]> {
+  const recs: TimedRecording[] = [];
+  try {
+    for (const r of record) recs.push(await r());
+    return (await timeLists(recs, reps, rounds + 1)).slice(1);
+  } finally {
+    for (const r of recs) r.release();
   }
 }
 
