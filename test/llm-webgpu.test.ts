@@ -334,3 +334,35 @@ test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
   assert.ok(rel(await r.forward([1, 2, 3]), await ref.forward([1, 2, 3])) <= 1e-3);
   await r.release();
 });
+
+test('webgpu llm q4 with int8 activations: decode steps near the reference, the small-T path exact', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  const w = model(GQA, 'q4', 11);
+  const cap = 48, V = GQA.vocab;
+  const gpu = await WebGpuLlm.create(w, { capacity: cap, activations: 'int8' });
+  assert.equal(gpu.activations, caps.dot4 ? 'int8' : 'f32');
+  const ref = new ReferenceLlm(w, cap);
+  const exact = await WebGpuLlm.create(w, { capacity: cap });
+  // All of the prompt's logits come from the small-T kernels (f32 x): as exact as ever.
+  const prompt = ids(9, 1, V);
+  const p0 = await gpu.forward(prompt, true);
+  assert.ok(rel(p0, await ref.forward(prompt, true)) <= 1e-3);
+  await exact.forward(prompt);
+  let worst = 0, agree = 0, diff = 0;
+  for (let s = 0; s < 12; s++) {
+    const id = (s * 97 + 11) % V;
+    const got = await gpu.forward([id]), want = await ref.forward([id]), f32 = await exact.forward([id]);
+    const e = rel(got, want);
+    worst = Math.max(worst, e);
+    diff = Math.max(diff, rel(got, f32));
+    if (argmax(got) === argmax(want)) agree++;
+  }
+  console.log(`int8 activations (${gpu.activations}): worst step error ${worst.toExponential(2)}, argmax agrees ${agree}/12`);
+  // x rounded to 8 bits per 32 values: a few 1e-3 of the logits' range, and the same argmax.
+  assert.ok(worst <= 1e-2, `worst step error ${worst}`);
+  assert.ok(agree >= 11, `argmax agrees at ${agree} of 12 steps`);
+  // The int8 path was taken: its decode differs from the f32 path's (which is within 1e-3 of the reference).
+  if (gpu.activations === 'int8') assert.ok(diff > 1e-6, `int8 decode equals the f32 decode (${diff})`);
+  await gpu.release();
+  await exact.release();
+});

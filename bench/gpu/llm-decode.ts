@@ -4,7 +4,7 @@
 // Usage: node llm-decode.mjs [--small]   (--small: a small model and matrices, for software drivers)
 // Env: LLM_HIDDEN LLM_LAYERS LLM_INTER LLM_VOCAB LLM_HEADS LLM_KV LLM_HEADDIM LLM_BITS LLM_GROUP LLM_STEPS
 //      ROOFLINE_GBS (default 3350: H100 SXM HBM3) LLM_SWEEP=0 (no shape sweep) LLM_SHAPE=RT,TK,RG[,UN[,XT]] (force every decode GEMV)
-//      LLM_ONLY=decode|gemv LLM_CHECK=1 (compare greedy ids with the TypeScript reference; slow on big models)
+//      LLM_ACT=int8 (W4A8 decode) LLM_ONLY=decode|gemv LLM_CHECK=1 (compare greedy ids with the TypeScript reference; slow on big models)
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { layerShapes, randomQuantLlama } from '../../src/llm/random_model.js';
 import { ReferenceLlm } from '../../src/llm/reference.js';
@@ -184,12 +184,12 @@ async function decodeBench(): Promise<void> {
   const genMs = performance.now() - t;
   console.log(`\nmodel: ${JSON.stringify(cfg)} ${w.quant}; made in ${genMs.toFixed(0)} ms`);
   t = performance.now();
-  const r = await WebGpuLlm.create(w, { capacity: 1024 });
+  const r = await WebGpuLlm.create(w, { capacity: 1024, activations: process.env.LLM_ACT === 'int8' ? 'int8' : 'f32' });
   // GB/s from the bytes the runner reads (f16 scales); types.ts's bytesPerToken (f32 scales) for reference.
   const bytes = r.weightBytesPerToken;
   console.log(`weights read per token: ${(bytes / 1e6).toFixed(1)} MB as uploaded (bytesPerToken of the f32-scale format: ${(bytesPerToken(w) / 1e6).toFixed(1)} MB)`);
   summary.bytesPerToken = bytes;
-  console.log(`create (upload + ${r.stats.pipelines} pipelines): ${(performance.now() - t).toFixed(0)} ms; subgroups ${r.subgroups}; token buckets ${r.buckets.join(',')}`);
+  console.log(`create (upload + ${r.stats.pipelines} pipelines): ${(performance.now() - t).toFixed(0)} ms; subgroups ${r.subgroups}; token buckets ${r.buckets.join(',')}; activations ${r.activations}`);
   const rnd = mulberry32(9);
   const prompt = Array.from({ length: 16 }, () => Math.floor(rnd() * cfg.vocab));
   const steps = env('LLM_STEPS', small ? 16 : 256);

@@ -88,6 +88,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--quant <list>', 'also quantize on the fly, round to nearest: q4,q8 (default: the weights as stored)')
     .option('--window <n>', 'tokens per window, BOS included', '512')
     .option('--windows <n>', 'at most this many windows')
+    .option('--chunk <n>', 'tokens per forward inside a window (1: every token through the decode kernels)')
+    .addOption(new Option('--activations <kind>', 'webgpu: int8 decodes 4-bit matrices with x rounded to 8 bits').choices(['f32', 'int8']))
     .option('--json', 'one JSON line')
     .action(async (model, o) => { code = await perplexityCommand(model, o); });
 

@@ -16,6 +16,8 @@ export interface PerplexityArgs {
   quant?: string;
   window: string;
   windows?: string;
+  chunk?: string;
+  activations?: 'f32' | 'int8';
   json?: boolean;
 }
 
@@ -28,10 +30,10 @@ export async function perplexityCommand(model: string, a: PerplexityArgs): Promi
     if (!['as-stored', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use q4, q8 (comma-separated), or leave it out`);
     const w = q === 'as-stored' ? loaded : quantizeRtn(loaded, { bits: q === 'q4' ? 4 : 8 });
     const window = Math.min(Number(a.window), w.config.maxPositions);
-    const r = await createLlm(w, { backend: a.backend, threads: a.threads ? Number(a.threads) : undefined, capacity: window });
+    const r = await createLlm(w, { backend: a.backend, threads: a.threads ? Number(a.threads) : undefined, capacity: window, activations: a.activations });
     const t0 = performance.now();
     try {
-      const p = await perplexity(r, ids, { window, maxWindows: a.windows ? Number(a.windows) : undefined, bos: w.config.bos ?? tok.bosTokenId });
+      const p = await perplexity(r, ids, { window, maxWindows: a.windows ? Number(a.windows) : undefined, bos: w.config.bos ?? tok.bosTokenId, chunk: a.chunk ? Number(a.chunk) : undefined });
       rows.push({ quant: w.quant, perplexity: p.perplexity, tokens: p.tokens, seconds: (performance.now() - t0) / 1000 });
     } finally {
       await r.release();

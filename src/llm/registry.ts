@@ -11,6 +11,8 @@ export interface LlmOptions {
   capacity?: number;
   /** Wasm: threads including the calling one (default: all). */
   threads?: number;
+  /** WebGPU: 'int8' decodes 4-bit matrices with x rounded to 8 bits per 32 values (W4A8; see webgpu.ts). */
+  activations?: 'f32' | 'int8';
 }
 
 export type LlmFactory = (w: LlmWeights, o: LlmOptions) => Promise<LlmRunner>;

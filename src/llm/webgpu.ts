@@ -67,6 +67,8 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
     if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
     spec = { ...spec, RG, RT };
   }
+  // int8 activations need room for x's bytes beside the reduction (else the f32 path).
+  if (spec.dot4 && gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage) spec = { ...spec, dot4: false };
   if (spec.sg && spec.TK < limits.subgroupMax) spec = { ...spec, sg: false };
   if (spec.XT === undefined) spec = { ...spec, XT: stagedTile(spec, limits.maxWorkgroupStorage) };
   return spec;
@@ -129,6 +131,11 @@ export interface WebGpuLlmOptions {
   capacity?: number;
   /** A device to run on (default: webjit's shared device). */
   device?: GPUDevice;
+  /**
+   * 'int8': decode of 4-bit matrices rounds x to 8 bits per 32 values and multiplies with integer dot products (W4A8;
+   * faster, see wgsl.ts gemvDot4Loop), where WGSL has dot4I8Packed. 'f32' (default): x in f32.
+   */
+  activations?: 'f32' | 'int8';
 }
 
 /** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
@@ -258,7 +265,9 @@ export class WebGpuLlm implements LlmRunner {
   private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
-    private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number }) {
+    private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number },
+    /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
+    readonly activations: 'f32' | 'int8') {
     this.config = w.config;
     this.capacity = capacity;
     this.device = device;
@@ -293,11 +302,13 @@ export class WebGpuLlm implements LlmRunner {
       maxBindingSize: L.maxStorageBufferBindingSize,
       maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
       maxInvocations: Math.min(L.maxComputeInvocationsPerWorkgroup, L.maxComputeWorkgroupSizeX),
+      dot4: ctx ? ctx.caps.dot4
+        : ((globalThis as { navigator?: { gpu?: { wgslLanguageFeatures?: ReadonlySet<string> } } }).navigator?.gpu?.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false),
     };
     if (L.maxStorageBuffersPerShaderStage < 7) {
       throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");
     }
-    const r = new WebGpuLlm(w, capacity, device, ctx, caps);
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && caps.dot4 ? 'int8' : 'f32');
     try {
       await r.init();
     } catch (e) {
@@ -368,7 +379,7 @@ export class WebGpuLlm implements LlmRunner {
       const packed = packMatrix(m);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
-      const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled };
+      const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled, dot4: this.activations === 'int8' };
       const bindings = gemvBindings(base);
       const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl };
       for (const TB of [...this.buckets, GEMM_TM]) {
@@ -747,4 +758,4 @@ function checkConfig(c: LlamaConfig): void {
   if (c.heads % c.kvHeads) throw bad(`heads (${c.heads}) that are a multiple of the KV heads (${c.kvHeads})`);
 }
 
-registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity }));
+registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity, activations: o.activations }));

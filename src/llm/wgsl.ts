@@ -100,6 +100,11 @@ export interface GemvSpec extends GemvShape {
    */
   rolled?: boolean;
   epi: Epilogue;
+  /**
+   * Decode of 4-bit weights with int8 activations (see gemvDot4Loop): x quantized per 32 values in workgroup memory,
+   * dot4I8Packed products. Taken where dot4Staged says so.
+   */
+  dot4?: boolean;
 }
 
 export const paired = (e: Epilogue): boolean => e.kind === 'gateup' || e.kind === 'qkv';
@@ -111,14 +116,20 @@ function valueCount(s: GemvSpec): number {
   return s.RT * (paired(s.epi) ? 2 : 1) * s.TB + (s.norm ? s.TB : 0);
 }
 
-/** Workgroup memory of a GEMV kernel (the reduction's two arrays). */
+/** Workgroup memory of a GEMV kernel (the reduction's two arrays, and staged x). */
 export function gemvWorkgroupBytes(s: GemvSpec): number {
   const NV = valueCount(s);
-  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0);
+  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0);
 }
 
+/** Whether a kernel takes the int8-activation path: decode, 4-bit weights in vec4 chunks of one quantisation group. */
+export const dot4Staged = (s: GemvSpec): boolean => !!s.dot4 && s.TB === 1 && s.m.kind === 'q' && s.m.bits === 4 && s.m.group % 32 === 0 && s.m.wpr % 4 === 0;
+
+/** Workgroup memory of x as int8: per 32 values two vec4<u32> of bytes and (dx, dx·Σxi). */
+export const dot4StageBytes = (K: number): number => (K / 32) * 40;
+
 /** Whether a kernel stages x in workgroup memory (decode of 4/8-bit weights in whole vec4 chunks, XT > 0). */
-export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled);
+export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled) && !dot4Staged(s);
 
 /** x vec4s per chunk (one vec4<u32> of packed weights) of a 4/8-bit matrix. */
 export const stagedChunkVec4s = (m: MatLayout): number => (4 * (32 / m.bits)) / 4;
@@ -295,6 +306,80 @@ function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; G
 }
 
 /**
+ * Decode with int8 activations (4-bit weights; the W4A8 scheme of llama.cpp's CUDA kernels). The workgroup first
+ * quantizes x (times the norm weights, Σx² on the way) per 32 values: dx = max|v|/127, xi = round(v/dx), stored as two
+ * vec4<u32> of bytes per 32 values, ordered to match the nibbles of a weight word: `w & 0x0F0F0F0F` holds weights 0, 2,
+ * 4, 6 of the word's 8 and `(w >> 4) & 0x0F0F0F0F` weights 1, 3, 5, 7, so SA[c][j] packs x[8j], x[8j+2], x[8j+4],
+ * x[8j+6] and SB[c][j] the odd ones. A chunk (one vec4<u32> of a row, 32 weights of one group) then costs 8
+ * dot4I8Packed, and its group s·Σ(q − z)·x = s·(dx·Σ q·xi − z·dx·Σxi), against 32 FMAs and 64 more operations to
+ * unpack. Measured on the H100 inside the Llama-7B layer shapes: 1.2–1.4× the f32 kernel (bench/gpu/gemv-lab.ts).
+ * The price is x rounded to 8 bits per 32 values (relative row error ~2e-4 of Σ|w·x|).
+ */
+function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): string[] {
+  const { m, RT, TK, norm } = s;
+  const { KC, WG, P } = d;
+  const UN = s.UN ?? 1, G = m.K / 32;
+  const out: string[] = [];
+  const ids: string[] = [];
+  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
+  // A chunk's loads: the weights, the scale and the zero point of row (r, h) at chunk `c`.
+  const loads = (id: string, c: string, name: (what: string) => string): string[] => {
+    const rw = `rw${id}`, g = m.group === 32 ? c : `((${c}) * 32u) / ${u(m.group)}`;
+    return [`${name('w')} = W[${rw} * ${u(m.wpr / 4)} + ${c}];`, `${name('s')} = ${scaleOf(m, rw, g)};`, `${name('z')} = ${zeroOf(m, rw, g)};`];
+  };
+  out.push(`for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
+    var v: array<vec4f, 8>;
+    var mx = 0.0;
+    var sa = 0.0;
+    for (var i = 0u; i < 8u; i++) {
+      let xr = X[xb0 + g * 8u + i];
+      ${norm ? 'ss += dot(xr, xr);\n      let xv = xr * NW[g * 8u + i];' : 'let xv = xr;'}
+      v[i] = xv;
+      let a = abs(xv);
+      mx = max(mx, max(max(a.x, a.y), max(a.z, a.w)));
+      sa += a.x + a.y + a.z + a.w;
+    }
+    let inv = select(0.0, 127.0 / mx, mx > 0.0);
+    var qa = vec4<u32>();
+    var qb = vec4<u32>();
+    var sum = 0;
+    for (var j = 0u; j < 4u; j++) {
+      let p = vec4<i32>(round(v[2u * j] * inv));
+      let q = vec4<i32>(round(v[2u * j + 1u] * inv));
+      sum += p.x + p.y + p.z + p.w + q.x + q.y + q.z + q.w;
+      let pu = vec4<u32>(p) & vec4<u32>(255u);
+      let qu = vec4<u32>(q) & vec4<u32>(255u);
+      qa[j] = pu.x | (pu.z << 8u) | (qu.x << 16u) | (qu.z << 24u);
+      qb[j] = pu.y | (pu.w << 8u) | (qu.y << 16u) | (qu.w << 24u);
+    }
+    // A NaN or infinity in x makes dx NaN (max() may drop a NaN; the sum keeps it), so it reaches y.
+    let dx = mx / 127.0 + (sa - sa);
+    SA[g] = qa;
+    SB[g] = qb;
+    SG[g] = vec2f(dx, dx * f32(sum));
+  }
+  workgroupBarrier();`);
+  const guard = KC % (TK * UN) !== 0;
+  const body: string[] = [];
+  for (let v = 0; v < UN; v++) {
+    const b: string[] = [];
+    b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ${u(KC - 1)});`);
+    const f = guard && v > 0 ? `select(0.0, 1.0, c + ${u(v * TK)} < ${u(KC)}) * ` : '';
+    b.push('let xa = SA[cc];', 'let xb = SB[cc];', 'let xg = SG[cc];');
+    for (const id of ids) b.push(...loads(id, 'cc', (k) => `let ${k}${id}`));
+    for (const id of ids) {
+      const terms: string[] = [];
+      for (const j of ['x', 'y', 'z', 'w']) terms.push(`dot4I8Packed(w${id}.${j} & 0x0F0F0F0Fu, xa.${j})`, `dot4I8Packed((w${id}.${j} >> 4u) & 0x0F0F0F0Fu, xb.${j})`);
+      b.push(`let d${id} = ${terms.join(' + ')};`);
+      b.push(`a${id} += ${f}s${id} * (xg.x * f32(d${id}) - z${id} * xg.y);`);
+    }
+    body.push(`{\n      ${b.join('\n      ')}\n    }`);
+  }
+  out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * UN)}) {\n    ${body.join('\n    ')}\n  }`);
+  return out;
+}
+
+/**
  * y = W x for up to TB tokens per workgroup. Thread (rg, tk) of a workgroup owns RT units of row group rg and walks the
  * K chunks tk, tk+TK, …: a chunk is one vec4<u32> of packed weights per row (32 4-bit, 16 8-bit or 4 f32 weights), or
  * one u32 where rows are not whole vec4s. 4/8-bit values become floats by the 2^23 trick (OR into the mantissa of
@@ -372,9 +457,9 @@ export function gemvKernel(s: GemvSpec): string {
 
   const body: string[] = [];
   const vals: string[] = [];
-  const XS = staged(s);
-  if (XS) {
-    body.push(...gemvStagedLoop(s, { KC, XC, CWt, GS, NSG, WG, P }));
+  const XS = staged(s), D4 = dot4Staged(s);
+  if (XS || D4) {
+    body.push(...(D4 ? gemvDot4Loop(s, { KC, WG, P }) : gemvStagedLoop(s, { KC, XC, CWt, GS, NSG, WG, P })));
     const sfx = (i: number) => (TB === 1 ? '' : `_${i}`);
     for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let i = 0; i < TB; i++) { emit(`var a${r}_${h}${sfx(i)} = 0.0;`); vals.push(`a${r}_${h}${sfx(i)}`); }
     if (norm) for (let i = 0; i < TB; i++) { emit(`var ss${TB === 1 ? '' : i} = 0.0;`); vals.push(`ss${TB === 1 ? '' : i}`); }
@@ -439,7 +524,7 @@ export function gemvKernel(s: GemvSpec): string {
     body.push('}', '}', '}');
   }
   const step = TB === 1 ? TK * (s.UN ?? 1) : TK;
-  if (XS) emit(body.join('\n  '));
+  if (XS || D4) emit(body.join('\n  '));
   else emit(`for (var c = tk; c < ${u(KC)}; c += ${u(step)}) {\n    ${body.join('\n    ')}\n  }`);
 
   // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * TK + slot].
@@ -465,7 +550,7 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(`if (t < rows && un < ${u(U)}) {`);
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
   // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
-  const ssOf = XS ? Array.from({ length: RG }, (_, g) => `fin[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `fin[(${u(RT * P * TB)} + i) * RGC + erg]`;
+  const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `fin[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `fin[(${u(RT * P * TB)} + i) * RGC + erg]`;
   ep.push(norm ? `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
@@ -482,7 +567,7 @@ const TKC = ${u(TK)};
 const RGC = ${u(RG)};
 var<workgroup> red: array<f32, ${NV * WG}>;
 var<workgroup> fin: array<f32, ${NV * RG}>;
-${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${helpers}
+${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n` : ''}${helpers}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let rows = ${rowsExpr};

@@ -7,6 +7,8 @@ import { importNode } from '../../util/node.js';
 export interface GpuCaps {
   f16: boolean;
   subgroups: boolean;
+  /** WGSL's packed_4x8_integer_dot_product (dot4I8Packed). */
+  dot4: boolean;
   /** Subgroup-matrix configurations (tensor cores from WGSL, Dawn's chromium-experimental-subgroup-matrix). */
   subgroupMatrix: { M: number; N: number; K: number; componentType: string; resultComponentType: string }[];
   /** The subgroup size when the adapter has only one (NVIDIA: 32), else 0. */
@@ -108,6 +110,7 @@ async function createGpu(): Promise<GpuContext> {
   const caps: GpuCaps = {
     f16: device.features.has('shader-f16'),
     subgroups: device.features.has('subgroups'),
+    dot4: (gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false,
     subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) ? [...(info.subgroupMatrixConfigs ?? [])] : [],
     subgroupSize: info.subgroupMinSize && info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0,
     timestamps: device.features.has('timestamp-query'),
