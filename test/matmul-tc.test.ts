@@ -47,12 +47,27 @@ test('splitB: hi + lo reconstructs every weight to ~22 bits, padding is zero, hi
   for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) assert.equal(one[k * Np + n], ref[k * N + n], `half of element ${k},${n}`);
 });
 
-test('splitExponent: non-finite weights and halves out of range are refused', () => {
+test('splitExponent: non-finite weights and halves out of range are refused, in any lane of the scan', () => {
   assert.equal(splitExponent(new Float32Array([1, NaN]), 3), null);
   assert.equal(splitExponent(new Float32Array([1, Infinity]), 1), null);
   assert.equal(splitExponent(new Float32Array([7e4]), 1), null);
   assert.equal(splitExponent(new Float32Array([7e4]), 3), 13 - 16);
   assert.equal(splitExponent(new Float32Array(8), 3), 0);
+  // The scan reads the bits four at a time: the maximum (or a refused value) in any lane, in the tail, in a view.
+  const scalar = (b: Float32Array, passes: 1 | 3) => {
+    let max = 0;
+    for (const x of b) { if (!(Math.abs(x) <= 3.4e38)) return null; max = Math.max(max, Math.abs(x)); }
+    return passes === 1 ? (max > 65504 ? null : 0) : max > 0 ? 13 - Math.floor(Math.log2(max)) : 0;
+  };
+  for (const special of [-0.7, 3e-3, 1e-40, -65504, 65505, 3.4e38, 3.4000001e38, -Infinity, NaN]) {
+    for (let n = 1; n <= 9; n++) {
+      for (let at = 0; at < n; at++) {
+        const b = new Float32Array(n + 2).fill(-0.125).subarray(1, n + 1);
+        b[at] = special;
+        for (const passes of [1, 3] as const) assert.equal(splitExponent(b, passes), scalar(b, passes), `${special} at ${at} of ${n}, passes ${passes}`);
+      }
+    }
+  }
 });
 
 test('splitDefault: BERT-base batch 8 takes tensor-core tiles, batch 1 and odd shapes keep the f32 kernel', () => {

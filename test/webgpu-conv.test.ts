@@ -89,7 +89,11 @@ async function runPlan(plan: (ctx: GpuPlanContext) => GpuOpPlan | null, inputs: 
     return b;
   };
   const consts = new Map<number, GPUBuffer>();
-  const p = plan({ ...DEFAULTS_ONLY, caps, f16: false, constant: (_n, _t, make) => { const d = make(); const id = consts.size + 1; consts.set(id, upload(d)); return { id, bytes: d.byteLength }; } });
+  const p = plan({
+    ...DEFAULTS_ONLY, caps, f16: false,
+    constant: (_n, _t, make) => { const d = make(); const id = consts.size + 1; consts.set(id, upload(d)); return { id, bytes: d.byteLength }; },
+    derivedConstant: () => assert.fail('conv plans derive no constants'),
+  });
   assert.ok(p, 'a plan');
   const ins = inputs.map((t) => upload(t.data as Float32Array));
   const outBytes = p.outputs[0].dims.reduce((a, b) => a * b, 1) * 4;

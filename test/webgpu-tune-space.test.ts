@@ -61,7 +61,7 @@ async function wgslAt(c: Case, dims: number[][], pick: (s: TuneSite) => Params):
   const { node } = graphOfNode({ opType: c.op, domain: c.domain ?? '', attrs: attrsOf(c.attrs ?? {}) }, ins, 1, c.opset ?? 17);
   const descs: GpuValueDesc[] = ins.map((x, i) => ({ dtype: x.t.type, dims: [...x.t.dims], name: `in${i}`, constant: x.constant ? x.t : undefined }));
   let id = 0;
-  const ctx: GpuPlanContext = { caps: gpu.caps, f16: false, pick, constant: () => ({ id: ++id, bytes: 4 }) };
+  const ctx: GpuPlanContext = { caps: gpu.caps, f16: false, pick, constant: () => ({ id: ++id, bytes: 4 }), derivedConstant: () => ({ id: ++id, bytes: 4 }) };
   const plan = findGpuOp(c.op)!(node, descs, ctx, c.opset ?? 17);
   assert.ok(plan, `${c.name}: no plan`);
   return plan.dispatches.map((d) => d.code);

@@ -15,6 +15,7 @@ import { checkLost, type GpuContext } from './device.js';
 import { findGpuOp, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from './kernel.js';
 import { mathPrelude } from '../../codegen/wgsl/math.js';
 import { fromStorage, gpuBytes, storable, toStorage, writePadded } from './storage.js';
+import { deriveConstant } from './derive.js';
 import './ops/index.js';
 
 const USAGE_STORAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
@@ -807,22 +808,27 @@ export class GpuGraphRunner {
       caps: this.gpu.caps,
       f16: !!this.opts.f16 && this.gpu.caps.f16,
       matmulPrecision: this.opts.matmulPrecision ?? 'highest',
-      constant: (name, transform, make) => {
-        const k = `${name}|${transform}`;
-        let e = this.transformed.get(k);
-        if (!e) {
-          const data = make();
-          const bytes = Math.max(4, Math.ceil(data.byteLength / 4) * 4);
-          const buffer = this.gpu.device.createBuffer({ size: bytes, usage: USAGE_STORAGE });
-          writePadded(this.gpu.device, buffer, data);
-          const c: GpuConstant = { id: this.transformed.size + 1, bytes };
-          e = { c, buffer };
-          this.transformed.set(k, e);
-          this.constById.set(c.id, buffer);
-        }
-        return e.c;
-      },
+      constant: (name, transform, make) => this.transformedConstant(`${name}|${transform}`, () => {
+        const data = make();
+        const buffer = this.gpu.device.createBuffer({ size: Math.max(4, Math.ceil(data.byteLength / 4) * 4), usage: USAGE_STORAGE });
+        writePadded(this.gpu.device, buffer, data);
+        return buffer;
+      }),
+      derivedConstant: (name, transform, make) => this.transformedConstant(`${name}|${transform}`, () => deriveConstant(this.gpu.device, make())),
     };
+  }
+
+  /** A transformed constant made once per key (value name and transform) by `create`. */
+  private transformedConstant(key: string, create: () => GPUBuffer): GpuConstant {
+    let e = this.transformed.get(key);
+    if (!e) {
+      const buffer = create();
+      const c: GpuConstant = { id: this.transformed.size + 1, bytes: buffer.size };
+      e = { c, buffer };
+      this.transformed.set(key, e);
+      this.constById.set(c.id, buffer);
+    }
+    return e.c;
   }
 
   /** The GPU buffer of a slot: a constant's copy is made once; CPU values are uploaded for this run. */

@@ -33,6 +33,19 @@ export type Binding =
 
 export interface GpuConstant { readonly id: number; readonly bytes: number }
 
+/**
+ * A constant computed once on the GPU, where the host would take too long (a weight split into halves: ~85 ms per
+ * BERT-base weight in JS). `code` (one @compute entry point `main`) runs over `groups` with binding 0 `source` (read
+ * storage, uploaded for it), binding 1 `params` (a uniform) and binding 2 the constant (`bytes`, read_write, zeroed).
+ */
+export interface GpuDerivation {
+  source: ArrayBufferView;
+  params: Int32Array | Uint32Array;
+  bytes: number;
+  code: string;
+  groups: [number, number, number];
+}
+
 export interface Dispatch {
   /** WGSL source with one @compute entry point `main`; pipelines are cached by the text. */
   code: string;
@@ -63,6 +76,8 @@ export interface GpuPlanContext extends TuneHooks {
    * (value name, transform key).
    */
   constant(name: string, transform: string, make: () => ArrayBufferView): GpuConstant;
+  /** A model constant derived on the GPU (GpuDerivation), once, cached as constant() is; its upload is released. */
+  derivedConstant(name: string, transform: string, make: () => GpuDerivation): GpuConstant;
 }
 
 /** A WebGPU op: plans a node for concrete input shapes, or returns null (the node then falls back to the reference kernel). */

@@ -4,8 +4,8 @@
 //   A·B ≈ Ahi·Bhi + Alo·Bhi + Ahi·Blo (the dropped Alo·Blo is ~2^-22 of the product). About 22 significant bits per
 //   operand where TF32 keeps 11 (Ootomo & Yokota, "Recovering single precision accuracy from Tensor Cores while
 //   surpassing the FP32 theoretical peak performance", 2022; PyTorch calls the same class 'high' matmul precision).
-//   B, a weight, is split once on the host and scaled by a power of two so that its lo parts stay normal halves;
-//   A is split while it is staged into workgroup memory.
+//   B, a weight, is split once when the session plans it (on the GPU: splitBKernel, bit for bit splitB) and scaled by
+//   a power of two so that its lo parts stay normal halves; A is split while it is staged into workgroup memory.
 // - 'f16' (1 product): Ahi·Bhi, the `precision: 'f16'` session's GEMM.
 // The tensor cores accumulate in f32. An |A| element past the f16 range (65504) sets the node's fault words (kind 2):
 // the run fails with a typed error instead of returning infinities.
@@ -67,19 +67,29 @@ export function splitBDims(K: number, N: number): { Kp: number; Np: number } {
  * Null when B cannot be split: a non-finite value, or for 'f16' a value past the half range.
  */
 export function splitExponent(b: Float32Array, passes: SplitPasses): number | null {
-  let max = 0;
-  for (let i = 0; i < b.length; i++) {
-    const a = Math.abs(b[i]);
-    if (!(a <= 3.4e38)) return null;
-    if (a > max) max = a;
+  // max|B| as the largest of the bit patterns without their sign (ordered as the magnitudes are; NaN and ±Inf come out
+  // above every finite value), four at a time: ~1.5 ns a weight against 3 for Math.abs in one chain (bench/NOTES.md,
+  // session 12), which counts at session creation.
+  const u = new Int32Array(b.buffer, b.byteOffset, b.length);
+  let m0 = 0, m1 = 0, m2 = 0, m3 = 0, i = 0;
+  for (const n = u.length - 3; i < n; i += 4) {
+    const a0 = u[i] & 0x7fffffff, a1 = u[i + 1] & 0x7fffffff, a2 = u[i + 2] & 0x7fffffff, a3 = u[i + 3] & 0x7fffffff;
+    if (a0 > m0) m0 = a0;
+    if (a1 > m1) m1 = a1;
+    if (a2 > m2) m2 = a2;
+    if (a3 > m3) m3 = a3;
   }
+  for (; i < u.length; i++) m0 = Math.max(m0, u[i] & 0x7fffffff);
+  const max = new Float32Array(Int32Array.of(Math.max(m0, m1, m2, m3)).buffer)[0];
+  if (!(max <= 3.4e38)) return null;
   if (passes === 1) return max > 65504 ? null : 0;
   return max > 0 ? 13 - Math.floor(Math.log2(max)) : 0;
 }
 
 /**
  * B [K, N] (f32) as the kernel reads it: halves [parts][Kp][Np] (parts 2 for 'high': hi then lo; 1 for 'f16'), zero
- * padded, all times 2^exp (splitExponent). The kernel multiplies its sums by 2^-exp.
+ * padded, all times 2^exp (splitExponent). The kernel multiplies its sums by 2^-exp. Sessions derive it on the GPU
+ * (splitBKernel, tested bit for bit against this): in JS it takes ~80 ms per 768×3072 weight, ~2.8 s over BERT-base.
  */
 export function splitB(b: Float32Array, K: number, N: number, passes: SplitPasses, exp: number): Uint16Array {
   const scale = 2 ** exp;
@@ -101,8 +111,7 @@ export function splitB(b: Float32Array, K: number, N: number, passes: SplitPasse
 /**
  * x (|x| < 65520) rounded to the nearest half-precision value: Veltkamp's split to 11 significant bits in the normal
  * range, a multiple of 2^-24 below it, ties to even. With halfBitsExact it gives the bits of ops/util's f32ToF16 (for
- * f32 inputs) at a quarter of its time over a BERT-sized weight (88 vs 420 ms for 768×3072 here), which counts at
- * session creation.
+ * f32 inputs) at a quarter of its time over a BERT-sized weight (88 vs 420 ms for 768×3072 here).
  */
 function roundHalf(x: number): number {
   const a = Math.abs(x);
@@ -124,6 +133,75 @@ function halfBitsExact(h: number): number {
   HB_F32[0] = h;
   const w = HB_U32[0];
   return sign | ((((w >>> 23) & 0xff) - 112) << 10) | ((w >>> 13) & 0x3ff);
+}
+
+/** Invocations per workgroup of splitBKernel. */
+const SPLIT_B_WG = 256;
+
+/**
+ * splitB on the GPU, bit for bit: one invocation per u32 word (two halves) of each part, zero padding included.
+ * WGSL leaves the rounding of an f32 → f16 conversion to the implementation and lets it flush subnormals, so the
+ * halves are rounded in integer arithmetic from B's bits: x = m·2^q exactly (m < 2^24), hi = x rounded to nearest even
+ * on the half grid (11 significant bits, steps of 2^-24 below 2^-14), lo the same of x − hi (an integer times 2^q).
+ * Bindings: B's f32 bits [K, N]; the uniform splitBParams; the split buffer (u32 words, splitBDims). Dispatch:
+ * splitBWorkgroups as a `grid` (the workgroup index is wg.y · nwg.x + wg.x).
+ */
+export function splitBKernel(passes: SplitPasses): string {
+  const two = passes === 3;
+  return `struct Params { K: u32, N: u32, rowWords: u32, partWords: u32, exp: i32 }
+@group(0) @binding(0) var<storage, read> B: array<u32>;
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read_write> Bs: array<u32>;
+// m·2^q (0 < m < 2^24) rounded to nearest even on the half grid: x = the half's bits (no sign), y = the remainder
+// m·2^q − half in units of 2^q. The half's last place is 2^g; its bits are (g + 24)·2^10 + r for r units of 2^g
+// (r < 1024 the subnormals at g = -24; r = 2048 after a carry is the next binade's first value).
+fn round_half(m: u32, q: i32) -> vec2i {
+  let g = max(i32(firstLeadingBit(m)) + q - 10, -24);
+  let d = g - q;
+  if (d <= 0) { return vec2i(((g + 24) << 10u) + i32(m << u32(-d)), 0); }
+  // Past 24 places below the grid x is under half a last place (2^-25: g is -24 there) and rounds to zero.
+  if (d > 24) { return vec2i(0, i32(m)); }
+  let r = m >> u32(d);
+  let rem = m & ((1u << u32(d)) - 1u);
+  let half = 1u << u32(d - 1);
+  let up = rem > half || (rem == half && (r & 1u) == 1u);
+  return vec2i(((g + 24) << 10u) + i32(r + u32(up)), select(i32(rem), i32(rem) - i32(1u << u32(d)), up));
+}
+// The halves of B[k][n] · 2^exp: hi, lo (0 past K or N; lo of an exact hi is +0, as x − hi is in splitB).
+fn split(k: u32, n: u32) -> vec2u {
+  if (k >= p.K || n >= p.N) { return vec2u(0u); }
+  let w = B[k * p.N + n];
+  let s = (w >> 16u) & 0x8000u;
+  let e = (w >> 23u) & 0xffu;
+  let m = select(w & 0x7fffffu, (w & 0x7fffffu) | 0x800000u, e != 0u);
+  if (m == 0u) { return vec2u(s, 0u); }
+  let q = select(-149, i32(e) - 150, e != 0u) + p.exp;
+  let h = round_half(m, q);${two ? `
+  if (h.y == 0) { return vec2u(s | u32(h.x), 0u); }
+  let l = round_half(u32(abs(h.y)), q);
+  return vec2u(s | u32(h.x), select(s, s ^ 0x8000u, h.y < 0) | u32(l.x));` : `
+  return vec2u(s | u32(h.x), 0u);`}
+}
+@compute @workgroup_size(${SPLIT_B_WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * ${SPLIT_B_WG}u + lid;
+  if (i >= p.partWords) { return; }
+  let k = i / p.rowWords; let n = (i % p.rowWords) * 2u;
+  let a = split(k, n); let b = split(k, n + 1u);
+  Bs[i] = a.x | (b.x << 16u);${two ? '\n  Bs[p.partWords + i] = a.y | (b.y << 16u);' : ''}
+}`;
+}
+
+/** The uniform of splitBKernel for B [K, N] scaled by 2^exp (Params: K, N, words per row, words per part, exp). */
+export function splitBParams(K: number, N: number, exp: number): Int32Array {
+  const { Kp, Np } = splitBDims(K, N);
+  return Int32Array.of(K, N, Np / 2, (Kp * Np) / 2, exp, 0, 0, 0);
+}
+
+/** splitBKernel's workgroups: one invocation per word of a part. */
+export function splitBWorkgroups(K: number, N: number): number {
+  const { Kp, Np } = splitBDims(K, N);
+  return Math.ceil((Kp * Np) / 2 / SPLIT_B_WG);
 }
 
 /**

@@ -5,11 +5,11 @@ import { sizeOf } from '../../../tensor.js';
 import { tryBroadcastShape } from '../../../ops/util.js';
 import { Float16Array } from '@petamoriken/float16';
 import { type MatmulEpilogue, type MatmulSpec, type MatmulTile, skinnyMatmul, tiledMatmul, tileValid } from '../../../codegen/wgsl/matmul.js';
-import { registerGpuOp, type Binding, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
+import { grid, registerGpuOp, type Binding, type GpuDerivation, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from '../kernel.js';
 import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
 import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
 import { np2 } from '../sites.js';
-import { SPLIT_CFG, type SplitPasses, type SplitTile, splitB, splitDefault, splitDims, splitExponent, splitMatmul, splitValid } from '../../../codegen/wgsl/matmul_tc.js';
+import { SPLIT_CFG, type SplitPasses, type SplitTile, splitBDims, splitBKernel, splitBParams, splitBWorkgroups, splitDefault, splitDims, splitExponent, splitMatmul, splitValid } from '../../../codegen/wgsl/matmul_tc.js';
 
 const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
 const SKINNY_MAX_M = 16;
@@ -57,7 +57,7 @@ interface MatmulCall {
   mkn: (inputDims: number[][]) => [number, number, number];
 }
 
-/** splitExponent per weight array (a plan scans the weight for it: 72 scans of ~5 ms each per BERT-base replan). */
+/** splitExponent per weight array (every plan needs it: 72 scans per BERT-base replan, ~3.5 ms for a 768×3072 weight here). */
 const exponents = new WeakMap<Float32Array, Map<SplitPasses, number | null>>();
 function exponentOf(b: Float32Array, passes: SplitPasses): number | null {
   let m = exponents.get(b);
@@ -67,18 +67,12 @@ function exponentOf(b: Float32Array, passes: SplitPasses): number | null {
 }
 
 /**
- * splitB of the last few weights split: the tuner builds a runner per candidate on the same weights (each split takes
- * ~90 ms at BERT sizes in JS); a model's load splits each weight once, so only a few arrays are ever held.
+ * splitB of B [K, N] as a constant derived on the GPU (splitBKernel, the same bits): the f32 weight is uploaded instead
+ * of split in JS, which takes ~85 ms per BERT-base weight (seconds per session).
  */
-const recentSplits: { b: Float32Array; key: string; out: Uint16Array }[] = [];
-function recentSplit(b: Float32Array, K: number, N: number, passes: SplitPasses, exp: number): Uint16Array {
-  const key = `${K}:${N}:${passes}:${exp}`;
-  const hit = recentSplits.find((x) => x.b === b && x.key === key);
-  if (hit) return hit.out;
-  const out = splitB(b, K, N, passes, exp);
-  recentSplits.unshift({ b, key, out });
-  recentSplits.length = Math.min(recentSplits.length, 4);
-  return out;
+export function splitOnGpu(b: Float32Array, K: number, N: number, passes: SplitPasses, exp: number, maxPerDim: number): GpuDerivation {
+  const { Kp, Np } = splitBDims(K, N);
+  return { source: b, params: splitBParams(K, N, exp), bytes: (passes === 3 ? 2 : 1) * Kp * Np * 2, code: splitBKernel(passes), groups: grid(splitBWorkgroups(K, N), maxPerDim) };
 }
 
 /** IEEE half bit patterns of f32 values (round to nearest even, as the reference's Cast). */
@@ -266,7 +260,7 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   if (p.kind === 'tc') {
     const t = splitOf(p), ps = passes as SplitPasses, e = exp!, { BM, BN } = splitDims(t), { K, N } = call.spec;
     const data = bData!;
-    bindings[1] = { constant: ctx.constant(name, `tc${ps}:${e}:${key}`, () => recentSplit(data, K, N, ps, e)) };
+    bindings[1] = { constant: ctx.derivedConstant(name, `tc${ps}:${e}:${key}`, () => splitOnGpu(data, K, N, ps, e, maxDim)) };
     bindings.push({ fault: true });
     const code = splitMatmul(call.spec, t, ps, caps.subgroupSize, 2 ** -e);
     return { outputs, dispatches: [{ code: mutate(code, false, true), bindings, groups: [Math.ceil(call.spec.N / BN), Math.ceil(call.spec.M / BM), 1] }] };
