@@ -26,6 +26,7 @@ export interface GenerateArgs {
   ignoreEos?: boolean;
   json?: boolean;
   quant?: string;
+  activations?: 'f32' | 'int8';
   draft?: string;
   draftTokens?: number;
 }
@@ -81,7 +82,7 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
     return { lm: dec, describe: `ONNX decoder, ${L.layers} layers, ${L.heads} heads of ${L.headDim}` };
   }
   const { weights, note } = applyQuant(m.weights, quant, `${what} ${path}`);
-  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads });
+  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations });
   const c = weights.config;
   return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}` };
 }

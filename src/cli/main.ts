@@ -122,6 +122,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--stop-id <ids...>', 'stop at any of these token ids (comma-separated)', [])
     .option('--ignore-eos', "go on past the tokenizer's EOS token")
     .option('--quant <q>', 'LLM weights: q4 or q8 (round-to-nearest, groups of 32, quantized on the fly), f16 or f32 (dense as loaded)')
+    .addOption(new Option('--activations <kind>', 'webgpu LLM: int8 decodes 4-bit matrices with x rounded to 8 bits (faster)').choices(['f32', 'int8']))
     .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
     .option('--json', 'print one JSON line (ids, text, timings) at the end instead of streaming')
