@@ -7,10 +7,10 @@
 //    weights: 2 ANDs, a shift, 2 integer dot products), no workgroup memory, a subgroupAdd per row.
 // Usage: node gemv-lab.mjs   Env: ROUNDS (default 15), REPS (dispatches per pass, default 64)
 import { acquireGpu, dawnInstance } from '../../src/backends/webgpu/device.js';
-import { dequantRow, type QuantMatrix } from '../../src/llm/types.js';
+import { randomQuantMatrix } from '../../src/llm/random_model.js';
+import { dequantRow } from '../../src/llm/types.js';
 import { gemvShapeFor, packMatrix, probeSubgroups, stagedTile } from '../../src/llm/webgpu.js';
 import { META_IDS, gemvKernel, type GemvShape, type GemvSpec, type MatLayout } from '../../src/llm/wgsl.js';
-import { f16ToF32, f32ToF16 } from '../../src/ops/util.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { median } from '../../src/util/stats.js';
 
@@ -21,19 +21,6 @@ const dot4 = gpu.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? 
 console.log(`adapter: ${caps.name}; subgroups ${probe.ok} (max ${probe.maxSize}); timestamps ${caps.timestamps}; dot4I8Packed ${dot4}`);
 const ROUNDS = Number(process.env.ROUNDS ?? 15), REPS = Number(process.env.REPS ?? 64);
 const u = (n: number) => `${n}u`;
-
-function randomQuant(N: number, K: number, seed: number): QuantMatrix {
-  const r = mulberry32(seed);
-  const data = new Uint8Array((N * K) / 2);
-  const w32 = new Uint32Array(data.buffer);
-  for (let i = 0; i < w32.length; i++) w32[i] = (r() * 4294967296) >>> 0;
-  const groups = K / 32;
-  const scales = new Float32Array(N * groups);
-  for (let i = 0; i < scales.length; i++) scales[i] = f16ToF32(f32ToF16((0.5 + r()) / 64));
-  const zeros = new Uint8Array(N * Math.ceil(groups / 2));
-  for (let i = 0; i < zeros.length; i++) zeros[i] = (r() * 256) | 0;
-  return { kind: 'q', bits: 4, group: 32, N, K, data, scales, zeros };
-}
 
 /** x as int8 per group of 32: words [chunk][A0..A3, B0..B3] (A_j = x[8j], x[8j+2], x[8j+4], x[8j+6]; B_j the odd ones), and per group (dx, dx·Σxi). */
 function quantX(x: Float32Array): { words: Uint32Array; gs: Float32Array; xq: Float32Array } {
@@ -172,7 +159,7 @@ const put = (data: ArrayBufferView<ArrayBuffer>, usage = 0) => { const b = mk(da
 const shapes: [string, number, number][] = process.argv.includes('--small') ? [['small', 512, 1088]] : [['qkv', 12288, 4096], ['o', 4096, 4096], ['gate+up', 22016, 4096], ['down', 4096, 11008]];
 const summary: string[] = [];
 for (const [name, N, K] of shapes) {
-  const m = randomQuant(N, K, N + K);
+  const m = randomQuantMatrix(N, K, 4, 32, N + K);
   const packed = packMatrix(m);
   const copies = process.argv.includes('--small') ? 2 : Math.max(1, Math.ceil((256 << 20) / packed.words.byteLength));
   const Ws = Array.from({ length: copies }, () => put(packed.words));

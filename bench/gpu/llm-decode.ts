@@ -6,12 +6,11 @@
 //      ROOFLINE_GBS (default 3350: H100 SXM HBM3) LLM_SWEEP=0 (no shape sweep) LLM_SHAPE=RT,TK,RG[,UN[,XT]] (force every decode GEMV)
 //      LLM_ACT=int8 (W4A8 decode) LLM_ONLY=decode|gemv LLM_CHECK=1 (compare greedy ids with the TypeScript reference; slow on big models)
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
-import { layerShapes, randomQuantLlama } from '../../src/llm/random_model.js';
+import { layerShapes, randomQuantLlama, randomQuantMatrix } from '../../src/llm/random_model.js';
 import { ReferenceLlm } from '../../src/llm/reference.js';
 import { bytesPerToken, dequantRow, type LlamaConfig, type QBits, type QuantMatrix } from '../../src/llm/types.js';
 import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, probeSubgroups, stagedTile } from '../../src/llm/webgpu.js';
 import { META_IDS, gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../../src/llm/wgsl.js';
-import { f16ToF32, f32ToF16 } from '../../src/ops/util.js';
 import { mulberry32 } from '../../src/util/random.js';
 
 const small = process.argv.includes('--small');
@@ -40,20 +39,6 @@ const cfg: LlamaConfig = {
 };
 
 // --- The matrix-vector kernel alone -----------------------------------------------------------------------------
-
-function randomQuant(N: number, K: number, seed: number): QuantMatrix {
-  const r = mulberry32(seed);
-  const data = new Uint8Array((N * K * bits) / 8);
-  const w32 = new Uint32Array(data.buffer);
-  for (let i = 0; i < w32.length; i++) w32[i] = (r() * 4294967296) >>> 0;
-  const groups = K / group;
-  const scales = new Float32Array(N * groups);
-  for (let i = 0; i < scales.length; i++) scales[i] = f16ToF32(f32ToF16((0.5 + r()) / 64)); // f16 values, as the quantizer writes
-  const zRow = Math.ceil((groups * bits) / 8);
-  const zeros = new Uint8Array(N * zRow);
-  for (let i = 0; i < zeros.length; i++) zeros[i] = (r() * 256) | 0;
-  return { kind: 'q', bits, group, N, K, data, scales, zeros };
-}
 
 /** Compiled GEMV kernels by code (the warm-up and the default's three timings reuse them). */
 const pipelines = new Map<string, Promise<GPUComputePipeline>>();
@@ -130,7 +115,7 @@ async function gemvBench(): Promise<void> {
   const sweep = process.env.LLM_SWEEP ? process.env.LLM_SWEEP !== '0' : !small;
   console.log(`\nGEMV y = W x, ${bits}-bit g${group}, one token; GB/s = (the bytes the kernel reads: weights, f16 scales, zeros, x; and writes: y) / kernel time${caps.timestamps ? ' (GPU timestamps over a pass of repeated dispatches)' : ' (wall clock)'}`);
   for (const [name, N, K] of shapes) {
-    const m = randomQuant(N, K, N + K);
+    const m = randomQuantMatrix(N, K, bits, group, N + K);
     const packed = packMatrix(m);
     const mk = (bytes: number, usage: number) => device.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.STORAGE | usage });
     // Cold: enough copies of W, dispatched in turn, that the L2 cache (50 MB on the H100) cannot hold them, as in a

@@ -2,7 +2,7 @@
 // directly as random bytes (seconds instead of minutes for a billion-parameter model).
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { mulberry32 } from '../util/random.js';
-import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
+import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QuantMatrix } from './types.js';
 
 /** The shapes [N, K] of a layer's matrices. */
 export function layerShapes(c: LlamaConfig): Record<(typeof LAYER_MATRICES)[number], [number, number]> {
@@ -15,6 +15,24 @@ export function midQuantMatrix(N: number, K: number, bits: QBits, group: number,
   const groups = K / group, zRow = Math.ceil((groups * bits) / 8), mid = 1 << (bits - 1);
   const zeros = new Uint8Array(N * zRow).fill(bits === 8 ? mid : mid | (mid << 4));
   return { kind: 'q', bits, group, N, K, data, scales: new Float32Array(N * groups).fill(scale), zeros };
+}
+
+/**
+ * A quantized matrix of random codes, random zero points and random f16-valued scales (the GEMV benchmarks: every
+ * group's scale and zero point differ, so a wrong group index shows in the check).
+ */
+export function randomQuantMatrix(N: number, K: number, bits: QBits, group: number, seed: number): QuantMatrix {
+  const r = mulberry32(seed);
+  const data = new Uint8Array((N * K * bits) / 8);
+  const w32 = new Uint32Array(data.buffer);
+  for (let i = 0; i < w32.length; i++) w32[i] = (r() * 4294967296) >>> 0;
+  const groups = K / group;
+  const scales = new Float32Array(N * groups);
+  for (let i = 0; i < scales.length; i++) scales[i] = f16ToF32(f32ToF16((0.5 + r()) / 64)); // f16 values, as the quantizer writes
+  const zRow = Math.ceil((groups * bits) / 8);
+  const zeros = new Uint8Array(N * zRow);
+  for (let i = 0; i < zeros.length; i++) zeros[i] = (r() * 256) | 0;
+  return { kind: 'q', bits, group, N, K, data, scales, zeros };
 }
 
 /** Dense f32 weights, uniform in ±1/√K per matrix (activations stay O(1)); tied embeddings unless `untied`. */

@@ -1,7 +1,7 @@
 // The WebGPU runtime of decoder LLMs: weights uploaded once, the KV cache preallocated and written in place, kernels
 // generated for the model's shapes (wgsl.ts) and compiled once at create, one command encoder and one submit per
 // forward() (per maxT tokens), and only the logits (or argmax ids) read back.
-import { acquireGpu, checkLost, type GpuContext } from '../backends/webgpu/device.js';
+import { acquireGpu, checkLost, hasDot4, type GpuContext } from '../backends/webgpu/device.js';
 import { ExecutionError, InputError, ResourceLimitError, UnsupportedError } from '../errors.js';
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
@@ -302,8 +302,7 @@ export class WebGpuLlm implements LlmRunner {
       maxBindingSize: L.maxStorageBufferBindingSize,
       maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
       maxInvocations: Math.min(L.maxComputeInvocationsPerWorkgroup, L.maxComputeWorkgroupSizeX),
-      dot4: ctx ? ctx.caps.dot4
-        : ((globalThis as { navigator?: { gpu?: { wgslLanguageFeatures?: ReadonlySet<string> } } }).navigator?.gpu?.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false),
+      dot4: ctx ? ctx.caps.dot4 : hasDot4((globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu),
     };
     if (L.maxStorageBuffersPerShaderStage < 7) {
       throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");

@@ -322,11 +322,6 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
   const out: string[] = [];
   const ids: string[] = [];
   for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
-  // A chunk's loads: the weights, the scale and the zero point of row (r, h) at chunk `c`.
-  const loads = (id: string, c: string, name: (what: string) => string): string[] => {
-    const rw = `rw${id}`, g = m.group === 32 ? c : `((${c}) * 32u) / ${u(m.group)}`;
-    return [`${name('w')} = W[${rw} * ${u(m.wpr / 4)} + ${c}];`, `${name('s')} = ${scaleOf(m, rw, g)};`, `${name('z')} = ${zeroOf(m, rw, g)};`];
-  };
   out.push(`for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
     var v: array<vec4f, 8>;
     var mx = 0.0;
@@ -366,7 +361,9 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
     b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ${u(KC - 1)});`);
     const f = guard && v > 0 ? `select(0.0, 1.0, c + ${u(v * TK)} < ${u(KC)}) * ` : '';
     b.push('let xa = SA[cc];', 'let xb = SB[cc];', 'let xg = SG[cc];');
-    for (const id of ids) b.push(...loads(id, 'cc', (k) => `let ${k}${id}`));
+    // Row (r, h)'s chunk cc: its weights, and its group's scale and zero point.
+    const g = m.group === 32 ? 'cc' : `(cc * 32u) / ${u(m.group)}`;
+    for (const id of ids) b.push(`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + cc];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`);
     for (const id of ids) {
       const terms: string[] = [];
       for (const j of ['x', 'y', 'z', 'w']) terms.push(`dot4I8Packed(w${id}.${j} & 0x0F0F0F0Fu, xa.${j})`, `dot4I8Packed((w${id}.${j} >> 4u) & 0x0F0F0F0Fu, xb.${j})`);

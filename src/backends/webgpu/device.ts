@@ -110,7 +110,7 @@ async function createGpu(): Promise<GpuContext> {
   const caps: GpuCaps = {
     f16: device.features.has('shader-f16'),
     subgroups: device.features.has('subgroups'),
-    dot4: (gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false,
+    dot4: hasDot4(gpu),
     subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) ? [...(info.subgroupMatrixConfigs ?? [])] : [],
     subgroupSize: info.subgroupMinSize && info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0,
     timestamps: device.features.has('timestamp-query'),
@@ -127,6 +127,11 @@ async function createGpu(): Promise<GpuContext> {
   const ctx: GpuContext = { gpu, device, caps, lost: null };
   void device.lost.then((l) => { ctx.lost = { reason: String(l.reason), message: l.message }; });
   return ctx;
+}
+
+/** Whether WGSL on this GPU has packed_4x8_integer_dot_product (dot4I8Packed). */
+export function hasDot4(gpu: GPU | undefined): boolean {
+  return (gpu as (GPU & { wgslLanguageFeatures?: ReadonlySet<string> }) | undefined)?.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false;
 }
 
 /** Throws the typed error of a lost device. */
