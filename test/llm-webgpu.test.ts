@@ -335,7 +335,10 @@ test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
   await r.release();
 });
 
-test('webgpu llm q4 with int8 activations: decode steps near the reference, the small-T path exact', TIMEOUT, async () => {
+test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check());
+test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, int8Check));
+
+async function int8Check(): Promise<void> {
   const { caps } = await acquireGpu();
   const w = model(GQA, 'q4', 11);
   const cap = 48, V = GQA.vocab;
@@ -343,10 +346,12 @@ test('webgpu llm q4 with int8 activations: decode steps near the reference, the 
   assert.equal(gpu.activations, caps.dot4 ? 'int8' : 'f32');
   const ref = new ReferenceLlm(w, cap);
   const exact = await WebGpuLlm.create(w, { capacity: cap });
-  // All of the prompt's logits come from the small-T kernels (f32 x): as exact as ever.
+  // The prompt's logits come from the small-T kernels (x quantized by quantRowsKernel; chunks of 4, 4 and 1 tokens),
+  // the steps' from decode.
   const prompt = ids(9, 1, V);
-  const p0 = await gpu.forward(prompt, true);
-  assert.ok(rel(p0, await ref.forward(prompt, true)) <= 1e-3);
+  const p0 = new Float32Array(prompt.length * V);
+  for (let c0 = 0; c0 < prompt.length; c0 += 4) p0.set(await gpu.forward(prompt.slice(c0, c0 + 4), true), c0 * V);
+  const promptErr = rel(p0, await ref.forward(prompt, true));
   await exact.forward(prompt);
   let worst = 0, agree = 0, diff = 0;
   for (let s = 0; s < 12; s++) {
@@ -357,12 +362,59 @@ test('webgpu llm q4 with int8 activations: decode steps near the reference, the 
     diff = Math.max(diff, rel(got, f32));
     if (argmax(got) === argmax(want)) agree++;
   }
-  console.log(`int8 activations (${gpu.activations}): worst step error ${worst.toExponential(2)}, argmax agrees ${agree}/12`);
+  // The same tokens one at a time through the decode kernels: the small-T kernels quantize x alike, so the two paths
+  // differ only in the order of the f32 sums (what speculative decoding's greedy equality rests on).
+  const one = await WebGpuLlm.create(w, { capacity: cap, activations: 'int8' });
+  let pathDiff = 0;
+  for (let t = 0; t < prompt.length; t++) {
+    const row = await one.forward([prompt[t]]);
+    pathDiff = Math.max(pathDiff, rel(p0.subarray(t * V, (t + 1) * V), row));
+  }
+  console.log(`int8 activations (${gpu.activations}): prompt error ${promptErr.toExponential(2)}, worst step error ${worst.toExponential(2)}, ` +
+    `argmax agrees ${agree}/12, small-T vs one-token ${pathDiff.toExponential(2)}`);
   // x rounded to 8 bits per 32 values: a few 1e-3 of the logits' range, and the same argmax.
+  assert.ok(promptErr <= 1e-2, `prompt error ${promptErr}`);
   assert.ok(worst <= 1e-2, `worst step error ${worst}`);
   assert.ok(agree >= 11, `argmax agrees at ${agree} of 12 steps`);
+  assert.ok(pathDiff <= 1e-6, `small-T and one-token int8 logits differ by ${pathDiff}`);
   // The int8 path was taken: its decode differs from the f32 path's (which is within 1e-3 of the reference).
   if (gpu.activations === 'int8') assert.ok(diff > 1e-6, `int8 decode equals the f32 decode (${diff})`);
   await gpu.release();
   await exact.release();
+  await one.release();
+}
+
+test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {
+  const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
+  const { TextGenerator } = await import('../src/generate/generate.js');
+  const { TextTokenizer } = await import('../src/generate/tokenizer.js');
+  const { loadLlm } = await import('../src/llm/model_io.js');
+  // The trained pair (test/fixtures/lm): real acceptance, so rounds end both in rejections and in bonus tokens.
+  const F = 'test/fixtures/lm';
+  const [tw, dw, tok] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`), TextTokenizer.fromFile(`${F}/tokenizer.json`)]);
+  const prompt = tok.encode('The package manager installs the files of a package and', { addSpecialTokens: true });
+  const cap = 96, N = 24;
+  for (const activations of ['f32', 'int8'] as const) {
+    const plain = new TextGenerator(new LlmCausalLM(await WebGpuLlm.create(tw, { capacity: cap, activations })));
+    const pg = plain.generate(prompt, { maxTokens: N });
+    await pg.all();
+    const want = pg.ids;
+    await plain.release();
+    const target = await WebGpuLlm.create(tw, { capacity: cap, activations });
+    const draft = await WebGpuLlm.create(dw, { capacity: cap, activations });
+    let rounds = 0;
+    const round = target.speculateGreedy.bind(target);
+    target.speculateGreedy = (...a) => { rounds++; return round(...a); };
+    const gen = new TextGenerator(new LlmCausalLM(target), undefined, { draft: new LlmCausalLM(draft), draftTokens: 3 });
+    const g = gen.generate(prompt, { maxTokens: N });
+    await g.all();
+    const sp = g.stats!.speculative!;
+    console.log(`speculative on the GPU (${activations}): ${sp.rounds} rounds, acceptance ${(100 * sp.acceptanceRate).toFixed(0)}%: ${tok.decode(g.ids)}`);
+    assert.equal(want.length, N);
+    assert.deepEqual(g.ids, want, activations);
+    assert.equal(rounds, sp.rounds, 'every round took the GPU path');
+    // Both kinds of round happened: some proposal rejected, and some round accepted all three.
+    assert.ok(sp.accepted < sp.drafted && sp.rounds < N - 1, `${sp.accepted}/${sp.drafted} accepted in ${sp.rounds} rounds`);
+    await gen.release();
+  }
 });

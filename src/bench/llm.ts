@@ -31,11 +31,11 @@ export interface DecodeEngine {
 }
 
 
-export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number): DecodeEngine {
+export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
   return {
-    name: `webjit ${backend}`, weights, peer: false,
+    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}`, weights, peer: false,
     async create() {
-      const r = await createLlm(w, { backend, threads });
+      const r = await createLlm(w, { backend, threads, activations });
       const g = r as unknown as { greedy?: (ids: readonly number[]) => Promise<number> };
       const run = async (ids: readonly number[]) => g.greedy ? g.greedy(ids) : argmax(await r.forward(ids));
       return {
@@ -48,12 +48,12 @@ export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBack
 }
 
 /** Speculative decoding on webjit's runtime: a draft proposes k tokens, the target checks them in one pass (greedy). */
-export function webjitSpeculativeEngine(target: LlmWeights, draft: LlmWeights, weights: string, backend: LlmBackend, k: number, threads?: number): DecodeEngine {
+export function webjitSpeculativeEngine(target: LlmWeights, draft: LlmWeights, weights: string, backend: LlmBackend, k: number, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
   return {
-    name: `webjit ${backend} + draft (k=${k})`, weights, peer: false,
+    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''} + draft (k=${k})`, weights, peer: false,
     async create() {
-      const t = new LlmCausalLM(await createLlm(target, { backend, threads }));
-      const d = new LlmCausalLM(await createLlm(draft, { backend, threads }));
+      const t = new LlmCausalLM(await createLlm(target, { backend, threads, activations }));
+      const d = new LlmCausalLM(await createLlm(draft, { backend, threads, activations }));
       const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k });
       const unsupported = async (): Promise<number> => { throw new Error('the speculative engine runs whole generations'); };
       return {
@@ -190,6 +190,8 @@ export interface LlmBenchOptions {
   peers: ('web-wasm' | 'web-webgpu' | 'node')[];
   /** Another ONNX export of the dense target (e.g. PyTorch's), run by the peers as well. */
   peerOnnx?: Uint8Array;
+  /** webjit's activations on the GPU (LlmOptions.activations). */
+  activations?: 'f32' | 'int8';
   log: (s: string) => void;
 }
 
@@ -210,8 +212,8 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     bytes[label] = bytesPerToken(w);
     const onnx = exportOnnx(w);
     for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
-    engines.push(webjitLlmEngine(w, label, o.backend, o.threads));
-    if (o.draft) engines.push(webjitSpeculativeEngine(w, quantized(o.draft, q), label, o.backend, o.draftTokens, o.threads));
+    engines.push(webjitLlmEngine(w, label, o.backend, o.threads, o.activations));
+    if (o.draft) engines.push(webjitSpeculativeEngine(w, quantized(o.draft, q), label, o.backend, o.draftTokens, o.threads, o.activations));
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
 }

@@ -319,6 +319,14 @@ class SpeculativeSource implements TokenSource {
       seq.push(id);
       return [id];
     }
+    const gpu = s.greedy ? gpuPair(this.target, this.draft) : null;
+    if (gpu) {
+      // Greedy on one GPU: the draft's steps chain there and the round reads back once (WebGpuLlm.speculateGreedy).
+      const r = await gpu.target.speculateGreedy(gpu.draft, pending, seq.slice(this.draft.pastLength), k);
+      let n = 0;
+      while (n < k && r.proposals[n] === r.argmax[pending.length - 1 + n]) n++;
+      return this.settle(k, n, [...r.proposals.slice(0, n), r.argmax[pending.length - 1 + n]]);
+    }
     const proposals: number[] = [], qs: TokenDistribution[] = [];
     let dl = await this.draft.forward(seq.slice(this.draft.pastLength), false);
     for (let j = 0; j < k; j++) {
@@ -339,15 +347,33 @@ class SpeculativeSource implements TokenSource {
       if (!v.accepted) break;
     }
     if (n === k) out.push(s.draw(s.distribution(row(k))));
-    const keep = seq.length + n;
+    return this.settle(k, n, out);
+  }
+
+  /** Ends a round in which n of k proposals were accepted: both caches keep the accepted prefix; `out` joins seq. */
+  private async settle(k: number, n: number, out: number[]): Promise<number[]> {
+    const keep = this.seq.length + n;
     await this.target.truncate(keep);
     await this.draft.truncate(Math.min(this.draft.pastLength, keep));
     this.rounds++;
     this.drafted += k;
     this.accepted += n;
-    seq.push(...out);
+    this.seq.push(...out);
     return out;
   }
+}
+
+/** A runner that can do a greedy speculative round on its GPU with a draft runner (WebGpuLlm.speculateGreedy). */
+interface GpuSpeculator extends LlmRunner {
+  speculateGreedy(draft: LlmRunner, ids: readonly number[], draftIds: readonly number[], k: number): Promise<{ proposals: number[]; argmax: number[] }>;
+}
+
+/** The target's and the draft's runners where both are WebGPU LLM runners (one device: checked by the round). */
+function gpuPair(target: CausalLM, draft: CausalLM): { target: GpuSpeculator; draft: LlmRunner } | null {
+  if (!(target instanceof LlmCausalLM && draft instanceof LlmCausalLM)) return null;
+  const t = target.runner as Partial<GpuSpeculator>;
+  if (t.backend !== 'webgpu' || draft.runner.backend !== 'webgpu' || typeof t.speculateGreedy !== 'function') return null;
+  return { target: t as GpuSpeculator, draft: draft.runner };
 }
 
 /**

@@ -8,8 +8,8 @@ import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
-  paired, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout,
+  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  paired, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
 /** Knobs for tests and benchmarks (read at create). */
@@ -204,10 +204,14 @@ export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<A
 
 interface GemvKernels {
   units: number;
-  /** Per token bucket: the pipeline and the units one workgroup covers. */
-  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number }>;
+  /** Per token bucket: the pipeline, the units one workgroup covers, and whether it reads x quantized beforehand. */
+  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number; pre: boolean }>;
   bind: GPUBindGroup | null;
   layout: GPUBindGroupLayout;
+  /** The kernels bind the pre-quantized x (int8 activations, a 4-bit matrix): the last three bindings. */
+  preBound: boolean;
+  /** What quantizes x for the small-T int8 kernels (quantRowsKernel), where they take it. */
+  quant: { pipeline: GPUComputePipeline | null; bind: GPUBindGroup | null; head: boolean };
 }
 
 type Mode = 'logits' | 'logitsAll' | 'argmax' | 'argmaxAll';
@@ -248,6 +252,10 @@ export class WebGpuLlm implements LlmRunner {
   private q!: GPUBuffer;
   private attn!: GPUBuffer;
   private g!: GPUBuffer;
+  /** x quantized for the small-T int8 kernels: bytes, (dx, dx·Σxi) per 32 values, 1/rms per token. */
+  private xq!: GPUBuffer;
+  private xg!: GPUBuffer;
+  private rs!: GPUBuffer;
   private res!: GPUBuffer;
   private logits: GPUBuffer | null = null;
   private logitsRows = 0;
@@ -265,7 +273,7 @@ export class WebGpuLlm implements LlmRunner {
   private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
-    private readonly caps: { subgroups: boolean; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number },
+    private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number },
     /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
     readonly activations: 'f32' | 'int8') {
     this.config = w.config;
@@ -297,6 +305,7 @@ export class WebGpuLlm implements LlmRunner {
     const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
     const caps = {
       subgroups: device.features.has('subgroups' as GPUFeatureName),
+      sgMin: ctx?.caps.subgroupSize || (info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize || 4,
       software: ctx ? ctx.caps.software : /llvmpipe|lavapipe|swiftshader|software/i.test(`${info?.vendor ?? ''} ${info?.device ?? ''} ${info?.description ?? ''} ${info?.architecture ?? ''}`),
       maxWorkgroupStorage: L.maxComputeWorkgroupStorageSize,
       maxBindingSize: L.maxStorageBufferBindingSize,
@@ -362,6 +371,10 @@ export class WebGpuLlm implements LlmRunner {
     this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
+    const preT = this.activations === 'int8' ? Math.max(...this.buckets) : 0, maxK = Math.max(D, H * HD, F);
+    this.xq = this.alloc(preT * maxK, 0, 'activations');
+    this.xg = this.alloc(preT * (maxK / 32) * 8, 0, 'activations');
+    this.rs = this.alloc(preT * 4, 0, 'activations');
     this.res = this.alloc(Math.max(maxT, cap) * 4, COPY_SRC, 'argmax ids');
     if (this.device.features.has('timestamp-query')) {
       const resolve = this.device.createBuffer({ size: 16, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
@@ -378,11 +391,13 @@ export class WebGpuLlm implements LlmRunner {
       const packed = packMatrix(m);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
-      const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, rolled: this.rolled, dot4: this.activations === 'int8' };
+      const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: this.activations === 'int8' };
       const bindings = gemvBindings(base);
-      const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl };
+      const preBound = base.dot4 && dot4Matrix(packed.layout);
+      const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl, preBound, quant: { pipeline: null, bind: null, head: role === 'head' } };
+      let anyPre = false;
       for (const TB of [...this.buckets, GEMM_TM]) {
-        let code: string, UW: number;
+        let code: string, UW: number, pre = false;
         if (TB === GEMM_TM) {
           code = gemmKernel(base);
           UW = gemmUnitsPerTile(base);
@@ -390,12 +405,25 @@ export class WebGpuLlm implements LlmRunner {
           const spec = this.shapeFor(role, base, TB);
           code = gemvKernel(spec);
           UW = spec.RG * spec.RT;
+          pre = dot4Pre(spec);
+          anyPre ||= pre;
         }
         if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");
-        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW }); }));
+        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, pre }); }));
+      }
+      if (anyPre) {
+        const src: QuantRowsSource = role === 'head' ? 'head' : gather ? 'gather' : 'x';
+        pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm, c.rmsEps), quantRowsBindings(src, norm)).then((p) => { k.quant.pipeline = p; }));
       }
       return { k, buf };
     };
+    /** The bind group of a matrix's quantRowsKernel: its x rows (and norm weights), then the quantized x. */
+    const quantBind = (k: GemvKernels, src: GPUBuffer, nw: GPUBuffer | null, gatherInto: GPUBuffer | null) => {
+      if (!k.preBound) return;
+      k.quant.bind = this.bindGroup(this.layoutFor(quantRowsBindings(gatherInto ? 'gather' : k.quant.head ? 'head' : 'x', nw !== null)).bgl,
+        [this.meta, src, ...(nw ? [nw] : []), this.xq, this.xg, this.rs, ...(gatherInto ? [gatherInto] : [])]);
+    };
+    const preBufs = (k: GemvKernels) => (k.preBound ? [this.xq, this.xg, this.rs] : []);
 
     for (let l = 0; l < c.layers; l++) {
       const Lw = w.layers[l];
@@ -408,16 +436,21 @@ export class WebGpuLlm implements LlmRunner {
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`);
       const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`);
       qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
-        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x]
-        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv]);
-      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x]);
-      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g]);
-      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x]);
+        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...preBufs(qkv.k)]
+        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...preBufs(qkv.k)]);
+      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...preBufs(o.k)]);
+      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...preBufs(gu.k)]);
+      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...preBufs(down.k)]);
+      quantBind(qkv.k, l === 0 ? embed : this.x, attnNorm, l === 0 ? this.x : null);
+      quantBind(o.k, this.attn, null, null);
+      quantBind(gu.k, this.x, mlpNorm, null);
+      quantBind(down.k, this.g, null, null);
       this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null });
     }
     const head = gemv('head', w.lmHead, true, false, { kind: 'head' }, 'lm_head');
     this.head = head.k;
     this.headW = head.buf;
+    quantBind(head.k, this.x, this.finalNorm, null);
 
     const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile });
     pending.push(this.pipeline(attnCode, 'rrrww').then((p) => { this.attention = p; }));
@@ -508,7 +541,7 @@ export class WebGpuLlm implements LlmRunner {
     if (this.logits) { this.logits.destroy(); this.buffers.splice(this.buffers.indexOf(this.logits), 1); }
     this.logits = this.alloc(want * this.config.vocab * 4, COPY_SRC, 'the logits');
     this.logitsRows = want;
-    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits]);
+    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, ...(this.head.preBound ? [this.xq, this.xg, this.rs] : [])]);
     this.argmaxBind = this.bindGroup(this.layoutFor('wrw').bgl, [this.meta, this.logits, this.res]);
   }
 
@@ -545,7 +578,7 @@ export class WebGpuLlm implements LlmRunner {
    * submits one chunk, with a copy of `copyBytes` of the logits or argmax ids to the staging buffer.
    */
   private submitChunk(ids: readonly number[] | null, T: number, head: { rows: number; rowOff: number; argmax: boolean; resOff?: number; feed?: boolean },
-    copyBytes: number, prof: Profiling | null = null): GPUBuffer | null {
+    copyBytes: number, prof: Profiling | null = null, around?: { before?: (enc: GPUCommandEncoder) => void; after?: (enc: GPUCommandEncoder) => void }): GPUBuffer | null {
     if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
     const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
     const keys = this.len + T;
@@ -557,7 +590,9 @@ export class WebGpuLlm implements LlmRunner {
     this.device.queue.writeBuffer(this.meta, 0, meta.buffer, 0, meta.byteLength);
     const enc = this.device.createCommandEncoder();
     const timed = this.timing && this.timestamps !== null && copyBytes > 0;
+    around?.before?.(enc);
     this.encode(enc, T, splits, head.rows, head.argmax, timed, prof);
+    around?.after?.(enc);
     if (prof) {
       const q = prof.names.length * 2;
       enc.resolveQuerySet(prof.set, 0, q, prof.resolve, 0);
@@ -645,6 +680,42 @@ export class WebGpuLlm implements LlmRunner {
     }
   }
 
+  /**
+   * One round of greedy speculative decoding with one read-back. The draft (another runner on this device) runs
+   * `draftIds`, the tokens its cache lacks, and k − 1 more steps, each step's argmax becoming the next step's token on
+   * the GPU (as generateGreedy); this runner then runs `ids`, its pending tokens, and the k proposals, copied into its
+   * token ids on the GPU, with the argmax of every position. Returns the proposals and this runner's argmaxes
+   * (ids.length + k). Both caches keep everything they ran: the caller truncates them to what it accepts.
+   */
+  async speculateGreedy(draft: WebGpuLlm, ids: readonly number[], draftIds: readonly number[], k: number): Promise<{ proposals: number[]; argmax: number[] }> {
+    if (draft.device !== this.device) throw new InputError('speculateGreedy: the draft runs on another GPU device', {}, 'create both runners on one device');
+    if (!Number.isInteger(k) || k < 1) throw new InputError(`speculateGreedy: k = ${k}`, {}, 'propose at least one token');
+    if (draft === this) throw new InputError('speculateGreedy: the draft is the target itself', {}, 'open the draft model as a runner of its own');
+    const T = ids.length + k;
+    if (ids.length < 1 || draftIds.length < 1 || T > this.maxT || draftIds.length > draft.maxT) {
+      throw new InputError(`speculateGreedy: ${ids.length} pending tokens + ${k} proposals (the draft ${draftIds.length})`, {}, `run at most ${this.maxT} tokens a round, at least one pending for each model`);
+    }
+    this.begin([...ids, ...new Array<number>(k).fill(0)]);
+    draft.begin(draftIds, k - 1);
+    this.busy = draft.busy = true;
+    try {
+      draft.submitChunk(draftIds, draftIds.length, { rows: 1, rowOff: draftIds.length - 1, argmax: true, resOff: 0, feed: true }, 0);
+      for (let s = 1; s < k; s++) draft.submitChunk(null, 1, { rows: 1, rowOff: 0, argmax: true, resOff: s, feed: true }, 0);
+      const staging = this.stagingOf((T + k) * 4);
+      this.submitChunk([...ids, ...new Array<number>(k).fill(0)], T, { rows: T, rowOff: 0, argmax: true, resOff: 0 }, 0, null, {
+        before: (enc) => enc.copyBufferToBuffer(draft.res, 0, this.meta, (META_IDS + ids.length) * 4, k * 4),
+        after: (enc) => {
+          enc.copyBufferToBuffer(this.res, 0, staging, 0, T * 4);
+          enc.copyBufferToBuffer(draft.res, 0, staging, T * 4, k * 4);
+        },
+      });
+      const got = await this.readBack(staging, (T + k) * 4, true, false);
+      return { argmax: [...got.subarray(0, T)], proposals: [...got.subarray(T, T + k)] };
+    } finally {
+      this.busy = draft.busy = false;
+    }
+  }
+
   /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
   private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean,
     prof: Profiling | null): void {
@@ -669,6 +740,7 @@ export class WebGpuLlm implements LlmRunner {
     };
     const gemv = (name: string, k: GemvKernels, rows: number, tb: number) => {
       const e = k.byTB.get(tb)!;
+      if (e.pre) dispatch(`${name} x8`, k.quant.pipeline!, k.quant.bind!, 1, rows);
       dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
     };
     for (const L of this.layers) {
@@ -696,7 +768,7 @@ export class WebGpuLlm implements LlmRunner {
     this.begin(ids);
     if (ids.length > this.maxT) throw new InputError(`profileForward: ${ids.length} tokens > ${this.maxT}`, {}, 'profile a shorter chunk');
     this.busy = true;
-    const maxQ = 2 * (this.layers.length * 6 + 4);
+    const maxQ = 2 * (this.layers.length * 10 + 6);
     const prof: Profiling = {
       set: this.device.createQuerySet({ type: 'timestamp', count: maxQ }),
       resolve: this.device.createBuffer({ size: maxQ * 8, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC }),

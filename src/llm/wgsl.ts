@@ -89,6 +89,11 @@ export interface GemvSpec extends GemvShape {
   m: MatLayout;
   /** Subgroup reductions (the device's subgroups were checked to be contiguous runs of the workgroup). */
   sg: boolean;
+  /**
+   * The device's smallest subgroup (default 4, WebGPU's least): with subgroup reductions each row group keeps TK/sgMin
+   * partial sums in workgroup memory, not TK (on the H100 one: room that the small-T kernels' x tiles need).
+   */
+  sgMin?: number;
   /** RMSNorm of x in the prologue: y = W (nw ⊙ x) / rms(x). */
   norm: boolean;
   eps: number;
@@ -113,33 +118,67 @@ export const gemvWorkgroupSize = (s: GemvShape): number => s.TK * s.RG;
 
 /** Values each thread reduces: the accumulators (units × rows per unit × tokens), and the sums of squares for the norm. */
 function valueCount(s: GemvSpec): number {
-  return s.RT * (paired(s.epi) ? 2 : 1) * s.TB + (s.norm ? s.TB : 0);
+  return s.RT * (paired(s.epi) ? 2 : 1) * s.TB + (s.norm && !dot4Pre(s) && !dot4Staged(s) ? s.TB : 0);
 }
+
+/** Partial sums per value and row group in the reduction: one per subgroup, or per thread along K without subgroups. */
+const reductionSlots = (s: GemvSpec): number => (s.sg ? Math.max(1, s.TK / Math.min(s.TK, s.sgMin ?? 4)) : s.TK);
 
 /** Workgroup memory of a GEMV kernel (the reduction's two arrays, and staged x). */
 export function gemvWorkgroupBytes(s: GemvSpec): number {
   const NV = valueCount(s);
-  return 4 * (NV * gemvWorkgroupSize(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0);
+  return 4 * (NV * s.RG * reductionSlots(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0);
 }
 
-/** Whether a kernel takes the int8-activation path: decode, 4-bit weights in vec4 chunks of one quantisation group. */
-export const dot4Staged = (s: GemvSpec): boolean => !!s.dot4 && s.TB === 1 && s.m.kind === 'q' && s.m.bits === 4 && s.m.group % 32 === 0 && s.m.wpr % 4 === 0;
+/** A matrix the int8-activation kernels take: 4-bit weights in vec4 chunks (32 weights) of one quantisation group. */
+export const dot4Matrix = (m: MatLayout): boolean => m.kind === 'q' && m.bits === 4 && m.group % 32 === 0 && m.wpr % 4 === 0;
 
-/** Workgroup memory of x as int8: per 32 values two vec4<u32> of bytes and (dx, dx·Σxi). */
-export const dot4StageBytes = (K: number): number => (K / 32) * 40;
+/** Whether a kernel takes the int8-activation path of decode: x quantized in workgroup memory (gemvDot4Loop). */
+export const dot4Staged = (s: GemvSpec): boolean => !!s.dot4 && s.TB === 1 && dot4Matrix(s.m);
+
+/**
+ * Whether a kernel takes the int8-activation path of small T: x quantized beforehand by quantRowsKernel into
+ * storage (XQ, XG, and RS = 1/rms per token for a normed input), read from there by every workgroup (gemvDot4PreLoop).
+ */
+export const dot4Pre = (s: GemvSpec): boolean => !!s.dot4 && s.TB > 1 && dot4Matrix(s.m);
+
+/** Workgroup memory of x as int8: per 32 values two vec4<u32> of bytes, (dx, dx·Σxi) and the values' Σx². */
+export const dot4StageBytes = (K: number): number => (K / 32) * 44;
+
+/**
+ * Σx² of x from its groups of 32 in workgroup memory (`SS`), summed by a tree whose shape depends on the group count
+ * only, into SS[0] (then `rinvOfGroups`): the decode kernel and quantRowsKernel compute it alike, bit for bit, so that
+ * the small-T int8 kernels round x to the same codes as decode (an ulp apart, a code can round the other way, and
+ * speculative decoding's greedy equality rests on the two agreeing). Every thread of the workgroup runs it.
+ */
+function sumGroupsTree(G: number, WG: number): string {
+  let H = 1;
+  while (H < G) H *= 2;
+  return `for (var st = ${u(H / 2)}; st > 0u; st >>= 1u) {
+    for (var g = lid; g < st; g += ${u(WG)}) { if (g + st < ${u(G)}) { SS[g] += SS[g + st]; } }
+    workgroupBarrier();
+  }`;
+}
+const rinvOfGroups = (K: number, eps: number): string => `inverseSqrt(SS[0] / ${f32Lit(K)} + ${f32Lit(eps)})`;
 
 /** Whether a kernel stages x in workgroup memory (decode of 4/8-bit weights in whole vec4 chunks, XT > 0). */
-export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled) && !dot4Staged(s);
+export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled) && !dot4Staged(s) && !dot4Pre(s);
 
 /** x vec4s per chunk (one vec4<u32> of packed weights) of a 4/8-bit matrix. */
 export const stagedChunkVec4s = (m: MatLayout): number => (4 * (32 / m.bits)) / 4;
 
+type BindingSpec = { norm: boolean; gather: boolean; epi: Epilogue; m: MatLayout; dot4?: boolean };
+
+/** Whether a matrix's kernels bind the pre-quantized x (XQ, XG, RS) that its small-T int8 kernels read. */
+const preBound = (s: BindingSpec): boolean => !!s.dot4 && dot4Matrix(s.m);
+
 /** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
-export function gemvBindings(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
+export function gemvBindings(s: BindingSpec): string {
   let b = 'rrr' + (s.norm ? 'r' : '');
   if (s.epi.kind === 'qkv') b += 'ww';
   else b += 'w';
   if (s.gather) b += 'w';
+  if (preBound(s)) b += 'rrr';
   return b;
 }
 
@@ -171,13 +210,14 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
 }
 
 /** Storage declarations of the matrix kernels, in gemvBindings' order. */
-function matDecls(s: { norm: boolean; gather: boolean; epi: Epilogue }): string {
+function matDecls(s: BindingSpec): string {
   const bindings = gemvBindings(s);
   const names = ['MT', 'W', 'X', ...(s.norm ? ['NW'] : [])];
   const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(s.norm ? ['array<vec4f>'] : [])];
   if (s.epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
   else { names.push('OUT'); types.push('array<f32>'); }
   if (s.gather) { names.push('XW'); types.push('array<vec4f>'); }
+  if (preBound(s)) { names.push('XQ', 'XG', 'RS'); types.push('array<vec4<u32>>', 'array<vec2f>', 'array<f32>'); }
   return names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
 }
 
@@ -306,29 +346,17 @@ function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; G
 }
 
 /**
- * Decode with int8 activations (4-bit weights; the W4A8 scheme of llama.cpp's CUDA kernels). The workgroup first
- * quantizes x (times the norm weights, Σx² on the way) per 32 values: dx = max|v|/127, xi = round(v/dx), stored as two
- * vec4<u32> of bytes per 32 values, ordered to match the nibbles of a weight word: `w & 0x0F0F0F0F` holds weights 0, 2,
- * 4, 6 of the word's 8 and `(w >> 4) & 0x0F0F0F0F` weights 1, 3, 5, 7, so SA[c][j] packs x[8j], x[8j+2], x[8j+4],
- * x[8j+6] and SB[c][j] the odd ones. A chunk (one vec4<u32> of a row, 32 weights of one group) then costs 8
- * dot4I8Packed, and its group s·Σ(q − z)·x = s·(dx·Σ q·xi − z·dx·Σxi), against 32 FMAs and 64 more operations to
- * unpack. Measured on the H100 inside the Llama-7B layer shapes: 1.2–1.4× the f32 kernel (bench/gpu/gemv-lab.ts).
- * The price is x rounded to 8 bits per 32 values (relative row error ~2e-4 of Σ|w·x|).
+ * WGSL quantizing block `g` (32 values: vec4s `xAt(i)`, i = 0…7, of the raw x) to int8: `qa`, `qb` (the bytes in the
+ * order gemvDot4Loop describes) and `qg` = (dx, dx·Σxi). With norm weights `nwAt(i)` the values are x ⊙ nw and Σx² of
+ * the raw x is added to `ss`. A NaN or infinity in x makes dx NaN (max() may drop a NaN; the sum keeps it).
  */
-function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): string[] {
-  const { m, RT, TK, norm } = s;
-  const { KC, WG, P } = d;
-  const UN = s.UN ?? 1, G = m.K / 32;
-  const out: string[] = [];
-  const ids: string[] = [];
-  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
-  out.push(`for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
-    var v: array<vec4f, 8>;
+function quantBlock(xAt: (i: string) => string, nwAt: ((i: string) => string) | null, ss: string): string {
+  return `var v: array<vec4f, 8>;
     var mx = 0.0;
     var sa = 0.0;
     for (var i = 0u; i < 8u; i++) {
-      let xr = X[xb0 + g * 8u + i];
-      ${norm ? 'ss += dot(xr, xr);\n      let xv = xr * NW[g * 8u + i];' : 'let xv = xr;'}
+      let xr = ${xAt('i')};
+      ${nwAt ? `${ss} += dot(xr, xr);\n      let xv = xr * ${nwAt('i')};` : 'let xv = xr;'}
       v[i] = xv;
       let a = abs(xv);
       mx = max(mx, max(max(a.x, a.y), max(a.z, a.w)));
@@ -347,13 +375,40 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
       qa[j] = pu.x | (pu.z << 8u) | (qu.x << 16u) | (qu.z << 24u);
       qb[j] = pu.y | (pu.w << 8u) | (qu.y << 16u) | (qu.w << 24u);
     }
-    // A NaN or infinity in x makes dx NaN (max() may drop a NaN; the sum keeps it), so it reaches y.
     let dx = mx / 127.0 + (sa - sa);
+    let qg = vec2f(dx, dx * f32(sum));`;
+}
+
+/** The int8 dot products of chunk `cc` of row (r, h) with x bytes `xa`, `xb`: an i32 expression. */
+const dot4Terms = (id: string): string => ['x', 'y', 'z', 'w']
+  .flatMap((j) => [`dot4I8Packed(w${id}.${j} & 0x0F0F0F0Fu, xa.${j})`, `dot4I8Packed((w${id}.${j} >> 4u) & 0x0F0F0F0Fu, xb.${j})`]).join(' + ');
+
+/**
+ * Decode with int8 activations (4-bit weights; the W4A8 scheme of llama.cpp's CUDA kernels). The workgroup first
+ * quantizes x (times the norm weights, Σx² on the way) per 32 values: dx = max|v|/127, xi = round(v/dx), stored as two
+ * vec4<u32> of bytes per 32 values, ordered to match the nibbles of a weight word: `w & 0x0F0F0F0F` holds weights 0, 2,
+ * 4, 6 of the word's 8 and `(w >> 4) & 0x0F0F0F0F` weights 1, 3, 5, 7, so SA[c][j] packs x[8j], x[8j+2], x[8j+4],
+ * x[8j+6] and SB[c][j] the odd ones. A chunk (one vec4<u32> of a row, 32 weights of one group) then costs 8
+ * dot4I8Packed, and its group s·Σ(q − z)·x = s·(dx·Σ q·xi − z·dx·Σxi), against 32 FMAs and 64 more operations to
+ * unpack. Measured on the H100 inside the Llama-7B layer shapes: 1.2–1.4× the f32 kernel (bench/gpu/gemv-lab.ts).
+ * The price is x rounded to 8 bits per 32 values (relative row error ~2e-4 of Σ|w·x|).
+ */
+function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): string[] {
+  const { m, RT, TK, norm } = s;
+  const { KC, WG, P } = d;
+  const UN = s.UN ?? 1, G = m.K / 32;
+  const out: string[] = [];
+  const ids: string[] = [];
+  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
+  out.push(`for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
+    var sb = 0.0;
+    ${quantBlock((i) => `X[xb0 + g * 8u + ${i}]`, norm ? (i) => `NW[g * 8u + ${i}]` : null, 'sb')}
     SA[g] = qa;
     SB[g] = qb;
-    SG[g] = vec2f(dx, dx * f32(sum));
+    SG[g] = qg;
+    ${norm ? 'SS[g] = sb;' : ''}
   }
-  workgroupBarrier();`);
+  workgroupBarrier();${norm ? `\n  ${sumGroupsTree(G, WG)}` : ''}`);
   const guard = KC % (TK * UN) !== 0;
   const body: string[] = [];
   for (let v = 0; v < UN; v++) {
@@ -365,15 +420,87 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
     const g = m.group === 32 ? 'cc' : `(cc * 32u) / ${u(m.group)}`;
     for (const id of ids) b.push(`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + cc];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`);
     for (const id of ids) {
-      const terms: string[] = [];
-      for (const j of ['x', 'y', 'z', 'w']) terms.push(`dot4I8Packed(w${id}.${j} & 0x0F0F0F0Fu, xa.${j})`, `dot4I8Packed((w${id}.${j} >> 4u) & 0x0F0F0F0Fu, xb.${j})`);
-      b.push(`let d${id} = ${terms.join(' + ')};`);
+      b.push(`let d${id} = ${dot4Terms(id)};`);
       b.push(`a${id} += ${f}s${id} * (xg.x * f32(d${id}) - z${id} * xg.y);`);
     }
     body.push(`{\n      ${b.join('\n      ')}\n    }`);
   }
   out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * UN)}) {\n    ${body.join('\n    ')}\n  }`);
   return out;
+}
+
+/**
+ * Small T with int8 activations: x was quantized beforehand (quantRowsKernel: XQ two vec4<u32> per 32 values per token,
+ * XG their (dx, dx·Σxi)), so the loop reads it from storage, where every workgroup finds it in cache, and each row's
+ * chunk is loaded once for the TB tokens: 8 dot4I8Packed per token. GPUs get it unrolled (accumulators a{r}_{h}_{i});
+ * software drivers a loop over the tokens present, accumulators in acc[(r·P + h)·TB + i].
+ */
+function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
+  const { m, RT, TK, TB } = s;
+  const { KC, P } = d;
+  const g = m.group === 32 ? 'c' : `(c * 32u) / ${u(m.group)}`;
+  const b: string[] = [];
+  const ids: string[] = [];
+  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
+  for (const id of ids) b.push(`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + c];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`);
+  const tokenBody = (xo: string, acc: (k: number, id: string) => string): string => {
+    const t = [`let xo = ${xo};`, 'let xa = XQ[xo * 2u];', 'let xb = XQ[xo * 2u + 1u];', 'let xg = XG[xo];'];
+    ids.forEach((id, k) => t.push(`${acc(k, id)} += s${id} * (xg.x * f32(${dot4Terms(id)}) - z${id} * xg.y);`));
+    return t.join('\n        ');
+  };
+  const out: string[] = [];
+  if (s.rolled) {
+    b.push(`for (var i = 0u; i < min(${u(TB)}, rows - t0); i++) {\n        ${tokenBody(`(t0 + i) * ${u(KC)} + c`, (k) => `acc[${u(k * TB)} + i]`)}\n      }`);
+  } else {
+    // Slots past the tokens present are skipped (rows is uniform: a branch, not divergence).
+    for (let i = 0; i < TB; i++) out.push(`let xq${i} = min(t0 + ${u(i)}, rows - 1u) * ${u(KC)};`);
+    for (let i = 0; i < TB; i++) b.push(`${i ? `if (t0 + ${u(i)} < rows) ` : ''}{\n        ${tokenBody(`xq${i} + c`, (_, id) => `a${id}_${i}`)}\n      }`);
+  }
+  out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK)}) {\n      ${b.join('\n      ')}\n  }`);
+  return out;
+}
+
+/** Where quantRowsKernel's rows come from: x row t, the head's x row MT[2] + t, or the embedding row of token t. */
+export type QuantRowsSource = 'x' | 'head' | 'gather';
+
+/** Bindings of quantRowsKernel (gemvBindings' letters): MT, X, [NW], XQ, XG, RS, [XW]. */
+export const quantRowsBindings = (src: QuantRowsSource, norm: boolean): string => `rr${norm ? 'r' : ''}www${src === 'gather' ? 'w' : ''}`;
+
+/**
+ * Quantizes the rows a small-T int8 kernel reads (see gemvDot4PreLoop): a workgroup per row t < MT[0] (the head's
+ * MT[3]), each thread whole groups of 32 values, as the decode kernel quantizes x in its prologue (quantBlock). With
+ * norm weights it quantizes x ⊙ nw and writes RS[t] = 1/rms(x); gathering, it also copies the embedding row into x.
+ */
+export function quantRowsKernel(K: number, src: QuantRowsSource, norm: boolean, eps: number, WG = 256): string {
+  const G = K / 32, K4 = K / 4;
+  if (K % 32 !== 0) throw new Error(`quantRows: K = ${K} is not whole groups of 32`);
+  const names = ['MT', 'X', ...(norm ? ['NW'] : []), 'XQ', 'XG', 'RS', ...(src === 'gather' ? ['XW'] : [])];
+  const types: Record<string, string> = { MT: 'array<u32>', X: 'array<vec4f>', NW: 'array<vec4f>', XQ: 'array<vec4<u32>>', XG: 'array<vec2f>', RS: 'array<f32>', XW: 'array<vec4f>' };
+  const bind = quantRowsBindings(src, norm);
+  const decls = names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bind[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[n]};`).join('\n');
+  const row = src === 'gather' ? `MT[${u(META_IDS)} + t]` : src === 'head' ? '(MT[2] + t)' : 't';
+  const xAt = (i: string) => (src === 'gather' ? `xcopy(xr0 + g * 8u + ${i}, t * ${u(K4)} + g * 8u + ${i})` : `X[xr0 + g * 8u + ${i}]`);
+  return `${decls}
+${norm ? `var<workgroup> SS: array<f32, ${G}>;` : ''}
+${src === 'gather' ? 'fn xcopy(s: u32, d: u32) -> vec4f { let v = X[s]; XW[d] = v; return v; }' : ''}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.y;
+  if (t >= ${src === 'head' ? 'MT[3]' : 'MT[0]'}) { return; }
+  let xr0 = ${row} * ${u(K4)};
+  for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
+    var sb = 0.0;
+    ${quantBlock(xAt, norm ? (i) => `NW[g * 8u + ${i}]` : null, 'sb')}
+    XQ[(t * ${u(G)} + g) * 2u] = qa;
+    XQ[(t * ${u(G)} + g) * 2u + 1u] = qb;
+    XG[t * ${u(G)} + g] = qg;
+    ${norm ? 'SS[g] = sb;' : ''}
+  }
+  ${norm ? `workgroupBarrier();
+  ${sumGroupsTree(G, WG)}
+  if (lid == 0u) { RS[t] = ${rinvOfGroups(K, eps)}; }` : ''}
+}
+`;
 }
 
 /**
@@ -454,12 +581,16 @@ export function gemvKernel(s: GemvSpec): string {
 
   const body: string[] = [];
   const vals: string[] = [];
-  const XS = staged(s), D4 = dot4Staged(s);
-  if (XS || D4) {
+  const XS = staged(s), D4 = dot4Staged(s), DP = dot4Pre(s);
+  if (DP) {
+    body.push(...gemvDot4PreLoop(s, { KC, P }));
+    if (s.rolled) emit(`var acc: array<f32, ${NV}>;`);
+    else for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let i = 0; i < TB; i++) { emit(`var a${r}_${h}_${i} = 0.0;`); vals.push(`a${r}_${h}_${i}`); }
+  } else if (XS || D4) {
     body.push(...(D4 ? gemvDot4Loop(s, { KC, WG, P }) : gemvStagedLoop(s, { KC, XC, CWt, GS, NSG, WG, P })));
     const sfx = (i: number) => (TB === 1 ? '' : `_${i}`);
     for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let i = 0; i < TB; i++) { emit(`var a${r}_${h}${sfx(i)} = 0.0;`); vals.push(`a${r}_${h}${sfx(i)}`); }
-    if (norm) for (let i = 0; i < TB; i++) { emit(`var ss${TB === 1 ? '' : i} = 0.0;`); vals.push(`ss${TB === 1 ? '' : i}`); }
+    if (norm && !D4) for (let i = 0; i < TB; i++) { emit(`var ss${TB === 1 ? '' : i} = 0.0;`); vals.push(`ss${TB === 1 ? '' : i}`); }
   } else if (TB === 1) {
     // Decode: fully unrolled. x once per chunk, shared by every row; the zero point enters as z·Σx per group. UN chunks
     // per iteration, all loads first (memory-level parallelism); past KC a chunk is clamped and weighted 0.
@@ -521,20 +652,20 @@ export function gemvKernel(s: GemvSpec): string {
     body.push('}', '}', '}');
   }
   const step = TB === 1 ? TK * (s.UN ?? 1) : TK;
-  if (XS || D4) emit(body.join('\n  '));
+  if (XS || D4 || DP) emit(body.join('\n  '));
   else emit(`for (var c = tk; c < ${u(KC)}; c += ${u(step)}) {\n    ${body.join('\n    ')}\n  }`);
 
-  // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * TK + slot].
+  // Reduction: value vi of row group rg lands in red[(vi * RG + rg) * SLOTS + slot] (a slot per subgroup, or per thread).
   const store = (v: string, vi: string): string => (sg
-    ? `{ let sv = subgroupAdd(${v}); if (sgi == 0u) { red[(${vi} * RGC + rg) * TKC + tk / sgs] = sv; } }`
-    : `red[(${vi} * RGC + rg) * TKC + tk] = ${v};`);
+    ? `{ let sv = subgroupAdd(${v}); if (sgi == 0u) { red[(${vi} * RGC + rg) * SLOTS + tk / sgs] = sv; } }`
+    : `red[(${vi} * RGC + rg) * SLOTS + tk] = ${v};`);
   emit(sg ? 'let nsl = max(1u, TKC / sgs);' : 'let nsl = TKC;');
   if (vals.length) vals.forEach((v, vi) => emit(store(v, u(vi))));
   else emit(`for (var vi = 0u; vi < ${u(NV)}; vi++) { ${store('acc[vi]', 'vi')} }`);
   emit(`workgroupBarrier();
   for (var e = lid; e < ${u(NV * RG)}; e += ${u(WG)}) {
     var sum = 0.0;
-    for (var k = 0u; k < nsl; k++) { sum += red[e * TKC + k]; }
+    for (var k = 0u; k < nsl; k++) { sum += red[e * SLOTS + k]; }
     fin[e] = sum;
   }
   workgroupBarrier();`);
@@ -548,23 +679,25 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
   // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
   const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `fin[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `fin[(${u(RT * P * TB)} + i) * RGC + erg]`;
-  ep.push(norm ? `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : 'let rinv = 1.0;');
+  ep.push(!norm ? 'let rinv = 1.0;' : DP ? 'let rinv = RS[t];' : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
   ep.push(...epilogueLines(s));
   ep.push('}');
   emit(`for (var e = lid; e < ${u(UW * TB)}; e += ${u(WG)}) {\n    ${ep.join('\n    ')}\n  }`);
 
-  const copy = gather ? gatherCopy(K4, TB, WG) : '';
+  // Small-T int8 kernels find x quantized (and, gathering, copied into x) by quantRowsKernel.
+  const copy = gather && !DP ? gatherCopy(K4, TB, WG) : '';
   const helpers = quantHelpers(m.bits);
 
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   return `${sg ? 'enable subgroups;\n' : ''}${decls}
 const TKC = ${u(TK)};
 const RGC = ${u(RG)};
-var<workgroup> red: array<f32, ${NV * WG}>;
+const SLOTS = ${u(reductionSlots(s))};
+var<workgroup> red: array<f32, ${NV * RG * reductionSlots(s)}>;
 var<workgroup> fin: array<f32, ${NV * RG}>;
-${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n` : ''}${helpers}
+${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let rows = ${rowsExpr};
