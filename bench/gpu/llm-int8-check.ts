@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { LlmCausalLM } from '../../src/generate/causal_lm.js';
 import { TextGenerator } from '../../src/generate/generate.js';
+import { argmax } from '../../src/generate/sampler.js';
 import { TextTokenizer } from '../../src/generate/tokenizer.js';
 import { loadLlm } from '../../src/llm/model_io.js';
 import { WebGpuLlm } from '../../src/llm/webgpu.js';
@@ -12,7 +13,6 @@ const F = 'test/fixtures/lm';
 const [tw, dw, tok] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`), TextTokenizer.fromFile(`${F}/tokenizer.json`)]);
 const text = tok.encode(fs.readFileSync(`${F}/valid-sample.txt`, 'utf8'), { addSpecialTokens: true });
 const prompt = text.slice(0, 32), V = tw.config.vocab;
-const argmax = (a: Float32Array, o: number) => { let b = 0; for (let i = 1; i < V; i++) if (a[o + i] > a[o + b]) b = i; return b; };
 for (const activations of ['f32', 'int8'] as const) {
   const a = await WebGpuLlm.create(tw, { capacity: 512, activations }), b = await WebGpuLlm.create(tw, { capacity: 512, activations });
   for (const T of [2, 4, 5, 16]) {
@@ -26,7 +26,7 @@ for (const activations of ['f32', 'int8'] as const) {
       let mx = 0, rng = 0;
       for (let i = 0; i < V; i++) { mx = Math.max(mx, Math.abs(one[i] - all[t * V + i])); rng = Math.max(rng, Math.abs(one[i])); }
       worst = Math.max(worst, mx / rng);
-      if (argmax(all, t * V) === argmax(one, 0)) same++;
+      if (argmax(all.subarray(t * V, (t + 1) * V)) === argmax(one)) same++;
     }
     console.log(`${activations} T=${T}: small-T vs one-token logits max rel diff ${worst.toExponential(2)}, argmax same ${same}/${T}`);
   }

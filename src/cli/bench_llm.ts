@@ -41,13 +41,12 @@ export interface BenchLlmArgs {
   tokenizer?: string;
   peers?: string;
   peerOnnx?: string;
-  activations?: string;
+  activations?: 'f32' | 'int8';
   json?: string;
 }
 
 export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<number> {
   const quants = a.quant.split(',').map((q) => q.trim());
-  if (a.activations !== undefined && !['f32', 'int8'].includes(a.activations)) throw new InputError(`--activations ${a.activations}: use f32 or int8`);
   for (const q of quants) if (!['f32', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use f32, q4, q8 (comma-separated)`);
   const log = (s: string) => console.error(s);
   const target = model.startsWith('random:') ? randomModel(model.slice(7)) : await loadLlm(model);
@@ -69,7 +68,7 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
   const { results, bytesPerToken } = await llmBench({
     target, draft, quants: quants as never, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
-    draftTokens: Number(a.draftTokens), peers, log, activations: a.activations === 'int8' ? 'int8' : 'f32', peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
+    draftTokens: Number(a.draftTokens), peers, log, activations: a.activations, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
   });
   const best = (backendPeer: DecodeResult[]) => Math.max(...backendPeer.filter((r) => r.peer && r.correct !== false && r.engine.startsWith('onnxruntime-web')).map((r) => r.decodeTokPerSec));
   const bestWeb = best(results);

@@ -8,8 +8,8 @@ import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
-  paired, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
+  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  paired, preBound, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
 /** Knobs for tests and benchmarks (read at create). */
@@ -210,8 +210,8 @@ interface GemvKernels {
   layout: GPUBindGroupLayout;
   /** The kernels bind the pre-quantized x (int8 activations, a 4-bit matrix): the last three bindings. */
   preBound: boolean;
-  /** What quantizes x for the small-T int8 kernels (quantRowsKernel), where they take it. */
-  quant: { pipeline: GPUComputePipeline | null; bind: GPUBindGroup | null; head: boolean };
+  /** What quantizes x for the small-T int8 kernels (quantRowsKernel, its bindings), where they take it. */
+  quant: { pipeline: GPUComputePipeline | null; bind: GPUBindGroup | null; bindings: string };
 }
 
 type Mode = 'logits' | 'logitsAll' | 'argmax' | 'argmaxAll';
@@ -393,8 +393,11 @@ export class WebGpuLlm implements LlmRunner {
       this.weightBytesPerToken += packed.words.byteLength;
       const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: this.activations === 'int8' };
       const bindings = gemvBindings(base);
-      const preBound = base.dot4 && dot4Matrix(packed.layout);
-      const k: GemvKernels = { units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl, preBound, quant: { pipeline: null, bind: null, head: role === 'head' } };
+      const src: QuantRowsSource = role === 'head' ? 'head' : gather ? 'gather' : 'x';
+      const k: GemvKernels = {
+        units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl, preBound: preBound(base),
+        quant: { pipeline: null, bind: null, bindings: quantRowsBindings(src, norm) },
+      };
       let anyPre = false;
       for (const TB of [...this.buckets, GEMM_TM]) {
         let code: string, UW: number, pre = false;
@@ -411,19 +414,15 @@ export class WebGpuLlm implements LlmRunner {
         if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");
         pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, pre }); }));
       }
-      if (anyPre) {
-        const src: QuantRowsSource = role === 'head' ? 'head' : gather ? 'gather' : 'x';
-        pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm, c.rmsEps), quantRowsBindings(src, norm)).then((p) => { k.quant.pipeline = p; }));
-      }
+      if (anyPre) pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm, c.rmsEps), k.quant.bindings).then((p) => { k.quant.pipeline = p; }));
       return { k, buf };
     };
-    /** The bind group of a matrix's quantRowsKernel: its x rows (and norm weights), then the quantized x. */
+    /** The bind group of a matrix's quantRowsKernel: its x rows (and norm weights), the quantized x, (gathering) x. */
     const quantBind = (k: GemvKernels, src: GPUBuffer, nw: GPUBuffer | null, gatherInto: GPUBuffer | null) => {
       if (!k.preBound) return;
-      k.quant.bind = this.bindGroup(this.layoutFor(quantRowsBindings(gatherInto ? 'gather' : k.quant.head ? 'head' : 'x', nw !== null)).bgl,
+      k.quant.bind = this.bindGroup(this.layoutFor(k.quant.bindings).bgl,
         [this.meta, src, ...(nw ? [nw] : []), this.xq, this.xg, this.rs, ...(gatherInto ? [gatherInto] : [])]);
     };
-    const preBufs = (k: GemvKernels) => (k.preBound ? [this.xq, this.xg, this.rs] : []);
 
     for (let l = 0; l < c.layers; l++) {
       const Lw = w.layers[l];
@@ -436,11 +435,11 @@ export class WebGpuLlm implements LlmRunner {
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`);
       const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`);
       qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
-        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...preBufs(qkv.k)]
-        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...preBufs(qkv.k)]);
-      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...preBufs(o.k)]);
-      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...preBufs(gu.k)]);
-      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...preBufs(down.k)]);
+        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k)]
+        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k)]);
+      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...this.preBufs(o.k)]);
+      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...this.preBufs(gu.k)]);
+      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...this.preBufs(down.k)]);
       quantBind(qkv.k, l === 0 ? embed : this.x, attnNorm, l === 0 ? this.x : null);
       quantBind(o.k, this.attn, null, null);
       quantBind(gu.k, this.x, mlpNorm, null);
@@ -541,8 +540,13 @@ export class WebGpuLlm implements LlmRunner {
     if (this.logits) { this.logits.destroy(); this.buffers.splice(this.buffers.indexOf(this.logits), 1); }
     this.logits = this.alloc(want * this.config.vocab * 4, COPY_SRC, 'the logits');
     this.logitsRows = want;
-    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, ...(this.head.preBound ? [this.xq, this.xg, this.rs] : [])]);
+    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, ...this.preBufs(this.head)]);
     this.argmaxBind = this.bindGroup(this.layoutFor('wrw').bgl, [this.meta, this.logits, this.res]);
+  }
+
+  /** The pre-quantized x a matrix's kernels bind last, where they bind it (GemvKernels.preBound). */
+  private preBufs(k: GemvKernels): GPUBuffer[] {
+    return k.preBound ? [this.xq, this.xg, this.rs] : [];
   }
 
   private stagingOf(bytes: number): GPUBuffer {
@@ -695,14 +699,16 @@ export class WebGpuLlm implements LlmRunner {
     if (ids.length < 1 || draftIds.length < 1 || T > this.maxT || draftIds.length > draft.maxT) {
       throw new InputError(`speculateGreedy: ${ids.length} pending tokens + ${k} proposals (the draft ${draftIds.length})`, {}, `run at most ${this.maxT} tokens a round, at least one pending for each model`);
     }
-    this.begin([...ids, ...new Array<number>(k).fill(0)]);
+    // The proposals' slots hold 0 until the GPU copies the draft's ids into them.
+    const all = [...ids, ...new Array<number>(k).fill(0)];
+    this.begin(all);
     draft.begin(draftIds, k - 1);
     this.busy = draft.busy = true;
     try {
       draft.submitChunk(draftIds, draftIds.length, { rows: 1, rowOff: draftIds.length - 1, argmax: true, resOff: 0, feed: true }, 0);
       for (let s = 1; s < k; s++) draft.submitChunk(null, 1, { rows: 1, rowOff: 0, argmax: true, resOff: s, feed: true }, 0);
       const staging = this.stagingOf((T + k) * 4);
-      this.submitChunk([...ids, ...new Array<number>(k).fill(0)], T, { rows: T, rowOff: 0, argmax: true, resOff: 0 }, 0, null, {
+      this.submitChunk(all, T, { rows: T, rowOff: 0, argmax: true, resOff: 0 }, 0, null, {
         before: (enc) => enc.copyBufferToBuffer(draft.res, 0, this.meta, (META_IDS + ids.length) * 4, k * 4),
         after: (enc) => {
           enc.copyBufferToBuffer(this.res, 0, staging, 0, T * 4);

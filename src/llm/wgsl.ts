@@ -170,7 +170,7 @@ export const stagedChunkVec4s = (m: MatLayout): number => (4 * (32 / m.bits)) / 
 type BindingSpec = { norm: boolean; gather: boolean; epi: Epilogue; m: MatLayout; dot4?: boolean };
 
 /** Whether a matrix's kernels bind the pre-quantized x (XQ, XG, RS) that its small-T int8 kernels read. */
-const preBound = (s: BindingSpec): boolean => !!s.dot4 && dot4Matrix(s.m);
+export const preBound = (s: BindingSpec): boolean => !!s.dot4 && dot4Matrix(s.m);
 
 /** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
 export function gemvBindings(s: BindingSpec): string {
@@ -379,6 +379,18 @@ function quantBlock(xAt: (i: string) => string, nwAt: ((i: string) => string) | 
     let qg = vec2f(dx, dx * f32(sum));`;
 }
 
+/**
+ * The int8 loops' rows: ids `r_h` of every (unit r, half h) a thread owns, and the WGSL loading chunk `c` of each: its
+ * weights w{id}, and its group's scale s{id} and zero point z{id}.
+ */
+function dot4RowLoads(s: GemvSpec, P: number, c: string): { ids: string[]; lines: string[] } {
+  const { m, RT } = s;
+  const g = m.group === 32 ? c : `(${c} * 32u) / ${u(m.group)}`;
+  const ids: string[] = [];
+  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
+  return { ids, lines: ids.flatMap((id) => [`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + ${c}];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`]) };
+}
+
 /** The int8 dot products of chunk `cc` of row (r, h) with x bytes `xa`, `xb`: an i32 expression. */
 const dot4Terms = (id: string): string => ['x', 'y', 'z', 'w']
   .flatMap((j) => [`dot4I8Packed(w${id}.${j} & 0x0F0F0F0Fu, xa.${j})`, `dot4I8Packed((w${id}.${j} >> 4u) & 0x0F0F0F0Fu, xb.${j})`]).join(' + ');
@@ -394,12 +406,10 @@ const dot4Terms = (id: string): string => ['x', 'y', 'z', 'w']
  * The price is x rounded to 8 bits per 32 values (relative row error ~2e-4 of Σ|w·x|).
  */
 function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): string[] {
-  const { m, RT, TK, norm } = s;
+  const { m, TK, norm } = s;
   const { KC, WG, P } = d;
   const UN = s.UN ?? 1, G = m.K / 32;
   const out: string[] = [];
-  const ids: string[] = [];
-  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
   out.push(`for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
     var sb = 0.0;
     ${quantBlock((i) => `X[xb0 + g * 8u + ${i}]`, norm ? (i) => `NW[g * 8u + ${i}]` : null, 'sb')}
@@ -416,9 +426,8 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
     b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ${u(KC - 1)});`);
     const f = guard && v > 0 ? `select(0.0, 1.0, c + ${u(v * TK)} < ${u(KC)}) * ` : '';
     b.push('let xa = SA[cc];', 'let xb = SB[cc];', 'let xg = SG[cc];');
-    // Row (r, h)'s chunk cc: its weights, and its group's scale and zero point.
-    const g = m.group === 32 ? 'cc' : `(cc * 32u) / ${u(m.group)}`;
-    for (const id of ids) b.push(`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + cc];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`);
+    const { ids, lines } = dot4RowLoads(s, P, 'cc');
+    b.push(...lines);
     for (const id of ids) {
       b.push(`let d${id} = ${dot4Terms(id)};`);
       b.push(`a${id} += ${f}s${id} * (xg.x * f32(d${id}) - z${id} * xg.y);`);
@@ -436,13 +445,10 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
  * software drivers a loop over the tokens present, accumulators in acc[(r·P + h)·TB + i].
  */
 function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
-  const { m, RT, TK, TB } = s;
+  const { TK, TB } = s;
   const { KC, P } = d;
-  const g = m.group === 32 ? 'c' : `(c * 32u) / ${u(m.group)}`;
-  const b: string[] = [];
-  const ids: string[] = [];
-  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
-  for (const id of ids) b.push(`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + c];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`);
+  const { ids, lines } = dot4RowLoads(s, P, 'c');
+  const b = [...lines];
   const tokenBody = (xo: string, acc: (k: number, id: string) => string): string => {
     const t = [`let xo = ${xo};`, 'let xa = XQ[xo * 2u];', 'let xb = XQ[xo * 2u + 1u];', 'let xg = XG[xo];'];
     ids.forEach((id, k) => t.push(`${acc(k, id)} += s${id} * (xg.x * f32(${dot4Terms(id)}) - z${id} * xg.y);`));
