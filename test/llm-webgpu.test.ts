@@ -337,13 +337,19 @@ test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
 
 test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check());
 test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, int8Check));
+// Heads of 32 and decode workgroups of 32 outputs: attention, o, gate/up and down quantize the next matrix's x in their
+// epilogues; the small-T kernels still get it from quantRowsKernel, so pathDiff compares the two quantizers.
+const HEADS32: LlamaConfig = { ...GQA, hidden: 128, intermediate: 192, heads: 4, kvHeads: 2, headDim: 32 };
+test('webgpu llm q4 with int8 activations: x quantized by the producers\' epilogues in decode', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2 } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
 
-async function int8Check(): Promise<void> {
+async function int8Check(config = GQA, epilogues = 0): Promise<void> {
   const { caps } = await acquireGpu();
-  const w = model(GQA, 'q4', 11);
-  const cap = 48, V = GQA.vocab;
+  const w = model(config, 'q4', 11);
+  const cap = 48, V = config.vocab;
   const gpu = await WebGpuLlm.create(w, { capacity: cap, activations: 'int8' });
   assert.equal(gpu.activations, caps.dot4 ? 'int8' : 'f32');
+  // Attention, then o, gate/up and down of every layer but the last's down (one-token variants).
+  if (gpu.activations === 'int8') assert.equal(gpu.stats.quantizingEpilogues, epilogues);
   const ref = new ReferenceLlm(w, cap);
   const exact = await WebGpuLlm.create(w, { capacity: cap });
   // The prompt's logits come from the small-T kernels (x quantized by quantRowsKernel; chunks of 4, 4 and 1 tokens),

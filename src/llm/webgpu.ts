@@ -9,7 +9,7 @@ import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
   argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
-  paired, preBound, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
+  paired, preBound, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
 /** Knobs for tests and benchmarks (read at create). */
@@ -29,6 +29,16 @@ export const llmGpuConfig = {
   attnSplitMin: 512,
   /** Keys per tile of the attention kernel (undefined: wgsl.ts ATTN_TILE; tests use small tiles). */
   attnTile: undefined as number | undefined,
+  /**
+   * int8 activations: the kernels that produce a matrix's input (attention, o, gate/up, down) quantize it in their
+   * epilogue where their workgroups hold whole groups of 32 outputs (else the reader quantizes it, as before).
+   */
+  producerQuant: true,
+  /**
+   * Keys per iteration of the attention kernel's p·V loop (wgsl.ts AttentionSpec.unroll): 16 ran a 7B-shaped decode
+   * step 0.158 ms faster than 1 on the H100 (4: 0.124, 8: 0.144; bench/gpu/llm-variants.ts).
+   */
+  attnUnroll: 16,
   /** Keys per split (at most 32 splits). */
   attnSplitKeys: 256,
   /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
@@ -57,8 +67,10 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   const P = paired(base.epi) ? 2 : 1;
   const units = gemvUnits(base);
   // Decode: two rows per thread, 16 row groups of 32 threads, two chunks per iteration, x staged: the fastest of ten
-  // shapes compared inside 1.1B- and 7B-shaped models on the H100 (bench/gpu/llm-shapes.ts, bench/NOTES.md).
-  let RT = TB === 1 ? Math.max(1, 2 / P) : TB === 4 ? Math.max(1, 2 / P) : 1;
+  // shapes compared inside 1.1B- and 7B-shaped models on the H100 (bench/gpu/llm-shapes.ts, bench/NOTES.md). A
+  // gate/up whose epilogue quantizes for down takes two units (four rows) per thread: 32 outputs, a whole group, per
+  // workgroup (7B shapes on the H100: 2.566 against 2.690 ms a token, bench/gpu/llm-variants.ts).
+  let RT = TB === 1 ? (base.qout ? 2 : Math.max(1, 2 / P)) : TB === 4 ? Math.max(1, 2 / P) : 1;
   let RG = TB === 1 ? 16 : 8;
   const maxInv = limits.maxInvocations ?? 256;
   while (RG > 1 && (ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups || RG * llmGpuConfig.TK > maxInv)) RG /= 2;
@@ -204,13 +216,18 @@ export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<A
 
 interface GemvKernels {
   units: number;
-  /** Per token bucket: the pipeline, the units one workgroup covers, and whether it reads x quantized beforehand. */
-  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number; pre: boolean }>;
+  /**
+   * Per token bucket: the pipeline, the units one workgroup covers, whether quantRowsKernel must quantize x first (the
+   * kernel reads it quantized and no producer wrote it), and whether the epilogue quantizes the outputs for the next.
+   */
+  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number; quantBefore: boolean; quantOut: boolean }>;
   bind: GPUBindGroup | null;
   layout: GPUBindGroupLayout;
-  /** The kernels bind the pre-quantized x (int8 activations, a 4-bit matrix): the last three bindings. */
+  /** The kernels bind the pre-quantized x XP (int8 activations, a 4-bit matrix). */
   preBound: boolean;
-  /** What quantizes x for the small-T int8 kernels (quantRowsKernel, its bindings), where they take it. */
+  /** Their epilogue may quantize for the next matrix (binds XPO, and the next norm's weights where `norm`). */
+  qout: { norm: boolean } | null;
+  /** What quantizes x where no producer did (quantRowsKernel, its bindings). */
   quant: { pipeline: GPUComputePipeline | null; bind: GPUBindGroup | null; bindings: string };
 }
 
@@ -221,12 +238,17 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0 };
   /**
    * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
    * costs a second read-back per forward).
    */
   timing = false;
+  /**
+   * Kernel roles (profileForward's names: 'qkv', 'attention', 'gate/up x8', …) whose dispatches forwards leave out:
+   * benchmarks time a forward without them to learn what they cost inside it. The results are wrong while set.
+   */
+  ablate: ReadonlySet<string> | null = null;
   /** Whether the kernels use subgroup reductions. */
   subgroups = false;
   /**
@@ -237,6 +259,8 @@ export class WebGpuLlm implements LlmRunner {
   /** Tokens per workgroup of the matrix kernels' variants. */
   readonly buckets: number[];
   private readonly rolled: boolean;
+  /** llmGpuConfig's attention split rule at create. */
+  private readonly attnSplit = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
   private len = 0;
   private busy = false;
   private released = false;
@@ -252,10 +276,12 @@ export class WebGpuLlm implements LlmRunner {
   private q!: GPUBuffer;
   private attn!: GPUBuffer;
   private g!: GPUBuffer;
-  /** x quantized for the small-T int8 kernels: bytes, (dx, dx·Σxi) per 32 values, 1/rms per token. */
-  private xq!: GPUBuffer;
-  private xg!: GPUBuffer;
-  private rs!: GPUBuffer;
+  /**
+   * x quantized for the int8 kernels (wgsl.ts dot4Pre: bytes, dx, dx·Σxi and Σx² per 32 values), two buffers that the
+   * matrices of a layer take in turn (a kernel reads one and its epilogue writes the other): attention → A, o A → B,
+   * gate/up B → A, down A → B, next q/k/v B.
+   */
+  private xp!: [GPUBuffer, GPUBuffer];
   private res!: GPUBuffer;
   private logits: GPUBuffer | null = null;
   private logitsRows = 0;
@@ -316,7 +342,8 @@ export class WebGpuLlm implements LlmRunner {
     if (L.maxStorageBuffersPerShaderStage < 7) {
       throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");
     }
-    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && caps.dot4 ? 'int8' : 'f32');
+    // int8 activations bind one buffer more (layer 0's q/k/v: 8).
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && caps.dot4 && L.maxStorageBuffersPerShaderStage >= 8 ? 'int8' : 'f32');
     try {
       await r.init();
     } catch (e) {
@@ -371,10 +398,9 @@ export class WebGpuLlm implements LlmRunner {
     this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
-    const preT = this.activations === 'int8' ? Math.max(...this.buckets) : 0, maxK = Math.max(D, H * HD, F);
-    this.xq = this.alloc(preT * maxK, 0, 'activations');
-    this.xg = this.alloc(preT * (maxK / 32) * 8, 0, 'activations');
-    this.rs = this.alloc(preT * 4, 0, 'activations');
+    const int8 = this.activations === 'int8';
+    const preT = int8 ? Math.max(...this.buckets) : 0, maxK = Math.max(D, H * HD, F);
+    this.xp = [this.alloc(preT * (maxK / 32) * 48, 0, 'activations'), this.alloc(preT * (maxK / 32) * 48, 0, 'activations')];
     this.res = this.alloc(Math.max(maxT, cap) * 4, COPY_SRC, 'argmax ids');
     if (this.device.features.has('timestamp-query')) {
       const resolve = this.device.createBuffer({ size: 16, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC });
@@ -387,81 +413,100 @@ export class WebGpuLlm implements LlmRunner {
     this.weightBytesPerToken = (D + D + 2 * c.layers * D) * 4;
 
     const pending: Promise<unknown>[] = [];
-    const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string): { k: GemvKernels; buf: GPUBuffer } => {
+    /**
+     * A matrix's kernels: per token bucket its spec (int8 activations: `fed(TB)` says whether the producer's epilogue
+     * quantized x for it, else quantRowsKernel does where the kernel reads x quantized; `qout` makes its own epilogue
+     * quantize for the next matrix).
+     */
+    const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
+      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }): { k: GemvKernels; buf: GPUBuffer; quantOut: (TB: number) => boolean } => {
       const packed = packMatrix(m);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
-      const base = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: this.activations === 'int8' };
+      const plain = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: int8 };
+      const base = { ...plain, ...(qout && llmGpuConfig.producerQuant && preBound(plain) ? { qout } : {}) };
       const bindings = gemvBindings(base);
       const src: QuantRowsSource = role === 'head' ? 'head' : gather ? 'gather' : 'x';
       const k: GemvKernels = {
-        units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl, preBound: preBound(base),
+        units: gemvUnits(base), byTB: new Map(), bind: null, layout: this.layoutFor(bindings).bgl, preBound: preBound(base), qout: base.qout ?? null,
         quant: { pipeline: null, bind: null, bindings: quantRowsBindings(src, norm) },
       };
-      let anyPre = false;
+      const outAt = new Map<number, boolean>();
+      let anyQuant = false;
       for (const TB of [...this.buckets, GEMM_TM]) {
-        let code: string, UW: number, pre = false;
+        let code: string, UW: number, quantBefore = false, quantOut = false;
         if (TB === GEMM_TM) {
           code = gemmKernel(base);
           UW = gemmUnitsPerTile(base);
         } else {
-          const spec = this.shapeFor(role, base, TB);
+          const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}) }, TB);
           code = gemvKernel(spec);
           UW = spec.RG * spec.RT;
-          pre = dot4Pre(spec);
-          anyPre ||= pre;
+          quantBefore = dot4Pre(spec) && !fed(TB);
+          quantOut = quantizesOut(spec);
+          anyQuant ||= quantBefore;
         }
+        outAt.set(TB, quantOut);
+        if (quantOut) this.stats.quantizingEpilogues++;
         if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");
-        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, pre }); }));
+        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, quantBefore, quantOut }); }));
       }
-      if (anyPre) pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm, c.rmsEps), k.quant.bindings).then((p) => { k.quant.pipeline = p; }));
-      return { k, buf };
+      if (anyQuant) pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm), k.quant.bindings).then((p) => { k.quant.pipeline = p; }));
+      return { k, buf, quantOut: (TB) => outAt.get(TB) ?? false };
     };
     /** The bind group of a matrix's quantRowsKernel: its x rows (and norm weights), the quantized x, (gathering) x. */
-    const quantBind = (k: GemvKernels, src: GPUBuffer, nw: GPUBuffer | null, gatherInto: GPUBuffer | null) => {
+    const quantBind = (k: GemvKernels, src: GPUBuffer, nw: GPUBuffer | null, xp: GPUBuffer, gatherInto: GPUBuffer | null) => {
       if (!k.preBound) return;
-      k.quant.bind = this.bindGroup(this.layoutFor(k.quant.bindings).bgl,
-        [this.meta, src, ...(nw ? [nw] : []), this.xq, this.xg, this.rs, ...(gatherInto ? [gatherInto] : [])]);
+      k.quant.bind = this.bindGroup(this.layoutFor(k.quant.bindings).bgl, [this.meta, src, ...(nw ? [nw] : []), xp, ...(gatherInto ? [gatherInto] : [])]);
     };
 
+    // int8 activations: attention quantizes its output rows for o (heads of whole groups of 32).
+    const attnQuant = int8 && llmGpuConfig.producerQuant && HD % 32 === 0;
+    const [A, B] = this.xp;
+    const norms = w.layers.map((Lw) => ({ attn: this.upload(Lw.attnNorm, 0, 'norm weights'), mlp: this.upload(Lw.mlpNorm, 0, 'norm weights') }));
+    let downOut: (TB: number) => boolean = () => false;
     for (let l = 0; l < c.layers; l++) {
       const Lw = w.layers[l];
-      const attnNorm = this.upload(Lw.attnNorm, 0, 'norm weights');
-      const mlpNorm = this.upload(Lw.mlpNorm, 0, 'norm weights');
+      const { attn: attnNorm, mlp: mlpNorm } = norms[l];
+      const last = l === c.layers - 1;
       const kv = this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
       const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff };
-      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`);
-      const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`);
-      const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`);
-      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`);
+      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`, downOut);
+      const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`, () => attnQuant, { norm: true });
+      const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
+      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last ? undefined : { norm: true });
+      downOut = down.quantOut;
       qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
-        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k)]
-        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k)]);
-      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...this.preBufs(o.k)]);
-      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...this.preBufs(gu.k)]);
-      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...this.preBufs(down.k)]);
-      quantBind(qkv.k, l === 0 ? embed : this.x, attnNorm, l === 0 ? this.x : null);
-      quantBind(o.k, this.attn, null, null);
-      quantBind(gu.k, this.x, mlpNorm, null);
-      quantBind(down.k, this.g, null, null);
+        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k, B)]
+        : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k, B)]);
+      o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...this.preBufs(o.k, A, B, mlpNorm)]);
+      gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...this.preBufs(gu.k, B, A)]);
+      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...this.preBufs(down.k, A, B, last ? undefined : norms[l + 1].attn)]);
+      quantBind(qkv.k, l === 0 ? embed : this.x, attnNorm, B, l === 0 ? this.x : null);
+      quantBind(o.k, this.attn, null, A, null);
+      quantBind(gu.k, this.x, mlpNorm, B, null);
+      quantBind(down.k, this.g, null, A, null);
       this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null });
     }
     const head = gemv('head', w.lmHead, true, false, { kind: 'head' }, 'lm_head');
     this.head = head.k;
     this.headW = head.buf;
-    quantBind(head.k, this.x, this.finalNorm, null);
+    quantBind(head.k, this.x, this.finalNorm, A, null);
 
-    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile });
-    pending.push(this.pipeline(attnCode, 'rrrww').then((p) => { this.attention = p; }));
-    pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD }), 'rrw').then((p) => { this.attnCombine = p; }));
+    const qoutRows = attnQuant ? preT : undefined;
+    if (attnQuant) this.stats.quantizingEpilogues++;
+    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows });
+    const attnB = qoutRows ? 'rrrwww' : 'rrrww', combB = qoutRows ? 'rrww' : 'rrw';
+    pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
+    pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
     await Promise.all(pending);
-    const attnLayout = this.layoutFor('rrrww').bgl;
+    const attnLayout = this.layoutFor(attnB).bgl;
     const parts = this.alloc(SPLIT_MAX_T * H * ATTN_SPLITS_MAX * (HD / 4 + 1) * 16, 0, 'attention partials');
     for (const L of this.layers) {
-      L.attnBind = this.bindGroup(attnLayout, [this.meta, this.q, L.kv, this.attn, parts]);
+      L.attnBind = this.bindGroup(attnLayout, [this.meta, this.q, L.kv, this.attn, parts, ...(qoutRows ? [A] : [])]);
     }
-    this.combineBind = this.bindGroup(this.layoutFor('rrw').bgl, [this.meta, parts, this.attn]);
+    this.combineBind = this.bindGroup(this.layoutFor(combB).bgl, [this.meta, parts, this.attn, ...(qoutRows ? [A] : [])]);
     // Room for the logits of a speculative draft's verification from the start; longer all-position forwards grow it.
     this.ensureLogits(16);
   }
@@ -540,13 +585,18 @@ export class WebGpuLlm implements LlmRunner {
     if (this.logits) { this.logits.destroy(); this.buffers.splice(this.buffers.indexOf(this.logits), 1); }
     this.logits = this.alloc(want * this.config.vocab * 4, COPY_SRC, 'the logits');
     this.logitsRows = want;
-    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, ...this.preBufs(this.head)]);
+    this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, ...this.preBufs(this.head, this.xp[0])]);
     this.argmaxBind = this.bindGroup(this.layoutFor('wrw').bgl, [this.meta, this.logits, this.res]);
   }
 
-  /** The pre-quantized x a matrix's kernels bind last, where they bind it (GemvKernels.preBound). */
-  private preBufs(k: GemvKernels): GPUBuffer[] {
-    return k.preBound ? [this.xq, this.xg, this.rs] : [];
+  /**
+   * The quantized x a matrix's kernels bind last, where they bind it (GemvKernels.preBound: `xin`), then where their
+   * epilogue quantizes for the next matrix, `xout` and that matrix's norm weights.
+   */
+  private preBufs(k: GemvKernels, xin: GPUBuffer, xout?: GPUBuffer, nextNorm?: GPUBuffer): GPUBuffer[] {
+    if (!k.preBound) return [];
+    if (k.qout && (!xout || (k.qout.norm && !nextNorm))) throw new Error('preBufs: a quantizing epilogue without its buffers');
+    return [xin, ...(k.qout ? [xout!] : []), ...(k.qout?.norm ? [nextNorm!] : [])];
   }
 
   private stagingOf(bytes: number): GPUBuffer {
@@ -586,7 +636,7 @@ export class WebGpuLlm implements LlmRunner {
     if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
     const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
     const keys = this.len + T;
-    const splits = T <= SPLIT_MAX_T && keys > llmGpuConfig.attnSplitMin ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, llmGpuConfig.attnSplitKeys)) : 1;
+    const splits = T <= SPLIT_MAX_T && keys > this.attnSplit.min ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, this.attnSplit.keys)) : 1;
     meta[0] = T; meta[1] = this.len; meta[2] = head.rowOff; meta[3] = head.rows; meta[4] = head.resOff ?? 0; meta[5] = head.feed ? 1 : 0;
     meta[6] = splits; meta[7] = ceilDiv(keys, splits);
     if (ids) meta.set(ids, META_IDS);
@@ -732,6 +782,7 @@ export class WebGpuLlm implements LlmRunner {
     let n = 0;
     // Profiling: every dispatch in a pass of its own, timed.
     const dispatch = (name: string, pipeline: GPUComputePipeline, bind: GPUBindGroup, x: number, y = 1, z = 1) => {
+      if (this.ablate?.has(name)) return;
       let p = pass;
       if (prof) {
         const i = prof.names.length;
@@ -746,7 +797,7 @@ export class WebGpuLlm implements LlmRunner {
     };
     const gemv = (name: string, k: GemvKernels, rows: number, tb: number) => {
       const e = k.byTB.get(tb)!;
-      if (e.pre) dispatch(`${name} x8`, k.quant.pipeline!, k.quant.bind!, 1, rows);
+      if (e.quantBefore) dispatch(`${name} x8`, k.quant.pipeline!, k.quant.bind!, 1, rows);
       dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
     };
     for (const L of this.layers) {

@@ -110,6 +110,17 @@ export interface GemvSpec extends GemvShape {
    * dot4I8Packed products. Taken where dot4Staged says so.
    */
   dot4?: boolean;
+  /**
+   * int8 activations, one token: x arrives quantized in XP (the producer's epilogue wrote it) and the kernel reads it
+   * as the small-T kernels do (gemvDot4PreLoop), with no prologue.
+   */
+  preIn?: boolean;
+  /**
+   * int8 activations: the epilogue also quantizes its outputs for the next matrix into XPO (x ⊙ NWN, the next norm's
+   * weights, where `norm`), as quantRowsKernel would; done by the variants whose workgroups hold whole groups of 32
+   * outputs (quantizesOut).
+   */
+  qout?: { norm: boolean };
 }
 
 export const paired = (e: Epilogue): boolean => e.kind === 'gateup' || e.kind === 'qkv';
@@ -127,39 +138,55 @@ const reductionSlots = (s: GemvSpec): number => (s.sg ? Math.max(1, s.TK / Math.
 /** Workgroup memory of a GEMV kernel (the reduction's two arrays, and staged x). */
 export function gemvWorkgroupBytes(s: GemvSpec): number {
   const NV = valueCount(s);
-  return 4 * (NV * s.RG * reductionSlots(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0);
+  return 4 * (NV * s.RG * reductionSlots(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0)
+    + (dot4Pre(s) && s.norm ? 4 * s.TB * (s.m.K / 32) : 0) + (quantizesOut(s) ? 4 * s.TB * s.RG * s.RT : 0);
 }
 
 /** A matrix the int8-activation kernels take: 4-bit weights in vec4 chunks (32 weights) of one quantisation group. */
 export const dot4Matrix = (m: MatLayout): boolean => m.kind === 'q' && m.bits === 4 && m.group % 32 === 0 && m.wpr % 4 === 0;
 
 /** Whether a kernel takes the int8-activation path of decode: x quantized in workgroup memory (gemvDot4Loop). */
-export const dot4Staged = (s: GemvSpec): boolean => !!s.dot4 && s.TB === 1 && dot4Matrix(s.m);
+export const dot4Staged = (s: GemvSpec): boolean => !!s.dot4 && s.TB === 1 && dot4Matrix(s.m) && !s.preIn;
 
 /**
- * Whether a kernel takes the int8-activation path of small T: x quantized beforehand by quantRowsKernel into
- * storage (XQ, XG, and RS = 1/rms per token for a normed input), read from there by every workgroup (gemvDot4PreLoop).
+ * Whether a kernel reads x quantized beforehand (int8 activations, gemvDot4PreLoop): small T, and one token where the
+ * producer's epilogue quantized it (`preIn`). XP holds per token and group of 32 the bytes (two vec4<u32>) and
+ * (dx, dx·Σxi, Σx² of the raw values, 0) as bits; written by quantRowsKernel or a producer's epilogue (xpStore).
  */
-export const dot4Pre = (s: GemvSpec): boolean => !!s.dot4 && s.TB > 1 && dot4Matrix(s.m);
+export const dot4Pre = (s: GemvSpec): boolean => !!s.dot4 && (s.TB > 1 || !!s.preIn) && dot4Matrix(s.m);
+
+/** Whether a kernel's epilogue quantizes its outputs for the next matrix: workgroups of whole groups of 32 outputs. */
+export const quantizesOut = (s: GemvSpec): boolean => !!s.qout && !!s.dot4 && s.TB <= 16 && (s.RG * s.RT) % 32 === 0 && gemvUnits(s) % 32 === 0 && s.epi.kind !== 'qkv' && s.epi.kind !== 'head';
+
+/** WGSL storing quantBlock's results for token row `t`, group `g` of a row of G groups into the XP-layout buffer `buf`. */
+const xpStore = (buf: string, t: string, g: string, G: number, ss: string): string =>
+  `{ let xo = (${t} * ${u(G)} + ${g}) * 3u; ${buf}[xo] = qa; ${buf}[xo + 1u] = qb; ${buf}[xo + 2u] = vec4<u32>(bitcast<u32>(qg.x), bitcast<u32>(qg.y), bitcast<u32>(${ss}), 0u); }`;
 
 /** Workgroup memory of x as int8: per 32 values two vec4<u32> of bytes, (dx, dx·Σxi) and the values' Σx². */
 export const dot4StageBytes = (K: number): number => (K / 32) * 44;
 
 /**
  * Σx² of x from its groups of 32 in workgroup memory (`SS`), summed by a tree whose shape depends on the group count
- * only, into SS[0] (then `rinvOfGroups`): the decode kernel and quantRowsKernel compute it alike, bit for bit, so that
- * the small-T int8 kernels round x to the same codes as decode (an ulp apart, a code can round the other way, and
- * speculative decoding's greedy equality rests on the two agreeing). Every thread of the workgroup runs it.
+ * only, into SS[0] (then `rinvOfGroups`); with `rows`, one tree per row of G groups (SS[r·G]). The decode prologue and
+ * the readers of XP (whose groups' Σx² came from quantRowsKernel or a producer's epilogue) compute 1/rms alike, bit for
+ * bit, so that every path rounds x to the same codes (an ulp apart, a code can round the other way, and speculative
+ * decoding's greedy equality rests on the paths agreeing). Every thread of the workgroup runs it.
  */
-function sumGroupsTree(G: number, WG: number): string {
+function sumGroupsTree(G: number, WG: number, rows = 1): string {
   let H = 1;
   while (H < G) H *= 2;
+  if (rows > 1) {
+    return `for (var st = ${u(H / 2)}; st > 0u; st >>= 1u) {
+    for (var e = lid; e < ${u(rows)} * st; e += ${u(WG)}) { let g = e % st; let sr = (e / st) * ${u(G)}; if (g + st < ${u(G)}) { SS[sr + g] += SS[sr + g + st]; } }
+    workgroupBarrier();
+  }`;
+  }
   return `for (var st = ${u(H / 2)}; st > 0u; st >>= 1u) {
     for (var g = lid; g < st; g += ${u(WG)}) { if (g + st < ${u(G)}) { SS[g] += SS[g + st]; } }
     workgroupBarrier();
   }`;
 }
-const rinvOfGroups = (K: number, eps: number): string => `inverseSqrt(SS[0] / ${f32Lit(K)} + ${f32Lit(eps)})`;
+const rinvOfGroups = (K: number, eps: number, at = '0u'): string => `inverseSqrt(SS[${at}] / ${f32Lit(K)} + ${f32Lit(eps)})`;
 
 /** Whether a kernel stages x in workgroup memory (decode of 4/8-bit weights in whole vec4 chunks, XT > 0). */
 export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled) && !dot4Staged(s) && !dot4Pre(s);
@@ -167,9 +194,9 @@ export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 
 /** x vec4s per chunk (one vec4<u32> of packed weights) of a 4/8-bit matrix. */
 export const stagedChunkVec4s = (m: MatLayout): number => (4 * (32 / m.bits)) / 4;
 
-type BindingSpec = { norm: boolean; gather: boolean; epi: Epilogue; m: MatLayout; dot4?: boolean };
+type BindingSpec = { norm: boolean; gather: boolean; epi: Epilogue; m: MatLayout; dot4?: boolean; qout?: { norm: boolean } };
 
-/** Whether a matrix's kernels bind the pre-quantized x (XQ, XG, RS) that its small-T int8 kernels read. */
+/** Whether a matrix's kernels bind the pre-quantized x (XP) that its int8 kernels of small T (and fed decode) read. */
 export const preBound = (s: BindingSpec): boolean => !!s.dot4 && dot4Matrix(s.m);
 
 /** Bindings in order: 'r' read-only storage, 'w' read-write storage. */
@@ -178,7 +205,8 @@ export function gemvBindings(s: BindingSpec): string {
   if (s.epi.kind === 'qkv') b += 'ww';
   else b += 'w';
   if (s.gather) b += 'w';
-  if (preBound(s)) b += 'rrr';
+  if (preBound(s)) b += 'r';
+  if (s.qout) b += s.qout.norm ? 'wr' : 'w';
   return b;
 }
 
@@ -187,8 +215,8 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
   const { m, epi } = s;
   switch (epi.kind) {
     case 'head': return [`OUT[t * ${u(m.N)} + un] = ya;`];
-    case 'residual': return [`OUT[t * ${u(m.N)} + un] += ya;`];
-    case 'gateup': return [`OUT[t * ${u(epi.F)} + un] = ya / (1.0 + exp(-ya)) * yb;`];
+    case 'residual': return [`let ov = OUT[t * ${u(m.N)} + un] + ya;`, `OUT[t * ${u(m.N)} + un] = ov;`];
+    case 'gateup': return [`let ov = ya / (1.0 + exp(-ya)) * yb;`, `OUT[t * ${u(epi.F)} + un] = ov;`];
     case 'qkv': {
       const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = epi;
       const half = HD / 2;
@@ -217,7 +245,9 @@ function matDecls(s: BindingSpec): string {
   if (s.epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
   else { names.push('OUT'); types.push('array<f32>'); }
   if (s.gather) { names.push('XW'); types.push('array<vec4f>'); }
-  if (preBound(s)) { names.push('XQ', 'XG', 'RS'); types.push('array<vec4<u32>>', 'array<vec2f>', 'array<f32>'); }
+  if (preBound(s)) { names.push('XP'); types.push('array<vec4<u32>>'); }
+  if (s.qout) { names.push('XPO'); types.push('array<vec4<u32>>'); }
+  if (s.qout?.norm) { names.push('NWN'); types.push('array<vec4f>'); }
   return names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
 }
 
@@ -439,8 +469,8 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
 }
 
 /**
- * Small T with int8 activations: x was quantized beforehand (quantRowsKernel: XQ two vec4<u32> per 32 values per token,
- * XG their (dx, dx·Σxi)), so the loop reads it from storage, where every workgroup finds it in cache, and each row's
+ * int8 activations with x quantized beforehand (XP, see dot4Pre: by quantRowsKernel or the producer's epilogue): small
+ * T, and decode where the producer quantized. The loop reads x from storage, where every workgroup finds it in cache, and each row's
  * chunk is loaded once for the TB tokens: 8 dot4I8Packed per token. GPUs get it unrolled (accumulators a{r}_{h}_{i});
  * software drivers a loop over the tokens present, accumulators in acc[(r·P + h)·TB + i].
  */
@@ -450,7 +480,7 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   const { ids, lines } = dot4RowLoads(s, P, 'c');
   const b = [...lines];
   const tokenBody = (xo: string, acc: (k: number, id: string) => string): string => {
-    const t = [`let xo = ${xo};`, 'let xa = XQ[xo * 2u];', 'let xb = XQ[xo * 2u + 1u];', 'let xg = XG[xo];'];
+    const t = [`let xo = (${xo}) * 3u;`, 'let xa = XP[xo];', 'let xb = XP[xo + 1u];', 'let xm = XP[xo + 2u];', 'let xg = vec2f(bitcast<f32>(xm.x), bitcast<f32>(xm.y));'];
     ids.forEach((id, k) => t.push(`${acc(k, id)} += s${id} * (xg.x * f32(${dot4Terms(id)}) - z${id} * xg.y);`));
     return t.join('\n        ');
   };
@@ -469,25 +499,25 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
 /** Where quantRowsKernel's rows come from: x row t, the head's x row MT[2] + t, or the embedding row of token t. */
 export type QuantRowsSource = 'x' | 'head' | 'gather';
 
-/** Bindings of quantRowsKernel (gemvBindings' letters): MT, X, [NW], XQ, XG, RS, [XW]. */
-export const quantRowsBindings = (src: QuantRowsSource, norm: boolean): string => `rr${norm ? 'r' : ''}www${src === 'gather' ? 'w' : ''}`;
+/** Bindings of quantRowsKernel (gemvBindings' letters): MT, X, [NW], XP, [XW]. */
+export const quantRowsBindings = (src: QuantRowsSource, norm: boolean): string => `rr${norm ? 'r' : ''}w${src === 'gather' ? 'w' : ''}`;
 
 /**
- * Quantizes the rows a small-T int8 kernel reads (see gemvDot4PreLoop): a workgroup per row t < MT[0] (the head's
- * MT[3]), each thread whole groups of 32 values, as the decode kernel quantizes x in its prologue (quantBlock). With
- * norm weights it quantizes x ⊙ nw and writes RS[t] = 1/rms(x); gathering, it also copies the embedding row into x.
+ * Quantizes the rows a kernel reads where no producer did (see gemvDot4PreLoop): a workgroup per row t < MT[0] (the
+ * head's MT[3]), each thread whole groups of 32 values, as the decode kernel quantizes x in its prologue (quantBlock),
+ * into XP (xpStore). With norm weights it quantizes x ⊙ nw and keeps each group's Σx² of x (the reader sums them);
+ * gathering, it also copies the embedding row into x.
  */
-export function quantRowsKernel(K: number, src: QuantRowsSource, norm: boolean, eps: number, WG = 256): string {
+export function quantRowsKernel(K: number, src: QuantRowsSource, norm: boolean, WG = 256): string {
   const G = K / 32, K4 = K / 4;
   if (K % 32 !== 0) throw new Error(`quantRows: K = ${K} is not whole groups of 32`);
-  const names = ['MT', 'X', ...(norm ? ['NW'] : []), 'XQ', 'XG', 'RS', ...(src === 'gather' ? ['XW'] : [])];
-  const types: Record<string, string> = { MT: 'array<u32>', X: 'array<vec4f>', NW: 'array<vec4f>', XQ: 'array<vec4<u32>>', XG: 'array<vec2f>', RS: 'array<f32>', XW: 'array<vec4f>' };
+  const names = ['MT', 'X', ...(norm ? ['NW'] : []), 'XP', ...(src === 'gather' ? ['XW'] : [])];
+  const types: Record<string, string> = { MT: 'array<u32>', X: 'array<vec4f>', NW: 'array<vec4f>', XP: 'array<vec4<u32>>', XW: 'array<vec4f>' };
   const bind = quantRowsBindings(src, norm);
   const decls = names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bind[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[n]};`).join('\n');
   const row = src === 'gather' ? `MT[${u(META_IDS)} + t]` : src === 'head' ? '(MT[2] + t)' : 't';
   const xAt = (i: string) => (src === 'gather' ? `xcopy(xr0 + g * 8u + ${i}, t * ${u(K4)} + g * 8u + ${i})` : `X[xr0 + g * 8u + ${i}]`);
   return `${decls}
-${norm ? `var<workgroup> SS: array<f32, ${G}>;` : ''}
 ${src === 'gather' ? 'fn xcopy(s: u32, d: u32) -> vec4f { let v = X[s]; XW[d] = v; return v; }' : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -497,14 +527,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   for (var g = lid; g < ${u(G)}; g += ${u(WG)}) {
     var sb = 0.0;
     ${quantBlock(xAt, norm ? (i) => `NW[g * 8u + ${i}]` : null, 'sb')}
-    XQ[(t * ${u(G)} + g) * 2u] = qa;
-    XQ[(t * ${u(G)} + g) * 2u + 1u] = qb;
-    XG[t * ${u(G)} + g] = qg;
-    ${norm ? 'SS[g] = sb;' : ''}
+    ${xpStore('XP', 't', 'g', G, 'sb')}
   }
-  ${norm ? `workgroupBarrier();
-  ${sumGroupsTree(G, WG)}
-  if (lid == 0u) { RS[t] = ${rinvOfGroups(K, eps)}; }` : ''}
 }
 `;
 }
@@ -589,6 +613,13 @@ export function gemvKernel(s: GemvSpec): string {
   const vals: string[] = [];
   const XS = staged(s), D4 = dot4Staged(s), DP = dot4Pre(s);
   if (DP) {
+    if (norm) {
+      // 1/rms per token from the groups' Σx² that XP carries, summed by the tree decode uses (sumGroupsTree).
+      const G = m.K / 32;
+      body.push(`for (var e = lid; e < ${u(TB * G)}; e += ${u(WG)}) { SS[e] = bitcast<f32>(XP[(min(t0 + e / ${u(G)}, rows - 1u) * ${u(G)} + e % ${u(G)}) * 3u + 2u].z); }
+  workgroupBarrier();
+  ${sumGroupsTree(G, WG, TB)}`);
+    }
     body.push(...gemvDot4PreLoop(s, { KC, P }));
     if (s.rolled) emit(`var acc: array<f32, ${NV}>;`);
     else for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let i = 0; i < TB; i++) { emit(`var a${r}_${h}_${i} = 0.0;`); vals.push(`a${r}_${h}_${i}`); }
@@ -685,12 +716,30 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
   // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
   const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `fin[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `fin[(${u(RT * P * TB)} + i) * RGC + erg]`;
-  ep.push(!norm ? 'let rinv = 1.0;' : DP ? 'let rinv = RS[t];' : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
+  ep.push(!norm ? 'let rinv = 1.0;' : DP ? `let rinv = ${rinvOfGroups(m.K, s.eps, `i * ${u(m.K / 32)}`)};` : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
   ep.push(...epilogueLines(s));
+  const QO = quantizesOut(s);
+  if (QO) ep.push(`QV[i * ${u(UW)} + ul] = ov;`);
   ep.push('}');
   emit(`for (var e = lid; e < ${u(UW * TB)}; e += ${u(WG)}) {\n    ${ep.join('\n    ')}\n  }`);
+  if (QO) {
+    // The outputs quantized for the next matrix: a thread per group of 32 (its values from QV), as quantRowsKernel.
+    const GPW = UW / 32, NG = U / 32;
+    const qv = (k: string) => `vec4f(QV[q0 + ${k} * 4u], QV[q0 + ${k} * 4u + 1u], QV[q0 + ${k} * 4u + 2u], QV[q0 + ${k} * 4u + 3u])`;
+    emit(`workgroupBarrier();
+  for (var e = lid; e < ${u(GPW * TB)}; e += ${u(WG)}) {
+    let ti = e / ${u(GPW)};
+    let gg = wid.x * ${u(GPW)} + e % ${u(GPW)};
+    if (t0 + ti < rows && gg < ${u(NG)}) {
+      let q0 = ti * ${u(UW)} + (e % ${u(GPW)}) * 32u;
+      var sb = 0.0;
+      ${quantBlock(qv, s.qout!.norm ? (k) => `NWN[gg * 8u + ${k}]` : null, 'sb')}
+      ${xpStore('XPO', 't0 + ti', 'gg', NG, 'sb')}
+    }
+  }`);
+  }
 
   // Small-T int8 kernels find x quantized (and, gathering, copied into x) by quantRowsKernel.
   const copy = gather && !DP ? gatherCopy(K4, TB, WG) : '';
@@ -703,7 +752,7 @@ const RGC = ${u(RG)};
 const SLOTS = ${u(reductionSlots(s))};
 var<workgroup> red: array<f32, ${NV * RG * reductionSlots(s)}>;
 var<workgroup> fin: array<f32, ${NV * RG}>;
-${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
+${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${DP && norm ? `var<workgroup> SS: array<f32, ${TB * (m.K / 32)}>;\n` : ''}${quantizesOut(s) ? `var<workgroup> QV: array<f32, ${UW * TB}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let rows = ${rowsExpr};
@@ -855,6 +904,16 @@ export interface AttentionSpec {
   sg: boolean;
   /** Keys per tile (default ATTN_TILE). */
   tile?: number;
+  /**
+   * Keys whose V rows a thread loads together in the p·V sum (default 1): each iteration of that loop otherwise waits
+   * for its one load from memory before the next.
+   */
+  unroll?: number;
+  /**
+   * int8 activations: also quantize the output rows for the o projection into XPO (binding 5), for forwards of at
+   * most this many tokens (XPO holds them).
+   */
+  qoutRows?: number;
 }
 
 /** Workgroup size of the attention kernel. */
@@ -898,12 +957,26 @@ export function attentionKernel(a: AttentionSpec): string {
     let ${out} = red[0];
     workgroupBarrier();`;
   };
+  // p·V: keys g, g + G, …; UJ of them per iteration, their V rows loaded first (a key past the tile loads the tile's last
+  // row and adds p = 0).
+  const UJ = a.unroll ?? 1;
+  const pv = UJ === 1
+    ? `for (var j = g; j < tn; j += ${u(G)}) {
+      acc += sc[j] * KV[vb + (ts + j) * ${u(HD4)} + d];
+    }`
+    : `for (var j0 = g; j0 < tn; j0 += ${u(G * UJ)}) {
+      ${Array.from({ length: UJ }, (_, k) => `let j${k} = min(j0 + ${u(k * G)}, tn - 1u);`).join(' ')}
+      ${Array.from({ length: UJ }, (_, k) => `let v${k} = KV[vb + (ts + j${k}) * ${u(HD4)} + d];`).join('\n      ')}
+      ${Array.from({ length: UJ }, (_, k) => `acc += ${k === 0 ? 'sc[j0]' : `select(0.0, sc[j${k}], j0 + ${u(k * G)} < tn)`} * v${k};`).join('\n      ')}
+    }`;
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<vec4f>;
 @group(0) @binding(2) var<storage, read> KV: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> PART: array<vec4f>;
+${a.qoutRows ? `@group(0) @binding(5) var<storage, read_write> XPO: array<vec4<u32>>;
+var<workgroup> ov: array<vec4f, ${HD4}>;` : ''}
 var<workgroup> qs: array<vec4f, ${HD4}>;
 var<workgroup> red: array<f32, ${WG}>;
 var<workgroup> sc: array<f32, ${TILE}>;
@@ -950,9 +1023,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     l = l * al + tsum;
     m = mn;
     acc = acc * al;
-    for (var j = g; j < tn; j += ${u(G)}) {
-      acc += sc[j] * KV[vb + (ts + j) * ${u(HD4)} + d];
-    }
+    ${pv}
     workgroupBarrier();
   }
   red4[lid] = acc;
@@ -961,24 +1032,39 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     var o = red4[lid];
     for (var k = 1u; k < ${u(G)}; k++) { o += red4[k * ${u(HD4)} + lid]; }
     if (S == 1u) {
-      O[qb + lid] = o / l;
+      let ol = o / l;
+      O[qb + lid] = ol;${a.qoutRows ? '\n      ov[lid] = ol;' : ''}
     } else {
       let pb = ((t * ${u(H)} + hh) * S + sp) * ${u(HD4 + 1)};
       PART[pb + lid] = o;
       if (lid == 0u) { PART[pb + ${u(HD4)}] = vec4f(m, l, 0.0, 0.0); }
     }
-  }
+  }${a.qoutRows ? `
+  workgroupBarrier();
+  if (S == 1u) { ${attnQuantOut(H, HD, a.qoutRows)} }` : ''}
 }
 `;
 }
 
+/** The attention output of head hh, token t (vec4s `ov` in workgroup memory) quantized into XPO for the o projection. */
+function attnQuantOut(H: number, HD: number, rows: number): string {
+  if (HD % 32 !== 0) throw new Error(`attention: a head of ${HD} is not whole groups of 32`);
+  return `if (MT[0] <= ${u(rows)} && lid < ${u(HD / 32)}) {
+    var sb = 0.0;
+    ${quantBlock((k) => `ov[lid * 8u + ${k}]`, null, 'sb')}
+    ${xpStore('XPO', 't', `hh * ${u(HD / 32)} + lid`, (H * HD) / 32, 'sb')}
+  }`;
+}
+
 /** Merges the splits' partials of attentionKernel: one workgroup per (head, token), a thread per vec4 of the head. */
-export function attentionCombineKernel(a: { heads: number; headDim: number }): string {
+export function attentionCombineKernel(a: { heads: number; headDim: number; qoutRows?: number }): string {
   const { heads: H, headDim: HD } = a;
   const HD4 = HD / 4;
   return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> PART: array<vec4f>;
-@group(0) @binding(2) var<storage, read_write> O: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> O: array<vec4f>;${a.qoutRows ? `
+@group(0) @binding(3) var<storage, read_write> XPO: array<vec4<u32>>;
+var<workgroup> ov: array<vec4f, ${HD4}>;` : ''}
 @compute @workgroup_size(${HD4})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let hh = wid.x;
@@ -996,7 +1082,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     l += w * ml.y;
     o += w * PART[base + s * ${u(HD4 + 1)} + lid];
   }
-  O[(t * ${u(H)} + hh) * ${u(HD4)} + lid] = o / l;
+  let ol = o / l;
+  O[(t * ${u(H)} + hh) * ${u(HD4)} + lid] = ol;${a.qoutRows ? `
+  ov[lid] = ol;
+  workgroupBarrier();
+  ${attnQuantOut(H, HD, a.qoutRows)}` : ''}
 }
 `;
 }

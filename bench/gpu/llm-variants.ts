@@ -1,0 +1,115 @@
+// GPU time of a decode forward for variants of the WebGPU LLM runtime, interleaved round by round in one process on
+// one random model (so that clocks and the host affect them alike), and what each kernel role costs inside the
+// forward: the forward timed with that role's dispatches left out (WebGpuLlm.ablate), against the whole one in the
+// same round. Per-dispatch profiles (llm-decode.ts) add a pass per dispatch and keep the GPU near idle clocks; this
+// does not.
+// Usage: node llm-variants.mjs   Env: LLM_HIDDEN LLM_INTER LLM_LAYERS LLM_HEADS LLM_KV LLM_HEADDIM LLM_VOCAB (default
+//   Llama-7B's shapes) LLM_ACT=int8|f32 LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80
+import { acquireGpu } from '../../src/backends/webgpu/device.js';
+import { randomQuantLlama } from '../../src/llm/random_model.js';
+import type { LlamaConfig } from '../../src/llm/types.js';
+import { WebGpuLlm, llmGpuConfig } from '../../src/llm/webgpu.js';
+import type { GemvShape } from '../../src/llm/wgsl.js';
+import { mulberry32 } from '../../src/util/random.js';
+
+const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) : d);
+const ROOF = env('ROOFLINE_GBS', 3350);
+const cfg: LlamaConfig = {
+  vocab: env('LLM_VOCAB', 32000), hidden: env('LLM_HIDDEN', 4096), intermediate: env('LLM_INTER', 11008), layers: env('LLM_LAYERS', 32),
+  heads: env('LLM_HEADS', 32), kvHeads: env('LLM_KV', 32), headDim: env('LLM_HEADDIM', 128), maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
+};
+const act = process.env.LLM_ACT === 'f32' ? 'f32' : 'int8';
+const rounds = env('LLM_ROUNDS', 5), ctx = env('LLM_CTX', 80);
+
+/** Variants: what each sets in llmGpuConfig (from the defaults) before its runner is created. */
+const DEFAULTS = { ...llmGpuConfig };
+const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) => (TB === 1 ? shape : undefined);
+const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
+  base: {},
+  noprod: { producerQuant: false },
+  attn1: { attnUnroll: 1 },
+  un1: { shape: at1({ UN: 1 }) },
+  un4: { shape: at1({ UN: 4 }) },
+  tk64: { shape: at1({ TK: 64, RG: 16 }) },
+  split32: { attnSplitMin: 0, attnSplitKeys: 32 },
+};
+const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
+for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);
+
+const { caps } = await acquireGpu();
+console.log(`adapter: ${caps.name}; timestamps ${caps.timestamps}`);
+if (!caps.timestamps) throw new Error('needs timestamp-query');
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+let t = performance.now();
+const w = randomQuantLlama(cfg, 4, 32, 1);
+console.log(`model: ${JSON.stringify(cfg)} ${w.quant}; made in ${(performance.now() - t).toFixed(0)} ms; activations ${act}`);
+const runners: { name: string; r: WebGpuLlm }[] = [];
+for (const name of names) {
+  Object.assign(llmGpuConfig, DEFAULTS, VARIANTS[name]);
+  t = performance.now();
+  const r = await WebGpuLlm.create(w, { capacity: 1024, activations: act });
+  console.log(`${name}: created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines), activations ${r.activations}`);
+  runners.push({ name, r });
+}
+Object.assign(llmGpuConfig, DEFAULTS);
+const bytes = runners[0].r.weightBytesPerToken;
+const rnd = mulberry32(5);
+const ids = Array.from({ length: ctx + 64 }, () => Math.floor(rnd() * cfg.vocab));
+
+/** Median GPU ms of n one-token forwards after `ctx` cached positions (and of one T-token forward where T > 1). */
+async function gpuMs(r: WebGpuLlm, T: number, n: number): Promise<number> {
+  const xs: number[] = [];
+  r.timing = true;
+  for (let i = 0; i < n + 3; i++) {
+    r.truncate(ctx);
+    if (T === 1) await r.forward([ids[ctx + i]]);
+    else await r.forwardArgmaxAll(ids.slice(ctx, ctx + T));
+    if (i >= 3) xs.push(r.stats.gpuMsLastForward);
+  }
+  r.timing = false;
+  return med(xs);
+}
+
+for (const { r } of runners) { r.truncate(0); await r.forward(ids.slice(0, ctx)); }
+// Clocks up before the first timing.
+for (const t0 = performance.now(); performance.now() - t0 < 1500;) await gpuMs(runners[0].r, 1, 10);
+const res = new Map<string, number[]>();
+const add = (k: string, v: number) => { if (!res.has(k)) res.set(k, []); res.get(k)!.push(v); };
+const roles = ['qkv', 'attention', 'attention combine', 'o', 'gate/up', 'down', 'head', 'argmax', 'qkv x8', 'o x8', 'gate/up x8', 'down x8', 'head x8'];
+for (let round = 0; round < rounds; round++) {
+  for (const { name, r } of runners) {
+    add(`${name} T=1`, await gpuMs(r, 1, 20));
+    add(`${name} T=5`, await gpuMs(r, 5, 8));
+  }
+  if (process.env.LLM_ABLATE !== '0') {
+    const r = runners[0].r;
+    for (const role of roles) {
+      const whole = await gpuMs(r, 1, 10);
+      const n = r.stats.dispatchesLastForward;
+      r.ablate = new Set([role]);
+      const without = await gpuMs(r, 1, 10);
+      r.ablate = null;
+      if (r.stats.dispatchesLastForward === n) continue; // no such dispatch in a one-token forward
+      add(`${runners[0].name} T=1 without ${role}`, whole - without);
+    }
+  }
+}
+const base = med(res.get(`${runners[0].name} T=1`)!);
+console.log(`\nGPU time of a forward after ${ctx} cached, median of ${rounds} rounds (each the median of 20 forwards; T=5: 8):`);
+for (const { name } of runners) {
+  const one = med(res.get(`${name} T=1`)!), five = med(res.get(`${name} T=5`)!);
+  const gbs = bytes / one / 1e6;
+  console.log(`${name.padEnd(10)} T=1 ${one.toFixed(3)} ms (${(one / base).toFixed(3)}x of ${runners[0].name}; ${gbs.toFixed(0)} GB/s = ${((100 * gbs) / ROOF).toFixed(1)}% of ${ROOF}) rounds ${res.get(`${name} T=1`)!.map((x) => x.toFixed(3)).join(' ')}; T=5 ${five.toFixed(3)} ms`);
+}
+if (process.env.LLM_ABLATE !== '0') {
+  console.log(`\nwhat a role costs inside ${runners[0].name}'s one-token forward (whole - without it; per forward, and per layer):`);
+  for (const role of roles) {
+    const ds = res.get(`${runners[0].name} T=1 without ${role}`);
+    if (!ds) continue;
+    const d = med(ds);
+    const per = role === 'head' || role === 'argmax' ? 1 : cfg.layers;
+    console.log(`  ${role.padEnd(18)} ${(d * 1000).toFixed(0).padStart(6)} us (${((1000 * d) / per).toFixed(1)} us each)`);
+  }
+}
+process.stdout.write('', () => process.exit(0));
