@@ -8,7 +8,7 @@ import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, preBound, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
@@ -460,8 +460,10 @@ export class WebGpuLlm implements LlmRunner {
       k.quant.bind = this.bindGroup(this.layoutFor(k.quant.bindings).bgl, [this.meta, src, ...(nw ? [nw] : []), xp, ...(gatherInto ? [gatherInto] : [])]);
     };
 
-    // int8 activations: attention quantizes its output rows for o (heads of whole groups of 32).
-    const attnQuant = int8 && llmGpuConfig.producerQuant && HD % 32 === 0;
+    // int8 activations: attention quantizes its output rows for o (heads of whole groups of 32) where every layer's o
+    // reads x quantized (its kernels bind XP: preBound).
+    const attnQuant = int8 && llmGpuConfig.producerQuant && HD % 32 === 0
+      && w.layers.every(({ o }) => o.kind === 'q' && dot4Matrix(matLayout('q', o.bits, o.group, o.N, o.K)));
     const [A, B] = this.xp;
     const norms = w.layers.map((Lw) => ({ attn: this.upload(Lw.attnNorm, 0, 'norm weights'), mlp: this.upload(Lw.mlpNorm, 0, 'norm weights') }));
     let downOut: (TB: number) => boolean = () => false;

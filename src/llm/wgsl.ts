@@ -156,7 +156,7 @@ export const dot4Staged = (s: GemvSpec): boolean => !!s.dot4 && s.TB === 1 && do
 export const dot4Pre = (s: GemvSpec): boolean => !!s.dot4 && (s.TB > 1 || !!s.preIn) && dot4Matrix(s.m);
 
 /** Whether a kernel's epilogue quantizes its outputs for the next matrix: workgroups of whole groups of 32 outputs. */
-export const quantizesOut = (s: GemvSpec): boolean => !!s.qout && !!s.dot4 && s.TB <= 16 && (s.RG * s.RT) % 32 === 0 && gemvUnits(s) % 32 === 0 && s.epi.kind !== 'qkv' && s.epi.kind !== 'head';
+export const quantizesOut = (s: GemvSpec): boolean => !!s.qout && !!s.dot4 && (s.RG * s.RT) % 32 === 0 && gemvUnits(s) % 32 === 0 && s.epi.kind !== 'qkv' && s.epi.kind !== 'head';
 
 /** WGSL storing quantBlock's results for token row `t`, group `g` of a row of G groups into the XP-layout buffer `buf`. */
 const xpStore = (buf: string, t: string, g: string, G: number, ss: string): string =>
