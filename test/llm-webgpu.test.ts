@@ -335,12 +335,17 @@ test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
   await r.release();
 });
 
-test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check());
-test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, int8Check));
+// GQA's hidden and intermediate sizes are whole groups of 32 (its heads of 16 are not): o and gate/up of both layers and
+// the first layer's down quantize for the next matrix in decode and at 4 tokens (workgroups of 32 outputs, however few).
+test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check(GQA, 5));
+test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, () => int8Check(GQA, 10)));
+test('webgpu llm q4 with int8 activations: no producer quantizes (quantRowsKernel before every matrix)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false, producerQuant: false }, () => int8Check(GQA, 0)));
 // Heads of 32 and decode workgroups of 32 outputs: attention, o, gate/up and down quantize the next matrix's x in their
 // epilogues; the small-T kernels still get it from quantRowsKernel, so pathDiff compares the two quantizers.
 const HEADS32: LlamaConfig = { ...GQA, hidden: 128, intermediate: 192, heads: 4, kvHeads: 2, headDim: 32 };
 test('webgpu llm q4 with int8 activations: x quantized by the producers\' epilogues in decode', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2 } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
+
+test('webgpu llm q4 with int8 activations: pre-quantized loops one chunk deep, 1/rms summed before the loop', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2, PU: 1, lateRms: false } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
 
 async function int8Check(config = GQA, epilogues = 0): Promise<void> {
   const { caps } = await acquireGpu();

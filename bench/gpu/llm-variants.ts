@@ -4,8 +4,11 @@
 // same round. Per-dispatch profiles (llm-decode.ts) add a pass per dispatch and keep the GPU near idle clocks; this
 // does not.
 // Usage: node llm-variants.mjs   Env: LLM_HIDDEN LLM_INTER LLM_LAYERS LLM_HEADS LLM_KV LLM_HEADDIM LLM_VOCAB (default
-//   Llama-7B's shapes) LLM_ACT=int8|f32 LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80
+//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file) LLM_ACT=int8|f32 LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_TS=5 (token counts of the
+//   multi-token forwards timed)
+import { randomFillSync } from 'node:crypto';
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
+import { loadLlm } from '../../src/llm/model_io.js';
 import { randomQuantLlama } from '../../src/llm/random_model.js';
 import type { LlamaConfig } from '../../src/llm/types.js';
 import { WebGpuLlm, llmGpuConfig } from '../../src/llm/webgpu.js';
@@ -14,12 +17,20 @@ import { mulberry32 } from '../../src/util/random.js';
 
 const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) : d);
 const ROOF = env('ROOFLINE_GBS', 3350);
+// Llama-2 shapes by size (LLM_SIZE); LLM_* override single fields.
+const SIZES: Record<string, [number, number, number, number, number]> = {
+  // hidden, intermediate, layers, heads, kv heads
+  '1b': [2048, 5632, 22, 32, 4], '7b': [4096, 11008, 32, 32, 32], '13b': [5120, 13824, 40, 40, 40], '70b': [8192, 28672, 80, 64, 8],
+};
+const size = SIZES[process.env.LLM_SIZE ?? '7b'];
+if (!size) throw new Error(`LLM_SIZE: one of ${Object.keys(SIZES).join(', ')}`);
 const cfg: LlamaConfig = {
-  vocab: env('LLM_VOCAB', 32000), hidden: env('LLM_HIDDEN', 4096), intermediate: env('LLM_INTER', 11008), layers: env('LLM_LAYERS', 32),
-  heads: env('LLM_HEADS', 32), kvHeads: env('LLM_KV', 32), headDim: env('LLM_HEADDIM', 128), maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
+  vocab: env('LLM_VOCAB', 32000), hidden: env('LLM_HIDDEN', size[0]), intermediate: env('LLM_INTER', size[1]), layers: env('LLM_LAYERS', size[2]),
+  heads: env('LLM_HEADS', size[3]), kvHeads: env('LLM_KV', size[4]), headDim: env('LLM_HEADDIM', 128), maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
 };
 const act = process.env.LLM_ACT === 'f32' ? 'f32' : 'int8';
 const rounds = env('LLM_ROUNDS', 5), ctx = env('LLM_CTX', 80);
+const Ts = (process.env.LLM_TS ?? '5').split(',').map(Number);
 
 /** Variants: what each sets in llmGpuConfig (from the defaults) before its runner is created. */
 const DEFAULTS = { ...llmGpuConfig };
@@ -27,11 +38,21 @@ const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) 
 const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   base: {},
   noprod: { producerQuant: false },
+  nofloor: { producerFloor: false },
   attn1: { attnUnroll: 1 },
   un1: { shape: at1({ UN: 1 }) },
   un4: { shape: at1({ UN: 4 }) },
   tk64: { shape: at1({ TK: 64, RG: 16 }) },
   split32: { attnSplitMin: 0, attnSplitKeys: 32 },
+  old1: { shape: at1({ PU: 1, lateRms: false }) },
+  // One-token shapes: 256-thread workgroups of the same outputs (RT doubled), or fewer threads along K.
+  // Small T: workgroups of 32 outputs for the roles whose epilogues can quantize for the next matrix.
+  sp: { shape: (r, _u, TB) => (r === 'qkv' || r === 'head' ? undefined : TB === 4 ? { RG: 16, RT: 2 } : TB === 16 ? { RG: 32, RT: 1 } : undefined) },
+  sp4: { shape: (r, _u, TB) => (r !== 'qkv' && r !== 'head' && TB === 4 ? { RG: 16, RT: 2 } : undefined) },
+  rg8: { shape: (r, _u, TB) => (TB === 1 ? { RG: 8, RT: r === 'qkv' ? 2 : 4 } : undefined) },
+  tk16: { shape: at1({ TK: 16, RG: 16 }) },
+  tk16rg32: { shape: at1({ TK: 16, RG: 32, RT: 1 }) },
+  tk8rg32: { shape: at1({ TK: 8, RG: 32 }) },
 };
 const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
 for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);
@@ -42,14 +63,17 @@ if (!caps.timestamps) throw new Error('needs timestamp-query');
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 let t = performance.now();
-const w = randomQuantLlama(cfg, 4, 32, 1);
+// Models past ~10 GB of codes get them from the native random source (the seeded generator takes minutes).
+const big = cfg.layers * cfg.hidden * (4 * cfg.hidden + 3 * cfg.intermediate) > 8e9;
+const w = process.env.LLM_MODEL ? await loadLlm(process.env.LLM_MODEL) : randomQuantLlama(cfg, 4, 32, 1, big ? (a) => { for (let o = 0; o < a.length; o += 1 << 30) randomFillSync(a, o, Math.min(1 << 30, a.length - o)); } : undefined);
+Object.assign(cfg, w.config);
 console.log(`model: ${JSON.stringify(cfg)} ${w.quant}; made in ${(performance.now() - t).toFixed(0)} ms; activations ${act}`);
 const runners: { name: string; r: WebGpuLlm }[] = [];
 for (const name of names) {
   Object.assign(llmGpuConfig, DEFAULTS, VARIANTS[name]);
   t = performance.now();
-  const r = await WebGpuLlm.create(w, { capacity: 1024, activations: act });
-  console.log(`${name}: created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines), activations ${r.activations}`);
+  const r = await WebGpuLlm.create(w, { capacity: Math.min(1024, cfg.maxPositions), activations: act });
+  console.log(`${name}: created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}`);
   runners.push({ name, r });
 }
 Object.assign(llmGpuConfig, DEFAULTS);
@@ -80,7 +104,7 @@ const roles = ['qkv', 'attention', 'attention combine', 'o', 'gate/up', 'down', 
 for (let round = 0; round < rounds; round++) {
   for (const { name, r } of runners) {
     add(`${name} T=1`, await gpuMs(r, 1, 20));
-    add(`${name} T=5`, await gpuMs(r, 5, 8));
+    for (const T of Ts) add(`${name} T=${T}`, await gpuMs(r, T, 8));
   }
   if (process.env.LLM_ABLATE !== '0') {
     const r = runners[0].r;
@@ -96,11 +120,12 @@ for (let round = 0; round < rounds; round++) {
   }
 }
 const base = med(res.get(`${runners[0].name} T=1`)!);
-console.log(`\nGPU time of a forward after ${ctx} cached, median of ${rounds} rounds (each the median of 20 forwards; T=5: 8):`);
+console.log(`\nGPU time of a forward after ${ctx} cached, median of ${rounds} rounds (each the median of 20 forwards; T>1: 8):`);
 for (const { name } of runners) {
-  const one = med(res.get(`${name} T=1`)!), five = med(res.get(`${name} T=5`)!);
+  const one = med(res.get(`${name} T=1`)!);
   const gbs = bytes / one / 1e6;
-  console.log(`${name.padEnd(10)} T=1 ${one.toFixed(3)} ms (${(one / base).toFixed(3)}x of ${runners[0].name}; ${gbs.toFixed(0)} GB/s = ${((100 * gbs) / ROOF).toFixed(1)}% of ${ROOF}) rounds ${res.get(`${name} T=1`)!.map((x) => x.toFixed(3)).join(' ')}; T=5 ${five.toFixed(3)} ms`);
+  const small = Ts.map((T) => { const ms = med(res.get(`${name} T=${T}`)!); return `T=${T} ${ms.toFixed(3)} ms (${(ms / one).toFixed(2)}x T=1)`; }).join(', ');
+  console.log(`${name.padEnd(10)} T=1 ${one.toFixed(3)} ms (${(one / base).toFixed(3)}x of ${runners[0].name}; ${gbs.toFixed(0)} GB/s = ${((100 * gbs) / ROOF).toFixed(1)}% of ${ROOF}) rounds ${res.get(`${name} T=1`)!.map((x) => x.toFixed(3)).join(' ')}; ${small}`);
 }
 if (process.env.LLM_ABLATE !== '0') {
   console.log(`\nwhat a role costs inside ${runners[0].name}'s one-token forward (whole - without it; per forward, and per layer):`);

@@ -55,14 +55,16 @@ export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeight
 
 /**
  * Random quantized weights made directly: random codes, zero points near the middle and scales that give each weight
- * a spread of about ±1/√K. The embedding table is f32 (as webjit's quantizer leaves it).
+ * a spread of about ±1/√K. The embedding table is f32 (as webjit's quantizer leaves it). `fill` replaces the seeded
+ * codes (benchmarks of 13–70B shapes: a native random source fills gigabytes in seconds).
  */
-export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed = 1): LlmWeights {
+export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed = 1, fill?: (a: Uint8Array) => void): LlmWeights {
   const r = mulberry32(seed);
   const shapes = layerShapes(c);
   const qmax = (1 << bits) - 1;
   const bytes = (n: number) => {
     const a = new Uint8Array(n);
+    if (fill) { fill(a); return a; }
     const w = new Uint32Array(a.buffer, 0, n >> 2);
     for (let i = 0; i < w.length; i++) w[i] = (r() * 4294967296) >>> 0;
     for (let i = w.length * 4; i < n; i++) a[i] = (r() * 256) | 0;

@@ -34,6 +34,8 @@ export const llmGpuConfig = {
    * epilogue where their workgroups hold whole groups of 32 outputs (else the reader quantizes it, as before).
    */
   producerQuant: true,
+  /** Roles whose epilogues quantize keep 32 outputs per workgroup however few workgroups that leaves (gemvShapeFor). */
+  producerFloor: true,
   /**
    * Keys per iteration of the attention kernel's p·V loop (wgsl.ts AttentionSpec.unroll): 16 ran a 7B-shaped decode
    * step 0.158 ms faster than 1 on the H100 (4: 0.124, 8: 0.144; bench/gpu/llm-variants.ts).
@@ -69,12 +71,19 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   // Decode: two rows per thread, 16 row groups of 32 threads, two chunks per iteration, x staged: the fastest of ten
   // shapes compared inside 1.1B- and 7B-shaped models on the H100 (bench/gpu/llm-shapes.ts, bench/NOTES.md). A
   // gate/up whose epilogue quantizes for down takes two units (four rows) per thread: 32 outputs, a whole group, per
-  // workgroup (7B shapes on the H100: 2.566 against 2.690 ms a token, bench/gpu/llm-variants.ts).
-  let RT = TB === 1 ? (base.qout ? 2 : Math.max(1, 2 / P)) : TB === 4 ? Math.max(1, 2 / P) : 1;
-  let RG = TB === 1 ? 16 : 8;
+  // workgroup (7B shapes on the H100: 2.566 against 2.690 ms a token, bench/gpu/llm-variants.ts). Kernels reading
+  // pre-quantized x load 4 chunks before their math and sum 1/rms after the loop: 2.417 → 2.399 ms (small T: slower).
+  //
+  // A role whose epilogue can quantize for the next matrix (int8 activations) keeps 32 outputs per workgroup in
+  // decode and at 4 tokens, however few workgroups that leaves: on small models (the trained target's 384-wide
+  // matrices) the dispatch of quantRowsKernel it saves costs more than the spread.
+  const qo = llmGpuConfig.producerFloor && !!base.qout && units % 32 === 0 && (TB === 1 || TB === 4);
+  let RT = TB === 1 ? (base.qout ? 2 : Math.max(1, 2 / P)) : TB === 4 ? (qo ? 2 : Math.max(1, 2 / P)) : 1;
+  let RG = TB === 1 || qo ? 16 : 8;
   const maxInv = limits.maxInvocations ?? 256;
-  while (RG > 1 && (ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups || RG * llmGpuConfig.TK > maxInv)) RG /= 2;
-  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? { UN: 2 } : {}), ...llmGpuConfig.shape?.(role, units, TB) };
+  const floor = qo ? 32 / RT : 1;
+  while (RG > 1 && (RG * llmGpuConfig.TK > maxInv || (RG > floor && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups))) RG /= 2;
+  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? { UN: 2, PU: 4, lateRms: true } : {}), ...llmGpuConfig.shape?.(role, units, TB) };
   while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
     if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
     spec = { ...spec, RG, RT };

@@ -79,6 +79,13 @@ export interface GemvShape {
   /** Decode (TB 1): chunks per loop iteration, their loads issued together (default 1). */
   UN?: number;
   /**
+   * int8 activations with x quantized beforehand (gemvDot4PreLoop, unrolled kernels): chunks per loop iteration, all
+   * their weight loads issued before their math (default 1).
+   */
+  PU?: number;
+  /** int8 x quantized beforehand with a norm: sum the groups' Σx² (for 1/rms) after the loop, not before it. */
+  lateRms?: boolean;
+  /**
    * 4/8-bit matrices: x staged in workgroup memory, this many x vec4s per tile, all tokens' (0: x read from storage per
    * chunk). See gemvStagedLoop.
    */
@@ -413,12 +420,12 @@ function quantBlock(xAt: (i: string) => string, nwAt: ((i: string) => string) | 
  * The int8 loops' rows: ids `r_h` of every (unit r, half h) a thread owns, and the WGSL loading chunk `c` of each: its
  * weights w{id}, and its group's scale s{id} and zero point z{id}.
  */
-function dot4RowLoads(s: GemvSpec, P: number, c: string): { ids: string[]; lines: string[] } {
+function dot4RowLoads(s: GemvSpec, P: number, c: string, sfx = ''): { ids: string[]; lines: string[] } {
   const { m, RT } = s;
   const g = m.group === 32 ? c : `(${c} * 32u) / ${u(m.group)}`;
   const ids: string[] = [];
   for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
-  return { ids, lines: ids.flatMap((id) => [`let w${id} = W[rw${id} * ${u(m.wpr / 4)} + ${c}];`, `let s${id} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id} = ${zeroOf(m, `rw${id}`, g)};`]) };
+  return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[rw${id} * ${u(m.wpr / 4)} + ${c}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
 }
 
 /** The int8 dot products of chunk `cc` of row (r, h) with x bytes `xa`, `xb`: an i32 expression. */
@@ -477,22 +484,35 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
 function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   const { TK, TB } = s;
   const { KC, P } = d;
-  const { ids, lines } = dot4RowLoads(s, P, 'c');
-  const b = [...lines];
-  const tokenBody = (xo: string, acc: (k: number, id: string) => string): string => {
+  // Unrolled kernels: PU chunks per iteration, every chunk's weight loads first (past KC a chunk's loads are clamped
+  // and its math skipped).
+  const PU = s.rolled ? 1 : (s.PU ?? 1);
+  const guard = KC % (TK * PU) !== 0;
+  const loads: string[] = [], math: string[] = [];
+  let ids: string[] = [];
+  const tokenBody = (xo: string, acc: (k: number, id: string) => string, v: string): string => {
     const t = [`let xo = (${xo}) * 3u;`, 'let xa = XP[xo];', 'let xb = XP[xo + 1u];', 'let xm = XP[xo + 2u];', 'let xg = vec2f(bitcast<f32>(xm.x), bitcast<f32>(xm.y));'];
-    ids.forEach((id, k) => t.push(`${acc(k, id)} += s${id} * (xg.x * f32(${dot4Terms(id)}) - z${id} * xg.y);`));
+    ids.forEach((id, k) => t.push(`${acc(k, id)} += s${id}${v} * (xg.x * f32(${dot4Terms(id + v)}) - z${id}${v} * xg.y);`));
     return t.join('\n        ');
   };
   const out: string[] = [];
-  if (s.rolled) {
-    b.push(`for (var i = 0u; i < min(${u(TB)}, rows - t0); i++) {\n        ${tokenBody(`(t0 + i) * ${u(KC)} + c`, (k) => `acc[${u(k * TB)} + i]`)}\n      }`);
-  } else {
-    // Slots past the tokens present are skipped (rows is uniform: a branch, not divergence).
-    for (let i = 0; i < TB; i++) out.push(`let xq${i} = min(t0 + ${u(i)}, rows - 1u) * ${u(KC)};`);
-    for (let i = 0; i < TB; i++) b.push(`${i ? `if (t0 + ${u(i)} < rows) ` : ''}{\n        ${tokenBody(`xq${i} + c`, (_, id) => `a${id}_${i}`)}\n      }`);
+  if (!s.rolled) for (let i = 0; i < TB; i++) out.push(`let xq${i} = min(t0 + ${u(i)}, rows - 1u) * ${u(KC)};`);
+  for (let p = 0; p < PU; p++) {
+    const v = PU === 1 ? '' : `v${p}`, cc = p === 0 ? 'c' : `c${p}`;
+    if (p > 0) loads.push(`let ${cc} = min(c + ${u(p * TK)}, ${u(KC - 1)});`);
+    const rl = dot4RowLoads(s, P, cc, v);
+    ids = rl.ids;
+    loads.push(...rl.lines);
+    const b: string[] = [];
+    if (s.rolled) {
+      b.push(`for (var i = 0u; i < min(${u(TB)}, rows - t0); i++) {\n        ${tokenBody(`(t0 + i) * ${u(KC)} + ${cc}`, (k) => `acc[${u(k * TB)} + i]`, v)}\n      }`);
+    } else {
+      // Slots past the tokens present are skipped (rows is uniform: a branch, not divergence).
+      for (let i = 0; i < TB; i++) b.push(`${i ? `if (t0 + ${u(i)} < rows) ` : ''}{\n        ${tokenBody(`xq${i} + ${cc}`, (_, id) => `a${id}_${i}`, v)}\n      }`);
+    }
+    math.push(p > 0 && guard ? `if (c + ${u(p * TK)} < ${u(KC)}) {\n      ${b.join('\n      ')}\n      }` : b.join('\n      '));
   }
-  out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK)}) {\n      ${b.join('\n      ')}\n  }`);
+  out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * PU)}) {\n      ${[...loads, ...math].join('\n      ')}\n  }`);
   return out;
 }
 
@@ -613,14 +633,15 @@ export function gemvKernel(s: GemvSpec): string {
   const vals: string[] = [];
   const XS = staged(s), D4 = dot4Staged(s), DP = dot4Pre(s);
   if (DP) {
-    if (norm) {
-      // 1/rms per token from the groups' Σx² that XP carries, summed by the tree decode uses (sumGroupsTree).
-      const G = m.K / 32;
-      body.push(`for (var e = lid; e < ${u(TB * G)}; e += ${u(WG)}) { SS[e] = bitcast<f32>(XP[(min(t0 + e / ${u(G)}, rows - 1u) * ${u(G)} + e % ${u(G)}) * 3u + 2u].z); }
+    // 1/rms per token from the groups' Σx² that XP carries, summed by the tree decode uses (sumGroupsTree): before the
+    // loop, or after it (lateRms: the weight loads start at once; the epilogue follows the reduction's barrier).
+    const G = m.K / 32;
+    const rms = norm ? [`for (var e = lid; e < ${u(TB * G)}; e += ${u(WG)}) { SS[e] = bitcast<f32>(XP[(min(t0 + e / ${u(G)}, rows - 1u) * ${u(G)} + e % ${u(G)}) * 3u + 2u].z); }
   workgroupBarrier();
-  ${sumGroupsTree(G, WG, TB)}`);
-    }
+  ${sumGroupsTree(G, WG, TB)}`] : [];
+    if (!s.lateRms) body.push(...rms);
     body.push(...gemvDot4PreLoop(s, { KC, P }));
+    if (s.lateRms) body.push(...rms);
     if (s.rolled) emit(`var acc: array<f32, ${NV}>;`);
     else for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let i = 0; i < TB; i++) { emit(`var a${r}_${h}_${i} = 0.0;`); vals.push(`a${r}_${h}_${i}`); }
   } else if (XS || D4) {
