@@ -429,3 +429,55 @@ test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round)
     await gen.release();
   }
 });
+
+test('webgpu llm: greedy generation streams ids with steps in flight and gives the tokens of one forward per token', TIMEOUT, async () => {
+  const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
+  const { TextGenerator } = await import('../src/generate/generate.js');
+  const { argmax: top } = await import('../src/generate/sampler.js');
+  const { loadLlm } = await import('../src/llm/model_io.js');
+  // The trained target: text-like ids (a random model repeats one token), so that a stop token can fall mid-stream.
+  const w = await loadLlm('test/fixtures/lm/target.q4.safetensors');
+  const prompt = [0, 411, 1187, 93, 2260, 17], N = 14, cap = 40;
+  // One forward per token, the next id picked on the CPU.
+  const ref = await WebGpuLlm.create(w, { capacity: cap });
+  const want = [top(await ref.forward(prompt))];
+  while (want.length < N + 4) want.push(top(await ref.forward([want[want.length - 1]])));
+  await ref.release();
+
+  const runner = await WebGpuLlm.create(w, { capacity: cap });
+  let streams = 0;
+  const open = runner.greedyStream.bind(runner);
+  runner.greedyStream = (...a) => { streams++; return open(...a); };
+  const gen = new TextGenerator(new LlmCausalLM(runner));
+  const g = gen.generate(prompt, { maxTokens: N });
+  await g.all();
+  assert.deepEqual(g.ids, want.slice(0, N));
+  assert.equal(streams, 1, 'the tokens after the first came from one stream');
+  // The cache holds what plain decoding leaves: the prompt and every token but the newest.
+  assert.equal(runner.length, prompt.length + N - 1);
+
+  // A stop token mid-stream: the steps in flight past it are dropped from the cache.
+  const k = want.findIndex((id, i) => i >= 3 && !want.slice(0, i).includes(id));
+  assert.ok(k >= 3 && k < N - 2, `a token first seen mid-stream: ${want}`);
+  const s = gen.generate(prompt, { maxTokens: N, stop: [want[k]] });
+  await s.all();
+  assert.deepEqual(s.ids, want.slice(0, k));
+  assert.equal(s.stats!.stopReason, 'stopToken');
+  assert.equal(runner.length, prompt.length + k);
+
+  // The consumer leaves early: the runner is free again, and the next generation gives the same tokens.
+  let n = 0;
+  for await (const _t of gen.generate(prompt, { maxTokens: N })) if (++n === 4) break;
+  assert.equal(runner.length, prompt.length + 3);
+  const again = gen.generate(prompt, { maxTokens: 5 });
+  await again.all();
+  assert.deepEqual(again.ids, want.slice(0, 5));
+
+  // Where the cache fills first, the tokens up to it come, then the error plain decoding gives.
+  const small = await WebGpuLlm.create(w, { capacity: prompt.length + 6 });
+  const sg = new TextGenerator(new LlmCausalLM(small)).generate(prompt, { maxTokens: 10 });
+  await assert.rejects(sg.all(), ResourceLimitError);
+  assert.deepEqual(sg.ids, want.slice(0, 7));
+  await small.release();
+  await gen.release();
+});

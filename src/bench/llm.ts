@@ -17,8 +17,8 @@ export interface Greedy {
   /** Runs the prompt; returns the argmax of the last position. */
   prefill(ids: readonly number[]): Promise<number>;
   step(id: number): Promise<number>;
-  /** Greedy tokens with speculative decoding, where the engine does it itself (n tokens after the prompt). */
-  generate?(ids: readonly number[], n: number): Promise<{ ids: number[]; acceptance: number }>;
+  /** Whole greedy generations, where the engine runs them itself (n tokens after the prompt; speculative decoding). */
+  generate?(ids: readonly number[], n: number): Promise<{ ids: number[]; acceptance?: number }>;
   release(): Promise<void>;
 }
 
@@ -47,23 +47,27 @@ export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBack
   };
 }
 
-/** Speculative decoding on webjit's runtime: a draft proposes k tokens, the target checks them in one pass (greedy). */
-export function webjitSpeculativeEngine(target: LlmWeights, draft: LlmWeights, weights: string, backend: LlmBackend, k: number, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
+/**
+ * Whole generations through TextGenerator (prefill included in the rate): with a draft, speculative decoding (a draft
+ * proposes k tokens, the target checks them in one pass); without, plain greedy decoding as the generator runs it (on
+ * WebGPU a stream with steps in flight, WebGpuLlm.greedyStream).
+ */
+export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | undefined, weights: string, backend: LlmBackend, k: number, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
   return {
-    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''} + draft (k=${k})`, weights, peer: false,
+    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k})` : ' generate()'}`, weights, peer: false,
     async create() {
       const t = new LlmCausalLM(await createLlm(target, { backend, threads, activations }));
-      const d = new LlmCausalLM(await createLlm(draft, { backend, threads, activations }));
+      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations })) : undefined;
       const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k });
-      const unsupported = async (): Promise<number> => { throw new Error('the speculative engine runs whole generations'); };
+      const unsupported = async (): Promise<number> => { throw new Error('this engine runs whole generations'); };
       return {
         prefill: unsupported, step: unsupported,
         async generate(ids, n) {
           const g = gen.generate(ids, { maxTokens: n });
           await g.all();
-          return { ids: g.ids, acceptance: g.stats!.speculative?.acceptanceRate ?? NaN };
+          return { ids: g.ids, acceptance: g.stats!.speculative?.acceptanceRate };
         },
-        async release() { await t.release(); await d.release(); },
+        async release() { await t.release(); await d?.release(); },
       };
     },
   };
@@ -146,7 +150,7 @@ export async function runDecode(engines: DecodeEngine[], prompt: readonly number
         const res = await g.generate(prompt, tokens);
         const ms = performance.now() - t0;
         rec.dec.push(res.ids.length / (ms / 1000));
-        rec.acc.push(res.acceptance);
+        if (res.acceptance !== undefined) rec.acc.push(res.acceptance);
         rec.ids = res.ids;
         continue;
       }
@@ -213,7 +217,8 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     const onnx = exportOnnx(w);
     for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
     engines.push(webjitLlmEngine(w, label, o.backend, o.threads, o.activations));
-    if (o.draft) engines.push(webjitSpeculativeEngine(w, quantized(o.draft, q), label, o.backend, o.draftTokens, o.threads, o.activations));
+    if (o.backend === 'webgpu') engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, o.activations));
+    if (o.draft) engines.push(webjitGeneratorEngine(w, quantized(o.draft, q), label, o.backend, o.draftTokens, o.threads, o.activations));
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
 }

@@ -2,6 +2,7 @@
 // limit, seeded sampling, optional speculative decoding with a draft model, and prefill/decode speeds at the end.
 import { InputError } from '../errors.js';
 import type { LlmRunner, LlmWeights } from '../llm/types.js';
+import type { GreedyStream } from '../llm/webgpu.js';
 import type { ModelSource } from '../onnx/load.js';
 import { LlmCausalLM, openCausalLM, type CausalLM, type GenerationModel, type OpenOptions } from './causal_lm.js';
 import type { CausalDecoder } from './decoder.js';
@@ -201,29 +202,35 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
           checkVocab(target, draft, logits.length, dl.length);
         }
         const prefillMs = performance.now() - t0;
-        const source = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens) : new PlainSource(target, sampler, ids, logits);
+        const gpuStream = !draft && sampler.greedy ? streamingRunner(target) : null;
+        const source: TokenSource = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens)
+          : gpuStream ? new GreedyStreamSource(target, gpuStream, sampler, ids, logits) : new PlainSource(target, sampler, ids, logits);
         let tFirst = 0, tLast = 0, produced = 0;
         let reason: GenerationStats['stopReason'] = 'maxTokens';
         let i = 0;
-        generation: while (i < maxTokens) {
-          // Tokens come one at a time, or a draft round's worth; each is emitted exactly as without a draft, and those
-          // after a stop are dropped.
-          for (const id of await source.next(maxTokens - i)) {
-            produced++;
-            const now = performance.now();
-            if (i === 0) tFirst = now;
-            tLast = now;
-            if (stopIds.has(id) || id === eos) { reason = stopIds.has(id) ? 'stopToken' : 'eos'; break generation; }
-            g.ids.push(id);
-            let text = streamer ? streamer.push(id) : '';
-            let stopped = false;
-            if (i === maxTokens - 1 && streamer) text += streamer.flush();
-            if (stopStrings.length) ({ text, stopped } = stopText.feed(text, i === maxTokens - 1));
-            g.text += text;
-            yield { id, index: i, text };
-            i++;
-            if (stopped) { reason = 'stopString'; break generation; }
+        try {
+          generation: while (i < maxTokens) {
+            // Tokens come one at a time, or a draft round's worth; each is emitted exactly as without a draft, and those
+            // after a stop are dropped.
+            for (const id of await source.next(maxTokens - i)) {
+              produced++;
+              const now = performance.now();
+              if (i === 0) tFirst = now;
+              tLast = now;
+              if (stopIds.has(id) || id === eos) { reason = stopIds.has(id) ? 'stopToken' : 'eos'; break generation; }
+              g.ids.push(id);
+              let text = streamer ? streamer.push(id) : '';
+              let stopped = false;
+              if (i === maxTokens - 1 && streamer) text += streamer.flush();
+              if (stopStrings.length) ({ text, stopped } = stopText.feed(text, i === maxTokens - 1));
+              g.text += text;
+              yield { id, index: i, text };
+              i++;
+              if (stopped) { reason = 'stopString'; break generation; }
+            }
           }
+        } finally {
+          await source.close?.();
         }
         // A stop token can leave text held back (an incomplete character, a possible start of a stop string).
         if (reason === 'eos' || reason === 'stopToken') {
@@ -259,6 +266,8 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
 /** The next tokens of a sequence; `remaining` (≥ 1) caps how many. Each returned token is appended to the sequence. */
 interface TokenSource {
   next(remaining: number): Promise<number[]>;
+  /** Ends the source (the generation stopped or failed); the model's cache then holds every token but the newest. */
+  close?(): Promise<void>;
 }
 
 /** One target run per token; the last token is run only when another one is asked for. */
@@ -275,6 +284,55 @@ class PlainSource implements TokenSource {
     this.seq.push(id);
     return [id];
   }
+}
+
+/**
+ * Greedy decoding on a WebGPU LLM runner with steps in flight (WebGpuLlm.greedyStream): each step's argmax feeds the
+ * next step on the GPU and comes back as 4 bytes while the following step runs, so the GPU does not wait for the host
+ * between tokens. The first token comes from the prefill's logits; where the cache would fill before `remaining`, the
+ * stream stops there and the next token is asked of the model as PlainSource would (which reports the full cache).
+ */
+class GreedyStreamSource implements TokenSource {
+  private stream: GreedyStream | null = null;
+  private last: number;
+  private left = 0;
+  private first: number | null;
+
+  constructor(private readonly lm: CausalLM, private readonly runner: StreamingRunner, private readonly sampler: Sampler,
+    prompt: readonly number[], logits: Float32Array) {
+    this.last = prompt[prompt.length - 1];
+    this.first = sampler.sample(logits);
+  }
+
+  async next(remaining: number): Promise<number[]> {
+    if (this.first !== null) { this.last = this.first; this.first = null; return [this.last]; }
+    if (!this.stream) {
+      const room = this.runner.capacity - this.runner.length;
+      if (room < 1) { this.last = this.sampler.sample(await this.lm.step(this.last)); return [this.last]; }
+      this.left = Math.min(remaining, room);
+      this.stream = this.runner.greedyStream(this.last, this.left);
+    }
+    this.last = await this.stream.next();
+    if (--this.left === 0) await this.close();
+    return [this.last];
+  }
+
+  async close(): Promise<void> {
+    const s = this.stream;
+    this.stream = null;
+    await s?.close();
+  }
+}
+
+/** A runner that streams greedy ids with steps in flight (WebGpuLlm.greedyStream). */
+interface StreamingRunner extends LlmRunner {
+  greedyStream(id: number, max: number, depth?: number): GreedyStream;
+}
+
+function streamingRunner(lm: CausalLM): StreamingRunner | null {
+  if (!(lm instanceof LlmCausalLM)) return null;
+  const r = lm.runner as Partial<StreamingRunner>;
+  return r.backend === 'webgpu' && typeof r.greedyStream === 'function' ? (r as StreamingRunner) : null;
 }
 
 /**
