@@ -146,14 +146,25 @@ test('webgpu llm: attention in tiles of 3 keys (online softmax across tiles), al
   });
 }));
 
-test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, f32 scales, q8 head) equal the reference', TIMEOUT, async () => {
+/** Odd shapes: rows not whole vec4 words, 4-bit groups of 16, one KV head, f32 scales, a q8 head. */
+function oddModel(): LlmWeights {
   const c: LlamaConfig = { vocab: 203, hidden: 80, intermediate: 112, layers: 2, heads: 5, kvHeads: 1, headDim: 16, maxPositions: 48, ropeTheta: 500000, rmsEps: 1e-6 };
   const w = quantizeRtn(randomLlama(c, 11, true), { bits: 4, group: 16, headBits: 8 });
   // Scales that are not f16 values stay f32 in the upload (the head's, from the quantizer, become f16).
   for (const L of w.layers) for (const m of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) if (m.kind === 'q') m.scales.forEach((v, i, a) => { a[i] = v * 1.0001; });
-  const gpu = await conformance(w, 'odd');
-  await gpu.release();
+  return w;
+}
+
+test('webgpu llm: odd shapes (rows not whole vec4 words, 4-bit groups of 16, one KV head, f32 scales, q8 head) equal the reference', TIMEOUT, async () => {
+  await (await conformance(oddModel(), 'odd')).release();
 });
+
+test('webgpu llm: scales and zero points stored after each row\'s weights (rowMeta) equal the reference: q4, q8, odd shapes, unrolled small T, int8 x', TIMEOUT, () => withGpuConfig({ rowMeta: 4, buckets: [1, 4], rolled: false }, async () => {
+  await (await conformance(model(GQA, 'q4', 21), 'q4 rowMeta')).release();
+  await (await conformance(model(GQA, 'q8', 22), 'q8 rowMeta')).release();
+  await (await conformance(oddModel(), 'odd rowMeta')).release();
+  await int8Check(GQA, 10);
+}));
 
 test('webgpu llm: forwards longer than maxT run in chunks and equal the reference', TIMEOUT, () => withGpuConfig({ maxT: 8 }, async () => {
   const w = model(GQA, 'q8', 5);
@@ -324,6 +335,18 @@ test('packMatrix: scales become f16 pairs where every one is an f16 value, else 
   assert.equal(p32.layout.zpr, 1);
   const z = new Uint8Array(p32.words.buffer, p32.layout.zeroOff * 4);
   assert.deepEqual([...z.subarray(4, 6)], [...q.zeros.subarray(2, 4)]);
+  // In-row: row n holds its 12 data words (96 4-bit weights), 2 words of f16 scales (3, padded), 1 of zero points,
+  // padded to 16 words.
+  const r = packMatrix(q, true);
+  assert.deepEqual([r.layout.stride, r.layout.scaleOff, r.layout.zeroOff], [16, 12, 14]);
+  assert.equal(r.words.length, q.N * 16);
+  const rb = new Uint8Array(r.words.buffer);
+  for (const n of [0, 5, q.N - 1]) {
+    assert.deepEqual([...rb.subarray(n * 64, n * 64 + 48)], [...q.data.subarray(n * 48, n * 48 + 48)]);
+    const hs = new Uint16Array(r.words.buffer, (n * 16 + 12) * 4, 3);
+    assert.deepEqual([...hs].map(f16ToF32), [...q.scales.subarray(n * 3, n * 3 + 3)]);
+    assert.deepEqual([...rb.subarray((n * 16 + 14) * 4, (n * 16 + 14) * 4 + 2)], [...q.zeros.subarray(n * 2, n * 2 + 2)]);
+  }
 });
 
 test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
@@ -339,6 +362,11 @@ test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
 // the first layer's down quantize for the next matrix in decode and at 4 tokens (workgroups of 32 outputs, however few).
 test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check(GQA, 5));
 test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, () => int8Check(GQA, 10)));
+test('webgpu llm q4: the unrolled 8-token kernels GPUs get equal the reference, f32 and int8 x (small-T and one-token paths alike)', TIMEOUT, () => withGpuConfig({ buckets: [1, 8], rolled: false }, async () => {
+  await (await conformance(model(GQA, 'q4', 23), 'q4 T<=8')).release();
+  // Producers quantize in decode only (32-output workgroups are kept at 1 and 4 tokens).
+  await int8Check(GQA, 5);
+}));
 test('webgpu llm q4 with int8 activations: no producer quantizes (quantRowsKernel before every matrix)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false, producerQuant: false }, () => int8Check(GQA, 0)));
 // Heads of 32 and decode workgroups of 32 outputs: attention, o, gate/up and down quantize the next matrix's x in their
 // epilogues; the small-T kernels still get it from quantRowsKernel, so pathDiff compares the two quantizers.

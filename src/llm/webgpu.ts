@@ -41,6 +41,11 @@ export const llmGpuConfig = {
    * step 0.158 ms faster than 1 on the H100 (4: 0.124, 8: 0.144; bench/gpu/llm-variants.ts).
    */
   attnUnroll: 16,
+  /**
+   * 4/8-bit matrices: each row's scales and zero points stored right after its weights, rows padded to a multiple of
+   * this many words (packMatrix inRow; 0: the scales and zero points of all rows after all weights).
+   */
+  rowMeta: 0,
   /** Keys per split (at most 32 splits). */
   attnSplitKeys: 256,
   /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
@@ -59,9 +64,11 @@ export type GemvRole = 'qkv' | 'o' | 'gateup' | 'down' | 'head';
 
 /**
  * Tokens per workgroup of the matrix-vector kernels: each T uses the smallest bucket that holds it; larger T the tiled
- * kernel. Software drivers get fewer, rolled kernels (their compiler takes minutes over the unrolled ones).
+ * kernel. Software drivers get fewer, rolled kernels (their compiler takes minutes over the unrolled ones). The
+ * bucket of 8 (7 more pipelines) took 5 and 8 tokens at 7B shapes on the H100 from 6.05 / 6.81 ms (the 16-token
+ * kernels) to 4.34 / 5.20 ms (bench/gpu/llm-variants.ts).
  */
-export const TOKEN_BUCKETS = [1, 4, 16];
+export const TOKEN_BUCKETS = [1, 4, 8, 16];
 const SOFTWARE_BUCKETS = [1, 16];
 
 /**
@@ -204,8 +211,12 @@ export function concatRows(ms: Matrix[], what: string): Matrix {
   };
 }
 
-/** A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row. */
-export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
+/**
+ * A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row;
+ * `inRow` (true, or the words to pad each row to a multiple of): each row's scales and zero points right after its
+ * data words.
+ */
+export function packMatrix(m: Matrix, inRow: number | boolean = false): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
   if (m.kind === 'f32') {
     const layout = matLayout('f32', 32, m.K, m.N, m.K);
     const words = new Uint32Array(layout.words);
@@ -214,17 +225,28 @@ export function packMatrix(m: Matrix): { layout: MatLayout; words: Uint32Array<A
   }
   // f16 scales where every scale is a normal f16 value (webjit's quantizer rounds them so) or 0.
   const f16 = m.scales.every((v) => v === 0 || (Math.abs(v) >= 6.103515625e-5 && f16ToF32(f32ToF16(v)) === v));
-  const layout = matLayout('q', m.bits, m.group, m.N, m.K, f16);
+  const layout = matLayout('q', m.bits, m.group, m.N, m.K, f16, inRow === true ? 4 : inRow || 0);
   const words = new Uint32Array(layout.words);
   const bytes = new Uint8Array(words.buffer);
+  const G = layout.groups, zRow = Math.ceil((G * m.bits) / 8);
+  if (layout.inRow) {
+    const rowBytes = layout.wpr * 4;
+    for (let n = 0; n < m.N; n++) {
+      const o = n * layout.stride;
+      bytes.set(m.data.subarray(n * rowBytes, (n + 1) * rowBytes), o * 4);
+      if (f16) { const h = new Uint16Array(words.buffer, (o + layout.scaleOff) * 4, G); for (let g = 0; g < G; g++) h[g] = f32ToF16(m.scales[n * G + g]); }
+      else new Float32Array(words.buffer, (o + layout.scaleOff) * 4, G).set(m.scales.subarray(n * G, (n + 1) * G));
+      bytes.set(m.zeros.subarray(n * zRow, (n + 1) * zRow), (o + layout.zeroOff) * 4);
+    }
+    return { layout, words };
+  }
   bytes.set(m.data, 0);
   if (f16) {
     const h = new Uint16Array(words.buffer, layout.scaleOff * 4, m.scales.length);
     for (let i = 0; i < m.scales.length; i++) h[i] = f32ToF16(m.scales[i]);
   } else {
-    new Float32Array(words.buffer, layout.scaleOff * 4, m.N * layout.groups).set(m.scales);
+    new Float32Array(words.buffer, layout.scaleOff * 4, m.N * G).set(m.scales);
   }
-  const zRow = Math.ceil((layout.groups * m.bits) / 8);
   for (let n = 0; n < m.N; n++) bytes.set(m.zeros.subarray(n * zRow, (n + 1) * zRow), (layout.zeroOff + n * layout.zpr) * 4);
   return { layout, words };
 }
@@ -437,7 +459,7 @@ export class WebGpuLlm implements LlmRunner {
      */
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
       fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }): { k: GemvKernels; buf: GPUBuffer; quantOut: (TB: number) => boolean } => {
-      const packed = packMatrix(m);
+      const packed = packMatrix(m, llmGpuConfig.rowMeta);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
       const plain = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: int8 };

@@ -33,6 +33,13 @@ export interface MatLayout {
   groups: number;
   /** Zero-point words per row. */
   zpr: number;
+  /**
+   * Words from one row's weights to the next's. Default layout: wpr (every row's weights, then all scales, then all
+   * zero points). `inRow`: each row's scales and zero points follow its weights (one contiguous run per row, padded
+   * to a multiple of matLayout's `inRow` words, at least 4), and scaleOff/zeroOff are offsets inside the row.
+   */
+  stride: number;
+  inRow: boolean;
   scaleOff: number;
   /** Scales as f16 pairs. */
   scaleF16: boolean;
@@ -40,16 +47,26 @@ export interface MatLayout {
   words: number;
 }
 
-export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false): MatLayout {
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, inRow = 0): MatLayout {
   const wpr = (K * bits) / 32;
-  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr };
+  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, stride: wpr, inRow: false, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr };
   const groups = K / group, zpr = Math.ceil((groups * bits) / 32);
+  if (inRow) {
+    const sw = scaleF16 ? Math.ceil(groups / 2) : groups;
+    const align = Math.max(4, inRow);
+    const stride = Math.ceil((wpr + sw + zpr) / align) * align;
+    return { kind, bits, group, N, K, wpr, groups, zpr, stride, inRow: true, scaleOff: wpr, scaleF16, zeroOff: wpr + sw, words: N * stride };
+  }
   const scaleOff = N * wpr, zeroOff = scaleOff + (scaleF16 ? Math.ceil((N * groups) / 2) : N * groups);
-  return { kind, bits, group, N, K, wpr, groups, zpr, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr };
+  return { kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr };
 }
 
 /** The scale of group `g` of row `rw` (an f32 expression). */
 function scaleOf(m: MatLayout, rw: string, g: string): string {
+  if (m.inRow) {
+    const at = `${rw} * ${u(m.stride)} + ${u(m.scaleOff)}`;
+    return m.scaleF16 ? `unpack2x16float(w32(${at} + (${g} >> 1u)))[${g} & 1u]` : `bitcast<f32>(w32(${at} + ${g}))`;
+  }
   const i = `(${rw} * ${u(m.groups)} + ${g})`;
   return m.scaleF16 ? `unpack2x16float(w32(${u(m.scaleOff)} + (${i} >> 1u)))[${i} & 1u]` : `bitcast<f32>(w32(${u(m.scaleOff)} + ${i}))`;
 }
@@ -297,8 +314,9 @@ function quantHelpers(bits: number): string {
 
 /** The zero point of group `g` of row `rw` (an f32 expression). */
 function zeroOf(m: MatLayout, rw: string, g: string): string {
-  return m.bits === 4 ? `f32((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
-    : `f32((w32(${u(m.zeroOff)} + ${rw} * ${u(m.zpr)} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
+  const at = m.inRow ? `${rw} * ${u(m.stride)} + ${u(m.zeroOff)}` : `${u(m.zeroOff)} + ${rw} * ${u(m.zpr)}`;
+  return m.bits === 4 ? `f32((w32(${at} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
+    : `f32((w32(${at} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
 }
 
 /**
@@ -347,7 +365,7 @@ function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; G
     const b: string[] = [];
     b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ce - 1u);`);
     b.push('let cl = cc - kt;');
-    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`let w${r}_${h} = W[rw${r}_${h} * ${u(m.wpr / 4)} + cc];`);
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`let w${r}_${h} = W[rw${r}_${h} * ${u(m.stride / 4)} + cc];`);
     for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let q = 0; q < NSG; q++) {
       const id = `${r}_${h}_${q}`;
       b.push(`let g${id} = (cc * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
@@ -425,7 +443,7 @@ function dot4RowLoads(s: GemvSpec, P: number, c: string, sfx = ''): { ids: strin
   const g = m.group === 32 ? c : `(${c} * 32u) / ${u(m.group)}`;
   const ids: string[] = [];
   for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
-  return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[rw${id} * ${u(m.wpr / 4)} + ${c}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
+  return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[rw${id} * ${u(m.stride / 4)} + ${c}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
 }
 
 /** The int8 dot products of chunk `cc` of row (r, h) with x bytes `xa`, `xb`: an i32 expression. */
@@ -599,8 +617,8 @@ export function gemvKernel(s: GemvSpec): string {
 
   // One chunk of the row in variable `rw`; names get the suffix `id`.
   const wLoad = (rw: string, id: string, c = 'c'): string => CW === 4
-    ? `let w${id} = W[${rw} * ${u(m.wpr / 4)} + ${c}];`
-    : `let w${id} = w32(${rw} * ${u(m.wpr)} + ${c});`;
+    ? `let w${id} = W[${rw} * ${u(m.stride / 4)} + ${c}];`
+    : `let w${id} = w32(${rw} * ${u(m.stride)} + ${c});`;
   // The chunk's weights as vec4s (unscaled integers, or f32).
   const chunkVecs = (id: string): string[] => {
     if (m.bits === 32) return [`bitcast<vec4f>(w${id})`];
@@ -887,7 +905,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let r = it / ${u(WS)};
       let wi = it % ${u(WS)};
       let row = ${rowOfTile('r')};
-      let wd = w32(row * ${u(m.wpr)} + kc * ${u(CW)} + wi);
+      let wd = w32(row * ${u(m.stride)} + kc * ${u(CW)} + wi);
       ${wordWeights().join('\n      ')}
     }
     for (var it = lid; it < ${u(TM * KS4)}; it += ${u(WG)}) {
