@@ -202,3 +202,10 @@ test('webjit quantize CLI: a Hugging Face folder to a q4 file and its ONNX twin;
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
   await assert.rejects(loadLlm(dir), UnsupportedError);
 });
+
+test('webjit bench-llm: an unknown --peers name is a typed error that lists the known ones', async () => {
+  const { benchLlmCommand } = await import('../src/cli/bench_llm.js');
+  const args = { backend: 'wasm' as const, quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '4', rounds: '1' };
+  await assert.rejects(benchLlmCommand(path.join(ROOT, 'test/fixtures/lm/draft.q4.safetensors'), { ...args, peers: 'web-wasm,nope' }),
+    (e: unknown) => e instanceof InputError && /unknown peer 'nope'/.test(e.message) && /web-webgpu/.test(String(e.hint)));
+});

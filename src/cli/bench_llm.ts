@@ -63,7 +63,12 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
     while (prompt.length < n) { s = (s * 1103515245 + 12345) >>> 0; prompt.push(3 + (s % (target.config.vocab - 3))); }
   }
   const threads = a.threads ? Number(a.threads) : 2;
-  let peers = (a.peers ?? (a.backend === 'webgpu' ? 'web-webgpu' : 'web-wasm')).split(',') as ('web-wasm' | 'web-webgpu' | 'node')[];
+  const PEERS = ['web-wasm', 'web-webgpu', 'node'] as const;
+  const given = (a.peers ?? (a.backend === 'webgpu' ? 'web-webgpu' : 'web-wasm')).split(',').map((p) => p.trim());
+  for (const p of given) {
+    if (p !== 'none' && !(PEERS as readonly string[]).includes(p)) throw new InputError(`--peers: unknown peer '${p}'`, {}, `use ${PEERS.join(', ')} (comma-separated), or none`);
+  }
+  let peers = given.filter((p) => p !== 'none') as (typeof PEERS)[number][];
   if (peers.includes('node') && !hasOrtNode()) { log('onnxruntime-node is not installed here: left out'); peers = peers.filter((p) => p !== 'node'); }
   if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
   const { results, bytesPerToken } = await llmBench({

@@ -74,7 +74,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--tokenizer <file>', 'tokenizer.json')
     .option('--tokens <n>', 'tokens to generate', '128')
     .option('--rounds <n>', 'rounds, engines interleaved; medians', '3')
-    .option('--peers <list>', 'web-wasm, web-webgpu, node (default: onnxruntime-web on the same kind of backend)')
+    .option('--peers <list>', 'web-wasm, web-webgpu, node, or none (default: onnxruntime-web on the same kind of backend)')
     .option('--peer-onnx <file>', "also run the peers on this ONNX export of the dense model (e.g. PyTorch's)")
     .addOption(new Option('--activations <kind>', "webjit's activations on the GPU: int8 rounds x to 8 bits per 32 values (faster)").choices(['f32', 'int8']))
     .option('--json <file>', 'write the results as JSON')
