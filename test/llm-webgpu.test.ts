@@ -337,7 +337,7 @@ test('packMatrix: scales become f16 pairs where every one is an f16 value, else 
   assert.deepEqual([...z.subarray(4, 6)], [...q.zeros.subarray(2, 4)]);
   // In-row: row n holds its 12 data words (96 4-bit weights), 2 words of f16 scales (3, padded), 1 of zero points,
   // padded to 16 words.
-  const r = packMatrix(q, true);
+  const r = packMatrix(q, 4);
   assert.deepEqual([r.layout.stride, r.layout.scaleOff, r.layout.zeroOff], [16, 12, 14]);
   assert.equal(r.words.length, q.N * 16);
   const rb = new Uint8Array(r.words.buffer);

@@ -43,7 +43,7 @@ export const llmGpuConfig = {
   attnUnroll: 16,
   /**
    * 4/8-bit matrices: each row's scales and zero points stored right after its weights, rows padded to a multiple of
-   * this many words (packMatrix inRow; 0: the scales and zero points of all rows after all weights).
+   * this many words (packMatrix's rowAlign; 0: the scales and zero points of all rows after all weights).
    */
   rowMeta: 0,
   /** Keys per split (at most 32 splits). */
@@ -213,10 +213,10 @@ export function concatRows(ms: Matrix[], what: string): Matrix {
 
 /**
  * A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row;
- * `inRow` (true, or the words to pad each row to a multiple of): each row's scales and zero points right after its
- * data words.
+ * `rowAlign` > 0: each row's scales and zero points right after its data words, rows padded to a multiple of that
+ * many words (at least 4).
  */
-export function packMatrix(m: Matrix, inRow: number | boolean = false): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
+export function packMatrix(m: Matrix, rowAlign = 0): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
   if (m.kind === 'f32') {
     const layout = matLayout('f32', 32, m.K, m.N, m.K);
     const words = new Uint32Array(layout.words);
@@ -225,7 +225,7 @@ export function packMatrix(m: Matrix, inRow: number | boolean = false): { layout
   }
   // f16 scales where every scale is a normal f16 value (webjit's quantizer rounds them so) or 0.
   const f16 = m.scales.every((v) => v === 0 || (Math.abs(v) >= 6.103515625e-5 && f16ToF32(f32ToF16(v)) === v));
-  const layout = matLayout('q', m.bits, m.group, m.N, m.K, f16, inRow === true ? 4 : inRow || 0);
+  const layout = matLayout('q', m.bits, m.group, m.N, m.K, f16, rowAlign);
   const words = new Uint32Array(layout.words);
   const bytes = new Uint8Array(words.buffer);
   const G = layout.groups, zRow = Math.ceil((G * m.bits) / 8);

@@ -36,7 +36,7 @@ export interface MatLayout {
   /**
    * Words from one row's weights to the next's. Default layout: wpr (every row's weights, then all scales, then all
    * zero points). `inRow`: each row's scales and zero points follow its weights (one contiguous run per row, padded
-   * to a multiple of matLayout's `inRow` words, at least 4), and scaleOff/zeroOff are offsets inside the row.
+   * to a multiple of matLayout's `rowAlign` words), and scaleOff/zeroOff are offsets inside the row.
    */
   stride: number;
   inRow: boolean;
@@ -47,13 +47,14 @@ export interface MatLayout {
   words: number;
 }
 
-export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, inRow = 0): MatLayout {
+/** `rowAlign` > 0: the in-row layout (MatLayout.inRow), each row padded to a multiple of that many words (at least 4). */
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, rowAlign = 0): MatLayout {
   const wpr = (K * bits) / 32;
   if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, stride: wpr, inRow: false, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr };
   const groups = K / group, zpr = Math.ceil((groups * bits) / 32);
-  if (inRow) {
+  if (rowAlign > 0) {
     const sw = scaleF16 ? Math.ceil(groups / 2) : groups;
-    const align = Math.max(4, inRow);
+    const align = Math.max(4, rowAlign);
     const stride = Math.ceil((wpr + sw + zpr) / align) * align;
     return { kind, bits, group, N, K, wpr, groups, zpr, stride, inRow: true, scaleOff: wpr, scaleF16, zeroOff: wpr + sw, words: N * stride };
   }
@@ -438,11 +439,12 @@ function quantBlock(xAt: (i: string) => string, nwAt: ((i: string) => string) | 
  * The int8 loops' rows: ids `r_h` of every (unit r, half h) a thread owns, and the WGSL loading chunk `c` of each: its
  * weights w{id}, and its group's scale s{id} and zero point z{id}.
  */
+const rowIds = (RT: number, P: number): string[] => Array.from({ length: RT * P }, (_, i) => `${Math.floor(i / P)}_${i % P}`);
+
 function dot4RowLoads(s: GemvSpec, P: number, c: string, sfx = ''): { ids: string[]; lines: string[] } {
-  const { m, RT } = s;
+  const { m } = s;
   const g = m.group === 32 ? c : `(${c} * 32u) / ${u(m.group)}`;
-  const ids: string[] = [];
-  for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) ids.push(`${r}_${h}`);
+  const ids = rowIds(s.RT, P);
   return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[rw${id} * ${u(m.stride / 4)} + ${c}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
 }
 
@@ -495,8 +497,8 @@ function gemvDot4Loop(s: GemvSpec, d: { KC: number; WG: number; P: number }): st
 
 /**
  * int8 activations with x quantized beforehand (XP, see dot4Pre: by quantRowsKernel or the producer's epilogue): small
- * T, and decode where the producer quantized. The loop reads x from storage, where every workgroup finds it in cache, and each row's
- * chunk is loaded once for the TB tokens: 8 dot4I8Packed per token. GPUs get it unrolled (accumulators a{r}_{h}_{i});
+ * T, and decode where the producer quantized. The loop reads x from storage, where every workgroup finds it in cache,
+ * and each row's chunk is loaded once for the TB tokens: 8 dot4I8Packed per token. GPUs get it unrolled (accumulators a{r}_{h}_{i});
  * software drivers a loop over the tokens present, accumulators in acc[(r·P + h)·TB + i].
  */
 function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
@@ -507,7 +509,7 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   const PU = s.rolled ? 1 : (s.PU ?? 1);
   const guard = KC % (TK * PU) !== 0;
   const loads: string[] = [], math: string[] = [];
-  let ids: string[] = [];
+  const ids = rowIds(s.RT, P);
   const tokenBody = (xo: string, acc: (k: number, id: string) => string, v: string): string => {
     const t = [`let xo = (${xo}) * 3u;`, 'let xa = XP[xo];', 'let xb = XP[xo + 1u];', 'let xm = XP[xo + 2u];', 'let xg = vec2f(bitcast<f32>(xm.x), bitcast<f32>(xm.y));'];
     ids.forEach((id, k) => t.push(`${acc(k, id)} += s${id}${v} * (xg.x * f32(${dot4Terms(id + v)}) - z${id}${v} * xg.y);`));
@@ -518,9 +520,7 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   for (let p = 0; p < PU; p++) {
     const v = PU === 1 ? '' : `v${p}`, cc = p === 0 ? 'c' : `c${p}`;
     if (p > 0) loads.push(`let ${cc} = min(c + ${u(p * TK)}, ${u(KC - 1)});`);
-    const rl = dot4RowLoads(s, P, cc, v);
-    ids = rl.ids;
-    loads.push(...rl.lines);
+    loads.push(...dot4RowLoads(s, P, cc, v).lines);
     const b: string[] = [];
     if (s.rolled) {
       b.push(`for (var i = 0u; i < min(${u(TB)}, rows - t0); i++) {\n        ${tokenBody(`(t0 + i) * ${u(KC)} + ${cc}`, (k) => `acc[${u(k * TB)} + i]`, v)}\n      }`);
