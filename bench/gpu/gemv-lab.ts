@@ -13,6 +13,7 @@ import { gemvShapeFor, packMatrix, probeSubgroups, stagedTile } from '../../src/
 import { META_IDS, gemvKernel, type GemvShape, type GemvSpec, type MatLayout } from '../../src/llm/wgsl.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { median } from '../../src/util/stats.js';
+import { passTimer } from './gpu-timing.js';
 
 const { device, caps } = await acquireGpu();
 const probe = caps.subgroups ? await probeSubgroups(device) : { ok: false, maxSize: 0 };
@@ -134,24 +135,7 @@ async function pipelineOf(code: string): Promise<GPUComputePipeline> {
   return p;
 }
 
-const qs = device.createQuerySet({ type: 'timestamp', count: 2 });
-const qbuf = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-const qread = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-
-async function timePass(v: Variant, reps: number): Promise<number> {
-  const enc = device.createCommandEncoder();
-  const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
-  pass.setPipeline(v.pipeline);
-  for (let i = 0; i < reps; i++) { pass.setBindGroup(0, v.binds[i % v.binds.length]); pass.dispatchWorkgroups(v.groups); }
-  pass.end();
-  enc.resolveQuerySet(qs, 0, 2, qbuf, 0);
-  enc.copyBufferToBuffer(qbuf, 0, qread, 0, 16);
-  device.queue.submit([enc.finish()]);
-  await qread.mapAsync(GPUMapMode.READ);
-  const t = new BigInt64Array(qread.getMappedRange().slice(0));
-  qread.unmap();
-  return Number(t[1] - t[0]) / 1e6 / reps;
-}
+const timePass = passTimer(device);
 
 const mk = (bytes: number, usage = 0) => device.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | usage });
 const put = (data: ArrayBufferView<ArrayBuffer>, usage = 0) => { const b = mk(data.byteLength, usage); device.queue.writeBuffer(b, 0, data); return b; };

@@ -56,6 +56,12 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   tk16: { shape: at1({ TK: 16, RG: 16 }) },
   tk16rg32: { shape: at1({ TK: 16, RG: 32, RT: 1 }) },
   tk8rg32: { shape: at1({ TK: 8, RG: 32 }) },
+  tiny: {},
+  pu2: { shape: at1({ PU: 2 }) },
+  pu1: { shape: at1({ PU: 1 }) },
+  rt1: { shape: at1({ RT: 1, RG: 32 }) },
+  rt1pu2: { shape: at1({ RT: 1, RG: 32, PU: 2 }) },
+  rt1rg16: { shape: at1({ RT: 1, RG: 16 }) },
 };
 const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
 for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);
@@ -75,8 +81,9 @@ const runners: { name: string; r: WebGpuLlm }[] = [];
 for (const name of names) {
   Object.assign(llmGpuConfig, DEFAULTS, VARIANTS[name]);
   t = performance.now();
-  const r = await WebGpuLlm.create(w, { capacity: Math.min(1024, cfg.maxPositions), activations: act });
-  console.log(`${name}: created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}`);
+  // 'tiny': one-token forwards as one workgroup (WebGpuLlmOptions.tinyDecode).
+  const r = await WebGpuLlm.create(w, { capacity: Math.min(1024, cfg.maxPositions), activations: act, tinyDecode: name === 'tiny' });
+  console.log(`${name}: created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}${r.stats.tinyDecode ? ', tiny decode' : ''}`);
   runners.push({ name, r });
 }
 Object.assign(llmGpuConfig, DEFAULTS);

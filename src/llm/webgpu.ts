@@ -6,6 +6,7 @@ import { ExecutionError, InputError, ResourceLimitError, UnsupportedError } from
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
+import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
 import {
   argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
@@ -170,6 +171,16 @@ export interface WebGpuLlmOptions {
    * faster, see wgsl.ts gemvDot4Loop), where WGSL has dot4I8Packed. 'f32' (default): x in f32.
    */
   activations?: 'f32' | 'int8';
+  /**
+   * Experimental, off by default: one-token forwards of a small model as one dispatch of one workgroup
+   * (tiny_decode.ts; the head and argmax stay separate), meant for a speculative draft, whose steps are launch-bound.
+   * Taken where the device has dot4I8Packed, every layer matrix is 4-bit in groups of whole chunks of 32 and the
+   * kernel's workgroup memory fits; else ignored (stats.tinyDecode says). x is rounded to int8 per 32 values before
+   * each matrix, whatever `activations` says. Measured on the H100 it is slower than the runtime's kernels (the trained
+   * draft's step 0.184 against 0.148 ms of GPU time, bench/NOTES.md session 16): one SM's phases wait on memory and on
+   * serial reductions.
+   */
+  tinyDecode?: boolean;
 }
 
 /** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
@@ -180,6 +191,9 @@ const SPLIT_MAX_T = 4;
 const ATTN_SPLITS_MAX = 32;
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01;
 const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
+
+/** A whole buffer or a range of one (offsets a multiple of 256 bytes). */
+type Bind = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
 /** Rows of several matrices stacked into one [ΣN, K] matrix of the same format. */
 export function concatRows(ms: Matrix[], what: string): Matrix {
@@ -275,7 +289,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0 };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, tinyDecode: false };
   /**
    * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
    * costs a second read-back per forward).
@@ -327,7 +341,9 @@ export class WebGpuLlm implements LlmRunner {
   private staging: GPUBuffer | null = null;
   private headW!: GPUBuffer;
   private finalNorm!: GPUBuffer;
-  private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: GPUBuffer; attnBind: GPUBindGroup | null }[] = [];
+  private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: Bind; attnBind: GPUBindGroup | null }[] = [];
+  /** The one-workgroup decode of every layer (WebGpuLlmOptions.tinyDecode), where taken. */
+  private tiny: { pipeline: GPUComputePipeline; bind: GPUBindGroup } | null = null;
   private head!: GemvKernels;
   private attention!: GPUComputePipeline;
   private attnCombine!: GPUComputePipeline;
@@ -340,7 +356,7 @@ export class WebGpuLlm implements LlmRunner {
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
     private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number },
     /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
-    readonly activations: 'f32' | 'int8') {
+    readonly activations: 'f32' | 'int8', private readonly wantTiny = false) {
     this.config = w.config;
     this.capacity = capacity;
     this.device = device;
@@ -382,7 +398,8 @@ export class WebGpuLlm implements LlmRunner {
       throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");
     }
     // int8 activations bind one buffer more (layer 0's q/k/v: 8).
-    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && caps.dot4 && L.maxStorageBuffersPerShaderStage >= 8 ? 'int8' : 'f32');
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && caps.dot4 && L.maxStorageBuffersPerShaderStage >= 8 ? 'int8' : 'f32',
+      !!o.tinyDecode && caps.dot4);
     try {
       await r.init();
     } catch (e) {
@@ -458,7 +475,7 @@ export class WebGpuLlm implements LlmRunner {
      * quantize for the next matrix).
      */
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
-      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }): { k: GemvKernels; buf: GPUBuffer; quantOut: (TB: number) => boolean } => {
+      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean } => {
       const packed = packMatrix(m, llmGpuConfig.rowMeta);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
@@ -491,7 +508,7 @@ export class WebGpuLlm implements LlmRunner {
         pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, quantBefore, quantOut }); }));
       }
       if (anyQuant) pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm), k.quant.bindings).then((p) => { k.quant.pipeline = p; }));
-      return { k, buf, quantOut: (TB) => outAt.get(TB) ?? false };
+      return { k, buf, packed, quantOut: (TB) => outAt.get(TB) ?? false };
     };
     /** The bind group of a matrix's quantRowsKernel: its x rows (and norm weights), the quantized x, (gathering) x. */
     const quantBind = (k: GemvKernels, src: GPUBuffer, nw: GPUBuffer | null, xp: GPUBuffer, gatherInto: GPUBuffer | null) => {
@@ -506,17 +523,22 @@ export class WebGpuLlm implements LlmRunner {
     const [A, B] = this.xp;
     const norms = w.layers.map((Lw) => ({ attn: this.upload(Lw.attnNorm, 0, 'norm weights'), mlp: this.upload(Lw.mlpNorm, 0, 'norm weights') }));
     let downOut: (TB: number) => boolean = () => false;
+    // The tiny decode kernel binds every layer's cache as one buffer: the layers' caches are ranges of it.
+    const kvBytes = Math.ceil((2 * KVH * cap * HD * 4) / 256) * 256;
+    const kvAll = this.wantTiny ? this.alloc(kvBytes * c.layers, 0, 'the KV cache') : null;
+    const tinyMats: { qkv: ReturnType<typeof packMatrix>; o: ReturnType<typeof packMatrix>; gu: ReturnType<typeof packMatrix>; down: ReturnType<typeof packMatrix> }[] = [];
     for (let l = 0; l < c.layers; l++) {
       const Lw = w.layers[l];
       const { attn: attnNorm, mlp: mlpNorm } = norms[l];
       const last = l === c.layers - 1;
-      const kv = this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
+      const kv: Bind = kvAll ? { buffer: kvAll, offset: l * kvBytes, size: 2 * KVH * cap * HD * 4 } : this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
       const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff };
       const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`, downOut);
       const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`, () => attnQuant, { norm: true });
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
       const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last ? undefined : { norm: true });
       downOut = down.quantOut;
+      tinyMats.push({ qkv: qkv.packed, o: o.packed, gu: gu.packed, down: down.packed });
       qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
         ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k, B)]
         : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k, B)]);
@@ -541,6 +563,7 @@ export class WebGpuLlm implements LlmRunner {
     pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
+    if (kvAll) pending.push(this.initTiny(tinyMats, kvAll, kvBytes / 4, embed, ropeOff));
     await Promise.all(pending);
     const attnLayout = this.layoutFor(attnB).bgl;
     const parts = this.alloc(SPLIT_MAX_T * H * ATTN_SPLITS_MAX * (HD / 4 + 1) * 16, 0, 'attention partials');
@@ -550,6 +573,42 @@ export class WebGpuLlm implements LlmRunner {
     this.combineBind = this.bindGroup(this.layoutFor(combB).bgl, [this.meta, parts, this.attn, ...(qoutRows ? [A] : [])]);
     // Room for the logits of a speculative draft's verification from the start; longer all-position forwards grow it.
     this.ensureLogits(16);
+  }
+
+  /**
+   * The tiny decode kernel where the model fits it: every layer's packed matrices and norm weights copied into one
+   * buffer (a small model's: a few MB), its pipeline and bind group. Leaves `tiny` null where it does not fit.
+   */
+  private async initTiny(mats: { qkv: ReturnType<typeof packMatrix>; o: ReturnType<typeof packMatrix>; gu: ReturnType<typeof packMatrix>; down: ReturnType<typeof packMatrix> }[],
+    kvAll: GPUBuffer, kvStride: number, embed: GPUBuffer, ropeOff: number): Promise<void> {
+    const c = this.config;
+    if (llmGpuConfig.rowMeta || mats.some((L) => Object.values(L).some((p) => tinyMatrixProblem(p.layout) !== null))) return;
+    // Software drivers run a workgroup's threads in turn between barriers: fewer threads there.
+    const WG = this.caps.software ? 64 : Math.min(1024, this.caps.maxInvocations);
+    const dims = { D: c.hidden, F: c.intermediate, H: c.heads, KVH: c.kvHeads, HD: c.headDim, capacity: this.capacity, WG };
+    const S = [8, 4, 2, 1].find((n) => tinyWorkgroupBytes({ ...dims, S: n }) <= this.caps.maxWorkgroupStorage);
+    if (!S || WG < c.heads) return;
+    let words = 0;
+    const place = (n: number) => { const at = words; words += Math.ceil(n / 4) * 4; return at; };
+    const layers = mats.map((L, l) => ({
+      qkv: { off: place(L.qkv.words.length), m: L.qkv.layout }, o: { off: place(L.o.words.length), m: L.o.layout },
+      gu: { off: place(L.gu.words.length), m: L.gu.layout }, down: { off: place(L.down.words.length), m: L.down.layout },
+      attnNorm: place(c.hidden), mlpNorm: place(c.hidden), l,
+    }));
+    const all = new Uint32Array(words);
+    layers.forEach((p) => {
+      const L = mats[p.l], Lw = this.w.layers[p.l];
+      all.set(L.qkv.words, p.qkv.off); all.set(L.o.words, p.o.off); all.set(L.gu.words, p.gu.off); all.set(L.down.words, p.down.off);
+      new Float32Array(all.buffer, p.attnNorm * 4, c.hidden).set(Lw.attnNorm);
+      new Float32Array(all.buffer, p.mlpNorm * 4, c.hidden).set(Lw.mlpNorm);
+    });
+    const buf = this.upload(all, 0, 'the tiny decode weights');
+    const layerStride = layers.length > 1 ? layers[1].qkv.off : 0;
+    if (layers.some((p) => p.qkv.off !== p.l * layerStride)) throw new Error('tiny decode: layers at uneven strides');
+    const code = tinyDecodeKernel({ ...dims, S, ropeOff, eps: c.rmsEps, layers, kvStride, layerStride, unroll: !this.caps.software });
+    const pipeline = await this.pipeline(code, 'rrrww');
+    this.tiny = { pipeline, bind: this.bindGroup(this.layoutFor('rrrww').bgl, [this.meta, buf, embed, kvAll, this.x]) };
+    this.stats.tinyDecode = true;
   }
 
   private shapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number): GemvSpec {
@@ -590,9 +649,9 @@ export class WebGpuLlm implements LlmRunner {
     return p;
   }
 
-  private bindGroup(layout: GPUBindGroupLayout, bufs: GPUBuffer[]): GPUBindGroup {
+  private bindGroup(layout: GPUBindGroupLayout, bufs: Bind[]): GPUBindGroup {
     this.stats.bindGroups++;
-    return this.device.createBindGroup({ layout, entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+    return this.device.createBindGroup({ layout, entries: bufs.map((b, binding) => ({ binding, resource: 'buffer' in b ? b : { buffer: b } })) });
   }
 
   private alloc(bytes: number, usage: number, what: string): GPUBuffer {
@@ -898,7 +957,8 @@ export class WebGpuLlm implements LlmRunner {
       if (e.quantBefore) dispatch(`${name} x8`, k.quant.pipeline!, k.quant.bind!, 1, rows);
       dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
     };
-    for (const L of this.layers) {
+    if (T === 1 && this.tiny) dispatch('tiny decode', this.tiny.pipeline, this.tiny.bind, 1);
+    else for (const L of this.layers) {
       gemv('qkv', L.qkv, T, TB);
       dispatch('attention', this.attention, L.attnBind!, this.config.heads, T, splits);
       if (splits > 1) dispatch('attention combine', this.attnCombine, this.combineBind, this.config.heads, T);
