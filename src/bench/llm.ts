@@ -57,7 +57,9 @@ export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | un
     name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k})` : ' generate()'}`, weights, peer: false,
     async create() {
       const t = new LlmCausalLM(await createLlm(target, { backend, threads, activations }));
-      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations })) : undefined;
+      // The draft keeps f32 activations: on the trained draft's small matrices int8 x costs more than it saves (H100:
+      // 0.282 against 0.148 ms a step, bench/NOTES.md session 16); its proposals are checked by the target either way.
+      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads })) : undefined;
       const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k });
       const unsupported = async (): Promise<number> => { throw new Error('this engine runs whole generations'); };
       return {
