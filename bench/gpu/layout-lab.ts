@@ -25,7 +25,7 @@ function layoutOf(L: Layout, N: number, K: number) {
   const wpr = K / 8, G = K / 32, sw = Math.ceil(G / 2), zw = Math.ceil(G / 8);
   if (L === 'flat' || L === 'weights') return { words: N * wpr, stride: wpr };
   if (L === 'split') return { words: N * (wpr + sw + zw), stride: wpr, scaleOff: N * wpr, zeroOff: N * (wpr + sw), sw, zw };
-  if (L === 'inrow') { const stride = Math.ceil((wpr + sw + zw) / 4) * 4; return { words: N * stride, stride }; }
+  if (L === 'inrow') { const stride = Math.ceil((wpr + sw + zw) / 4) * 4; return { words: N * stride, stride, scaleOff: wpr, zeroOff: wpr + sw }; }
   if (K % 1024 !== 0) throw new Error('blocked needs K % 1024 == 0');
   return { words: N * (K / 1024) * 148, stride: (K / 1024) * 148 };
 }
@@ -59,10 +59,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: 
       } else {
         b.push(`let w${r} = W[${rw} * ${u(st / 4)} + cc];`);
         if (L === 'split') b.push(`let m${r} = W32(${u(lay.scaleOff!)} + ${rw} * ${u(lay.sw!)} + (cc >> 1u)) ^ W32(${u(lay.zeroOff!)} + ${rw} * ${u(lay.zw!)} + (cc >> 3u));`);
-        else if (L === 'inrow') {
-          const wpr = K / 8, sw = Math.ceil(K / 64);
-          b.push(`let m${r} = W32(${rw} * ${u(st)} + ${u(wpr)} + (cc >> 1u)) ^ W32(${rw} * ${u(st)} + ${u(wpr + sw)} + (cc >> 3u));`);
-        } else b.push(`let m${r} = 0u;`);
+        else if (L === 'inrow') b.push(`let m${r} = W32(${rw} * ${u(st)} + ${u(lay.scaleOff!)} + (cc >> 1u)) ^ W32(${rw} * ${u(st)} + ${u(lay.zeroOff!)} + (cc >> 3u));`);
+        else b.push(`let m${r} = 0u;`);
       }
       b.push(`a${r} += bitcast<f32>((w${r}.x ^ w${r}.y ^ w${r}.z ^ w${r}.w ^ m${r}) & 0x3FFFFFFFu);`);
     }

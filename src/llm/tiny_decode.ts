@@ -1,10 +1,11 @@
 // One-token decode of a whole small model in one workgroup: every layer's RMSNorm, q/k/v with RoPE and the KV-cache
 // write, attention over the cache, o, gate/up with SiLU and down, in one dispatch (the head and argmax stay the
-// runtime's kernels). A speculative draft's step is launch-bound on a large GPU (the trained draft: ~26 dispatches,
-// 0.145 ms of GPU time on the H100 for 2 MB of weights), and nothing but workgroup barriers orders one workgroup's
-// phases, so the step needs no grid-wide synchronisation (which WebGPU cannot give). x is rounded to int8 per 32
-// values before each matrix and multiplied with dot4I8Packed (as the runtime's 'int8' activations).
-import { META_IDS, type MatLayout } from './wgsl.js';
+// runtime's kernels). A speculative draft's step is launch-bound on a large GPU (the trained draft: 22 dispatches,
+// 0.148 ms of GPU time on the H100 for ~1 MB of layer weights), and nothing but workgroup barriers orders one
+// workgroup's phases, so the step needs no grid-wide synchronisation (which WebGPU cannot give). x is rounded to int8
+// per 32 values before each matrix and multiplied with dot4I8Packed (as the runtime's 'int8' activations). Measured
+// slower than the runtime's kernels on the H100 (0.184 ms a step): see WebGpuLlmOptions.tinyDecode.
+import { dot4Terms, META_IDS, quantBlock, scaleOf, zeroOf, type MatLayout } from './wgsl.js';
 
 const u = (n: number): string => `${n}u`;
 
@@ -16,8 +17,10 @@ export interface TinySpec {
   capacity: number; ropeOff: number; eps: number;
   /** Threads of the workgroup. */
   WG: number;
-  layers: { qkv: TinyMat; o: TinyMat; gu: TinyMat; down: TinyMat; attnNorm: number; mlpNorm: number }[];
-  /** Words from one layer's weights to the next's (layers[l] = layers[0] + l·layerStride; a multiple of 4). */
+  /** Layer 0's matrices and norm weights (word offsets); layer l's are at l·layerStride words more. */
+  layer: { qkv: TinyMat; o: TinyMat; gu: TinyMat; down: TinyMat; attnNorm: number; mlpNorm: number };
+  layers: number;
+  /** Words from one layer's weights to the next's (a multiple of 4). */
   layerStride: number;
   /** f32 elements from one layer's KV cache to the next's in the KV binding. */
   kvStride: number;
@@ -36,7 +39,7 @@ export function tinyMatrixProblem(m: MatLayout): string | null {
 }
 
 /** Workgroup bytes the kernel declares. */
-export function tinyWorkgroupBytes(s: Omit<TinySpec, 'layers' | 'kvStride' | 'ropeOff' | 'eps' | 'layerStride' | 'unroll'>): number {
+export function tinyWorkgroupBytes(s: Pick<TinySpec, 'D' | 'F' | 'H' | 'KVH' | 'HD' | 'capacity' | 'WG' | 'S'>): number {
   const maxK = Math.max(s.D, s.H * s.HD, s.F);
   const scratch = Math.max((s.H + 2 * s.KVH) * s.HD, s.S * s.H * s.HD, s.WG);
   return 4 * (s.D + maxK + maxK / 4 + (maxK / 32) * 2 + s.H * s.HD + s.H * s.capacity + scratch + 32 + 2 * s.H);
@@ -71,23 +74,10 @@ export function tinyDecodeKernel(s: TinySpec): string {
   workgroupBarrier();
   }`;
 
-  /** xq/xg = xv[0, K) rounded to int8 per 32 values (bytes ordered as the weight nibbles: even ones, then odd ones). */
+  /** xq/xg = xv[0, K) rounded to int8 per 32 values (wgsl.ts quantBlock: the runtime's int8 x). */
   const quant = (K: number) => `for (var g = lid; g < ${u(K / 32)}; g += ${u(WG)}) {
-    var mx = 0.0;
-    for (var i = 0u; i < 32u; i++) { mx = max(mx, abs(xv[g * 32u + i])); }
-    let inv = select(0.0, 127.0 / mx, mx > 0.0);
-    var sum = 0;
-    for (var j = 0u; j < 4u; j++) {
-      var a = 0u; var b = 0u;
-      for (var i = 0u; i < 4u; i++) {
-        let qa = i32(round(xv[g * 32u + j * 8u + 2u * i] * inv)); let qb = i32(round(xv[g * 32u + j * 8u + 2u * i + 1u] * inv));
-        sum += qa + qb;
-        a |= (u32(qa) & 255u) << (8u * i); b |= (u32(qb) & 255u) << (8u * i);
-      }
-      xq[g * 8u + j] = a; xq[g * 8u + 4u + j] = b;
-    }
-    let dx = mx / 127.0;
-    xg[g] = vec2f(dx, dx * f32(sum));
+    ${quantBlock((i) => `vec4f(xv[g * 32u + 4u * ${i}], xv[g * 32u + 4u * ${i} + 1u], xv[g * 32u + 4u * ${i} + 2u], xv[g * 32u + 4u * ${i} + 3u])`, null, '')}
+    xq[2u * g] = qa; xq[2u * g + 1u] = qb; xg[g] = qg;
   }
   workgroupBarrier();`;
 
@@ -97,27 +87,24 @@ export function tinyDecodeKernel(s: TinySpec): string {
    */
   const dotRow = (t: TinyMat, r: string, name: string) => {
     const m = t.m, KC = m.K / 32, W4 = m.wpr / 4, gm = m.group / 32;
-    const chunk = (c: string, g: string, w: string) => {
-      const si = `(${r} * ${u(m.groups)} + ${g})`;
-      const sc = m.scaleF16 ? `unpack2x16float(w32(lw + ${u(t.off + m.scaleOff)} + (${si} >> 1u)))[${si} & 1u]` : `bitcast<f32>(w32(lw + ${u(t.off + m.scaleOff)} + ${si}))`;
-      const z = `f32((w32(lw + ${u(t.off + m.zeroOff)} + ${r} * ${u(m.zpr)} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`;
-      const terms = ['x', 'y', 'z', 'w'].map((j, k) => `dot4I8Packed(${w}.${j} & M, xq[${c} * 8u + ${u(k)}]) + dot4I8Packed((${w}.${j} >> 4u) & M, xq[${c} * 8u + ${u(4 + k)}])`);
-      return `${name} += ${sc} * (xg[${c}].x * f32(${terms.join(' + ')}) - ${z} * xg[${c}].y);`;
-    };
+    const base = `lw + ${u(t.off)} + `;
+    // Chunk c's weights are `w${id}`.
+    const chunk = (c: string, g: string, id: string) => `{ let xa = xq[2u * ${c}]; let xb = xq[2u * ${c} + 1u];
+      ${name} += ${scaleOf(m, r, g, base)} * (xg[${c}].x * f32(${dot4Terms(id)}) - ${zeroOf(m, r, g, base)} * xg[${c}].y); }`;
     const wAt = (c: string) => `W[lw / 4u + ${u(t.off / 4)} + ${r} * ${u(W4)} + ${c}]`;
     if (!s.unroll) return `var ${name} = 0.0;
-    for (var c = 0u; c < ${u(KC)}; c++) { let w = ${wAt('c')}; ${chunk('c', `(c / ${u(gm)})`, 'w')} }`;
+    for (var c = 0u; c < ${u(KC)}; c++) { let wc = ${wAt('c')}; ${chunk('c', `(c / ${u(gm)})`, 'c')} }`;
     const lines = [`var ${name} = 0.0;`];
     for (let c0 = 0; c0 < KC; c0 += 4) {
       const cs = Array.from({ length: Math.min(4, KC - c0) }, (_, i) => c0 + i);
       for (const c of cs) lines.push(`let w${name}${c} = ${wAt(u(c))};`);
-      for (const c of cs) lines.push(chunk(u(c), u(Math.floor(c / gm)), `w${name}${c}`));
+      for (const c of cs) lines.push(chunk(u(c), u(Math.floor(c / gm)), `${name}${c}`));
     }
     return lines.join('\n    ');
   };
 
   // Every layer has the same shapes and layout: one loop, its offsets from layer 0's plus l times the layer stride.
-  const L = s.layers[0];
+  const L = s.layer;
   const NQ = (H + 2 * KVH) * HD;
   const body = `
   ${rms(L.attnNorm)}
@@ -219,10 +206,9 @@ export function tinyDecodeKernel(s: TinySpec): string {
 @group(0) @binding(2) var<storage, read> E: array<f32>;
 @group(0) @binding(3) var<storage, read_write> KV: array<f32>;
 @group(0) @binding(4) var<storage, read_write> X: array<f32>;
-const M = 0x0F0F0F0Fu;
 var<workgroup> xs: array<f32, ${D}>;
 var<workgroup> xv: array<f32, ${maxK}>;
-var<workgroup> xq: array<u32, ${maxK / 4}>;
+var<workgroup> xq: array<vec4<u32>, ${maxK / 16}>;
 var<workgroup> xg: array<vec2f, ${maxK / 32}>;
 var<workgroup> qv: array<f32, ${H * HD}>;
 var<workgroup> sc: array<f32, ${H * CAP}>;
@@ -236,7 +222,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let tok = MT[${u(META_IDS)}];
   for (var k = lid; k < ${u(D)}; k += ${u(WG)}) { xs[k] = E[tok * ${u(D)} + k]; }
   workgroupBarrier();
-  for (var l = 0u; l < ${u(s.layers.length)}; l++) {
+  for (var l = 0u; l < ${u(s.layers)}; l++) {
   let lw = l * ${u(s.layerStride)};
   let kb = l * ${u(s.kvStride)};
   let vb = kb + ${u(KVH * CAP * HD)};

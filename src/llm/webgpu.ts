@@ -538,7 +538,7 @@ export class WebGpuLlm implements LlmRunner {
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
       const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last ? undefined : { norm: true });
       downOut = down.quantOut;
-      tinyMats.push({ qkv: qkv.packed, o: o.packed, gu: gu.packed, down: down.packed });
+      if (kvAll) tinyMats.push({ qkv: qkv.packed, o: o.packed, gu: gu.packed, down: down.packed });
       qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
         ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k, B)]
         : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k, B)]);
@@ -582,30 +582,33 @@ export class WebGpuLlm implements LlmRunner {
   private async initTiny(mats: { qkv: ReturnType<typeof packMatrix>; o: ReturnType<typeof packMatrix>; gu: ReturnType<typeof packMatrix>; down: ReturnType<typeof packMatrix> }[],
     kvAll: GPUBuffer, kvStride: number, embed: GPUBuffer, ropeOff: number): Promise<void> {
     const c = this.config;
-    if (llmGpuConfig.rowMeta || mats.some((L) => Object.values(L).some((p) => tinyMatrixProblem(p.layout) !== null))) return;
+    // One layout for every layer (scales are f16 pairs per matrix only where all of its scales are f16 values).
+    const layouts = (L: (typeof mats)[number]) => JSON.stringify([L.qkv.layout, L.o.layout, L.gu.layout, L.down.layout]);
+    if (llmGpuConfig.rowMeta || Object.values(mats[0]).some((p) => tinyMatrixProblem(p.layout) !== null)
+      || mats.some((L) => layouts(L) !== layouts(mats[0]))) return;
     // Software drivers run a workgroup's threads in turn between barriers: fewer threads there.
     const WG = this.caps.software ? 64 : Math.min(1024, this.caps.maxInvocations);
     const dims = { D: c.hidden, F: c.intermediate, H: c.heads, KVH: c.kvHeads, HD: c.headDim, capacity: this.capacity, WG };
     const S = [8, 4, 2, 1].find((n) => tinyWorkgroupBytes({ ...dims, S: n }) <= this.caps.maxWorkgroupStorage);
     if (!S || WG < c.heads) return;
-    let words = 0;
-    const place = (n: number) => { const at = words; words += Math.ceil(n / 4) * 4; return at; };
-    const layers = mats.map((L, l) => ({
-      qkv: { off: place(L.qkv.words.length), m: L.qkv.layout }, o: { off: place(L.o.words.length), m: L.o.layout },
-      gu: { off: place(L.gu.words.length), m: L.gu.layout }, down: { off: place(L.down.words.length), m: L.down.layout },
-      attnNorm: place(c.hidden), mlpNorm: place(c.hidden), l,
-    }));
-    const all = new Uint32Array(words);
-    layers.forEach((p) => {
-      const L = mats[p.l], Lw = this.w.layers[p.l];
-      all.set(L.qkv.words, p.qkv.off); all.set(L.o.words, p.o.off); all.set(L.gu.words, p.gu.off); all.set(L.down.words, p.down.off);
-      new Float32Array(all.buffer, p.attnNorm * 4, c.hidden).set(Lw.attnNorm);
-      new Float32Array(all.buffer, p.mlpNorm * 4, c.hidden).set(Lw.mlpNorm);
+    // Layer 0's placement (word offsets, each a multiple of 4); layer l's is layerStride·l words further.
+    let layerStride = 0;
+    const place = (n: number) => { const at = layerStride; layerStride += Math.ceil(n / 4) * 4; return at; };
+    const m0 = mats[0];
+    const layer = {
+      qkv: { off: place(m0.qkv.words.length), m: m0.qkv.layout }, o: { off: place(m0.o.words.length), m: m0.o.layout },
+      gu: { off: place(m0.gu.words.length), m: m0.gu.layout }, down: { off: place(m0.down.words.length), m: m0.down.layout },
+      attnNorm: place(c.hidden), mlpNorm: place(c.hidden),
+    };
+    const all = new Uint32Array(layerStride * c.layers);
+    mats.forEach((L, l) => {
+      const at = l * layerStride, Lw = this.w.layers[l];
+      all.set(L.qkv.words, at + layer.qkv.off); all.set(L.o.words, at + layer.o.off); all.set(L.gu.words, at + layer.gu.off); all.set(L.down.words, at + layer.down.off);
+      new Float32Array(all.buffer, (at + layer.attnNorm) * 4, c.hidden).set(Lw.attnNorm);
+      new Float32Array(all.buffer, (at + layer.mlpNorm) * 4, c.hidden).set(Lw.mlpNorm);
     });
     const buf = this.upload(all, 0, 'the tiny decode weights');
-    const layerStride = layers.length > 1 ? layers[1].qkv.off : 0;
-    if (layers.some((p) => p.qkv.off !== p.l * layerStride)) throw new Error('tiny decode: layers at uneven strides');
-    const code = tinyDecodeKernel({ ...dims, S, ropeOff, eps: c.rmsEps, layers, kvStride, layerStride, unroll: !this.caps.software });
+    const code = tinyDecodeKernel({ ...dims, S, ropeOff, eps: c.rmsEps, layer, layers: c.layers, kvStride, layerStride, unroll: !this.caps.software });
     const pipeline = await this.pipeline(code, 'rrrww');
     this.tiny = { pipeline, bind: this.bindGroup(this.layoutFor('rrrww').bgl, [this.meta, buf, embed, kvAll, this.x]) };
     this.stats.tinyDecode = true;

@@ -62,14 +62,17 @@ export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N:
   return { kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr };
 }
 
-/** The scale of group `g` of row `rw` (an f32 expression). */
-function scaleOf(m: MatLayout, rw: string, g: string): string {
+/**
+ * The scale of group `g` of row `rw` (an f32 expression). `base`: a WGSL prefix of the word index ('o + '), where the
+ * matrix starts at word o of the buffer w32() reads.
+ */
+export function scaleOf(m: MatLayout, rw: string, g: string, base = ''): string {
   if (m.inRow) {
-    const at = `${rw} * ${u(m.stride)} + ${u(m.scaleOff)}`;
+    const at = `${base}${rw} * ${u(m.stride)} + ${u(m.scaleOff)}`;
     return m.scaleF16 ? `unpack2x16float(w32(${at} + (${g} >> 1u)))[${g} & 1u]` : `bitcast<f32>(w32(${at} + ${g}))`;
   }
   const i = `(${rw} * ${u(m.groups)} + ${g})`;
-  return m.scaleF16 ? `unpack2x16float(w32(${u(m.scaleOff)} + (${i} >> 1u)))[${i} & 1u]` : `bitcast<f32>(w32(${u(m.scaleOff)} + ${i}))`;
+  return m.scaleF16 ? `unpack2x16float(w32(${base}${u(m.scaleOff)} + (${i} >> 1u)))[${i} & 1u]` : `bitcast<f32>(w32(${base}${u(m.scaleOff)} + ${i}))`;
 }
 
 export type Epilogue =
@@ -313,9 +316,9 @@ function quantHelpers(bits: number): string {
   ].filter(Boolean).join('\n');
 }
 
-/** The zero point of group `g` of row `rw` (an f32 expression). */
-function zeroOf(m: MatLayout, rw: string, g: string): string {
-  const at = m.inRow ? `${rw} * ${u(m.stride)} + ${u(m.zeroOff)}` : `${u(m.zeroOff)} + ${rw} * ${u(m.zpr)}`;
+/** The zero point of group `g` of row `rw` (an f32 expression; `base` as scaleOf's). */
+export function zeroOf(m: MatLayout, rw: string, g: string, base = ''): string {
+  const at = base + (m.inRow ? `${rw} * ${u(m.stride)} + ${u(m.zeroOff)}` : `${u(m.zeroOff)} + ${rw} * ${u(m.zpr)}`);
   return m.bits === 4 ? `f32((w32(${at} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
     : `f32((w32(${at} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
 }
@@ -406,7 +409,7 @@ function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; G
  * order gemvDot4Loop describes) and `qg` = (dx, dx·Σxi). With norm weights `nwAt(i)` the values are x ⊙ nw and Σx² of
  * the raw x is added to `ss`. A NaN or infinity in x makes dx NaN (max() may drop a NaN; the sum keeps it).
  */
-function quantBlock(xAt: (i: string) => string, nwAt: ((i: string) => string) | null, ss: string): string {
+export function quantBlock(xAt: (i: string) => string, nwAt: ((i: string) => string) | null, ss: string): string {
   return `var v: array<vec4f, 8>;
     var mx = 0.0;
     var sa = 0.0;
@@ -448,8 +451,8 @@ function dot4RowLoads(s: GemvSpec, P: number, c: string, sfx = ''): { ids: strin
   return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[rw${id} * ${u(m.stride / 4)} + ${c}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
 }
 
-/** The int8 dot products of chunk `cc` of row (r, h) with x bytes `xa`, `xb`: an i32 expression. */
-const dot4Terms = (id: string): string => ['x', 'y', 'z', 'w']
+/** The int8 dot products of chunk `w${id}` with x bytes `xa`, `xb`: an i32 expression. */
+export const dot4Terms = (id: string): string => ['x', 'y', 'z', 'w']
   .flatMap((j) => [`dot4I8Packed(w${id}.${j} & 0x0F0F0F0Fu, xa.${j})`, `dot4I8Packed((w${id}.${j} >> 4u) & 0x0F0F0F0Fu, xb.${j})`]).join(' + ');
 
 /**
