@@ -70,14 +70,24 @@ test('splitExponent: non-finite weights and halves out of range are refused, in 
   }
 });
 
-test('splitDefault: BERT-base batch 8 takes tensor-core tiles, batch 1 and odd shapes keep the f32 kernel', () => {
+test('splitDefault: BERT-base at batch 8 and 1 takes tensor-core tiles, tiny grids and odd shapes keep the f32 kernel', () => {
   const pick = (M: number, N: number, K: number) => splitDefault(spec(M, N, K), 3, 32, 1024, 49152);
   const name = (t: SplitTile | null) => (t ? `${t.fm}x${t.fn} ${t.sm}x${t.sn} k${16 * t.kSteps}` : null);
   assert.equal(name(pick(4096, 4096, 4096)), '2x4 4x2 k32');
   assert.equal(name(pick(1024, 2304, 768)), '2x2 2x4 k32');
   assert.equal(name(pick(1024, 3072, 768)), '2x2 2x4 k32');
-  assert.equal(name(pick(1024, 768, 3072)), '2x1 2x4 k64');
-  assert.equal(pick(128, 2304, 768), null);
+  assert.equal(name(pick(1024, 768, 3072)), '2x2 2x4 k32', 'N = 768: 96 workgroups of 64×128 beat 192 of 64×64');
+  assert.equal(name(pick(768, 768, 768)), '2x1 2x4 k64', '72 workgroups of 64×128: 144 of 64×64');
+  assert.equal(name(pick(128, 2304, 768)), '2x1 2x4 k64', 'batch 1: 72 workgroups of 64×64');
+  assert.equal(pick(32, 256, 768), null, '2 workgroups of 32 rows');
+  // 'f16' (A in halves first): 64×128 everywhere it has 96 workgroups, K tiles of 64 where it has fewer than 160.
+  const pick1 = (M: number, N: number, K: number) => splitDefault(spec(M, N, K), 1, 32, 1024, 49152);
+  assert.equal(name(pick1(4096, 4096, 4096)), '2x2 2x4 k32');
+  assert.equal(name(pick1(1024, 2304, 768)), '2x2 2x4 k32');
+  assert.equal(name(pick1(1024, 768, 3072)), '2x2 2x4 k64');
+  assert.equal(name(pick1(1024, 768, 768)), '2x2 2x4 k64');
+  assert.equal(name(pick1(128, 768, 3072)), '2x1 2x4 k64');
+  assert.equal(pick1(64, 128, 64), null, 'one workgroup');
   assert.equal(pick(1000, 2304, 768), null, 'M not a multiple of 16');
   assert.equal(pick(1024, 2304, 770), null, 'K not a multiple of 4');
   // Devices with smaller subgroups or less workgroup memory refuse tiles rather than overrun them.
@@ -101,6 +111,14 @@ test('splitMatmul: three products per fragment pair for high, one for f16; the f
   assert.match(f16, /let inside = row0 \+ wr \+ 0u < 144u && col0 \+ wc \+ 0u < 784u;/);
   assert.match(f16, /select\(vec4f\(0\.0\), A4\[/, 'K tail loads zeros');
   assert.match(f16, /min\(row0 \+/, 'rows past M read row M-1');
+  // A in halves (splitAKernel's layout [parts][M][Kp]): 16-byte loads of halves, no conversion, no fault words here.
+  const pre = splitMatmul(spec(144, 784, 772, { bias: 'n' }), t, 3, 32, 1, true);
+  assert.match(pre, /var<storage, read> Ah4: array<vec4<u32>>/);
+  assert.doesNotMatch(pre, /A4\[|fault/);
+  assert.match(pre, /pa1_0 = Ah4\[\(144u \+ min\(row0 \+ \(lid \+ 0u\) \/ 4u, 143u\)\) \* 104u \+ k0 \/ 8u/, 'the lo part after M rows of hi; rows of Kp = 832 halves (104 vec4)');
+  assert.equal(count(pre, /subgroupMatrixMultiplyAccumulate/g), 3 * 2 * 2 * 2);
+  assert.equal(splitValid(spec(64, 128, 64), { fm: 1, fn: 1, sm: 2, sn: 4, kSteps: 2 }, 1, 32, 1024, 49152, true), false, '32×32 halves of A over 256 threads: no whole vec4 each');
+  assert.equal(splitValid(spec(64, 128, 64), { fm: 1, fn: 1, sm: 2, sn: 4, kSteps: 2 }, 1, 32, 1024, 49152), true);
 });
 
 test("matmulPrecision 'high' on a device without subgroup matrices runs the f32 kernels", async () => {

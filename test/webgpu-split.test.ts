@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { acquireGpu } from '../src/backends/webgpu/device.js';
 import { deriveConstant } from '../src/backends/webgpu/derive.js';
 import { splitOnGpu } from '../src/backends/webgpu/ops/matmul.js';
-import { type SplitPasses, splitB, splitExponent } from '../src/codegen/wgsl/matmul_tc.js';
+import { type SplitPasses, splitAKernel, splitASize, splitB, splitExponent } from '../src/codegen/wgsl/matmul_tc.js';
+import { grid } from '../src/backends/webgpu/kernel.js';
+import { f16ToF32, f32ToF16 } from '../src/ops/util.js';
 import { mulberry32 as rng } from '../src/util/random.js';
 
 /** The split buffer derived on the GPU, read back as halves. */
@@ -94,4 +96,72 @@ test('GPU split: f16 range, subnormal and huge f32 weights, and a grid folded in
   // At most 10 workgroups per grid dimension (64 needed: 10 × 7): the workgroup index folds x and y; the last groups run past the words.
   const big = Float32Array.from(awkward(70 * 200, 3), (x) => x / 1024);
   await agree('grid in 2-D', big, 70, 200, 10);
+});
+
+/** splitAKernel's halves of A (read back as u16) and its fault words. */
+async function gpuSplitA(a: Float32Array, M: number, K: number, passes: SplitPasses): Promise<{ halves: Uint16Array; fault: Uint32Array }> {
+  const { device } = await acquireGpu();
+  const U = GPUBufferUsage;
+  const mk = (size: number) => device.createBuffer({ size: Math.ceil(size / 16) * 16, usage: U.STORAGE | U.COPY_SRC | U.COPY_DST });
+  const sz = splitASize(M, K, passes);
+  const bA = mk(a.byteLength), bH = mk(sz.bytes), bF = mk(16);
+  device.queue.writeBuffer(bA, 0, a.buffer as ArrayBuffer, a.byteOffset, a.byteLength);
+  device.queue.writeBuffer(bH, 0, new Uint16Array(sz.bytes / 2).fill(0x7e00)); // NaN halves: every half must be written
+  const p = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: splitAKernel(M, K, passes) }), entryPoint: 'main' } });
+  const g = device.createBindGroup({ layout: p.getBindGroupLayout(0), entries: [bA, bH, bF].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(p); pass.setBindGroup(0, g); pass.dispatchWorkgroups(...grid(sz.workgroups, 7));
+  pass.end();
+  device.queue.submit([enc.finish()]);
+  const halves = new Uint16Array(await readBack(bH, sz.bytes)), fault = new Uint32Array(await readBack(bF, 16));
+  for (const b of [bA, bH, bF]) b.destroy();
+  return { halves, fault };
+}
+
+async function readBack(b: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+  const { device } = await acquireGpu();
+  const read = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(b, 0, read, 0, bytes);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const out = read.getMappedRange().slice(0);
+  read.destroy();
+  return out;
+}
+
+test("splitAKernel: A as the GEMM stages it — 'high' hi (mantissa cut to 10 bits) + lo, 'f16' rounded; zeros past K; the f16-range fault", async () => {
+  // 40 rows (a grid of 7 workgroups per row of the dispatch, so wg.y counts), K = 100 (Kp 128).
+  const M = 40, K = 100, Kp = 128;
+  const r = rng(7);
+  const a = Float32Array.from({ length: M * K }, (_, i) => (r() < 0.5 ? -1 : 1) * (0.01 + r() * 2.99) * (i % 11 === 0 ? 0.01 : 1));
+  for (const passes of [3, 1] as const) {
+    const { halves, fault } = await gpuSplitA(a, M, K, passes);
+    assert.equal(halves.length, (passes === 3 ? 2 : 1) * M * Kp);
+    let worst = 0;
+    for (let m = 0; m < M; m++) {
+      for (let k = 0; k < Kp; k++) {
+        const hi = f16ToF32(halves[m * Kp + k]), lo = passes === 3 ? f16ToF32(halves[M * Kp + m * Kp + k]) : 0;
+        if (k >= K) { assert.ok(hi === 0 && lo === 0, `row ${m} k ${k} past K: ${hi}, ${lo}`); continue; }
+        const x = a[m * K + k];
+        if (passes === 3) {
+          // hi is x with its mantissa cut to 10 bits (exact as a half here: |x| ≥ 1e-4 > 2^-14); lo the remainder rounded.
+          F[0] = x; U[0] &= 0xffffe000;
+          assert.equal(hi, F[0], `hi of ${x}`);
+        } else {
+          assert.equal(halves[m * Kp + k], f32ToF16(x), `f16 of ${x}`);
+        }
+        worst = Math.max(worst, Math.abs(hi + lo - x) / 3);
+      }
+    }
+    // Relative to max|A| (3): 'high' keeps ~21 bits, 'f16' 11.
+    assert.ok(worst < (passes === 3 ? 2 ** -21 : 2 ** -11), `passes ${passes}: worst ${worst}`);
+    assert.deepEqual([...fault], [0, 0, 0, 0]);
+  }
+  const big = a.slice();
+  big[5 * K + 17] = -1e5;
+  const { fault } = await gpuSplitA(big, M, K, 3);
+  assert.equal(fault[0], 2);
+  assert.equal(new Float32Array(fault.buffer)[1], 1e5);
 });

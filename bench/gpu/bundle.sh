@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 mkdir -p .bundle/ort
-for s in matmul-sweep models tune transfer llm-decode tc-split split-cost; do npx esbuild "bench/gpu/$s.ts" --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=".bundle/$s.mjs" --log-level=warning; done
+for s in matmul-sweep models tune transfer llm-decode tc-split tc-bert-lab split-cost; do npx esbuild "bench/gpu/$s.ts" --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=".bundle/$s.mjs" --log-level=warning; done
 # The webjit CLI for `webjit bench --suite gpu`, TensorFlow.js inside; onnxruntime-node stays here (45 MB: the GPU
 # machine's Python onnxruntime of the same version is the oracle there) and onnxruntime-web comes from .bundle/ort.
 npx esbuild bench/gpu/webjit-cli.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --external:onnxruntime-node \

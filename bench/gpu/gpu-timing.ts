@@ -34,7 +34,7 @@ export async function timeDispatches(device: GPUDevice, pipeline: GPUComputePipe
  * GPU ms per dispatch of one compute pass of `reps` dispatches of `pipeline` (bind groups rotated), from timestamp
  * queries around the pass (the device needs timestamp-query).
  */
-export function passTimer(device: GPUDevice): (v: { pipeline: GPUComputePipeline; binds: GPUBindGroup[]; groups: number }, reps: number) => Promise<number> {
+export function passTimer(device: GPUDevice): (v: { pipeline: GPUComputePipeline; binds: GPUBindGroup[]; groups: number | [number, number, number] }, reps: number) => Promise<number> {
   const qs = device.createQuerySet({ type: 'timestamp', count: 2 });
   const qbuf = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
   const qread = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -42,7 +42,7 @@ export function passTimer(device: GPUDevice): (v: { pipeline: GPUComputePipeline
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
     pass.setPipeline(v.pipeline);
-    for (let i = 0; i < reps; i++) { pass.setBindGroup(0, v.binds[i % v.binds.length]); pass.dispatchWorkgroups(v.groups); }
+    for (let i = 0; i < reps; i++) { pass.setBindGroup(0, v.binds[i % v.binds.length]); if (typeof v.groups === 'number') pass.dispatchWorkgroups(v.groups); else pass.dispatchWorkgroups(...v.groups); }
     pass.end();
     enc.resolveQuerySet(qs, 0, 2, qbuf, 0);
     enc.copyBufferToBuffer(qbuf, 0, qread, 0, 16);

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { gpuRunnerOf, installGpuForPeers } from '../../src/bench/gpu_env.js';
 import { median } from '../../src/util/stats.js';
 import { InferenceSession, Tensor } from '../../src/index.js';
+import { f16ToF32 } from '../../src/ops/util.js';
 
 // One Dawn instance for both engines (webjit reuses navigator.gpu when it exists).
 await installGpuForPeers();
@@ -87,10 +88,14 @@ for (const c of cases) {
     results[key] = { create: tc, first, warm: median(ts), gpu: gpuMs, phases, out: out[s.outputNames[0]].data as Float32Array };
     await s.release();
   }
-  // onnxruntime-web WebGPU
-  if (!process.env.WEBJIT_ONLY) try {
+  // onnxruntime-web WebGPU; with ORT_F16=1 also on the f16 export beside the model (torch_bert.py writes
+  // encoder-base-f16.onnx): the like-for-like peer of webjit's precision 'f16'.
+  const f16Path = path.replace(/\.onnx$/, '-f16.onnx');
+  const ortRuns: [string, Uint8Array][] = [['ort', bytes]];
+  if (process.env.ORT_F16 && kind === 'bert' && fs.existsSync(f16Path)) ortRuns.push(['ort-f16', new Uint8Array(fs.readFileSync(f16Path))]);
+  if (!process.env.WEBJIT_ONLY) for (const [ortName, ortBytes] of ortRuns) try {
     const t0 = performance.now();
-    const s = await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'] });
+    const s = await ort.InferenceSession.create(ortBytes, { executionProviders: ['webgpu'] });
     const tc = performance.now() - t0;
     const feeds = Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, new ort.Tensor(v.type, v.data.slice(), v.dims)]));
     let t1 = performance.now();
@@ -102,10 +107,13 @@ for (const c of cases) {
     const series = Number(process.env.ORT_SERIES ?? 0);
     if (series) console.log(`  onnxruntime-web medians per ${series} runs: ${Array.from({ length: Math.floor(ts.length / series) }, (_, k) => median(ts.slice(k * series, (k + 1) * series)).toFixed(1)).join(' ')}`);
     const o = Object.values(out)[0];
-    results.ort = { create: tc, first, warm: median(ts), out: o.data };
+    // An f16 output (bits, or a Float16Array where the runtime has one) as f32 values.
+    const od = o.data as ArrayLike<number>;
+    const vals = od instanceof Uint16Array ? Float32Array.from(od, f16ToF32) : Float32Array.from(od);
+    results[ortName] = { create: tc, first, warm: median(ts), out: vals };
     await s.release();
   } catch (e) {
-    console.log(`  onnxruntime-web webgpu failed: ${(e as Error).message.slice(0, 300)}`);
+    console.log(`  onnxruntime-web webgpu (${ortName}) failed: ${(e as Error).message.slice(0, 300)}`);
   }
   const ref = kind === 'bert' && fs.existsSync(`${path}.b${a}s${b}.f32`) ? new Float32Array(fs.readFileSync(`${path}.b${a}s${b}.f32`).buffer.slice(0)) : null;
   for (const [name, r] of Object.entries(results)) {
@@ -115,6 +123,8 @@ for (const c of cases) {
   for (const [name, r] of Object.entries(results)) {
     if (!results.ort || !name.startsWith('webjit')) continue;
     console.log(`${label} ${name} speedup over onnxruntime-web webgpu: ${(results.ort.warm / r.warm).toFixed(2)}x warm, cold (create+first) ${((results.ort.create + results.ort.first) / (r.create + r.first)).toFixed(1)}x`);
+    const o16 = results['ort-f16'];
+    if (o16 && name.startsWith('webjit-f16')) console.log(`${label} ${name} speedup over onnxruntime-web webgpu on the f16 model: ${(o16.warm / r.warm).toFixed(2)}x warm, cold (create+first) ${((o16.create + o16.first) / (r.create + r.first)).toFixed(1)}x`);
   }
 }
 process.exit(0);

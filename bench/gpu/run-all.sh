@@ -54,6 +54,10 @@ if [ "$what" = tcsplit ]; then
   python3 bench/gpu/torch_bert.py /tmp/m > "$OUT/torch_bert.txt" 2>&1
   WEBJIT_VARIANTS=f32,high,f16 RUNS=50 $NODE .bundle/models.mjs /tmp/ort bert:/tmp/m/encoder-base.onnx:1:128 bert:/tmp/m/encoder-base.onnx:8:128 2>&1 | grep "^BERT" > "$OUT/models.txt"
 fi
+if [ "$what" = tcbert ]; then
+  # Tensor-core GEMMs at BERT-base's shapes: A split while staged against A split first into halves in memory.
+  $NODE .bundle/tc-bert-lab.mjs 2>&1 | grep -v -E "^\s+(let|\^|subgroupMatrix)|^$|warning|Compilation log|^Warning" > "$OUT/tc-bert-lab.txt"
+fi
 if [ "$what" = transfer ]; then
   $NODE .bundle/transfer.mjs > "$OUT/transfer.txt" 2>&1
 fi

@@ -18,6 +18,13 @@ kw = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).param
 torch.onnx.export(enc, (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, opset_version=17, **kw,
                   input_names=['input_ids', 'attention_mask', 'token_type_ids'], output_names=['last_hidden_state'],
                   dynamic_axes={k: {0: 'batch', 1: 'sequence'} for k in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
+# The same weights in f16 (every float tensor, compute included) for onnxruntime-web's f16 run: the like-for-like peer
+# of webjit's precision 'f16'. Exported from the GPU (half LayerNorm and GELU run there).
+import copy
+enc16 = copy.deepcopy(enc).half().cuda().eval()
+torch.onnx.export(enc16, (ids.cuda(), torch.ones_like(ids).cuda(), torch.zeros_like(ids).cuda()), os.path.join(out, 'encoder-base-f16.onnx'),
+                  opset_version=17, **kw, input_names=['input_ids', 'attention_mask', 'token_type_ids'], output_names=['last_hidden_state'],
+                  dynamic_axes={k: {0: 'batch', 1: 'sequence'} for k in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
 enc = enc.cuda()
 
 def warm(ids, mask, typ, tf32):
@@ -46,3 +53,12 @@ for b, s in [(1, 128), (8, 128)]:
     ms2, y2 = warm(ids, mask, typ, True)
     err = ((y2 - y).abs().max() / y.abs().max()).item()
     print(f'BERT b{b} s{s} torch eager TF32: warm {ms2:.2f} ms, error vs f32 {err:.1e} of max|y|')
+    with torch.no_grad():
+        for _ in range(5): y3 = enc16(ids, mask, typ)
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(20):
+            t0 = time.perf_counter(); y3 = enc16(ids, mask, typ); torch.cuda.synchronize(); ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    err = ((y3.float() - y).abs().max() / y.abs().max()).item()
+    print(f'BERT b{b} s{s} torch eager f16: warm {ts[len(ts)//2]:.2f} ms, error vs f32 {err:.1e} of max|y|')

@@ -6,6 +6,7 @@ import { create, globals } from 'webgpu';
 import { InferenceSession, Tensor } from '../../src/index.js';
 import { formatReport } from '../../src/tune/report.js';
 import { loadCache } from '../../src/tune/cache.js';
+import type { Family } from '../../src/tune/site.js';
 import { gpuRunnerOf } from '../../src/bench/gpu_env.js';
 import { median } from '../../src/util/stats.js';
 
@@ -37,7 +38,9 @@ async function gpuMs(x: InferenceSession): Promise<number | undefined> {
 const s = await InferenceSession.create(model, { ...opts, tuning: 'cache' });
 const ref = await s.run(feeds);
 const t0 = performance.now();
-const report = await s.tune({ budgetMs: Number(budget), force: true });
+// WEBJIT_TUNE_FAMILIES=attention,…: only those kernel families (a long budget on one family: what its space holds).
+const families = process.env.WEBJIT_TUNE_FAMILIES?.split(',') as Family[] | undefined;
+const report = await s.tune({ budgetMs: Number(budget), force: true, families });
 const tuneMs = performance.now() - t0;
 // Default kernels (a session with tuning 'off') against the tuned session, warmed alike, in alternating rounds.
 const base = await InferenceSession.create(model, { ...opts, tuning: 'off' });

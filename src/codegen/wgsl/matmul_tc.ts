@@ -47,12 +47,12 @@ export function splitBytes(t: SplitTile, passes: SplitPasses): number {
  * Whether the kernel runs this problem: one matrix (no batch dims), M and N multiples of 16 (fragments are stored whole,
  * skipped past the edge), K a multiple of 4 (vec4 loads of A), the tile within the padding of B and the device's limits.
  */
-export function splitValid(s: MatmulSpec, t: SplitTile, passes: SplitPasses, subgroupSize: number, maxInvocations: number, maxStorage: number): boolean {
+export function splitValid(s: MatmulSpec, t: SplitTile, passes: SplitPasses, subgroupSize: number, maxInvocations: number, maxStorage: number, aHalves = false): boolean {
   const { BM, BN, BK, threads } = splitDims(t);
   const T = threads(subgroupSize);
   return s.batchDims.length === 0 && s.M % 16 === 0 && s.N % 16 === 0 && s.K % 4 === 0 && s.K > 0 &&
     SPLIT_PAD_K % BK === 0 && SPLIT_PAD_N % BN === 0 && T <= maxInvocations && T >= subgroupSize &&
-    (BM * BK / 4) % T === 0 && (BK * BN / 8) % T === 0 && splitBytes(t, passes) <= maxStorage;
+    (BM * BK / (aHalves ? 8 : 4)) % T === 0 && (BK * BN / 8) % T === 0 && splitBytes(t, passes) <= maxStorage;
 }
 
 const padTo = (x: number, m: number) => Math.ceil(x / m) * m;
@@ -135,6 +135,43 @@ function halfBitsExact(h: number): number {
   return sign | ((((w >>> 23) & 0xff) - 112) << 10) | ((w >>> 13) & 0x3ff);
 }
 
+/** Invocations per workgroup of splitAKernel. */
+const SPLIT_A_WG = 256;
+
+/**
+ * A (f32 [M, K], K a multiple of 4) split as splitMatmul stages it, into halves [parts][M][Kp] (Kp = splitBDims' K,
+ * zeros past K), so that the GEMM (splitMatmul with aHalves) stages 16-byte runs of halves. 'high': hi is a with its
+ * mantissa cut to 10 bits, lo = f16(a − hi); 'f16': f16(a). An |a| past 65504 sets the fault words (kind 2, the value).
+ * One invocation per 4 elements. Bindings: A4 (array<vec4f>), Ah (array<vec2<u32>>), fault. Dispatch: splitAWorkgroups
+ * as a `grid` (the workgroup index is wg.y · nwg.x + wg.x).
+ */
+export function splitAKernel(M: number, K: number, passes: SplitPasses): string {
+  const Kp = padTo(K, SPLIT_PAD_K), quads = (M * Kp) / 4, two = passes === 3;
+  return `enable f16;
+@group(0) @binding(0) var<storage, read> A4: array<vec4f>;
+@group(0) @binding(1) var<storage, read_write> Ah: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> fault: array<u32>;
+@compute @workgroup_size(${SPLIT_A_WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * ${SPLIT_A_WG}u + lid;
+  if (i >= ${quads}u) { return; }
+  let row = i / ${Kp / 4}u; let k = (i % ${Kp / 4}u) * 4u;
+  var a = vec4f(0.0);
+  if (k < ${K}u) { a = A4[(row * ${K}u + k) / 4u]; }
+  let big = max(max(abs(a.x), abs(a.y)), max(abs(a.z), abs(a.w)));
+  if (big > 65504.0) { fault[0] = 2u; fault[1] = bitcast<u32>(big); }
+${two ? `  let hf = bitcast<vec4f>(bitcast<vec4u>(clamp(a, vec4f(-65504.0), vec4f(65504.0))) & vec4u(0xffffe000u));
+  Ah[i] = bitcast<vec2<u32>>(vec4<f16>(hf));
+  Ah[${quads}u + i] = bitcast<vec2<u32>>(vec4<f16>(a - hf));` : `  Ah[i] = bitcast<vec2<u32>>(vec4<f16>(a));`}
+}`;
+}
+
+/** splitAKernel's workgroups, and the bytes of its output. */
+export function splitASize(M: number, K: number, passes: SplitPasses): { workgroups: number; bytes: number } {
+  const Kp = padTo(K, SPLIT_PAD_K);
+  return { workgroups: Math.ceil((M * Kp) / 4 / SPLIT_A_WG), bytes: (passes === 3 ? 2 : 1) * M * Kp * 2 };
+}
+
 /** Invocations per workgroup of splitBKernel. */
 const SPLIT_B_WG = 256;
 
@@ -205,23 +242,33 @@ export function splitBWorkgroups(K: number, N: number): number {
 }
 
 /**
- * The default tile: 128×128 (8 subgroups of 2×4 fragments) from 512 workgroups, 64×128 from 128, 64×64 (K tiles of 64)
- * from 128; null below that (the f32 kernel then runs). From bench/gpu/tc-split.ts on the H100: 128×128 led at 4096³
- * (86 TFLOP/s 'high'), 64×128 and 64×64 at 1024³ and BERT-base's GEMMs at batch 8 (40–59); with fewer workgroups
- * (BERT at batch 1, 36–96 of them) the tensor-core kernels lost inside the model (bench/NOTES.md, session 10).
+ * The default tile. 'high' (A split while staged): 128×128 (8 subgroups of 2×4 fragments) from 512 workgroups, 64×128
+ * from 96, 64×64 (K tiles of 64) from 16. 'f16' (A rounded to halves in memory first, splitAKernel): 64×128 from 96
+ * workgroups with K tiles of 64 under 160 workgroups (more of K per barrier where the grid is thin) and of 32 above,
+ * 64×64 with K tiles of 64 from 16. Null below that (the f32 kernel then runs). From bench/gpu/tc-bert-lab.ts on the
+ * H100 (bench/results/gpu/h100-tc-bert-lab.txt): BERT-base b8's o and ff2 (N = 768, 96 workgroups at 64×128) ran
+ * 1.15-1.19× faster at 64×128 than at 64×64 in 'high', 1.3-2.2× in 'f16'; 128×128 led at 4096³ in 'high' only. BERT-base
+ * at batch 1 (24–96 workgroups of 64×64) took 2.47 ms of GPU time against 3.45 with the f32 kernels in 'high', 1.57
+ * against 4.62 (f16 weights on the f32 kernels) in 'f16' (h100-tc-b1-models.txt; session 10's loss there came before
+ * the fault words moved into pages).
  */
 export function splitDefault(s: MatmulSpec, passes: SplitPasses, subgroupSize: number, maxInvocations: number, maxStorage: number): SplitTile | null {
-  const prefs: [SplitTile, number][] = [
-    [{ fm: 2, fn: 4, sm: 4, sn: 2, kSteps: 2 }, 512],
-    [{ fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 }, 128],
-    [{ fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 4 }, 128],
-  ];
+  const groups = (t: SplitTile) => { const { BM, BN } = splitDims(t); return Math.ceil(s.M / BM) * Math.ceil(s.N / BN); };
+  const wide: SplitTile = { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 };
+  const prefs: [SplitTile, number][] = passes === 3
+    ? [[{ fm: 2, fn: 4, sm: 4, sn: 2, kSteps: 2 }, 512], [wide, 96], [{ fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 4 }, 16]]
+    : [[{ ...wide, kSteps: groups(wide) < 160 ? 4 : 2 }, 96], [{ fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 4 }, 16]];
   for (const [t, minGroups] of prefs) {
-    const { BM, BN } = splitDims(t);
-    if (Math.ceil(s.M / BM) * Math.ceil(s.N / BN) >= minGroups && splitValid(s, t, passes, subgroupSize, maxInvocations, maxStorage)) return t;
+    if (groups(t) >= minGroups && splitValid(s, t, passes, subgroupSize, maxInvocations, maxStorage, splitAHalves(passes))) return t;
   }
   return null;
 }
+
+/**
+ * Whether the runtime rounds A to halves in memory first (splitAKernel) for these passes: 'f16' yes (1.0–2.2× on
+ * BERT-base's GEMMs with the split pass counted), 'high' no (0.87–1.12×: its three products, not the staging, bound it).
+ */
+export const splitAHalves = (passes: SplitPasses): boolean => passes === 1;
 
 /**
  * The kernel. Bindings: A (array<vec4f>, [M, K]), Bs (array<vec4<u32>>, splitB's halves), [bias], [residual], C, fault.
@@ -230,13 +277,13 @@ export function splitDefault(s: MatmulSpec, passes: SplitPasses, subgroupSize: n
  * per-subgroup scratch where the lanes unscale them and apply the epilogue. `unscale` is 2^-exp of splitB.
  * Dispatch: [ceil(N / BN), ceil(M / BM), 1].
  */
-export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, subgroupSize: number, unscale: number): string {
+export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, subgroupSize: number, unscale: number, aHalves = false): string {
   const { M, N, K } = s;
   const { BM, BN, BK, threads } = splitDims(t);
   const NT = threads(subgroupSize);
   const { Kp, Np } = splitBDims(K, N);
   const SA = BK + PAD, SB = BN + PAD;
-  const LA = (BM * BK) / 4 / NT, LB = (BK * BN) / 8 / NT;
+  const LA = aHalves ? (BM * BK) / 8 / NT : (BM * BK) / 4 / NT, LB = (BK * BN) / 8 / NT;
   const kTiles = Math.ceil(K / BK);
   const guardK = K % BK !== 0, guardM = M % BM !== 0;
   const two = passes === 3;
@@ -266,6 +313,19 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
     if (two) lines.push(`let lo = vec4<f16>(pa${l} - hf);`, ...range(4).map((c) => `Al[o + ${c}u] = lo[${c}];`));
     return `{ ${lines.join(' ')} }`;
   };
+  // A pre-split (splitAKernel): per part, vec4<u32> l of the tile (8 halves) is row v / (BK/8), k octet v % (BK/8);
+  // K is padded with zeros to Kp, rows past M read row M-1.
+  const loadAh = (l: number, part: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    const row = guardM ? `min(row0 + ${v} / ${BK / 8}u, ${M - 1}u)` : `(row0 + ${v} / ${BK / 8}u)`;
+    return `pa${part}_${l} = Ah4[(${part * M}u + ${row}) * ${Kp / 8}u + k0 / 8u + ${v} % ${BK / 8}u];`;
+  };
+  const halves8 = (dst: string, o: string, src: string) =>
+    range(4).map((q) => `{ let h = bitcast<vec2<f16>>(${src}[${q}]); ${dst}[${o} + ${2 * q}u] = h.x; ${dst}[${o} + ${2 * q + 1}u] = h.y; }`).join(' ');
+  const storeAh = (l: number, part: number) => {
+    const v = `(lid + ${l * NT}u)`;
+    return `{ let o = (${v} / ${BK / 8}u) * ${SA}u + (${v} % ${BK / 8}u) * 8u; ${halves8(part === 0 ? 'Ah' : 'Al', 'o', `pa${part}_${l}`)} }`;
+  };
   // B: per part, vec4<u32> l of the tile (8 halves) is k row v / (BN/8), column octet v % (BN/8).
   const loadB = (l: number, part: number) => {
     const v = `(lid + ${l * NT}u)`;
@@ -273,9 +333,7 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
   };
   const storeB = (l: number, part: number) => {
     const v = `(lid + ${l * NT}u)`;
-    const dst = part === 0 ? 'Bh' : 'Bl';
-    const stores = range(4).map((q) => `{ let h = bitcast<vec2<f16>>(pb${part}_${l}[${q}]); ${dst}[o + ${2 * q}u] = h.x; ${dst}[o + ${2 * q + 1}u] = h.y; }`);
-    return `{ let o = (${v} / ${BN / 8}u) * ${SB}u + (${v} % ${BN / 8}u) * 8u; ${stores.join(' ')} }`;
+    return `{ let o = (${v} / ${BN / 8}u) * ${SB}u + (${v} % ${BN / 8}u) * 8u; ${halves8(part === 0 ? 'Bh' : 'Bl', 'o', `pb${part}_${l}`)} }`;
   };
   const parts = two ? [0, 1] : [0];
   const compute: string[] = [];
@@ -303,8 +361,10 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
     }
     compute.push('}');
   }
-  const loads = [...range(LA).map(loadA), ...parts.flatMap((p) => range(LB).map((l) => loadB(l, p)))];
-  const stores = [...range(LA).map(storeA), ...parts.flatMap((p) => range(LB).map((l) => storeB(l, p)))];
+  const aLoads = aHalves ? parts.flatMap((p) => range(LA).map((l) => loadAh(l, p))) : range(LA).map(loadA);
+  const aStores = aHalves ? parts.flatMap((p) => range(LA).map((l) => storeAh(l, p))) : range(LA).map(storeA);
+  const loads = [...aLoads, ...parts.flatMap((p) => range(LB).map((l) => loadB(l, p)))];
+  const stores = [...aStores, ...parts.flatMap((p) => range(LB).map((l) => storeB(l, p)))];
   const decl = (n: string, len: number) => `var<workgroup> ${n}: array<f16, ${len}>;`;
   // The sums leave through a 16×16 f32 scratch per subgroup in workgroup memory: each fragment is stored there, and the
   // subgroup's lanes unscale it, apply the epilogue and write C. Fragments wholly past M or N are skipped (M and N are
@@ -329,13 +389,13 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
   }));
   let binding = 0;
   const decls = [
-    `@group(0) @binding(${binding++}) var<storage, read> A4: array<vec4f>;`,
+    aHalves ? `@group(0) @binding(${binding++}) var<storage, read> Ah4: array<vec4<u32>>;` : `@group(0) @binding(${binding++}) var<storage, read> A4: array<vec4f>;`,
     `@group(0) @binding(${binding++}) var<storage, read> Bs: array<vec4<u32>>;`,
     epilogueDecls(e, binding),
   ];
   binding += (e.bias ? 1 : 0) + (e.residual ? 1 : 0);
   decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> C: array<f32>;`);
-  decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> fault: array<u32>;`);
+  if (!aHalves) decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> fault: array<u32>;`);
   const code = `${decls.filter(Boolean).join('\n')}
 ${decl('Ah', BM * SA)}
 ${two ? decl('Al', BM * SA) : ''}
@@ -348,7 +408,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
   let wr = (sg / ${t.sn}u) * ${t.fm * 16}u; let wc = (sg % ${t.sn}u) * ${t.fn * 16}u;
   ${range(t.fm).flatMap((i) => range(t.fn).map((j) => `var acc${i}_${j}: ${result};`)).join('\n  ')}
-  ${range(LA).map((l) => `var pa${l}: vec4f;`).join(' ')} ${parts.flatMap((p) => range(LB).map((l) => `var pb${p}_${l}: vec4<u32>;`)).join(' ')}
+  ${aHalves ? parts.flatMap((p) => range(LA).map((l) => `var pa${p}_${l}: vec4<u32>;`)).join(' ') : range(LA).map((l) => `var pa${l}: vec4f;`).join(' ')} ${parts.flatMap((p) => range(LB).map((l) => `var pb${p}_${l}: vec4<u32>;`)).join(' ')}
   var k0 = 0u;
   ${loads.join('\n  ')}
   for (var kt = 0u; kt < ${kTiles}u; kt++) {

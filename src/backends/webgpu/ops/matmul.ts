@@ -9,7 +9,7 @@ import { grid, registerGpuOp, type Binding, type GpuDerivation, type GpuOpPlan, 
 import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
 import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
 import { np2 } from '../sites.js';
-import { SPLIT_CFG, type SplitPasses, type SplitTile, splitBDims, splitBKernel, splitBParams, splitBWorkgroups, splitDefault, splitDims, splitExponent, splitMatmul, splitValid } from '../../../codegen/wgsl/matmul_tc.js';
+import { SPLIT_CFG, type SplitPasses, type SplitTile, splitAHalves, splitAKernel, splitASize, splitBDims, splitBKernel, splitBParams, splitBWorkgroups, splitDefault, splitDims, splitExponent, splitMatmul, splitValid } from '../../../codegen/wgsl/matmul_tc.js';
 
 const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
 const SKINNY_MAX_M = 16;
@@ -169,7 +169,7 @@ function matmulSite(call: MatmulCall, spec: MatmulSpec, def: Params, ctx: GpuPla
       // Tensor-core tiles where the precision allows them: those the device runs with at least 16 workgroups.
       const tc = !passes ? [] : TC_TILES.flatMap(([fm, fn, sm, sn]) => [2, 4].map((kSteps) => ({ kind: 'tc', fm, fn, sm, sn, kSteps }))).filter((p) => {
         const t = splitOf(p), { BM, BN } = splitDims(t);
-        return splitValid(spec, t, passes, ctx.caps.subgroupSize, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage) && Math.ceil(spec.M / BM) * Math.ceil(spec.N / BN) >= 16;
+        return splitValid(spec, t, passes, ctx.caps.subgroupSize, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage, splitAHalves(passes)) && Math.ceil(spec.M / BM) * Math.ceil(spec.N / BN) >= 16;
       });
       return { candidates: withDefault(def, [...tc, ...skinny, ...tiled, ...rows]), before: 2 * spaceSize(TILE_AXES) + (regime ? spaceSize(SKINNY_AXES) : 0) + (passes ? 2 * TC_TILES.length : 0) };
     },
@@ -247,7 +247,7 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   let p = withoutFault(picked);
   // A candidate forced at a shape it does not fit (another regime, past the device's limits) runs the default.
   const fits = (q: Params) => q.kind === 'tc'
-    ? passes > 0 && splitValid(spec, splitOf(q), passes as SplitPasses, caps.subgroupSize, caps.maxInvocations, caps.maxWorkgroupStorage) &&
+    ? passes > 0 && splitValid(spec, splitOf(q), passes as SplitPasses, caps.subgroupSize, caps.maxInvocations, caps.maxWorkgroupStorage, splitAHalves(passes as SplitPasses)) &&
       Math.ceil(spec.N / splitDims(splitOf(q)).BN) <= maxDim && Math.ceil(spec.M / splitDims(splitOf(q)).BM) <= maxDim
     : q.kind === 'skinny'
       ? skinnyRegime(spec) && skinnyFits(spec, Number(q.quads), Number(q.slices), ctx)
@@ -258,12 +258,26 @@ function plan(call: MatmulCall, ctx: GpuPlanContext): GpuOpPlan {
   const bindings: Binding[] = [...call.bindings, { output: 0 }];
   const { name, key } = call.bConst ?? { name: '', key: '' };
   if (p.kind === 'tc') {
-    const t = splitOf(p), ps = passes as SplitPasses, e = exp!, { BM, BN } = splitDims(t), { K, N } = call.spec;
+    const t = splitOf(p), ps = passes as SplitPasses, e = exp!, { BM, BN } = splitDims(t), { M, K, N } = call.spec;
     const data = bData!;
     bindings[1] = { constant: ctx.derivedConstant(name, `tc${ps}:${e}:${key}`, () => splitOnGpu(data, K, N, ps, e, maxDim)) };
+    const groups: [number, number, number] = [Math.ceil(N / BN), Math.ceil(M / BM), 1];
+    if (splitAHalves(ps)) {
+      // A rounded to halves in a scratch buffer first (its f16-range check there), then read 16 bytes at a time.
+      const sz = splitASize(M, K, ps);
+      const code = splitMatmul(call.spec, t, ps, caps.subgroupSize, 2 ** -e, true);
+      bindings[0] = { scratch: 0 };
+      return {
+        outputs, scratchBytes: [sz.bytes],
+        dispatches: [
+          { code: splitAKernel(M, K, ps), bindings: [{ input: 0 }, { scratch: 0 }, { fault: true }], groups: grid(sz.workgroups, maxDim) },
+          { code: mutate(code, false, true), bindings, groups },
+        ],
+      };
+    }
     bindings.push({ fault: true });
     const code = splitMatmul(call.spec, t, ps, caps.subgroupSize, 2 ** -e);
-    return { outputs, dispatches: [{ code: mutate(code, false, true), bindings, groups: [Math.ceil(call.spec.N / BN), Math.ceil(call.spec.M / BM), 1] }] };
+    return { outputs, dispatches: [{ code: mutate(code, false, true), bindings, groups }] };
   }
   if (bF16) bindings[1] = { constant: ctx.constant(name, `f16:${key}`, () => toF16Bits(call.bConst!.data())) };
   if (p.kind === 'skinny') {
