@@ -9,6 +9,7 @@ import { deriveConstant } from '../src/backends/webgpu/derive.js';
 import { splitOnGpu } from '../src/backends/webgpu/ops/matmul.js';
 import { type SplitPasses, splitAKernel, splitASize, splitB, splitExponent } from '../src/codegen/wgsl/matmul_tc.js';
 import { grid } from '../src/backends/webgpu/kernel.js';
+import { readBuffer } from '../bench/gpu/gpu-timing.js';
 import { f16ToF32, f32ToF16 } from '../src/ops/util.js';
 import { mulberry32 as rng } from '../src/util/random.js';
 
@@ -114,21 +115,9 @@ async function gpuSplitA(a: Float32Array, M: number, K: number, passes: SplitPas
   pass.setPipeline(p); pass.setBindGroup(0, g); pass.dispatchWorkgroups(...grid(sz.workgroups, 7));
   pass.end();
   device.queue.submit([enc.finish()]);
-  const halves = new Uint16Array(await readBack(bH, sz.bytes)), fault = new Uint32Array(await readBack(bF, 16));
+  const halves = new Uint16Array(await readBuffer(device, bH, sz.bytes)), fault = new Uint32Array(await readBuffer(device, bF, 16));
   for (const b of [bA, bH, bF]) b.destroy();
   return { halves, fault };
-}
-
-async function readBack(b: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-  const { device } = await acquireGpu();
-  const read = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(b, 0, read, 0, bytes);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const out = read.getMappedRange().slice(0);
-  read.destroy();
-  return out;
 }
 
 test("splitAKernel: A as the GEMM stages it — 'high' hi (mantissa cut to 10 bits) + lo, 'f16' rounded; zeros past K; the f16-range fault", async () => {

@@ -27,15 +27,16 @@ torch.onnx.export(enc16, (ids.cuda(), torch.ones_like(ids).cuda(), torch.zeros_l
                   dynamic_axes={k: {0: 'batch', 1: 'sequence'} for k in ['input_ids', 'attention_mask', 'token_type_ids', 'last_hidden_state']})
 enc = enc.cuda()
 
-def warm(ids, mask, typ, tf32):
+def warm(ids, mask, typ, tf32, model=None):
     """Median ms of 20 warm runs (after 5) and the last output, with TF32 on or off for the matmuls."""
+    model = enc if model is None else model
     torch.backends.cuda.matmul.allow_tf32 = tf32
     with torch.no_grad():
-        for _ in range(5): y = enc(ids, mask, typ)
+        for _ in range(5): y = model(ids, mask, typ)
         torch.cuda.synchronize()
         ts = []
         for _ in range(20):
-            t0 = time.perf_counter(); y = enc(ids, mask, typ); torch.cuda.synchronize(); ts.append((time.perf_counter() - t0) * 1e3)
+            t0 = time.perf_counter(); y = model(ids, mask, typ); torch.cuda.synchronize(); ts.append((time.perf_counter() - t0) * 1e3)
     torch.backends.cuda.matmul.allow_tf32 = False
     ts.sort()
     return ts[len(ts)//2], y
@@ -53,12 +54,6 @@ for b, s in [(1, 128), (8, 128)]:
     ms2, y2 = warm(ids, mask, typ, True)
     err = ((y2 - y).abs().max() / y.abs().max()).item()
     print(f'BERT b{b} s{s} torch eager TF32: warm {ms2:.2f} ms, error vs f32 {err:.1e} of max|y|')
-    with torch.no_grad():
-        for _ in range(5): y3 = enc16(ids, mask, typ)
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(20):
-            t0 = time.perf_counter(); y3 = enc16(ids, mask, typ); torch.cuda.synchronize(); ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort()
+    ms3, y3 = warm(ids, mask, typ, False, enc16)
     err = ((y3.float() - y).abs().max() / y.abs().max()).item()
-    print(f'BERT b{b} s{s} torch eager f16: warm {ts[len(ts)//2]:.2f} ms, error vs f32 {err:.1e} of max|y|')
+    print(f'BERT b{b} s{s} torch eager f16: warm {ms3:.2f} ms, error vs f32 {err:.1e} of max|y|')
