@@ -142,8 +142,8 @@ const SPLIT_A_WG = 256;
  * A (f32 [M, K], K a multiple of 4) split as splitMatmul stages it, into halves [parts][M][Kp] (Kp = splitBDims' K,
  * zeros past K), so that the GEMM (splitMatmul with aHalves) stages 16-byte runs of halves. 'high': hi is a with its
  * mantissa cut to 10 bits, lo = f16(a − hi); 'f16': f16(a). An |a| past 65504 sets the fault words (kind 2, the value).
- * One invocation per 4 elements. Bindings: A4 (array<vec4f>), Ah (array<vec2<u32>>), fault. Dispatch: splitAWorkgroups
- * as a `grid` (the workgroup index is wg.y · nwg.x + wg.x).
+ * One invocation per 4 elements. Bindings: A4 (array<vec4f>), Ah (array<vec2<u32>>), fault. Dispatch: splitASize's
+ * workgroups as a `grid` (the workgroup index is wg.y · nwg.x + wg.x).
  */
 export function splitAKernel(M: number, K: number, passes: SplitPasses): string {
   const Kp = padTo(K, SPLIT_PAD_K), quads = (M * Kp) / 4, two = passes === 3;
@@ -158,12 +158,25 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @
   let row = i / ${Kp / 4}u; let k = (i % ${Kp / 4}u) * 4u;
   var a = vec4f(0.0);
   if (k < ${K}u) { a = A4[(row * ${K}u + k) / 4u]; }
-  let big = max(max(abs(a.x), abs(a.y)), max(abs(a.z), abs(a.w)));
-  if (big > 65504.0) { fault[0] = 2u; fault[1] = bitcast<u32>(big); }
-${two ? `  let hf = bitcast<vec4f>(bitcast<vec4u>(clamp(a, vec4f(-65504.0), vec4f(65504.0))) & vec4u(0xffffe000u));
-  Ah[i] = bitcast<vec2<u32>>(vec4<f16>(hf));
-  Ah[${quads}u + i] = bitcast<vec2<u32>>(vec4<f16>(a - hf));` : `  Ah[i] = bitcast<vec2<u32>>(vec4<f16>(a));`}
+  ${splitVec4('a', two).join('\n  ')}
+  Ah[i] = bitcast<vec2<u32>>(h);${two ? `\n  Ah[${quads}u + i] = bitcast<vec2<u32>>(lo);` : ''}
 }`;
+}
+
+/**
+ * WGSL lines that split the vec4f `v` as both A paths do (the GEMM's staging, splitAKernel), so they agree bit for bit:
+ * the f16-range check (|v| past 65504 sets the fault words: kind 2, the value), then `h` (vec4<f16>: hi for 'high',
+ * v rounded for 'f16') and, for 'high', `lo` = f16(v − hi). hi is v with its mantissa cut to 10 bits (exact as a half
+ * in the normal range), so v − hi is exact in f32 and no f32 → f16 → f32 round trip is left for a compiler to fold away.
+ */
+function splitVec4(v: string, two: boolean): string[] {
+  return [
+    `let big = max(max(abs(${v}.x), abs(${v}.y)), max(abs(${v}.z), abs(${v}.w)));`,
+    'if (big > 65504.0) { fault[0] = 2u; fault[1] = bitcast<u32>(big); }',
+    ...(two
+      ? [`let hf = bitcast<vec4f>(bitcast<vec4u>(clamp(${v}, vec4f(-65504.0), vec4f(65504.0))) & vec4u(0xffffe000u));`, 'let h = vec4<f16>(hf);', `let lo = vec4<f16>(${v} - hf);`]
+      : [`let h = vec4<f16>(${v});`]),
+  ];
 }
 
 /** splitAKernel's workgroups, and the bytes of its output. */
@@ -271,7 +284,8 @@ export function splitDefault(s: MatmulSpec, passes: SplitPasses, subgroupSize: n
 export const splitAHalves = (passes: SplitPasses): boolean => passes === 1;
 
 /**
- * The kernel. Bindings: A (array<vec4f>, [M, K]), Bs (array<vec4<u32>>, splitB's halves), [bias], [residual], C, fault.
+ * The kernel. Bindings: A (array<vec4f>, [M, K]), Bs (array<vec4<u32>>, splitB's halves), [bias], [residual], C, fault;
+ * with `aHalves`, A is splitAKernel's halves (array<vec4<u32>>) and there are no fault words (that pass checks A).
  * Each workgroup stages its A tile (split into hi/lo halves) and B tile into workgroup memory, prefetching the next K
  * tile into registers while its subgroups multiply; each subgroup owns fm×fn result matrices, which leave through a
  * per-subgroup scratch where the lanes unscale them and apply the epilogue. `unscale` is 2^-exp of splitB.
@@ -302,15 +316,8 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
   const storeA = (l: number) => {
     const v = `(lid + ${l * NT}u)`;
     const o = `(${v} / ${BK / 4}u) * ${SA}u + (${v} % ${BK / 4}u) * 4u`;
-    const lines = [`let o = ${o};`, `let big = max(max(abs(pa${l}.x), abs(pa${l}.y)), max(abs(pa${l}.z), abs(pa${l}.w)));`,
-      `if (big > 65504.0) { fault[0] = 2u; fault[1] = bitcast<u32>(big); }`,
-      // hi: the value with its mantissa cut to 10 bits (exact as a half in the normal range), so a − hi is exact in
-      // f32 and no f32 → f16 → f32 round trip is left for a compiler to fold away.
-      ...(two
-        ? [`let hf = bitcast<vec4f>(bitcast<vec4u>(clamp(pa${l}, vec4f(-65504.0), vec4f(65504.0))) & vec4u(0xffffe000u));`, 'let h = vec4<f16>(hf);']
-        : [`let h = vec4<f16>(pa${l});`]),
-      ...range(4).map((c) => `Ah[o + ${c}u] = h[${c}];`)];
-    if (two) lines.push(`let lo = vec4<f16>(pa${l} - hf);`, ...range(4).map((c) => `Al[o + ${c}u] = lo[${c}];`));
+    const lines = [`let o = ${o};`, ...splitVec4(`pa${l}`, two), ...range(4).map((c) => `Ah[o + ${c}u] = h[${c}];`)];
+    if (two) lines.push(...range(4).map((c) => `Al[o + ${c}u] = lo[${c}];`));
     return `{ ${lines.join(' ')} }`;
   };
   // A pre-split (splitAKernel): per part, vec4<u32> l of the tile (8 halves) is row v / (BK/8), k octet v % (BK/8);
