@@ -14,7 +14,7 @@ import { VIEW_OPS, viewDims, viewReadsInput1 } from '../view_ops.js';
 import { checkLost, type GpuContext } from './device.js';
 import { findGpuOp, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc } from './kernel.js';
 import { mathPrelude } from '../../codegen/wgsl/math.js';
-import { fromStorage, gpuBytes, storable, toStorage, writePadded } from './storage.js';
+import { fromStorage, gpuBytes, outputArray, storable, toStorage, writePadded } from './storage.js';
 import { deriveConstant } from './derive.js';
 import './ops/index.js';
 
@@ -34,10 +34,17 @@ const CPU_MAX_ELEMS = 16384;
 const VALUE_MAX_ELEMS = 16;
 const FLOAT: ReadonlySet<DType> = new Set(['float32', 'float16', 'bfloat16', 'float64']);
 const MAX_PLANS_PER_NODE = 64;
-/** Recorded dispatches that are submitted at once, so the GPU works while the rest of the run is recorded. */
-const SUBMIT_EVERY = 48;
-/** A replay submits this many dispatches first (the GPU starts sooner), then SUBMIT_EVERY at a time. */
-const REPLAY_FIRST = 16;
+const envInt = (k: string, d: number): number => {
+  const v = typeof process !== 'undefined' ? Number(process.env?.[k]) : NaN;
+  return Number.isInteger(v) && v > 0 ? v : d;
+};
+/**
+ * Recorded dispatches that are submitted at once, so the GPU works while the rest of the run is recorded
+ * (WEBJIT_SUBMIT_EVERY overrides it, for benchmarks).
+ */
+const SUBMIT_EVERY = envInt('WEBJIT_SUBMIT_EVERY', 48);
+/** A replay submits this many dispatches first (the GPU starts sooner), then SUBMIT_EVERY at a time (WEBJIT_REPLAY_FIRST). */
+const REPLAY_FIRST = envInt('WEBJIT_REPLAY_FIRST', 16);
 /** CPU nodes whose inputs are all this small are memoised (their inputs compared by value). */
 const MEMO_MAX_ELEMS = 256;
 /** Ops whose result depends on more than their inputs. */
@@ -1038,6 +1045,8 @@ export class GpuGraphRunner {
     const copies: Command[] = slots.map((s, k) => ({ copy: [s.buf!.buffer, 0, staging, offsets[k], sizes[k]] as [GPUBuffer, number, GPUBuffer, number, number] }));
     this.faultPages.forEach((b, k) => copies.push({ copy: [b, 0, staging, faultAt + FAULT_PAGE * k, this.faultBytes(k)] }));
     await this.flush(copies);
+    // The host arrays are made while the GPU works (see outputArray).
+    const into = slots.map((s) => outputArray(s.dtype, s.dims));
     const t0 = performance.now();
     try {
       await staging.mapAsync(MAP_READ, 0, total);
@@ -1052,7 +1061,7 @@ export class GpuGraphRunner {
       faults = this.faultsIn(new Int32Array(data, faultAt, (FAULT_PAGE / 4) * this.faultPages.length));
       if (!faults.length) {
         const t1 = performance.now();
-        const out = slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k]));
+        const out = slots.map((s, k) => fromStorage(s.dtype, s.dims, data, offsets[k], into[k]));
         this.stats.phaseMs.convert += performance.now() - t1;
         return out;
       }

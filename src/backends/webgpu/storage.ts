@@ -23,14 +23,37 @@ export function toStorage(t: Tensor): ArrayBufferView {
   }
 }
 
-/** A tensor from the mapped staging bytes at `off` (copied out: the mapping ends after this). */
-export function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer, off = 0): Tensor {
+type Direct = Float32Array | Uint16Array | Int32Array | Uint32Array;
+const DIRECT: Partial<Record<DType, { new (n: number): Direct; new (b: ArrayBuffer, off: number, n: number): Direct }>> =
+  { float32: Float32Array, float16: Uint16Array, int32: Int32Array, uint32: Uint32Array };
+
+/**
+ * The array a read-back of `dtype`/`dims` will be copied into, made and touched before the GPU is done (readBack calls
+ * it between its submit and the map), so the copy out of the mapped range writes to memory that is already there:
+ * on the H100's host a fresh 3 MB array cost as much again as the copy (page faults on first write). Null for dtypes
+ * that are converted, not copied.
+ */
+export function outputArray(dtype: DType, dims: readonly number[]): Direct | null {
+  const C = DIRECT[dtype];
+  if (!C) return null;
+  const a = new C(sizeOf(dims));
+  if (a.byteLength >= 1 << 16) a.fill(0);
+  return a;
+}
+
+/**
+ * A tensor from the mapped staging bytes at `off` (copied out: the mapping ends after this), into `into` when given
+ * (an outputArray of the same dtype and dims).
+ */
+export function fromStorage(dtype: DType, dims: number[], bytes: ArrayBuffer, off = 0, into?: Direct | null): Tensor {
   const n = sizeOf(dims);
+  const C = DIRECT[dtype];
+  if (C) {
+    const src = new C(bytes, off, n);
+    if (into) { into.set(src as never); return new Tensor(dtype, into, dims); }
+    return new Tensor(dtype, src.slice(), dims);
+  }
   switch (dtype) {
-    case 'float32': return new Tensor(dtype, new Float32Array(bytes, off, n).slice(), dims);
-    case 'float16': return new Tensor(dtype, new Uint16Array(bytes, off, n).slice(), dims);
-    case 'int32': return new Tensor(dtype, new Int32Array(bytes, off, n).slice(), dims);
-    case 'uint32': return new Tensor(dtype, new Uint32Array(bytes, off, n).slice(), dims);
     case 'int64': { const s = new Int32Array(bytes, off, n); const o = new BigInt64Array(n); for (let i = 0; i < n; i++) o[i] = BigInt(s[i]); return new Tensor(dtype, o, dims); }
     case 'bool': { const s = new Uint32Array(bytes, off, n); const o = new Uint8Array(n); for (let i = 0; i < n; i++) o[i] = s[i] ? 1 : 0; return new Tensor(dtype, o, dims); }
     default: {
