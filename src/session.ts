@@ -9,6 +9,7 @@ import { GpuTensor } from './backends/webgpu/gpu_tensor.js';
 import type { Model, ValueInfo } from './graph/ir.js';
 import { formatType } from './graph/ir.js';
 import { optimizeGraph } from './graph/passes.js';
+import { foldAttentionTransposes } from './graph/fuse_attention.js';
 import { fuseElementwise } from './graph/fuse.js';
 import { fuseAttention } from './graph/fuse_attention.js';
 import { fuseMatMul } from './graph/fuse_matmul.js';
@@ -176,7 +177,8 @@ export class InferenceSession {
       const f16 = opts.precision === 'f16' && gpu.caps.f16;
       s.tuneTarget = gpuTarget(gpu, f16, opts.matmulPrecision ?? 'highest');
       s.tuneCache = s.tuningMode === 'off' ? null : await sharedCache();
-      s.gpu = new GpuGraphRunner(model.graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', matmulPrecision: opts.matmulPrecision, memoryLimitBytes: opts.memoryLimitBytes, replay: opts.replay, ...s.tuneHooks() });
+      // The GPU's attention reads Q and V and writes its result through strides: the Transposes around it fold in.
+      s.gpu = new GpuGraphRunner(foldAttentionTransposes(model.graph).graph, s.env, gpu, { fallback: opts.fallback, f16: opts.precision === 'f16', matmulPrecision: opts.matmulPrecision, memoryLimitBytes: opts.memoryLimitBytes, replay: opts.replay, ...s.tuneHooks() });
       s.onDeviceLost = opts.onDeviceLost ?? 'throw';
     }
     return s;

@@ -3,6 +3,7 @@
 // reject every one of them, so none is ever selected, and the tuned session must still match the reference.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { attentionConfig } from '../src/backends/webgpu/ops/attention.js';
 import { InferenceSession } from '../src/session.js';
 import { Tensor } from '../src/tensor.js';
 import { FAMILIES, FAULTS, type Family, type TuneSite } from '../src/tune/site.js';
@@ -134,6 +135,18 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
     await sampledFaultsRejected(enc, 'attention', 1);
   } finally {
     await enc.release();
+  }
+  // The same with the register-tiled kernel as the default (its own row guards, barriers and epilogue).
+  attentionConfig.tiled = 'on';
+  const enc2 = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', tuning: 'off' });
+  try {
+    const S = 64, tiled = attentionConfig.planned.tiled;
+    await enc2.run({ input_ids: randomInt64([1, S], 5, 1000), attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n).fill(0n, 60), [1, S]), token_type_ids: new Tensor('int64', new BigInt64Array(S), [1, S]) });
+    assert.ok(attentionConfig.planned.tiled > tiled, 'the tiled attention kernel ran');
+    await sampledFaultsRejected(enc2, 'attention', 1);
+  } finally {
+    attentionConfig.tiled = 'auto';
+    await enc2.release();
   }
 });
 

@@ -1,4 +1,14 @@
-// Helpers the GPU kernel benchmarks share: read a buffer back, and time a pipeline over many dispatches in one pass.
+// Helpers the GPU kernel benchmarks share: make and read storage buffers, and time a pipeline over many dispatches in
+// one pass.
+
+/** A STORAGE | COPY_DST | COPY_SRC buffer of `d`'s bytes (uploaded) or of `d` bytes, rounded up to 16. */
+export function storageBuffer(device: GPUDevice, d: ArrayBufferView | number): GPUBuffer {
+  const size = typeof d === 'number' ? d : d.byteLength;
+  const U = GPUBufferUsage;
+  const b = device.createBuffer({ size: Math.max(16, Math.ceil(size / 16) * 16), usage: U.STORAGE | U.COPY_DST | U.COPY_SRC });
+  if (typeof d !== 'number') device.queue.writeBuffer(b, 0, d.buffer, d.byteOffset, d.byteLength);
+  return b;
+}
 
 /** The first `bytes` of `b` (a STORAGE | COPY_SRC buffer), read through a staging buffer. */
 export async function readBuffer(device: GPUDevice, b: GPUBuffer, bytes: number): Promise<ArrayBuffer> {

@@ -5,7 +5,7 @@
 // error against float64 on sampled rows.
 // Usage (GPU machine): node tc-bert-lab.mjs   (LAB_SHAPES=o,ff2 picks shapes; LAB_TILES=all adds every tile)
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
-import { passTimer, readBuffer } from './gpu-timing.js';
+import { passTimer, readBuffer, storageBuffer } from './gpu-timing.js';
 import type { MatmulSpec } from '../../src/codegen/wgsl/matmul.js';
 import { type SplitPasses, type SplitTile, splitAKernel, splitASize, splitB, splitDefault, splitDims, splitExponent, splitMatmul, splitTileName, splitValid } from '../../src/codegen/wgsl/matmul_tc.js';
 
@@ -13,13 +13,7 @@ const gpu = await acquireGpu();
 const { device, caps } = gpu;
 const SG = caps.subgroupSize || 32;
 console.log(`adapter: ${caps.name}; subgroup size ${SG}; maxWorkgroupStorage ${caps.maxWorkgroupStorage}; timestamps ${caps.timestamps}`);
-const U = GPUBufferUsage;
-const buf = (d: ArrayBufferView | number) => {
-  const size = typeof d === 'number' ? d : d.byteLength;
-  const b = device.createBuffer({ size: Math.max(16, Math.ceil(size / 16) * 16), usage: U.STORAGE | U.COPY_DST | U.COPY_SRC });
-  if (typeof d !== 'number') device.queue.writeBuffer(b, 0, d.buffer, d.byteOffset, d.byteLength);
-  return b;
-};
+const buf = (d: ArrayBufferView | number) => storageBuffer(device, d);
 const timePass = passTimer(device);
 const grid = (n: number): [number, number, number] => (n <= 65535 ? [n, 1, 1] : [65535, Math.ceil(n / 65535), 1]);
 

@@ -13,6 +13,10 @@ export interface AttentionOperands {
   qb: number[]; kb: number[]; vb: number[];
   /** Kᵀ's strides along keys and along the head dim. */
   kKey: number; kD: number;
+  /** Q's stride between rows and V's between keys (D and Dv unless q_perm / v_perm); their head dims are contiguous. */
+  qRow: number; vKey: number;
+  /** The output: its dims as the node writes them (out_perm applied), batch strides and row stride of the result. */
+  outDims: number[]; ob: number[]; oRow: number;
   mask?: { b: number[]; row: number; key: 0 | 1 };
   /** The scaling constant (a Mul or Div on Q or on the scores, as the graph had it). */
   scaleTensor?: Tensor;
@@ -27,7 +31,17 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   if (!q || !k || !v || q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') return null;
   if (m && m.dtype !== 'float32') return null;
   if (node.inputs.length > 4) return null;
-  const qd = q.dims, vd = v.dims;
+  // Q and V as the attention sees them: through q_perm / v_perm (folded Transposes that keep the last axis last).
+  const view = (d: number[], name: string): { dims: number[]; str: number[] } | null => {
+    const c = contiguous(d);
+    const p = attrOf(node, name) as number[] | undefined;
+    if (!p) return { dims: d, str: c };
+    if (p.length !== d.length || p[p.length - 1] !== d.length - 1 || new Set(p).size !== p.length || p.some((a) => a < 0 || a >= d.length)) return null;
+    return { dims: p.map((a) => d[a]), str: p.map((a) => c[a]) };
+  };
+  const qv = view(q.dims, 'q_perm'), vv = view(v.dims, 'v_perm');
+  if (!qv || !vv) return null;
+  const qd = qv.dims, vd = vv.dims;
   if (qd.length < 2 || vd.length < 2 || k.dims.length < 2) return null;
   // Kᵀ as the MatMul saw it: dims and strides into K's buffer.
   let ktDims = [...k.dims], ktStr = contiguous(k.dims);
@@ -76,13 +90,27 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   if (axis !== rank - 1) return null;
   const batch = broadcast(scoreBatch, vb);
   if (!batch) return null;
-  const qs = contiguous(qd), vs = contiguous(vd);
+  const qs = qv.str, vs = vv.str;
   if (mask) mask.b = alignStrides(mb, mStr, batch);
+  // The result [...batch, Sq, Dv], written transposed by out_perm: logical axis p[k] lands on the output's axis k.
+  const res = [...batch, Sq, Dv];
+  const op = attrOf(node, 'out_perm') as number[] | undefined;
+  let outDims = res, os = contiguous(res);
+  if (op) {
+    const r = res.length;
+    if (op.length !== r || op[r - 1] !== r - 1 || new Set(op).size !== r || op.some((a) => a < 0 || a >= r)) return null;
+    outDims = op.map((a) => res[a]);
+    const fs = contiguous(outDims);
+    os = new Array<number>(r);
+    op.forEach((a, k) => { os[a] = fs[k]; });
+  }
   return {
     batch, Sq, Skv, D, Dv,
     qb: alignStrides(qb, qs.slice(0, -2), batch),
     kb: alignStrides(kb, ktStr.slice(0, -2), batch), kKey: ktStr[ktStr.length - 1], kD: ktStr[ktStr.length - 2],
     vb: alignStrides(vb, vs.slice(0, -2), batch),
+    qRow: qs[qs.length - 2], vKey: vs[vs.length - 2],
+    outDims, ob: os.slice(0, -2), oRow: os[os.length - 2],
     mask, scaleTensor, scaleOp, scaleOn,
   };
 }

@@ -16,6 +16,8 @@ export const FUSED_ATTENTION = 'FusedAttention';
  *   exactly by the reference kernel (absent when there is none).
  * - softmax_axis (int): the Softmax's axis attribute when it had one.
  * - onnx_opset (int): the ai.onnx opset the original ops ran under.
+ * - q_perm, v_perm, out_perm (ints, from foldAttentionTransposes only): Q and V are the operands before a Transpose
+ *   with that perm; the output is the attention's result transposed by out_perm.
  */
 export interface FuseAttentionStats {
   fused: number;
@@ -181,4 +183,56 @@ export function fuseAttention(model: Model): FuseAttentionStats {
   }
   if (fused && !model.opsets.has(FUSED_DOMAIN)) model.opsets.set(FUSED_DOMAIN, 1);
   return { fused };
+}
+
+/**
+ * For backends whose attention kernel reads and writes through strides (WebGPU): the graph with each FusedAttention
+ * node taking Q and V from before a Transpose that only it reads (attributes q_perm, v_perm) and writing the layout
+ * of a Transpose that is its output's only reader (out_perm), those Transposes gone. Only permutations that keep the
+ * last axis last (head size contiguous), as BERT's [B,S,H,D] ↔ [B,H,S,D] are. Returns a new Graph sharing the
+ * initializers; the input graph is not changed (the Wasm backend, which may take over a session, keeps it).
+ */
+export function foldAttentionTransposes(g: Graph): { graph: Graph; folded: number } {
+  const u = uses(g);
+  const producer = new Map<string, Node>();
+  for (const n of g.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const readers = new Map<string, Node[]>();
+  for (const n of g.nodes) for (const x of n.inputs) if (x) readers.set(x, [...(readers.get(x) ?? []), n]);
+  const single = (x: string) => !!x && u.count.get(x) === 1 && !u.protectedNames.has(x);
+  const keepsLast = (p: number[] | undefined): p is number[] =>
+    !!p && p.length >= 2 && p[p.length - 1] === p.length - 1 && new Set(p).size === p.length && p.every((a) => a >= 0 && a < p.length);
+  const permOf = (t: Node) => t.attrs.get('perm')?.value as number[] | undefined;
+  const gone = new Set<Node>();
+  const replaced = new Map<Node, Node>();
+  let folded = 0;
+  for (const n of g.nodes) {
+    if (n.domain !== FUSED_DOMAIN || n.opType !== FUSED_ATTENTION) continue;
+    const inputs = [...n.inputs], outputs = [...n.outputs];
+    const attrs = new Map(n.attrs);
+    for (const [i, name] of [[0, 'q_perm'], [2, 'v_perm']] as const) {
+      const t = producer.get(inputs[i]);
+      if (!t || t.opType !== 'Transpose' || t.domain !== '' || gone.has(t) || !single(inputs[i]) || attrs.has(name)) continue;
+      const p = permOf(t);
+      if (!keepsLast(p) || !t.inputs[0]) continue;
+      inputs[i] = t.inputs[0];
+      attrs.set(name, attr(name, 'ints', [...p]));
+      gone.add(t);
+      folded++;
+    }
+    const out = outputs[0];
+    const r = readers.get(out);
+    if (out && r?.length === 1 && single(out) && r[0].opType === 'Transpose' && r[0].domain === '' && r[0].outputs[0]) {
+      const p = permOf(r[0]);
+      if (keepsLast(p)) {
+        outputs[0] = r[0].outputs[0];
+        attrs.set('out_perm', attr('out_perm', 'ints', [...p]));
+        gone.add(r[0]);
+        folded++;
+      }
+    }
+    if (attrs.size !== n.attrs.size) replaced.set(n, { ...n, inputs, outputs, attrs });
+  }
+  if (!folded) return { graph: g, folded };
+  const nodes = g.nodes.filter((n) => !gone.has(n)).map((n) => replaced.get(n) ?? n);
+  return { graph: { ...g, nodes }, folded };
 }

@@ -6,11 +6,13 @@ import { AttrReader, findKernel, registerOp, type KernelContext } from './regist
 import { input, optInput } from './util.js';
 
 /**
- * Runs Transpose → [Mul/Div] → MatMul → [Mul/Div] → [Add] → Softmax → MatMul with the very kernels, attributes and
- * opset of the ops the pass replaced, so a fused graph computes bit for bit what the unfused one did.
+ * Runs [Transpose Q, V] → Transpose → [Mul/Div] → MatMul → [Mul/Div] → [Add] → Softmax → MatMul with the very kernels, attributes and
+ * opset of the ops the pass replaced (then [Transpose]), so a fused graph computes bit for bit what the unfused one did.
  */
 function fusedAttention(inputs: (Value | undefined)[], ctx: KernelContext): Value[] {
-  const q0 = input(inputs, 0, ctx), k0 = input(inputs, 1, ctx), v = input(inputs, 2, ctx);
+  // Transposes folded into the node for strided kernels (foldAttentionTransposes) run first (Q, V) and last (output).
+  const perm = (name: string) => [{ name: 'perm', type: 'ints' as const, value: ctx.attr.ints(name) }];
+  const permuted = (t: Tensor, name: string) => (ctx.attr.has(name) ? step('Transpose', [t], perm(name)) : t);
   const mask = optInput(inputs, 3);
   const opset = ctx.attr.int('onnx_opset', 18);
   const step = (op: string, ins: Tensor[], attrs: Attribute[] = []): Tensor => {
@@ -23,6 +25,7 @@ function fusedAttention(inputs: (Value | undefined)[], ctx: KernelContext): Valu
     const sub: KernelContext = { node, opset, attr: new AttrReader(node, node.attrs), runSubgraph: ctx.runSubgraph };
     return kernel(ins, sub)[0] as Tensor;
   };
+  const q0 = permuted(input(inputs, 0, ctx), 'q_perm'), k0 = input(inputs, 1, ctx), v = permuted(input(inputs, 2, ctx), 'v_perm');
   let k = k0;
   if (ctx.attr.int('transpose_k', 0)) {
     const perm = ctx.attr.has('k_perm') ? [{ name: 'perm', type: 'ints' as const, value: ctx.attr.ints('k_perm') }] : [];
@@ -38,7 +41,7 @@ function fusedAttention(inputs: (Value | undefined)[], ctx: KernelContext): Valu
   if (mask) s = step('Add', [s, mask]);
   const axis = ctx.attr.has('softmax_axis') ? [{ name: 'axis', type: 'int' as const, value: ctx.attr.int('softmax_axis') }] : [];
   const p = step('Softmax', [s], axis);
-  return [step('MatMul', [p, v])];
+  return [permuted(step('MatMul', [p, v]), 'out_perm')];
 }
 
 registerOp('FusedAttention', fusedAttention, 'webjit');

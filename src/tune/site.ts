@@ -51,10 +51,10 @@ export interface TuneSite {
   faults?(): Fault[];
   /**
    * Kernels whose output rows each depend on the same rows of their inputs alone (matmuls: a row of C is a row of A
-   * times B): the inputs' dims with R output rows (the output's second-to-last axis), and the multiply-adds of the
-   * whole case. Large cases are verified on sampled rows, the reference computing those rows only.
+   * times B): the inputs' dims with R output rows (the output's second-to-last axis, or `outAxis`), and the
+   * multiply-adds of the whole case. Large cases are verified on sampled rows, the reference computing those rows only.
    */
-  rowsAt?(inputDims: number[][], R: number): { dims: number[][]; macs: number } | null;
+  rowsAt?(inputDims: number[][], R: number): { dims: number[][]; macs: number; outAxis?: number } | null;
 }
 
 /** How a plan context chooses parameters; the runner records every site it sees (the tuner's work list). */

@@ -188,6 +188,8 @@ interface Case {
   graph: ReturnType<typeof graphOfNode>; ins: (In | undefined)[]; ref?: Value[]; rows?: number[]; axes?: (number | null)[];
   /** The row axes' leading (batch) dims fold into the rows (matmuls whose other inputs have no batch): rows index that. */
   fold?: boolean;
+  /** The output's row axis when it is not the second-to-last (TuneSite.rowsAt's outAxis). */
+  outAxis?: number;
 }
 
 /** Cases past this many multiply-adds are verified on sampled rows (a BERT-base b8 GEMM is 2.4e9: ~4 s in JS whole). */
@@ -247,7 +249,7 @@ export class Tuner {
           const bad = (g.data as Float32Array).findIndex((x) => !Number.isFinite(x));
           if (bad >= 0) return `output ${o}[${bad}] is ${(g.data as Float32Array)[bad]} (inputs and the sampled reference rows are finite)`;
         }
-        return mismatch(got.map((g) => (g instanceof Tensor ? pickRows(g, g.dims.length - 2, rows, c.fold) : g)), c.ref, tol);
+        return mismatch(got.map((g) => (g instanceof Tensor ? pickRows(g, c.outAxis ?? g.dims.length - 2, rows, c.fold) : g)), c.ref, tol);
       }
       c.ref ??= reference(() => runNode(c.graph.node, c.ins.map((x) => x?.t), c.graph.env, () => undefined));
       return mismatch(got, c.ref, tol);
@@ -284,6 +286,7 @@ export class Tuner {
     c.rows = [...rows].sort((a, b) => a - b);
     c.axes = axes;
     c.fold = fold;
+    c.outAxis = at.outAxis;
     return c;
   }
 

@@ -76,16 +76,15 @@ registerWasmOp('FusedAttention', (node, inputs, ctx) => {
   const o = attentionOperands(node, inputs, MAX_D);
   if (!o) return null;
   const { batch, Sq, Skv, D, Dv } = o;
-  const os = contiguous([...batch, Sq, Dv]);
   return plan({
     batch, Sq, Skv, D, Dv,
-    q: { b: o.qb, row: D },
+    q: { b: o.qb, row: o.qRow },
     k: { b: o.kb, key: o.kKey, d: o.kD },
-    v: { b: o.vb, key: Dv },
+    v: { b: o.vb, key: o.vKey },
     mask: o.mask,
-    o: { b: os.slice(0, -2), row: Dv },
+    o: { b: o.ob, row: o.oRow },
     scale: (attrOf(node, 'scale') as number | undefined) ?? 1,
-  }, [...batch, Sq, Dv], ctx, 'FusedAttention', (d) => raggedByValue(d));
+  }, o.outDims, ctx, 'FusedAttention', (d) => raggedByValue(d));
 });
 
 registerWasmOp('Attention', (node, inputs, ctx, opset) => {

@@ -7,15 +7,19 @@ import type { Node } from '../../../graph/ir.js';
 import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
 import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
 
-/** Tests force the key split (`split`: parts, 0 = automatic) and turn subgroups off to exercise every path. */
-export const attentionConfig = { split: 0, subgroups: true };
+/**
+ * Tests force the key split (`split`: parts, 0 = automatic), turn subgroups off, keep the row kernel (`tiled` 'off') or
+ * take the tiled one wherever it fits ('on') to exercise every path; `planned` counts the plans of each kernel.
+ */
+export const attentionConfig: { split: number; subgroups: boolean; tiled: 'auto' | 'off' | 'on'; planned: { tiled: number; rows: number } } =
+  { split: 0, subgroups: true, tiled: 'auto', planned: { tiled: 0, rows: 0 } };
 
 const u = (n: number): string => `${n}u`;
 const np2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 const prod = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
 
 
-/** Element strides of the operands (Q, V and the output have contiguous rows: Q's row stride is D, V's key stride Dv). */
+/** Element strides of the operands (Q, V and the output: rows strided, each row's elements contiguous). */
 interface Attn {
   batch: number[];
   Sq: number;
@@ -28,6 +32,12 @@ interface Attn {
   kKey: number;
   kD: number;
   vb: number[];
+  /** Q's row stride and V's key stride (their head dims are contiguous). */
+  qRow: number;
+  vKey: number;
+  /** The output's batch strides and row stride (its columns are contiguous). */
+  ob: number[];
+  oRow: number;
   mask?: { b: number[]; row: number; key: number };
   /** The reference's scaling, replayed: Q or the scores multiplied or divided by c. */
   scale?: { op: 'Mul' | 'Div'; on: 'q' | 'scores'; c: number };
@@ -96,6 +106,7 @@ function forcedTiling(a: Attn, p: Params, budget: number, maxInv: number): Tilin
 }
 
 const ATTN_AXES = { Br: [1, 2, 4, 8, 16], TPR: [4, 8, 16, 32, 64], Bc: [16, 32, 64, 128], split: [1, 2, 4, 8, 16] };
+const TILED_AXES = { kind: ['tiled'], Br: [16, 32, 64], Bc: [16, 32, 64], TN: [4, 8, 16] };
 /** Scores a thread keeps in registers (Bc / TPR). */
 const MAX_NS = 16;
 
@@ -106,9 +117,9 @@ const MAX_NS = 16;
  * part would get no whole tile.
  */
 function attentionSite(a: Attn, nb: number, sig: string, def: Params, budget: number, maxInv: number,
-  ragged: (d: number[][]) => number[][]): TuneSite {
+  ragged: (d: number[][]) => number[][], rowsAt: TuneSite['rowsAt']): TuneSite {
   return {
-    family: 'attention', sig, default: def, ragged, rowsAt: attentionRows,
+    family: 'attention', sig, default: def, ragged, rowsAt,
     space: () => {
       const cands = enumerate(ATTN_AXES, (p) => {
         const Br = Number(p.Br), TPR = Number(p.TPR), Bc = Number(p.Bc), split = Number(p.split);
@@ -116,7 +127,12 @@ function attentionSite(a: Attn, nb: number, sig: string, def: Params, budget: nu
         if (Br * TPR < 32 || Br * TPR > maxInv || tileShape(a, Br, TPR, Bc).bytes > budget) return false;
         return split === 1 || (nb * Math.ceil(a.Sq / Br) < 128 && split <= Math.ceil(a.Skv / Bc));
       });
-      return { candidates: withDefault(def, cands), before: spaceSize(ATTN_AXES) };
+      // The tiled kernel's shapes (rows per workgroup, keys per tile, keys per thread) where the operands suit it.
+      const tiled = tiledFits(a) && attentionConfig.tiled !== 'off'
+        ? enumerate(TILED_AXES, (p) => Number(p.Br) <= Math.max(16, np2(a.Sq)) && Number(p.Bc) <= Math.max(16, np2(a.Skv)) &&
+          tiledShape(a, Number(p.Br), Number(p.Bc), Number(p.TN), budget, maxInv) !== null)
+        : [];
+      return { candidates: withDefault(def, [...cands, ...tiled]), before: spaceSize(ATTN_AXES) + spaceSize(TILED_AXES) };
     },
   };
 }
@@ -125,10 +141,17 @@ function attentionSite(a: Attn, nb: number, sig: string, def: Params, budget: nu
  * FusedAttention's inputs at ragged query and key counts (heads, batch and head sizes kept): Q [.., Sq, D], K (or Kᵀ
  * through k_perm), V [.., Skv, Dv], the mask's key and row axes.
  */
+/** The axis of input Q (V) that holds the queries (keys): the one q_perm (v_perm) moved to the next-to-last place. */
+function seqAxis(node: Node, name: string, rank: number): number {
+  const p = node.attrs.get(name)?.value as number[] | undefined;
+  return p && p.length === rank ? p[rank - 2] : rank - 2;
+}
+
 function attentionRagged(node: Node): (d: number[][]) => number[][] {
   return (d) => {
     const [q, k, v, m] = d;
-    const Sq = q[q.length - 2], Skv = v[v.length - 2];
+    const qa = seqAxis(node, 'q_perm', q.length), va = seqAxis(node, 'v_perm', v.length);
+    const Sq = q[qa], Skv = v[va];
     const Sq2 = raggedSize(Sq), Skv2 = raggedSize(Skv);
     const set = (x: number[], i: number, n: number) => { const y = [...x]; y[i] = n; return y; };
     let k2: number[];
@@ -137,7 +160,7 @@ function attentionRagged(node: Node): (d: number[][]) => number[][] {
       const perm = (node.attrs.get('k_perm')?.value as number[] | undefined) ?? [...Array(r).keys()].reverse();
       k2 = set(k, perm[r - 1], Skv2);
     } else k2 = set(k, k.length - 1, Skv2);
-    const out = [set(q, q.length - 2, Sq2), k2, set(v, v.length - 2, Skv2)];
+    const out = [set(q, qa, Sq2), k2, set(v, va, Skv2)];
     if (m) {
       let m2 = set(m, m.length - 1, m[m.length - 1] === 1 ? 1 : Skv2);
       if (m.length >= 2 && m[m.length - 2] !== 1) m2 = set(m2, m.length - 2, Sq2);
@@ -151,12 +174,17 @@ function attentionRagged(node: Node): (d: number[][]) => number[][] {
  * FusedAttention's inputs with R query rows (each output row depends on its query row, the keys and values, and its
  * mask row), and the multiply-adds of the whole case: the tuner checks large cases on sampled rows.
  */
-function attentionRows(d: number[][], R: number): { dims: number[][]; macs: number } {
-  const [q, , v, m] = d;
-  const out = d.map((x) => [...x]);
-  out[0][q.length - 2] = R;
-  if (m && m.length >= 2 && m[m.length - 2] !== 1) out[3][m.length - 2] = R;
-  return { dims: out, macs: (prod(q) / q[q.length - 1]) * v[v.length - 2] * (q[q.length - 1] + v[v.length - 1]) };
+function attentionRows(node: Node): (d: number[][], R: number) => { dims: number[][]; macs: number } {
+  return (d, R) => {
+    const [q, , v, m] = d;
+    const out = d.map((x) => [...x]);
+    out[0][seqAxis(node, 'q_perm', q.length)] = R;
+    if (m && m.length >= 2 && m[m.length - 2] !== 1) out[3][m.length - 2] = R;
+    // With out_perm the rows land on the output axis that out_perm maps the result's row axis to.
+    const op = node.attrs.get('out_perm')?.value as number[] | undefined;
+    const outAxis = op ? op.indexOf(op.length - 2) : undefined;
+    return { dims: out, macs: (prod(q) / q[q.length - 1]) * v[seqAxis(node, 'v_perm', v.length)] * (q[q.length - 1] + v[v.length - 1]), outAxis };
+  };
 }
 
 /**
@@ -166,7 +194,8 @@ function attentionRows(d: number[][], R: number): { dims: number[][]; macs: numb
  */
 function attentionFault(code: string, fault: string, a: Attn, main: boolean, last: boolean, hasF16: boolean): string {
   switch (fault) {
-    case 'edge': return main ? replaceFirst(code, `let ok = i < ${a.Sq}u;`, `let ok = i + 1u < ${a.Sq}u;`, 'query row guard') : code;
+    // The tiled kernel guards each of a thread's 4 rows: all of them lose the last row.
+    case 'edge': return main ? replaceAll(code, new RegExp(`let ok = i < ${a.Sq}u;`, 'g'), `let ok = i + 1u < ${a.Sq}u;`, 'query row guard') : code;
     case 'barrier': return main ? dropBarrier(code, 0) : code;
     case 'epilogue':
       if (a.mask) return main ? replaceAll(code, /mm\[mrow \+ /g, 'mm[mrow + 1u + ', 'mask index') : code;
@@ -234,14 +263,15 @@ function attentionKernel(a: Attn, T: Tiling, nb: number, sg: boolean): string {
   const { Br, TPR, Bc, WG, NS, D4, KS4, Dv4, NE4, JG, RB, split, chunk } = T;
   const useSg = sg && Br === 1 && TPR > 1;
   // vec4 views of the operands where rows and batch offsets are whole vec4s.
-  const qVec = D % 4 === 0;
+  const qVec = D % 4 === 0 && a.qRow % 4 === 0 && a.qb.every((x) => x % 4 === 0);
   const kVec = a.kD === 1 && D % 4 === 0 && a.kKey % 4 === 0 && a.kb.every((x) => x % 4 === 0);
-  const vVec = Dv % 4 === 0;
+  const vVec = Dv % 4 === 0 && a.vKey % 4 === 0 && a.vb.every((x) => x % 4 === 0);
+  const oVec = Dv % 4 === 0 && a.oRow % 4 === 0 && a.ob.every((x) => x % 4 === 0);
   const decls = [{ name: 'qm', type: qVec ? 'vec4f' : 'f32' }, { name: 'km', type: kVec ? 'vec4f' : 'f32' }, { name: 'vm', type: vVec ? 'vec4f' : 'f32' }];
   if (a.mask) decls.push({ name: 'mm', type: 'f32' });
   const outs = split > 1
     ? [{ name: 'opart', type: 'vec4f', write: true }, { name: 'ml', type: 'vec2f', write: true }]
-    : [{ name: 'om', type: vVec ? 'vec4f' : 'f32', write: true }];
+    : [{ name: 'om', type: oVec ? 'vec4f' : 'f32', write: true }];
   const sc = a.scale;
   const cl = sc ? f32Lit(sc.c) : '';
   const scaled = (x: string, on: 'q' | 'scores') => (sc && sc.on === on ? `(${x} ${sc.op === 'Mul' ? '*' : '/'} ${cl})` : x);
@@ -278,11 +308,11 @@ function attentionKernel(a: Attn, T: Tiling, nb: number, sg: boolean): string {
       return `select(0.0, km[kbase + jgc * ${u(a.kKey)} + min(${d}, ${u(D - 1)}) * ${u(a.kD)}], ${d} < ${u(D)} && live)`;
     }).join(',\n        ')});`;
   const vTile = vVec
-    ? `let g = j0 * ${u(Dv4)} + idx;
-      vs[idx] = select(vec4f(0.0), vm[vb + min(g, ${u(Skv * Dv4 - 1)})], g < kend * ${u(Dv4)});`
+    ? `let jg = j0 + idx / ${u(Dv4)};
+      vs[idx] = select(vec4f(0.0), vm[vb + min(jg, ${u(Skv - 1)}) * ${u(a.vKey / 4)} + idx % ${u(Dv4)}], jg < kend);`
     : `let jg = j0 + idx / ${u(Dv4)};
       let e = (idx % ${u(Dv4)}) * 4u;
-      let row = vb + min(jg, ${u(Skv - 1)}) * ${u(Dv)};
+      let row = vb + min(jg, ${u(Skv - 1)}) * ${u(a.vKey)};
       vs[idx] = vec4f(${[0, 1, 2, 3].map((l) => `select(0.0, vm[row + min(e + ${u(l)}, ${u(Dv - 1)})], jg < kend && e + ${u(l)} < ${u(Dv)})`).join(',\n        ')});`;
   const scores: string[] = [];
   for (let c = 0; c < NS; c++) {
@@ -313,7 +343,7 @@ function attentionKernel(a: Attn, T: Tiling, nb: number, sg: boolean): string {
   const writes: string[] = [];
   for (let x = 0; x < NE4; x++) {
     const e4 = colOf(x);
-    const st = split > 1 ? `opart[pidx * ${u(Dv4)} + ${e4}] = o[${x}];` : storeCols('om', 'orow', e4, `(o[${x}] / lt)`, Dv, vVec);
+    const st = split > 1 ? `opart[pidx * ${u(Dv4)} + ${e4}] = o[${x}];` : storeCols('om', 'orow', e4, `(o[${x}] / lt)`, Dv, oVec);
     const live = TPR >= Dv4 ? (JG > 1 ? 'kg == 0u' : `t < ${u(Dv4)}`) : (x + 1) * TPR > Dv4 ? `${e4} < ${u(Dv4)}` : '';
     writes.push(live ? `if (${live}) {\n      ${st}\n    }` : st);
   }
@@ -346,8 +376,9 @@ fn main(${GRID_PARAMS}) {
   ${batchOffset(a.batch, a.qb, 'qb')}
   ${batchOffset(a.batch, a.kb, 'kbase', kVec ? 4 : 1)}
   ${batchOffset(a.batch, a.vb, 'vb', vVec ? 4 : 1)}
+  ${batchOffset(a.batch, a.ob, 'ob')}
   ${maskRow}
-  let qrow = qb + ic * ${u(D)};
+  let qrow = qb + ic * ${u(a.qRow)};
   var q: array<vec4f, ${D4}>;
   ${qLoad.join('\n  ')}
   let kbeg = sp * ${u(chunk)};
@@ -389,7 +420,7 @@ fn main(${GRID_PARAMS}) {
   ${rowReduce(T, useSg, 'add', 'l', 'lt', 'rsum')}
   ${groupSum}
   if (ok) {
-    let orow = (b * ${u(Sq)} + i) * ${u(Dv)};
+    let orow = ob + i * ${u(a.oRow)};
     let pidx = (b * ${u(Sq)} + i) * ${u(split)} + sp;
     ${writes.join('\n    ')}
     ${split > 1 ? 'if (t == 0u) { ml[pidx] = vec2f(m, lt); }' : ''}
@@ -397,10 +428,194 @@ fn main(${GRID_PARAMS}) {
 }`;
 }
 
+/**
+ * The register-tiled kernel's shape: Br query rows per workgroup and tiles of Bc keys; thread (ty, tx) holds the scores
+ * of rows 4ty..4ty+3 against TN keys (TN/4 groups of 4 consecutive keys, group tx + TX*c) and the output of the same
+ * rows at NC vec4 columns (tx + TX*c). Q, Kᵀ, V and P go through workgroup memory as vec4s, so every multiply-add
+ * of a thread's 4×TN (scores) or 4×4NC (P·V) block reuses its operands from registers.
+ */
+interface Tiled { Br: number; Bc: number; TN: number; TX: number; TY: number; WG: number; D4: number; Dv4: number; NC: number; RB: number }
+
+/** Whether the operands suit the tiled kernel: whole vec4 rows of Q, K (along d) and V, and one part of the keys. */
+function tiledFits(a: Attn): boolean {
+  const q4 = (x: number) => x % 4 === 0;
+  return q4(a.D) && q4(a.Dv) && a.kD === 1 && q4(a.kKey) && a.kb.every(q4) && q4(a.qRow) && a.qb.every(q4) &&
+    q4(a.vKey) && a.vb.every(q4) && q4(a.oRow) && a.ob.every(q4);
+}
+
+function tiledShape(a: Attn, Br: number, Bc: number, TN: number, budget: number, maxInv: number): Tiled | null {
+  if (!tiledFits(a) || !isPow2(Br) || Br < 4 || !isPow2(TN) || TN < 4 || !isPow2(Bc) || Bc < TN) return null;
+  const TY = Br / 4, TX = Bc / TN, WG = TX * TY, D4 = a.D / 4, Dv4 = a.Dv / 4, NC = Math.ceil(Dv4 / TX);
+  const bytes = (a.D * TY + a.D * (Bc / 4) + Bc * Dv4 + Bc * TY) * 16 + Br * TX * 4;
+  if (bytes > budget || WG > maxInv || WG < 32 || NC > 8) return null;
+  return { Br, Bc, TN, TX, TY, WG, D4, Dv4, NC, RB: Math.ceil(a.Sq / Br) };
+}
+
+/**
+ * The tiled kernel's default shape, or null where the row kernel serves better. Measured on the H100 at BERT-base's
+ * attention (bench/gpu/attn-lab.ts, bench/results/gpu/h100-attn-lab.txt): 64 rows per workgroup, tiles of 32 keys and
+ * 4 keys per thread took 45 µs at batch 8 against the row kernel's 62; every shape with fewer rows per workgroup (more
+ * workgroups) or more keys per thread was slower than the row kernel, and at batch 1 (24 such workgroups) the row
+ * kernel won by 1.9× or more. So: tiled where 64-row workgroups number 128 or more (tests force it elsewhere with
+ * attentionConfig.tiled 'on'), with the first key tiling that fits the device.
+ */
+function tiledDefault(a: Attn, nb: number, budget: number, maxInv: number): Tiled | null {
+  const force = attentionConfig.tiled === 'on';
+  if (!tiledFits(a) || (!force && (a.Sq < 16 || nb * Math.ceil(a.Sq / 64) < 128))) return null;
+  for (const Br of [64, 32, 16]) {
+    for (const [Bc, TN] of [[32, 4], [16, 4], [64, 4], [32, 8]]) {
+      const T = tiledShape(a, Br, Bc, TN, budget, maxInv);
+      if (T && T.NC <= 4 && (force || Br === 64)) return T;
+    }
+  }
+  return null;
+}
+
+function tiledKernel(a: Attn, T: Tiled, nb: number): string {
+  const { Sq, Skv, D, Dv } = a;
+  const { Br, Bc, TN, TX, TY, WG, D4, Dv4, NC, RB } = T;
+  const KG = Bc / 4, CN = TN / 4;
+  const decls = [{ name: 'qm', type: 'vec4f' }, { name: 'km', type: 'vec4f' }, { name: 'vm', type: 'vec4f' }];
+  if (a.mask) decls.push({ name: 'mm', type: 'f32' });
+  const sc = a.scale;
+  const cl = sc ? f32Lit(sc.c) : '';
+  const scaled = (x: string, on: 'q' | 'scores') => (sc && sc.on === on ? `(${x} ${sc.op === 'Mul' ? '*' : '/'} ${cl})` : x);
+  const R = [0, 1, 2, 3];
+  const C = Array.from({ length: CN }, (_, c) => c), E = Array.from({ length: NC }, (_, c) => c);
+  // 4 rows (or keys) × one vec4 along d, stored as 4 vec4s along the rows (keys), one per d.
+  const transpose4 = (dst: string, stride: number, col: string) =>
+    R.map((c) => `${dst}[(x * 4u + ${u(c)}) * ${u(stride)} + ${col}] = vec4f(blk[0][${c}], blk[1][${c}], blk[2][${c}], blk[3][${c}]);`).join('\n      ');
+  // Scores: s[r * CN + c] holds row r's scores against key group tx + TX*c (4 keys).
+  const scoreFma = R.flatMap((r) => C.map((c) => `s[${r * CN + c}] = fma(vec4f(qv[${r}]), k${c}, s[${r * CN + c}]);`));
+  const finish: string[] = [];
+  for (const r of R) {
+    finish.push(`{ let i = min(row0 + ${u(r)}, ${u(Sq - 1)});`);
+    if (a.mask) finish.push(`  let mrow = mb + i * ${u(a.mask.row)};`);
+    for (const c of C) {
+      const k = r * CN + c;
+      finish.push(`  { let j = j0 + (tx + ${u(TX * c)}) * 4u;`);
+      let v = scaled(`s[${k}]`, 'scores');
+      if (a.mask) {
+        const mk = (l: number) => a.mask!.key ? `mm[mrow + min(j + ${u(l)}, ${u(Skv - 1)})]` : `mm[mrow]`;
+        v = `${v} + vec4f(${R.map(mk).join(', ')})`;
+      }
+      finish.push(`    let v = ${v};`);
+      finish.push(`    s[${k}] = select(vec4f(wj_ninf()), v, j + vec4u(0u, 1u, 2u, 3u) < vec4u(${u(Skv)}));`);
+      finish.push(`    mx[${r}] = max(mx[${r}], max(max(s[${k}].x, s[${k}].y), max(s[${k}].z, s[${k}].w))); }`);
+    }
+    finish.push(`  red[(ty * 4u + ${u(r)}) * ${u(TX)} + tx] = mx[${r}]; }`);
+  }
+  const probs: string[] = [];
+  for (const r of R) {
+    probs.push(`{ var mt = red[(ty * 4u + ${u(r)}) * ${u(TX)}];
+      for (var q = 1u; q < ${u(TX)}; q++) { mt = max(mt, red[(ty * 4u + ${u(r)}) * ${u(TX)} + q]); }
+      let mnew = max(m[${r}], mt);
+      // A row with no finite score yet keeps weights 0 (no exp(-inf - -inf)).
+      let dead = mnew == wj_ninf();
+      let alpha = select(exp(m[${r}] - mnew), 1.0, dead);
+      var ls = 0.0;`);
+    for (const c of C) probs.push(`  s[${r * CN + c}] = select(exp(s[${r * CN + c}] - vec4f(mnew)), vec4f(0.0), dead); ls += dot(s[${r * CN + c}], vec4f(1.0));`);
+    probs.push(`  l[${r}] = l[${r}] * alpha + ls;
+      m[${r}] = mnew;`);
+    for (const e of E) probs.push(`  o[${r * NC + e}] *= alpha;`);
+    probs.push('}');
+  }
+  // P as [key][row group]: each of the thread's keys gets the vec4 of its 4 rows.
+  const pStore = C.flatMap((c) => R.map((l) =>
+    `ps[((tx + ${u(TX * c)}) * 4u + ${u(l)}) * ${u(TY)} + ty] = vec4f(s[${c}][${l}], s[${CN + c}][${l}], s[${2 * CN + c}][${l}], s[${3 * CN + c}][${l}]);`));
+  const pvFma = E.flatMap((e) => [`let v${e} = vs[j * ${u(Dv4)} + min(tx + ${u(TX * e)}, ${u(Dv4 - 1)})];`,
+    ...R.map((r) => `o[${r * NC + e}] = fma(vec4f(pv[${r}]), v${e}, o[${r * NC + e}]);`)]);
+  const writes = R.map((r) => `{ let i = row0 + ${u(r)};
+    let ok = i < ${u(Sq)};
+    var lt = 0.0;
+    for (var q = 0u; q < ${u(TX)}; q++) { lt += red[(ty * 4u + ${u(r)}) * ${u(TX)} + q]; }
+    if (ok) {
+      let orow = ob + i * ${u(a.oRow / 4)};
+      ${E.map((e) => { const st = `om[orow + tx + ${u(TX * e)}] = o[${r * NC + e}] / lt;`; return (e + 1) * TX > Dv4 ? `if (tx + ${u(TX * e)} < ${u(Dv4)}) { ${st} }` : st; }).join('\n      ')}
+    }
+  }`);
+  const maskBase = a.mask ? batchOffset(a.batch, a.mask.b, 'mb') : '';
+  return `${storageDecls([...decls, { name: 'om', type: 'vec4f', write: true }])}
+var<workgroup> qs: array<vec4f, ${D * TY}>;
+var<workgroup> ks: array<vec4f, ${D * KG}>;
+var<workgroup> vs: array<vec4f, ${Bc * Dv4}>;
+var<workgroup> ps: array<vec4f, ${Bc * TY}>;
+var<workgroup> red: array<f32, ${Br * TX}>;
+fn wj_ninf() -> f32 { var b = 0xff800000u; return bitcast<f32>(b); }
+@compute @workgroup_size(${WG})
+fn main(${GRID_PARAMS}) {
+  ${LINEAR_GROUP}
+  if (group >= ${u(nb * RB)}) { return; }
+  let rb = group % ${u(RB)};
+  let b = group / ${u(RB)};
+  let ty = lid / ${u(TX)};
+  let tx = lid % ${u(TX)};
+  let row0 = rb * ${u(Br)} + ty * 4u;
+  ${batchOffset(a.batch, a.qb, 'qb', 4)}
+  ${batchOffset(a.batch, a.kb, 'kbase', 4)}
+  ${batchOffset(a.batch, a.vb, 'vb', 4)}
+  ${batchOffset(a.batch, a.ob, 'ob', 4)}
+  ${maskBase}
+  // Q's rows of the block, scaled as the reference scales Q, as [d][row group].
+  for (var idx = lid; idx < ${u(TY * D4)}; idx += ${u(WG)}) {
+    let g = idx / ${u(D4)};
+    let x = idx % ${u(D4)};
+    var blk: array<vec4f, 4>;
+    for (var w = 0u; w < 4u; w++) {
+      let i = min(rb * ${u(Br)} + g * 4u + w, ${u(Sq - 1)});
+      blk[w] = ${scaled(`qm[qb + i * ${u(a.qRow / 4)} + x]`, 'q')};
+    }
+    ${transpose4('qs', TY, 'g')}
+  }
+  var m = array<f32, 4>(wj_ninf(), wj_ninf(), wj_ninf(), wj_ninf());
+  var l: array<f32, 4>;
+  var o: array<vec4f, ${4 * NC}>;
+  for (var j0 = 0u; j0 < ${u(Skv)}; j0 += ${u(Bc)}) {
+    // Kᵀ's tile as [d][key group], V's as [key][vec4 column].
+    for (var idx = lid; idx < ${u(KG * D4)}; idx += ${u(WG)}) {
+      let g = idx / ${u(D4)};
+      let x = idx % ${u(D4)};
+      var blk: array<vec4f, 4>;
+      for (var w = 0u; w < 4u; w++) {
+        let j = min(j0 + g * 4u + w, ${u(Skv - 1)});
+        blk[w] = km[kbase + j * ${u(a.kKey / 4)} + x];
+      }
+      ${transpose4('ks', KG, 'g')}
+    }
+    for (var idx = lid; idx < ${u(Bc * Dv4)}; idx += ${u(WG)}) {
+      let j = j0 + idx / ${u(Dv4)};
+      vs[idx] = select(vec4f(0.0), vm[vb + min(j, ${u(Skv - 1)}) * ${u(a.vKey / 4)} + idx % ${u(Dv4)}], j < ${u(Skv)});
+    }
+    workgroupBarrier();
+    var s = array<vec4f, ${4 * CN}>();
+    for (var d = 0u; d < ${u(D)}; d++) {
+      let qv = qs[d * ${u(TY)} + ty];
+      ${C.map((c) => `let k${c} = ks[d * ${u(KG)} + tx + ${u(TX * c)}];`).join('\n      ')}
+      ${scoreFma.join('\n      ')}
+    }
+    var mx = array<f32, 4>(wj_ninf(), wj_ninf(), wj_ninf(), wj_ninf());
+    ${finish.join('\n    ')}
+    workgroupBarrier();
+    ${probs.join('\n    ')}
+    ${pStore.join('\n    ')}
+    workgroupBarrier();
+    let tn = min(${u(Bc)}, ${u(Skv)} - j0);
+    for (var j = 0u; j < tn; j++) {
+      let pv = ps[j * ${u(TY)} + ty];
+      ${pvFma.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${R.map((r) => `red[(ty * 4u + ${u(r)}) * ${u(TX)} + tx] = l[${r}];`).join('\n  ')}
+  workgroupBarrier();
+  ${writes.join('\n  ')}
+}`;
+}
+
 /** Merges the key parts of each output element: weights exp(m_part - max) (an empty part weighs 0). */
-function combineKernel(rows: number, split: number, Dv: number): string {
-  const Dv4 = Math.ceil(Dv / 4);
-  const vecOut = Dv % 4 === 0;
+function combineKernel(a: Attn, rows: number, split: number): string {
+  const Dv = a.Dv, Dv4 = Math.ceil(Dv / 4);
+  const vecOut = Dv % 4 === 0 && a.oRow % 4 === 0 && a.ob.every((x) => x % 4 === 0);
   return `${storageDecls([{ name: 'opart', type: 'vec4f' }, { name: 'ml', type: 'vec2f' }, { name: 'om', type: vecOut ? 'vec4f' : 'f32', write: true }])}
 fn wj_ninf() -> f32 { var b = 0xff800000u; return bitcast<f32>(b); }
 @compute @workgroup_size(256)
@@ -420,12 +635,14 @@ fn main(${GRID_PARAMS}) {
     lt += ml[p].y * w;
     acc += opart[p * ${u(Dv4)} + e4] * w;
   }
-  let orow = row * ${u(Dv)};
+  let b = row / ${u(a.Sq)};
+  ${batchOffset(a.batch, a.ob, 'ob')}
+  let orow = ob + (row % ${u(a.Sq)}) * ${u(a.oRow)};
   ${storeCols('om', 'orow', 'e4', '(acc / lt)', Dv, vecOut)}
 }`;
 }
 
-function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext, ragged: (d: number[][]) => number[][]): GpuOpPlan | null {
+function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext, ragged: (d: number[][]) => number[][], rowsAt: TuneSite['rowsAt']): GpuOpPlan | null {
   const outputs = [{ dtype: 'float32' as const, dims: outDims }];
   const nb = prod(a.batch);
   if (nb === 0 || a.Sq === 0 || a.Dv === 0) return { outputs, dispatches: [] };
@@ -433,20 +650,31 @@ function planAttention(a: Attn, outDims: number[], ctx: GpuPlanContext, ragged: 
   const T0 = tilingOf(a, nb, budget);
   if (!T0) return null;
   const sg = ctx.caps.subgroups && attentionConfig.subgroups;
-  const def: Params = { Br: T0.Br, TPR: T0.TPR, Bc: T0.Bc, split: T0.split };
-  const picked = ctx.pick(attentionSite(a, nb, `attention:${JSON.stringify(a)}:sg=${sg}`, def, budget, ctx.caps.maxInvocations, ragged));
+  const TT = attentionConfig.tiled === 'off' ? null : tiledDefault(a, nb, budget, ctx.caps.maxInvocations);
+  const def: Params = TT ? { kind: 'tiled', Br: TT.Br, Bc: TT.Bc, TN: TT.TN } : { Br: T0.Br, TPR: T0.TPR, Bc: T0.Bc, split: T0.split };
+  const picked = ctx.pick(attentionSite(a, nb, `attention:${JSON.stringify(a)}:sg=${sg}`, def, budget, ctx.caps.maxInvocations, ragged, rowsAt));
   const fault = faultOf(picked);
-  // A candidate that does not fit this shape (a ragged one) or device runs the default tiling.
-  const T = forcedTiling(a, withoutFault(picked), budget, ctx.caps.maxInvocations) ?? T0;
   const mut = (code: string, main: boolean, last: boolean) => (fault ? attentionFault(code, fault, a, main, last, ctx.caps.f16) : code);
   const ins = [{ input: 0 }, { input: 1 }, { input: 2 }, ...(a.mask ? [{ input: 3 }] : [])];
+  if (picked.kind === 'tiled') {
+    // A candidate that does not fit this shape (a ragged one) runs the default.
+    const TP = tiledShape(a, Number(picked.Br), Number(picked.Bc), Number(picked.TN), budget, ctx.caps.maxInvocations) ?? TT;
+    if (TP) {
+      attentionConfig.planned.tiled++;
+      const groups = grid(nb * TP.RB, ctx.caps.maxWorkgroupsPerDim);
+      return { outputs, dispatches: [{ code: mut(tiledKernel(a, TP, nb), true, true), bindings: [...ins, { output: 0 }], groups }] };
+    }
+  }
+  // A candidate that does not fit this shape (a ragged one) or device runs the default tiling.
+  const T = forcedTiling(a, withoutFault(picked), budget, ctx.caps.maxInvocations) ?? T0;
+  attentionConfig.planned.rows++;
   const groups = grid(nb * T.RB * T.split, ctx.caps.maxWorkgroupsPerDim);
   const main = mut(attentionKernel(a, T, nb, sg), true, T.split === 1);
   if (T.split === 1) return { outputs, dispatches: [{ code: main, bindings: [...ins, { output: 0 }], groups }] };
   const rows = nb * a.Sq;
   const dispatches: Dispatch[] = [
     { code: main, bindings: [...ins, { scratch: 0 }, { scratch: 1 }], groups },
-    { code: mut(combineKernel(rows, T.split, a.Dv), false, true), bindings: [{ scratch: 0 }, { scratch: 1 }, { output: 0 }], groups: grid(Math.ceil(rows * T.Dv4 / 256), ctx.caps.maxWorkgroupsPerDim) },
+    { code: mut(combineKernel(a, rows, T.split), false, true), bindings: [{ scratch: 0 }, { scratch: 1 }, { output: 0 }], groups: grid(Math.ceil(rows * T.Dv4 / 256), ctx.caps.maxWorkgroupsPerDim) },
   ];
   return { outputs, scratchBytes: [rows * T.split * T.Dv4 * 16, rows * T.split * 8], dispatches };
 }
@@ -461,6 +689,23 @@ registerGpuOp('FusedAttention', (node, inputs, ctx) => {
     if (st.type !== 'float32' || st.size !== 1 || (o.scaleOp !== 'Mul' && o.scaleOp !== 'Div') || (o.scaleOn !== 'q' && o.scaleOn !== 'scores')) return null;
     scale = { op: o.scaleOp, on: o.scaleOn, c: (st.data as Float32Array)[0] };
   }
-  const { batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask } = o;
-  return planAttention({ batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, mask, scale }, [...batch, Sq, Dv], ctx, attentionRagged(node));
+  const { batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, qRow, vKey, ob, oRow, mask } = o;
+  return planAttention({ batch, Sq, Skv, D, Dv, qb, kb, kKey, kD, vb, qRow, vKey, ob, oRow, mask, scale }, o.outDims, ctx, attentionRagged(node), attentionRows(node));
 });
+
+/**
+ * The dispatches of an attention case with forced parameters (bench/gpu/attn-lab.ts): BERT-style operands given as
+ * Q [..., Sq, D], K as [..., Skv, D] (read as Kᵀ), V [..., Skv, Dv], an optional key mask per batch row.
+ */
+export function attentionLabPlan(shape: { batch: number[]; Sq: number; Skv: number; D: number; mask: boolean; scale: number },
+  params: Params | null, caps: GpuPlanContext['caps']): GpuOpPlan | null {
+  const { batch, Sq, Skv, D } = shape;
+  const str = (rows: number) => batch.map((_, i) => prod(batch.slice(i + 1)) * rows * D);
+  const a: Attn = {
+    batch, Sq, Skv, D, Dv: D, qb: str(Sq), kb: str(Skv), kKey: D, kD: 1, vb: str(Skv), qRow: D, vKey: D, ob: str(Sq), oRow: D,
+    mask: shape.mask ? { b: batch.map((_, i) => (i === 0 ? Skv : 0)), row: 0, key: 1 } : undefined,
+    scale: { op: 'Div', on: 'scores', c: shape.scale },
+  };
+  const ctx = { caps, f16: false, pick: (s: TuneSite) => params ?? s.default } as unknown as GpuPlanContext;
+  return planAttention(a, [...batch, Sq, D], ctx, (d) => d, undefined);
+}
