@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadCache, saveCache, TuneCache } from '../src/tune/cache.js';
-import { mismatch, Tuner, type TuneRunner, type TuneTarget } from '../src/tune/tuner.js';
+import { mismatch, Tuner, type TuneReport, type TuneRow, type TuneRunner, type TuneTarget } from '../src/tune/tuner.js';
+import { kernelsChanged } from '../src/tune/report.js';
 import { graphOfNode } from '../src/tune/one_node.js';
 import { runNode } from '../src/backends/reference/executor.js';
 import { Tensor, type Value } from '../src/tensor.js';
@@ -126,4 +127,13 @@ test('selection: the fastest verified candidate wins and is cached; wrong candid
   // Cached kernels are not tuned again unless forced.
   const again = await new Tuner(fakeTarget(), cache).tune([{ record, nodes: new Set(['a']) }]);
   assert.equal(again.rows.length, 0);
+});
+
+test('tune report: a tuned session runs other kernels only when a winner changed and the whole-model check kept it', () => {
+  const row = (changed: boolean): TuneRow => ({ family: 'matmul', sig: 's', nodes: 1, before: 2, after: 2, tried: 2, rejected: 0, rejections: {}, defaultMs: 1, tunedMs: changed ? 0.8 : 1, params: {}, defaultParams: {}, changed });
+  const report = (rows: TuneRow[], model?: TuneReport['model']) => ({ rows, model } as unknown as TuneReport);
+  assert.equal(kernelsChanged(report([row(false), row(false)])), false);
+  assert.equal(kernelsChanged(report([row(false), row(true)])), true);
+  assert.equal(kernelsChanged(report([row(true)], { defaultMs: 1, tunedMs: 0.9, kept: true })), true);
+  assert.equal(kernelsChanged(report([row(true)], { defaultMs: 1, tunedMs: 1.1, kept: false })), false);
 });

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { create, globals } from 'webgpu';
 import { InferenceSession, Tensor } from '../../src/index.js';
-import { formatReport } from '../../src/tune/report.js';
+import { formatReport, kernelsChanged } from '../../src/tune/report.js';
 import { loadCache } from '../../src/tune/cache.js';
 import type { Family } from '../../src/tune/site.js';
 import { gpuRunnerOf } from '../../src/bench/gpu_env.js';
@@ -56,7 +56,8 @@ const a = out.last_hidden_state.data as Float32Array, r = ref.last_hidden_state.
 for (let i = 0; i < a.length; i++) { md = Math.max(md, Math.abs(a[i] - r[i])); mx = Math.max(mx, Math.abs(r[i])); }
 console.log(formatReport(report));
 if (report.phases) console.log(`tuning time by phase (ms): ${Object.entries(report.phases).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
-console.log(`${backend} ${model.split('/').pop()} b${B} s${S}: warm ${before.toFixed(3)} ms default → ${after.toFixed(3)} ms tuned (alternating rounds) (${(before / after).toFixed(2)}×); tuning ${(tuneMs / 1000).toFixed(2)} s (budget ${(Number(budget) / 1000).toFixed(0)} s); tuned vs default outputs ${(md / mx).toExponential(1)}`);
+const same = kernelsChanged(report) ? '' : ' [no tuned kernel kept: the same kernels, so the difference is noise]';
+console.log(`${backend} ${model.split('/').pop()} b${B} s${S}: warm ${before.toFixed(3)} ms default → ${after.toFixed(3)} ms tuned (alternating rounds) (${(before / after).toFixed(2)}×)${same}; tuning ${(tuneMs / 1000).toFixed(2)} s (budget ${(Number(budget) / 1000).toFixed(0)} s); tuned vs default outputs ${(md / mx).toExponential(1)}`);
 if (gpuBefore && gpuAfter) console.log(`GPU time of a run: ${gpuBefore.toFixed(3)} ms default → ${gpuAfter.toFixed(3)} ms tuned (${(gpuBefore / gpuAfter).toFixed(2)}×)`);
 await s.release();
 

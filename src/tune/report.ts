@@ -18,3 +18,11 @@ export function formatReport(r: TuneReport): string {
   }
   return out.join('\n');
 }
+
+/**
+ * Whether a tuned session runs other kernels than its defaults: some winner changed and, where the whole model was
+ * checked, was kept. When not, an end-to-end difference between the two sessions is the machine's noise.
+ */
+export function kernelsChanged(r: TuneReport): boolean {
+  return r.rows.some((x) => x.changed) && (!r.model || r.model.kept);
+}
