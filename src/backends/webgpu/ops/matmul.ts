@@ -17,9 +17,13 @@ const SKINNY_MAX_M = 16;
 /**
  * Default tiles by problem size (the tuner, issue 5, searches around these). From the sweeps on an H200
  * (bench/results/gpu/h200-sweep*.txt): 64×64×8 with 8×4 per thread is within a few % of the best tile from BERT's
- * GEMMs at batch 8 to 4096³ (38.6 TFLOP/s, 0.76× cuBLAS); with fewer than 64 workgroups (BERT at batch 1) smaller
- * tiles win by filling more SMs.
+ * GEMMs at batch 8 to 4096³ (38.6 TFLOP/s, 0.76× cuBLAS); with few workgroups (BERT at batch 1) smaller tiles win by
+ * filling more SMs. The first tile that gives 128 workgroups (else 64): at BERT-base b1 on the H100 the tuner's winner
+ * for M = 128, N = 3072 (16×64, 384 workgroups, 1.35× the 96 of 64×64), and the whole model's GPU time 3.36 → 2.68 ms
+ * against a threshold of 64 (bench/results/gpu/h100-matmul-minwg.txt); b8 unchanged. WEBJIT_MATMUL_MINWG overrides it.
  */
+const MIN_WGS = (() => { const v = typeof process !== 'undefined' ? Number(process.env?.WEBJIT_MATMUL_MINWG) : NaN; return v > 0 ? v : 128; })();
+
 export function defaultTile(M: number, N: number, batch: number, ctx: GpuPlanContext): MatmulTile {
   // Large products (≥ 512 workgroups of 128×128): A row-major with unrolled k, 41.7 TFLOP/s at 4096³ on the H100
   // against 38.9 for 64×64×8 (bench/results/gpu/h100-sweep-ar.txt).
@@ -31,7 +35,10 @@ export function defaultTile(M: number, N: number, batch: number, ctx: GpuPlanCon
     { BM: 32, BN: 32, BK: 16, TM: 4, TN: 4 },
   ];
   const ok = cands.filter((t) => tileValid(t, ctx.caps.maxInvocations, ctx.caps.maxWorkgroupStorage));
-  for (const t of ok) if (Math.ceil(M / t.BM) * Math.ceil(N / t.BN) * batch >= 64) return t;
+  const wgs = (t: MatmulTile) => Math.ceil(M / t.BM) * Math.ceil(N / t.BN) * batch;
+  // The first tile that gives the device MIN_WGS workgroups, else the first with 64.
+  for (const t of ok) if (wgs(t) >= MIN_WGS) return t;
+  for (const t of ok) if (wgs(t) >= 64) return t;
   return ok[ok.length - 1];
 }
 
