@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attentionConfig } from '../src/backends/webgpu/ops/attention.js';
+import { matmulPlanned } from '../src/backends/webgpu/ops/matmul.js';
 import { InferenceSession } from '../src/session.js';
 import { Tensor } from '../src/tensor.js';
 import { FAMILIES, FAULTS, type Family, type TuneSite } from '../src/tune/site.js';
@@ -126,6 +127,29 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
     await sampledFaultsRejected(s, 'matmul', 2);
   } finally {
     await s.release();
+  }
+  // The same GEMM with K split in two parts (partial sums, then a pass with the epilogue): faults in either kernel.
+  const deep = writeModel({
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
+      { op: 'Add', inputs: ['m', 'b'], outputs: ['mb'] },
+      { op: 'Add', inputs: ['mb', 'r'], outputs: ['y'] },
+    ],
+    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 100, 1024] }, { name: 'r', dtype: 'float32', dims: [1, 100, 48] }],
+    outputs: [{ name: 'y', dtype: 'float32' }],
+    initializers: { w: randomFloat([1024, 48], 35, -0.1, 0.1), b: randomFloat([48], 36) },
+    opset: 17,
+  });
+  process.env.WEBJIT_MATMUL_SPLITK = '2';
+  const sk = await InferenceSession.create(deep, { backend: 'webgpu', tuning: 'off' });
+  try {
+    const before = matmulPlanned.splitK;
+    await sk.run({ x: randomFloat([1, 100, 1024], 37), r: randomFloat([1, 100, 48], 38) });
+    assert.ok(matmulPlanned.splitK > before, 'the default GEMM split K');
+    await sampledFaultsRejected(sk, 'matmul', 2);
+  } finally {
+    delete process.env.WEBJIT_MATMUL_SPLITK;
+    await sk.release();
   }
   // Attention at 64 queries (ragged 41): sampled query rows, the keys and values whole.
   const enc = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', tuning: 'off' });

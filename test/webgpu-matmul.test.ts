@@ -7,6 +7,7 @@ import { writeModel, type WNode } from '../src/bench/onnx_writer.js';
 import { sizeOf, Tensor } from '../src/tensor.js';
 import { relErr, runOneNodeGpu } from './webgpu-one-node.js';
 import { acquireGpu } from '../src/backends/webgpu/device.js';
+import { matmulPlanned } from '../src/backends/webgpu/ops/matmul.js';
 import { type MatmulEpilogue, type MatmulSpec, type MatmulTile, tiledMatmul, tileName, tileValid } from '../src/codegen/wgsl/matmul.js';
 
 function rand(dims: number[], lo = -1, hi = 1): Tensor {
@@ -228,4 +229,37 @@ test('MatMul: a large product takes the row-major-A 128×128×16 default tile an
   // 2048 × 4096 outputs = 512 workgroups of 128×128 (the threshold); ragged K; and one row short of the tile grid.
   await check('MatMul [2048,20]x[20,4096]', 'MatMul', [{ t: rand([2048, 20]) }, { t: rand([20, 4096]) }]);
   await check('MatMul [2047,36]x[36,4100]', 'MatMul', [{ t: rand([2047, 36]) }, { t: rand([36, 4100]) }]);
+});
+
+test('split-K: partial sums in parts of K, then one pass adds them and applies bias, GELU and the residual', async () => {
+  // WEBJIT_MATMUL_SPLITK splits the default tile's K (each part ≥ 512 deep, whole K tiles per part).
+  const cases: [number, number, number, string][] = [[77, 40, 1024, '2'], [130, 68, 2048, '4'], [64, 128, 3072, 'auto']];
+  for (const [rows, N, K, S] of cases) {
+    const bytes = writeModel({
+      nodes: [
+        { op: 'MatMul', inputs: ['x', 'W'], outputs: ['mm'] },
+        { op: 'Add', inputs: ['mm', 'bias'], outputs: ['pre'] },
+        { op: 'Gelu', inputs: ['pre'], outputs: ['act'] },
+        { op: 'Add', inputs: ['act', 'r'], outputs: ['y'] },
+      ],
+      opset: 20,
+      inputs: [{ name: 'x', dtype: 'float32', dims: [1, rows, K] }, { name: 'r', dtype: 'float32', dims: [1, rows, N] }],
+      outputs: [{ name: 'y', dtype: 'float32' }],
+      initializers: { W: rand([K, N], -0.1, 0.1), bias: rand([N]) },
+    });
+    const feeds = { x: rand([1, rows, K], -1, 1), r: rand([1, rows, N]) };
+    const ref = await InferenceSession.create(bytes, { backend: 'reference' });
+    process.env.WEBJIT_MATMUL_SPLITK = S;
+    const split0 = matmulPlanned.splitK;
+    const gpu = await InferenceSession.create(bytes, { backend: 'webgpu', fallback: false, tuning: 'off' });
+    try {
+      const want = (await ref.run(feeds)).y, got = (await gpu.run(feeds)).y;
+      assert.ok(matmulPlanned.splitK > split0, `split ${S}: the split-K plan was made`);
+      const e = relErr(got, want);
+      assert.ok(e <= 1e-4, `rows ${rows} N ${N} K ${K} split ${S}: relative error ${e}`);
+    } finally {
+      delete process.env.WEBJIT_MATMUL_SPLITK;
+      await gpu.release();
+    }
+  }
 });

@@ -1,7 +1,7 @@
 // WGSL GEMM generators: a register-tiled kernel (workgroup tiles of A and B in shared memory, each thread a TM×TN block
 // of C held as vec4s, the next K tile prefetched into registers) and a skinny kernel for a few rows (decode), both with
 // the epilogue (scale, bias, activation, residual) in the store. Every size is baked in; guards only where ragged.
-import { f32Lit } from '../../backends/webgpu/kernel.js';
+import { GRID_PARAMS, LINEAR_GROUP, f32Lit } from '../../backends/webgpu/kernel.js';
 import { activationExpr, mathPrelude } from './math.js';
 
 export interface MatmulTile {
@@ -19,11 +19,17 @@ export interface MatmulTile {
    * the inner loop reads each row's vec4 of 4 k values and runs 4 k steps on it.
    */
   aRows?: boolean;
+  /**
+   * K split over this many workgroups (dispatch z; no batch): each writes its partial tile, without the epilogue, to
+   * a scratch [splitK, M, N]; splitKReduce sums the parts and applies the epilogue. Its K tiles must divide evenly.
+   */
+  splitK?: number;
 }
 
 /** How the sweep and tests name a tile: BMxBNxBK TMxTN and the variant flags. */
 export function tileName(t: MatmulTile): string {
   const flags = [t.db ? 'db' : '', t.splitA ? 'sa' : '', t.warp ? 'w' : '', t.unroll ? 'u' : '', t.aRows ? 'ar' : ''].filter(Boolean);
+  if ((t.splitK ?? 1) > 1) flags.push(`k/${t.splitK}`);
   return `${t.BM}x${t.BN}x${t.BK} ${t.TM}x${t.TN}${flags.length ? ` ${flags.join('+')}` : ''}`;
 }
 
@@ -63,6 +69,35 @@ export function tileValid(t: MatmulTile, maxInvocations: number, maxStorage: num
     threads <= maxInvocations && threads >= 32 && (t.BM * t.BK) % (4 * threads) === 0 && (t.BK * t.BN) % (4 * threads) === 0 &&
     (t.BM + t.BN) * t.BK * 4 * (t.db ? 2 : 1) <= maxStorage &&
     (!t.warp || ((t.BN / t.TN) % 8 === 0 && (t.BM / t.TM) % 4 === 0));
+}
+
+/** Whether a split of K into `S` parts suits the spec and tile: no batch, whole K tiles per part, vec4 rows of C. */
+export function splitKValid(s: MatmulSpec, t: MatmulTile, S: number): boolean {
+  return S === 1 || (Number.isInteger(S) && S > 1 && s.batchDims.length === 0 && s.N % 4 === 0 && Math.ceil(s.K / t.BK) % S === 0);
+}
+
+/**
+ * Sums the K parts of a split-K GEMM (scratch P [S, M, N], vec4s) and applies the epilogue: one vec4 of C per
+ * invocation. Bindings: P, [bias], [residual], C. Dispatch: grid(ceil(M·N/4 / 256)).
+ */
+export function splitKReduce(s: MatmulSpec, S: number): string {
+  const { M, N } = s, e = s.epilogue, n4 = (M * N) / 4;
+  const st = [0, 1, 2, 3].map((c) => `{ let col = col0 + ${c}u; let idx = row * ${N}u + col; C[idx] = ${epilogueExpr(e, `v[${c}]`, 'row', 'col', 'idx')}; }`);
+  const code = `@group(0) @binding(0) var<storage, read> P: array<vec4f>;
+${epilogueDecls(e, 1)}
+@group(0) @binding(${1 + (e.bias ? 1 : 0) + (e.residual ? 1 : 0)}) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(256)
+fn main(${GRID_PARAMS}) {
+  ${LINEAR_GROUP}
+  let i = group * 256u + lid;
+  if (i >= ${n4}u) { return; }
+  var v = P[i];
+  for (var p = 1u; p < ${S}u; p++) { v += P[p * ${n4}u + i]; }
+  let row = i / ${N / 4}u;
+  let col0 = (i % ${N / 4}u) * 4u;
+  ${st.join('\n  ')}
+}`;
+  return `${mathPrelude(code)}\n${code}`;
 }
 
 /** Offset of an operand's last matrix: the clamp bound of loads that the ragged edge reads past. */
@@ -110,8 +145,11 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
   const vecA = K % 4 === 0, vecB = N % 4 === 0;
   const LA = (BM * BK) / 4 / NT, LB = (BK * BN) / 4 / NT;
   const guardM = M % BM !== 0, guardN = N % BN !== 0, guardK = K % BK !== 0;
-  const kTiles = Math.ceil(K / BK);
-  const e = s.epilogue;
+  const S = t.splitK ?? 1;
+  // With a K split, each workgroup runs kTiles of the K tiles from its part's first (wg.z) and stores raw sums.
+  const kTiles = Math.ceil(K / BK) / S;
+  if (!Number.isInteger(kTiles)) throw new RangeError(`split-K ${S} does not divide ${Math.ceil(K / BK)} K tiles`);
+  const e: MatmulEpilogue = S > 1 ? {} : s.epilogue;
 
   // A tile: vec4 v of the tile is row m = v / (BK/4), k quad kq = v % (BK/4); stored transposed As[k][m] (vec4 along m).
   const loadA = (dst: string, l: number) => {
@@ -198,6 +236,7 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
       store.push(`{ let col = col0 + (${j * TX}u + tx) * 4u; let v = acc[${i * (TN / 4) + j}];`);
       for (let c = 0; c < 4; c++) {
         const colc = `(col + ${c}u)`, idx = `(offC + row * ${N}u + ${colc})`;
+        // (split-K: offC is the part's [M, N] in the scratch)
         const st = `C[${idx}] = ${epilogueExpr(e, `v[${c}]`, 'row', colc, idx)};`;
         store.push(guardN || !vecB ? `if (${colc} < ${N}u) { ${st} }` : st);
       }
@@ -242,10 +281,10 @@ var<workgroup> Bs: array<vec4f, ${(nbuf * BK * BN) / 4}>;
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3u, @builtin(local_invocation_index) lid: u32) {
   ${ids}
   let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
-  ${batchOffsets(s)}
+  ${S > 1 ? `let offA = 0u; let offB = 0u; let offC = wg.z * ${M * N}u;` : batchOffsets(s)}
   var acc: array<vec4f, ${TM * (TN / 4)}>;
   ${regsA.map((r) => `var ${r}: vec4f;`).join(' ')} ${regsB.map((r) => `var ${r}: vec4f;`).join(' ')}
-  var k0 = 0u;
+  var k0 = ${S > 1 ? `wg.z * ${kTiles * BK}u` : '0u'};
   ${regsA.map((r, l) => loadA(r, l)).join('\n  ')}
   ${regsB.map((r, l) => loadB(r, l)).join('\n  ')}
   for (var kt = 0u; kt < ${kTiles}u; kt++) {
