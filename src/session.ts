@@ -43,7 +43,8 @@ export interface SessionOptions extends LoadOptions {
    * WebGPU backend, f32 GEMMs with constant weights (as PyTorch's float32 matmul precision): 'highest' (default) on
    * the f32 units; 'high' on the tensor cores where the adapter has subgroup matrices (NVIDIA through Dawn), each f32
    * operand split into two halves (about 22 significant bits; errors ~1e-5 of max|C|, where TF32 gives ~1e-3).
-   * Elsewhere 'high' runs the 'highest' kernels. An activation past 65504 in magnitude fails the run with an InputError.
+   * Elsewhere, and for products of fewer than 256 rows (where the f32 kernels were faster on the H100), 'high' runs
+   * the 'highest' kernels. An activation past 65504 in magnitude fails the run with an InputError.
    * With precision 'f16', GEMMs use the tensor cores on halves in any case.
    */
   matmulPrecision?: 'highest' | 'high';

@@ -68,7 +68,8 @@ export interface GpuPlanContext extends TuneHooks {
   f16: boolean;
   /**
    * f32 GEMMs with a constant B: 'highest' on the f32 units; 'high' on the tensor cores with operands split into two
-   * halves each (about 22 significant bits, errors ~1e-5 of max|C|), where the device has subgroup matrices.
+   * halves each (about 22 significant bits, errors ~1e-5 of max|C|), where the device has subgroup matrices and the
+   * product has 256 rows or more.
    */
   matmulPrecision?: 'highest' | 'high';
   /**

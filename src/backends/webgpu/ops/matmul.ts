@@ -149,14 +149,23 @@ const TILE_SHARED = 16384;
 const TILE_ASPECT = 4;
 
 /**
- * Tensor-core GEMMs (matmul_tc.ts): 3 products on split halves for matmulPrecision 'high', 1 on halves for precision
- * 'f16'; 0 when this device or node cannot take them (no 16×16×16 f16→f32 subgroup matrices, no fixed subgroup size, a
+ * Rows under which matmulPrecision 'high' keeps the f32 kernels. BERT-base on the H100 (h100-high-crossover.txt), GPU
+ * time f32 / 'high': b1 (M = 128) 1.88 / 2.37 ms, b2 2.92 / 2.77, b4 4.24 / 3.62, b8 6.45 / 5.15 (the f32 GEMMs with
+ * split K and small-M tiles overtook the three tensor-core products at one sequence).
+ */
+const HIGH_MIN_M = 256;
+
+/**
+ * Tensor-core GEMMs (matmul_tc.ts): 3 products on split halves for matmulPrecision 'high' (from HIGH_MIN_M rows), 1 on
+ * halves for precision 'f16'; 0 when this device or node cannot take them (no 16×16×16 f16→f32 subgroup matrices, no fixed subgroup size, a
  * software driver, B not a constant matrix).
  */
 function tcPasses(call: MatmulCall, spec: MatmulSpec, ctx: GpuPlanContext): SplitPasses | 0 {
   const c = ctx.caps;
   const want = ctx.f16 ? 1 : ctx.matmulPrecision === 'high' ? 3 : 0;
   if (!want || !call.bConst || spec.batchDims.length !== 0 || c.software || !c.subgroupSize || !c.f16) return 0;
+  // 'high' under HIGH_MIN_M rows: the f32 kernels (exact f32, and faster there) instead of three tensor-core products.
+  if (want === 3 && spec.M < HIGH_MIN_M) return 0;
   const has = c.subgroupMatrix.some((m) => m.M === SPLIT_CFG.M && m.N === SPLIT_CFG.N && m.K === SPLIT_CFG.K && m.componentType === 'f16' && m.resultComponentType === 'f32');
   return has ? want : 0;
 }
