@@ -12,11 +12,40 @@ import type { TuneReport } from '../src/tune/tuner.js';
 import { fixture, randomFloat, randomInt64, relErr, smallCnnModel } from './helpers.js';
 import { writeModel } from '../src/bench/onnx_writer.js';
 
-const encoderFeeds = () => ({
-  input_ids: randomInt64([1, 24], 7, 1000),
-  attention_mask: new Tensor('int64', new BigInt64Array(24).fill(1n).fill(0n, 21), [1, 24]),
-  token_type_ids: new Tensor('int64', new BigInt64Array(24), [1, 24]),
+/** Feeds of the small encoder: S tokens, the mask 0 from `padFrom` on. */
+const encoderFeeds = (S = 24, padFrom = 21, seed = 7) => ({
+  input_ids: randomInt64([1, S], seed, 1000),
+  attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n).fill(0n, padFrom), [1, S]),
+  token_type_ids: new Tensor('int64', new BigInt64Array(S), [1, S]),
 });
+
+/** A GEMM with bias and residual (one FusedMatMul): x [1, rows, K] · w [K, N] + b + r; w in ±wMax; seeds s..s+3. */
+function gemmCase(rows: number, K: number, N: number, wMax: number, s: number): { model: Uint8Array; feeds: Record<string, Tensor> } {
+  const model = writeModel({
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
+      { op: 'Add', inputs: ['m', 'b'], outputs: ['mb'] },
+      { op: 'Add', inputs: ['mb', 'r'], outputs: ['y'] },
+    ],
+    inputs: [{ name: 'x', dtype: 'float32', dims: [1, rows, K] }, { name: 'r', dtype: 'float32', dims: [1, rows, N] }],
+    outputs: [{ name: 'y', dtype: 'float32' }],
+    initializers: { w: randomFloat([K, N], s, -wMax, wMax), b: randomFloat([N], s + 1) },
+    opset: 17,
+  });
+  return { model, feeds: { x: randomFloat([1, rows, K], s + 2), r: randomFloat([1, rows, N], s + 3) } };
+}
+
+/** Faults planted in the small encoder's attention at 64 queries (ragged 41) are all rejected; `ran` checks the plan. */
+async function attentionFaultsRejected(ran: () => void = () => {}): Promise<void> {
+  const enc = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', tuning: 'off' });
+  try {
+    await enc.run(encoderFeeds(64, 60, 5));
+    ran();
+    await sampledFaultsRejected(enc, 'attention', 1);
+  } finally {
+    await enc.release();
+  }
+}
 
 async function injectAll(backend: 'wasm' | 'webgpu'): Promise<void> {
   const cases: [string, string | Uint8Array, Record<string, Tensor>][] = [
@@ -109,18 +138,7 @@ async function sampledFaultsRejected(s: InferenceSession, family: Family, maxCan
 test('tuning on webgpu: large matmuls and attention verified on sampled rows still reject every injected fault', { timeout: 600_000 }, async () => {
   // A GEMM with bias and residual (one FusedMatMul), verified on sampled rows at both shapes (sampleMacs 0): the
   // reference computes 32 of the 200 (ragged 125) rows, and the rest of the output must have been written.
-  const model = writeModel({
-    nodes: [
-      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
-      { op: 'Add', inputs: ['m', 'b'], outputs: ['mb'] },
-      { op: 'Add', inputs: ['mb', 'r'], outputs: ['y'] },
-    ],
-    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 200, 96] }, { name: 'r', dtype: 'float32', dims: [1, 200, 80] }],
-    outputs: [{ name: 'y', dtype: 'float32' }],
-    initializers: { w: randomFloat([96, 80], 31, -0.5, 0.5), b: randomFloat([80], 32) },
-    opset: 17,
-  });
-  const feeds = { x: randomFloat([1, 200, 96], 33), r: randomFloat([1, 200, 80], 34) };
+  const { model, feeds } = gemmCase(200, 96, 80, 0.5, 31);
   const s = await InferenceSession.create(model, { backend: 'webgpu', tuning: 'off' });
   try {
     await s.run(feeds);
@@ -129,22 +147,12 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
     await s.release();
   }
   // The same GEMM with K split in two parts (partial sums, then a pass with the epilogue): faults in either kernel.
-  const deep = writeModel({
-    nodes: [
-      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
-      { op: 'Add', inputs: ['m', 'b'], outputs: ['mb'] },
-      { op: 'Add', inputs: ['mb', 'r'], outputs: ['y'] },
-    ],
-    inputs: [{ name: 'x', dtype: 'float32', dims: [1, 100, 1024] }, { name: 'r', dtype: 'float32', dims: [1, 100, 48] }],
-    outputs: [{ name: 'y', dtype: 'float32' }],
-    initializers: { w: randomFloat([1024, 48], 35, -0.1, 0.1), b: randomFloat([48], 36) },
-    opset: 17,
-  });
+  const deep = gemmCase(100, 1024, 48, 0.1, 35);
   process.env.WEBJIT_MATMUL_SPLITK = '2';
-  const sk = await InferenceSession.create(deep, { backend: 'webgpu', tuning: 'off' });
+  const sk = await InferenceSession.create(deep.model, { backend: 'webgpu', tuning: 'off' });
   try {
     const before = matmulPlanned.splitK;
-    await sk.run({ x: randomFloat([1, 100, 1024], 37), r: randomFloat([1, 100, 48], 38) });
+    await sk.run(deep.feeds);
     assert.ok(matmulPlanned.splitK > before, 'the default GEMM split K');
     await sampledFaultsRejected(sk, 'matmul', 2);
   } finally {
@@ -152,25 +160,14 @@ test('tuning on webgpu: large matmuls and attention verified on sampled rows sti
     await sk.release();
   }
   // Attention at 64 queries (ragged 41): sampled query rows, the keys and values whole.
-  const enc = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', tuning: 'off' });
-  try {
-    const S = 64;
-    await enc.run({ input_ids: randomInt64([1, S], 5, 1000), attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n).fill(0n, 60), [1, S]), token_type_ids: new Tensor('int64', new BigInt64Array(S), [1, S]) });
-    await sampledFaultsRejected(enc, 'attention', 1);
-  } finally {
-    await enc.release();
-  }
+  await attentionFaultsRejected();
   // The same with the register-tiled kernel as the default (its own row guards, barriers and epilogue).
   attentionConfig.tiled = 'on';
-  const enc2 = await InferenceSession.create(fixture('encoder-small.onnx'), { backend: 'webgpu', tuning: 'off' });
   try {
-    const S = 64, tiled = attentionConfig.planned.tiled;
-    await enc2.run({ input_ids: randomInt64([1, S], 5, 1000), attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n).fill(0n, 60), [1, S]), token_type_ids: new Tensor('int64', new BigInt64Array(S), [1, S]) });
-    assert.ok(attentionConfig.planned.tiled > tiled, 'the tiled attention kernel ran');
-    await sampledFaultsRejected(enc2, 'attention', 1);
+    const tiled = attentionConfig.planned.tiled;
+    await attentionFaultsRejected(() => assert.ok(attentionConfig.planned.tiled > tiled, 'the tiled attention kernel ran'));
   } finally {
     attentionConfig.tiled = 'auto';
-    await enc2.release();
   }
 });
 

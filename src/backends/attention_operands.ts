@@ -3,6 +3,16 @@
 import type { Node } from '../graph/ir.js';
 import type { Tensor } from '../tensor.js';
 import { alignStrides, attrOf, broadcast, contiguous } from './op_attrs.js';
+import { isPermutation } from '../ops/util.js';
+
+/** `dims` read through `perm` (a folded Transpose): the permuted dims and their strides into the contiguous buffer. */
+function permuted(dims: number[], perm: number[]): { dims: number[]; str: number[] } {
+  const c = contiguous(dims);
+  return { dims: perm.map((a) => dims[a]), str: perm.map((a) => c[a]) };
+}
+
+/** A folded Transpose's perm of rank r that keeps the last axis last (rows stay contiguous). */
+const keepsLast = (p: number[], r: number): boolean => isPermutation(p, r) && p[r - 1] === r - 1;
 
 interface Desc { dtype: string; dims: number[] }
 
@@ -33,11 +43,9 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   if (node.inputs.length > 4) return null;
   // Q and V as the attention sees them: through q_perm / v_perm (folded Transposes that keep the last axis last).
   const view = (d: number[], name: string): { dims: number[]; str: number[] } | null => {
-    const c = contiguous(d);
     const p = attrOf(node, name) as number[] | undefined;
-    if (!p) return { dims: d, str: c };
-    if (p.length !== d.length || p[p.length - 1] !== d.length - 1 || new Set(p).size !== p.length || p.some((a) => a < 0 || a >= d.length)) return null;
-    return { dims: p.map((a) => d[a]), str: p.map((a) => c[a]) };
+    if (!p) return { dims: d, str: contiguous(d) };
+    return keepsLast(p, d.length) ? permuted(d, p) : null;
   };
   const qv = view(q.dims, 'q_perm'), vv = view(v.dims, 'v_perm');
   if (!qv || !vv) return null;
@@ -48,10 +56,8 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   if (attrOf(node, 'transpose_k') === 1) {
     const r = k.dims.length;
     const perm = (attrOf(node, 'k_perm') as number[] | undefined) ?? [...Array(r).keys()].reverse();
-    if (perm.length !== r || new Set(perm).size !== r || perm.some((x) => x < 0 || x >= r)) return null;
-    const ks = contiguous(k.dims);
-    ktDims = perm.map((a) => k.dims[a]);
-    ktStr = perm.map((a) => ks[a]);
+    if (!isPermutation(perm, r)) return null;
+    ({ dims: ktDims, str: ktStr } = permuted(k.dims, perm));
   }
   const Sq = qd[qd.length - 2], D = qd[qd.length - 1];
   if (ktDims[ktDims.length - 2] !== D) return null;
@@ -98,7 +104,7 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   let outDims = res, os = contiguous(res);
   if (op) {
     const r = res.length;
-    if (op.length !== r || op[r - 1] !== r - 1 || new Set(op).size !== r || op.some((a) => a < 0 || a >= r)) return null;
+    if (!keepsLast(op, r)) return null;
     outDims = op.map((a) => res[a]);
     const fs = contiguous(outDims);
     os = new Array<number>(r);

@@ -28,8 +28,7 @@ function fusedAttention(inputs: (Value | undefined)[], ctx: KernelContext): Valu
   const q0 = permuted(input(inputs, 0, ctx), 'q_perm'), k0 = input(inputs, 1, ctx), v = permuted(input(inputs, 2, ctx), 'v_perm');
   let k = k0;
   if (ctx.attr.int('transpose_k', 0)) {
-    const perm = ctx.attr.has('k_perm') ? [{ name: 'perm', type: 'ints' as const, value: ctx.attr.ints('k_perm') }] : [];
-    k = step('Transpose', [k0], perm);
+    k = step('Transpose', [k0], ctx.attr.has('k_perm') ? perm('k_perm') : []);
   }
   const scaleT = ctx.attr.tensor('scale_tensor');
   const scaleOp = scaleT ? ctx.attr.string('scale_op', 'Mul') : '';

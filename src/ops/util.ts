@@ -249,6 +249,11 @@ export function normAxis(axis: number, rank: number, ctx?: KernelContext): numbe
   return a;
 }
 
+/** Whether `p` is a permutation of 0..r-1 (the fast backends' test before planning a Transpose or a permuted view). */
+export function isPermutation(p: readonly number[], r: number): boolean {
+  return p.length === r && new Set(p).size === r && p.every((a) => Number.isInteger(a) && a >= 0 && a < r);
+}
+
 /** The i-th input as a tensor (typed error if missing or not a tensor). */
 export function input(inputs: (Value | undefined)[], i: number, ctx: KernelContext): Tensor {
   const v = inputs[i];

@@ -3,6 +3,17 @@
 /** True in Node.js (worker threads included), false in browsers. */
 export const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 
+/** An environment variable in Node (benchmark and device-experiment knobs); undefined in browsers. */
+export function envVar(name: string): string | undefined {
+  return typeof process !== 'undefined' ? process.env?.[name] : undefined;
+}
+
+/** A positive integer from the environment (envVar), else `fallback`. */
+export function envInt(name: string, fallback: number): number {
+  const v = Number(envVar(name));
+  return Number.isInteger(v) && v > 0 ? v : fallback;
+}
+
 /**
  * import() of a Node built-in or a Node-only package (Dawn's `webgpu`). The specifier is a variable and the magic
  * comments tell Vite and webpack not to resolve it, so bundling webjit for a browser neither warns about `node:*`

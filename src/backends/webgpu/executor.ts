@@ -16,6 +16,7 @@ import { findGpuOp, type Dispatch, type GpuConstant, type GpuOpPlan, type GpuPla
 import { mathPrelude } from '../../codegen/wgsl/math.js';
 import { fromStorage, gpuBytes, outputArray, storable, toStorage, writePadded } from './storage.js';
 import { deriveConstant } from './derive.js';
+import { envInt } from '../../util/node.js';
 import './ops/index.js';
 
 const USAGE_STORAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
@@ -34,10 +35,6 @@ const CPU_MAX_ELEMS = 16384;
 const VALUE_MAX_ELEMS = 16;
 const FLOAT: ReadonlySet<DType> = new Set(['float32', 'float16', 'bfloat16', 'float64']);
 const MAX_PLANS_PER_NODE = 64;
-const envInt = (k: string, d: number): number => {
-  const v = typeof process !== 'undefined' ? Number(process.env?.[k]) : NaN;
-  return Number.isInteger(v) && v > 0 ? v : d;
-};
 /**
  * Recorded dispatches that are submitted at once, so the GPU works while the rest of the run is recorded
  * (WEBJIT_SUBMIT_EVERY overrides it, for benchmarks).

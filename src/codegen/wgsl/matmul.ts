@@ -236,7 +236,6 @@ export function tiledMatmul(s: MatmulSpec, t: MatmulTile): string {
       store.push(`{ let col = col0 + (${j * TX}u + tx) * 4u; let v = acc[${i * (TN / 4) + j}];`);
       for (let c = 0; c < 4; c++) {
         const colc = `(col + ${c}u)`, idx = `(offC + row * ${N}u + ${colc})`;
-        // (split-K: offC is the part's [M, N] in the scratch)
         const st = `C[${idx}] = ${epilogueExpr(e, `v[${c}]`, 'row', colc, idx)};`;
         store.push(guardN || !vecB ? `if (${colc} < ${N}u) { ${st} }` : st);
       }
@@ -281,7 +280,7 @@ var<workgroup> Bs: array<vec4f, ${(nbuf * BK * BN) / 4}>;
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l3: vec3u, @builtin(local_invocation_index) lid: u32) {
   ${ids}
   let row0 = wg.y * ${BM}u; let col0 = wg.x * ${BN}u;
-  ${S > 1 ? `let offA = 0u; let offB = 0u; let offC = wg.z * ${M * N}u;` : batchOffsets(s)}
+  ${S > 1 ? `let offA = 0u; let offB = 0u; let offC = wg.z * ${M * N}u; // part wg.z's [M, N] of the scratch` : batchOffsets(s)}
   var acc: array<vec4f, ${TM * (TN / 4)}>;
   ${regsA.map((r) => `var ${r}: vec4f;`).join(' ')} ${regsB.map((r) => `var ${r}: vec4f;`).join(' ')}
   var k0 = ${S > 1 ? `wg.z * ${kTiles * BK}u` : '0u'};

@@ -4,6 +4,7 @@ import { DTYPES, Tensor, type DType, type TypedArray } from '../../../tensor.js'
 import { encodeScalar, evenSplit, rangeCount } from '../../../ops/shape.js';
 import { nearestIndex, sourceCoord } from '../../../ops/resize.js';
 import { UnsupportedError } from '../../../errors.js';
+import { isPermutation } from '../../../ops/util.js';
 import {
   type CopyParams, type Width, copyTasks, fillTasks, gatherTasks, genCopy, genFill, genGather, genRange, genStoreBytes,
   genTableGather, packTables, simplifyCopy, tableGatherTasks,
@@ -64,7 +65,7 @@ registerWasmOp('Transpose', (node, inputs, ctx) => {
   if (!x) return null;
   const r = x.dims.length;
   const perm = attrInts(node, 'perm') ?? x.dims.map((_, i) => r - 1 - i);
-  if (perm.length !== r || new Set(perm).size !== r || perm.some((p) => p < 0 || p >= r)) return null;
+  if (!isPermutation(perm, r)) return null;
   const st = stridesOf(x.dims);
   const outDims = perm.map((p) => x.dims[p]);
   return planView(x, outDims, outDims, perm.map((p) => st[p]), 0, ctx);

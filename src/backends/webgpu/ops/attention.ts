@@ -53,6 +53,15 @@ interface Tiling {
   RB: number; split: number; chunk: number;
 }
 
+/**
+ * Which operands the kernels can read (write) as vec4s: rows of whole vec4s at vec4 strides and batch offsets. Q
+ * (D, qRow, qb), Kᵀ with d contiguous (D, kKey, kb), V (Dv, vKey, vb) and the output (Dv, oRow, ob).
+ */
+function vec4Operands(a: Attn): { q: boolean; k: boolean; v: boolean; o: boolean } {
+  const rows4 = (n: number, row: number, b: number[]) => n % 4 === 0 && row % 4 === 0 && b.every((x) => x % 4 === 0);
+  return { q: rows4(a.D, a.qRow, a.qb), k: a.kD === 1 && rows4(a.D, a.kKey, a.kb), v: rows4(a.Dv, a.vKey, a.vb), o: rows4(a.Dv, a.oRow, a.ob) };
+}
+
 /** Largest head sizes the register-resident Q row and output columns are generated for. */
 const MAX_D = 256;
 
@@ -137,15 +146,16 @@ function attentionSite(a: Attn, nb: number, sig: string, def: Params, budget: nu
   };
 }
 
-/**
- * FusedAttention's inputs at ragged query and key counts (heads, batch and head sizes kept): Q [.., Sq, D], K (or Kᵀ
- * through k_perm), V [.., Skv, Dv], the mask's key and row axes.
- */
 /** The axis of input Q (V) that holds the queries (keys): the one q_perm (v_perm) moved to the next-to-last place. */
 function seqAxis(node: Node, name: string, rank: number): number {
   const p = node.attrs.get(name)?.value as number[] | undefined;
   return p && p.length === rank ? p[rank - 2] : rank - 2;
 }
+
+/**
+ * FusedAttention's inputs at ragged query and key counts (heads, batch and head sizes kept): Q [.., Sq, D] (or its
+ * queries' axis through q_perm), K (or Kᵀ through k_perm), V [.., Skv, Dv] (v_perm), the mask's key and row axes.
+ */
 
 function attentionRagged(node: Node): (d: number[][]) => number[][] {
   return (d) => {
@@ -263,10 +273,7 @@ function attentionKernel(a: Attn, T: Tiling, nb: number, sg: boolean): string {
   const { Br, TPR, Bc, WG, NS, D4, KS4, Dv4, NE4, JG, RB, split, chunk } = T;
   const useSg = sg && Br === 1 && TPR > 1;
   // vec4 views of the operands where rows and batch offsets are whole vec4s.
-  const qVec = D % 4 === 0 && a.qRow % 4 === 0 && a.qb.every((x) => x % 4 === 0);
-  const kVec = a.kD === 1 && D % 4 === 0 && a.kKey % 4 === 0 && a.kb.every((x) => x % 4 === 0);
-  const vVec = Dv % 4 === 0 && a.vKey % 4 === 0 && a.vb.every((x) => x % 4 === 0);
-  const oVec = Dv % 4 === 0 && a.oRow % 4 === 0 && a.ob.every((x) => x % 4 === 0);
+  const { q: qVec, k: kVec, v: vVec, o: oVec } = vec4Operands(a);
   const decls = [{ name: 'qm', type: qVec ? 'vec4f' : 'f32' }, { name: 'km', type: kVec ? 'vec4f' : 'f32' }, { name: 'vm', type: vVec ? 'vec4f' : 'f32' }];
   if (a.mask) decls.push({ name: 'mm', type: 'f32' });
   const outs = split > 1
@@ -438,9 +445,8 @@ interface Tiled { Br: number; Bc: number; TN: number; TX: number; TY: number; WG
 
 /** Whether the operands suit the tiled kernel: whole vec4 rows of Q, K (along d) and V, and one part of the keys. */
 function tiledFits(a: Attn): boolean {
-  const q4 = (x: number) => x % 4 === 0;
-  return q4(a.D) && q4(a.Dv) && a.kD === 1 && q4(a.kKey) && a.kb.every(q4) && q4(a.qRow) && a.qb.every(q4) &&
-    q4(a.vKey) && a.vb.every(q4) && q4(a.oRow) && a.ob.every(q4);
+  const v = vec4Operands(a);
+  return v.q && v.k && v.v && v.o;
 }
 
 function tiledShape(a: Attn, Br: number, Bc: number, TN: number, budget: number, maxInv: number): Tiled | null {
@@ -615,7 +621,7 @@ fn main(${GRID_PARAMS}) {
 /** Merges the key parts of each output element: weights exp(m_part - max) (an empty part weighs 0). */
 function combineKernel(a: Attn, rows: number, split: number): string {
   const Dv = a.Dv, Dv4 = Math.ceil(Dv / 4);
-  const vecOut = Dv % 4 === 0 && a.oRow % 4 === 0 && a.ob.every((x) => x % 4 === 0);
+  const vecOut = vec4Operands(a).o;
   return `${storageDecls([{ name: 'opart', type: 'vec4f' }, { name: 'ml', type: 'vec2f' }, { name: 'om', type: vecOut ? 'vec4f' : 'f32', write: true }])}
 fn wj_ninf() -> f32 { var b = 0xff800000u; return bitcast<f32>(b); }
 @compute @workgroup_size(256)

@@ -3,6 +3,7 @@
 import type { Node } from '../../../graph/ir.js';
 import { Tensor, type DType } from '../../../tensor.js';
 import { encodeScalar, evenSplit } from '../../../ops/shape.js';
+import { isPermutation } from '../../../ops/util.js';
 import {
   GRID_PARAMS, LINEAR_GROUP, enables, grid, i32Lit, registerGpuOp, storageBytes, storageDecls, storageType,
   type Binding, type Dispatch, type GpuOp, type GpuOpPlan, type GpuPlanContext, type GpuValueDesc,
@@ -204,7 +205,7 @@ registerDataOp('Transpose', (node, inputs, ctx) => {
   if (!x) return null;
   const r = x.dims.length;
   const perm = attrInts(node, 'perm') ?? x.dims.map((_, i) => r - 1 - i);
-  if (perm.length !== r || new Set(perm).size !== r || perm.some((p) => !Number.isInteger(p) || p < 0 || p >= r)) return null;
+  if (!isPermutation(perm, r)) return null;
   return planTranspose(x, x.dims, perm, perm.map((p) => x.dims[p]), ctx);
 });
 

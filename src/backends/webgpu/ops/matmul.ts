@@ -9,6 +9,7 @@ import { grid, registerGpuOp, type Binding, type GpuDerivation, type GpuOpPlan, 
 import { enumerate, raggedSize, spaceSize, withDefault, type Params, type TuneSite } from '../../../tune/site.js';
 import { FMA_ASSIGN, dropBarrier, f16Accumulate, faultOf, replaceAll, replaceFirst, withoutFault } from '../faults.js';
 import { np2 } from '../sites.js';
+import { envInt, envVar } from '../../../util/node.js';
 import { SPLIT_CFG, type SplitPasses, type SplitTile, splitAHalves, splitAKernel, splitASize, splitBDims, splitBKernel, splitBParams, splitBWorkgroups, splitDefault, splitDims, splitExponent, splitMatmul, splitValid } from '../../../codegen/wgsl/matmul_tc.js';
 
 const ACTIVATIONS: ReadonlySet<string> = new Set(['none', 'relu', 'sigmoid', 'tanh', 'gelu', 'gelu_tanh', 'silu']);
@@ -22,7 +23,7 @@ const SKINNY_MAX_M = 16;
  * for M = 128, N = 3072 (16×64, 384 workgroups, 1.35× the 96 of 64×64), and the whole model's GPU time 3.36 → 2.68 ms
  * against a threshold of 64 (bench/results/gpu/h100-matmul-minwg.txt); b8 unchanged. WEBJIT_MATMUL_MINWG overrides it.
  */
-const MIN_WGS = (() => { const v = typeof process !== 'undefined' ? Number(process.env?.WEBJIT_MATMUL_MINWG) : NaN; return v > 0 ? v : 128; })();
+const MIN_WGS = envInt('WEBJIT_MATMUL_MINWG', 128);
 
 export function defaultTile(M: number, N: number, batch: number, ctx: GpuPlanContext): MatmulTile {
   // Large products (≥ 512 workgroups of 128×128): A row-major with unrolled k, 41.7 TFLOP/s at 4096³ on the H100
@@ -44,7 +45,7 @@ export function defaultTile(M: number, N: number, batch: number, ctx: GpuPlanCon
 
 /** WEBJIT_MATMUL_TILE=BM,BN,BK,TM,TN forces a tile (device experiments). */
 function forcedTile(): MatmulTile | null {
-  const env = typeof process !== 'undefined' ? process.env?.WEBJIT_MATMUL_TILE : undefined;
+  const env = envVar('WEBJIT_MATMUL_TILE');
   if (!env) return null;
   const [BM, BN, BK, TM, TN] = env.split(',').map(Number);
   return { BM, BN, BK, TM, TN };
@@ -128,7 +129,7 @@ export const matmulPlanned = { splitK: 0 };
  * turns it off, a number forces that many parts (device experiments).
  */
 function defaultSplitK(spec: MatmulSpec, t: MatmulTile): number {
-  const env = typeof process !== 'undefined' ? process.env?.WEBJIT_MATMUL_SPLITK : undefined;
+  const env = envVar('WEBJIT_MATMUL_SPLITK');
   if (env === '0') return 1;
   const wgs = Math.ceil(spec.M / t.BM) * Math.ceil(spec.N / t.BN);
   const forced = env && env !== 'auto' ? Number(env) : 0;
