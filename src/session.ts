@@ -226,7 +226,7 @@ export class InferenceSession {
     this.gpu?.invalidatePlans();
     this.wasm?.runner.invalidatePlans();
     if (this.lastFeeds && cache === this.tuneCache && report.rows.some((r) => r.changed) && !this.released) {
-      report.model = await this.checkTunedModel(report, cache, opts.keepBelow ?? 0.99, (opts.budgetMs ?? 30_000) * 0.1);
+      report.model = await this.checkTunedModel(report, cache, opts.keepBelow ?? (this.gpu ? 0.99 : 0.97), (opts.budgetMs ?? 30_000) * 0.1);
     }
     if (this.tuneCache) await saveCache(this.tuneCache).catch(() => undefined);
     return report;
@@ -249,7 +249,7 @@ export class InferenceSession {
       defaultMs = median(rounds.map((r) => r[0]));
       tunedMs = median(rounds.map((r) => r[1]));
     } else {
-      // Wasm: wall time of a run with each, alternating (after a run that plans), 3 to 7 rounds within maxMs.
+      // Wasm: wall time of a run with each (after a run that plans), 3 to 15 pairs within maxMs.
       const r = this.wasm!.runner, feeds = this.lastFeeds!;
       const once = async (hooks: typeof tuned) => {
         r.setTuning(hooks);
@@ -258,11 +258,15 @@ export class InferenceSession {
         await r.run(feeds);
         return performance.now() - t;
       };
-      const d: number[] = [], t: number[] = [];
+      // Pairs in alternating order; judged by the median of the pairs' ratios (a pair meets one state of the machine).
+      const d: number[] = [], t: number[] = [], ratios: number[] = [];
       const end = performance.now() + maxMs;
-      for (let k = 0; k < 7 && (k < 3 || performance.now() < end); k++) { d.push(await once(DEFAULTS_ONLY)); t.push(await once(tuned)); }
+      for (let k = 0; k < 15 && (k < 3 || performance.now() < end); k++) {
+        const [a, b] = k % 2 ? [await once(tuned), await once(DEFAULTS_ONLY)].reverse() : [await once(DEFAULTS_ONLY), await once(tuned)];
+        d.push(a); t.push(b); ratios.push(b / a);
+      }
       defaultMs = median(d);
-      tunedMs = median(t);
+      tunedMs = defaultMs * median(ratios);
     }
     const kept = tunedMs < defaultMs * keepBelow;
     if (!kept) {

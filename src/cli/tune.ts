@@ -6,6 +6,7 @@ import { InferenceSession, type BackendName, type Feeds } from '../session.js';
 import { mulberry32 } from '../util/random.js';
 import { cacheLocation } from '../tune/cache.js';
 import type { TuneReport } from '../tune/tuner.js';
+import { median } from '../util/stats.js';
 import { formatReport, kernelsChanged } from '../tune/report.js';
 import { parseDims, randomInput } from './run.js';
 
@@ -36,15 +37,18 @@ async function medianRun(s: InferenceSession, feeds: Feeds, runs: number): Promi
 
 /**
  * Default kernels against tuned ones, fairly: a session with tuning 'off' and the tuned session, both warmed up,
- * measured in alternating rounds (machine speed drifts); medians over all rounds.
+ * measured in rounds of one median each, the order alternating (machine speed drifts); medians over all rounds, and
+ * the speedup as the median of the rounds' ratios.
  */
-export async function compareSessions(base: InferenceSession, tuned: InferenceSession, feeds: Feeds, runs: number): Promise<{ before: number; after: number }> {
+export async function compareSessions(base: InferenceSession, tuned: InferenceSession, feeds: Feeds, runs: number): Promise<{ before: number; after: number; speedup: number }> {
   for (const s of [base, tuned]) for (let i = 0; i < Math.max(5, runs >> 1); i++) await s.run(feeds);
-  const b: number[] = [], a: number[] = [];
-  const per = Math.max(1, Math.ceil(runs / 5));
-  for (let r = 0; r < 5; r++) { b.push(await medianRun(base, feeds, per)); a.push(await medianRun(tuned, feeds, per)); }
-  const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
-  return { before: med(b), after: med(a) };
+  const b: number[] = [], a: number[] = [], ratios: number[] = [];
+  const rounds = 9, per = Math.max(1, Math.ceil(runs / rounds));
+  for (let r = 0; r < rounds; r++) {
+    const [x, y] = r % 2 ? [await medianRun(tuned, feeds, per), await medianRun(base, feeds, per)].reverse() : [await medianRun(base, feeds, per), await medianRun(tuned, feeds, per)];
+    b.push(x); a.push(y); ratios.push(x / y);
+  }
+  return { before: median(b), after: median(a), speedup: median(ratios) };
 }
 
 export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
@@ -70,12 +74,12 @@ export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {
     });
     if (started) bar.stop();
     const base = await InferenceSession.create(model, { backend: a.backend, threads: a.threads, tuning: 'off' });
-    let before: number, after: number;
-    try { ({ before, after } = await compareSessions(base, session, feeds, a.runs)); } finally { await base.release(); }
+    let before: number, after: number, speedup: number;
+    try { ({ before, after, speedup } = await compareSessions(base, session, feeds, a.runs)); } finally { await base.release(); }
     console.log(formatReport(report));
     // Identical kernels in both sessions: their difference is noise, not a speedup (this 2-core machine: ±15%).
     const e2e = kernelsChanged(report)
-      ? `${before.toFixed(2)} ms → ${after.toFixed(2)} ms (${(before / after).toFixed(2)}×)`
+      ? `${before.toFixed(2)} ms → ${after.toFixed(2)} ms (${speedup.toFixed(2)}× by paired rounds)`
       : `no tuned kernel kept, both sessions run the defaults: ${before.toFixed(2)} and ${after.toFixed(2)} ms (the machine's noise)`;
     console.log(`end to end (default and tuned sessions in alternating rounds): ${e2e}, tuning took ${(report.ms / 1000).toFixed(1)} s; ` +
       `cache: ${(await cacheLocation()) ?? 'in memory only (WEBJIT_TUNE_CACHE=off)'}`);

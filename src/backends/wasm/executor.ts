@@ -15,6 +15,8 @@ import './ops/index.js';
 
 /** A tensor in Wasm memory. Views (Reshape …) share the Buf and its reference count. */
 interface Buf { ptr: number; bytes: number; refs: number; constant: boolean }
+/** Feeds held in Wasm memory across runs (WasmGraphRunner.resident). */
+export interface ResidentFeeds { readonly slots: Map<string, Slot> }
 interface Slot { buf?: Buf; dtype: DType; dims: number[]; js?: Value; /** dtype[dims], cached for plan lookups */ key?: string }
 /** Shape keys by dims array: plan outputs reuse their dims arrays every run, so most lookups hit. */
 const dimsKeys = new WeakMap<number[], string>();
@@ -180,6 +182,29 @@ export class WasmGraphRunner {
     } finally {
       for (const s of outs) this.release(s);
     }
+  }
+
+  /**
+   * Feeds uploaded once, for runs timed without their upload and read-back (the tuner: a one-node graph's I/O is
+   * not the kernel's, and a model's kernels find their inputs in memory). Give them back with releaseResident.
+   */
+  resident(feeds: Map<string, Value>): ResidentFeeds {
+    const slots = new Map<string, Slot>();
+    for (const [k, v] of feeds) slots.set(k, this.toSlot(v));
+    return { slots };
+  }
+
+  /** One run on resident feeds: the kernels only, nothing read back. */
+  async runResident(feeds: ResidentFeeds): Promise<void> {
+    for (const s of feeds.slots.values()) if (s.buf && !s.buf.constant) s.buf.refs++;
+    const outs = await this.runSlots(new Map(feeds.slots));
+    for (const o of outs) this.release(o);
+    if (this.rt.needsSync) await this.rt.sync();
+  }
+
+  releaseResident(feeds: ResidentFeeds): void {
+    for (const s of feeds.slots.values()) this.release(s);
+    feeds.slots.clear();
   }
 
   /**
