@@ -38,8 +38,8 @@ export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
     device: await wasmDeviceId(rt),
     /**
      * The runners' runs interleaved, one of each per round (the order reversed every other round), so that the
-     * machine's drift (other processes, clocks) meets them alike: timed one after the other, a kernel timed while
-     * the 2-core machine was busy looked 1.3× slower than a candidate that was no faster inside the model.
+     * machine's drift (other processes, clocks) meets them alike: timed one after the other, a candidate looked 1.3×
+     * faster than its default and was no faster inside the model.
      */
     async timeTogether(trs, feedSets, maxMs) {
       // A run that plans and compiles (the workers are brought in after it), then one warm run each.

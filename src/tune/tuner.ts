@@ -6,7 +6,9 @@
 // Verification, before a candidate can be chosen: fresh random inputs (never all zeros) at the real shape and at a
 // ragged one (sizes that are no multiple of any tile), every output poisoned with NaN before the kernel runs, the
 // result compared with the reference backend at a tolerance set by dtype; a NaN/Inf where the reference has none (or
-// the reverse) rejects. Timing: a warm-up, then the median of repeats with the input sets rotated.
+// the reverse) rejects. Timing: a warm-up, then the median of repeats with the input sets rotated, each candidate
+// interleaved with the default and judged by the ratio where the target can; the winner is timed again before it
+// may replace the default.
 import { runNode } from '../backends/reference/executor.js';
 import { DTYPES, isFloat, sizeOf, Tensor, type DType, type TypedArray, type Value } from '../tensor.js';
 import { mulberry32 } from '../util/random.js';
