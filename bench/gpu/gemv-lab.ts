@@ -5,7 +5,8 @@
 //    ceiling;
 //  - dp4a: x quantized to int8 per group of 32 (dx, Σxi per group), weights' nibbles fed as bytes to dot4I8Packed (8
 //    weights: 2 ANDs, a shift, 2 integer dot products), no workgroup memory, a subgroupAdd per row.
-// Usage: node gemv-lab.mjs   Env: ROUNDS (default 15), REPS (dispatches per pass, default 64)
+// Usage: node gemv-lab.mjs   Env: ROUNDS (default 15), REPS (dispatches per pass, default 64), COPIES (matrix copies
+// rotated; default enough to span 256 MiB so every pass misses the 50 MB L2; COPIES=1 keeps a matrix L2-resident)
 import { acquireGpu, dawnInstance } from '../../src/backends/webgpu/device.js';
 import { randomQuantMatrix } from '../../src/llm/random_model.js';
 import { dequantRow } from '../../src/llm/types.js';
@@ -145,7 +146,7 @@ const summary: string[] = [];
 for (const [name, N, K] of shapes) {
   const m = randomQuantMatrix(N, K, 4, 32, N + K);
   const packed = packMatrix(m);
-  const copies = process.argv.includes('--small') ? 2 : Math.max(1, Math.ceil((256 << 20) / packed.words.byteLength));
+  const copies = process.env.COPIES ? Number(process.env.COPIES) : process.argv.includes('--small') ? 2 : Math.max(1, Math.ceil((256 << 20) / packed.words.byteLength));
   const Ws = Array.from({ length: copies }, () => put(packed.words));
   const r = mulberry32(3);
   const x = Float32Array.from({ length: K }, () => r() * 2 - 1);
