@@ -20,7 +20,7 @@ import { entryKey, sharedCache, saveCache, TuneCache } from './tune/cache.js';
 import { cacheHooks, Tuner, type SiteUse, type TuneProgress, type TuneReport, type TuneRunOptions, type TuneTarget } from './tune/tuner.js';
 import { gpuTarget, wasmTarget } from './tune/targets.js';
 import { DEFAULTS_ONLY, type SiteRecord } from './tune/site.js';
-import { median } from './util/stats.js';
+import { interleaved, median, medianRatio } from './util/stats.js';
 
 export type BackendName = 'reference' | 'wasm' | 'webgpu';
 
@@ -258,15 +258,11 @@ export class InferenceSession {
         await r.run(feeds);
         return performance.now() - t;
       };
-      // Pairs in alternating order; judged by the median of the pairs' ratios (a pair meets one state of the machine).
-      const d: number[] = [], t: number[] = [], ratios: number[] = [];
+      // Judged by the median of the pairs' ratios (a pair meets one state of the machine).
       const end = performance.now() + maxMs;
-      for (let k = 0; k < 15 && (k < 3 || performance.now() < end); k++) {
-        const [a, b] = k % 2 ? [await once(tuned), await once(DEFAULTS_ONLY)].reverse() : [await once(DEFAULTS_ONLY), await once(tuned)];
-        d.push(a); t.push(b); ratios.push(b / a);
-      }
+      const [d, t] = await interleaved([() => once(DEFAULTS_ONLY), () => once(tuned)], (k) => k < 15 && (k < 3 || performance.now() < end));
       defaultMs = median(d);
-      tunedMs = defaultMs * median(ratios);
+      tunedMs = defaultMs * medianRatio(t, d);
     }
     const kept = tunedMs < defaultMs * keepBelow;
     if (!kept) {

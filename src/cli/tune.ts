@@ -6,7 +6,7 @@ import { InferenceSession, type BackendName, type Feeds } from '../session.js';
 import { mulberry32 } from '../util/random.js';
 import { cacheLocation } from '../tune/cache.js';
 import type { TuneReport } from '../tune/tuner.js';
-import { median } from '../util/stats.js';
+import { interleaved, median, medianRatio } from '../util/stats.js';
 import { formatReport, kernelsChanged } from '../tune/report.js';
 import { parseDims, randomInput } from './run.js';
 
@@ -42,13 +42,9 @@ async function medianRun(s: InferenceSession, feeds: Feeds, runs: number): Promi
  */
 export async function compareSessions(base: InferenceSession, tuned: InferenceSession, feeds: Feeds, runs: number): Promise<{ before: number; after: number; speedup: number }> {
   for (const s of [base, tuned]) for (let i = 0; i < Math.max(5, runs >> 1); i++) await s.run(feeds);
-  const b: number[] = [], a: number[] = [], ratios: number[] = [];
   const rounds = 9, per = Math.max(1, Math.ceil(runs / rounds));
-  for (let r = 0; r < rounds; r++) {
-    const [x, y] = r % 2 ? [await medianRun(tuned, feeds, per), await medianRun(base, feeds, per)].reverse() : [await medianRun(base, feeds, per), await medianRun(tuned, feeds, per)];
-    b.push(x); a.push(y); ratios.push(x / y);
-  }
-  return { before: median(b), after: median(a), speedup: median(ratios) };
+  const [b, a] = await interleaved([() => medianRun(base, feeds, per), () => medianRun(tuned, feeds, per)], (r) => r < rounds);
+  return { before: median(b), after: median(a), speedup: medianRatio(b, a) };
 }
 
 export async function tuneCommand(model: string, a: TuneArgs): Promise<number> {

@@ -7,7 +7,7 @@ import type { GpuContext } from '../backends/webgpu/device.js';
 import type { Value } from '../tensor.js';
 import type { TuneRunner, TuneTarget } from './tuner.js';
 import { importNode } from '../util/node.js';
-import { median } from '../util/stats.js';
+import { interleaved, median } from '../util/stats.js';
 
 /** Bumped when generators change so that old winners no longer describe today's kernels. */
 export const TUNE_VERSION = 1;
@@ -37,25 +37,16 @@ export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
     backend: 'wasm',
     device: await wasmDeviceId(rt),
     /**
-     * The runners' runs interleaved, one of each per round (the order reversed every other round), so that the
-     * machine's drift (other processes, clocks) meets them alike: timed one after the other, a candidate looked 1.3×
+     * The runners' runs interleaved (util/stats interleaved): timed one after the other, a candidate looked 1.3×
      * faster than its default and was no faster inside the model.
      */
     async timeTogether(trs, feedSets, maxMs) {
-      // A run that plans and compiles (the workers are brought in after it), then one warm run each.
+      // A run that plans and compiles (run() brings the workers in after it), then one warm run each.
       for (const r of trs) await r.run(feedSets[0]);
-      if (rt.needsSync) await rt.sync();
       for (const r of trs) await r.timedRun!(feedSets[0]);
-      const ts: number[][] = trs.map(() => []);
       const t0 = performance.now();
-      for (let i = 0; i < WASM_MIN_ROUNDS || (i < WASM_MAX_ROUNDS && performance.now() - t0 < maxMs); i++) {
-        const feeds = feedSets[i % feedSets.length];
-        for (let j = 0; j < trs.length; j++) {
-          const k = i % 2 ? trs.length - 1 - j : j;
-          ts[k].push(await trs[k].timedRun!(feeds));
-        }
-      }
-      return ts.map(median);
+      const more = (i: number) => i < WASM_MIN_ROUNDS || (i < WASM_MAX_ROUNDS && performance.now() - t0 < maxMs);
+      return (await interleaved(trs.map((r) => (i: number) => r.timedRun!(feedSets[i % feedSets.length])), more)).map(median);
     },
     runner(graph, env, opts): TuneRunner {
       const r = new WasmGraphRunner(graph, env, rt, { ...opts, fallback: false });
@@ -74,7 +65,6 @@ export async function wasmTarget(rt: WasmRuntime): Promise<TuneTarget> {
         timedRun,
         async time(feedSets: Map<string, Value>[], maxMs: number) {
           await r.run(feedSets[0]);
-          if (rt.needsSync) await rt.sync();
           const ts: number[] = [];
           const t0 = performance.now();
           for (let i = 0; ts.length < 5 || (ts.length < 31 && performance.now() - t0 < maxMs); i++) ts.push(await timedRun(feedSets[i % feedSets.length]));
