@@ -11,7 +11,7 @@ import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
 import { WebGpuLlm, llmGpuConfig, packMatrix } from '../src/llm/webgpu.js';
-import type { GemvShape } from '../src/llm/wgsl.js';
+import { gemvKernel, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
 import { bytesPerToken } from '../src/llm/types.js';
 
@@ -375,14 +375,33 @@ test('webgpu llm q4 with int8 activations: x quantized by the producers\' epilog
 
 test('webgpu llm q4 with int8 activations: pre-quantized loops one chunk deep, 1/rms summed before the loop', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2, PU: 1, lateRms: false } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
 
-async function int8Check(config = GQA, epilogues = 0): Promise<void> {
+test('gemv kernels read complete subgroup sums from red where subgroups are exactly TK wide (no second pass into fin)', () => {
+  const m = matLayout('q', 4, 32, 64, 128, true);
+  const base: GemvSpec = { m, norm: true, eps: 1e-5, gather: false, epi: { kind: 'residual' }, sg: true, sgMin: 32, dot4: true, preIn: true, TB: 1, RT: 2, TK: 32, RG: 4, PU: 4, lateRms: true };
+  const direct = gemvKernel(base), twoPass = gemvKernel({ ...base, sgMin: 16 }), plain = gemvKernel({ ...base, sg: false });
+  assert.ok(!direct.includes('fin') && /let ya = red\[/.test(direct), 'one slot per row group: the epilogue reads red');
+  assert.equal((direct.match(/workgroupBarrier\(\)/g) ?? []).length + 1, (twoPass.match(/workgroupBarrier\(\)/g) ?? []).length);
+  for (const c of [twoPass, plain]) assert.ok(/fin\[e\] = sum;/.test(c) && /let ya = fin\[/.test(c));
+});
+
+test('webgpu llm q4: TK equal to the subgroup width (sums read from red after one barrier), f32 and int8 x, equals the reference', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  const TK = caps.subgroups && caps.subgroupSize ? caps.subgroupSize : 32;
+  await withGpuConfig({ shape: () => ({ TK }) }, async () => {
+    const gpu = await conformance(model(GQA, 'q4', 5), `q4, TK ${TK}`);
+    await gpu.release();
+    await int8Check(GQA, null);
+  });
+});
+
+async function int8Check(config = GQA, epilogues: number | null = 0): Promise<void> {
   const { caps } = await acquireGpu();
   const w = model(config, 'q4', 11);
   const cap = 48, V = config.vocab;
   const gpu = await WebGpuLlm.create(w, { capacity: cap, activations: 'int8' });
   assert.equal(gpu.activations, caps.dot4 ? 'int8' : 'f32');
   // Attention, then o, gate/up and down of every layer but the last's down (one-token variants).
-  if (gpu.activations === 'int8') assert.equal(gpu.stats.quantizingEpilogues, epilogues);
+  if (gpu.activations === 'int8' && epilogues !== null) assert.equal(gpu.stats.quantizingEpilogues, epilogues);
   const ref = new ReferenceLlm(w, cap);
   const exact = await WebGpuLlm.create(w, { capacity: cap });
   // The prompt's logits come from the small-T kernels (x quantized by quantRowsKernel; chunks of 4, 4 and 1 tokens),

@@ -32,6 +32,9 @@ const act = process.env.LLM_ACT === 'f32' ? 'f32' : 'int8';
 const rounds = env('LLM_ROUNDS', 5), ctx = env('LLM_CTX', 80);
 const Ts = (process.env.LLM_TS ?? '5').split(',').map(Number);
 
+const noTree = (c: string) => c.replace(/  for \(var e = lid; e < \d+u; e \+= \d+u\) \{ SS\[e\] = [^\n]*\n  workgroupBarrier\(\);\n/, '')
+  .replace(/  for \(var st = \d+u; st > 0u; st >>= 1u\) \{\n[^\n]*\n    workgroupBarrier\(\);\n  \}\n?/, '');
+const noQuant = (c: string) => c.replace('if (t0 + ti < rows && gg <', 'if (false && gg <');
 /** Variants: what each sets in llmGpuConfig (from the defaults) before its runner is created. */
 const DEFAULTS = { ...llmGpuConfig };
 const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) => (TB === 1 ? shape : undefined);
@@ -62,6 +65,18 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   rt1: { shape: at1({ RT: 1, RG: 32 }) },
   rt1pu2: { shape: at1({ RT: 1, RG: 32, PU: 2 }) },
   rt1rg16: { shape: at1({ RT: 1, RG: 16 }) },
+  // The reduction through fin as before (two slots a row group: one is empty on a device whose subgroups are TK wide).
+  fin: { shape: at1({ sgMin: 16 } as Partial<GemvShape>) },
+  finGU: { shape: (r, _u, TB) => (TB === 1 && r === 'gateup' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
+  finQKV: { shape: (r, _u, TB) => (TB === 1 && r === 'qkv' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
+  finO: { shape: (r, _u, TB) => (TB === 1 && r === 'o' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
+  finDown: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
+
+  // Timing-only ablations of the one-token epilogue (the numbers are wrong): no 1/rms tree, no quantizing for the
+  // next matrix, neither.
+  notree: { codeHook: (c, _r, TB) => (TB === 1 ? noTree(c) : c) },
+  noq: { codeHook: (c, _r, TB) => (TB === 1 ? noQuant(c) : c) },
+  noepi: { codeHook: (c, _r, TB) => (TB === 1 ? noQuant(noTree(c)) : c) },
 };
 const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
 for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);

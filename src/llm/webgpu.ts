@@ -53,6 +53,8 @@ export const llmGpuConfig = {
   stageBytes: 32768,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
+  /** Rewrites a matrix-vector kernel's WGSL (benchmarks' timing-only ablations: the results are then wrong). */
+  codeHook: undefined as ((code: string, role: GemvRole, TB: number) => string) | undefined,
 };
 
 /** Greedy ids from WebGpuLlm.greedyStream, one at a time; close() ends it (and must be called). */
@@ -497,6 +499,7 @@ export class WebGpuLlm implements LlmRunner {
         } else {
           const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}) }, TB);
           code = gemvKernel(spec);
+          if (llmGpuConfig.codeHook) code = llmGpuConfig.codeHook(code, role, TB);
           UW = spec.RG * spec.RT;
           quantBefore = dot4Pre(spec) && !fed(TB);
           quantOut = quantizesOut(spec);

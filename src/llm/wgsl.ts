@@ -162,11 +162,13 @@ function valueCount(s: GemvSpec): number {
 
 /** Partial sums per value and row group in the reduction: one per subgroup, or per thread along K without subgroups. */
 const reductionSlots = (s: GemvSpec): number => (s.sg ? Math.max(1, s.TK / Math.min(s.TK, s.sgMin ?? 4)) : s.TK);
+/** Subgroup sums land complete in red (one slot per row group): no second pass into fin. */
+const oneSlot = (s: GemvSpec): boolean => s.sg && reductionSlots(s) === 1;
 
 /** Workgroup memory of a GEMV kernel (the reduction's two arrays, and staged x). */
 export function gemvWorkgroupBytes(s: GemvSpec): number {
   const NV = valueCount(s);
-  return 4 * (NV * s.RG * reductionSlots(s) + NV * s.RG) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0)
+  return 4 * (NV * s.RG * reductionSlots(s) + (oneSlot(s) ? 0 : NV * s.RG)) + 16 * (staged(s) ? s.XT! : 0) + (dot4Staged(s) ? dot4StageBytes(s.m.K) : 0)
     + (dot4Pre(s) && s.norm ? 4 * s.TB * (s.m.K / 32) : 0) + (quantizesOut(s) ? 4 * s.TB * s.RG * s.RT : 0);
 }
 
@@ -738,26 +740,30 @@ export function gemvKernel(s: GemvSpec): string {
   const store = (v: string, vi: string): string => (sg
     ? `{ let sv = subgroupAdd(${v}); if (sgi == 0u) { red[(${vi} * RGC + rg) * SLOTS + tk / sgs] = sv; } }`
     : `red[(${vi} * RGC + rg) * SLOTS + tk] = ${v};`);
-  emit(sg ? 'let nsl = max(1u, TKC / sgs);' : 'let nsl = TKC;');
+  // One slot per row group (subgroups exactly TK wide: sgMin = TK, and the device's widest is at most TK): each sum is
+  // complete in red, which the epilogue reads after one barrier (no second pass, no second barrier).
+  const direct = oneSlot(s);
+  if (!direct) emit(sg ? 'let nsl = max(1u, TKC / sgs);' : 'let nsl = TKC;');
   if (vals.length) vals.forEach((v, vi) => emit(store(v, u(vi))));
   else emit(`for (var vi = 0u; vi < ${u(NV)}; vi++) { ${store('acc[vi]', 'vi')} }`);
-  emit(`workgroupBarrier();
+  emit(direct ? 'workgroupBarrier();' : `workgroupBarrier();
   for (var e = lid; e < ${u(NV * RG)}; e += ${u(WG)}) {
     var sum = 0.0;
     for (var k = 0u; k < nsl; k++) { sum += red[e * SLOTS + k]; }
     fin[e] = sum;
   }
   workgroupBarrier();`);
+  const FIN = direct ? 'red' : 'fin';
 
   // Epilogue: one thread per (unit, token).
-  const acc = (h: number) => `fin[((r * ${u(P)} + ${u(h)}) * ${u(TB)} + i) * RGC + erg]`;
+  const acc = (h: number) => `${FIN}[((r * ${u(P)} + ${u(h)}) * ${u(TB)} + i) * RGC + erg]`;
   const ep: string[] = [];
   ep.push(`let ul = e % ${u(UW)}; let i = e / ${u(UW)}; let t = t0 + i;`);
   ep.push(`let un = wid.x * ${u(UW)} + ul;`);
   ep.push(`if (t < rows && un < ${u(U)}) {`);
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
   // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
-  const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `fin[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `fin[(${u(RT * P * TB)} + i) * RGC + erg]`;
+  const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `${FIN}[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `${FIN}[(${u(RT * P * TB)} + i) * RGC + erg]`;
   ep.push(!norm ? 'let rinv = 1.0;' : DP ? `let rinv = ${rinvOfGroups(m.K, s.eps, `i * ${u(m.K / 32)}`)};` : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
@@ -793,8 +799,7 @@ const TKC = ${u(TK)};
 const RGC = ${u(RG)};
 const SLOTS = ${u(reductionSlots(s))};
 var<workgroup> red: array<f32, ${NV * RG * reductionSlots(s)}>;
-var<workgroup> fin: array<f32, ${NV * RG}>;
-${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${DP && norm ? `var<workgroup> SS: array<f32, ${TB * (m.K / 32)}>;\n` : ''}${quantizesOut(s) ? `var<workgroup> QV: array<f32, ${UW * TB}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
+${oneSlot(s) ? '' : `var<workgroup> fin: array<f32, ${NV * RG}>;\n`}${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${DP && norm ? `var<workgroup> SS: array<f32, ${TB * (m.K / 32)}>;\n` : ''}${quantizesOut(s) ? `var<workgroup> QV: array<f32, ${UW * TB}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let rows = ${rowsExpr};
