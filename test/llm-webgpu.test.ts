@@ -10,8 +10,8 @@ import { quantizeRtn } from '../src/llm/quantize.js';
 import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
-import { WebGpuLlm, llmGpuConfig, packMatrix } from '../src/llm/webgpu.js';
-import { gemvKernel, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
+import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix } from '../src/llm/webgpu.js';
+import { gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
 import { bytesPerToken } from '../src/llm/types.js';
 
@@ -393,6 +393,15 @@ test('webgpu llm q4: TK equal to the subgroup width (sums read from red after on
     await int8Check(GQA, null);
   });
 });
+
+test('gemvShapeFor: a shape override keeps its RT when the workgroup is shrunk to fit workgroup memory', () => withGpuConfig({ shape: () => ({ RT: 4, PU: 2 }) }, async () => {
+  const base = { m: matLayout('q', 4, 32, 2 * 28672, 8192, true), norm: true, eps: 1e-5, gather: false, epi: { kind: 'gateup' as const, F: 28672 }, sg: true, sgMin: 32, dot4: true, preIn: true, qout: { norm: false } };
+  const roomy = gemvShapeFor('gateup', base, 1, { maxWorkgroupStorage: 49152, subgroupMax: 32, maxInvocations: 1024 });
+  const tight = gemvShapeFor('gateup', base, 1, { maxWorkgroupStorage: 1400, subgroupMax: 32, maxInvocations: 1024 });
+  assert.deepEqual([roomy.RT, roomy.PU, roomy.RG], [4, 2, 16]);
+  assert.deepEqual([tight.RT, tight.PU], [4, 2]);
+  assert.ok(tight.RG < 16 && gemvWorkgroupBytes(tight) <= 1400, `RG ${tight.RG}, ${gemvWorkgroupBytes(tight)} bytes`);
+}));
 
 async function int8Check(config = GQA, epilogues: number | null = 0): Promise<void> {
   const { caps } = await acquireGpu();

@@ -67,6 +67,11 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   rt1rg16: { shape: at1({ RT: 1, RG: 16 }) },
   // The reduction through fin as before (two slots a row group: one is empty on a device whose subgroups are TK wide).
   fin: { shape: at1({ sgMin: 16 } as Partial<GemvShape>) },
+  // Fewer, larger workgroups with the same loads in flight a thread (twice the rows, half the chunks an iteration).
+  guRt4pu2: { shape: (r, _u, TB) => (TB === 1 && r === 'gateup' ? { RT: 4, PU: 2 } : undefined) },
+  guRt4pu1: { shape: (r, _u, TB) => (TB === 1 && r === 'gateup' ? { RT: 4, PU: 1 } : undefined) },
+  rt4pu2: { shape: (r, _u, TB) => (TB === 1 && r !== 'head' ? { RT: 4, PU: 2 } : undefined) },
+  downRt4pu2: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { RT: 4, PU: 2 } : undefined) },
   finGU: { shape: (r, _u, TB) => (TB === 1 && r === 'gateup' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
   finQKV: { shape: (r, _u, TB) => (TB === 1 && r === 'qkv' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
   finO: { shape: (r, _u, TB) => (TB === 1 && r === 'o' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },

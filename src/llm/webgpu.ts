@@ -94,15 +94,14 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   // decode and at 4 tokens, however few workgroups that leaves: on small models (the trained target's 384-wide
   // matrices) the dispatch of quantRowsKernel it saves costs more than the spread.
   const qo = llmGpuConfig.producerFloor && !!base.qout && units % 32 === 0 && (TB === 1 || TB === 4);
-  let RT = TB === 1 ? (base.qout ? 2 : Math.max(1, 2 / P)) : TB === 4 ? (qo ? 2 : Math.max(1, 2 / P)) : 1;
+  const RT = TB === 1 ? (base.qout ? 2 : Math.max(1, 2 / P)) : TB === 4 ? (qo ? 2 : Math.max(1, 2 / P)) : 1;
   let RG = TB === 1 || qo ? 16 : 8;
   const maxInv = limits.maxInvocations ?? 256;
   const floor = qo ? 32 / RT : 1;
   while (RG > 1 && (RG * llmGpuConfig.TK > maxInv || (RG > floor && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups))) RG /= 2;
   let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? { UN: 2, PU: 4, lateRms: true } : {}), ...llmGpuConfig.shape?.(role, units, TB) };
   while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
-    if (spec.RG > 1) RG = spec.RG / 2; else RT = spec.RT / 2;
-    spec = { ...spec, RG, RT };
+    spec = spec.RG > 1 ? { ...spec, RG: spec.RG / 2 } : { ...spec, RT: spec.RT / 2 };
   }
   // int8 activations need room for x's bytes beside the reduction (else the f32 path).
   if (spec.dot4 && gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage) spec = { ...spec, dot4: false };
