@@ -25,6 +25,7 @@ const { values: a } = parseArgs({
     draft: { type: 'string', default: `${LM}/x/onnx/draft.onnx` },
     backend: { type: 'string', default: 'wasm' },
     threads: { type: 'string' },
+    'draft-threads': { type: 'string' },
     k: { type: 'string', default: '2,3,4,6' },
     temperature: { type: 'string', default: '0,0.8' },
     prompts: { type: 'string', default: '10' },
@@ -42,10 +43,10 @@ const temps = a.temperature.split(',').map(Number);
 const nPrompts = Number(a.prompts), promptTokens = Number(a['prompt-tokens']), maxTokens = Number(a.tokens);
 const threads = a.threads ? Number(a.threads) : undefined;
 
-async function open(path) {
-  if (path.endsWith('.onnx')) return CausalDecoder.create(path, { backend: a.backend, threads, tuning: 'off' });
+async function open(path, th = threads) {
+  if (path.endsWith('.onnx')) return CausalDecoder.create(path, { backend: a.backend, threads: th, tuning: 'off' });
   const w = fs.statSync(path).isDirectory() ? await loadLlm(path) : decodeLlm(new Uint8Array(fs.readFileSync(path)), path);
-  return new LlmCausalLM(await createLlm(w, { backend: a.backend, threads }));
+  return new LlmCausalLM(await createLlm(w, { backend: a.backend, threads: th }));
 }
 
 // Prompts: paragraphs of at least 400 characters, evenly spaced through the held-out text, cut to promptTokens ids.
@@ -54,7 +55,7 @@ const paras = fs.readFileSync(a.valid, 'utf8').split(/\n\s*\n/).map((p) => p.tri
 const prompts = Array.from({ length: nPrompts }, (_, i) => tok.encode(paras[Math.floor(((i + 0.5) * paras.length) / nPrompts)]).slice(0, promptTokens));
 
 const target = await open(a.target);
-const draft = await open(a.draft);
+const draft = await open(a.draft, a['draft-threads'] ? Number(a['draft-threads']) : threads);
 const plain = new TextGenerator(target, tok);
 console.log(`target ${a.target}, draft ${a.draft}, backend ${a.backend}${threads ? `, ${threads} threads` : ''}; ${nPrompts} prompts of ${promptTokens} tokens from ${a.valid}, ${maxTokens} tokens each`);
 

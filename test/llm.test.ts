@@ -209,3 +209,25 @@ test('webjit bench-llm: an unknown --peers name is a typed error that lists the 
   await assert.rejects(benchLlmCommand(path.join(ROOT, 'test/fixtures/lm/draft.q4.safetensors'), { ...args, peers: 'web-wasm,nope' }),
     (e: unknown) => e instanceof InputError && /unknown peer 'nope'/.test(e.message) && /web-webgpu/.test(String(e.hint)));
 });
+
+test('bench-llm precisions: a quantized model runs as stored or dequantized (f32, its exact values), never requantized; a dense one as asked', async () => {
+  const { quantized } = await import('../src/bench/llm.js');
+  const { dequantizeLlm, quantBits } = await import('../src/llm/quantize.js');
+  const dense = randomLlm(GQA, 3);
+  const q4 = quantizeRtn(dense, { bits: 4 });
+  assert.equal(quantBits(dense), null);
+  assert.equal(quantBits(q4), 4);
+  assert.equal(quantized(q4, 'q4'), q4);
+  assert.throws(() => quantized(q4, 'q8'), (e: unknown) => e instanceof InputError && /already quantized/.test(e.message) && /--quant q4/.test(String(e.hint)));
+  assert.equal(quantized(dense, 'f32'), dense);
+  assert.equal(quantBits(quantized(dense, 'q8')), 8);
+  const f = quantized(q4, 'f32');
+  assert.equal(quantBits(f), null);
+  assert.match(f.quant, /^f32 \(dequantized q4/);
+  // The dense kernels on the dequantised values compute what the quantized model computes.
+  const m = q4.layers[1].down, d = f.layers[1].down as DenseMatrix;
+  assert.deepEqual(d.data, dequantize(m));
+  const a = await new ReferenceLlm(q4, 16).forward(PROMPT), b = await new ReferenceLlm(f, 16).forward(PROMPT);
+  assert.ok(maxDiff(a, b) <= 1e-5 * maxAbs(a), `${maxDiff(a, b)}`);
+  assert.equal(dequantizeLlm(dense).quant, dense.quant);
+});

@@ -4,7 +4,8 @@
 // before its speed counts; the ratio is taken in the same run.
 import { createLlm, type LlmBackend } from '../llm/index.js';
 import { exportOnnx } from '../llm/onnx_export.js';
-import { quantizeRtn } from '../llm/quantize.js';
+import { InputError } from '../errors.js';
+import { dequantizeLlm, quantBits, quantizeRtn } from '../llm/quantize.js';
 import { argmax } from '../generate/sampler.js';
 import { LlmCausalLM } from '../generate/causal_lm.js';
 import { TextGenerator } from '../generate/generate.js';
@@ -201,9 +202,23 @@ export interface LlmBenchOptions {
   log: (s: string) => void;
 }
 
+/**
+ * The weights a benchmark row runs: a dense model as is (f32) or quantized round-to-nearest; a quantized model as
+ * stored, or dequantised (f32: its exact values on the dense kernels). Requantizing to other bits is refused.
+ */
 export function quantized(w: LlmWeights, q: 'f32' | 'q4' | 'q8'): LlmWeights {
-  return q === 'f32' || w.quant !== 'f32' ? w : quantizeRtn(w, { bits: Number(q.slice(1)) as QBits });
+  const bits = quantBits(w);
+  if (bits === null) return q === 'f32' ? w : quantizeRtn(w, { bits: Number(q.slice(1)) as QBits });
+  if (q === 'f32') return dequantizeLlm(w);
+  if (`q${bits}` !== q) throw new InputError(`--quant ${q}: the model is already quantized (${w.quant})`, {}, `use --quant q${bits} (as stored) or f32 (its values dequantized)`);
+  return w;
 }
+
+/** A draft runs as stored when quantized, else in the target's precision. */
+const draftWeights = (d: LlmWeights, q: 'f32' | 'q4' | 'q8'): LlmWeights => (quantBits(d) === null ? quantized(d, q) : d);
+
+/** The row label of weights w: f32, q4, q8. */
+const labelOf = (w: LlmWeights): string => { const b = quantBits(w); return b === null ? 'f32' : `q${b}`; };
 
 export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeResult[]; bytesPerToken: Record<string, number> }> {
   const engines: DecodeEngine[] = [];
@@ -214,13 +229,13 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
   }
   for (const q of o.quants) {
     const w = quantized(o.target, q);
-    const label = w.quant === 'f32' ? 'f32' : q;
+    const label = labelOf(w);
     bytes[label] = bytesPerToken(w);
     const onnx = exportOnnx(w);
     for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
     engines.push(webjitLlmEngine(w, label, o.backend, o.threads, o.activations));
     if (o.backend === 'webgpu') engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, o.activations));
-    if (o.draft) engines.push(webjitGeneratorEngine(w, quantized(o.draft, q), label, o.backend, o.draftTokens, o.threads, o.activations));
+    if (o.draft) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, o.activations));
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
 }

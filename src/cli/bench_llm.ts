@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import { InputError } from '../errors.js';
 import { TextTokenizer } from '../generate/tokenizer.js';
 import { loadLlm } from '../llm/model_io.js';
+import { quantBits } from '../llm/quantize.js';
 import type { LlmBackend } from '../llm/index.js';
 import { hasOrtNode } from '../bench/engines.js';
 import { installGpuForPeers } from '../bench/gpu_env.js';
@@ -30,7 +31,7 @@ function randomModel(spec: string) {
 
 export interface BenchLlmArgs {
   backend: LlmBackend;
-  quant: string;
+  quant?: string;
   draft?: string;
   draftTokens: string;
   threads?: string;
@@ -46,10 +47,11 @@ export interface BenchLlmArgs {
 }
 
 export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<number> {
-  const quants = a.quant.split(',').map((q) => q.trim());
-  for (const q of quants) if (!['f32', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use f32, q4, q8 (comma-separated)`);
   const log = (s: string) => console.error(s);
   const target = model.startsWith('random:') ? randomModel(model.slice(7)) : await loadLlm(model);
+  const stored = quantBits(target);
+  const quants = (a.quant ?? (stored ? `q${stored}` : 'q4')).split(',').map((q) => q.trim());
+  for (const q of quants) if (!['f32', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use f32, q4, q8 (comma-separated)`);
   const draft = a.draft ? await loadLlm(a.draft) : undefined;
   const n = Number(a.promptTokens);
   let prompt: number[];

@@ -65,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   program.command('bench-llm <model>')
     .description("greedy decode tokens/s of webjit's LLM runtime against onnxruntime-web on the same weights (tokens checked)")
     .addOption(new Option('--backend <name>', 'LLM backend').choices(['reference', 'wasm', 'webgpu']).default('wasm'))
-    .option('--quant <list>', 'weights to compare: f32,q4,q8 (quantized on the fly, round to nearest, unless MODEL is already quantized)', 'q4')
+    .option('--quant <list>', 'weights to compare: f32,q4,q8 (a dense model quantized on the fly, round to nearest; a quantized one as stored, or f32: dequantized) (default: q4, or as stored)')
     .option('--draft <model>', 'also time speculative decoding with this draft')
     .option('--draft-tokens <k>', 'draft tokens per round', '4')
     .option('--threads <n>', 'threads of the CPU engines', '2')

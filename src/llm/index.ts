@@ -21,7 +21,7 @@ export async function createLlm(w: LlmWeights, o: LlmOptions = {}): Promise<LlmR
 
 export * from './types.js';
 export { loadLlm, decodeLlm, encodeLlm, isWebjitLlm } from './model_io.js';
-export { quantizeRtn, quantizeMatrix } from './quantize.js';
+export { quantizeRtn, quantizeMatrix, dequantizeLlm, quantBits } from './quantize.js';
 export { perplexity } from './perplexity.js';
 export { ReferenceLlm } from './reference.js';
 export { WasmLlm } from './wasm.js';

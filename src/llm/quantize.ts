@@ -3,7 +3,7 @@
 // scales on calibration activations and calls quantizeMatrix on the scaled weights.
 import { InputError } from '../errors.js';
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
-import { LAYER_MATRICES, type DenseMatrix, type LlmWeights, type Matrix, type QBits, type QuantMatrix } from './types.js';
+import { dequantize, LAYER_MATRICES, type DenseMatrix, type LlmWeights, type Matrix, type QBits, type QuantMatrix } from './types.js';
 
 export interface QuantOptions {
   bits: QBits;
@@ -69,5 +69,26 @@ export function quantizeRtn(w: LlmWeights, o: ModelQuantOptions): LlmWeights {
     }),
     lmHead: q(w.lmHead, 'lm_head', o.headBits ?? o.bits),
     quant: `q${o.bits} g${o.group ?? 32} rtn`,
+  };
+}
+
+/** The bits of a model's quantized layer matrices (null where every one is dense). */
+export function quantBits(w: LlmWeights): QBits | null {
+  for (const L of w.layers) for (const k of LAYER_MATRICES) if (L[k].kind === 'q') return (L[k] as QuantMatrix).bits;
+  return w.lmHead.kind === 'q' ? w.lmHead.bits : null;
+}
+
+/** Every matrix dequantised to f32: the quantized model's exact values, run by the dense kernels. */
+export function dequantizeLlm(w: LlmWeights): LlmWeights {
+  const d = (m: Matrix): Matrix => (m.kind === 'f32' ? m : { kind: 'f32', N: m.N, K: m.K, data: dequantize(m) });
+  return {
+    ...w,
+    layers: w.layers.map((L) => {
+      const out = { ...L };
+      for (const k of LAYER_MATRICES) out[k] = d(L[k]);
+      return out;
+    }),
+    lmHead: d(w.lmHead),
+    quant: quantBits(w) === null ? w.quant : `f32 (dequantized ${w.quant})`,
   };
 }
