@@ -3,16 +3,13 @@
 import type { Node } from '../graph/ir.js';
 import type { Tensor } from '../tensor.js';
 import { alignStrides, attrOf, broadcast, contiguous } from './op_attrs.js';
-import { isPermutation } from '../ops/util.js';
+import { isPermutation, keepsLastAxis } from '../ops/util.js';
 
 /** `dims` read through `perm` (a folded Transpose): the permuted dims and their strides into the contiguous buffer. */
 function permuted(dims: number[], perm: number[]): { dims: number[]; str: number[] } {
   const c = contiguous(dims);
   return { dims: perm.map((a) => dims[a]), str: perm.map((a) => c[a]) };
 }
-
-/** A folded Transpose's perm of rank r that keeps the last axis last (rows stay contiguous). */
-const keepsLast = (p: number[], r: number): boolean => isPermutation(p, r) && p[r - 1] === r - 1;
 
 interface Desc { dtype: string; dims: number[] }
 
@@ -45,7 +42,7 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   const view = (d: number[], name: string): { dims: number[]; str: number[] } | null => {
     const p = attrOf(node, name) as number[] | undefined;
     if (!p) return { dims: d, str: contiguous(d) };
-    return keepsLast(p, d.length) ? permuted(d, p) : null;
+    return keepsLastAxis(p, d.length) ? permuted(d, p) : null;
   };
   const qv = view(q.dims, 'q_perm'), vv = view(v.dims, 'v_perm');
   if (!qv || !vv) return null;
@@ -104,7 +101,7 @@ export function attentionOperands(node: Node, inputs: (Desc | undefined)[], maxD
   let outDims = res, os = contiguous(res);
   if (op) {
     const r = res.length;
-    if (!keepsLast(op, r)) return null;
+    if (!keepsLastAxis(op, r)) return null;
     outDims = op.map((a) => res[a]);
     const fs = contiguous(outDims);
     os = new Array<number>(r);

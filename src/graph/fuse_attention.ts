@@ -2,7 +2,7 @@
 import type { Attribute, Graph, Model, Node } from './ir.js';
 import { freeVariables, subgraphsOf } from './topo.js';
 import { Tensor } from '../tensor.js';
-import { isPermutation } from '../ops/util.js';
+import { keepsLastAxis } from '../ops/util.js';
 
 /** Domain and op type of the fused node (its reference kernel is src/ops/fused_attention.ts). */
 export const FUSED_DOMAIN = 'webjit';
@@ -200,7 +200,7 @@ export function foldAttentionTransposes(g: Graph): { graph: Graph; folded: numbe
   const readers = new Map<string, Node[]>();
   for (const n of g.nodes) for (const x of n.inputs) if (x) readers.set(x, [...(readers.get(x) ?? []), n]);
   const single = (x: string) => !!x && u.count.get(x) === 1 && !u.protectedNames.has(x);
-  const keepsLast = (p: number[] | undefined): p is number[] => !!p && p.length >= 2 && isPermutation(p, p.length) && p[p.length - 1] === p.length - 1;
+  const keepsLast = (p: number[] | undefined): p is number[] => !!p && p.length >= 2 && keepsLastAxis(p, p.length);
   const permOf = (t: Node) => t.attrs.get('perm')?.value as number[] | undefined;
   const gone = new Set<Node>();
   const replaced = new Map<Node, Node>();

@@ -254,6 +254,11 @@ export function isPermutation(p: readonly number[], r: number): boolean {
   return p.length === r && new Set(p).size === r && p.every((a) => Number.isInteger(a) && a >= 0 && a < r);
 }
 
+/** A permutation of 0..r-1 that keeps the last axis last (rows stay contiguous): the Transposes attention folds. */
+export function keepsLastAxis(p: readonly number[], r: number): boolean {
+  return isPermutation(p, r) && p[r - 1] === r - 1;
+}
+
 /** The i-th input as a tensor (typed error if missing or not a tensor). */
 export function input(inputs: (Value | undefined)[], i: number, ctx: KernelContext): Tensor {
   const v = inputs[i];

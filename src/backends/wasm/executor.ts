@@ -173,9 +173,7 @@ export class WasmGraphRunner {
   }
 
   async run(feeds: Map<string, Value>): Promise<Value[]> {
-    const slots = new Map<string, Slot>();
-    for (const [k, v] of feeds) slots.set(k, this.toSlot(v));
-    const outs = await this.runSlots(slots);
+    const outs = await this.runSlots(this.toSlots(feeds));
     if (this.rt.needsSync) await this.rt.sync();
     try {
       return outs.map((s) => s.js ?? this.download(s));
@@ -189,9 +187,14 @@ export class WasmGraphRunner {
    * not the kernel's, and a model's kernels find their inputs in memory). Give them back with releaseResident.
    */
   resident(feeds: Map<string, Value>): ResidentFeeds {
+    return { slots: this.toSlots(feeds) };
+  }
+
+  /** The feeds uploaded into slots. */
+  private toSlots(feeds: Map<string, Value>): Map<string, Slot> {
     const slots = new Map<string, Slot>();
     for (const [k, v] of feeds) slots.set(k, this.toSlot(v));
-    return { slots };
+    return slots;
   }
 
   /** One run on resident feeds: the kernels only, nothing read back. */

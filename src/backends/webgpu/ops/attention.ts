@@ -156,7 +156,6 @@ function seqAxis(node: Node, name: string, rank: number): number {
  * FusedAttention's inputs at ragged query and key counts (heads, batch and head sizes kept): Q [.., Sq, D] (or its
  * queries' axis through q_perm), K (or Kᵀ through k_perm), V [.., Skv, Dv] (v_perm), the mask's key and row axes.
  */
-
 function attentionRagged(node: Node): (d: number[][]) => number[][] {
   return (d) => {
     const [q, k, v, m] = d;
