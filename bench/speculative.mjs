@@ -4,7 +4,7 @@
 //
 // Usage (after `npm run build`):
 //   node bench/speculative.mjs --target T --draft D [--backend wasm] [--threads N] [--k 2,3,4,6] [--temperature 0,0.8]
-//     [--prompts 10] [--prompt-tokens 32] [--tokens 64] [--tokenizer FILE] [--valid FILE] [--warmup] [--rounds 1] [--json FILE]
+//     [--target-quant stored|f32] [--activations f32|int8] [--draft-activations f32|int8] [--prompts 10] [--prompt-tokens 32] [--tokens 64] [--tokenizer FILE] [--valid FILE] [--warmup] [--rounds 1] [--json FILE]
 // T and D: .onnx decoders (run by CausalDecoder on --backend) or LLMs (a Hugging Face Llama folder or a webjit
 // .safetensors file, run by createLlm on --backend). --warmup runs every configuration once before the timed pass
 // (the ONNX path compiles kernels per KV length; the timed pass then meets only compiled shapes). Before the runs it
@@ -16,7 +16,7 @@ import { CausalDecoder } from '../dist/src/generate/decoder.js';
 import { LlmCausalLM } from '../dist/src/generate/causal_lm.js';
 import { TextGenerator } from '../dist/src/generate/generate.js';
 import { TextTokenizer } from '../dist/src/generate/tokenizer.js';
-import { createLlm, decodeLlm, loadLlm } from '../dist/src/llm/index.js';
+import { createLlm, decodeLlm, dequantizeLlm, loadLlm } from '../dist/src/llm/index.js';
 
 const LM = new URL('../.lm', import.meta.url).pathname; // where scripts/train_lm.py --export-from writes (x/onnx)
 const { values: a } = parseArgs({
@@ -36,6 +36,9 @@ const { values: a } = parseArgs({
     warmup: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '1' },
     json: { type: 'string' },
+    'target-quant': { type: 'string', default: 'stored' },
+    activations: { type: 'string', default: 'f32' },
+    'draft-activations': { type: 'string', default: 'f32' },
   },
 });
 const ks = a.k.split(',').map(Number);
@@ -43,10 +46,16 @@ const temps = a.temperature.split(',').map(Number);
 const nPrompts = Number(a.prompts), promptTokens = Number(a['prompt-tokens']), maxTokens = Number(a.tokens);
 const threads = a.threads ? Number(a.threads) : undefined;
 
-async function open(path, th = threads) {
+async function open(path, th = threads, quant = 'stored', activations = 'f32') {
   if (path.endsWith('.onnx')) return CausalDecoder.create(path, { backend: a.backend, threads: th, tuning: 'off' });
-  const w = fs.statSync(path).isDirectory() ? await loadLlm(path) : decodeLlm(new Uint8Array(fs.readFileSync(path)), path);
-  return new LlmCausalLM(await createLlm(w, { backend: a.backend, threads: th }));
+  let w = fs.statSync(path).isDirectory() ? await loadLlm(path) : decodeLlm(new Uint8Array(fs.readFileSync(path)), path);
+  if (quant === 'f32') w = dequantizeLlm(w);
+  else if (quant !== 'stored') throw new Error(`--target-quant ${quant}: 'stored' or 'f32'`);
+  const r = await createLlm(w, { backend: a.backend, threads: th, activations });
+  if (r.activations !== undefined && r.activations !== activations) {
+    throw new Error(`${path}: ${activations} activations asked for, the runner has ${r.activations} (wasm int8 needs relaxed SIMD: node --experimental-wasm-relaxed-simd)`);
+  }
+  return new LlmCausalLM(r);
 }
 
 // Prompts: paragraphs of at least 400 characters, evenly spaced through the held-out text, cut to promptTokens ids.
@@ -54,10 +63,10 @@ const tok = await TextTokenizer.fromFile(a.tokenizer);
 const paras = fs.readFileSync(a.valid, 'utf8').split(/\n\s*\n/).map((p) => p.trim()).filter((p) => p.length >= 400);
 const prompts = Array.from({ length: nPrompts }, (_, i) => tok.encode(paras[Math.floor(((i + 0.5) * paras.length) / nPrompts)]).slice(0, promptTokens));
 
-const target = await open(a.target);
-const draft = await open(a.draft, a['draft-threads'] ? Number(a['draft-threads']) : threads);
+const target = await open(a.target, threads, a['target-quant'], a.activations);
+const draft = await open(a.draft, a['draft-threads'] ? Number(a['draft-threads']) : threads, 'stored', a['draft-activations']);
 const plain = new TextGenerator(target, tok);
-console.log(`target ${a.target}, draft ${a.draft}, backend ${a.backend}${threads ? `, ${threads} threads` : ''}; ${nPrompts} prompts of ${promptTokens} tokens from ${a.valid}, ${maxTokens} tokens each`);
+console.log(`target ${a.target} (${a.activations} x), draft ${a.draft} (${a['draft-activations']} x), backend ${a.backend}${threads ? `, ${threads} threads` : ''}; ${nPrompts} prompts of ${promptTokens} tokens from ${a.valid}, ${maxTokens} tokens each`);
 
 async function run(T, k, i) {
   const gen = k ? new TextGenerator(target, tok, { draft, draftTokens: k }) : plain;

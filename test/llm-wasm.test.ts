@@ -3,6 +3,7 @@
 // prefill, the typed errors, and no kernel compile after the first forward.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { hasRelaxedSimd } from '../src/backends/wasm/features.js';
 import { InputError, ResourceLimitError } from '../src/errors.js';
 import { createLlm } from '../src/llm/index.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
@@ -188,4 +189,17 @@ test('wasm LLM: a model whose matrices differ in format runs them dequantised (e
   const ids = [4, 40, 140, 240];
   const d = relDiff(await wasm.forward(ids, true), await ref.forward(ids, true));
   assert.ok(d < 1e-3, `differs by ${d}`);
+});
+
+test('wasm LLM: int8 activations asked for where the engine has no relaxed SIMD run int16 x (the default\'s bits)', async () => {
+  const w = quantizeRtn(randomLlm(BASE, 31), { bits: 4, group: 32 });
+  const asked = await createLlm(w, { backend: 'wasm', threads: 2, activations: 'int8' }) as WasmLlm;
+  const plain = await createLlm(w, { backend: 'wasm', threads: 2 }) as WasmLlm;
+  runners.push(asked, plain);
+  assert.equal(plain.activations, 'f32');
+  assert.equal(asked.activations, hasRelaxedSimd() ? 'int8' : 'f32');
+  const ids = [3, 30, 130, 230];
+  const a = await asked.forward(ids, true), b = await plain.forward(ids, true);
+  if (asked.activations === 'f32') assert.deepEqual(Array.from(a), Array.from(b));
+  else assert.ok(relDiff(a, b) > 1e-6 && relDiff(a, b) < 3e-2);
 });

@@ -210,6 +210,20 @@ test('webjit bench-llm: an unknown --peers name is a typed error that lists the 
     (e: unknown) => e instanceof InputError && /unknown peer 'nope'/.test(e.message) && /web-webgpu/.test(String(e.hint)));
 });
 
+test('webjit bench-llm --activations: unknown kinds are typed errors; int8 on an engine without relaxed SIMD is refused, never run as f32 under an int8 label', async () => {
+  const { benchLlmCommand } = await import('../src/cli/bench_llm.js');
+  const { hasRelaxedSimd } = await import('../src/backends/wasm/features.js');
+  const model = path.join(ROOT, 'test/fixtures/lm/draft.q4.safetensors');
+  const args = { backend: 'wasm' as const, quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '4', rounds: '1', peers: 'none' };
+  await assert.rejects(benchLlmCommand(model, { ...args, activations: 'f32,int4' }), (e: unknown) => e instanceof InputError && /--activations int4/.test(e.message));
+  if (!hasRelaxedSimd()) {
+    await assert.rejects(benchLlmCommand(model, { ...args, activations: 'int8' }),
+      (e: unknown) => e instanceof UnsupportedError && /relaxed SIMD/.test(e.message) && /--experimental-wasm-relaxed-simd/.test(String(e.hint)));
+  } else {
+    assert.equal(await benchLlmCommand(model, { ...args, activations: 'int8' }), 0);
+  }
+});
+
 test('bench-llm precisions: a quantized model runs as stored or dequantized (f32, its exact values), never requantized; a dense one as asked', async () => {
   const { quantized } = await import('../src/bench/llm.js');
   const { dequantizeLlm, quantBits } = await import('../src/llm/quantize.js');

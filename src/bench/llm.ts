@@ -4,7 +4,7 @@
 // before its speed counts; the ratio is taken in the same run.
 import { createLlm, type LlmBackend } from '../llm/index.js';
 import { exportOnnx } from '../llm/onnx_export.js';
-import { InputError } from '../errors.js';
+import { InputError, UnsupportedError } from '../errors.js';
 import { dequantizeLlm, quantBits, quantizeRtn } from '../llm/quantize.js';
 import { argmax } from '../generate/sampler.js';
 import { LlmCausalLM } from '../generate/causal_lm.js';
@@ -32,11 +32,23 @@ export interface DecodeEngine {
 }
 
 
+/** A runner with the activations asked for, or a typed error (a row labelled int8 never runs other activations). */
+async function runner(w: LlmWeights, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8') {
+  const r = await createLlm(w, { backend, threads, activations });
+  const got = (r as { activations?: 'f32' | 'int8' }).activations;
+  if (activations === 'int8' && got !== 'int8') {
+    await r.release();
+    throw new UnsupportedError(`int8 activations on ${backend}: this ${backend === 'wasm' ? 'engine has no relaxed SIMD' : 'device has no dot4I8Packed'}`, {},
+      backend === 'wasm' ? 'run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out' : 'leave --activations out');
+  }
+  return r;
+}
+
 export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
   return {
     name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}`, weights, peer: false,
     async create() {
-      const r = await createLlm(w, { backend, threads, activations });
+      const r = await runner(w, backend, threads, activations);
       const g = r as unknown as { greedy?: (ids: readonly number[]) => Promise<number> };
       const run = async (ids: readonly number[]) => g.greedy ? g.greedy(ids) : argmax(await r.forward(ids));
       return {
@@ -57,7 +69,7 @@ export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | un
   return {
     name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k})` : ' generate()'}`, weights, peer: false,
     async create() {
-      const t = new LlmCausalLM(await createLlm(target, { backend, threads, activations }));
+      const t = new LlmCausalLM(await runner(target, backend, threads, activations));
       // The draft keeps f32 activations: on the trained draft's small matrices int8 x costs more than it saves (H100:
       // 0.282 against 0.148 ms a step, bench/NOTES.md session 16); its proposals are checked by the target either way.
       const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads })) : undefined;
@@ -197,8 +209,8 @@ export interface LlmBenchOptions {
   peers: ('web-wasm' | 'web-webgpu' | 'node')[];
   /** Another ONNX export of the dense target (e.g. PyTorch's), run by the peers as well. */
   peerOnnx?: Uint8Array;
-  /** webjit's activations on the GPU (LlmOptions.activations). */
-  activations?: 'f32' | 'int8';
+  /** webjit's activations (LlmOptions.activations), a row set each (default: f32 alone). */
+  activations?: ('f32' | 'int8')[];
   log: (s: string) => void;
 }
 
@@ -233,11 +245,13 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     bytes[label] = bytesPerToken(w);
     const onnx = exportOnnx(w);
     for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
-    engines.push(webjitLlmEngine(w, label, o.backend, o.threads, o.activations));
-    // generate() without a draft: on WebGPU the streamed decoding users get; with a draft, the baseline speculative
-    // decoding is judged against (both rates count the prefill).
-    if (o.backend === 'webgpu' || o.draft) engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, o.activations));
-    if (o.draft) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, o.activations));
+    for (const act of o.activations ?? ['f32']) {
+      engines.push(webjitLlmEngine(w, label, o.backend, o.threads, act));
+      // generate() without a draft: on WebGPU the streamed decoding users get; with a draft, the baseline speculative
+      // decoding is judged against (both rates count the prefill).
+      if (o.backend === 'webgpu' || o.draft) engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, act));
+      if (o.draft) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, act));
+    }
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };
 }

@@ -42,7 +42,7 @@ export interface BenchLlmArgs {
   tokenizer?: string;
   peers?: string;
   peerOnnx?: string;
-  activations?: 'f32' | 'int8';
+  activations?: string;
   json?: string;
 }
 
@@ -65,6 +65,8 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
     while (prompt.length < n) { s = (s * 1103515245 + 12345) >>> 0; prompt.push(3 + (s % (target.config.vocab - 3))); }
   }
   const threads = a.threads ? Number(a.threads) : 2;
+  const activations = (a.activations ?? 'f32').split(',').map((x) => x.trim());
+  for (const x of activations) if (x !== 'f32' && x !== 'int8') throw new InputError(`--activations ${x}: use f32, int8 (comma-separated)`);
   const PEERS = ['web-wasm', 'web-webgpu', 'node'] as const;
   const given = (a.peers ?? (a.backend === 'webgpu' ? 'web-webgpu' : 'web-wasm')).split(',').map((p) => p.trim());
   for (const p of given) {
@@ -75,7 +77,7 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
   const { results, bytesPerToken } = await llmBench({
     target, draft, quants: quants as never, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
-    draftTokens: Number(a.draftTokens), peers, log, activations: a.activations, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
+    draftTokens: Number(a.draftTokens), peers, log, activations: activations as ('f32' | 'int8')[], peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
   });
   const best = (backendPeer: DecodeResult[]) => Math.max(...backendPeer.filter((r) => r.peer && r.correct !== false && r.engine.startsWith('onnxruntime-web')).map((r) => r.decodeTokPerSec));
   const bestWeb = best(results);

@@ -76,7 +76,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--rounds <n>', 'rounds, engines interleaved; medians', '3')
     .option('--peers <list>', 'web-wasm, web-webgpu, node, or none (default: onnxruntime-web on the same kind of backend)')
     .option('--peer-onnx <file>', "also run the peers on this ONNX export of the dense model (e.g. PyTorch's)")
-    .addOption(new Option('--activations <kind>', "webjit's activations on the GPU: int8 rounds x to 8 bits per 32 values (faster)").choices(['f32', 'int8']))
+    .option('--activations <list>', "webjit's activations, rows for each: f32, int8 (x of 4-bit matrices rounded to 8 bits a group: WebGPU with dot4I8Packed, Wasm with relaxed SIMD)", 'f32')
     .option('--json <file>', 'write the results as JSON')
     .action(async (model, o) => { code = await benchLlmCommand(model, o); });
 
@@ -90,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--window <n>', 'tokens per window, BOS included', '512')
     .option('--windows <n>', 'at most this many windows')
     .option('--chunk <n>', 'tokens per forward inside a window (1: every token through the decode kernels)')
-    .addOption(new Option('--activations <kind>', 'webgpu: int8 decodes 4-bit matrices with x rounded to 8 bits').choices(['f32', 'int8']))
+    .addOption(new Option('--activations <kind>', 'int8 decodes 4-bit matrices with x rounded to 8 bits (WebGPU with dot4I8Packed, Wasm with relaxed SIMD)').choices(['f32', 'int8']))
     .option('--json', 'one JSON line')
     .action(async (model, o) => { code = await perplexityCommand(model, o); });
 
@@ -123,7 +123,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--stop-id <ids...>', 'stop at any of these token ids (comma-separated)', [])
     .option('--ignore-eos', "go on past the tokenizer's EOS token")
     .option('--quant <q>', 'LLM weights: q4 or q8 (round-to-nearest, groups of 32, quantized on the fly), f16 or f32 (dense as loaded)')
-    .addOption(new Option('--activations <kind>', 'webgpu LLM: int8 decodes 4-bit matrices with x rounded to 8 bits (faster)').choices(['f32', 'int8']))
+    .addOption(new Option('--activations <kind>', 'int8 decodes 4-bit matrices with x rounded to 8 bits, faster (WebGPU with dot4I8Packed, Wasm with relaxed SIMD; else f32)').choices(['f32', 'int8']))
     .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
     .option('--json', 'print one JSON line (ids, text, timings) at the end instead of streaming')

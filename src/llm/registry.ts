@@ -11,7 +11,10 @@ export interface LlmOptions {
   capacity?: number;
   /** Wasm: threads including the calling one (default: all). */
   threads?: number;
-  /** WebGPU: 'int8' decodes 4-bit matrices with x rounded to 8 bits per 32 values (W4A8; see webgpu.ts). */
+  /**
+   * 'int8' decodes 4-bit matrices with x rounded to 8 bits per group (W4A8): on WebGPU where the device has
+   * dot4I8Packed (webgpu.ts), on Wasm where the engine has relaxed SIMD (wasm.ts); else the default, 'f32'.
+   */
   activations?: 'f32' | 'int8';
 }
 

@@ -6,20 +6,26 @@ import { call, type FunctionBuilder, type Local, ModuleBuilder, OP, SIMD } from 
 import { ActTemps, emitActivation } from '../backends/wasm/kernels/gemm.js';
 import { emitHorizontal, emitReduce4 } from '../backends/wasm/kernels/attention.js';
 import type { KernelSource } from '../backends/wasm/kernel.js';
-import { fmtKey, type MatFmt } from './wasm_pack.js';
+import { fmtKey, type MatFmt, Q_INTERLEAVE } from './wasm_pack.js';
 
 /** SIMD opcodes the builder's table lacks. */
 const X = {
   i16x8_splat: 0x10, i16x8_shr_u: 0x8d, i16x8_narrow_i32x4_s: 0x85,
   i16x8_extend_low_i8x16_u: 0x89, i32x4_extend_low_i16x8_u: 0xa9,
   i32x4_extract_lane: 0x1b, i32x4_lt_s: 0x39, i32x4_dot_i16x8_s: 0xba,
-  store64_lane: 0x5b,
+  store64_lane: 0x5b, i8x16_narrow_i16x8_s: 0x65, i16x8_add: 0x8e, i32x4_extadd_pairwise_i16x8_s: 0x7e,
+  /** Relaxed SIMD: i16 lane m = a[2m]·b[2m] + a[2m+1]·b[2m+1], a signed, b in 0 … 127 (deterministic there). */
+  i16x8_relaxed_dot_i8x16_i7x16_s: 0x112,
 } as const;
 
 /** Row blocks (of 4 rows) per tile: the unit of work a matmul item covers. */
 export const TILE_BLOCKS = 4;
-/** Rows of T per pass over a tile's weights (larger T loops; the remainder runs a narrower variant). */
-const TR_MAX = 4;
+/**
+ * Rows of T per pass over a tile's weights (larger T loops; the remainder runs a narrower variant). int8 x: 2 (this
+ * CPU, one thread, 4 tokens: two passes of 2 2.9 ms, one pass of 4 3.3-4.2 ms; its per-token work is 4 instructions
+ * a load, its accumulators and x quads then spill).
+ */
+const trMax = (m: MatSpec) => (m.act === 'i8' ? 2 : 4);
 /** Items a matmul phase is cut into when T is small (each then covers several tiles: fewer atomic claims). */
 const SMALL_T_ITEMS = 24;
 /** Spins of a phase wait after which the kernel traps rather than hang (a bug, never a slow thread). */
@@ -42,6 +48,12 @@ export const SMALL_T = 4;
  * (a plain load with a constant offset, where a broadcast from 4 bytes costs a shuffle or an address register).
  */
 export const X_BYTES = 8;
+/**
+ * Bytes per activation in the int8 layout (x of a 4-bit matrix with `int8` set): per 8 k, the quads (x0, x4, x1, x5)
+ * and (x2, x6, x3, x7), each stored 4 times over: the order of the low and high nibbles of 4 rows' codes in the q4
+ * weight layout, so one relaxed dot product per nibble half takes 4 rows × 4 k.
+ */
+export const X8_BYTES = 4;
 /** Bytes per activation group: its scale and its code sum, each 4 times over (vector loads, as X_BYTES). */
 export const META_BYTES = 32;
 /** i8x16.shuffle lanes broadcasting 32-bit lane p (V8 emits one pshufd). */
@@ -61,6 +73,11 @@ export interface LlmKernelSpec {
   /** Most tokens per launch. */
   tmax: number;
   qkv: MatFmt; o: MatFmt; gu: MatFmt; down: MatFmt; head: MatFmt;
+  /**
+   * The inputs of 4-bit matrices as int8 codes (per group, as the int16 ones), multiplied by relaxed SIMD's
+   * i16x8.relaxed_dot_i8x16_i7x16_s (the module then needs relaxed SIMD). Other matrices keep int16 codes.
+   */
+  int8?: boolean;
 }
 
 /** Slots (i32) of the pointer table the kernel reads: globals, then LAYER_SLOTS per layer. */
@@ -93,13 +110,18 @@ const groupOf = (f: MatFmt) => (f.kind === 'q' ? f.group : 0);
 
 export function llmKernel(s: LlmKernelSpec): KernelSource {
   const key = `llm:${s.D},${s.H},${s.KVH},${s.hd},${s.F},${s.vocab},${s.layers},${s.cap},${s.eps},${s.tmax}:` +
-    [s.qkv, s.o, s.gu, s.down, s.head].map(fmtKey).join(',');
+    [s.qkv, s.o, s.gu, s.down, s.head].map(fmtKey).join(',') + (s.int8 ? ':i8' : '');
   return { key, bytes: () => buildLlm(s), wholeRange: true };
 }
 
 type Epilogue = 'rope' | 'residual' | 'silu' | 'store';
 
-interface MatSpec { name: string; fmt: MatFmt; K: number; blocks: number; ep: Epilogue }
+/** The codes a quantized matrix's input is stored as (int8 only for 4-bit codes, which fit relaxed SIMD's i7 operand). */
+type Act = 'i16' | 'i8';
+const actOf = (s: LlmKernelSpec, f: MatFmt): Act => (s.int8 && f.kind === 'q' && f.bits === 4 ? 'i8' : 'i16');
+const xBytes = (a: Act) => (a === 'i8' ? X8_BYTES : X_BYTES);
+
+interface MatSpec { name: string; fmt: MatFmt; K: number; blocks: number; ep: Epilogue; act: Act }
 
 const add = (f: FunctionBuilder) => f.op(OP.i32_add);
 const mul = (f: FunctionBuilder) => f.op(OP.i32_mul);
@@ -127,23 +149,24 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
   const { D, H, KVH, hd, F } = s;
   const blocks = matrixBlocks(s);
   const mats: Record<'qkv' | 'o' | 'gu' | 'down' | 'head', MatSpec> = {
-    qkv: { name: 'qkv', fmt: s.qkv, K: D, blocks: blocks.qkv, ep: 'rope' },
-    o: { name: 'o', fmt: s.o, K: H * hd, blocks: blocks.o, ep: 'residual' },
-    gu: { name: 'gu', fmt: s.gu, K: D, blocks: blocks.gu, ep: 'silu' },
-    down: { name: 'down', fmt: s.down, K: F, blocks: blocks.down, ep: 'residual' },
-    head: { name: 'head', fmt: s.head, K: D, blocks: blocks.head, ep: 'store' },
+    qkv: { name: 'qkv', fmt: s.qkv, K: D, blocks: blocks.qkv, ep: 'rope', act: actOf(s, s.qkv) },
+    o: { name: 'o', fmt: s.o, K: H * hd, blocks: blocks.o, ep: 'residual', act: actOf(s, s.o) },
+    gu: { name: 'gu', fmt: s.gu, K: D, blocks: blocks.gu, ep: 'silu', act: actOf(s, s.gu) },
+    down: { name: 'down', fmt: s.down, K: F, blocks: blocks.down, ep: 'residual', act: actOf(s, s.down) },
+    head: { name: 'head', fmt: s.head, K: D, blocks: blocks.head, ep: 'store', act: actOf(s, s.head) },
   };
   const quantFns = new Map<string, FunctionBuilder>();
-  const quantFn = (K: number, group: number) => {
-    const k = `${K}:${group}`;
+  const quantFn = (K: number, group: number, act: Act) => {
+    const k = `${K}:${group}:${act}`;
     let fn = quantFns.get(k);
-    if (!fn) { fn = emitQuantRow(mod, K, group); quantFns.set(k, fn); }
+    if (!fn) { fn = emitQuantRow(mod, K, group, act); quantFns.set(k, fn); }
     return fn;
   };
-  const normFns = new Map<number, FunctionBuilder>();
-  const normFn = (group: number) => {
-    let fn = normFns.get(group);
-    if (!fn) { fn = emitNorm(mod, s, group, group ? quantFn(D, group) : null); normFns.set(group, fn); }
+  const normFns = new Map<string, FunctionBuilder>();
+  const normFn = (group: number, act: Act) => {
+    const k = `${group}:${act}`;
+    let fn = normFns.get(k);
+    if (!fn) { fn = emitNorm(mod, s, group, group ? quantFn(D, group, act) : null, xBytes(act)); normFns.set(k, fn); }
     return fn;
   };
   const mmFns = new Map<string, FunctionBuilder>();
@@ -242,12 +265,12 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
       if (prep.kind === 'norm') {
         if (prep.rowBase) { prep.rowBase(); row(); add(f); } else row();
         row(); f.get(g.x); prep.weight(); f.get(hfB); f.get(xqB); f.get(xmB);
-        call(f, mod.indexOf(normFn(group)));
+        call(f, mod.indexOf(normFn(group, m.act)));
       } else {
         f.get(prep.src); row(); f.i32(K * 4); mul(f); add(f);
-        f.get(xqB); row(); f.i32(K * X_BYTES); mul(f); add(f);
+        f.get(xqB); row(); f.i32(K * xBytes(m.act)); mul(f); add(f);
         f.get(xmB); row(); f.i32((K / group) * META_BYTES); mul(f); add(f);
-        call(f, mod.indexOf(quantFn(K, group)));
+        call(f, mod.indexOf(quantFn(K, group, m.act)));
       }
     };
     const xIn = (xqB: Local, hfB: Local) => (m.fmt.kind === 'q' ? xqB : hfB);
@@ -291,11 +314,13 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
 // --- RMSNorm and activation quantization ------------------------------------------------------------
 
 /**
- * quant(src, dstQ, dstM): one row of K floats to int16 codes per group (X_BYTES each), with each group's scale
- * (max|x| / 32767, f32) and code sum (i32) at dstM + g*META_BYTES. Codes are round-to-nearest: |x - code*scale| <= scale/2.
+ * quant(src, dstQ, dstM): one row of K floats to codes per group, with each group's scale (max|x| / qmax, f32) and
+ * code sum (i32) at dstM + g*META_BYTES. Codes are round-to-nearest: |x - code*scale| <= scale/2. int16 codes
+ * (qmax 32767) go in the int16 layout (X_BYTES each), int8 codes (qmax 127) in the int8 layout (X8_BYTES each).
  */
-function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBuilder {
-  const f = mod.func(`quant${K}g${group}`, ['i32', 'i32', 'i32']);
+function emitQuantRow(mod: ModuleBuilder, K: number, group: number, act: Act): FunctionBuilder {
+  const qmax = act === 'i8' ? 127 : 32767;
+  const f = mod.func(`quant${K}g${group}${act}`, ['i32', 'i32', 'i32']);
   const [src, dq, dm] = [0, 1, 2].map((i) => f.param(i));
   const gi = f.local('i32'), mx = f.local('v128'), inv = f.local('v128'), sum = f.local('v128'), a = f.local('v128'), b = f.local('v128');
   const m = f.local('f32'), c = f.local('i32'), dqc = f.local('i32');
@@ -305,37 +330,48 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number): FunctionBui
       f.get(mx); f.get(src); f.get(c); add(f); f.v128_load(0, 0); f.simd(SIMD.f32x4_abs); f.simd(SIMD.f32x4_max); f.set(mx);
     });
     emitHorizontal(f, mx, SIMD.f32x4_max); f.set(m);
-    // scale = m / 32767 and its inverse (0 for an all-zero group)
-    f.get(dm); f.get(m); f.f32c(32767); f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.v128_store(0, 0);
-    f.f32c(32767); f.get(m); f.op(OP.f32_div); f.f32c(0); f.get(m); f.f32c(0); f.op(OP.f32_gt); f.select();
+    // scale = m / qmax and its inverse (0 for an all-zero group)
+    f.get(dm); f.get(m); f.f32c(qmax); f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.v128_store(0, 0);
+    f.f32c(qmax); f.get(m); f.op(OP.f32_div); f.f32c(0); f.get(m); f.f32c(0); f.op(OP.f32_gt); f.select();
     f.simd(SIMD.f32x4_splat); f.set(inv);
     f.v128_const(new Uint8Array(16)); f.set(sum);
     f.for_(c, () => f.i32(0), () => f.i32(group * 4), 32, () => {
       f.get(src); f.get(c); add(f); f.v128_load(0, 0); f.get(inv); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_nearest); f.simd(SIMD.i32x4_trunc_sat_f32x4_s); f.set(a);
       f.get(src); f.get(c); add(f); f.v128_load(16, 0); f.get(inv); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_nearest); f.simd(SIMD.i32x4_trunc_sat_f32x4_s); f.set(b);
       f.get(sum); f.get(a); f.simd(SIMD.i32x4_add); f.get(b); f.simd(SIMD.i32x4_add); f.set(sum);
-      // 8 codes = 4 k pairs, each stored 4 times over (the broadcast the matmul's dot products take)
       f.get(a); f.get(b); f.simd(X.i16x8_narrow_i32x4_s); f.set(a);
-      f.get(dq); f.get(c); f.i32(1); f.op(OP.i32_shl); add(f); f.set(dqc);
-      for (let q = 0; q < 4; q++) { f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(lane32Splat(q)); f.v128_store(q * 16, 0); }
+      if (act === 'i16') {
+        // 8 codes = 4 k pairs, each stored 4 times over (the broadcast the matmul's dot products take)
+        f.get(dq); f.get(c); f.i32(1); f.op(OP.i32_shl); add(f); f.set(dqc);
+        for (let q = 0; q < 4; q++) { f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(lane32Splat(q)); f.v128_store(q * 16, 0); }
+      } else {
+        // the 8 codes as bytes (|code| <= 127: no saturation), then the quads (x0, x4, x1, x5) and (x2, x6, x3, x7)
+        f.get(a); f.get(a); f.simd(X.i8x16_narrow_i16x8_s); f.set(a);
+        f.get(dq); f.get(c); add(f); f.set(dqc);
+        f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(quadSplat([0, 4, 1, 5])); f.v128_store(0, 0);
+        f.get(dqc); f.get(a); f.get(a); f.i8x16_shuffle(quadSplat([2, 6, 3, 7])); f.v128_store(16, 0);
+      }
     });
     f.get(dm);
     for (let l = 0; l < 4; l++) { f.get(sum); f.simd(X.i32x4_extract_lane); f.code.u8(l); if (l) add(f); }
     f.simd(SIMD.i32x4_splat); f.v128_store(16, 0);
     f.get(src); f.i32(group * 4); add(f); f.set(src);
-    f.get(dq); f.i32(group * X_BYTES); add(f); f.set(dq);
+    f.get(dq); f.i32(group * xBytes(act)); add(f); f.set(dq);
     f.get(dm); f.i32(META_BYTES); add(f); f.set(dm);
   });
   return f;
 }
 
+/** i8x16.shuffle lanes repeating the bytes q (4 of them) 4 times. */
+const quadSplat = (q: number[]) => Array.from({ length: 16 }, (_, i) => q[i & 3]);
+
 /**
  * norm(rowIn, rowOut, X, W, HF, XQ, XM): HF[rowOut] = W ⊙ (X[rowIn] / rms), as the reference rounds it; then, for a
  * quantized consumer, its int16 codes into XQ/XM[rowOut].
  */
-function emitNorm(mod: ModuleBuilder, s: LlmKernelSpec, group: number, quant: FunctionBuilder | null): FunctionBuilder {
+function emitNorm(mod: ModuleBuilder, s: LlmKernelSpec, group: number, quant: FunctionBuilder | null, xb: number): FunctionBuilder {
   const { D } = s;
-  const f = mod.func(`norm_g${group}`, new Array(7).fill('i32'));
+  const f = mod.func(`norm_g${group}_x${xb}`, new Array(7).fill('i32'));
   const [rin, rout, Xp, Wp, HF, XQ, XM] = [0, 1, 2, 3, 4, 5, 6].map((i) => f.param(i));
   const xp = f.local('i32'), hp = f.local('i32'), acc = f.local('v128'), v = f.local('v128'), r = f.local('v128');
   const c = f.local('i32');
@@ -355,7 +391,7 @@ function emitNorm(mod: ModuleBuilder, s: LlmKernelSpec, group: number, quant: Fu
   });
   if (quant) {
     f.get(hp);
-    f.get(XQ); f.get(rout); f.i32(D * X_BYTES); mul(f); add(f);
+    f.get(XQ); f.get(rout); f.i32(D * xb); mul(f); add(f);
     f.get(XM); f.get(rout); f.i32((D / group) * META_BYTES); mul(f); add(f);
     call(f, mod.indexOf(quant));
   }
@@ -369,9 +405,10 @@ const blocksPerPass = (fmt: MatFmt, tr: number) => (tr === 1 ? 4 : fmt.kind === 
 
 /**
  * mm(tile, T, p0, W, S, Z, X, XM, O1, O2, O3, O4): the tile's TILE_BLOCKS row blocks for T rows of X, then the epilogue.
- * Rows go in passes of TR_MAX, the remainder by a narrower pass.
+ * Rows go in passes of trMax, the remainder by a narrower pass.
  */
 function emitMatmul(mod: ModuleBuilder, s: LlmKernelSpec, m: MatSpec): FunctionBuilder {
+  const TR_MAX = trMax(m);
   const passes = Array.from({ length: TR_MAX }, (_, i) => emitPass(mod, s, m, i + 1));
   const f = mod.func(`mm_${m.name}`, new Array(12).fill('i32'));
   const [tile, T, p0, W, S, Z, Xp, XM, O1, O2, O3, O4] = [...Array(12).keys()].map((i) => f.param(i));
@@ -401,23 +438,40 @@ function emitPass(mod: ModuleBuilder, s: LlmKernelSpec, m: MatSpec, tr: number):
   const P = [...Array(12).keys()].map((i) => f.param(i));
   const [rb0, t0, W, S, Z, Xp, XM] = P;
   const rr = blocksPerPass(m.fmt, tr);
-  const acc: Local[][] = [], facc: Local[][] = [];
-  for (let t = 0; t < tr; t++) { acc.push([]); facc.push([]); for (let r = 0; r < rr; r++) { acc[t].push(f.local('v128')); facc[t].push(f.local('v128')); } }
+  const vecs = (n: number) => Array.from({ length: tr }, () => Array.from({ length: n }, () => f.local('v128')));
   const ep = new EpilogueEmitter(f, s, m, { t0, O1: P[7], O2: P[8], O3: P[9], O4: P[10], p0: P[11] });
   const K = m.K;
+  const fmt = m.fmt;
+  if (fmt.kind === 'q') {
+    // Runs of rr blocks, each in registers. int8 x, or one token: every run within one loop over the groups (the
+    // codes of the tile's blocks are interleaved, Q_INTERLEAVE, so this reads one stream); int16 x with several
+    // tokens: run after run (4 f32 sums a token and run would spill: this CPU, 2 tokens 2.6 vs 3.3 ms).
+    const acc = vecs(rr), facc = vecs(TILE_BLOCKS);
+    const q = (runs: number[]) => {
+      const p = { rb0, t0, W, S, Z, Xp, XM };
+      if (m.act === 'i8') emitQBody8(f, fmt.group, K, tr, rr, runs, p, acc, facc);
+      else emitQBody(f, fmt, K, tr, rr, runs, p, acc, facc);
+      for (const rbOff of runs) for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) ep.emit(t, rbOff + r, facc[t][rbOff + r]);
+    };
+    const runs = Array.from({ length: TILE_BLOCKS / rr }, (_, i) => i * rr);
+    if (m.act === 'i8' || tr === 1) q(runs); else for (const r of runs) q([r]);
+    return f;
+  }
+  const facc = vecs(rr);
   for (let sb = 0; sb < TILE_BLOCKS / rr; sb++) {
-    const rbOff = sb * rr;
-    if (m.fmt.kind === 'q') emitQBody(f, m.fmt, K, tr, rr, rbOff, { rb0, t0, W, S, Z, Xp, XM }, acc, facc);
-    else emitFBody(f, K, tr, rr, rbOff, { rb0, t0, W, Xp }, facc);
-    for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) ep.emit(t, rbOff + r, facc[t][r]);
+    emitFBody(f, K, tr, rr, sb * rr, { rb0, t0, W, Xp }, facc);
+    for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) ep.emit(t, sb * rr + r, facc[t][r]);
   }
   return f;
 }
 
 const i32x4Zero = (f: FunctionBuilder) => f.v128_const(new Uint8Array(16));
 
-/** Integer dot products of the codes with int16 activations, scaled per group into facc (f32). */
-function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: number, tr: number, rr: number, rbOff: number,
+/**
+ * Integer dot products of the codes with int16 activations, scaled per group into facc[t][block] (f32) for the
+ * tile's TILE_BLOCKS blocks, rr blocks at a time.
+ */
+function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: number, tr: number, rr: number, runs: number[],
   p: { rb0: Local; t0: Local; W: Local; S: Local; Z: Local; Xp: Local; XM: Local }, acc: Local[][], facc: Local[][]): void {
   const { bits, group } = fmt, G = K / group;
   const rbBytes = (K * bits) / 2, gBytes = (group * bits) / 2;
@@ -425,21 +479,19 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
   const wp = f.local('i32'), sp = f.local('i32'), zp = f.local('i32'), xp = f.local('i32'), mp = f.local('i32'), gi = f.local('i32');
   const mask = f.local('v128'), w = f.local('v128'), pv = f.local('v128'), s4 = f.local('v128'), z4 = f.local('v128');
   f.i32(bits === 4 ? 0x0f : 0xff); f.simd(X.i16x8_splat); f.set(mask);
-  f.get(p.rb0); if (rbOff) { f.i32(rbOff); add(f); } f.tee(gi); f.i32(rbBytes); mul(f); f.get(p.W); add(f); f.set(wp);
-  f.get(gi); f.i32(G * 16); mul(f); f.get(p.S); add(f); f.set(sp);
-  f.get(gi); f.i32(G * 4); mul(f); f.get(p.Z); add(f); f.set(zp);
+  const at = qPointers(f, p, { rbBytes, G, gBytes }, { wp, sp, zp });
   f.get(p.t0); f.i32(K * X_BYTES); mul(f); f.get(p.Xp); add(f); f.set(xp);
   f.get(p.t0); f.i32(G * META_BYTES); mul(f); f.get(p.XM); add(f); f.set(mp);
-  for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][r]); }
+  for (const rbOff of runs) for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][rbOff + r]); }
   // One row: its x pair vectors of a load step stay in registers for all rr blocks.
   const shareX = tr === 1 && rr > 1;
   const xs = shareX ? Array.from({ length: pairs }, () => f.local('v128')) : [];
-  f.for_(gi, () => f.i32(0), () => f.i32(G), 1, () => {
+  f.for_(gi, () => f.i32(0), () => f.i32(G), 1, () => eachRun(runs, (rbOff) => {
     for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { i32x4Zero(f); f.set(acc[t][r]); }
     for (let li = 0; li < loads; li++) {
       if (shareX) for (let j = 0; j < pairs; j++) { f.get(xp); f.v128_load(((li * kPerLoad) / 2 + j) * 16, 0); f.set(xs[j]); }
       for (let r = 0; r < rr; r++) {
-        f.get(wp); f.v128_load(r * rbBytes + li * 16, 0); f.set(w);
+        f.get(wp); f.v128_load(at.w(rbOff + r, li), 0); f.set(w);
         for (let j = 0; j < pairs; j++) {
           // pair vector j: field j of each i16 lane
           f.get(w);
@@ -456,24 +508,120 @@ function emitQBody(f: FunctionBuilder, fmt: { bits: 4 | 8; group: number }, K: n
         barrier(f, wp, [...acc.flat(), ...xs]);
       }
     }
-    for (let r = 0; r < rr; r++) {
-      f.get(sp); f.v128_load(r * G * 16, 0); f.set(s4);
-      f.get(zp); f.i32_load(r * G * 4); f.simd(SIMD.i32x4_splat); f.simd(X.i16x8_extend_low_i8x16_u); f.simd(X.i32x4_extend_low_i16x8_u); f.set(z4);
-      for (let t = 0; t < tr; t++) {
-        // facc += f32(acc - zero*Σcodes) * scale * xscale
-        f.get(facc[t][r]);
-        f.get(acc[t][r]); f.get(z4); f.get(mp); f.v128_load(t * G * META_BYTES + 16, 0); f.simd(SIMD.i32x4_mul); f.simd(SIMD.i32x4_sub);
-        f.simd(SIMD.f32x4_convert_i32x4_s); f.get(s4); f.simd(SIMD.f32x4_mul);
-        f.get(mp); f.v128_load(t * G * META_BYTES, 0); f.simd(SIMD.f32x4_mul);
-        f.simd(SIMD.f32x4_add); f.set(facc[t][r]);
-      }
-    }
-    f.get(wp); f.i32(gBytes); add(f); f.set(wp);
-    f.get(sp); f.i32(16); add(f); f.set(sp);
-    f.get(zp); f.i32(4); add(f); f.set(zp);
+    scaleGroup(f, G, tr, rr, rbOff, at, { sp, zp, mp, s4, z4 }, acc, facc);
+  }, () => {
+    at.next();
     f.get(xp); f.i32(group * X_BYTES); add(f); f.set(xp);
     f.get(mp); f.i32(META_BYTES); add(f); f.set(mp);
-  });
+  }));
+}
+
+/** body(first block) for each run of blocks, then the step to the next group. */
+function eachRun(runs: number[], body: (rbOff: number) => void, step: () => void): void {
+  for (const rbOff of runs) body(rbOff);
+  step();
+}
+
+/**
+ * Where a tile's row blocks keep their codes, scales and zero points (the Q_INTERLEAVE layout of wasm_pack): sets wp,
+ * sp and zp to the tile's group 0 and gives the constant offsets of block j of the tile and load li from them; next()
+ * steps the three to the next group.
+ */
+function qPointers(f: FunctionBuilder, p: { rb0: Local; W: Local; S: Local; Z: Local }, m: { rbBytes: number; G: number; gBytes: number },
+  l: { wp: Local; sp: Local; zp: Local }) {
+  const I = Q_INTERLEAVE, { rbBytes, G, gBytes } = m;
+  const run = (j: number) => j - (j % I), inRun = (j: number) => j % I;
+  f.get(p.rb0); f.i32(rbBytes); mul(f); f.get(p.W); add(f); f.set(l.wp);
+  f.get(p.rb0); f.i32(G * 16); mul(f); f.get(p.S); add(f); f.set(l.sp);
+  f.get(p.rb0); f.i32(G * 4); mul(f); f.get(p.Z); add(f); f.set(l.zp);
+  return {
+    w: (j: number, li: number) => run(j) * rbBytes + li * I * 16 + inRun(j) * 16,
+    s: (j: number) => run(j) * G * 16 + inRun(j) * 16,
+    z: (j: number) => run(j) * G * 4 + inRun(j) * 4,
+    next: () => {
+      f.get(l.wp); f.i32(I * gBytes); add(f); f.set(l.wp);
+      f.get(l.sp); f.i32(I * 16); add(f); f.set(l.sp);
+      f.get(l.zp); f.i32(I * 4); add(f); f.set(l.zp);
+    },
+  };
+}
+
+/**
+ * A group's integer sums of blocks rbOff … rbOff+rr-1 into facc: facc += f32(acc - zero·Σcodes) · scale · xscale, per
+ * token and row block.
+ */
+function scaleGroup(f: FunctionBuilder, G: number, tr: number, rr: number, rbOff: number, at: { s: (j: number) => number; z: (j: number) => number },
+  l: { sp: Local; zp: Local; mp: Local; s4: Local; z4: Local }, acc: Local[][], facc: Local[][]): void {
+  const { sp, zp, mp, s4, z4 } = l;
+  for (let r = 0; r < rr; r++) {
+    f.get(sp); f.v128_load(at.s(rbOff + r), 0); f.set(s4);
+    f.get(zp); f.i32_load(at.z(rbOff + r)); f.simd(SIMD.i32x4_splat); f.simd(X.i16x8_extend_low_i8x16_u); f.simd(X.i32x4_extend_low_i16x8_u); f.set(z4);
+    for (let t = 0; t < tr; t++) {
+      f.get(facc[t][rbOff + r]);
+      f.get(acc[t][r]); f.get(z4); f.get(mp); f.v128_load(t * G * META_BYTES + 16, 0); f.simd(SIMD.i32x4_mul); f.simd(SIMD.i32x4_sub);
+      f.simd(SIMD.f32x4_convert_i32x4_s); f.get(s4); f.simd(SIMD.f32x4_mul);
+      f.get(mp); f.v128_load(t * G * META_BYTES, 0); f.simd(SIMD.f32x4_mul);
+      f.simd(SIMD.f32x4_add); f.set(facc[t][rbOff + r]);
+    }
+  }
+}
+
+/** Relaxed dot products added in i16 before widening: each adds at most 2 · 15 · 127, so 8 stay below 2^15. */
+const I16_SUMS = 8;
+
+/**
+ * 4-bit codes with int8 x (relaxed SIMD). A 16-byte load holds 4 rows × 8 k; its low nibbles (v128.and) and high
+ * nibbles (i16x8.shr_u and the same mask: V8 lowers i8x16.shr_u to 5 instructions) are each 4 rows × 4 k, multiplied with x's matching quad by i16x8.relaxed_dot_i8x16_i7x16_s
+ * (the codes, 0 … 15, are its 7-bit operand: exact on every engine). Up to I16_SUMS products add in i16 lanes, which
+ * i32x4.extadd_pairwise_i16x8_s then sums per row. The integer sums are exact, as the int16 path's.
+ */
+function emitQBody8(f: FunctionBuilder, group: number, K: number, tr: number, rr: number, runs: number[],
+  p: { rb0: Local; t0: Local; W: Local; S: Local; Z: Local; Xp: Local; XM: Local }, acc: Local[][], facc: Local[][]): void {
+  const G = K / group, rbBytes = K * 2, gBytes = group * 2, loads = group / 8, perChunk = I16_SUMS / 2;
+  const wp = f.local('i32'), sp = f.local('i32'), zp = f.local('i32'), xp = f.local('i32'), mp = f.local('i32'), gi = f.local('i32');
+  const mask = f.local('v128'), w = f.local('v128'), lo = f.local('v128'), hi = f.local('v128'), s4 = f.local('v128'), z4 = f.local('v128');
+  const a16 = Array.from({ length: tr }, () => Array.from({ length: rr }, () => f.local('v128')));
+  // Several row blocks: each token's two x quads of a load step stay in registers for all of them.
+  const xs = rr > 1 ? Array.from({ length: 2 * tr }, () => f.local('v128')) : [];
+  const pushX = (t: number, li: number, half: number) => {
+    if (xs.length) f.get(xs[2 * t + half]); else { f.get(xp); f.v128_load(t * K * X8_BYTES + li * 32 + half * 16, 0); }
+  };
+  f.v128_const(new Uint8Array(16).fill(0x0f)); f.set(mask);
+  const at = qPointers(f, p, { rbBytes, G, gBytes }, { wp, sp, zp });
+  f.get(p.t0); f.i32(K * X8_BYTES); mul(f); f.get(p.Xp); add(f); f.set(xp);
+  f.get(p.t0); f.i32(G * META_BYTES); mul(f); f.get(p.XM); add(f); f.set(mp);
+  for (const rbOff of runs) for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) { f.f32x4_const(0); f.set(facc[t][rbOff + r]); }
+  f.for_(gi, () => f.i32(0), () => f.i32(G), 1, () => eachRun(runs, (rbOff) => {
+    for (let li = 0; li < loads; li++) {
+      const first = li % perChunk === 0;
+      for (let t = 0; t < xs.length / 2; t++) for (let h = 0; h < 2; h++) { f.get(xp); f.v128_load(t * K * X8_BYTES + li * 32 + h * 16, 0); f.set(xs[2 * t + h]); }
+      for (let r = 0; r < rr; r++) {
+        f.get(wp); f.v128_load(at.w(rbOff + r, li), 0); f.tee(w); f.get(mask); f.simd(SIMD.v128_and); f.set(lo);
+        f.get(w); f.i32(4); f.simd(X.i16x8_shr_u); f.get(mask); f.simd(SIMD.v128_and); f.set(hi);
+        for (let t = 0; t < tr; t++) {
+          pushX(t, li, 0); f.get(lo); f.simd(X.i16x8_relaxed_dot_i8x16_i7x16_s);
+          pushX(t, li, 1); f.get(hi); f.simd(X.i16x8_relaxed_dot_i8x16_i7x16_s);
+          f.simd(X.i16x8_add);
+          if (!first) { f.get(a16[t][r]); f.simd(X.i16x8_add); }
+          f.set(a16[t][r]);
+        }
+        barrier(f, wp, [...a16.flat(), ...acc.flat(), ...xs]);
+      }
+      if ((li + 1) % perChunk === 0 || li === loads - 1) {
+        // widen the chunk's i16 sums into the group's i32 sums (the first chunk sets them)
+        for (let t = 0; t < tr; t++) for (let r = 0; r < rr; r++) {
+          f.get(a16[t][r]); f.simd(X.i32x4_extadd_pairwise_i16x8_s);
+          if (li >= perChunk) { f.get(acc[t][r]); f.simd(SIMD.i32x4_add); }
+          f.set(acc[t][r]);
+        }
+      }
+    }
+    scaleGroup(f, G, tr, rr, rbOff, at, { sp, zp, mp, s4, z4 }, acc, facc);
+  }, () => {
+    at.next();
+    f.get(xp); f.i32(group * X8_BYTES); add(f); f.set(xp);
+    f.get(mp); f.i32(META_BYTES); add(f); f.set(mp);
+  }));
 }
 
 /**
