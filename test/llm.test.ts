@@ -224,6 +224,20 @@ test('webjit bench-llm --activations: unknown kinds are typed errors; int8 on an
   }
 });
 
+test('int8 activations that cannot run are reported, not hidden: the generate/perplexity note names the cause and the fix', async () => {
+  const { activationsNote } = await import('../src/cli/generate.js');
+  const { hasRelaxedSimd } = await import('../src/backends/wasm/features.js');
+  const { createLlm } = await import('../src/llm/index.js');
+  const w = quantizeRtn(randomLlm(GQA, 5), { bits: 4 });
+  const ref = await createLlm(w, { backend: 'reference' });
+  assert.match(activationsNote('int8', ref), /f32 activations \(int8 activations: the reference backend computes in f32: use --backend wasm or webgpu\)/);
+  assert.equal(activationsNote(undefined, ref), '');
+  const r = await createLlm(w, { backend: 'wasm', threads: 1, activations: 'int8' });
+  try {
+    assert.equal(activationsNote('int8', r), hasRelaxedSimd() ? ', int8 activations' : ', f32 activations (int8 activations on wasm: this engine has no relaxed SIMD: run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out)');
+  } finally { await r.release(); }
+});
+
 test('bench-llm precisions: a quantized model runs as stored or dequantized (f32, its exact values), never requantized; a dense one as asked', async () => {
   const { quantized } = await import('../src/bench/llm.js');
   const { dequantizeLlm, quantBits } = await import('../src/llm/quantize.js');

@@ -2,7 +2,7 @@
 // onnxruntime-node where present) running the very same weights as an ONNX decoder with a KV cache (exportOnnx:
 // MatMulNBits for quantized matrices). Every engine's tokens are checked against onnxruntime's on the same weights
 // before its speed counts; the ratio is taken in the same run.
-import { createLlm, type LlmBackend } from '../llm/index.js';
+import { createLlm, int8Unavailable, type LlmBackend } from '../llm/index.js';
 import { exportOnnx } from '../llm/onnx_export.js';
 import { InputError, UnsupportedError } from '../errors.js';
 import { dequantizeLlm, quantBits, quantizeRtn } from '../llm/quantize.js';
@@ -35,11 +35,10 @@ export interface DecodeEngine {
 /** A runner with the activations asked for, or a typed error (a row labelled int8 never runs other activations). */
 async function runner(w: LlmWeights, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8') {
   const r = await createLlm(w, { backend, threads, activations });
-  const got = (r as { activations?: 'f32' | 'int8' }).activations;
-  if (activations === 'int8' && got !== 'int8') {
+  const why = int8Unavailable(activations, r);
+  if (why) {
     await r.release();
-    throw new UnsupportedError(`int8 activations on ${backend}: this ${backend === 'wasm' ? 'engine has no relaxed SIMD' : 'device has no dot4I8Packed'}`, {},
-      backend === 'wasm' ? 'run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out' : 'leave --activations out');
+    throw new UnsupportedError(why.message, {}, why.hint);
   }
   return r;
 }

@@ -6,7 +6,7 @@ import { LlmCausalLM, type CausalLM } from '../generate/causal_lm.js';
 import { CausalDecoder } from '../generate/decoder.js';
 import { TextGenerator, type GenerationStats } from '../generate/generate.js';
 import { TextTokenizer } from '../generate/tokenizer.js';
-import { createLlm, decodeLlm, isWebjitLlm, loadLlm, quantizeRtn, LAYER_MATRICES, type LlmWeights } from '../llm/index.js';
+import { activationsOf, createLlm, decodeLlm, int8Unavailable, isWebjitLlm, loadLlm, quantizeRtn, LAYER_MATRICES, type LlmRunner, type LlmWeights } from '../llm/index.js';
 import type { BackendName } from '../session.js';
 import { importNode } from '../util/node.js';
 
@@ -84,7 +84,13 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
   const { weights, note } = applyQuant(m.weights, quant, `${what} ${path}`);
   const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations });
   const c = weights.config;
-  return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}` };
+  return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}${activationsNote(a.activations, runner)}` };
+}
+
+/** ', int8 activations' where they run; where asked for and not run, why (a user sees the fallback). */
+export function activationsNote(asked: 'f32' | 'int8' | undefined, r: LlmRunner): string {
+  const why = int8Unavailable(asked, r);
+  return why ? `, f32 activations (${why.message}: ${why.hint})` : activationsOf(r) === 'int8' ? ', int8 activations' : '';
 }
 
 export async function generateCommand(model: string, a: GenerateArgs): Promise<number> {

@@ -2,8 +2,9 @@
 // or a webjit file) on webjit's LLM runtime, optionally quantized on the fly to compare precisions on equal terms.
 import fs from 'node:fs/promises';
 import { InputError } from '../errors.js';
+import { activationsNote } from './generate.js';
 import { TextTokenizer } from '../generate/tokenizer.js';
-import { createLlm, type LlmBackend } from '../llm/index.js';
+import { activationsOf, createLlm, type LlmBackend } from '../llm/index.js';
 import { loadLlm } from '../llm/model_io.js';
 import { perplexity } from '../llm/perplexity.js';
 import { quantizeRtn } from '../llm/quantize.js';
@@ -25,7 +26,7 @@ export async function perplexityCommand(model: string, a: PerplexityArgs): Promi
   const tok = await TextTokenizer.fromFile(a.tokenizer);
   const ids = tok.encode(await fs.readFile(a.text, 'utf8'), { addSpecialTokens: false });
   const loaded = await loadLlm(model);
-  const rows: { quant: string; perplexity: number; tokens: number; seconds: number }[] = [];
+  const rows: { quant: string; activations: string; perplexity: number; tokens: number; seconds: number }[] = [];
   for (const q of (a.quant ?? 'as-stored').split(',')) {
     if (!['as-stored', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use q4, q8 (comma-separated), or leave it out`);
     const w = q === 'as-stored' ? loaded : quantizeRtn(loaded, { bits: q === 'q4' ? 4 : 8 });
@@ -34,12 +35,12 @@ export async function perplexityCommand(model: string, a: PerplexityArgs): Promi
     const t0 = performance.now();
     try {
       const p = await perplexity(r, ids, { window, maxWindows: a.windows ? Number(a.windows) : undefined, bos: w.config.bos ?? tok.bosTokenId, chunk: a.chunk ? Number(a.chunk) : undefined });
-      rows.push({ quant: w.quant, perplexity: p.perplexity, tokens: p.tokens, seconds: (performance.now() - t0) / 1000 });
+      rows.push({ quant: w.quant, activations: activationsOf(r), perplexity: p.perplexity, tokens: p.tokens, seconds: (performance.now() - t0) / 1000 });
     } finally {
       await r.release();
     }
     const last = rows[rows.length - 1];
-    if (!a.json) console.log(`${model} ${last.quant}: perplexity ${last.perplexity.toFixed(3)} over ${last.tokens} tokens (windows of ${window}), ${last.seconds.toFixed(1)} s on ${a.backend}`);
+    if (!a.json) console.log(`${model} ${last.quant}${activationsNote(a.activations, r)}: perplexity ${last.perplexity.toFixed(3)} over ${last.tokens} tokens (windows of ${window}), ${last.seconds.toFixed(1)} s on ${a.backend}`);
   }
   if (a.json) console.log(JSON.stringify({ model, backend: a.backend, rows }));
   return 0;

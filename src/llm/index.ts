@@ -19,6 +19,22 @@ export async function createLlm(w: LlmWeights, o: LlmOptions = {}): Promise<LlmR
   return f(w, o);
 }
 
+/** The activations a runner decodes with: 'int8' where they were asked for and its backend can, else 'f32'. */
+export function activationsOf(r: LlmRunner): 'f32' | 'int8' {
+  return (r as { activations?: 'f32' | 'int8' }).activations ?? 'f32';
+}
+
+/** Why int8 activations asked for run as f32 on this runner (message and what to do), or null when they run. */
+export function int8Unavailable(asked: 'f32' | 'int8' | undefined, r: LlmRunner): { message: string; hint: string } | null {
+  if (asked !== 'int8' || activationsOf(r) === 'int8') return null;
+  const b = r.backend;
+  return b === 'wasm'
+    ? { message: 'int8 activations on wasm: this engine has no relaxed SIMD', hint: 'run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out' }
+    : b === 'webgpu'
+      ? { message: 'int8 activations on webgpu: this device has no dot4I8Packed', hint: 'leave --activations out' }
+      : { message: `int8 activations: the ${b} backend computes in f32`, hint: 'use --backend wasm or webgpu' };
+}
+
 export * from './types.js';
 export { loadLlm, decodeLlm, encodeLlm, isWebjitLlm } from './model_io.js';
 export { quantizeRtn, quantizeMatrix, dequantizeLlm, quantBits } from './quantize.js';
