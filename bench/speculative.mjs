@@ -4,7 +4,7 @@
 //
 // Usage (after `npm run build`):
 //   node bench/speculative.mjs --target T --draft D [--backend wasm] [--threads N] [--k 2,3,4,6] [--temperature 0,0.8]
-//     [--target-quant stored|f32] [--activations f32|int8] [--draft-activations f32|int8] [--prompts 10] [--prompt-tokens 32] [--tokens 64] [--tokenizer FILE] [--valid FILE] [--warmup] [--rounds 1] [--json FILE]
+//     [--target-quant stored|f32] [--activations f32|int8] [--draft-activations f32|int8] [--adaptive] [--prompts 10] [--prompt-tokens 32] [--tokens 64] [--tokenizer FILE] [--valid FILE] [--warmup] [--rounds 1] [--json FILE]
 // T and D: .onnx decoders (run by CausalDecoder on --backend) or LLMs (a Hugging Face Llama folder or a webjit
 // .safetensors file, run by createLlm on --backend). --warmup runs every configuration once before the timed pass
 // (the ONNX path compiles kernels per KV length; the timed pass then meets only compiled shapes). Before the runs it
@@ -39,6 +39,7 @@ const { values: a } = parseArgs({
     'target-quant': { type: 'string', default: 'stored' },
     activations: { type: 'string', default: 'f32' },
     'draft-activations': { type: 'string', default: 'f32' },
+    adaptive: { type: 'boolean', default: false },
   },
 });
 const ks = a.k.split(',').map(Number);
@@ -69,7 +70,7 @@ const plain = new TextGenerator(target, tok);
 console.log(`target ${a.target} (${a.activations} x), draft ${a.draft} (${a['draft-activations']} x), backend ${a.backend}${threads ? `, ${threads} threads` : ''}; ${nPrompts} prompts of ${promptTokens} tokens from ${a.valid}, ${maxTokens} tokens each`);
 
 async function run(T, k, i) {
-  const gen = k ? new TextGenerator(target, tok, { draft, draftTokens: k }) : plain;
+  const gen = k ? new TextGenerator(target, tok, { draft, draftTokens: k, adaptiveDraft: a.adaptive }) : plain;
   const g = gen.generate(prompts[i], { maxTokens, temperature: T, seed: 1000 + i, ignoreEos: true });
   await g.all();
   return { tokens: g.stats.generatedTokens - 1, decodeMs: g.stats.decodeMs, ids: g.ids, ...(g.stats.speculative ?? {}) };
@@ -131,7 +132,8 @@ for (const T of temps) {
     rows.push(row);
     console.log(`${String(k).padStart(4)} | ${(100 * row.acceptance).toFixed(1).padStart(9)}% | ${(accepted / nRounds).toFixed(2).padStart(14)} | ${alpha.toFixed(2)} | `
       + `${(tokens / (tokens - accepted)).toFixed(2).padStart(17)} | ${tps.toFixed(2).padStart(8)} | ${row.speedup.toFixed(2).padStart(13)}x | `
-      + `${ratio.toFixed(2).padStart(22)}x | ${row.predicted.toFixed(2).padStart(8)}x | ${same}`);
+      + `${ratio.toFixed(2).padStart(22)}x | ${row.predicted.toFixed(2).padStart(8)}x | ${same}`
+      + (a.adaptive ? ` | adaptive: ${(100 * sum(k, (x) => x.plainTokens ?? 0) / tokens).toFixed(0)}% of the tokens without the draft, ${sum(k, (x) => x.switches ?? 0)} switches` : ''));
   }
 }
 if (a.json) fs.writeFileSync(a.json, JSON.stringify({ args: a, costs, rows }, null, 1));

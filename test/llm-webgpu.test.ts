@@ -486,6 +486,32 @@ test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round)
   }
 });
 
+test('webgpu llm: adaptive drafting on the GPU (speculative rounds, and plain windows streamed with steps in flight) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {
+  const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
+  const { DraftGovernor, TextGenerator } = await import('../src/generate/generate.js');
+  const { loadLlm } = await import('../src/llm/model_io.js');
+  const F = 'test/fixtures/lm';
+  const [tw, dw] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`)]);
+  const prompt = [0, 412, 1033, 77, 2048, 9, 3000, 15];
+  const cap = 128, N = 60;
+  const plain = new TextGenerator(new LlmCausalLM(await WebGpuLlm.create(tw, { capacity: cap })));
+  const pg = plain.generate(prompt, { maxTokens: N, ignoreEos: true });
+  await pg.all();
+  await plain.release();
+  const target = await WebGpuLlm.create(tw, { capacity: cap });
+  const draft = await WebGpuLlm.create(dw, { capacity: cap });
+  let streams = 0;
+  const open = target.greedyStream.bind(target);
+  target.greedyStream = (...a) => { streams++; return open(...a); };
+  const gen = new TextGenerator(new LlmCausalLM(target), undefined, { draft: new LlmCausalLM(draft), draftTokens: 3, adaptiveDraft: true });
+  const g = gen.generate(prompt, { maxTokens: N, ignoreEos: true });
+  await g.all();
+  const sp = g.stats!.speculative!;
+  assert.deepEqual(g.ids, pg.ids);
+  assert.ok(sp.rounds > 0 && sp.plainTokens! >= DraftGovernor.PROBE.plain && streams >= 1, `${JSON.stringify(sp)}, ${streams} streams`);
+  await gen.release();
+});
+
 test('webgpu llm: greedy generation streams ids with steps in flight and gives the tokens of one forward per token', TIMEOUT, async () => {
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
   const { TextGenerator } = await import('../src/generate/generate.js');

@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CausalDecoder } from '../src/generate/decoder.js';
 import { LlmCausalLM, type CausalLM } from '../src/generate/causal_lm.js';
-import { TextGenerator, type GenerateOptions, type Generation } from '../src/generate/generate.js';
+import { DraftGovernor, TextGenerator, type GenerateOptions, type Generation } from '../src/generate/generate.js';
 import { argmax, pick, Sampler, tokenDistribution, type SamplingOptions, type TokenDistribution } from '../src/generate/sampler.js';
 import { probabilityOf, residual, verifyDraftToken, type Verdict } from '../src/generate/speculative.js';
 import { TextTokenizer } from '../src/generate/tokenizer.js';
@@ -186,6 +186,60 @@ test('greedy with a draft equals greedy without, token for token (LLM runtime): 
     const g = plain.generate(prompt, { maxTokens: 3 });
     await collect(g);
     assert.equal(g.stats!.speculative, undefined);
+  }
+});
+
+test('DraftGovernor: explores both ways, then runs the faster and probes the slower less and less; follows a change of which pays', () => {
+  const run = (g: DraftGovernor, n: number, cost: (mode: 'draft' | 'plain', t: number) => number, t0 = 0) => {
+    const used = { draft: 0, plain: 0 };
+    for (let t = t0; t < t0 + n; t++) { const m = g.mode; used[m]++; g.record(cost(m, t), 1); }
+    return used;
+  };
+  // The draft halves the cost a token: after the first two windows it runs nearly everything.
+  const a = new DraftGovernor();
+  assert.equal(a.mode, 'draft');
+  const ua = run(a, 3000, (m) => (m === 'draft' ? 1 : 2));
+  assert.ok(ua.plain >= DraftGovernor.PROBE.plain && ua.plain < 0.05 * 3000, JSON.stringify(ua));
+  assert.equal(a.plainTokens, ua.plain);
+  // Probes get rarer while the winner stays clear: the windows grew to MAX_EXPLOIT.
+  assert.ok(a.switches < 2 * (3000 / DraftGovernor.EXPLOIT), `${a.switches} switches`);
+  // The draft costs more: plain decoding runs nearly everything.
+  const b = new DraftGovernor();
+  const ub = run(b, 3000, (m) => (m === 'draft' ? 1.3 : 1));
+  assert.ok(ub.draft >= DraftGovernor.PROBE.draft && ub.draft < 0.05 * 3000, JSON.stringify(ub));
+  // Which way pays changes at token 1500 (the draft stops agreeing): the governor follows within a window or two.
+  const c = new DraftGovernor();
+  run(c, 1500, (m) => (m === 'draft' ? 1 : 2));
+  assert.equal(c.mode === 'draft' || c.left <= DraftGovernor.PROBE.plain, true);
+  const late = run(c, 1500, (m) => (m === 'draft' ? 3 : 1), 1500);
+  assert.ok(late.plain > 1500 - 2 * DraftGovernor.MAX_EXPLOIT, JSON.stringify(late));
+  // Costs within MARGIN of each other: windows stay at EXPLOIT, both ways keep being measured.
+  const d = new DraftGovernor();
+  const ud = run(d, 2000, (m, t) => (m === 'draft' ? 1 : 1.05 + 0.1 * Math.sin(t)));
+  assert.ok(ud.plain > 0.05 * 2000 && ud.draft > 0.05 * 2000, JSON.stringify(ud));
+});
+
+test('adaptive drafting (draft on and off by measurement) gives plain greedy decoding\'s tokens, and reports its plain tokens', { timeout: 300_000 }, async () => {
+  const cfg = CONFIGS[0][1];
+  const w = randomLlama(cfg, cfg.vocab);
+  const prompt = [1, 7, 3, 12, 5];
+  const N = 100;
+  const target = llm(w);
+  const want = await ids(new TextGenerator(target), prompt, { maxTokens: N });
+  for (const k of [1, 3]) {
+    const draft = llm(perturb(w, 0.1, 7));
+    const gen = new TextGenerator(target, undefined, { draft, draftTokens: k, adaptiveDraft: true });
+    const g = gen.generate(prompt, { maxTokens: N });
+    const got = (await collect(g)).map((t) => t.id);
+    assert.deepEqual(got, want, `k ${k}`);
+    const sp = g.stats!.speculative!;
+    // The first windows are one of each way: 24 tokens with the draft, then 12 without.
+    assert.ok(sp.plainTokens! >= DraftGovernor.PROBE.plain && sp.rounds > 0 && sp.switches! >= 1, JSON.stringify(sp));
+    assert.equal(target.pastLength, prompt.length + N - 1);
+    // Per call, and off again.
+    const h = gen.generate(prompt, { maxTokens: 30, adaptiveDraft: false });
+    await collect(h);
+    assert.equal(h.stats!.speculative!.plainTokens, undefined);
   }
 });
 

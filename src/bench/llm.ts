@@ -64,15 +64,15 @@ export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBack
  * proposes k tokens, the target checks them in one pass); without, plain greedy decoding as the generator runs it (on
  * WebGPU a stream with steps in flight, WebGpuLlm.greedyStream).
  */
-export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | undefined, weights: string, backend: LlmBackend, k: number, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
+export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | undefined, weights: string, backend: LlmBackend, k: number, threads?: number, activations?: 'f32' | 'int8', adaptive = false): DecodeEngine {
   return {
-    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k})` : ' generate()'}`, weights, peer: false,
+    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k}${adaptive ? ', adaptive' : ''})` : ' generate()'}`, weights, peer: false,
     async create() {
       const t = new LlmCausalLM(await runner(target, backend, threads, activations));
       // The draft keeps f32 activations: on the trained draft's small matrices int8 x costs more than it saves (H100:
       // 0.282 against 0.148 ms a step, bench/NOTES.md session 16); its proposals are checked by the target either way.
       const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads })) : undefined;
-      const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k });
+      const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k, adaptiveDraft: adaptive });
       const unsupported = async (): Promise<number> => { throw new Error('this engine runs whole generations'); };
       return {
         prefill: unsupported, step: unsupported,
@@ -208,6 +208,8 @@ export interface LlmBenchOptions {
   peers: ('web-wasm' | 'web-webgpu' | 'node')[];
   /** Another ONNX export of the dense target (e.g. PyTorch's), run by the peers as well. */
   peerOnnx?: Uint8Array;
+  /** With a draft, also a row with the draft on and off by measurement (TextGenerator's adaptiveDraft). */
+  draftAdaptive?: boolean;
   /** webjit's activations (LlmOptions.activations), a row set each (default: f32 alone). */
   activations?: ('f32' | 'int8')[];
   log: (s: string) => void;
@@ -250,6 +252,7 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
       // decoding is judged against (both rates count the prefill).
       if (o.backend === 'webgpu' || o.draft) engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, act));
       if (o.draft) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, act));
+      if (o.draft && o.draftAdaptive) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, act, true));
     }
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };

@@ -43,6 +43,7 @@ export interface BenchLlmArgs {
   peers?: string;
   peerOnnx?: string;
   activations?: string;
+  draftAdaptive?: boolean;
   json?: string;
 }
 
@@ -77,7 +78,7 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
   const { results, bytesPerToken } = await llmBench({
     target, draft, quants: quants as never, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
-    draftTokens: Number(a.draftTokens), peers, log, activations: activations as ('f32' | 'int8')[], peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
+    draftTokens: Number(a.draftTokens), peers, log, activations: activations as ('f32' | 'int8')[], draftAdaptive: a.draftAdaptive, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
   });
   const best = (backendPeer: DecodeResult[]) => Math.max(...backendPeer.filter((r) => r.peer && r.correct !== false && r.engine.startsWith('onnxruntime-web')).map((r) => r.decodeTokPerSec));
   const bestWeb = best(results);

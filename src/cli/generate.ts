@@ -29,6 +29,7 @@ export interface GenerateArgs {
   activations?: 'f32' | 'int8';
   draft?: string;
   draftTokens?: number;
+  draftAdaptive?: boolean;
 }
 
 const QUANTS = ['q4', 'q8', 'f16', 'f32'] as const;
@@ -101,6 +102,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
     throw new InputError(`--draft-tokens ${a.draftTokens}: give an integer from 1 to 64`, {}, 'e.g. 4');
   }
   if (a.draftTokens !== undefined && a.draft === undefined) throw new InputError('--draft-tokens needs --draft DRAFT');
+  if (a.draftAdaptive && a.draft === undefined) throw new InputError('--draft-adaptive needs --draft DRAFT');
   const quant = a.quant as Quant | undefined;
   const log = (s: string) => { if (!a.json) console.error(s); };
   const tokenizer = a.tokenizer ? await TextTokenizer.fromFile(a.tokenizer) : undefined;
@@ -115,7 +117,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
       draft = await openModel(a.draft, a, quant, 'the draft');
       log(`draft ${a.draft} loaded in ${(performance.now() - t1).toFixed(0)} ms (${draft.describe})`);
     }
-    gen = new TextGenerator(target.lm, tokenizer, { draft: draft?.lm, draftTokens: a.draftTokens });
+    gen = new TextGenerator(target.lm, tokenizer, { draft: draft?.lm, draftTokens: a.draftTokens, adaptiveDraft: a.draftAdaptive });
   } catch (e) {
     await target.lm.release();
     await draft?.lm.release();
@@ -154,7 +156,8 @@ export function statsLine(s: GenerationStats): string {
 export function speculativeLine(s: GenerationStats): string {
   const p = s.speculative!;
   return `speculative: draft of ${p.draftTokens} tokens a round, ${p.rounds} rounds, ${p.drafted} drafted, ${p.accepted} accepted `
-    + `(acceptance ${(100 * p.acceptanceRate).toFixed(1)}%)`;
+    + `(acceptance ${(100 * p.acceptanceRate).toFixed(1)}%)`
+    + (p.plainTokens !== undefined ? `; adaptive: ${p.plainTokens} tokens without the draft, ${p.switches} switches` : '');
 }
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -165,6 +168,6 @@ function statsJson(s: GenerationStats) {
     prompt_tokens: s.promptTokens, generated_tokens: s.generatedTokens, time_to_first_token_ms: r3(s.timeToFirstTokenMs),
     prefill_ms: r3(s.prefillMs), prefill_tokens_per_s: r3(s.prefillTokensPerSec), decode_ms: r3(s.decodeMs),
     decode_tokens_per_s: r3(s.decodeTokensPerSec), stop_reason: s.stopReason,
-    speculative: p ? { draft_tokens: p.draftTokens, rounds: p.rounds, drafted: p.drafted, accepted: p.accepted, acceptance_rate: r3(p.acceptanceRate) } : undefined,
+    speculative: p ? { draft_tokens: p.draftTokens, rounds: p.rounds, drafted: p.drafted, accepted: p.accepted, acceptance_rate: r3(p.acceptanceRate), plain_tokens: p.plainTokens, switches: p.switches } : undefined,
   };
 }

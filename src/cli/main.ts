@@ -68,6 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--quant <list>', 'weights to compare: f32,q4,q8 (a dense model quantized on the fly, round to nearest; a quantized one as stored, or f32: dequantized) (default: q4, or as stored)')
     .option('--draft <model>', 'also time speculative decoding with this draft')
     .option('--draft-tokens <k>', 'draft tokens per round', '4')
+    .option('--draft-adaptive', 'with --draft, also a row with the draft on and off by measurement')
     .option('--threads <n>', 'threads of the CPU engines', '2')
     .option('--prompt-tokens <n>', 'prompt length', '32')
     .option('--prompt <text|file>', 'a prompt text (needs --tokenizer); default: fixed pseudo-random ids')
@@ -126,6 +127,7 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--activations <kind>', 'int8 decodes 4-bit matrices with x rounded to 8 bits, faster (WebGPU with dot4I8Packed, Wasm with relaxed SIMD; else f32)').choices(['f32', 'int8']))
     .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
+    .option('--draft-adaptive', 'time windows with and without the draft and keep the faster way (probing the other now and then)')
     .option('--json', 'print one JSON line (ids, text, timings) at the end instead of streaming')
     .action(async (model, o) => { code = await generateCommand(model, o); });
 

@@ -19,6 +19,13 @@ export interface SpeculationOptions {
   draft?: CausalLM;
   /** Tokens the draft proposes per round (default 4). */
   draftTokens?: number;
+  /**
+   * Turn the draft on and off by measurement (default false): windows with and without it are timed, the faster
+   * way runs most of the tokens and the other is probed again now and then (DraftGovernor). Greedy output is the same
+   * either way and sampled output is distributed as the target's either way, but a seed no longer fixes the tokens
+   * (which path drew each one depends on timing).
+   */
+  adaptiveDraft?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -37,6 +44,8 @@ export interface GenerateOptions extends SamplingOptions {
   draft?: CausalLM | null;
   /** Tokens the draft proposes per round (default: the generator's, else 4). */
   draftTokens?: number;
+  /** SpeculationOptions.adaptiveDraft for this call (default: the generator's). */
+  adaptiveDraft?: boolean;
 }
 
 export interface GeneratedToken {
@@ -60,6 +69,9 @@ export interface SpeculativeStats {
   accepted: number;
   /** accepted / drafted (0 with no round). */
   acceptanceRate: number;
+  /** adaptiveDraft: tokens made with the draft off, and how often the governor changed its way. */
+  plainTokens?: number;
+  switches?: number;
 }
 
 export interface GenerationStats {
@@ -110,6 +122,7 @@ export type CreateOptions = OpenOptions & {
   /** A draft model (opened like the target, with the same options) for speculative decoding; released with the generator. */
   draft?: GenerationModel;
   draftTokens?: number;
+  adaptiveDraft?: boolean;
 };
 
 function checkDraftTokens(k: number): void {
@@ -131,9 +144,11 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
   private busy = false;
   readonly draft?: CausalLM;
   readonly draftTokens: number;
+  readonly adaptiveDraft: boolean;
 
   constructor(readonly decoder: M, readonly tokenizer?: TextTokenizer, opts: SpeculationOptions = {}) {
     this.draftTokens = opts.draftTokens ?? 4;
+    this.adaptiveDraft = opts.adaptiveDraft ?? false;
     checkDraftTokens(this.draftTokens);
     if (opts.draft) {
       if (opts.draft === (decoder as CausalLM)) throw new InputError('the draft model is the target model itself', {}, 'open the model twice: each needs its own KV cache');
@@ -150,13 +165,13 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
   static async create(model: LlmWeights | LlmRunner, opts?: CreateOptions): Promise<TextGenerator<LlmCausalLM>>;
   static async create<T extends CausalLM>(model: T, opts?: CreateOptions): Promise<TextGenerator<T>>;
   static async create(model: GenerationModel, opts: CreateOptions = {}): Promise<TextGenerator> {
-    const { tokenizer, draft, draftTokens, ...open } = opts;
+    const { tokenizer, draft, draftTokens, adaptiveDraft, ...open } = opts;
     if (draftTokens !== undefined) checkDraftTokens(draftTokens);
     const lm = await openCausalLM(model, open);
     let d: CausalLM | undefined;
     try {
       d = draft !== undefined ? await openCausalLM(draft, open) : undefined;
-      return new TextGenerator(lm, tokenizer, { draft: d, draftTokens });
+      return new TextGenerator(lm, tokenizer, { draft: d, draftTokens, adaptiveDraft });
     } catch (e) {
       await lm.release();
       await d?.release();
@@ -203,7 +218,7 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
         }
         const prefillMs = performance.now() - t0;
         const gpuStream = !draft && sampler.greedy ? streamingRunner(target) : null;
-        const source: TokenSource = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens)
+        const source: TokenSource = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens, opts.adaptiveDraft ?? self.adaptiveDraft)
           : gpuStream ? new GreedyStreamSource(target, gpuStream, sampler, ids, logits) : new PlainSource(target, sampler, ids, logits);
         let tFirst = 0, tLast = 0, produced = 0;
         let reason: GenerationStats['stopReason'] = 'maxTokens';
@@ -348,25 +363,70 @@ class SpeculativeSource implements TokenSource {
   private drafted = 0;
   private accepted = 0;
   private readonly vocab: number;
+  private readonly governor: DraftGovernor | null;
+  /** Plain windows of greedy decoding on a WebGPU runner: its stream with steps in flight, and the ids it has left. */
+  private stream: GreedyStream | null = null;
+  private streamLeft = 0;
 
   constructor(private readonly target: CausalLM, private readonly draft: CausalLM, private readonly sampler: Sampler,
-    prompt: readonly number[], private logits: Float32Array | null, private readonly k: number) {
+    prompt: readonly number[], private logits: Float32Array | null, private readonly k: number, adaptive = false) {
     this.seq = [...prompt];
     this.vocab = logits!.length;
+    this.governor = adaptive ? new DraftGovernor() : null;
   }
 
   stats(): SpeculativeStats {
-    return { draftTokens: this.k, rounds: this.rounds, drafted: this.drafted, accepted: this.accepted, acceptanceRate: this.drafted ? this.accepted / this.drafted : 0 };
+    const g = this.governor;
+    return {
+      draftTokens: this.k, rounds: this.rounds, drafted: this.drafted, accepted: this.accepted, acceptanceRate: this.drafted ? this.accepted / this.drafted : 0,
+      ...(g ? { plainTokens: g.plainTokens, switches: g.switches } : {}),
+    };
   }
 
   async next(remaining: number): Promise<number[]> {
-    const s = this.sampler, seq = this.seq, V = this.vocab;
+    const s = this.sampler, seq = this.seq;
     if (this.logits) {
       const id = s.sample(this.logits);
       this.logits = null;
       seq.push(id);
       return [id];
     }
+    const g = this.governor;
+    if (!g) return this.round(remaining);
+    const t0 = performance.now();
+    const out = g.mode === 'draft' ? await this.round(remaining) : await this.plain(Math.min(remaining, g.left));
+    g.record(performance.now() - t0, out.length);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    const st = this.stream;
+    this.stream = null;
+    await st?.close();
+  }
+
+  /** A token without the draft (up to `window` more will follow in this way): a stream on WebGPU, else a step. */
+  private async plain(window: number): Promise<number[]> {
+    const seq = this.seq, pending = seq.slice(this.target.pastLength);
+    const runner = this.sampler.greedy && pending.length === 1 ? streamingRunner(this.target) : null;
+    if (!this.stream && runner && runner.capacity - runner.length >= window) {
+      this.stream = runner.greedyStream(pending[0], window);
+      this.streamLeft = window;
+    }
+    if (this.stream) {
+      const id = await this.stream.next();
+      if (--this.streamLeft === 0) await this.close();
+      seq.push(id);
+      return [id];
+    }
+    const id = this.sampler.sample(await this.target.forward(pending, false));
+    seq.push(id);
+    return [id];
+  }
+
+  /** A round with the draft: k proposals checked in one target run. */
+  private async round(remaining: number): Promise<number[]> {
+    const s = this.sampler, seq = this.seq, V = this.vocab;
     // Room: the round yields at most k + 1 tokens; the target caches seq + k positions, the draft seq + k − 1.
     let k = Math.min(this.k, remaining - 1);
     if (this.target.capacity !== undefined) k = Math.min(k, this.target.capacity - seq.length);
@@ -418,6 +478,58 @@ class SpeculativeSource implements TokenSource {
     this.accepted += n;
     this.seq.push(...out);
     return out;
+  }
+}
+
+/**
+ * Whether to draft, by measurement: windows of tokens with the draft and without it are timed (ms a token, what the
+ * caller waits for), the faster way then runs EXPLOIT tokens, after which the slower way is probed again for its probe
+ * window (a draft can pay on one text and not on the next: its acceptance moves). Each way's cost is the mean of its
+ * last two windows. While the same way keeps winning by more than MARGIN, its windows double (up to MAX_EXPLOIT
+ * tokens), so a clear choice is probed less and less.
+ */
+export class DraftGovernor {
+  static readonly PROBE = { draft: 24, plain: 12 } as const;
+  static readonly EXPLOIT = 96;
+  static readonly MAX_EXPLOIT = 768;
+  static readonly MARGIN = 1.2;
+  mode: 'draft' | 'plain' = 'draft';
+  /** Tokens left in the current window. */
+  left: number = DraftGovernor.PROBE.draft;
+  plainTokens = 0;
+  switches = 0;
+  private readonly cost = { draft: NaN, plain: NaN };
+  private ms = 0;
+  private n = 0;
+  private exploiting = false;
+  private streak = 0;
+  private lastWinner: 'draft' | 'plain' | null = null;
+
+  /** ms and tokens of one call of the current way. */
+  record(ms: number, tokens: number): void {
+    this.ms += ms;
+    this.n += tokens;
+    this.left -= tokens;
+    if (this.mode === 'plain') this.plainTokens += tokens;
+    if (this.left > 0) return;
+    const per = this.ms / this.n, m = this.mode;
+    this.cost[m] = Number.isNaN(this.cost[m]) ? per : (this.cost[m] + per) / 2;
+    this.ms = 0;
+    this.n = 0;
+    const other = m === 'draft' ? 'plain' : 'draft';
+    let next: 'draft' | 'plain';
+    if (Number.isNaN(this.cost[other])) { next = other; this.exploiting = false; }
+    else if (this.exploiting) { next = this.cost.draft <= this.cost.plain ? 'plain' : 'draft'; this.exploiting = false; }
+    else {
+      next = this.cost.draft <= this.cost.plain ? 'draft' : 'plain';
+      const clear = Math.max(this.cost.draft, this.cost.plain) > DraftGovernor.MARGIN * Math.min(this.cost.draft, this.cost.plain);
+      this.streak = clear && this.lastWinner === next ? this.streak + 1 : 0;
+      this.lastWinner = next;
+      this.exploiting = true;
+    }
+    this.left = this.exploiting ? Math.min(DraftGovernor.MAX_EXPLOIT, DraftGovernor.EXPLOIT << this.streak) : DraftGovernor.PROBE[next];
+    if (next !== m) this.switches++;
+    this.mode = next;
   }
 }
 
