@@ -488,7 +488,7 @@ test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round)
 
 test('webgpu llm: adaptive drafting on the GPU (speculative rounds, and plain windows streamed with steps in flight) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
-  const { DraftGovernor, TextGenerator } = await import('../src/generate/generate.js');
+  const { TextGenerator } = await import('../src/generate/generate.js');
   const { loadLlm } = await import('../src/llm/model_io.js');
   const F = 'test/fixtures/lm';
   const [tw, dw] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`)]);
@@ -508,7 +508,7 @@ test('webgpu llm: adaptive drafting on the GPU (speculative rounds, and plain wi
   await g.all();
   const sp = g.stats!.speculative!;
   assert.deepEqual(g.ids, pg.ids);
-  assert.ok(sp.rounds > 0 && sp.plainTokens! >= DraftGovernor.PROBE.plain && streams >= 1, `${JSON.stringify(sp)}, ${streams} streams`);
+  assert.ok(sp.rounds > 0 && sp.plainTokens! >= 1 && streams >= 1, `${JSON.stringify(sp)}, ${streams} streams`);
   await gen.release();
 });
 

@@ -357,6 +357,9 @@ function streamingRunner(lm: CausalLM): StreamingRunner | null {
  * all pass, the last row gives a bonus token. Both caches are truncated to the accepted prefix. The newest token is
  * in neither cache (as in plain decoding), so a round ending at maxTokens runs nothing it does not need.
  */
+/** Tokens a call without the draft makes where they come from a stream (adaptive drafting on WebGPU). */
+const PLAIN_CALL = 8;
+
 class SpeculativeSource implements TokenSource {
   private readonly seq: number[];
   private rounds = 0;
@@ -364,9 +367,6 @@ class SpeculativeSource implements TokenSource {
   private accepted = 0;
   private readonly vocab: number;
   private readonly governor: DraftGovernor | null;
-  /** Plain windows of greedy decoding on a WebGPU runner: its stream with steps in flight, and the ids it has left. */
-  private stream: GreedyStream | null = null;
-  private streamLeft = 0;
 
   constructor(private readonly target: CausalLM, private readonly draft: CausalLM, private readonly sampler: Sampler,
     prompt: readonly number[], private logits: Float32Array | null, private readonly k: number, adaptive = false) {
@@ -393,31 +393,30 @@ class SpeculativeSource implements TokenSource {
     }
     const g = this.governor;
     if (!g) return this.round(remaining);
+    // After a window without it, the draft first catches up on that window's tokens: a cost of the switch, not of
+    // the tokens drafting makes, so it is left out of the window's time.
+    const backlog = seq.length - 1 - this.draft.pastLength;
+    if (g.mode === 'draft' && backlog > 1) await this.draft.forward(seq.slice(this.draft.pastLength, -1), false);
+    const way = g.mode;
     const t0 = performance.now();
-    const out = g.mode === 'draft' ? await this.round(remaining) : await this.plain(Math.min(remaining, g.left));
-    g.record(performance.now() - t0, out.length);
+    const out = way === 'draft' ? await this.round(remaining) : await this.plain(Math.min(remaining, PLAIN_CALL));
+    g.record(way, performance.now() - t0, out.length);
     return out;
   }
 
-  async close(): Promise<void> {
-    const st = this.stream;
-    this.stream = null;
-    await st?.close();
-  }
-
-  /** A token without the draft (up to `window` more will follow in this way): a stream on WebGPU, else a step. */
-  private async plain(window: number): Promise<number[]> {
+  /**
+   * Tokens without the draft: on a WebGPU runner (greedy) up to `n` from a stream with steps in flight (as plain
+   * generate() makes them; one token a call would pay a read-back each), else one step.
+   */
+  private async plain(n: number): Promise<number[]> {
     const seq = this.seq, pending = seq.slice(this.target.pastLength);
     const runner = this.sampler.greedy && pending.length === 1 ? streamingRunner(this.target) : null;
-    if (!this.stream && runner && runner.capacity - runner.length >= window) {
-      this.stream = runner.greedyStream(pending[0], window);
-      this.streamLeft = window;
-    }
-    if (this.stream) {
-      const id = await this.stream.next();
-      if (--this.streamLeft === 0) await this.close();
-      seq.push(id);
-      return [id];
+    if (runner && runner.capacity - runner.length >= n) {
+      const stream = runner.greedyStream(pending[0], n);
+      const out: number[] = [];
+      try { for (let i = 0; i < n; i++) out.push(await stream.next()); } finally { await stream.close(); }
+      seq.push(...out);
+      return out;
     }
     const id = this.sampler.sample(await this.target.forward(pending, false));
     seq.push(id);
@@ -482,54 +481,61 @@ class SpeculativeSource implements TokenSource {
 }
 
 /**
- * Whether to draft, by measurement: windows of tokens with the draft and without it are timed (ms a token, what the
- * caller waits for), the faster way then runs EXPLOIT tokens, after which the slower way is probed again for its probe
- * window (a draft can pay on one text and not on the next: its acceptance moves). Each way's cost is the mean of its
- * last two windows. While the same way keeps winning by more than MARGIN, its windows double (up to MAX_EXPLOIT
- * tokens), so a clear choice is probed less and less.
+ * Whether to draft, by measurement. Each call (a round with the draft, or plain tokens) is timed, and each way keeps
+ * moving averages (weight BETA a call) of its ms and of its tokens a call: its cost is their ratio, so a round that
+ * made one token weighs as the time it took, not as a ratio. The cheaper way runs; each time `spacing` tokens have
+ * gone its way, the other way runs for its PROBE tokens, so both are measured all along and under the same load (a
+ * machine that slows down slows both; long windows taken at different times are fooled by that). While one way
+ * stays cheaper by more than MARGIN, the spacing doubles up to MAX_SPACING tokens; otherwise it returns to SPACING.
  */
 export class DraftGovernor {
-  static readonly PROBE = { draft: 24, plain: 12 } as const;
-  static readonly EXPLOIT = 96;
-  static readonly MAX_EXPLOIT = 768;
+  static readonly SPACING = 32;
+  static readonly MAX_SPACING = 192;
+  /** Tokens a probe takes: draft rounds vary with what is accepted, plain steps hardly vary. */
+  static readonly PROBE = { draft: 8, plain: 3 } as const;
   static readonly MARGIN = 1.2;
-  mode: 'draft' | 'plain' = 'draft';
-  /** Tokens left in the current window. */
-  left: number = DraftGovernor.PROBE.draft;
+  static readonly BETA = 0.2;
   plainTokens = 0;
   switches = 0;
-  private readonly cost = { draft: NaN, plain: NaN };
-  private ms = 0;
-  private n = 0;
-  private exploiting = false;
-  private streak = 0;
-  private lastWinner: 'draft' | 'plain' | null = null;
+  private readonly ms = { draft: NaN, plain: NaN };
+  private readonly tokens = { draft: NaN, plain: NaN };
+  private best: 'draft' | 'plain' = 'draft';
+  private since = 0;
+  private probe = 0;
+  private spacing = DraftGovernor.SPACING;
+  private last: 'draft' | 'plain' | null = null;
 
-  /** ms and tokens of one call of the current way. */
-  record(ms: number, tokens: number): void {
-    this.ms += ms;
-    this.n += tokens;
-    this.left -= tokens;
-    if (this.mode === 'plain') this.plainTokens += tokens;
-    if (this.left > 0) return;
-    const per = this.ms / this.n, m = this.mode;
-    this.cost[m] = Number.isNaN(this.cost[m]) ? per : (this.cost[m] + per) / 2;
-    this.ms = 0;
-    this.n = 0;
-    const other = m === 'draft' ? 'plain' : 'draft';
-    let next: 'draft' | 'plain';
-    if (Number.isNaN(this.cost[other])) { next = other; this.exploiting = false; }
-    else if (this.exploiting) { next = this.cost.draft <= this.cost.plain ? 'plain' : 'draft'; this.exploiting = false; }
-    else {
-      next = this.cost.draft <= this.cost.plain ? 'draft' : 'plain';
-      const clear = Math.max(this.cost.draft, this.cost.plain) > DraftGovernor.MARGIN * Math.min(this.cost.draft, this.cost.plain);
-      this.streak = clear && this.lastWinner === next ? this.streak + 1 : 0;
-      this.lastWinner = next;
-      this.exploiting = true;
-    }
-    this.left = this.exploiting ? Math.min(DraftGovernor.MAX_EXPLOIT, DraftGovernor.EXPLOIT << this.streak) : DraftGovernor.PROBE[next];
-    if (next !== m) this.switches++;
-    this.mode = next;
+  /** ms a token of a way (NaN before its first call). */
+  cost(way: 'draft' | 'plain'): number { return this.ms[way] / this.tokens[way]; }
+
+  /** The way the next call takes. */
+  get mode(): 'draft' | 'plain' {
+    const other = this.best === 'draft' ? 'plain' : 'draft';
+    if (Number.isNaN(this.cost(this.best))) return this.best;
+    if (Number.isNaN(this.cost(other)) || this.probe > 0 || this.since >= this.spacing) return other;
+    return this.best;
+  }
+
+  /** ms and tokens of one call made the way `mode` said. */
+  record(way: 'draft' | 'plain', ms: number, tokens: number): void {
+    const avg = (m: Record<'draft' | 'plain', number>, v: number) => { m[way] = Number.isNaN(m[way]) ? v : m[way] + DraftGovernor.BETA * (v - m[way]); };
+    avg(this.ms, ms);
+    avg(this.tokens, tokens);
+    if (way === 'plain') this.plainTokens += tokens;
+    if (this.last !== null && way !== this.last) this.switches++;
+    this.last = way;
+    if (way === this.best) { this.since += tokens; return; }
+    // A call of the other way: a probe of PROBE tokens in all, then compare.
+    if (this.probe === 0) this.probe = DraftGovernor.PROBE[way];
+    this.probe = Math.max(0, this.probe - tokens);
+    if (this.probe > 0) return;
+    this.since = 0;
+    const d = this.cost('draft'), p = this.cost('plain');
+    if (Number.isNaN(d) || Number.isNaN(p)) return;
+    const best = d <= p ? 'draft' : 'plain';
+    const clear = Math.max(d, p) > DraftGovernor.MARGIN * Math.min(d, p);
+    this.spacing = clear && best === this.best ? Math.min(DraftGovernor.MAX_SPACING, 2 * this.spacing) : DraftGovernor.SPACING;
+    this.best = best;
   }
 }
 
