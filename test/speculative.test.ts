@@ -252,6 +252,30 @@ test('adaptive drafting (draft on and off by measurement) gives plain greedy dec
   }
 });
 
+test('adaptive drafting: after a long run without the draft it re-reads only the last tokens (a rebased draft cache), and the tokens stay plain greedy decoding\'s', { timeout: 300_000 }, async () => {
+  const cfg = CONFIGS[0][1];
+  const w = randomLlama(llamaConfig({ ...cfg, maxPositions: 512 }), cfg.vocab);
+  const prompt = [1, 7, 3, 12, 5];
+  const N = 400;
+  const target = llm(w);
+  const want = await ids(new TextGenerator(target), prompt, { maxTokens: N });
+  // A draft that never agrees and costs time: plain decoding wins clearly, so the spacing between probes grows past
+  // the rebase window.
+  const draft = llm(randomLlama(llamaConfig({ ...cfg, maxPositions: 512 }), 1234));
+  const step = draft.step.bind(draft);
+  draft.step = async (id: number) => { const t = performance.now(); while (performance.now() - t < 2); return step(id); };
+  let rebases = 0;
+  const truncate = draft.truncate.bind(draft);
+  draft.truncate = async (n: number) => { if (n === 0) rebases++; return truncate(n); };
+  const g = new TextGenerator(target, undefined, { draft, draftTokens: 3, adaptiveDraft: true }).generate(prompt, { maxTokens: N });
+  const got = (await collect(g)).map((t) => t.id);
+  assert.deepEqual(got, want);
+  const sp = g.stats!.speculative!;
+  assert.ok(sp.plainTokens! > 0.8 * N, JSON.stringify(sp));
+  assert.ok(rebases >= 1, `${rebases} rebases`);
+  assert.ok(draft.pastLength <= target.pastLength);
+});
+
 test('sampled generations with a draft are distributed as the target\'s: the first three tokens\' joint law, chi-square over 512 cells', { timeout: 300_000 }, async () => {
   const cfg = llamaConfig({ vocab: 8, hidden: 16, intermediate: 32, layers: 1, heads: 2 });
   const w = randomLlama(cfg, 4, 1.5);

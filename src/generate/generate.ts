@@ -357,8 +357,8 @@ function streamingRunner(lm: CausalLM): StreamingRunner | null {
  * all pass, the last row gives a bonus token. Both caches are truncated to the accepted prefix. The newest token is
  * in neither cache (as in plain decoding), so a round ending at maxTokens runs nothing it does not need.
  */
-/** Tokens a call without the draft makes where they come from a stream (adaptive drafting on WebGPU). */
-const PLAIN_CALL = 8;
+/** Tokens of context a draft re-reads after a run without it longer than this (adaptive drafting). */
+const REBASE = 64;
 
 class SpeculativeSource implements TokenSource {
   private readonly seq: number[];
@@ -367,12 +367,19 @@ class SpeculativeSource implements TokenSource {
   private accepted = 0;
   private readonly vocab: number;
   private readonly governor: DraftGovernor | null;
+  /** Greedy tokens without the draft on a WebGPU runner: a stream with steps in flight, and the ids it has left. */
+  private stream: GreedyStream | null = null;
+  private streamLeft = 0;
+  /** The draft's cache holds seq[draftBase …] (adaptive drafting rebases it after long runs without it). */
+  private draftBase = 0;
+  /** Index in seq of the first token the draft has not seen. */
+  private drafted0(): number { return this.draftBase + this.draft.pastLength; }
 
   constructor(private readonly target: CausalLM, private readonly draft: CausalLM, private readonly sampler: Sampler,
     prompt: readonly number[], private logits: Float32Array | null, private readonly k: number, adaptive = false) {
     this.seq = [...prompt];
     this.vocab = logits!.length;
-    this.governor = adaptive ? new DraftGovernor() : null;
+    this.governor = adaptive ? new DraftGovernor({ streams: sampler.greedy && streamingRunner(target) !== null }) : null;
   }
 
   stats(): SpeculativeStats {
@@ -395,30 +402,47 @@ class SpeculativeSource implements TokenSource {
     if (!g) return this.round(remaining);
     // After a window without it, the draft first catches up on that window's tokens: a cost of the switch, not of
     // the tokens drafting makes, so it is left out of the window's time.
-    const backlog = seq.length - 1 - this.draft.pastLength;
-    if (g.mode === 'draft' && backlog > 1) await this.draft.forward(seq.slice(this.draft.pastLength, -1), false);
-    const way = g.mode;
+    const backlog = seq.length - 1 - this.drafted0();
+    if (g.mode === 'draft' && !this.stream && backlog > 1) {
+      // A long backlog is not worth reading: the draft starts over on the last REBASE tokens (it only proposes; the
+      // target checks every proposal whatever context the draft had).
+      if (backlog > REBASE) { await this.draft.truncate(0); this.draftBase = seq.length - 1 - REBASE; }
+      await this.draft.forward(seq.slice(this.drafted0(), -1), false);
+    }
+    const way = this.stream ? 'plain' : g.mode; // a stream runs to its end (its length was this way's turn)
     const t0 = performance.now();
-    const out = way === 'draft' ? await this.round(remaining) : await this.plain(Math.min(remaining, PLAIN_CALL));
+    const out = way === 'draft' ? await this.round(remaining) : await this.plain(Math.min(remaining, g.turn('plain')));
     g.record(way, performance.now() - t0, out.length);
     return out;
   }
 
+  async close(): Promise<void> {
+    const st = this.stream;
+    this.stream = null;
+    await st?.close();
+  }
+
   /**
-   * Tokens without the draft: on a WebGPU runner (greedy) up to `n` from a stream with steps in flight (as plain
-   * generate() makes them; one token a call would pay a read-back each), else one step.
+   * A token without the draft, `n` of them to come this way: on a WebGPU runner (greedy) from a stream of n with steps
+   * in flight, opened by the first (as plain generate() makes them; a step each would pay a read-back each), else a
+   * step. One token a call, so that a stop ends the stream where it falls.
    */
   private async plain(n: number): Promise<number[]> {
-    const seq = this.seq, pending = seq.slice(this.target.pastLength);
-    const runner = this.sampler.greedy && pending.length === 1 ? streamingRunner(this.target) : null;
-    if (runner && runner.capacity - runner.length >= n) {
-      const stream = runner.greedyStream(pending[0], n);
-      const out: number[] = [];
-      try { for (let i = 0; i < n; i++) out.push(await stream.next()); } finally { await stream.close(); }
-      seq.push(...out);
-      return out;
+    const seq = this.seq;
+    if (!this.stream) {
+      const pending = seq.slice(this.target.pastLength);
+      const runner = this.sampler.greedy && pending.length === 1 && n > 1 ? streamingRunner(this.target) : null;
+      if (runner && runner.capacity - runner.length >= n) {
+        this.stream = runner.greedyStream(pending[0], n);
+        this.streamLeft = n;
+      } else {
+        const id = this.sampler.sample(await this.target.forward(pending, false));
+        seq.push(id);
+        return [id];
+      }
     }
-    const id = this.sampler.sample(await this.target.forward(pending, false));
+    const id = await this.stream.next();
+    if (--this.streamLeft === 0) await this.close();
     seq.push(id);
     return [id];
   }
@@ -429,7 +453,7 @@ class SpeculativeSource implements TokenSource {
     // Room: the round yields at most k + 1 tokens; the target caches seq + k positions, the draft seq + k − 1.
     let k = Math.min(this.k, remaining - 1);
     if (this.target.capacity !== undefined) k = Math.min(k, this.target.capacity - seq.length);
-    if (this.draft.capacity !== undefined) k = Math.min(k, this.draft.capacity - seq.length + 1);
+    if (this.draft.capacity !== undefined) k = Math.min(k, this.draft.capacity - (seq.length - this.draftBase) + 1);
     const pending = seq.slice(this.target.pastLength);
     if (k < 1) {
       const id = s.sample(await this.target.forward(pending, false));
@@ -439,13 +463,13 @@ class SpeculativeSource implements TokenSource {
     const gpu = s.greedy ? gpuPair(this.target, this.draft) : null;
     if (gpu) {
       // Greedy on one GPU: the draft's steps chain there and the round reads back once (WebGpuLlm.speculateGreedy).
-      const r = await gpu.target.speculateGreedy(gpu.draft, pending, seq.slice(this.draft.pastLength), k);
+      const r = await gpu.target.speculateGreedy(gpu.draft, pending, seq.slice(this.drafted0()), k);
       let n = 0;
       while (n < k && r.proposals[n] === r.argmax[pending.length - 1 + n]) n++;
       return this.settle(k, n, [...r.proposals.slice(0, n), r.argmax[pending.length - 1 + n]]);
     }
     const proposals: number[] = [], qs: TokenDistribution[] = [];
-    let dl = await this.draft.forward(seq.slice(this.draft.pastLength), false);
+    let dl = await this.draft.forward(seq.slice(this.drafted0()), false);
     for (let j = 0; j < k; j++) {
       const q = s.distribution(dl);
       const d = s.draw(q);
@@ -471,7 +495,7 @@ class SpeculativeSource implements TokenSource {
   private async settle(k: number, n: number, out: number[]): Promise<number[]> {
     const keep = this.seq.length + n;
     await this.target.truncate(keep);
-    await this.draft.truncate(Math.min(this.draft.pastLength, keep));
+    await this.draft.truncate(Math.min(this.draft.pastLength, keep - this.draftBase));
     this.rounds++;
     this.drafted += k;
     this.accepted += n;
@@ -491,8 +515,11 @@ class SpeculativeSource implements TokenSource {
 export class DraftGovernor {
   static readonly SPACING = 32;
   static readonly MAX_SPACING = 192;
-  /** Tokens a probe takes: draft rounds vary with what is accepted, plain steps hardly vary. */
-  static readonly PROBE = { draft: 8, plain: 3 } as const;
+  /**
+   * Tokens a probe takes: draft rounds vary with what is accepted, plain steps hardly vary; a stream of plain tokens
+   * (WebGPU) pays to fill its pipeline, so it is probed longer.
+   */
+  static readonly PROBE = { draft: 8, plain: 3, stream: 16 } as const;
   static readonly MARGIN = 1.2;
   static readonly BETA = 0.2;
   plainTokens = 0;
@@ -504,6 +531,12 @@ export class DraftGovernor {
   private probe = 0;
   private spacing = DraftGovernor.SPACING;
   private last: 'draft' | 'plain' | null = null;
+  private readonly probeOf: { draft: number; plain: number };
+
+  /** streams: plain tokens come from a stream with steps in flight (WebGPU). */
+  constructor(opts: { streams?: boolean } = {}) {
+    this.probeOf = { draft: DraftGovernor.PROBE.draft, plain: opts.streams ? DraftGovernor.PROBE.stream : DraftGovernor.PROBE.plain };
+  }
 
   /** ms a token of a way (NaN before its first call). */
   cost(way: 'draft' | 'plain'): number { return this.ms[way] / this.tokens[way]; }
@@ -516,6 +549,12 @@ export class DraftGovernor {
     return this.best;
   }
 
+  /** Tokens a call of `way` may make: the rest of its turn (a stream of plain tokens is cheaper the longer it runs). */
+  turn(way: 'draft' | 'plain'): number {
+    if (way !== this.best) return this.probe || this.probeOf[way];
+    return Math.max(1, this.spacing - this.since);
+  }
+
   /** ms and tokens of one call made the way `mode` said. */
   record(way: 'draft' | 'plain', ms: number, tokens: number): void {
     const avg = (m: Record<'draft' | 'plain', number>, v: number) => { m[way] = Number.isNaN(m[way]) ? v : m[way] + DraftGovernor.BETA * (v - m[way]); };
@@ -526,7 +565,7 @@ export class DraftGovernor {
     this.last = way;
     if (way === this.best) { this.since += tokens; return; }
     // A call of the other way: a probe of PROBE tokens in all, then compare.
-    if (this.probe === 0) this.probe = DraftGovernor.PROBE[way];
+    if (this.probe === 0) this.probe = this.probeOf[way];
     this.probe = Math.max(0, this.probe - tokens);
     if (this.probe > 0) return;
     this.since = 0;
