@@ -20,10 +20,10 @@ export interface SpeculationOptions {
   /** Tokens the draft proposes per round (default 4). */
   draftTokens?: number;
   /**
-   * Turn the draft on and off by measurement (default false): windows with and without it are timed, the faster
-   * way runs most of the tokens and the other is probed again now and then (DraftGovernor). Greedy output is the same
-   * either way and sampled output is distributed as the target's either way, but a seed no longer fixes the tokens
-   * (which path drew each one depends on timing).
+   * Turn the draft on and off by measurement (default false): both ways are timed all along, the cheaper runs most
+   * of the tokens and the other is probed now and then (DraftGovernor). Greedy output is the same either way and
+   * sampled output is distributed as the target's either way, but a seed no longer fixes the tokens (which way drew
+   * each one depends on timing).
    */
   adaptiveDraft?: boolean;
 }
@@ -350,6 +350,9 @@ function streamingRunner(lm: CausalLM): StreamingRunner | null {
   return r.backend === 'webgpu' && typeof r.greedyStream === 'function' ? (r as StreamingRunner) : null;
 }
 
+/** Tokens of context a draft re-reads after a run without it longer than this (adaptive drafting). */
+const REBASE = 64;
+
 /**
  * Speculative decoding. The first token comes from the target's prefill. Then each round: the draft catches up on the
  * tokens it has not seen and proposes k tokens; the target runs its pending token and the k proposals in one batch
@@ -357,9 +360,6 @@ function streamingRunner(lm: CausalLM): StreamingRunner | null {
  * all pass, the last row gives a bonus token. Both caches are truncated to the accepted prefix. The newest token is
  * in neither cache (as in plain decoding), so a round ending at maxTokens runs nothing it does not need.
  */
-/** Tokens of context a draft re-reads after a run without it longer than this (adaptive drafting). */
-const REBASE = 64;
-
 class SpeculativeSource implements TokenSource {
   private readonly seq: number[];
   private rounds = 0;
@@ -400,8 +400,8 @@ class SpeculativeSource implements TokenSource {
     }
     const g = this.governor;
     if (!g) return this.round(remaining);
-    // After a window without it, the draft first catches up on that window's tokens: a cost of the switch, not of
-    // the tokens drafting makes, so it is left out of the window's time.
+    // After tokens made without it, the draft first catches up on them: a cost of the switch, not of the tokens
+    // drafting makes, so it is left out of the call's time.
     const backlog = seq.length - 1 - this.drafted0();
     if (g.mode === 'draft' && !this.stream && backlog > 1) {
       // A long backlog is not worth reading: the draft starts over on the last REBASE tokens (it only proposes; the

@@ -571,9 +571,10 @@ const I16_SUMS = 8;
 
 /**
  * 4-bit codes with int8 x (relaxed SIMD). A 16-byte load holds 4 rows × 8 k; its low nibbles (v128.and) and high
- * nibbles (i16x8.shr_u and the same mask: V8 lowers i8x16.shr_u to 5 instructions) are each 4 rows × 4 k, multiplied with x's matching quad by i16x8.relaxed_dot_i8x16_i7x16_s
- * (the codes, 0 … 15, are its 7-bit operand: exact on every engine). Up to I16_SUMS products add in i16 lanes, which
- * i32x4.extadd_pairwise_i16x8_s then sums per row. The integer sums are exact, as the int16 path's.
+ * nibbles (i16x8.shr_u and the same mask: V8 lowers i8x16.shr_u to 5 instructions) are each 4 rows × 4 k, multiplied
+ * with x's matching quad by i16x8.relaxed_dot_i8x16_i7x16_s (the codes, 0 … 15, are its 7-bit operand: exact on every
+ * engine). Up to I16_SUMS products add in i16 lanes, which i32x4.extadd_pairwise_i16x8_s then sums per row. The
+ * integer sums are exact, as the int16 path's.
  */
 function emitQBody8(f: FunctionBuilder, group: number, K: number, tr: number, rr: number, runs: number[],
   p: { rb0: Local; t0: Local; W: Local; S: Local; Z: Local; Xp: Local; XM: Local }, acc: Local[][], facc: Local[][]): void {
