@@ -69,8 +69,11 @@ const draft = await open(a.draft, a['draft-threads'] ? Number(a['draft-threads']
 const plain = new TextGenerator(target, tok);
 console.log(`target ${a.target} (${a.activations} x), draft ${a.draft} (${a['draft-activations']} x), backend ${a.backend}${threads ? `, ${threads} threads` : ''}; ${nPrompts} prompts of ${promptTokens} tokens from ${a.valid}, ${maxTokens} tokens each`);
 
+const gens = new Map();
 async function run(T, k, i) {
-  const gen = k ? new TextGenerator(target, tok, { draft, draftTokens: k, adaptiveDraft: a.adaptive }) : plain;
+  // One generator per k, as an application would keep one (adaptive drafting carries what it measured across prompts).
+  if (k && !gens.has(k)) gens.set(k, new TextGenerator(target, tok, { draft, draftTokens: k, adaptiveDraft: a.adaptive }));
+  const gen = k ? gens.get(k) : plain;
   const g = gen.generate(prompts[i], { maxTokens, temperature: T, seed: 1000 + i, ignoreEos: true });
   await g.all();
   return { tokens: g.stats.generatedTokens - 1, decodeMs: g.stats.decodeMs, ids: g.ids, ...(g.stats.speculative ?? {}) };

@@ -267,13 +267,19 @@ test('adaptive drafting: after a long run without the draft it re-reads only the
   let rebases = 0;
   const truncate = draft.truncate.bind(draft);
   draft.truncate = async (n: number) => { if (n === 0) rebases++; return truncate(n); };
-  const g = new TextGenerator(target, undefined, { draft, draftTokens: 3, adaptiveDraft: true }).generate(prompt, { maxTokens: N });
+  const gen = new TextGenerator(target, undefined, { draft, draftTokens: 3, adaptiveDraft: true });
+  const g = gen.generate(prompt, { maxTokens: N });
   const got = (await collect(g)).map((t) => t.id);
   assert.deepEqual(got, want);
   const sp = g.stats!.speculative!;
   assert.ok(sp.plainTokens! > 0.8 * N, JSON.stringify(sp));
   assert.ok(rebases >= 1, `${rebases} rebases`);
   assert.ok(draft.pastLength <= target.pastLength);
+  // A second generation starts from what the first measured: no fresh exploration, fewer rounds with the draft.
+  const h = gen.generate(prompt, { maxTokens: N });
+  assert.deepEqual((await collect(h)).map((t) => t.id), want);
+  const sq = h.stats!.speculative!;
+  assert.ok(sq.rounds <= sp.rounds && sq.plainTokens! >= sp.plainTokens!, `${JSON.stringify(sp)} then ${JSON.stringify(sq)}`);
 });
 
 test('sampled generations with a draft are distributed as the target\'s: the first three tokens\' joint law, chi-square over 512 cells', { timeout: 300_000 }, async () => {

@@ -21,7 +21,8 @@ export interface SpeculationOptions {
   draftTokens?: number;
   /**
    * Turn the draft on and off by measurement (default false): both ways are timed all along, the cheaper runs most
-   * of the tokens and the other is probed now and then (DraftGovernor). Greedy output is the same either way and
+   * of the tokens and the other is probed now and then (DraftGovernor; the generator keeps what it measured for its
+   * draft from one generate() call to the next). Greedy output is the same either way and
    * sampled output is distributed as the target's either way, but a seed no longer fixes the tokens (which way drew
    * each one depends on timing).
    */
@@ -145,6 +146,11 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
   readonly draft?: CausalLM;
   readonly draftTokens: number;
   readonly adaptiveDraft: boolean;
+  /**
+   * Adaptive drafting's governor for this generator's draft, kept across generate() calls so that a later generation
+   * starts from what earlier ones measured (one per way of making plain tokens: streamed or stepped).
+   */
+  private readonly governors = new Map<string, DraftGovernor>();
 
   constructor(readonly decoder: M, readonly tokenizer?: TextTokenizer, opts: SpeculationOptions = {}) {
     this.draftTokens = opts.draftTokens ?? 4;
@@ -218,7 +224,8 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
         }
         const prefillMs = performance.now() - t0;
         const gpuStream = !draft && sampler.greedy ? streamingRunner(target) : null;
-        const source: TokenSource = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens, opts.adaptiveDraft ?? self.adaptiveDraft)
+        const governor = draft && (opts.adaptiveDraft ?? self.adaptiveDraft) ? self.governorFor(draft, sampler.greedy && streamingRunner(target) !== null) : null;
+        const source: TokenSource = draft ? new SpeculativeSource(target, draft, sampler, ids, logits, draftTokens, governor)
           : gpuStream ? new GreedyStreamSource(target, gpuStream, sampler, ids, logits) : new PlainSource(target, sampler, ids, logits);
         let tFirst = 0, tLast = 0, produced = 0;
         let reason: GenerationStats['stopReason'] = 'maxTokens';
@@ -269,6 +276,15 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
         self.busy = false;
       }
     });
+  }
+
+  /** The governor of adaptive drafting with `draft`: kept for the generator's own draft, fresh for a per-call one. */
+  private governorFor(draft: CausalLM, streams: boolean): DraftGovernor {
+    if (draft !== this.draft) return new DraftGovernor({ streams });
+    const key = streams ? 'stream' : 'step';
+    let g = this.governors.get(key);
+    if (!g) { g = new DraftGovernor({ streams }); this.governors.set(key, g); }
+    return g;
   }
 
   /** Releases the model and the generator's draft model. */
@@ -367,6 +383,9 @@ class SpeculativeSource implements TokenSource {
   private accepted = 0;
   private readonly vocab: number;
   private readonly governor: DraftGovernor | null;
+  /** The governor's counts when this generation began (it may carry what earlier generations measured). */
+  private readonly plainBefore: number;
+  private readonly switchesBefore: number;
   /** Greedy tokens without the draft on a WebGPU runner: a stream with steps in flight, and the ids it has left. */
   private stream: GreedyStream | null = null;
   private streamLeft = 0;
@@ -376,17 +395,19 @@ class SpeculativeSource implements TokenSource {
   private drafted0(): number { return this.draftBase + this.draft.pastLength; }
 
   constructor(private readonly target: CausalLM, private readonly draft: CausalLM, private readonly sampler: Sampler,
-    prompt: readonly number[], private logits: Float32Array | null, private readonly k: number, adaptive = false) {
+    prompt: readonly number[], private logits: Float32Array | null, private readonly k: number, governor: DraftGovernor | null = null) {
     this.seq = [...prompt];
     this.vocab = logits!.length;
-    this.governor = adaptive ? new DraftGovernor({ streams: sampler.greedy && streamingRunner(target) !== null }) : null;
+    this.governor = governor;
+    this.plainBefore = governor?.plainTokens ?? 0;
+    this.switchesBefore = governor?.switches ?? 0;
   }
 
   stats(): SpeculativeStats {
     const g = this.governor;
     return {
       draftTokens: this.k, rounds: this.rounds, drafted: this.drafted, accepted: this.accepted, acceptanceRate: this.drafted ? this.accepted / this.drafted : 0,
-      ...(g ? { plainTokens: g.plainTokens, switches: g.switches } : {}),
+      ...(g ? { plainTokens: g.plainTokens - this.plainBefore, switches: g.switches - this.switchesBefore } : {}),
     };
   }
 
