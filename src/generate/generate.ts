@@ -389,6 +389,8 @@ class SpeculativeSource implements TokenSource {
   /** Greedy tokens without the draft on a WebGPU runner: a stream with steps in flight, and the ids it has left. */
   private stream: GreedyStream | null = null;
   private streamLeft = 0;
+  /** Time and tokens of the current call, or of the stream so far (recorded when it ends). */
+  private timed = { ms: 0, tokens: 0 };
   /** The draft's cache holds seq[draftBase …] (adaptive drafting rebases it after long runs without it). */
   private draftBase = 0;
   /** Index in seq of the first token the draft has not seen. */
@@ -433,7 +435,10 @@ class SpeculativeSource implements TokenSource {
     const way = this.stream ? 'plain' : g.mode; // a stream runs to its end (its length was this way's turn)
     const t0 = performance.now();
     const out = way === 'draft' ? await this.round(remaining) : await this.plain(Math.min(remaining, g.turn('plain')));
-    g.record(way, performance.now() - t0, out.length);
+    // A stream is measured whole: its first token waits for the pipeline to fill and its last for it to drain.
+    this.timed.ms += performance.now() - t0;
+    this.timed.tokens += out.length;
+    if (!this.stream) { g.record(way, this.timed.ms, this.timed.tokens); this.timed = { ms: 0, tokens: 0 }; }
     return out;
   }
 
