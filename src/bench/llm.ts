@@ -35,7 +35,7 @@ export interface DecodeEngine {
 /** A runner with the activations asked for, or a typed error (a row labelled int8 never runs other activations). */
 async function runner(w: LlmWeights, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8') {
   const r = await createLlm(w, { backend, threads, activations });
-  const why = int8Unavailable(activations, r);
+  const why = int8Unavailable(activations, r, w);
   if (why) {
     await r.release();
     throw new UnsupportedError(why.message, {}, why.hint);
@@ -247,6 +247,7 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     const onnx = exportOnnx(w);
     for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
     for (const act of o.activations ?? ['f32']) {
+      if (act === 'int8' && label !== 'q4') { o.log(`${label} weights: no int8 rows (int8 activations apply to 4-bit matrices)`); continue; }
       engines.push(webjitLlmEngine(w, label, o.backend, o.threads, act));
       // generate() without a draft: on WebGPU the streamed decoding users get; with a draft, the baseline speculative
       // decoding is judged against (both rates count the prefill).
