@@ -13,6 +13,7 @@ const { values: a } = parseArgs({ options: {
   reps: { type: 'string', default: '25' },
 } });
 const B = await import('../dist/src/llm/index.js');
+const { median } = await import('../dist/src/util/stats.js');
 const runners = [];
 if (a.base) {
   const A = await import(path.resolve(a.base, 'dist/src/llm/index.js'));
@@ -31,7 +32,6 @@ for (let rep = 0; rep < Number(a.reps); rep++) for (const n of Ts) for (const [k
   if (!res.has(key)) res.set(key, []);
   res.get(key).push((performance.now() - t0) / 8);
 }
-const med = (x) => [...x].sort((p, q) => p - q)[x.length >> 1];
 console.log(`${a.model}, ${a.threads} threads, ms a forward (median of ${a.reps}), ${a.last ? 'last-position' : 'all-position'} logits`);
-for (const n of Ts) console.log(`T${n}: ` + runners.map(([k]) => `${k} ${med(res.get(`${k} T${n}`)).toFixed(3)}`).join('  '));
+for (const n of Ts) console.log(`T${n}: ` + runners.map(([k]) => `${k} ${median(res.get(`${k} T${n}`)).toFixed(3)}`).join('  '));
 process.exit(0);

@@ -230,17 +230,17 @@ test('int8 activations that cannot run are reported, not hidden: the generate/pe
   const { createLlm } = await import('../src/llm/index.js');
   const w = quantizeRtn(randomLlm(GQA, 5), { bits: 4 });
   const ref = await createLlm(w, { backend: 'reference' });
-  assert.match(activationsNote('int8', ref, w), /f32 activations \(int8 activations: the reference backend computes in f32: use --backend wasm or webgpu\)/);
-  assert.equal(activationsNote(undefined, ref, w), '');
+  assert.match(activationsNote('int8', ref), /f32 activations \(int8 activations: the reference backend computes in f32: use --backend wasm or webgpu\)/);
+  assert.equal(activationsNote(undefined, ref), '');
   // A model with no 4-bit matrix: the cause named is that, not the engine.
   const q8 = quantizeRtn(randomLlm(GQA, 5), { bits: 8 });
   const r8 = await createLlm(q8, { backend: 'wasm', threads: 1, activations: 'int8' });
   try {
-    assert.match(activationsNote('int8', r8, q8), /they apply to 4-bit matrices and this model has none/);
+    assert.match(activationsNote('int8', r8), /they apply to 4-bit matrices and this model has none/);
   } finally { await r8.release(); }
   const r = await createLlm(w, { backend: 'wasm', threads: 1, activations: 'int8' });
   try {
-    assert.equal(activationsNote('int8', r, w), hasRelaxedSimd() ? ', int8 activations' : ', f32 activations (int8 activations on wasm: this engine has no relaxed SIMD: run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out)');
+    assert.equal(activationsNote('int8', r), hasRelaxedSimd() ? ', int8 activations' : ', f32 activations (int8 activations on wasm: this engine has no relaxed SIMD: run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out)');
   } finally { await r.release(); }
 });
 

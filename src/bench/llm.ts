@@ -35,7 +35,7 @@ export interface DecodeEngine {
 /** A runner with the activations asked for, or a typed error (a row labelled int8 never runs other activations). */
 async function runner(w: LlmWeights, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8') {
   const r = await createLlm(w, { backend, threads, activations });
-  const why = int8Unavailable(activations, r, w);
+  const why = int8Unavailable(activations, r);
   if (why) {
     await r.release();
     throw new UnsupportedError(why.message, {}, why.hint);

@@ -85,12 +85,12 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
   const { weights, note } = applyQuant(m.weights, quant, `${what} ${path}`);
   const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations });
   const c = weights.config;
-  return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}${activationsNote(a.activations, runner, weights)}` };
+  return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}${activationsNote(a.activations, runner)}` };
 }
 
 /** ', int8 activations' where they run; where asked for and not run, why (a user sees the fallback). */
-export function activationsNote(asked: 'f32' | 'int8' | undefined, r: LlmRunner, w: LlmWeights): string {
-  const why = int8Unavailable(asked, r, w);
+export function activationsNote(asked: 'f32' | 'int8' | undefined, r: LlmRunner): string {
+  const why = int8Unavailable(asked, r);
   return why ? `, f32 activations (${why.message}: ${why.hint})` : activationsOf(r) === 'int8' ? ', int8 activations' : '';
 }
 

@@ -40,7 +40,7 @@ export async function perplexityCommand(model: string, a: PerplexityArgs): Promi
       await r.release();
     }
     const last = rows[rows.length - 1];
-    if (!a.json) console.log(`${model} ${last.quant}${activationsNote(a.activations, r, w)}: perplexity ${last.perplexity.toFixed(3)} over ${last.tokens} tokens (windows of ${window}), ${last.seconds.toFixed(1)} s on ${a.backend}`);
+    if (!a.json) console.log(`${model} ${last.quant}${activationsNote(a.activations, r)}: perplexity ${last.perplexity.toFixed(3)} over ${last.tokens} tokens (windows of ${window}), ${last.seconds.toFixed(1)} s on ${a.backend}`);
   }
   if (a.json) console.log(JSON.stringify({ model, backend: a.backend, rows }));
   return 0;

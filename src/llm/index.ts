@@ -2,7 +2,7 @@
 // kernels; each registers itself from its own module).
 import { UnsupportedError } from '../errors.js';
 import { LLM_BACKENDS, type LlmOptions } from './registry.js';
-import { LAYER_MATRICES, type LlmRunner, type LlmWeights } from './types.js';
+import type { ActivationsFallback, LlmRunner, LlmWeights } from './types.js';
 import './wasm.js';
 import './webgpu.js';
 
@@ -24,19 +24,14 @@ export function activationsOf(r: LlmRunner): 'f32' | 'int8' {
   return (r as { activations?: 'f32' | 'int8' }).activations ?? 'f32';
 }
 
-/** Why int8 activations asked for run as f32 on this runner of w (message and what to do), or null when they run. */
-export function int8Unavailable(asked: 'f32' | 'int8' | undefined, r: LlmRunner, w: LlmWeights): { message: string; hint: string } | null {
+/**
+ * Why int8 activations asked for run as f32 on this runner, or null when they run: the runner's own reason (it knows
+ * what its engine, device and kernels took), else its backend's having none.
+ */
+export function int8Unavailable(asked: 'f32' | 'int8' | undefined, r: LlmRunner): ActivationsFallback | null {
   if (asked !== 'int8' || activationsOf(r) === 'int8') return null;
-  const b = r.backend;
-  const q4 = [...w.layers.flatMap((L) => LAYER_MATRICES.map((m) => L[m])), w.lmHead].some((m) => m.kind === 'q' && m.bits === 4);
-  if ((b === 'wasm' || b === 'webgpu') && !q4) {
-    return { message: `int8 activations on ${b}: they apply to 4-bit matrices and this model has none`, hint: 'quantize it to 4 bits (--quant q4), or leave --activations out' };
-  }
-  return b === 'wasm'
-    ? { message: 'int8 activations on wasm: this engine has no relaxed SIMD', hint: 'run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out' }
-    : b === 'webgpu'
-      ? { message: 'int8 activations on webgpu: this device has no dot4I8Packed', hint: 'leave --activations out' }
-      : { message: `int8 activations: the ${b} backend computes in f32`, hint: 'use --backend wasm or webgpu' };
+  return (r as { int8Fallback?: ActivationsFallback | null }).int8Fallback
+    ?? { message: `int8 activations: the ${r.backend} backend computes in f32`, hint: 'use --backend wasm or webgpu' };
 }
 
 export * from './types.js';

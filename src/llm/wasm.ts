@@ -5,7 +5,7 @@ import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
 import { UnsupportedError } from '../errors.js';
 import { registerLlmBackend } from './registry.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
-import type { LlamaConfig, LlmRunner, LlmWeights } from './types.js';
+import type { ActivationsFallback, LlamaConfig, LlmRunner, LlmWeights } from './types.js';
 import {
   G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, META_BYTES, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, tilesOf,
   WAIT_SLOTS, X_BYTES, type LlmKernelSpec,
@@ -45,6 +45,8 @@ export class WasmLlm implements LlmRunner {
 
   /** The activations decode runs with ('int8' where asked for, the engine has relaxed SIMD and a matrix is 4-bit). */
   readonly activations: 'f32' | 'int8';
+  /** Why int8 activations asked for are not what it runs (null when they run or were not asked for). */
+  int8Fallback: ActivationsFallback | null = null;
 
   private constructor(private readonly rt: WasmRuntime, readonly capacity: number, private readonly spec: LlmKernelSpec,
     private readonly kernel: number, private readonly ptrs: number[], private readonly buf: Record<keyof typeof G_SLOT | 'tab', number>,
@@ -70,7 +72,12 @@ export class WasmLlm implements LlmRunner {
       down: kernelFmt(commonFmt([L0.down])), head: kernelFmt(commonFmt([w.lmHead])),
     };
     const rt = await WasmRuntime.acquire({ threads: o.threads });
-    spec.int8 = o.activations === 'int8' && rt.relaxedSimd && [spec.qkv, spec.o, spec.gu, spec.down, spec.head].some((f) => f.kind === 'q' && f.bits === 4);
+    const q4 = [spec.qkv, spec.o, spec.gu, spec.down, spec.head].some((f) => f.kind === 'q' && f.bits === 4);
+    spec.int8 = o.activations === 'int8' && rt.relaxedSimd && q4;
+    // The model's cause first: on an engine with relaxed SIMD it would still run f32.
+    const int8Fallback: ActivationsFallback | null = o.activations !== 'int8' || spec.int8 ? null : !q4
+      ? { message: 'int8 activations on wasm: they apply to 4-bit matrices and this model has none (the kernels read a role\'s matrices as 4-bit where every layer stores them alike)', hint: 'quantize it to 4 bits (--quant q4), or leave --activations out' }
+      : { message: 'int8 activations on wasm: this engine has no relaxed SIMD', hint: 'run node with --experimental-wasm-relaxed-simd (Chrome has it by default), or leave --activations out' };
     const ptrs: number[] = [];
     try {
       const mem = rt.mem;
@@ -128,7 +135,9 @@ export class WasmLlm implements LlmRunner {
       mem.u8.set(new Uint8Array(tab.buffer), buf.tab);
       const kernel = rt.compileSync(llmKernel(spec));
       await rt.ready();
-      return new WasmLlm(rt, capacity, spec, kernel, ptrs, buf, w);
+      const r = new WasmLlm(rt, capacity, spec, kernel, ptrs, buf, w);
+      r.int8Fallback = int8Fallback;
+      return r;
     } catch (e) {
       for (const p of ptrs) rt.mem.release(p);
       rt.releaseShared();

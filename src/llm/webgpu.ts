@@ -7,7 +7,7 @@ import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
-import type { LlamaConfig, LlmRunner, LlmWeights, Matrix, QuantMatrix } from './types.js';
+import { LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
   argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, preBound, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
@@ -354,6 +354,9 @@ export class WebGpuLlm implements LlmRunner {
   /** GPU timestamps of a forward's compute pass, where the device has timestamp-query. */
   private timestamps: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer } | null = null;
 
+  /** Why int8 activations asked for are not what it runs (null when they run or were not asked for). */
+  int8Fallback: ActivationsFallback | null = null;
+
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
     private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number },
     /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
@@ -399,8 +402,17 @@ export class WebGpuLlm implements LlmRunner {
       throw new UnsupportedError(`the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader; the LLM kernels need 7`, {}, "use backend 'wasm'");
     }
     // int8 activations bind one buffer more (layer 0's q/k/v: 8).
-    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && caps.dot4 && L.maxStorageBuffersPerShaderStage >= 8 ? 'int8' : 'f32',
-      !!o.tinyDecode && caps.dot4);
+    const device8 = !caps.dot4
+      ? { message: 'int8 activations on webgpu: this device has no dot4I8Packed', hint: 'leave --activations out' }
+      : L.maxStorageBuffersPerShaderStage < 8
+        ? { message: `int8 activations on webgpu: the device binds ${L.maxStorageBuffersPerShaderStage} storage buffers per shader, int8 activations need 8`, hint: 'leave --activations out' }
+        : null;
+    // Where the device cannot, a model with no 4-bit matrix is named as the cause first (it would not gain anyway).
+    const q4 = [...w.layers.flatMap((Lw) => LAYER_MATRICES.map((m) => Lw[m])), w.lmHead].some((m) => m.kind === 'q' && m.bits === 4);
+    const int8Fallback: ActivationsFallback | null = o.activations !== 'int8' || !device8 ? null : q4 ? device8
+      : { message: 'int8 activations on webgpu: they apply to 4-bit matrices and this model has none', hint: 'quantize it to 4 bits (--quant q4), or leave --activations out' };
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && !int8Fallback ? 'int8' : 'f32', !!o.tinyDecode && caps.dot4);
+    r.int8Fallback = int8Fallback;
     try {
       await r.init();
     } catch (e) {
