@@ -8,7 +8,7 @@ rm -rf .bundle-llm && mkdir -p .bundle-llm/ort
 npx esbuild bench/gpu/webjit-cli.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --external:onnxruntime-node \
   --external:onnxruntime-web '--external:@tensorflow/*' --outfile=.bundle-llm/webjit.mjs --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
-for b in llm-decode llm-shapes dispatch-cost tc-split tc-timing-probe models tune gemv-lab llm-int8-check llm-variants llm-stream layout-lab; do
+for b in llm-decode llm-shapes dispatch-cost tc-split tc-timing-probe models tune gemv-lab llm-int8-check llm-variants llm-stream layout-lab tlb-lab; do
   npx esbuild bench/gpu/$b.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu --outfile=.bundle-llm/$b.mjs --log-level=warning \
     --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 done
