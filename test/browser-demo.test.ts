@@ -1,7 +1,8 @@
 // End to end in headless Chromium: the demo page, built by Vite from the package as users import it, served with
 // COOP/COEP on 127.0.0.1, runs PP-OCRv4 recognition, the encoder and the decoder on wasm and on webgpu (SwiftShader);
 // texts match `webjit ocr` in Node and tensors match onnxruntime-node; the latency chart, tuning progress and thread
-// count are checked; screenshots go to test-artifacts/.
+// count are checked; the trained LLM pair generates the tokens `webjit generate` makes in Node (greedy, sampled, with
+// the draft, int8 activations) and onnxruntime-web's greedy tokens on the same weights; screenshots go to test-artifacts/.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -24,8 +25,17 @@ interface RunResult {
   engine: string; model: string; backend: string; input: string; ms: number; first: boolean; summary: string;
   text?: string; confidence?: number; feeds?: Record<string, Plain>; output?: Plain & { name: string };
 }
+interface GenStats {
+  promptTokens: number; generatedTokens: number; decodeTokensPerSec: number; prefillTokensPerSec: number;
+  speculative?: { draftTokens: number; rounds: number; drafted: number; accepted: number; acceptanceRate: number };
+}
+interface GenResult {
+  backend: string; prompt: string; draft: string; activations: string; ran: string; promptIds: number[]; ids: number[]; text: string;
+  stats: GenStats; createMs?: number;
+}
+interface GenCompare { backend: string; tokens: number; webjitIds: number[]; ortIds: number[]; firstDiff: number; webjitTokensPerSec: number; ortTokensPerSec: number }
 interface DemoState {
-  ready: boolean; runs: RunResult[]; last?: RunResult; errors: string[];
+  ready: boolean; runs: RunResult[]; last?: RunResult; errors: string[]; gen?: GenResult; genCompare?: GenCompare;
   compare?: { model: string; backend: string; input: string; webjit: number[]; ort: number[]; agreement: number; ortText?: string };
   tune?: { done: number; total: number; finished: boolean; kernels: number; winners: number; rejected: number; skipped: number; ms: number };
   env: { isolated: boolean; wasmThreads?: number; wasmNote?: string; adapter?: string };
@@ -50,6 +60,17 @@ const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 
 /** What `webjit ocr --json` prints in Node for the fixture images: the texts the page must read. */
 let nodeTexts: Map<string, string>;
+
+/** What `webjit generate --json` prints in Node for the trained pair (test/fixtures/lm): the generations the page must make. */
+interface NodeGen {
+  ids: number[]; text: string; generated_tokens: number;
+  speculative?: { draft_tokens: number; rounds: number; drafted: number; accepted: number };
+}
+const LM = 'test/fixtures/lm';
+const GEN_PROMPT = 'The Debian project';
+const GEN_TOKENS = 32;
+const SAMPLED = ['--temperature', '0.8', '--top-k', '40', '--top-p', '0.95', '--seed', '1'];
+let nodeGen: { greedy: NodeGen; sampled: NodeGen; draft: NodeGen; int8: NodeGen };
 
 function sh(cmd: string, args: string[], timeoutMs: number): string {
   return execFileSync(cmd, args, { cwd: ROOT, timeout: timeoutMs, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEBJIT_TUNE_CACHE: 'off' } });
@@ -114,6 +135,13 @@ describe('browser: the demo page in headless Chromium', { timeout: 900_000 }, ()
       return [path.basename(j.image, '.png'), j.text];
     }));
     console.log(`[${elapsed()}] demo built; webjit ocr in Node read ${JSON.stringify(Object.fromEntries(nodeTexts))}`);
+    const gen = (args: string[], node: string[] = []): NodeGen => JSON.parse(sh(process.execPath, [...node, 'bin/webjit.js', 'generate', `${LM}/target.q4.safetensors`,
+      '--tokenizer', `${LM}/tokenizer.json`, '--prompt', GEN_PROMPT, '--max-tokens', String(GEN_TOKENS), '--backend', 'wasm', '--json', ...args], 120_000).trim().split('\n').pop()!) as NodeGen;
+    nodeGen = {
+      greedy: gen([]), sampled: gen(SAMPLED), draft: gen(['--draft', `${LM}/draft.q4.safetensors`, '--draft-tokens', '3']),
+      int8: gen(['--activations', 'int8'], ['--experimental-wasm-relaxed-simd']),
+    };
+    console.log(`[${elapsed()}] webjit generate in Node: "${GEN_PROMPT}${nodeGen.greedy.text}"`);
     ({ serveDemo } = (await import(pathToFileURL(path.join(ROOT, 'demo/serve.mjs')).href)) as { serveDemo: ServeDemo });
     server = await serveDemo({ host: '127.0.0.1', port: 0 });
     profile = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-chromium-'));
@@ -164,7 +192,7 @@ describe('browser: the demo page in headless Chromium', { timeout: 900_000 }, ()
     await assertMatchesOrt(await runInPage(page, 'encoder', 'wasm'), 'encoder-small.onnx', 'encoder on wasm');
     const d = await runInPage(page, 'decoder', 'wasm');
     await assertMatchesOrt(d, 'decoder-small.onnx', 'decoder on wasm');
-    assert.match(d.summary, /text generation is not in webjit yet/);
+    assert.match(d.summary, /the text generation card runs webjit's LLM runtime/);
   });
 
   it('charts webjit against onnxruntime-web on the same OCR input, and keeps a screenshot', { timeout: 300_000 }, async () => {
@@ -202,6 +230,82 @@ describe('browser: the demo page in headless Chromium', { timeout: 900_000 }, ()
     const bar = await page.$eval('#tune-progress', (e) => [(e as HTMLProgressElement).value, (e as HTMLProgressElement).max]);
     assert.deepEqual(bar, [1, 1]);
     assert.match(await page.textContent('#tune-text') ?? '', /kernels tuned in/);
+  });
+
+  /** Sets the generation card, presses Generate, and returns the page's result. */
+  async function generateInPage(p: Page, o: { backend?: string; draft?: string; act?: string; temperature?: number; tokens?: number }, timeoutMs = 120_000): Promise<GenResult> {
+    await p.selectOption('#backend', o.backend ?? 'wasm');
+    await p.fill('#gen-prompt', GEN_PROMPT);
+    await p.fill('#gen-tokens', String(o.tokens ?? GEN_TOKENS));
+    await p.fill('#gen-temp', String(o.temperature ?? 0));
+    await p.selectOption('#gen-draft', o.draft ?? 'none');
+    await p.selectOption('#gen-act', o.act ?? 'f32');
+    await p.evaluate(() => { window.demo.gen = undefined; });
+    await p.click('#generate');
+    await idle(p, timeoutMs);
+    const g = (await p.evaluate(() => window.demo.gen))!;
+    assert.ok(g, 'the page reports its generation');
+    console.log(`[${elapsed()}] generate on ${g.backend} (draft ${g.draft}, ${g.ran}${o.temperature ? `, temperature ${o.temperature}` : ''}): ${g.ids.length} tokens, `
+      + `decode ${g.stats.decodeTokensPerSec.toFixed(1)} tokens/s${g.stats.speculative ? `, acceptance ${(100 * g.stats.speculative.acceptanceRate).toFixed(0)}%` : ''}`);
+    return g;
+  }
+
+  it('generates text with the trained 4-bit pair on wasm: the tokens `webjit generate` makes in Node, with and without the draft, sampled and with int8 activations', { timeout: 300_000 }, async () => {
+    const g = await generateInPage(page, {});
+    assert.deepEqual(g.ids, nodeGen.greedy.ids, 'greedy tokens as in Node');
+    assert.equal(g.text, nodeGen.greedy.text);
+    assert.equal(g.ran, 'f32');
+    assert.equal(g.stats.generatedTokens, nodeGen.greedy.generated_tokens);
+    assert.ok(g.stats.decodeTokensPerSec > 0 && Number.isFinite(g.stats.decodeTokensPerSec));
+    assert.ok(g.createMs !== undefined && g.createMs > 0, 'the first generation loaded the model');
+    assert.equal(await page.textContent('#gen-text'), GEN_PROMPT + g.text, 'the page shows the prompt and the continuation');
+    assert.match(await page.textContent('#gen-stats') ?? '', /^wasm, f32 activations, greedy; \d+ prompt tokens in [\d.]+ ms \([\d.]+ tokens\/s\); \d+ tokens, decode [\d.]+ tokens\/s/);
+
+    const d = await generateInPage(page, { draft: 'fixed' });
+    assert.deepEqual(d.ids, nodeGen.greedy.ids, 'speculative greedy decoding gives the plain greedy tokens');
+    const sp = d.stats.speculative!, ns = nodeGen.draft.speculative!;
+    assert.ok(sp, 'the page reports the draft');
+    assert.deepEqual([sp.draftTokens, sp.rounds, sp.drafted, sp.accepted], [ns.draft_tokens, ns.rounds, ns.drafted, ns.accepted], 'the same rounds as in Node');
+    assert.ok(sp.accepted > 0 && sp.accepted <= sp.drafted);
+    assert.match(await page.textContent('#gen-stats') ?? '', /draft: \d+ of \d+ proposed tokens accepted \(\d+%\) in \d+ rounds/);
+
+    const s = await generateInPage(page, { temperature: 0.8 });
+    assert.deepEqual(s.ids, nodeGen.sampled.ids, 'seeded sampling as in Node');
+    assert.notDeepEqual(s.ids, nodeGen.greedy.ids);
+
+    // Chromium has relaxed SIMD: int8 activations run (Node needs --experimental-wasm-relaxed-simd for the same tokens).
+    const q = await generateInPage(page, { act: 'int8' });
+    assert.equal(q.ran, 'int8');
+    assert.deepEqual(q.ids, nodeGen.int8.ids, 'int8 activations give the tokens they give in Node');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'browser-demo-generate.png'), fullPage: true });
+  });
+
+  it('generation against onnxruntime-web in the page: the same greedy tokens from the same 4-bit weights', { timeout: 300_000 }, async () => {
+    await page.selectOption('#backend', 'wasm');
+    await page.fill('#gen-prompt', GEN_PROMPT);
+    await page.fill('#gen-tokens', String(GEN_TOKENS));
+    await page.selectOption('#gen-act', 'f32');
+    await page.click('#gen-compare');
+    await idle(page, 240_000);
+    const c = (await page.evaluate(() => window.demo.genCompare))!;
+    assert.equal(c.backend, 'wasm');
+    assert.deepEqual(c.webjitIds, nodeGen.greedy.ids);
+    assert.deepEqual(c.ortIds, nodeGen.greedy.ids, 'onnxruntime-web greedy tokens equal webjit\'s');
+    assert.equal(c.firstDiff, -1);
+    assert.ok([c.webjitTokensPerSec, c.ortTokensPerSec].every((x) => x > 0 && Number.isFinite(x)));
+    assert.match(await page.textContent('#gen-stats') ?? '', /webjit [\d.]+ tokens\/s \(f32 activations\), onnxruntime-web [\d.]+ tokens\/s: webjit [\d.]+× (faster|slower)\. The tokens are identical\./);
+    console.log(`[${elapsed()}] generation in the page: webjit ${c.webjitTokensPerSec.toFixed(1)} tokens/s, onnxruntime-web ${c.ortTokensPerSec.toFixed(1)} (same weights, wasm)`);
+  });
+
+  it('generates on webgpu (SwiftShader) the greedy tokens of wasm and onnxruntime', { timeout: 420_000 }, async () => {
+    // 12 tokens: SwiftShader makes under one token a second with this model (speculative decoding on WebGPU is tested
+    // in Node on lavapipe, test/llm-webgpu.test.ts).
+    const n = 12, want = nodeGen.greedy.ids.slice(0, n);
+    const g = await generateInPage(page, { backend: 'webgpu', tokens: n }, 300_000);
+    assert.equal(g.backend, 'webgpu');
+    assert.deepEqual(g.ids, want);
+    assert.equal(await page.textContent('#gen-text'), GEN_PROMPT + g.text);
+    assert.match(await page.textContent('#gen-stats') ?? '', /^webgpu, f32 activations, greedy; /);
   });
 
   it('PP-OCRv4 on webgpu (SwiftShader) reads two text lines of different widths', { timeout: 420_000 }, async () => {

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { hasRelaxedSimd } from '../src/backends/wasm/features.js';
 import { LlmCausalLM } from '../src/generate/causal_lm.js';
 import { TextGenerator } from '../src/generate/generate.js';
-import { createLlm } from '../src/llm/index.js';
+import { activationsOf, createLlm } from '../src/llm/index.js';
 import { loadLlm } from '../src/llm/model_io.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
@@ -109,5 +109,22 @@ test('greedy speculative decoding with int8 activations gives plain int8 greedy 
     assert.deepEqual(g.ids, plain.ids, `k = ${k}`);
     const sp = g.stats!.speculative!;
     assert.ok(sp.accepted > 0 && sp.accepted < sp.drafted, `rounds with acceptances and rejections (${sp.accepted}/${sp.drafted})`);
+  }
+});
+
+test('TextGenerator.create(weights, { activations }) opens the target and the draft with the activations asked for', { timeout: 120_000 }, async () => {
+  const F = 'test/fixtures/lm';
+  const tw = await loadLlm(`${F}/target.q4.safetensors`), dw = await loadLlm(`${F}/draft.q4.safetensors`);
+  for (const activations of ['int8', 'f32'] as const) {
+    const gen = await TextGenerator.create(tw, { backend: 'wasm', threads: 2, activations, draft: dw, draftTokens: 3 });
+    try {
+      assert.equal(activationsOf(gen.decoder.runner), activations, 'the target');
+      assert.equal(activationsOf((gen.draft as LlmCausalLM).runner), activations, 'the draft');
+      const g = gen.generate([0, 412, 1033, 77], { maxTokens: 8, ignoreEos: true });
+      await g.all();
+      assert.equal(g.ids.length, 8);
+    } finally {
+      await gen.release();
+    }
   }
 });

@@ -71,7 +71,7 @@ export async function openCausalLM(model: GenerationModel, opts: OpenOptions = {
   if (isCausalLM(model)) return model;
   if (isLlmRunner(model)) return new LlmCausalLM(model);
   if (isLlmWeights(model)) {
-    return new LlmCausalLM(await createLlm(model, { backend: opts.backend, capacity: opts.capacity, threads: opts.threads }));
+    return new LlmCausalLM(await createLlm(model, { backend: opts.backend, capacity: opts.capacity, threads: opts.threads, activations: opts.activations }));
   }
   const { capacity: _, ...sessionOpts } = opts;
   return CausalDecoder.create(model, { backend: 'wasm', ...sessionOpts });
