@@ -14,6 +14,7 @@ import { TextStreamer, TextTokenizer } from '../src/generate/tokenizer.js';
 import { GpuTensor } from '../src/backends/webgpu/gpu_tensor.js';
 import { InputError, UnsupportedError } from '../src/errors.js';
 import { fixture, ortDecoderGreedy, ROOT } from './helpers.js';
+import { relaxedSimdForInt8 } from '../src/cli/main.js';
 
 const require = createRequire(import.meta.url);
 const DECODER = fixture('decoder-small.onnx');
@@ -265,4 +266,20 @@ test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; 
   const t = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt', 'hi'], { encoding: 'utf8' });
   assert.equal(t.status, 1);
   assert.match(t.stderr, /InputError: --prompt needs --tokenizer/);
+});
+
+test('CLI: --activations int8 runs int8 on wasm with no node flag; the CLI turns relaxed SIMD on for LLM commands that ask for int8 only', { timeout: 120_000 }, () => {
+  const bin = path.join(ROOT, 'bin/webjit.js');
+  const args = ['generate', 'test/fixtures/lm/target.q4.safetensors', '--prompt-ids', '0,412,1033', '--max-tokens', '4', '--backend', 'wasm', '--threads', '1'];
+  const env = { ...process.env, WEBJIT_TUNE_CACHE: 'off' };
+  const on = spawnSync(process.execPath, [bin, ...args, '--activations', 'int8'], { encoding: 'utf8', cwd: ROOT, env });
+  assert.equal(on.status, 0, on.stderr);
+  assert.match(on.stderr, /loaded on wasm .*, int8 activations\)/);
+  const off = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', cwd: ROOT, env });
+  assert.equal(off.status, 0, off.stderr);
+  assert.doesNotMatch(off.stderr, /int8/);
+  // No flag for other commands or other activations (these calls change nothing in this process).
+  for (const argv of [['run', 'm.onnx', '--activations', 'int8'], ['generate', 'm'], ['generate', 'm', '--activations', 'f32'], ['bench-llm', 'm', '--activations=f32']]) {
+    assert.equal(relaxedSimdForInt8(argv), false, argv.join(' '));
+  }
 });

@@ -10,9 +10,27 @@ import { generateCommand } from './generate.js';
 import { quantizeCommand } from './quantize.js';
 import { benchLlmCommand } from './bench_llm.js';
 import { perplexityCommand } from './perplexity.js';
+import v8 from 'node:v8';
+import { hasRelaxedSimd } from '../backends/wasm/features.js';
+
+/**
+ * int8 activations on Wasm take relaxed SIMD, on by default in Chrome and behind a flag in Node 20. For the LLM
+ * commands that ask for them (`--activations int8`, or a list with int8) the flag is turned on here, before any Wasm
+ * runtime exists, so that `node bin/webjit.js generate … --activations int8` runs them without
+ * `--experimental-wasm-relaxed-simd`. Other commands keep Node's default: relaxed SIMD would also change the ONNX
+ * GEMMs' rounding (fused multiply-add).
+ */
+export function relaxedSimdForInt8(argv: readonly string[]): boolean {
+  if (!['generate', 'perplexity', 'bench-llm'].includes(argv[0])) return false;
+  const values = argv.flatMap((a, i) => (a === '--activations' ? [argv[i + 1] ?? ''] : a.startsWith('--activations=') ? [a.slice(14)] : []));
+  if (!values.some((v) => v.split(',').includes('int8')) || hasRelaxedSimd()) return false;
+  v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+  return hasRelaxedSimd();
+}
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
+  relaxedSimdForInt8(argv);
   const program = new Command('webjit').description('ONNX inference for the web with just-in-time kernels').exitOverride();
   const backendOpt = (dflt = 'reference') => new Option('--backend <name>', 'backend').choices(['reference', 'wasm', 'webgpu']).default(dflt);
 
