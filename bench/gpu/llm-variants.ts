@@ -77,6 +77,16 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   finO: { shape: (r, _u, TB) => (TB === 1 && r === 'o' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
   finDown: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { sgMin: 16 } as Partial<GemvShape> : undefined) },
 
+  // Small T with f32 x (session 22): x read from storage instead of staged, more rows a workgroup, a larger stage.
+  smallXs0: { shape: (_r, _u, TB) => (TB > 1 ? { XT: 0 } : undefined) },
+  smallRg16: { shape: (_r, _u, TB) => (TB > 1 ? { RG: 16 } : undefined) },
+  smallRg16rt2: { shape: (_r, _u, TB) => (TB > 1 ? { RG: 16, RT: 2 } : undefined) },
+  smallXs0rg16: { shape: (_r, _u, TB) => (TB > 1 ? { XT: 0, RG: 16 } : undefined) },
+  stage48: { stageBytes: 49152 },
+  smallRg32: { shape: (_r, _u, TB) => (TB > 1 ? { RG: 32 } : undefined) },
+  smallRg16s48: { stageBytes: 49152, shape: (_r, _u, TB) => (TB > 1 ? { RG: 16 } : undefined) },
+  smallRg32s48: { stageBytes: 49152, shape: (_r, _u, TB) => (TB > 1 ? { RG: 32 } : undefined) },
+
   // Timing-only ablations of the one-token epilogue (the numbers are wrong): no 1/rms tree, no quantizing for the
   // next matrix, neither.
   notree: { codeHook: (c, _r, TB) => (TB === 1 ? noTree(c) : c) },

@@ -95,7 +95,10 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   // matrices) the dispatch of quantRowsKernel it saves costs more than the spread.
   const qo = llmGpuConfig.producerFloor && !!base.qout && units % 32 === 0 && (TB === 1 || TB === 4);
   const RT = TB === 1 ? (base.qout ? 2 : Math.max(1, 2 / P)) : TB === 4 ? (qo ? 2 : Math.max(1, 2 / P)) : 1;
-  let RG = TB === 1 || qo ? 16 : 8;
+  // Small T with f32 x stages every token's x in each workgroup: 16 row groups (not 8) halve that traffic per row. 7B
+  // shapes on the H100, f32 x: 4 / 8 / 16 tokens 8.62 / 18.75 / 63.3 → 6.11 / 13.86 / 47.2 ms; the trained target
+  // 0.400 / 0.587 / 1.182 → 0.363 / 0.495 / 0.883 ms (32 row groups: slower; bench/results/gpu/h100-smallT-f32-s22.txt).
+  let RG = TB === 1 || qo || !base.dot4 ? 16 : 8;
   const maxInv = limits.maxInvocations ?? 256;
   const floor = qo ? 32 / RT : 1;
   while (RG > 1 && (RG * llmGpuConfig.TK > maxInv || (RG > floor && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups))) RG /= 2;
@@ -118,7 +121,10 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
 export function stagedTile(spec: GemvSpec, maxWorkgroupStorage: number): number {
   if (spec.m.kind !== 'q' || spec.m.wpr % 4 !== 0 || (spec.TB > 1 && spec.rolled)) return 0;
   const XC = stagedChunkVec4s(spec.m) * spec.TB;
-  const avail = Math.min(llmGpuConfig.stageBytes, maxWorkgroupStorage - gemvWorkgroupBytes({ ...spec, XT: 0 }));
+  // 16 tokens and more: all the workgroup memory the reductions leave (7B, f32 x: 47.2 → 36.5 ms at 16 tokens; at 4 and
+  // 8 tokens a larger stage was slower, 6.9 and 15.4 ms).
+  const budget = spec.TB >= 16 ? maxWorkgroupStorage : llmGpuConfig.stageBytes;
+  const avail = Math.min(budget, maxWorkgroupStorage - gemvWorkgroupBytes({ ...spec, XT: 0 }));
   const XT = Math.min((spec.m.K / 4) * spec.TB, Math.floor(avail / 16 / XC) * XC);
   return XT >= XC ? XT : 0;
 }
