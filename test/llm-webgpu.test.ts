@@ -10,7 +10,7 @@ import { quantizeRtn } from '../src/llm/quantize.js';
 import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
-import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix } from '../src/llm/webgpu.js';
+import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, prefillChunks } from '../src/llm/webgpu.js';
 import { gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
 import { bytesPerToken } from '../src/llm/types.js';
@@ -179,6 +179,51 @@ test('webgpu llm: forwards longer than maxT run in chunks and equal the referenc
   const got = await gpu.forwardArgmaxAll([5, 6, 7]);
   const l = await ref.forward([5, 6, 7], true);
   assert.deepEqual(got, [0, 1, 2].map((t) => argmax(l, t * 300, 300)));
+  await gpu.release();
+}));
+
+test('prefillChunks: chunks of maxT unless the measured costs make chunks of the largest bucket cheaper', () => {
+  assert.deepEqual(prefillChunks(600, 256, null), [256, 256, 88]);
+  assert.deepEqual(prefillChunks(7, 256, null), [7]);
+  // 7B shapes, int8 x, on the H100: 16 tokens 9.4 ms, one GEMM tile 80 ms, 256 tokens ~200 ms.
+  const h100 = { bucket: 16, bucketMs: 9.4, gemm: [[64, 80], [256, 200]] as [number, number][] };
+  assert.deepEqual(prefillChunks(16, 256, h100), [16], 'a prompt of one bucket runs as it is');
+  assert.deepEqual(prefillChunks(40, 256, h100), [16, 16, 8], '3 × 9.4 ms against one tile of 80');
+  assert.deepEqual(prefillChunks(512, 256, h100), Array(32).fill(16), '32 × 9.4 = 301 ms against 2 × 200');
+  // The trained target with f32 x: 16 tokens 1.19 ms, the GEMM 1.77 ms for 64 and 2.4 for 256 tokens.
+  const small = { bucket: 16, bucketMs: 1.19, gemm: [[64, 1.77], [256, 2.4]] as [number, number][] };
+  assert.deepEqual(prefillChunks(20, 256, small), [20], '2 × 1.19 against 1.77');
+  assert.deepEqual(prefillChunks(300, 256, small), [256, 44]);
+  // Past the last point the GEMM costs in proportion; linear between points.
+  const at = (ms: number) => prefillChunks(160, 256, { bucket: 16, bucketMs: ms, gemm: [[64, 80], [256, 200]] });
+  assert.deepEqual(at(13.9), Array(10).fill(16), '139 against the GEMM\'s 80 + 60 for 160 tokens');
+  assert.deepEqual(at(14), [160], 'a tie keeps the GEMM');
+  assert.deepEqual(prefillChunks(512, 256, { bucket: 16, bucketMs: 13, gemm: [[64, 80]] }), Array(32).fill(16), 'past the last point: 2 × 320 against 416');
+});
+
+test('webgpu llm: a prompt cut into bucket-sized chunks by a measured plan equals the reference (and the plain chunks)', TIMEOUT, () => withGpuConfig({ maxT: 40 }, async () => {
+  const w = model(GQA, 'q4', 9);
+  const gpu = await WebGpuLlm.create(w, { capacity: 48 });
+  const ref = new ReferenceLlm(w, 48);
+  assert.equal(gpu.prefillPlan, null, 'no plan measured on a software driver');
+  const a = ids(37, 3, 300);
+  const plain = await gpu.forward(a, true);
+  // A plan that makes the largest bucket (software drivers: SOFTWARE_BUCKETS) cheaper than the GEMM tiles.
+  (gpu as unknown as { prefillCost: unknown }).prefillCost = { bucket: Math.max(...gpu.buckets), bucketMs: 0.001, gemm: [[16, 1000]] };
+  assert.ok(Math.max(...gpu.buckets) < 37, `buckets ${gpu.buckets}: 37 tokens take more than one`);
+  gpu.truncate(0);
+  const cut = await gpu.forward(a, true);
+  const want = await ref.forward(a, true);
+  assert.ok(rel(cut, want) <= 1e-3, `37 tokens in bucket chunks: ${rel(cut, want)}`);
+  assert.ok(rel(cut, plain) <= 1e-5, `against chunks of maxT: ${rel(cut, plain)}`);
+  assert.equal(gpu.length, 37);
+  gpu.truncate(0);
+  const g = await gpu.generateGreedy(a, 4);
+  ref.truncate(0);
+  let l = await ref.forward(a);
+  const refIds: number[] = [];
+  for (let i = 0; i < 4; i++) { const id = argmax(l, 0, 300); refIds.push(id); if (i < 3) l = await ref.forward([id]); }
+  assert.deepEqual(g, refIds, 'generateGreedy with the plan');
   await gpu.release();
 }));
 

@@ -83,6 +83,13 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   smallRg16rt2: { shape: (_r, _u, TB) => (TB > 1 ? { RG: 16, RT: 2 } : undefined) },
   smallXs0rg16: { shape: (_r, _u, TB) => (TB > 1 ? { XT: 0, RG: 16 } : undefined) },
   stage48: { stageBytes: 49152 },
+  // Tokens past the last bucket run the tiled prefill GEMM (64 rows a tile).
+  bucket8: { buckets: [1, 4, 8] },
+  // Prompts in chunks of 16 tokens (the 16-token matrix-vector kernels) or 64 (one tile of the GEMM) instead of 256.
+  pf16: { maxT: 16 },
+  pf64: { maxT: 64 },
+  noPrefillPlan: { prefillTuning: false },
+  bucket4: { buckets: [1, 4] },
   smallRg32: { shape: (_r, _u, TB) => (TB > 1 ? { RG: 32 } : undefined) },
   smallRg16s48: { stageBytes: 49152, shape: (_r, _u, TB) => (TB > 1 ? { RG: 16 } : undefined) },
   smallRg32s48: { stageBytes: 49152, shape: (_r, _u, TB) => (TB > 1 ? { RG: 32 } : undefined) },
@@ -119,7 +126,8 @@ for (const name of names) {
 Object.assign(llmGpuConfig, DEFAULTS);
 const bytes = runners[0].r.weightBytesPerToken;
 const rnd = mulberry32(5);
-const ids = Array.from({ length: ctx + 64 }, () => Math.floor(rnd() * cfg.vocab));
+const PREFILLS = (process.env.LLM_PREFILL ?? '').split(',').filter(Boolean).map(Number);
+const ids = Array.from({ length: Math.max(ctx + 64, ...PREFILLS) }, () => Math.floor(rnd() * cfg.vocab));
 
 /** Median GPU ms of n one-token forwards after `ctx` cached positions (and of one T-token forward where T > 1). */
 async function gpuMs(r: WebGpuLlm, T: number, n: number): Promise<number> {
@@ -159,6 +167,17 @@ for (let round = 0; round < rounds; round++) {
     }
   }
 }
+// LLM_PREFILL=n,m: wall time of a whole n-token prompt from an empty cache (as the runner cuts it, one submit a chunk).
+for (const n of PREFILLS) {
+  for (let round = 0; round < 4; round++) {
+    for (const { name, r } of runners) {
+      r.truncate(0);
+      const t0 = performance.now();
+      await r.forward(ids.slice(0, n));
+      add(`${name} prefill ${n}`, performance.now() - t0);
+    }
+  }
+}
 const base = med(res.get(`${runners[0].name} T=1`)!);
 console.log(`\nGPU time of a forward after ${ctx} cached, median of ${rounds} rounds (each the median of 20 forwards; T>1: 8):`);
 for (const { name } of runners) {
@@ -166,6 +185,10 @@ for (const { name } of runners) {
   const gbs = bytes / one / 1e6;
   const small = Ts.map((T) => { const ms = med(res.get(`${name} T=${T}`)!); return `T=${T} ${ms.toFixed(3)} ms (${(ms / one).toFixed(2)}x T=1)`; }).join(', ');
   console.log(`${name.padEnd(10)} T=1 ${one.toFixed(3)} ms (${(one / base).toFixed(3)}x of ${runners[0].name}; ${gbs.toFixed(0)} GB/s = ${((100 * gbs) / ROOF).toFixed(1)}% of ${ROOF}) rounds ${res.get(`${name} T=1`)!.map((x) => x.toFixed(3)).join(' ')}; ${small}`);
+}
+for (const n of PREFILLS) {
+  console.log(`\nwall time of a ${n}-token prompt from an empty cache, median of 3 (after one untimed):`);
+  for (const { name, r } of runners) { const ms = med(res.get(`${name} prefill ${n}`)!.slice(1)); console.log(`  ${name.padEnd(12)} ${ms.toFixed(2)} ms = ${(n / ms * 1000).toFixed(0)} tokens/s (maxT ${r['maxT']}; plan ${JSON.stringify(r.prefillPlan)})`); }
 }
 if (process.env.LLM_ABLATE !== '0') {
   console.log(`\nwhat a role costs inside ${runners[0].name}'s one-token forward (whole - without it; per forward, and per layer):`);

@@ -23,6 +23,11 @@ export const llmGpuConfig = {
   TK: 32,
   /** Most tokens per submit: longer forwards go in chunks (activation buffers are sized for this many tokens). */
   maxT: 256,
+  /**
+   * On GPUs (not software drivers) with timestamp queries: time the largest bucket's kernels and the tiled GEMM at
+   * create, and cut each prompt the cheaper way (WebGpuLlm.prefillPlan, prefillChunks).
+   */
+  prefillTuning: true,
   /** Token buckets and rolled loops (tests: run the GPUs' unrolled small-T kernels on a software driver). */
   buckets: undefined as number[] | undefined,
   rolled: undefined as boolean | undefined,
@@ -188,6 +193,36 @@ export interface WebGpuLlmOptions {
    * serial reductions.
    */
   tinyDecode?: boolean;
+}
+
+/**
+ * What a prompt costs either way, measured on the device at create (WebGpuLlm.prefillPlan): GPU ms of one forward of
+ * `bucket` tokens through the matrix-vector kernels, and of forwards of `gemm[i][0]` tokens through the tiled GEMM.
+ */
+export interface PrefillCost { bucket: number; bucketMs: number; gemm: [number, number][] }
+
+/**
+ * The chunk lengths a prompt of n tokens runs in: chunks of maxT (the tiled GEMM past the largest bucket), or chunks of
+ * the largest bucket where the measured costs make that cheaper for this n. On the H100 (bench/NOTES.md, session 22)
+ * a 32-token prompt at 7B shapes with int8 x costs 2 × 9.4 ms in 16-token chunks against 80 ms in one GEMM tile; 512
+ * tokens 321 against 402 ms. With f32 x, or on the trained target (whose GEMM reads 480 tokens in 4.8 ms), the GEMM
+ * wins from 32 tokens on.
+ */
+export function prefillChunks(n: number, maxT: number, cost: PrefillCost | null): number[] {
+  const cut = (size: number) => { const out: number[] = []; for (let r = n; r > 0; r -= size) out.push(Math.min(size, r)); return out; };
+  const plain = cut(maxT);
+  if (!cost || n <= cost.bucket || cost.gemm.length === 0) return plain;
+  const g = cost.gemm;
+  // GEMM ms for T tokens: the first point's below it (whole tiles cost alike), linear between points, proportional past the last.
+  const gemmMs = (T: number): number => {
+    if (T <= g[0][0]) return g[0][1];
+    for (let i = 1; i < g.length; i++) if (T <= g[i][0]) return g[i - 1][1] + ((g[i][1] - g[i - 1][1]) * (T - g[i - 1][0])) / (g[i][0] - g[i - 1][0]);
+    const [Tl, ml] = g[g.length - 1];
+    return (ml * T) / Tl;
+  };
+  const viaGemm = plain.reduce((sum, T) => sum + (T <= cost.bucket ? cost.bucketMs : gemmMs(T)), 0);
+  const viaBuckets = Math.ceil(n / cost.bucket) * cost.bucketMs;
+  return viaBuckets < viaGemm ? cut(cost.bucket) : plain;
 }
 
 /** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
@@ -421,6 +456,7 @@ export class WebGpuLlm implements LlmRunner {
     r.int8Fallback = int8Fallback;
     try {
       await r.init();
+      await r.tunePrefill();
     } catch (e) {
       r.destroyBuffers();
       throw e;
@@ -429,6 +465,41 @@ export class WebGpuLlm implements LlmRunner {
   }
 
   get length(): number { return this.len; }
+
+  /** The measured costs prompts are cut by (null: not measured, every prompt in chunks of maxT). */
+  get prefillPlan(): PrefillCost | null { return this.prefillCost; }
+  private prefillCost: PrefillCost | null = null;
+
+  /**
+   * Times, from an empty cache, a forward of the largest bucket's tokens and tiled-GEMM forwards of one tile and of
+   * maxT tokens, for prefillChunks: GPU time by timestamps, the best of 3 interleaved rounds, after 200 ms of forwards
+   * (an idle GPU's clocks ran the first measurements here 1.2–4× slow). ~0.2 s on the trained target, ~1 s at 7B
+   * shapes on the H100.
+   */
+  private async tunePrefill(): Promise<void> {
+    const bucket = Math.max(...this.buckets);
+    if (!llmGpuConfig.prefillTuning || this.caps.software || !this.timestamps || bucket < 2 || this.maxT <= bucket) return;
+    const V = this.config.vocab;
+    const ids = Array.from({ length: this.maxT }, (_, i) => (i * 7919) % V);
+    const sizes = [bucket, ...new Set([Math.min(GEMM_TM, this.maxT), this.maxT])].filter((T, i) => i === 0 || T > bucket);
+    const once = async (T: number): Promise<number> => {
+      this.len = 0;
+      await this.run(ids.slice(0, T), 'argmax');
+      return this.stats.gpuMsLastForward;
+    };
+    const timing = this.timing;
+    this.timing = true;
+    try {
+      for (let i = 0, t0 = performance.now(); i < 64 && performance.now() - t0 < 200; i++) await once(sizes[i % sizes.length]);
+      const best = sizes.map(() => Infinity);
+      for (let round = 0; round < 3; round++) for (let i = 0; i < sizes.length; i++) best[i] = Math.min(best[i], await once(sizes[i]));
+      const gemm = sizes.slice(1).map((T, i): [number, number] => [T, best[i + 1]]);
+      if (best.every((ms) => Number.isFinite(ms) && ms > 0)) this.prefillCost = { bucket, bucketMs: best[0], gemm };
+    } finally {
+      this.timing = timing;
+      this.len = 0;
+    }
+  }
 
   truncate(length: number): void {
     checkTruncate(this.len, length);
@@ -813,8 +884,9 @@ export class WebGpuLlm implements LlmRunner {
     this.busy = true;
     try {
       let last: Float32Array | Uint32Array | null = null;
-      for (let c0 = 0; c0 < ids.length; c0 += this.maxT) {
-        const chunk = ids.slice(c0, c0 + this.maxT);
+      let c0 = 0;
+      for (const size of prefillChunks(ids.length, this.maxT, this.prefillCost)) {
+        const chunk = ids.slice(c0, c0 + size);
         const T = chunk.length, isLast = c0 + T === ids.length;
         const rows = all ? T : isLast ? 1 : 0;
         const bytes = rows * (argmax ? 4 : V * 4);
@@ -824,6 +896,7 @@ export class WebGpuLlm implements LlmRunner {
           if (out) out.set(got, argmax ? c0 : c0 * V);
           else last = got;
         }
+        c0 += T;
       }
       return out ?? last!;
     } finally {
@@ -842,10 +915,12 @@ export class WebGpuLlm implements LlmRunner {
     this.begin(prompt, steps - 1);
     this.busy = true;
     try {
-      for (let c0 = 0; c0 < prompt.length; c0 += this.maxT) {
-        const chunk = prompt.slice(c0, c0 + this.maxT), T = chunk.length;
+      let c0 = 0;
+      for (const size of prefillChunks(prompt.length, this.maxT, this.prefillCost)) {
+        const chunk = prompt.slice(c0, c0 + size), T = chunk.length;
         const isLast = c0 + T === prompt.length;
         this.submitChunk(chunk, T, { rows: isLast ? 1 : 0, rowOff: T - 1, argmax: isLast, resOff: 0, feed: true }, 0);
+        c0 += T;
       }
       for (let s = 1; s < steps; s++) this.submitChunk(null, 1, { rows: 1, rowOff: 0, argmax: true, resOff: s, feed: true }, 0);
       const staging = this.stagingOf(steps * 4);
