@@ -127,7 +127,7 @@ Object.assign(llmGpuConfig, DEFAULTS);
 const bytes = runners[0].r.weightBytesPerToken;
 const rnd = mulberry32(5);
 const PREFILLS = (process.env.LLM_PREFILL ?? '').split(',').filter(Boolean).map(Number);
-const ids = Array.from({ length: Math.max(ctx + 64, ...PREFILLS) }, () => Math.floor(rnd() * cfg.vocab));
+const ids = Array.from({ length: Math.max(ctx + 64, ctx + Math.max(...Ts), ...PREFILLS) }, () => Math.floor(rnd() * cfg.vocab));
 
 /** Median GPU ms of n one-token forwards after `ctx` cached positions (and of one T-token forward where T > 1). */
 async function gpuMs(r: WebGpuLlm, T: number, n: number): Promise<number> {

@@ -859,11 +859,31 @@ export function gemmKernel(s: GemmSpec): string {
     }
     for (let e = 0; e < WPW; e++) {
       const v = m.bits === 32 ? vals[0] : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`;
-      out.push(`ws[(wi * ${u(WPW)} + ${u(e)}) * ${u(TN)} + r] = ${quant ? `(${v} - zp) * sc` : v};`);
+      out.push(`ws[((wi * ${u(WPW)} + ${u(e)}) * ${u(TN)} + r) >> 2u][r & 3u] = ${quant ? `(${v} - zp) * sc` : v};`);
     }
     return out;
   };
 
+  // Each K step's W words and x vec4s go through registers: loaded one step ahead (loadStep), then dequantised and
+  // stored into workgroup memory (storeStep). Slot j of a thread is item lid + j·WG.
+  const ITW = Math.ceil((TN * WS) / WG), ITX = Math.ceil((TM * KS4) / WG);
+  const slot = (j: number, n: number, body: string): string => `{ let it = lid + ${u(j * WG)};${(j + 1) * WG > n ? ` if (it < ${u(n)})` : ''} {\n      ${body}\n    } }`;
+  const wItem = `let r = it / ${u(WS)};\n      let wi = it % ${u(WS)};\n      let row = ${rowOfTile('r')};`;
+  const xItem = `let tt = it / ${u(KS4)};\n      let k4 = it % ${u(KS4)};`;
+  const loadStep = (k: string): string => [
+    ...Array.from({ length: ITW }, (_, j) => slot(j, TN * WS, `${wItem}\n      pw[${j}] = w32(row * ${u(m.stride)} + ${k} * ${u(CW)} + wi);`)),
+    ...Array.from({ length: ITX }, (_, j) => slot(j, TM * KS4, `${xItem}\n      px[${j}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${k} * ${u(CWt / 4)} + k4];`)),
+  ].join('\n    ');
+  const storeStep = (): string => [
+    ...Array.from({ length: ITW }, (_, j) => slot(j, TN * WS, `${wItem}\n      let wd = pw[${j}];\n      ${wordWeights().join('\n      ')}`)),
+    ...Array.from({ length: ITX }, (_, j) => slot(j, TM * KS4, `${xItem}\n      let xi = kc * ${u(CWt / 4)} + k4;
+      let v = px[${j}]${norm ? ' * NW[xi] * rinv[tt]' : ''};
+      let xo = k4 * ${u(TM)} + (tt >> 2u);
+      xs[xo][tt & 3u] = v.x;
+      xs[xo + ${u(TM / 4)}][tt & 3u] = v.y;
+      xs[xo + ${u(TM / 2)}][tt & 3u] = v.z;
+      xs[xo + ${u((3 * TM) / 4)}][tt & 3u] = v.w;`)),
+  ].join('\n    ');
   const ssPass = norm
     ? `{
     let tt = lid / 4u;
@@ -893,8 +913,8 @@ export function gemmKernel(s: GemmSpec): string {
   }
 
   return `${matDecls(s)}
-var<workgroup> xs: array<f32, ${KS * TM}>;
-var<workgroup> ws: array<f32, ${KS * TN}>;
+var<workgroup> xs: array<vec4f, ${(KS * TM) / 4}>;
+var<workgroup> ws: array<vec4f, ${(KS * TN) / 4}>;
 ${norm ? `var<workgroup> ssr: array<f32, ${WG}>;\nvar<workgroup> rinv: array<f32, ${TM}>;` : ''}
 ${quantHelpers(m.bits)}
 @compute @workgroup_size(${WG})
@@ -908,30 +928,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let rg = lid / 16u;
   ${ssPass}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  var pw: array<u32, ${ITW}>;
+  var px: array<vec4f, ${ITX}>;
+  ${loadStep('0u')}
   for (var kc = 0u; kc < ${u(KC)}; kc += ${u(NCH)}) {
-    for (var it = lid; it < ${u(TN * WS)}; it += ${u(WG)}) {
-      let r = it / ${u(WS)};
-      let wi = it % ${u(WS)};
-      let row = ${rowOfTile('r')};
-      let wd = w32(row * ${u(m.stride)} + kc * ${u(CW)} + wi);
-      ${wordWeights().join('\n      ')}
-    }
-    for (var it = lid; it < ${u(TM * KS4)}; it += ${u(WG)}) {
-      let tt = it / ${u(KS4)};
-      let k4 = it % ${u(KS4)};
-      let xi = kc * ${u(CWt / 4)} + k4;
-      let v = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + xi]${norm ? ' * NW[xi] * rinv[tt]' : ''};
-      xs[(k4 * 4u) * ${u(TM)} + tt] = v.x;
-      xs[(k4 * 4u + 1u) * ${u(TM)} + tt] = v.y;
-      xs[(k4 * 4u + 2u) * ${u(TM)} + tt] = v.z;
-      xs[(k4 * 4u + 3u) * ${u(TM)} + tt] = v.w;
-    }
+    ${storeStep()}
     workgroupBarrier();
+    // The next step's words and x, loaded while this step's products run.
+    if (kc + ${u(NCH)} < ${u(KC)}) {
+      let kn = kc + ${u(NCH)};
+      ${loadStep('kn')}
+    }
     for (var kk = 0u; kk < ${u(KS)}; kk++) {
-      let xb = kk * ${u(TM)} + tg * 4u;
-      let wb = kk * ${u(TN)} + rg * 4u;
-      let a = vec4f(xs[xb], xs[xb + 1u], xs[xb + 2u], xs[xb + 3u]);
-      let b = vec4f(ws[wb], ws[wb + 1u], ws[wb + 2u], ws[wb + 3u]);
+      // One 16-byte workgroup load each for the thread's 4 tokens and 4 rows.
+      let a = xs[kk * ${u(TM / 4)} + tg];
+      let b = ws[kk * ${u(TN / 4)} + rg];
       ${fma.join(' ')}
     }
     workgroupBarrier();
