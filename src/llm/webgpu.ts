@@ -204,8 +204,8 @@ export interface PrefillCost { bucket: number; bucketMs: number; gemm: [number, 
 /**
  * The chunk lengths a prompt of n tokens runs in: chunks of maxT (the tiled GEMM past the largest bucket), or chunks of
  * the largest bucket where the measured costs make that cheaper for this n. On the H100 (bench/NOTES.md, session 22)
- * a 32-token prompt at 7B shapes with int8 x costs 2 × 9.4 ms in 16-token chunks against 80 ms in one GEMM tile; 512
- * tokens 321 against 402 ms. With f32 x, or on the trained target (whose GEMM reads 480 tokens in 4.8 ms), the GEMM
+ * a 32-token prompt at 7B shapes with int8 x costs 2 × 9.1 ms in 16-token chunks against 61 ms in one GEMM tile; 512
+ * tokens 322 against 336 ms. With f32 x, or on the trained target (whose GEMM reads 480 tokens in ~5 ms), the GEMM
  * wins from 32 tokens on.
  */
 export function prefillChunks(n: number, maxT: number, cost: PrefillCost | null): number[] {
