@@ -182,6 +182,17 @@ test('webgpu llm: forwards longer than maxT run in chunks and equal the referenc
   await gpu.release();
 }));
 
+test('webgpu llm: the prefill GEMM with 32-row tiles (128 threads) equals the reference: q4, q8, f32', TIMEOUT, () => withGpuConfig({ gemmTN: 32 }, async () => {
+  for (const q of ['q4', 'q8', 'f32'] as const) (await conformance(model(GQA, q, 3), `gemm TN 32 ${q}`)).release();
+  const w = model(GQA, 'q4', 4);
+  const gpu = await WebGpuLlm.create(w, { capacity: 48 });
+  const ref = new ReferenceLlm(w, 48);
+  const a = ids(40, 6, 300);
+  const e = rel(await gpu.forward(a, true), await ref.forward(a, true));
+  assert.ok(e <= 1e-3, `40 tokens through the GEMM: ${e}`);
+  await gpu.release();
+}));
+
 test('prefillChunks: chunks of maxT unless the measured costs make chunks of the largest bucket cheaper', () => {
   assert.deepEqual(prefillChunks(600, 256, null), [256, 256, 88]);
   assert.deepEqual(prefillChunks(7, 256, null), [7]);

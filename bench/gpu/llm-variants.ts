@@ -89,6 +89,7 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   pf16: { maxT: 16 },
   pf64: { maxT: 64 },
   noPrefillPlan: { prefillTuning: false },
+  gemm32: { prefillTuning: false, gemmTN: 32 },
   bucket4: { buckets: [1, 4] },
   smallRg32: { shape: (_r, _u, TB) => (TB > 1 ? { RG: 32 } : undefined) },
   smallRg16s48: { stageBytes: 49152, shape: (_r, _u, TB) => (TB > 1 ? { RG: 16 } : undefined) },

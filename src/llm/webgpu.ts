@@ -28,6 +28,8 @@ export const llmGpuConfig = {
    * create, and cut each prompt the cheaper way (WebGpuLlm.prefillPlan, prefillChunks).
    */
   prefillTuning: true,
+  /** Rows (or row pairs × 2) a workgroup of the tiled prefill GEMM covers: 64 (256 threads) or 32 (128 threads). */
+  gemmTN: 64,
   /** Token buckets and rolled loops (tests: run the GPUs' unrolled small-T kernels on a software driver). */
   buckets: undefined as number[] | undefined,
   rolled: undefined as boolean | undefined,
@@ -582,8 +584,8 @@ export class WebGpuLlm implements LlmRunner {
       for (const TB of [...this.buckets, GEMM_TM]) {
         let code: string, UW: number, quantBefore = false, quantOut = false;
         if (TB === GEMM_TM) {
-          code = gemmKernel(base);
-          UW = gemmUnitsPerTile(base);
+          code = gemmKernel(base, llmGpuConfig.gemmTN);
+          UW = gemmUnitsPerTile(base, llmGpuConfig.gemmTN);
         } else {
           const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}) }, TB);
           code = gemvKernel(spec);

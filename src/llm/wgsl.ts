@@ -820,8 +820,8 @@ export const GEMM_TN = 64;
 
 export type GemmSpec = Omit<GemvSpec, keyof GemvShape | 'sg' | 'rolled'>;
 
-/** Units (rows, or row pairs) of a tile. */
-export const gemmUnitsPerTile = (s: { epi: Epilogue }): number => GEMM_TN / (paired(s.epi) ? 2 : 1);
+/** Units (rows, or row pairs) of a tile of TN rows. */
+export const gemmUnitsPerTile = (s: { epi: Epilogue }, TN = GEMM_TN): number => TN / (paired(s.epi) ? 2 : 1);
 
 /**
  * Y = X Wᵀ for many tokens (prefill): per K step, the workgroup dequantises a 64-row slice of W and stages a 64-token
@@ -829,10 +829,12 @@ export const gemmUnitsPerTile = (s: { epi: Epilogue }): number => GEMM_TN / (pai
  * accumulates its 4×4 outputs. Each weight is read once per 64 tokens. Same bindings, row pairs and epilogues as
  * gemvKernel.
  */
-export function gemmKernel(s: GemmSpec): string {
+export function gemmKernel(s: GemmSpec, TN = GEMM_TN): string {
   const { m, norm, gather, epi } = s;
   const P = paired(epi) ? 2 : 1;
-  const WG = 256, TM = GEMM_TM, TN = GEMM_TN, UT = TN / P, U = gemvUnits(s);
+  // 16 threads along the tokens (4 each) and TN / 4 along the rows (4 each).
+  if (TN % 8 !== 0 || TN > 64) throw new Error(`gemm: TN = ${TN}`);
+  const WG = 4 * TN, TM = GEMM_TM, UT = TN / P, U = gemvUnits(s);
   const K4 = m.K / 4;
   const quant = m.kind === 'q';
   const CW = m.wpr % 4 === 0 ? 4 : 1;
@@ -884,15 +886,20 @@ export function gemmKernel(s: GemmSpec): string {
       xs[xo + ${u(TM / 2)}][tt & 3u] = v.z;
       xs[xo + ${u((3 * TM) / 4)}][tt & 3u] = v.w;`)),
   ].join('\n    ');
+  // Every token's sum of squares: 4 threads a token (each a quarter of K), then one per token sums the four.
   const ssPass = norm
     ? `{
-    let tt = lid / 4u;
-    let xr = ${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)};
-    var ss = 0.0;
-    for (var k = lid % 4u; k < ${u(K4)}; k += 4u) { let v = X[xr + k]; ss += dot(v, v); }
-    ssr[lid] = ss;
+    for (var e = lid; e < ${u(4 * TM)}; e += ${u(WG)}) {
+      let tt = e / 4u;
+      let xr = ${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)};
+      var ss = 0.0;
+      for (var k = e % 4u; k < ${u(K4)}; k += 4u) { let v = X[xr + k]; ss += dot(v, v); }
+      ssr[e] = ss;
+    }
     workgroupBarrier();
-    if (lid % 4u == 0u) { rinv[tt] = inverseSqrt((ssr[lid] + ssr[lid + 1u] + ssr[lid + 2u] + ssr[lid + 3u]) / ${f32Lit(m.K)} + ${f32Lit(s.eps)}); }
+    for (var tt = lid; tt < ${u(TM)}; tt += ${u(WG)}) {
+      rinv[tt] = inverseSqrt((ssr[4u * tt] + ssr[4u * tt + 1u] + ssr[4u * tt + 2u] + ssr[4u * tt + 3u]) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});
+    }
     workgroupBarrier();
   }`
     : '';
@@ -915,7 +922,7 @@ export function gemmKernel(s: GemmSpec): string {
   return `${matDecls(s)}
 var<workgroup> xs: array<vec4f, ${(KS * TM) / 4}>;
 var<workgroup> ws: array<vec4f, ${(KS * TN) / 4}>;
-${norm ? `var<workgroup> ssr: array<f32, ${WG}>;\nvar<workgroup> rinv: array<f32, ${TM}>;` : ''}
+${norm ? `var<workgroup> ssr: array<f32, ${4 * TM}>;\nvar<workgroup> rinv: array<f32, ${TM}>;` : ''}
 ${quantHelpers(m.bits)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
