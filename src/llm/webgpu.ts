@@ -474,9 +474,9 @@ export class WebGpuLlm implements LlmRunner {
 
   /**
    * Times, from an empty cache, a forward of the largest bucket's tokens and tiled-GEMM forwards of one tile and of
-   * maxT tokens, for prefillChunks: GPU time by timestamps, the best of 3 interleaved rounds, after 200 ms of forwards
-   * (an idle GPU's clocks ran the first measurements here 1.2–4× slow). ~0.2 s on the trained target, ~1 s at 7B
-   * shapes on the H100.
+   * maxT tokens, for prefillChunks: GPU time by timestamps, the best of 3 interleaved rounds, after up to 200 ms (24
+   * forwards at most) of forwards: an idle GPU's clocks ran the first measurements here 1.2–4× slow. ~1 s at 7B shapes
+   * on the H100.
    */
   private async tunePrefill(): Promise<void> {
     const bucket = Math.max(...this.buckets);
@@ -492,7 +492,7 @@ export class WebGpuLlm implements LlmRunner {
     const timing = this.timing;
     this.timing = true;
     try {
-      for (let i = 0, t0 = performance.now(); i < 64 && performance.now() - t0 < 200; i++) await once(sizes[i % sizes.length]);
+      for (let i = 0, t0 = performance.now(); i < 24 && performance.now() - t0 < 200; i++) await once(sizes[i % sizes.length]);
       const best = sizes.map(() => Infinity);
       for (let round = 0; round < 3; round++) for (let i = 0; i < sizes.length; i++) best[i] = Math.min(best[i], await once(sizes[i]));
       const gemm = sizes.slice(1).map((T, i): [number, number] => [T, best[i + 1]]);
