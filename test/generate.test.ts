@@ -279,7 +279,11 @@ test('CLI: --activations int8 runs int8 on wasm with no node flag; the CLI turns
   assert.equal(off.status, 0, off.stderr);
   assert.doesNotMatch(off.stderr, /int8/);
   // No flag for other commands or other activations (these calls change nothing in this process).
-  for (const argv of [['run', 'm.onnx', '--activations', 'int8'], ['generate', 'm'], ['generate', 'm', '--activations', 'f32'], ['bench-llm', 'm', '--activations=f32']]) {
+  const draft = spawnSync(process.execPath, [bin, ...args, '--draft', 'test/fixtures/lm/draft.q4.safetensors', '--draft-tokens', '2', '--draft-activations', 'int8'], { encoding: 'utf8', cwd: ROOT, env });
+  assert.equal(draft.status, 0, draft.stderr);
+  assert.match(draft.stderr, /^draft .* loaded in \d+ ms \(LLM runtime, .*, int8 activations\)$/m, '--draft-activations int8 turns the flag on too');
+  assert.doesNotMatch(draft.stderr, /target.* loaded on wasm .*int8/);
+  for (const argv of [['run', 'm.onnx', '--activations', 'int8'], ['generate', 'm'], ['generate', 'm', '--activations', 'f32'], ['bench-llm', 'm', '--activations=f32'], ['generate', 'm', '--draft-activations=f32']]) {
     assert.equal(relaxedSimdForInt8(argv), false, argv.join(' '));
   }
 });

@@ -127,4 +127,11 @@ test('TextGenerator.create(weights, { activations }) opens the target and the dr
       await gen.release();
     }
   }
+  const mixed = await TextGenerator.create(tw, { backend: 'wasm', threads: 2, activations: 'int8', draft: dw, draftActivations: 'f32' });
+  try {
+    assert.equal(activationsOf(mixed.decoder.runner), 'int8');
+    assert.equal(activationsOf((mixed.draft as LlmCausalLM).runner), 'f32', 'draftActivations');
+  } finally {
+    await mixed.release();
+  }
 });

@@ -507,6 +507,21 @@ async function int8Check(config = GQA, epilogues: number | null = 0): Promise<vo
   await one.release();
 }
 
+test('webgpu llm: TextGenerator.create opens the draft with f32 activations unless draftActivations says otherwise', TIMEOUT, async () => {
+  const { TextGenerator } = await import('../src/generate/generate.js');
+  const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
+  const { activationsOf } = await import('../src/llm/index.js');
+  const tw = model(GQA, 'q4', 12), dw = model(GQA, 'q4', 13);
+  const runnerOf = (lm: unknown) => (lm as InstanceType<typeof LlmCausalLM>).runner;
+  const gen = await TextGenerator.create(tw, { backend: 'webgpu', capacity: 32, activations: 'int8', draft: dw, draftTokens: 2 });
+  const target = activationsOf(runnerOf(gen.decoder));
+  assert.equal(activationsOf(runnerOf(gen.draft)), 'f32', `the draft runs f32 (the target ${target})`);
+  await gen.release();
+  const both = await TextGenerator.create(tw, { backend: 'webgpu', capacity: 32, activations: 'int8', draft: dw, draftTokens: 2, draftActivations: 'int8' });
+  assert.equal(activationsOf(runnerOf(both.draft)), activationsOf(runnerOf(both.decoder)), 'asked for: the target\'s (int8 where the device has dot4I8Packed)');
+  await both.release();
+});
+
 test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
   const { TextGenerator } = await import('../src/generate/generate.js');

@@ -4,7 +4,7 @@
 import { InputError, UnsupportedError } from '../errors.js';
 import { LlmCausalLM, type CausalLM } from '../generate/causal_lm.js';
 import { CausalDecoder } from '../generate/decoder.js';
-import { TextGenerator, type GenerationStats } from '../generate/generate.js';
+import { TextGenerator, draftActivationsFor, type GenerationStats } from '../generate/generate.js';
 import { TextTokenizer } from '../generate/tokenizer.js';
 import { activationsOf, createLlm, decodeLlm, int8Unavailable, isWebjitLlm, loadLlm, quantizeRtn, LAYER_MATRICES, type LlmRunner, type LlmWeights } from '../llm/index.js';
 import type { BackendName } from '../session.js';
@@ -27,6 +27,7 @@ export interface GenerateArgs {
   json?: boolean;
   quant?: string;
   activations?: 'f32' | 'int8';
+  draftActivations?: 'f32' | 'int8';
   draft?: string;
   draftTokens?: number;
   draftAdaptive?: boolean;
@@ -114,7 +115,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
   try {
     if (a.draft !== undefined) {
       const t1 = performance.now();
-      draft = await openModel(a.draft, a, quant, 'the draft');
+      draft = await openModel(a.draft, { ...a, activations: draftActivationsFor(a) }, quant, 'the draft');
       log(`draft ${a.draft} loaded in ${(performance.now() - t1).toFixed(0)} ms (${draft.describe})`);
     }
     gen = new TextGenerator(target.lm, tokenizer, { draft: draft?.lm, draftTokens: a.draftTokens, adaptiveDraft: a.draftAdaptive });

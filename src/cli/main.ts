@@ -15,14 +15,15 @@ import { hasRelaxedSimd } from '../backends/wasm/features.js';
 
 /**
  * int8 activations on Wasm take relaxed SIMD, on by default in Chrome and behind a flag in Node 20. For the LLM
- * commands that ask for them (`--activations int8`, or a list with int8) the flag is turned on here, before any Wasm
+ * commands that ask for them (`--activations int8`, a list with int8, or `--draft-activations int8`) the flag is turned on here, before any Wasm
  * runtime exists, so that `node bin/webjit.js generate … --activations int8` runs them without
  * `--experimental-wasm-relaxed-simd`. Other commands keep Node's default: relaxed SIMD would also change the ONNX
  * GEMMs' rounding (fused multiply-add).
  */
 export function relaxedSimdForInt8(argv: readonly string[]): boolean {
   if (!['generate', 'perplexity', 'bench-llm'].includes(argv[0])) return false;
-  const values = argv.flatMap((a, i) => (a === '--activations' ? [argv[i + 1] ?? ''] : a.startsWith('--activations=') ? [a.slice(14)] : []));
+  const flag = (a: string) => a === '--activations' || a === '--draft-activations';
+  const values = argv.flatMap((a, i) => (flag(a) ? [argv[i + 1] ?? ''] : /^--(draft-)?activations=/.test(a) ? [a.slice(a.indexOf('=') + 1)] : []));
   if (!values.some((v) => v.split(',').includes('int8')) || hasRelaxedSimd()) return false;
   v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
   return hasRelaxedSimd();
@@ -145,6 +146,7 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--activations <kind>', 'int8 decodes 4-bit matrices with x rounded to 8 bits, faster (WebGPU with dot4I8Packed, Wasm with relaxed SIMD; else f32)').choices(['f32', 'int8']))
     .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
+    .addOption(new Option('--draft-activations <kind>', "the draft's activations (default: the target's; f32 on webgpu, where int8 slows a small draft's step)").choices(['f32', 'int8']))
     .option('--draft-adaptive', 'time windows with and without the draft and keep the faster way (probing the other now and then)')
     .option('--json', 'print one JSON line (ids, text, timings) at the end instead of streaming')
     .action(async (model, o) => { code = await generateCommand(model, o); });

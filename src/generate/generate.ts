@@ -124,7 +124,18 @@ export type CreateOptions = OpenOptions & {
   draft?: GenerationModel;
   draftTokens?: number;
   adaptiveDraft?: boolean;
+  /**
+   * The draft's activations (LLM runtime). Default: the target's, except on WebGPU, where the draft runs f32: a small
+   * draft's step pays int8's quantizing dispatches more than its dot products save (the trained draft on the H100:
+   * 0.282 against 0.148 ms a step, bench/NOTES.md session 16).
+   */
+  draftActivations?: 'f32' | 'int8';
 };
+
+/** The activations a draft opens with (CreateOptions.draftActivations). */
+export function draftActivationsFor(o: { backend?: string; activations?: 'f32' | 'int8'; draftActivations?: 'f32' | 'int8' }): 'f32' | 'int8' | undefined {
+  return o.draftActivations ?? (o.backend === 'webgpu' ? 'f32' : o.activations);
+}
 
 function checkDraftTokens(k: number): void {
   if (!(Number.isInteger(k) && k >= 1 && k <= 64)) throw new InputError(`draftTokens must be an integer in [1, 64], got ${k}`, {}, 'e.g. 4');
@@ -171,12 +182,12 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
   static async create(model: LlmWeights | LlmRunner, opts?: CreateOptions): Promise<TextGenerator<LlmCausalLM>>;
   static async create<T extends CausalLM>(model: T, opts?: CreateOptions): Promise<TextGenerator<T>>;
   static async create(model: GenerationModel, opts: CreateOptions = {}): Promise<TextGenerator> {
-    const { tokenizer, draft, draftTokens, adaptiveDraft, ...open } = opts;
+    const { tokenizer, draft, draftTokens, adaptiveDraft, draftActivations, ...open } = opts;
     if (draftTokens !== undefined) checkDraftTokens(draftTokens);
     const lm = await openCausalLM(model, open);
     let d: CausalLM | undefined;
     try {
-      d = draft !== undefined ? await openCausalLM(draft, open) : undefined;
+      d = draft !== undefined ? await openCausalLM(draft, { ...open, activations: draftActivationsFor({ ...open, draftActivations }) }) : undefined;
       return new TextGenerator(lm, tokenizer, { draft: d, draftTokens, adaptiveDraft });
     } catch (e) {
       await lm.release();
