@@ -120,7 +120,10 @@ export class Generation implements AsyncIterable<GeneratedToken> {
 
 export type CreateOptions = OpenOptions & {
   tokenizer?: TextTokenizer;
-  /** A draft model (opened like the target, with the same options) for speculative decoding; released with the generator. */
+  /**
+   * A draft model for speculative decoding, opened like the target with the same options (its activations:
+   * draftActivations); released with the generator.
+   */
   draft?: GenerationModel;
   draftTokens?: number;
   adaptiveDraft?: boolean;

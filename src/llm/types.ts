@@ -116,13 +116,13 @@ export function dequantize(m: Matrix): Float32Array {
   return out;
 }
 
+/** Why a runner does not run the activations asked for (int8 where it cannot): the cause, and what to do. */
+export interface ActivationsFallback { message: string; hint: string }
+
 /**
  * A decoder LLM with a preallocated KV cache of `capacity` positions. forward() appends `ids` at the cache's current
  * length and returns the logits; truncate() forgets positions (speculative decoding's rollback costs nothing).
  */
-/** Why a runner does not run the activations asked for (int8 where it cannot): the cause, and what to do. */
-export interface ActivationsFallback { message: string; hint: string }
-
 export interface LlmRunner {
   readonly config: LlamaConfig;
   readonly backend: 'reference' | 'wasm' | 'webgpu';

@@ -227,10 +227,10 @@ export function prefillChunks(n: number, maxT: number, cost: PrefillCost | null)
   return viaBuckets < viaGemm ? cut(cost.bucket) : plain;
 }
 
-/** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
 /** profileForward's timestamps: two per dispatch (names[i] is dispatch i's kernel role). */
 interface Profiling { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; names: string[] }
 
+/** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
 const SPLIT_MAX_T = 4;
 const ATTN_SPLITS_MAX = 32;
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01;
