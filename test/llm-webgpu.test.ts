@@ -431,6 +431,20 @@ test('webgpu llm q4 with int8 activations: x quantized by the producers\' epilog
 
 test('webgpu llm q4 with int8 activations: pre-quantized loops one chunk deep, 1/rms summed before the loop', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2, PU: 1, lateRms: false } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
 
+// Groups of 64 and 128 (GPTQ's and AWQ's usual 4-bit format): a chunk's group index is a division in the kernels, which
+// WGSL will not mix with shifts unparenthesized (the one-token int8 loops did not compile before).
+const G128: LlamaConfig = { ...GQA, hidden: 128, intermediate: 256, heads: 4, kvHeads: 2, headDim: 32 };
+for (const group of [64, 128]) {
+  test(`webgpu llm q4 g${group}: f32 and int8 x equal the reference, rolled and unrolled small-T kernels`, TIMEOUT, async () => {
+    await (await conformance(model(G128, 'q4', 13, group), `q4 g${group}`)).release();
+    await int8Check(G128, null, group);
+    await withGpuConfig({ buckets: [1, 4], rolled: false }, async () => {
+      await (await conformance(model(G128, 'q4', 13, group), `q4 g${group} unrolled`)).release();
+      await int8Check(G128, null, group);
+    });
+  });
+}
+
 test('gemv kernels read complete subgroup sums from red where subgroups are exactly TK wide (no second pass into fin)', () => {
   const m = matLayout('q', 4, 32, 64, 128, true);
   const base: GemvSpec = { m, norm: true, eps: 1e-5, gather: false, epi: { kind: 'residual' }, sg: true, sgMin: 32, dot4: true, preIn: true, TB: 1, RT: 2, TK: 32, RG: 4, PU: 4, lateRms: true };
@@ -459,9 +473,9 @@ test('gemvShapeFor: a shape override keeps its RT when the workgroup is shrunk t
   assert.ok(tight.RG < 16 && gemvWorkgroupBytes(tight) <= 1400, `RG ${tight.RG}, ${gemvWorkgroupBytes(tight)} bytes`);
 }));
 
-async function int8Check(config = GQA, epilogues: number | null = 0): Promise<void> {
+async function int8Check(config = GQA, epilogues: number | null = 0, group = 32): Promise<void> {
   const { caps } = await acquireGpu();
-  const w = model(config, 'q4', 11);
+  const w = model(config, 'q4', 11, group);
   const cap = 48, V = config.vocab;
   const gpu = await WebGpuLlm.create(w, { capacity: cap, activations: 'int8' });
   assert.equal(gpu.activations, caps.dot4 ? 'int8' : 'f32');

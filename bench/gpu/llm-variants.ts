@@ -4,7 +4,7 @@
 // same round. Per-dispatch profiles (llm-decode.ts) add a pass per dispatch and keep the GPU near idle clocks; this
 // does not.
 // Usage: node llm-variants.mjs   Env: LLM_HIDDEN LLM_INTER LLM_LAYERS LLM_HEADS LLM_KV LLM_HEADDIM LLM_VOCAB (default
-//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file) LLM_ACT=int8|f32 LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_TS=5 (token counts of the
+//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file) LLM_ACT=int8|f32 LLM_GROUP=32|64|128 (the random model's quantization group) LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_TS=5 (token counts of the
 //   multi-token forwards timed)
 import { randomFillSync } from 'node:crypto';
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
@@ -112,7 +112,7 @@ const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 let t = performance.now();
 // Models past ~10 GB of codes get them from the native random source (the seeded generator takes minutes).
 const big = cfg.layers * cfg.hidden * (4 * cfg.hidden + 3 * cfg.intermediate) > 8e9;
-const w = process.env.LLM_MODEL ? await loadLlm(process.env.LLM_MODEL) : randomQuantLlama(cfg, 4, 32, 1, big ? (a) => { for (let o = 0; o < a.length; o += 1 << 30) randomFillSync(a, o, Math.min(1 << 30, a.length - o)); } : undefined);
+const w = process.env.LLM_MODEL ? await loadLlm(process.env.LLM_MODEL) : randomQuantLlama(cfg, 4, env('LLM_GROUP', 32), 1, big ? (a) => { for (let o = 0; o < a.length; o += 1 << 30) randomFillSync(a, o, Math.min(1 << 30, a.length - o)); } : undefined);
 Object.assign(cfg, w.config);
 console.log(`model: ${JSON.stringify(cfg)} ${w.quant}; made in ${(performance.now() - t).toFixed(0)} ms; activations ${act}`);
 const runners: { name: string; r: WebGpuLlm }[] = [];

@@ -62,11 +62,15 @@ export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N:
   return { kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr };
 }
 
+/** A WGSL expression safe to combine with any operator (WGSL refuses e.g. `a / b >> c` without parentheses). */
+const paren = (e: string): string => (/^[\w.]+$/.test(e) ? e : `(${e})`);
+
 /**
  * The scale of group `g` of row `rw` (an f32 expression). `base`: a WGSL prefix of the word index ('o + '), where the
  * matrix starts at word o of the buffer w32() reads.
  */
-export function scaleOf(m: MatLayout, rw: string, g: string, base = ''): string {
+export function scaleOf(m: MatLayout, rw: string, gx: string, base = ''): string {
+  const g = paren(gx);
   if (m.inRow) {
     const at = `${base}${rw} * ${u(m.stride)} + ${u(m.scaleOff)}`;
     return m.scaleF16 ? `unpack2x16float(w32(${at} + (${g} >> 1u)))[${g} & 1u]` : `bitcast<f32>(w32(${at} + ${g}))`;
@@ -319,7 +323,8 @@ function quantHelpers(bits: number): string {
 }
 
 /** The zero point of group `g` of row `rw` (an f32 expression; `base` as scaleOf's). */
-export function zeroOf(m: MatLayout, rw: string, g: string, base = ''): string {
+export function zeroOf(m: MatLayout, rw: string, gx: string, base = ''): string {
+  const g = paren(gx);
   const at = base + (m.inRow ? `${rw} * ${u(m.stride)} + ${u(m.zeroOff)}` : `${u(m.zeroOff)} + ${rw} * ${u(m.zpr)}`);
   return m.bits === 4 ? `f32((w32(${at} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
     : `f32((w32(${at} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
