@@ -82,15 +82,16 @@ for (const quant of ['f32', 'q8', 'q4'] as const) {
 }
 
 /** Runs `fn` with some llmGpuConfig knobs set, then puts the previous values back. */
-async function withGpuConfig(patch: Partial<typeof llmGpuConfig>, fn: () => Promise<void>): Promise<void> {
+async function withGpuConfigValue<T>(patch: Partial<typeof llmGpuConfig>, fn: () => Promise<T>): Promise<T> {
   const saved = Object.fromEntries(Object.keys(patch).map((k) => [k, llmGpuConfig[k as keyof typeof llmGpuConfig]]));
   Object.assign(llmGpuConfig, patch);
   try {
-    await fn();
+    return await fn();
   } finally {
     Object.assign(llmGpuConfig, saved);
   }
 }
+const withGpuConfig = (patch: Partial<typeof llmGpuConfig>, fn: () => Promise<void>): Promise<void> => withGpuConfigValue(patch, fn);
 
 test('webgpu llm q4 g16 without subgroups (workgroup-memory reductions; two groups per vec4 of weights) equals the reference', TIMEOUT, () => withGpuConfig({ subgroups: false }, async () => {
   const gpu = await conformance(model(GQA, 'q4', 3, 16), 'q4 g16 no subgroups');
@@ -444,6 +445,29 @@ for (const group of [64, 128]) {
     });
   });
 }
+
+test('webgpu llm q4 with int8 activations: one-token loops that load the next iteration before this one\'s math give the same bits', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  const w = model(HEADS32, 'q4', 17);
+  const run = async (shape?: Partial<GemvShape>): Promise<Float32Array[]> => withGpuConfigValue({ rolled: false, shape: shape && ((_r, _u, TB) => (TB === 1 ? shape : undefined)) }, async () => {
+    const r = await WebGpuLlm.create(w, { capacity: 32, activations: 'int8' });
+    const outs = [await r.forward(ids(5, 3, HEADS32.vocab))];
+    for (let s = 0; s < 6; s++) outs.push(await r.forward([(s * 37 + 5) % HEADS32.vocab]));
+    await r.release();
+    return outs;
+  });
+  // Decode workgroups of 32 outputs (TK 16 × RG 16 × RT 2 fits software drivers' 256 invocations): the producers
+  // quantize x, so the one-token kernels read it pre-quantized (gemvDot4PreLoop).
+  const P32 = { TK: 16, RG: 16, RT: 2 };
+  const base = await run(P32);
+  // rolled: false gives the unrolled loops GPUs get (software drivers would otherwise run one chunk an iteration).
+  for (const shape of [{ PU: 4, pipe: true }, { PU: 2, pipe: true }, { PU: 1, pipe: true }, { PU: 3, pipe: true }]) {
+    const got = await run({ ...P32, ...shape });
+    // Steps: the same products in the same order, so the same bits (the prompt runs the small-T kernels either way).
+    for (let s = 1; s < base.length; s++) assert.deepEqual(got[s], base[s], `${JSON.stringify(shape)}: step ${s}`);
+  }
+  if (caps.dot4) assert.ok(base[1].some((v) => v !== 0));
+});
 
 test('gemv kernels read complete subgroup sums from red where subgroups are exactly TK wide (no second pass into fin)', () => {
   const m = matLayout('q', 4, 32, 64, 128, true);

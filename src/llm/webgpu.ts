@@ -109,7 +109,15 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   const maxInv = limits.maxInvocations ?? 256;
   const floor = qo ? 32 / RT : 1;
   while (RG > 1 && (RG * llmGpuConfig.TK > maxInv || (RG > floor && ceilDiv(units, RG * RT) < llmGpuConfig.targetWorkgroups))) RG /= 2;
-  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? { UN: 2, PU: 4, lateRms: true } : {}), ...llmGpuConfig.shape?.(role, units, TB) };
+  // One token, x pre-quantized: four chunks an iteration, all their loads before their math; where a thread's loop
+  // would take 2–4 such iterations (5–16 chunks a thread), one chunk an iteration with the next one's loads issued
+  // before this one's math (pipe). Measured on the H100 against four chunks for every role (same lease,
+  // bench/results/gpu/h100-pipe-s23.txt): 70B shapes with 10 layers 2.201 → 2.152 ms with q/k/v, o and gate/up piped
+  // (8 chunks a thread) and down not (28); every role piped 2.187; at 7B (4 chunks a thread) piping every role was
+  // 1.046× slower.
+  const cpt = base.m.K / 32 / llmGpuConfig.TK;
+  const one: Partial<GemvShape> = cpt > 4 && cpt <= 16 ? { UN: 2, PU: 1, pipe: true, lateRms: true } : { UN: 2, PU: 4, lateRms: true };
+  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? one : {}), ...llmGpuConfig.shape?.(role, units, TB) };
   while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
     spec = spec.RG > 1 ? { ...spec, RG: spec.RG / 2 } : { ...spec, RT: spec.RT / 2 };
   }

@@ -111,6 +111,12 @@ export interface GemvShape {
   /** int8 x quantized beforehand with a norm: sum the groups' Σx² (for 1/rms) after the loop, not before it. */
   lateRms?: boolean;
   /**
+   * gemvDot4PreLoop, unrolled: the next iteration's weights, scales and zero points are loaded (into registers) before
+   * this iteration's math, so that loads stay in flight while the math runs (the last iteration loads a clamped,
+   * unused chunk).
+   */
+  pipe?: boolean;
+  /**
    * 4/8-bit matrices: x staged in workgroup memory, this many x vec4s per tile, all tokens' (0: x read from storage per
    * chunk). See gemvStagedLoop.
    */
@@ -517,6 +523,7 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   // Unrolled kernels: PU chunks per iteration, every chunk's weight loads first (past KC a chunk's loads are clamped
   // and its math skipped).
   const PU = s.rolled ? 1 : (s.PU ?? 1);
+  const pipe = !s.rolled && !!s.pipe;
   const guard = KC % (TK * PU) !== 0;
   const loads: string[] = [], math: string[] = [];
   const ids = rowIds(s.RT, P);
@@ -527,10 +534,20 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   };
   const out: string[] = [];
   if (!s.rolled) for (let i = 0; i < TB; i++) out.push(`let xq${i} = min(t0 + ${u(i)}, rows - 1u) * ${u(KC)};`);
+  const offs: string[] = [], vars: string[] = [];
   for (let p = 0; p < PU; p++) {
     const v = PU === 1 ? '' : `v${p}`, cc = p === 0 ? 'c' : `c${p}`;
-    if (p > 0) loads.push(`let ${cc} = min(c + ${u(p * TK)}, ${u(KC - 1)});`);
-    loads.push(...dot4RowLoads(s, P, cc, v).lines);
+    if (p > 0) (pipe ? offs : loads).push(`let ${cc} = min(c + ${u(p * TK)}, ${u(KC - 1)});`);
+    const rl = dot4RowLoads(s, P, cc, v).lines;
+    if (pipe) {
+      // `let wX = …;` becomes the assignment of the prefetch register pwX, and the math reads `let wX = pwX;`.
+      for (const l of rl) {
+        const [, name, expr] = /^let (\w+) = (.*);$/.exec(l)!;
+        vars.push(`var p${name}: ${name.startsWith('w') ? 'vec4<u32>' : 'f32'};`);
+        loads.push(`p${name} = ${expr};`);
+        math.push(`let ${name} = p${name};`);
+      }
+    } else loads.push(...rl);
     const b: string[] = [];
     if (s.rolled) {
       b.push(`for (var i = 0u; i < min(${u(TB)}, rows - t0); i++) {\n        ${tokenBody(`(t0 + i) * ${u(KC)} + ${cc}`, (k) => `acc[${u(k * TB)} + i]`, v)}\n      }`);
@@ -539,6 +556,14 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
       for (let i = 0; i < TB; i++) b.push(`${i ? `if (t0 + ${u(i)} < rows) ` : ''}{\n        ${tokenBody(`xq${i} + ${cc}`, (_, id) => `a${id}_${i}`, v)}\n      }`);
     }
     math.push(p > 0 && guard ? `if (c + ${u(p * TK)} < ${u(KC)}) {\n      ${b.join('\n      ')}\n      }` : b.join('\n      '));
+  }
+  if (pipe) {
+    // Registers current first, then the next iteration's loads (from a clamped c), then this iteration's math.
+    const cur = math.filter((l) => l.startsWith('let ')), rest = math.filter((l) => !l.startsWith('let '));
+    const fetch = (c0: string) => `{\n      let c = ${c0};\n      ${[...offs, ...loads].join('\n      ')}\n    }`;
+    out.push(...vars, fetch('tk'));
+    out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * PU)}) {\n      ${[...cur, ...offs, fetch(`min(c + ${u(TK * PU)}, ${u(KC - 1)})`), ...rest].join('\n      ')}\n  }`);
+    return out;
   }
   out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * PU)}) {\n      ${[...loads, ...math].join('\n      ')}\n  }`);
   return out;
