@@ -8,7 +8,7 @@ import { InputError, UnsupportedError } from '../errors.js';
 import { dequantizeLlm, quantBits, quantizeRtn } from '../llm/quantize.js';
 import { argmax } from '../generate/sampler.js';
 import { LlmCausalLM } from '../generate/causal_lm.js';
-import { TextGenerator } from '../generate/generate.js';
+import { TextGenerator, draftActivationsFor } from '../generate/generate.js';
 import { bytesPerToken, type LlmWeights, type QBits } from '../llm/types.js';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -69,9 +69,10 @@ export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | un
     name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k}${adaptive ? ', adaptive' : ''})` : ' generate()'}`, weights, peer: false,
     async create() {
       const t = new LlmCausalLM(await runner(target, backend, threads, activations));
-      // The draft keeps f32 activations: on the trained draft's small matrices int8 x costs more than it saves (H100:
-      // 0.282 against 0.148 ms a step, bench/NOTES.md session 16); its proposals are checked by the target either way.
-      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads })) : undefined;
+      // The draft's activations as TextGenerator.create and `webjit generate` choose them (draftActivationsFor): the
+      // target's on wasm, f32 on WebGPU, where int8 x costs the trained draft's small matrices more than it saves
+      // (0.282 against 0.148 ms a step, bench/NOTES.md session 16).
+      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations: draftActivationsFor({ backend, activations }) })) : undefined;
       const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k, adaptiveDraft: adaptive });
       const unsupported = async (): Promise<number> => { throw new Error('this engine runs whole generations'); };
       return {
