@@ -114,7 +114,7 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   // before this one's math (pipe). Measured on the H100 against four chunks for every role (same lease,
   // bench/results/gpu/h100-pipe-s23.txt): 70B shapes with 10 layers 2.201 → 2.152 ms with q/k/v, o and gate/up piped
   // (8 chunks a thread) and down not (28); every role piped 2.187; at 7B (4 chunks a thread) piping every role was
-  // 1.046× slower.
+  // 1.046× slower, down alone (10.75) 2.383 → 2.353; at 13B (5 and 13.5, every role piped) 4.701 → 4.307.
   const cpt = base.m.K / 32 / llmGpuConfig.TK;
   const one: Partial<GemvShape> = cpt > 4 && cpt <= 16 ? { UN: 2, PU: 1, pipe: true, lateRms: true } : { UN: 2, PU: 4, lateRms: true };
   let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? one : {}), ...llmGpuConfig.shape?.(role, units, TB) };
