@@ -1,9 +1,9 @@
 // Cost of one wasm LLM forward of T = 1…8 tokens after 64 cached, relative to T = 1 (speculative verification on the CPU).
-// Usage: npx tsx bench/wasm-llm-tcost.ts [model.safetensors]   Env: THREADS (2), REPS (40)
+// Usage: node --experimental-wasm-relaxed-simd --import tsx bench/wasm-llm-tcost.ts [model.safetensors]   Env: THREADS (2), REPS (40), ACT=int8
 import { loadLlm, WasmLlm } from '../src/llm/index.js';
 const path = process.argv[2] ?? 'test/fixtures/lm/target.q4.safetensors';
 const w = await loadLlm(path);
-const llm = await WasmLlm.create(w, { threads: Number(process.env.THREADS ?? 2), capacity: 512 });
+const llm = await WasmLlm.create(w, { threads: Number(process.env.THREADS ?? 2), capacity: 512, activations: process.env.ACT === 'int8' ? 'int8' : undefined });
 const prompt = Array.from({ length: 64 }, (_, i) => (i * 37) % 8000 + 2);
 await llm.forward(prompt);
 const reps = Number(process.env.REPS ?? 40);
