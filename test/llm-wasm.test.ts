@@ -84,6 +84,19 @@ for (const v of variants) {
   });
 }
 
+// Groups of 64 and 128 (GPTQ's and AWQ's usual size): every K of this config is a multiple of 128.
+test('wasm LLM q8 and q4 in groups of 64 and 128: prompt, steps and all-position logits equal the reference', async () => {
+  const C: LlamaConfig = { ...BASE, hidden: 128, intermediate: 256, heads: 4, kvHeads: 2, headDim: 32 };
+  for (const bits of [8, 4] as const) for (const group of [64, 128]) {
+    const w = quantizeRtn(randomLlm(C, 29 + group + bits), { bits, group });
+    const { ref, wasm } = await pair(w);
+    const prompt = [5, 17, 250, 3, 99, 140, 7];
+    let worst = relDiff(await wasm.forward(prompt, true), await ref.forward(prompt, true));
+    for (const id of [12, 77, 201]) worst = Math.max(worst, relDiff(await wasm.forward([id]), await ref.forward([id])));
+    assert.ok(worst < 1e-3, `q${bits} g${group}: logits differ by ${worst} of max|logits|`);
+  }
+});
+
 test('wasm LLM: all-position logits of several tokens after a filled cache, GQA, chunked prefill', async () => {
   for (const v of variants) {
     const w = v.make(randomLlm(BASE, 11));

@@ -436,8 +436,10 @@ test('webgpu llm q4 with int8 activations: pre-quantized loops one chunk deep, 1
 // WGSL will not mix with shifts unparenthesized (the one-token int8 loops did not compile before).
 const G128: LlamaConfig = { ...GQA, hidden: 128, intermediate: 256, heads: 4, kvHeads: 2, headDim: 32 };
 for (const group of [64, 128]) {
-  test(`webgpu llm q4 g${group}: f32 and int8 x equal the reference, rolled and unrolled small-T kernels`, TIMEOUT, async () => {
+  test(`webgpu llm g${group}: q4 (f32 and int8 x), q8 and q4 with a q8 head equal the reference, rolled and unrolled small-T kernels`, TIMEOUT, async () => {
     await (await conformance(model(G128, 'q4', 13, group), `q4 g${group}`)).release();
+    await (await conformance(model(G128, 'q8', 13, group), `q8 g${group}`)).release();
+    await (await conformance(quantizeRtn(randomLlama(G128, 19), { bits: 4, group, headBits: 8 }), `q4 g${group}, q8 head`)).release();
     await int8Check(G128, null, group);
     await withGpuConfig({ buckets: [1, 4], rolled: false }, async () => {
       await (await conformance(model(G128, 'q4', 13, group), `q4 g${group} unrolled`)).release();
