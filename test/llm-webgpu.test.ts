@@ -471,6 +471,17 @@ test('webgpu llm q4 with int8 activations: one-token loops that load the next it
   if (caps.dot4) assert.ok(base[1].some((v) => v !== 0));
 });
 
+// Heads of 80 (Phi-2) and 96 (Phi-3): attention's 256 (128 without subgroups) threads are not whole groups of a head's
+// vec4s, so some sit p·V out; before, such models were refused at create.
+for (const HD of [80, 96]) {
+  const C: LlamaConfig = { ...GQA, hidden: 2 * HD, intermediate: 320, heads: 2, kvHeads: 1, headDim: HD };
+  test(`webgpu llm: heads of ${HD} equal the reference (subgroups and not, one and several attention splits, int8 x)`, TIMEOUT, async () => {
+    await (await conformance(model(C, 'q4', 31), `heads of ${HD}`)).release();
+    await withGpuConfig({ subgroups: false, attnSplitMin: 4, attnSplitKeys: 5 }, async () => (await conformance(model(C, 'q4', 31), `heads of ${HD}, no subgroups, split`)).release());
+    await int8Check(C, null);
+  });
+}
+
 test('gemv kernels read complete subgroup sums from red where subgroups are exactly TK wide (no second pass into fin)', () => {
   const m = matLayout('q', 4, 32, 64, 128, true);
   const base: GemvSpec = { m, norm: true, eps: 1e-5, gather: false, epi: { kind: 'residual' }, sg: true, sgMin: 32, dot4: true, preIn: true, TB: 1, RT: 2, TK: 32, RG: 4, PU: 4, lateRms: true };

@@ -1030,8 +1030,9 @@ export const ATTN_TILE = 1024;
 export function attentionKernel(a: AttentionSpec): string {
   const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg } = a;
   const HD4 = HD / 4, REP = H / KVH;
-  if (WG % HD4 !== 0) throw new Error(`attention: ${WG} threads are not whole groups of ${HD4}`);
-  const G = WG / HD4;
+  if (WG < HD4) throw new Error(`attention: ${WG} threads are fewer than a head's ${HD4} vec4s`);
+  // p·V runs in G groups of HD4 threads; where WG is not a multiple of HD4 (heads of 80 or 96) the rest sit it out.
+  const G = Math.floor(WG / HD4), whole = WG % HD4 === 0;
   const TILE = a.tile ?? ATTN_TILE;
   const scale = 1 / Math.sqrt(HD);
   const scalarReduce = (op: 'max' | 'add', v: string, out: string): string => {
@@ -1118,7 +1119,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     l = l * al + tsum;
     m = mn;
     acc = acc * al;
-    ${pv}
+    ${whole ? pv : `if (g < ${u(G)}) {\n    ${pv}\n    }`}
     workgroupBarrier();
   }
   red4[lid] = acc;
