@@ -482,6 +482,15 @@ for (const HD of [80, 96]) {
   });
 }
 
+test('webgpu llm: a head size the runtime cannot run is a typed error whose hint names a backend that can', TIMEOUT, async () => {
+  const odd = { ...GQA, hidden: 100, intermediate: 160, heads: 4, kvHeads: 2, headDim: 25 };
+  await assert.rejects(WebGpuLlm.create(randomLlama(odd, 1), { capacity: 8 }), (e: Error & { hint?: string }) =>
+    e.name === 'UnsupportedError' && /multiple of 4 \(got 25\)/.test(e.message) && e.hint === "use backend 'reference'");
+  const wide = { ...GQA, hidden: 640, heads: 2, kvHeads: 1, headDim: 320 };
+  await assert.rejects(WebGpuLlm.create(randomLlama(wide, 1), { capacity: 8 }), (e: Error & { hint?: string }) =>
+    e.name === 'UnsupportedError' && /at most 256 \(got 320\)/.test(e.message) && /wasm/.test(e.hint ?? ''));
+});
+
 test('gemv kernels read complete subgroup sums from red where subgroups are exactly TK wide (no second pass into fin)', () => {
   const m = matLayout('q', 4, 32, 64, 128, true);
   const base: GemvSpec = { m, norm: true, eps: 1e-5, gather: false, epi: { kind: 'residual' }, sg: true, sgMin: 32, dot4: true, preIn: true, TB: 1, RT: 2, TK: 32, RG: 4, PU: 4, lateRms: true };

@@ -1146,9 +1146,11 @@ function checkWeights(w: LlmWeights): void {
 }
 
 function checkConfig(c: LlamaConfig): void {
-  const bad = (what: string) => new UnsupportedError(`the WebGPU LLM runtime needs ${what}`, {}, "use backend 'wasm' or 'reference'");
-  if (c.hidden % 4 || c.intermediate % 4) throw bad(`hidden and intermediate sizes that are multiples of 4 (got ${c.hidden}, ${c.intermediate})`);
-  if (c.headDim % 4 || c.headDim > 256) throw bad(`a head size that is a multiple of 4 and at most 256 (got ${c.headDim})`);
+  // The Wasm runtime also needs head and hidden sizes that are multiples of 4: only the reference runs those.
+  const bad = (what: string, hint = "use backend 'wasm' or 'reference'") => new UnsupportedError(`the WebGPU LLM runtime needs ${what}`, {}, hint);
+  if (c.hidden % 4 || c.intermediate % 4) throw bad(`hidden and intermediate sizes that are multiples of 4 (got ${c.hidden}, ${c.intermediate})`, "use backend 'reference'");
+  if (c.headDim % 4) throw bad(`a head size that is a multiple of 4 (got ${c.headDim})`, "use backend 'reference'");
+  if (c.headDim > 256) throw bad(`a head size of at most 256 (got ${c.headDim})`);
   if (c.heads % c.kvHeads) throw bad(`heads (${c.heads}) that are a multiple of the KV heads (${c.kvHeads})`);
 }
 
