@@ -203,6 +203,65 @@ test('webjit quantize CLI: a Hugging Face folder to a q4 file and its ONNX twin;
   await assert.rejects(loadLlm(dir), UnsupportedError);
 });
 
+// Llama 3.1/3.2's rope_scaling (Llama-3.2-1B's values). The expected frequencies follow Hugging Face's llama3 rule,
+// computed here in f64: wavelength λ = 2π/f; λ < 8192/4 kept, λ > 8192/1 divided by 32, between blended by
+// s = (8192/λ − 1)/(4 − 1) as (1 − s)·f/32 + s·f.
+const LLAMA32_ROPE = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+const hfConfig = (c: ReturnType<typeof llamaConfig>, extra: Record<string, unknown> = {}) => ({
+  model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+  num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, head_dim: c.headDim, max_position_embeddings: c.maxPositions,
+  rms_norm_eps: c.rmsEps, rope_theta: c.ropeTheta, ...extra,
+});
+
+test('rope_scaling: llama3 (Llama 3.1/3.2) and linear frequencies; other kinds and bad values are typed errors', async () => {
+  const { configFromHf } = await import('../src/llm/model_io.js');
+  const { ropeInvFreq } = await import('../src/llm/reference.js');
+  const c = configFromHf(hfConfig(llamaConfig({ hidden: 2048, heads: 32, kvHeads: 8, headDim: 64, ropeTheta: 500000 }), { rope_scaling: LLAMA32_ROPE }));
+  assert.deepEqual(c.ropeScaling, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 });
+  const got = ropeInvFreq(c);
+  const kinds = new Set<string>();
+  for (let i = 0; i < 32; i++) {
+    const f = 1 / Math.pow(500000, (2 * i) / 64), lam = (2 * Math.PI) / f;
+    let want: number;
+    if (lam < 2048) { want = f; kinds.add('kept'); } else if (lam > 8192) { want = f / 32; kinds.add('divided'); } else {
+      const s = (8192 / lam - 1) / 3;
+      want = (1 - s) * (f / 32) + s * f;
+      kinds.add('blended');
+    }
+    assert.ok(Math.abs(got[i] - want) <= 1e-6 * want, `frequency ${i}: ${got[i]} vs ${want}`);
+  }
+  assert.deepEqual([...kinds].sort(), ['blended', 'divided', 'kept']);
+  const lin = configFromHf(hfConfig(llamaConfig(), { rope_scaling: { type: 'linear', factor: 4 } }));
+  const plain = configFromHf(hfConfig(llamaConfig(), { rope_scaling: { rope_type: 'default' } }));
+  assert.equal(plain.ropeScaling, undefined);
+  const fl = ropeInvFreq(lin), fp = ropeInvFreq(plain);
+  for (let i = 0; i < fl.length; i++) assert.ok(Math.abs(fl[i] - fp[i] / 4) <= 1e-7 * fp[i]);
+  assert.throws(() => configFromHf(hfConfig(llamaConfig(), { rope_scaling: { rope_type: 'yarn', factor: 4 } })), (e: unknown) => e instanceof UnsupportedError && /'yarn'/.test((e as Error).message));
+  assert.throws(() => configFromHf(hfConfig(llamaConfig(), { rope_scaling: { ...LLAMA32_ROPE, factor: -1 } })), (e: unknown) => e instanceof GraphError && /factor/.test((e as Error).message));
+  assert.throws(() => configFromHf(hfConfig(llamaConfig(), { rope_scaling: { ...LLAMA32_ROPE, high_freq_factor: 1 } })), GraphError);
+});
+
+test('rope_scaling: a Hugging Face folder with llama3 scaling loads, keeps it through webjit\'s format, and the runtimes rotate with it', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-rope-'));
+  // Small heads and a short original context, so that all three kinds of frequency occur.
+  const w = randomLlm(llamaConfig({ vocab: 256, ropeTheta: 10000 }), 17);
+  const scaling = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { rope_scaling: scaling, tie_word_embeddings: true })));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors], {}));
+  const hf = await loadLlm(dir);
+  assert.equal(hf.config.ropeScaling?.type, 'llama3');
+  const again = decodeLlm(encodeLlm(quantizeRtn(hf, { bits: 4 })));
+  assert.deepEqual(again.config.ropeScaling, hf.config.ropeScaling);
+  const prompt = Array.from({ length: 40 }, (_, i) => (i * 29 + 3) % 256);
+  const scaled = await new ReferenceLlm(hf, 64).forward(prompt, true);
+  const unscaled = await new ReferenceLlm(w, 64).forward(prompt, true);
+  assert.ok(maxDiff(scaled, unscaled) > 1e-3, 'the scaling changes the logits');
+  const r = await createLlm(hf, { backend: 'wasm', capacity: 64, threads: 2 });
+  const got = await r.forward(prompt, true);
+  await r.release();
+  assert.ok(maxDiff(got, scaled) < 1e-3 * Math.max(...scaled.map(Math.abs)), `wasm vs reference ${maxDiff(got, scaled)}`);
+});
+
 test('webjit bench-llm: an unknown --peers name is a typed error that lists the known ones', async () => {
   const { benchLlmCommand } = await import('../src/cli/bench_llm.js');
   const args = { backend: 'wasm' as const, quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '4', rounds: '1' };

@@ -5,7 +5,7 @@ import { GraphError, InputError, UnsupportedError } from '../errors.js';
 import { importNode } from '../util/node.js';
 import { quantizeMatrix } from './quantize.js';
 import { f16Tensor, f32Tensor, readSafetensors, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
-import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits } from './types.js';
+import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type RopeScaling } from './types.js';
 
 export const FORMAT = 'webjit-llm';
 export const FORMAT_VERSION = '1';
@@ -27,7 +27,6 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new GraphError(`${where}: '${k}' is ${JSON.stringify(v)}; expected a number`);
     return v;
   };
-  if (j.rope_scaling) throw new UnsupportedError(`${where}: rope_scaling ${JSON.stringify(j.rope_scaling)} is not supported`);
   if (j.attention_bias || j.mlp_bias) throw new UnsupportedError(`${where}: biases in attention or MLP are not supported`);
   if (j.hidden_act && j.hidden_act !== 'silu') throw new UnsupportedError(`${where}: hidden_act '${String(j.hidden_act)}' is not supported (silu only)`);
   const hidden = num('hidden_size'), heads = num('num_attention_heads');
@@ -35,11 +34,39 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
     vocab: num('vocab_size'), hidden, intermediate: num('intermediate_size'), layers: num('num_hidden_layers'), heads,
     kvHeads: num('num_key_value_heads', heads), headDim: num('head_dim', hidden / heads),
     maxPositions: num('max_position_embeddings', 2048), ropeTheta: num('rope_theta', 10000), rmsEps: num('rms_norm_eps', 1e-6),
+    ropeScaling: ropeScalingFromHf(j.rope_scaling, where),
     bos: typeof j.bos_token_id === 'number' ? j.bos_token_id : undefined,
     eos: typeof j.eos_token_id === 'number' ? j.eos_token_id : undefined,
   };
   checkConfig(c, where);
   return c;
+}
+
+/** `rope_scaling` of a config.json: none, 'linear' or 'llama3'; the others (dynamic NTK, YaRN, LongRoPE) are refused. */
+function ropeScalingFromHf(v: unknown, where: string): RopeScaling | undefined {
+  if (v === undefined || v === null) return undefined;
+  const r = v as Record<string, unknown>;
+  const type = String(r.rope_type ?? r.type ?? '');
+  if (type === 'default') return undefined;
+  const num = (k: string): number => {
+    const x = r[k];
+    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) throw new GraphError(`${where}: rope_scaling.${k} is ${JSON.stringify(x)}; expected a positive number`);
+    return x;
+  };
+  if (type === 'linear') return { type, factor: num('factor') };
+  if (type === 'llama3') {
+    const s: RopeScaling = { type, factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'), originalMaxPositions: num('original_max_position_embeddings') };
+    if (s.highFreqFactor <= s.lowFreqFactor) throw new GraphError(`${where}: rope_scaling.high_freq_factor ${s.highFreqFactor} is not above low_freq_factor ${s.lowFreqFactor}`);
+    return s;
+  }
+  throw new UnsupportedError(`${where}: rope_scaling of type '${type}' is not supported (${JSON.stringify(v)})`, {},
+    "webjit's LLM runtime scales rotary frequencies the 'linear' and 'llama3' ways; export the model to ONNX with a KV cache and run it with `webjit generate MODEL.onnx`");
+}
+
+function ropeScalingToHf(s: RopeScaling | undefined): Record<string, unknown> | undefined {
+  if (!s) return undefined;
+  return s.type === 'linear' ? { rope_type: 'linear', factor: s.factor }
+    : { rope_type: 'llama3', factor: s.factor, low_freq_factor: s.lowFreqFactor, high_freq_factor: s.highFreqFactor, original_max_position_embeddings: s.originalMaxPositions };
 }
 
 export function checkConfig(c: LlamaConfig, where: string): void {
@@ -53,7 +80,7 @@ function configToHf(c: LlamaConfig): Record<string, unknown> {
   return {
     model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
     num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, head_dim: c.headDim, max_position_embeddings: c.maxPositions,
-    rope_theta: c.ropeTheta, rms_norm_eps: c.rmsEps, bos_token_id: c.bos, eos_token_id: c.eos, hidden_act: 'silu',
+    rope_theta: c.ropeTheta, rope_scaling: ropeScalingToHf(c.ropeScaling), rms_norm_eps: c.rmsEps, bos_token_id: c.bos, eos_token_id: c.eos, hidden_act: 'silu',
   };
 }
 

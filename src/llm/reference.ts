@@ -29,13 +29,38 @@ export function rmsNorm(x: Float32Array, w: Float32Array, eps: number, T: number
   }
 }
 
+/**
+ * The rotary inverse frequencies θ^(−2i/headDim), i < headDim/2, as f32 values, scaled as cfg.ropeScaling says
+ * ('llama3': wavelengths 2π/f above originalMaxPositions/lowFreqFactor are divided by factor, those below
+ * originalMaxPositions/highFreqFactor kept, and those between blended by (originalMaxPositions/wavelength −
+ * lowFreqFactor)/(highFreqFactor − lowFreqFactor)).
+ */
+export function ropeInvFreq(cfg: LlamaConfig): Float32Array {
+  const half = cfg.headDim / 2, out = new Float32Array(half), s = cfg.ropeScaling;
+  for (let i = 0; i < half; i++) {
+    let f = Math.fround(1 / Math.pow(cfg.ropeTheta, (2 * i) / cfg.headDim));
+    if (s?.type === 'linear') f = f / s.factor;
+    else if (s?.type === 'llama3') {
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen > s.originalMaxPositions / s.lowFreqFactor) f = f / s.factor;
+      else if (wavelen >= s.originalMaxPositions / s.highFreqFactor) {
+        const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        f = (1 - smooth) * (f / s.factor) + smooth * f;
+      }
+    }
+    out[i] = f;
+  }
+  return out;
+}
+
 /** The rotary tables: cos/sin[pos][i] for i < headDim/2 (the halves of rotate_half share them). */
 export function ropeTables(cfg: LlamaConfig, positions: number): { cos: Float32Array; sin: Float32Array } {
   const half = cfg.headDim / 2;
+  const inv = ropeInvFreq(cfg);
   const cos = new Float32Array(positions * half), sin = new Float32Array(positions * half);
   for (let p = 0; p < positions; p++) {
     for (let i = 0; i < half; i++) {
-      const invFreq = Math.fround(1 / Math.pow(cfg.ropeTheta, (2 * i) / cfg.headDim));
+      const invFreq = inv[i];
       const a = Math.fround(p * invFreq);
       cos[p * half + i] = Math.cos(a);
       sin[p * half + i] = Math.sin(a);

@@ -19,10 +19,17 @@ export interface LlamaConfig {
   /** Positions the model was trained for: the KV cache's capacity. */
   maxPositions: number;
   ropeTheta: number;
+  /** Scaled rotary frequencies (Hugging Face `rope_scaling`): 'linear' divides every frequency by `factor`; 'llama3'
+   * (Llama 3.1/3.2) divides the low ones by `factor`, keeps the high ones and blends those between. */
+  ropeScaling?: RopeScaling;
   rmsEps: number;
   bos?: number;
   eos?: number;
 }
+
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
 
 export type QBits = 4 | 8;
 
