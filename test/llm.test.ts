@@ -241,6 +241,15 @@ test('rope_scaling: llama3 (Llama 3.1/3.2) and linear frequencies; other kinds a
   assert.throws(() => configFromHf(hfConfig(llamaConfig(), { rope_scaling: { ...LLAMA32_ROPE, high_freq_factor: 1 } })), GraphError);
 });
 
+test('configFromHf: Mistral is read as the Llama architecture; a sliding window bounds the positions (the cache never outgrows it)', async () => {
+  const { configFromHf } = await import('../src/llm/model_io.js');
+  const base = hfConfig(llamaConfig({ maxPositions: 32768 }));
+  assert.equal(configFromHf({ ...base, model_type: 'mistral', sliding_window: 4096 }).maxPositions, 4096);
+  assert.equal(configFromHf({ ...base, model_type: 'mistral', sliding_window: null }).maxPositions, 32768);
+  assert.equal(configFromHf({ ...base, model_type: 'mistral', sliding_window: 65536 }).maxPositions, 32768);
+  assert.throws(() => configFromHf({ ...base, model_type: 'qwen2' }), UnsupportedError);
+});
+
 test('rope_scaling: a Hugging Face folder with llama3 scaling loads, keeps it through webjit\'s format, and the runtimes rotate with it', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-rope-'));
   // Small heads and a short original context, so that all three kinds of frequency occur.

@@ -18,8 +18,9 @@ const HF_NAME: Record<LayerMatrix, string> = {
 /** The configuration from a Hugging Face config.json (Llama architecture; others are refused by name). */
 export function configFromHf(j: Record<string, unknown>, where = 'config.json'): LlamaConfig {
   const type = String(j.model_type ?? '');
-  if (type !== 'llama') {
-    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture`, {},
+  // Mistral is the Llama architecture with an optional sliding attention window (see maxPositions below).
+  if (type !== 'llama' && type !== 'mistral') {
+    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture (model_type 'llama' or 'mistral')`, {},
       'export other architectures to ONNX with a KV cache and run them with `webjit generate MODEL.onnx`');
   }
   const num = (k: string, def?: number): number => {
@@ -38,6 +39,10 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
     bos: typeof j.bos_token_id === 'number' ? j.bos_token_id : undefined,
     eos: typeof j.eos_token_id === 'number' ? j.eos_token_id : undefined,
   };
+  // A sliding window (Mistral 7B v0.1: 4096 of 32768) bounds the KV cache instead: attention never looks further back
+  // than the window, so the runtimes' full attention over at most that many positions is the model's own.
+  const win = j.sliding_window;
+  if (typeof win === 'number' && Number.isInteger(win) && win > 0 && win < c.maxPositions) c.maxPositions = win;
   checkConfig(c, where);
   return c;
 }
