@@ -271,6 +271,29 @@ test('rope_scaling: a Hugging Face folder with llama3 scaling loads, keeps it th
   assert.ok(maxDiff(got, scaled) < 1e-3 * Math.max(...scaled.map(Math.abs)), `wasm vs reference ${maxDiff(got, scaled)}`);
 });
 
+test('loadLlm with quantize: a Hugging Face folder quantized matrix by matrix as read equals quantizeRtn of the whole f32 model', async () => {
+  const { denseBytesPerToken, bytesPerToken } = await import('../src/llm/types.js');
+  for (const tied of [true, false]) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-stream-'));
+    const w = randomLlm(llamaConfig({ vocab: 256 }), 23, 0.08, tied);
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { tie_word_embeddings: tied })));
+    // Two shards, as large checkpoints come.
+    const all = [...readSafetensors(encodeLlm(w, { f32: false })).tensors];
+    fs.writeFileSync(path.join(dir, 'model-00001-of-00002.safetensors'), writeSafetensors(all.slice(0, 9), {}));
+    fs.writeFileSync(path.join(dir, 'model-00002-of-00002.safetensors'), writeSafetensors(all.slice(9), {}));
+    const whole = await loadLlm(dir);
+    assert.equal(denseBytesPerToken(whole.config), bytesPerToken(whole));
+    const o = { bits: 4 as const, group: 32, headBits: 8 as const };
+    const want = quantizeRtn(whole, o), got = await loadLlm(dir, { quantize: o });
+    assert.equal(got.quant, want.quant);
+    assert.deepEqual(got.layers.map((L) => L.down), want.layers.map((L) => L.down));
+    assert.deepEqual(got.layers.map((L) => L.q), want.layers.map((L) => L.q));
+    assert.deepEqual(got.lmHead, want.lmHead);
+    assert.equal(got.lmHead.kind === 'q' && got.lmHead.bits, 8);
+    assert.deepEqual(encodeLlm(got), encodeLlm(want), `tied ${tied}: the files written are the same bytes`);
+  }
+});
+
 test('webjit bench-llm: an unknown --peers name is a typed error that lists the known ones', async () => {
   const { benchLlmCommand } = await import('../src/cli/bench_llm.js');
   const args = { backend: 'wasm' as const, quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '4', rounds: '1' };

@@ -9,7 +9,7 @@ import { quantizeAwq } from '../llm/awq.js';
 import { decodeLlm, encodeLlm, loadLlm } from '../llm/model_io.js';
 import { exportOnnx } from '../llm/onnx_export.js';
 import { quantizeRtn } from '../llm/quantize.js';
-import { bytesPerToken, type QBits } from '../llm/types.js';
+import { bytesPerToken, denseBytesPerToken, type QBits } from '../llm/types.js';
 
 export interface QuantizeArgs {
   bits: string;
@@ -33,8 +33,12 @@ export async function quantizeCommand(model: string, a: QuantizeArgs): Promise<n
   const group = Number(a.group);
   const headBits = a.headBits ? bitsOf(a.headBits, '--head-bits') : undefined;
   const t0 = performance.now();
-  const w = await loadLlm(model);
-  const before = bytesPerToken(w);
+  // Round to nearest quantizes a Hugging Face folder's matrices as they are read (the model is never whole in f32);
+  // activation-aware quantization runs the f32 model over the calibration text, so it loads it whole.
+  const folder = (await fs.stat(model).catch(() => null))?.isDirectory() ?? false;
+  const streamed = folder && !a.calib;
+  const w = await loadLlm(model, streamed ? { quantize: { bits, group, headBits } } : {});
+  const before = streamed ? denseBytesPerToken(w.config) : bytesPerToken(w);
   let out;
   if (a.calib) {
     const tokPath = a.tokenizer ?? path.join(model, 'tokenizer.json');

@@ -3,9 +3,9 @@
 // (dense f16/f32, or 4/8-bit groups in the MatMulNBits layout, see types.ts).
 import { GraphError, InputError, UnsupportedError } from '../errors.js';
 import { importNode } from '../util/node.js';
-import { quantizeMatrix } from './quantize.js';
+import { quantizeMatrix, quantizeRtn, type ModelQuantOptions } from './quantize.js';
 import { f16Tensor, f32Tensor, readSafetensors, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
-import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type RopeScaling } from './types.js';
+import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type DenseMatrix, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type RopeScaling } from './types.js';
 
 export const FORMAT = 'webjit-llm';
 export const FORMAT_VERSION = '1';
@@ -35,10 +35,11 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
     vocab: num('vocab_size'), hidden, intermediate: num('intermediate_size'), layers: num('num_hidden_layers'), heads,
     kvHeads: num('num_key_value_heads', heads), headDim: num('head_dim', hidden / heads),
     maxPositions: num('max_position_embeddings', 2048), ropeTheta: num('rope_theta', 10000), rmsEps: num('rms_norm_eps', 1e-6),
-    ropeScaling: ropeScalingFromHf(j.rope_scaling, where),
     bos: typeof j.bos_token_id === 'number' ? j.bos_token_id : undefined,
     eos: typeof j.eos_token_id === 'number' ? j.eos_token_id : undefined,
   };
+  const scaling = ropeScalingFromHf(j.rope_scaling, where);
+  if (scaling) c.ropeScaling = scaling;
   // A sliding window (Mistral 7B v0.1: 4096 of 32768) bounds the KV cache instead: attention never looks further back
   // than the window, so the runtimes' full attention over at most that many positions is the model's own.
   const win = j.sliding_window;
@@ -120,7 +121,10 @@ function matrixFrom(f: StFile, prefix: string, N: number, K: number, where: stri
   return { kind: 'q', bits: bits as QBits, group, N, K, data: qw.bytes.slice(), scales, zeros: zeros.bytes.slice() };
 }
 
-function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, quant: string): LlmWeights {
+/** What becomes of each dense matrix as it is read (a quantizer: the f32 copy of a matrix lives only while it runs). */
+type DenseMap = (m: Matrix, what: string, head: boolean) => Matrix;
+
+function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, quant: string, map: DenseMap = (m) => m): LlmWeights {
   const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
   const shapes: Record<LayerMatrix, [number, number]> = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
   const vec = (name: string, n: number) => toF32(need(f, name, [n], where), name);
@@ -133,12 +137,12 @@ function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, 
     const m = {} as Record<LayerMatrix, Matrix>;
     for (const k of LAYER_MATRICES) {
       const [N, K] = shapes[k];
-      m[k] = webjit ? matrixFrom(f, `${p}.${HF_NAME[k]}`, N, K, where) : denseFrom(f, `${p}.${HF_NAME[k]}.weight`, N, K, where);
+      m[k] = webjit ? matrixFrom(f, `${p}.${HF_NAME[k]}`, N, K, where) : map(denseFrom(f, `${p}.${HF_NAME[k]}.weight`, N, K, where), `layer ${l} ${k}`, false);
     }
     layers.push({ attnNorm: vec(`${p}.input_layernorm.weight`, D), mlpNorm: vec(`${p}.post_attention_layernorm.weight`, D), ...m });
   }
   const hasHead = f.tensors.has('lm_head.weight') || f.tensors.has('lm_head.qweight');
-  const lmHead: Matrix = hasHead ? (webjit ? matrixFrom(f, 'lm_head', c.vocab, D, where) : denseFrom(f, 'lm_head.weight', c.vocab, D, where))
+  const lmHead: Matrix = hasHead ? (webjit ? matrixFrom(f, 'lm_head', c.vocab, D, where) : map(denseFrom(f, 'lm_head.weight', c.vocab, D, where), 'lm_head', true))
     : { kind: 'f32', N: c.vocab, K: D, data: embed };
   return { config: c, embed, layers, norm: vec('model.norm.weight', D), lmHead, quant };
 }
@@ -162,8 +166,13 @@ export function decodeLlm(bytes: Uint8Array, where = 'model'): LlmWeights {
   return weightsFrom(f, configFromHf(cfg, `${where} (config)`), where, true, md.quant ?? 'unknown');
 }
 
-/** Loads a Hugging Face Llama folder or a webjit LLM file (Node). */
-export async function loadLlm(path: string): Promise<LlmWeights> {
+/**
+ * Loads a Hugging Face Llama folder or a webjit LLM file (Node). With `quantize`, a folder's layer matrices and
+ * untied head are quantized (round to nearest, as quantizeRtn) one by one as they are read, so that the whole model
+ * never exists in f32: a 7B f16 checkpoint (13.5 GB) peaks near its file size plus the 4-bit result, not at 27 GB of
+ * f32 besides. The result equals quantizeRtn(loadLlm(path)) bit for bit.
+ */
+export async function loadLlm(path: string, opts: { quantize?: ModelQuantOptions } = {}): Promise<LlmWeights> {
   const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
   const nodePath = await importNode<typeof import('node:path')>('node:path');
   let st;
@@ -182,7 +191,10 @@ export async function loadLlm(path: string): Promise<LlmWeights> {
     const f = readSafetensors(new Uint8Array(await fs.readFile(nodePath.join(path, p))), nodePath.join(path, p));
     for (const [k, v] of f.tensors) merged.tensors.set(k, v);
   }
-  return weightsFrom(merged, config, path, false, 'f32');
+  const q = opts.quantize;
+  const map: DenseMap | undefined = q && ((m, what, head) => quantizeMatrix(m as DenseMatrix, { bits: head ? (q.headBits ?? q.bits) : q.bits, group: q.group }, what));
+  const w = weightsFrom(merged, config, path, false, 'f32', map);
+  return q ? quantizeRtn(w, q) : w;
 }
 
 function matrixTensors(prefix: string, m: Matrix, denseF16: boolean): [string, StTensor][] {

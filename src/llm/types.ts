@@ -88,6 +88,13 @@ export function matrixBytes(m: Matrix): number {
 }
 
 /** Weight bytes one decode step reads: every matrix, both norms per layer, the final norm and one embedding row. */
+/** bytesPerToken of the same model with every matrix in f32 (what a Hugging Face checkpoint reads as loaded). */
+export function denseBytesPerToken(c: LlamaConfig): number {
+  const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+  const layer = (2 * qd * D + 2 * kvd * D + 3 * F * D + 2 * D) * 4;
+  return c.layers * layer + (c.vocab * D + 2 * D) * 4;
+}
+
 export function bytesPerToken(w: LlmWeights): number {
   let b = matrixBytes(w.lmHead) + w.norm.byteLength + w.config.hidden * 4;
   for (const l of w.layers) {
