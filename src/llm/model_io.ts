@@ -4,7 +4,7 @@
 import { GraphError, InputError, UnsupportedError } from '../errors.js';
 import { importNode } from '../util/node.js';
 import { quantizeMatrix, quantizeRtn, type ModelQuantOptions } from './quantize.js';
-import { f16Tensor, f32Tensor, readSafetensors, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
+import { f16Tensor, f32Tensor, readSafetensors, readSafetensorsLazy, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
 import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type DenseMatrix, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type RopeScaling } from './types.js';
 
 export const FORMAT = 'webjit-llm';
@@ -169,8 +169,9 @@ export function decodeLlm(bytes: Uint8Array, where = 'model'): LlmWeights {
 /**
  * Loads a Hugging Face Llama folder or a webjit LLM file (Node). With `quantize`, a folder's layer matrices and
  * untied head are quantized (round to nearest, as quantizeRtn) one by one as they are read, so that the whole model
- * never exists in f32: a 7B f16 checkpoint (13.5 GB) peaks near its file size plus the 4-bit result, not at 27 GB of
- * f32 besides. The result equals quantizeRtn(loadLlm(path)) bit for bit.
+ * never exists in f32, nor the checkpoint in memory: each tensor is read from its file when converted (a 7B f16 checkpoint,
+ * 13.5 GB, then needs about its 4-bit result, not 27 GB of f32 besides the file). The result equals
+ * quantizeRtn(loadLlm(path)) bit for bit.
  */
 export async function loadLlm(path: string, opts: { quantize?: ModelQuantOptions } = {}): Promise<LlmWeights> {
   const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
@@ -187,14 +188,37 @@ export async function loadLlm(path: string, opts: { quantize?: ModelQuantOptions
   const parts = (await fs.readdir(path)).filter((n) => n.endsWith('.safetensors')).sort();
   if (parts.length === 0) throw new InputError(`${path}: no *.safetensors files`, {}, 'convert PyTorch .bin checkpoints to safetensors first');
   const merged: StFile = { tensors: new Map(), metadata: {} };
-  for (const p of parts) {
-    const f = readSafetensors(new Uint8Array(await fs.readFile(nodePath.join(path, p))), nodePath.join(path, p));
-    for (const [k, v] of f.tensors) merged.tensors.set(k, v);
-  }
   const q = opts.quantize;
-  const map: DenseMap | undefined = q && ((m, what, head) => quantizeMatrix(m as DenseMatrix, { bits: head ? (q.headBits ?? q.bits) : q.bits, group: q.group }, what));
-  const w = weightsFrom(merged, config, path, false, 'f32', map);
-  return q ? quantizeRtn(w, q) : w;
+  // Quantizing: each tensor is read from its file when converted (readSafetensorsLazy), so memory holds one matrix in
+  // f16 and f32 at a time besides the quantized ones.
+  const fsSync = q ? await importNode<typeof import('node:fs')>('node:fs') : null;
+  const fds: number[] = [];
+  try {
+    for (const p of parts) {
+      const file = nodePath.join(path, p);
+      let f: StFile;
+      if (fsSync) {
+        const fd = fsSync.openSync(file, 'r');
+        fds.push(fd);
+        const read = (off: number, len: number): Uint8Array => {
+          const b = new Uint8Array(len);
+          for (let got = 0; got < len;) {
+            const n = fsSync.readSync(fd, b, got, len - got, off + got);
+            if (n === 0) throw new GraphError(`${file}: the file ended at byte ${off + got}`, {}, 'the checkpoint is truncated');
+            got += n;
+          }
+          return b;
+        };
+        f = readSafetensorsLazy(read, fsSync.fstatSync(fd).size, file);
+      } else f = readSafetensors(new Uint8Array(await fs.readFile(file)), file);
+      for (const [k, v] of f.tensors) merged.tensors.set(k, v);
+    }
+    const map: DenseMap | undefined = q && ((m, what, head) => quantizeMatrix(m as DenseMatrix, { bits: head ? (q.headBits ?? q.bits) : q.bits, group: q.group }, what));
+    const w = weightsFrom(merged, config, path, false, 'f32', map);
+    return q ? quantizeRtn(w, q) : w;
+  } finally {
+    for (const fd of fds) fsSync!.closeSync(fd);
+  }
 }
 
 function matrixTensors(prefix: string, m: Matrix, denseF16: boolean): [string, StTensor][] {

@@ -12,19 +12,40 @@ export interface StFile { tensors: Map<string, StTensor>; metadata: Record<strin
 
 /** Parses a safetensors file; the tensors' bytes are views into `buf`. */
 export function readSafetensors(buf: Uint8Array, what = 'safetensors file'): StFile {
-  const bad = (m: string) => new GraphError(`${what}: ${m}`, {}, 'the file is not a safetensors file or is truncated');
-  if (buf.byteLength < 8) throw bad(`${buf.byteLength} bytes, fewer than the 8-byte header length`);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n = Number(dv.getBigUint64(0, true));
-  if (n > buf.byteLength - 8 || n > 100_000_000) throw bad(`header length ${n} exceeds the file (${buf.byteLength} bytes)`);
+  if (buf.byteLength < 8) throw badFile(what, `${buf.byteLength} bytes, fewer than the 8-byte header length`);
+  const n = headerLength(buf, buf.byteLength, what);
+  const body = buf.subarray(8 + n);
+  return parseHeader(buf.subarray(8, 8 + n), body.byteLength, what, (a, b) => body.subarray(a, b));
+}
+
+/**
+ * Parses a safetensors file through `read(offset, length)` (Node: fs.readSync on an open file): only the header is
+ * read now, and each tensor's bytes are read again, into a buffer of their own, whenever its `bytes` is taken, so
+ * that a checkpoint larger than memory can be converted tensor by tensor.
+ */
+export function readSafetensorsLazy(read: (offset: number, length: number) => Uint8Array, fileBytes: number, what = 'safetensors file'): StFile {
+  if (fileBytes < 8) throw badFile(what, `${fileBytes} bytes, fewer than the 8-byte header length`);
+  const n = headerLength(read(0, 8), fileBytes, what);
+  return parseHeader(read(8, n), fileBytes - 8 - n, what, (a, b) => read(8 + n + a, b - a));
+}
+
+const badFile = (what: string, m: string) => new GraphError(`${what}: ${m}`, {}, 'the file is not a safetensors file or is truncated');
+
+function headerLength(first8: Uint8Array, fileBytes: number, what: string): number {
+  const n = Number(new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true));
+  if (n > fileBytes - 8 || n > 100_000_000) throw badFile(what, `header length ${n} exceeds the file (${fileBytes} bytes)`);
+  return n;
+}
+
+function parseHeader(head: Uint8Array, bodyBytes: number, what: string, bytesOf: (start: number, end: number) => Uint8Array): StFile {
+  const bad = (m: string) => badFile(what, m);
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(new TextDecoder().decode(buf.subarray(8, 8 + n))) as Record<string, unknown>;
+    header = JSON.parse(new TextDecoder().decode(head)) as Record<string, unknown>;
   } catch (e) {
     throw bad(`the header is not JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad('the header is not a JSON object');
-  const body = buf.subarray(8 + n);
   const tensors = new Map<string, StTensor>();
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(header)) {
@@ -33,14 +54,14 @@ export function readSafetensors(buf: Uint8Array, what = 'safetensors file'): StF
     if (!t || typeof t.dtype !== 'string' || !(t.dtype in BYTES)) throw bad(`tensor '${name}' has dtype ${String(t?.dtype)} (webjit reads ${Object.keys(BYTES).join(', ')})`);
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) throw bad(`tensor '${name}' has shape ${JSON.stringify(t.shape)}`);
     const off = t.data_offsets as number[];
-    if (!Array.isArray(off) || off.length !== 2 || !Number.isInteger(off[0]) || !Number.isInteger(off[1]) || off[0] < 0 || off[1] < off[0] || off[1] > body.byteLength) {
-      throw bad(`tensor '${name}' has byte range ${JSON.stringify(off)} outside the ${body.byteLength} data bytes`);
+    if (!Array.isArray(off) || off.length !== 2 || !Number.isInteger(off[0]) || !Number.isInteger(off[1]) || off[0] < 0 || off[1] < off[0] || off[1] > bodyBytes) {
+      throw bad(`tensor '${name}' has byte range ${JSON.stringify(off)} outside the ${bodyBytes} data bytes`);
     }
     const shape = t.shape as number[];
     const elems = shape.reduce((a, b) => a * b, 1);
     const dtype = t.dtype as StDType;
     if (elems * BYTES[dtype] !== off[1] - off[0]) throw bad(`tensor '${name}' ${dtype}[${shape.join(',')}] needs ${elems * BYTES[dtype]} bytes, has ${off[1] - off[0]}`);
-    tensors.set(name, { dtype, shape, bytes: body.subarray(off[0], off[1]) });
+    tensors.set(name, { dtype, shape, get bytes() { return bytesOf(off[0], off[1]); } });
   }
   return { tensors, metadata };
 }
