@@ -294,6 +294,20 @@ test('loadLlm with quantize: a Hugging Face folder quantized matrix by matrix as
   }
 });
 
+test('webjit generate FOLDER --quant q4 quantizes while loading and generates quantizeRtn\'s greedy tokens', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-genq-'));
+  const w = randomLlm(llamaConfig({ vocab: 256 }), 29);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { tie_word_embeddings: true })));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors], {}));
+  const ref = new ReferenceLlm(quantizeRtn(await loadLlm(dir), { bits: 4 }), 64);
+  const want: number[] = [];
+  let logits = await ref.forward([3, 14, 15]);
+  for (let i = 0; i < 8; i++) { let b = 0; for (let j = 1; j < logits.length; j++) if (logits[j] > logits[b]) b = j; want.push(b); logits = await ref.forward([b]); }
+  const out = execFileSync(process.execPath, [path.join(ROOT, 'bin/webjit.js'), 'generate', dir, '--prompt-ids', '3,14,15', '--max-tokens', '8', '--quant', 'q4', '--backend', 'reference', '--json', '--ignore-eos'], { encoding: 'utf8' });
+  const r = JSON.parse(out.trim().split('\n').pop()!);
+  assert.deepEqual(r.ids, want);
+});
+
 test('webjit bench-llm: an unknown --peers name is a typed error that lists the known ones', async () => {
   const { benchLlmCommand } = await import('../src/cli/bench_llm.js');
   const args = { backend: 'wasm' as const, quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '4', rounds: '1' };

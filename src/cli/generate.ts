@@ -43,11 +43,17 @@ const parseIds = (s: string, what: string): number[] => s.split(',').map((x) => 
 });
 
 /** An ONNX model path, or LLM weights: a folder (Hugging Face Llama) or a file in webjit's LLM format. */
-async function readModel(path: string): Promise<{ kind: 'onnx'; path: string } | { kind: 'llm'; weights: LlmWeights }> {
+async function readModel(path: string, quant?: Quant): Promise<{ kind: 'onnx'; path: string } | { kind: 'llm'; weights: LlmWeights; note?: string }> {
   const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
   let st;
   try { st = await fs.stat(path); } catch { throw new InputError(`${path}: no such file or folder`, {}, 'give an .onnx decoder, a Hugging Face Llama folder, or a .safetensors file written by `webjit quantize`'); }
-  if (st.isDirectory()) return { kind: 'llm', weights: await loadLlm(path) };
+  if (st.isDirectory()) {
+    // --quant q4/q8 on a Hugging Face folder: each matrix is quantized as it is read (the model is never whole in f32).
+    if (quant !== 'q4' && quant !== 'q8') return { kind: 'llm', weights: await loadLlm(path) };
+    const t0 = performance.now();
+    const weights = await loadLlm(path, { quantize: { bits: quant === 'q4' ? 4 : 8 } });
+    return { kind: 'llm', weights, note: `quantized to ${weights.quant} while loading (${(performance.now() - t0).toFixed(0)} ms)` };
+  }
   if (path.endsWith('.onnx')) return { kind: 'onnx', path };
   const bytes = new Uint8Array(await fs.readFile(path));
   if (isWebjitLlm(bytes)) return { kind: 'llm', weights: decodeLlm(bytes, path) };
@@ -73,7 +79,7 @@ function applyQuant(w: LlmWeights, q: Quant | undefined, what: string): { weight
 }
 
 async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined, what: string): Promise<{ lm: CausalLM; describe: string }> {
-  const m = await readModel(path);
+  const m = await readModel(path, quant);
   if (m.kind === 'onnx') {
     if (quant !== undefined) {
       throw new UnsupportedError(`--quant applies to LLM weights (a Hugging Face Llama folder or a webjit .safetensors file); ${what} ${path} is an ONNX model, which runs in the precision it stores`, {},
@@ -83,7 +89,7 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
     const L = dec.layout;
     return { lm: dec, describe: `ONNX decoder, ${L.layers} layers, ${L.heads} heads of ${L.headDim}` };
   }
-  const { weights, note } = applyQuant(m.weights, quant, `${what} ${path}`);
+  const { weights, note } = m.note ? { weights: m.weights, note: m.note } : applyQuant(m.weights, quant, `${what} ${path}`);
   const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations });
   const c = weights.config;
   return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}${activationsNote(a.activations, runner)}` };
