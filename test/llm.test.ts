@@ -50,6 +50,13 @@ async function ortGreedy(w: LlmWeights, prompt: number[], n: number): Promise<{ 
   return { ids, logits };
 }
 
+/** A Hugging Face config.json for a config (Llama; `extra` adds or overrides keys). */
+const hfConfig = (c: ReturnType<typeof llamaConfig>, extra: Record<string, unknown> = {}) => ({
+  model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+  num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, head_dim: c.headDim, max_position_embeddings: c.maxPositions,
+  rms_norm_eps: c.rmsEps, rope_theta: c.ropeTheta, ...extra,
+});
+
 async function ourGreedy(w: LlmWeights, prompt: number[], n: number): Promise<{ ids: number[]; logits: Float32Array[] }> {
   const r = new ReferenceLlm(w, 64);
   const ids: number[] = [], logits: Float32Array[] = [];
@@ -181,10 +188,7 @@ test('webjit quantize CLI: a Hugging Face folder to a q4 file and its ONNX twin;
   const w = randomLlm(llamaConfig({ vocab: 256 }), 13);
   // A Hugging Face folder: config.json + model.safetensors with transformers' names (tied: no lm_head).
   const c = w.config;
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
-    num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, max_position_embeddings: c.maxPositions, rms_norm_eps: c.rmsEps, rope_theta: c.ropeTheta, tie_word_embeddings: true,
-  }));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(c, { tie_word_embeddings: true })));
   const st = readSafetensors(encodeLlm(w, { f32: true }));
   fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...st.tensors], {}));
   const hf = await loadLlm(dir);
@@ -207,11 +211,6 @@ test('webjit quantize CLI: a Hugging Face folder to a q4 file and its ONNX twin;
 // computed here in f64: wavelength λ = 2π/f; λ < 8192/4 kept, λ > 8192/1 divided by 32, between blended by
 // s = (8192/λ − 1)/(4 − 1) as (1 − s)·f/32 + s·f.
 const LLAMA32_ROPE = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
-const hfConfig = (c: ReturnType<typeof llamaConfig>, extra: Record<string, unknown> = {}) => ({
-  model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
-  num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, head_dim: c.headDim, max_position_embeddings: c.maxPositions,
-  rms_norm_eps: c.rmsEps, rope_theta: c.ropeTheta, ...extra,
-});
 
 test('rope_scaling: llama3 (Llama 3.1/3.2) and linear frequencies; other kinds and bad values are typed errors', async () => {
   const { configFromHf } = await import('../src/llm/model_io.js');
@@ -299,10 +298,7 @@ test('webjit generate FOLDER --quant q4 quantizes while loading and generates qu
   const w = randomLlm(llamaConfig({ vocab: 256 }), 29);
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { tie_word_embeddings: true })));
   fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors], {}));
-  const ref = new ReferenceLlm(quantizeRtn(await loadLlm(dir), { bits: 4 }), 64);
-  const want: number[] = [];
-  let logits = await ref.forward([3, 14, 15]);
-  for (let i = 0; i < 8; i++) { let b = 0; for (let j = 1; j < logits.length; j++) if (logits[j] > logits[b]) b = j; want.push(b); logits = await ref.forward([b]); }
+  const { ids: want } = await ourGreedy(quantizeRtn(await loadLlm(dir), { bits: 4 }), [3, 14, 15], 8);
   const out = execFileSync(process.execPath, [path.join(ROOT, 'bin/webjit.js'), 'generate', dir, '--prompt-ids', '3,14,15', '--max-tokens', '8', '--quant', 'q4', '--backend', 'reference', '--json', '--ignore-eos'], { encoding: 'utf8' });
   const r = JSON.parse(out.trim().split('\n').pop()!);
   assert.deepEqual(r.ids, want);

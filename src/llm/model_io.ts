@@ -5,7 +5,7 @@ import { GraphError, InputError, UnsupportedError } from '../errors.js';
 import { importNode } from '../util/node.js';
 import { quantizeMatrix, quantizeRtn, type ModelQuantOptions } from './quantize.js';
 import { f16Tensor, f32Tensor, readSafetensors, readSafetensorsLazy, toF32, u8Tensor, writeSafetensors, type StFile, type StTensor } from './safetensors.js';
-import { dequantize, LAYER_MATRICES, type LayerMatrix, type LayerWeights, type DenseMatrix, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type RopeScaling } from './types.js';
+import { dequantize, LAYER_MATRICES, layerShapes, type LayerMatrix, type LayerWeights, type DenseMatrix, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type RopeScaling } from './types.js';
 
 export const FORMAT = 'webjit-llm';
 export const FORMAT_VERSION = '1';
@@ -125,8 +125,7 @@ function matrixFrom(f: StFile, prefix: string, N: number, K: number, where: stri
 type DenseMap = (m: Matrix, what: string, head: boolean) => Matrix;
 
 function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, quant: string, map: DenseMap = (m) => m): LlmWeights {
-  const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
-  const shapes: Record<LayerMatrix, [number, number]> = { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
+  const D = c.hidden, shapes = layerShapes(c);
   const vec = (name: string, n: number) => toF32(need(f, name, [n], where), name);
   // The embedding table is read one row per token: quantized files store it in 8 bits (dequantized here, once).
   const embed = webjit && f.tensors.has('model.embed_tokens.qweight') ? dequantize(matrixFrom(f, 'model.embed_tokens', c.vocab, D, where))

@@ -2,13 +2,9 @@
 // directly as random bytes (seconds instead of minutes for a billion-parameter model).
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { mulberry32 } from '../util/random.js';
-import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QuantMatrix } from './types.js';
+import { LAYER_MATRICES, layerShapes, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QuantMatrix } from './types.js';
 
-/** The shapes [N, K] of a layer's matrices. */
-export function layerShapes(c: LlamaConfig): Record<(typeof LAYER_MATRICES)[number], [number, number]> {
-  const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
-  return { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
-}
+export { layerShapes } from './types.js';
 
 /** A quantized matrix of the given codes with one scale everywhere and every zero point at the middle of the range. */
 export function midQuantMatrix(N: number, K: number, bits: QBits, group: number, data: Uint8Array, scale: number): Matrix {

@@ -87,14 +87,19 @@ export function matrixBytes(m: Matrix): number {
   return m.kind === 'f32' ? m.data.byteLength : m.data.byteLength + m.scales.byteLength + m.zeros.byteLength;
 }
 
-/** Weight bytes one decode step reads: every matrix, both norms per layer, the final norm and one embedding row. */
-/** bytesPerToken of the same model with every matrix in f32 (what a Hugging Face checkpoint reads as loaded). */
-export function denseBytesPerToken(c: LlamaConfig): number {
+/** The shapes [N, K] of a layer's matrices. */
+export function layerShapes(c: LlamaConfig): Record<LayerMatrix, [number, number]> {
   const D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
-  const layer = (2 * qd * D + 2 * kvd * D + 3 * F * D + 2 * D) * 4;
-  return c.layers * layer + (c.vocab * D + 2 * D) * 4;
+  return { q: [qd, D], k: [kvd, D], v: [kvd, D], o: [D, qd], gate: [F, D], up: [F, D], down: [D, F] };
 }
 
+/** bytesPerToken of the same model with every matrix in f32 (what a Hugging Face checkpoint reads as loaded). */
+export function denseBytesPerToken(c: LlamaConfig): number {
+  const layer = Object.values(layerShapes(c)).reduce((b, [N, K]) => b + N * K, 2 * c.hidden);
+  return (c.layers * layer + c.vocab * c.hidden + 2 * c.hidden) * 4;
+}
+
+/** Weight bytes one decode step reads: every matrix, both norms per layer, the final norm and one embedding row. */
 export function bytesPerToken(w: LlmWeights): number {
   let b = matrixBytes(w.lmHead) + w.norm.byteLength + w.config.hidden * 4;
   for (const l of w.layers) {

@@ -534,7 +534,7 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   };
   const out: string[] = [];
   if (!s.rolled) for (let i = 0; i < TB; i++) out.push(`let xq${i} = min(t0 + ${u(i)}, rows - 1u) * ${u(KC)};`);
-  const offs: string[] = [], vars: string[] = [];
+  const offs: string[] = [], vars: string[] = [], cur: string[] = [];
   for (let p = 0; p < PU; p++) {
     const v = PU === 1 ? '' : `v${p}`, cc = p === 0 ? 'c' : `c${p}`;
     if (p > 0) (pipe ? offs : loads).push(`let ${cc} = min(c + ${u(p * TK)}, ${u(KC - 1)});`);
@@ -545,7 +545,7 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
         const [, name, expr] = /^let (\w+) = (.*);$/.exec(l)!;
         vars.push(`var p${name}: ${name.startsWith('w') ? 'vec4<u32>' : 'f32'};`);
         loads.push(`p${name} = ${expr};`);
-        math.push(`let ${name} = p${name};`);
+        cur.push(`let ${name} = p${name};`);
       }
     } else loads.push(...rl);
     const b: string[] = [];
@@ -559,10 +559,9 @@ function gemvDot4PreLoop(s: GemvSpec, d: { KC: number; P: number }): string[] {
   }
   if (pipe) {
     // Registers current first, then the next iteration's loads (from a clamped c), then this iteration's math.
-    const cur = math.filter((l) => l.startsWith('let ')), rest = math.filter((l) => !l.startsWith('let '));
     const fetch = (c0: string) => `{\n      let c = ${c0};\n      ${[...offs, ...loads].join('\n      ')}\n    }`;
     out.push(...vars, fetch('tk'));
-    out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * PU)}) {\n      ${[...cur, ...offs, fetch(`min(c + ${u(TK * PU)}, ${u(KC - 1)})`), ...rest].join('\n      ')}\n  }`);
+    out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * PU)}) {\n      ${[...cur, ...offs, fetch(`min(c + ${u(TK * PU)}, ${u(KC - 1)})`), ...math].join('\n      ')}\n  }`);
     return out;
   }
   out.push(`for (var c = tk; c < ${u(KC)}; c += ${u(TK * PU)}) {\n      ${[...loads, ...math].join('\n      ')}\n  }`);
