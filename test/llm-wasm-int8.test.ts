@@ -10,6 +10,7 @@ import { TextGenerator } from '../src/generate/generate.js';
 import { activationsOf, createLlm } from '../src/llm/index.js';
 import { loadLlm } from '../src/llm/model_io.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
+import { randomLlama as randomQwen } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlmRunner, LlmWeights } from '../src/llm/types.js';
 import { llamaConfig, randomLlama } from './llm-random.js';
@@ -92,6 +93,31 @@ test('wasm LLM with int8 activations: 4-bit layers int8, an 8-bit head int16 (th
   for (const ids of [[9, 8, 7], [100, 200, 300, 10, 20]]) {
     const a = await i8.forward(ids, true), b = await ref.forward(ids, true);
     assert.ok(rel(a, b) <= 3e-2, `${ids.length} tokens: ${rel(a, b)}`);
+  }
+});
+
+test('wasm LLM with int8 activations: q/k/v biases (Qwen2) near the reference, q4 g32 and g128 (prompt, steps, all-position logits), 1 and 2 threads', async () => {
+  const base = randomQwen({ ...CFG, qkvBias: true }, 43);
+  /** A prompt (passes of 2 and 1 through the shared prologue), single steps, then 2 and 3 tokens: each call's logits. */
+  const script = async (r: LlmRunner) => {
+    const out = [await r.forward([5, 17, 250, 3, 99, 140, 7, 300, 0], true)];
+    for (const id of [12, 77]) out.push(await r.forward([id]));
+    for (const ids of [[9, 8], [200, 7, 6]]) out.push(await r.forward(ids, true));
+    return out;
+  };
+  for (const group of [32, 128]) {
+    const w = quantizeRtn(base, { bits: 4, group });
+    const { qkvBias: _, ...config } = w.config;
+    const bare: LlmWeights = { ...w, config, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
+    const two = await wasm(w, 'int8'), one = await wasm(w, 'int8', 1), off = await wasm(bare, 'int8');
+    assert.equal(two.activations, 'int8');
+    const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), moved = await script(off);
+    const worst = Math.max(...got.map((a, i) => rel(a, want[i])));
+    assert.ok(worst <= 3e-2, `g${group}: logits differ by ${worst}`);
+    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `g${group}, call ${i}: one thread and two give the same bits`));
+    // Without the biases the logits move far beyond int8's rounding.
+    const least = Math.min(...moved.map((a, i) => rel(a, want[i])));
+    assert.ok(least > 0.05, `g${group}: without the biases the logits differ by only ${least}`);
   }
 });
 

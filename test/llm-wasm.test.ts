@@ -7,6 +7,7 @@ import { hasRelaxedSimd } from '../src/backends/wasm/features.js';
 import { InputError, ResourceLimitError } from '../src/errors.js';
 import { createLlm } from '../src/llm/index.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
+import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix } from '../src/llm/types.js';
 import { WASM_LLM_TMAX, WasmLlm } from '../src/llm/wasm.js';
@@ -215,4 +216,45 @@ test('wasm LLM: int8 activations asked for where the engine has no relaxed SIMD 
   const a = await asked.forward(ids, true), b = await plain.forward(ids, true);
   if (asked.activations === 'f32') assert.deepEqual(Array.from(a), Array.from(b));
   else assert.ok(relDiff(a, b) > 1e-6 && relDiff(a, b) < 3e-2);
+});
+
+/** A prompt, single steps, then chunks of 2, 3 and 6 tokens (passes of every width, both prologue paths): the logits of each call. */
+async function biasScript(r: LlmRunner): Promise<Float32Array[]> {
+  const out = [await r.forward([5, 17, 250, 3, 99, 140, 7], true)];
+  for (const id of [12, 77, 201]) out.push(await r.forward([id]));
+  for (const ids of [[9, 8], [200, 7, 6], [150, 1, 2, 3, 4, 5]]) out.push(await r.forward(ids, true));
+  return out;
+}
+
+/** The same weights without their q/k/v biases. */
+const withoutBias = (w: LlmWeights): LlmWeights => {
+  const { qkvBias: _, ...config } = w.config;
+  return { ...w, config, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
+};
+
+test('wasm LLM: q/k/v biases (Qwen2) equal the reference: f32, q8, q4 (prompt, steps, all-position logits), 1 and 2 threads', async () => {
+  // GQA (4 heads on 2 kv heads of 24 dims); groups of 64 and 128 (every K a multiple of 128); 3 heads on 1 kv head
+  // (f32: a quantized K would not divide): 30 row blocks of q/k/v, the last tile's 2 padding blocks with zero biases;
+  // a layer without biases beside one with (it adds zeros, as the reference).
+  const C: LlamaConfig = { ...BASE, qkvBias: true };
+  const gqa = randomLlama(C, 37), wide = randomLlama({ ...C, hidden: 128, intermediate: 256, headDim: 32 }, 39);
+  const padded = randomLlama({ ...C, heads: 3, kvHeads: 1 }, 41);
+  const half: LlmWeights = { ...gqa, layers: gqa.layers.map(({ qkvBias, ...L }, l) => (l ? L : { ...L, qkvBias })) };
+  const cases: [string, LlmWeights, number][] = [
+    ...variants.map((v): [string, LlmWeights, number] => [`GQA ${v.name}`, v.make(gqa), v.tol]),
+    ['q8 g64', quantizeRtn(wide, { bits: 8, group: 64 }), 1e-3], ['q4 g128', quantizeRtn(wide, { bits: 4, group: 128 }), 1e-3],
+    ['padded f32', padded, 1e-4], ['one layer with biases, q4', quantizeRtn(half, { bits: 4, group: 32 }), 1e-3],
+  ];
+  for (const [name, w, tol] of cases) {
+    const one = await createLlm(w, { backend: 'wasm', threads: 1 }), two = await createLlm(w, { backend: 'wasm', threads: 2 });
+    const bare = await createLlm(withoutBias(w), { backend: 'wasm', threads: 2 });
+    runners.push(one, two, bare);
+    const want = await biasScript(new ReferenceLlm(w)), got = await biasScript(two), got1 = await biasScript(one), off = await biasScript(bare);
+    const worst = Math.max(...got.map((a, i) => relDiff(a, want[i])));
+    assert.ok(worst < tol, `${name}: logits differ by ${worst} of max|logits|`);
+    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `${name}, call ${i}: one thread and two give the same bits`));
+    // The test can fail: the biases move the logits far beyond the tolerance.
+    const moved = Math.min(...off.map((a, i) => relDiff(a, want[i])));
+    assert.ok(moved > 0.05, `${name}: without the biases the logits differ by only ${moved}`);
+  }
 });

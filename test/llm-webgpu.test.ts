@@ -567,6 +567,82 @@ async function int8Check(config = GQA, epilogues: number | null = 0, group = 32)
   await one.release();
 }
 
+// Qwen2: q/k/v biases (random, ±0.5: as large as the projections' outputs) added before the rotary embedding. The
+// runtime stores them after the fused q/k/v matrix in its own buffer (MatLayout.biasOff) and adds them in the q/k/v
+// epilogue of every kernel (and in the tiny decode kernel).
+const QWEN: LlamaConfig = { ...GQA, qkvBias: true };
+
+/** The same weights with the q/k/v biases dropped: what a runtime that ignored them would compute. */
+function withoutBias(w: LlmWeights): LlmWeights {
+  const config = { ...w.config };
+  delete config.qkvBias;
+  return { ...w, config, layers: w.layers.map((L) => { const o = { ...L }; delete o.qkvBias; return o; }) };
+}
+
+test('packMatrix: biases as f32 words after everything else (MatLayout.biasOff), default and in-row layouts, f32; none without', () => {
+  const q = model(QWEN, 'q4', 1).layers[0].q, f = model(QWEN, 'f32', 1).layers[0].q;
+  const bias = Float32Array.from({ length: q.N }, (_, i) => i - 0.25);
+  for (const [m, rowAlign] of [[q, 0], [q, 4], [f, 0]] as const) {
+    const plain = packMatrix(m, rowAlign), b = packMatrix(m, rowAlign, bias);
+    assert.ok(!('biasOff' in plain.layout), 'a bias-free layout has no biasOff (its kernels\' WGSL is unchanged)');
+    assert.deepEqual(b.layout, { ...plain.layout, biasOff: plain.layout.words, words: plain.layout.words + m.N });
+    assert.deepEqual(b.words.subarray(0, plain.words.length), plain.words);
+    assert.deepEqual(new Float32Array(b.words.buffer, plain.layout.words * 4, m.N), bias);
+  }
+});
+
+test('webgpu llm: q/k/v biases (Qwen2) equal the reference: f32, q8, q4 (prompt, steps, all-position logits), q4 g16 without subgroups, int8 x, the tiny decode kernel', TIMEOUT, async () => {
+  for (const quant of ['f32', 'q8', 'q4'] as const) {
+    const w = model(QWEN, quant, 41);
+    assert.ok(w.layers.every((L) => L.qkvBias), `${quant}: the model has biases`);
+    const g = await conformance(w, `${quant} biases`);
+    if (quant === 'f32') assert.equal(g.weightBytesPerToken, bytesPerToken(w), 'the biases count in the bytes a token reads');
+    await g.release();
+    // Without the biases the logits land far outside the tolerance: the checks above fail a runtime that ignores them.
+    const gpu = await WebGpuLlm.create(withoutBias(w), { capacity: 16 });
+    const ref = new ReferenceLlm(w, 16);
+    const p = ids(9, 1, QWEN.vocab);
+    const e = rel(await gpu.forward(p, true), await ref.forward(p, true));
+    assert.ok(e > 0.05, `${quant}: the logits without the biases are only ${e} from the reference's with them`);
+    await gpu.release();
+  }
+  await withGpuConfig({ subgroups: false }, async () => (await conformance(model(QWEN, 'q4', 42, 16), 'q4 g16 biases, no subgroups')).release());
+  await int8Check(QWEN, null);
+  // The tiny decode kernel (int8 x before each matrix): every step through it.
+  const { caps } = await acquireGpu();
+  const w = model(QWEN, 'q4', 43), cap = 32, V = QWEN.vocab;
+  const tiny = await WebGpuLlm.create(w, { capacity: cap, tinyDecode: true });
+  assert.equal(tiny.stats.tinyDecode, caps.dot4, 'the tiny decode kernel is taken where the device has dot4I8Packed');
+  const ref = new ReferenceLlm(w, cap);
+  const prompt = ids(7, 2, V);
+  assert.ok(rel(await tiny.forward(prompt), await ref.forward(prompt)) <= 1e-3, 'tiny: prompt (runtime kernels)');
+  let worst = 0, agree = 0;
+  for (let s = 0; s < 8; s++) {
+    const id = (s * 97 + 11) % V, got = await tiny.forward([id]), want = await ref.forward([id]);
+    worst = Math.max(worst, rel(got, want));
+    if (argmax(got) === argmax(want)) agree++;
+  }
+  assert.ok(worst <= 1e-2 && agree >= 7, `tiny decode with biases: worst step error ${worst}, argmax agrees at ${agree} of 8`);
+  await tiny.release();
+});
+
+test('webgpu llm: q/k/v biases with the kernels GPUs get: unrolled small-T (f32, q4 with x staged, int8 x), the prefill GEMM with 32-row tiles, rowMeta, int8 x pre-quantized and piped', TIMEOUT, async () => {
+  await withGpuConfig({ buckets: [1, 4], rolled: false }, async () => {
+    for (const quant of ['f32', 'q4'] as const) await (await conformance(model(QWEN, quant, 44), `${quant} biases, unrolled T<=4`)).release();
+    await int8Check(QWEN, null);
+  });
+  // 17 tokens (past the software buckets' 16) run the GEMM.
+  await withGpuConfig({ gemmTN: 32 }, async () => (await conformance(model(QWEN, 'q4', 46), 'q4 biases, gemm TN 32')).release());
+  await withGpuConfig({ rowMeta: 4, buckets: [1, 4], rolled: false }, async () => {
+    await (await conformance(model(QWEN, 'q4', 47), 'q4 biases, rowMeta')).release();
+    await int8Check(QWEN, null);
+  });
+  // Decode workgroups of 32 outputs: down's epilogue quantizes layer 1's x, whose q/k/v kernel reads it pre-quantized,
+  // with the next chunk's loads issued before this one's math.
+  const shape = (_r: unknown, _u: unknown, TB: number) => (TB === 1 ? { TK: 16, RG: 16, RT: 2, PU: 2, pipe: true } : undefined);
+  await withGpuConfig({ buckets: [1, 4], rolled: false, shape }, () => int8Check({ ...HEADS32, qkvBias: true }, null));
+});
+
 test('webgpu llm: TextGenerator.create opens the draft with f32 activations unless draftActivations says otherwise', TIMEOUT, async () => {
   const { TextGenerator } = await import('../src/generate/generate.js');
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');

@@ -246,7 +246,65 @@ test('configFromHf: Mistral is read as the Llama architecture; a sliding window 
   assert.equal(configFromHf({ ...base, model_type: 'mistral', sliding_window: 4096 }).maxPositions, 4096);
   assert.equal(configFromHf({ ...base, model_type: 'mistral', sliding_window: null }).maxPositions, 32768);
   assert.equal(configFromHf({ ...base, model_type: 'mistral', sliding_window: 65536 }).maxPositions, 32768);
-  assert.throws(() => configFromHf({ ...base, model_type: 'qwen2' }), UnsupportedError);
+  assert.throws(() => configFromHf({ ...base, model_type: 'gemma' }), UnsupportedError);
+});
+
+test('configFromHf: Qwen2 is the Llama architecture with q/k/v biases; its sliding window counts only where use_sliding_window says so, and a window in some layers only is refused', async () => {
+  const { configFromHf } = await import('../src/llm/model_io.js');
+  const base = { ...hfConfig(llamaConfig({ maxPositions: 32768 })), model_type: 'qwen2', sliding_window: 4096, max_window_layers: 21 };
+  const c = configFromHf({ ...base, use_sliding_window: false });
+  assert.equal(c.qkvBias, true);
+  assert.equal(c.maxPositions, 32768, 'use_sliding_window false: no window');
+  assert.equal(configFromHf({ ...base, use_sliding_window: true, max_window_layers: 0 }).maxPositions, 4096, 'a window in every layer bounds the cache');
+  assert.throws(() => configFromHf({ ...base, use_sliding_window: true, num_hidden_layers: 24 }), (e: unknown) => e instanceof UnsupportedError && /layers 21 and later/.test(e.message));
+  assert.equal(configFromHf(hfConfig(llamaConfig())).qkvBias, undefined, 'Llama has no biases');
+  assert.throws(() => configFromHf({ ...hfConfig(llamaConfig()), attention_bias: true }), UnsupportedError, 'a Llama with attention biases (o too) is still refused');
+});
+
+const QWEN = { ...GQA, qkvBias: true as const };
+
+for (const [name, make] of [
+  ['f32', (w: LlmWeights) => w],
+  ['q4', (w: LlmWeights) => quantizeRtn(w, { bits: 4 })],
+] as const) {
+  test(`reference LLM runtime with q/k/v biases (Qwen2) equals onnxruntime-node on the same weights (${name}): tokens and logits; the biases matter`, async () => {
+    const w = make(randomLlm(QWEN, 7));
+    assert.ok(w.layers.every((L) => L.qkvBias), 'every layer has biases');
+    const ours = await ourGreedy(w, PROMPT, 12);
+    const theirs = await ortGreedy(w, PROMPT, 12);
+    assert.deepEqual(ours.ids, theirs.ids);
+    for (let i = 0; i < ours.logits.length; i++) {
+      const d = maxDiff(ours.logits[i], theirs.logits[i]);
+      assert.ok(d <= 1e-4 * maxAbs(theirs.logits[i]), `step ${i}: logits differ by ${d}`);
+    }
+    const plain: LlmWeights = { ...w, config: GQA, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
+    const without = await ourGreedy(plain, PROMPT, 1);
+    assert.ok(maxDiff(without.logits[0], ours.logits[0]) > 0.05 * maxAbs(ours.logits[0]), 'without the biases the logits move far');
+  });
+}
+
+test('Qwen2: a Hugging Face folder with q/k/v biases loads, keeps them through webjit\'s format and quantize, and the wasm runtime equals the reference', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-qwen2-'));
+  const w = randomLlm(QWEN, 21);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { model_type: 'qwen2', tie_word_embeddings: true, use_sliding_window: false, sliding_window: 32 })));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors], {}));
+  const names = [...readSafetensors(fs.readFileSync(path.join(dir, 'model.safetensors'))).tensors.keys()];
+  assert.ok(names.includes('model.layers.1.self_attn.k_proj.bias'), 'biases stored under the Hugging Face names');
+  const hf = await loadLlm(dir);
+  assert.equal(hf.config.qkvBias, true);
+  assert.equal(hf.config.maxPositions, GQA.maxPositions);
+  for (let l = 0; l < QWEN.layers; l++) for (const k of ['q', 'k', 'v'] as const) assert.deepEqual(hf.layers[l].qkvBias?.[k], w.layers[l].qkvBias?.[k]);
+  const q4 = decodeLlm(encodeLlm(quantizeRtn(hf, { bits: 4 })));
+  assert.equal(q4.config.qkvBias, true);
+  assert.deepEqual(q4.layers[1].qkvBias?.k, w.layers[1].qkvBias?.k, 'biases stay f32 through the quantized format');
+  const lazy = await loadLlm(dir, { quantize: { bits: 4 } });
+  assert.deepEqual(lazy.layers[0].qkvBias?.v, w.layers[0].qkvBias?.v, 'and through quantize-while-loading');
+  const prompt = Array.from({ length: 20 }, (_, i) => (i * 29 + 3) % QWEN.vocab);
+  const want = await new ReferenceLlm(q4, 64).forward(prompt, true);
+  const r = await createLlm(q4, { backend: 'wasm', capacity: 64, threads: 2 });
+  const got = await r.forward(prompt, true);
+  await r.release();
+  assert.ok(maxDiff(got, want) < 1e-3 * maxAbs(want), `wasm vs reference ${maxDiff(got, want)}`);
 });
 
 test('rope_scaling: a Hugging Face folder with llama3 scaling loads, keeps it through webjit\'s format, and the runtimes rotate with it', async () => {

@@ -83,10 +83,15 @@ export function exportOnnx(w: LlmWeights): Uint8Array {
   w.layers.forEach((L, l) => {
     const p = `layers.${l}`;
     const h = rms(x, L.attnNorm, `${p}.attn_norm`);
-    const heads = (m: Matrix, shape: string, nm: string) => node('Transpose', [node('Reshape', [linear(h, m, `${p}.${nm}`), shape])], { perm: [0, 2, 1, 3] });
-    const q = rope(heads(L.q, 'qshape', 'q'));
-    const k = rope(heads(L.k, 'kvshape', 'k'));
-    const v = heads(L.v, 'kvshape', 'v');
+    // Qwen2: the projections' biases are added before the heads are split (and before the rotation).
+    const proj = (m: Matrix, nm: 'q' | 'k' | 'v') => {
+      const y = linear(h, m, `${p}.${nm}`), b = L.qkvBias?.[nm];
+      return b ? node('Add', [y, constF(`${p}.${nm}.bias`, b, [b.length])]) : y;
+    };
+    const heads = (nm: 'q' | 'k' | 'v', shape: string) => node('Transpose', [node('Reshape', [proj(L[nm], nm), shape])], { perm: [0, 2, 1, 3] });
+    const q = rope(heads('q', 'qshape'));
+    const k = rope(heads('k', 'kvshape'));
+    const v = heads('v', 'kvshape');
     const pk = node('Concat', [`past_key_values.${l}.key`, k], { axis: 2 }, undefined, `present.${l}.key`);
     const pv = node('Concat', [`past_key_values.${l}.value`, v], { axis: 2 }, undefined, `present.${l}.value`);
     outputs.push({ name: pk, dtype: 'float32', dims: [1, KVH, 'total', hd] }, { name: pv, dtype: 'float32', dims: [1, KVH, 'total', hd] });

@@ -24,6 +24,8 @@ export function randomLlm(config: LlamaConfig, seed = 1, std = 0.08, tied = true
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const k of LAYER_MATRICES) L[k] = mat(shapes[k][0], shapes[k][1]);
+    // Biases about as large as the projections' outputs (Qwen2's): a kernel that drops one moves the logits far.
+    if (c.qkvBias) L.qkvBias = { q: fill(c.heads * c.headDim, () => 0.5 * normal()), k: fill(c.kvHeads * c.headDim, () => 0.5 * normal()), v: fill(c.kvHeads * c.headDim, () => 0.5 * normal()) };
     layers.push(L);
   }
   const embed = fill(c.vocab * D, () => 4 * std * normal());
@@ -51,6 +53,10 @@ export function randomQuantLlm(config: LlamaConfig, bits: 4 | 8, group = 32, see
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: new Float32Array(D).fill(1), mlpNorm: new Float32Array(D).fill(1) } as LayerWeights;
     for (const k of LAYER_MATRICES) L[k] = mat(shapes[k][0], shapes[k][1]);
+    if (c.qkvBias) {
+      const bias = (n: number) => Float32Array.from(bytes(n), (b) => ((b - 127.5) / 73.9) * 0.2);
+      L.qkvBias = { q: bias(c.heads * c.headDim), k: bias(c.kvHeads * c.headDim), v: bias(c.kvHeads * c.headDim) };
+    }
     layers.push(L);
   }
   const eb = bytes(c.vocab * D);

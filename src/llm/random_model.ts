@@ -2,7 +2,7 @@
 // directly as random bytes (seconds instead of minutes for a billion-parameter model).
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { mulberry32 } from '../util/random.js';
-import { LAYER_MATRICES, layerShapes, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QuantMatrix } from './types.js';
+import { LAYER_MATRICES, layerShapes, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QkvBias, type QuantMatrix } from './types.js';
 
 export { layerShapes } from './types.js';
 
@@ -31,6 +31,14 @@ export function randomQuantMatrix(N: number, K: number, bits: QBits, group: numb
   return { kind: 'q', bits, group, N, K, data, scales, zeros };
 }
 
+/**
+ * q/k/v biases of one layer (config.qkvBias): uniform in ±0.5, as large as the projections' outputs (Qwen2's k biases
+ * run larger still), so that a kernel that drops or misplaces them moves the logits far beyond rounding.
+ */
+function randomQkvBias(c: LlamaConfig, uni: (n: number, s: number) => Float32Array): QkvBias {
+  return { q: uni(c.heads * c.headDim, 0.5), k: uni(c.kvHeads * c.headDim, 0.5), v: uni(c.kvHeads * c.headDim, 0.5) };
+}
+
 /** Dense f32 weights, uniform in ±1/√K per matrix (activations stay O(1)); tied embeddings unless `untied`. */
 export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeights {
   const r = mulberry32(seed);
@@ -42,6 +50,7 @@ export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeight
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const m of LAYER_MATRICES) L[m] = dense(...shapes[m]);
+    if (c.qkvBias) L.qkvBias = randomQkvBias(c, uni);
     layers.push(L);
   }
   const embed = uni(c.vocab * c.hidden, 1);
@@ -73,6 +82,7 @@ export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed =
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const m of LAYER_MATRICES) L[m] = quant(...shapes[m]);
+    if (c.qkvBias) L.qkvBias = randomQkvBias(c, (n, s) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * s; return a; });
     layers.push(L);
   }
   const embed = new Float32Array(c.vocab * c.hidden);

@@ -99,6 +99,11 @@ export function checkForward(cfg: LlamaConfig, length: number, capacity: number,
   }
 }
 
+/** y[t] += b for each of the T rows of y. */
+function addRows(y: Float32Array, b: Float32Array, T: number): void {
+  for (let t = 0; t < T; t++) for (let i = 0; i < b.length; i++) y[t * b.length + i] += b[i];
+}
+
 export function checkTruncate(length: number, to: number): void {
   if (!Number.isInteger(to) || to < 0 || to > length) throw new InputError(`truncate(${to}): the cache holds ${length} positions`, {}, 'truncate to a length between 0 and the current length');
 }
@@ -153,6 +158,7 @@ export class ReferenceLlm implements LlmRunner {
       rmsNorm(x, L.attnNorm, c.rmsEps, T, h);
       this.tap?.(l, 'attn', h, T);
       matVec(L.q, h, T, q); matVec(L.k, h, T, k); matVec(L.v, h, T, v);
+      if (L.qkvBias) for (const [y, b] of [[q, L.qkvBias.q], [k, L.qkvBias.k], [v, L.qkvBias.v]]) addRows(y, b, T);
       const kc = this.kCache[l], vc = this.vCache[l];
       for (let t = 0; t < T; t++) {
         rope(q, t * H * hd, H, hd, p0 + t, this.rope.cos, this.rope.sin);

@@ -9,7 +9,10 @@ import { dot4Terms, META_IDS, quantBlock, scaleOf, zeroOf, type MatLayout } from
 
 const u = (n: number): string => `${n}u`;
 
-/** A matrix inside the packed weights buffer: its word offset (a multiple of 4) and layout (packMatrix's default). */
+/**
+ * A matrix inside the packed weights buffer: its word offset (a multiple of 4) and layout (packMatrix's default; q/k/v
+ * biases, where the model has them, at m.biasOff words after the offset, added before the rotation).
+ */
 export interface TinyMat { off: number; m: MatLayout }
 
 export interface TinySpec {
@@ -111,7 +114,7 @@ export function tinyDecodeKernel(s: TinySpec): string {
   ${quant(D)}
   for (var r = lid; r < ${u(NQ)}; r += ${u(WG)}) {
     ${dotRow(L.qkv, 'r', 'a')}
-    scr[r] = a;
+    scr[r] = a${L.qkv.m.biasOff === undefined ? '' : ` + bitcast<f32>(w32(lw + ${u(L.qkv.off + L.qkv.m.biasOff)} + r))`};
   }
   workgroupBarrier();
   for (var i = lid; i < ${u((H + KVH) * half)}; i += ${u(WG)}) {

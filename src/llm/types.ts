@@ -23,6 +23,11 @@ export interface LlamaConfig {
    * (Llama 3.1/3.2) divides the low ones by `factor`, keeps the high ones and blends those between. */
   ropeScaling?: RopeScaling;
   rmsEps: number;
+  /**
+   * q, k and v projections with biases (Qwen2; Hugging Face model_type 'qwen2'): each layer's `qkvBias` is added to
+   * the projections before the rotary embedding. Absent (not false) for Llama.
+   */
+  qkvBias?: true;
   bos?: number;
   eos?: number;
 }
@@ -64,6 +69,14 @@ export interface LayerWeights {
   gate: Matrix;
   up: Matrix;
   down: Matrix;
+  /** The q, k and v projections' biases (config.qkvBias): [heads·headDim], [kvHeads·headDim], [kvHeads·headDim]. */
+  qkvBias?: QkvBias;
+}
+
+export interface QkvBias {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
 }
 
 export interface LlmWeights {
@@ -105,6 +118,7 @@ export function bytesPerToken(w: LlmWeights): number {
   for (const l of w.layers) {
     for (const m of LAYER_MATRICES) b += matrixBytes(l[m]);
     b += l.attnNorm.byteLength + l.mlpNorm.byteLength;
+    if (l.qkvBias) b += l.qkvBias.q.byteLength + l.qkvBias.k.byteLength + l.qkvBias.v.byteLength;
   }
   return b;
 }

@@ -10,7 +10,7 @@ import {
   G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, META_BYTES, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, tilesOf,
   WAIT_SLOTS, X_BYTES, type LlmKernelSpec,
 } from './wasm_kernels.js';
-import { commonFmt, gateUpRows, packRows, plainRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
+import { commonFmt, gateUpRows, packRows, plainRows, qkvBiasRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
 
 export interface WasmLlmOptions {
   capacity?: number;
@@ -71,6 +71,8 @@ export class WasmLlm implements LlmRunner {
       qkv: kernelFmt(commonFmt([L0.q, L0.k, L0.v])), o: kernelFmt(commonFmt([L0.o])), gu: kernelFmt(commonFmt([L0.gate, L0.up])),
       down: kernelFmt(commonFmt([L0.down])), head: kernelFmt(commonFmt([w.lmHead])),
     };
+    // q/k/v biases where any layer has them (one without adds zeros); a model without runs Llama's module, byte for byte
+    if (w.layers.some((L) => L.qkvBias)) spec.qkvBias = true;
     const rt = await WasmRuntime.acquire({ threads: o.threads });
     const q4 = [spec.qkv, spec.o, spec.gu, spec.down, spec.head].some((f) => f.kind === 'q' && f.bits === 4);
     spec.int8 = o.activations === 'int8' && rt.relaxedSimd && q4;
@@ -121,7 +123,9 @@ export class WasmLlm implements LlmRunner {
           if (JSON.stringify(f) !== JSON.stringify(a)) throw new UnsupportedError(`layer ${l}: its matrices are stored unlike layer 0's (${JSON.stringify(f)} vs ${JSON.stringify(a)})`, {}, 'quantize every layer alike');
         };
         same(spec.qkv, [L.q, L.k, L.v]); same(spec.o, [L.o]); same(spec.gu, [L.gate, L.up]); same(spec.down, [L.down]);
-        const [qW, qS, qZ] = putMatrix(packRows(qkvRows(L.q, L.k, L.v, hd, rowsMul), D, spec.qkv));
+        const qkv = qkvRows(L.q, L.k, L.v, hd, rowsMul);
+        const bias = !spec.qkvBias ? undefined : L.qkvBias ? qkvBiasRows(L.qkvBias, hd, rowsMul) : new Float32Array(qkv.length);
+        const [qW, qS, qZ] = putMatrix(packRows(qkv, D, spec.qkv, bias));
         set(L_SLOT.qkvW, qW); set(L_SLOT.qkvS, qS); set(L_SLOT.qkvZ, qZ);
         const [oW, oS, oZ] = putMatrix(packRows(plainRows(L.o, rowsMul), qd, spec.o));
         set(L_SLOT.oW, oW); set(L_SLOT.oS, oS); set(L_SLOT.oZ, oZ);

@@ -78,6 +78,11 @@ export interface LlmKernelSpec {
    * i16x8.relaxed_dot_i8x16_i7x16_s (the module then needs relaxed SIMD). Other matrices keep int16 codes.
    */
   int8?: boolean;
+  /**
+   * q, k and v biases (Qwen2), added to the fused projection's outputs before the rotation: packed after its codes
+   * (packRows' bias: f32x4 per row block), at a constant offset from its W.
+   */
+  qkvBias?: boolean;
 }
 
 /** Slots (i32) of the pointer table the kernel reads: globals, then LAYER_SLOTS per layer. */
@@ -110,7 +115,7 @@ const groupOf = (f: MatFmt) => (f.kind === 'q' ? f.group : 0);
 
 export function llmKernel(s: LlmKernelSpec): KernelSource {
   const key = `llm:${s.D},${s.H},${s.KVH},${s.hd},${s.F},${s.vocab},${s.layers},${s.cap},${s.eps},${s.tmax}:` +
-    [s.qkv, s.o, s.gu, s.down, s.head].map(fmtKey).join(',') + (s.int8 ? ':i8' : '');
+    [s.qkv, s.o, s.gu, s.down, s.head].map(fmtKey).join(',') + (s.int8 ? ':i8' : '') + (s.qkvBias ? ':bias' : '');
   return { key, bytes: () => buildLlm(s), wholeRange: true };
 }
 
@@ -439,7 +444,7 @@ function emitPass(mod: ModuleBuilder, s: LlmKernelSpec, m: MatSpec, tr: number):
   const [rb0, t0, W, S, Z, Xp, XM] = P;
   const rr = blocksPerPass(m.fmt, tr);
   const vecs = (n: number) => Array.from({ length: tr }, () => Array.from({ length: n }, () => f.local('v128')));
-  const ep = new EpilogueEmitter(f, s, m, { t0, O1: P[7], O2: P[8], O3: P[9], O4: P[10], p0: P[11] });
+  const ep = new EpilogueEmitter(f, s, m, { t0, W, O1: P[7], O2: P[8], O3: P[9], O4: P[10], p0: P[11] });
   const K = m.K;
   const fmt = m.fmt;
   if (fmt.kind === 'q') {
@@ -671,7 +676,7 @@ class EpilogueEmitter {
   private readonly tmp2: Local;
   private readonly temps?: ActTemps;
   constructor(private readonly f: FunctionBuilder, private readonly s: LlmKernelSpec, private readonly m: MatSpec,
-    private readonly p: { t0: Local; O1: Local; O2: Local; O3: Local; O4: Local; p0: Local }) {
+    private readonly p: { t0: Local; W: Local; O1: Local; O2: Local; O3: Local; O4: Local; p0: Local }) {
     this.addr = f.local('i32'); this.rb = f.local('i32'); this.tmp = f.local('i32');
     this.tmp2 = f.local('v128');
     if (m.ep === 'silu') this.temps = new ActTemps(f);
@@ -718,11 +723,18 @@ class EpilogueEmitter {
     }
   }
 
-  /** q and k blocks: rotate (rotary pairs i, i+1 | i+half, i+half+1 in one vector) and store to Q / the K cache; v blocks to the V cache. */
+  /**
+   * q and k blocks: rotate (rotary pairs i, i+1 | i+half, i+half+1 in one vector) and store to Q / the K cache; v
+   * blocks to the V cache. With biases, v first gets its block's (the f32x4 at W + rb·16 past the matrix's codes).
+   */
   private rope(t: number, v: Local): void {
-    const { f, s, p } = this;
+    const { f, s, m, p } = this;
     const { H, KVH, hd, cap } = s;
     const qB = (H * hd) / 4, kB = (KVH * hd) / 4, bph = hd / 4;
+    if (s.qkvBias) {
+      const codes = tilesOf(m.blocks) * TILE_BLOCKS * (m.fmt.kind === 'q' ? (m.K * m.fmt.bits) / 2 : m.K * 16);
+      f.get(this.rb); f.i32(16); mul(f); f.get(p.W); add(f); f.v128_load(codes, 0); f.get(v); f.simd(SIMD.f32x4_add); f.set(v);
+    }
     const pos = this.tmp;
     this.row(t); f.get(p.p0); add(f); f.set(pos);
     /** Rotates v into tmp2 with the table row at ROPE + (pos*bph + block%bph)*32 (C, then S), then stores at dst. */

@@ -2,7 +2,7 @@
 // SIMD vector of outputs), q4/q8 codes arranged so that one 16-byte load unpacks with shifts and masks into i16x8
 // vectors of (4 rows x 2 k), the operand order of i32x4.dot_i16x8_s. The bytes of a quantized matrix are the
 // quantizer's codes, re-ordered, never re-quantized: the kernels compute exactly (q - zero) * scale.
-import { dequantRow, type Matrix, type QBits, type QuantMatrix } from './types.js';
+import { dequantRow, type Matrix, type QBits, type QkvBias, type QuantMatrix } from './types.js';
 
 /** A matrix format the kernels specialise on. */
 export type MatFmt = { kind: 'f32' } | { kind: 'q'; bits: QBits; group: number };
@@ -27,7 +27,7 @@ export interface PackedMatrix {
   blocks: number;
   /**
    * f32: [blocks][K][4] floats as bytes. q: [blocks/Q_INTERLEAVE][K/group][group/kPerLoad][Q_INTERLEAVE][16] codes
-   * (kPerLoad = 8 for q4, 4 for q8).
+   * (kPerLoad = 8 for q4, 4 for q8). Then, for rows with biases (packRows' bias), the biases: [blocks][4] f32.
    */
   w: Uint8Array;
   /** q only: [blocks/Q_INTERLEAVE][K/group][Q_INTERLEAVE][4] f32 scales and u8 zero points. */
@@ -56,11 +56,21 @@ function qRow(m: QuantMatrix, n: number): { q: Uint8Array; s: Float32Array; z: U
   return { q, s, z };
 }
 
-/** Packs rows (a multiple of 4 of them) into the layout of fmt. */
-export function packRows(rows: RowSrc[], K: number, fmt: MatFmt): PackedMatrix {
+/**
+ * Packs rows (a multiple of 4 of them) into the layout of fmt; `bias` (one per row, in the rows' order) follows the
+ * codes in w, a kernel reading it at a constant offset from the matrix.
+ */
+export function packRows(rows: RowSrc[], K: number, fmt: MatFmt, bias?: Float32Array): PackedMatrix {
   if (rows.length % 4) throw new Error('packRows: rows must come in blocks of 4');
   if (fmt.kind === 'q' && rows.length % (4 * Q_INTERLEAVE)) throw new Error(`packRows: quantized rows must come in runs of ${4 * Q_INTERLEAVE}`);
+  if (bias && bias.length !== rows.length) throw new Error('packRows: one bias per row');
   const blocks = rows.length / 4;
+  const withBias = (p: PackedMatrix): PackedMatrix => {
+    if (!bias) return p;
+    const w = new Uint8Array(p.w.byteLength + bias.byteLength);
+    w.set(p.w); w.set(new Uint8Array(bias.buffer, bias.byteOffset, bias.byteLength), p.w.byteLength);
+    return { ...p, w };
+  };
   if (fmt.kind === 'f32') {
     const out = new Float32Array(blocks * K * 4);
     const tmp = new Float32Array(K);
@@ -70,7 +80,7 @@ export function packRows(rows: RowSrc[], K: number, fmt: MatFmt): PackedMatrix {
       const b = i >> 2, l = i & 3, base = b * K * 4;
       for (let k = 0; k < K; k++) out[base + k * 4 + l] = tmp[k];
     });
-    return { fmt, K, blocks, w: new Uint8Array(out.buffer) };
+    return withBias({ fmt, K, blocks, w: new Uint8Array(out.buffer) });
   }
   const { bits, group } = fmt, G = K / group, I = Q_INTERLEAVE;
   const gBytes = (group * 4 * bits) / 8;
@@ -99,7 +109,7 @@ export function packRows(rows: RowSrc[], K: number, fmt: MatFmt): PackedMatrix {
       }
     }
   }
-  return { fmt, K, blocks, w, s, z };
+  return withBias({ fmt, K, blocks, w, s, z });
 }
 
 /** Rows of m in order, padded with zero rows to a multiple of `multiple`. */
@@ -111,23 +121,35 @@ export function plainRows(m: Matrix, multiple: number): RowSrc[] {
 }
 
 /**
- * q, k, v rows as the fused projection computes them: q and k heads in blocks [i, i+1, i+half, i+half+1] (the rotary
- * pairs of rotate_half in one vector), v in order.
+ * The fused projection's rows as (matrix 0 = q, 1 = k, 2 = v; row), null for padding: q and k heads in blocks
+ * [i, i+1, i+half, i+half+1] (the rotary pairs of rotate_half in one vector), v in order.
  */
-export function qkvRows(q: Matrix, k: Matrix, v: Matrix, headDim: number, multiple: number): RowSrc[] {
-  const rows: RowSrc[] = [];
+function qkvOrder(N: [number, number, number], headDim: number, multiple: number): ([number, number] | null)[] {
+  const rows: ([number, number] | null)[] = [];
   const half = headDim / 2;
-  for (const m of [q, k]) {
-    for (let h = 0; h < m.N / headDim; h++) {
+  for (const m of [0, 1]) {
+    for (let h = 0; h < N[m] / headDim; h++) {
       for (let i = 0; i < half; i += 2) {
         const b = h * headDim;
-        rows.push({ m, row: b + i }, { m, row: b + i + 1 }, { m, row: b + half + i }, { m, row: b + half + i + 1 });
+        rows.push([m, b + i], [m, b + i + 1], [m, b + half + i], [m, b + half + i + 1]);
       }
     }
   }
-  for (let n = 0; n < v.N; n++) rows.push({ m: v, row: n });
+  for (let n = 0; n < N[2]; n++) rows.push([2, n]);
   while (rows.length % multiple) rows.push(null);
   return rows;
+}
+
+/** q, k, v rows as the fused projection computes them (qkvOrder). */
+export function qkvRows(q: Matrix, k: Matrix, v: Matrix, headDim: number, multiple: number): RowSrc[] {
+  const ms = [q, k, v];
+  return qkvOrder([q.N, k.N, v.N], headDim, multiple).map((r) => r && { m: ms[r[0]], row: r[1] });
+}
+
+/** The q, k, v biases in the rows' order of qkvRows (0 for padding rows): packRows' bias of the fused projection. */
+export function qkvBiasRows(b: QkvBias, headDim: number, multiple: number): Float32Array {
+  const bs = [b.q, b.k, b.v];
+  return Float32Array.from(qkvOrder([b.q.length, b.k.length, b.v.length], headDim, multiple), (r) => (r ? bs[r[0]][r[1]] : 0));
 }
 
 /** gate and up rows interleaved by blocks of 4: gate f..f+3, up f..f+3, … (the SiLU·mul epilogue pairs them). */

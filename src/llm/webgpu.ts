@@ -280,19 +280,19 @@ export function concatRows(ms: Matrix[], what: string): Matrix {
 /**
  * A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row;
  * `rowAlign` > 0: each row's scales and zero points right after its data words, rows padded to a multiple of that
- * many words (at least 4).
+ * many words (at least 4). `bias` (N values): the rows' biases as f32 words after everything (MatLayout.biasOff).
  */
-export function packMatrix(m: Matrix, rowAlign = 0): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
+export function packMatrix(m: Matrix, rowAlign = 0, bias?: Float32Array): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
+  if (bias && bias.length !== m.N) throw new Error(`packMatrix: ${bias.length} biases for ${m.N} rows`);
+  // f16 scales where every scale is a normal f16 value (webjit's quantizer rounds them so) or 0.
+  const f16 = m.kind === 'q' && m.scales.every((v) => v === 0 || (Math.abs(v) >= 6.103515625e-5 && f16ToF32(f32ToF16(v)) === v));
+  const layout = m.kind === 'f32' ? matLayout('f32', 32, m.K, m.N, m.K, false, 0, !!bias) : matLayout('q', m.bits, m.group, m.N, m.K, f16, rowAlign, !!bias);
+  const words = new Uint32Array(layout.words);
+  if (bias) new Float32Array(words.buffer, layout.biasOff! * 4, m.N).set(bias);
   if (m.kind === 'f32') {
-    const layout = matLayout('f32', 32, m.K, m.N, m.K);
-    const words = new Uint32Array(layout.words);
-    new Float32Array(words.buffer).set(m.data);
+    new Float32Array(words.buffer, 0, m.data.length).set(m.data);
     return { layout, words };
   }
-  // f16 scales where every scale is a normal f16 value (webjit's quantizer rounds them so) or 0.
-  const f16 = m.scales.every((v) => v === 0 || (Math.abs(v) >= 6.103515625e-5 && f16ToF32(f32ToF16(v)) === v));
-  const layout = matLayout('q', m.bits, m.group, m.N, m.K, f16, rowAlign);
-  const words = new Uint32Array(layout.words);
   const bytes = new Uint8Array(words.buffer);
   const G = layout.groups, zRow = Math.ceil((G * m.bits) / 8);
   if (layout.inRow) {
@@ -575,8 +575,8 @@ export class WebGpuLlm implements LlmRunner {
      * quantize for the next matrix).
      */
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
-      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean } => {
-      const packed = packMatrix(m, llmGpuConfig.rowMeta);
+      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }, bias?: Float32Array): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean } => {
+      const packed = packMatrix(m, llmGpuConfig.rowMeta, bias);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
       const plain = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: int8 };
@@ -634,7 +634,9 @@ export class WebGpuLlm implements LlmRunner {
       const last = l === c.layers - 1;
       const kv: Bind = kvAll ? { buffer: kvAll, offset: l * kvBytes, size: 2 * KVH * cap * HD * 4 } : this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
       const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff };
-      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`, downOut);
+      // Qwen2's q/k/v biases travel in the fused matrix's buffer (MatLayout.biasOff): the kernels bind no more buffers.
+      const b = Lw.qkvBias, qkvBias = b && Float32Array.from([...b.q, ...b.k, ...b.v]);
+      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`, downOut, undefined, qkvBias);
       const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`, () => attnQuant, { norm: true });
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
       const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last ? undefined : { norm: true });
@@ -1142,6 +1144,7 @@ function checkWeights(w: LlmWeights): void {
     vec(L.mlpNorm, D, `layer ${l} mlp norm`);
     mat(L.q, qd, D, `layer ${l} q`); mat(L.k, kvd, D, `layer ${l} k`); mat(L.v, kvd, D, `layer ${l} v`); mat(L.o, D, qd, `layer ${l} o`);
     mat(L.gate, F, D, `layer ${l} gate`); mat(L.up, F, D, `layer ${l} up`); mat(L.down, D, F, `layer ${l} down`);
+    if (L.qkvBias) { vec(L.qkvBias.q, qd, `layer ${l} q bias`); vec(L.qkvBias.k, kvd, `layer ${l} k bias`); vec(L.qkvBias.v, kvd, `layer ${l} v bias`); }
   });
 }
 

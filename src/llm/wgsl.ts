@@ -44,22 +44,31 @@ export interface MatLayout {
   /** Scales as f16 pairs. */
   scaleF16: boolean;
   zeroOff: number;
+  /**
+   * The rows' biases (q/k/v of Qwen2), N f32 words at this offset after everything else; absent without. Only the
+   * q/k/v epilogue reads them (epilogueLines).
+   */
+  biasOff?: number;
   words: number;
 }
 
-/** `rowAlign` > 0: the in-row layout (MatLayout.inRow), each row padded to a multiple of that many words (at least 4). */
-export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, rowAlign = 0): MatLayout {
+/**
+ * `rowAlign` > 0: the in-row layout (MatLayout.inRow), each row padded to a multiple of that many words (at least 4).
+ * `bias`: N more words for the rows' biases (MatLayout.biasOff).
+ */
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, rowAlign = 0, bias = false): MatLayout {
+  const withBias = (m: MatLayout): MatLayout => (bias ? { ...m, biasOff: m.words, words: m.words + N } : m);
   const wpr = (K * bits) / 32;
-  if (kind === 'f32') return { kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, stride: wpr, inRow: false, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr };
+  if (kind === 'f32') return withBias({ kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, stride: wpr, inRow: false, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr });
   const groups = K / group, zpr = Math.ceil((groups * bits) / 32);
   if (rowAlign > 0) {
     const sw = scaleF16 ? Math.ceil(groups / 2) : groups;
     const align = Math.max(4, rowAlign);
     const stride = Math.ceil((wpr + sw + zpr) / align) * align;
-    return { kind, bits, group, N, K, wpr, groups, zpr, stride, inRow: true, scaleOff: wpr, scaleF16, zeroOff: wpr + sw, words: N * stride };
+    return withBias({ kind, bits, group, N, K, wpr, groups, zpr, stride, inRow: true, scaleOff: wpr, scaleF16, zeroOff: wpr + sw, words: N * stride });
   }
   const scaleOff = N * wpr, zeroOff = scaleOff + (scaleF16 ? Math.ceil((N * groups) / 2) : N * groups);
-  return { kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr };
+  return withBias({ kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr });
 }
 
 /** A WGSL expression safe to combine with any operator (WGSL refuses e.g. `a / b >> c` without parentheses). */
@@ -88,7 +97,8 @@ export type Epilogue =
   | { kind: 'gateup'; F: number }
   /**
    * Rows are q|k|v heads of headDim; units are rotary pairs (i, i + headDim/2) of a head. q is rotated into Q, k
-   * rotated and v copied into the layer's cache [2, kvHeads, capacity, headDim] at position p0 + t.
+   * rotated and v copied into the layer's cache [2, kvHeads, capacity, headDim] at position p0 + t (the rows' biases
+   * added first where the matrix has them: MatLayout.biasOff).
    */
   | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number };
 
@@ -260,18 +270,23 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
     case 'qkv': {
       const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = epi;
       const half = HD / 2;
+      // Biases (MatLayout.biasOff: words of W after the matrix) are added to the pair's rows before the rotation, into
+      // ba, bb (ya, yb are lets of the caller's scope).
+      const bias = m.biasOff !== undefined;
+      const [a, b] = bias ? ['ba', 'bb'] : ['ya', 'yb'];
       return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`,
+        ...(bias ? [`let bo = ${u(m.biasOff!)} + hh * ${u(HD)} + jj; let ba = ya + bitcast<f32>(w32(bo)); let bb = yb + bitcast<f32>(w32(bo + ${u(half)}));`] : []),
         `let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`,
         `let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`,
         `if (hh < ${u(H)}) {
         let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
-        QO[o] = ya * cs - yb * sn; QO[o + ${u(half)}] = yb * cs + ya * sn;
+        QO[o] = ${a} * cs - ${b} * sn; QO[o + ${u(half)}] = ${b} * cs + ${a} * sn;
       } else if (hh < ${u(H + KVH)}) {
         let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ya * cs - yb * sn; KV[o + ${u(half)}] = yb * cs + ya * sn;
+        KV[o] = ${a} * cs - ${b} * sn; KV[o + ${u(half)}] = ${b} * cs + ${a} * sn;
       } else {
         let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ya; KV[o + ${u(half)}] = yb;
+        KV[o] = ${a}; KV[o + ${u(half)}] = ${b};
       }`];
     }
   }
