@@ -9,7 +9,7 @@ import { registerLlmBackend } from './registry.js';
 import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
 import { LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionCombineKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, preBound, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
@@ -58,6 +58,8 @@ export const llmGpuConfig = {
   attnSplitKeys: 256,
   /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
   stageBytes: 32768,
+  /** Largest embedding chunk in bytes (undefined: the device's binding limit; tests force small chunks). */
+  embedChunkBytes: undefined as number | undefined,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
   /** Rewrites a matrix-vector kernel's WGSL (benchmarks' timing-only ablations: the results are then wrong). */
@@ -396,6 +398,8 @@ export class WebGpuLlm implements LlmRunner {
   private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: Bind; attnBind: GPUBindGroup | null }[] = [];
   /** The one-workgroup decode of every layer (WebGpuLlmOptions.tinyDecode), where taken. */
   private tiny: { pipeline: GPUComputePipeline; bind: GPUBindGroup } | null = null;
+  /** An embedding table larger than one binding: the kernel that gathers the tokens' rows into x before layer 0. */
+  private embedGather: { pipeline: GPUComputePipeline; bind: GPUBindGroup } | null = null;
   private head!: GemvKernels;
   private attention!: GPUComputePipeline;
   private attnCombine!: GPUComputePipeline;
@@ -409,7 +413,7 @@ export class WebGpuLlm implements LlmRunner {
   int8Fallback: ActivationsFallback | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
-    private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number },
+    private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number; maxStorageBuffers: number },
     /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
     readonly activations: 'f32' | 'int8', private readonly wantTiny = false) {
     this.config = w.config;
@@ -447,6 +451,7 @@ export class WebGpuLlm implements LlmRunner {
       maxBindingSize: L.maxStorageBufferBindingSize,
       maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
       maxInvocations: Math.min(L.maxComputeInvocationsPerWorkgroup, L.maxComputeWorkgroupSizeX),
+      maxStorageBuffers: L.maxStorageBuffersPerShaderStage,
       dot4: ctx ? ctx.caps.dot4 : hasDot4((globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu),
     };
     if (L.maxStorageBuffersPerShaderStage < 7) {
@@ -551,6 +556,7 @@ export class WebGpuLlm implements LlmRunner {
     this.meta = this.upload(metaInit, COPY_DST, 'the RoPE table');
 
     this.x = this.alloc(maxT * D * 4, 0, 'activations');
+    const pending0: Promise<unknown>[] = [];
     this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
@@ -564,11 +570,28 @@ export class WebGpuLlm implements LlmRunner {
       this.buffers.push(resolve, read);
       this.timestamps = { set: this.device.createQuerySet({ type: 'timestamp', count: 2 }), resolve, read };
     }
-    const embed = this.upload(w.embed, 0, 'the embedding table');
+    // The embedding table: gathered by layer 0's q/k/v kernels where it fits one binding, else held in chunks of rows
+    // that embedGatherKernel reads (one dispatch more a forward).
+    const rowBytes = D * 4, chunkBytes = Math.min(this.caps.maxBindingSize, llmGpuConfig.embedChunkBytes ?? Infinity);
+    const chunked = w.embed.byteLength > chunkBytes;
+    let embed: GPUBuffer | null = null;
+    if (!chunked) embed = this.upload(w.embed, 0, 'the embedding table');
+    else {
+      const rowsPer = Math.floor(chunkBytes / rowBytes), chunks = Math.ceil(c.vocab / rowsPer), most = this.caps.maxStorageBuffers - 2;
+      if (rowsPer < 1 || chunks > most) {
+        throw new ResourceLimitError(`the embedding table takes ${w.embed.byteLength} bytes: ${chunks} buffers of at most ${chunkBytes} bytes, and a kernel binds ${most}`, {},
+          'use a smaller model, a device with larger limits, or backend \'wasm\'');
+      }
+      const parts = Array.from({ length: chunks }, (_, i) => this.upload(w.embed.subarray(i * rowsPer * D, Math.min(c.vocab, (i + 1) * rowsPer) * D), 0, 'the embedding table'));
+      const bindings = 'r'.repeat(chunks + 1) + 'w';
+      pending0.push(this.pipeline(embedGatherKernel(D, rowsPer, chunks), bindings).then((p) => {
+        this.embedGather = { pipeline: p, bind: this.bindGroup(this.layoutFor(bindings).bgl, [this.meta, ...parts, this.x]) };
+      }));
+    }
     this.finalNorm = this.upload(w.norm, 0, 'norm weights');
     this.weightBytesPerToken = (D + D + 2 * c.layers * D) * 4;
 
-    const pending: Promise<unknown>[] = [];
+    const pending: Promise<unknown>[] = pending0;
     /**
      * A matrix's kernels: per token bucket its spec (int8 activations: `fed(TB)` says whether the producer's epilogue
      * quantized x for it, else quantRowsKernel does where the kernel reads x quantized; `qout` makes its own epilogue
@@ -626,7 +649,7 @@ export class WebGpuLlm implements LlmRunner {
     let downOut: (TB: number) => boolean = () => false;
     // The tiny decode kernel binds every layer's cache as one buffer: the layers' caches are ranges of it.
     const kvBytes = Math.ceil((2 * KVH * cap * HD * 4) / 256) * 256;
-    const kvAll = this.wantTiny ? this.alloc(kvBytes * c.layers, 0, 'the KV cache') : null;
+    const kvAll = this.wantTiny && embed ? this.alloc(kvBytes * c.layers, 0, 'the KV cache') : null;
     const tinyMats: { qkv: ReturnType<typeof packMatrix>; o: ReturnType<typeof packMatrix>; gu: ReturnType<typeof packMatrix>; down: ReturnType<typeof packMatrix> }[] = [];
     for (let l = 0; l < c.layers; l++) {
       const Lw = w.layers[l];
@@ -636,19 +659,20 @@ export class WebGpuLlm implements LlmRunner {
       const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff };
       // Qwen2's q/k/v biases travel in the fused matrix's buffer (MatLayout.biasOff): the kernels bind no more buffers.
       const b = Lw.qkvBias, qkvBias = b && Float32Array.from([...b.q, ...b.k, ...b.v]);
-      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, l === 0, qkvEpi, `layer ${l} q/k/v`, downOut, undefined, qkvBias);
+      const gather = l === 0 && !!embed;
+      const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, gather, qkvEpi, `layer ${l} q/k/v`, downOut, undefined, qkvBias);
       const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`, () => attnQuant, { norm: true });
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
       const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last ? undefined : { norm: true });
       downOut = down.quantOut;
       if (kvAll) tinyMats.push({ qkv: qkv.packed, o: o.packed, gu: gu.packed, down: down.packed });
-      qkv.k.bind = this.bindGroup(qkv.k.layout, l === 0
-        ? [this.meta, qkv.buf, embed, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k, B)]
+      qkv.k.bind = this.bindGroup(qkv.k.layout, gather
+        ? [this.meta, qkv.buf, embed!, attnNorm, this.q, kv, this.x, ...this.preBufs(qkv.k, B)]
         : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k, B)]);
       o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...this.preBufs(o.k, A, B, mlpNorm)]);
       gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...this.preBufs(gu.k, B, A)]);
       down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...this.preBufs(down.k, A, B, last ? undefined : norms[l + 1].attn)]);
-      quantBind(qkv.k, l === 0 ? embed : this.x, attnNorm, B, l === 0 ? this.x : null);
+      quantBind(qkv.k, gather ? embed! : this.x, attnNorm, B, gather ? this.x : null);
       quantBind(o.k, this.attn, null, A, null);
       quantBind(gu.k, this.x, mlpNorm, B, null);
       quantBind(down.k, this.g, null, A, null);
@@ -666,7 +690,7 @@ export class WebGpuLlm implements LlmRunner {
     pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
-    if (kvAll) pending.push(this.initTiny(tinyMats, kvAll, kvBytes / 4, embed, ropeOff));
+    if (kvAll) pending.push(this.initTiny(tinyMats, kvAll, kvBytes / 4, embed!, ropeOff));
     await Promise.all(pending);
     const attnLayout = this.layoutFor(attnB).bgl;
     const parts = this.alloc(SPLIT_MAX_T * H * ATTN_SPLITS_MAX * (HD / 4 + 1) * 16, 0, 'attention partials');
@@ -1068,7 +1092,8 @@ export class WebGpuLlm implements LlmRunner {
       dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
     };
     if (T === 1 && this.tiny) dispatch('tiny decode', this.tiny.pipeline, this.tiny.bind, 1);
-    else for (const L of this.layers) {
+    else if (this.embedGather) dispatch('embedding', this.embedGather.pipeline, this.embedGather.bind, T);
+    if (!(T === 1 && this.tiny)) for (const L of this.layers) {
       gemv('qkv', L.qkv, T, TB);
       dispatch('attention', this.attention, L.attnBind!, this.config.heads, T, splits);
       if (splits > 1) dispatch('attention combine', this.attnCombine, this.combineBind, this.config.heads, T);

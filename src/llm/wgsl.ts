@@ -1202,6 +1202,34 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }
 
 /**
+ * The tokens' embedding rows copied into x, one workgroup per token, from a table held as `chunks` buffers of
+ * `rowsPerChunk` rows (E0, E1, …): a table larger than the device binds in one buffer (Qwen2.5-7B's 152064 × 3584 f32,
+ * 2.18 GB). Models whose table fits gather inside layer 0's q/k/v kernels instead.
+ */
+export function embedGatherKernel(D: number, rowsPerChunk: number, chunks: number, WG = 64): string {
+  const D4 = D / 4;
+  const decls = Array.from({ length: chunks }, (_, i) => `@group(0) @binding(${i + 1}) var<storage, read> E${i}: array<vec4f>;`).join('\n');
+  const pick = Array.from({ length: chunks }, (_, i) => (i < chunks - 1 ? `if (c == ${u(i)}) { v = E${i}[o]; } else ` : `{ v = E${i}[o]; }`)).join('');
+  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+${decls}
+@group(0) @binding(${chunks + 1}) var<storage, read_write> XW: array<vec4f>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x;
+  let id = MT[${u(META_IDS)} + t];
+  let c = id / ${u(rowsPerChunk)};
+  let r = id % ${u(rowsPerChunk)};
+  for (var k = lid; k < ${u(D4)}; k += ${u(WG)}) {
+    let o = r * ${u(D4)} + k;
+    var v: vec4f;
+    ${pick}
+    XW[t * ${u(D4)} + k] = v;
+  }
+}
+`;
+}
+
+/**
  * Argmax of `MT[3]` rows of logits (the first index of the maximum, as the reference's loop picks it); row r's
  * index goes to RES[MT[4] + r], and with MT[5] = 1 the last row's also becomes the next forward's token (greedy
  * decoding with no read-back between steps).
