@@ -424,3 +424,38 @@ test('bench-llm precisions: a quantized model runs as stored or dequantized (f32
   assert.ok(maxDiff(a, b) <= 1e-5 * maxAbs(a), `${maxDiff(a, b)}`);
   assert.equal(dequantizeLlm(dense).quant, dense.quant);
 });
+
+test('end-of-sequence ids: config.json\'s id or list (Llama 3.1: three) and generation_config.json\'s are read; generation stops at any of them unless ignoreEos', async () => {
+  const { configFromHf } = await import('../src/llm/model_io.js');
+  const { TextGenerator } = await import('../src/generate/generate.js');
+  const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
+  const base = hfConfig(llamaConfig());
+  assert.deepEqual(configFromHf({ ...base, eos_token_id: [128001, 128008, 128009] }).eos, [128001, 128008, 128009]);
+  assert.equal(configFromHf({ ...base, eos_token_id: 2 }).eos, 2);
+  assert.equal(configFromHf({ ...base, eos_token_id: null }).eos, undefined);
+  assert.throws(() => configFromHf({ ...base, eos_token_id: [1, 'x'] }), GraphError);
+  // A folder whose generation_config.json names one more id.
+  const w = randomLlm(llamaConfig({ eos: undefined }), 23);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-eos-'));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors], {}));
+  // The greedy continuation without any end-of-sequence id; then a token first seen after the first made one.
+  const gen0 = new TextGenerator(new LlmCausalLM(new ReferenceLlm(w, 64)));
+  const free = gen0.generate(PROMPT, { maxTokens: 10 });
+  await free.all();
+  const k = free.ids.findIndex((id, i) => i >= 1 && !free.ids.slice(0, i).includes(id));
+  assert.ok(k >= 1, `a token first seen after the first: ${free.ids}`);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { eos_token_id: 255, tie_word_embeddings: true })));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [255, free.ids[k]] }));
+  const hf = await loadLlm(dir);
+  assert.deepEqual(hf.config.eos, [255, free.ids[k]]);
+  const gen = new TextGenerator(new LlmCausalLM(new ReferenceLlm(hf, 64)));
+  const g = gen.generate(PROMPT, { maxTokens: 10 });
+  await g.all();
+  assert.deepEqual(g.ids, free.ids.slice(0, k));
+  assert.equal(g.stats!.stopReason, 'eos');
+  const past = gen.generate(PROMPT, { maxTokens: 10, ignoreEos: true });
+  await past.all();
+  assert.deepEqual(past.ids, free.ids);
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), '{ not json');
+  await assert.rejects(loadLlm(dir), InputError);
+});

@@ -141,7 +141,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--seed <n>', 'seed of sampling (default: random)', (v) => parseInt(v, 10))
     .option('--stop <text...>', 'stop before any of these strings (needs --tokenizer)', [])
     .option('--stop-id <ids...>', 'stop at any of these token ids (comma-separated)', [])
-    .option('--ignore-eos', "go on past the tokenizer's EOS token")
+    .option('--ignore-eos', "go on past the EOS tokens (the tokenizer's and those the model's config names)")
     .option('--quant <q>', 'LLM weights: q4 or q8 (round-to-nearest, groups of 32, quantized on the fly), f16 or f32 (dense as loaded)')
     .addOption(new Option('--activations <kind>', 'int8 decodes 4-bit matrices with x rounded to 8 bits, faster (WebGPU with dot4I8Packed, Wasm with relaxed SIMD; else f32)').choices(['f32', 'int8']))
     .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')

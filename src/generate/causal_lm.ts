@@ -13,6 +13,8 @@ export interface CausalLM {
   readonly vocab: number | undefined;
   /** Positions in the KV cache. */
   readonly pastLength: number;
+  /** End-of-sequence ids the model itself names (an LLM's config), besides its tokenizer's EOS token. */
+  readonly eosIds?: readonly number[];
   /** Most positions the cache holds, when it has a fixed size. */
   readonly capacity?: number;
   /** Forgets the cache and runs the prompt; returns the logits of its last position. */
@@ -32,6 +34,7 @@ export class LlmCausalLM implements CausalLM {
   get vocab(): number { return this.runner.config.vocab; }
   get pastLength(): number { return this.runner.length; }
   get capacity(): number { return this.runner.capacity; }
+  get eosIds(): number[] { const e = this.runner.config.eos; return e === undefined ? [] : Array.isArray(e) ? e : [e]; }
 
   async prefill(ids: readonly number[]): Promise<Float32Array> {
     if (ids.length === 0) throw new InputError('the prompt has no tokens', { input: 'input_ids' }, 'give at least one token (e.g. the BOS token)');

@@ -34,7 +34,8 @@ export interface GenerateOptions extends SamplingOptions {
   maxTokens?: number;
   /**
    * Generation ends at any of these: a string (needs a tokenizer; the text before it is the last emitted) or a token
-   * id (not emitted). The tokenizer's EOS token always stops, unless `ignoreEos`.
+   * id (not emitted). The tokenizer's EOS token and the end-of-sequence ids the model's config names always stop,
+   * unless `ignoreEos`.
    */
   stop?: readonly (string | number)[];
   /** Keep going past the tokenizer's EOS token (default false). */
@@ -219,7 +220,7 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
     if (stopStrings.length && !tok) throw new InputError('stop strings need a tokenizer', {}, 'pass { tokenizer }, or stop on token ids');
     if (stopStrings.some((s) => s === '')) throw new InputError('a stop string is empty');
     for (const id of stopIds) if (!Number.isInteger(id) || id < 0) throw new InputError(`stop token id ${id} is not a token id`);
-    const eos = tok && !opts.ignoreEos ? tok.eosTokenId : undefined;
+    const eos = new Set(opts.ignoreEos ? [] : [...(tok?.eosTokenId === undefined ? [] : [tok.eosTokenId]), ...(this.decoder.eosIds ?? [])]);
     const sampler = new Sampler(opts);
     const self = this;
 
@@ -253,7 +254,7 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
               const now = performance.now();
               if (i === 0) tFirst = now;
               tLast = now;
-              if (stopIds.has(id) || id === eos) { reason = stopIds.has(id) ? 'stopToken' : 'eos'; break generation; }
+              if (stopIds.has(id) || eos.has(id)) { reason = stopIds.has(id) ? 'stopToken' : 'eos'; break generation; }
               g.ids.push(id);
               let text = streamer ? streamer.push(id) : '';
               let stopped = false;

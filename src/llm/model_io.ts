@@ -37,7 +37,7 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
     kvHeads: num('num_key_value_heads', heads), headDim: num('head_dim', hidden / heads),
     maxPositions: num('max_position_embeddings', 2048), ropeTheta: num('rope_theta', 10000), rmsEps: num('rms_norm_eps', 1e-6),
     bos: typeof j.bos_token_id === 'number' ? j.bos_token_id : undefined,
-    eos: typeof j.eos_token_id === 'number' ? j.eos_token_id : undefined,
+    eos: eosIds(j.eos_token_id, where),
   };
   const scaling = ropeScalingFromHf(j.rope_scaling, where);
   if (scaling) c.ropeScaling = scaling;
@@ -57,6 +57,20 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
   }
   checkConfig(c, where);
   return c;
+}
+
+/** eos_token_id: an id, or a list of them (Llama 3.1/3.2: end_of_text, eom_id, eot_id); null or absent: none. */
+function eosIds(v: unknown, where: string): number | number[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  const ids = Array.isArray(v) ? v : [v];
+  for (const id of ids) if (!Number.isInteger(id) || (id as number) < 0) throw new GraphError(`${where}: eos_token_id ${JSON.stringify(v)} is not a token id or a list of them`);
+  return Array.isArray(v) ? [...new Set(v as number[])] : (v as number);
+}
+
+/** The union of two eos_token_id values (config.json's and generation_config.json's). */
+function mergeEos(a: number | number[] | undefined, b: number | number[] | undefined): number | number[] | undefined {
+  const ids = [...new Set([a, b].flat().filter((x): x is number => x !== undefined))];
+  return ids.length === 0 ? undefined : ids.length === 1 ? ids[0] : ids;
 }
 
 /** `rope_scaling` of a config.json: none, 'linear' or 'llama3'; the others (dynamic NTK, YaRN, LongRoPE) are refused. */
@@ -197,6 +211,13 @@ export async function loadLlm(path: string, opts: { quantize?: ModelQuantOptions
     throw new InputError(`${cfgPath}: ${(e as Error).message}`, {}, 'a Hugging Face model folder has config.json and *.safetensors');
   }
   const config = configFromHf(cfgJson, cfgPath);
+  // generation_config.json may name more end-of-sequence ids (Qwen2.5-Instruct: <|im_end|> and <|endoftext|>).
+  const genPath = nodePath.join(path, 'generation_config.json');
+  let gen: Record<string, unknown> | null = null;
+  try { gen = JSON.parse(await fs.readFile(genPath, 'utf8')) as Record<string, unknown>; } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new InputError(`${genPath}: ${(e as Error).message}`, {}, 'fix or remove generation_config.json');
+  }
+  if (gen) config.eos = mergeEos(config.eos, eosIds(gen.eos_token_id, genPath));
   const parts = (await fs.readdir(path)).filter((n) => n.endsWith('.safetensors')).sort();
   if (parts.length === 0) throw new InputError(`${path}: no *.safetensors files`, {}, 'convert PyTorch .bin checkpoints to safetensors first');
   const merged: StFile = { tensors: new Map(), metadata: {} };

@@ -29,7 +29,8 @@ export interface LlamaConfig {
    */
   qkvBias?: true;
   bos?: number;
-  eos?: number;
+  /** End-of-sequence id(s) of config.json and generation_config.json (Llama 3.1 names three): generation stops at each. */
+  eos?: number | number[];
 }
 
 export type RopeScaling =
