@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readSafetensors, writeSafetensors, f16Tensor } from '../src/llm/safetensors.js';
+import { readSafetensors, writeSafetensors, f16Tensor, type StTensor } from '../src/llm/safetensors.js';
 import { decodeLlm, encodeLlm, loadLlm } from '../src/llm/model_io.js';
 import { quantizeMatrix, quantizeRtn } from '../src/llm/quantize.js';
 import { quantizeAwq } from '../src/llm/awq.js';
@@ -458,4 +458,41 @@ test('end-of-sequence ids: config.json\'s id or list (Llama 3.1: three) and gene
   assert.deepEqual(past.ids, free.ids);
   fs.writeFileSync(path.join(dir, 'generation_config.json'), '{ not json');
   await assert.rejects(loadLlm(dir), InputError);
+});
+
+test('Phi-3: a Hugging Face folder with fused qkv_proj and gate_up_proj loads as the same matrices split by rows; its sliding window bounds the cache; longrope and partial rotary embeddings are refused by name', async () => {
+  const { configFromHf } = await import('../src/llm/model_io.js');
+  const w = randomLlm(GQA, 29);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-phi3-'));
+  const plain = readSafetensors(encodeLlm(w, { f32: true })).tensors;
+  const fused: [string, StTensor][] = [];
+  const cat = (names: string[]): StTensor => {
+    const parts = names.map((n) => plain.get(n)!);
+    const bytes = new Uint8Array(parts.reduce((a, t) => a + t.bytes.length, 0));
+    let o = 0;
+    for (const t of parts) { bytes.set(t.bytes, o); o += t.bytes.length; }
+    return { dtype: parts[0].dtype, shape: [parts.reduce((a, t) => a + t.shape[0], 0), parts[0].shape[1]], bytes };
+  };
+  for (const [name, t] of plain) if (!/(q|k|v|gate|up)_proj/.test(name)) fused.push([name, t]);
+  for (let l = 0; l < GQA.layers; l++) {
+    const p = `model.layers.${l}`;
+    fused.push([`${p}.self_attn.qkv_proj.weight`, cat(['q', 'k', 'v'].map((k) => `${p}.self_attn.${k}_proj.weight`))]);
+    fused.push([`${p}.mlp.gate_up_proj.weight`, cat(['gate', 'up'].map((k) => `${p}.mlp.${k}_proj.weight`))]);
+  }
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors(fused, {}));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { model_type: 'phi3', sliding_window: 47, tie_word_embeddings: true, rope_scaling: null })));
+  const phi = await loadLlm(dir);
+  assert.equal(phi.config.maxPositions, 47, 'the window bounds the cache');
+  for (let l = 0; l < GQA.layers; l++) {
+    for (const k of ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const) {
+      const a = phi.layers[l][k], b = w.layers[l][k];
+      assert.ok(a.kind === 'f32' && b.kind === 'f32' && a.N === b.N);
+      assert.deepEqual(a.data, b.data, `layer ${l} ${k}`);
+    }
+  }
+  const want = await new ReferenceLlm(w, 32).forward(PROMPT, true);
+  assert.deepEqual(await new ReferenceLlm(phi, 32).forward(PROMPT, true), want);
+  const base = { ...hfConfig(llamaConfig()), model_type: 'phi3' };
+  assert.throws(() => configFromHf({ ...base, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1] } }), UnsupportedError);
+  assert.throws(() => configFromHf({ ...base, partial_rotary_factor: 0.5 }), (e: unknown) => e instanceof UnsupportedError && /partial_rotary_factor/.test(e.message));
 });

@@ -19,9 +19,10 @@ const HF_NAME: Record<LayerMatrix, string> = {
 export function configFromHf(j: Record<string, unknown>, where = 'config.json'): LlamaConfig {
   const type = String(j.model_type ?? '');
   // Mistral is the Llama architecture with an optional sliding attention window (see maxPositions below); Qwen2 (and
-  // Qwen2.5) is the Llama architecture with biases on the q, k and v projections.
-  if (type !== 'llama' && type !== 'mistral' && type !== 'qwen2') {
-    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture (model_type 'llama', 'mistral' or 'qwen2')`, {},
+  // Qwen2.5) is the Llama architecture with biases on the q, k and v projections; Phi-3 stores q/k/v and gate/up fused
+  // (weightsFrom splits them) and has a window too (its long-context variants' 'longrope' scaling is refused below).
+  if (type !== 'llama' && type !== 'mistral' && type !== 'qwen2' && type !== 'phi3') {
+    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture (model_type 'llama', 'mistral', 'qwen2' or 'phi3')`, {},
       'export other architectures to ONNX with a KV cache and run them with `webjit generate MODEL.onnx`');
   }
   const num = (k: string, def?: number): number => {
@@ -29,6 +30,9 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new GraphError(`${where}: '${k}' is ${JSON.stringify(v)}; expected a number`);
     return v;
   };
+  if (typeof j.partial_rotary_factor === 'number' && j.partial_rotary_factor !== 1) {
+    throw new UnsupportedError(`${where}: a rotary embedding over part of each head (partial_rotary_factor ${j.partial_rotary_factor}) is not supported`);
+  }
   if (j.attention_bias || j.mlp_bias) throw new UnsupportedError(`${where}: biases in attention or MLP are not supported`);
   if (j.hidden_act && j.hidden_act !== 'silu') throw new UnsupportedError(`${where}: hidden_act '${String(j.hidden_act)}' is not supported (silu only)`);
   const hidden = num('hidden_size'), heads = num('num_attention_heads');
@@ -146,6 +150,23 @@ function matrixFrom(f: StFile, prefix: string, N: number, K: number, where: stri
   return { kind: 'q', bits: bits as QBits, group, N, K, data: qw.bytes.slice(), scales, zeros: zeros.bytes.slice() };
 }
 
+/**
+ * Phi-3's fused matrices of layer prefix `p`, split by rows: self_attn.qkv_proj (q's rows, then k's, then v's) and
+ * mlp.gate_up_proj (gate's, then up's). None where the checkpoint stores them apart.
+ */
+function fusedFrom(f: StFile, p: string, shapes: Record<LayerMatrix, [number, number]>, where: string): Partial<Record<LayerMatrix, Matrix>> {
+  const out: Partial<Record<LayerMatrix, Matrix>> = {};
+  for (const [name, parts] of [['self_attn.qkv_proj', ['q', 'k', 'v']], ['mlp.gate_up_proj', ['gate', 'up']]] as const) {
+    const t = `${p}.${name}.weight`;
+    if (!f.tensors.has(t)) continue;
+    const K = shapes[parts[0]][1], rows = parts.map((k) => shapes[k][0]);
+    const all = toF32(need(f, t, [rows.reduce((a, b) => a + b, 0), K], where), t);
+    let r0 = 0;
+    parts.forEach((k, i) => { out[k] = { kind: 'f32', N: rows[i], K, data: all.slice(r0 * K, (r0 + rows[i]) * K) }; r0 += rows[i]; });
+  }
+  return out;
+}
+
 /** What becomes of each dense matrix as it is read (a quantizer: the f32 copy of a matrix lives only while it runs). */
 type DenseMap = (m: Matrix, what: string, head: boolean) => Matrix;
 
@@ -159,9 +180,10 @@ function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, 
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}`;
     const m = {} as Record<LayerMatrix, Matrix>;
+    const fused = webjit ? {} : fusedFrom(f, p, shapes, where);
     for (const k of LAYER_MATRICES) {
       const [N, K] = shapes[k];
-      m[k] = webjit ? matrixFrom(f, `${p}.${HF_NAME[k]}`, N, K, where) : map(denseFrom(f, `${p}.${HF_NAME[k]}.weight`, N, K, where), `layer ${l} ${k}`, false);
+      m[k] = webjit ? matrixFrom(f, `${p}.${HF_NAME[k]}`, N, K, where) : map(fused[k] ?? denseFrom(f, `${p}.${HF_NAME[k]}.weight`, N, K, where), `layer ${l} ${k}`, false);
     }
     const L: LayerWeights = { attnNorm: vec(`${p}.input_layernorm.weight`, D), mlpNorm: vec(`${p}.post_attention_layernorm.weight`, D), ...m };
     if (c.qkvBias) L.qkvBias = { q: vec(`${p}.${HF_NAME.q}.bias`, shapes.q[0]), k: vec(`${p}.${HF_NAME.k}.bias`, shapes.k[0]), v: vec(`${p}.${HF_NAME.v}.bias`, shapes.v[0]) };
