@@ -70,6 +70,18 @@ async function ourGreedy(w: LlmWeights, prompt: number[], n: number): Promise<{ 
 }
 
 const PROMPT = [0, 17, 99, 4, 200, 31];
+
+/** The reference runtime's greedy tokens and logits against onnxruntime-node's on exportOnnx(w); returns ours. */
+async function equalsOrt(w: LlmWeights): Promise<{ ids: number[]; logits: Float32Array[] }> {
+  const ours = await ourGreedy(w, PROMPT, 12);
+  const theirs = await ortGreedy(w, PROMPT, 12);
+  assert.deepEqual(ours.ids, theirs.ids);
+  for (let i = 0; i < ours.logits.length; i++) {
+    const d = maxDiff(ours.logits[i], theirs.logits[i]);
+    assert.ok(d <= 1e-4 * maxAbs(theirs.logits[i]), `step ${i}: logits differ by ${d}`);
+  }
+  return ours;
+}
 const GQA = llamaConfig({ hidden: 128, heads: 8, kvHeads: 2, intermediate: 192, vocab: 300, layers: 2 });
 
 test('safetensors: round trip of tensors and metadata; malformed headers are GraphErrors', () => {
@@ -134,14 +146,7 @@ for (const [name, make] of [
   ['q4 g64', (w: LlmWeights) => quantizeRtn(w, { bits: 4, group: 64 })],
 ] as const) {
   test(`reference LLM runtime equals onnxruntime-node on the same weights (${name}, GQA, MatMulNBits): tokens and logits`, async () => {
-    const w = make(randomLlm(GQA, 7));
-    const ours = await ourGreedy(w, PROMPT, 12);
-    const theirs = await ortGreedy(w, PROMPT, 12);
-    assert.deepEqual(ours.ids, theirs.ids);
-    for (let i = 0; i < ours.logits.length; i++) {
-      const d = maxDiff(ours.logits[i], theirs.logits[i]);
-      assert.ok(d <= 1e-4 * maxAbs(theirs.logits[i]), `step ${i}: logits differ by ${d}`);
-    }
+    await equalsOrt(make(randomLlm(GQA, 7)));
   });
 }
 
@@ -270,13 +275,7 @@ for (const [name, make] of [
   test(`reference LLM runtime with q/k/v biases (Qwen2) equals onnxruntime-node on the same weights (${name}): tokens and logits; the biases matter`, async () => {
     const w = make(randomLlm(QWEN, 7));
     assert.ok(w.layers.every((L) => L.qkvBias), 'every layer has biases');
-    const ours = await ourGreedy(w, PROMPT, 12);
-    const theirs = await ortGreedy(w, PROMPT, 12);
-    assert.deepEqual(ours.ids, theirs.ids);
-    for (let i = 0; i < ours.logits.length; i++) {
-      const d = maxDiff(ours.logits[i], theirs.logits[i]);
-      assert.ok(d <= 1e-4 * maxAbs(theirs.logits[i]), `step ${i}: logits differ by ${d}`);
-    }
+    const ours = await equalsOrt(w);
     const plain: LlmWeights = { ...w, config: GQA, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
     const without = await ourGreedy(plain, PROMPT, 1);
     assert.ok(maxDiff(without.logits[0], ours.logits[0]) > 0.05 * maxAbs(ours.logits[0]), 'without the biases the logits move far');
