@@ -556,7 +556,7 @@ export class WebGpuLlm implements LlmRunner {
     this.meta = this.upload(metaInit, COPY_DST, 'the RoPE table');
 
     this.x = this.alloc(maxT * D * 4, 0, 'activations');
-    const pending0: Promise<unknown>[] = [];
+    const pending: Promise<unknown>[] = [];
     this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
@@ -584,14 +584,13 @@ export class WebGpuLlm implements LlmRunner {
       }
       const parts = Array.from({ length: chunks }, (_, i) => this.upload(w.embed.subarray(i * rowsPer * D, Math.min(c.vocab, (i + 1) * rowsPer) * D), 0, 'the embedding table'));
       const bindings = 'r'.repeat(chunks + 1) + 'w';
-      pending0.push(this.pipeline(embedGatherKernel(D, rowsPer, chunks), bindings).then((p) => {
+      pending.push(this.pipeline(embedGatherKernel(D, rowsPer, chunks), bindings).then((p) => {
         this.embedGather = { pipeline: p, bind: this.bindGroup(this.layoutFor(bindings).bgl, [this.meta, ...parts, this.x]) };
       }));
     }
     this.finalNorm = this.upload(w.norm, 0, 'norm weights');
     this.weightBytesPerToken = (D + D + 2 * c.layers * D) * 4;
 
-    const pending: Promise<unknown>[] = pending0;
     /**
      * A matrix's kernels: per token bucket its spec (int8 activations: `fed(TB)` says whether the producer's epilogue
      * quantized x for it, else quantRowsKernel does where the kernel reads x quantized; `qout` makes its own epilogue
