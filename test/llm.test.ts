@@ -292,6 +292,8 @@ test('Qwen2: a Hugging Face folder with q/k/v biases loads, keeps them through w
   const hf = await loadLlm(dir);
   assert.equal(hf.config.qkvBias, true);
   assert.equal(hf.config.maxPositions, GQA.maxPositions);
+  const { denseBytesPerToken, bytesPerToken } = await import('../src/llm/types.js');
+  assert.equal(denseBytesPerToken(hf.config), bytesPerToken(hf), 'the biases count in the f32 model\'s bytes a token');
   for (let l = 0; l < QWEN.layers; l++) for (const k of ['q', 'k', 'v'] as const) assert.deepEqual(hf.layers[l].qkvBias?.[k], w.layers[l].qkvBias?.[k]);
   const q4 = decodeLlm(encodeLlm(quantizeRtn(hf, { bits: 4 })));
   assert.equal(q4.config.qkvBias, true);

@@ -35,8 +35,9 @@ export function randomQuantMatrix(N: number, K: number, bits: QBits, group: numb
  * q/k/v biases of one layer (config.qkvBias): uniform in ±0.5, as large as the projections' outputs (Qwen2's k biases
  * run larger still), so that a kernel that drops or misplaces them moves the logits far beyond rounding.
  */
-function randomQkvBias(c: LlamaConfig, uni: (n: number, s: number) => Float32Array): QkvBias {
-  return { q: uni(c.heads * c.headDim, 0.5), k: uni(c.kvHeads * c.headDim, 0.5), v: uni(c.kvHeads * c.headDim, 0.5) };
+function randomQkvBias(c: LlamaConfig, r: () => number): QkvBias {
+  const uni = (n: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * 0.5);
+  return { q: uni(c.heads * c.headDim), k: uni(c.kvHeads * c.headDim), v: uni(c.kvHeads * c.headDim) };
 }
 
 /** Dense f32 weights, uniform in ±1/√K per matrix (activations stay O(1)); tied embeddings unless `untied`. */
@@ -50,7 +51,7 @@ export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeight
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const m of LAYER_MATRICES) L[m] = dense(...shapes[m]);
-    if (c.qkvBias) L.qkvBias = randomQkvBias(c, uni);
+    if (c.qkvBias) L.qkvBias = randomQkvBias(c, r);
     layers.push(L);
   }
   const embed = uni(c.vocab * c.hidden, 1);
@@ -82,7 +83,7 @@ export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed =
   for (let l = 0; l < c.layers; l++) {
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const m of LAYER_MATRICES) L[m] = quant(...shapes[m]);
-    if (c.qkvBias) L.qkvBias = randomQkvBias(c, (n, s) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * s; return a; });
+    if (c.qkvBias) L.qkvBias = randomQkvBias(c, r);
     layers.push(L);
   }
   const embed = new Float32Array(c.vocab * c.hidden);

@@ -109,7 +109,8 @@ export function layerShapes(c: LlamaConfig): Record<LayerMatrix, [number, number
 
 /** bytesPerToken of the same model with every matrix in f32 (what a Hugging Face checkpoint reads as loaded). */
 export function denseBytesPerToken(c: LlamaConfig): number {
-  const layer = Object.values(layerShapes(c)).reduce((b, [N, K]) => b + N * K, 2 * c.hidden);
+  const biases = c.qkvBias ? (c.heads + 2 * c.kvHeads) * c.headDim : 0;
+  const layer = Object.values(layerShapes(c)).reduce((b, [N, K]) => b + N * K, 2 * c.hidden + biases);
   return (c.layers * layer + c.vocab * c.hidden + 2 * c.hidden) * 4;
 }
 
