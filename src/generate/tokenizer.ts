@@ -33,7 +33,9 @@ export class TextTokenizer {
       return s ? this.tok.token_to_id(s) : undefined;
     };
     this.eosTokenId = idOf(c.eos_token) ?? EOS_GUESSES.map((s) => this.tok.token_to_id(s)).find((i) => i !== undefined);
-    this.bosTokenId = idOf(c.bos_token) ?? this.tok.token_to_id('<s>');
+    // A config that names no BOS token (Qwen's: bos_token null) has none; '<s>' is then an ordinary piece of the
+    // vocabulary at best. Only a config that does not say is given the SentencePiece guess.
+    this.bosTokenId = 'bos_token' in c ? idOf(c.bos_token) : this.tok.token_to_id('<s>');
   }
 
   /** Loads tokenizer.json from a path (Node), and tokenizer_config.json beside it when present. */
