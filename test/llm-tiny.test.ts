@@ -69,6 +69,15 @@ test('webgpu tiny decode: head size 64, 3 layers, q4 g64, keys past one workgrou
   const w = q4(MHA, 5, 64);
   await check(MHA, w, 'MHA q4 g64', 40);
 });
+test('webgpu tiny decode: Qwen3\'s per-head q/k norms (1/rms of each q and k head before the rotation) steps near the reference', TIMEOUT, async () => {
+  const c: LlamaConfig = { ...GQA, qkNorm: true };
+  const w = q4(c, 8);
+  // The norms move the logits far beyond the tolerance: a kernel that skipped them would fail the check.
+  const plain: LlmWeights = { ...w, config: { ...GQA }, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
+  const p = ids(9, 2, GQA.vocab);
+  assert.ok(rel(await new ReferenceLlm(plain, 16).forward(p), await new ReferenceLlm(w, 16).forward(p)) > 0.05, 'the norms change the logits');
+  await check(c, w, 'GQA q4 q/k norms');
+});
 test('webgpu tiny decode: greedy streaming and generateGreedy give the tokens of one forward a step', TIMEOUT, async () => {
   const w = q4(GQA, 9);
   const cap = 48;

@@ -121,6 +121,34 @@ test('wasm LLM with int8 activations: q/k/v biases (Qwen2) near the reference, q
   }
 });
 
+test('wasm LLM with int8 activations: q/k norms (Qwen3) near the reference, q4 g32 and g128 (prompt, steps, all-position logits, chunked prefill), 1 and 2 threads', async () => {
+  const base = randomQwen({ ...CFG, maxPositions: 80, qkNorm: true }, 47);
+  /** A prompt (passes of 2 and 1 through the shared prologue), single steps, 2 and 3 tokens, then 70 (two launches). */
+  const script = async (r: LlmRunner) => {
+    const out = [await r.forward([5, 17, 250, 3, 99, 140, 7, 300, 0], true)];
+    for (const id of [12, 77]) out.push(await r.forward([id]));
+    for (const ids of [[9, 8], [200, 7, 6]]) out.push(await r.forward(ids, true));
+    r.truncate(0);
+    out.push(await r.forward(Array.from({ length: 70 }, (_, i) => (i * 37 + 11) % CFG.vocab), true));
+    return out;
+  };
+  for (const group of [32, 128]) {
+    const w = quantizeRtn(base, { bits: 4, group });
+    const { qkNorm: _, ...config } = w.config;
+    const bare: LlmWeights = { ...w, config, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
+    const two = await wasm(w, 'int8'), one = await wasm(w, 'int8', 1), off = await wasm(bare, 'int8');
+    assert.equal(two.activations, 'int8');
+    const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), moved = await script(off);
+    const worst = Math.max(...got.map((a, i) => rel(a, want[i])));
+    assert.ok(worst <= 3e-2, `g${group}: logits differ by ${worst}`);
+    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `g${group}, call ${i}: one thread and two give the same bits`));
+    // Without the norms the logits move far beyond int8's rounding.
+    const least = Math.min(...moved.map((a, i) => rel(a, want[i])));
+    console.log(`q/k norms, q4 g${group} int8 x: worst ${worst.toExponential(2)}, without the norms ${least.toExponential(2)}`);
+    assert.ok(least > 0.05, `g${group}: without the q/k norms the logits differ by only ${least}`);
+  }
+});
+
 test('greedy speculative decoding with int8 activations gives plain int8 greedy decoding\'s tokens (the trained pair)', { timeout: 120_000 }, async () => {
   const F = 'test/fixtures/lm';
   const tw = await loadLlm(`${F}/target.q4.safetensors`), dw = await loadLlm(`${F}/draft.q4.safetensors`);

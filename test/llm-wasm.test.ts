@@ -235,15 +235,15 @@ const withoutBias = (w: LlmWeights): LlmWeights => {
 test('wasm LLM: q/k/v biases (Qwen2) equal the reference: f32, q8, q4 (prompt, steps, all-position logits), 1 and 2 threads', async () => {
   // GQA (4 heads on 2 kv heads of 24 dims); groups of 64 and 128 (every K a multiple of 128); 3 heads on 1 kv head
   // (f32: a quantized K would not divide): 30 row blocks of q/k/v, the last tile's 2 padding blocks with zero biases;
-  // a layer without biases beside one with (it adds zeros, as the reference).
+  // a layer with all-zero biases beside one with (checkWeights wants every layer to have them).
   const C: LlamaConfig = { ...BASE, qkvBias: true };
   const gqa = randomLlama(C, 37), wide = randomLlama({ ...C, hidden: 128, intermediate: 256, headDim: 32 }, 39);
   const padded = randomLlama({ ...C, heads: 3, kvHeads: 1 }, 41);
-  const half: LlmWeights = { ...gqa, layers: gqa.layers.map(({ qkvBias, ...L }, l) => (l ? L : { ...L, qkvBias })) };
+  const half: LlmWeights = { ...gqa, layers: gqa.layers.map((L, l) => (l ? { ...L, qkvBias: { q: L.qkvBias!.q.map(() => 0), k: L.qkvBias!.k.map(() => 0), v: L.qkvBias!.v.map(() => 0) } } : L)) };
   const cases: [string, LlmWeights, number][] = [
     ...variants.map((v): [string, LlmWeights, number] => [`GQA ${v.name}`, v.make(gqa), v.tol]),
     ['q8 g64', quantizeRtn(wide, { bits: 8, group: 64 }), 1e-3], ['q4 g128', quantizeRtn(wide, { bits: 4, group: 128 }), 1e-3],
-    ['padded f32', padded, 1e-4], ['one layer with biases, q4', quantizeRtn(half, { bits: 4, group: 32 }), 1e-3],
+    ['padded f32', padded, 1e-4], ['one layer with zero biases, q4', quantizeRtn(half, { bits: 4, group: 32 }), 1e-3],
   ];
   for (const [name, w, tol] of cases) {
     const one = await createLlm(w, { backend: 'wasm', threads: 1 }), two = await createLlm(w, { backend: 'wasm', threads: 2 });
@@ -256,5 +256,44 @@ test('wasm LLM: q/k/v biases (Qwen2) equal the reference: f32, q8, q4 (prompt, s
     // The test can fail: the biases move the logits far beyond the tolerance.
     const moved = Math.min(...off.map((a, i) => relDiff(a, want[i])));
     assert.ok(moved > 0.05, `${name}: without the biases the logits differ by only ${moved}`);
+  }
+});
+
+/** The same weights without their q/k norms. */
+const withoutQkNorm = (w: LlmWeights): LlmWeights => {
+  const { qkNorm: _, ...config } = w.config;
+  return { ...w, config, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
+};
+
+test('wasm LLM: q/k norms (Qwen3) equal the reference: f32, q8, q4, head_dim 16/24/32, with biases, chunked prefill, 1 and 2 threads', async () => {
+  // GQA (4 heads of 24 dims on 2 kv heads: rotary pair blocks 6 a head); head_dim 32 with groups of 64 and 128;
+  // head_dim 16 (6 heads on 2 kv heads); with q/k/v biases too (the norm weights then follow the biases): 3 heads on 1
+  // kv head (f32: padding tiles past q/k/v), 4 heads on 1 (q4).
+  const C: LlamaConfig = { ...BASE, qkNorm: true };
+  const gqa = randomLlama(C, 43), wide = randomLlama({ ...C, hidden: 128, intermediate: 256, headDim: 32 }, 45);
+  const narrow = randomLlama({ ...C, heads: 6, kvHeads: 2, headDim: 16 }, 47);
+  const padded = randomLlama({ ...C, heads: 3, kvHeads: 1, qkvBias: true }, 49), biased = randomLlama({ ...C, kvHeads: 1, qkvBias: true }, 51);
+  const cases: [string, LlmWeights, number][] = [
+    ...variants.map((v): [string, LlmWeights, number] => [`GQA ${v.name}`, v.make(gqa), v.tol]),
+    ['q8 g64', quantizeRtn(wide, { bits: 8, group: 64 }), 1e-3], ['q4 g128', quantizeRtn(wide, { bits: 4, group: 128 }), 1e-3],
+    ['head_dim 16 f32', narrow, 1e-4], ['head_dim 16 q4', quantizeRtn(narrow, { bits: 4, group: 32 }), 1e-3],
+    ['with biases, padded f32', padded, 1e-4], ['with biases q4', quantizeRtn(biased, { bits: 4, group: 32 }), 1e-3],
+  ];
+  /** biasScript, then a chunk longer than one launch. */
+  const script = async (r: LlmRunner) => [...await biasScript(r), await r.forward(Array.from({ length: WASM_LLM_TMAX + 6 }, (_, i) => (i * 37 + 11) % BASE.vocab), true)];
+  for (const [name, w, tol] of cases) {
+    const one = await createLlm(w, { backend: 'wasm', threads: 1 }), two = await createLlm(w, { backend: 'wasm', threads: 2 }) as WasmLlm;
+    const bare = await createLlm(withoutQkNorm(w), { backend: 'wasm', threads: 2 });
+    runners.push(one, two, bare);
+    const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), off = await script(bare);
+    const worst = Math.max(...got.map((a, i) => relDiff(a, want[i])));
+    assert.ok(worst < tol, `${name}: logits differ by ${worst} of max|logits|`);
+    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `${name}, call ${i}: one thread and two give the same bits`));
+    // The test can fail: the norms move the logits far beyond the tolerance.
+    const moved = Math.min(...off.map((a, i) => relDiff(a, want[i])));
+    assert.ok(moved > 0.05, `${name}: without the q/k norms the logits differ by only ${moved}`);
+    // one token: per layer a phase more (the norms) than Llama's
+    await two.forward([9]);
+    assert.equal(two.waitStats().phases, w.config.layers * 6 + 1);
   }
 });

@@ -638,6 +638,35 @@ test('webgpu llm: q/k/v biases with the kernels GPUs get: unrolled small-T with 
   await withGpuConfig({ buckets: [1, 4], rolled: false, shape }, () => int8Check({ ...HEADS32, qkvBias: true }, null));
 });
 
+// Qwen3: every head of q and k RMS-normalized (weights in [0.25, 2.25]) before the rotary embedding. The q/k/v
+// epilogue of every kernel stores them unrotated and qkNormRopeKernel normalizes and rotates them in place (one
+// dispatch more a layer). One model's kernels only, as software drivers compile each model's kernels for seconds.
+const QWEN3: LlamaConfig = { ...HEADS32, qkNorm: true };
+
+/** The same weights with the q/k norms dropped: what a runtime that ignored them would compute. */
+function withoutQkNorm(w: LlmWeights): LlmWeights {
+  const config = { ...w.config };
+  delete config.qkNorm;
+  return { ...w, config, layers: w.layers.map((L) => { const o = { ...L }; delete o.qkNorm; return o; }) };
+}
+
+test('webgpu llm: per-head q/k norms (Qwen3) equal the reference: q4 through the one-token, small-T and prefill GEMM kernels, f32 and int8 x', TIMEOUT, async () => {
+  const w = model(QWEN3, 'q4', 11);
+  assert.ok(w.layers.every((L) => L.qkNorm), 'the model has q/k norms');
+  // Without the norms the logits land far outside the tolerances: the checks below fail a runtime that ignores them.
+  const p = ids(9, 1, QWEN3.vocab);
+  const e = rel(await new ReferenceLlm(withoutQkNorm(w), 16).forward(p, true), await new ReferenceLlm(w, 16).forward(p, true));
+  assert.ok(e > 0.05, `the logits without the q/k norms are only ${e} from the reference's with them`);
+  // Steps (one token), 3 and 6 tokens (the small-T kernels) and 17 (past the software buckets: the GEMM).
+  const g = await conformance(w, 'q4 q/k norms');
+  await g.forward([5]);
+  assert.equal(g.stats.dispatchesLastForward, 6 * QWEN3.layers + 1, 'a q/k norm dispatch after each layer\'s q/k/v');
+  await g.release();
+  // int8 x: decode and small T (the same shapes and seed: int8Check's f32-x runner compiles the kernels above again,
+  // which the driver's cache holds).
+  await int8Check(QWEN3, null);
+});
+
 test('webgpu llm: TextGenerator.create opens the draft with f32 activations unless draftActivations says otherwise', TIMEOUT, async () => {
   const { TextGenerator } = await import('../src/generate/generate.js');
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');

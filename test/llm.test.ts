@@ -308,6 +308,74 @@ test('Qwen2: a Hugging Face folder with q/k/v biases loads, keeps them through w
   assert.ok(maxDiff(got, want) < 1e-3 * maxAbs(want), `wasm vs reference ${maxDiff(got, want)}`);
 });
 
+// Qwen3's shapes: heads × headDim (128) is not the hidden size (64), and each head of q and k is RMS-normalized.
+const QWEN3 = llamaConfig({ hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 160, vocab: 300, layers: 2, qkNorm: true });
+
+test('configFromHf: Qwen3 is the Llama architecture with per-head q/k norms and its own head size; Qwen3 MoE and a q/k/v bias with the norms are refused', async () => {
+  const { configFromHf } = await import('../src/llm/model_io.js');
+  const base = { ...hfConfig(llamaConfig({ hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, maxPositions: 40960 })), model_type: 'qwen3', tie_word_embeddings: true, attention_bias: false, use_sliding_window: false, sliding_window: null, max_window_layers: 28 };
+  const c = configFromHf(base);
+  assert.equal(c.qkNorm, true);
+  assert.equal(c.qkvBias, undefined, 'Qwen3 has no q/k/v biases');
+  assert.equal(c.headDim, 128);
+  assert.equal(c.maxPositions, 40960);
+  assert.equal(configFromHf(hfConfig(llamaConfig())).qkNorm, undefined, 'Llama has no q/k norms');
+  assert.throws(() => configFromHf({ ...base, attention_bias: true }), UnsupportedError);
+  assert.throws(() => configFromHf({ ...base, model_type: 'qwen3_moe' }), (e: unknown) => e instanceof UnsupportedError && /qwen3_moe/.test(e.message));
+  assert.throws(() => encodeLlm(randomLlm({ ...QWEN3, qkvBias: true }, 2)), UnsupportedError);
+});
+
+for (const [name, make] of [
+  ['f32', (w: LlmWeights) => w],
+  ['q4', (w: LlmWeights) => quantizeRtn(w, { bits: 4 })],
+] as const) {
+  test(`reference LLM runtime with per-head q/k norms (Qwen3) equals onnxruntime-node on the same weights (${name}): tokens and logits; the norms matter`, async () => {
+    const w = make(randomLlm(QWEN3, 7));
+    assert.ok(w.layers.every((L) => L.qkNorm), 'every layer has q/k norms');
+    const ours = await equalsOrt(w);
+    const plain: LlmWeights = { ...w, config: { ...QWEN3, qkNorm: undefined }, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
+    const without = await ourGreedy(plain, PROMPT, 1);
+    assert.ok(maxDiff(without.logits[0], ours.logits[0]) > 0.05 * maxAbs(ours.logits[0]), 'without the norms the logits move far');
+    const swapped: LlmWeights = { ...w, layers: w.layers.map((L) => ({ ...L, qkNorm: { q: L.qkNorm!.k, k: L.qkNorm!.q } })) };
+    const sw = await ourGreedy(swapped, PROMPT, 1);
+    assert.ok(maxDiff(sw.logits[0], ours.logits[0]) > 0.01 * maxAbs(ours.logits[0]), "q's weights on k (and k's on q) move the logits too");
+  });
+}
+
+test('Qwen3: a Hugging Face folder with q/k norms loads, keeps them through webjit\'s format and quantize, every runtime checks their length, and the wasm runtime equals the reference', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-qwen3-'));
+  const w = randomLlm(QWEN3, 23);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(w.config, { model_type: 'qwen3', tie_word_embeddings: true, attention_bias: false, use_sliding_window: false })));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors], {}));
+  const names = [...readSafetensors(fs.readFileSync(path.join(dir, 'model.safetensors'))).tensors.keys()];
+  assert.ok(names.includes('model.layers.1.self_attn.k_norm.weight') && names.includes('model.layers.0.self_attn.q_norm.weight'), 'norms stored under the Hugging Face names');
+  const hf = await loadLlm(dir);
+  assert.equal(hf.config.qkNorm, true);
+  const { denseBytesPerToken, bytesPerToken } = await import('../src/llm/types.js');
+  assert.equal(denseBytesPerToken(hf.config), bytesPerToken(hf), 'the norms count in the f32 model\'s bytes a token');
+  for (let l = 0; l < QWEN3.layers; l++) for (const k of ['q', 'k'] as const) assert.deepEqual(hf.layers[l].qkNorm?.[k], w.layers[l].qkNorm?.[k]);
+  const q4 = decodeLlm(encodeLlm(quantizeRtn(hf, { bits: 4 })));
+  assert.equal(q4.config.qkNorm, true);
+  assert.deepEqual(q4.layers[1].qkNorm?.k, w.layers[1].qkNorm?.k, 'norm weights stay f32 through the quantized format');
+  const lazy = await loadLlm(dir, { quantize: { bits: 4 } });
+  assert.deepEqual(lazy.layers[0].qkNorm?.q, w.layers[0].qkNorm?.q, 'and through quantize-while-loading');
+  // A missing tensor names it.
+  const noNorm = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-qwen3-bad-'));
+  fs.copyFileSync(path.join(dir, 'config.json'), path.join(noNorm, 'config.json'));
+  fs.writeFileSync(path.join(noNorm, 'model.safetensors'), writeSafetensors([...readSafetensors(encodeLlm(w, { f32: true })).tensors].filter(([n]) => n !== 'model.layers.1.self_attn.k_norm.weight'), {}));
+  await assert.rejects(loadLlm(noNorm), (e: unknown) => e instanceof GraphError && /layers\.1\.self_attn\.k_norm/.test(e.message));
+  // Hand-built weights with a wrong norm length are typed errors on every runtime, before anything runs.
+  const bad: LlmWeights = { ...q4, layers: q4.layers.map((L, l) => (l === 1 ? { ...L, qkNorm: { q: L.qkNorm!.q, k: L.qkNorm!.k.subarray(1) } } : L)) };
+  assert.throws(() => new ReferenceLlm(bad, 64), (e: unknown) => e instanceof InputError && /layer 1 k norm/.test(e.message));
+  await assert.rejects(createLlm(bad, { backend: 'wasm', capacity: 64, threads: 1 }), (e: unknown) => e instanceof InputError && /layer 1 k norm/.test(e.message));
+  const prompt = Array.from({ length: 20 }, (_, i) => (i * 29 + 3) % QWEN3.vocab);
+  const want = await new ReferenceLlm(q4, 64).forward(prompt, true);
+  const r = await createLlm(q4, { backend: 'wasm', capacity: 64, threads: 2 });
+  const got = await r.forward(prompt, true);
+  await r.release();
+  assert.ok(maxDiff(got, want) < 1e-3 * maxAbs(want), `wasm vs reference ${maxDiff(got, want)}`);
+});
+
 test('rope_scaling: a Hugging Face folder with llama3 scaling loads, keeps it through webjit\'s format, and the runtimes rotate with it', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webjit-rope-'));
   // Small heads and a short original context, so that all three kinds of frequency occur.

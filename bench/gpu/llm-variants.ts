@@ -4,7 +4,7 @@
 // same round. Per-dispatch profiles (llm-decode.ts) add a pass per dispatch and keep the GPU near idle clocks; this
 // does not.
 // Usage: node llm-variants.mjs   Env: LLM_HIDDEN LLM_INTER LLM_LAYERS LLM_HEADS LLM_KV LLM_HEADDIM LLM_VOCAB (default
-//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file; LLM_BIAS=1 q/k/v biases) LLM_ACT=int8|f32 LLM_GROUP=32|64|128 (the random model's quantization group) LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_TS=5 (token counts of the
+//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file; LLM_BIAS=1 q/k/v biases; LLM_QKNORM=1 q/k norms) LLM_ACT=int8|f32 LLM_GROUP=32|64|128 (the random model's quantization group) LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_TS=5 (token counts of the
 //   multi-token forwards timed)
 import { randomFillSync } from 'node:crypto';
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
@@ -29,6 +29,8 @@ const cfg: LlamaConfig = {
   heads: env('LLM_HEADS', size[3]), kvHeads: env('LLM_KV', size[4]), headDim: env('LLM_HEADDIM', 128), maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
   // LLM_BIAS=1: q/k/v biases (Qwen2)
   ...(process.env.LLM_BIAS === '1' ? { qkvBias: true as const } : {}),
+  // LLM_QKNORM=1: per-head q/k norms (Qwen3)
+  ...(process.env.LLM_QKNORM === '1' ? { qkNorm: true as const } : {}),
 };
 const act = process.env.LLM_ACT === 'f32' ? 'f32' : 'int8';
 const rounds = env('LLM_ROUNDS', 5), ctx = env('LLM_CTX', 80);

@@ -14,7 +14,7 @@ import type { LlamaConfig } from '../llm/types.js';
 
 /**
  * random:hidden=2048,layers=16,heads=16,kv=16,intermediate=5632,vocab=32000,bits=4: random quantized weights; bias=1
- * adds q/k/v biases (Qwen2).
+ * adds q/k/v biases (Qwen2), qknorm=1 per-head q/k norms (Qwen3), headdim=128 a head size other than hidden/heads.
  */
 function randomModel(spec: string) {
   const kv = Object.fromEntries(spec.split(',').filter(Boolean).map((p) => {
@@ -23,13 +23,13 @@ function randomModel(spec: string) {
     if (!Number.isInteger(n) || n <= 0) throw new InputError(`random model: '${p}' is not name=positive integer`);
     return [k, n];
   }));
-  const known = ['hidden', 'layers', 'heads', 'kv', 'intermediate', 'vocab', 'bits', 'positions', 'bias'];
+  const known = ['hidden', 'layers', 'heads', 'kv', 'intermediate', 'vocab', 'bits', 'positions', 'bias', 'qknorm', 'headdim'];
   for (const k of Object.keys(kv)) if (!known.includes(k)) throw new InputError(`random model: unknown '${k}' (use ${known.join(', ')})`);
   const heads = kv.heads ?? 16;
-  const c: Partial<LlamaConfig> = { hidden: kv.hidden ?? 2048, layers: kv.layers ?? 16, heads, kvHeads: kv.kv ?? heads, intermediate: kv.intermediate ?? 5632, vocab: kv.vocab ?? 32000, maxPositions: kv.positions ?? 512, ...(kv.bias ? { qkvBias: true } : {}) };
+  const c: Partial<LlamaConfig> = { hidden: kv.hidden ?? 2048, layers: kv.layers ?? 16, heads, kvHeads: kv.kv ?? heads, intermediate: kv.intermediate ?? 5632, vocab: kv.vocab ?? 32000, maxPositions: kv.positions ?? 512, ...(kv.bias ? { qkvBias: true } : {}), ...(kv.qknorm ? { qkNorm: true } : {}) };
   const bits = kv.bits ?? 4;
   if (bits !== 4 && bits !== 8) throw new InputError('random model: bits must be 4 or 8');
-  return randomQuantLlm(llamaConfig({ ...c, headDim: c.hidden! / heads }), bits);
+  return randomQuantLlm(llamaConfig({ ...c, headDim: kv.headdim ?? c.hidden! / heads }), bits);
 }
 
 export interface BenchLlmArgs {

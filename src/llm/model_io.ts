@@ -20,9 +20,10 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
   const type = String(j.model_type ?? '');
   // Mistral is the Llama architecture with an optional sliding attention window (see maxPositions below); Qwen2 (and
   // Qwen2.5) is the Llama architecture with biases on the q, k and v projections; Phi-3 stores q/k/v and gate/up fused
-  // (weightsFrom splits them) and has a window too (its long-context variants' 'longrope' scaling is refused below).
-  if (type !== 'llama' && type !== 'mistral' && type !== 'qwen2' && type !== 'phi3') {
-    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture (model_type 'llama', 'mistral', 'qwen2' or 'phi3')`, {},
+  // (weightsFrom splits them) and has a window too (its long-context variants' 'longrope' scaling is refused below);
+  // Qwen3 drops Qwen2's biases and RMS-normalizes each head of q and k before the rotation (q_norm, k_norm).
+  if (type !== 'llama' && type !== 'mistral' && type !== 'qwen2' && type !== 'qwen3' && type !== 'phi3') {
+    throw new UnsupportedError(`${where}: model_type '${type}' is not supported; webjit's LLM runtime runs the Llama architecture (model_type 'llama', 'mistral', 'qwen2', 'qwen3' or 'phi3')`, {},
       'export other architectures to ONNX with a KV cache and run them with `webjit generate MODEL.onnx`');
   }
   const num = (k: string, def?: number): number => {
@@ -46,14 +47,16 @@ export function configFromHf(j: Record<string, unknown>, where = 'config.json'):
   const scaling = ropeScalingFromHf(j.rope_scaling, where);
   if (scaling) c.ropeScaling = scaling;
   if (type === 'qwen2') c.qkvBias = true;
+  if (type === 'qwen3') c.qkNorm = true;
   // A sliding window (Mistral 7B v0.1: 4096 of 32768) bounds the KV cache instead: attention never looks further back
   // than the window, so the runtimes' full attention over at most that many positions is the model's own. Qwen2 has a
   // window only where use_sliding_window says so, and then only in the layers from max_window_layers on: not one model.
   const win = j.sliding_window;
-  const windowed = type !== 'qwen2' || j.use_sliding_window === true;
+  const qwen = type === 'qwen2' || type === 'qwen3';
+  const windowed = !qwen || j.use_sliding_window === true;
   if (windowed && typeof win === 'number' && Number.isInteger(win) && win > 0 && win < c.maxPositions) {
     const from = j.max_window_layers;
-    if (type === 'qwen2' && typeof from === 'number' && from > 0 && from < c.layers) {
+    if (qwen && typeof from === 'number' && from > 0 && from < c.layers) {
       throw new UnsupportedError(`${where}: a sliding window of ${win} in layers ${from} and later only (use_sliding_window, max_window_layers) is not supported`, {},
         'webjit attends over the whole cache in every layer; such a model needs per-layer windows');
     }
@@ -112,8 +115,10 @@ export function checkConfig(c: LlamaConfig, where: string): void {
 }
 
 function configToHf(c: LlamaConfig): Record<string, unknown> {
+  // No checkpoint family has both (Qwen3's attention_bias would bias o too), so no model_type says so.
+  if (c.qkvBias && c.qkNorm) throw new UnsupportedError('q/k/v biases together with per-head q/k norms: no Hugging Face model_type has both, so webjit\'s format cannot store them');
   return {
-    model_type: c.qkvBias ? 'qwen2' : 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+    model_type: c.qkNorm ? 'qwen3' : c.qkvBias ? 'qwen2' : 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
     num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, head_dim: c.headDim, max_position_embeddings: c.maxPositions,
     rope_theta: c.ropeTheta, rope_scaling: ropeScalingToHf(c.ropeScaling), rms_norm_eps: c.rmsEps, bos_token_id: c.bos, eos_token_id: c.eos, hidden_act: 'silu',
   };
@@ -187,6 +192,7 @@ function weightsFrom(f: StFile, c: LlamaConfig, where: string, webjit: boolean, 
     }
     const L: LayerWeights = { attnNorm: vec(`${p}.input_layernorm.weight`, D), mlpNorm: vec(`${p}.post_attention_layernorm.weight`, D), ...m };
     if (c.qkvBias) L.qkvBias = { q: vec(`${p}.${HF_NAME.q}.bias`, shapes.q[0]), k: vec(`${p}.${HF_NAME.k}.bias`, shapes.k[0]), v: vec(`${p}.${HF_NAME.v}.bias`, shapes.v[0]) };
+    if (c.qkNorm) L.qkNorm = { q: vec(`${p}.self_attn.q_norm.weight`, c.headDim), k: vec(`${p}.self_attn.k_norm.weight`, c.headDim) };
     layers.push(L);
   }
   const hasHead = f.tensors.has('lm_head.weight') || f.tensors.has('lm_head.qweight');
@@ -305,6 +311,7 @@ export function encodeLlm(w: LlmWeights, opts: { f32?: boolean; embedBits?: 8 | 
     for (const k of LAYER_MATRICES) t.push(...matrixTensors(`${p}.${HF_NAME[k]}`, L[k], f16));
     // Biases stay f32 (a few thousand values a layer; Qwen2's k biases reach the hundreds).
     if (L.qkvBias) for (const k of ['q', 'k', 'v'] as const) t.push([`${p}.${HF_NAME[k]}.bias`, f32Tensor(L.qkvBias[k], [L.qkvBias[k].length])]);
+    if (L.qkNorm) for (const k of ['q', 'k'] as const) t.push([`${p}.self_attn.${k}_norm.weight`, f32Tensor(L.qkNorm[k], [c.headDim])]);
   });
   t.push(['model.norm.weight', f32Tensor(w.norm, [c.hidden])]);
   const tied = w.lmHead.kind === 'f32' && w.lmHead.data === w.embed;

@@ -52,10 +52,11 @@ export function exportOnnx(w: LlmWeights): Uint8Array {
   const qpos = unsq(pos, 'ax1'); // [seq,1]
   const allowed = node('LessOrEqual', [kpos, qpos]); // [seq,total]
 
+  /** RMSNorm over the last axis (the hidden size, or a head's headDim for Qwen3's q/k norms). */
   const rms = (x: string, weight: Float32Array, name: string) => {
     const ms = node('ReduceMean', [node('Pow', [x, 'two'])], { axes: [-1], keepdims: 1 });
     const inv = node('Div', ['one', node('Sqrt', [node('Add', [ms, 'eps'])])]);
-    return node('Mul', [constF(name, weight, [D]), node('Mul', [x, inv])]);
+    return node('Mul', [constF(name, weight, [weight.length]), node('Mul', [x, inv])]);
   };
   const linear = (x: string, m: Matrix, name: string) => {
     if (m.kind === 'f32') {
@@ -88,7 +89,11 @@ export function exportOnnx(w: LlmWeights): Uint8Array {
       const y = linear(h, m, `${p}.${nm}`), b = L.qkvBias?.[nm];
       return b ? node('Add', [y, constF(`${p}.${nm}.bias`, b, [b.length])]) : y;
     };
-    const heads = (nm: 'q' | 'k' | 'v', shape: string) => node('Transpose', [node('Reshape', [proj(L[nm], nm), shape])], { perm: [0, 2, 1, 3] });
+    // Qwen3: each head of q and k RMS-normalized ([1, seq, heads, headDim] over headDim) before the rotation.
+    const heads = (nm: 'q' | 'k' | 'v', shape: string) => {
+      const split = node('Reshape', [proj(L[nm], nm), shape]), nw = nm !== 'v' ? L.qkNorm?.[nm] : undefined;
+      return node('Transpose', [nw ? rms(split, nw, `${p}.${nm}_norm`) : split], { perm: [0, 2, 1, 3] });
+    };
     const q = rope(heads('q', 'qshape'));
     const k = rope(heads('k', 'kvshape'));
     const v = heads('v', 'kvshape');

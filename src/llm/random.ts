@@ -1,7 +1,7 @@
 // Random-weight Llama models of any shape: test fixtures and benchmark models (where no trained weights exist).
 import { mulberry32 } from '../util/random.js';
 import { LAYER_MATRICES, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix } from './types.js';
-import { layerShapes, midQuantMatrix } from './random_model.js';
+import { layerShapes, midQuantMatrix, randomQkNorm } from './random_model.js';
 
 /** A small default shape, overridable field by field. */
 export function llamaConfig(c: Partial<LlamaConfig> = {}): LlamaConfig {
@@ -26,6 +26,7 @@ export function randomLlm(config: LlamaConfig, seed = 1, std = 0.08, tied = true
     for (const k of LAYER_MATRICES) L[k] = mat(shapes[k][0], shapes[k][1]);
     // Biases about as large as the projections' outputs (Qwen2's): a kernel that drops one moves the logits far.
     if (c.qkvBias) L.qkvBias = { q: fill(c.heads * c.headDim, () => 0.5 * normal()), k: fill(c.kvHeads * c.headDim, () => 0.5 * normal()), v: fill(c.kvHeads * c.headDim, () => 0.5 * normal()) };
+    if (c.qkNorm) L.qkNorm = randomQkNorm(c, rnd);
     layers.push(L);
   }
   const embed = fill(c.vocab * D, () => 4 * std * normal());
@@ -57,6 +58,7 @@ export function randomQuantLlm(config: LlamaConfig, bits: 4 | 8, group = 32, see
       const bias = (n: number) => Float32Array.from(bytes(n), (b) => ((b - 127.5) / 73.9) * 0.2);
       L.qkvBias = { q: bias(c.heads * c.headDim), k: bias(c.kvHeads * c.headDim), v: bias(c.kvHeads * c.headDim) };
     }
+    if (c.qkNorm) L.qkNorm = { q: Float32Array.from(bytes(c.headDim), (b) => 0.25 + b / 128), k: Float32Array.from(bytes(c.headDim), (b) => 0.25 + b / 128) };
     layers.push(L);
   }
   const eb = bytes(c.vocab * D);

@@ -2,7 +2,7 @@
 // directly as random bytes (seconds instead of minutes for a billion-parameter model).
 import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { mulberry32 } from '../util/random.js';
-import { LAYER_MATRICES, layerShapes, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QkvBias, type QuantMatrix } from './types.js';
+import { LAYER_MATRICES, layerShapes, type LayerWeights, type LlamaConfig, type LlmWeights, type Matrix, type QBits, type QkNorm, type QkvBias, type QuantMatrix } from './types.js';
 
 export { layerShapes } from './types.js';
 
@@ -40,6 +40,15 @@ function randomQkvBias(c: LlamaConfig, r: () => number): QkvBias {
   return { q: uni(c.heads * c.headDim), k: uni(c.kvHeads * c.headDim), v: uni(c.kvHeads * c.headDim) };
 }
 
+/**
+ * q/k norm weights of one layer (config.qkNorm): uniform in [0.25, 2.25] per dimension (Qwen3's run from ~0.1 to ~5), so
+ * that a kernel that drops them, or applies q's to k or a dimension's to another, moves the logits far beyond rounding.
+ */
+export function randomQkNorm(c: LlamaConfig, r: () => number): QkNorm {
+  const w = () => Float32Array.from({ length: c.headDim }, () => 0.25 + 2 * r());
+  return { q: w(), k: w() };
+}
+
 /** Dense f32 weights, uniform in ±1/√K per matrix (activations stay O(1)); tied embeddings unless `untied`. */
 export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeights {
   const r = mulberry32(seed);
@@ -52,6 +61,7 @@ export function randomLlama(c: LlamaConfig, seed = 1, untied = false): LlmWeight
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const m of LAYER_MATRICES) L[m] = dense(...shapes[m]);
     if (c.qkvBias) L.qkvBias = randomQkvBias(c, r);
+    if (c.qkNorm) L.qkNorm = randomQkNorm(c, r);
     layers.push(L);
   }
   const embed = uni(c.vocab * c.hidden, 1);
@@ -84,6 +94,7 @@ export function randomQuantLlama(c: LlamaConfig, bits: QBits, group = 32, seed =
     const L = { attnNorm: norm(), mlpNorm: norm() } as LayerWeights;
     for (const m of LAYER_MATRICES) L[m] = quant(...shapes[m]);
     if (c.qkvBias) L.qkvBias = randomQkvBias(c, r);
+    if (c.qkNorm) L.qkNorm = randomQkNorm(c, r);
     layers.push(L);
   }
   const embed = new Float32Array(c.vocab * c.hidden);

@@ -1,7 +1,7 @@
 // The LLM runtime in plain TypeScript: the specification the Wasm and WebGPU runtimes are checked against, and the
 // fallback that runs anywhere. f32 throughout; quantized matrices are dequantised row by row as they are read.
 import { InputError, ResourceLimitError } from '../errors.js';
-import { dequantRow, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix } from './types.js';
+import { checkWeights, dequantRow, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix } from './types.js';
 
 /** out[t][n] = sum_k x[t][k] * W[n][k], for T rows of x. */
 export function matVec(m: Matrix, x: Float32Array, T: number, out: Float32Array, row = new Float32Array(m.K)): void {
@@ -125,6 +125,7 @@ export class ReferenceLlm implements LlmRunner {
   private readonly rope: { cos: Float32Array; sin: Float32Array };
 
   constructor(readonly weights: LlmWeights, capacity = weights.config.maxPositions) {
+    checkWeights(weights);
     this.config = weights.config;
     this.capacity = capacity;
     const c = this.config;
@@ -159,6 +160,8 @@ export class ReferenceLlm implements LlmRunner {
       this.tap?.(l, 'attn', h, T);
       matVec(L.q, h, T, q); matVec(L.k, h, T, k); matVec(L.v, h, T, v);
       if (L.qkvBias) for (const [y, b] of [[q, L.qkvBias.q], [k, L.qkvBias.k], [v, L.qkvBias.v]]) addRows(y, b, T);
+      // Qwen3: every head of q and k RMS-normalized (in place: rows of headDim) before the rotation
+      if (L.qkNorm) { rmsNorm(q, L.qkNorm.q, c.rmsEps, T * H, q); rmsNorm(k, L.qkNorm.k, c.rmsEps, T * KVH, k); }
       const kc = this.kCache[l], vc = this.vCache[l];
       for (let t = 0; t < T; t++) {
         rope(q, t * H * hd, H, hd, p0 + t, this.rope.cos, this.rope.sin);

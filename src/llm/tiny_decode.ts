@@ -1,10 +1,10 @@
-// One-token decode of a whole small model in one workgroup: every layer's RMSNorm, q/k/v with RoPE and the KV-cache
-// write, attention over the cache, o, gate/up with SiLU and down, in one dispatch (the head and argmax stay the
-// runtime's kernels). A speculative draft's step is launch-bound on a large GPU (the trained draft: 22 dispatches,
-// 0.148 ms of GPU time on the H100 for ~1 MB of layer weights), and nothing but workgroup barriers orders one
-// workgroup's phases, so the step needs no grid-wide synchronisation (which WebGPU cannot give). x is rounded to int8
-// per 32 values before each matrix and multiplied with dot4I8Packed (as the runtime's 'int8' activations). Measured
-// slower than the runtime's kernels on the H100 (0.184 ms a step): see WebGpuLlmOptions.tinyDecode.
+// One-token decode of a whole small model in one workgroup: every layer's RMSNorm, q/k/v with RoPE (and Qwen3's q/k
+// norms) and the KV-cache write, attention over the cache, o, gate/up with SiLU and down, in one dispatch (the head and
+// argmax stay the runtime's kernels). A speculative draft's step is launch-bound on a large GPU (the trained draft: 22
+// dispatches, 0.148 ms of GPU time on the H100 for ~1 MB of layer weights), and nothing but workgroup barriers orders
+// one workgroup's phases, so the step needs no grid-wide synchronisation (which WebGPU cannot give). x is rounded to
+// int8 per 32 values before each matrix and multiplied with dot4I8Packed (as the runtime's 'int8' activations).
+// Measured slower than the runtime's kernels on the H100 (0.184 ms a step): see WebGpuLlmOptions.tinyDecode.
 import { dot4Terms, META_IDS, quantBlock, scaleOf, zeroOf, type MatLayout } from './wgsl.js';
 
 const u = (n: number): string => `${n}u`;
@@ -20,8 +20,11 @@ export interface TinySpec {
   capacity: number; ropeOff: number; eps: number;
   /** Threads of the workgroup. */
   WG: number;
-  /** Layer 0's matrices and norm weights (word offsets); layer l's are at l·layerStride words more. */
-  layer: { qkv: TinyMat; o: TinyMat; gu: TinyMat; down: TinyMat; attnNorm: number; mlpNorm: number };
+  /**
+   * Layer 0's matrices and norm weights (word offsets); layer l's are at l·layerStride words more. `qkNorm` (Qwen3):
+   * the per-head q and k norms' weights, headDim words each (q's, then k's), applied before the rotation.
+   */
+  layer: { qkv: TinyMat; o: TinyMat; gu: TinyMat; down: TinyMat; attnNorm: number; mlpNorm: number; qkNorm?: number };
   layers: number;
   /** Words from one layer's weights to the next's (a multiple of 4). */
   layerStride: number;
@@ -109,6 +112,19 @@ export function tinyDecodeKernel(s: TinySpec): string {
   // Every layer has the same shapes and layout: one loop, its offsets from layer 0's plus l times the layer stride.
   const L = s.layer;
   const NQ = (H + 2 * KVH) * HD;
+  // Qwen3's q/k norms: 1/rms of every q and k head (a thread each, serially over headDim) into hm (its 2H ≥ H + KVH
+  // words are free until the softmax), then each rotary pair scaled by it and the norm weights as the rotation reads it.
+  const qkn = L.qkNorm;
+  const normPass = qkn === undefined ? '' : `
+  for (var hh = lid; hh < ${u(H + KVH)}; hh += ${u(WG)}) {
+    var ss = 0.0;
+    for (var e = 0u; e < ${u(HD)}; e++) { let v = scr[hh * ${u(HD)} + e]; ss += v * v; }
+    hm[hh] = inverseSqrt(ss / ${HD}.0 + ${s.eps});
+  }
+  workgroupBarrier();`;
+  const pair = qkn === undefined ? `let ya = scr[hh * ${u(HD)} + jj]; let yb = scr[hh * ${u(HD)} + jj + ${u(half)}];`
+    : `let nw = lw + ${u(qkn)} + select(${u(HD)}, 0u, hh < ${u(H)}) + jj; let rr = hm[hh];
+    let ya = bitcast<f32>(w32(nw)) * (scr[hh * ${u(HD)} + jj] * rr); let yb = bitcast<f32>(w32(nw + ${u(half)})) * (scr[hh * ${u(HD)} + jj + ${u(half)}] * rr);`;
   const body = `
   ${rms(L.attnNorm)}
   ${quant(D)}
@@ -116,12 +132,12 @@ export function tinyDecodeKernel(s: TinySpec): string {
     ${dotRow(L.qkv, 'r', 'a')}
     scr[r] = a${L.qkv.m.biasOff === undefined ? '' : ` + bitcast<f32>(w32(lw + ${u(L.qkv.off + L.qkv.m.biasOff)} + r))`};
   }
-  workgroupBarrier();
+  workgroupBarrier();${normPass}
   for (var i = lid; i < ${u((H + KVH) * half)}; i += ${u(WG)}) {
     let hh = i / ${u(half)}; let jj = i % ${u(half)};
     let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);
     let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);
-    let ya = scr[hh * ${u(HD)} + jj]; let yb = scr[hh * ${u(HD)} + jj + ${u(half)}];
+    ${pair}
     if (hh < ${u(H)}) {
       qv[hh * ${u(HD)} + jj] = ya * cs - yb * sn; qv[hh * ${u(HD)} + jj + ${u(half)}] = yb * cs + ya * sn;
     } else {

@@ -8,6 +8,8 @@
 //   zeros  uint8 [N, ceil((K/group)*bits/8)]: 4-bit zero points two per byte (lower nibble first), 8-bit one per byte;
 //   w[n][k] = (q[n][k] - zero[n][k/group]) * scale[n][k/group].
 
+import { InputError } from '../errors.js';
+
 export interface LlamaConfig {
   vocab: number;
   hidden: number;
@@ -28,6 +30,11 @@ export interface LlamaConfig {
    * the projections before the rotary embedding. Absent (not false) for Llama.
    */
   qkvBias?: true;
+  /**
+   * A per-head RMSNorm of q and k before the rotary embedding (Qwen3; Hugging Face model_type 'qwen3'): each head's
+   * headDim values are scaled by 1/rms (eps rmsEps) and by the layer's `qkNorm` weights. Absent (not false) for Llama.
+   */
+  qkNorm?: true;
   bos?: number;
   /** End-of-sequence id(s) of config.json and generation_config.json (Llama 3.1 names three): generation stops at each. */
   eos?: number | number[];
@@ -72,6 +79,13 @@ export interface LayerWeights {
   down: Matrix;
   /** The q, k and v projections' biases (config.qkvBias): [heads·headDim], [kvHeads·headDim], [kvHeads·headDim]. */
   qkvBias?: QkvBias;
+  /** The per-head q and k norms' weights (config.qkNorm): [headDim] each, shared by the heads. */
+  qkNorm?: QkNorm;
+}
+
+export interface QkNorm {
+  q: Float32Array;
+  k: Float32Array;
 }
 
 export interface QkvBias {
@@ -109,7 +123,7 @@ export function layerShapes(c: LlamaConfig): Record<LayerMatrix, [number, number
 
 /** bytesPerToken of the same model with every matrix in f32 (what a Hugging Face checkpoint reads as loaded). */
 export function denseBytesPerToken(c: LlamaConfig): number {
-  const biases = c.qkvBias ? (c.heads + 2 * c.kvHeads) * c.headDim : 0;
+  const biases = (c.qkvBias ? (c.heads + 2 * c.kvHeads) * c.headDim : 0) + (c.qkNorm ? 2 * c.headDim : 0);
   const layer = Object.values(layerShapes(c)).reduce((b, [N, K]) => b + N * K, 2 * c.hidden + biases);
   return (c.layers * layer + c.vocab * c.hidden + 2 * c.hidden) * 4;
 }
@@ -121,6 +135,7 @@ export function bytesPerToken(w: LlmWeights): number {
     for (const m of LAYER_MATRICES) b += matrixBytes(l[m]);
     b += l.attnNorm.byteLength + l.mlpNorm.byteLength;
     if (l.qkvBias) b += l.qkvBias.q.byteLength + l.qkvBias.k.byteLength + l.qkvBias.v.byteLength;
+    if (l.qkNorm) b += l.qkNorm.q.byteLength + l.qkNorm.k.byteLength;
   }
   return b;
 }
@@ -172,4 +187,36 @@ export interface LlmRunner {
   /** Keeps the first `length` positions of the cache. */
   truncate(length: number): void;
   release(): Promise<void>;
+}
+
+/**
+ * The weights must have the config's shapes (every runner checks at create): a wrong one would read past a matrix into
+ * wrong numbers (clamped on WebGPU, NaNs or another matrix's bytes on Wasm).
+ */
+export function checkWeights(w: LlmWeights): void {
+  const c = w.config, D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
+  const bad = (what: string, got: string, want: string) => new InputError(`${what} is ${got}; the config needs ${want}`, { input: what }, 'check that the weights belong to this config');
+  const mat = (m: Matrix, N: number, K: number, what: string) => {
+    if (m.N !== N || m.K !== K) throw bad(what, `[${m.N}, ${m.K}]`, `[${N}, ${K}]`);
+    const want = m.kind === 'f32' ? N * K : (N * K * m.bits) / 8;
+    if (m.data.length !== want) throw bad(`${what} data`, `${m.data.length} values`, `${want}`);
+    if (m.kind === 'q' && (K % m.group !== 0 || m.scales.length !== N * (K / m.group) || m.zeros.length !== N * Math.ceil(((K / m.group) * m.bits) / 8))) {
+      throw bad(`${what} scales/zeros`, `${m.scales.length}/${m.zeros.length} values`, `groups of ${m.group} along K = ${K}`);
+    }
+  };
+  const vec = (v: Float32Array, n: number, what: string) => { if (v.length !== n) throw bad(what, `${v.length} values`, `${n}`); };
+  if (w.layers.length !== c.layers) throw bad('layers', `${w.layers.length}`, `${c.layers}`);
+  vec(w.embed, c.vocab * D, 'embed');
+  vec(w.norm, D, 'norm');
+  mat(w.lmHead, c.vocab, D, 'lm_head');
+  w.layers.forEach((L, l) => {
+    vec(L.attnNorm, D, `layer ${l} attn norm`);
+    vec(L.mlpNorm, D, `layer ${l} mlp norm`);
+    mat(L.q, qd, D, `layer ${l} q`); mat(L.k, kvd, D, `layer ${l} k`); mat(L.v, kvd, D, `layer ${l} v`); mat(L.o, D, qd, `layer ${l} o`);
+    mat(L.gate, F, D, `layer ${l} gate`); mat(L.up, F, D, `layer ${l} up`); mat(L.down, D, F, `layer ${l} down`);
+    if (L.qkvBias) { vec(L.qkvBias.q, qd, `layer ${l} q bias`); vec(L.qkvBias.k, kvd, `layer ${l} k bias`); vec(L.qkvBias.v, kvd, `layer ${l} v bias`); }
+    if (!!L.qkvBias !== !!c.qkvBias) throw bad(`layer ${l} q/k/v biases`, L.qkvBias ? 'present' : 'absent', c.qkvBias ? 'them (qkvBias)' : 'none');
+    if (L.qkNorm) { vec(L.qkNorm.q, c.headDim, `layer ${l} q norm`); vec(L.qkNorm.k, c.headDim, `layer ${l} k norm`); }
+    if (!!L.qkNorm !== !!c.qkNorm) throw bad(`layer ${l} q/k norms`, L.qkNorm ? 'present' : 'absent', c.qkNorm ? 'them (qkNorm)' : 'none');
+  });
 }

@@ -5,12 +5,12 @@ import { SHARED_MEMORY } from '../codegen/wasm/builder.js';
 import { UnsupportedError } from '../errors.js';
 import { registerLlmBackend } from './registry.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
-import type { ActivationsFallback, LlamaConfig, LlmRunner, LlmWeights } from './types.js';
+import { checkWeights, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights } from './types.js';
 import {
   G_SLOT, GLOBAL_SLOTS, L_SLOT, LAYER_SLOTS, llmKernel, matrixBlocks, META_BYTES, PHASE_BYTES, phaseCount, privateLayout, TILE_BLOCKS, tilesOf,
   WAIT_SLOTS, X_BYTES, type LlmKernelSpec,
 } from './wasm_kernels.js';
-import { commonFmt, gateUpRows, packRows, plainRows, qkvBiasRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
+import { commonFmt, gateUpRows, packRows, plainRows, qkNormRows, qkvBiasRows, qkvRows, type MatFmt, type PackedMatrix } from './wasm_pack.js';
 
 export interface WasmLlmOptions {
   capacity?: number;
@@ -57,6 +57,7 @@ export class WasmLlm implements LlmRunner {
 
   static async create(w: LlmWeights, o: WasmLlmOptions = {}): Promise<WasmLlm> {
     const c = w.config;
+    checkWeights(w);
     const capacity = o.capacity ?? c.maxPositions;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > c.maxPositions) {
       throw new UnsupportedError(`a KV cache of ${capacity} positions: the model was trained for ${c.maxPositions}`, {}, `give a capacity between 1 and ${c.maxPositions}`);
@@ -71,8 +72,10 @@ export class WasmLlm implements LlmRunner {
       qkv: kernelFmt(commonFmt([L0.q, L0.k, L0.v])), o: kernelFmt(commonFmt([L0.o])), gu: kernelFmt(commonFmt([L0.gate, L0.up])),
       down: kernelFmt(commonFmt([L0.down])), head: kernelFmt(commonFmt([w.lmHead])),
     };
-    // q/k/v biases where any layer has them (one without adds zeros); a model without runs Llama's module, byte for byte
+    // q/k/v biases (checkWeights: every layer has them or none); a model without runs Llama's module, byte for byte
     if (w.layers.some((L) => L.qkvBias)) spec.qkvBias = true;
+    // q/k norms (Qwen3; checkWeights: every layer has them or none): a phase of their own that also rotates q and k
+    if (w.layers.some((L) => L.qkNorm)) spec.qkNorm = true;
     const rt = await WasmRuntime.acquire({ threads: o.threads });
     const q4 = [spec.qkv, spec.o, spec.gu, spec.down, spec.head].some((f) => f.kind === 'q' && f.bits === 4);
     spec.int8 = o.activations === 'int8' && rt.relaxedSimd && q4;
@@ -125,7 +128,9 @@ export class WasmLlm implements LlmRunner {
         same(spec.qkv, [L.q, L.k, L.v]); same(spec.o, [L.o]); same(spec.gu, [L.gate, L.up]); same(spec.down, [L.down]);
         const qkv = qkvRows(L.q, L.k, L.v, hd, rowsMul);
         const bias = !spec.qkvBias ? undefined : L.qkvBias ? qkvBiasRows(L.qkvBias, hd, rowsMul) : new Float32Array(qkv.length);
-        const [qW, qS, qZ] = putMatrix(packRows(qkv, D, spec.qkv, bias));
+        if (!!L.qkNorm !== !!spec.qkNorm) throw new UnsupportedError(`layer ${l}: q/k norms in some layers only`, {}, 'give every layer q/k norms, or none');
+        const norms = L.qkNorm ? qkNormRows(L.qkNorm, hd) : undefined;
+        const [qW, qS, qZ] = putMatrix(packRows(qkv, D, spec.qkv, bias, norms));
         set(L_SLOT.qkvW, qW); set(L_SLOT.qkvS, qS); set(L_SLOT.qkvZ, qZ);
         const [oW, oS, oZ] = putMatrix(packRows(plainRows(L.o, rowsMul), qd, spec.o));
         set(L_SLOT.oW, oW); set(L_SLOT.oS, oS); set(L_SLOT.oZ, oZ);

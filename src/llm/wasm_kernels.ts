@@ -13,7 +13,7 @@ const X = {
   i16x8_splat: 0x10, i16x8_shr_u: 0x8d, i16x8_narrow_i32x4_s: 0x85,
   i16x8_extend_low_i8x16_u: 0x89, i32x4_extend_low_i16x8_u: 0xa9,
   i32x4_extract_lane: 0x1b, i32x4_lt_s: 0x39, i32x4_dot_i16x8_s: 0xba,
-  store64_lane: 0x5b, i8x16_narrow_i16x8_s: 0x65, i16x8_add: 0x8e, i32x4_extadd_pairwise_i16x8_s: 0x7e,
+  store64_lane: 0x5b, load64_lane: 0x57, load64_zero: 0x5d, i8x16_narrow_i16x8_s: 0x65, i16x8_add: 0x8e, i32x4_extadd_pairwise_i16x8_s: 0x7e,
   /** Relaxed SIMD: i16 lane m = a[2m]·b[2m] + a[2m+1]·b[2m+1], a signed, b in 0 … 127 (deterministic there). */
   i16x8_relaxed_dot_i8x16_i7x16_s: 0x112,
 } as const;
@@ -83,6 +83,13 @@ export interface LlmKernelSpec {
    * (packRows' bias: f32x4 per row block), at a constant offset from its W.
    */
   qkvBias?: boolean;
+  /**
+   * Per-head RMSNorm of q and k before the rotation (Qwen3): the fused projection stores q and k unrotated, then a
+   * phase of T·(H + KVH) items normalizes each head in place, scales it by its weights and rotates it. The weights
+   * (qkNormRows: q's, then k's, f32x4 per rotary pair block) follow the projection's codes and biases, at a constant
+   * offset from its W (qkNormOffset).
+   */
+  qkNorm?: boolean;
 }
 
 /** Slots (i32) of the pointer table the kernel reads: globals, then LAYER_SLOTS per layer. */
@@ -108,14 +115,25 @@ export const tilesOf = (blocks: number) => Math.ceil(blocks / TILE_BLOCKS);
 
 /** Phases of one launch: the control block holds this many PHASE_BYTES entries. */
 export function phaseCount(s: LlmKernelSpec): number {
-  return s.layers * (7 + (s.o.kind === 'q' ? 1 : 0) + (s.down.kind === 'q' ? 1 : 0)) + 2;
+  return s.layers * (7 + (s.qkNorm ? 1 : 0) + (s.o.kind === 'q' ? 1 : 0) + (s.down.kind === 'q' ? 1 : 0)) + 2;
 }
 
 const groupOf = (f: MatFmt) => (f.kind === 'q' ? f.group : 0);
 
+/** Bytes of the fused q/k/v projection's codes (padding tiles included): where its biases start, past W. */
+function qkvCodeBytes(s: LlmKernelSpec): number {
+  const rows = tilesOf(matrixBlocks(s).qkv) * TILE_BLOCKS * 4;
+  return s.qkv.kind === 'q' ? (rows * s.D * s.qkv.bits) / 8 : rows * s.D * 4;
+}
+
+/** Where the q/k norm weights start past the fused projection's W: after its codes and, with them, its biases. */
+export function qkNormOffset(s: LlmKernelSpec): number {
+  return qkvCodeBytes(s) + (s.qkvBias ? tilesOf(matrixBlocks(s).qkv) * TILE_BLOCKS * 16 : 0);
+}
+
 export function llmKernel(s: LlmKernelSpec): KernelSource {
   const key = `llm:${s.D},${s.H},${s.KVH},${s.hd},${s.F},${s.vocab},${s.layers},${s.cap},${s.eps},${s.tmax}:` +
-    [s.qkv, s.o, s.gu, s.down, s.head].map(fmtKey).join(',') + (s.int8 ? ':i8' : '') + (s.qkvBias ? ':bias' : '');
+    [s.qkv, s.o, s.gu, s.down, s.head].map(fmtKey).join(',') + (s.int8 ? ':i8' : '') + (s.qkvBias ? ':bias' : '') + (s.qkNorm ? ':qknorm' : '');
   return { key, bytes: () => buildLlm(s), wholeRange: true };
 }
 
@@ -177,6 +195,7 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
   const mmFns = new Map<string, FunctionBuilder>();
   for (const m of Object.values(mats)) mmFns.set(m.name, emitMatmul(mod, s, m));
   const attnFn = emitAttention(mod, s);
+  const qkNormFn = s.qkNorm ? emitQkNorm(mod, s) : null;
 
   // sleep(ctl, seen): waits for the done counter at ctl+64 to change, SLEEP_NS at most. A function of its own: V8 11
   // (Node 20) clobbers a live local of the function that executes memory.atomic.wait32.
@@ -296,6 +315,13 @@ function buildLlm(s: LlmKernelSpec): Uint8Array {
     prepared(mats.qkv, { kind: 'norm', weight: () => layerPtr(L_SLOT.attnNorm) }, T, (Xin, XM) =>
       matmulPhase(mats.qkv, T, () => layerPtr(L_SLOT.qkvW), () => layerPtr(L_SLOT.qkvS), () => layerPtr(L_SLOT.qkvZ), Xin, XM,
         () => f.get(g.qb), () => layerPtr(L_SLOT.kc), () => layerPtr(L_SLOT.vc), () => f.get(g.rope)));
+    // Qwen3: each head of q and k normalized, then rotated, in place (the projection stored them unrotated)
+    if (qkNormFn) {
+      phase(() => { f.get(T); f.i32(H + KVH); mul(f); }, () => {
+        f.get(item); f.get(p0); f.get(g.qb); layerPtr(L_SLOT.kc); layerPtr(L_SLOT.qkvW); f.get(g.rope);
+        call(f, mod.indexOf(qkNormFn));
+      });
+    }
     phase(() => { f.get(T); f.i32(H); mul(f); }, () => {
       f.get(item); f.get(p0); f.get(g.qb); layerPtr(L_SLOT.kc); layerPtr(L_SLOT.vc); f.get(g.att);
       call(f, mod.indexOf(attnFn));
@@ -732,19 +758,23 @@ class EpilogueEmitter {
     const { H, KVH, hd, cap } = s;
     const qB = (H * hd) / 4, kB = (KVH * hd) / 4, bph = hd / 4;
     if (s.qkvBias) {
-      const codes = tilesOf(m.blocks) * TILE_BLOCKS * (m.fmt.kind === 'q' ? (m.K * m.fmt.bits) / 2 : m.K * 16);
-      f.get(this.rb); f.i32(16); mul(f); f.get(p.W); add(f); f.v128_load(codes, 0); f.get(v); f.simd(SIMD.f32x4_add); f.set(v);
+      f.get(this.rb); f.i32(16); mul(f); f.get(p.W); add(f); f.v128_load(qkvCodeBytes(s), 0); f.get(v); f.simd(SIMD.f32x4_add); f.set(v);
     }
     const pos = this.tmp;
     this.row(t); f.get(p.p0); add(f); f.set(pos);
-    /** Rotates v into tmp2 with the table row at ROPE + (pos*bph + block%bph)*32 (C, then S), then stores at dst. */
+    /**
+     * Rotates v into tmp2 with the table row at ROPE + (pos*bph + block%bph)*32 (C, then S), then stores at dst. With
+     * q/k norms, v as it is (the norm phase rotates it).
+     */
     const ropeAt = (partOff: number, dst: (head: () => void, i: () => void) => void) => {
       const bl = () => { f.get(this.rb); if (partOff) { f.i32(partOff); f.op(OP.i32_sub); } };
-      f.get(v);
-      f.get(pos); f.i32(bph); mul(f); bl(); f.i32(bph); f.op(OP.i32_rem_u); add(f); f.i32(32); mul(f);
-      f.get(p.O4); add(f); f.tee(this.addr); f.v128_load(0, 0); f.simd(SIMD.f32x4_mul);
-      f.get(v); f.get(v); f.i8x16_shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]);
-      f.get(this.addr); f.v128_load(16, 0); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(this.tmp2);
+      if (s.qkNorm) { f.get(v); f.set(this.tmp2); } else {
+        f.get(v);
+        f.get(pos); f.i32(bph); mul(f); bl(); f.i32(bph); f.op(OP.i32_rem_u); add(f); f.i32(32); mul(f);
+        f.get(p.O4); add(f); f.tee(this.addr); f.v128_load(0, 0); f.simd(SIMD.f32x4_mul);
+        f.get(v); f.get(v); f.i8x16_shuffle(SWAP64);
+        f.get(this.addr); f.v128_load(16, 0); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(this.tmp2);
+      }
       dst(() => { bl(); f.i32(bph); f.op(OP.i32_div_u); }, () => { bl(); f.i32(bph); f.op(OP.i32_rem_u); f.i32(2); mul(f); });
       f.get(this.addr); f.get(this.tmp2); store64Lane(f, 0, 0);
       f.get(this.addr); f.get(this.tmp2); store64Lane(f, (hd / 2) * 4, 1);
@@ -774,6 +804,62 @@ class EpilogueEmitter {
       });
     });
   }
+}
+
+/** i8x16.shuffle lanes swapping the 64-bit halves: (a, a+1 | d, d+1) to (d, d+1 | a, a+1). */
+const SWAP64 = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
+
+// --- q/k norms (Qwen3) ----------------------------------------------------------------------------
+
+/**
+ * qknorm(item, p0, QB, KC, NW, ROPE): token t = item / (H+KVH), head j = item % (H+KVH): q head j (row QB[t][j]) or,
+ * j >= H, kv head j-H of the K cache at position p0+t. Its hd values x (as the fused projection stored them, in
+ * order) become w ⊙ (x / rms) as the reference rounds it (Σx² in f32), w q's or k's weights at NW + qkNormOffset,
+ * then rotated by the table row of p0+t, in place: rotary pair block b (dims 2b, 2b+1 | half+2b, half+2b+1) is one
+ * vector, as in the projection's epilogue; the weights are laid out alike (qkNormRows).
+ */
+function emitQkNorm(mod: ModuleBuilder, s: LlmKernelSpec): FunctionBuilder {
+  const { H, KVH, hd, cap } = s;
+  const half = hd / 2, bph = hd / 4;
+  const f = mod.func('qknorm', new Array(6).fill('i32'));
+  const [item, p0, QB, KC, NW, ROPE] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
+  const t = f.local('i32'), j = f.local('i32'), pos = f.local('i32'), xp = f.local('i32'), wp = f.local('i32'), rp = f.local('i32');
+  const c = f.local('i32'), acc = f.local('v128'), v = f.local('v128'), r = f.local('v128');
+  f.get(item); f.i32(H + KVH); f.op(OP.i32_div_u); f.set(t);
+  f.get(item); f.i32(H + KVH); f.op(OP.i32_rem_u); f.set(j);
+  f.get(p0); f.get(t); add(f); f.set(pos);
+  f.get(pos); f.i32(bph * 32); mul(f); f.get(ROPE); add(f); f.set(rp);
+  f.get(NW); f.i32(qkNormOffset(s)); add(f); f.set(wp);
+  f.get(j); f.i32(H); f.op(OP.i32_lt_u);
+  f.if_(() => {
+    f.get(t); f.i32(H); mul(f); f.get(j); add(f); f.i32(hd * 4); mul(f); f.get(QB); add(f); f.set(xp);
+  }, () => {
+    f.get(j); f.i32(H); f.op(OP.i32_sub); f.i32(cap); mul(f); f.get(pos); add(f); f.i32(hd * 4); mul(f); f.get(KC); add(f); f.set(xp);
+    f.get(wp); f.i32(hd * 4); add(f); f.set(wp);
+  });
+  // r = 1 / sqrt(Σx²/hd + eps)
+  f.f32x4_const(0); f.set(acc);
+  f.for_(c, () => f.i32(0), () => f.i32(hd * 4), 16, () => {
+    f.get(acc); f.get(xp); f.get(c); add(f); f.v128_load(0, 0); f.tee(v); f.get(v); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(acc);
+  });
+  f.f32c(1);
+  emitHorizontal(f, acc, SIMD.f32x4_add); f.f32c(hd); f.op(OP.f32_div); f.f32c(s.eps); f.op(OP.f32_add); f.op(OP.f32_sqrt);
+  f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.set(r);
+  f.for_(c, () => f.i32(0), () => f.i32(bph), 1, () => {
+    // v = w ⊙ (x · r) of dims (i, i+1 | i+half, i+half+1), i = 2c
+    f.get(xp); simdMem(f, X.load64_zero, 0, 0); f.set(v);
+    f.get(xp); f.get(v); simdMem(f, X.load64_lane, 0, half * 4); f.code.u8(1);
+    f.get(r); f.simd(SIMD.f32x4_mul); f.get(wp); f.v128_load(0, 0); f.simd(SIMD.f32x4_mul); f.set(v);
+    // rotated: v·C + swap(v)·S
+    f.get(v); f.get(rp); f.v128_load(0, 0); f.simd(SIMD.f32x4_mul);
+    f.get(v); f.get(v); f.i8x16_shuffle(SWAP64); f.get(rp); f.v128_load(16, 0); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(v);
+    f.get(xp); f.get(v); store64Lane(f, 0, 0);
+    f.get(xp); f.get(v); store64Lane(f, half * 4, 1);
+    f.get(xp); f.i32(8); add(f); f.set(xp);
+    f.get(wp); f.i32(16); add(f); f.set(wp);
+    f.get(rp); f.i32(32); add(f); f.set(rp);
+  });
+  return f;
 }
 
 // --- attention ------------------------------------------------------------------------------------

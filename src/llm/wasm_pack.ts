@@ -2,7 +2,7 @@
 // SIMD vector of outputs), q4/q8 codes arranged so that one 16-byte load unpacks with shifts and masks into i16x8
 // vectors of (4 rows x 2 k), the operand order of i32x4.dot_i16x8_s. The bytes of a quantized matrix are the
 // quantizer's codes, re-ordered, never re-quantized: the kernels compute exactly (q - zero) * scale.
-import { dequantRow, type Matrix, type QBits, type QkvBias, type QuantMatrix } from './types.js';
+import { dequantRow, type Matrix, type QBits, type QkNorm, type QkvBias, type QuantMatrix } from './types.js';
 
 /** A matrix format the kernels specialise on. */
 export type MatFmt = { kind: 'f32' } | { kind: 'q'; bits: QBits; group: number };
@@ -27,7 +27,8 @@ export interface PackedMatrix {
   blocks: number;
   /**
    * f32: [blocks][K][4] floats as bytes. q: [blocks/Q_INTERLEAVE][K/group][group/kPerLoad][Q_INTERLEAVE][16] codes
-   * (kPerLoad = 8 for q4, 4 for q8). Then, for rows with biases (packRows' bias), the biases: [blocks][4] f32.
+   * (kPerLoad = 8 for q4, 4 for q8). Then, for rows with biases (packRows' bias), the biases: [blocks][4] f32; then
+   * packRows' tail (the fused projection's q/k norm weights), as given.
    */
   w: Uint8Array;
   /** q only: [blocks/Q_INTERLEAVE][K/group][Q_INTERLEAVE][4] f32 scales and u8 zero points. */
@@ -58,17 +59,20 @@ function qRow(m: QuantMatrix, n: number): { q: Uint8Array; s: Float32Array; z: U
 
 /**
  * Packs rows (a multiple of 4 of them) into the layout of fmt; `bias` (one per row, in the rows' order) follows the
- * codes in w, a kernel reading it at a constant offset from the matrix.
+ * codes in w, then `tail` (any floats), a kernel reading them at constant offsets from the matrix.
  */
-export function packRows(rows: RowSrc[], K: number, fmt: MatFmt, bias?: Float32Array): PackedMatrix {
+export function packRows(rows: RowSrc[], K: number, fmt: MatFmt, bias?: Float32Array, tail?: Float32Array): PackedMatrix {
   if (rows.length % 4) throw new Error('packRows: rows must come in blocks of 4');
   if (fmt.kind === 'q' && rows.length % (4 * Q_INTERLEAVE)) throw new Error(`packRows: quantized rows must come in runs of ${4 * Q_INTERLEAVE}`);
   if (bias && bias.length !== rows.length) throw new Error('packRows: one bias per row');
   const blocks = rows.length / 4;
   const withBias = (p: PackedMatrix): PackedMatrix => {
-    if (!bias) return p;
-    const w = new Uint8Array(p.w.byteLength + bias.byteLength);
-    w.set(p.w); w.set(new Uint8Array(bias.buffer, bias.byteOffset, bias.byteLength), p.w.byteLength);
+    const after = [bias, tail].filter((a): a is Float32Array => !!a);
+    if (!after.length) return p;
+    const w = new Uint8Array(p.w.byteLength + after.reduce((n, a) => n + a.byteLength, 0));
+    w.set(p.w);
+    let o = p.w.byteLength;
+    for (const a of after) { w.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), o); o += a.byteLength; }
     return { ...p, w };
   };
   if (fmt.kind === 'f32') {
@@ -150,6 +154,18 @@ export function qkvRows(q: Matrix, k: Matrix, v: Matrix, headDim: number, multip
 export function qkvBiasRows(b: QkvBias, headDim: number, multiple: number): Float32Array {
   const bs = [b.q, b.k, b.v];
   return Float32Array.from(qkvOrder([b.q.length, b.k.length, b.v.length], headDim, multiple), (r) => (r ? bs[r[0]][r[1]] : 0));
+}
+
+/**
+ * The q and k norm weights as the norm phase reads them (packRows' tail of the fused projection): q's, then k's, each
+ * per rotary pair block b the f32x4 (w[2b], w[2b+1], w[half+2b], w[half+2b+1]), the order of the head's values there.
+ */
+export function qkNormRows(n: QkNorm, headDim: number): Float32Array {
+  const half = headDim / 2, out = new Float32Array(2 * headDim);
+  [n.q, n.k].forEach((w, m) => {
+    for (let i = 0; i < half; i += 2) out.set([w[i], w[i + 1], w[half + i], w[half + i + 1]], m * headDim + 2 * i);
+  });
+  return out;
 }
 
 /** gate and up rows interleaved by blocks of 4: gate f..f+3, up f..f+3, … (the SiLU·mul epilogue pairs them). */

@@ -7,10 +7,10 @@ import { f16ToF32, f32ToF16 } from '../ops/util.js';
 import { checkForward, checkTruncate, ropeTables } from './reference.js';
 import { registerLlmBackend } from './registry.js';
 import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
-import { LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
+import { checkWeights, LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
   argmaxKernel, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
-  paired, preBound, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
+  paired, preBound, qkNormRopeKernel, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
 /** Knobs for tests and benchmarks (read at create). */
@@ -395,7 +395,9 @@ export class WebGpuLlm implements LlmRunner {
   private staging: GPUBuffer | null = null;
   private headW!: GPUBuffer;
   private finalNorm!: GPUBuffer;
-  private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: Bind; attnBind: GPUBindGroup | null }[] = [];
+  private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: Bind; attnBind: GPUBindGroup | null; qkNormBind: GPUBindGroup | null }[] = [];
+  /** Qwen3's per-head q/k norm and rotation after the q/k/v kernel (qkNormRopeKernel), where the model has the norms. */
+  private qkNorm: GPUComputePipeline | null = null;
   /** The one-workgroup decode of every layer (WebGpuLlmOptions.tinyDecode), where taken. */
   private tiny: { pipeline: GPUComputePipeline; bind: GPUBindGroup } | null = null;
   /** An embedding table larger than one binding: the kernel that gathers the tokens' rows into x before layer 0. */
@@ -655,7 +657,8 @@ export class WebGpuLlm implements LlmRunner {
       const { attn: attnNorm, mlp: mlpNorm } = norms[l];
       const last = l === c.layers - 1;
       const kv: Bind = kvAll ? { buffer: kvAll, offset: l * kvBytes, size: 2 * KVH * cap * HD * 4 } : this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
-      const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff };
+      // Qwen3: the epilogue stores q and k unrotated, and qkNormRopeKernel normalizes and rotates them in place.
+      const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, ...(c.qkNorm ? { qkNorm: true as const } : {}) };
       // Qwen2's q/k/v biases travel in the fused matrix's buffer (MatLayout.biasOff): the kernels bind no more buffers.
       const b = Lw.qkvBias, qkvBias = b && Float32Array.from([...b.q, ...b.k, ...b.v]);
       const gather = l === 0 && !!embed;
@@ -675,7 +678,15 @@ export class WebGpuLlm implements LlmRunner {
       quantBind(o.k, this.attn, null, A, null);
       quantBind(gu.k, this.x, mlpNorm, B, null);
       quantBind(down.k, this.g, null, A, null);
-      this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null });
+      // The layer's q and k norm weights in one buffer (q's headDim, then k's).
+      const nk = Lw.qkNorm;
+      let qkNormBind: GPUBindGroup | null = null;
+      if (nk) {
+        const nw = this.upload(Float32Array.from([...nk.q, ...nk.k]), 0, 'q/k norm weights');
+        this.weightBytesPerToken += 2 * HD * 4;
+        qkNormBind = this.bindGroup(this.layoutFor('rrww').bgl, [this.meta, nw, this.q, kv]);
+      }
+      this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null, qkNormBind });
     }
     const head = gemv('head', w.lmHead, true, false, { kind: 'head' }, 'lm_head');
     this.head = head.k;
@@ -689,6 +700,7 @@ export class WebGpuLlm implements LlmRunner {
     pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
+    if (c.qkNorm) pending.push(this.pipeline(qkNormRopeKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, eps: c.rmsEps }), 'rrww').then((p) => { this.qkNorm = p; }));
     if (kvAll) pending.push(this.initTiny(tinyMats, kvAll, kvBytes / 4, embed!, ropeOff));
     await Promise.all(pending);
     const attnLayout = this.layoutFor(attnB).bgl;
@@ -724,7 +736,7 @@ export class WebGpuLlm implements LlmRunner {
     const layer = {
       qkv: { off: place(m0.qkv.words.length), m: m0.qkv.layout }, o: { off: place(m0.o.words.length), m: m0.o.layout },
       gu: { off: place(m0.gu.words.length), m: m0.gu.layout }, down: { off: place(m0.down.words.length), m: m0.down.layout },
-      attnNorm: place(c.hidden), mlpNorm: place(c.hidden),
+      attnNorm: place(c.hidden), mlpNorm: place(c.hidden), ...(c.qkNorm ? { qkNorm: place(2 * c.headDim) } : {}),
     };
     const all = new Uint32Array(layerStride * c.layers);
     mats.forEach((L, l) => {
@@ -732,6 +744,7 @@ export class WebGpuLlm implements LlmRunner {
       all.set(L.qkv.words, at + layer.qkv.off); all.set(L.o.words, at + layer.o.off); all.set(L.gu.words, at + layer.gu.off); all.set(L.down.words, at + layer.down.off);
       new Float32Array(all.buffer, (at + layer.attnNorm) * 4, c.hidden).set(Lw.attnNorm);
       new Float32Array(all.buffer, (at + layer.mlpNorm) * 4, c.hidden).set(Lw.mlpNorm);
+      if (layer.qkNorm !== undefined) new Float32Array(all.buffer, (at + layer.qkNorm) * 4, 2 * c.headDim).set([...Lw.qkNorm!.q, ...Lw.qkNorm!.k]);
     });
     const buf = this.upload(all, 0, 'the tiny decode weights');
     const code = tinyDecodeKernel({ ...dims, S, ropeOff, eps: c.rmsEps, layer, layers: c.layers, kvStride, layerStride, unroll: !this.caps.software });
@@ -1062,7 +1075,7 @@ export class WebGpuLlm implements LlmRunner {
     }
   }
 
-  /** Records one chunk: per layer q/k/v, attention, o, gate/up, down; then the head and argmax. */
+  /** Records one chunk: per layer q/k/v (and Qwen3's q/k norm), attention, o, gate/up, down; then the head and argmax. */
   private encode(enc: GPUCommandEncoder, T: number, splits: number, headRows: number, argmax: boolean, timed: boolean,
     prof: Profiling | null): void {
     const pass = prof ? null : enc.beginComputePass(timed
@@ -1094,6 +1107,7 @@ export class WebGpuLlm implements LlmRunner {
     else if (this.embedGather) dispatch('embedding', this.embedGather.pipeline, this.embedGather.bind, T);
     if (!(T === 1 && this.tiny)) for (const L of this.layers) {
       gemv('qkv', L.qkv, T, TB);
+      if (L.qkNormBind) dispatch('qk norm', this.qkNorm!, L.qkNormBind, this.config.heads + this.config.kvHeads, T);
       dispatch('attention', this.attention, L.attnBind!, this.config.heads, T, splits);
       if (splits > 1) dispatch('attention combine', this.attnCombine, this.combineBind, this.config.heads, T);
       gemv('o', L.o, T, TB);
@@ -1117,7 +1131,9 @@ export class WebGpuLlm implements LlmRunner {
     this.begin(ids);
     if (ids.length > this.maxT) throw new InputError(`profileForward: ${ids.length} tokens > ${this.maxT}`, {}, 'profile a shorter chunk');
     this.busy = true;
-    const maxQ = 2 * (this.layers.length * 10 + 6);
+    // At most 11 dispatches a layer (q/k/v, the q/k norm, attention and its combine, o, gate/up, down, and x quantized
+    // before four of them), then the embedding gather, the head (and x before it) and argmax.
+    const maxQ = 2 * (this.layers.length * 11 + 6);
     const prof: Profiling = {
       set: this.device.createQuerySet({ type: 'timestamp', count: maxQ }),
       resolve: this.device.createBuffer({ size: maxQ * 8, usage: 0x200 /* QUERY_RESOLVE */ | COPY_SRC }),
@@ -1144,32 +1160,6 @@ export class WebGpuLlm implements LlmRunner {
     }
   }
 
-}
-
-/** The weights must have the config's shapes: a wrong one would read past a matrix (clamped) into wrong numbers. */
-function checkWeights(w: LlmWeights): void {
-  const c = w.config, D = c.hidden, F = c.intermediate, qd = c.heads * c.headDim, kvd = c.kvHeads * c.headDim;
-  const bad = (what: string, got: string, want: string) => new InputError(`${what} is ${got}; the config needs ${want}`, { input: what }, 'check that the weights belong to this config');
-  const mat = (m: Matrix, N: number, K: number, what: string) => {
-    if (m.N !== N || m.K !== K) throw bad(what, `[${m.N}, ${m.K}]`, `[${N}, ${K}]`);
-    const want = m.kind === 'f32' ? N * K : (N * K * m.bits) / 8;
-    if (m.data.length !== want) throw bad(`${what} data`, `${m.data.length} values`, `${want}`);
-    if (m.kind === 'q' && (K % m.group !== 0 || m.scales.length !== N * (K / m.group) || m.zeros.length !== N * Math.ceil(((K / m.group) * m.bits) / 8))) {
-      throw bad(`${what} scales/zeros`, `${m.scales.length}/${m.zeros.length} values`, `groups of ${m.group} along K = ${K}`);
-    }
-  };
-  const vec = (v: Float32Array, n: number, what: string) => { if (v.length !== n) throw bad(what, `${v.length} values`, `${n}`); };
-  if (w.layers.length !== c.layers) throw bad('layers', `${w.layers.length}`, `${c.layers}`);
-  vec(w.embed, c.vocab * D, 'embed');
-  vec(w.norm, D, 'norm');
-  mat(w.lmHead, c.vocab, D, 'lm_head');
-  w.layers.forEach((L, l) => {
-    vec(L.attnNorm, D, `layer ${l} attn norm`);
-    vec(L.mlpNorm, D, `layer ${l} mlp norm`);
-    mat(L.q, qd, D, `layer ${l} q`); mat(L.k, kvd, D, `layer ${l} k`); mat(L.v, kvd, D, `layer ${l} v`); mat(L.o, D, qd, `layer ${l} o`);
-    mat(L.gate, F, D, `layer ${l} gate`); mat(L.up, F, D, `layer ${l} up`); mat(L.down, D, F, `layer ${l} down`);
-    if (L.qkvBias) { vec(L.qkvBias.q, qd, `layer ${l} q bias`); vec(L.qkvBias.k, kvd, `layer ${l} k bias`); vec(L.qkvBias.v, kvd, `layer ${l} v bias`); }
-  });
 }
 
 function checkConfig(c: LlamaConfig): void {

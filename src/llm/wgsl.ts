@@ -1,7 +1,7 @@
 // WGSL generators of the WebGPU LLM runtime: the matrix-vector kernel (decode and small T, dequantisation fused, RMSNorm
-// in its prologue, RoPE/KV-cache writes, SiLU·mul or the residual add in its epilogue), attention over the KV cache, and
-// argmax. Every size that changes per token (T, the cache length, which row feeds the head) is read from the `meta`
-// buffer, so one pipeline serves every position.
+// in its prologue, RoPE/KV-cache writes, SiLU·mul or the residual add in its epilogue), Qwen3's per-head q/k norm,
+// attention over the KV cache, and argmax. Every size that changes per token (T, the cache length, which row feeds the
+// head) is read from the `meta` buffer, so one pipeline serves every position.
 import { f32Lit } from '../backends/webgpu/kernel.js';
 
 const u = (n: number): string => `${n}u`;
@@ -98,9 +98,10 @@ export type Epilogue =
   /**
    * Rows are q|k|v heads of headDim; units are rotary pairs (i, i + headDim/2) of a head. q is rotated into Q, k
    * rotated and v copied into the layer's cache [2, kvHeads, capacity, headDim] at position p0 + t (the rows' biases
-   * added first where the matrix has them: MatLayout.biasOff).
+   * added first where the matrix has them: MatLayout.biasOff). `qkNorm` (Qwen3): q and k are stored as they are, not
+   * rotated, at the same places; qkNormRopeKernel normalizes and rotates them there (a head's rows span workgroups).
    */
-  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number };
+  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number; qkNorm?: true };
 
 export interface GemvShape {
   /** Tokens per workgroup: each weight load serves all of them. */
@@ -274,8 +275,20 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
       // ba, bb (ya, yb are lets of the caller's scope).
       const bias = m.biasOff !== undefined;
       const [a, b] = bias ? ['ba', 'bb'] : ['ya', 'yb'];
+      const biasLine = bias ? [`let bo = ${u(m.biasOff!)} + hh * ${u(HD)} + jj; let ba = ya + bitcast<f32>(w32(bo)); let bb = yb + bitcast<f32>(w32(bo + ${u(half)}));`] : [];
+      // q/k norms: every row stored as it is (k and v alike: v's cache half follows k's, so one offset serves both).
+      if (epi.qkNorm) {
+        return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`, ...biasLine,
+          `if (hh < ${u(H)}) {
+        let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
+        QO[o] = ${a}; QO[o + ${u(half)}] = ${b};
+      } else {
+        let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
+        KV[o] = ${a}; KV[o + ${u(half)}] = ${b};
+      }`];
+      }
       return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`,
-        ...(bias ? [`let bo = ${u(m.biasOff!)} + hh * ${u(HD)} + jj; let ba = ya + bitcast<f32>(w32(bo)); let bb = yb + bitcast<f32>(w32(bo + ${u(half)}));`] : []),
+        ...biasLine,
         `let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`,
         `let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`,
         `if (hh < ${u(H)}) {
@@ -999,6 +1012,68 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     workgroupBarrier();
   }
   ${epi4.join('\n  ')}
+}
+`;
+}
+
+export interface QkNormSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  capacity: number;
+  /** The RoPE table's word offset in MT (metaRopeOffset). */
+  ropeOff: number;
+  eps: number;
+}
+
+/** Threads of qkNormRopeKernel's workgroups: a rotary pair each, a power of two (for the reduction's tree). */
+export const qkNormWorkgroup = (headDim: number): number => 2 ** Math.ceil(Math.log2(headDim / 2));
+
+/**
+ * Qwen3's per-head q/k RMSNorm, then the rotary embedding, in place: what the q/k/v epilogue (Epilogue qkNorm) stored
+ * unrotated. Workgroup (j, t) takes head j of token t < MT[0]: q head j of Q for j < heads, else k head j − heads of
+ * the layer's cache at position MT[1] + t. A thread per rotary pair (i, i + headDim/2) (threads past headDim/2 add 0 to
+ * Σx²); 1/rms from the workgroup's tree, the weights NW (q's headDim, then k's), then the rotation the epilogue does
+ * without the norm: out = w ⊙ (x / rms), rotated.
+ */
+export function qkNormRopeKernel(a: QkNormSpec): string {
+  const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = a;
+  const half = HD / 2, WG = qkNormWorkgroup(HD);
+  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+@group(0) @binding(1) var<storage, read> NW: array<f32>;
+@group(0) @binding(2) var<storage, read_write> QO: array<f32>;
+@group(0) @binding(3) var<storage, read_write> KV: array<f32>;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let hh = wid.x;
+  let t = wid.y;
+  if (t >= MT[0] || hh >= ${u(H + KVH)}) { return; }
+  let pos = MT[1] + t;
+  let live = lid < ${u(half)};
+  let jj = min(lid, ${u(half - 1)});
+  let isQ = hh < ${u(H)};
+  let o = select(((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)}, t * ${u(H * HD)} + hh * ${u(HD)}, isQ) + jj;
+  var xa: f32;
+  var xb: f32;
+  if (isQ) { xa = QO[o]; xb = QO[o + ${u(half)}]; } else { xa = KV[o]; xb = KV[o + ${u(half)}]; }
+  red[lid] = select(0.0, xa * xa + xb * xb, live);
+  workgroupBarrier();
+  for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
+    if (lid < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }
+  let r = inverseSqrt(red[0] / ${f32Lit(HD)} + ${f32Lit(a.eps)});
+  if (live) {
+    let wo = select(${u(HD)}, 0u, isQ) + jj;
+    let na = NW[wo] * (xa * r);
+    let nb = NW[wo + ${u(half)}] * (xb * r);
+    let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);
+    let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);
+    let ra = na * cs - nb * sn;
+    let rb = nb * cs + na * sn;
+    if (isQ) { QO[o] = ra; QO[o + ${u(half)}] = rb; } else { KV[o] = ra; KV[o + ${u(half)}] = rb; }
+  }
 }
 `;
 }
