@@ -1,4 +1,4 @@
-// `webjit generate`: text generation from an ONNX decoder with a KV cache, or from an LLM (a Hugging Face Llama, Mistral or Qwen2 folder
+// `webjit generate`: text generation from an ONNX decoder with a KV cache, or from an LLM (a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder
 // or webjit's .safetensors file) run by webjit's LLM runtime, optionally quantized on the fly and optionally with a
 // draft model for speculative decoding; tokens are printed as they come, then the prefill and decode speeds.
 import { InputError, UnsupportedError } from '../errors.js';
@@ -46,7 +46,7 @@ const parseIds = (s: string, what: string): number[] => s.split(',').map((x) => 
 async function readModel(path: string, quant?: Quant): Promise<{ kind: 'onnx'; path: string } | { kind: 'llm'; weights: LlmWeights; note?: string }> {
   const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
   let st;
-  try { st = await fs.stat(path); } catch { throw new InputError(`${path}: no such file or folder`, {}, 'give an .onnx decoder, a Hugging Face Llama, Mistral or Qwen2 folder, or a .safetensors file written by `webjit quantize`'); }
+  try { st = await fs.stat(path); } catch { throw new InputError(`${path}: no such file or folder`, {}, 'give an .onnx decoder, a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder, or a .safetensors file written by `webjit quantize`'); }
   if (st.isDirectory()) {
     // --quant q4/q8 on a Hugging Face folder: each matrix is quantized as it is read (the model is never whole in f32).
     if (quant !== 'q4' && quant !== 'q8') return { kind: 'llm', weights: await loadLlm(path) };
@@ -82,7 +82,7 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
   const m = await readModel(path, quant);
   if (m.kind === 'onnx') {
     if (quant !== undefined) {
-      throw new UnsupportedError(`--quant applies to LLM weights (a Hugging Face Llama, Mistral or Qwen2 folder or a webjit .safetensors file); ${what} ${path} is an ONNX model, which runs in the precision it stores`, {},
+      throw new UnsupportedError(`--quant applies to LLM weights (a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder or a webjit .safetensors file); ${what} ${path} is an ONNX model, which runs in the precision it stores`, {},
         'give the model\'s Hugging Face folder to quantize on the fly, or quantize it ahead with `webjit quantize`');
     }
     const dec = await CausalDecoder.create(m.path, { backend: a.backend, threads: a.threads });

@@ -101,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (model, o) => { code = await benchLlmCommand(model, o); });
 
   program.command('perplexity <model>')
-    .description('held-out perplexity of an LLM (Hugging Face Llama, Mistral or Qwen2 folder or webjit file) on webjit\'s LLM runtime')
+    .description('held-out perplexity of an LLM (Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder or webjit file) on webjit\'s LLM runtime')
     .requiredOption('--text <file>', 'held-out text')
     .requiredOption('--tokenizer <file>', 'tokenizer.json')
     .addOption(new Option('--backend <name>', 'LLM backend').choices(['reference', 'wasm', 'webgpu']).default('wasm'))
@@ -115,7 +115,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (model, o) => { code = await perplexityCommand(model, o); });
 
   program.command('quantize <model>')
-    .description("quantize a Hugging Face Llama, Mistral or Qwen2 folder's weights to webjit's format (4 or 8 bits in groups, a scale and zero point each)")
+    .description("quantize a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder's weights to webjit's format (4 or 8 bits in groups, a scale and zero point each)")
     .option('--bits <n>', '4 or 8', '4')
     .option('--group <n>', 'weights per scale along the input dim: 32, 64 or 128', '32')
     .option('--head-bits <n>', 'bits of the output projection (default: --bits)')
@@ -128,7 +128,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (model, o) => { code = await quantizeCommand(model, o); });
 
   program.command('generate <model>')
-    .description('generate text from an ONNX decoder with past key/value inputs, or an LLM (a Hugging Face Llama, Mistral or Qwen2 folder or a webjit .safetensors file) on webjit\'s LLM runtime; prints tokens as they come, then tokens/s')
+    .description('generate text from an ONNX decoder with past key/value inputs, or an LLM (a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder or a webjit .safetensors file) on webjit\'s LLM runtime; prints tokens as they come, then tokens/s')
     .option('--prompt <text>', 'the prompt (needs --tokenizer)')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids')
     .option('--tokenizer <file>', "a Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS)")
