@@ -11,6 +11,7 @@ import { Tensor, type DType } from '../src/tensor.js';
 import { numbers } from '../src/ops/util.js';
 import { mulberry32 } from '../src/util/random.js';
 import { detInput as detInputOf } from '../src/apps/ocr.js';
+import type { LlmWeights } from '../src/llm/types.js';
 
 const require = createRequire(import.meta.url);
 // Compiled tests live in dist/test; sources in test/. Both resolve the repo root two or one levels up.
@@ -132,4 +133,10 @@ export async function ortDecoderGreedy(prompt: number[], n: number): Promise<num
   }
   await s.release();
   return out;
+}
+
+/** The same LLM weights without one of Llama's extensions (Qwen2's q/k/v biases, Qwen3's q/k norms): config and layers. */
+export function withoutFeature(w: LlmWeights, key: 'qkvBias' | 'qkNorm'): LlmWeights {
+  const { [key]: _c, ...config } = w.config;
+  return { ...w, config, layers: w.layers.map(({ [key]: _l, ...L }) => L) };
 }

@@ -14,6 +14,7 @@ import { randomLlama as randomQwen } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlmRunner, LlmWeights } from '../src/llm/types.js';
 import { llamaConfig, randomLlama } from './llm-random.js';
+import { withoutFeature } from './helpers.js';
 
 v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 
@@ -96,57 +97,45 @@ test('wasm LLM with int8 activations: 4-bit layers int8, an 8-bit head int16 (th
   }
 });
 
-test('wasm LLM with int8 activations: q/k/v biases (Qwen2) near the reference, q4 g32 and g128 (prompt, steps, all-position logits), 1 and 2 threads', async () => {
-  const base = randomQwen({ ...CFG, qkvBias: true }, 43);
-  /** A prompt (passes of 2 and 1 through the shared prologue), single steps, then 2 and 3 tokens: each call's logits. */
-  const script = async (r: LlmRunner) => {
-    const out = [await r.forward([5, 17, 250, 3, 99, 140, 7, 300, 0], true)];
-    for (const id of [12, 77]) out.push(await r.forward([id]));
-    for (const ids of [[9, 8], [200, 7, 6]]) out.push(await r.forward(ids, true));
-    return out;
-  };
+/**
+ * The feature's model quantized to q4 g32 and g128, int8 x on 2 threads near the reference, 1 thread the same bits, and
+ * the same weights without the feature far off (moved beyond int8's rounding: the test can fail).
+ */
+async function int8Feature(base: LlmWeights, key: 'qkvBias' | 'qkNorm', what: string, script: (r: LlmRunner) => Promise<Float32Array[]>): Promise<void> {
   for (const group of [32, 128]) {
     const w = quantizeRtn(base, { bits: 4, group });
-    const { qkvBias: _, ...config } = w.config;
-    const bare: LlmWeights = { ...w, config, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
-    const two = await wasm(w, 'int8'), one = await wasm(w, 'int8', 1), off = await wasm(bare, 'int8');
+    const two = await wasm(w, 'int8'), one = await wasm(w, 'int8', 1), off = await wasm(withoutFeature(w, key), 'int8');
     assert.equal(two.activations, 'int8');
     const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), moved = await script(off);
     const worst = Math.max(...got.map((a, i) => rel(a, want[i])));
     assert.ok(worst <= 3e-2, `g${group}: logits differ by ${worst}`);
     got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `g${group}, call ${i}: one thread and two give the same bits`));
-    // Without the biases the logits move far beyond int8's rounding.
     const least = Math.min(...moved.map((a, i) => rel(a, want[i])));
-    assert.ok(least > 0.05, `g${group}: without the biases the logits differ by only ${least}`);
+    console.log(`${what}, q4 g${group} int8 x: worst ${worst.toExponential(2)}, without them ${least.toExponential(2)}`);
+    assert.ok(least > 0.05, `g${group}: without the ${what} the logits differ by only ${least}`);
   }
+}
+
+/** A prompt (passes of 2 and 1 through the shared prologue), single steps, then 2 and 3 tokens: each call's logits. */
+async function featureScript(r: LlmRunner): Promise<Float32Array[]> {
+  const out = [await r.forward([5, 17, 250, 3, 99, 140, 7, 300, 0], true)];
+  for (const id of [12, 77]) out.push(await r.forward([id]));
+  for (const ids of [[9, 8], [200, 7, 6]]) out.push(await r.forward(ids, true));
+  return out;
+}
+
+test('wasm LLM with int8 activations: q/k/v biases (Qwen2) near the reference, q4 g32 and g128 (prompt, steps, all-position logits), 1 and 2 threads', async () => {
+  await int8Feature(randomQwen({ ...CFG, qkvBias: true }, 43), 'qkvBias', 'biases', featureScript);
 });
 
 test('wasm LLM with int8 activations: q/k norms (Qwen3) near the reference, q4 g32 and g128 (prompt, steps, all-position logits, chunked prefill), 1 and 2 threads', async () => {
-  const base = randomQwen({ ...CFG, maxPositions: 80, qkNorm: true }, 47);
-  /** A prompt (passes of 2 and 1 through the shared prologue), single steps, 2 and 3 tokens, then 70 (two launches). */
-  const script = async (r: LlmRunner) => {
-    const out = [await r.forward([5, 17, 250, 3, 99, 140, 7, 300, 0], true)];
-    for (const id of [12, 77]) out.push(await r.forward([id]));
-    for (const ids of [[9, 8], [200, 7, 6]]) out.push(await r.forward(ids, true));
+  // featureScript, then 70 tokens from an empty cache (two launches)
+  await int8Feature(randomQwen({ ...CFG, maxPositions: 80, qkNorm: true }, 47), 'qkNorm', 'q/k norms', async (r) => {
+    const out = await featureScript(r);
     r.truncate(0);
     out.push(await r.forward(Array.from({ length: 70 }, (_, i) => (i * 37 + 11) % CFG.vocab), true));
     return out;
-  };
-  for (const group of [32, 128]) {
-    const w = quantizeRtn(base, { bits: 4, group });
-    const { qkNorm: _, ...config } = w.config;
-    const bare: LlmWeights = { ...w, config, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
-    const two = await wasm(w, 'int8'), one = await wasm(w, 'int8', 1), off = await wasm(bare, 'int8');
-    assert.equal(two.activations, 'int8');
-    const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), moved = await script(off);
-    const worst = Math.max(...got.map((a, i) => rel(a, want[i])));
-    assert.ok(worst <= 3e-2, `g${group}: logits differ by ${worst}`);
-    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `g${group}, call ${i}: one thread and two give the same bits`));
-    // Without the norms the logits move far beyond int8's rounding.
-    const least = Math.min(...moved.map((a, i) => rel(a, want[i])));
-    console.log(`q/k norms, q4 g${group} int8 x: worst ${worst.toExponential(2)}, without the norms ${least.toExponential(2)}`);
-    assert.ok(least > 0.05, `g${group}: without the q/k norms the logits differ by only ${least}`);
-  }
+  });
 });
 
 test('greedy speculative decoding with int8 activations gives plain int8 greedy decoding\'s tokens (the trained pair)', { timeout: 120_000 }, async () => {

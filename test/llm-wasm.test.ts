@@ -11,7 +11,7 @@ import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmRunner, LlmWeights, Matrix } from '../src/llm/types.js';
 import { WASM_LLM_TMAX, WasmLlm } from '../src/llm/wasm.js';
-import { rng } from './helpers.js';
+import { rng, withoutFeature } from './helpers.js';
 
 const BASE: LlamaConfig = {
   vocab: 300, hidden: 96, intermediate: 160, layers: 2, heads: 4, kvHeads: 2, headDim: 24, maxPositions: 160,
@@ -226,11 +226,25 @@ async function biasScript(r: LlmRunner): Promise<Float32Array[]> {
   return out;
 }
 
-/** The same weights without their q/k/v biases. */
-const withoutBias = (w: LlmWeights): LlmWeights => {
-  const { qkvBias: _, ...config } = w.config;
-  return { ...w, config, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
-};
+/**
+ * Each case on 1 and 2 threads against the reference (within tol, the same bits on both), and without `key` (the same
+ * weights less the feature) far off: the test can fail. `then` runs on the 2-thread runner after.
+ */
+async function featureCases(cases: [string, LlmWeights, number][], key: 'qkvBias' | 'qkNorm', what: string,
+  script: (r: LlmRunner) => Promise<Float32Array[]>, then?: (two: LlmRunner, w: LlmWeights) => Promise<void>): Promise<void> {
+  for (const [name, w, tol] of cases) {
+    const one = await createLlm(w, { backend: 'wasm', threads: 1 }), two = await createLlm(w, { backend: 'wasm', threads: 2 });
+    const bare = await createLlm(withoutFeature(w, key), { backend: 'wasm', threads: 2 });
+    runners.push(one, two, bare);
+    const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), off = await script(bare);
+    const worst = Math.max(...got.map((a, i) => relDiff(a, want[i])));
+    assert.ok(worst < tol, `${name}: logits differ by ${worst} of max|logits|`);
+    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `${name}, call ${i}: one thread and two give the same bits`));
+    const moved = Math.min(...off.map((a, i) => relDiff(a, want[i])));
+    assert.ok(moved > 0.05, `${name}: without the ${what} the logits differ by only ${moved}`);
+    await then?.(two, w);
+  }
+}
 
 test('wasm LLM: q/k/v biases (Qwen2) equal the reference: f32, q8, q4 (prompt, steps, all-position logits), 1 and 2 threads', async () => {
   // GQA (4 heads on 2 kv heads of 24 dims); groups of 64 and 128 (every K a multiple of 128); 3 heads on 1 kv head
@@ -245,25 +259,8 @@ test('wasm LLM: q/k/v biases (Qwen2) equal the reference: f32, q8, q4 (prompt, s
     ['q8 g64', quantizeRtn(wide, { bits: 8, group: 64 }), 1e-3], ['q4 g128', quantizeRtn(wide, { bits: 4, group: 128 }), 1e-3],
     ['padded f32', padded, 1e-4], ['one layer with zero biases, q4', quantizeRtn(half, { bits: 4, group: 32 }), 1e-3],
   ];
-  for (const [name, w, tol] of cases) {
-    const one = await createLlm(w, { backend: 'wasm', threads: 1 }), two = await createLlm(w, { backend: 'wasm', threads: 2 });
-    const bare = await createLlm(withoutBias(w), { backend: 'wasm', threads: 2 });
-    runners.push(one, two, bare);
-    const want = await biasScript(new ReferenceLlm(w)), got = await biasScript(two), got1 = await biasScript(one), off = await biasScript(bare);
-    const worst = Math.max(...got.map((a, i) => relDiff(a, want[i])));
-    assert.ok(worst < tol, `${name}: logits differ by ${worst} of max|logits|`);
-    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `${name}, call ${i}: one thread and two give the same bits`));
-    // The test can fail: the biases move the logits far beyond the tolerance.
-    const moved = Math.min(...off.map((a, i) => relDiff(a, want[i])));
-    assert.ok(moved > 0.05, `${name}: without the biases the logits differ by only ${moved}`);
-  }
+  await featureCases(cases, 'qkvBias', 'biases', biasScript);
 });
-
-/** The same weights without their q/k norms. */
-const withoutQkNorm = (w: LlmWeights): LlmWeights => {
-  const { qkNorm: _, ...config } = w.config;
-  return { ...w, config, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
-};
 
 test('wasm LLM: q/k norms (Qwen3) equal the reference: f32, q8, q4, head_dim 16/24/32, with biases, chunked prefill, 1 and 2 threads', async () => {
   // GQA (4 heads of 24 dims on 2 kv heads: rotary pair blocks 6 a head); head_dim 32 with groups of 64 and 128;
@@ -281,19 +278,9 @@ test('wasm LLM: q/k norms (Qwen3) equal the reference: f32, q8, q4, head_dim 16/
   ];
   /** biasScript, then a chunk longer than one launch. */
   const script = async (r: LlmRunner) => [...await biasScript(r), await r.forward(Array.from({ length: WASM_LLM_TMAX + 6 }, (_, i) => (i * 37 + 11) % BASE.vocab), true)];
-  for (const [name, w, tol] of cases) {
-    const one = await createLlm(w, { backend: 'wasm', threads: 1 }), two = await createLlm(w, { backend: 'wasm', threads: 2 }) as WasmLlm;
-    const bare = await createLlm(withoutQkNorm(w), { backend: 'wasm', threads: 2 });
-    runners.push(one, two, bare);
-    const want = await script(new ReferenceLlm(w)), got = await script(two), got1 = await script(one), off = await script(bare);
-    const worst = Math.max(...got.map((a, i) => relDiff(a, want[i])));
-    assert.ok(worst < tol, `${name}: logits differ by ${worst} of max|logits|`);
-    got.forEach((a, i) => assert.deepEqual(Array.from(got1[i]), Array.from(a), `${name}, call ${i}: one thread and two give the same bits`));
-    // The test can fail: the norms move the logits far beyond the tolerance.
-    const moved = Math.min(...off.map((a, i) => relDiff(a, want[i])));
-    assert.ok(moved > 0.05, `${name}: without the q/k norms the logits differ by only ${moved}`);
+  await featureCases(cases, 'qkNorm', 'q/k norms', script, async (two, w) => {
     // one token: per layer a phase more (the norms) than Llama's
     await two.forward([9]);
-    assert.equal(two.waitStats().phases, w.config.layers * 6 + 1);
-  }
+    assert.equal((two as WasmLlm).waitStats().phases, w.config.layers * 6 + 1);
+  });
 });

@@ -20,7 +20,7 @@ import { perplexity } from '../src/llm/perplexity.js';
 import { llamaConfig, randomLlm } from '../src/llm/random.js';
 import { dequantize, type DenseMatrix, type LlmWeights } from '../src/llm/types.js';
 import { GraphError, InputError, ResourceLimitError, UnsupportedError } from '../src/errors.js';
-import { ROOT } from './helpers.js';
+import { ROOT, withoutFeature } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 const argmax = (a: Float32Array) => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
@@ -268,6 +268,16 @@ test('configFromHf: Qwen2 is the Llama architecture with q/k/v biases; its slidi
 
 const QWEN = { ...GQA, qkvBias: true as const };
 
+/** All-position logits of a 20-token prompt on the wasm runtime (2 threads) within 1e-3 of max|logits| of the reference's. */
+async function wasmEqualsReference(w: LlmWeights): Promise<void> {
+  const prompt = Array.from({ length: 20 }, (_, i) => (i * 29 + 3) % w.config.vocab);
+  const want = await new ReferenceLlm(w, 64).forward(prompt, true);
+  const r = await createLlm(w, { backend: 'wasm', capacity: 64, threads: 2 });
+  const got = await r.forward(prompt, true);
+  await r.release();
+  assert.ok(maxDiff(got, want) < 1e-3 * maxAbs(want), `wasm vs reference ${maxDiff(got, want)}`);
+}
+
 for (const [name, make] of [
   ['f32', (w: LlmWeights) => w],
   ['q4', (w: LlmWeights) => quantizeRtn(w, { bits: 4 })],
@@ -276,8 +286,7 @@ for (const [name, make] of [
     const w = make(randomLlm(QWEN, 7));
     assert.ok(w.layers.every((L) => L.qkvBias), 'every layer has biases');
     const ours = await equalsOrt(w);
-    const plain: LlmWeights = { ...w, config: GQA, layers: w.layers.map(({ qkvBias: _b, ...L }) => L) };
-    const without = await ourGreedy(plain, PROMPT, 1);
+    const without = await ourGreedy(withoutFeature(w, 'qkvBias'), PROMPT, 1);
     assert.ok(maxDiff(without.logits[0], ours.logits[0]) > 0.05 * maxAbs(ours.logits[0]), 'without the biases the logits move far');
   });
 }
@@ -300,12 +309,7 @@ test('Qwen2: a Hugging Face folder with q/k/v biases loads, keeps them through w
   assert.deepEqual(q4.layers[1].qkvBias?.k, w.layers[1].qkvBias?.k, 'biases stay f32 through the quantized format');
   const lazy = await loadLlm(dir, { quantize: { bits: 4 } });
   assert.deepEqual(lazy.layers[0].qkvBias?.v, w.layers[0].qkvBias?.v, 'and through quantize-while-loading');
-  const prompt = Array.from({ length: 20 }, (_, i) => (i * 29 + 3) % QWEN.vocab);
-  const want = await new ReferenceLlm(q4, 64).forward(prompt, true);
-  const r = await createLlm(q4, { backend: 'wasm', capacity: 64, threads: 2 });
-  const got = await r.forward(prompt, true);
-  await r.release();
-  assert.ok(maxDiff(got, want) < 1e-3 * maxAbs(want), `wasm vs reference ${maxDiff(got, want)}`);
+  await wasmEqualsReference(q4);
 });
 
 // Qwen3's shapes: heads × headDim (128) is not the hidden size (64), and each head of q and k is RMS-normalized.
@@ -333,8 +337,7 @@ for (const [name, make] of [
     const w = make(randomLlm(QWEN3, 7));
     assert.ok(w.layers.every((L) => L.qkNorm), 'every layer has q/k norms');
     const ours = await equalsOrt(w);
-    const plain: LlmWeights = { ...w, config: { ...QWEN3, qkNorm: undefined }, layers: w.layers.map(({ qkNorm: _n, ...L }) => L) };
-    const without = await ourGreedy(plain, PROMPT, 1);
+    const without = await ourGreedy(withoutFeature(w, 'qkNorm'), PROMPT, 1);
     assert.ok(maxDiff(without.logits[0], ours.logits[0]) > 0.05 * maxAbs(ours.logits[0]), 'without the norms the logits move far');
     const swapped: LlmWeights = { ...w, layers: w.layers.map((L) => ({ ...L, qkNorm: { q: L.qkNorm!.k, k: L.qkNorm!.q } })) };
     const sw = await ourGreedy(swapped, PROMPT, 1);
@@ -368,12 +371,7 @@ test('Qwen3: a Hugging Face folder with q/k norms loads, keeps them through webj
   const bad: LlmWeights = { ...q4, layers: q4.layers.map((L, l) => (l === 1 ? { ...L, qkNorm: { q: L.qkNorm!.q, k: L.qkNorm!.k.subarray(1) } } : L)) };
   assert.throws(() => new ReferenceLlm(bad, 64), (e: unknown) => e instanceof InputError && /layer 1 k norm/.test(e.message));
   await assert.rejects(createLlm(bad, { backend: 'wasm', capacity: 64, threads: 1 }), (e: unknown) => e instanceof InputError && /layer 1 k norm/.test(e.message));
-  const prompt = Array.from({ length: 20 }, (_, i) => (i * 29 + 3) % QWEN3.vocab);
-  const want = await new ReferenceLlm(q4, 64).forward(prompt, true);
-  const r = await createLlm(q4, { backend: 'wasm', capacity: 64, threads: 2 });
-  const got = await r.forward(prompt, true);
-  await r.release();
-  assert.ok(maxDiff(got, want) < 1e-3 * maxAbs(want), `wasm vs reference ${maxDiff(got, want)}`);
+  await wasmEqualsReference(q4);
 });
 
 test('rope_scaling: a Hugging Face folder with llama3 scaling loads, keeps it through webjit\'s format, and the runtimes rotate with it', async () => {

@@ -58,7 +58,10 @@ export function randomQuantLlm(config: LlamaConfig, bits: 4 | 8, group = 32, see
       const bias = (n: number) => Float32Array.from(bytes(n), (b) => ((b - 127.5) / 73.9) * 0.2);
       L.qkvBias = { q: bias(c.heads * c.headDim), k: bias(c.kvHeads * c.headDim), v: bias(c.kvHeads * c.headDim) };
     }
-    if (c.qkNorm) L.qkNorm = { q: Float32Array.from(bytes(c.headDim), (b) => 0.25 + b / 128), k: Float32Array.from(bytes(c.headDim), (b) => 0.25 + b / 128) };
+    if (c.qkNorm) {
+      const norm = () => Float32Array.from(bytes(c.headDim), (b) => 0.25 + b / 128);
+      L.qkNorm = { q: norm(), k: norm() };
+    }
     layers.push(L);
   }
   const eb = bytes(c.vocab * D);

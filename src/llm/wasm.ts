@@ -72,10 +72,10 @@ export class WasmLlm implements LlmRunner {
       qkv: kernelFmt(commonFmt([L0.q, L0.k, L0.v])), o: kernelFmt(commonFmt([L0.o])), gu: kernelFmt(commonFmt([L0.gate, L0.up])),
       down: kernelFmt(commonFmt([L0.down])), head: kernelFmt(commonFmt([w.lmHead])),
     };
-    // q/k/v biases (checkWeights: every layer has them or none); a model without runs Llama's module, byte for byte
-    if (w.layers.some((L) => L.qkvBias)) spec.qkvBias = true;
-    // q/k norms (Qwen3; checkWeights: every layer has them or none): a phase of their own that also rotates q and k
-    if (w.layers.some((L) => L.qkNorm)) spec.qkNorm = true;
+    // q/k/v biases and q/k norms (Qwen3: a phase of their own that also rotates q and k) as the config says (checkWeights:
+    // every layer has them then); a model without runs Llama's module, byte for byte
+    if (c.qkvBias) spec.qkvBias = true;
+    if (c.qkNorm) spec.qkNorm = true;
     const rt = await WasmRuntime.acquire({ threads: o.threads });
     const q4 = [spec.qkv, spec.o, spec.gu, spec.down, spec.head].some((f) => f.kind === 'q' && f.bits === 4);
     spec.int8 = o.activations === 'int8' && rt.relaxedSimd && q4;
@@ -127,8 +127,7 @@ export class WasmLlm implements LlmRunner {
         };
         same(spec.qkv, [L.q, L.k, L.v]); same(spec.o, [L.o]); same(spec.gu, [L.gate, L.up]); same(spec.down, [L.down]);
         const qkv = qkvRows(L.q, L.k, L.v, hd, rowsMul);
-        const bias = !spec.qkvBias ? undefined : L.qkvBias ? qkvBiasRows(L.qkvBias, hd, rowsMul) : new Float32Array(qkv.length);
-        if (!!L.qkNorm !== !!spec.qkNorm) throw new UnsupportedError(`layer ${l}: q/k norms in some layers only`, {}, 'give every layer q/k norms, or none');
+        const bias = L.qkvBias ? qkvBiasRows(L.qkvBias, hd, rowsMul) : undefined;
         const norms = L.qkNorm ? qkNormRows(L.qkNorm, hd) : undefined;
         const [qW, qS, qZ] = putMatrix(packRows(qkv, D, spec.qkv, bias, norms));
         set(L_SLOT.qkvW, qW); set(L_SLOT.qkvS, qS); set(L_SLOT.qkvZ, qZ);

@@ -396,6 +396,18 @@ function emitQuantRow(mod: ModuleBuilder, K: number, group: number, act: Act): F
 /** i8x16.shuffle lanes repeating the bytes q (4 of them) 4 times. */
 const quadSplat = (q: number[]) => Array.from({ length: 16 }, (_, i) => q[i & 3]);
 
+/** r = splat(1 / sqrt(Σx²/n + eps)) of the n floats at xp (Σx² in f32, vector lanes then across them, as emitNorm's rows). */
+function emitInvRms(f: FunctionBuilder, l: { xp: Local; c: Local; acc: Local; v: Local; r: Local }, n: number, eps: number): void {
+  const { xp, c, acc, v, r } = l;
+  f.f32x4_const(0); f.set(acc);
+  f.for_(c, () => f.i32(0), () => f.i32(n * 4), 16, () => {
+    f.get(acc); f.get(xp); f.get(c); add(f); f.v128_load(0, 0); f.tee(v); f.get(v); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(acc);
+  });
+  f.f32c(1);
+  emitHorizontal(f, acc, SIMD.f32x4_add); f.f32c(n); f.op(OP.f32_div); f.f32c(eps); f.op(OP.f32_add); f.op(OP.f32_sqrt);
+  f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.set(r);
+}
+
 /**
  * norm(rowIn, rowOut, X, W, HF, XQ, XM): HF[rowOut] = W ⊙ (X[rowIn] / rms), as the reference rounds it; then, for a
  * quantized consumer, its int16 codes into XQ/XM[rowOut].
@@ -408,13 +420,7 @@ function emitNorm(mod: ModuleBuilder, s: LlmKernelSpec, group: number, quant: Fu
   const c = f.local('i32');
   f.get(Xp); f.get(rin); f.i32(D * 4); mul(f); add(f); f.set(xp);
   f.get(HF); f.get(rout); f.i32(D * 4); mul(f); add(f); f.set(hp);
-  f.f32x4_const(0); f.set(acc);
-  f.for_(c, () => f.i32(0), () => f.i32(D * 4), 16, () => {
-    f.get(acc); f.get(xp); f.get(c); add(f); f.v128_load(0, 0); f.tee(v); f.get(v); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(acc);
-  });
-  f.f32c(1);
-  emitHorizontal(f, acc, SIMD.f32x4_add); f.f32c(D); f.op(OP.f32_div); f.f32c(s.eps); f.op(OP.f32_add); f.op(OP.f32_sqrt);
-  f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.set(r);
+  emitInvRms(f, { xp, c, acc, v, r }, D, s.eps);
   f.for_(c, () => f.i32(0), () => f.i32(D * 4), 16, () => {
     f.get(hp); f.get(c); add(f);
     f.get(Wp); f.get(c); add(f); f.v128_load(0, 0); f.get(xp); f.get(c); add(f); f.v128_load(0, 0); f.get(r); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_mul);
@@ -837,14 +843,7 @@ function emitQkNorm(mod: ModuleBuilder, s: LlmKernelSpec): FunctionBuilder {
     f.get(j); f.i32(H); f.op(OP.i32_sub); f.i32(cap); mul(f); f.get(pos); add(f); f.i32(hd * 4); mul(f); f.get(KC); add(f); f.set(xp);
     f.get(wp); f.i32(hd * 4); add(f); f.set(wp);
   });
-  // r = 1 / sqrt(Σx²/hd + eps)
-  f.f32x4_const(0); f.set(acc);
-  f.for_(c, () => f.i32(0), () => f.i32(hd * 4), 16, () => {
-    f.get(acc); f.get(xp); f.get(c); add(f); f.v128_load(0, 0); f.tee(v); f.get(v); f.simd(SIMD.f32x4_mul); f.simd(SIMD.f32x4_add); f.set(acc);
-  });
-  f.f32c(1);
-  emitHorizontal(f, acc, SIMD.f32x4_add); f.f32c(hd); f.op(OP.f32_div); f.f32c(s.eps); f.op(OP.f32_add); f.op(OP.f32_sqrt);
-  f.op(OP.f32_div); f.simd(SIMD.f32x4_splat); f.set(r);
+  emitInvRms(f, { xp, c, acc, v, r }, hd, s.eps);
   f.for_(c, () => f.i32(0), () => f.i32(bph), 1, () => {
     // v = w ⊙ (x · r) of dims (i, i+1 | i+half, i+half+1), i = 2c
     f.get(xp); simdMem(f, X.load64_zero, 0, 0); f.set(v);

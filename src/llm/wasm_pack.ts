@@ -66,7 +66,7 @@ export function packRows(rows: RowSrc[], K: number, fmt: MatFmt, bias?: Float32A
   if (fmt.kind === 'q' && rows.length % (4 * Q_INTERLEAVE)) throw new Error(`packRows: quantized rows must come in runs of ${4 * Q_INTERLEAVE}`);
   if (bias && bias.length !== rows.length) throw new Error('packRows: one bias per row');
   const blocks = rows.length / 4;
-  const withBias = (p: PackedMatrix): PackedMatrix => {
+  const withTail = (p: PackedMatrix): PackedMatrix => {
     const after = [bias, tail].filter((a): a is Float32Array => !!a);
     if (!after.length) return p;
     const w = new Uint8Array(p.w.byteLength + after.reduce((n, a) => n + a.byteLength, 0));
@@ -84,7 +84,7 @@ export function packRows(rows: RowSrc[], K: number, fmt: MatFmt, bias?: Float32A
       const b = i >> 2, l = i & 3, base = b * K * 4;
       for (let k = 0; k < K; k++) out[base + k * 4 + l] = tmp[k];
     });
-    return withBias({ fmt, K, blocks, w: new Uint8Array(out.buffer) });
+    return withTail({ fmt, K, blocks, w: new Uint8Array(out.buffer) });
   }
   const { bits, group } = fmt, G = K / group, I = Q_INTERLEAVE;
   const gBytes = (group * 4 * bits) / 8;
@@ -113,7 +113,7 @@ export function packRows(rows: RowSrc[], K: number, fmt: MatFmt, bias?: Float32A
       }
     }
   }
-  return withBias({ fmt, K, blocks, w, s, z });
+  return withTail({ fmt, K, blocks, w, s, z });
 }
 
 /** Rows of m in order, padded with zero rows to a multiple of `multiple`. */
