@@ -10,13 +10,13 @@ export {
 export { TextRecognizer, recInput, ctcDecode, parseDict, type RgbaImage, type Recognition } from './apps/ocr.js';
 export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.js';
 export {
-  TextGenerator, Generation, type GenerateOptions, type GeneratedToken, type GenerationStats, type SpeculativeStats, type SpeculationOptions, type CreateOptions,
+  TextGenerator, Generation, type ChatPrompt, type GenerateOptions, type GeneratedToken, type GenerationStats, type SpeculativeStats, type SpeculationOptions, type CreateOptions,
 } from './generate/generate.js';
 export { LlmCausalLM, openCausalLM, type CausalLM, type GenerationModel } from './generate/causal_lm.js';
 export { verifyDraftToken, residual } from './generate/speculative.js';
 export { CausalDecoder, decoderLayout, type DecoderLayout } from './generate/decoder.js';
 export { Sampler, tokenDistribution, argmax, type SamplingOptions, type TokenDistribution } from './generate/sampler.js';
-export { TextTokenizer, TextStreamer } from './generate/tokenizer.js';
+export { TextTokenizer, TextStreamer, type ChatMessage, type ChatTemplateOptions } from './generate/tokenizer.js';
 // webjit's LLM runtime (Llama architecture): weights from a Hugging Face folder or webjit's quantized format, runners on
 // reference / wasm / webgpu, the quantizer, held-out perplexity, and the same weights as an ONNX decoder for onnxruntime.
 export {

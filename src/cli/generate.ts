@@ -4,8 +4,8 @@
 import { InputError, UnsupportedError } from '../errors.js';
 import { LlmCausalLM, type CausalLM } from '../generate/causal_lm.js';
 import { CausalDecoder } from '../generate/decoder.js';
-import { TextGenerator, draftActivationsFor, type GenerationStats } from '../generate/generate.js';
-import { TextTokenizer } from '../generate/tokenizer.js';
+import { TextGenerator, draftActivationsFor, type ChatPrompt, type GenerationStats } from '../generate/generate.js';
+import { TextTokenizer, type ChatMessage } from '../generate/tokenizer.js';
 import { activationsOf, createLlm, decodeLlm, int8Unavailable, isWebjitLlm, loadLlm, quantizeRtn, LAYER_MATRICES, type LlmRunner, type LlmWeights } from '../llm/index.js';
 import type { BackendName } from '../session.js';
 import { importNode } from '../util/node.js';
@@ -31,6 +31,58 @@ export interface GenerateArgs {
   draft?: string;
   draftTokens?: number;
   draftAdaptive?: boolean;
+  /** --prompt is the user's message, rendered by the tokenizer's chat template. */
+  chat?: boolean;
+  /** With chat: a system message first. */
+  system?: string;
+  /** With chat: a template file (or the name of one of the tokenizer's templates) instead of the tokenizer's template. */
+  chatTemplate?: string;
+  /** With chat: template variables, KEY=VALUE. */
+  chatVar?: string[];
+}
+
+/**
+ * --chat-var KEY=VALUE list → template variables. VALUE is JSON where it parses (false, 3, "x", [..], {..}), Python's
+ * True / False / None as in transformers' examples (enable_thinking=False), else the text itself.
+ */
+export function parseChatVars(list: readonly string[]): Record<string, unknown> {
+  const vars: Record<string, unknown> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    const key = eq > 0 ? kv.slice(0, eq).trim() : '';
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+      throw new InputError(`--chat-var ${kv}: expected KEY=VALUE, KEY a template variable name`, {}, 'e.g. --chat-var enable_thinking=false');
+    }
+    const v = kv.slice(eq + 1);
+    if (v === 'True' || v === 'False') vars[key] = v === 'True';
+    else if (v === 'None') vars[key] = null;
+    else {
+      try { vars[key] = JSON.parse(v); } catch { vars[key] = v; }
+    }
+  }
+  return vars;
+}
+
+/**
+ * --chat-template: a Jinja file's text (a .json file: its "chat_template", as chat_template.json holds it), or the
+ * name of one of the tokenizer's named templates where no such file exists.
+ */
+async function readChatTemplate(file: string, tokenizer: TextTokenizer): Promise<string> {
+  const fs = await importNode<typeof import('node:fs/promises')>('node:fs/promises');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && Object.hasOwn(tokenizer.chatTemplates, file)) return file;
+    throw new InputError(`--chat-template ${file}: ${(e as Error).message}`, {}, 'give a Jinja template file (e.g. chat_template.jinja)');
+  }
+  if (!file.endsWith('.json')) return text;
+  let t: unknown;
+  try { t = (JSON.parse(text) as { chat_template?: unknown }).chat_template; } catch (e) {
+    throw new InputError(`--chat-template ${file}: ${(e as Error).message}`, {}, 'a .json template file holds { "chat_template": "…" }');
+  }
+  if (typeof t !== 'string') throw new InputError(`--chat-template ${file}: no "chat_template" string in it`, {}, 'a .json template file holds { "chat_template": "…" }; or give the .jinja text');
+  return t;
 }
 
 const QUANTS = ['q4', 'q8', 'f16', 'f32'] as const;
@@ -103,6 +155,13 @@ export function activationsNote(asked: 'f32' | 'int8' | undefined, r: LlmRunner)
 
 export async function generateCommand(model: string, a: GenerateArgs): Promise<number> {
   if ((a.prompt === undefined) === (a.promptIds === undefined)) throw new InputError('give exactly one of --prompt TEXT (with --tokenizer) or --prompt-ids 1,2,3');
+  if (a.chat && a.promptIds !== undefined) {
+    throw new InputError('--chat renders --prompt TEXT with the chat template; it does not take --prompt-ids', {}, 'give --prompt TEXT and --tokenizer FILE, or leave out --chat');
+  }
+  const chatVars = parseChatVars(a.chatVar ?? []);
+  if (!a.chat && (a.system !== undefined || a.chatTemplate !== undefined || (a.chatVar ?? []).length > 0)) {
+    throw new InputError('--system, --chat-template and --chat-var apply to a chat', {}, 'add --chat');
+  }
   if (a.prompt !== undefined && !a.tokenizer) throw new InputError('--prompt needs --tokenizer FILE (a tokenizer.json)', {}, 'or pass token ids with --prompt-ids');
   if (a.quant !== undefined && !(QUANTS as readonly string[]).includes(a.quant)) throw new InputError(`--quant ${a.quant}: use q4, q8, f16 or f32`);
   if (a.draftTokens !== undefined && !(Number.isInteger(a.draftTokens) && a.draftTokens >= 1 && a.draftTokens <= 64)) {
@@ -113,6 +172,13 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
   const quant = a.quant as Quant | undefined;
   const log = (s: string) => { if (!a.json) console.error(s); };
   const tokenizer = a.tokenizer ? await TextTokenizer.fromFile(a.tokenizer) : undefined;
+  let chat: ChatPrompt | undefined;
+  if (a.chat) {
+    const messages: ChatMessage[] = [...(a.system !== undefined ? [{ role: 'system', content: a.system }] : []), { role: 'user', content: a.prompt! }];
+    chat = { messages, chatTemplate: a.chatTemplate !== undefined ? await readChatTemplate(a.chatTemplate, tokenizer!) : undefined, chatVariables: chatVars };
+    // Rendered once here so that a template's error comes before the model loads.
+    tokenizer!.applyChatTemplate(messages, { template: chat.chatTemplate, variables: chatVars });
+  }
   const t0 = performance.now();
   const target = await openModel(model, a, quant, 'the model');
   log(`${model} loaded on ${a.backend} in ${(performance.now() - t0).toFixed(0)} ms (${target.describe})`);
@@ -132,7 +198,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
   }
   try {
     const stopIds = a.stopId.flatMap((s) => parseIds(s, '--stop-id'));
-    const prompt = a.prompt ?? parseIds(a.promptIds!, '--prompt-ids');
+    const prompt = chat ?? a.prompt ?? parseIds(a.promptIds!, '--prompt-ids');
     const g = gen.generate(prompt, {
       maxTokens: a.maxTokens, temperature: a.temperature, topK: a.topK, topP: a.topP, seed: a.seed, stop: [...a.stop, ...stopIds], ignoreEos: a.ignoreEos,
     });
@@ -142,7 +208,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
     }
     const s = g.stats!;
     if (a.json) {
-      console.log(JSON.stringify({ backend: a.backend, ids: g.ids, text: tokenizer ? g.text : undefined, ...statsJson(s) }));
+      console.log(JSON.stringify({ backend: a.backend, chat_prompt: g.promptText, ids: g.ids, text: tokenizer ? g.text : undefined, ...statsJson(s) }));
     } else {
       process.stdout.write('\n');
       console.log(statsLine(s));

@@ -8,7 +8,25 @@ import { LlmCausalLM, openCausalLM, type CausalLM, type GenerationModel, type Op
 import type { CausalDecoder } from './decoder.js';
 import { checkSamplingOptions, Sampler, type SamplingOptions, type TokenDistribution } from './sampler.js';
 import { verifyDraftToken } from './speculative.js';
-import { TextStreamer, TextTokenizer } from './tokenizer.js';
+import { TextStreamer, TextTokenizer, type ChatMessage } from './tokenizer.js';
+
+/**
+ * A chat as the prompt: the messages rendered by the tokenizer's chat template (TextTokenizer.applyChatTemplate) and
+ * encoded without added special tokens (the template writes BOS where the model wants one). Generation also stops
+ * at the end-of-turn token the template writes after a turn (<|im_end|>, <|eot_id|>, <|end|>, <end_of_turn>…),
+ * besides the EOS ids, unless `ignoreEos`.
+ */
+export interface ChatPrompt {
+  messages: readonly ChatMessage[];
+  /** Open the assistant's turn at the end (default true). */
+  addGenerationPrompt?: boolean;
+  /** A Jinja template instead of the tokenizer's, or the name of one of its named templates. */
+  chatTemplate?: string;
+  /** More template variables, e.g. Qwen3's { enable_thinking: false }. */
+  chatVariables?: Record<string, unknown>;
+}
+
+const isChatPrompt = (p: unknown): p is ChatPrompt => typeof p === 'object' && p !== null && !Array.isArray(p) && 'messages' in p;
 
 export interface SpeculationOptions {
   /**
@@ -40,7 +58,7 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: readonly (string | number)[];
   /** Keep going past the tokenizer's EOS token (default false). */
   ignoreEos?: boolean;
-  /** Add the tokenizer's special tokens (BOS) to a text prompt (default true). */
+  /** Add the tokenizer's special tokens (BOS) to a text prompt (default true; a chat prompt's template writes its own). */
   addSpecialTokens?: boolean;
   /** A draft model for this call (null: none, even if the generator has one); default: the generator's. */
   draft?: CausalLM | null;
@@ -102,6 +120,8 @@ export class Generation implements AsyncIterable<GeneratedToken> {
    * stop token ended the stream (the tokens' texts then miss that tail).
    */
   text = '';
+  /** The prompt text a chat prompt was rendered to by the chat template (undefined for other prompts). */
+  promptText?: string;
   private started = false;
 
   constructor(private readonly run: (g: Generation) => AsyncGenerator<GeneratedToken>) {}
@@ -200,8 +220,11 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
     }
   }
 
-  /** Generates from `prompt` (text, with a tokenizer, or token ids). Validation errors are thrown here, not mid-stream. */
-  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
+  /**
+   * Generates from `prompt`: text (with a tokenizer), token ids, or chat messages ({ messages }, with a tokenizer: see
+   * ChatPrompt). Validation errors are thrown here, not mid-stream.
+   */
+  generate(prompt: string | readonly number[] | ChatPrompt, opts: GenerateOptions = {}): Generation {
     const maxTokens = opts.maxTokens ?? 64;
     if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new InputError(`maxTokens must be an integer ≥ 1, got ${maxTokens}`);
     checkSamplingOptions(opts);
@@ -213,18 +236,24 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
       checkVocab(this.decoder, draft);
     }
     const tok = this.tokenizer;
-    if (typeof prompt === 'string' && !tok) throw new InputError('a text prompt needs a tokenizer', {}, 'pass { tokenizer } to TextGenerator.create, or give token ids');
-    const ids = typeof prompt === 'string' ? tok!.encode(prompt, { addSpecialTokens: opts.addSpecialTokens }) : [...prompt];
+    const chat = isChatPrompt(prompt) ? prompt : null;
+    if ((typeof prompt === 'string' || chat) && !tok) {
+      throw new InputError(`a ${chat ? 'chat' : 'text'} prompt needs a tokenizer`, {}, 'pass { tokenizer } to TextGenerator.create, or give token ids');
+    }
+    const chatText = chat ? tok!.applyChatTemplate(chat.messages, { addGenerationPrompt: chat.addGenerationPrompt, template: chat.chatTemplate, variables: chat.chatVariables }) : undefined;
+    const ids = chatText !== undefined ? tok!.encode(chatText, { addSpecialTokens: false })
+      : typeof prompt === 'string' ? tok!.encode(prompt, { addSpecialTokens: opts.addSpecialTokens }) : [...(prompt as readonly number[])];
     const stopStrings = (opts.stop ?? []).filter((s): s is string => typeof s === 'string');
     const stopIds = new Set((opts.stop ?? []).filter((s): s is number => typeof s === 'number'));
     if (stopStrings.length && !tok) throw new InputError('stop strings need a tokenizer', {}, 'pass { tokenizer }, or stop on token ids');
     if (stopStrings.some((s) => s === '')) throw new InputError('a stop string is empty');
     for (const id of stopIds) if (!Number.isInteger(id) || id < 0) throw new InputError(`stop token id ${id} is not a token id`);
-    const eos = new Set(opts.ignoreEos ? [] : [...(tok?.eosTokenId === undefined ? [] : [tok.eosTokenId]), ...(this.decoder.eosIds ?? [])]);
+    const eos = new Set(opts.ignoreEos ? [] : [...(tok?.eosTokenId === undefined ? [] : [tok.eosTokenId]), ...(this.decoder.eosIds ?? []),
+      ...(chatText !== undefined ? tok!.endOfTurnIds(chatText) : [])]);
     const sampler = new Sampler(opts);
     const self = this;
 
-    return new Generation(async function* (g: Generation): AsyncGenerator<GeneratedToken> {
+    const generation = new Generation(async function* (g: Generation): AsyncGenerator<GeneratedToken> {
       if (self.busy) throw new InputError('this TextGenerator is already generating', {}, 'finish the other generation first, or make a second TextGenerator');
       self.busy = true;
       try {
@@ -291,6 +320,8 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
         self.busy = false;
       }
     });
+    generation.promptText = chatText;
+    return generation;
   }
 
   /** The governor of adaptive drafting with `draft`: kept for the generator's own draft, fresh for a per-call one. */
