@@ -660,11 +660,57 @@ test('webgpu llm: per-head q/k norms (Qwen3) equal the reference: q4 through the
   // Steps (one token), 3 and 6 tokens (the small-T kernels) and 17 (past the software buckets: the GEMM).
   const g = await conformance(w, 'q4 q/k norms');
   await g.forward([5]);
-  assert.equal(g.stats.dispatchesLastForward, 6 * QWEN3.layers + 1, 'a q/k norm dispatch after each layer\'s q/k/v');
+  assert.equal(g.stats.dispatchesLastForward, 5 * QWEN3.layers + 1, 'one token: the q/k norm inside attention');
+  await g.forward([5, 6]);
+  assert.equal(g.stats.dispatchesLastForward, 6 * QWEN3.layers + 1, 'two tokens: a q/k norm dispatch after each layer\'s q/k/v');
   await g.release();
   // int8 x: decode and small T (the same shapes and seed: int8Check's f32-x runner compiles the kernels above again,
   // which the driver's cache holds).
   await int8Check(QWEN3, null);
+});
+
+test('webgpu llm: Qwen3\'s one-token q/k norm inside attention gives the q/k norm dispatch\'s logits and cache, with one split and several, f32 and int8 x', TIMEOUT, async () => {
+  const w = model(QWEN3, 'q4', 11), V = QWEN3.vocab, cap = 40;
+  for (const activations of ['f32', 'int8'] as const) {
+    for (const split of [{}, { attnSplitMin: 0, attnSplitKeys: 4 }]) {
+      const what = `${activations}${'attnSplitMin' in split ? ', splits of 4 keys' : ''}`;
+      const fused = await withGpuConfigValue(split, () => WebGpuLlm.create(w, { capacity: cap, activations }));
+      const apart = await withGpuConfigValue({ ...split, attnQkNorm: false }, () => WebGpuLlm.create(w, { capacity: cap, activations }));
+      await fused.forward([3]);
+      assert.equal(fused.stats.dispatchesLastForward, 5 * QWEN3.layers + 1, `${what}: the norm inside attention`);
+      await apart.forward([3]);
+      assert.equal(apart.stats.dispatchesLastForward, 6 * QWEN3.layers + 1, `${what}: the norm dispatch`);
+      // A prompt (small-T kernels, both runners alike), then steps: the new key of each step is written into the cache
+      // by attention in one runner and by the norm dispatch in the other; the 3-token forward after them reads the
+      // keys the steps wrote.
+      const prompt = ids(9, 1, V);
+      await fused.forward(prompt);
+      await apart.forward(prompt);
+      let worst = 0;
+      for (let s = 0; s < 14; s++) {
+        const id = (s * 53 + 7) % V;
+        worst = Math.max(worst, rel(await fused.forward([id]), await apart.forward([id])));
+      }
+      const x = ids(3, 5, V);
+      const after = rel(await fused.forward(x, true), await apart.forward(x, true));
+      console.log(`q/k norm in attention vs its own dispatch (${what}): worst step ${worst.toExponential(2)}, 3 tokens after ${after.toExponential(2)}`);
+      // The same arithmetic in the same order: equal but for the compiler's contractions.
+      assert.ok(worst <= 1e-6, `${what}: steps differ by ${worst}`);
+      assert.ok(after <= 1e-6, `${what}: the forward after the steps differs by ${after} (the cached keys)`);
+      await fused.release();
+      await apart.release();
+    }
+  }
+  // Mutation check of the comparison itself: the norm weights of q and k swapped in one runner land far off.
+  const swapped = { ...w, layers: w.layers.map((L) => ({ ...L, qkNorm: { q: L.qkNorm!.k, k: L.qkNorm!.q } })) };
+  const a = await WebGpuLlm.create(w, { capacity: cap }), b = await WebGpuLlm.create(swapped, { capacity: cap });
+  const p = ids(5, 2, V);
+  await a.forward(p);
+  await b.forward(p);
+  const e = rel(await a.forward([9]), await b.forward([9]));
+  assert.ok(e > 1e-3, `swapped q/k norm weights give logits only ${e} away`);
+  await a.release();
+  await b.release();
 });
 
 test('webgpu llm: TextGenerator.create opens the draft with f32 activations unless draftActivations says otherwise', TIMEOUT, async () => {

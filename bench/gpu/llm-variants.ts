@@ -75,6 +75,7 @@ const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) 
 const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   base: {},
   noprod: { producerQuant: false },
+  qknormsep: { attnQkNorm: false },
   nofloor: { producerFloor: false },
   b8: { buckets: [1, 4, 8, 16] },
   rowmeta: { rowMeta: 4 },
@@ -203,7 +204,7 @@ for (const { r } of runners) { r.truncate(0); await r.forward(ids.slice(0, ctx))
 for (const t0 = performance.now(); performance.now() - t0 < 1500;) await gpuMs(runners[0].r, 1, 10);
 const res = new Map<string, number[]>();
 const add = (k: string, v: number) => { if (!res.has(k)) res.set(k, []); res.get(k)!.push(v); };
-const roles = ['qkv', 'attention', 'attention combine', 'o', 'gate/up', 'down', 'head', 'argmax', 'qkv x8', 'o x8', 'gate/up x8', 'down x8', 'head x8'];
+const roles = ['qkv', 'qk norm', 'attention', 'attention combine', 'o', 'gate/up', 'down', 'head', 'argmax', 'qkv x8', 'o x8', 'gate/up x8', 'down x8', 'head x8'];
 for (let round = 0; round < rounds; round++) {
   for (const { name, r } of runners) {
     add(`${name} T=1`, await gpuMs(r, 1, 20));

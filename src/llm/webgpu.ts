@@ -10,7 +10,7 @@ import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_
 import { checkWeights, LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
   argmaxKernel, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
-  paired, preBound, qkNormRopeKernel, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
+  paired, preBound, qkNormRopeKernel, qkNormWorkgroup, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
 /** Knobs for tests and benchmarks (read at create). */
@@ -54,6 +54,11 @@ export const llmGpuConfig = {
    * this many words (packMatrix's rowAlign; 0: the scales and zero points of all rows after all weights).
    */
   rowMeta: 0,
+  /**
+   * Qwen3: one-token forwards normalize and rotate q and k inside the attention kernel (AttentionSpec.qkNorm) instead
+   * of a q/k norm dispatch after q/k/v (forwards of more tokens keep that dispatch).
+   */
+  attnQkNorm: true,
   /** Keys per split (at most 32 splits). */
   attnSplitKeys: 256,
   /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
@@ -395,7 +400,11 @@ export class WebGpuLlm implements LlmRunner {
   private staging: GPUBuffer | null = null;
   private headW!: GPUBuffer;
   private finalNorm!: GPUBuffer;
-  private layers: { qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: Bind; attnBind: GPUBindGroup | null; qkNormBind: GPUBindGroup | null }[] = [];
+  private layers: {
+    qkv: GemvKernels; o: GemvKernels; gateup: GemvKernels; down: GemvKernels; kv: Bind; attnBind: GPUBindGroup | null;
+    /** Qwen3: the q/k norm weights (q's headDim, then k's), the q/k norm dispatch's bind group, the one-token attention's. */
+    qkNorm: { nw: GPUBuffer; bind: GPUBindGroup; attnBind: GPUBindGroup | null } | null;
+  }[] = [];
   /** Qwen3's per-head q/k norm and rotation after the q/k/v kernel (qkNormRopeKernel), where the model has the norms. */
   private qkNorm: GPUComputePipeline | null = null;
   /** The one-workgroup decode of every layer (WebGpuLlmOptions.tinyDecode), where taken. */
@@ -404,6 +413,8 @@ export class WebGpuLlm implements LlmRunner {
   private embedGather: { pipeline: GPUComputePipeline; bind: GPUBindGroup } | null = null;
   private head!: GemvKernels;
   private attention!: GPUComputePipeline;
+  /** Qwen3 (llmGpuConfig.attnQkNorm): one-token attention that normalizes and rotates q and k itself. */
+  private attentionQkNorm: GPUComputePipeline | null = null;
   private attnCombine!: GPUComputePipeline;
   private combineBind!: GPUBindGroup;
   private argmax!: GPUComputePipeline;
@@ -559,7 +570,8 @@ export class WebGpuLlm implements LlmRunner {
 
     this.x = this.alloc(maxT * D * 4, 0, 'activations');
     const pending: Promise<unknown>[] = [];
-    this.q = this.alloc(maxT * H * HD * 4, 0, 'activations');
+    // (One-token forwards of a model with q/k norms keep k's heads after q's: AttentionSpec.qkNorm.)
+    this.q = this.alloc(Math.max(maxT * H, H + KVH) * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
     const int8 = this.activations === 'int8';
@@ -593,6 +605,8 @@ export class WebGpuLlm implements LlmRunner {
     this.finalNorm = this.upload(w.norm, 0, 'norm weights');
     this.weightBytesPerToken = (D + D + 2 * c.layers * D) * 4;
 
+    // Qwen3: one-token forwards normalize q and k in attention (AttentionSpec.qkNorm) where its workgroup is wide enough.
+    const fuseQkNorm = !!c.qkNorm && llmGpuConfig.attnQkNorm && attentionWorkgroup(this.subgroups) >= qkNormWorkgroup(HD);
     /**
      * A matrix's kernels: per token bucket its spec (int8 activations: `fed(TB)` says whether the producer's epilogue
      * quantized x for it, else quantRowsKernel does where the kernel reads x quantized; `qout` makes its own epilogue
@@ -619,7 +633,9 @@ export class WebGpuLlm implements LlmRunner {
           code = gemmKernel(base, llmGpuConfig.gemmTN);
           UW = gemmUnitsPerTile(base, llmGpuConfig.gemmTN);
         } else {
-          const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}) }, TB);
+          // Qwen3 with the norm in attention: the one-token kernel leaves k's heads in Q (Epilogue kToQ).
+          const kToQ = TB === 1 && epi.kind === 'qkv' && epi.qkNorm && fuseQkNorm;
+          const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}), ...(kToQ ? { epi: { ...epi, kToQ: true as const } } : {}) }, TB);
           code = gemvKernel(spec);
           if (llmGpuConfig.codeHook) code = llmGpuConfig.codeHook(code, role, TB);
           UW = spec.RG * spec.RT;
@@ -680,13 +696,13 @@ export class WebGpuLlm implements LlmRunner {
       quantBind(down.k, this.g, null, A, null);
       // The layer's q and k norm weights in one buffer (q's headDim, then k's).
       const nk = Lw.qkNorm;
-      let qkNormBind: GPUBindGroup | null = null;
+      let qkNorm: (typeof this.layers)[number]['qkNorm'] = null;
       if (nk) {
         const nw = this.upload(Float32Array.from([...nk.q, ...nk.k]), 0, 'q/k norm weights');
         this.weightBytesPerToken += 2 * HD * 4;
-        qkNormBind = this.bindGroup(this.layoutFor('rrww').bgl, [this.meta, nw, this.q, kv]);
+        qkNorm = { nw, bind: this.bindGroup(this.layoutFor('rrww').bgl, [this.meta, nw, this.q, kv]), attnBind: null };
       }
-      this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null, qkNormBind });
+      this.layers.push({ qkv: qkv.k, o: o.k, gateup: gu.k, down: down.k, kv, attnBind: null, qkNorm });
     }
     const head = gemv('head', w.lmHead, true, false, { kind: 'head' }, 'lm_head');
     this.head = head.k;
@@ -698,6 +714,12 @@ export class WebGpuLlm implements LlmRunner {
     const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows });
     const attnB = qoutRows ? 'rrrwww' : 'rrrww', combB = qoutRows ? 'rrww' : 'rrw';
     pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
+    // Qwen3's one-token attention: the cache written (the new key), the norm weights bound last.
+    const attnNormB = `rrw${attnB.slice(3)}r`;
+    if (fuseQkNorm) {
+      const code = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows, qkNorm: { ropeOff, eps: c.rmsEps } });
+      pending.push(this.pipeline(code, attnNormB).then((p) => { this.attentionQkNorm = p; }));
+    }
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
     if (c.qkNorm) pending.push(this.pipeline(qkNormRopeKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, eps: c.rmsEps }), 'rrww').then((p) => { this.qkNorm = p; }));
@@ -707,6 +729,7 @@ export class WebGpuLlm implements LlmRunner {
     const parts = this.alloc(SPLIT_MAX_T * H * ATTN_SPLITS_MAX * (HD / 4 + 1) * 16, 0, 'attention partials');
     for (const L of this.layers) {
       L.attnBind = this.bindGroup(attnLayout, [this.meta, this.q, L.kv, this.attn, parts, ...(qoutRows ? [A] : [])]);
+      if (fuseQkNorm && L.qkNorm) L.qkNorm.attnBind = this.bindGroup(this.layoutFor(attnNormB).bgl, [this.meta, this.q, L.kv, this.attn, parts, ...(qoutRows ? [A] : []), L.qkNorm.nw]);
     }
     this.combineBind = this.bindGroup(this.layoutFor(combB).bgl, [this.meta, parts, this.attn, ...(qoutRows ? [A] : [])]);
     // Room for the logits of a speculative draft's verification from the start; longer all-position forwards grow it.
@@ -1107,8 +1130,11 @@ export class WebGpuLlm implements LlmRunner {
     else if (this.embedGather) dispatch('embedding', this.embedGather.pipeline, this.embedGather.bind, T);
     if (!(T === 1 && this.tiny)) for (const L of this.layers) {
       gemv('qkv', L.qkv, T, TB);
-      if (L.qkNormBind) dispatch('qk norm', this.qkNorm!, L.qkNormBind, this.config.heads + this.config.kvHeads, T);
-      dispatch('attention', this.attention, L.attnBind!, this.config.heads, T, splits);
+      // Qwen3: one token's q/k norm inside attention where its kernel exists (the one-token q/k/v kernel then left k in
+      // Q), else a dispatch of its own.
+      const inAttn = T === 1 && L.qkNorm?.attnBind;
+      if (L.qkNorm && !inAttn) dispatch('qk norm', this.qkNorm!, L.qkNorm.bind, this.config.heads + this.config.kvHeads, T);
+      dispatch('attention', inAttn ? this.attentionQkNorm! : this.attention, inAttn || L.attnBind!, this.config.heads, T, splits);
       if (splits > 1) dispatch('attention combine', this.attnCombine, this.combineBind, this.config.heads, T);
       gemv('o', L.o, T, TB);
       gemv('gate/up', L.gateup, T, TB);

@@ -100,8 +100,10 @@ export type Epilogue =
    * rotated and v copied into the layer's cache [2, kvHeads, capacity, headDim] at position p0 + t (the rows' biases
    * added first where the matrix has them: MatLayout.biasOff). `qkNorm` (Qwen3): q and k are stored as they are, not
    * rotated, at the same places; qkNormRopeKernel normalizes and rotates them there (a head's rows span workgroups).
+   * `kToQ` (with qkNorm, one-token kernels): k's heads go into Q after q's (token 0's rows), not into the cache;
+   * attentionKernel's `qkNorm` normalizes and rotates both and writes k into the cache.
    */
-  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number; qkNorm?: true };
+  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number; qkNorm?: true; kToQ?: true };
 
 export interface GemvShape {
   /** Tokens per workgroup: each weight load serves all of them. */
@@ -279,7 +281,7 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
       // q/k norms: every row stored as it is (k and v alike: v's cache half follows k's, so one offset serves both).
       if (epi.qkNorm) {
         return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`, ...biasLine,
-          `if (hh < ${u(H)}) {
+          `if (hh < ${u(epi.kToQ ? H + KVH : H)}) {
         let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
         QO[o] = ${a}; QO[o + ${u(half)}] = ${b};
       } else {
@@ -1098,6 +1100,14 @@ export interface AttentionSpec {
    * most this many tokens (XPO holds them).
    */
   qoutRows?: number;
+  /**
+   * Qwen3, one-token forwards (the q/k/v epilogue's kToQ: q's and k's heads unrotated in Q): each workgroup
+   * normalizes and rotates its q head and its kv head's new key as qkNormRopeKernel does (the same arithmetic), the
+   * key into workgroup memory, which the scores read in place of the cache's row; the first workgroup of each kv head
+   * writes it into the cache (binding KV read_write; the layer's q/k norm weights bound last, NW). No workgroup reads
+   * that row's key from the cache, so the write races with nothing.
+   */
+  qkNorm?: { ropeOff: number; eps: number };
 }
 
 /** Workgroup size of the attention kernel. */
@@ -1117,9 +1127,11 @@ export const ATTN_TILE = 1024;
  * h / (heads / kvHeads).
  */
 export function attentionKernel(a: AttentionSpec): string {
-  const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg } = a;
+  const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg, qkNorm } = a;
   const HD4 = HD / 4, REP = H / KVH;
   if (WG < HD4) throw new Error(`attention: ${WG} threads are fewer than a head's ${HD4} vec4s`);
+  const QW = qkNormWorkgroup(HD);
+  if (qkNorm && WG < QW) throw new Error(`attention: ${WG} threads are fewer than a head's ${QW} rotary pairs`);
   // p·V runs in G groups of HD4 threads; where WG is not a multiple of HD4 (heads of 80 or 96) the rest sit it out.
   const G = Math.floor(WG / HD4), whole = WG % HD4 === 0;
   const TILE = a.tile ?? ATTN_TILE;
@@ -1155,13 +1167,23 @@ export function attentionKernel(a: AttentionSpec): string {
       ${Array.from({ length: UJ }, (_, k) => `acc += ${k === 0 ? 'sc[j0]' : `select(0.0, sc[j${k}], j0 + ${u(k * G)} < tn)`} * v${k};`).join('\n      ')}
     }`;
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
+  // The key of one row: from the cache, or (qkNorm) the new key from workgroup memory.
+  const keyDot = (K: string, at: (k: number) => string) => Array.from({ length: HD4 }, (_, k) => `dot(qs[${k}], ${K}[${at(k)}])`).join(' + ');
+  const score = qkNorm
+    ? `var s: f32;
+      if (ts + j == MT[1]) { s = ${keyDot('kn', (k) => u(k))}; } else { s = ${keyDot('KV', (k) => `kr + ${u(k)}`)}; }`
+    : `let s = ${keyDot('KV', (k) => `kr + ${u(k)}`)};`;
   return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<vec4f>;
-@group(0) @binding(2) var<storage, read> KV: array<vec4f>;
+@group(0) @binding(2) var<storage, ${qkNorm ? 'read_write' : 'read'}> KV: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> PART: array<vec4f>;
 ${a.qoutRows ? `@group(0) @binding(5) var<storage, read_write> XPO: array<vec4<u32>>;
-var<workgroup> ov: array<vec4f, ${HD4}>;` : ''}
+var<workgroup> ov: array<vec4f, ${HD4}>;` : ''}${qkNorm ? `
+@group(0) @binding(${a.qoutRows ? 6 : 5}) var<storage, read> NW: array<f32>;
+var<workgroup> kn: array<vec4f, ${HD4}>;
+var<workgroup> nq: array<f32, ${QW}>;
+var<workgroup> nk: array<f32, ${QW}>;` : ''}
 var<workgroup> qs: array<vec4f, ${HD4}>;
 var<workgroup> red: array<f32, ${WG}>;
 var<workgroup> sc: array<f32, ${TILE}>;
@@ -1179,8 +1201,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let kb = (hh / ${u(REP)}) * ${u(CAP * HD4)};
   let vb = ${u(KVH * CAP * HD4)} + kb;
   let qb = (t * ${u(H)} + hh) * ${u(HD4)};
-  if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid] * ${f32Lit(scale)}; }
-  workgroupBarrier();
+  ${qkNorm ? attnQkNormPrologue(a, QW, scale) : `if (lid < ${u(HD4)}) { qs[lid] = Q[qb + lid] * ${f32Lit(scale)}; }
+  workgroupBarrier();`}
   let d = lid % ${u(HD4)};
   let g = lid / ${u(HD4)};
   var m = -3.0e38;
@@ -1191,7 +1213,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     var mt = -3.0e38;
     for (var j = lid; j < tn; j += ${u(WG)}) {
       let kr = kb + (ts + j) * ${u(HD4)};
-      let s = ${Array.from({ length: HD4 }, (_, k) => `dot(qs[${k}], KV[kr + ${u(k)}])`).join(' + ')};
+      ${score}
       sc[j] = s;
       mt = max(mt, s);
     }
@@ -1229,6 +1251,54 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   if (S == 1u) { ${attnQuantOut(H, HD, a.qoutRows)} }` : ''}
 }
 `;
+}
+
+/**
+ * attentionKernel's qkNorm prologue (one token: t = 0, position MT[1]): q head hh and kv head hh / REP read unrotated
+ * from Q (k's heads after q's), Σx² of each by qkNormRopeKernel's tree (a thread per rotary pair, QW of them), then
+ * w ⊙ (x / rms) rotated, in qkNormRopeKernel's order of operations: q scaled into qs, the key into kn, which the
+ * first workgroup (split 0) of the kv head's first q head writes into the cache row.
+ */
+function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string {
+  const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP } = a, { ropeOff, eps } = a.qkNorm!;
+  const half = HD / 2, HD4 = HD / 4, REP = H / KVH;
+  const q = (i: string) => `Q[(${i}) >> 2u][(${i}) & 3u]`;
+  const at = (arr: string, i: string) => `${arr}[(${i}) >> 2u][(${i}) & 3u]`;
+  return `let pos = MT[1];
+  let live = lid < ${u(half)};
+  let jj = min(lid, ${u(half - 1)});
+  let qo = hh * ${u(HD)} + jj;
+  let ko = (${u(H)} + hh / ${u(REP)}) * ${u(HD)} + jj;
+  var xa = 0.0; var xb = 0.0; var ya = 0.0; var yb = 0.0;
+  if (lid < ${u(QW)}) {
+    xa = ${q('qo')}; xb = ${q(`qo + ${u(half)}`)};
+    ya = ${q('ko')}; yb = ${q(`ko + ${u(half)}`)};
+    nq[lid] = select(0.0, xa * xa + xb * xb, live);
+    nk[lid] = select(0.0, ya * ya + yb * yb, live);
+  }
+  workgroupBarrier();
+  for (var st = ${u(QW / 2)}; st > 0u; st >>= 1u) {
+    if (lid < st) { nq[lid] += nq[lid + st]; nk[lid] += nk[lid + st]; }
+    workgroupBarrier();
+  }
+  let rq = inverseSqrt(nq[0] / ${f32Lit(HD)} + ${f32Lit(eps)});
+  let rk = inverseSqrt(nk[0] / ${f32Lit(HD)} + ${f32Lit(eps)});
+  if (live) {
+    let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);
+    let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);
+    let na = NW[jj] * (xa * rq);
+    let nb = NW[jj + ${u(half)}] * (xb * rq);
+    let ra = na * cs - nb * sn;
+    let rb = nb * cs + na * sn;
+    ${at('qs', 'jj')} = ra * ${f32Lit(scale)};
+    ${at('qs', `jj + ${u(half)}`)} = rb * ${f32Lit(scale)};
+    let ma = NW[${u(HD)} + jj] * (ya * rk);
+    let mb = NW[${u(HD + half)} + jj] * (yb * rk);
+    ${at('kn', 'jj')} = ma * cs - mb * sn;
+    ${at('kn', `jj + ${u(half)}`)} = mb * cs + ma * sn;
+  }
+  workgroupBarrier();
+  if (hh % ${u(REP)} == 0u && sp == 0u && lid < ${u(HD4)}) { KV[kb + pos * ${u(HD4)} + lid] = kn[lid]; }`;
 }
 
 /** The attention output of head hh, token t (vec4s `ov` in workgroup memory) quantized into XPO for the o projection. */
