@@ -12,6 +12,7 @@ export type { Model, Graph, Node, ValueInfo, ValueType, Dim } from './graph/ir.j
 export {
   TextGenerator, Generation, type ChatPrompt, type GenerateOptions, type GeneratedToken, type GenerationStats, type SpeculativeStats, type SpeculationOptions, type CreateOptions,
 } from './generate/generate.js';
+export { ChatSession, type ChatSessionOptions } from './generate/chat.js';
 export { LlmCausalLM, openCausalLM, type CausalLM, type GenerationModel } from './generate/causal_lm.js';
 export { verifyDraftToken, residual } from './generate/speculative.js';
 export { CausalDecoder, decoderLayout, type DecoderLayout } from './generate/decoder.js';

@@ -4,7 +4,8 @@
 import { InputError, UnsupportedError } from '../errors.js';
 import { LlmCausalLM, type CausalLM } from '../generate/causal_lm.js';
 import { CausalDecoder } from '../generate/decoder.js';
-import { TextGenerator, draftActivationsFor, type ChatPrompt, type GenerationStats } from '../generate/generate.js';
+import { ChatSession } from '../generate/chat.js';
+import { TextGenerator, draftActivationsFor, type ChatPrompt, type GenerateOptions, type GenerationStats } from '../generate/generate.js';
 import { TextTokenizer, type ChatMessage } from '../generate/tokenizer.js';
 import { activationsOf, createLlm, decodeLlm, int8Unavailable, isWebjitLlm, loadLlm, quantizeRtn, LAYER_MATRICES, type LlmRunner, type LlmWeights } from '../llm/index.js';
 import type { BackendName } from '../session.js';
@@ -154,7 +155,10 @@ export function activationsNote(asked: 'f32' | 'int8' | undefined, r: LlmRunner)
 }
 
 export async function generateCommand(model: string, a: GenerateArgs): Promise<number> {
-  if ((a.prompt === undefined) === (a.promptIds === undefined)) throw new InputError('give exactly one of --prompt TEXT (with --tokenizer) or --prompt-ids 1,2,3');
+  // --chat without --prompt: a conversation, one user message a line of stdin.
+  const interactive = !!a.chat && a.prompt === undefined && a.promptIds === undefined;
+  if (!interactive && (a.prompt === undefined) === (a.promptIds === undefined)) throw new InputError('give exactly one of --prompt TEXT (with --tokenizer) or --prompt-ids 1,2,3', {}, 'or --chat without a prompt for a conversation on stdin');
+  if (interactive && !a.tokenizer) throw new InputError('--chat needs --tokenizer FILE (a tokenizer.json, with its chat template)');
   if (a.chat && a.promptIds !== undefined) {
     throw new InputError('--chat renders --prompt TEXT with the chat template; it does not take --prompt-ids', {}, 'give --prompt TEXT and --tokenizer FILE, or leave out --chat');
   }
@@ -174,7 +178,7 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
   const tokenizer = a.tokenizer ? await TextTokenizer.fromFile(a.tokenizer) : undefined;
   let chat: ChatPrompt | undefined;
   if (a.chat) {
-    const messages: ChatMessage[] = [...(a.system !== undefined ? [{ role: 'system', content: a.system }] : []), { role: 'user', content: a.prompt! }];
+    const messages: ChatMessage[] = [...(a.system !== undefined ? [{ role: 'system', content: a.system }] : []), { role: 'user', content: a.prompt ?? '' }];
     chat = { messages, chatTemplate: a.chatTemplate !== undefined ? await readChatTemplate(a.chatTemplate, tokenizer!) : undefined, chatVariables: chatVars };
     // Rendered once here so that a template's error comes before the model loads.
     tokenizer!.applyChatTemplate(messages, { template: chat.chatTemplate, variables: chatVars });
@@ -198,10 +202,10 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
   }
   try {
     const stopIds = a.stopId.flatMap((s) => parseIds(s, '--stop-id'));
+    const opts = { maxTokens: a.maxTokens, temperature: a.temperature, topK: a.topK, topP: a.topP, seed: a.seed, stop: [...a.stop, ...stopIds], ignoreEos: a.ignoreEos };
+    if (interactive) return await converse(new ChatSession(gen, { system: a.system, chatTemplate: chat!.chatTemplate, chatVariables: chatVars }), opts, a.json);
     const prompt = chat ?? a.prompt ?? parseIds(a.promptIds!, '--prompt-ids');
-    const g = gen.generate(prompt, {
-      maxTokens: a.maxTokens, temperature: a.temperature, topK: a.topK, topP: a.topP, seed: a.seed, stop: [...a.stop, ...stopIds], ignoreEos: a.ignoreEos,
-    });
+    const g = gen.generate(prompt, opts);
     for await (const t of g) {
       if (a.json) continue;
       process.stdout.write(tokenizer ? t.text : `${t.index ? ' ' : ''}${t.id}`);
@@ -220,8 +224,37 @@ export async function generateCommand(model: string, a: GenerateArgs): Promise<n
   return 0;
 }
 
+/**
+ * A conversation on stdin: each line a user message, the reply streamed to stdout, then its speeds (stderr) — or one
+ * JSON line a turn. The KV cache is kept between turns (ChatSession), so a turn runs only its new tokens. Ends at the
+ * end of the input or an empty line.
+ */
+async function converse(chat: ChatSession, opts: GenerateOptions, json?: boolean): Promise<number> {
+  const readline = await importNode<typeof import('node:readline')>('node:readline');
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  const tty = process.stdin.isTTY;
+  if (tty) process.stderr.write('> ');
+  try {
+    for await (const line of rl) {
+      if (line.trim() === '') break;
+      const g = chat.send(line, opts);
+      for await (const t of g) if (!json) process.stdout.write(t.text);
+      const s = g.stats!;
+      if (json) console.log(JSON.stringify({ turn: chat.messages.filter((m) => m.role === 'user').length, text: g.text, ids: g.ids, ...statsJson(s) }));
+      else {
+        process.stdout.write('\n');
+        console.error(statsLine(s));
+      }
+      if (tty) process.stderr.write('> ');
+    }
+  } finally {
+    rl.close();
+  }
+  return 0;
+}
+
 export function statsLine(s: GenerationStats): string {
-  return `prefill: ${s.promptTokens} tokens in ${s.prefillMs.toFixed(1)} ms (${s.prefillTokensPerSec.toFixed(1)} tokens/s); `
+  return `prefill: ${s.promptTokens} tokens${s.reusedTokens ? ` (${s.reusedTokens} kept in the cache)` : ''} in ${s.prefillMs.toFixed(1)} ms (${s.prefillTokensPerSec.toFixed(1)} tokens/s); `
     + `decode: ${Math.max(0, s.generatedTokens - 1)} tokens in ${s.decodeMs.toFixed(1)} ms (${s.decodeTokensPerSec.toFixed(1)} tokens/s); `
     + `first token after ${s.timeToFirstTokenMs.toFixed(1)} ms; stop: ${s.stopReason}`;
 }
@@ -240,7 +273,7 @@ function statsJson(s: GenerationStats) {
   return {
     prompt_tokens: s.promptTokens, generated_tokens: s.generatedTokens, time_to_first_token_ms: r3(s.timeToFirstTokenMs),
     prefill_ms: r3(s.prefillMs), prefill_tokens_per_s: r3(s.prefillTokensPerSec), decode_ms: r3(s.decodeMs),
-    decode_tokens_per_s: r3(s.decodeTokensPerSec), stop_reason: s.stopReason,
+    decode_tokens_per_s: r3(s.decodeTokensPerSec), stop_reason: s.stopReason, reused_tokens: s.reusedTokens,
     speculative: p ? { draft_tokens: p.draftTokens, rounds: p.rounds, drafted: p.drafted, accepted: p.accepted, acceptance_rate: r3(p.acceptanceRate), plain_tokens: p.plainTokens, switches: p.switches } : undefined,
   };
 }

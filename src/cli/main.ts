@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
     .addOption(new Option('--draft-activations <kind>', "the draft's activations (default: the target's; f32 on webgpu, where int8 slows a small draft's step)").choices(['f32', 'int8']))
     .option('--draft-adaptive', 'time windows with and without the draft and keep the faster way (probing the other now and then)')
-    .option('--chat', "--prompt is the user's message: apply the tokenizer's chat template (tokenizer_config.json, chat_template.jinja)")
+    .option('--chat', "--prompt is the user's message: apply the tokenizer's chat template (tokenizer_config.json, chat_template.jinja); without --prompt, a conversation: a user message a line of stdin, the KV cache kept between turns")
     .option('--system <text>', 'with --chat: a system message before the user\'s')
     .option('--chat-template <file>', "with --chat: a Jinja template file instead of the tokenizer's (or the name of one of its templates)")
     .option('--chat-var <key=value>', 'with --chat: a template variable, VALUE as JSON where it parses, else text; repeatable (e.g. enable_thinking=false)',

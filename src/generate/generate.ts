@@ -66,6 +66,14 @@ export interface GenerateOptions extends SamplingOptions {
   draftTokens?: number;
   /** SpeculationOptions.adaptiveDraft for this call (default: the generator's). */
   adaptiveDraft?: boolean;
+  /**
+   * Keep the part of the target's KV cache that already holds this prompt's first tokens (what the previous generate()
+   * of this generator left there: its prompt and output) and run only the rest (default false). A chat's next turn
+   * then runs its new messages only (ChatSession). The reused positions were computed by other kernels (one token at
+   * a time, or another chunking), so logits can differ from a fresh prefill's in the last bits; the draft is always
+   * prefilled afresh.
+   */
+  reusePrefix?: boolean;
 }
 
 export interface GeneratedToken {
@@ -108,6 +116,8 @@ export interface GenerationStats {
   stopReason: 'maxTokens' | 'eos' | 'stopToken' | 'stopString';
   /** With a draft model. */
   speculative?: SpeculativeStats;
+  /** reusePrefix: prompt tokens taken from the cache (not run; prefillTokensPerSec counts the others). */
+  reusedTokens?: number;
 }
 
 /** One generation: iterate it (once) for the tokens; `stats`, `ids` and `text` are complete when the iteration ends. */
@@ -123,13 +133,36 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   /** The prompt text a chat prompt was rendered to by the chat template (undefined for other prompts). */
   promptText?: string;
   private started = false;
+  private readonly ends: ((g: Generation, error?: unknown) => void)[] = [];
 
   constructor(private readonly run: (g: Generation) => AsyncGenerator<GeneratedToken>) {}
 
   [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
     if (this.started) throw new InputError('a Generation can be iterated once', {}, 'call generate() again');
     this.started = true;
-    return this.run(this);
+    return this.ends.length ? this.runThenEnd() : this.run(this);
+  }
+
+  /**
+   * Calls `fn` when the iteration ends: at its end, when the consumer stops early (ids and text then hold what came),
+   * or with the error that ended it.
+   */
+  onEnd(fn: (g: Generation, error?: unknown) => void): void {
+    if (this.started) throw new InputError('onEnd() after the iteration started', {}, 'register it before iterating');
+    this.ends.push(fn);
+  }
+
+  private async *runThenEnd(): AsyncGenerator<GeneratedToken> {
+    let error: unknown, threw = false;
+    try {
+      yield* this.run(this);
+    } catch (e) {
+      threw = true;
+      error = e;
+      throw e;
+    } finally {
+      for (const f of this.ends) f(this, ...(threw ? [error] : []));
+    }
   }
 
   /** Runs to the end; returns the text (or the ids joined by spaces without a tokenizer). */
@@ -186,6 +219,11 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
    * starts from what earlier ones measured (one per way of making plain tokens: streamed or stepped).
    */
   private readonly governors = new Map<string, DraftGovernor>();
+  /**
+   * reusePrefix: the ids of the positions the target's cache holds as the last generation left it (its prompt and all
+   * its output but the last token, which was never run), or null where that is not known (none yet, or one that failed).
+   */
+  private cachedIds: number[] | null = null;
 
   constructor(readonly decoder: M, readonly tokenizer?: TextTokenizer, opts: SpeculationOptions = {}) {
     this.draftTokens = opts.draftTokens ?? 4;
@@ -256,12 +294,22 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
     const generation = new Generation(async function* (g: Generation): AsyncGenerator<GeneratedToken> {
       if (self.busy) throw new InputError('this TextGenerator is already generating', {}, 'finish the other generation first, or make a second TextGenerator');
       self.busy = true;
+      const target = self.decoder;
+      // reusePrefix: positions the cache holds for this prompt (at least the last token runs, for its logits).
+      const reused = opts.reusePrefix ? commonPrefix(self.cachedIds, ids, Math.min(ids.length - 1, target.pastLength)) : 0;
+      self.cachedIds = null;
+      let threw = false;
       try {
         const streamer = tok ? new TextStreamer(tok) : null;
         const stopText = new StopText(stopStrings);
         const t0 = performance.now();
-        const target = self.decoder;
-        const logits = await target.prefill(ids);
+        let logits: Float32Array;
+        if (reused > 0) {
+          await target.truncate(reused);
+          logits = await target.forward(ids.slice(reused), false);
+        } else {
+          logits = await target.prefill(ids);
+        }
         if (draft) {
           const dl = await draft.prefill(ids);
           checkVocab(target, draft, logits.length, dl.length);
@@ -310,13 +358,21 @@ export class TextGenerator<M extends CausalLM = CausalLM> {
           generatedTokens: produced,
           timeToFirstTokenMs: tFirst - t0,
           prefillMs,
-          prefillTokensPerSec: ids.length / (prefillMs / 1000),
+          prefillTokensPerSec: (ids.length - reused) / (prefillMs / 1000),
           decodeMs,
           decodeTokensPerSec: produced > 1 ? (produced - 1) / (decodeMs / 1000) : 0,
           stopReason: reason,
           ...(source instanceof SpeculativeSource ? { speculative: source.stats() } : {}),
+          ...(opts.reusePrefix ? { reusedTokens: reused } : {}),
         };
+      } catch (e) {
+        threw = true;
+        throw e;
       } finally {
+        // Every source leaves the prompt and the output but its last token in the cache's first positions (a stop
+        // token, or a rejected draft token past them, is not among them); a consumer that stopped early leaves a
+        // shorter output, as valid.
+        if (!threw) self.cachedIds = [...ids, ...g.ids].slice(0, Math.min(ids.length + g.ids.length - 1, target.pastLength));
         self.busy = false;
       }
     });
@@ -348,6 +404,15 @@ interface TokenSource {
 }
 
 /** One target run per token; the last token is run only when another one is asked for. */
+/** Length of the common prefix of `cached` and `ids`, at most `max`. */
+function commonPrefix(cached: readonly number[] | null, ids: readonly number[], max: number): number {
+  if (!cached) return 0;
+  const n = Math.min(cached.length, max);
+  let i = 0;
+  while (i < n && cached[i] === ids[i]) i++;
+  return i;
+}
+
 class PlainSource implements TokenSource {
   private readonly seq: number[];
   constructor(private readonly lm: CausalLM, private readonly sampler: Sampler, prompt: readonly number[], private logits: Float32Array | null) {
