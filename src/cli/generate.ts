@@ -234,13 +234,15 @@ async function converse(chat: ChatSession, opts: GenerateOptions, json?: boolean
   const rl = readline.createInterface({ input: process.stdin, terminal: false });
   const tty = process.stdin.isTTY;
   if (tty) process.stderr.write('> ');
+  let turn = 0;
   try {
     for await (const line of rl) {
       if (line.trim() === '') break;
+      turn++;
       const g = chat.send(line, opts);
       for await (const t of g) if (!json) process.stdout.write(t.text);
       const s = g.stats!;
-      if (json) console.log(JSON.stringify({ turn: chat.messages.filter((m) => m.role === 'user').length, text: g.text, ids: g.ids, ...statsJson(s) }));
+      if (json) console.log(JSON.stringify({ turn, text: g.text, ids: g.ids, ...statsJson(s) }));
       else {
         process.stdout.write('\n');
         console.error(statsLine(s));

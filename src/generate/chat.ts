@@ -30,7 +30,6 @@ export class ChatSession {
    * consumer stopped early) join `messages`; a generation that fails leaves them as they were.
    */
   send(content: string, opts: GenerateOptions = {}): Generation {
-    if (typeof content !== 'string') throw new InputError(`a chat message is a string, got ${typeof content}`);
     const user: ChatMessage = { role: 'user', content };
     const { chatTemplate, chatVariables } = this.opts;
     const g = this.generator.generate({ messages: [...this.messages, user], chatTemplate, chatVariables }, { reusePrefix: true, ...opts });

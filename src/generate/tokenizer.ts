@@ -76,9 +76,11 @@ export class TextTokenizer {
     } catch (e) {
       throw new InputError(`the tokenizer.json could not be loaded: ${(e as Error).message}`, {}, "pass a Hugging Face tokenizer.json (the 'tokenizers' format)");
     }
-    const c = config as { eos_token?: TokenConfig; bos_token?: TokenConfig };
+    const c = config as Record<string, TokenConfig>;
+    // A config's token: its text, or an AddedToken object's content.
+    const str = (t: TokenConfig) => (typeof t === 'string' ? t : typeof t?.content === 'string' ? t.content : undefined);
     const idOf = (t: TokenConfig) => {
-      const s = typeof t === 'string' ? t : t?.content;
+      const s = str(t);
       return s ? this.tok.token_to_id(s) : undefined;
     };
     this.eosTokenId = idOf(c.eos_token) ?? EOS_GUESSES.map((s) => this.tok.token_to_id(s)).find((i) => i !== undefined);
@@ -86,10 +88,8 @@ export class TextTokenizer {
     // vocabulary at best. Only a config that does not say is given the SentencePiece guess.
     this.bosTokenId = 'bos_token' in c ? idOf(c.bos_token) : this.tok.token_to_id('<s>');
     // As transformers hands a template its special tokens map; bos_token and eos_token are always strings.
-    const cs = config as Record<string, TokenConfig>;
-    const str = (t: TokenConfig) => (typeof t === 'string' ? t : typeof t?.content === 'string' ? t.content : undefined);
-    this.specialTokens = { bos_token: str(cs.bos_token) ?? '', eos_token: str(cs.eos_token) ?? '' };
-    for (const k of ['unk_token', 'pad_token']) { const v = str(cs[k]); if (v !== undefined) this.specialTokens[k] = v; }
+    this.specialTokens = { bos_token: str(c.bos_token) ?? '', eos_token: str(c.eos_token) ?? '' };
+    for (const k of ['unk_token', 'pad_token']) { const v = str(c[k]); if (v !== undefined) this.specialTokens[k] = v; }
   }
 
   /**

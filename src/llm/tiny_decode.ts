@@ -5,7 +5,7 @@
 // one workgroup's phases, so the step needs no grid-wide synchronisation (which WebGPU cannot give). x is rounded to
 // int8 per 32 values before each matrix and multiplied with dot4I8Packed (as the runtime's 'int8' activations).
 // Measured slower than the runtime's kernels on the H100 (0.184 ms a step): see WebGpuLlmOptions.tinyDecode.
-import { dot4Terms, META_IDS, quantBlock, scaleOf, zeroOf, type MatLayout } from './wgsl.js';
+import { dot4Terms, META_IDS, quantBlock, ropeTrig, rotated, scaleOf, zeroOf, type MatLayout } from './wgsl.js';
 
 const u = (n: number): string => `${n}u`;
 
@@ -122,6 +122,7 @@ export function tinyDecodeKernel(s: TinySpec): string {
     hm[hh] = inverseSqrt(ss / ${HD}.0 + ${s.eps});
   }
   workgroupBarrier();`;
+  const [ya, yb] = rotated('ya', 'yb');
   const pair = qkn === undefined ? `let ya = scr[hh * ${u(HD)} + jj]; let yb = scr[hh * ${u(HD)} + jj + ${u(half)}];`
     : `let nw = lw + ${u(qkn)} + select(${u(HD)}, 0u, hh < ${u(H)}) + jj; let rr = hm[hh];
     let ya = bitcast<f32>(w32(nw)) * (scr[hh * ${u(HD)} + jj] * rr); let yb = bitcast<f32>(w32(nw + ${u(half)})) * (scr[hh * ${u(HD)} + jj + ${u(half)}] * rr);`;
@@ -135,14 +136,13 @@ export function tinyDecodeKernel(s: TinySpec): string {
   workgroupBarrier();${normPass}
   for (var i = lid; i < ${u((H + KVH) * half)}; i += ${u(WG)}) {
     let hh = i / ${u(half)}; let jj = i % ${u(half)};
-    let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);
-    let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);
+    ${ropeTrig(ropeOff, CAP, half).join('\n    ')}
     ${pair}
     if (hh < ${u(H)}) {
-      qv[hh * ${u(HD)} + jj] = ya * cs - yb * sn; qv[hh * ${u(HD)} + jj + ${u(half)}] = yb * cs + ya * sn;
+      qv[hh * ${u(HD)} + jj] = ${ya}; qv[hh * ${u(HD)} + jj + ${u(half)}] = ${yb};
     } else {
       let o = kb + ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-      KV[o] = ya * cs - yb * sn; KV[o + ${u(half)}] = yb * cs + ya * sn;
+      KV[o] = ${ya}; KV[o + ${u(half)}] = ${yb};
     }
   }
   for (var i = lid; i < ${u(KVH * HD)}; i += ${u(WG)}) {

@@ -711,13 +711,14 @@ export class WebGpuLlm implements LlmRunner {
 
     const qoutRows = attnQuant ? preT : undefined;
     if (attnQuant) this.stats.quantizingEpilogues++;
-    const attnCode = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows });
+    const attnSpec = { heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows };
+    const attnCode = attentionKernel(attnSpec);
     const attnB = qoutRows ? 'rrrwww' : 'rrrww', combB = qoutRows ? 'rrww' : 'rrw';
     pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
     // Qwen3's one-token attention: the cache written (the new key), the norm weights bound last.
     const attnNormB = `rrw${attnB.slice(3)}r`;
     if (fuseQkNorm) {
-      const code = attentionKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows, qkNorm: { ropeOff, eps: c.rmsEps } });
+      const code = attentionKernel({ ...attnSpec, qkNorm: { ropeOff, eps: c.rmsEps } });
       pending.push(this.pipeline(code, attnNormB).then((p) => { this.attentionQkNorm = p; }));
     }
     pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));

@@ -263,6 +263,26 @@ export function gemvBindings(s: BindingSpec): string {
   return b;
 }
 
+/**
+ * The rotary embedding's cosine and sine of pair `jj` at position `pos` (the RoPE table at word ropeOff of MT): the
+ * statements that make `cs` and `sn`.
+ */
+export function ropeTrig(ropeOff: number, CAP: number, half: number): [string, string] {
+  return [`let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`, `let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`];
+}
+
+/** The rotary pair (a, b) rotated by `cs`, `sn`: its new first and second values. */
+export const rotated = (a: string, b: string): [string, string] => [`${a} * cs - ${b} * sn`, `${b} * cs + ${a} * sn`];
+
+/**
+ * Qwen3's q/k norm of a rotary pair (x0, x1) with 1/rms `r` and the weights NW[w] and NW[w + half]: `let`s named
+ * out0, out1 = w ⊙ (x · r) (qkNormRopeKernel and attentionKernel's qkNorm, in the same order of operations).
+ */
+function normedPair(out: [string, string], x: [string, string], r: string, w: string, half: number): string {
+  return `let ${out[0]} = NW[${w}] * (${x[0]} * ${r});
+    let ${out[1]} = NW[${w} + ${u(half)}] * (${x[1]} * ${r});`;
+}
+
 /** The epilogue of one output: `ya` (and `yb`, the pair's second row) of unit `un` for token `t`. */
 function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
   const { m, epi } = s;
@@ -277,6 +297,7 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
       // ba, bb (ya, yb are lets of the caller's scope).
       const bias = m.biasOff !== undefined;
       const [a, b] = bias ? ['ba', 'bb'] : ['ya', 'yb'];
+      const [r0, r1] = rotated(a, b);
       const biasLine = bias ? [`let bo = ${u(m.biasOff!)} + hh * ${u(HD)} + jj; let ba = ya + bitcast<f32>(w32(bo)); let bb = yb + bitcast<f32>(w32(bo + ${u(half)}));`] : [];
       // q/k norms: every row stored as it is (k and v alike: v's cache half follows k's, so one offset serves both).
       if (epi.qkNorm) {
@@ -291,14 +312,13 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
       }
       return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`,
         ...biasLine,
-        `let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);`,
-        `let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);`,
+        ...ropeTrig(ropeOff, CAP, half),
         `if (hh < ${u(H)}) {
         let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
-        QO[o] = ${a} * cs - ${b} * sn; QO[o + ${u(half)}] = ${b} * cs + ${a} * sn;
+        QO[o] = ${r0}; QO[o + ${u(half)}] = ${r1};
       } else if (hh < ${u(H + KVH)}) {
         let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ${a} * cs - ${b} * sn; KV[o + ${u(half)}] = ${b} * cs + ${a} * sn;
+        KV[o] = ${r0}; KV[o + ${u(half)}] = ${r1};
       } else {
         let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
         KV[o] = ${a}; KV[o + ${u(half)}] = ${b};
@@ -1068,12 +1088,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let r = inverseSqrt(red[0] / ${f32Lit(HD)} + ${f32Lit(a.eps)});
   if (live) {
     let wo = select(${u(HD)}, 0u, isQ) + jj;
-    let na = NW[wo] * (xa * r);
-    let nb = NW[wo + ${u(half)}] * (xb * r);
-    let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);
-    let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);
-    let ra = na * cs - nb * sn;
-    let rb = nb * cs + na * sn;
+    ${normedPair(['na', 'nb'], ['xa', 'xb'], 'r', 'wo', half)}
+    ${ropeTrig(ropeOff, CAP, half).join('\n    ')}
+    let ra = ${rotated('na', 'nb')[0]};
+    let rb = ${rotated('na', 'nb')[1]};
     if (isQ) { QO[o] = ra; QO[o + ${u(half)}] = rb; } else { KV[o] = ra; KV[o + ${u(half)}] = rb; }
   }
 }
@@ -1262,8 +1280,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string {
   const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP } = a, { ropeOff, eps } = a.qkNorm!;
   const half = HD / 2, HD4 = HD / 4, REP = H / KVH;
-  const q = (i: string) => `Q[(${i}) >> 2u][(${i}) & 3u]`;
+  // Element i of a vec4 array.
   const at = (arr: string, i: string) => `${arr}[(${i}) >> 2u][(${i}) & 3u]`;
+  const [qa, qb] = rotated('na', 'nb'), [ka, kb] = rotated('ma', 'mb');
   return `let pos = MT[1];
   let live = lid < ${u(half)};
   let jj = min(lid, ${u(half - 1)});
@@ -1271,8 +1290,8 @@ function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string
   let ko = (${u(H)} + hh / ${u(REP)}) * ${u(HD)} + jj;
   var xa = 0.0; var xb = 0.0; var ya = 0.0; var yb = 0.0;
   if (lid < ${u(QW)}) {
-    xa = ${q('qo')}; xb = ${q(`qo + ${u(half)}`)};
-    ya = ${q('ko')}; yb = ${q(`ko + ${u(half)}`)};
+    xa = ${at('Q', 'qo')}; xb = ${at('Q', `qo + ${u(half)}`)};
+    ya = ${at('Q', 'ko')}; yb = ${at('Q', `ko + ${u(half)}`)};
     nq[lid] = select(0.0, xa * xa + xb * xb, live);
     nk[lid] = select(0.0, ya * ya + yb * yb, live);
   }
@@ -1284,18 +1303,15 @@ function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string
   let rq = inverseSqrt(nq[0] / ${f32Lit(HD)} + ${f32Lit(eps)});
   let rk = inverseSqrt(nk[0] / ${f32Lit(HD)} + ${f32Lit(eps)});
   if (live) {
-    let cs = bitcast<f32>(MT[${u(ropeOff)} + pos * ${u(half)} + jj]);
-    let sn = bitcast<f32>(MT[${u(ropeOff + CAP * half)} + pos * ${u(half)} + jj]);
-    let na = NW[jj] * (xa * rq);
-    let nb = NW[jj + ${u(half)}] * (xb * rq);
-    let ra = na * cs - nb * sn;
-    let rb = nb * cs + na * sn;
+    ${ropeTrig(ropeOff, CAP, half).join('\n    ')}
+    ${normedPair(['na', 'nb'], ['xa', 'xb'], 'rq', 'jj', half)}
+    let ra = ${qa};
+    let rb = ${qb};
     ${at('qs', 'jj')} = ra * ${f32Lit(scale)};
     ${at('qs', `jj + ${u(half)}`)} = rb * ${f32Lit(scale)};
-    let ma = NW[${u(HD)} + jj] * (ya * rk);
-    let mb = NW[${u(HD + half)} + jj] * (yb * rk);
-    ${at('kn', 'jj')} = ma * cs - mb * sn;
-    ${at('kn', `jj + ${u(half)}`)} = mb * cs + ma * sn;
+    ${normedPair(['ma', 'mb'], ['ya', 'yb'], 'rk', `${u(HD)} + jj`, half)}
+    ${at('kn', 'jj')} = ${ka};
+    ${at('kn', `jj + ${u(half)}`)} = ${kb};
   }
   workgroupBarrier();
   if (hh % ${u(REP)} == 0u && sp == 0u && lid < ${u(HD4)}) { KV[kb + pos * ${u(HD4)} + lid] = kn[lid]; }`;
