@@ -267,7 +267,7 @@ test('decoder: a model without a KV cache is an UnsupportedError naming what is 
   }
 });
 
-test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; --json; --quant on an ONNX model fails plainly', { timeout: 300_000 }, async () => {
+test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; --json; --quant or --kv-cache f16 on an ONNX model, and --kv-cache f16 on wasm, fail plainly', { timeout: 300_000 }, async () => {
   const bin = path.join(ROOT, 'bin/webjit.js');
   const want = await greedyOracle();
   const out = execFileSync(process.execPath, [bin, 'generate', DECODER, '--prompt-ids', PROMPT.join(','), '--max-tokens', '12', '--backend', 'wasm', '--threads', '1'],
@@ -284,6 +284,13 @@ test('CLI: webjit generate prints the tokens, then prefill and decode tokens/s; 
   const q = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt-ids', '1,2', '--quant', 'q4'], { encoding: 'utf8' });
   assert.equal(q.status, 1);
   assert.match(q.stderr, /UnsupportedError: --quant applies to LLM weights .* is an ONNX model/);
+  // --kv-cache f16: not for an ONNX decoder (its past inputs are the graph's), not on wasm (its cache is f32).
+  const kv = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt-ids', '1,2', '--kv-cache', 'f16'], { encoding: 'utf8' });
+  assert.equal(kv.status, 1);
+  assert.match(kv.stderr, /UnsupportedError: --kv-cache f16 applies to LLM weights; .* is an ONNX decoder/);
+  const kw = spawnSync(process.execPath, [bin, 'generate', 'test/fixtures/lm/target.q4.safetensors', '--prompt-ids', '1,2', '--kv-cache', 'f16', '--backend', 'wasm'], { encoding: 'utf8', cwd: ROOT });
+  assert.equal(kw.status, 1);
+  assert.match(kw.stderr, /UnsupportedError: an f16 KV cache on wasm/);
   const t = spawnSync(process.execPath, [bin, 'generate', DECODER, '--prompt', 'hi'], { encoding: 'utf8' });
   assert.equal(t.status, 1);
   assert.match(t.stderr, /InputError: --prompt needs --tokenizer/);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { acquireGpu } from '../src/backends/webgpu/device.js';
-import { InputError, ResourceLimitError } from '../src/errors.js';
+import { InputError, ResourceLimitError, UnsupportedError } from '../src/errors.js';
 import { createLlm } from '../src/llm/index.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
 import { randomLlama } from '../src/llm/random_model.js';
@@ -46,10 +46,10 @@ const argmax = (a: Float32Array, off = 0, n = a.length): number => {
 const ids = (n: number, seed: number, vocab: number) => Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 3) % vocab);
 
 /** Prompt, steps, then T>1 with all logits, each against the reference. */
-async function conformance(w: LlmWeights, what: string): Promise<WebGpuLlm> {
+async function conformance(w: LlmWeights, what: string, o: { kvCache?: 'f32' | 'f16'; activations?: 'f32' | 'int8' } = {}): Promise<WebGpuLlm> {
   const cap = 48;
-  const gpu = await WebGpuLlm.create(w, { capacity: cap });
-  const ref = new ReferenceLlm(w, cap);
+  const gpu = await WebGpuLlm.create(w, { capacity: cap, ...o });
+  const ref = new ReferenceLlm(w, cap, o.kvCache);
   const V = w.config.vocab;
   const prompt = ids(9, 1, V);
   assert.ok(rel(await gpu.forward(prompt), await ref.forward(prompt)) <= 1e-3, `${what}: prompt, last logits`);
@@ -138,6 +138,12 @@ test('webgpu llm: attention split over workgroups (flash-decoding partials, then
   await gpu.greedy([1]);
   assert.equal(gpu.stats.dispatchesLastForward, 6 * GQA.layers + 2);
   await gpu.release();
+  // The combine in one group walking every split, and in 3 groups (up to 10 splits here: groups with unequal counts);
+  // an f16 cache read by the split kernels.
+  for (const attnCombineGroups of [1, 3]) {
+    await withGpuConfig({ attnCombineGroups }, async () => (await conformance(model(GQA, 'q8', 6), `split attention, combine in ${attnCombineGroups} groups`)).release());
+  }
+  await (await conformance(model(GQA, 'q8', 6), 'split attention, f16 cache', { kvCache: 'f16' })).release();
 }));
 
 test('webgpu llm: attention in tiles of 3 keys (online softmax across tiles), alone and with split attention, equals the reference', TIMEOUT, () => withGpuConfig({ attnTile: 3 }, async () => {
@@ -713,6 +719,59 @@ test('webgpu llm: Qwen3\'s one-token q/k norm inside attention gives the q/k nor
   await b.release();
 });
 
+/**
+ * The worst distance of an f16-cache runner's logits from the reference with an f16 cache and from the reference with
+ * an f32 one, over a prompt, steps and forwards of 3, 6 and 17 tokens (the small-T kernels and, past the software
+ * buckets, the GEMM).
+ */
+async function kv16Distances(w: LlmWeights, activations: 'f32' | 'int8'): Promise<{ toF16: number; toF32: number; refGap: number; bytes: [number, number] }> {
+  const cap = 48, V = w.config.vocab;
+  const g16 = await WebGpuLlm.create(w, { capacity: cap, kvCache: 'f16', activations });
+  const g32 = await WebGpuLlm.create(w, { capacity: cap, activations });
+  const r16 = new ReferenceLlm(w, cap, 'f16'), r32 = new ReferenceLlm(w, cap);
+  const d = { toF16: 0, toF32: 0, refGap: 0, bytes: [g16.stats.kvCacheBytes, g32.stats.kvCacheBytes] as [number, number] };
+  const run = async (x: number[]) => {
+    const a = await g16.forward(x, true), b = await r16.forward(x, true), c = await r32.forward(x, true);
+    d.toF16 = Math.max(d.toF16, rel(a, b));
+    d.toF32 = Math.max(d.toF32, rel(a, c));
+    d.refGap = Math.max(d.refGap, rel(b, c));
+  };
+  await run(ids(9, 1, V));
+  for (let s = 0; s < 8; s++) await run([(s * 97 + 11) % V]);
+  for (const T of [3, 6, 17]) await run(ids(T, T, V));
+  await g16.release();
+  await g32.release();
+  return d;
+}
+
+test('webgpu llm: an f16 KV cache holds half the bytes and gives the logits of the reference rounding its cache to f16 (GQA, Qwen3\'s q/k norms; one token, small T, GEMM; f32 and int8 x)', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  assert.ok(caps.f16, 'the test device has shader-f16');
+  for (const [what, config] of [['GQA', GQA], ['Qwen3', QWEN3]] as const) {
+    const w = model(config, 'q4', 11);
+    const c = w.config;
+    const d = await kv16Distances(w, 'f32');
+    console.log(`f16 cache, ${what}: from the f16 reference ${d.toF16.toExponential(2)}, from the f32 one ${d.toF32.toExponential(2)} (references ${d.refGap.toExponential(2)} apart)`);
+    assert.deepEqual(d.bytes, [2 * c.kvHeads * 48 * c.headDim * 2 * c.layers, 2 * c.kvHeads * 48 * c.headDim * 4 * c.layers]);
+    // The rounding moves the logits measurably, and the runner follows the f16 reference far closer than the f32 one:
+    // a runner that kept f32 (or rounded twice, as Qwen3's forwards of several tokens did before kStage) would sit
+    // about refGap from the f16 reference.
+    assert.ok(d.refGap > 1e-5, `${what}: the f16 and f32 references are only ${d.refGap} apart`);
+    assert.ok(d.toF16 < 0.25 * d.refGap, `${what}: ${d.toF16} from the f16 reference, ${d.refGap} between the references`);
+    if (caps.dot4) {
+      // int8 x: rounding x to 8 bits (a few 1e-3) dwarfs the cache's rounding; the int8 kernels read the f16 cache too.
+      const i8 = await kv16Distances(w, 'int8');
+      assert.ok(i8.toF16 <= 1e-2, `${what}, int8 x: ${i8.toF16} from the f16 reference`);
+    }
+  }
+});
+
+test('webgpu llm: kvCache is checked: an unknown type is an InputError, wasm refuses f16 by name', TIMEOUT, async () => {
+  const w = model(GQA, 'q4', 11);
+  await assert.rejects(WebGpuLlm.create(w, { capacity: 8, kvCache: 'bf16' as 'f16' }), (e: unknown) => e instanceof InputError && /kvCache 'bf16'/.test(e.message));
+  await assert.rejects(createLlm(w, { backend: 'wasm', capacity: 8, kvCache: 'f16' }), (e: unknown) => e instanceof UnsupportedError && /f16 KV cache on wasm/.test(e.message));
+});
+
 test('webgpu llm: TextGenerator.create opens the draft with f32 activations unless draftActivations says otherwise', TIMEOUT, async () => {
   const { TextGenerator } = await import('../src/generate/generate.js');
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
@@ -761,6 +820,30 @@ test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round)
     assert.ok(sp.accepted < sp.drafted && sp.rounds < N - 1, `${sp.accepted}/${sp.drafted} accepted in ${sp.rounds} rounds`);
     await gen.release();
   }
+});
+
+test('webgpu llm: the trained pair with an f16 KV cache (TextGenerator.create kvCache, target and draft): greedy tokens equal the reference rounding its cache to f16, plain and speculative; ONNX decoders and `webjit generate --kv-cache f16` on one are refused by name', TIMEOUT, async () => {
+  const { TextGenerator } = await import('../src/generate/generate.js');
+  const { loadLlm } = await import('../src/llm/model_io.js');
+  const F = 'test/fixtures/lm';
+  const [tw, dw] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`)]);
+  const prompt = [0, 412, 1033, 77, 2048, 9, 3000, 15];
+  const cap = 96, N = 40;
+  const ref = await TextGenerator.create(tw, { backend: 'reference', capacity: cap, kvCache: 'f16' });
+  const want = ref.generate(prompt, { maxTokens: N, ignoreEos: true });
+  await want.all();
+  await ref.release();
+  for (const draft of [undefined, dw]) {
+    const gen = await TextGenerator.create(tw, { backend: 'webgpu', capacity: cap, kvCache: 'f16', draft, draftTokens: 3 });
+    const runners = [gen.decoder, gen.draft].filter((m) => m !== undefined).map((m) => (m as unknown as { runner: WebGpuLlm }).runner);
+    assert.ok(runners.length === (draft ? 2 : 1) && runners.every((r) => r.kvCache === 'f16'), 'target and draft hold f16 caches');
+    const g = gen.generate(prompt, { maxTokens: N, ignoreEos: true });
+    await g.all();
+    assert.deepEqual(g.ids, want.ids, draft ? 'speculative' : 'plain');
+    if (draft) assert.ok(g.stats!.speculative!.rounds > 0);
+    await gen.release();
+  }
+  await assert.rejects(TextGenerator.create('test/fixtures/decoder-small.onnx', { kvCache: 'f16' }), (e: unknown) => e instanceof UnsupportedError && /f16 KV cache for an ONNX decoder/.test(e.message));
 });
 
 test('webgpu llm: adaptive drafting on the GPU (speculative rounds, and plain windows streamed with steps in flight) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {

@@ -4,7 +4,7 @@
 // same round. Per-dispatch profiles (llm-decode.ts) add a pass per dispatch and keep the GPU near idle clocks; this
 // does not.
 // Usage: node llm-variants.mjs   Env: LLM_HIDDEN LLM_INTER LLM_LAYERS LLM_HEADS LLM_KV LLM_HEADDIM LLM_VOCAB (default
-//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file; LLM_BIAS=1 q/k/v biases; LLM_QKNORM=1 q/k norms) LLM_ACT=int8|f32 LLM_GROUP=32|64|128 (the random model's quantization group) LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_TS=5 (token counts of the
+//   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file; LLM_BIAS=1 q/k/v biases; LLM_QKNORM=1 q/k norms) LLM_ACT=int8|f32 LLM_GROUP=32|64|128 (the random model's quantization group) LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_CAP=1024 (cache positions) LLM_POSITIONS=2048 (the model's) LLM_TS=5 (token counts of the
 //   multi-token forwards timed)
 import { randomFillSync } from 'node:crypto';
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
@@ -26,7 +26,7 @@ const size = SIZES[process.env.LLM_SIZE ?? '7b'];
 if (!size) throw new Error(`LLM_SIZE: one of ${Object.keys(SIZES).join(', ')}`);
 const cfg: LlamaConfig = {
   vocab: env('LLM_VOCAB', 32000), hidden: env('LLM_HIDDEN', size[0]), intermediate: env('LLM_INTER', size[1]), layers: env('LLM_LAYERS', size[2]),
-  heads: env('LLM_HEADS', size[3]), kvHeads: env('LLM_KV', size[4]), headDim: env('LLM_HEADDIM', 128), maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5,
+  heads: env('LLM_HEADS', size[3]), kvHeads: env('LLM_KV', size[4]), headDim: env('LLM_HEADDIM', 128), maxPositions: env('LLM_POSITIONS', 2048), ropeTheta: 10000, rmsEps: 1e-5,
   // LLM_BIAS=1: q/k/v biases (Qwen2)
   ...(process.env.LLM_BIAS === '1' ? { qkvBias: true as const } : {}),
   // LLM_QKNORM=1: per-head q/k norms (Qwen3)
@@ -155,6 +155,16 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   touch66: { codeHook: touchAhead(66) },
   touch132: { codeHook: touchAhead(132) },
   touch264: { codeHook: touchAhead(264) },
+  // The runtime's defaults with an f16 KV cache (WebGpuLlmOptions.kvCache; every variant named kv16…).
+  kv16: {},
+  kv16s128: { attnSplitKeys: 128 },
+  kv16s512: { attnSplitKeys: 512 },
+  kv16s1024: { attnSplitKeys: 1024 },
+  // An f16 cache split up to 32 ways like an f32 one (llmGpuConfig.attnSplitsF16 before it was set).
+  kv16split32: { attnSplitsF16: 32 },
+  s128: { attnSplitKeys: 128 },
+  // The split attention's combine as one group walking every split (the kernel before session 27).
+  comb1: { attnCombineGroups: 1 },
 };
 const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
 for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);
@@ -175,8 +185,9 @@ for (const name of names) {
   Object.assign(llmGpuConfig, DEFAULTS, VARIANTS[name]);
   t = performance.now();
   // 'tiny': one-token forwards as one workgroup (WebGpuLlmOptions.tinyDecode).
-  const r = await WebGpuLlm.create(w, { capacity: Math.min(1024, cfg.maxPositions), activations: act, tinyDecode: name === 'tiny' });
-  console.log(`${name}: created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}${r.stats.tinyDecode ? ', tiny decode' : ''}`);
+  // LLM_CAP: the cache's positions (default 1024, at most the model's).
+  const r = await WebGpuLlm.create(w, { capacity: Math.min(env('LLM_CAP', 1024), cfg.maxPositions), activations: act, tinyDecode: name === 'tiny', kvCache: name.startsWith('kv16') ? 'f16' : 'f32' });
+  console.log(`${name}: KV cache ${(r.stats.kvCacheBytes / 2 ** 20).toFixed(0)} MiB (${r.kvCache}); created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}${r.stats.tinyDecode ? ', tiny decode' : ''}`);
   runners.push({ name, r });
 }
 Object.assign(llmGpuConfig, DEFAULTS);
@@ -235,6 +246,9 @@ for (const n of PREFILLS) {
   }
 }
 const base = med(res.get(`${runners[0].name} T=1`)!);
+// What attention reads of the cache a token at ctx positions: 2 (k, v) × kv heads × head dim × element bytes × layers.
+const kvRead = (r: WebGpuLlm) => 2 * cfg.kvHeads * cfg.headDim * (r.kvCache === 'f16' ? 2 : 4) * cfg.layers * (ctx + 1);
+for (const { name, r } of runners) console.log(`${name}: the cache read a token after ${ctx} cached: ${(kvRead(r) / 1e6).toFixed(1)} MB (${r.kvCache}) beside ${(bytes / 1e6).toFixed(0)} MB of weights`);
 console.log(`\nGPU time of a forward after ${ctx} cached, median of ${rounds} rounds (each the median of 20 forwards; T>1: 8):`);
 for (const { name } of runners) {
   const one = med(res.get(`${name} T=1`)!);

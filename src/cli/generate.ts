@@ -29,6 +29,7 @@ export interface GenerateArgs {
   quant?: string;
   activations?: 'f32' | 'int8';
   draftActivations?: 'f32' | 'int8';
+  kvCache?: 'f32' | 'f16';
   draft?: string;
   draftTokens?: number;
   draftAdaptive?: boolean;
@@ -138,12 +139,16 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
       throw new UnsupportedError(`--quant applies to LLM weights (a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Phi-3 folder or a webjit .safetensors file); ${what} ${path} is an ONNX model, which runs in the precision it stores`, {},
         'give the model\'s Hugging Face folder to quantize on the fly, or quantize it ahead with `webjit quantize`');
     }
+    if (a.kvCache === 'f16') {
+      throw new UnsupportedError(`--kv-cache f16 applies to LLM weights; ${what} ${path} is an ONNX decoder, whose past key/value inputs are the graph's`, {},
+        "leave --kv-cache out, or give the model's Hugging Face folder (or a webjit .safetensors file) with --backend webgpu");
+    }
     const dec = await CausalDecoder.create(m.path, { backend: a.backend, threads: a.threads });
     const L = dec.layout;
     return { lm: dec, describe: `ONNX decoder, ${L.layers} layers, ${L.heads} heads of ${L.headDim}` };
   }
   const { weights, note } = m.note ? { weights: m.weights, note: m.note } : applyQuant(m.weights, quant, `${what} ${path}`);
-  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations });
+  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations, kvCache: a.kvCache });
   const c = weights.config;
   return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}${activationsNote(a.activations, runner)}` };
 }

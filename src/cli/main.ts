@@ -147,6 +147,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--draft <model>', 'speculative decoding with a draft model (ONNX or LLM) sharing the tokenizer')
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
     .addOption(new Option('--draft-activations <kind>', "the draft's activations (default: the target's; f32 on webgpu, where int8 slows a small draft's step)").choices(['f32', 'int8']))
+    .addOption(new Option('--kv-cache <type>', 'the KV cache: f32 (default) or f16 (half its memory and of what attention reads; WebGPU with shader-f16)').choices(['f32', 'f16']))
     .option('--draft-adaptive', 'time windows with and without the draft and keep the faster way (probing the other now and then)')
     .option('--chat', "--prompt is the user's message: apply the tokenizer's chat template (tokenizer_config.json, chat_template.jinja); without --prompt, a conversation: a user message a line of stdin, the KV cache kept between turns")
     .option('--system <text>', 'with --chat: a system message before the user\'s')

@@ -1,7 +1,7 @@
 // What text generation runs on: a causal language model with a KV cache that can run several tokens at once and roll
 // back. Implemented by CausalDecoder (an ONNX decoder over an InferenceSession) and by LlmCausalLM (webjit's own
 // LLM runtime); openCausalLM() makes one from an ONNX model, LLM weights or a runner.
-import { InputError } from '../errors.js';
+import { InputError, UnsupportedError } from '../errors.js';
 import { createLlm, type LlmOptions } from '../llm/index.js';
 import type { LlmRunner, LlmWeights } from '../llm/types.js';
 import type { ModelSource } from '../onnx/load.js';
@@ -74,8 +74,9 @@ export async function openCausalLM(model: GenerationModel, opts: OpenOptions = {
   if (isCausalLM(model)) return model;
   if (isLlmRunner(model)) return new LlmCausalLM(model);
   if (isLlmWeights(model)) {
-    return new LlmCausalLM(await createLlm(model, { backend: opts.backend, capacity: opts.capacity, threads: opts.threads, activations: opts.activations }));
+    return new LlmCausalLM(await createLlm(model, { backend: opts.backend, capacity: opts.capacity, threads: opts.threads, activations: opts.activations, kvCache: opts.kvCache }));
   }
-  const { capacity: _, ...sessionOpts } = opts;
+  if (opts.kvCache === 'f16') throw new UnsupportedError('an f16 KV cache for an ONNX decoder: its past key/value inputs are the graph\'s', {}, "leave kvCache out, or run the model's LLM weights (webjit quantize) on webgpu");
+  const { capacity: _, kvCache: _kv, ...sessionOpts } = opts;
   return CausalDecoder.create(model, { backend: 'wasm', ...sessionOpts });
 }

@@ -1,5 +1,6 @@
 // The LLM runtime in plain TypeScript: the specification the Wasm and WebGPU runtimes are checked against, and the
 // fallback that runs anywhere. f32 throughout; quantized matrices are dequantised row by row as they are read.
+import { f16round } from '@petamoriken/float16';
 import { InputError, ResourceLimitError } from '../errors.js';
 import { checkWeights, dequantRow, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix } from './types.js';
 
@@ -124,7 +125,11 @@ export class ReferenceLlm implements LlmRunner {
   private readonly vCache: Float32Array[];
   private readonly rope: { cos: Float32Array; sin: Float32Array };
 
-  constructor(readonly weights: LlmWeights, capacity = weights.config.maxPositions) {
+  /**
+   * kvCache 'f16': keys and values are rounded to f16 as they are stored (what an f16 cache holds), the math in f64/f32
+   * as before.
+   */
+  constructor(readonly weights: LlmWeights, capacity = weights.config.maxPositions, readonly kvCache: 'f32' | 'f16' = 'f32') {
     checkWeights(weights);
     this.config = weights.config;
     this.capacity = capacity;
@@ -169,6 +174,9 @@ export class ReferenceLlm implements LlmRunner {
         for (let j = 0; j < KVH; j++) {
           kc.set(k.subarray((t * KVH + j) * hd, (t * KVH + j + 1) * hd), (j * cap + p0 + t) * hd);
           vc.set(v.subarray((t * KVH + j) * hd, (t * KVH + j + 1) * hd), (j * cap + p0 + t) * hd);
+          if (this.kvCache === 'f16') {
+            for (let i = (j * cap + p0 + t) * hd, e = i + hd; i < e; i++) { kc[i] = f16round(kc[i]); vc[i] = f16round(vc[i]); }
+          }
         }
       }
       for (let t = 0; t < T; t++) {

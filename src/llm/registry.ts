@@ -16,11 +16,16 @@ export interface LlmOptions {
    * dot4I8Packed (webgpu.ts), on Wasm where the engine has relaxed SIMD (wasm.ts); else the default, 'f32'.
    */
   activations?: 'f32' | 'int8';
+  /**
+   * The KV cache's element type (default 'f32'). 'f16' halves its memory and attention's reads: WebGPU (with
+   * shader-f16) and the reference, which rounds keys and values to f16 as they are stored; Wasm refuses it.
+   */
+  kvCache?: 'f32' | 'f16';
 }
 
 export type LlmFactory = (w: LlmWeights, o: LlmOptions) => Promise<LlmRunner>;
 
-export const LLM_BACKENDS = new Map<LlmBackend, LlmFactory>([['reference', async (w, o) => new ReferenceLlm(w, o.capacity)]]);
+export const LLM_BACKENDS = new Map<LlmBackend, LlmFactory>([['reference', async (w, o) => new ReferenceLlm(w, o.capacity, o.kvCache)]]);
 
 export function registerLlmBackend(name: LlmBackend, f: LlmFactory): void {
   LLM_BACKENDS.set(name, f);

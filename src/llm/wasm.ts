@@ -229,4 +229,7 @@ function ropeTable(c: LlamaConfig, capacity: number): Float32Array {
   return t;
 }
 
-registerLlmBackend('wasm', (w, o) => WasmLlm.create(w, { capacity: o.capacity, threads: o.threads, activations: o.activations }));
+registerLlmBackend('wasm', (w, o) => {
+  if (o.kvCache === 'f16') throw new UnsupportedError('an f16 KV cache on wasm: the Wasm runtime keeps its cache in f32', {}, "leave kvCache out (--kv-cache f32), or use backend 'webgpu'");
+  return WasmLlm.create(w, { capacity: o.capacity, threads: o.threads, activations: o.activations });
+});

@@ -9,7 +9,7 @@ import { registerLlmBackend } from './registry.js';
 import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
 import { checkWeights, LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
-  argmaxKernel, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, ATTN_SPLITS_MAX, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, preBound, qkNormRopeKernel, qkNormWorkgroup, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 
@@ -59,8 +59,20 @@ export const llmGpuConfig = {
    * of a q/k norm dispatch after q/k/v (forwards of more tokens keep that dispatch).
    */
   attnQkNorm: true,
+  /**
+   * Groups of threads of the split attention's combine kernel (undefined: its default; 1: one group walking every
+   * split, the kernel before session 27). At 7B shapes on the H100, one token after 4000 cached (16 splits): the default
+   * 4.258 ms against 4.400, the combine 5.9 µs a layer against 13.5 (h100-combine-7b-ctx4000-s27.txt).
+   */
+  attnCombineGroups: undefined as number | undefined,
   /** Keys per split (at most 32 splits). */
   attnSplitKeys: 256,
+  /**
+   * Most splits over an f16 cache (then more keys per split): on the H100 at 7B shapes, one token after 4000 cached
+   * took 3.468 ms in 16 splits of 250 keys and 3.273 in 8 of 500; after 1000, 4 splits of 250 beat 2 of 500 (2.616
+   * against 2.763 ms); after 2000, 8 of 250 and 4 of 500 ran alike (bench/results/gpu/h100-kv16-splits2-7b-*-s27.txt).
+   */
+  attnSplitsF16: 8,
   /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
   stageBytes: 32768,
   /** Largest embedding chunk in bytes (undefined: the device's binding limit; tests force small chunks). */
@@ -210,6 +222,11 @@ export interface WebGpuLlmOptions {
    * serial reductions.
    */
   tinyDecode?: boolean;
+  /**
+   * The KV cache's element type: 'f32' (default) or 'f16' (half the cache's memory and the bytes attention reads a
+   * token; keys and values rounded to f16 when stored, the math in f32). 'f16' needs the device's shader-f16.
+   */
+  kvCache?: 'f32' | 'f16';
 }
 
 /**
@@ -247,7 +264,6 @@ interface Profiling { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer; nam
 
 /** Forwards of up to this many tokens may split attention's keys over workgroups (partials sized for them). */
 const SPLIT_MAX_T = 4;
-const ATTN_SPLITS_MAX = 32;
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01;
 const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
 
@@ -348,7 +364,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, tinyDecode: false };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, tinyDecode: false, kvCacheBytes: 0 };
   /**
    * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
    * costs a second read-back per forward).
@@ -370,7 +386,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly buckets: number[];
   private readonly rolled: boolean;
   /** llmGpuConfig's attention split rule at create. */
-  private readonly attnSplit = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys };
+  private readonly attnSplit = { min: llmGpuConfig.attnSplitMin, keys: llmGpuConfig.attnSplitKeys, mostF16: llmGpuConfig.attnSplitsF16 };
   private len = 0;
   private busy = false;
   private released = false;
@@ -428,7 +444,9 @@ export class WebGpuLlm implements LlmRunner {
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
     private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number; maxStorageBuffers: number },
     /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
-    readonly activations: 'f32' | 'int8', private readonly wantTiny = false) {
+    readonly activations: 'f32' | 'int8', private readonly wantTiny = false,
+    /** The KV cache's element type (WebGpuLlmOptions.kvCache). */
+    readonly kvCache: 'f32' | 'f16' = 'f32') {
     this.config = w.config;
     this.capacity = capacity;
     this.device = device;
@@ -480,7 +498,13 @@ export class WebGpuLlm implements LlmRunner {
     const q4 = [...w.layers.flatMap((Lw) => LAYER_MATRICES.map((m) => Lw[m])), w.lmHead].some((m) => m.kind === 'q' && m.bits === 4);
     const int8Fallback: ActivationsFallback | null = o.activations !== 'int8' || !device8 ? null : q4 ? device8
       : { message: 'int8 activations on webgpu: they apply to 4-bit matrices and this model has none', hint: 'quantize it to 4 bits (--quant q4), or leave --activations out' };
-    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && !int8Fallback ? 'int8' : 'f32', !!o.tinyDecode && caps.dot4);
+    const kvCache = o.kvCache ?? 'f32';
+    if (kvCache !== 'f32' && kvCache !== 'f16') throw new InputError(`kvCache '${String(kvCache)}': 'f32' or 'f16'`, {}, "give kvCache 'f32' or 'f16'");
+    if (kvCache === 'f16' && !device.features.has('shader-f16')) {
+      throw new UnsupportedError('an f16 KV cache on webgpu: this device has no shader-f16', {}, "use kvCache 'f32' (--kv-cache f32)");
+    }
+    // The tiny decode kernel reads an f32 cache.
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && !int8Fallback ? 'int8' : 'f32', !!o.tinyDecode && caps.dot4 && kvCache === 'f32', kvCache);
     r.int8Fallback = int8Fallback;
     try {
       await r.init();
@@ -571,7 +595,9 @@ export class WebGpuLlm implements LlmRunner {
     this.x = this.alloc(maxT * D * 4, 0, 'activations');
     const pending: Promise<unknown>[] = [];
     // (One-token forwards of a model with q/k norms keep k's heads after q's: AttentionSpec.qkNorm.)
-    this.q = this.alloc(Math.max(maxT * H, H + KVH) * HD * 4, 0, 'activations');
+    // Qwen3 with an f16 cache stages k's heads after every token's q (Epilogue kStage).
+    const kStage = c.qkNorm && this.kvCache === 'f16' ? maxT * H * HD : undefined;
+    this.q = this.alloc((kStage !== undefined ? maxT * (H + KVH) : Math.max(maxT * H, H + KVH)) * HD * 4, 0, 'activations');
     this.attn = this.alloc(maxT * H * HD * 4, 0, 'activations');
     this.g = this.alloc(maxT * F * 4, 0, 'activations');
     const int8 = this.activations === 'int8';
@@ -665,16 +691,18 @@ export class WebGpuLlm implements LlmRunner {
     const norms = w.layers.map((Lw) => ({ attn: this.upload(Lw.attnNorm, 0, 'norm weights'), mlp: this.upload(Lw.mlpNorm, 0, 'norm weights') }));
     let downOut: (TB: number) => boolean = () => false;
     // The tiny decode kernel binds every layer's cache as one buffer: the layers' caches are ranges of it.
-    const kvBytes = Math.ceil((2 * KVH * cap * HD * 4) / 256) * 256;
+    const kv16 = this.kvCache === 'f16', kvLayerBytes = 2 * KVH * cap * HD * (kv16 ? 2 : 4);
+    const kvBytes = Math.ceil(kvLayerBytes / 256) * 256;
+    this.stats.kvCacheBytes = kvLayerBytes * c.layers;
     const kvAll = this.wantTiny && embed ? this.alloc(kvBytes * c.layers, 0, 'the KV cache') : null;
     const tinyMats: { qkv: ReturnType<typeof packMatrix>; o: ReturnType<typeof packMatrix>; gu: ReturnType<typeof packMatrix>; down: ReturnType<typeof packMatrix> }[] = [];
     for (let l = 0; l < c.layers; l++) {
       const Lw = w.layers[l];
       const { attn: attnNorm, mlp: mlpNorm } = norms[l];
       const last = l === c.layers - 1;
-      const kv: Bind = kvAll ? { buffer: kvAll, offset: l * kvBytes, size: 2 * KVH * cap * HD * 4 } : this.alloc(2 * KVH * cap * HD * 4, 0, 'the KV cache');
+      const kv: Bind = kvAll ? { buffer: kvAll, offset: l * kvBytes, size: kvLayerBytes } : this.alloc(kvLayerBytes, 0, 'the KV cache');
       // Qwen3: the epilogue stores q and k unrotated, and qkNormRopeKernel normalizes and rotates them in place.
-      const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, ...(c.qkNorm ? { qkNorm: true as const } : {}) };
+      const qkvEpi: Epilogue = { kind: 'qkv', heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, ...(c.qkNorm ? { qkNorm: true as const } : {}), ...(kv16 ? { kv16: true as const } : {}), ...(kStage !== undefined ? { kStage } : {}) };
       // Qwen2's q/k/v biases travel in the fused matrix's buffer (MatLayout.biasOff): the kernels bind no more buffers.
       const b = Lw.qkvBias, qkvBias = b && Float32Array.from([...b.q, ...b.k, ...b.v]);
       const gather = l === 0 && !!embed;
@@ -711,7 +739,7 @@ export class WebGpuLlm implements LlmRunner {
 
     const qoutRows = attnQuant ? preT : undefined;
     if (attnQuant) this.stats.quantizingEpilogues++;
-    const attnSpec = { heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows };
+    const attnSpec = { heads: H, kvHeads: KVH, headDim: HD, capacity: cap, WG: attentionWorkgroup(this.subgroups), sg: this.subgroups, tile: llmGpuConfig.attnTile, unroll: llmGpuConfig.attnUnroll, qoutRows, kv16 };
     const attnCode = attentionKernel(attnSpec);
     const attnB = qoutRows ? 'rrrwww' : 'rrrww', combB = qoutRows ? 'rrww' : 'rrw';
     pending.push(this.pipeline(attnCode, attnB).then((p) => { this.attention = p; }));
@@ -721,9 +749,9 @@ export class WebGpuLlm implements LlmRunner {
       const code = attentionKernel({ ...attnSpec, qkNorm: { ropeOff, eps: c.rmsEps } });
       pending.push(this.pipeline(code, attnNormB).then((p) => { this.attentionQkNorm = p; }));
     }
-    pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows }), combB).then((p) => { this.attnCombine = p; }));
+    pending.push(this.pipeline(attentionCombineKernel({ heads: H, headDim: HD, qoutRows, groups: llmGpuConfig.attnCombineGroups }), combB).then((p) => { this.attnCombine = p; }));
     pending.push(this.pipeline(argmaxKernel(c.vocab), 'wrw').then((p) => { this.argmax = p; }));
-    if (c.qkNorm) pending.push(this.pipeline(qkNormRopeKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, eps: c.rmsEps }), 'rrww').then((p) => { this.qkNorm = p; }));
+    if (c.qkNorm) pending.push(this.pipeline(qkNormRopeKernel({ heads: H, kvHeads: KVH, headDim: HD, capacity: cap, ropeOff, eps: c.rmsEps, kv16, kStage }), 'rrww').then((p) => { this.qkNorm = p; }));
     if (kvAll) pending.push(this.initTiny(tinyMats, kvAll, kvBytes / 4, embed!, ropeOff));
     await Promise.all(pending);
     const attnLayout = this.layoutFor(attnB).bgl;
@@ -903,7 +931,8 @@ export class WebGpuLlm implements LlmRunner {
     if (head.rows > this.logitsRows) this.ensureLogits(head.rows);
     const meta = new Uint32Array(ids ? META_IDS + T : META_HEADER);
     const keys = this.len + T;
-    const splits = T <= SPLIT_MAX_T && keys > this.attnSplit.min ? Math.min(ATTN_SPLITS_MAX, ceilDiv(keys, this.attnSplit.keys)) : 1;
+    const most = this.kvCache === 'f16' ? Math.min(ATTN_SPLITS_MAX, this.attnSplit.mostF16) : ATTN_SPLITS_MAX;
+    const splits = T <= SPLIT_MAX_T && keys > this.attnSplit.min ? Math.min(most, ceilDiv(keys, this.attnSplit.keys)) : 1;
     meta[0] = T; meta[1] = this.len; meta[2] = head.rowOff; meta[3] = head.rows; meta[4] = head.resOff ?? 0; meta[5] = head.feed ? 1 : 0;
     meta[6] = splits; meta[7] = ceilDiv(keys, splits);
     if (ids) meta.set(ids, META_IDS);
@@ -1198,4 +1227,4 @@ function checkConfig(c: LlamaConfig): void {
   if (c.heads % c.kvHeads) throw bad(`heads (${c.heads}) that are a multiple of the KV heads (${c.kvHeads})`);
 }
 
-registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity, activations: o.activations }));
+registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity, activations: o.activations, kvCache: o.kvCache }));

@@ -101,9 +101,12 @@ export type Epilogue =
    * added first where the matrix has them: MatLayout.biasOff). `qkNorm` (Qwen3): q and k are stored as they are, not
    * rotated, at the same places; qkNormRopeKernel normalizes and rotates them there (a head's rows span workgroups).
    * `kToQ` (with qkNorm, one-token kernels): k's heads go into Q after q's (token 0's rows), not into the cache;
-   * attentionKernel's `qkNorm` normalizes and rotates both and writes k into the cache.
+   * attentionKernel's `qkNorm` normalizes and rotates both and writes k into the cache. `kv16`: the cache holds f16
+   * (shader-f16; values rounded when stored). `kStage` (qkNorm with an f16 cache, not kToQ): k's heads go unrotated
+   * into Q at word kStage + (t·kvHeads + head)·headDim, in f32, for qkNormRopeKernel to normalize from there (the
+   * cache rounds once, after the norm and rotation, as with one token).
    */
-  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number; qkNorm?: true; kToQ?: true };
+  | { kind: 'qkv'; heads: number; kvHeads: number; headDim: number; capacity: number; ropeOff: number; qkNorm?: true; kToQ?: true; kv16?: true; kStage?: number };
 
 export interface GemvShape {
   /** Tokens per workgroup: each weight load serves all of them. */
@@ -298,6 +301,8 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
       const bias = m.biasOff !== undefined;
       const [a, b] = bias ? ['ba', 'bb'] : ['ya', 'yb'];
       const [r0, r1] = rotated(a, b);
+      // A value stored into the cache (f16 caches round it).
+      const kv = (v: string) => (epi.kv16 ? `f16(${v})` : v);
       const biasLine = bias ? [`let bo = ${u(m.biasOff!)} + hh * ${u(HD)} + jj; let ba = ya + bitcast<f32>(w32(bo)); let bb = yb + bitcast<f32>(w32(bo + ${u(half)}));`] : [];
       // q/k norms: every row stored as it is (k and v alike: v's cache half follows k's, so one offset serves both).
       if (epi.qkNorm) {
@@ -305,9 +310,12 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
           `if (hh < ${u(epi.kToQ ? H + KVH : H)}) {
         let o = t * ${u(H * HD)} + hh * ${u(HD)} + jj;
         QO[o] = ${a}; QO[o + ${u(half)}] = ${b};
-      } else {
+      }${epi.kStage !== undefined && !epi.kToQ ? ` else if (hh < ${u(H + KVH)}) {
+        let o = ${u(epi.kStage)} + (t * ${u(KVH)} + hh - ${u(H)}) * ${u(HD)} + jj;
+        QO[o] = ${a}; QO[o + ${u(half)}] = ${b};
+      }` : ''} else {
         let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ${a}; KV[o + ${u(half)}] = ${b};
+        KV[o] = ${kv(a)}; KV[o + ${u(half)}] = ${kv(b)};
       }`];
       }
       return [`let hh = un / ${u(half)}; let jj = un % ${u(half)}; let pos = MT[1] + t;`,
@@ -318,10 +326,10 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
         QO[o] = ${r0}; QO[o + ${u(half)}] = ${r1};
       } else if (hh < ${u(H + KVH)}) {
         let o = ((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ${r0}; KV[o + ${u(half)}] = ${r1};
+        KV[o] = ${kv(r0)}; KV[o + ${u(half)}] = ${kv(r1)};
       } else {
         let o = ${u(KVH * CAP * HD)} + ((hh - ${u(H + KVH)}) * ${u(CAP)} + pos) * ${u(HD)} + jj;
-        KV[o] = ${a}; KV[o + ${u(half)}] = ${b};
+        KV[o] = ${kv(a)}; KV[o + ${u(half)}] = ${kv(b)};
       }`];
     }
   }
@@ -332,13 +340,14 @@ function matDecls(s: BindingSpec): string {
   const bindings = gemvBindings(s);
   const names = ['MT', 'W', 'X', ...(s.norm ? ['NW'] : [])];
   const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(s.norm ? ['array<vec4f>'] : [])];
-  if (s.epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', 'array<f32>'); }
+  const kv16 = s.epi.kind === 'qkv' && !!s.epi.kv16;
+  if (s.epi.kind === 'qkv') { names.push('QO', 'KV'); types.push('array<f32>', kv16 ? 'array<f16>' : 'array<f32>'); }
   else { names.push('OUT'); types.push('array<f32>'); }
   if (s.gather) { names.push('XW'); types.push('array<vec4f>'); }
   if (preBound(s)) { names.push('XP'); types.push('array<vec4<u32>>'); }
   if (s.qout) { names.push('XPO'); types.push('array<vec4<u32>>'); }
   if (s.qout?.norm) { names.push('NWN'); types.push('array<vec4f>'); }
-  return names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
+  return (kv16 ? 'enable f16;\n' : '') + names.map((n, i) => `@group(0) @binding(${i}) var<storage, ${bindings[i] === 'r' ? 'read' : 'read_write'}> ${n}: ${types[i]};`).join('\n');
 }
 
 /** Row of unit `uv`, half `h` (a number or a WGSL expression; paired units are two rows). */
@@ -1046,6 +1055,10 @@ export interface QkNormSpec {
   /** The RoPE table's word offset in MT (metaRopeOffset). */
   ropeOff: number;
   eps: number;
+  /** The cache holds f16 (shader-f16). */
+  kv16?: boolean;
+  /** k's heads are read from Q at this word (Epilogue kStage), not from the cache. */
+  kStage?: number;
 }
 
 /** Threads of qkNormRopeKernel's workgroups: a rotary pair each, a power of two (for the reduction's tree). */
@@ -1061,10 +1074,11 @@ export const qkNormWorkgroup = (headDim: number): number => 2 ** Math.ceil(Math.
 export function qkNormRopeKernel(a: QkNormSpec): string {
   const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, ropeOff } = a;
   const half = HD / 2, WG = qkNormWorkgroup(HD);
-  return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
+  const kv16 = !!a.kv16;
+  return `${kv16 ? 'enable f16;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> NW: array<f32>;
 @group(0) @binding(2) var<storage, read_write> QO: array<f32>;
-@group(0) @binding(3) var<storage, read_write> KV: array<f32>;
+@group(0) @binding(3) var<storage, read_write> KV: array<${kv16 ? 'f16' : 'f32'}>;
 var<workgroup> red: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -1078,7 +1092,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let o = select(((hh - ${u(H)}) * ${u(CAP)} + pos) * ${u(HD)}, t * ${u(H * HD)} + hh * ${u(HD)}, isQ) + jj;
   var xa: f32;
   var xb: f32;
-  if (isQ) { xa = QO[o]; xb = QO[o + ${u(half)}]; } else { xa = KV[o]; xb = KV[o + ${u(half)}]; }
+  ${a.kStage === undefined
+    ? `if (isQ) { xa = QO[o]; xb = QO[o + ${u(half)}]; } else { xa = ${kv16 ? 'f32(KV[o])' : 'KV[o]'}; xb = ${kv16 ? `f32(KV[o + ${u(half)}])` : `KV[o + ${u(half)}]`}; }`
+    : `let so = select(${u(a.kStage)} + (t * ${u(KVH)} + hh - ${u(H)}) * ${u(HD)} + jj, o, isQ);
+  xa = QO[so]; xb = QO[so + ${u(half)}];`}
   red[lid] = select(0.0, xa * xa + xb * xb, live);
   workgroupBarrier();
   for (var st = ${u(WG / 2)}; st > 0u; st >>= 1u) {
@@ -1092,7 +1109,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     ${ropeTrig(ropeOff, CAP, half).join('\n    ')}
     let ra = ${rotated('na', 'nb')[0]};
     let rb = ${rotated('na', 'nb')[1]};
-    if (isQ) { QO[o] = ra; QO[o + ${u(half)}] = rb; } else { KV[o] = ra; KV[o + ${u(half)}] = rb; }
+    if (isQ) { QO[o] = ra; QO[o + ${u(half)}] = rb; } else { KV[o] = ${kv16 ? 'f16(ra)' : 'ra'}; KV[o + ${u(half)}] = ${kv16 ? 'f16(rb)' : 'rb'}; }
   }
 }
 `;
@@ -1126,6 +1143,8 @@ export interface AttentionSpec {
    * that row's key from the cache, so the write races with nothing.
    */
   qkNorm?: { ropeOff: number; eps: number };
+  /** The cache holds f16 (shader-f16): rows read as vec4<f16>, widened to f32 for the math. */
+  kv16?: boolean;
 }
 
 /** Workgroup size of the attention kernel. */
@@ -1147,6 +1166,8 @@ export const ATTN_TILE = 1024;
 export function attentionKernel(a: AttentionSpec): string {
   const { heads: H, kvHeads: KVH, headDim: HD, capacity: CAP, WG, sg, qkNorm } = a;
   const HD4 = HD / 4, REP = H / KVH;
+  // A cache row's vec4 at index i, as f32.
+  const kvAt = (i: string) => (a.kv16 ? `vec4f(KV[${i}])` : `KV[${i}]`);
   if (WG < HD4) throw new Error(`attention: ${WG} threads are fewer than a head's ${HD4} vec4s`);
   const QW = qkNormWorkgroup(HD);
   if (qkNorm && WG < QW) throw new Error(`attention: ${WG} threads are fewer than a head's ${QW} rotary pairs`);
@@ -1177,23 +1198,23 @@ export function attentionKernel(a: AttentionSpec): string {
   const UJ = a.unroll ?? 1;
   const pv = UJ === 1
     ? `for (var j = g; j < tn; j += ${u(G)}) {
-      acc += sc[j] * KV[vb + (ts + j) * ${u(HD4)} + d];
+      acc += sc[j] * ${kvAt(`vb + (ts + j) * ${u(HD4)} + d`)};
     }`
     : `for (var j0 = g; j0 < tn; j0 += ${u(G * UJ)}) {
       ${Array.from({ length: UJ }, (_, k) => `let j${k} = min(j0 + ${u(k * G)}, tn - 1u);`).join(' ')}
-      ${Array.from({ length: UJ }, (_, k) => `let v${k} = KV[vb + (ts + j${k}) * ${u(HD4)} + d];`).join('\n      ')}
+      ${Array.from({ length: UJ }, (_, k) => `let v${k} = ${kvAt(`vb + (ts + j${k}) * ${u(HD4)} + d`)};`).join('\n      ')}
       ${Array.from({ length: UJ }, (_, k) => `acc += ${k === 0 ? 'sc[j0]' : `select(0.0, sc[j${k}], j0 + ${u(k * G)} < tn)`} * v${k};`).join('\n      ')}
     }`;
   const sgArgs = sg ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : '';
   // The key of one row: from the cache, or (qkNorm) the new key from workgroup memory.
-  const keyDot = (K: string, at: (k: number) => string) => Array.from({ length: HD4 }, (_, k) => `dot(qs[${k}], ${K}[${at(k)}])`).join(' + ');
+  const keyDot = (K: string, at: (k: number) => string) => Array.from({ length: HD4 }, (_, k) => `dot(qs[${k}], ${K === 'KV' ? kvAt(at(k)) : `${K}[${at(k)}]`})`).join(' + ');
   const score = qkNorm
     ? `var s: f32;
       if (ts + j == MT[1]) { s = ${keyDot('kn', (k) => u(k))}; } else { s = ${keyDot('KV', (k) => `kr + ${u(k)}`)}; }`
     : `let s = ${keyDot('KV', (k) => `kr + ${u(k)}`)};`;
-  return `${sg ? 'enable subgroups;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
+  return `${sg ? 'enable subgroups;\n' : ''}${a.kv16 ? 'enable f16;\n' : ''}@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<vec4f>;
-@group(0) @binding(2) var<storage, ${qkNorm ? 'read_write' : 'read'}> KV: array<vec4f>;
+@group(0) @binding(2) var<storage, ${qkNorm ? 'read_write' : 'read'}> KV: array<${a.kv16 ? 'vec4<f16>' : 'vec4f'}>;
 @group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> PART: array<vec4f>;
 ${a.qoutRows ? `@group(0) @binding(5) var<storage, read_write> XPO: array<vec4<u32>>;
@@ -1283,6 +1304,8 @@ function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string
   // Element i of a vec4 array.
   const at = (arr: string, i: string) => `${arr}[(${i}) >> 2u][(${i}) & 3u]`;
   const [qa, qb] = rotated('na', 'nb'), [ka, kb] = rotated('ma', 'mb');
+  // The new key as the cache will hold it (an f16 cache: rounded), so that its score is the one later tokens see.
+  const r16 = (v: string) => (a.kv16 ? `f32(f16(${v}))` : v);
   return `let pos = MT[1];
   let live = lid < ${u(half)};
   let jj = min(lid, ${u(half - 1)});
@@ -1310,11 +1333,11 @@ function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string
     ${at('qs', 'jj')} = ra * ${f32Lit(scale)};
     ${at('qs', `jj + ${u(half)}`)} = rb * ${f32Lit(scale)};
     ${normedPair(['ma', 'mb'], ['ya', 'yb'], 'rk', `${u(HD)} + jj`, half)}
-    ${at('kn', 'jj')} = ${ka};
-    ${at('kn', `jj + ${u(half)}`)} = ${kb};
+    ${at('kn', 'jj')} = ${r16(ka)};
+    ${at('kn', `jj + ${u(half)}`)} = ${r16(kb)};
   }
   workgroupBarrier();
-  if (hh % ${u(REP)} == 0u && sp == 0u && lid < ${u(HD4)}) { KV[kb + pos * ${u(HD4)} + lid] = kn[lid]; }`;
+  if (hh % ${u(REP)} == 0u && sp == 0u && lid < ${u(HD4)}) { KV[kb + pos * ${u(HD4)} + lid] = ${a.kv16 ? 'vec4<f16>(kn[lid])' : 'kn[lid]'}; }`;
 }
 
 /** The attention output of head hh, token t (vec4s `ov` in workgroup memory) quantized into XPO for the o projection. */
@@ -1327,35 +1350,52 @@ function attnQuantOut(H: number, HD: number, rows: number): string {
   }`;
 }
 
-/** Merges the splits' partials of attentionKernel: one workgroup per (head, token), a thread per vec4 of the head. */
-export function attentionCombineKernel(a: { heads: number; headDim: number; qoutRows?: number }): string {
+/** Most splits of one head's keys (attentionKernel's partials; attentionCombineKernel holds their (max, Σp) pairs). */
+export const ATTN_SPLITS_MAX = 32;
+
+/**
+ * Merges the splits' partials of attentionKernel: one workgroup per (head, token), G groups of headDim/4 threads.
+ * The splits' (max, Σp) pairs are loaded into workgroup memory by a thread each; group g sums the weighted partial
+ * rows of splits g, g + G, … (a vec4 of the head per thread), so that every split's row is loaded at once rather than
+ * one split after another; the groups meet in workgroup memory. `groups` (G) defaults to as many as 256 threads hold;
+ * 1 is one group walking every split, as the kernel did before session 27.
+ */
+export function attentionCombineKernel(a: { heads: number; headDim: number; qoutRows?: number; groups?: number }): string {
   const { heads: H, headDim: HD } = a;
   const HD4 = HD / 4;
+  const G = Math.max(1, a.groups ?? Math.floor(256 / HD4)), WG = G * HD4;
   return `@group(0) @binding(0) var<storage, read> MT: array<u32>;
 @group(0) @binding(1) var<storage, read> PART: array<vec4f>;
 @group(0) @binding(2) var<storage, read_write> O: array<vec4f>;${a.qoutRows ? `
 @group(0) @binding(3) var<storage, read_write> XPO: array<vec4<u32>>;
 var<workgroup> ov: array<vec4f, ${HD4}>;` : ''}
-@compute @workgroup_size(${HD4})
+var<workgroup> ml: array<vec2f, ${ATTN_SPLITS_MAX}>;
+var<workgroup> red4: array<vec4f, ${WG}>;
+@compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let hh = wid.x;
   let t = wid.y;
   if (t >= MT[0]) { return; }
-  let S = MT[6];
+  let S = min(MT[6], ${u(ATTN_SPLITS_MAX)});
   let base = (t * ${u(H)} + hh) * S * ${u(HD4 + 1)};
+  for (var s = lid; s < S; s += ${u(WG)}) { ml[s] = PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}].xy; }
+  workgroupBarrier();
   var mx = -3.0e38;
-  for (var s = 0u; s < S; s++) { mx = max(mx, PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}].x); }
-  var l = 0.0;
+  for (var s = 0u; s < S; s++) { mx = max(mx, ml[s].x); }
+  let d = lid % ${u(HD4)};
   var o = vec4f(0.0);
-  for (var s = 0u; s < S; s++) {
-    let ml = PART[base + s * ${u(HD4 + 1)} + ${u(HD4)}];
-    let w = exp(ml.x - mx);
-    l += w * ml.y;
-    o += w * PART[base + s * ${u(HD4 + 1)} + lid];
-  }
-  let ol = o / l;
-  O[(t * ${u(H)} + hh) * ${u(HD4)} + lid] = ol;${a.qoutRows ? `
-  ov[lid] = ol;
+  for (var s = lid / ${u(HD4)}; s < S; s += ${u(G)}) { o += exp(ml[s].x - mx) * PART[base + s * ${u(HD4 + 1)} + d]; }
+  red4[lid] = o;
+  workgroupBarrier();
+  if (lid < ${u(HD4)}) {
+    var l = 0.0;
+    for (var s = 0u; s < S; s++) { l += exp(ml[s].x - mx) * ml[s].y; }
+    var acc = red4[lid];
+    for (var k = 1u; k < ${u(G)}; k++) { acc += red4[k * ${u(HD4)} + lid]; }
+    let ol = acc / l;
+    O[(t * ${u(H)} + hh) * ${u(HD4)} + lid] = ol;${a.qoutRows ? `
+    ov[lid] = ol;` : ''}
+  }${a.qoutRows ? `
   workgroupBarrier();
   ${attnQuantOut(H, HD, a.qoutRows)}` : ''}
 }
