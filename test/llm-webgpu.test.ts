@@ -846,6 +846,19 @@ test('webgpu llm: the trained pair with an f16 KV cache (TextGenerator.create kv
   await assert.rejects(TextGenerator.create('test/fixtures/decoder-small.onnx', { kvCache: 'f16' }), (e: unknown) => e instanceof UnsupportedError && /f16 KV cache for an ONNX decoder/.test(e.message));
 });
 
+test('webjit bench-llm --kv-cache f32,f16 on webgpu: a row set for each cache, the f16 rows labelled and their token differences reported as by design', TIMEOUT, async () => {
+  const { benchLlmCommand } = await import('../src/cli/bench_llm.js');
+  const fs = await import('node:fs/promises');
+  const os = await import('node:os');
+  const json = `${await fs.mkdtemp(`${os.tmpdir()}/webjit-kv-`)}/bench.json`;
+  const code = await benchLlmCommand('test/fixtures/lm/draft.q4.safetensors', { backend: 'webgpu', quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '6', rounds: '1', peers: 'none', kvCache: 'f32,f16', json });
+  assert.equal(code, 0);
+  const rows = (JSON.parse(await fs.readFile(json, 'utf8')) as { rows: { engine: string; inexact?: string; decodeTokPerSec: number; ids: number[] }[] }).rows;
+  assert.deepEqual(rows.map((r) => r.engine), ['webjit webgpu', 'webjit webgpu generate()', 'webjit webgpu kv f16', 'webjit webgpu kv f16 generate()']);
+  assert.deepEqual(rows.map((r) => r.inexact), [undefined, undefined, 'f16 KV cache', 'f16 KV cache']);
+  assert.ok(rows.every((r) => r.decodeTokPerSec > 0 && r.ids.length === 6), JSON.stringify(rows));
+});
+
 test('webgpu llm: adaptive drafting on the GPU (speculative rounds, and plain windows streamed with steps in flight) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
   const { TextGenerator } = await import('../src/generate/generate.js');

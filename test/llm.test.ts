@@ -442,6 +442,7 @@ test('webjit bench-llm --activations: unknown kinds are typed errors; int8 on an
   const model = path.join(ROOT, 'test/fixtures/lm/draft.q4.safetensors');
   const args = { backend: 'wasm' as const, quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '4', rounds: '1', peers: 'none' };
   await assert.rejects(benchLlmCommand(model, { ...args, activations: 'f32,int4' }), (e: unknown) => e instanceof InputError && /--activations int4/.test(e.message));
+  await assert.rejects(benchLlmCommand(model, { ...args, kvCache: 'f32,bf16' }), (e: unknown) => e instanceof InputError && /--kv-cache bf16/.test(e.message));
   if (!hasRelaxedSimd()) {
     await assert.rejects(benchLlmCommand(model, { ...args, activations: 'int8' }),
       (e: unknown) => e instanceof UnsupportedError && /relaxed SIMD/.test(e.message) && /--experimental-wasm-relaxed-simd/.test(String(e.hint)));

@@ -28,13 +28,27 @@ export interface DecodeEngine {
   /** Which weights it runs ('f32', 'q4', 'q8'): tokens are compared with onnxruntime's on the same weights. */
   weights: string;
   peer: boolean;
+  /**
+   * Why its numbers differ from the oracle's by design (an f16 KV cache): its tokens are still compared, a difference
+   * is reported as expected rather than wrong.
+   */
+  inexact?: string;
   create(): Promise<Greedy>;
 }
 
 
+/** How a webjit row runs: its activations and KV cache (LlmOptions). */
+export interface WebjitRun { activations?: 'f32' | 'int8'; kvCache?: 'f32' | 'f16' }
+
+/** A row's label suffix: ' int8', ' kv f16'. */
+const runLabel = (o: WebjitRun): string => `${o.activations === 'int8' ? ' int8' : ''}${o.kvCache === 'f16' ? ' kv f16' : ''}`;
+
+/** An f16 cache rounds keys and values: tokens may part from an f32 oracle's (near-ties), by design. */
+const inexactOf = (o: WebjitRun): { inexact?: string } => (o.kvCache === 'f16' ? { inexact: 'f16 KV cache' } : {});
+
 /** A runner with the activations asked for, or a typed error (a row labelled int8 never runs other activations). */
-async function runner(w: LlmWeights, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8') {
-  const r = await createLlm(w, { backend, threads, activations });
+async function runner(w: LlmWeights, backend: LlmBackend, threads: number | undefined, { activations, kvCache }: WebjitRun) {
+  const r = await createLlm(w, { backend, threads, activations, kvCache });
   const why = int8Unavailable(activations, r);
   if (why) {
     await r.release();
@@ -43,11 +57,11 @@ async function runner(w: LlmWeights, backend: LlmBackend, threads?: number, acti
   return r;
 }
 
-export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number, activations?: 'f32' | 'int8'): DecodeEngine {
+export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBackend, threads?: number, how: WebjitRun = {}): DecodeEngine {
   return {
-    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}`, weights, peer: false,
+    name: `webjit ${backend}${runLabel(how)}`, weights, peer: false, ...inexactOf(how),
     async create() {
-      const r = await runner(w, backend, threads, activations);
+      const r = await runner(w, backend, threads, how);
       const g = r as unknown as { greedy?: (ids: readonly number[]) => Promise<number> };
       const run = async (ids: readonly number[]) => g.greedy ? g.greedy(ids) : argmax(await r.forward(ids));
       return {
@@ -64,15 +78,16 @@ export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBack
  * proposes k tokens, the target checks them in one pass); without, plain greedy decoding as the generator runs it (on
  * WebGPU a stream with steps in flight, WebGpuLlm.greedyStream).
  */
-export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | undefined, weights: string, backend: LlmBackend, k: number, threads?: number, activations?: 'f32' | 'int8', adaptive = false): DecodeEngine {
+export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | undefined, weights: string, backend: LlmBackend, k: number, threads?: number, run: WebjitRun = {}, adaptive = false): DecodeEngine {
+  const { activations, kvCache } = run;
   return {
-    name: `webjit ${backend}${activations === 'int8' ? ' int8' : ''}${draft ? ` + draft (k=${k}${adaptive ? ', adaptive' : ''})` : ' generate()'}`, weights, peer: false,
+    name: `webjit ${backend}${runLabel(run)}${draft ? ` + draft (k=${k}${adaptive ? ', adaptive' : ''})` : ' generate()'}`, weights, peer: false, ...inexactOf(run),
     async create() {
-      const t = new LlmCausalLM(await runner(target, backend, threads, activations));
+      const t = new LlmCausalLM(await runner(target, backend, threads, run));
       // The draft's activations as TextGenerator.create and `webjit generate` choose them (draftActivationsFor): the
       // target's on wasm, f32 on WebGPU, where int8 x costs the trained draft's small matrices more than it saves
       // (0.282 against 0.148 ms a step, bench/NOTES.md session 16).
-      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations: draftActivationsFor({ backend, activations }) })) : undefined;
+      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations: draftActivationsFor({ backend, activations }), kvCache })) : undefined;
       const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k, adaptiveDraft: adaptive });
       const unsupported = async (): Promise<number> => { throw new Error('this engine runs whole generations'); };
       return {
@@ -146,6 +161,10 @@ export interface DecodeResult {
   decodeTokPerSec: number;
   /** Tokens equal to onnxruntime's on the same weights (null: no reference run). */
   correct: boolean | null;
+  /** DecodeEngine.inexact: why `correct` may be false by design. */
+  inexact?: string;
+  /** Where the tokens first differ from the reference's (with correct false). */
+  firstDiff?: number;
   acceptance?: number;
   ids: number[];
 }
@@ -191,6 +210,8 @@ export async function runDecode(engines: DecodeEngine[], prompt: readonly number
     return {
       engine: e.name, weights: e.weights, peer: e.peer, prefillTokPerSec: med(t.pre), decodeTokPerSec: med(t.dec),
       correct: ref ? ref.length === t.ids.length && ref.every((x, i) => x === t.ids[i]) : null,
+      ...(e.inexact ? { inexact: e.inexact } : {}),
+      ...(ref && !(ref.length === t.ids.length && ref.every((x, i) => x === t.ids[i])) ? { firstDiff: Math.max(0, ref.findIndex((x, i) => x !== t.ids[i])) } : {}),
       acceptance: t.acc.length ? med(t.acc) : undefined, ids: t.ids,
     };
   });
@@ -213,6 +234,8 @@ export interface LlmBenchOptions {
   draftAdaptive?: boolean;
   /** webjit's activations (LlmOptions.activations), a row set each (default: f32 alone). */
   activations?: ('f32' | 'int8')[];
+  /** webjit's KV caches (LlmOptions.kvCache), a row set each (default: f32 alone). */
+  kvCaches?: ('f32' | 'f16')[];
   log: (s: string) => void;
 }
 
@@ -245,16 +268,22 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     const w = quantized(o.target, q);
     const label = labelOf(w);
     bytes[label] = bytesPerToken(w);
-    const onnx = exportOnnx(w);
-    for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
+    // The peers' ONNX export only where a peer runs it (a 7B model's would pass a typed array's 4 GB).
+    if (o.peers.length) {
+      const onnx = exportOnnx(w);
+      for (const p of o.peers) engines.push(ortDecodeEngine(p, onnx, w, label, o.threads));
+    }
     for (const act of o.activations ?? ['f32']) {
       if (act === 'int8' && label !== 'q4') { o.log(`${label} weights: no int8 rows (int8 activations apply to 4-bit matrices)`); continue; }
-      engines.push(webjitLlmEngine(w, label, o.backend, o.threads, act));
-      // generate() without a draft: on WebGPU the streamed decoding users get; with a draft, the baseline speculative
-      // decoding is judged against (both rates count the prefill).
-      if (o.backend === 'webgpu' || o.draft) engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, act));
-      if (o.draft) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, act));
-      if (o.draft && o.draftAdaptive) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, act, true));
+      for (const kvCache of o.kvCaches ?? ['f32']) {
+        const run: WebjitRun = { activations: act, kvCache };
+        engines.push(webjitLlmEngine(w, label, o.backend, o.threads, run));
+        // generate() without a draft: on WebGPU the streamed decoding users get; with a draft, the baseline speculative
+        // decoding is judged against (both rates count the prefill).
+        if (o.backend === 'webgpu' || o.draft) engines.push(webjitGeneratorEngine(w, undefined, label, o.backend, o.draftTokens, o.threads, run));
+        if (o.draft) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, run));
+        if (o.draft && o.draftAdaptive) engines.push(webjitGeneratorEngine(w, draftWeights(o.draft, q), label, o.backend, o.draftTokens, o.threads, run, true));
+      }
     }
   }
   return { results: await runDecode(engines, o.prompt, o.tokens, o.rounds, o.log), bytesPerToken: bytes };

@@ -97,6 +97,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--peers <list>', 'web-wasm, web-webgpu, node, or none (default: onnxruntime-web on the same kind of backend)')
     .option('--peer-onnx <file>', "also run the peers on this ONNX export of the dense model (e.g. PyTorch's)")
     .option('--activations <list>', "webjit's activations, rows for each: f32, int8 (x of 4-bit matrices rounded to 8 bits a group: WebGPU with dot4I8Packed, Wasm with relaxed SIMD)", 'f32')
+    .option('--kv-cache <list>', "webjit's KV caches, rows for each: f32, f16 (WebGPU with shader-f16)", 'f32')
     .option('--json <file>', 'write the results as JSON')
     .action(async (model, o) => { code = await benchLlmCommand(model, o); });
 
