@@ -45,6 +45,13 @@ const argmax = (a: Float32Array, off = 0, n = a.length): number => {
 
 const ids = (n: number, seed: number, vocab: number) => Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 3) % vocab);
 
+/** The trained pair (test/fixtures/lm): real acceptance, so speculative rounds end both in rejections and in bonus tokens. */
+const LM = 'test/fixtures/lm';
+async function trainedPair(): Promise<[LlmWeights, LlmWeights]> {
+  const { loadLlm } = await import('../src/llm/model_io.js');
+  return Promise.all([loadLlm(`${LM}/target.q4.safetensors`), loadLlm(`${LM}/draft.q4.safetensors`)]);
+}
+
 /** Prompt, steps, then T>1 with all logits, each against the reference. */
 async function conformance(w: LlmWeights, what: string, o: { kvCache?: 'f32' | 'f16'; activations?: 'f32' | 'int8' } = {}): Promise<WebGpuLlm> {
   const cap = 48;
@@ -791,10 +798,7 @@ test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round)
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
   const { TextGenerator } = await import('../src/generate/generate.js');
   const { TextTokenizer } = await import('../src/generate/tokenizer.js');
-  const { loadLlm } = await import('../src/llm/model_io.js');
-  // The trained pair (test/fixtures/lm): real acceptance, so rounds end both in rejections and in bonus tokens.
-  const F = 'test/fixtures/lm';
-  const [tw, dw, tok] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`), TextTokenizer.fromFile(`${F}/tokenizer.json`)]);
+  const [[tw, dw], tok] = await Promise.all([trainedPair(), TextTokenizer.fromFile(`${LM}/tokenizer.json`)]);
   const prompt = tok.encode('The package manager installs the files of a package and', { addSpecialTokens: true });
   const cap = 96, N = 24;
   for (const activations of ['f32', 'int8'] as const) {
@@ -824,9 +828,7 @@ test('webgpu llm: greedy speculative decoding on the GPU (one read-back a round)
 
 test('webgpu llm: the trained pair with an f16 KV cache (TextGenerator.create kvCache, target and draft): greedy tokens equal the reference rounding its cache to f16, plain and speculative; ONNX decoders and `webjit generate --kv-cache f16` on one are refused by name', TIMEOUT, async () => {
   const { TextGenerator } = await import('../src/generate/generate.js');
-  const { loadLlm } = await import('../src/llm/model_io.js');
-  const F = 'test/fixtures/lm';
-  const [tw, dw] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`)]);
+  const [tw, dw] = await trainedPair();
   const prompt = [0, 412, 1033, 77, 2048, 9, 3000, 15];
   const cap = 96, N = 40;
   const ref = await TextGenerator.create(tw, { backend: 'reference', capacity: cap, kvCache: 'f16' });
@@ -851,7 +853,7 @@ test('webjit bench-llm --kv-cache f32,f16 on webgpu: a row set for each cache, t
   const fs = await import('node:fs/promises');
   const os = await import('node:os');
   const json = `${await fs.mkdtemp(`${os.tmpdir()}/webjit-kv-`)}/bench.json`;
-  const code = await benchLlmCommand('test/fixtures/lm/draft.q4.safetensors', { backend: 'webgpu', quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '6', rounds: '1', peers: 'none', kvCache: 'f32,f16', json });
+  const code = await benchLlmCommand(`${LM}/draft.q4.safetensors`, { backend: 'webgpu', quant: 'q4', draftTokens: '3', promptTokens: '8', tokens: '6', rounds: '1', peers: 'none', kvCache: 'f32,f16', json });
   assert.equal(code, 0);
   const rows = (JSON.parse(await fs.readFile(json, 'utf8')) as { rows: { engine: string; inexact?: string; decodeTokPerSec: number; ids: number[] }[] }).rows;
   assert.deepEqual(rows.map((r) => r.engine), ['webjit webgpu', 'webjit webgpu generate()', 'webjit webgpu kv f16', 'webjit webgpu kv f16 generate()']);
@@ -862,9 +864,7 @@ test('webjit bench-llm --kv-cache f32,f16 on webgpu: a row set for each cache, t
 test('webgpu llm: adaptive drafting on the GPU (speculative rounds, and plain windows streamed with steps in flight) gives plain greedy decoding\'s tokens', TIMEOUT, async () => {
   const { LlmCausalLM } = await import('../src/generate/causal_lm.js');
   const { TextGenerator } = await import('../src/generate/generate.js');
-  const { loadLlm } = await import('../src/llm/model_io.js');
-  const F = 'test/fixtures/lm';
-  const [tw, dw] = await Promise.all([loadLlm(`${F}/target.q4.safetensors`), loadLlm(`${F}/draft.q4.safetensors`)]);
+  const [tw, dw] = await trainedPair();
   const prompt = [0, 412, 1033, 77, 2048, 9, 3000, 15];
   const cap = 128, N = 60;
   const plain = new TextGenerator(new LlmCausalLM(await WebGpuLlm.create(tw, { capacity: cap })));
@@ -891,7 +891,7 @@ test('webgpu llm: greedy generation streams ids with steps in flight and gives t
   const { argmax: top } = await import('../src/generate/sampler.js');
   const { loadLlm } = await import('../src/llm/model_io.js');
   // The trained target: text-like ids (a random model repeats one token), so that a stop token can fall mid-stream.
-  const w = await loadLlm('test/fixtures/lm/target.q4.safetensors');
+  const w = await loadLlm(`${LM}/target.q4.safetensors`);
   const prompt = [0, 411, 1187, 93, 2260, 17], N = 14, cap = 40;
   // One forward per token, the next id picked on the CPU.
   const ref = await WebGpuLlm.create(w, { capacity: cap });

@@ -207,11 +207,12 @@ export async function runDecode(engines: DecodeEngine[], prompt: readonly number
   return engines.map((e) => {
     const t = times.get(e)!;
     const ref = oracle.get(e.weights);
+    const same = ref ? ref.length === t.ids.length && ref.every((x, i) => x === t.ids[i]) : null;
     return {
       engine: e.name, weights: e.weights, peer: e.peer, prefillTokPerSec: med(t.pre), decodeTokPerSec: med(t.dec),
-      correct: ref ? ref.length === t.ids.length && ref.every((x, i) => x === t.ids[i]) : null,
+      correct: same,
       ...(e.inexact ? { inexact: e.inexact } : {}),
-      ...(ref && !(ref.length === t.ids.length && ref.every((x, i) => x === t.ids[i])) ? { firstDiff: Math.max(0, ref.findIndex((x, i) => x !== t.ids[i])) } : {}),
+      ...(ref && !same ? { firstDiff: Math.max(0, ref.findIndex((x, i) => x !== t.ids[i])) } : {}),
       acceptance: t.acc.length ? med(t.acc) : undefined, ids: t.ids,
     };
   });

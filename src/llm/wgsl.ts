@@ -286,6 +286,11 @@ function normedPair(out: [string, string], x: [string, string], r: string, w: st
     let ${out[1]} = NW[${w} + ${u(half)}] * (${x[1]} * ${r});`;
 }
 
+/** A scalar stored into the KV cache (an f16 cache rounds it). */
+const kvStore = (kv16: boolean | undefined, v: string): string => (kv16 ? `f16(${v})` : v);
+/** A scalar read from the KV cache, as f32. */
+const kvLoad = (kv16: boolean | undefined, v: string): string => (kv16 ? `f32(${v})` : v);
+
 /** The epilogue of one output: `ya` (and `yb`, the pair's second row) of unit `un` for token `t`. */
 function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
   const { m, epi } = s;
@@ -301,8 +306,7 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
       const bias = m.biasOff !== undefined;
       const [a, b] = bias ? ['ba', 'bb'] : ['ya', 'yb'];
       const [r0, r1] = rotated(a, b);
-      // A value stored into the cache (f16 caches round it).
-      const kv = (v: string) => (epi.kv16 ? `f16(${v})` : v);
+      const kv = (v: string) => kvStore(epi.kv16, v);
       const biasLine = bias ? [`let bo = ${u(m.biasOff!)} + hh * ${u(HD)} + jj; let ba = ya + bitcast<f32>(w32(bo)); let bb = yb + bitcast<f32>(w32(bo + ${u(half)}));`] : [];
       // q/k norms: every row stored as it is (k and v alike: v's cache half follows k's, so one offset serves both).
       if (epi.qkNorm) {
@@ -1093,7 +1097,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var xa: f32;
   var xb: f32;
   ${a.kStage === undefined
-    ? `if (isQ) { xa = QO[o]; xb = QO[o + ${u(half)}]; } else { xa = ${kv16 ? 'f32(KV[o])' : 'KV[o]'}; xb = ${kv16 ? `f32(KV[o + ${u(half)}])` : `KV[o + ${u(half)}]`}; }`
+    ? `if (isQ) { xa = QO[o]; xb = QO[o + ${u(half)}]; } else { xa = ${kvLoad(kv16, 'KV[o]')}; xb = ${kvLoad(kv16, `KV[o + ${u(half)}]`)}; }`
     : `let so = select(${u(a.kStage)} + (t * ${u(KVH)} + hh - ${u(H)}) * ${u(HD)} + jj, o, isQ);
   xa = QO[so]; xb = QO[so + ${u(half)}];`}
   red[lid] = select(0.0, xa * xa + xb * xb, live);
@@ -1109,7 +1113,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     ${ropeTrig(ropeOff, CAP, half).join('\n    ')}
     let ra = ${rotated('na', 'nb')[0]};
     let rb = ${rotated('na', 'nb')[1]};
-    if (isQ) { QO[o] = ra; QO[o + ${u(half)}] = rb; } else { KV[o] = ${kv16 ? 'f16(ra)' : 'ra'}; KV[o + ${u(half)}] = ${kv16 ? 'f16(rb)' : 'rb'}; }
+    if (isQ) { QO[o] = ra; QO[o + ${u(half)}] = rb; } else { KV[o] = ${kvStore(kv16, 'ra')}; KV[o + ${u(half)}] = ${kvStore(kv16, 'rb')}; }
   }
 }
 `;
