@@ -53,7 +53,7 @@ async function trainedPair(): Promise<[LlmWeights, LlmWeights]> {
 }
 
 /** Prompt, steps, then T>1 with all logits, each against the reference. */
-async function conformance(w: LlmWeights, what: string, o: { kvCache?: 'f32' | 'f16'; activations?: 'f32' | 'int8' } = {}): Promise<WebGpuLlm> {
+async function conformance(w: LlmWeights, what: string, o: { kvCache?: 'f32' | 'f16'; activations?: 'f32' | 'int8'; prefill?: 'f32' | 'f16' } = {}): Promise<WebGpuLlm> {
   const cap = 48;
   const gpu = await WebGpuLlm.create(w, { capacity: cap, ...o });
   const ref = new ReferenceLlm(w, cap, o.kvCache);
@@ -959,3 +959,50 @@ test('webgpu llm: an embedding table larger than one binding is held in chunks o
     await assert.rejects(WebGpuLlm.create(w, { capacity: cap }), (e: unknown) => e instanceof ResourceLimitError && /embedding table/.test(e.message));
   });
 }));
+
+/**
+ * The tensor-core prefill GEMM (wgsl_tc.ts) with its subgroup-matrix operations written out in WGSL (llmGpuConfig
+ * gemmTensorCores 'emulate': this software driver has no subgroup matrices; the H100 runs the same kernel on them,
+ * bench/results/gpu/h100-tc-prefill2-7b-s28.txt). x and the dequantised weights are rounded to f16, so its logits sit
+ * ~1e-4 of max|logit| from the reference; a misplaced tile, group or pair would be O(1).
+ */
+const TC_SMALL = { fm: 2, fn: 1, sm: 2, sn: 2, kSteps: 2 }; // 64 tokens × 32 rows, K steps of 32
+test('webgpu llm: the tensor-core prefill GEMM (prefill f16) is near the reference: q4 in runs of 32 and in words (g16), q8, f32, Qwen2 biases, Qwen3 q/k norms, an f16 cache', TIMEOUT, () => withGpuConfig({ gemmTensorCores: 'emulate', tcTile: TC_SMALL }, async () => {
+  const runs: [LlmWeights, string, { kvCache?: 'f16' }?][] = [
+    [model(GQA, 'q4', 3), 'q4'], [model(GQA, 'q4', 3, 16), 'q4 g16'], [model(GQA, 'q8', 3), 'q8'], [model(GQA, 'f32', 3), 'f32'],
+    [model(QWEN, 'q4', 46), 'q4 biases'], [model(QWEN3, 'q4', 5), 'q4 q/k norms'], [model(GQA, 'q4', 8), 'q4 f16 cache', { kvCache: 'f16' }],
+  ];
+  for (const [w, what, o] of runs) {
+    const gpu = await conformance(w, `tc ${what}`, { prefill: 'f16', ...o });
+    // Every matrix (q/k/v, o, gate/up, down per layer, and the head) has its tensor-core kernel.
+    assert.equal(gpu.stats.tensorCoreGemms, 4 * w.config.layers + 1, `${what}: tensor-core GEMMs`);
+    await gpu.release();
+  }
+  // Without prefill 'f16' the f32 GEMM runs.
+  const plain = await WebGpuLlm.create(model(GQA, 'q4', 3), { capacity: 8 });
+  assert.equal(plain.stats.tensorCoreGemms, 0);
+  await plain.release();
+}));
+
+test('webgpu llm: the tensor-core prefill GEMM over several token tiles (150 tokens: 64 + 64 + 22), 128-token tiles and K steps of 64, near the reference', TIMEOUT, async () => {
+  const w = model({ ...HEADS32, maxPositions: 160 }, 'q4', 12);
+  const x = ids(150, 4, w.config.vocab);
+  const ref = await new ReferenceLlm(w, 160).forward(x, true);
+  for (const tile of [TC_SMALL, { fm: 1, fn: 1, sm: 8, sn: 1, kSteps: 2 }, { fm: 1, fn: 1, sm: 4, sn: 2, kSteps: 4 }]) {
+    await withGpuConfig({ gemmTensorCores: 'emulate', tcTile: tile }, async () => {
+      const gpu = await WebGpuLlm.create(w, { capacity: 160, prefill: 'f16' });
+      assert.ok(gpu.stats.tensorCoreGemms > 0, `${JSON.stringify(tile)}: no tensor-core GEMM`);
+      const e = rel(await gpu.forward(x, true), ref);
+      assert.ok(e > 1e-6 && e <= 1e-3, `${JSON.stringify(tile)}: 150 tokens, all logits: ${e} (f16 operands: above f32's ~1e-7, below 1e-3)`);
+      await gpu.release();
+    });
+  }
+});
+
+test('webgpu llm: prefill is checked: an unknown type is an InputError; wasm and ONNX decoders refuse f16 by name', TIMEOUT, async () => {
+  const w = model(GQA, 'q4', 11);
+  await assert.rejects(WebGpuLlm.create(w, { capacity: 8, prefill: 'bf16' as 'f16' }), (e: unknown) => e instanceof InputError && /prefill 'bf16'/.test(e.message));
+  await assert.rejects(createLlm(w, { backend: 'wasm', capacity: 8, prefill: 'f16' }), (e: unknown) => e instanceof UnsupportedError && /f16 prefill on wasm/.test(e.message));
+  const { openCausalLM } = await import('../src/generate/causal_lm.js');
+  await assert.rejects(openCausalLM(new Uint8Array(8), { prefill: 'f16' }), (e: unknown) => e instanceof UnsupportedError && /f16 prefill for an ONNX decoder/.test(e.message));
+});

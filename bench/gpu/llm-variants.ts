@@ -165,6 +165,15 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   s128: { attnSplitKeys: 128 },
   // The split attention's combine as one group walking every split (the kernel before session 27).
   comb1: { attnCombineGroups: 1 },
+  // The prefill GEMM on the tensor cores (WebGpuLlmOptions.prefill 'f16' for every variant named tc…; wgsl_tc.ts):
+  // the default tile (64×128, K steps of 64), K steps of 32, 64×64.
+  tc: {},
+  tck32: { tcTile: { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 } },
+  tc64: { tcTile: { fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 2 } },
+  // 128 tokens a tile: 128 rows (8 subgroups of 4×2 matrices), K steps of 32 or 64; 64 rows (8 of 2×2), K steps of 64.
+  tc128: { tcTile: { fm: 4, fn: 2, sm: 2, sn: 4, kSteps: 2 } },
+  tc128k64: { tcTile: { fm: 4, fn: 2, sm: 2, sn: 4, kSteps: 4 } },
+  tc128n64: { tcTile: { fm: 2, fn: 2, sm: 4, sn: 2, kSteps: 4 } },
 };
 const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
 for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);
@@ -186,8 +195,8 @@ for (const name of names) {
   t = performance.now();
   // 'tiny': one-token forwards as one workgroup (WebGpuLlmOptions.tinyDecode).
   // LLM_CAP: the cache's positions (default 1024, at most the model's).
-  const r = await WebGpuLlm.create(w, { capacity: Math.min(env('LLM_CAP', 1024), cfg.maxPositions), activations: act, tinyDecode: name === 'tiny', kvCache: name.startsWith('kv16') ? 'f16' : 'f32' });
-  console.log(`${name}: KV cache ${(r.stats.kvCacheBytes / 2 ** 20).toFixed(0)} MiB (${r.kvCache}); created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}${r.stats.tinyDecode ? ', tiny decode' : ''}`);
+  const r = await WebGpuLlm.create(w, { capacity: Math.min(env('LLM_CAP', 1024), cfg.maxPositions), activations: act, tinyDecode: name === 'tiny', kvCache: name.startsWith('kv16') ? 'f16' : 'f32', prefill: name.startsWith('tc') ? 'f16' : 'f32' });
+  console.log(`${name}: KV cache ${(r.stats.kvCacheBytes / 2 ** 20).toFixed(0)} MiB (${r.kvCache}); created in ${(performance.now() - t).toFixed(0)} ms (${r.stats.pipelines} pipelines, ${r.stats.quantizingEpilogues} quantizing epilogues), activations ${r.activations}${r.stats.tinyDecode ? ', tiny decode' : ''}${r.stats.tensorCoreGemms ? `, ${r.stats.tensorCoreGemms} tensor-core GEMMs` : ''}`);
   runners.push({ name, r });
 }
 Object.assign(llmGpuConfig, DEFAULTS);
@@ -244,6 +253,21 @@ for (const n of PREFILLS) {
       add(`${name} prefill ${n}`, performance.now() - t0);
     }
   }
+}
+// LLM_CHECK=n: every runner's logits of an n-token prompt from an empty cache against the first runner's (largest
+// difference over the largest |logit|, and how many positions' argmax agree).
+const CHECK = env('LLM_CHECK', 0);
+if (CHECK > 0) {
+  const all: Float32Array[] = [];
+  for (const { r } of runners) { r.truncate(0); all.push(await r.forward(ids.slice(0, CHECK), true)); }
+  const V = cfg.vocab, am = (a: Float32Array, t: number) => { let b = 0; for (let i = 1; i < V; i++) if (a[t * V + i] > a[t * V + b]) b = i; return b; };
+  console.log(`\nlogits of a ${CHECK}-token prompt against ${runners[0].name}'s:`);
+  runners.forEach(({ name }, i) => {
+    let m = 0, e = 0, same = 0;
+    for (let k = 0; k < all[0].length; k++) { m = Math.max(m, Math.abs(all[0][k])); e = Math.max(e, Math.abs(all[i][k] - all[0][k])); if (!Number.isFinite(all[i][k])) e = Infinity; }
+    for (let t = 0; t < CHECK; t++) same += +(am(all[i], t) === am(all[0], t));
+    console.log(`  ${name.padEnd(10)} max|diff| / max|logit| ${(e / m).toExponential(2)}; argmax equal at ${same}/${CHECK} positions`);
+  });
 }
 const base = med(res.get(`${runners[0].name} T=1`)!);
 // What attention reads of the cache a token at ctx positions: 2 (k, v) × kv heads × head dim × element bytes × layers.

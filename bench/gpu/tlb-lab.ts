@@ -99,8 +99,68 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
 }`;
 
+const fillPipe = () => device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: FILL }), entryPoint: 'main' } });
+const PACKS = (process.env.PACKS ?? '').split(',').filter(Boolean).map(Number);
+if (PACKS.length) await packLab();
+
+/**
+ * PACKS=1,16,128 (session 28): the same 128 matrices (34.8 GB) read in turn, but stored P to a buffer (bound at
+ * offsets) instead of one a buffer. If the driver maps larger allocations with larger pages, the split layout's 2.8
+ * points lost at this footprint should come back as P grows. Each packing is allocated, filled, timed and destroyed in
+ * turn (two at once would not fit), CYCLES times over the list.
+ */
+async function packLab(): Promise<never> {
+  const fill = fillPipe();
+  const flat = pipe(FLAT), split = pipe(gemv(0));
+  const OUTB = device.createBuffer({ size: N * 4, usage: GPUBufferUsage.STORAGE });
+  const timePass = passTimer(device);
+  const CYCLES = Number(process.env.CYCLES ?? 2), M = 128, bytes = WORDS * 4;
+  const res = new Map<string, number[]>();
+  for (let cy = 0; cy < CYCLES; cy++) {
+    for (const P of PACKS) {
+      const arenas: GPUBuffer[] = [];
+      device.pushErrorScope('out-of-memory'); device.pushErrorScope('validation');
+      for (let a = 0; a < Math.ceil(M / P); a++) arenas.push(device.createBuffer({ size: Math.min(P, M - a * P) * bytes, usage: GPUBufferUsage.STORAGE }));
+      const ve = await device.popErrorScope(), oe = await device.popErrorScope();
+      if (ve || oe) { console.log(`P ${P}: ${(ve ?? oe)!.message}`); arenas.forEach((b) => b.destroy()); continue; }
+      const slot = (i: number) => ({ buffer: arenas[Math.floor(i / P)], offset: (i % P) * bytes, size: bytes });
+      const t0 = performance.now();
+      for (let i = 0; i < M; i++) {
+        const seed = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+        device.queue.writeBuffer(seed, 0, new Uint32Array([i * 7919 + 1, 0, 0, 0]));
+        const e = device.createCommandEncoder(); const p = e.beginComputePass();
+        p.setPipeline(fill);
+        p.setBindGroup(0, device.createBindGroup({ layout: fill.getBindGroupLayout(0), entries: [{ binding: 0, resource: slot(i) }, { binding: 1, resource: { buffer: seed } }] }));
+        p.dispatchWorkgroups(4096); p.end(); device.queue.submit([e.finish()]);
+        if (i % 16 === 15) await device.queue.onSubmittedWorkDone();
+      }
+      await device.queue.onSubmittedWorkDone();
+      const binds = (pl: GPUComputePipeline) => Array.from({ length: REPS }, (_, i) => device.createBindGroup({
+        layout: pl.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: slot(i % M) }, { binding: 1, resource: { buffer: OUTB } }, { binding: 2, resource: slot((i + 1) % M) }],
+      }));
+      const vs = [{ name: `flat P ${P}`, pipeline: flat, binds: binds(flat), groups: 132 * 8 }, { name: `split P ${P}`, pipeline: split, binds: binds(split), groups: NW }];
+      for (const t1 = performance.now(); performance.now() - t1 < 500;) await timePass(vs[1], REPS);
+      for (let r = 0; r < ROUNDS; r++) for (const v of vs) {
+        const t = await timePass(v, REPS);
+        res.set(v.name, [...(res.get(v.name) ?? []), t]);
+      }
+      const line = vs.map((v) => { const ms = median(res.get(v.name)!.slice(-ROUNDS)); return `${v.name} ${(ms * 1e3).toFixed(2)} us ${(100 * WORDS0 * 4 / ms / 1e6 / 3350).toFixed(1)}%`; });
+      console.log(`cycle ${cy + 1}: ${arenas.length} buffer(s) of ${(P * bytes / 1e9).toFixed(2)} GB filled in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${line.join('; ')}`);
+      arenas.forEach((b) => b.destroy());
+      await device.queue.onSubmittedWorkDone();
+    }
+  }
+  console.log(`\n70B gate/up ${N}x${K} q4 g32 (${(WORDS0 * 4 / 1e6).toFixed(1)} MB), 128 matrices read in turn, P to a buffer; medians of ${ROUNDS * CYCLES} passes of ${REPS} dispatches; % of 3.35 TB/s`);
+  for (const [name, ts] of res) {
+    const ms = median(ts);
+    console.log(`  ${name.padEnd(14)} ${(ms * 1e3).toFixed(2).padStart(8)} us  range ${(Math.min(...ts) * 1e3).toFixed(2)}–${(Math.max(...ts) * 1e3).toFixed(2)}  ${(100 * WORDS0 * 4 / ms / 1e6 / 3350).toFixed(1).padStart(5)}%`);
+  }
+  process.exit(0);
+}
+
 const maxNB = Math.max(...NBS);
-const fill = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: FILL }), entryPoint: 'main' } });
+const fill = fillPipe();
 const bufs: GPUBuffer[] = [];
 const t0 = performance.now();
 for (let i = 0; i < maxNB; i++) {
@@ -121,7 +181,7 @@ const OUT = device.createBuffer({ size: N * 4, usage: GPUBufferUsage.STORAGE });
 const timePass = passTimer(device);
 interface Variant { name: string; pipeline: GPUComputePipeline; binds: GPUBindGroup[]; groups: number; bytes: number }
 const variants: Variant[] = [];
-const pipe = (code: string) => device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } });
+function pipe(code: string): GPUComputePipeline { return device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } }); }
 const bindsOf = (pipeline: GPUComputePipeline, nb: number) => Array.from({ length: REPS }, (_, i) => device.createBindGroup({
   layout: pipeline.getBindGroupLayout(0),
   entries: [bufs[i % nb], OUT, bufs[(i + 1) % nb]].map((buffer, binding) => ({ binding, resource: { buffer } })),

@@ -37,18 +37,26 @@ export interface DecodeEngine {
 }
 
 
-/** How a webjit row runs: its activations and KV cache (LlmOptions). */
-export interface WebjitRun { activations?: 'f32' | 'int8'; kvCache?: 'f32' | 'f16' }
+/** How a webjit row runs: its activations, KV cache and prefill GEMM (LlmOptions). */
+export interface WebjitRun { activations?: 'f32' | 'int8'; kvCache?: 'f32' | 'f16'; prefill?: 'f32' | 'f16' }
 
-/** A row's label suffix: ' int8', ' kv f16'. */
-const runLabel = (o: WebjitRun): string => `${o.activations === 'int8' ? ' int8' : ''}${o.kvCache === 'f16' ? ' kv f16' : ''}`;
+/** A row's label suffix: ' int8', ' kv f16', ' prefill f16'. */
+const runLabel = (o: WebjitRun): string => `${o.activations === 'int8' ? ' int8' : ''}${o.kvCache === 'f16' ? ' kv f16' : ''}${o.prefill === 'f16' ? ' prefill f16' : ''}`;
 
-/** An f16 cache rounds keys and values: tokens may part from an f32 oracle's (near-ties), by design. */
-const inexactOf = (o: WebjitRun): { inexact?: string } => (o.kvCache === 'f16' ? { inexact: 'f16 KV cache' } : {});
+/**
+ * int8 activations round x to 8 bits a group (logits ~1e-2 of max|logit| from f32), an f16 cache rounds keys and
+ * values, an f16 prefill the prompt's x and weights: tokens may part from an f32 oracle's at near-ties, by design (the
+ * trained target with int8 x and a 400-token prompt: at its second token, where the reference's top two logits are
+ * 0.007 apart; bench/results/gpu/h100-tc-bench-s28.txt).
+ */
+const inexactOf = (o: WebjitRun): { inexact?: string } => {
+  const why = [o.activations === 'int8' ? 'int8 x' : '', o.kvCache === 'f16' ? 'f16 KV cache' : '', o.prefill === 'f16' ? 'f16 prefill' : ''].filter(Boolean);
+  return why.length ? { inexact: why.join(', ') } : {};
+};
 
 /** A runner with the activations asked for, or a typed error (a row labelled int8 never runs other activations). */
-async function runner(w: LlmWeights, backend: LlmBackend, threads: number | undefined, { activations, kvCache }: WebjitRun) {
-  const r = await createLlm(w, { backend, threads, activations, kvCache });
+async function runner(w: LlmWeights, backend: LlmBackend, threads: number | undefined, { activations, kvCache, prefill }: WebjitRun) {
+  const r = await createLlm(w, { backend, threads, activations, kvCache, prefill });
   const why = int8Unavailable(activations, r);
   if (why) {
     await r.release();
@@ -79,7 +87,7 @@ export function webjitLlmEngine(w: LlmWeights, weights: string, backend: LlmBack
  * WebGPU a stream with steps in flight, WebGpuLlm.greedyStream).
  */
 export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | undefined, weights: string, backend: LlmBackend, k: number, threads?: number, run: WebjitRun = {}, adaptive = false): DecodeEngine {
-  const { activations, kvCache } = run;
+  const { activations, kvCache, prefill } = run;
   return {
     name: `webjit ${backend}${runLabel(run)}${draft ? ` + draft (k=${k}${adaptive ? ', adaptive' : ''})` : ' generate()'}`, weights, peer: false, ...inexactOf(run),
     async create() {
@@ -87,7 +95,7 @@ export function webjitGeneratorEngine(target: LlmWeights, draft: LlmWeights | un
       // The draft's activations as TextGenerator.create and `webjit generate` choose them (draftActivationsFor): the
       // target's on wasm, f32 on WebGPU, where int8 x costs the trained draft's small matrices more than it saves
       // (0.282 against 0.148 ms a step, bench/NOTES.md session 16).
-      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations: draftActivationsFor({ backend, activations }), kvCache })) : undefined;
+      const d = draft ? new LlmCausalLM(await createLlm(draft, { backend, threads, activations: draftActivationsFor({ backend, activations }), kvCache, prefill })) : undefined;
       const gen = new TextGenerator(t, undefined, { draft: d, draftTokens: k, adaptiveDraft: adaptive });
       const unsupported = async (): Promise<number> => { throw new Error('this engine runs whole generations'); };
       return {
@@ -237,6 +245,8 @@ export interface LlmBenchOptions {
   activations?: ('f32' | 'int8')[];
   /** webjit's KV caches (LlmOptions.kvCache), a row set each (default: f32 alone). */
   kvCaches?: ('f32' | 'f16')[];
+  /** webjit's prefill GEMMs (LlmOptions.prefill), a row set each (default: f32 alone). */
+  prefills?: ('f32' | 'f16')[];
   log: (s: string) => void;
 }
 
@@ -276,8 +286,7 @@ export async function llmBench(o: LlmBenchOptions): Promise<{ results: DecodeRes
     }
     for (const act of o.activations ?? ['f32']) {
       if (act === 'int8' && label !== 'q4') { o.log(`${label} weights: no int8 rows (int8 activations apply to 4-bit matrices)`); continue; }
-      for (const kvCache of o.kvCaches ?? ['f32']) {
-        const run: WebjitRun = { activations: act, kvCache };
+      for (const run of (o.kvCaches ?? ['f32']).flatMap((kvCache) => (o.prefills ?? ['f32']).map((prefill): WebjitRun => ({ activations: act, kvCache, prefill })))) {
         engines.push(webjitLlmEngine(w, label, o.backend, o.threads, run));
         // generate() without a draft: on WebGPU the streamed decoding users get; with a draft, the baseline speculative
         // decoding is judged against (both rates count the prefill).

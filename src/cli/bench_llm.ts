@@ -47,6 +47,7 @@ export interface BenchLlmArgs {
   peerOnnx?: string;
   activations?: string;
   kvCache?: string;
+  prefill?: string;
   draftAdaptive?: boolean;
   json?: string;
 }
@@ -74,6 +75,8 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   for (const x of activations) if (x !== 'f32' && x !== 'int8') throw new InputError(`--activations ${x}: use f32, int8 (comma-separated)`);
   const kvCaches = (a.kvCache ?? 'f32').split(',').map((x) => x.trim());
   for (const x of kvCaches) if (x !== 'f32' && x !== 'f16') throw new InputError(`--kv-cache ${x}: use f32, f16 (comma-separated)`);
+  const prefills = (a.prefill ?? 'f32').split(',').map((x) => x.trim());
+  for (const x of prefills) if (x !== 'f32' && x !== 'f16') throw new InputError(`--prefill ${x}: use f32, f16 (comma-separated)`);
   const PEERS = ['web-wasm', 'web-webgpu', 'node'] as const;
   const given = (a.peers ?? (a.backend === 'webgpu' ? 'web-webgpu' : 'web-wasm')).split(',').map((p) => p.trim());
   for (const p of given) {
@@ -84,7 +87,7 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
   const { results, bytesPerToken } = await llmBench({
     target, draft, quants: quants as never, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
-    draftTokens: Number(a.draftTokens), peers, log, activations: activations as ('f32' | 'int8')[], kvCaches: kvCaches as ('f32' | 'f16')[], draftAdaptive: a.draftAdaptive, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
+    draftTokens: Number(a.draftTokens), peers, log, activations: activations as ('f32' | 'int8')[], kvCaches: kvCaches as ('f32' | 'f16')[], prefills: prefills as ('f32' | 'f16')[], draftAdaptive: a.draftAdaptive, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
   });
   const best = (backendPeer: DecodeResult[]) => Math.max(...backendPeer.filter((r) => r.peer && r.correct !== false && r.engine.startsWith('onnxruntime-web')).map((r) => r.decodeTokPerSec));
   const bestWeb = best(results);

@@ -30,6 +30,7 @@ export interface GenerateArgs {
   activations?: 'f32' | 'int8';
   draftActivations?: 'f32' | 'int8';
   kvCache?: 'f32' | 'f16';
+  prefill?: 'f32' | 'f16';
   draft?: string;
   draftTokens?: number;
   draftAdaptive?: boolean;
@@ -143,12 +144,16 @@ async function openModel(path: string, a: GenerateArgs, quant: Quant | undefined
       throw new UnsupportedError(`--kv-cache f16 applies to LLM weights; ${what} ${path} is an ONNX decoder, whose past key/value inputs are the graph's`, {},
         "leave --kv-cache out, or give the model's Hugging Face folder (or a webjit .safetensors file) with --backend webgpu");
     }
+    if (a.prefill === 'f16') {
+      throw new UnsupportedError(`--prefill f16 applies to LLM weights; ${what} ${path} is an ONNX decoder`, {},
+        "leave --prefill out, or give the model's Hugging Face folder (or a webjit .safetensors file) with --backend webgpu");
+    }
     const dec = await CausalDecoder.create(m.path, { backend: a.backend, threads: a.threads });
     const L = dec.layout;
     return { lm: dec, describe: `ONNX decoder, ${L.layers} layers, ${L.heads} heads of ${L.headDim}` };
   }
   const { weights, note } = m.note ? { weights: m.weights, note: m.note } : applyQuant(m.weights, quant, `${what} ${path}`);
-  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations, kvCache: a.kvCache });
+  const runner = await createLlm(weights, { backend: a.backend, threads: a.threads, activations: a.activations, kvCache: a.kvCache, prefill: a.prefill });
   const c = weights.config;
   return { lm: new LlmCausalLM(runner), describe: `LLM runtime, ${c.layers} layers, hidden ${c.hidden}, vocab ${c.vocab}, ${note}${activationsNote(a.activations, runner)}` };
 }

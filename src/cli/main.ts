@@ -98,6 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--peer-onnx <file>', "also run the peers on this ONNX export of the dense model (e.g. PyTorch's)")
     .option('--activations <list>', "webjit's activations, rows for each: f32, int8 (x of 4-bit matrices rounded to 8 bits a group: WebGPU with dot4I8Packed, Wasm with relaxed SIMD)", 'f32')
     .option('--kv-cache <list>', "webjit's KV caches, rows for each: f32, f16 (WebGPU with shader-f16)", 'f32')
+    .option('--prefill <list>', "webjit's prompt GEMMs, rows for each: f32, f16 (tensor cores where the WebGPU device has subgroup matrices)", 'f32')
     .option('--json <file>', 'write the results as JSON')
     .action(async (model, o) => { code = await benchLlmCommand(model, o); });
 
@@ -149,6 +150,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--draft-tokens <k>', 'tokens the draft proposes per round (default 4)', (v) => Number(v))
     .addOption(new Option('--draft-activations <kind>', "the draft's activations (default: the target's; f32 on webgpu, where int8 slows a small draft's step)").choices(['f32', 'int8']))
     .addOption(new Option('--kv-cache <type>', 'the KV cache: f32 (default) or f16 (half its memory and of what attention reads; WebGPU with shader-f16)').choices(['f32', 'f16']))
+    .addOption(new Option('--prefill <type>', 'the prompt GEMM: f32 (default) or f16 (tensor cores where the WebGPU device has subgroup matrices; else f32)').choices(['f32', 'f16']))
     .option('--draft-adaptive', 'time windows with and without the draft and keep the faster way (probing the other now and then)')
     .option('--chat', "--prompt is the user's message: apply the tokenizer's chat template (tokenizer_config.json, chat_template.jinja); without --prompt, a conversation: a user message a line of stdin, the KV cache kept between turns")
     .option('--system <text>', 'with --chat: a system message before the user\'s')

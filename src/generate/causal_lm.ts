@@ -74,9 +74,10 @@ export async function openCausalLM(model: GenerationModel, opts: OpenOptions = {
   if (isCausalLM(model)) return model;
   if (isLlmRunner(model)) return new LlmCausalLM(model);
   if (isLlmWeights(model)) {
-    return new LlmCausalLM(await createLlm(model, { backend: opts.backend, capacity: opts.capacity, threads: opts.threads, activations: opts.activations, kvCache: opts.kvCache }));
+    return new LlmCausalLM(await createLlm(model, { backend: opts.backend, capacity: opts.capacity, threads: opts.threads, activations: opts.activations, kvCache: opts.kvCache, prefill: opts.prefill }));
   }
   if (opts.kvCache === 'f16') throw new UnsupportedError('an f16 KV cache for an ONNX decoder: its past key/value inputs are the graph\'s', {}, "leave kvCache out, or run the model's LLM weights (webjit quantize) on webgpu");
-  const { capacity: _, kvCache: _kv, ...sessionOpts } = opts;
+  if (opts.prefill === 'f16') throw new UnsupportedError('an f16 prefill for an ONNX decoder: it runs in the precision the session gives it', {}, "leave prefill out, or run the model's LLM weights (webjit quantize) on webgpu");
+  const { capacity: _, kvCache: _kv, prefill: _pf, ...sessionOpts } = opts;
   return CausalDecoder.create(model, { backend: 'wasm', ...sessionOpts });
 }

@@ -231,5 +231,6 @@ function ropeTable(c: LlamaConfig, capacity: number): Float32Array {
 
 registerLlmBackend('wasm', (w, o) => {
   if (o.kvCache === 'f16') throw new UnsupportedError('an f16 KV cache on wasm: the Wasm runtime keeps its cache in f32', {}, "leave kvCache out (--kv-cache f32), or use backend 'webgpu'");
+  if (o.prefill === 'f16') throw new UnsupportedError('an f16 prefill on wasm: the Wasm runtime multiplies in f32', {}, "leave prefill out (--prefill f32), or use backend 'webgpu'");
   return WasmLlm.create(w, { capacity: o.capacity, threads: o.threads, activations: o.activations });
 });

@@ -9,9 +9,10 @@ import { registerLlmBackend } from './registry.js';
 import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
 import { checkWeights, LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
-  argmaxKernel, ATTN_SPLITS_MAX, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, ATTN_SPLITS_MAX, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, type GemmSpec, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, preBound, qkNormRopeKernel, qkNormWorkgroup, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
+import { gemmTcKernel, gemmTcUnitsPerTile, gemmTcValid, TC_SG, TC_TILE, tcDims, type TcTile } from './wgsl_tc.js';
 
 /** Knobs for tests and benchmarks (read at create). */
 export const llmGpuConfig = {
@@ -75,6 +76,15 @@ export const llmGpuConfig = {
   attnSplitsF16: 8,
   /** 4/8-bit matrix kernels stage x in workgroup memory (see wgsl.ts gemvStagedLoop), at most this many bytes. */
   stageBytes: 32768,
+  /**
+   * With WebGpuLlmOptions.prefill 'f16': the prefill GEMM on the tensor cores (wgsl_tc.ts: f16 operands, f32 sums)
+   * where the device has subgroup matrices of 16×16×16 f16 → f32 and subgroups of exactly 32 contiguous lanes;
+   * 'emulate' runs the same kernel with the matrix operations written out in WGSL (tests, on devices without them);
+   * false: gemmKernel (f32) whatever prefill says.
+   */
+  gemmTensorCores: true as boolean | 'emulate',
+  /** The tensor-core GEMM's tile (undefined: wgsl_tc.ts TC_TILE). */
+  tcTile: undefined as TcTile | undefined,
   /** Largest embedding chunk in bytes (undefined: the device's binding limit; tests force small chunks). */
   embedChunkBytes: undefined as number | undefined,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
@@ -227,6 +237,13 @@ export interface WebGpuLlmOptions {
    * token; keys and values rounded to f16 when stored, the math in f32). 'f16' needs the device's shader-f16.
    */
   kvCache?: 'f32' | 'f16';
+  /**
+   * The prefill GEMM (forwards past the largest token bucket): 'f32' (default, gemmKernel) or 'f16': on the tensor
+   * cores (wgsl_tc.ts: x and the dequantised weights rounded to f16, f32 sums) where the device has subgroup matrices
+   * of 16×16×16 f16 → f32 on 32-lane subgroups, else the f32 kernel (stats.tensorCoreGemms says which ran). On the H100
+   * at 7B shapes a 256-token prompt took 65.9 ms against 149.3 (bench/NOTES.md, session 28).
+   */
+  prefill?: 'f32' | 'f16';
 }
 
 /**
@@ -343,10 +360,10 @@ export function packMatrix(m: Matrix, rowAlign = 0, bias?: Float32Array): { layo
 interface GemvKernels {
   units: number;
   /**
-   * Per token bucket: the pipeline, the units one workgroup covers, whether quantRowsKernel must quantize x first (the
+   * Per token bucket: the pipeline, the units and tokens one workgroup covers, whether quantRowsKernel must quantize x first (the
    * kernel reads it quantized and no producer wrote it), and whether the epilogue quantizes the outputs for the next.
    */
-  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number; quantBefore: boolean; quantOut: boolean }>;
+  byTB: Map<number, { pipeline: GPUComputePipeline; UW: number; TW: number; quantBefore: boolean; quantOut: boolean }>;
   bind: GPUBindGroup | null;
   layout: GPUBindGroupLayout;
   /** The kernels bind the pre-quantized x XP (int8 activations, a 4-bit matrix). */
@@ -364,7 +381,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, tinyDecode: false, kvCacheBytes: 0 };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, tinyDecode: false, kvCacheBytes: 0, tensorCoreGemms: 0 };
   /**
    * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
    * costs a second read-back per forward).
@@ -442,11 +459,13 @@ export class WebGpuLlm implements LlmRunner {
   int8Fallback: ActivationsFallback | null = null;
 
   private constructor(private readonly w: LlmWeights, capacity: number, device: GPUDevice, ctx: GpuContext | null,
-    private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number; maxStorageBuffers: number },
+    private readonly caps: { subgroups: boolean; sgMin: number; software: boolean; subgroupMatrix: boolean; maxWorkgroupStorage: number; maxBindingSize: number; maxWorkgroupsPerDim: number; maxInvocations: number; maxStorageBuffers: number },
     /** The activations decode runs with ('int8' where asked for and the device has dot4I8Packed). */
     readonly activations: 'f32' | 'int8', private readonly wantTiny = false,
     /** The KV cache's element type (WebGpuLlmOptions.kvCache). */
-    readonly kvCache: 'f32' | 'f16' = 'f32') {
+    readonly kvCache: 'f32' | 'f16' = 'f32',
+    /** The prefill GEMM's precision (WebGpuLlmOptions.prefill). */
+    readonly prefill: 'f32' | 'f16' = 'f32') {
     this.config = w.config;
     this.capacity = capacity;
     this.device = device;
@@ -478,6 +497,9 @@ export class WebGpuLlm implements LlmRunner {
       subgroups: device.features.has('subgroups' as GPUFeatureName),
       sgMin: ctx?.caps.subgroupSize || (info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize || 4,
       software: ctx ? ctx.caps.software : /llvmpipe|lavapipe|swiftshader|software/i.test(`${info?.vendor ?? ''} ${info?.device ?? ''} ${info?.description ?? ''} ${info?.architecture ?? ''}`),
+      // 16×16×16 f16 → f32 subgroup matrices on subgroups of exactly TC_SG lanes (wgsl_tc.ts).
+      subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) && !!ctx && ctx.caps.subgroupSize === TC_SG
+        && ctx.caps.subgroupMatrix.some((m) => m.M === 16 && m.N === 16 && m.K === 16 && m.componentType === 'f16' && m.resultComponentType === 'f32'),
       maxWorkgroupStorage: L.maxComputeWorkgroupStorageSize,
       maxBindingSize: L.maxStorageBufferBindingSize,
       maxWorkgroupsPerDim: L.maxComputeWorkgroupsPerDimension,
@@ -499,12 +521,14 @@ export class WebGpuLlm implements LlmRunner {
     const int8Fallback: ActivationsFallback | null = o.activations !== 'int8' || !device8 ? null : q4 ? device8
       : { message: 'int8 activations on webgpu: they apply to 4-bit matrices and this model has none', hint: 'quantize it to 4 bits (--quant q4), or leave --activations out' };
     const kvCache = o.kvCache ?? 'f32';
+    const prefill = o.prefill ?? 'f32';
+    if (prefill !== 'f32' && prefill !== 'f16') throw new InputError(`prefill '${String(prefill)}': 'f32' or 'f16'`, {}, "give prefill 'f32' or 'f16'");
     if (kvCache !== 'f32' && kvCache !== 'f16') throw new InputError(`kvCache '${String(kvCache)}': 'f32' or 'f16'`, {}, "give kvCache 'f32' or 'f16'");
     if (kvCache === 'f16' && !device.features.has('shader-f16')) {
       throw new UnsupportedError('an f16 KV cache on webgpu: this device has no shader-f16', {}, "use kvCache 'f32' (--kv-cache f32)");
     }
     // The tiny decode kernel reads an f32 cache.
-    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && !int8Fallback ? 'int8' : 'f32', !!o.tinyDecode && caps.dot4 && kvCache === 'f32', kvCache);
+    const r = new WebGpuLlm(w, capacity, device, ctx, caps, o.activations === 'int8' && !int8Fallback ? 'int8' : 'f32', !!o.tinyDecode && caps.dot4 && kvCache === 'f32', kvCache, prefill);
     r.int8Fallback = int8Fallback;
     try {
       await r.init();
@@ -654,8 +678,14 @@ export class WebGpuLlm implements LlmRunner {
       const outAt = new Map<number, boolean>();
       let anyQuant = false;
       for (const TB of [...this.buckets, GEMM_TM]) {
-        let code: string, UW: number, quantBefore = false, quantOut = false;
-        if (TB === GEMM_TM) {
+        let code: string, UW: number, TW = TB, quantBefore = false, quantOut = false;
+        const tc = TB === GEMM_TM ? this.tensorCoreTile(base) : null;
+        if (tc) {
+          code = gemmTcKernel(base, tc.tile, tc.emulate);
+          UW = gemmTcUnitsPerTile(base, tc.tile);
+          TW = tcDims(tc.tile).BM;
+          this.stats.tensorCoreGemms++;
+        } else if (TB === GEMM_TM) {
           code = gemmKernel(base, llmGpuConfig.gemmTN);
           UW = gemmUnitsPerTile(base, llmGpuConfig.gemmTN);
         } else {
@@ -672,7 +702,7 @@ export class WebGpuLlm implements LlmRunner {
         outAt.set(TB, quantOut);
         if (quantOut) this.stats.quantizingEpilogues++;
         if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");
-        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, quantBefore, quantOut }); }));
+        pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, TW, quantBefore, quantOut }); }));
       }
       if (anyQuant) pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm), k.quant.bindings).then((p) => { k.quant.pipeline = p; }));
       return { k, buf, packed, quantOut: (TB) => outAt.get(TB) ?? false };
@@ -803,6 +833,17 @@ export class WebGpuLlm implements LlmRunner {
     const pipeline = await this.pipeline(code, 'rrrww');
     this.tiny = { pipeline, bind: this.bindGroup(this.layoutFor('rrrww').bgl, [this.meta, buf, embed, kvAll, this.x]) };
     this.stats.tinyDecode = true;
+  }
+
+  /** The tensor-core GEMM's tile for this matrix (llmGpuConfig.gemmTensorCores), or null for gemmKernel. */
+  private tensorCoreTile(s: GemmSpec): { tile: TcTile; emulate: boolean } | null {
+    const mode = this.prefill === 'f16' ? llmGpuConfig.gemmTensorCores : false;
+    const emulate = mode === 'emulate';
+    if (!mode || !this.device.features.has('shader-f16') || (!emulate && !(this.caps.subgroupMatrix && this.subgroups))) return null;
+    // K steps of 64 where K holds whole ones, else of 32 (the default tile's).
+    const tiles = llmGpuConfig.tcTile ? [llmGpuConfig.tcTile] : [TC_TILE, { ...TC_TILE, kSteps: 2 }];
+    const tile = tiles.find((t) => gemmTcValid(s, t, this.caps.maxWorkgroupStorage, this.caps.maxInvocations, emulate));
+    return tile ? { tile, emulate } : null;
   }
 
   private shapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number): GemvSpec {
@@ -1154,7 +1195,7 @@ export class WebGpuLlm implements LlmRunner {
     const gemv = (name: string, k: GemvKernels, rows: number, tb: number) => {
       const e = k.byTB.get(tb)!;
       if (e.quantBefore) dispatch(`${name} x8`, k.quant.pipeline!, k.quant.bind!, 1, rows);
-      dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, tb));
+      dispatch(name, e.pipeline, k.bind!, ceilDiv(k.units, e.UW), ceilDiv(rows, e.TW));
     };
     if (T === 1 && this.tiny) dispatch('tiny decode', this.tiny.pipeline, this.tiny.bind, 1);
     else if (this.embedGather) dispatch('embedding', this.embedGather.pipeline, this.embedGather.bind, T);
@@ -1227,4 +1268,4 @@ function checkConfig(c: LlamaConfig): void {
   if (c.heads % c.kvHeads) throw bad(`heads (${c.heads}) that are a multiple of the KV heads (${c.kvHeads})`);
 }
 
-registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity, activations: o.activations, kvCache: o.kvCache }));
+registerLlmBackend('webgpu', (w, o) => WebGpuLlm.create(w, { capacity: o.capacity, activations: o.activations, kvCache: o.kvCache, prefill: o.prefill }));

@@ -292,7 +292,7 @@ const kvStore = (kv16: boolean | undefined, v: string): string => (kv16 ? `f16($
 const kvLoad = (kv16: boolean | undefined, v: string): string => (kv16 ? `f32(${v})` : v);
 
 /** The epilogue of one output: `ya` (and `yb`, the pair's second row) of unit `un` for token `t`. */
-function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
+export function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
   const { m, epi } = s;
   switch (epi.kind) {
     case 'head': return [`OUT[t * ${u(m.N)} + un] = ya;`];
@@ -340,7 +340,7 @@ function epilogueLines(s: { m: MatLayout; epi: Epilogue }): string[] {
 }
 
 /** Storage declarations of the matrix kernels, in gemvBindings' order. */
-function matDecls(s: BindingSpec): string {
+export function matDecls(s: BindingSpec): string {
   const bindings = gemvBindings(s);
   const names = ['MT', 'W', 'X', ...(s.norm ? ['NW'] : [])];
   const types = ['array<u32>', 'array<vec4<u32>>', 'array<vec4f>', ...(s.norm ? ['array<vec4f>'] : [])];
@@ -355,7 +355,7 @@ function matDecls(s: BindingSpec): string {
 }
 
 /** Row of unit `uv`, half `h` (a number or a WGSL expression; paired units are two rows). */
-function rowOfUnit(epi: Epilogue, uv: string, h: number | string): string {
+export function rowOfUnit(epi: Epilogue, uv: string, h: number | string): string {
   const hv = typeof h === 'number' ? u(h) : h;
   if (epi.kind === 'gateup') return h === 0 ? uv : `(${uv} + ${hv} * ${u(epi.F)})`;
   if (epi.kind === 'qkv') {
@@ -366,12 +366,12 @@ function rowOfUnit(epi: Epilogue, uv: string, h: number | string): string {
 }
 
 /** The x row of token slot `t` (an expression): an embedding row, the head's row, or row t. */
-function xRow(s: { gather: boolean; epi: Epilogue }, t: string): string {
+export function xRow(s: { gather: boolean; epi: Epilogue }, t: string): string {
   return s.gather ? `MT[${u(META_IDS)} + ${t}]` : s.epi.kind === 'head' ? `(MT[2] + ${t})` : t;
 }
 
 /** Gather mode: workgroups of column 0 copy their tokens' embedding rows into x. */
-function gatherCopy(K4: number, TB: number, WG: number): string {
+export function gatherCopy(K4: number, TB: number, WG: number): string {
   return `if (wid.x == 0u) {
     for (var i = 0u; i < ${u(TB)}; i++) {
       let t = t0 + i;
@@ -383,7 +383,7 @@ function gatherCopy(K4: number, TB: number, WG: number): string {
   }`;
 }
 
-function quantHelpers(bits: number): string {
+export function quantHelpers(bits: number): string {
   return [
     'fn w32(i: u32) -> u32 { return W[i >> 2u][i & 3u]; }',
     bits === 4 ? 'fn nib(w: u32, sh: vec4<u32>) -> vec4f { return bitcast<vec4f>(((vec4<u32>(w) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4f(8388608.0); }' : '',
@@ -906,6 +906,29 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 `;
 }
 
+/**
+ * The tiled kernels' RMSNorm prologue: every token's sum of squares over its x row (4 threads a token, each a quarter of
+ * K, then one per token sums the four) into `rinv` (1/rms of the tile's TM tokens); needs `ssr` (4·TM f32) and `rinv`
+ * (TM f32) in workgroup memory, `rows` and `t0` in scope.
+ */
+export function rmsPass(s: { m: MatLayout; gather: boolean; epi: Epilogue; eps: number }, TM: number, WG: number): string {
+  const K4 = s.m.K / 4;
+  return `{
+    for (var e = lid; e < ${u(4 * TM)}; e += ${u(WG)}) {
+      let tt = e / 4u;
+      let xr = ${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)};
+      var ss = 0.0;
+      for (var k = e % 4u; k < ${u(K4)}; k += 4u) { let v = X[xr + k]; ss += dot(v, v); }
+      ssr[e] = ss;
+    }
+    workgroupBarrier();
+    for (var tt = lid; tt < ${u(TM)}; tt += ${u(WG)}) {
+      rinv[tt] = inverseSqrt((ssr[4u * tt] + ssr[4u * tt + 1u] + ssr[4u * tt + 2u] + ssr[4u * tt + 3u]) / ${f32Lit(s.m.K)} + ${f32Lit(s.eps)});
+    }
+    workgroupBarrier();
+  }`;
+}
+
 /** The tiled matrix kernel: 64 tokens × 64 rows per workgroup of 256 threads, each thread 4 tokens × 4 rows. */
 export const GEMM_TM = 64;
 export const GEMM_TN = 64;
@@ -978,23 +1001,7 @@ export function gemmKernel(s: GemmSpec, TN = GEMM_TN): string {
       xs[xo + ${u(TM / 2)}][tt & 3u] = v.z;
       xs[xo + ${u((3 * TM) / 4)}][tt & 3u] = v.w;`)),
   ].join('\n    ');
-  // Every token's sum of squares: 4 threads a token (each a quarter of K), then one per token sums the four.
-  const ssPass = norm
-    ? `{
-    for (var e = lid; e < ${u(4 * TM)}; e += ${u(WG)}) {
-      let tt = e / 4u;
-      let xr = ${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)};
-      var ss = 0.0;
-      for (var k = e % 4u; k < ${u(K4)}; k += 4u) { let v = X[xr + k]; ss += dot(v, v); }
-      ssr[e] = ss;
-    }
-    workgroupBarrier();
-    for (var tt = lid; tt < ${u(TM)}; tt += ${u(WG)}) {
-      rinv[tt] = inverseSqrt((ssr[4u * tt] + ssr[4u * tt + 1u] + ssr[4u * tt + 2u] + ssr[4u * tt + 3u]) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});
-    }
-    workgroupBarrier();
-  }`
-    : '';
+  const ssPass = norm ? rmsPass(s, TM, WG) : '';
   const accs: string[] = [];
   for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) accs.push(`c${i}${j}`);
   const fma: string[] = [];

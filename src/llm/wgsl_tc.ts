@@ -1,0 +1,210 @@
+// The LLM prefill GEMM on the tensor cores: Y = X Wᵀ for a tile of 64 tokens with WGSL subgroup matrices (16×16×16,
+// f16 operands, f32 sums; Chromium's experimental `chromium_experimental_subgroup_matrix`). Per K step the workgroup
+// dequantises its BN rows of W (4/8-bit groups or f32) to f16 and stages the tile's tokens of x (RMS-normalised as
+// gemmKernel does) as f16 in workgroup memory, loading the next step's words and x into registers while its subgroups
+// multiply. Each subgroup owns fm×fn result matrices; they leave through a per-subgroup scratch where the lanes apply
+// gemmKernel's epilogues (q/k/v with RoPE and the cache, SiLU·mul, residual, head), so bindings, row pairs and
+// dispatch (ceil(units / units-per-tile) × ceil(T / 64)) are those of gemmKernel.
+//
+// `emulate`: the same kernel with each subgroup-matrix operation written out in plain WGSL over the same workgroup
+// tiles (a virtual subgroup of SG lanes sums every 16×16 product in f32 and keeps its sums in workgroup memory). Devices
+// without subgroup matrices (the software driver of the tests) run it, which checks the staging, dequantisation,
+// offsets and epilogues that the tensor cores use; only the products' order of summation differs.
+//
+// Precision: x and the dequantised weights are rounded to f16 (11 significant bits) before the products; the sums are
+// f32. Against gemmKernel (f32 throughout) the outputs differ by ~2^-11 of the terms' magnitudes.
+import { epilogueLines, gatherCopy, gemvUnits, matDecls, paired, quantHelpers, rmsPass, rowOfUnit, scaleOf, xRow, zeroOf, type GemmSpec } from './wgsl.js';
+
+const u = (n: number): string => `${n}u`;
+
+/** Result matrices (16×16) per subgroup along tokens (fm) and rows (fn); subgroups along each (sm, sn); K steps of 16. */
+export interface TcTile { fm: number; fn: number; sm: number; sn: number; kSteps: number }
+
+/**
+ * The default: 64 tokens × 128 rows, 8 subgroups of 2×2 result matrices, K steps of 64 (the runtime takes steps of 32
+ * where K holds no whole step of 64). On the H100 at 7B shapes (int8 x), a 256-token forward took 62.1 ms of GPU time
+ * against 65.5 with steps of 32, 65.9–82.4 with 128-token tiles and 161.5 for gemmKernel
+ * (bench/results/gpu/h100-tc-prefill2-7b-s28.txt).
+ */
+export const TC_TILE: TcTile = { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 4 };
+/** Lanes of a subgroup the kernel is written for (the device's subgroups must be exactly this wide and contiguous). */
+export const TC_SG = 32;
+/** f16 elements appended to each staged row (spreads a fragment's rows over the banks). */
+const PAD = 8;
+
+export function tcDims(t: TcTile): { BM: number; BN: number; BK: number; NSG: number; NT: number } {
+  const NSG = t.sm * t.sn;
+  return { BM: t.sm * t.fm * 16, BN: t.sn * t.fn * 16, BK: t.kSteps * 16, NSG, NT: NSG * TC_SG };
+}
+
+/** Units (rows, or row pairs) of a tile. */
+export const gemmTcUnitsPerTile = (s: Pick<GemmSpec, 'epi'>, t: TcTile): number => tcDims(t).BN / (paired(s.epi) ? 2 : 1);
+
+/** Workgroup bytes of the kernel (emulated: with every subgroup's sums). */
+export function gemmTcBytes(s: Pick<GemmSpec, 'norm'>, t: TcTile, emulate: boolean): number {
+  const { BM, BN, BK, NSG } = tcDims(t);
+  return (BM + BN) * (BK + PAD) * 2 + NSG * 1024 + (s.norm ? BM * 20 : 0) + (emulate ? NSG * t.fm * t.fn * 1024 : 0);
+}
+
+/**
+ * Whether the kernel runs this matrix with this tile: K a whole number of K steps, a K step a whole number of W words,
+ * a word within one quantization group, and the device's limits.
+ */
+export function gemmTcValid(s: GemmSpec, t: TcTile, maxWorkgroupStorage: number, maxInvocations: number, emulate = false): boolean {
+  const { BM, BK, NT } = tcDims(t);
+  const WPW = 32 / s.m.bits;
+  return s.m.K % BK === 0 && BK % WPW === 0 && (s.m.kind === 'f32' || s.m.group % WPW === 0) &&
+    s.m.wpr * WPW === s.m.K && NT <= maxInvocations && gemmTcBytes(s, t, emulate) <= maxWorkgroupStorage;
+}
+
+export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
+  const { m, norm, gather, epi } = s;
+  const P = paired(epi) ? 2 : 1;
+  const { BM, BN, BK, NSG, NT } = tcDims(t);
+  const SA = BK + PAD, SB = BK + PAD, SG = TC_SG;
+  const UT = BN / P, U = gemvUnits(s), K4 = m.K / 4, KT = m.K / BK;
+  const quant = m.kind === 'q';
+  const WPW = 32 / m.bits, WS = BK / WPW; // weights a word, words a row a step
+  // 4-bit groups of whole runs of 32 with rows of whole vec4s: an item is 32 weights of a row (one 16-byte load, one
+  // scale and zero point); else a W word (WPW weights, their group's scale and zero point each).
+  const vec = m.kind === 'q' && m.bits === 4 && m.group % 32 === 0 && m.stride % 4 === 0 && BK % 32 === 0;
+  const IW = vec ? BK / 32 : WS; // W items a row a step
+  const ITW = Math.ceil((BN * IW) / NT), ITX = Math.ceil((BM * (BK / 4)) / NT);
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const rowOfTile = (r: string) => rowOfUnit(epi, P === 2 ? `min(u0 + ${r} / 2u, ${u(U - 1)})` : `min(u0 + ${r}, ${u(U - 1)})`, P === 2 ? `(${r} % 2u)` : 0);
+  const slot = (j: number, n: number, body: string): string => `{ let it = lid + ${u(j * NT)};${(j + 1) * NT > n ? ` if (it < ${u(n)})` : ''} {\n      ${body}\n    } }`;
+  const wItem = `let r = it / ${u(IW)};\n      let wi = it % ${u(IW)};\n      let row = ${rowOfTile('r')};`;
+  const xItem = `let tt = it / ${u(BK / 4)};\n      let k4 = it % ${u(BK / 4)};`;
+  const loadStep = (kt: string): string => [
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      pw[${j}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};`)),
+    ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}\n      px[${j}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${kt} * ${u(BK / 4)} + k4];`)),
+  ].join('\n    ');
+  // One W word → WPW weights of row r (tile row, [n][k] in Bs), dequantised and rounded to f16.
+  const wordWeights = (): string[] => {
+    const out: string[] = [];
+    if (vec) {
+      // 4 words: weights 8q … 8q+7 of the run in word q (nibble e is weight 8q + e).
+      out.push(`let g = (kt * ${u(BK)} + wi * 32u) / ${u(m.group)};`, `let sc = ${scaleOf(m, 'row', 'g')};`, `let zp = vec4f(${zeroOf(m, 'row', 'g')});`, 'let bo = r * ' + u(SB) + ' + wi * 32u;');
+      for (let q = 0; q < 4; q++) {
+        const w = `wd[${q}]`;
+        out.push(`{ let lo = vec4<f16>((nib(${w}, vec4<u32>(0u, 4u, 8u, 12u)) - zp) * sc); let hi = vec4<f16>((nib(${w}, vec4<u32>(16u, 20u, 24u, 28u)) - zp) * sc);`);
+        out.push(`  ${range(8).map((e) => `Bs[bo + ${u(8 * q + e)}] = ${e < 4 ? 'lo' : 'hi'}[${e % 4}];`).join(' ')} }`);
+      }
+      return out;
+    }
+    if (m.bits === 4) out.push('let lo = nib(wd, vec4<u32>(0u, 4u, 8u, 12u));', 'let hi = nib(wd, vec4<u32>(16u, 20u, 24u, 28u));');
+    if (m.bits === 8) out.push('let by = byt(wd);');
+    if (quant) out.push(`let g = (kt * ${u(BK)} + wi * ${u(WPW)}) / ${u(m.group)};`, `let sc = ${scaleOf(m, 'row', 'g')};`, `let zp = ${zeroOf(m, 'row', 'g')};`);
+    out.push(`let bo = r * ${u(SB)} + wi * ${u(WPW)};`);
+    for (let e = 0; e < WPW; e++) {
+      const v = m.bits === 32 ? 'bitcast<f32>(wd)' : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`;
+      out.push(`Bs[bo + ${u(e)}] = f16(${quant ? `(${v} - zp) * sc` : v});`);
+    }
+    return out;
+  };
+  const storeStep = (): string => [
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      let wd = pw[${j}];\n      ${wordWeights().join('\n      ')}`)),
+    ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}
+      let v = px[${j}]${norm ? ` * NW[kt * ${u(BK / 4)} + k4] * rinv[tt]` : ''};
+      let ao = tt * ${u(SA)} + k4 * 4u;
+      As[ao] = f16(v.x); As[ao + 1u] = f16(v.y); As[ao + 2u] = f16(v.z); As[ao + 3u] = f16(v.w);`)),
+  ].join('\n    ');
+
+  const accBase = (i: number, j: number) => `(sg * ${u(t.fm * t.fn)} + ${u(i * t.fn + j)}) * 256u`;
+  const aOff = (i: number, kk: number) => `(wr + ${u(i * 16)}) * ${u(SA)} + ${u(kk * 16)}`;
+  const bOff = (j: number, kk: number) => `(wc + ${u(j * 16)}) * ${u(SB)} + ${u(kk * 16)}`;
+  const compute: string[] = [];
+  for (let kk = 0; kk < t.kSteps; kk++) {
+    if (emulate) {
+      // C[r][c] += Σ_k A[r][k] · B[k][c], A row-major at aOff (stride SA), B column-major at bOff (stride SB).
+      for (let i = 0; i < t.fm; i++) {
+        for (let j = 0; j < t.fn; j++) {
+          compute.push(`{ let ao = ${aOff(i, kk)}; let bo = ${bOff(j, kk)}; let base = ${accBase(i, j)};
+      for (var e = lane; e < 256u; e += ${u(SG)}) {
+        let ar = ao + (e / 16u) * ${u(SA)}; let bc = bo + (e % 16u) * ${u(SB)};
+        var sum = 0.0;
+        for (var k = 0u; k < 16u; k++) { sum += f32(As[ar + k]) * f32(Bs[bc + k]); }
+        Acc[base + e] += sum;
+      } }`);
+        }
+      }
+      continue;
+    }
+    compute.push('{');
+    for (let i = 0; i < t.fm; i++) compute.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&As, ${aOff(i, kk)}, false, ${u(SA)});`);
+    for (let j = 0; j < t.fn; j++) compute.push(`let b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&Bs, ${bOff(j, kk)}, true, ${u(SB)});`);
+    for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`);
+    compute.push('}');
+  }
+
+  // Each result matrix leaves through the subgroup's 16×16 scratch; its lanes then run the epilogue per output (a
+  // pair's two rows are neighbouring tile columns: a unit's halves never straddle a 16-column matrix).
+  const epi1 = epilogueLines(s).join('\n          ');
+  const outs = range(t.fm).flatMap((i) => range(t.fn).map((j) => {
+    const store = emulate
+      ? `for (var e = lane; e < 256u; e += ${u(SG)}) { Cs[sg * 256u + e] = Acc[${accBase(i, j)} + e]; }`
+      : `subgroupMatrixStore(&Cs, sg * 256u, acc${i}_${j}, false, 16u);`;
+    const body = P === 1
+      ? `for (var q = lane; q < 256u; q += ${u(SG)}) {
+        let t = t0 + wr + ${u(i * 16)} + q / 16u; let un = u0 + wc + ${u(j * 16)} + q % 16u;
+        if (t < rows && un < ${u(U)}) {
+          let ya = Cs[sg * 256u + q];
+          ${epi1}
+        }
+      }`
+      : `for (var q = lane; q < 128u; q += ${u(SG)}) {
+        let rr = q / 8u; let pc = q % 8u;
+        let t = t0 + wr + ${u(i * 16)} + rr; let un = u0 + (wc + ${u(j * 16)}) / 2u + pc;
+        if (t < rows && un < ${u(U)}) {
+          let ya = Cs[sg * 256u + rr * 16u + 2u * pc]; let yb = Cs[sg * 256u + rr * 16u + 2u * pc + 1u];
+          ${epi1}
+        }
+      }`;
+    return `{
+    ${store}
+    workgroupBarrier();
+    ${body}
+    workgroupBarrier();
+  }`;
+  }));
+
+  const accDecls = emulate
+    ? `for (var e = lid; e < ${u(NSG * t.fm * t.fn * 256)}; e += ${u(NT)}) { Acc[e] = 0.0; }`
+    : range(t.fm).flatMap((i) => range(t.fn).map((j) => `var acc${i}_${j}: subgroup_matrix_result<f32, 16, 16>;`)).join('\n  ');
+  const code = `${matDecls(s).replace(/^enable f16;\n/, '')}
+var<workgroup> As: array<f16, ${BM * SA}>;
+var<workgroup> Bs: array<f16, ${BN * SB}>;
+var<workgroup> Cs: array<f32, ${NSG * 256}>;
+${emulate ? `var<workgroup> Acc: array<f32, ${NSG * t.fm * t.fn * 256}>;` : ''}
+${norm ? `var<workgroup> ssr: array<f32, ${4 * BM}>;\nvar<workgroup> rinv: array<f32, ${BM}>;` : ''}
+${quantHelpers(m.bits)}
+@compute @workgroup_size(${NT})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let rows = ${epi.kind === 'head' ? 'MT[3]' : 'MT[0]'};
+  let t0 = wid.y * ${u(BM)};
+  if (t0 >= rows) { return; }
+  ${gather ? gatherCopy(K4, BM, NT) : ''}
+  let u0 = wid.x * ${u(UT)};
+  let sg = lid / ${u(SG)}; let lane = lid % ${u(SG)};
+  let wr = (sg / ${u(t.sn)}) * ${u(t.fm * 16)}; let wc = (sg % ${u(t.sn)}) * ${u(t.fn * 16)};
+  ${norm ? rmsPass(s, BM, NT) : ''}
+  ${accDecls}
+  var pw: array<${vec ? 'vec4<u32>' : 'u32'}, ${ITW}>;
+  var px: array<vec4f, ${ITX}>;
+  ${loadStep('0u')}
+  for (var kt = 0u; kt < ${u(KT)}; kt++) {
+    ${storeStep()}
+    workgroupBarrier();
+    // The next step's words and x, loaded while this step's products run.
+    if (kt + 1u < ${u(KT)}) {
+      let kn = kt + 1u;
+      ${loadStep('kn')}
+    }
+    ${compute.join('\n    ')}
+    workgroupBarrier();
+  }
+  ${outs.join('\n  ')}
+}
+`;
+  return `enable f16;\n${emulate ? '' : 'enable chromium_experimental_subgroup_matrix;\ndiagnostic(off, chromium.subgroup_matrix_uniformity);\n'}${code}`;
+}
