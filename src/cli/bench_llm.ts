@@ -52,12 +52,18 @@ export interface BenchLlmArgs {
   json?: string;
 }
 
+/** A comma-separated list option whose every item is one of `allowed` (a typed error names the one that is not). */
+function listOption<T extends string>(flag: string, given: string, allowed: readonly T[]): T[] {
+  const xs = given.split(',').map((x) => x.trim());
+  for (const x of xs) if (!(allowed as readonly string[]).includes(x)) throw new InputError(`--${flag} ${x}: use ${allowed.join(', ')} (comma-separated)`);
+  return xs as T[];
+}
+
 export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<number> {
   const log = (s: string) => console.error(s);
   const target = model.startsWith('random:') ? randomModel(model.slice(7)) : await loadLlm(model);
   const stored = quantBits(target);
-  const quants = (a.quant ?? (stored ? `q${stored}` : 'q4')).split(',').map((q) => q.trim());
-  for (const q of quants) if (!['f32', 'q4', 'q8'].includes(q)) throw new InputError(`--quant ${q}: use f32, q4, q8 (comma-separated)`);
+  const quants = listOption('quant', a.quant ?? (stored ? `q${stored}` : 'q4'), ['f32', 'q4', 'q8'] as const);
   const draft = a.draft ? await loadLlm(a.draft) : undefined;
   const n = Number(a.promptTokens);
   let prompt: number[];
@@ -71,12 +77,9 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
     while (prompt.length < n) { s = (s * 1103515245 + 12345) >>> 0; prompt.push(3 + (s % (target.config.vocab - 3))); }
   }
   const threads = a.threads ? Number(a.threads) : 2;
-  const activations = (a.activations ?? 'f32').split(',').map((x) => x.trim());
-  for (const x of activations) if (x !== 'f32' && x !== 'int8') throw new InputError(`--activations ${x}: use f32, int8 (comma-separated)`);
-  const kvCaches = (a.kvCache ?? 'f32').split(',').map((x) => x.trim());
-  for (const x of kvCaches) if (x !== 'f32' && x !== 'f16') throw new InputError(`--kv-cache ${x}: use f32, f16 (comma-separated)`);
-  const prefills = (a.prefill ?? 'f32').split(',').map((x) => x.trim());
-  for (const x of prefills) if (x !== 'f32' && x !== 'f16') throw new InputError(`--prefill ${x}: use f32, f16 (comma-separated)`);
+  const activations = listOption('activations', a.activations ?? 'f32', ['f32', 'int8'] as const);
+  const kvCaches = listOption('kv-cache', a.kvCache ?? 'f32', ['f32', 'f16'] as const);
+  const prefills = listOption('prefill', a.prefill ?? 'f32', ['f32', 'f16'] as const);
   const PEERS = ['web-wasm', 'web-webgpu', 'node'] as const;
   const given = (a.peers ?? (a.backend === 'webgpu' ? 'web-webgpu' : 'web-wasm')).split(',').map((p) => p.trim());
   for (const p of given) {
@@ -86,8 +89,8 @@ export async function benchLlmCommand(model: string, a: BenchLlmArgs): Promise<n
   if (peers.includes('node') && !hasOrtNode()) { log('onnxruntime-node is not installed here: left out'); peers = peers.filter((p) => p !== 'node'); }
   if (peers.includes('web-webgpu') || a.backend === 'webgpu') log(`GPU: ${await installGpuForPeers()}`);
   const { results, bytesPerToken } = await llmBench({
-    target, draft, quants: quants as never, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
-    draftTokens: Number(a.draftTokens), peers, log, activations: activations as ('f32' | 'int8')[], kvCaches: kvCaches as ('f32' | 'f16')[], prefills: prefills as ('f32' | 'f16')[], draftAdaptive: a.draftAdaptive, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
+    target, draft, quants, backend: a.backend, threads, prompt, tokens: Number(a.tokens), rounds: Number(a.rounds),
+    draftTokens: Number(a.draftTokens), peers, log, activations, kvCaches, prefills, draftAdaptive: a.draftAdaptive, peerOnnx: a.peerOnnx ? new Uint8Array(await fs.readFile(a.peerOnnx)) : undefined,
   });
   const best = (backendPeer: DecodeResult[]) => Math.max(...backendPeer.filter((r) => r.peer && r.correct !== false && r.engine.startsWith('onnxruntime-web')).map((r) => r.decodeTokPerSec));
   const bestWeb = best(results);

@@ -929,6 +929,35 @@ export function rmsPass(s: { m: MatLayout; gather: boolean; epi: Epilogue; eps: 
   }`;
 }
 
+/**
+ * The tiled kernels' row of W for tile row `r` (a WGSL expression): unit u0 + r (paired units: u0 + r/2, half r%2),
+ * clamped to the last of U units.
+ */
+export function tileRow(epi: Epilogue, U: number, r: string): string {
+  return paired(epi) ? rowOfUnit(epi, `min(u0 + ${r} / 2u, ${u(U - 1)})`, `(${r} % 2u)`) : rowOfUnit(epi, `min(u0 + ${r}, ${u(U - 1)})`, 0);
+}
+
+/**
+ * The tiled kernels' work items: slot j of a thread is item `it` = lid + j·WG (of n; the last slot checks the bound),
+ * running `body`.
+ */
+export const itemSlot = (WG: number) => (j: number, n: number, body: string): string =>
+  `{ let it = lid + ${u(j * WG)};${(j + 1) * WG > n ? ` if (it < ${u(n)})` : ''} {\n      ${body}\n    } }`;
+
+/**
+ * One W word `wd` of row `row` dequantised: the statements (4-bit nibbles into lo/hi, 8-bit bytes into by; for 4/8-bit
+ * the group `g` = `gExpr`, its scale sc and zero point zp) and the f32 expression of each of its 32/bits weights.
+ */
+export function wordDequant(m: MatLayout, gExpr: string): { lines: string[]; value: (e: number) => string } {
+  const quant = m.kind === 'q';
+  const lines: string[] = [];
+  if (m.bits === 4) lines.push('let lo = nib(wd, vec4<u32>(0u, 4u, 8u, 12u));', 'let hi = nib(wd, vec4<u32>(16u, 20u, 24u, 28u));');
+  if (m.bits === 8) lines.push('let by = byt(wd);');
+  if (quant) lines.push(`let g = ${gExpr};`, `let sc = ${scaleOf(m, 'row', 'g')};`, `let zp = ${zeroOf(m, 'row', 'g')};`);
+  const raw = (e: number) => (m.bits === 32 ? 'bitcast<f32>(wd)' : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`);
+  return { lines, value: (e) => (quant ? `(${raw(e)} - zp) * sc` : raw(e)) };
+}
+
 /** The tiled matrix kernel: 64 tokens × 64 rows per workgroup of 256 threads, each thread 4 tokens × 4 rows. */
 export const GEMM_TM = 64;
 export const GEMM_TN = 64;
@@ -951,7 +980,6 @@ export function gemmKernel(s: GemmSpec, TN = GEMM_TN): string {
   if (TN % 8 !== 0 || TN > 64) throw new Error(`gemm: TN = ${TN}`);
   const WG = 4 * TN, TM = GEMM_TM, UT = TN / P, U = gemvUnits(s);
   const K4 = m.K / 4;
-  const quant = m.kind === 'q';
   const CW = m.wpr % 4 === 0 ? 4 : 1;
   const WPW = 32 / m.bits;
   const CWt = CW * WPW;
@@ -961,31 +989,18 @@ export function gemmKernel(s: GemmSpec, TN = GEMM_TN): string {
   while (NCH * 2 * CWt <= 32 && KC % (NCH * 2) === 0) NCH *= 2;
   const KS = NCH * CWt, KS4 = KS / 4, WS = NCH * CW; // weights, x vec4s and W words per row per step
   const rowsExpr = epi.kind === 'head' ? 'MT[3]' : 'MT[0]';
-  const rowOfTile = (r: string) => rowOfUnit(epi, P === 2 ? `min(u0 + ${r} / 2u, ${u(U - 1)})` : `min(u0 + ${r}, ${u(U - 1)})`, P === 2 ? `(${r} % 2u)` : 0);
 
   // One W word -> WPW dequantised weights in ws[k][r].
   const wordWeights = (): string[] => {
-    const out: string[] = [];
-    const vals = m.bits === 32 ? ['bitcast<f32>(wd)'] : [];
-    if (m.bits === 4) out.push('let lo = nib(wd, vec4<u32>(0u, 4u, 8u, 12u));', 'let hi = nib(wd, vec4<u32>(16u, 20u, 24u, 28u));');
-    if (m.bits === 8) out.push('let by = byt(wd);');
-    if (quant) {
-      out.push(`let g = (kc * ${u(CWt)} + wi * ${u(WPW)}) / ${u(m.group)};`);
-      out.push(`let sc = ${scaleOf(m, 'row', 'g')};`);
-      out.push(`let zp = ${zeroOf(m, 'row', 'g')};`);
-    }
-    for (let e = 0; e < WPW; e++) {
-      const v = m.bits === 32 ? vals[0] : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`;
-      out.push(`ws[((wi * ${u(WPW)} + ${u(e)}) * ${u(TN)} + r) >> 2u][r & 3u] = ${quant ? `(${v} - zp) * sc` : v};`);
-    }
-    return out;
+    const d = wordDequant(m, `(kc * ${u(CWt)} + wi * ${u(WPW)}) / ${u(m.group)}`);
+    return [...d.lines, ...Array.from({ length: WPW }, (_, e) => `ws[((wi * ${u(WPW)} + ${u(e)}) * ${u(TN)} + r) >> 2u][r & 3u] = ${d.value(e)};`)];
   };
 
   // Each K step's W words and x vec4s go through registers: loaded one step ahead (loadStep), then dequantised and
   // stored into workgroup memory (storeStep). Slot j of a thread is item lid + j·WG.
   const ITW = Math.ceil((TN * WS) / WG), ITX = Math.ceil((TM * KS4) / WG);
-  const slot = (j: number, n: number, body: string): string => `{ let it = lid + ${u(j * WG)};${(j + 1) * WG > n ? ` if (it < ${u(n)})` : ''} {\n      ${body}\n    } }`;
-  const wItem = `let r = it / ${u(WS)};\n      let wi = it % ${u(WS)};\n      let row = ${rowOfTile('r')};`;
+  const slot = itemSlot(WG);
+  const wItem = `let r = it / ${u(WS)};\n      let wi = it % ${u(WS)};\n      let row = ${tileRow(epi, U, 'r')};`;
   const xItem = `let tt = it / ${u(KS4)};\n      let k4 = it % ${u(KS4)};`;
   const loadStep = (k: string): string => [
     ...Array.from({ length: ITW }, (_, j) => slot(j, TN * WS, `${wItem}\n      pw[${j}] = w32(row * ${u(m.stride)} + ${k} * ${u(CW)} + wi);`)),

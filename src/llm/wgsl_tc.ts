@@ -13,7 +13,7 @@
 //
 // Precision: x and the dequantised weights are rounded to f16 (11 significant bits) before the products; the sums are
 // f32. Against gemmKernel (f32 throughout) the outputs differ by ~2^-11 of the terms' magnitudes.
-import { epilogueLines, gatherCopy, gemvUnits, matDecls, paired, quantHelpers, rmsPass, rowOfUnit, scaleOf, xRow, zeroOf, type GemmSpec } from './wgsl.js';
+import { epilogueLines, gatherCopy, gemvUnits, itemSlot, matDecls, paired, quantHelpers, rmsPass, scaleOf, tileRow, wordDequant, xRow, zeroOf, type GemmSpec } from './wgsl.js';
 
 const u = (n: number): string => `${n}u`;
 
@@ -63,7 +63,6 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   const { BM, BN, BK, NSG, NT } = tcDims(t);
   const SA = BK + PAD, SB = BK + PAD, SG = TC_SG;
   const UT = BN / P, U = gemvUnits(s), K4 = m.K / 4, KT = m.K / BK;
-  const quant = m.kind === 'q';
   const WPW = 32 / m.bits, WS = BK / WPW; // weights a word, words a row a step
   // 4-bit groups of whole runs of 32 with rows of whole vec4s: an item is 32 weights of a row (one 16-byte load, one
   // scale and zero point); else a W word (WPW weights, their group's scale and zero point each).
@@ -71,9 +70,8 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   const IW = vec ? BK / 32 : WS; // W items a row a step
   const ITW = Math.ceil((BN * IW) / NT), ITX = Math.ceil((BM * (BK / 4)) / NT);
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  const rowOfTile = (r: string) => rowOfUnit(epi, P === 2 ? `min(u0 + ${r} / 2u, ${u(U - 1)})` : `min(u0 + ${r}, ${u(U - 1)})`, P === 2 ? `(${r} % 2u)` : 0);
-  const slot = (j: number, n: number, body: string): string => `{ let it = lid + ${u(j * NT)};${(j + 1) * NT > n ? ` if (it < ${u(n)})` : ''} {\n      ${body}\n    } }`;
-  const wItem = `let r = it / ${u(IW)};\n      let wi = it % ${u(IW)};\n      let row = ${rowOfTile('r')};`;
+  const slot = itemSlot(NT);
+  const wItem = `let r = it / ${u(IW)};\n      let wi = it % ${u(IW)};\n      let row = ${tileRow(epi, U, 'r')};`;
   const xItem = `let tt = it / ${u(BK / 4)};\n      let k4 = it % ${u(BK / 4)};`;
   const loadStep = (kt: string): string => [
     ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      pw[${j}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};`)),
@@ -81,8 +79,8 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   ].join('\n    ');
   // One W word → WPW weights of row r (tile row, [n][k] in Bs), dequantised and rounded to f16.
   const wordWeights = (): string[] => {
-    const out: string[] = [];
     if (vec) {
+      const out: string[] = [];
       // 4 words: weights 8q … 8q+7 of the run in word q (nibble e is weight 8q + e).
       out.push(`let g = (kt * ${u(BK)} + wi * 32u) / ${u(m.group)};`, `let sc = ${scaleOf(m, 'row', 'g')};`, `let zp = vec4f(${zeroOf(m, 'row', 'g')});`, 'let bo = r * ' + u(SB) + ' + wi * 32u;');
       for (let q = 0; q < 4; q++) {
@@ -92,15 +90,8 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
       }
       return out;
     }
-    if (m.bits === 4) out.push('let lo = nib(wd, vec4<u32>(0u, 4u, 8u, 12u));', 'let hi = nib(wd, vec4<u32>(16u, 20u, 24u, 28u));');
-    if (m.bits === 8) out.push('let by = byt(wd);');
-    if (quant) out.push(`let g = (kt * ${u(BK)} + wi * ${u(WPW)}) / ${u(m.group)};`, `let sc = ${scaleOf(m, 'row', 'g')};`, `let zp = ${zeroOf(m, 'row', 'g')};`);
-    out.push(`let bo = r * ${u(SB)} + wi * ${u(WPW)};`);
-    for (let e = 0; e < WPW; e++) {
-      const v = m.bits === 32 ? 'bitcast<f32>(wd)' : m.bits === 4 ? `${e < 4 ? 'lo' : 'hi'}[${e % 4}]` : `by[${e}]`;
-      out.push(`Bs[bo + ${u(e)}] = f16(${quant ? `(${v} - zp) * sc` : v});`);
-    }
-    return out;
+    const d = wordDequant(m, `(kt * ${u(BK)} + wi * ${u(WPW)}) / ${u(m.group)}`);
+    return [...d.lines, `let bo = r * ${u(SB)} + wi * ${u(WPW)};`, ...range(WPW).map((e) => `Bs[bo + ${u(e)}] = f16(${d.value(e)});`)];
   };
   const storeStep = (): string => [
     ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      let wd = pw[${j}];\n      ${wordWeights().join('\n      ')}`)),
