@@ -9,11 +9,11 @@ import { createLlm } from '../src/llm/index.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
 import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
-import type { LlamaConfig, LlmWeights } from '../src/llm/types.js';
+import type { LlamaConfig, LlmWeights, Matrix } from '../src/llm/types.js';
 import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, prefillChunks } from '../src/llm/webgpu.js';
 import { gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
-import { bytesPerToken } from '../src/llm/types.js';
+import { LAYER_MATRICES, bytesPerToken } from '../src/llm/types.js';
 
 const TIMEOUT = { timeout: 900_000 };
 
@@ -966,11 +966,18 @@ test('webgpu llm: an embedding table larger than one binding is held in chunks o
  * bench/results/gpu/h100-tc-prefill2-7b-s28.txt). x and the dequantised weights are rounded to f16, so its logits sit
  * ~1e-4 of max|logit| from the reference; a misplaced tile, group or pair would be O(1).
  */
+/** The same weights with every scale moved off the f16 grid (packMatrix then stores them as f32). */
+function offF16Scales(w: LlmWeights): LlmWeights {
+  const off = (m: Matrix): Matrix => (m.kind === 'q' ? { ...m, scales: m.scales.map((v) => v * (1 + 2 ** -14)) } : m);
+  return { ...w, layers: w.layers.map((l) => ({ ...l, ...Object.fromEntries(LAYER_MATRICES.map((k) => [k, off(l[k])])) })), lmHead: off(w.lmHead) };
+}
 const TC_SMALL = { fm: 2, fn: 1, sm: 2, sn: 2, kSteps: 2 }; // 64 tokens × 32 rows, K steps of 32
 test('webgpu llm: the tensor-core prefill GEMM (prefill f16) is near the reference: q4 in runs of 32 and in words (g16), q8, f32, Qwen2 biases, Qwen3 q/k norms, an f16 cache', TIMEOUT, () => withGpuConfig({ gemmTensorCores: 'emulate', tcTile: TC_SMALL }, async () => {
   const runs: [LlmWeights, string, { kvCache?: 'f16' }?][] = [
     [model(GQA, 'q4', 3), 'q4'], [model(GQA, 'q4', 3, 16), 'q4 g16'], [model(GQA, 'q8', 3), 'q8'], [model(GQA, 'f32', 3), 'f32'],
     [model(QWEN, 'q4', 46), 'q4 biases'], [model(QWEN3, 'q4', 5), 'q4 q/k norms'], [model(GQA, 'q4', 8), 'q4 f16 cache', { kvCache: 'f16' }],
+    // Scales that are not f16 values (stored as f32 words, read from their own offsets).
+    [offF16Scales(model(GQA, 'q4', 9)), 'q4 f32 scales'],
   ];
   for (const [w, what, o] of runs) {
     const gpu = await conformance(w, `tc ${what}`, { prefill: 'f16', ...o });
@@ -978,17 +985,21 @@ test('webgpu llm: the tensor-core prefill GEMM (prefill f16) is near the referen
     assert.equal(gpu.stats.tensorCoreGemms, 4 * w.config.layers + 1, `${what}: tensor-core GEMMs`);
     await gpu.release();
   }
+  // Two K steps in flight (TcTile.ahead): GQA's K (96, 160) is an odd number of steps of 32; q4 in runs, q8 in words.
+  await withGpuConfig({ tcTile: { ...TC_SMALL, ahead: 2 } }, async () => {
+    for (const [w, what] of [[model(GQA, 'q4', 3), 'q4'], [model(GQA, 'q8', 3), 'q8']] as const) await (await conformance(w, `tc ahead 2 ${what}`, { prefill: 'f16' })).release();
+  });
   // Without prefill 'f16' the f32 GEMM runs.
   const plain = await WebGpuLlm.create(model(GQA, 'q4', 3), { capacity: 8 });
   assert.equal(plain.stats.tensorCoreGemms, 0);
   await plain.release();
 }));
 
-test('webgpu llm: the tensor-core prefill GEMM over several token tiles (150 tokens: 64 + 64 + 22), 128-token tiles and K steps of 64, near the reference', TIMEOUT, async () => {
+test('webgpu llm: the tensor-core prefill GEMM over several token tiles (150 tokens: 64 + 64 + 22), 128-token tiles, K steps of 64, two steps in flight, near the reference', TIMEOUT, async () => {
   const w = model({ ...HEADS32, maxPositions: 160 }, 'q4', 12);
   const x = ids(150, 4, w.config.vocab);
   const ref = await new ReferenceLlm(w, 160).forward(x, true);
-  for (const tile of [TC_SMALL, { fm: 1, fn: 1, sm: 8, sn: 1, kSteps: 2 }, { fm: 1, fn: 1, sm: 4, sn: 2, kSteps: 4 }]) {
+  for (const tile of [TC_SMALL, { fm: 1, fn: 1, sm: 8, sn: 1, kSteps: 2 }, { fm: 1, fn: 1, sm: 4, sn: 2, kSteps: 4 }, { ...TC_SMALL, ahead: 2 as const }]) {
     await withGpuConfig({ gemmTensorCores: 'emulate', tcTile: tile }, async () => {
       const gpu = await WebGpuLlm.create(w, { capacity: 160, prefill: 'f16' });
       assert.ok(gpu.stats.tensorCoreGemms > 0, `${JSON.stringify(tile)}: no tensor-core GEMM`);

@@ -69,6 +69,8 @@ const touchAhead = (D: number) => (c: string, _r: string, TB: number): string =>
   out = out.replace(/let sv = subgroupAdd\((a[\d_]+)\);/, (_m, a) => { once = true; return `let sv = subgroupAdd(${a} + bitcast<f32>(tch & 1u));`; });
   return once ? out : c;
 };
+/** A code hook for the tensor-core prefill GEMMs only (their WGSL enables subgroup matrices). */
+const tcHook = (f: (c: string) => string) => (c: string): string => (c.includes('subgroupMatrixMultiplyAccumulate') ? f(c) : c);
 /** Variants: what each sets in llmGpuConfig (from the defaults) before its runner is created. */
 const DEFAULTS = { ...llmGpuConfig };
 const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) => (TB === 1 ? shape : undefined);
@@ -174,6 +176,24 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   tc128: { tcTile: { fm: 4, fn: 2, sm: 2, sn: 4, kSteps: 2 } },
   tc128k64: { tcTile: { fm: 4, fn: 2, sm: 2, sn: 4, kSteps: 4 } },
   tc128n64: { tcTile: { fm: 2, fn: 2, sm: 4, sn: 2, kSteps: 4 } },
+  // Timing-only ablations of the tensor-core GEMM (session 29; the numbers are wrong): x's loads replaced by a constant,
+  // W's loads (words, scales, zero points) replaced by constants, no matrix products, no W dequantisation (constant
+  // halves stored).
+  tcNoX: { codeHook: tcHook((c) => c.replace(/px\[(\d+)\] = X\[[^;]*\];/g, 'px[$1] = vec4f(0.5 + f32(lid) * 1e-3);')) },
+  tcNoW: { codeHook: tcHook((c) => c.replace(/pw\[(\d+)\] = W\[[^;]*\];/g, 'pw[$1] = vec4<u32>(lid * 0x9e3779b9u);').replace(/ps\[(\d+)\] = [^;]*\][^;]*;/g, 'ps[$1] = 0.01;').replace(/pz\[(\d+)\] = f32\([^;]*\);/g, 'pz[$1] = 8.0;')) },
+  tcNoMMA: { codeHook: tcHook((c) => c.replace(/acc\d+_\d+ = subgroupMatrixMultiplyAccumulate\([^;]*\);/g, '')) },
+  // The norm weights read where x is stored (as before session 29), not loaded with x a step ahead (default tile only).
+  tcNoPn: { codeHook: tcHook((c) => c.replace(/\n\s*pn\[\d+\] = NW\[[^;]*\];/g, '').replace(/\* pn\[\d+\] \*/g, '* NW[kt * 16u + k4] *')) },
+  // 64 rows a tile, K steps of 64 and 128.
+  tc64k64: { tcTile: { fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 4 } },
+  tc64k128: { tcTile: { fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 8 } },
+  // Timing-only: each workgroup's step reads one contiguous run of W (a tile-major layout's access; wrong numbers).
+  tcFlatW: { codeHook: tcHook((c) => c.replace(/pw\[(\d+)\] = W\[row \* \d+u \+ (\w+) \* (\d+)u \+ wi\];/g, (_m, j, k, iw) => `pw[${j}] = W[((wid.x * ${/kt < (\d+)u; kt\+\+/.exec(c)![1]}u + ${k}) * ${Number(iw) * 128}u + it) % arrayLength(&W)];`)) },
+  // Two K steps in flight (TcTile.ahead): the default tile, and K steps of 32.
+  tcA2: { tcTile: { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 4, ahead: 2 } },
+  tck32A2: { tcTile: { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2, ahead: 2 } },
+  tc128A2: { tcTile: { fm: 4, fn: 2, sm: 2, sn: 4, kSteps: 2, ahead: 2 } },
+  tcNoDq: { codeHook: tcHook((c) => c.replace(/\{ let v0 = \(bitcast[^\n]*\n/g, '{ let v0 = vec2<f16>(f16(wd[0] & 7u)); let v1 = v0; let v2 = v0; let v3 = v0;\n')) },
 };
 const names = (process.env.LLM_VARIANTS ?? 'base,noprod').split(',');
 for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant ${n}: ${Object.keys(VARIANTS).join(', ')}`);
@@ -245,7 +265,8 @@ for (let round = 0; round < rounds; round++) {
 }
 // LLM_PREFILL=n,m: wall time of a whole n-token prompt from an empty cache (as the runner cuts it, one submit a chunk).
 for (const n of PREFILLS) {
-  for (let round = 0; round < 4; round++) {
+  // LLM_PREFILL_ROUNDS: rounds over the runners (default 4; the first is not counted).
+  for (let round = 0; round < env('LLM_PREFILL_ROUNDS', 4); round++) {
     for (const { name, r } of runners) {
       r.truncate(0);
       const t0 = performance.now();
@@ -281,7 +302,7 @@ for (const { name } of runners) {
   console.log(`${name.padEnd(10)} T=1 ${one.toFixed(3)} ms (${(one / base).toFixed(3)}x of ${runners[0].name}; ${gbs.toFixed(0)} GB/s = ${((100 * gbs) / ROOF).toFixed(1)}% of ${ROOF}) rounds ${res.get(`${name} T=1`)!.map((x) => x.toFixed(3)).join(' ')}; ${small}`);
 }
 for (const n of PREFILLS) {
-  console.log(`\nwall time of a ${n}-token prompt from an empty cache, median of 3 (after one untimed):`);
+  console.log(`\nwall time of a ${n}-token prompt from an empty cache, median of ${env('LLM_PREFILL_ROUNDS', 4) - 1} (after one untimed):`);
   for (const { name, r } of runners) { const ms = med(res.get(`${name} prefill ${n}`)!.slice(1)); console.log(`  ${name.padEnd(12)} ${ms.toFixed(2)} ms = ${(n / ms * 1000).toFixed(0)} tokens/s (maxT ${r['maxT']}; plan ${JSON.stringify(r.prefillPlan)})`); }
 }
 if (process.env.LLM_ABLATE !== '0') {

@@ -89,7 +89,10 @@ export const llmGpuConfig = {
   embedChunkBytes: undefined as number | undefined,
   /** Overrides the shape of a matrix-vector kernel (benchmark sweeps). */
   shape: undefined as ((role: GemvRole, units: number, TB: number) => Partial<GemvShape> | undefined) | undefined,
-  /** Rewrites a matrix-vector kernel's WGSL (benchmarks' timing-only ablations: the results are then wrong). */
+  /**
+   * Rewrites a matrix kernel's WGSL (benchmarks' timing-only ablations: the results are then wrong); TB is the token
+   * bucket, GEMM_TM for the prefill GEMMs.
+   */
   codeHook: undefined as ((code: string, role: GemvRole, TB: number) => string) | undefined,
 };
 
@@ -693,12 +696,12 @@ export class WebGpuLlm implements LlmRunner {
           const kToQ = TB === 1 && epi.kind === 'qkv' && epi.qkNorm && fuseQkNorm;
           const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}), ...(kToQ ? { epi: { ...epi, kToQ: true as const } } : {}) }, TB);
           code = gemvKernel(spec);
-          if (llmGpuConfig.codeHook) code = llmGpuConfig.codeHook(code, role, TB);
           UW = spec.RG * spec.RT;
           quantBefore = dot4Pre(spec) && !fed(TB);
           quantOut = quantizesOut(spec);
           anyQuant ||= quantBefore;
         }
+        if (llmGpuConfig.codeHook) code = llmGpuConfig.codeHook(code, role, TB);
         outAt.set(TB, quantOut);
         if (quantOut) this.stats.quantizingEpilogues++;
         if (ceilDiv(k.units, UW) > this.caps.maxWorkgroupsPerDim) throw new UnsupportedError(`${what}: ${m.N} rows need more workgroups than the device dispatches`, {}, "use backend 'wasm'");

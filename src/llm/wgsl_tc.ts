@@ -18,15 +18,20 @@ import { epilogueLines, gatherCopy, gemvUnits, itemSlot, matDecls, paired, quant
 const u = (n: number): string => `${n}u`;
 
 /** Result matrices (16×16) per subgroup along tokens (fm) and rows (fn); subgroups along each (sm, sn); K steps of 16. */
-export interface TcTile { fm: number; fn: number; sm: number; sn: number; kSteps: number }
+export interface TcTile {
+  fm: number; fn: number; sm: number; sn: number; kSteps: number;
+  /** K steps whose words and x are in flight in registers: 1 (the next step's; default) or 2. */
+  ahead?: 1 | 2;
+}
 
 /**
  * The default: 64 tokens × 128 rows, 8 subgroups of 2×2 result matrices, K steps of 64 (the runtime takes steps of 32
- * where K holds no whole step of 64). On the H100 at 7B shapes (int8 x), a 256-token forward took 62.1 ms of GPU time
- * against 65.5 with steps of 32, 65.9–82.4 with 128-token tiles and 161.5 for gemmKernel
- * (bench/results/gpu/h100-tc-prefill2-7b-s28.txt).
+ * where K holds no whole step of 64), two steps in flight. On the H100 at 7B shapes (int8 x), a 256-token forward took
+ * 62.1 ms of GPU time against 65.5 with steps of 32, 65.9–82.4 with 128-token tiles and 161.5 for gemmKernel
+ * (bench/results/gpu/h100-tc-prefill2-7b-s28.txt); two steps in flight: 62.3 → 59.3 ms, a 256-token prompt 64.8 →
+ * 61.6 ms, 1024 tokens 325.6 → 315.2 (medians of 9, bench/results/gpu/h100-tc-ahead-7b-s29.txt).
  */
-export const TC_TILE: TcTile = { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 4 };
+export const TC_TILE: TcTile = { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 4, ahead: 2 };
 /** Lanes of a subgroup the kernel is written for (the device's subgroups must be exactly this wide and contiguous). */
 export const TC_SG = 32;
 /** f16 elements appended to each staged row (spreads a fragment's rows over the banks). */
@@ -73,16 +78,34 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   const slot = itemSlot(NT);
   const wItem = `let r = it / ${u(IW)};\n      let wi = it % ${u(IW)};\n      let row = ${tileRow(epi, U, 'r')};`;
   const xItem = `let tt = it / ${u(BK / 4)};\n      let k4 = it % ${u(BK / 4)};`;
-  const loadStep = (kt: string): string => [
-    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      pw[${j}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};`)),
-    ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}\n      px[${j}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${kt} * ${u(BK / 4)} + k4];`)),
+  // A run's scale and zero point are loaded with its words, and x's norm weights with x: all in flight together while
+  // the previous step's products run (loaded where they are used, each waited for before the step's stores).
+  // With two steps ahead (TcTile.ahead), register set b (0, 1) holds every other step: slot j of set b is j + b·IT.
+  const vecMeta = (kt: string, j: number) => vec ? `\n      { let g = (${kt} * ${u(BK)} + wi * 32u) / ${u(m.group)}; ps[${j}] = ${scaleOf(m, 'row', 'g')}; pz[${j}] = ${zeroOf(m, 'row', 'g')}; }` : '';
+  const loadStep = (kt: string, b = 0): string => [
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      pw[${j + b * ITW}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};${vecMeta(kt, j + b * ITW)}`)),
+    ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}\n      px[${j + b * ITX}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${kt} * ${u(BK / 4)} + k4];${norm ? `\n      pn[${j + b * ITX}] = NW[${kt} * ${u(BK / 4)} + k4];` : ''}`)),
   ].join('\n    ');
   // One W word → WPW weights of row r (tile row, [n][k] in Bs), dequantised and rounded to f16.
-  const wordWeights = (): string[] => {
+  const wordWeights = (j: number, kt: string): string[] => {
+    if (vec && m.scaleF16) {
+      // f16 scales: the nibbles become halves 1024 + code two at a time (nibbles e and e + 4 of a word, OR-ed into the
+      // mantissa of 1024), and (code − zero) · scale is taken in f16 pairs: the difference is exact and the product
+      // is rounded once, as the f32 path's f16(…) does (its product is exact in f32). Fewer instructions and registers
+      // than the f32 path: with two steps in flight on the H100 (7B shapes, a 256-token forward) 59.3 ms against 64.9
+      // (bench/results/gpu/h100-tc-ahead-7b-s29.txt,
+      // h100-tc-ahead-f32dq-7b-s29.txt).
+      const out = ['let bo = r * ' + u(SB) + ' + wi * 32u;', `let zh = vec2<f16>(f16(1024.0 + pz[${j}]));`, `let sh = vec2<f16>(f16(ps[${j}]));`];
+      for (let q = 0; q < 4; q++) {
+        out.push(`{ ${range(4).map((e) => `let v${e} = (bitcast<vec2<f16>>(((wd[${q}] >> ${u(4 * e)}) & 0x000F000Fu) | 0x64006400u) - zh) * sh;`).join(' ')}`);
+        out.push(`  ${range(8).map((e) => `Bs[bo + ${u(8 * q + e)}] = v${e % 4}.${e < 4 ? 'x' : 'y'};`).join(' ')} }`);
+      }
+      return out;
+    }
     if (vec) {
       const out: string[] = [];
       // 4 words: weights 8q … 8q+7 of the run in word q (nibble e is weight 8q + e).
-      out.push(`let g = (kt * ${u(BK)} + wi * 32u) / ${u(m.group)};`, `let sc = ${scaleOf(m, 'row', 'g')};`, `let zp = vec4f(${zeroOf(m, 'row', 'g')});`, 'let bo = r * ' + u(SB) + ' + wi * 32u;');
+      out.push(`let sc = ps[${j}];`, `let zp = vec4f(pz[${j}]);`, 'let bo = r * ' + u(SB) + ' + wi * 32u;');
       for (let q = 0; q < 4; q++) {
         const w = `wd[${q}]`;
         out.push(`{ let lo = vec4<f16>((nib(${w}, vec4<u32>(0u, 4u, 8u, 12u)) - zp) * sc); let hi = vec4<f16>((nib(${w}, vec4<u32>(16u, 20u, 24u, 28u)) - zp) * sc);`);
@@ -90,13 +113,13 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
       }
       return out;
     }
-    const d = wordDequant(m, `(kt * ${u(BK)} + wi * ${u(WPW)}) / ${u(m.group)}`);
+    const d = wordDequant(m, `(${kt} * ${u(BK)} + wi * ${u(WPW)}) / ${u(m.group)}`);
     return [...d.lines, `let bo = r * ${u(SB)} + wi * ${u(WPW)};`, ...range(WPW).map((e) => `Bs[bo + ${u(e)}] = f16(${d.value(e)});`)];
   };
-  const storeStep = (): string => [
-    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      let wd = pw[${j}];\n      ${wordWeights().join('\n      ')}`)),
+  const storeStep = (b = 0, kt = 'kt'): string => [
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      let wd = pw[${j + b * ITW}];\n      ${wordWeights(j + b * ITW, kt).join('\n      ')}`)),
     ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}
-      let v = px[${j}]${norm ? ` * NW[kt * ${u(BK / 4)} + k4] * rinv[tt]` : ''};
+      let v = px[${j + b * ITX}]${norm ? ` * pn[${j + b * ITX}] * rinv[tt]` : ''};
       let ao = tt * ${u(SA)} + k4 * 4u;
       As[ao] = f16(v.x); As[ao + 1u] = f16(v.y); As[ao + 2u] = f16(v.z); As[ao + 3u] = f16(v.w);`)),
   ].join('\n    ');
@@ -159,6 +182,38 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   }`;
   }));
 
+  const A = t.ahead ?? 1;
+  // The next step's words and x are loaded while this step's products run.
+  const loop1 = () => `${loadStep('0u')}
+  for (var kt = 0u; kt < ${u(KT)}; kt++) {
+    ${storeStep()}
+    workgroupBarrier();
+    if (kt + 1u < ${u(KT)}) {
+      let kn = kt + 1u;
+      ${loadStep('kn')}
+    }
+    ${compute.join('\n    ')}
+    workgroupBarrier();
+  }`;
+  // Two steps ahead: steps alternate between the register sets, each loaded two steps before it is stored, so that a
+  // load has a step's products, the other set's stores and the next step's products to arrive.
+  const half = (b: number, kt: string) => `${storeStep(b, kt)}
+    workgroupBarrier();
+    if (${kt} + 2u < ${u(KT)}) {
+      let kn = ${kt} + 2u;
+      ${loadStep('kn', b)}
+    }
+    ${compute.join('\n    ')}
+    workgroupBarrier();`;
+  const loop2 = () => `${loadStep('0u')}
+  ${KT > 1 ? loadStep('1u', 1) : ''}
+  for (var kt = 0u; kt < ${u(KT)}; kt += 2u) {
+    ${half(0, 'kt')}
+    ${KT % 2 ? `if (kt + 1u < ${u(KT)}) {` : '{'}
+    let k1 = kt + 1u;
+    ${half(1, 'k1')}
+    }
+  }`;
   const accDecls = emulate
     ? `for (var e = lid; e < ${u(NSG * t.fm * t.fn * 256)}; e += ${u(NT)}) { Acc[e] = 0.0; }`
     : range(t.fm).flatMap((i) => range(t.fn).map((j) => `var acc${i}_${j}: subgroup_matrix_result<f32, 16, 16>;`)).join('\n  ');
@@ -180,20 +235,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let wr = (sg / ${u(t.sn)}) * ${u(t.fm * 16)}; let wc = (sg % ${u(t.sn)}) * ${u(t.fn * 16)};
   ${norm ? rmsPass(s, BM, NT) : ''}
   ${accDecls}
-  var pw: array<${vec ? 'vec4<u32>' : 'u32'}, ${ITW}>;
-  var px: array<vec4f, ${ITX}>;
-  ${loadStep('0u')}
-  for (var kt = 0u; kt < ${u(KT)}; kt++) {
-    ${storeStep()}
-    workgroupBarrier();
-    // The next step's words and x, loaded while this step's products run.
-    if (kt + 1u < ${u(KT)}) {
-      let kn = kt + 1u;
-      ${loadStep('kn')}
-    }
-    ${compute.join('\n    ')}
-    workgroupBarrier();
-  }
+  var pw: array<${vec ? 'vec4<u32>' : 'u32'}, ${ITW * A}>;
+  var px: array<vec4f, ${ITX * A}>;${vec ? `\n  var ps: array<f32, ${ITW * A}>;\n  var pz: array<f32, ${ITW * A}>;` : ''}${norm ? `\n  var pn: array<vec4f, ${ITX * A}>;` : ''}
+  ${A === 1 ? loop1() : loop2()}
   ${outs.join('\n  ')}
 }
 `;
