@@ -960,17 +960,18 @@ test('webgpu llm: an embedding table larger than one binding is held in chunks o
   });
 }));
 
+/** The same weights with every scale moved off the f16 grid (packMatrix then stores them as f32). */
+function offF16Scales(w: LlmWeights): LlmWeights {
+  const off = (m: Matrix): Matrix => (m.kind === 'q' ? { ...m, scales: m.scales.map((v) => v * (1 + 2 ** -14)) } : m);
+  return { ...w, layers: w.layers.map((l) => ({ ...l, ...Object.fromEntries(LAYER_MATRICES.map((k) => [k, off(l[k])])) })), lmHead: off(w.lmHead) };
+}
+
 /**
  * The tensor-core prefill GEMM (wgsl_tc.ts) with its subgroup-matrix operations written out in WGSL (llmGpuConfig
  * gemmTensorCores 'emulate': this software driver has no subgroup matrices; the H100 runs the same kernel on them,
  * bench/results/gpu/h100-tc-prefill2-7b-s28.txt). x and the dequantised weights are rounded to f16, so its logits sit
  * ~1e-4 of max|logit| from the reference; a misplaced tile, group or pair would be O(1).
  */
-/** The same weights with every scale moved off the f16 grid (packMatrix then stores them as f32). */
-function offF16Scales(w: LlmWeights): LlmWeights {
-  const off = (m: Matrix): Matrix => (m.kind === 'q' ? { ...m, scales: m.scales.map((v) => v * (1 + 2 ** -14)) } : m);
-  return { ...w, layers: w.layers.map((l) => ({ ...l, ...Object.fromEntries(LAYER_MATRICES.map((k) => [k, off(l[k])])) })), lmHead: off(w.lmHead) };
-}
 const TC_SMALL = { fm: 2, fn: 1, sm: 2, sn: 2, kSteps: 2 }; // 64 tokens × 32 rows, K steps of 32
 test('webgpu llm: the tensor-core prefill GEMM (prefill f16) is near the reference: q4 in runs of 32 and in words (g16), q8, f32, Qwen2 biases, Qwen3 q/k norms, an f16 cache', TIMEOUT, () => withGpuConfig({ gemmTensorCores: 'emulate', tcTile: TC_SMALL }, async () => {
   const runs: [LlmWeights, string, { kvCache?: 'f16' }?][] = [

@@ -76,14 +76,15 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   const ITW = Math.ceil((BN * IW) / NT), ITX = Math.ceil((BM * (BK / 4)) / NT);
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   const slot = itemSlot(NT);
-  const wItem = `let r = it / ${u(IW)};\n      let wi = it % ${u(IW)};\n      let row = ${tileRow(epi, U, 'r')};`;
+  // A W item's tile row r, run or word wi, and matrix row (loads; stores of word items, which read their scales then).
+  const wItem = (row: boolean) => `let r = it / ${u(IW)};\n      let wi = it % ${u(IW)};${row ? `\n      let row = ${tileRow(epi, U, 'r')};` : ''}`;
   const xItem = `let tt = it / ${u(BK / 4)};\n      let k4 = it % ${u(BK / 4)};`;
   // A run's scale and zero point are loaded with its words, and x's norm weights with x: all in flight together while
   // the previous step's products run (loaded where they are used, each waited for before the step's stores).
   // With two steps ahead (TcTile.ahead), register set b (0, 1) holds every other step: slot j of set b is j + b·IT.
   const vecMeta = (kt: string, j: number) => vec ? `\n      { let g = (${kt} * ${u(BK)} + wi * 32u) / ${u(m.group)}; ps[${j}] = ${scaleOf(m, 'row', 'g')}; pz[${j}] = ${zeroOf(m, 'row', 'g')}; }` : '';
   const loadStep = (kt: string, b = 0): string => [
-    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      pw[${j + b * ITW}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};${vecMeta(kt, j + b * ITW)}`)),
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem(true)}\n      pw[${j + b * ITW}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};${vecMeta(kt, j + b * ITW)}`)),
     ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}\n      px[${j + b * ITX}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${kt} * ${u(BK / 4)} + k4];${norm ? `\n      pn[${j + b * ITX}] = NW[${kt} * ${u(BK / 4)} + k4];` : ''}`)),
   ].join('\n    ');
   // One W word → WPW weights of row r (tile row, [n][k] in Bs), dequantised and rounded to f16.
@@ -93,8 +94,7 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
       // mantissa of 1024), and (code − zero) · scale is taken in f16 pairs: the difference is exact and the product
       // is rounded once, as the f32 path's f16(…) does (its product is exact in f32). Fewer instructions and registers
       // than the f32 path: with two steps in flight on the H100 (7B shapes, a 256-token forward) 59.3 ms against 64.9
-      // (bench/results/gpu/h100-tc-ahead-7b-s29.txt,
-      // h100-tc-ahead-f32dq-7b-s29.txt).
+      // (bench/results/gpu/h100-tc-ahead-7b-s29.txt, h100-tc-ahead-f32dq-7b-s29.txt).
       const out = ['let bo = r * ' + u(SB) + ' + wi * 32u;', `let zh = vec2<f16>(f16(1024.0 + pz[${j}]));`, `let sh = vec2<f16>(f16(ps[${j}]));`];
       for (let q = 0; q < 4; q++) {
         out.push(`{ ${range(4).map((e) => `let v${e} = (bitcast<vec2<f16>>(((wd[${q}] >> ${u(4 * e)}) & 0x000F000Fu) | 0x64006400u) - zh) * sh;`).join(' ')}`);
@@ -117,7 +117,7 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
     return [...d.lines, `let bo = r * ${u(SB)} + wi * ${u(WPW)};`, ...range(WPW).map((e) => `Bs[bo + ${u(e)}] = f16(${d.value(e)});`)];
   };
   const storeStep = (b = 0, kt = 'kt'): string => [
-    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem}\n      let wd = pw[${j + b * ITW}];\n      ${wordWeights(j + b * ITW, kt).join('\n      ')}`)),
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem(!vec)}\n      let wd = pw[${j + b * ITW}];\n      ${wordWeights(j + b * ITW, kt).join('\n      ')}`)),
     ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}
       let v = px[${j + b * ITX}]${norm ? ` * pn[${j + b * ITX}] * rinv[tt]` : ''};
       let ao = tt * ${u(SA)} + k4 * 4u;
@@ -182,36 +182,28 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   }`;
   }));
 
+  // A step: its stores from register set b, then the loads of step kt + A into the same set (A = 1: the next step's
+  // words and x, loaded while this step's products run; A = 2: sets alternate by step, so a load has a step's
+  // products, the other set's stores and the next step's products to arrive), then the products.
   const A = t.ahead ?? 1;
-  // The next step's words and x are loaded while this step's products run.
-  const loop1 = () => `${loadStep('0u')}
-  for (var kt = 0u; kt < ${u(KT)}; kt++) {
-    ${storeStep()}
+  const step = (b: number, kt: string) => `${storeStep(b, kt)}
     workgroupBarrier();
-    if (kt + 1u < ${u(KT)}) {
-      let kn = kt + 1u;
-      ${loadStep('kn')}
-    }
-    ${compute.join('\n    ')}
-    workgroupBarrier();
-  }`;
-  // Two steps ahead: steps alternate between the register sets, each loaded two steps before it is stored, so that a
-  // load has a step's products, the other set's stores and the next step's products to arrive.
-  const half = (b: number, kt: string) => `${storeStep(b, kt)}
-    workgroupBarrier();
-    if (${kt} + 2u < ${u(KT)}) {
-      let kn = ${kt} + 2u;
+    if (${kt} + ${u(A)} < ${u(KT)}) {
+      let kn = ${kt} + ${u(A)};
       ${loadStep('kn', b)}
     }
     ${compute.join('\n    ')}
     workgroupBarrier();`;
-  const loop2 = () => `${loadStep('0u')}
+  const loop = A === 1 ? `${loadStep('0u')}
+  for (var kt = 0u; kt < ${u(KT)}; kt++) {
+    ${step(0, 'kt')}
+  }` : `${loadStep('0u')}
   ${KT > 1 ? loadStep('1u', 1) : ''}
   for (var kt = 0u; kt < ${u(KT)}; kt += 2u) {
-    ${half(0, 'kt')}
+    ${step(0, 'kt')}
     ${KT % 2 ? `if (kt + 1u < ${u(KT)}) {` : '{'}
     let k1 = kt + 1u;
-    ${half(1, 'k1')}
+    ${step(1, 'k1')}
     }
   }`;
   const accDecls = emulate
@@ -237,7 +229,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   ${accDecls}
   var pw: array<${vec ? 'vec4<u32>' : 'u32'}, ${ITW * A}>;
   var px: array<vec4f, ${ITX * A}>;${vec ? `\n  var ps: array<f32, ${ITW * A}>;\n  var pz: array<f32, ${ITW * A}>;` : ''}${norm ? `\n  var pn: array<vec4f, ${ITX * A}>;` : ''}
-  ${A === 1 ? loop1() : loop2()}
+  ${loop}
   ${outs.join('\n  ')}
 }
 `;
