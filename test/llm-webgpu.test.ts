@@ -523,6 +523,35 @@ test('webgpu llm q4: TK equal to the subgroup width (sums read from red after on
   });
 });
 
+test('webgpu llm q4 with int8 activations: Σx² for 1/rms summed by subgroups (sgRms) and ungated one-token kernels give the same bits', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  assert.ok(caps.dot4 && caps.subgroups && caps.subgroupSize, 'needs subgroups and dot4I8Packed (lavapipe has both)');
+  // 12 groups of 32 (a tree over 16: lanes of 8 with two registers, the last four values absent).
+  const C: LlamaConfig = { ...GQA, hidden: 384, intermediate: 512, heads: 6, kvHeads: 2, headDim: 64 };
+  const w = model(C, 'q4', 23);
+  const run = (on: boolean) => withGpuConfigValue({
+    buckets: [1, 4], rolled: false, sgRms: on, ungated: on, shape: () => ({ TK: caps.subgroupSize }),
+    codeHook: (code) => { codes.push(code); return code; },
+  }, async () => {
+    const r = await WebGpuLlm.create(w, { capacity: 32, activations: 'int8' });
+    const outs = [await r.forward(ids(9, 3, C.vocab))];
+    for (let s = 0; s < 5; s++) outs.push(await r.forward([(s * 37 + 5) % C.vocab]));
+    outs.push(await r.forward(ids(4, 5, C.vocab), true));
+    await r.release();
+    return outs;
+  });
+  const codes: string[] = [];
+  const off = await run(false);
+  assert.ok(!codes.some((c) => c.includes('subgroupShuffleXor')));
+  codes.length = 0;
+  const on = await run(true);
+  // The paths were taken: one-token kernels sum Σx² by shuffles, without the tree's workgroup memory.
+  assert.ok(codes.filter((c) => c.includes('gs0 += subgroupShuffleXor') && !c.includes('var<workgroup> SS')).length >= 2, 'sgRms kernels');
+  assert.ok(codes.some((c) => !/if \(t0 >= rows\) \{ return; \}/.test(c)), 'ungated kernels');
+  for (let s = 0; s < off.length; s++) assert.deepEqual(on[s], off[s], `forward ${s}`);
+  assert.ok(on[1].some((v) => v !== 0));
+});
+
 test('gemvShapeFor: a shape override keeps its RT when the workgroup is shrunk to fit workgroup memory', () => withGpuConfig({ shape: () => ({ RT: 4, PU: 2 }) }, async () => {
   const base = { m: matLayout('q', 4, 32, 2 * 28672, 8192, true), norm: true, eps: 1e-5, gather: false, epi: { kind: 'gateup' as const, F: 28672 }, sg: true, sgMin: 32, dot4: true, preIn: true, qout: { norm: false } };
   const roomy = gemvShapeFor('gateup', base, 1, { maxWorkgroupStorage: 49152, subgroupMax: 32, maxInvocations: 1024 });

@@ -5,7 +5,7 @@
 // does not.
 // Usage: node llm-variants.mjs   Env: LLM_HIDDEN LLM_INTER LLM_LAYERS LLM_HEADS LLM_KV LLM_HEADDIM LLM_VOCAB (default
 //   LLM_SIZE=7b's shapes; 1b 13b 70b; or LLM_MODEL=a webjit model file; LLM_BIAS=1 q/k/v biases; LLM_QKNORM=1 q/k norms) LLM_ACT=int8|f32 LLM_GROUP=32|64|128 (the random model's quantization group) LLM_VARIANTS=base,noprod LLM_ROUNDS=5 LLM_ABLATE=0|1 LLM_CTX=80 LLM_CAP=1024 (cache positions) LLM_POSITIONS=2048 (the model's) LLM_TS=5 (token counts of the
-//   multi-token forwards timed)
+//   multi-token forwards timed) LLM_CHECK=n LLM_CHECK1=n (logits against the first runner's)
 import { randomFillSync } from 'node:crypto';
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { loadLlm } from '../../src/llm/model_io.js';
@@ -76,6 +76,15 @@ const DEFAULTS = { ...llmGpuConfig };
 const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) => (TB === 1 ? shape : undefined);
 const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   base: {},
+  // Session 30: Σx² by subgroups and ungated one-token kernels, both off and one at a time.
+  sgOff: { sgRms: false, ungated: false },
+  noSgRms: { sgRms: false },
+  gated: { ungated: false },
+  // down's one-token shape: 64 threads along K (14 chunks a thread), piped or 4 chunks an iteration; 2 chunks an iteration.
+  dTk64p: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { TK: 64, RG: 16, RT: 2, UN: 2, PU: 1, pipe: true } : undefined) },
+  dTk64: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { TK: 64, RG: 16, RT: 2, PU: 4, pipe: false } : undefined) },
+  dPu2: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { PU: 2 } : undefined) },
+  dPipe2: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { PU: 2, pipe: true } : undefined) },
   noprod: { producerQuant: false },
   qknormsep: { attnQkNorm: false },
   nofloor: { producerFloor: false },
@@ -288,6 +297,28 @@ if (CHECK > 0) {
     for (let k = 0; k < all[0].length; k++) { m = Math.max(m, Math.abs(all[0][k])); e = Math.max(e, Math.abs(all[i][k] - all[0][k])); if (!Number.isFinite(all[i][k])) e = Infinity; }
     for (let t = 0; t < CHECK; t++) same += +(am(all[i], t) === am(all[0], t));
     console.log(`  ${name.padEnd(10)} max|diff| / max|logit| ${(e / m).toExponential(2)}; argmax equal at ${same}/${CHECK} positions`);
+  });
+}
+// LLM_CHECK1=n: every runner's logits of n one-token forwards after ctx cached against the first runner's, bit for bit.
+const CHECK1 = env('LLM_CHECK1', 0);
+if (CHECK1 > 0) {
+  const all: Float32Array[][] = [];
+  for (const { r } of runners) {
+    r.truncate(0);
+    await r.forward(ids.slice(0, ctx));
+    const steps: Float32Array[] = [];
+    for (let i = 0; i < CHECK1; i++) steps.push(await r.forward([ids[ctx + i]]));
+    all.push(steps);
+  }
+  console.log(`\nlogits of ${CHECK1} one-token forwards after ${ctx} cached against ${runners[0].name}'s:`);
+  runners.forEach(({ name }, i) => {
+    let same = 0, e = 0;
+    all[i].forEach((a, s) => {
+      const b = all[0][s];
+      if (a.every((v, k) => Object.is(v, b[k]))) same++;
+      for (let k = 0; k < a.length; k++) e = Math.max(e, Math.abs(a[k] - b[k]));
+    });
+    console.log(`  ${name.padEnd(10)} bit-identical ${same}/${CHECK1}; max|diff| ${e.toExponential(2)}`);
   });
 }
 const base = med(res.get(`${runners[0].name} T=1`)!);

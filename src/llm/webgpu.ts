@@ -46,6 +46,14 @@ export const llmGpuConfig = {
   /** Roles whose epilogues quantize keep 32 outputs per workgroup however few workgroups that leaves (gemvShapeFor). */
   producerFloor: true,
   /**
+   * Subgroups exactly TK wide (GemvShape.sgRms): one-token kernels reading x pre-quantized sum Σx² for 1/rms in each
+   * subgroup by shuffles, not by a workgroup tree; the same bits. H100, 70B shapes with 10 layers: 2.154 → 2.101 ms a
+   * token (with ungated); 7B 2.353 → 2.279 (bench/results/gpu/h100-sg-*-s30.txt).
+   */
+  sgRms: true,
+  /** One-token matrix kernels (not the head) start their weight loads without waiting on MT's row count (GemvShape.ungated). */
+  ungated: true,
+  /**
    * Keys per iteration of the attention kernel's p·V loop (wgsl.ts AttentionSpec.unroll): 16 ran a 7B-shaped decode
    * step 0.158 ms faster than 1 on the H100 (4: 0.124, 8: 0.144; bench/gpu/llm-variants.ts).
    */
@@ -149,7 +157,8 @@ export function gemvShapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShap
   // 1.046× slower, down alone (10.75) 2.383 → 2.353; at 13B (5 and 13.5, every role piped) 4.701 → 4.307.
   const cpt = base.m.K / 32 / llmGpuConfig.TK;
   const one: Partial<GemvShape> = cpt > 4 && cpt <= 16 ? { UN: 2, PU: 1, pipe: true, lateRms: true } : { UN: 2, PU: 4, lateRms: true };
-  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...(TB === 1 ? one : {}), ...llmGpuConfig.shape?.(role, units, TB) };
+  const sgFlags: Partial<GemvShape> = TB === 1 ? { sgRms: llmGpuConfig.sgRms, ungated: llmGpuConfig.ungated } : {};
+  let spec: GemvSpec = { ...base, TB, RT, TK: llmGpuConfig.TK, RG, ...sgFlags, ...(TB === 1 ? one : {}), ...llmGpuConfig.shape?.(role, units, TB) };
   while (gemvWorkgroupBytes(spec) > limits.maxWorkgroupStorage && (spec.RG > 1 || spec.RT > 1)) {
     spec = spec.RG > 1 ? { ...spec, RG: spec.RG / 2 } : { ...spec, RT: spec.RT / 2 };
   }

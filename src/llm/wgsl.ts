@@ -137,6 +137,17 @@ export interface GemvShape {
    * chunk). See gemvStagedLoop.
    */
   XT?: number;
+  /**
+   * One token, x quantized beforehand, with a norm, subgroups exactly TK wide: every subgroup sums the groups' Σx² in
+   * registers and shuffles (subgroupGroupsSum: sumGroupsTree's pairs, so the same bits) instead of the workgroup tree
+   * and its barriers.
+   */
+  sgRms?: boolean;
+  /**
+   * One token (not the head): no early return on MT's row count before the weight loads (the dispatch has one row of
+   * workgroups, and the stores check the row count).
+   */
+  ungated?: boolean;
 }
 
 export interface GemvSpec extends GemvShape {
@@ -216,7 +227,7 @@ export const quantizesOut = (s: GemvSpec): boolean => !!s.qout && !!s.dot4 && (s
 
 /** WGSL storing quantBlock's results for token row `t`, group `g` of a row of G groups into the XP-layout buffer `buf`. */
 const xpStore = (buf: string, t: string, g: string, G: number, ss: string): string =>
-  `{ let xo = (${t} * ${u(G)} + ${g}) * 3u; ${buf}[xo] = qa; ${buf}[xo + 1u] = qb; ${buf}[xo + 2u] = vec4<u32>(bitcast<u32>(qg.x), bitcast<u32>(qg.y), bitcast<u32>(${ss}), 0u); }`;
+  `{ let xo = (${paren(t)} * ${u(G)} + ${g}) * 3u; ${buf}[xo] = qa; ${buf}[xo + 1u] = qb; ${buf}[xo + 2u] = vec4<u32>(bitcast<u32>(qg.x), bitcast<u32>(qg.y), bitcast<u32>(${ss}), 0u); }`;
 
 /** Workgroup memory of x as int8: per 32 values two vec4<u32> of bytes, (dx, dx·Σxi) and the values' Σx². */
 export const dot4StageBytes = (K: number): number => (K / 32) * 44;
@@ -243,6 +254,28 @@ function sumGroupsTree(G: number, WG: number, rows = 1): string {
   }`;
 }
 const rinvOfGroups = (K: number, eps: number, at = '0u'): string => `inverseSqrt(SS[${at}] / ${f32Lit(K)} + ${f32Lit(eps)})`;
+
+/**
+ * Σ of G values by one subgroup of exactly L0 lanes, with no workgroup memory or barrier: sumGroupsTree's pairs in the
+ * same order, so the same bits. Value g sits in lane g % L (L = min(L0, the tree's width H)), register g / L; the tree's
+ * levels of H/2 … L pair registers inside a lane, those of L/2 … 1 pair lanes by xor shuffles, after which lane 0 holds
+ * the tree's SS[0] (other lanes hold other pairings), broadcast to all into `out`. `at(g)`: value g (g < G, a WGSL
+ * u32 expression); `lane`: the lane index.
+ */
+export function subgroupGroupsSum(G: number, L0: number, at: (g: string) => string, lane: string, out: string): string {
+  let H = 1;
+  while (H < G) H *= 2;
+  const L = Math.min(L0, H), R = H / L;
+  const o: string[] = [];
+  for (let j = 0; j < R; j++) {
+    const g = j === 0 ? lane : `${u(j * L)} + ${lane}`;
+    o.push(j * L >= G ? `var gs${j} = 0.0;` : `var gs${j} = select(0.0, ${at(`min(${g}, ${u(G - 1)})`)}, ${g} < ${u(G)});`);
+  }
+  for (let st = R / 2; st >= 1; st /= 2) for (let j = 0; j < st; j++) o.push(`gs${j} += gs${j + st};`);
+  for (let m = L / 2; m >= 1; m /= 2) o.push(`gs0 += subgroupShuffleXor(gs0, ${u(m)});`);
+  o.push(`let ${out} = subgroupBroadcast(gs0, 0u);`);
+  return o.join('\n  ');
+}
 
 /** Whether a kernel stages x in workgroup memory (decode of 4/8-bit weights in whole vec4 chunks, XT > 0). */
 export const staged = (s: GemvSpec): boolean => (s.XT ?? 0) > 0 && s.m.kind === 'q' && s.m.wpr % 4 === 0 && (s.TB === 1 || !s.rolled) && !dot4Staged(s) && !dot4Pre(s);
@@ -747,11 +780,13 @@ export function gemvKernel(s: GemvSpec): string {
   const body: string[] = [];
   const vals: string[] = [];
   const XS = staged(s), D4 = dot4Staged(s), DP = dot4Pre(s);
+  const sgRms = DP && norm && TB === 1 && !!s.sgRms && oneSlot(s);
   if (DP) {
     // 1/rms per token from the groups' Σx² that XP carries, summed by the tree decode uses (sumGroupsTree): before the
-    // loop, or after it (lateRms: the weight loads start at once; the epilogue follows the reduction's barrier).
+    // loop, or after it (lateRms: the weight loads start at once; the epilogue follows the reduction's barrier). One
+    // token with subgroups exactly TK wide (sgRms): the same pairs in each subgroup's registers and shuffles, no barrier.
     const G = m.K / 32;
-    const rms = norm ? [`for (var e = lid; e < ${u(TB * G)}; e += ${u(WG)}) { SS[e] = bitcast<f32>(XP[(min(t0 + e / ${u(G)}, rows - 1u) * ${u(G)} + e % ${u(G)}) * 3u + 2u].z); }
+    const rms = sgRms ? [`let xr1 = min(t0, rows - 1u) * ${u(G)};\n  ${subgroupGroupsSum(G, TK, (g) => `bitcast<f32>(XP[(xr1 + ${g}) * 3u + 2u].z)`, 'tk', 'ssw')}`] : norm ? [`for (var e = lid; e < ${u(TB * G)}; e += ${u(WG)}) { SS[e] = bitcast<f32>(XP[(min(t0 + e / ${u(G)}, rows - 1u) * ${u(G)} + e % ${u(G)}) * 3u + 2u].z); }
   workgroupBarrier();
   ${sumGroupsTree(G, WG, TB)}`] : [];
     if (!s.lateRms) body.push(...rms);
@@ -856,7 +891,7 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
   // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
   const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `${FIN}[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `${FIN}[(${u(RT * P * TB)} + i) * RGC + erg]`;
-  ep.push(!norm ? 'let rinv = 1.0;' : DP ? `let rinv = ${rinvOfGroups(m.K, s.eps, `i * ${u(m.K / 32)}`)};` : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
+  ep.push(!norm ? 'let rinv = 1.0;' : sgRms ? `let rinv = inverseSqrt(ssw / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : DP ? `let rinv = ${rinvOfGroups(m.K, s.eps, `i * ${u(m.K / 32)}`)};` : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
   ep.push(...epilogueLines(s));
@@ -891,12 +926,12 @@ const TKC = ${u(TK)};
 const RGC = ${u(RG)};
 const SLOTS = ${u(reductionSlots(s))};
 var<workgroup> red: array<f32, ${NV * RG * reductionSlots(s)}>;
-${oneSlot(s) ? '' : `var<workgroup> fin: array<f32, ${NV * RG}>;\n`}${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${DP && norm ? `var<workgroup> SS: array<f32, ${TB * (m.K / 32)}>;\n` : ''}${quantizesOut(s) ? `var<workgroup> QV: array<f32, ${UW * TB}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
+${oneSlot(s) ? '' : `var<workgroup> fin: array<f32, ${NV * RG}>;\n`}${XS ? `var<workgroup> xs: array<vec4f, ${s.XT}>;\n` : ''}${DP && norm && !sgRms ? `var<workgroup> SS: array<f32, ${TB * (m.K / 32)}>;\n` : ''}${quantizesOut(s) ? `var<workgroup> QV: array<f32, ${UW * TB}>;\n` : ''}${D4 ? `var<workgroup> SA: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SB: array<vec4<u32>, ${m.K / 32}>;\nvar<workgroup> SG: array<vec2f, ${m.K / 32}>;\n${norm ? `var<workgroup> SS: array<f32, ${m.K / 32}>;\n` : ''}` : ''}${helpers}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let rows = ${rowsExpr};
-  let t0 = wid.y * ${u(TB)};
-  if (t0 >= rows) { return; }
+  let t0 = wid.y * ${u(TB)};${TB === 1 && !headMode && s.ungated ? '' : `
+  if (t0 >= rows) { return; }`}
   ${copy}
   let rg = lid / TKC;
   let tk = lid % TKC;
