@@ -529,6 +529,8 @@ test('webgpu llm q4 with int8 activations: Σx² for 1/rms summed by subgroups (
   // 12 groups of 32 (a tree over 16: lanes of 8 with two registers, the last four values absent).
   const C: LlamaConfig = { ...GQA, hidden: 384, intermediate: 512, heads: 6, kvHeads: 2, headDim: 64 };
   const w = model(C, 'q4', 23);
+  // rolled: false gives the one-token loops GPUs get (piped, PU chunks an iteration); buckets [1, 4] keeps the
+  // unrolled small-T kernels to 4 tokens (16 take this driver minutes to compile). TK = the subgroup width: sgRms' condition.
   const run = (on: boolean) => withGpuConfigValue({
     buckets: [1, 4], rolled: false, sgRms: on, ungated: on, shape: () => ({ TK: caps.subgroupSize }),
     codeHook: (code) => { codes.push(code); return code; },

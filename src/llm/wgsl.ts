@@ -253,7 +253,9 @@ function sumGroupsTree(G: number, WG: number, rows = 1): string {
     workgroupBarrier();
   }`;
 }
-const rinvOfGroups = (K: number, eps: number, at = '0u'): string => `inverseSqrt(SS[${at}] / ${f32Lit(K)} + ${f32Lit(eps)})`;
+/** 1/rms of n values whose Σx² is `sum` (a WGSL expression safe before `/`): every norm's one expression. */
+const rinvOf = (sum: string, n: number, eps: number): string => `inverseSqrt(${sum} / ${f32Lit(n)} + ${f32Lit(eps)})`;
+const rinvOfGroups = (K: number, eps: number, at = '0u'): string => rinvOf(`SS[${at}]`, K, eps);
 
 /**
  * Σ of G values by one subgroup of exactly L0 lanes, with no workgroup memory or barrier: sumGroupsTree's pairs in the
@@ -891,7 +893,7 @@ export function gemvKernel(s: GemvSpec): string {
   ep.push(`let erg = ul / ${u(RT)}; let r = ul % ${u(RT)};`);
   // Staged x: every thread's sum of squares covers the x it staged, so the row groups' sums add up to Σx².
   const ssOf = XS || D4 ? Array.from({ length: RG }, (_, g) => `${FIN}[(${u(RT * P * TB)} + i) * RGC + ${u(g)}]`).join(' + ') : `${FIN}[(${u(RT * P * TB)} + i) * RGC + erg]`;
-  ep.push(!norm ? 'let rinv = 1.0;' : sgRms ? `let rinv = inverseSqrt(ssw / ${f32Lit(m.K)} + ${f32Lit(s.eps)});` : DP ? `let rinv = ${rinvOfGroups(m.K, s.eps, `i * ${u(m.K / 32)}`)};` : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = inverseSqrt((${ssOf}) / ${f32Lit(m.K)} + ${f32Lit(s.eps)});`);
+  ep.push(!norm ? 'let rinv = 1.0;' : sgRms ? `let rinv = ${rinvOf('ssw', m.K, s.eps)};` : DP ? `let rinv = ${rinvOfGroups(m.K, s.eps, `i * ${u(m.K / 32)}`)};` : D4 ? `let rinv = ${rinvOfGroups(m.K, s.eps)};` : `let rinv = ${rinvOf(`(${ssOf})`, m.K, s.eps)};`);
   ep.push(`let ya = ${acc(0)} * rinv;`);
   if (P === 2) ep.push(`let yb = ${acc(1)} * rinv;`);
   ep.push(...epilogueLines(s));
@@ -958,7 +960,7 @@ export function rmsPass(s: { m: MatLayout; gather: boolean; epi: Epilogue; eps: 
     }
     workgroupBarrier();
     for (var tt = lid; tt < ${u(TM)}; tt += ${u(WG)}) {
-      rinv[tt] = inverseSqrt((ssr[4u * tt] + ssr[4u * tt + 1u] + ssr[4u * tt + 2u] + ssr[4u * tt + 3u]) / ${f32Lit(s.m.K)} + ${f32Lit(s.eps)});
+      rinv[tt] = ${rinvOf('(ssr[4u * tt] + ssr[4u * tt + 1u] + ssr[4u * tt + 2u] + ssr[4u * tt + 3u])', s.m.K, s.eps)};
     }
     workgroupBarrier();
   }`;
@@ -1163,7 +1165,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     if (lid < st) { red[lid] += red[lid + st]; }
     workgroupBarrier();
   }
-  let r = inverseSqrt(red[0] / ${f32Lit(HD)} + ${f32Lit(a.eps)});
+  let r = ${rinvOf('red[0]', HD, a.eps)};
   if (live) {
     let wo = select(${u(HD)}, 0u, isQ) + jj;
     ${normedPair(['na', 'nb'], ['xa', 'xb'], 'r', 'wo', half)}
@@ -1384,8 +1386,8 @@ function attnQkNormPrologue(a: AttentionSpec, QW: number, scale: number): string
     if (lid < st) { nq[lid] += nq[lid + st]; nk[lid] += nk[lid + st]; }
     workgroupBarrier();
   }
-  let rq = inverseSqrt(nq[0] / ${f32Lit(HD)} + ${f32Lit(eps)});
-  let rk = inverseSqrt(nk[0] / ${f32Lit(HD)} + ${f32Lit(eps)});
+  let rq = ${rinvOf('nq[0]', HD, eps)};
+  let rk = ${rinvOf('nk[0]', HD, eps)};
   if (live) {
     ${ropeTrig(ropeOff, CAP, half).join('\n    ')}
     ${normedPair(['na', 'nb'], ['xa', 'xb'], 'rq', 'jj', half)}
