@@ -177,7 +177,7 @@ test('webgpu llm: scales and zero points stored after each row\'s weights (rowMe
   await (await conformance(model(GQA, 'q4', 21), 'q4 rowMeta')).release();
   await (await conformance(model(GQA, 'q8', 22), 'q8 rowMeta')).release();
   await (await conformance(oddModel(), 'odd rowMeta')).release();
-  await int8Check(GQA, 10);
+  await int8Check(GQA, 12);
 }));
 
 test('webgpu llm: forwards longer than maxT run in chunks and equal the reference', TIMEOUT, () => withGpuConfig({ maxT: 8 }, async () => {
@@ -430,20 +430,20 @@ test('webgpu llm: createLlm finds the webgpu backend', TIMEOUT, async () => {
 
 // GQA's hidden and intermediate sizes are whole groups of 32 (its heads of 16 are not): o and gate/up of both layers and
 // the first layer's down quantize for the next matrix in decode and at 4 tokens (workgroups of 32 outputs, however few).
-test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check(GQA, 5));
-test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, () => int8Check(GQA, 10)));
+test('webgpu llm q4 with int8 activations: decode and small-T steps near the reference, and near each other', TIMEOUT, () => int8Check(GQA, 6));
+test('webgpu llm q4 with int8 activations: the unrolled small-T int8 kernels GPUs get (4 tokens per workgroup)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false }, () => int8Check(GQA, 12)));
 test('webgpu llm q4: the unrolled 8-token kernels GPUs get equal the reference, f32 and int8 x (small-T and one-token paths alike)', TIMEOUT, () => withGpuConfig({ buckets: [1, 8], rolled: false }, async () => {
   await (await conformance(model(GQA, 'q4', 23), 'q4 T<=8')).release();
   // Producers quantize in decode only (32-output workgroups are kept at 1 and 4 tokens).
-  await int8Check(GQA, 5);
+  await int8Check(GQA, 6);
 }));
 test('webgpu llm q4 with int8 activations: no producer quantizes (quantRowsKernel before every matrix)', TIMEOUT, () => withGpuConfig({ buckets: [1, 4], rolled: false, producerQuant: false }, () => int8Check(GQA, 0)));
 // Heads of 32 and decode workgroups of 32 outputs: attention, o, gate/up and down quantize the next matrix's x in their
 // epilogues; the small-T kernels still get it from quantRowsKernel, so pathDiff compares the two quantizers.
 const HEADS32: LlamaConfig = { ...GQA, hidden: 128, intermediate: 192, heads: 4, kvHeads: 2, headDim: 32 };
-test('webgpu llm q4 with int8 activations: x quantized by the producers\' epilogues in decode', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2 } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
+test('webgpu llm q4 with int8 activations: x quantized by the producers\' epilogues in decode', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2 } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers + 1)));
 
-test('webgpu llm q4 with int8 activations: pre-quantized loops one chunk deep, 1/rms summed before the loop', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2, PU: 1, lateRms: false } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers)));
+test('webgpu llm q4 with int8 activations: pre-quantized loops one chunk deep, 1/rms summed before the loop', TIMEOUT, () => withGpuConfig({ shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2, PU: 1, lateRms: false } : undefined) }, () => int8Check(HEADS32, 3 * HEADS32.layers + 1)));
 
 // Groups of 64 and 128 (GPTQ's and AWQ's usual 4-bit format): a chunk's group index is a division in the kernels, which
 // WGSL will not mix with shifts unparenthesized (the one-token int8 loops did not compile before).
@@ -563,13 +563,47 @@ test('gemvShapeFor: a shape override keeps its RT when the workgroup is shrunk t
   assert.ok(tight.RG < 16 && gemvWorkgroupBytes(tight) <= 1400, `RG ${tight.RG}, ${gemvWorkgroupBytes(tight)} bytes`);
 }));
 
+test('webgpu llm q4 with int8 activations: one-token forwards run the head on x as the last down quantized it (headFed), with the bits of the head quantizing x itself', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  assert.ok(caps.dot4, 'needs dot4I8Packed (lavapipe has it)');
+  const w = model(HEADS32, 'q4', 29);
+  const V = HEADS32.vocab;
+  // Workgroups of 32 outputs in decode, so that down's epilogue quantizes (as on GPUs at real sizes).
+  const run = (fed: boolean, hook: (code: string, role: string, TB: number) => string = (c) => c) => withGpuConfigValue({
+    buckets: [1, 4], rolled: false, headFed: fed, shape: (_r, _u, TB) => (TB === 1 ? { TK: 16, RG: 16, RT: 2 } : undefined), codeHook: hook,
+  }, async () => {
+    const r = await WebGpuLlm.create(w, { capacity: 32, activations: 'int8' });
+    const epilogues = r.stats.quantizingEpilogues;
+    const outs = [await r.forward(ids(9, 3, V))];
+    for (let s = 0; s < 5; s++) outs.push(await r.forward([(s * 37 + 5) % V]));
+    outs.push(await r.forward(ids(4, 5, V), true));
+    await r.release();
+    return { outs, epilogues };
+  });
+  const off = await run(false), on = await run(true);
+  // The last layer's down quantizes too (once per bucket whose down kernel quantizes).
+  assert.ok(on.epilogues > off.epilogues, `${on.epilogues} vs ${off.epilogues} quantizing epilogues`);
+  for (let s = 0; s < off.outs.length; s++) assert.deepEqual(on.outs[s], off.outs[s], `forward ${s}`);
+  assert.ok(on.outs[1].some((v) => v !== 0));
+  // The one-token forwards took the fed kernel (the head's one-token kernel that stages no x), and only they did:
+  // the same kernel with 1 added to every logit moves the steps' logits by 1 and nothing else.
+  const marked = await run(true, (code, role, TB) => (role === 'head' && TB === 1 && !code.includes('var<workgroup> SA')
+    ? code.replace(/OUT\[t \* (\d+)u \+ un\] = ya;/, 'OUT[t * $1u + un] = ya + 1.0;') : code));
+  assert.deepEqual(marked.outs[0], on.outs[0], 'the prompt');
+  assert.deepEqual(marked.outs[6], on.outs[6], 'four tokens');
+  for (let s = 1; s <= 5; s++) {
+    const d = marked.outs[s].map((v, i) => v - on.outs[s][i]);
+    assert.ok(d.every((x) => Math.abs(x - 1) < 1e-3), `step ${s}: ${d.slice(0, 4).join(', ')}`);
+  }
+});
+
 async function int8Check(config = GQA, epilogues: number | null = 0, group = 32): Promise<void> {
   const { caps } = await acquireGpu();
   const w = model(config, 'q4', 11, group);
   const cap = 48, V = config.vocab;
   const gpu = await WebGpuLlm.create(w, { capacity: cap, activations: 'int8' });
   assert.equal(gpu.activations, caps.dot4 ? 'int8' : 'f32');
-  // Attention, then o, gate/up and down of every layer but the last's down (one-token variants).
+  // Attention, then o, gate/up and down of every layer (the last's down quantizes for the head; one-token variants).
   if (gpu.activations === 'int8' && epilogues !== null) assert.equal(gpu.stats.quantizingEpilogues, epilogues);
   const ref = new ReferenceLlm(w, cap);
   const exact = await WebGpuLlm.create(w, { capacity: cap });

@@ -80,6 +80,8 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   sgOff: { sgRms: false, ungated: false },
   noSgRms: { sgRms: false },
   gated: { ungated: false },
+  // Session 31: the head's one-token kernel quantizing x in each workgroup (before headFed).
+  headStaged: { headFed: false },
   // down's one-token shape: 64 threads along K (14 chunks a thread), piped or 4 chunks an iteration; 2 chunks an iteration.
   dTk64p: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { TK: 64, RG: 16, RT: 2, UN: 2, PU: 1, pipe: true } : undefined) },
   dTk64: { shape: (r, _u, TB) => (TB === 1 && r === 'down' ? { TK: 64, RG: 16, RT: 2, PU: 4, pipe: false } : undefined) },

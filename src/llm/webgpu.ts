@@ -54,6 +54,11 @@ export const llmGpuConfig = {
   /** One-token matrix kernels (not the head) start their weight loads without waiting on MT's row count (GemvShape.ungated). */
   ungated: true,
   /**
+   * int8 activations: the last layer's down quantizes its outputs with the final norm in its epilogue, and one-token
+   * forwards run a head kernel that reads them (WebGpuLlm.headFed) instead of quantizing x in each of its workgroups.
+   */
+  headFed: true,
+  /**
    * Keys per iteration of the attention kernel's p·V loop (wgsl.ts AttentionSpec.unroll): 16 ran a 7B-shaped decode
    * step 0.158 ms faster than 1 on the H100 (4: 0.124, 8: 0.144; bench/gpu/llm-variants.ts).
    */
@@ -457,6 +462,11 @@ export class WebGpuLlm implements LlmRunner {
   /** An embedding table larger than one binding: the kernel that gathers the tokens' rows into x before layer 0. */
   private embedGather: { pipeline: GPUComputePipeline; bind: GPUBindGroup } | null = null;
   private head!: GemvKernels;
+  /**
+   * The head's one-token kernel reading x as the last layer's down quantized it (llmGpuConfig.headFed; that epilogue
+   * wrote the second XP buffer), and its bind group (made with the logits'); null where down does not quantize.
+   */
+  private headFed: { pipeline: GPUComputePipeline | null; UW: number; bind: GPUBindGroup | null } | null = null;
   private attention!: GPUComputePipeline;
   /** Qwen3 (llmGpuConfig.attnQkNorm): one-token attention that normalizes and rotates q and k itself. */
   private attentionQkNorm: GPUComputePipeline | null = null;
@@ -675,7 +685,7 @@ export class WebGpuLlm implements LlmRunner {
      * quantize for the next matrix).
      */
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
-      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }, bias?: Float32Array): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean } => {
+      fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }, bias?: Float32Array): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean; base: Omit<GemvSpec, keyof GemvShape> } => {
       const packed = packMatrix(m, llmGpuConfig.rowMeta, bias);
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
@@ -717,7 +727,7 @@ export class WebGpuLlm implements LlmRunner {
         pending.push(this.pipeline(code, bindings).then((p) => { k.byTB.set(TB, { pipeline: p, UW, TW, quantBefore, quantOut }); }));
       }
       if (anyQuant) pending.push(this.pipeline(quantRowsKernel(packed.layout.K, src, norm), k.quant.bindings).then((p) => { k.quant.pipeline = p; }));
-      return { k, buf, packed, quantOut: (TB) => outAt.get(TB) ?? false };
+      return { k, buf, packed, quantOut: (TB) => outAt.get(TB) ?? false, base };
     };
     /** The bind group of a matrix's quantRowsKernel: its x rows (and norm weights), the quantized x, (gathering) x. */
     const quantBind = (k: GemvKernels, src: GPUBuffer, nw: GPUBuffer | null, xp: GPUBuffer, gatherInto: GPUBuffer | null) => {
@@ -751,7 +761,7 @@ export class WebGpuLlm implements LlmRunner {
       const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, gather, qkvEpi, `layer ${l} q/k/v`, downOut, undefined, qkvBias);
       const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`, () => attnQuant, { norm: true });
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
-      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last ? undefined : { norm: true });
+      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last && !llmGpuConfig.headFed ? undefined : { norm: true });
       downOut = down.quantOut;
       if (kvAll) tinyMats.push({ qkv: qkv.packed, o: o.packed, gu: gu.packed, down: down.packed });
       qkv.k.bind = this.bindGroup(qkv.k.layout, gather
@@ -759,7 +769,7 @@ export class WebGpuLlm implements LlmRunner {
         : [this.meta, qkv.buf, this.x, attnNorm, this.q, kv, ...this.preBufs(qkv.k, B)]);
       o.k.bind = this.bindGroup(o.k.layout, [this.meta, o.buf, this.attn, this.x, ...this.preBufs(o.k, A, B, mlpNorm)]);
       gu.k.bind = this.bindGroup(gu.k.layout, [this.meta, gu.buf, this.x, mlpNorm, this.g, ...this.preBufs(gu.k, B, A)]);
-      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...this.preBufs(down.k, A, B, last ? undefined : norms[l + 1].attn)]);
+      down.k.bind = this.bindGroup(down.k.layout, [this.meta, down.buf, this.g, this.x, ...this.preBufs(down.k, A, B, last ? this.finalNorm : norms[l + 1].attn)]);
       quantBind(qkv.k, gather ? embed! : this.x, attnNorm, B, gather ? this.x : null);
       quantBind(o.k, this.attn, null, A, null);
       quantBind(gu.k, this.x, mlpNorm, B, null);
@@ -778,6 +788,17 @@ export class WebGpuLlm implements LlmRunner {
     this.head = head.k;
     this.headW = head.buf;
     quantBind(head.k, this.x, this.finalNorm, A, null);
+    // One-token forwards: the last layer's down quantized x with the final norm into B, so the head's kernel reads it
+    // as every other matrix's does (a dispatch quantizing x in each of the head's workgroups cost it ~20 µs at 70B).
+    if (int8 && downOut(1) && !this.wantTiny) {
+      const spec = this.shapeFor('head', { ...head.base, preIn: true }, 1);
+      if (dot4Pre(spec)) {
+        let code = gemvKernel(spec);
+        if (llmGpuConfig.codeHook) code = llmGpuConfig.codeHook(code, 'head', 1);
+        const fedK = this.headFed = { pipeline: null as GPUComputePipeline | null, UW: spec.RG * spec.RT, bind: null };
+        pending.push(this.pipeline(code, gemvBindings(head.base)).then((p) => { fedK.pipeline = p; }));
+      }
+    }
 
     const qoutRows = attnQuant ? preT : undefined;
     if (attnQuant) this.stats.quantizingEpilogues++;
@@ -933,6 +954,7 @@ export class WebGpuLlm implements LlmRunner {
     this.logits = this.alloc(want * this.config.vocab * 4, COPY_SRC, 'the logits');
     this.logitsRows = want;
     this.head.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, ...this.preBufs(this.head, this.xp[0])]);
+    if (this.headFed) this.headFed.bind = this.bindGroup(this.head.layout, [this.meta, this.headW, this.x, this.finalNorm, this.logits, this.xp[1]]);
     this.argmaxBind = this.bindGroup(this.layoutFor('wrw').bgl, [this.meta, this.logits, this.res]);
   }
 
@@ -1224,7 +1246,9 @@ export class WebGpuLlm implements LlmRunner {
       gemv('down', L.down, T, TB);
     }
     if (headRows > 0) {
-      gemv('head', this.head, headRows, this.bucketOf(headRows));
+      // One token (its logits row 0): x as the last down's epilogue quantized it.
+      if (T === 1 && headRows === 1 && this.headFed && !this.tiny) dispatch('head', this.headFed.pipeline!, this.headFed.bind!, ceilDiv(this.head.units, this.headFed.UW));
+      else gemv('head', this.head, headRows, this.bucketOf(headRows));
       if (argmax) dispatch('argmax', this.argmax, this.argmaxBind!, headRows);
     }
     pass?.end();
