@@ -8,6 +8,9 @@ import assert from 'node:assert/strict';
 import { Float16Array } from '@petamoriken/float16';
 import { splitB, splitBDims, splitDefault, splitExponent, splitMatmul, splitValid, type SplitTile } from '../src/codegen/wgsl/matmul_tc.js';
 import type { MatmulSpec } from '../src/codegen/wgsl/matmul.js';
+import { sgmLoad, sgmStore, sgmSyntax } from '../src/codegen/wgsl/sgm.js';
+import { gemmTcKernel, TC_TILE } from '../src/llm/wgsl_tc.js';
+import { matLayout } from '../src/llm/wgsl.js';
 import { InferenceSession } from '../src/session.js';
 import { writeModel } from '../src/bench/onnx_writer.js';
 import { Tensor } from '../src/tensor.js';
@@ -119,6 +122,32 @@ test('splitMatmul: three products per fragment pair for high, one for f16; the f
   assert.equal(count(pre, /subgroupMatrixMultiplyAccumulate/g), 3 * 2 * 2 * 2);
   assert.equal(splitValid(spec(64, 128, 64), { fm: 1, fn: 1, sm: 2, sn: 4, kSteps: 2 }, 1, 32, 1024, 49152, true), false, '32×32 halves of A over 256 threads: no whole vec4 each');
   assert.equal(splitValid(spec(64, 128, 64), { fm: 1, fn: 1, sm: 2, sn: 4, kSteps: 2 }, 1, 32, 1024, 49152), true);
+});
+
+test('subgroup-matrix loads and stores: the layout as a bool argument, or in the template list where the device compiles that', () => {
+  const saved = sgmSyntax.layoutTemplate;
+  const t: SplitTile = { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 };
+  const llm = () => gemmTcKernel({ m: matLayout('q', 4, 32, 384, 128, true), norm: true, eps: 1e-5, gather: false, epi: { kind: 'residual' } } as never, TC_TILE, false);
+  try {
+    sgmSyntax.layoutTemplate = false;
+    assert.equal(sgmLoad('subgroup_matrix_left<f16, 16, 16>', '&A', 'k', false, '64u'), 'subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&A, k, false, 64u)');
+    assert.equal(sgmStore('&C', '0u', 'acc', true, '16u'), 'subgroupMatrixStore(&C, 0u, acc, true, 16u)');
+    const oldK = splitMatmul(spec(144, 784, 772), t, 1, 32, 1), oldL = llm();
+    assert.match(oldK, /subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>\(&Ah, [^;]*, false, \d+u\);/);
+    assert.match(oldL, /subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>\(&Bs, [^;]*, true, \d+u\);/);
+    sgmSyntax.layoutTemplate = true;
+    assert.equal(sgmLoad('subgroup_matrix_right<f16, 16, 16>', '&B', 'k', true, '64u'), 'subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&B, k, 64u)');
+    assert.equal(sgmStore('&C', '0u', 'acc', false, '16u'), 'subgroupMatrixStore<row_major>(&C, 0u, acc, 16u)');
+    // Both runtime kernels (the ONNX f32-by-halves GEMM and the LLM's prefill GEMM) take the spelling, every call of it.
+    for (const [k, old] of [[splitMatmul(spec(144, 784, 772), t, 1, 32, 1), oldK], [llm(), oldL]]) {
+      const calls = (c: string) => (c.match(/subgroupMatrix(Load|Store)\b/g) ?? []).length;
+      assert.ok(calls(k) > 0 && calls(k) === calls(old));
+      assert.equal((k.match(/subgroupMatrixLoad<subgroup_matrix_(left|right)<f16, 16, 16>, (row|col)_major>\(/g) ?? []).length + (k.match(/subgroupMatrixStore<(row|col)_major>\(/g) ?? []).length, calls(k));
+    }
+    assert.match(llm(), /subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>\(&Bs, /);
+  } finally {
+    sgmSyntax.layoutTemplate = saved;
+  }
 });
 
 test("matmulPrecision 'high' on a device without subgroup matrices runs the f32 kernels", async () => {

@@ -11,7 +11,7 @@ import { type SplitPasses, type SplitTile, splitB, splitExponent, splitMatmul, s
 const gpu = await acquireGpu();
 const { device, caps } = gpu;
 const SG = caps.subgroupSize || 32;
-console.log(`adapter: ${caps.name}; subgroup-matrix configs ${caps.subgroupMatrix.length}; subgroup size ${caps.subgroupSize}; maxWorkgroupStorage ${caps.maxWorkgroupStorage}`);
+console.log(`adapter: ${caps.name}; subgroup-matrix configs ${caps.subgroupMatrix.length} (layout as a template argument: ${caps.sgmLayoutTemplate}); subgroup size ${caps.subgroupSize}; maxWorkgroupStorage ${caps.maxWorkgroupStorage}`);
 const U = GPUBufferUsage;
 const buf = (d: ArrayBufferView, extra = 0) => {
   const b = device.createBuffer({ size: Math.max(16, Math.ceil(d.byteLength / 16) * 16), usage: U.STORAGE | U.COPY_DST | U.COPY_SRC | extra });

@@ -14,6 +14,7 @@
 // Precision: x and the dequantised weights are rounded to f16 (11 significant bits) before the products; the sums are
 // f32. Against gemmKernel (f32 throughout) the outputs differ by ~2^-11 of the terms' magnitudes.
 import { epilogueLines, gatherCopy, gemvUnits, itemSlot, matDecls, paired, quantHelpers, rmsPass, scaleOf, tileRow, wordDequant, xRow, zeroOf, type GemmSpec } from './wgsl.js';
+import { sgmLoad, sgmStore } from '../codegen/wgsl/sgm.js';
 
 const u = (n: number): string => `${n}u`;
 
@@ -145,8 +146,8 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
       continue;
     }
     compute.push('{');
-    for (let i = 0; i < t.fm; i++) compute.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&As, ${aOff(i, kk)}, false, ${u(SA)});`);
-    for (let j = 0; j < t.fn; j++) compute.push(`let b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&Bs, ${bOff(j, kk)}, true, ${u(SB)});`);
+    for (let i = 0; i < t.fm; i++) compute.push(`let a${i} = ${sgmLoad('subgroup_matrix_left<f16, 16, 16>', '&As', aOff(i, kk), false, u(SA))};`);
+    for (let j = 0; j < t.fn; j++) compute.push(`let b${j} = ${sgmLoad('subgroup_matrix_right<f16, 16, 16>', '&Bs', bOff(j, kk), true, u(SB))};`);
     for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`);
     compute.push('}');
   }
@@ -157,7 +158,7 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   const outs = range(t.fm).flatMap((i) => range(t.fn).map((j) => {
     const store = emulate
       ? `for (var e = lane; e < 256u; e += ${u(SG)}) { Cs[sg * 256u + e] = Acc[${accBase(i, j)} + e]; }`
-      : `subgroupMatrixStore(&Cs, sg * 256u, acc${i}_${j}, false, 16u);`;
+      : `${sgmStore('&Cs', 'sg * 256u', `acc${i}_${j}`, false, '16u')};`;
     const body = P === 1
       ? `for (var q = lane; q < 256u; q += ${u(SG)}) {
         let t = t0 + wr + ${u(i * 16)} + q / 16u; let un = u0 + wc + ${u(j * 16)} + q % 16u;

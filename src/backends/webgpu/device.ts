@@ -2,6 +2,7 @@
 // and limits the kernel generators specialise to; one device per process, shared by sessions, recreated after a loss.
 import { DeviceLostError, UnsupportedError } from '../../errors.js';
 import { importNode } from '../../util/node.js';
+import { sgmProbeKernel, sgmSyntax } from '../../codegen/wgsl/sgm.js';
 
 /** What the generators may use on this device. */
 export interface GpuCaps {
@@ -11,6 +12,8 @@ export interface GpuCaps {
   dot4: boolean;
   /** Subgroup-matrix configurations (tensor cores from WGSL, Dawn's chromium-experimental-subgroup-matrix). */
   subgroupMatrix: { M: number; N: number; K: number; componentType: string; resultComponentType: string }[];
+  /** Its WGSL takes a subgroup matrix's memory layout as a template argument (codegen/wgsl/sgm.ts); probed where subgroupMatrix is not empty. */
+  sgmLayoutTemplate?: boolean;
   /** The subgroup size when the adapter has only one (NVIDIA: 32), else 0. */
   subgroupSize: number;
   timestamps: boolean;
@@ -124,9 +127,27 @@ async function createGpu(): Promise<GpuContext> {
     name,
     software: /llvmpipe|lavapipe|swiftshader|software/i.test(`${name} ${info.description ?? ''} ${info.architecture ?? ''}`),
   };
+  if (caps.subgroupMatrix.length) {
+    caps.sgmLayoutTemplate = await compiles(device, sgmProbeKernel(caps.subgroupMatrix.find((c) => c.componentType === 'f16') ?? caps.subgroupMatrix[0]));
+    sgmSyntax.layoutTemplate = caps.sgmLayoutTemplate;
+  }
   const ctx: GpuContext = { gpu, device, caps, lost: null };
   void device.lost.then((l) => { ctx.lost = { reason: String(l.reason), message: l.message }; });
   return ctx;
+}
+
+/** Whether `code` compiles into a compute pipeline on `device` without an error. */
+async function compiles(device: GPUDevice, code: string): Promise<boolean> {
+  device.pushErrorScope('validation');
+  let ok = true;
+  try {
+    const module = device.createShaderModule({ code });
+    ok = !(await module.getCompilationInfo()).messages.some((m) => m.type === 'error');
+    if (ok) await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  } catch {
+    ok = false;
+  }
+  return !(await device.popErrorScope()) && ok;
 }
 
 /** Whether WGSL on this GPU has packed_4x8_integer_dot_product (dot4I8Packed). */

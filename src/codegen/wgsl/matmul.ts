@@ -3,6 +3,7 @@
 // the epilogue (scale, bias, activation, residual) in the store. Every size is baked in; guards only where ragged.
 import { GRID_PARAMS, LINEAR_GROUP, f32Lit } from '../../backends/webgpu/kernel.js';
 import { activationExpr, mathPrelude } from './math.js';
+import { sgmLoad, sgmStore } from './sgm.js';
 
 export interface MatmulTile {
   BM: number; BN: number; BK: number; TM: number; TN: number;
@@ -378,11 +379,11 @@ export function tensorCoreMatmul(M: number, N: number, K: number, cfg: SubgroupM
   const lines: string[] = [];
   for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`var acc${i}_${j}: ${result};`);
   lines.push(`for (var k = 0u; k < ${K}u; k += ${cfg.K}u) {`);
-  for (let i = 0; i < t.fm; i++) lines.push(`  let a${i} = subgroupMatrixLoad<${left}>(&A, (row0 + ${i * cfg.M}u) * ${K}u + k, false, ${K}u);`);
-  for (let j = 0; j < t.fn; j++) lines.push(`  let b${j} = subgroupMatrixLoad<${right}>(&B, k * ${N}u + col0 + ${j * cfg.N}u, false, ${N}u);`);
+  for (let i = 0; i < t.fm; i++) lines.push(`  let a${i} = ${sgmLoad(left, '&A', `(row0 + ${i * cfg.M}u) * ${K}u + k`, false, `${K}u`)};`);
+  for (let j = 0; j < t.fn; j++) lines.push(`  let b${j} = ${sgmLoad(right, '&B', `k * ${N}u + col0 + ${j * cfg.N}u`, false, `${N}u`)};`);
   for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`);
   lines.push('}');
-  for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`subgroupMatrixStore(&C, (row0 + ${i * cfg.M}u) * ${N}u + col0 + ${j * cfg.N}u, acc${i}_${j}, false, ${N}u);`);
+  for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) lines.push(`${sgmStore('&C', `(row0 + ${i * cfg.M}u) * ${N}u + col0 + ${j * cfg.N}u`, `acc${i}_${j}`, false, `${N}u`)};`);
   const threads = t.sm * t.sn * t.subgroupSize;
   // One subgroup per workgroup keeps the offsets uniform (a function of the workgroup id alone), as the matrix
   // loads and stores require.
@@ -474,8 +475,8 @@ export function tensorCoreStagedMatmul(M: number, N: number, K: number, cfg: Sub
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   const compute: string[] = [];
   for (let kk = 0; kk < t.kSteps; kk++) {
-    for (let i = 0; i < t.fm; i++) compute.push(`let a${kk}_${i} = subgroupMatrixLoad<${left}>(&As, ${t.db ? 'aBuf + ' : ''}(wr + ${i * cfg.M}u) * ${SA}u + ${kk * cfg.K}u, false, ${SA}u);`);
-    for (let j = 0; j < t.fn; j++) compute.push(`let b${kk}_${j} = subgroupMatrixLoad<${right}>(&Bs, ${t.db ? 'bBuf + ' : ''}${kk * cfg.K * SB}u + wc + ${j * cfg.N}u, false, ${SB}u);`);
+    for (let i = 0; i < t.fm; i++) compute.push(`let a${kk}_${i} = ${sgmLoad(left, '&As', `${t.db ? 'aBuf + ' : ''}(wr + ${i * cfg.M}u) * ${SA}u + ${kk * cfg.K}u`, false, `${SA}u`)};`);
+    for (let j = 0; j < t.fn; j++) compute.push(`let b${kk}_${j} = ${sgmLoad(right, '&Bs', `${t.db ? 'bBuf + ' : ''}${kk * cfg.K * SB}u + wc + ${j * cfg.N}u`, false, `${SB}u`)};`);
     for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) compute.push(`acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${kk}_${i}, b${kk}_${j}, acc${i}_${j});`);
   }
   const loads = [...range(LA).map(loadA), ...range(LB).map(loadB)];
@@ -488,7 +489,7 @@ export function tensorCoreStagedMatmul(M: number, N: number, K: number, cfg: Sub
     }
     ${compute.join('\n    ')}${t.db ? '' : '\n    workgroupBarrier();'}`;
   const accs = range(t.fm).flatMap((i) => range(t.fn).map((j) => `var acc${i}_${j}: ${result};`));
-  const outs = range(t.fm).flatMap((i) => range(t.fn).map((j) => `subgroupMatrixStore(&C, (row0 + wr + ${i * cfg.M}u) * ${N}u + col0 + wc + ${j * cfg.N}u, acc${i}_${j}, false, ${N}u);`));
+  const outs = range(t.fm).flatMap((i) => range(t.fn).map((j) => `${sgmStore('&C', `(row0 + wr + ${i * cfg.M}u) * ${N}u + col0 + wc + ${j * cfg.N}u`, `acc${i}_${j}`, false, `${N}u`)};`));
   return `enable f16;
 ${t.sgBuiltin ? 'enable subgroups;\n' : ''}enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);

@@ -10,6 +10,7 @@
 // The tensor cores accumulate in f32. An |A| element past the f16 range (65504) sets the node's fault words (kind 2):
 // the run fails with a typed error instead of returning infinities.
 import { type MatmulSpec, type SubgroupMatrixConfig, epilogueDecls, epilogueExpr } from './matmul.js';
+import { sgmStore, sgmLoad } from './sgm.js';
 import { mathPrelude } from './math.js';
 
 export interface SplitTile {
@@ -348,13 +349,13 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
     compute.push('{');
     for (let i = 0; i < t.fm; i++) {
       const off = `(wr + ${i * 16}u) * ${SA}u + ${kk * 16}u`;
-      compute.push(`let ah${i} = subgroupMatrixLoad<${left}>(&Ah, ${off}, false, ${SA}u);`);
-      if (two) compute.push(`let al${i} = subgroupMatrixLoad<${left}>(&Al, ${off}, false, ${SA}u);`);
+      compute.push(`let ah${i} = ${sgmLoad(left, '&Ah', off, false, `${SA}u`)};`);
+      if (two) compute.push(`let al${i} = ${sgmLoad(left, '&Al', off, false, `${SA}u`)};`);
     }
     for (let j = 0; j < t.fn; j++) {
       const off = `${kk * 16 * SB}u + wc + ${j * 16}u`;
-      compute.push(`let bh${j} = subgroupMatrixLoad<${right}>(&Bh, ${off}, false, ${SB}u);`);
-      if (two) compute.push(`let bl${j} = subgroupMatrixLoad<${right}>(&Bl, ${off}, false, ${SB}u);`);
+      compute.push(`let bh${j} = ${sgmLoad(right, '&Bh', off, false, `${SB}u`)};`);
+      if (two) compute.push(`let bl${j} = ${sgmLoad(right, '&Bl', off, false, `${SB}u`)};`);
     }
     // The small products first, then the large one, into the same f32 sums.
     for (let i = 0; i < t.fm; i++) {
@@ -382,7 +383,7 @@ export function splitMatmul(s: MatmulSpec, t: SplitTile, passes: SplitPasses, su
     const inside = conds.length ? conds.join(' && ') : 'true';
     return `{
     let r0 = ${r}; let c0 = ${c}; let inside = ${inside};
-    subgroupMatrixStore(&Cs, sg * 256u, acc${i}_${j}, false, 16u);
+    ${sgmStore('&Cs', 'sg * 256u', `acc${i}_${j}`, false, '16u')};
     workgroupBarrier();
     if (inside) {
       for (var q = lane; q < 256u; q += ${subgroupSize}u) {
