@@ -739,6 +739,10 @@ export class WebGpuLlm implements LlmRunner {
     // reads x quantized (its kernels bind XP: preBound).
     const attnQuant = int8 && llmGpuConfig.producerQuant && HD % 32 === 0
       && w.layers.every(({ o }) => o.kind === 'q' && dot4Matrix(matLayout('q', o.bits, o.group, o.N, o.K)));
+    // int8 activations: the last layer's down quantizes for the head (with the final norm) where the head reads x
+    // quantized (a 4-bit head) and one-token forwards run it (not the one-workgroup decode).
+    const hm = w.lmHead;
+    const headFed = int8 && llmGpuConfig.headFed && !this.wantTiny && hm.kind === 'q' && dot4Matrix(matLayout('q', hm.bits, hm.group, hm.N, hm.K));
     const [A, B] = this.xp;
     const norms = w.layers.map((Lw) => ({ attn: this.upload(Lw.attnNorm, 0, 'norm weights'), mlp: this.upload(Lw.mlpNorm, 0, 'norm weights') }));
     let downOut: (TB: number) => boolean = () => false;
@@ -761,7 +765,7 @@ export class WebGpuLlm implements LlmRunner {
       const qkv = gemv('qkv', concatRows([Lw.q, Lw.k, Lw.v], `layer ${l} q/k/v`), true, gather, qkvEpi, `layer ${l} q/k/v`, downOut, undefined, qkvBias);
       const o = gemv('o', Lw.o, false, false, { kind: 'residual' }, `layer ${l} o`, () => attnQuant, { norm: true });
       const gu = gemv('gateup', concatRows([Lw.gate, Lw.up], `layer ${l} gate/up`), true, false, { kind: 'gateup', F }, `layer ${l} gate/up`, o.quantOut, { norm: false });
-      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last && !llmGpuConfig.headFed ? undefined : { norm: true });
+      const down = gemv('down', Lw.down, false, false, { kind: 'residual' }, `layer ${l} down`, gu.quantOut, last && !headFed ? undefined : { norm: true });
       downOut = down.quantOut;
       if (kvAll) tinyMats.push({ qkv: qkv.packed, o: o.packed, gu: gu.packed, down: down.packed });
       qkv.k.bind = this.bindGroup(qkv.k.layout, gather
@@ -790,7 +794,7 @@ export class WebGpuLlm implements LlmRunner {
     quantBind(head.k, this.x, this.finalNorm, A, null);
     // One-token forwards: the last layer's down quantized x with the final norm into B, so the head's kernel reads it
     // as every other matrix's does (a dispatch quantizing x in each of the head's workgroups cost it ~20 µs at 70B).
-    if (int8 && downOut(1) && !this.wantTiny) {
+    if (headFed && downOut(1)) {
       const spec = this.shapeFor('head', { ...head.base, preIn: true }, 1);
       if (dot4Pre(spec)) {
         let code = gemvKernel(spec);
