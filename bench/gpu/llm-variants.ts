@@ -71,6 +71,22 @@ const touchAhead = (D: number) => (c: string, _r: string, TB: number): string =>
 };
 /** A code hook for the tensor-core prefill GEMMs only (their WGSL enables subgroup matrices). */
 const tcHook = (f: (c: string) => string) => (c: string): string => (c.includes('subgroupMatrixMultiplyAccumulate') ? f(c) : c);
+/**
+ * Timing only (session 31; the logits are wrong): the one-token matrix kernels read their weights, scales and zeros
+ * in K-block-major order, one 32-chunk block of every row after another (tlb-lab's "slab"), as if the matrices were
+ * packed that way. The bytes read are the same; only the order across rows and blocks changes.
+ */
+const slabHook = (code: string, role: string, TB: number): string => {
+  if (TB !== 1 || role === 'head') return code;
+  const so = /w32\((\d+)u \+ \(\(rw\w+ \* (\d+)u \+ /.exec(code);
+  if (!so) return code;
+  const KC = Number(so[2]), N = Number(so[1]) / (KC * 4);
+  const idx = (rw: string, cv: string) => `((${cv} / 32u) * ${N * 32}u + ${rw} * 32u + (${cv} % 32u))`;
+  let c = code.replace(new RegExp(`\\((rw\\w+) \\* ${KC}u \\+ (c\\w*)\\)`, 'g'), (_m, rw, cv) => idx(rw, cv));
+  c = c.replace(new RegExp(`W\\[(rw\\w+) \\* ${KC}u \\+ (c\\w*)\\]`, 'g'), (_m, rw, cv) => `W[${idx(rw, cv)}]`);
+  c = c.replace(new RegExp(`(rw\\w+) \\* ${KC / 8}u \\+ \\((c\\w*) >> 3u\\)`, 'g'), (_m, rw, cv) => `(${cv} / 32u) * ${N * 4}u + ${rw} * 4u + ((${cv} % 32u) >> 3u)`);
+  return c;
+};
 /** Variants: what each sets in llmGpuConfig (from the defaults) before its runner is created. */
 const DEFAULTS = { ...llmGpuConfig };
 const at1 = (shape: Partial<GemvShape>) => (_r: string, _u: number, TB: number) => (TB === 1 ? shape : undefined);
@@ -80,6 +96,8 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   sgOff: { sgRms: false, ungated: false },
   noSgRms: { sgRms: false },
   gated: { ungated: false },
+  // Session 31: weights read in K-block-major order (timing only, slabHook).
+  slabT: { codeHook: slabHook },
   // Session 31: the head's one-token kernel quantizing x in each workgroup (before headFed).
   headStaged: { headFed: false },
   // down's one-token shape: 64 threads along K (14 chunks a thread), piped or 4 chunks an iteration; 2 chunks an iteration.

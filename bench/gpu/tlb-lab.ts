@@ -10,6 +10,9 @@
 //  - "ahead A": at its start each workgroup also loads one word of the weights, scales and zeros of workgroup wid + A
 //    (past the end: of the next buffer's first workgroups), so a later workgroup's pages are translated before it
 //    starts. The words are used only by a test that never holds, after the loop.
+//  - "slab" (session 31): the same bytes in K-block-major order: one iteration's chunks (2 × 32 lanes) of every row
+//    together, then the next iteration's, for weights, scales and zeros alike, so that the workgroups running at once
+//    read one narrow window of each region instead of a 128 KB run each.
 // Usage: node tlb-lab.mjs   Env: ROUNDS (default 7), NBS (default 1,16,128), AHEADS (default 264; empty for none)
 import { acquireGpu } from '../../src/backends/webgpu/device.js';
 import { median } from '../../src/util/stats.js';
@@ -28,7 +31,7 @@ const WORDS0 = N * (wpr + sw + zw), scaleOff = N * wpr, zeroOff = N * (wpr + sw)
 // The in-row layout (llmGpuConfig.rowMeta): each row's weights, then its scales and zeros, rows padded to 16 bytes.
 const ROW = Math.ceil((wpr + sw + zw) / 4) * 4;
 const WORDS = N * ROW;
-type Layout = 'split' | 'inrow';
+type Layout = 'split' | 'inrow' | 'slab';
 const REPS = 128;
 
 function gemv(ahead: number, L: Layout = 'split'): string {
@@ -37,9 +40,15 @@ function gemv(ahead: number, L: Layout = 'split'): string {
   for (let v = 0; v < UN; v++) {
     const b: string[] = [v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(32 * v)}, ${u(KC - 1)});`];
     for (let r = 0; r < RT; r++) {
-      b.push(`let w${r} = W[rw${r} * ${u(st / 4)} + cc];`);
-      if (L === 'inrow') b.push(`let m${r} = W32(rw${r} * ${u(ROW)} + ${u(wpr)} + (cc >> 1u)) ^ W32(rw${r} * ${u(ROW)} + ${u(wpr + sw)} + (cc >> 3u));`);
-      else b.push(`let m${r} = W32(${u(scaleOff)} + rw${r} * ${u(sw)} + (cc >> 1u)) ^ W32(${u(zeroOff)} + rw${r} * ${u(zw)} + (cc >> 3u));`);
+      if (L === 'slab') {
+        // Iteration it = cc / 64, chunk j = cc % 64: weights [it][row][64 vec4], scales [it][row][32 words], zeros [it][row][8 words].
+        b.push(`let w${r} = W[(cc / 64u) * ${u(N * 64)} + rw${r} * 64u + (cc % 64u)];`);
+        b.push(`let m${r} = W32(${u(scaleOff)} + (cc / 64u) * ${u(N * 32)} + rw${r} * 32u + ((cc % 64u) >> 1u)) ^ W32(${u(zeroOff)} + (cc / 64u) * ${u(N * 8)} + rw${r} * 8u + ((cc % 64u) >> 3u));`);
+      } else {
+        b.push(`let w${r} = W[rw${r} * ${u(st / 4)} + cc];`);
+        if (L === 'inrow') b.push(`let m${r} = W32(rw${r} * ${u(ROW)} + ${u(wpr)} + (cc >> 1u)) ^ W32(rw${r} * ${u(ROW)} + ${u(wpr + sw)} + (cc >> 3u));`);
+        else b.push(`let m${r} = W32(${u(scaleOff)} + rw${r} * ${u(sw)} + (cc >> 1u)) ^ W32(${u(zeroOff)} + rw${r} * ${u(zw)} + (cc >> 3u));`);
+      }
       b.push(`a${r} += bitcast<f32>((w${r}.x ^ w${r}.y ^ w${r}.z ^ w${r}.w ^ m${r}) & 0x3FFFFFFFu);`);
     }
     body.push(`{\n      ${b.join('\n      ')}\n    }`);
@@ -186,12 +195,13 @@ const bindsOf = (pipeline: GPUComputePipeline, nb: number) => Array.from({ lengt
   layout: pipeline.getBindGroupLayout(0),
   entries: [bufs[i % nb], OUT, bufs[(i + 1) % nb]].map((buffer, binding) => ({ binding, resource: { buffer } })),
 }));
-const flat = pipe(FLAT), base = pipe(gemv(0)), inrow = pipe(gemv(0, 'inrow'));
+const flat = pipe(FLAT), base = pipe(gemv(0)), inrow = pipe(gemv(0, 'inrow')), slab = pipe(gemv(0, 'slab'));
 const aheads = AHEADS.map((a) => ({ a, p: pipe(gemv(a)) }));
 for (const nb of NBS) {
   variants.push({ name: `flat NB ${nb}`, pipeline: flat, binds: bindsOf(flat, nb), groups: 132 * 8, bytes: WORDS0 * 4 });
   variants.push({ name: `split NB ${nb}`, pipeline: base, binds: bindsOf(base, nb), groups: NW, bytes: WORDS0 * 4 });
   variants.push({ name: `inrow NB ${nb}`, pipeline: inrow, binds: bindsOf(inrow, nb), groups: NW, bytes: WORDS0 * 4 });
+  variants.push({ name: `slab NB ${nb}`, pipeline: slab, binds: bindsOf(slab, nb), groups: NW, bytes: WORDS0 * 4 });
   for (const { a, p } of aheads) variants.push({ name: `split NB ${nb} ahead ${a}`, pipeline: p, binds: bindsOf(p, nb), groups: NW, bytes: WORDS0 * 4 });
 }
 for (const t1 = performance.now(); performance.now() - t1 < 1000;) await timePass(variants[0], REPS);
