@@ -1250,8 +1250,8 @@ export class WebGpuLlm implements LlmRunner {
       gemv('down', L.down, T, TB);
     }
     if (headRows > 0) {
-      // One token (its logits row 0): x as the last down's epilogue quantized it.
-      if (T === 1 && headRows === 1 && this.headFed && !this.tiny) dispatch('head', this.headFed.pipeline!, this.headFed.bind!, ceilDiv(this.head.units, this.headFed.UW));
+      // One token (its logits row 0): x as the last down's epilogue quantized it (headFed is never set with tinyDecode).
+      if (T === 1 && headRows === 1 && this.headFed) dispatch('head', this.headFed.pipeline!, this.headFed.bind!, ceilDiv(this.head.units, this.headFed.UW));
       else gemv('head', this.head, headRows, this.bucketOf(headRows));
       if (argmax) dispatch('argmax', this.argmax, this.argmaxBind!, headRows);
     }

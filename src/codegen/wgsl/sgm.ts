@@ -23,8 +23,8 @@ export function sgmStore(ptr: string, off: string, value: string, colMajor: bool
 }
 
 /** A kernel that compiles only where the layout-in-the-template form is known (its f16 16×16 operands are what the kernels use). */
-export function sgmProbeKernel(c: { M: number; N: number; K: number; componentType: string }): string {
-  const T = c.componentType === 'f16' ? 'f16' : c.componentType === 'f32' ? 'f32' : c.componentType;
+export function sgmProbeKernel(c: { M: number; K: number; componentType: string }): string {
+  const T = c.componentType;
   return `${T === 'f16' ? 'enable f16;\n' : ''}enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(0) var<storage, read_write> b: array<${T}>;
 var<workgroup> w: array<${T}, ${c.M * c.K}>;
