@@ -11,7 +11,7 @@ import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
 import type { LlamaConfig, LlmWeights, Matrix } from '../src/llm/types.js';
 import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, prefillChunks } from '../src/llm/webgpu.js';
-import { gemvKernel, gemvWorkgroupBytes, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
+import { blockedIndexJs, gemvKernel, gemvWorkgroupBytes, kBlockOf, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
 import { LAYER_MATRICES, bytesPerToken } from '../src/llm/types.js';
 
@@ -597,6 +597,45 @@ test('webgpu llm q4 with int8 activations: one-token forwards run the head on x 
   }
 });
 
+/**
+ * K-block-major weights (llmGpuConfig.kBlock, MatLayout.kb) are the same bytes in another order: every kernel reading
+ * them (the one-token and small-T loops with f32 and int8 x, the prefill GEMM and its tensor-core form) must give the
+ * bits of row-major. Rows of 12 and 20 chunks (4-bit) in blocks of 8 leave a last block of 4; groups of 128 put a
+ * group in 4 chunks and a block's one zero point in a padded word; f32 scales are read from their own offsets.
+ */
+const WIDE: LlamaConfig = { ...GQA, maxPositions: 96, hidden: 384, intermediate: 640, heads: 6, kvHeads: 2, headDim: 64 };
+test('webgpu llm: K-block-major weights give the bits of row-major ones: q4 (g32, g128, f32 scales), q8; f32 and int8 x; decode, small T, the prefill GEMM and its tensor-core form', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  const runs: [LlmWeights, string, number, { activations?: 'int8'; prefill?: 'f16' }][] = [
+    [model(WIDE, 'q4', 21), 'q4 int8 x', 8, { activations: 'int8' }],
+    [model(WIDE, 'q4', 22), 'q4', 8, {}],
+    [model(WIDE, 'q4', 23, 128), 'q4 g128 int8 x', 4, { activations: 'int8' }],
+    [offF16Scales(model(WIDE, 'q4', 24)), 'q4 f32 scales', 8, {}],
+    [model(WIDE, 'q8', 25), 'q8', 16, {}],
+    [model(WIDE, 'q4', 26), 'q4 tensor cores', 8, { prefill: 'f16' }],
+  ];
+  const V = WIDE.vocab;
+  for (const [w, what, C, o] of runs) {
+    const run = (kBlock: number) => withGpuConfigValue({ kBlock, gemmTensorCores: 'emulate', tcTile: TC_SMALL }, async () => {
+      const r = await WebGpuLlm.create(w, { capacity: 96, ...o });
+      const blocked = r.stats.kBlockedMatrices;
+      // A prompt of 70 (the prefill GEMM's 64-token tile and the small-T kernels), four tokens, five steps.
+      const outs = [await r.forward(ids(70, 3, V), true), await r.forward(ids(4, 5, V), true)];
+      for (let s = 0; s < 5; s++) outs.push(await r.forward([(s * 37 + 5) % V]));
+      const int8 = r.activations === 'int8';
+      await r.release();
+      return { outs, blocked, int8 };
+    });
+    const rowMajor = await run(0), blocked = await run(C);
+    assert.equal(rowMajor.blocked, 0, what);
+    // Every layer's q/k/v, o, gate/up and down, and the head.
+    assert.equal(blocked.blocked, 4 * WIDE.layers + 1, what);
+    if (o.activations) assert.equal(blocked.int8, caps.dot4, what);
+    for (let s = 0; s < rowMajor.outs.length; s++) assert.deepEqual(blocked.outs[s], rowMajor.outs[s], `${what}: forward ${s}`);
+    assert.ok(rowMajor.outs[2].some((v) => v !== 0), what);
+  }
+});
+
 async function int8Check(config = GQA, epilogues: number | null = 0, group = 32): Promise<void> {
   const { caps } = await acquireGpu();
   const w = model(config, 'q4', 11, group);
@@ -656,6 +695,29 @@ function withoutBias(w: LlmWeights): LlmWeights {
   delete config.qkvBias;
   return { ...w, config, layers: w.layers.map((L) => { const o = { ...L }; delete o.qkvBias; return o; }) };
 }
+
+test('packMatrix K-block-major (MatLayout.kb): every chunk, scale and zero point where blockedIndexJs puts it, a short last block, padded zero-point words; kBlockOf refuses blocks of partial groups or whole rows', () => {
+  // 4-bit, 20 chunks a row in blocks of 8 (8, 8, 4), groups of 32: a block's zero points are one word a row.
+  const q = model({ ...GQA, hidden: 640 }, 'q4', 2).layers[0].q;
+  assert.equal(q.kind, 'q');
+  if (q.kind !== 'q') return;
+  const p = packMatrix(q, 0, undefined, 8), kb = p.layout.kb!;
+  assert.deepEqual(kb, { C: 8, NB: 3, LC: 4, G: 8, LG: 4, Z: 1, LZ: 1 });
+  assert.equal(p.layout.words, q.N * 80 + q.N * 10 + q.N * 3);
+  const bytes = new Uint8Array(p.words.buffer), h = new Uint16Array(p.words.buffer, p.layout.scaleOff * 4, q.N * 20);
+  for (let n = 0; n < q.N; n += 5) for (let c = 0; c < 20; c++) {
+    const at = blockedIndexJs(n, c, 8, 4, 3, q.N) * 16;
+    assert.deepEqual([...bytes.subarray(at, at + 16)], [...q.data.subarray((n * 20 + c) * 16, (n * 20 + c + 1) * 16)], `row ${n} chunk ${c}`);
+    assert.equal(f16ToF32(h[blockedIndexJs(n, c, 8, 4, 3, q.N)]), q.scales[n * 20 + c]);
+    const zw = p.layout.zeroOff + Math.floor(c / 8) * q.N + n, zb = new Uint8Array(p.words.buffer, zw * 4, 4);
+    assert.equal((zb[(c % 8) >> 1] >> ((c & 1) * 4)) & 15, (q.zeros[n * 10 + (c >> 1)] >> ((c & 1) * 4)) & 15, `zero of row ${n} group ${c}`);
+  }
+  // Row-major is unchanged without a block.
+  assert.equal(packMatrix(q).layout.kb, undefined);
+  assert.match(String(kBlockOf(4, 128, 640, 2)), /whole groups of 128/);
+  assert.match(String(kBlockOf(4, 32, 640, 20)), /rows of 20/);
+  assert.deepEqual(kBlockOf(4, 128, 640, 4), { C: 4, NB: 5, LC: 4, G: 1, LG: 1, Z: 1, LZ: 1 });
+});
 
 test('packMatrix: biases as f32 words after everything else (MatLayout.biasOff), default and in-row layouts, f32; none without', () => {
   const q = model(QWEN, 'q4', 1).layers[0].q, f = model(QWEN, 'f32', 1).layers[0].q;

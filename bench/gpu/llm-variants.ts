@@ -96,8 +96,12 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   sgOff: { sgRms: false, ungated: false },
   noSgRms: { sgRms: false },
   gated: { ungated: false },
-  // Session 31: weights read in K-block-major order (timing only, slabHook).
-  slabT: { codeHook: slabHook },
+  // Session 31: weights read in K-block-major order (timing only, slabHook, over row-major packing).
+  slabT: { kBlock: 0, codeHook: slabHook },
+  // Session 32: K-block-major packing (llmGpuConfig.kBlock 'iter' by default): row-major, and blocks of 32 chunks for
+  // every matrix whatever its loop (slabT's order, with the head).
+  rowMajor: { kBlock: 0 },
+  kb32: { kBlock: 32 },
   // Session 31: the head's one-token kernel quantizing x in each workgroup (before headFed).
   headStaged: { headFed: false },
   // down's one-token shape: 64 threads along K (14 chunks a thread), piped or 4 chunks an iteration; 2 chunks an iteration.
@@ -199,6 +203,8 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   // The prefill GEMM on the tensor cores (WebGpuLlmOptions.prefill 'f16' for every variant named tc…; wgsl_tc.ts):
   // the default tile (64×128, K steps of 64), K steps of 32, 64×64.
   tc: {},
+  // Session 32: the tensor-core GEMM reading row-major weights (tc reads them K-block-major where decode does).
+  tcRowMajor: { kBlock: 0 },
   tck32: { tcTile: { fm: 2, fn: 2, sm: 2, sn: 4, kSteps: 2 } },
   tc64: { tcTile: { fm: 2, fn: 1, sm: 2, sn: 4, kSteps: 2 } },
   // 128 tokens a tile: 128 rows (8 subgroups of 4×2 matrices), K steps of 32 or 64; 64 rows (8 of 2×2), K steps of 64.

@@ -41,6 +41,7 @@ export function tinyMatrixProblem(m: MatLayout): string | null {
   if (m.kind !== 'q' || m.bits !== 4) return `${m.kind === 'q' ? `${m.bits}-bit` : 'f32'} weights`;
   if (m.group % 32 !== 0 || m.K % 32 !== 0) return `groups of ${m.group} along K = ${m.K}`;
   if (m.inRow) return 'the in-row layout';
+  if (m.kb) return 'the K-blocked layout';
   return null;
 }
 

@@ -9,7 +9,7 @@ import { registerLlmBackend } from './registry.js';
 import { tinyDecodeKernel, tinyMatrixProblem, tinyWorkgroupBytes } from './tiny_decode.js';
 import { checkWeights, LAYER_MATRICES, type ActivationsFallback, type LlamaConfig, type LlmRunner, type LlmWeights, type Matrix, type QuantMatrix } from './types.js';
 import {
-  argmaxKernel, ATTN_SPLITS_MAX, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, type GemmSpec, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, matLayout, META_HEADER, META_IDS, metaRopeOffset,
+  argmaxKernel, ATTN_SPLITS_MAX, attentionCombineKernel, embedGatherKernel, attentionKernel, attentionWorkgroup, blockedIndexJs, dot4Matrix, dot4Pre, GEMM_TM, gemmKernel, type GemmSpec, gemmUnitsPerTile, gemvBindings, gemvKernel, gemvUnits, gemvWorkgroupBytes, kBlockOf, matLayout, META_HEADER, META_IDS, metaRopeOffset,
   paired, preBound, qkNormRopeKernel, qkNormWorkgroup, quantizesOut, quantRowsBindings, quantRowsKernel, stagedChunkVec4s, subgroupProbeKernel, type Epilogue, type GemvShape, type GemvSpec, type MatLayout, type QuantRowsSource,
 } from './wgsl.js';
 import { gemmTcKernel, gemmTcUnitsPerTile, gemmTcValid, TC_SG, TC_TILE, tcDims, type TcTile } from './wgsl_tc.js';
@@ -68,6 +68,12 @@ export const llmGpuConfig = {
    * this many words (packMatrix's rowAlign; 0: the scales and zero points of all rows after all weights).
    */
   rowMeta: 0,
+  /**
+   * 4/8-bit matrices read by one-token kernels with int8 x: stored in K-block-major order (MatLayout.kb), each block
+   * the chunks one iteration of the workgroup's loop reads ('iter': TK × PU of the one-token shape, where that is less
+   * than a row); a number: blocks of that many chunks wherever they fit (tests); 0: row-major.
+   */
+  kBlock: 'iter' as 'iter' | number,
   /**
    * Qwen3: one-token forwards normalize and rotate q and k inside the attention kernel (AttentionSpec.qkNorm) instead
    * of a q/k norm dispatch after q/k/v (forwards of more tokens keep that dispatch).
@@ -338,12 +344,13 @@ export function concatRows(ms: Matrix[], what: string): Matrix {
  * A matrix in the kernels' layout (wgsl.ts MatLayout): data words, scales, zero points padded to whole words per row;
  * `rowAlign` > 0: each row's scales and zero points right after its data words, rows padded to a multiple of that
  * many words (at least 4). `bias` (N values): the rows' biases as f32 words after everything (MatLayout.biasOff).
+ * `block` > 0 (4/8-bit, row-major): the K-block-major order of blocks of that many chunks (MatLayout.kb).
  */
-export function packMatrix(m: Matrix, rowAlign = 0, bias?: Float32Array): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
+export function packMatrix(m: Matrix, rowAlign = 0, bias?: Float32Array, block = 0): { layout: MatLayout; words: Uint32Array<ArrayBuffer> } {
   if (bias && bias.length !== m.N) throw new Error(`packMatrix: ${bias.length} biases for ${m.N} rows`);
   // f16 scales where every scale is a normal f16 value (webjit's quantizer rounds them so) or 0.
   const f16 = m.kind === 'q' && m.scales.every((v) => v === 0 || (Math.abs(v) >= 6.103515625e-5 && f16ToF32(f32ToF16(v)) === v));
-  const layout = m.kind === 'f32' ? matLayout('f32', 32, m.K, m.N, m.K, false, 0, !!bias) : matLayout('q', m.bits, m.group, m.N, m.K, f16, rowAlign, !!bias);
+  const layout = m.kind === 'f32' ? matLayout('f32', 32, m.K, m.N, m.K, false, 0, !!bias) : matLayout('q', m.bits, m.group, m.N, m.K, f16, rowAlign, !!bias, block);
   const words = new Uint32Array(layout.words);
   if (bias) new Float32Array(words.buffer, layout.biasOff! * 4, m.N).set(bias);
   if (m.kind === 'f32') {
@@ -360,6 +367,26 @@ export function packMatrix(m: Matrix, rowAlign = 0, bias?: Float32Array): { layo
       if (f16) { const h = new Uint16Array(words.buffer, (o + layout.scaleOff) * 4, G); for (let g = 0; g < G; g++) h[g] = f32ToF16(m.scales[n * G + g]); }
       else new Float32Array(words.buffer, (o + layout.scaleOff) * 4, G).set(m.scales.subarray(n * G, (n + 1) * G));
       bytes.set(m.zeros.subarray(n * zRow, (n + 1) * zRow), (o + layout.zeroOff) * 4);
+    }
+    return { layout, words };
+  }
+  const kb = layout.kb;
+  if (kb) {
+    // Block b of every row, then block b + 1: data chunks (16 bytes), scales, zero-point bytes (whole words a block).
+    const scales = f16 ? new Uint16Array(words.buffer, layout.scaleOff * 4, m.N * G) : new Float32Array(words.buffer, layout.scaleOff * 4, m.N * G);
+    for (let n = 0; n < m.N; n++) {
+      for (let b = 0; b < kb.NB; b++) {
+        const nc = b === kb.NB - 1 ? kb.LC : kb.C, ng = b === kb.NB - 1 ? kb.LG : kb.G, nz = b === kb.NB - 1 ? kb.LZ : kb.Z;
+        const src = n * layout.wpr * 4 + b * kb.C * 16;
+        bytes.set(m.data.subarray(src, src + nc * 16), blockedIndexJs(n, b * kb.C, kb.C, kb.LC, kb.NB, m.N) * 16);
+        for (let g = 0; g < ng; g++) {
+          const v = m.scales[n * G + b * kb.G + g];
+          scales[blockedIndexJs(n, b * kb.G + g, kb.G, kb.LG, kb.NB, m.N)] = f16 ? f32ToF16(v) : v;
+        }
+        const zo = (layout.zeroOff + b * m.N * kb.Z + n * nz) * 4, zb = b * kb.G * m.bits;
+        if (zb % 8 === 0) bytes.set(m.zeros.subarray(n * zRow + zb / 8, n * zRow + Math.ceil((zb + ng * m.bits) / 8)), zo);
+        else for (let g = 0; g < ng; g++) bytes[zo + (g >> 1)] |= ((m.zeros[n * zRow + ((b * kb.G + g) >> 1)] >> (((b * kb.G + g) & 1) * 4)) & 15) << ((g & 1) * 4);
+      }
     }
     return { layout, words };
   }
@@ -398,7 +425,7 @@ export class WebGpuLlm implements LlmRunner {
   readonly config: LlamaConfig;
   readonly capacity: number;
   /** Pipelines and bind groups this runner created (tests check that forwards create none). */
-  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, tinyDecode: false, kvCacheBytes: 0, tensorCoreGemms: 0 };
+  readonly stats = { pipelines: 0, bindGroups: 0, dispatchesLastForward: 0, gpuMsLastForward: NaN, encodeMsLastForward: NaN, quantizingEpilogues: 0, kBlockedMatrices: 0, tinyDecode: false, kvCacheBytes: 0, tensorCoreGemms: 0 };
   /**
    * Time each forward's compute pass on the GPU into stats.gpuMsLastForward (where the device has timestamp-query;
    * costs a second read-back per forward).
@@ -686,7 +713,8 @@ export class WebGpuLlm implements LlmRunner {
      */
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
       fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }, bias?: Float32Array): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean; base: Omit<GemvSpec, keyof GemvShape> } => {
-      const packed = packMatrix(m, llmGpuConfig.rowMeta, bias);
+      const packed = packMatrix(m, llmGpuConfig.rowMeta, bias, this.kBlockFor(role, m, { norm, gather, epi, int8, fed: fed(1), qout: !!qout }));
+      if (packed.layout.kb) this.stats.kBlockedMatrices++;
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
       const plain = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: int8 };
@@ -881,6 +909,22 @@ export class WebGpuLlm implements LlmRunner {
     const tiles = llmGpuConfig.tcTile ? [llmGpuConfig.tcTile] : [TC_TILE, { ...TC_TILE, kSteps: 2 }];
     const tile = tiles.find((t) => gemmTcValid(s, t, this.caps.maxWorkgroupStorage, this.caps.maxInvocations, emulate));
     return tile ? { tile, emulate } : null;
+  }
+
+  /**
+   * Chunks a K block of a matrix (llmGpuConfig.kBlock; 0: row-major): by default those one iteration of its one-token
+   * kernel reads, where that kernel takes x quantized (the measured case) and reads less than a row an iteration.
+   */
+  private kBlockFor(role: GemvRole, m: Matrix, o: { norm: boolean; gather: boolean; epi: Epilogue; int8: boolean; fed: boolean; qout: boolean }): number {
+    const want = llmGpuConfig.kBlock;
+    if (m.kind !== 'q' || llmGpuConfig.rowMeta > 0 || this.wantTiny || want === 0) return 0;
+    let C = typeof want === 'number' ? want : 0;
+    if (want === 'iter') {
+      const plain = { m: matLayout('q', m.bits, m.group, m.N, m.K), norm: o.norm, eps: 1e-5, gather: o.gather, epi: o.epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: o.int8 };
+      const spec = this.shapeFor(role, { ...plain, ...(o.qout && llmGpuConfig.producerQuant && preBound(plain) ? { qout: { norm: true } } : {}), ...(o.int8 && o.fed ? { preIn: true } : {}) }, 1);
+      if (dot4Pre(spec)) C = spec.TK * (spec.PU ?? 1);
+    }
+    return C > 0 && typeof kBlockOf(m.bits, m.group, m.K, C) !== 'string' ? C : 0;
   }
 
   private shapeFor(role: GemvRole, base: Omit<GemvSpec, keyof GemvShape>, TB: number): GemvSpec {

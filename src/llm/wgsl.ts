@@ -49,14 +49,65 @@ export interface MatLayout {
    * q/k/v epilogue reads them (epilogueLines).
    */
   biasOff?: number;
+  /**
+   * K-block-major order (absent: row-major). The weights, the scales and the zero points each stay in their region, but
+   * inside it the matrix is cut along K into blocks of `C` chunks (vec4s of weights; the last block `LC`) and stored
+   * block after block, every row's run of a block together: the workgroups a one-token kernel runs at once then read
+   * one narrow window of the matrix, not a run in each of hundreds of rows (blockedIndex).
+   */
+  kb?: KBlock;
   words: number;
+}
+
+/** MatLayout.kb: `NB` blocks of `C` chunks, `G` groups and `Z` zero-point words a row (the last: LC, LG, LZ). */
+export interface KBlock { C: number; NB: number; LC: number; G: number; LG: number; Z: number; LZ: number }
+
+/**
+ * The K-blocked layout of a 4/8-bit matrix of whole vec4 rows with blocks of `C` chunks, or why there is none: blocks
+ * must hold whole groups and be fewer chunks than a row. A block's zero points are padded to whole words a row.
+ */
+export function kBlockOf(bits: 4 | 8, group: number, K: number, C: number): KBlock | string {
+  const CWt = (4 * 32) / bits, KC = (K * bits) / 128;
+  if (!Number.isInteger(KC)) return 'rows are not whole vec4s';
+  if (!(C > 0 && C < KC)) return `${C} chunks a block in rows of ${KC}`;
+  const G = (C * CWt) / group, NB = Math.ceil(KC / C), LC = KC - (NB - 1) * C, LG = (LC * CWt) / group;
+  if (!Number.isInteger(G) || !Number.isInteger(LG)) return `blocks of ${C} chunks do not hold whole groups of ${group}`;
+  return { C, NB, LC, G, LG, Z: Math.ceil((G * bits) / 32), LZ: Math.ceil((LG * bits) / 32) };
+}
+
+/**
+ * Where item `i` (an expression) of row `rw` lies in a region cut into NB blocks of `full` items a row (the last of
+ * `last`): block by block, each block row-major (N rows).
+ */
+function blockedIndex(rw: string, i: string, full: number, last: number, NB: number, N: number): string {
+  const x = paren(i);
+  const width = last === full ? u(full) : `select(${u(full)}, ${u(last)}, ${x} >= ${u((NB - 1) * full)})`;
+  return `((${x} / ${u(full)}) * ${u(N * full)} + ${rw} * ${width} + ${x} % ${u(full)})`;
+}
+
+/** JavaScript's blockedIndex (packMatrix, tests). */
+export function blockedIndexJs(rw: number, i: number, full: number, last: number, NB: number, N: number): number {
+  const b = Math.floor(i / full);
+  return b * N * full + rw * (b === NB - 1 ? last : full) + (i % full);
+}
+
+/** The vec4 index in W of chunk `c` (16 bytes of weights) of row `rw`. */
+export function chunkAt(m: MatLayout, rw: string, c: string): string {
+  if (m.kb) return blockedIndex(rw, c, m.kb.C, m.kb.LC, m.kb.NB, m.N);
+  return `${rw} * ${u(m.stride / 4)} + ${c}`;
+}
+
+/** The word index of weight word `w` of row `rw`. */
+export function wordAt(m: MatLayout, rw: string, w: string): string {
+  if (m.kb) return blockedIndex(rw, w, 4 * m.kb.C, 4 * m.kb.LC, m.kb.NB, m.N);
+  return `${rw} * ${u(m.stride)} + ${w}`;
 }
 
 /**
  * `rowAlign` > 0: the in-row layout (MatLayout.inRow), each row padded to a multiple of that many words (at least 4).
  * `bias`: N more words for the rows' biases (MatLayout.biasOff).
  */
-export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, rowAlign = 0, bias = false): MatLayout {
+export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N: number, K: number, scaleF16 = false, rowAlign = 0, bias = false, block = 0): MatLayout {
   const withBias = (m: MatLayout): MatLayout => (bias ? { ...m, biasOff: m.words, words: m.words + N } : m);
   const wpr = (K * bits) / 32;
   if (kind === 'f32') return withBias({ kind, bits: 32, group: K, N, K, wpr, groups: 0, zpr: 0, stride: wpr, inRow: false, scaleOff: N * wpr, scaleF16: false, zeroOff: N * wpr, words: N * wpr });
@@ -68,6 +119,12 @@ export function matLayout(kind: 'f32' | 'q', bits: 4 | 8 | 32, group: number, N:
     return withBias({ kind, bits, group, N, K, wpr, groups, zpr, stride, inRow: true, scaleOff: wpr, scaleF16, zeroOff: wpr + sw, words: N * stride });
   }
   const scaleOff = N * wpr, zeroOff = scaleOff + (scaleF16 ? Math.ceil((N * groups) / 2) : N * groups);
+  if (block > 0) {
+    if (bits === 32) throw new Error('matLayout: K blocks of f32 weights');
+    const kb = kBlockOf(bits, group, K, block);
+    if (typeof kb === 'string') throw new Error(`matLayout: ${kb}`);
+    return withBias({ kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, kb, words: zeroOff + N * ((kb.NB - 1) * kb.Z + kb.LZ) });
+  }
   return withBias({ kind, bits, group, N, K, wpr, groups, zpr, stride: wpr, inRow: false, scaleOff, scaleF16, zeroOff, words: zeroOff + N * zpr });
 }
 
@@ -84,7 +141,7 @@ export function scaleOf(m: MatLayout, rw: string, gx: string, base = ''): string
     const at = `${base}${rw} * ${u(m.stride)} + ${u(m.scaleOff)}`;
     return m.scaleF16 ? `unpack2x16float(w32(${at} + (${g} >> 1u)))[${g} & 1u]` : `bitcast<f32>(w32(${at} + ${g}))`;
   }
-  const i = `(${rw} * ${u(m.groups)} + ${g})`;
+  const i = m.kb ? blockedIndex(rw, g, m.kb.G, m.kb.LG, m.kb.NB, m.N) : `(${rw} * ${u(m.groups)} + ${g})`;
   return m.scaleF16 ? `unpack2x16float(w32(${base}${u(m.scaleOff)} + (${i} >> 1u)))[${i} & 1u]` : `bitcast<f32>(w32(${base}${u(m.scaleOff)} + ${i}))`;
 }
 
@@ -428,8 +485,15 @@ export function quantHelpers(bits: number): string {
 
 /** The zero point of group `g` of row `rw` (an f32 expression; `base` as scaleOf's). */
 export function zeroOf(m: MatLayout, rw: string, gx: string, base = ''): string {
-  const g = paren(gx);
-  const at = base + (m.inRow ? `${rw} * ${u(m.stride)} + ${u(m.zeroOff)}` : `${u(m.zeroOff)} + ${rw} * ${u(m.zpr)}`);
+  let g = paren(gx);
+  const sh = m.bits === 4 ? 3 : 2;
+  let at: string;
+  if (m.kb) {
+    // Block g / G, its row rw's zero-point words, the group's place in them (g % G).
+    const { G, Z, LZ, NB } = m.kb;
+    at = `${base}${u(m.zeroOff)} + (${g} / ${u(G)}) * ${u(m.N * Z)} + ${rw} * ${LZ === Z ? u(Z) : `select(${u(Z)}, ${u(LZ)}, ${g} >= ${u((NB - 1) * G)})`}`;
+    g = `(${g} % ${u(G)})`;
+  } else at = base + (m.inRow ? `${rw} * ${u(m.stride)} + ${u(m.zeroOff)}` : `${u(m.zeroOff)} + ${rw} * ${u(m.zpr)}`);
   return m.bits === 4 ? `f32((w32(${at} + (${g} >> 3u)) >> ((${g} & 7u) * 4u)) & 15u)`
     : `f32((w32(${at} + (${g} >> 2u)) >> ((${g} & 3u) * 8u)) & 255u)`;
 }
@@ -480,7 +544,7 @@ function gemvStagedLoop(s: GemvSpec, d: { KC: number; XC: number; CWt: number; G
     const b: string[] = [];
     b.push(v === 0 ? 'let cc = c;' : `let cc = min(c + ${u(v * TK)}, ce - 1u);`);
     b.push('let cl = cc - kt;');
-    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`let w${r}_${h} = W[rw${r}_${h} * ${u(m.stride / 4)} + cc];`);
+    for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) b.push(`let w${r}_${h} = W[${chunkAt(m, `rw${r}_${h}`, 'cc')}];`);
     for (let r = 0; r < RT; r++) for (let h = 0; h < P; h++) for (let q = 0; q < NSG; q++) {
       const id = `${r}_${h}_${q}`;
       b.push(`let g${id} = (cc * ${u(CWt)} + ${u(q * GS)}) / ${u(m.group)};`,
@@ -559,7 +623,7 @@ function dot4RowLoads(s: GemvSpec, P: number, c: string, sfx = ''): { ids: strin
   const { m } = s;
   const g = m.group === 32 ? c : `(${c} * 32u) / ${u(m.group)}`;
   const ids = rowIds(s.RT, P);
-  return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[rw${id} * ${u(m.stride / 4)} + ${c}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
+  return { ids, lines: ids.flatMap((id) => [`let w${id}${sfx} = W[${chunkAt(m, `rw${id}`, c)}];`, `let s${id}${sfx} = ${scaleOf(m, `rw${id}`, g)};`, `let z${id}${sfx} = ${zeroOf(m, `rw${id}`, g)};`]) };
 }
 
 /** The int8 dot products of chunk `w${id}` with x bytes `xa`, `xb`: an i32 expression. */
@@ -749,8 +813,8 @@ export function gemvKernel(s: GemvSpec): string {
 
   // One chunk of the row in variable `rw`; names get the suffix `id`.
   const wLoad = (rw: string, id: string, c = 'c'): string => CW === 4
-    ? `let w${id} = W[${rw} * ${u(m.stride / 4)} + ${c}];`
-    : `let w${id} = w32(${rw} * ${u(m.stride)} + ${c});`;
+    ? `let w${id} = W[${chunkAt(m, rw, c)}];`
+    : `let w${id} = w32(${wordAt(m, rw, c)});`;
   // The chunk's weights as vec4s (unscaled integers, or f32).
   const chunkVecs = (id: string): string[] => {
     if (m.bits === 32) return [`bitcast<vec4f>(w${id})`];
@@ -1040,7 +1104,7 @@ export function gemmKernel(s: GemmSpec, TN = GEMM_TN): string {
   const wItem = `let r = it / ${u(WS)};\n      let wi = it % ${u(WS)};\n      let row = ${tileRow(epi, U, 'r')};`;
   const xItem = `let tt = it / ${u(KS4)};\n      let k4 = it % ${u(KS4)};`;
   const loadStep = (k: string): string => [
-    ...Array.from({ length: ITW }, (_, j) => slot(j, TN * WS, `${wItem}\n      pw[${j}] = w32(row * ${u(m.stride)} + ${k} * ${u(CW)} + wi);`)),
+    ...Array.from({ length: ITW }, (_, j) => slot(j, TN * WS, `${wItem}\n      pw[${j}] = w32(${wordAt(m, 'row', `${k} * ${u(CW)} + wi`)});`)),
     ...Array.from({ length: ITX }, (_, j) => slot(j, TM * KS4, `${xItem}\n      px[${j}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${k} * ${u(CWt / 4)} + k4];`)),
   ].join('\n    ');
   const storeStep = (): string => [

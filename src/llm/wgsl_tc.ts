@@ -13,7 +13,7 @@
 //
 // Precision: x and the dequantised weights are rounded to f16 (11 significant bits) before the products; the sums are
 // f32. Against gemmKernel (f32 throughout) the outputs differ by ~2^-11 of the terms' magnitudes.
-import { epilogueLines, gatherCopy, gemvUnits, itemSlot, matDecls, paired, quantHelpers, rmsPass, scaleOf, tileRow, wordDequant, xRow, zeroOf, type GemmSpec } from './wgsl.js';
+import { chunkAt, epilogueLines, gatherCopy, gemvUnits, itemSlot, matDecls, paired, quantHelpers, rmsPass, scaleOf, tileRow, wordAt, wordDequant, xRow, zeroOf, type GemmSpec } from './wgsl.js';
 import { sgmLoad, sgmStore } from '../codegen/wgsl/sgm.js';
 
 const u = (n: number): string => `${n}u`;
@@ -85,7 +85,7 @@ export function gemmTcKernel(s: GemmSpec, t: TcTile, emulate = false): string {
   // With two steps ahead (TcTile.ahead), register set b (0, 1) holds every other step: slot j of set b is j + b·IT.
   const vecMeta = (kt: string, j: number) => vec ? `\n      { let g = (${kt} * ${u(BK)} + wi * 32u) / ${u(m.group)}; ps[${j}] = ${scaleOf(m, 'row', 'g')}; pz[${j}] = ${zeroOf(m, 'row', 'g')}; }` : '';
   const loadStep = (kt: string, b = 0): string => [
-    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem(true)}\n      pw[${j + b * ITW}] = ${vec ? `W[row * ${u(m.stride / 4)} + ${kt} * ${u(IW)} + wi]` : `w32(row * ${u(m.stride)} + ${kt} * ${u(WS)} + wi)`};${vecMeta(kt, j + b * ITW)}`)),
+    ...range(ITW).map((j) => slot(j, BN * IW, `${wItem(true)}\n      pw[${j + b * ITW}] = ${vec ? `W[${chunkAt(m, 'row', `${kt} * ${u(IW)} + wi`)}]` : `w32(${wordAt(m, 'row', `${kt} * ${u(WS)} + wi`)})`};${vecMeta(kt, j + b * ITW)}`)),
     ...range(ITX).map((j) => slot(j, BM * (BK / 4), `${xItem}\n      px[${j + b * ITX}] = X[${xRow(s, 'min(t0 + tt, rows - 1u)')} * ${u(K4)} + ${kt} * ${u(BK / 4)} + k4];${norm ? `\n      pn[${j + b * ITX}] = NW[${kt} * ${u(BK / 4)} + k4];` : ''}`)),
   ].join('\n    ');
   // One W word → WPW weights of row r (tile row, [n][k] in Bs), dequantised and rounded to f16.
