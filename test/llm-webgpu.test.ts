@@ -9,7 +9,7 @@ import { createLlm } from '../src/llm/index.js';
 import { quantizeRtn } from '../src/llm/quantize.js';
 import { randomLlama } from '../src/llm/random_model.js';
 import { ReferenceLlm } from '../src/llm/reference.js';
-import type { LlamaConfig, LlmWeights, Matrix } from '../src/llm/types.js';
+import type { LlamaConfig, LlmWeights, Matrix, QuantMatrix } from '../src/llm/types.js';
 import { WebGpuLlm, gemvShapeFor, llmGpuConfig, packMatrix, prefillChunks } from '../src/llm/webgpu.js';
 import { blockedIndexJs, gemvKernel, gemvWorkgroupBytes, kBlockOf, matLayout, type GemvShape, type GemvSpec } from '../src/llm/wgsl.js';
 import { f16ToF32 } from '../src/ops/util.js';
@@ -698,9 +698,8 @@ function withoutBias(w: LlmWeights): LlmWeights {
 
 test('packMatrix K-block-major (MatLayout.kb): every chunk, scale and zero point where blockedIndexJs puts it, a short last block, padded zero-point words; kBlockOf refuses blocks of partial groups or whole rows', () => {
   // 4-bit, 20 chunks a row in blocks of 8 (8, 8, 4), groups of 32: a block's zero points are one word a row.
-  const q = model({ ...GQA, hidden: 640 }, 'q4', 2).layers[0].q;
+  const q = model({ ...GQA, hidden: 640 }, 'q4', 2).layers[0].q as QuantMatrix;
   assert.equal(q.kind, 'q');
-  if (q.kind !== 'q') return;
   const p = packMatrix(q, 0, undefined, 8), kb = p.layout.kb!;
   assert.deepEqual(kb, { C: 8, NB: 3, LC: 4, G: 8, LG: 4, Z: 1, LZ: 1 });
   assert.equal(p.layout.words, q.N * 80 + q.N * 10 + q.N * 3);
