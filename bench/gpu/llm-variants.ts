@@ -102,6 +102,8 @@ const VARIANTS: Record<string, Partial<typeof llmGpuConfig>> = {
   // every matrix whatever its loop (slabT's order, with the head).
   rowMajor: { kBlock: 0 },
   kb32: { kBlock: 32 },
+  // Blocks of 128 chunks everywhere (70B's piped loops read 32 an iteration): the small-T buckets' cost, memory or ALU?
+  kb128: { kBlock: 128 },
   // Session 31: the head's one-token kernel quantizing x in each workgroup (before headFed).
   headStaged: { headFed: false },
   // down's one-token shape: 64 threads along K (14 chunks a thread), piped or 4 chunks an iteration; 2 chunks an iteration.
