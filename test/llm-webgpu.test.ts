@@ -636,6 +636,32 @@ test('webgpu llm: K-block-major weights give the bits of row-major ones: q4 (g32
   }
 });
 
+/**
+ * kBlock 'iter' (the default): blocks of the chunks one iteration of a matrix's one-token int8 kernel reads, here 8
+ * (a shape of 8 threads along K, one chunk an iteration), in rows of 12 and 20. Matrices whose one-token kernel
+ * quantizes x itself (layer 0's q/k/v reading embedding rows, the head's kernel) and f32 x stay row-major.
+ */
+test('webgpu llm: kBlock \'iter\' blocks the matrices whose one-token kernel reads x quantized, by that kernel\'s iteration, with the bits of row-major', TIMEOUT, async () => {
+  const { caps } = await acquireGpu();
+  const w = model(WIDE, 'q4', 27), V = WIDE.vocab;
+  const run = (kBlock: 'iter' | number, activations: 'int8' | 'f32') => withGpuConfigValue({
+    kBlock, buckets: [1, 4], rolled: false, shape: (_r, _u, TB) => (TB === 1 ? { TK: 8, RG: 16, RT: 2, PU: 1, pipe: true } : undefined),
+  }, async () => {
+    const r = await WebGpuLlm.create(w, { capacity: 32, activations });
+    const outs = [await r.forward(ids(5, 2, V), true)];
+    for (let s = 0; s < 3; s++) outs.push(await r.forward([(s * 41 + 3) % V]));
+    const blocked = r.stats.kBlockedMatrices, int8 = r.activations === 'int8';
+    await r.release();
+    return { outs, blocked, int8 };
+  });
+  const iter = await run('iter', 'int8'), rowMajor = await run(0, 'int8');
+  assert.equal(iter.int8, caps.dot4);
+  if (caps.dot4) assert.equal(iter.blocked, 4 * WIDE.layers + 1 - 2);
+  for (let s = 0; s < iter.outs.length; s++) assert.deepEqual(iter.outs[s], rowMajor.outs[s], `forward ${s}`);
+  assert.ok(iter.outs[1].some((v) => v !== 0));
+  assert.equal((await run('iter', 'f32')).blocked, 0);
+});
+
 async function int8Check(config = GQA, epilogues: number | null = 0, group = 32): Promise<void> {
   const { caps } = await acquireGpu();
   const w = model(config, 'q4', 11, group);

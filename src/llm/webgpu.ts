@@ -381,10 +381,9 @@ export function packMatrix(m: Matrix, rowAlign = 0, bias?: Float32Array, block =
         const nc = b === kb.NB - 1 ? kb.LC : kb.C, ng = b === kb.NB - 1 ? kb.LG : kb.G, nz = b === kb.NB - 1 ? kb.LZ : kb.Z;
         const src = n * layout.wpr * 4 + b * kb.C * 16;
         bytes.set(m.data.subarray(src, src + nc * 16), blockedIndexJs(n, b * kb.C, kb.C, kb.LC, kb.NB, m.N) * 16);
-        for (let g = 0; g < ng; g++) {
-          const v = m.scales[n * G + b * kb.G + g];
-          scales[blockedIndexJs(n, b * kb.G + g, kb.G, kb.LG, kb.NB, m.N)] = f16 ? f32ToF16(v) : v;
-        }
+        // A block's groups of a row are one run in the scales too.
+        const s0 = blockedIndexJs(n, b * kb.G, kb.G, kb.LG, kb.NB, m.N), v0 = n * G + b * kb.G;
+        for (let g = 0; g < ng; g++) scales[s0 + g] = f16 ? f32ToF16(m.scales[v0 + g]) : m.scales[v0 + g];
         const zo = (layout.zeroOff + b * m.N * kb.Z + n * nz) * 4, zb = b * kb.G * m.bits;
         if (zb % 8 === 0) bytes.set(m.zeros.subarray(n * zRow + zb / 8, n * zRow + Math.ceil((zb + ng * m.bits) / 8)), zo);
         else for (let g = 0; g < ng; g++) bytes[zo + (g >> 1)] |= ((m.zeros[n * zRow + ((b * kb.G + g) >> 1)] >> (((b * kb.G + g) & 1) * 4)) & 15) << ((g & 1) * 4);
@@ -715,12 +714,18 @@ export class WebGpuLlm implements LlmRunner {
      */
     const gemv = (role: GemvRole, m: Matrix, norm: boolean, gather: boolean, epi: Epilogue, what: string,
       fed: (TB: number) => boolean = () => false, qout?: { norm: boolean }, bias?: Float32Array): { k: GemvKernels; buf: GPUBuffer; packed: ReturnType<typeof packMatrix>; quantOut: (TB: number) => boolean; base: Omit<GemvSpec, keyof GemvShape> } => {
-      const packed = packMatrix(m, llmGpuConfig.rowMeta, bias, this.kBlockFor(role, m, { norm, gather, epi, int8, fed: fed(1), qout: !!qout }));
+      // The kernels' spec for a layout, and its one-token form (x as the producer quantized it where fed).
+      const baseOf = (layout: MatLayout): Omit<GemvSpec, keyof GemvShape> => {
+        const plain = { m: layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: int8 };
+        return { ...plain, ...(qout && llmGpuConfig.producerQuant && preBound(plain) ? { qout } : {}) };
+      };
+      const oneToken = (b: Omit<GemvSpec, keyof GemvShape>) => (int8 && fed(1) ? { ...b, preIn: true } : b);
+      // The block size follows the one-token kernel's shape, which the K order does not change (a row-major layout asks).
+      const packed = packMatrix(m, llmGpuConfig.rowMeta, bias, this.kBlockFor(m, (q) => this.shapeFor(role, oneToken(baseOf(matLayout('q', q.bits, q.group, q.N, q.K))), 1)));
       if (packed.layout.kb) this.stats.kBlockedMatrices++;
       const buf = this.upload(packed.words, 0, what);
       this.weightBytesPerToken += packed.words.byteLength;
-      const plain = { m: packed.layout, norm, eps: c.rmsEps, gather, epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: int8 };
-      const base = { ...plain, ...(qout && llmGpuConfig.producerQuant && preBound(plain) ? { qout } : {}) };
+      const base = baseOf(packed.layout);
       const bindings = gemvBindings(base);
       const src: QuantRowsSource = role === 'head' ? 'head' : gather ? 'gather' : 'x';
       const k: GemvKernels = {
@@ -743,7 +748,7 @@ export class WebGpuLlm implements LlmRunner {
         } else {
           // Qwen3 with the norm in attention: the one-token kernel leaves k's heads in Q (Epilogue kToQ).
           const kToQ = TB === 1 && epi.kind === 'qkv' && epi.qkNorm && fuseQkNorm;
-          const spec = this.shapeFor(role, { ...base, ...(TB === 1 && int8 && fed(1) ? { preIn: true } : {}), ...(kToQ ? { epi: { ...epi, kToQ: true as const } } : {}) }, TB);
+          const spec = this.shapeFor(role, { ...(TB === 1 ? oneToken(base) : base), ...(kToQ ? { epi: { ...epi, kToQ: true as const } } : {}) }, TB);
           code = gemvKernel(spec);
           UW = spec.RG * spec.RT;
           quantBefore = dot4Pre(spec) && !fed(TB);
@@ -917,13 +922,12 @@ export class WebGpuLlm implements LlmRunner {
    * Chunks a K block of a matrix (llmGpuConfig.kBlock; 0: row-major): by default those one iteration of its one-token
    * kernel reads, where that kernel takes x quantized (the measured case) and reads less than a row an iteration.
    */
-  private kBlockFor(role: GemvRole, m: Matrix, o: { norm: boolean; gather: boolean; epi: Epilogue; int8: boolean; fed: boolean; qout: boolean }): number {
+  private kBlockFor(m: Matrix, oneToken: (q: QuantMatrix) => GemvSpec): number {
     const want = llmGpuConfig.kBlock;
     if (m.kind !== 'q' || llmGpuConfig.rowMeta > 0 || this.wantTiny || want === 0) return 0;
     let C = typeof want === 'number' ? want : 0;
     if (want === 'iter') {
-      const plain = { m: matLayout('q', m.bits, m.group, m.N, m.K), norm: o.norm, eps: 1e-5, gather: o.gather, epi: o.epi, sg: this.subgroups, sgMin: this.caps.sgMin, rolled: this.rolled, dot4: o.int8 };
-      const spec = this.shapeFor(role, { ...plain, ...(o.qout && llmGpuConfig.producerQuant && preBound(plain) ? { qout: { norm: true } } : {}), ...(o.int8 && o.fed ? { preIn: true } : {}) }, 1);
+      const spec = oneToken(m);
       if (dot4Pre(spec)) C = spec.TK * (spec.PU ?? 1);
     }
     return C > 0 && typeof kBlockOf(m.bits, m.group, m.K, C) !== 'string' ? C : 0;
